@@ -1,0 +1,65 @@
+"""icc: a plugin-based task runner and scheduler.
+
+The public API is re-exported here explicitly. Names are resolved lazily so that
+``import icc`` (and the idle ``icc run`` tick) does not pay for pluggy, croniter or rich.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from icc._version import __version__
+from icc.errors import (
+    ConfigError,
+    IccError,
+    JobNotFoundError,
+    PluginError,
+    QueueError,
+    ScheduleError,
+    StateError,
+)
+
+if TYPE_CHECKING:
+    from icc.hookspecs import hookimpl, hookspec
+    from icc.jobs import Scheduler
+    from icc.queue.dispatch import dispatch
+    from icc.schedule import Schedule
+
+__all__ = [
+    "ConfigError",
+    "IccError",
+    "JobNotFoundError",
+    "PluginError",
+    "QueueError",
+    "Schedule",
+    "ScheduleError",
+    "Scheduler",
+    "StateError",
+    "__version__",
+    "dispatch",
+    "hookimpl",
+    "hookspec",
+]
+
+_LAZY = {
+    "Schedule": "icc.schedule",
+    "Scheduler": "icc.jobs",
+    "hookimpl": "icc.hookspecs",
+    "hookspec": "icc.hookspecs",
+    "dispatch": "icc.queue.dispatch",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'icc' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,26 @@
+"""Console entry point.
+
+``icc run`` with nothing due must cost little more than starting Python with filelock and sqlite3, so
+the tick's idle path is tried before click, rich and the plugins are imported.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["run"]:
+        from icc.fastpath import try_idle_tick
+
+        code = try_idle_tick(args[1:])
+        if code is not None:
+            raise SystemExit(code)
+    from icc.cli import cli
+
+    cli.main(args=args, prog_name="icc")
+
+
+if __name__ == "__main__":
+    main()

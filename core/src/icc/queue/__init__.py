@@ -1,0 +1,1 @@
+"""Queues: messages, the embedded SQLite transport, the consumer loop, retries and failed messages."""

@@ -1,0 +1,1 @@
+"""The state store: jobs, runs, claims and the tick watermark."""
