@@ -17,6 +17,7 @@ from icc.errors import (
     QueueError,
     ScheduleError,
     StateError,
+    UnrecoverableMessageError,
 )
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ __all__ = [
     "ScheduleError",
     "Scheduler",
     "StateError",
+    "UnrecoverableMessageError",
     "__version__",
     "dispatch",
     "hookimpl",

@@ -34,3 +34,7 @@ class JobNotFoundError(IccError, LookupError):
 
 class QueueError(IccError):
     """A message that cannot be dispatched or a queue that cannot be used."""
+
+
+class UnrecoverableMessageError(QueueError):
+    """Raised by a message handler when retrying cannot help: the message goes to failed at once."""

@@ -1,0 +1,120 @@
+"""Jobs as plugins declare them: :class:`Scheduler` collects tasks with their schedules.
+
+A task is a callable (called with no argument, or with the :class:`RunContext` when it declares one
+parameter) or an argv list, run without a shell.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal, Union
+
+from icc.errors import PluginError, ScheduleError
+
+if TYPE_CHECKING:
+    from icc.schedule import Schedule
+
+Task = Union[Callable[..., object], Sequence[str]]
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a job comes from: the plugin that added it and that plugin's distribution."""
+
+    plugin: str
+    distribution: str | None = None
+    version: str | None = None
+
+
+@dataclass
+class Job:
+    """One named task with its schedule and provenance."""
+
+    name: str
+    task: Task
+    schedule: Schedule
+    description: str | None = None
+    provenance: Provenance = field(default_factory=lambda: Provenance("unknown"))
+
+    @property
+    def kind(self) -> Literal["callable", "command"]:
+        return "callable" if callable(self.task) else "command"
+
+    @property
+    def argv(self) -> list[str]:
+        """The argv of a command task."""
+        if callable(self.task):
+            raise TypeError(f"job {self.name!r} is a callable task, not a command")
+        return list(self.task)
+
+    def takes_context(self) -> bool:
+        if not callable(self.task):
+            return False
+        try:
+            params = [
+                p
+                for p in inspect.signature(self.task).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+            ]
+        except (TypeError, ValueError):
+            return False
+        return len(params) == 1
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a task that declares one parameter receives."""
+
+    job: str
+    run_id: int
+    slot: datetime | None
+    kind: Literal["scheduled", "manual", "missed"]
+    environment: str | None
+
+
+def default_name(task: Callable[..., object]) -> str:
+    module = getattr(task, "__module__", None) or "unknown"
+    qualname = getattr(task, "__qualname__", None) or getattr(task, "__name__", None) or repr(task)
+    return f"{module}:{qualname}"
+
+
+class Scheduler:
+    """Handed to every plugin's ``schedule`` hook; ``add`` returns the task's :class:`Schedule`."""
+
+    def __init__(self, *, timezone: str = "UTC", environment: str | None = None) -> None:
+        self.timezone = timezone
+        self.environment = environment
+        self.jobs: dict[str, Job] = {}
+        self._provenance = Provenance("unknown")
+
+    def add(self, task: Task, *, name: str | None = None, description: str | None = None) -> Schedule:
+        from icc.schedule import Schedule
+
+        if callable(task):
+            job_name = name or default_name(task)
+        elif isinstance(task, (list, tuple)) and task and all(isinstance(a, str) for a in task):
+            if name is None:
+                raise ScheduleError(
+                    f"command task {list(task)!r} needs a name: scheduler.add([...], name='my-job')"
+                )
+            job_name = name
+        else:
+            raise ScheduleError(
+                f"a task is a callable or a non-empty argv list of strings, not {task!r} "
+                "(commands run without a shell: write ['prog', 'arg'], not 'prog arg')"
+            )
+        if not job_name or job_name != job_name.strip():
+            raise ScheduleError(f"job name {job_name!r} must be non-empty, without surrounding spaces")
+        existing = self.jobs.get(job_name)
+        if existing is not None:
+            raise PluginError(
+                f"job name {job_name!r} is used twice: by plugin {existing.provenance.plugin!r} "
+                f"and by plugin {self._provenance.plugin!r}; pass name=... to one of them"
+            )
+        schedule = Schedule(default_timezone=self.timezone)
+        task_value: Task = task if callable(task) else tuple(task)
+        self.jobs[job_name] = Job(job_name, task_value, schedule, description, self._provenance)
+        return schedule
