@@ -10,14 +10,14 @@ import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Literal
 
 from icc.errors import PluginError, ScheduleError
 
 if TYPE_CHECKING:
     from icc.schedule import Schedule
 
-Task = Union[Callable[..., object], Sequence[str]]
+Task = Callable[..., object] | Sequence[str]
 
 
 @dataclass(frozen=True)
@@ -76,19 +76,37 @@ class RunContext:
 
 
 def default_name(task: Callable[..., object]) -> str:
+    """``module:qualname`` of a callable; for a callable object without a qualname, that of its class.
+
+    Never ``repr()``: a name must be the same in every process, as it keys the job in the state store.
+    """
+    qualname = getattr(task, "__qualname__", None)
+    if not isinstance(qualname, str):
+        task = type(task)
+        qualname = task.__qualname__
     module = getattr(task, "__module__", None) or "unknown"
-    qualname = getattr(task, "__qualname__", None) or getattr(task, "__name__", None) or repr(task)
     return f"{module}:{qualname}"
 
 
 class Scheduler:
     """Handed to every plugin's ``schedule`` hook; ``add`` returns the task's :class:`Schedule`."""
 
-    def __init__(self, *, timezone: str = "UTC", environment: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        timezone: str = "UTC",
+        environment: str | None = None,
+        provenance: Provenance | None = None,
+    ) -> None:
         self.timezone = timezone
         self.environment = environment
         self.jobs: dict[str, Job] = {}
-        self._provenance = Provenance("unknown")
+        self._provenance = provenance or Provenance("unknown")
+
+    @property
+    def provenance(self) -> Provenance:
+        """The plugin whose jobs this scheduler collects; every added job records it."""
+        return self._provenance
 
     def add(self, task: Task, *, name: str | None = None, description: str | None = None) -> Schedule:
         from icc.schedule import Schedule
@@ -110,10 +128,9 @@ class Scheduler:
             raise ScheduleError(f"job name {job_name!r} must be non-empty, without surrounding spaces")
         existing = self.jobs.get(job_name)
         if existing is not None:
-            raise PluginError(
-                f"job name {job_name!r} is used twice: by plugin {existing.provenance.plugin!r} "
-                f"and by plugin {self._provenance.plugin!r}; pass name=... to one of them"
-            )
+            first, second = existing.provenance.plugin, self._provenance.plugin
+            by = f"twice by plugin {first!r}" if first == second else f"by plugins {first!r} and {second!r}"
+            raise PluginError(f"job name {job_name!r} is used {by}; pass name=... to one of them")
         schedule = Schedule(default_timezone=self.timezone)
         task_value: Task = task if callable(task) else tuple(task)
         self.jobs[job_name] = Job(job_name, task_value, schedule, description, self._provenance)

@@ -1,0 +1,401 @@
+"""Configuration: ``icc.toml`` (table ``[icc]``) or ``[tool.icc]`` in ``pyproject.toml``, then ``.env``,
+``.env.local`` and ``ICC_*`` environment variables, each overriding the one before.
+
+Core validates its own keys; every other table (``[tool.icc.mail]``) belongs to a plugin and is handed to it
+untouched in :attr:`Config.tables`. This module is imported on the idle ``icc run`` path: it imports only the
+standard library at module level, and python-dotenv only when a ``.env`` file exists.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+from icc.errors import ConfigError
+
+__all__ = [
+    "CONFIG_FILE",
+    "ENV_PREFIX",
+    "Config",
+    "ConsumersConfig",
+    "QueueConfig",
+    "find_config_file",
+    "load_config",
+]
+
+CONFIG_FILE = "icc.toml"
+PYPROJECT = "pyproject.toml"
+ENV_PREFIX = "ICC_"
+DEFAULT_QUEUES = ("mail", "async")
+CONSUMER_MODES = ("cron", "service")
+
+# Variables with a meaning of their own: never read as configuration keys.
+RESERVED_VARIABLES = frozenset({"ICC_CONFIG", "ICC_PLUGINS", "ICC_DISABLE_PLUGIN_AUTOLOAD"})
+
+
+@dataclass(frozen=True)
+class ConsumersConfig:
+    """``[tool.icc.consumers]``: how the queue consumers run."""
+
+    mode: Literal["cron", "service"] = "cron"
+    queues: tuple[str, ...] = DEFAULT_QUEUES
+    time_limit: float = 20.0
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """``[tool.icc.queues.<name>]``: retries and leases of one queue."""
+
+    retries: int = 3
+    delay: float = 1.0  # seconds before the first retry
+    multiplier: float = 2.0
+    max_delay: float = 3600.0
+    lease: float = 60.0  # seconds a consumer holds a message before others may take it
+
+
+def _default_queues() -> Mapping[str, QueueConfig]:
+    return MappingProxyType({name: QueueConfig() for name in DEFAULT_QUEUES})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """The loaded configuration. Build it with :func:`load_config`; constructing it directly is for tests.
+
+    A relative ``state_dir`` is resolved against ``root``; ``queues`` always holds ``mail`` and ``async``.
+    """
+
+    path: Path | None  # the config file, None when none was found (defaults used)
+    root: Path  # directory of the config file, or the working directory
+    environment: str = "production"
+    timezone: str = "UTC"
+    state_dir: Path = Path(".icc")
+    plugins: tuple[str, ...] = ()
+    consumers: ConsumersConfig = field(default_factory=ConsumersConfig)
+    queues: Mapping[str, QueueConfig] = field(default_factory=_default_queues)
+    keep_runs: int = 100  # runs kept per job when pruning
+    missed_window: int = 60  # minutes: how far back missed slots are considered
+    grace: float = 10.0  # seconds between SIGTERM and SIGKILL
+    tables: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        root = Path(self.root).absolute()
+        object.__setattr__(self, "root", root)
+        object.__setattr__(self, "state_dir", root / Path(self.state_dir).expanduser())
+        queues = {name: QueueConfig() for name in DEFAULT_QUEUES}
+        queues.update(self.queues)
+        object.__setattr__(self, "queues", MappingProxyType(queues))
+        object.__setattr__(self, "tables", MappingProxyType(dict(self.tables)))
+
+    def queue(self, name: str) -> QueueConfig:
+        """The settings of queue ``name``; defaults for a queue that is not configured."""
+        return self.queues.get(name) or QueueConfig()
+
+
+# --- key schema -------------------------------------------------------------------------------------
+
+# A converter turns a TOML value (or, with from_env=True, an environment string) into the key's type,
+# raising _Invalid with what was expected.
+
+
+class _Invalid(Exception):
+    pass
+
+
+Converter = Callable[[object, bool], object]
+
+
+def _str(value: object, from_env: bool) -> object:
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid("a non-empty string")
+    return value.strip()
+
+
+def _int(minimum: int) -> Converter:
+    def convert(value: object, from_env: bool) -> object:
+        if from_env and isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise _Invalid(f"an integer >= {minimum}") from None
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise _Invalid(f"an integer >= {minimum}")
+        return value
+
+    return convert
+
+
+def _float(minimum: float, *, exclusive: bool = False) -> Converter:
+    bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
+
+    def convert(value: object, from_env: bool) -> object:
+        if from_env and isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise _Invalid(f"a number {bound}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Invalid(f"a number {bound}")
+        number = float(value)
+        if number != number or number in (float("inf"), float("-inf")):
+            raise _Invalid(f"a finite number {bound}")
+        if number < minimum or (exclusive and number == minimum):
+            raise _Invalid(f"a number {bound}")
+        return number
+
+    return convert
+
+
+def _names(value: object, from_env: bool) -> object:
+    if from_env and isinstance(value, str):
+        value = [part for part in (p.strip() for p in value.split(",")) if part]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise _Invalid('a list of names (in a variable: comma-separated, "a,b")')
+    return tuple(dict.fromkeys(v.strip() for v in value))
+
+
+def _mode(value: object, from_env: bool) -> object:
+    if not isinstance(value, str) or value.strip() not in CONSUMER_MODES:
+        raise _Invalid('"cron" or "service"')
+    return value.strip()
+
+
+def _timezone(value: object, from_env: bool) -> object:
+    zone = _str(value, from_env)
+    assert isinstance(zone, str)
+    if zone != "UTC":  # the default needs no tz database lookup on the idle path
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise _Invalid('an IANA time zone such as "Europe/Berlin" or "UTC"') from None
+    return zone
+
+
+def _table(value: object, from_env: bool) -> object:
+    if not isinstance(value, dict):
+        raise _Invalid("a table")
+    return value
+
+
+CORE_KEYS: dict[str, Converter] = {
+    "environment": _str,
+    "timezone": _timezone,
+    "state_dir": _str,
+    "plugins": _names,
+    "keep_runs": _int(1),
+    "missed_window": _int(0),
+    "grace": _float(0),
+}
+CONSUMER_KEYS: dict[str, Converter] = {
+    "mode": _mode,
+    "queues": _names,
+    "time_limit": _float(0, exclusive=True),
+}
+QUEUE_KEYS: dict[str, Converter] = {
+    "retries": _int(0),
+    "delay": _float(0),
+    "multiplier": _float(1),
+    "max_delay": _float(0),
+    "lease": _float(0, exclusive=True),
+}
+CORE_TABLES = ("consumers", "queues")
+
+# ICC_<NAME> -> (table or None for the top level, key). `plugins` has no variable: ICC_PLUGINS limits
+# which plugins load (see icc.plugins). Plugin tables take ICC_<TABLE>__<KEY> (double underscore).
+ENV_KEYS: dict[str, tuple[str | None, str]] = {
+    **{f"ICC_{key.upper()}": (None, key) for key in CORE_KEYS if key != "plugins"},
+    **{f"ICC_CONSUMERS_{key.upper()}": ("consumers", key) for key in CONSUMER_KEYS},
+}
+
+
+# --- discovery --------------------------------------------------------------------------------------
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}; fix the syntax at that line") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from exc
+
+
+def _pyproject_has_icc(path: Path) -> bool:
+    try:
+        text = path.read_bytes()
+    except OSError:
+        return False
+    if b"tool.icc" not in text and b"[tool]" not in text:  # cheap pre-check before parsing
+        return False
+    return isinstance(_read_toml(path).get("tool", {}).get("icc"), dict)
+
+
+def find_config_file(cwd: Path | None = None) -> Path | None:
+    """Walk up from ``cwd`` to the first ``icc.toml``, or ``pyproject.toml`` with a ``[tool.icc]`` table.
+
+    In one directory ``icc.toml`` wins; a ``pyproject.toml`` without ``[tool.icc]`` is passed over.
+    """
+    start = (cwd or Path.cwd()).absolute()
+    for directory in (start, *start.parents):
+        candidate = directory / CONFIG_FILE
+        if candidate.is_file():
+            return candidate
+        candidate = directory / PYPROJECT
+        if candidate.is_file() and _pyproject_has_icc(candidate):
+            return candidate
+    return None
+
+
+# --- loading ----------------------------------------------------------------------------------------
+
+
+def _table_label(path: Path) -> str:
+    return "[tool.icc]" if path.name == PYPROJECT else "[icc]"
+
+
+def _icc_table(path: Path, document: dict[str, Any]) -> dict[str, Any]:
+    if path.name == PYPROJECT:
+        table = document.get("tool", {}).get("icc", {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: 'tool.icc' must be a table: write [tool.icc]")
+        return table
+    stray = [key for key in document if key != "icc"]
+    if stray:
+        raise ConfigError(
+            f"{path}: key {stray[0]!r} is outside the [icc] table; put every setting under [icc]"
+        )
+    table = document.get("icc", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: 'icc' must be a table: write [icc]")
+    return table
+
+
+def _check(
+    table: Mapping[str, Any], schema: Mapping[str, Converter], where: str, origin: str
+) -> dict[str, Any]:
+    """Convert the values of a TOML table with ``schema``; ``where`` names the table for messages."""
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        convert = schema.get(key)
+        if convert is None:
+            raise ConfigError(
+                f"{origin}: unknown key {key!r} in {where}; known keys: {', '.join(sorted(schema))}"
+            )
+        try:
+            values[key] = convert(value, False)
+        except _Invalid as exc:
+            raise ConfigError(f"{origin}: {key!r} in {where} must be {exc}, not {value!r}") from None
+    return values
+
+
+def _dotenv(root: Path) -> dict[str, str]:
+    """``ICC_*`` values of ``.env`` then ``.env.local`` in ``root`` (later files win)."""
+    values: dict[str, str] = {}
+    for name in (".env", ".env.local"):
+        path = root / name
+        if not path.is_file():
+            continue
+        from dotenv import dotenv_values  # only paid for when a .env exists
+
+        for key, value in dotenv_values(path).items():
+            if key.startswith(ENV_PREFIX) and value is not None:
+                values[key] = value
+    return values
+
+
+def _variable_origin(name: str, environ: Mapping[str, str], dotenv: Mapping[str, str], root: Path) -> str:
+    if name in environ:
+        return f"environment variable {name}"
+    local = root / ".env.local"
+    if local.is_file():
+        from dotenv import dotenv_values
+
+        if name in dotenv_values(local):
+            return f"{local}: {name}"
+    return f"{root / '.env'}: {name}"
+
+
+def load_config(
+    path: Path | None = None, *, cwd: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Find and load the configuration.
+
+    ``path`` (from ``--config``) wins, then ``ICC_CONFIG``, then :func:`find_config_file` from ``cwd``.
+    ``environ`` defaults to ``os.environ``; ``.env`` files are read, never loaded into the environment.
+    """
+    env = os.environ if environ is None else environ
+    cwd = (cwd or Path.cwd()).absolute()
+    if path is None and env.get("ICC_CONFIG"):
+        path = Path(env["ICC_CONFIG"])
+    if path is not None:
+        path = (cwd / Path(path).expanduser()).absolute()
+        if not path.exists():
+            raise ConfigError(f"{path}: config file not found; check --config or ICC_CONFIG")
+        if not path.is_file():
+            raise ConfigError(
+                f"{path}: is not a file; point --config or ICC_CONFIG to icc.toml or pyproject.toml"
+            )
+    else:
+        path = find_config_file(cwd)
+
+    table: dict[str, Any] = {}
+    root = cwd
+    if path is not None:
+        root = path.parent
+        table = _icc_table(path, _read_toml(path))
+    origin = str(path) if path is not None else "defaults"
+    where = _table_label(path) if path is not None else "[icc]"
+
+    core_table = {k: v for k, v in table.items() if not isinstance(v, dict) or k in CORE_TABLES}
+    plugin_tables = {k: dict(v) for k, v in table.items() if isinstance(v, dict) and k not in CORE_TABLES}
+
+    core = _check(core_table.copy(), {**CORE_KEYS, **dict.fromkeys(CORE_TABLES, _table)}, where, origin)
+    consumers_where = f"{where[:-1]}.consumers]"
+    consumers = _check(core.pop("consumers", {}), CONSUMER_KEYS, consumers_where, origin)
+    queues: dict[str, QueueConfig] = {}
+    for name, queue_table in core.pop("queues", {}).items():
+        queue_where = f"{where[:-1]}.queues.{name}]"
+        if not isinstance(queue_table, dict):
+            raise ConfigError(f"{origin}: 'queues.{name}' must be a table: write {queue_where}")
+        queues[name] = QueueConfig(**_check(queue_table, QUEUE_KEYS, queue_where, origin))
+
+    # .env, .env.local, then the real environment: later wins.
+    dotenv = _dotenv(root)
+    variables = {**dotenv, **{k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}}
+    for name, raw in variables.items():
+        if name in RESERVED_VARIABLES:
+            continue
+        target = ENV_KEYS.get(name)
+        if target is None:
+            table_name, sep, key = name[len(ENV_PREFIX) :].partition("__")
+            if sep and table_name and key and table_name.lower() not in CORE_TABLES:
+                # ICC_MAIL__DSN -> tables["mail"]["dsn"], a string: the plugin converts and validates it.
+                plugin_table = plugin_tables.setdefault(table_name.lower(), {})
+                plugin_table[key.lower()] = raw
+            continue  # other ICC_* variables belong to other parts of icc
+        section, key = target
+        convert = CORE_KEYS[key] if section is None else CONSUMER_KEYS[key]
+        try:
+            value = convert(raw, True)
+        except _Invalid as exc:
+            source = _variable_origin(name, env, dotenv, root)
+            raise ConfigError(f"{source} must be {exc}, not {raw!r}") from None
+        (core if section is None else consumers)[key] = value
+
+    if "state_dir" in core:
+        core["state_dir"] = Path(core["state_dir"])
+    return Config(
+        path=path,
+        root=root,
+        consumers=ConsumersConfig(**consumers),
+        queues=queues,
+        tables={name: MappingProxyType(value) for name, value in plugin_tables.items()},
+        **core,
+    )

@@ -1,0 +1,119 @@
+"""The ``hookspec``/``hookimpl`` markers of the ``icc`` project and every hook a plugin can implement.
+
+A plugin is a module (or any object) with functions marked ``@icc.hookimpl`` and named after these specs.
+Implement only the hooks you need, with only the parameters you use. Each spec has a heading in
+``docs/plugins.md``; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from icc.config import Config
+    from icc.jobs import Job, RunContext, Scheduler
+
+__all__ = ["Handler", "RegisterHandler", "hookimpl", "hookspec"]
+
+PROJECT_NAME = "icc"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+Handler = Callable[[dict[str, Any]], None]
+"""A queue message handler: called with the message's JSON payload."""
+
+
+class RegisterHandler(Protocol):
+    """The ``register`` callback handed to :func:`register_handlers`."""
+
+    def __call__(self, name: str, handler: Handler, queue: str = "async") -> None: ...
+
+
+# -------------------------------------------------------------------------------------------------
+# Configuration
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def configure(config: Config) -> None:
+    """Validate and keep this plugin's own configuration table.
+
+    Called once, before any other hook. Read your table with ``config.tables.get("myplugin", {})``
+    (``[tool.icc.myplugin]``, plus ``ICC_MYPLUGIN__<KEY>`` variables as strings) and raise
+    :class:`icc.ConfigError` naming the key when a value is wrong; the plugin is then disabled and reported.
+
+    :param config: the loaded configuration, shared by every plugin; do not modify it.
+    """
+
+
+# -------------------------------------------------------------------------------------------------
+# Definitions: tasks, queue handlers, commands
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def schedule(scheduler: Scheduler) -> None:
+    """Add tasks with their schedules.
+
+    Call ``scheduler.add(task, name=..., description=...)`` for each task and chain the schedule on the
+    result: ``scheduler.add(cleanup).daily().at(3)``. Jobs record this plugin's distribution and version.
+    A :class:`icc.ScheduleError` raised here is reported against this plugin; its jobs are left out.
+
+    :param scheduler: collects this plugin's jobs; ``scheduler.timezone`` and ``scheduler.environment``
+        hold the configured zone and environment.
+    """
+
+
+@hookspec
+def register_handlers(register: RegisterHandler) -> None:
+    """Register queue message handlers.
+
+    Call ``register(name, handler, queue="async")`` once per message name; ``handler(payload: dict)``
+    receives the JSON payload given to ``icc.dispatch(name, payload)``. Names are unique across plugins.
+
+    :param register: ``register(name: str, handler: Callable[[dict], None], queue: str = "async")``.
+    """
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add commands to the ``icc`` command line.
+
+    Use ``@cli.command()`` or ``cli.add_command(...)``. A command may not replace one of icc's own.
+
+    :param cli: the ``icc`` click group.
+    """
+
+
+# -------------------------------------------------------------------------------------------------
+# Runs
+# -------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def before_run(job: Job, run: RunContext) -> None:
+    """Called just before a job runs (in the process that runs it).
+
+    An exception here is reported against the plugin and never stops the run.
+
+    :param job: the job about to run.
+    :param run: this run: run id, slot, kind (scheduled, manual, missed) and environment.
+    """
+
+
+@hookspec
+def after_run(job: Job, run: RunContext, outcome: str) -> None:
+    """Called after a job ran, with how it ended.
+
+    An exception here is reported against the plugin and never changes the outcome.
+
+    :param job: the job that ran.
+    :param run: this run: run id, slot, kind (scheduled, manual, missed) and environment.
+    :param outcome: ``succeeded``, ``failed``, ``timed_out``, ``abandoned``, ``skipped`` or ``missed``.
+    """
