@@ -1,0 +1,538 @@
+"""The plugin host: finds icc's plugins, isolates them from one another, and calls their hooks.
+
+Writing a plugin
+================
+
+A plugin is a Python module with functions marked ``@icc.hookimpl``, each named after a hook of
+:mod:`icc.hookspecs`. Implement only the hooks you need::
+
+    # myplugin/tasks.py
+    import icc
+
+    def cleanup_sessions() -> None:
+        ...
+
+    @icc.hookimpl
+    def schedule(scheduler: icc.Scheduler) -> None:
+        scheduler.add(cleanup_sessions).daily().at(3)
+        scheduler.add(["myplugin-export", "--full"], name="myplugin-export").weekly()
+
+Installed packages advertise the module through the ``icc.tasks`` entry point group; name the entry
+point after the distribution, because entry point names are global and a second plugin with the same
+name is not loaded::
+
+    # pyproject.toml of the distribution "myplugin"
+    [project.entry-points."icc.tasks"]
+    myplugin = "myplugin.tasks"
+
+A module of the project itself needs no packaging: list it in the configuration, where it is imported
+with the configuration file's directory on ``sys.path``::
+
+    [tool.icc]
+    plugins = ["myapp.tasks"]
+
+Load order: entry points (sorted by name), then local modules (in the configured order), then icc's
+built-in plugins (:data:`BUILTIN_PLUGINS`), which are written as plugins too.
+
+Isolation: a plugin that fails to import, or raises in a hook, is recorded in
+:attr:`PluginHost.failures` with its name, distribution and error, and the other plugins keep working.
+``strict=True`` (``icc scan --strict``) raises :class:`icc.PluginError` instead. A hook implementation
+whose name matches no hook (``def shedule(...)``) is reported too, with the closest hook name.
+
+Environment: ``ICC_DISABLE_PLUGIN_AUTOLOAD=1`` loads no entry points; ``ICC_PLUGINS=a,b`` loads only the
+named entry points and local modules (built-ins always load; an empty value loads none).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+import pluggy
+
+from icc import hookspecs
+from icc._version import __version__
+from icc.errors import PluginError
+from icc.hookspecs import Handler
+from icc.jobs import Job, Provenance, RunContext, Scheduler
+
+if TYPE_CHECKING:
+    import click
+
+    from icc.config import Config
+
+__all__ = [
+    "BUILTIN_PLUGINS",
+    "ENTRY_POINT_GROUP",
+    "HandlerSpec",
+    "PluginFailure",
+    "PluginHost",
+    "PluginInfo",
+    "StrictPluginError",
+    "installed_fingerprint",
+    "load_plugins",
+]
+
+ENTRY_POINT_GROUP = "icc.tasks"
+
+# icc's own plugins, by module name, loaded after every other plugin. A module that does not exist
+# (yet) is skipped without a word.
+BUILTIN_PLUGINS: list[str] = ["icc.queue.builtin"]
+
+Source = Literal["entry-point", "local", "builtin"]
+
+log = logging.getLogger(__name__)
+
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """A loaded plugin: its name, where it comes from and what was imported."""
+
+    name: str  # entry point name, or module name for local and built-in plugins
+    distribution: str | None  # None for local modules
+    version: str | None
+    source: Source
+    module: str = ""  # the entry point's value, or the module name
+
+    @property
+    def provenance(self) -> Provenance:
+        return Provenance(self.name, self.distribution, self.version)
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that failed to import or raised in a hook (``hook`` is None for an import failure)."""
+
+    plugin: str
+    distribution: str | None
+    error: str
+    hook: str | None = None
+    version: str | None = None
+    exception_type: str | None = None  # e.g. "ImportError", "ScheduleError"; None for a check failure
+    traceback: str | None = field(default=None, repr=False, compare=False)
+
+    def __str__(self) -> str:
+        where = f"plugin {self.plugin!r}"
+        if self.distribution:
+            where += f" ({self.distribution}{' ' + self.version if self.version else ''})"
+        if self.hook is None:
+            return f"{where} failed to load: {self.error}"
+        return f"{where} failed in hook {self.hook!r}: {self.error}"
+
+
+class StrictPluginError(PluginError):
+    """Raised under ``strict=True`` for plugin failures; ``failures`` holds what went wrong."""
+
+    def __init__(self, failures: list[PluginFailure]) -> None:
+        self.failures = tuple(failures)
+        lines = [str(f) for f in failures]
+        super().__init__(
+            "; ".join(lines) + " (fix or uninstall the plugin; without --strict icc reports it and goes on)"
+        )
+
+
+class HandlerSpec(NamedTuple):
+    """A queue message handler registered by a plugin."""
+
+    queue: str
+    handler: Handler
+    provenance: Provenance
+
+
+# --- discovery --------------------------------------------------------------------------------------
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    """The ``icc.tasks`` entry points, each (distribution, name) once, sorted by name.
+
+    A distribution seen twice on ``sys.path`` (``lib64`` a symlink to ``lib``) yields its entry points
+    twice; only the first is kept.
+    """
+    seen: set[tuple[str, str]] = set()
+    unique: list[importlib.metadata.EntryPoint] = []
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        key = (_normalize(ep.dist.name) if ep.dist is not None else "", ep.name)
+        if key not in seen:
+            seen.add(key)
+            unique.append(ep)
+    return sorted(unique, key=lambda ep: ep.name)
+
+
+def _dist(ep: importlib.metadata.EntryPoint) -> tuple[str | None, str | None]:
+    if ep.dist is None:
+        return None, None
+    return ep.dist.name, ep.dist.version
+
+
+def _fingerprint(entry_points: list[importlib.metadata.EntryPoint], config: Config) -> str:
+    items = [f"entry-point {ep.name}={ep.value} {' '.join(map(str, _dist(ep)))}" for ep in entry_points]
+    items += [f"local {name}" for name in config.plugins]
+    items += [f"builtin {name} {__version__}" for name in BUILTIN_PLUGINS]
+    return hashlib.sha256("\n".join(sorted(items)).encode()).hexdigest()[:16]
+
+
+def installed_fingerprint(config: Config) -> str:
+    """What :meth:`PluginHost.fingerprint` returns, from installed metadata only: no plugin is imported."""
+    return _fingerprint(_entry_points(), config)
+
+
+def _selected(environ: Mapping[str, str]) -> set[str] | None:
+    """The plugin names ``ICC_PLUGINS`` allows, or None when it is not set (all are allowed)."""
+    value = environ.get("ICC_PLUGINS")
+    if value is None:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def _builtin_exists(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+# --- the host ---------------------------------------------------------------------------------------
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class PluginHost:
+    """The loaded plugins and the isolated calls to their hooks. Build it with :func:`load_plugins`."""
+
+    def __init__(self, config: Config, *, strict: bool = False) -> None:
+        self.config = config
+        self.strict = strict
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.failures: list[PluginFailure] = []
+        self._infos: dict[str, PluginInfo] = {}
+        self._fingerprint = ""
+        self._configured = False
+        self._jobs: dict[str, Job] | None = None
+        self._handlers: dict[str, HandlerSpec] | None = None
+
+    # -- what is loaded
+
+    @property
+    def plugins(self) -> list[PluginInfo]:
+        """The plugins in load order (a plugin whose ``configure`` failed is no longer among them)."""
+        return list(self._infos.values())
+
+    def fingerprint(self) -> str:
+        """A stable hash of the installed ``icc.tasks`` entry points, local and built-in plugin names.
+
+        ``icc status`` compares it with the one stored by the last scan; :func:`installed_fingerprint`
+        computes the same without importing any plugin.
+        """
+        return self._fingerprint
+
+    # -- loading
+
+    def _load(self, info: PluginInfo, loader: Callable[[], object]) -> None:
+        existing = self._infos.get(info.name)
+        if existing is not None:
+            self._record(
+                info,
+                f"the plugin name {info.name!r} is taken by {existing.distribution or existing.source}; "
+                "entry point names are global: name the entry point after its distribution",
+            )
+            return
+        try:
+            plugin = loader()
+        except (Exception, SystemExit) as exc:
+            self._record(info, exc)
+            return
+        if self.pm.is_registered(plugin):
+            return  # the same module reached twice (an entry point and a local module): load it once
+        try:
+            self.pm.register(plugin, name=info.name)
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            if self.pm.get_plugin(info.name) is plugin:
+                self.pm.unregister(name=info.name)
+            self._record(info, exc)
+            return
+        self._infos[info.name] = info
+
+    def _check_pending(self) -> None:
+        """Report hook implementations whose name matches no hook (pluggy's check_pending, for all)."""
+        known = sorted(name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "icc_spec"))
+        for name in list(vars(self.pm.hook)):
+            if name.startswith("_"):
+                continue
+            caller = getattr(self.pm.hook, name)
+            if caller.has_spec():
+                continue
+            for impl in caller.get_hookimpls():
+                if impl.optionalhook:
+                    continue
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                self._record(
+                    self._info(impl.plugin_name),
+                    f"@icc.hookimpl {name!r} matches no icc hook; {hint}hooks: {', '.join(known)}",
+                    hook=name,
+                )
+
+    # -- failures
+
+    def _info(self, name: str) -> PluginInfo:
+        return self._infos.get(name) or PluginInfo(name, None, None, "local", name)
+
+    def _record(self, info: PluginInfo, error: BaseException | str, hook: str | None = None) -> PluginFailure:
+        if isinstance(error, BaseException):
+            failure = PluginFailure(
+                info.name,
+                info.distribution,
+                _describe(error),
+                hook,
+                info.version,
+                type(error).__name__,
+                "".join(traceback.format_exception(error)),
+            )
+        else:
+            failure = PluginFailure(info.name, info.distribution, error, hook, info.version)
+        self.failures.append(failure)
+        log.warning("%s", failure)
+        return failure
+
+    def _failed(self, info: PluginInfo, exc: BaseException, hook: str) -> None:
+        """A hook raised: record it; under strict, raise it."""
+        failure = self._record(info, exc, hook)
+        if self.strict:
+            raise StrictPluginError([failure]) from exc
+
+    # -- calling hooks one plugin at a time
+
+    def _impls(self, hook: str) -> Iterator[tuple[PluginInfo, Callable[..., object]]]:
+        """Each plugin's implementation of ``hook``, in load order, as (plugin, call(**kwargs))."""
+        caller = getattr(self.pm.hook, hook)
+        # pluggy keeps implementations in registration order (and calls them in reverse).
+        for impl in caller.get_hookimpls():
+            info = self._info(impl.plugin_name)
+            if impl.hookwrapper or impl.wrapper:
+                self._record(info, f"hook wrappers are not supported for {hook!r}; drop wrapper=True", hook)
+                continue
+
+            def call(_impl: Any = impl, **kwargs: object) -> object:
+                return _impl.function(*(kwargs[name] for name in _impl.argnames))
+
+            yield info, call
+
+    def configure(self) -> None:
+        """Call every plugin's ``configure`` hook once; a plugin that raises is reported and disabled."""
+        if self._configured:
+            return
+        self._configured = True
+        for info, call in list(self._impls("configure")):
+            try:
+                call(config=self.config)
+            except (Exception, SystemExit) as exc:
+                self.pm.unregister(name=info.name)
+                del self._infos[info.name]
+                self._failed(info, exc, "configure")
+
+    def collect_jobs(self) -> dict[str, Job]:
+        """Every plugin's jobs, each with its plugin's provenance, by name.
+
+        Each plugin's ``schedule`` runs with a scheduler of its own: one that raises (a bad schedule too)
+        loses its jobs and is reported, the others keep theirs. A job name used by two plugins is a
+        :class:`icc.PluginError` naming both, even without strict.
+        """
+        if self._jobs is None:
+            jobs: dict[str, Job] = {}
+            for info, call in self._impls("schedule"):
+                scheduler = Scheduler(
+                    timezone=self.config.timezone,
+                    environment=self.config.environment,
+                    provenance=info.provenance,
+                )
+                try:
+                    call(scheduler=scheduler)
+                except (Exception, SystemExit) as exc:
+                    self._failed(info, exc, "schedule")
+                    continue
+                for name, job in scheduler.jobs.items():
+                    other = jobs.get(name)
+                    if other is not None:
+                        raise PluginError(
+                            f"job name {name!r} is used by two plugins: {_who(other.provenance)} and "
+                            f"{_who(job.provenance)}; pass name=... to scheduler.add() in one of them"
+                        )
+                    jobs[name] = job
+            self._jobs = jobs
+        return dict(self._jobs)
+
+    def collect_handlers(self) -> dict[str, HandlerSpec]:
+        """Every plugin's queue message handlers by name; a name registered by two plugins is an error."""
+        if self._handlers is None:
+            handlers: dict[str, HandlerSpec] = {}
+            for info, call in self._impls("register_handlers"):
+                mine: dict[str, HandlerSpec] = {}
+
+                def register(
+                    name: str,
+                    handler: Handler,
+                    queue: str = "async",
+                    *,
+                    _mine: dict[str, HandlerSpec] = mine,
+                    _info: PluginInfo = info,
+                ) -> None:
+                    if not isinstance(name, str) or not name.strip():
+                        raise PluginError(f"a handler name must be a non-empty string, not {name!r}")
+                    if not callable(handler):
+                        raise PluginError(f"handler {name!r} must be callable, not {handler!r}")
+                    if not isinstance(queue, str) or not queue.strip():
+                        raise PluginError(
+                            f"handler {name!r}: queue must be a non-empty string, not {queue!r}"
+                        )
+                    if name in _mine:
+                        raise PluginError(f"handler {name!r} is registered twice by plugin {_info.name!r}")
+                    _mine[name] = HandlerSpec(queue, handler, _info.provenance)
+
+                try:
+                    call(register=register)
+                except (Exception, SystemExit) as exc:
+                    self._failed(info, exc, "register_handlers")
+                    continue
+                for name, spec in mine.items():
+                    other = handlers.get(name)
+                    if other is not None:
+                        raise PluginError(
+                            f"message handler {name!r} is registered by two plugins: "
+                            f"{_who(other.provenance)} and {_who(spec.provenance)}; rename one of them"
+                        )
+                    handlers[name] = spec
+            self._handlers = handlers
+        return dict(self._handlers)
+
+    def register_commands(self, cli: click.Group) -> None:
+        """Let every plugin add commands to ``cli``; a plugin may not replace one that is already there."""
+        for info, call in self._impls("register_commands"):
+            before = dict(cli.commands)
+            try:
+                call(cli=cli)
+            except (Exception, SystemExit) as exc:
+                _restore(cli, before)
+                self._failed(info, exc, "register_commands")
+                continue
+            replaced = sorted(
+                name for name, command in before.items() if cli.commands.get(name) is not command
+            )
+            if replaced:
+                for name in replaced:
+                    cli.commands[name] = before[name]
+                error = PluginError(
+                    f"command {replaced[0]!r} exists already; give the plugin's command another name"
+                )
+                self._failed(info, error, "register_commands")
+
+    def call_before_run(self, job: Job, run: RunContext) -> None:
+        """Every plugin's ``before_run``; one that raises is reported and never stops the run."""
+        self._call_run_hook("before_run", job=job, run=run)
+
+    def call_after_run(self, job: Job, run: RunContext, outcome: str) -> None:
+        """Every plugin's ``after_run``; one that raises is reported and never changes the outcome."""
+        self._call_run_hook("after_run", job=job, run=run, outcome=outcome)
+
+    def _call_run_hook(self, hook: str, **kwargs: object) -> None:
+        for info, call in self._impls(hook):
+            try:
+                call(**kwargs)
+            except Exception as exc:  # never strict: a run is never broken by an observer
+                self._record(info, exc, hook)
+
+
+def _who(provenance: Provenance) -> str:
+    if provenance.distribution:
+        version = f" {provenance.version}" if provenance.version else ""
+        return f"plugin {provenance.plugin!r} ({provenance.distribution}{version})"
+    return f"plugin {provenance.plugin!r}"
+
+
+def _restore(cli: click.Group, commands: dict[str, click.Command]) -> None:
+    cli.commands.clear()
+    cli.commands.update(commands)
+
+
+def load_plugins(
+    config: Config, *, strict: bool = False, environ: Mapping[str, str] | None = None
+) -> PluginHost:
+    """Load the entry point, local and built-in plugins, and call their ``configure`` hooks.
+
+    Failures are in :attr:`PluginHost.failures`; with ``strict=True`` any failure raises
+    :class:`StrictPluginError` (an :class:`icc.PluginError`). ``environ`` defaults to ``os.environ``
+    (``ICC_DISABLE_PLUGIN_AUTOLOAD``, ``ICC_PLUGINS``).
+    """
+    env = os.environ if environ is None else environ
+    host = PluginHost(config, strict=strict)
+    selected = _selected(env)
+    found: set[str] = set()
+
+    entry_points = _entry_points()
+    host._fingerprint = _fingerprint(entry_points, config)
+    autoload = env.get("ICC_DISABLE_PLUGIN_AUTOLOAD", "").strip().lower() in _FALSE
+    if autoload:
+        for ep in entry_points:
+            if selected is not None and ep.name not in selected:
+                continue
+            found.add(ep.name)
+            distribution, version = _dist(ep)
+            host._load(PluginInfo(ep.name, distribution, version, "entry-point", ep.value), ep.load)
+
+    if config.plugins:
+        root = str(config.root)
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        importlib.invalidate_caches()
+        for module in config.plugins:
+            if selected is not None and module not in selected:
+                continue
+            found.add(module)
+            host._load(
+                PluginInfo(module, None, None, "local", module),
+                functools.partial(importlib.import_module, module),
+            )
+
+    for module in BUILTIN_PLUGINS:
+        found.add(module)
+        if _builtin_exists(module):
+            host._load(
+                PluginInfo(module, "icc", __version__, "builtin", module),
+                functools.partial(importlib.import_module, module),
+            )
+
+    for name in sorted((selected or set()) - found):
+        reason = (
+            "entry points are off (ICC_DISABLE_PLUGIN_AUTOLOAD)"
+            if not autoload
+            else "no installed icc.tasks entry point or configured local module has this name"
+        )
+        host._record(
+            PluginInfo(name, None, None, "local", name), f"named in ICC_PLUGINS but not loaded: {reason}"
+        )
+
+    host._check_pending()
+    if strict and host.failures:
+        raise StrictPluginError(host.failures)
+    host.configure()
+    return host
