@@ -11,7 +11,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["run"]:
+    if "run" in args[:3]:
         from icc.fastpath import try_idle_tick
 
         code = try_idle_tick(args[1:])

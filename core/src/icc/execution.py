@@ -1,0 +1,322 @@
+"""Running one job once, isolated in its own process group, under its job lock, with a time limit.
+
+The supervisor (the tick itself for foreground jobs, a detached process for background ones) forks the task
+into a new session, so a task that raises, calls ``sys.exit`` or ``os._exit``, segfaults or hangs affects only
+its own run, and a timeout can kill the task together with every process it started (SIGTERM to the process
+group, a grace period, then SIGKILL). Command tasks run as argv lists, never through a shell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from icc.locks import job_lock
+from icc.state.base import Outcome, StateStore
+
+OUTPUT_TAIL = 16 * 1024
+
+
+@dataclass
+class RunSpec:
+    """What the supervisor needs to run a job: no plugin objects but the callable itself."""
+
+    job: str
+    run_id: int
+    argv: list[str] | None = None
+    func: Callable[[], object] | None = None
+    timeout: float | None = None
+    overlapping: bool = False
+    cwd: Path | None = None
+    state_dir: Path | None = None  # where the job lock lives
+    before: Callable[[], None] | None = None
+    after: Callable[[str], None] | None = None
+
+
+@dataclass
+class Result:
+    outcome: Outcome
+    exit_code: int | None = None
+    output: str = ""
+    error: str | None = None
+    duration: float = 0.0
+    pid: int | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class _Stop:
+    """Set by the SIGTERM/SIGINT handler of ``icc run``: start nothing new, stop what runs."""
+
+    requested = False
+    signum = signal.SIGTERM
+    pgid: int | None = None
+
+
+STOP = _Stop()
+
+
+def install_stop_handlers() -> None:
+    def handler(signum: int, _frame: object) -> None:
+        STOP.requested = True
+        STOP.signum = signal.Signals(signum)
+        if STOP.pgid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(STOP.pgid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+def _run_callable_child(func: Callable[[], object], write_fd: int, close_fds: list[int]) -> None:
+    """In the forked child: become a process group of its own, run the task, exit. Never returns."""
+    code = 1
+    try:
+        os.setsid()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        for fd in close_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(write_fd, 1)
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        try:
+            func()
+            code = 0
+        except SystemExit as exc:
+            if exc.code is None or exc.code == 0:
+                code = 0
+            elif isinstance(exc.code, int):
+                code = exc.code & 0xFF or 1
+            else:
+                print(exc.code, file=sys.stderr)
+                code = 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _start(spec: RunSpec, close_fds: list[int]) -> tuple[int, int, subprocess.Popen[bytes] | None]:
+    """Start the task; returns (pid, read end of its output pipe, Popen for commands)."""
+    if spec.argv is not None:
+        proc = subprocess.Popen(
+            spec.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=spec.cwd,
+            close_fds=True,
+        )
+        assert proc.stdout is not None
+        return proc.pid, proc.stdout.fileno(), proc
+    assert spec.func is not None
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child never returns
+        os.close(read_fd)
+        _run_callable_child(spec.func, write_fd, close_fds)
+    os.close(write_fd)
+    return pid, read_fd, None
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def supervise(store: StateStore, spec: RunSpec, *, grace: float = 10.0) -> Result:
+    """Run ``spec`` to its end and record it. The run row must exist (pending)."""
+    lock = None
+    if not spec.overlapping and spec.state_dir is not None:
+        lock = job_lock(spec.state_dir, spec.job)
+        if not lock.try_acquire():
+            holder = lock.holder()
+            since = ""
+            if holder is not None:
+                since = f" (pid {holder.pid} since {time.strftime('%H:%M:%S', time.localtime(holder.since))})"
+            error = f"skipped: the previous run is still running{since}"
+            store.finish(spec.run_id, "skipped", now=time.time(), error=error)
+            return Result("skipped", error=error)
+    try:
+        return _supervise_locked(store, spec, grace, [lock.fd] if lock and lock.fd is not None else [])
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _supervise_locked(store: StateStore, spec: RunSpec, grace: float, close_fds: list[int]) -> Result:
+    if STOP.requested:
+        error = f"not started: icc run received {_signal_name(STOP.signum)}"
+        store.finish(spec.run_id, "skipped", now=time.time(), error=error)
+        return Result("skipped", error=error)
+    if spec.before is not None:
+        spec.before()
+    started = time.time()
+    try:
+        pid, read_fd, proc = _start(spec, close_fds)
+    except OSError as exc:
+        error = f"could not start {spec.argv!r}: {exc.strerror or exc}"
+        store.finish(spec.run_id, "failed", now=time.time(), error=error)
+        result = Result("failed", error=error)
+        if spec.after is not None:
+            spec.after(result.outcome)
+        return result
+    store.mark_running(spec.run_id, pid=os.getpid(), task_pid=pid, now=started)
+    STOP.pgid = pid
+    tail: deque[bytes] = deque()
+    tail_size = 0
+    deadline = started + spec.timeout if spec.timeout else None
+    timed_out = False
+    stop_sent_at: float | None = None
+    kill_at: float | None = None
+    status: int | None = None
+    sel = selectors.DefaultSelector()
+    sel.register(read_fd, selectors.EVENT_READ)
+    pipe_open = True
+    try:
+        while True:
+            now = time.time()
+            if status is None:
+                waited, st = os.waitpid(pid, os.WNOHANG)
+                if waited == pid:
+                    status = st
+            if status is not None and not pipe_open:
+                break
+            if status is not None:
+                # The task is gone; collect what is still buffered, but don't wait for grandchildren
+                # that kept the pipe open.
+                for _key, _ in sel.select(timeout=0.05):
+                    chunk = os.read(read_fd, 65536)
+                    if not chunk:
+                        pipe_open = False
+                    else:
+                        tail.append(chunk)
+                        tail_size += len(chunk)
+                break
+            if deadline is not None and now >= deadline and kill_at is None:
+                timed_out = True
+                _kill_group(pid, signal.SIGTERM)
+                kill_at = now + grace
+            if STOP.requested and stop_sent_at is None:
+                stop_sent_at = now
+                _kill_group(pid, signal.SIGTERM)
+                kill_at = min(kill_at or now + grace, now + grace)
+            if kill_at is not None and now >= kill_at:
+                _kill_group(pid, signal.SIGKILL)
+                kill_at = now + 3600  # sent; wait for the exit
+            if pipe_open:
+                for _key, _ in sel.select(timeout=0.05):
+                    chunk = os.read(read_fd, 65536)
+                    if not chunk:
+                        pipe_open = False
+                        sel.unregister(read_fd)
+                        break
+                    tail.append(chunk)
+                    tail_size += len(chunk)
+                    while tail_size - len(tail[0]) > OUTPUT_TAIL:
+                        tail_size -= len(tail.popleft())
+            else:
+                time.sleep(0.02)
+    finally:
+        STOP.pgid = None
+        sel.close()
+        if proc is not None:
+            proc.returncode = 0  # reaped above; keep Popen from waiting again
+            assert proc.stdout is not None
+            proc.stdout.close()
+        else:
+            os.close(read_fd)
+        # Whatever the task left in its process group goes with it.
+        _kill_group(pid, signal.SIGKILL)
+    ended = time.time()
+    output = b"".join(tail)[-OUTPUT_TAIL:].decode("utf-8", errors="replace")
+    assert status is not None
+    exit_code: int | None
+    error: str | None = None
+    if os.WIFSIGNALED(status):
+        exit_code = -os.WTERMSIG(status)
+        error = f"killed by {_signal_name(os.WTERMSIG(status))}"
+    else:
+        exit_code = os.WEXITSTATUS(status)
+    outcome: Outcome
+    if timed_out:
+        outcome = "timed_out"
+        error = f"timed out after {spec.timeout:g}s; its process group was killed"
+    elif stop_sent_at is not None:
+        outcome = "failed"
+        error = f"stopped: icc run received {_signal_name(STOP.signum)}"
+    elif exit_code == 0:
+        outcome = "succeeded"
+    else:
+        outcome = "failed"
+        if error is None:
+            error = f"exit code {exit_code}"
+    store.finish(spec.run_id, outcome, now=ended, exit_code=exit_code, output=output, error=error)
+    result = Result(outcome, exit_code, output, error, ended - started, pid)
+    if spec.after is not None:
+        spec.after(outcome)
+    return result
+
+
+def spawn_detached(work: Callable[[], None]) -> int:
+    """Run ``work`` in a detached grandchild (own session, stdio to /dev/null); returns at once.
+
+    Double fork: the tick reaps the intermediate child immediately, so background runs never become
+    zombies of a long tick, and they outlive the tick that started them.
+    """
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 0
+        try:
+            os.close(read_fd)
+            os.setsid()
+            grandchild = os.fork()
+            if grandchild:
+                os.write(write_fd, str(grandchild).encode())
+                os._exit(0)
+            os.close(write_fd)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            work()
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_fd, "rb") as f:
+        data = f.read()
+    return int(data) if data else 0

@@ -1,0 +1,89 @@
+"""The idle tick: ``icc run`` when nothing is due, in a few milliseconds more than Python's own start.
+
+Only stdlib, the config loader and one read-only SQLite query: every job's next slot is stored by the last
+full tick (or scan), so "is anything due?" is ``MIN(next_due) <= slot``. Anything unusual (an unknown option,
+a config error, no state yet, a run in progress that may need recovering) returns None and the full command
+handles it, with its proper error messages.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+_QUERY = (
+    "SELECT (SELECT MIN(next_due) FROM jobs WHERE enabled = 1 AND removed_at IS NULL),"
+    " (SELECT COUNT(*) FROM runs WHERE outcome IN ('pending', 'running'))"
+)
+
+
+def _parse(args: list[str]) -> tuple[Path | None, bool, str | None] | None:
+    config: Path | None = None
+    quiet = False
+    at: str | None = None
+    seen_run = False
+    it = iter(args)
+    for arg in it:
+        if arg == "run" and not seen_run:
+            seen_run = True
+        elif arg in ("-q", "--quiet") and seen_run:
+            quiet = True
+        elif arg == "--at" and seen_run:
+            at = next(it, None)
+            if at is None:
+                return None
+        elif arg.startswith("--at=") and seen_run:
+            at = arg[5:]
+        elif arg == "--config" and not seen_run:
+            value = next(it, None)
+            if value is None:
+                return None
+            config = Path(value)
+        elif arg.startswith("--config=") and not seen_run:
+            config = Path(arg[9:])
+        else:
+            return None
+    return (config, quiet, at) if seen_run else None
+
+
+def try_idle_tick(args: list[str]) -> int | None:
+    """Exit code of an idle tick, or None when the full ``icc run`` must handle it."""
+    parsed = _parse(args)
+    if parsed is None:
+        return None
+    config_path, quiet, at = parsed
+    try:
+        from icc.config import load_config
+
+        config = load_config(config_path or (Path(os.environ["ICC_CONFIG"]) if os.environ.get("ICC_CONFIG") else None))
+        db_path = config.state_dir / "state.sqlite3"
+        if not db_path.is_file():
+            return None
+        if at is None:
+            now = time.time()
+        else:
+            moment = datetime.fromisoformat(at)
+            if moment.tzinfo is None:
+                from zoneinfo import ZoneInfo
+
+                moment = moment.replace(tzinfo=ZoneInfo(config.timezone))
+            now = moment.timestamp()
+        slot = int(now) - int(now) % 60
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+        try:
+            earliest, unfinished = db.execute(_QUERY).fetchone()
+        finally:
+            db.close()
+    except Exception:  # noqa: BLE001 - the full command reports it properly
+        return None
+    if unfinished or (earliest is not None and earliest <= slot):
+        return None
+    if not quiet:
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(slot))
+        nxt = "" if earliest is None else f"; next slot {time.strftime('%Y-%m-%d %H:%M', time.gmtime(earliest))} UTC"
+        sys.stdout.write(f"icc run: nothing due at {when} UTC{nxt}\n")
+    return 0

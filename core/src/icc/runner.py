@@ -1,0 +1,409 @@
+"""One tick of ``icc run``: capture the slot, claim what is due, run it, record it.
+
+Order of a tick:
+
+1. Capture the slot (the minute the tick started in) once.
+2. Take the tick lock without waiting; if another tick holds it, say who and stop (exit 0).
+3. Under the tick lock: record runs whose supervisor died as ``abandoned``; evaluate every job's due slots
+   from its stored definition (no plugin import), apply its ``missed`` policy to slots missed since its last
+   evaluation (within ``missed_window``); only if something is due, load the plugins to get the callables and
+   evaluate ``when``/``skip``; claim every (job, slot) in the state store; store each job's next slot.
+4. Release the tick lock, so the next minute's tick can start jobs on time even if this one overruns.
+5. Start background runs (detached supervisors), then run foreground jobs in declaration order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from icc.execution import STOP, RunSpec, spawn_detached, supervise
+from icc.locks import Holder, job_lock, tick_lock
+from icc.state.base import JobRecord, RunKind, StateStore
+from icc.state.sqlite import SQLiteStateStore
+
+if TYPE_CHECKING:
+    from icc.config import Config
+    from icc.jobs import Job
+    from icc.plugins import PluginHost
+    from icc.schedule import Schedule
+
+
+def slot_of(moment: datetime) -> int:
+    """The epoch second of the minute ``moment`` falls in."""
+    ts = int(moment.timestamp())
+    return ts - ts % 60
+
+
+def slot_datetime(slot: int) -> datetime:
+    return datetime.fromtimestamp(slot, tz=UTC)
+
+
+def next_due(schedule: Schedule, slot: int) -> int | None:
+    nxt = schedule.next_run(slot_datetime(slot))
+    return None if nxt is None else slot_of(nxt)
+
+
+def due_slots(schedule: Schedule, start: int, end: int) -> list[int]:
+    """Slots in [start, end] (epoch seconds, minute-aligned) at which ``schedule`` matches."""
+    found: list[int] = []
+    cursor = slot_datetime(start - 60)
+    while True:
+        nxt = schedule.next_run(cursor)
+        if nxt is None:
+            break
+        s = slot_of(nxt)
+        if s > end:
+            break
+        if s >= start:
+            found.append(s)
+        cursor = nxt
+    return found
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class TickRow:
+    """One line of the tick's table."""
+
+    job: str
+    outcome: str
+    slot: int | None
+    duration: float | None = None
+    next_run: int | None = None
+    detail: str = ""
+    background: bool = False
+
+
+@dataclass
+class TickReport:
+    slot: int
+    rows: list[TickRow] = field(default_factory=list)
+    held_by: Holder | None = None
+    plugin_failures: list[str] = field(default_factory=list)
+    abandoned: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(r.outcome in ("failed", "timed_out") for r in self.rows)
+
+
+@dataclass
+class _Planned:
+    record: JobRecord
+    schedule: Schedule
+    slot: int
+    kind: RunKind
+    run_id: int = 0
+
+
+class Tick:
+    """One tick; ``run()`` does the work and returns what happened."""
+
+    def __init__(self, config: Config, *, at: datetime | None = None, store: StateStore | None = None) -> None:
+        self.config = config
+        self.slot = slot_of(at or datetime.now(UTC))
+        self.store: StateStore = store or SQLiteStateStore(config.state_dir)
+        self.host_name = socket.gethostname()
+        self._plugins: PluginHost | None = None
+        self._live: dict[str, Job] = {}
+
+    # -- plugins, loaded only when something is due ---------------------------------------------------------
+    def _load_plugins(self, report: TickReport) -> None:
+        if self._plugins is not None:
+            return
+        from icc.plugins import load_plugins
+
+        self._plugins = load_plugins(self.config)
+        self._live = self._plugins.collect_jobs()
+        report.plugin_failures = [f"{f.plugin}: {f.error}" for f in self._plugins.failures]
+
+    # -- the tick -------------------------------------------------------------------------------------------
+    def run(self) -> TickReport:
+        report = TickReport(self.slot)
+        lock = tick_lock(self.config.state_dir)
+        if not lock.try_acquire():
+            report.held_by = lock.holder()
+            return report
+        try:
+            self._recover_abandoned(report)
+            planned = self._plan(report)
+        finally:
+            lock.release()
+        self._execute(planned, report)
+        if planned:
+            self.store.prune_runs(self.config.keep_runs)
+        return report
+
+    def _recover_abandoned(self, report: TickReport) -> None:
+        for run in self.store.unfinished():
+            if run.host not in (None, self.host_name) or pid_alive(run.pid):
+                continue
+            record = self.store.job(run.job)
+            if (
+                run.outcome == "running"
+                and record is not None
+                and not record.definition.get("schedule", {}).get("overlapping", False)
+                and job_lock(self.config.state_dir, run.job).is_held_elsewhere()
+            ):
+                continue  # its task still holds the job lock: not dead yet
+            if run.task_pid and pid_alive(run.task_pid):
+                # The supervisor died, its task lives on unsupervised: stop it, so the next run can't overlap.
+                with contextlib.suppress(OSError):
+                    if os.getpgid(run.task_pid) == run.task_pid:
+                        os.killpg(run.task_pid, 9)
+            why = (
+                "the tick that claimed it died before starting it"
+                if run.outcome == "pending"
+                else f"its supervisor (pid {run.pid}) died without recording an outcome"
+            )
+            self.store.finish(run.id, "abandoned", now=time.time(), error=why)
+            report.abandoned.append(run.job)
+            report.rows.append(TickRow(run.job, "abandoned", run.slot, detail=why))
+
+    def _plan(self, report: TickReport) -> list[_Planned]:
+        from icc.schedule import Schedule
+
+        window_start = self.slot - self.config.missed_window * 60
+        next_dues: dict[str, int | None] = {}
+        due: list[tuple[JobRecord, Schedule, list[int]]] = []
+        for record in self.store.jobs():
+            if not record.enabled:
+                continue
+            schedule = Schedule.from_definition(record.definition["schedule"])
+            start = self.slot if record.next_due is None else min(record.next_due, self.slot)
+            start = max(start, window_start)
+            slots = due_slots(schedule, start, self.slot)
+            next_dues[record.name] = next_due(schedule, self.slot)
+            if slots and schedule.check_conditions(self.config.environment):
+                due.append((record, schedule, slots))
+        planned: list[_Planned] = []
+        if due:
+            self._load_plugins(report)
+            order = {name: i for i, name in enumerate(self._live)}
+            due.sort(key=lambda item: (order.get(item[0].name, len(order)), item[0].name))
+        for record, schedule, slots in due:
+            planned.extend(self._apply_policy(record, schedule, slots, report))
+        for item in planned:
+            run_id = self.store.claim(item.record.name, item.slot, item.kind, pid=os.getpid(), host=self.host_name)
+            if run_id is not None:
+                item.run_id = run_id
+        self.store.set_next_due(next_dues)
+        self.store.advance_watermark(self.slot)
+        return [p for p in planned if p.run_id]
+
+    def _apply_policy(
+        self, record: JobRecord, schedule: Schedule, slots: list[int], report: TickReport
+    ) -> list[_Planned]:
+        name = record.name
+        current = slots[-1] == self.slot
+        missed = slots[:-1] if current else slots
+        policy = schedule.missed_policy
+        run_slots: list[tuple[int, RunKind]] = [(self.slot, "scheduled")] if current else []
+        if missed:
+            if policy == "all":
+                run_slots = [(s, "missed") for s in missed] + run_slots
+                missed = []
+            elif policy == "once" and not current:
+                run_slots = [(missed[-1], "missed")]
+                missed = missed[:-1]
+            for s in missed:
+                if self.store.record(name, s, "missed", "missed", error=f"missed ({policy} policy)"):
+                    report.rows.append(TickRow(name, "missed", s))
+        if not run_slots:
+            return []
+        live = self._live.get(name)
+        if live is not None and live.schedule.has_callbacks and not live.schedule.check_conditions(
+            self.config.environment
+        ):
+            for s, kind in run_slots:
+                if self.store.record(name, s, "skipped", kind, error="a when/skip condition said no"):
+                    report.rows.append(TickRow(name, "skipped", s, detail="condition"))
+            return []
+        return [_Planned(record, schedule, s, kind) for s, kind in run_slots]
+
+    # -- execution ------------------------------------------------------------------------------------------
+    def _spec(self, item: _Planned) -> RunSpec | str:
+        """The run's spec, or why it cannot run."""
+        from icc.jobs import RunContext
+
+        record = item.record
+        live = self._live.get(record.name)
+        definition = record.definition
+        spec = RunSpec(
+            job=record.name,
+            run_id=item.run_id,
+            timeout=definition["schedule"].get("timeout"),
+            overlapping=bool(definition["schedule"].get("overlapping", False)),
+            cwd=self.config.root,
+            state_dir=self.config.state_dir,
+        )
+        ctx = RunContext(record.name, item.run_id, slot_datetime(item.slot), item.kind, self.config.environment)
+        if record.kind == "command":
+            spec.argv = list(definition["argv"])
+        elif live is None:
+            failures = "; ".join(report for report in self._failure_texts()) or "it is no longer defined"
+            return f"job {record.name!r} could not be loaded from its plugin ({failures}); run `icc scan`"
+        else:
+            spec.func = _bind(live, ctx)
+        if live is not None and self._plugins is not None:
+            host = self._plugins
+            spec.before = lambda: host.call_before_run(live, ctx)
+            spec.after = lambda outcome: host.call_after_run(live, ctx, outcome)
+        return spec
+
+    def _failure_texts(self) -> list[str]:
+        return [f"{f.plugin}: {f.error}" for f in self._plugins.failures] if self._plugins else []
+
+    def _execute(self, planned: list[_Planned], report: TickReport) -> None:
+        foreground: list[tuple[_Planned, RunSpec]] = []
+        for item in planned:
+            spec = self._spec(item)
+            if isinstance(spec, str):
+                self.store.finish(item.run_id, "failed", now=time.time(), error=spec)
+                report.rows.append(TickRow(item.record.name, "failed", item.slot, detail=spec))
+                continue
+            if item.schedule.background:
+                pid = spawn_detached(_background_work(self.config.state_dir, spec, self.config.grace))
+                report.rows.append(
+                    TickRow(
+                        item.record.name,
+                        "started",
+                        item.slot,
+                        next_run=next_due(item.schedule, self.slot),
+                        detail=f"in background, pid {pid}",
+                        background=True,
+                    )
+                )
+            else:
+                foreground.append((item, spec))
+        for item, spec in foreground:
+            result = supervise(self.store, spec, grace=self.config.grace)
+            report.rows.append(
+                TickRow(
+                    item.record.name,
+                    result.outcome,
+                    item.slot,
+                    duration=result.duration,
+                    next_run=next_due(item.schedule, self.slot),
+                    detail=result.error or "",
+                )
+            )
+
+
+def _bind(job: Job, ctx: Any) -> Callable[[], object]:
+    task = job.task
+    assert callable(task)
+    if job.takes_context():
+        return lambda: task(ctx)
+    return task
+
+
+def _background_work(state_dir: Any, spec: RunSpec, grace: float) -> Callable[[], None]:
+    def work() -> None:
+        store = SQLiteStateStore(state_dir)  # never share a connection across fork
+        try:
+            supervise(store, spec, grace=grace)
+        finally:
+            store.close()
+
+    return work
+
+
+def manual_run(config: Config, name: str) -> tuple[TickRow, int]:
+    """``icc exec JOB``: run one job now in the foreground, recorded as a manual run."""
+    from icc.errors import JobNotFoundError
+    from icc.jobs import RunContext
+    from icc.plugins import load_plugins
+
+    store = SQLiteStateStore(config.state_dir)
+    record = store.job(name)
+    host = load_plugins(config)
+    live = host.collect_jobs()
+    job = live.get(name)
+    if job is None and (record is None or record.kind != "command"):
+        known = ", ".join(sorted(set(live) | {r.name for r in store.jobs()})) or "none"
+        raise JobNotFoundError(f"no job named {name!r}; known jobs: {known}")
+    run_id = store.start_manual(name, pid=os.getpid(), host=socket.gethostname(), now=time.time())
+    ctx = RunContext(name, run_id, None, "manual", config.environment)
+    if job is not None:
+        schedule = job.schedule
+        spec = RunSpec(
+            job=name,
+            run_id=run_id,
+            timeout=schedule.timeout_seconds,
+            overlapping=schedule.overlapping,
+            cwd=config.root,
+            state_dir=config.state_dir,
+            before=lambda: host.call_before_run(job, ctx),
+            after=lambda outcome: host.call_after_run(job, ctx, outcome),
+        )
+        if job.kind == "command":
+            spec.argv = job.argv
+        else:
+            spec.func = _bind(job, ctx)
+    else:
+        assert record is not None
+        sched = record.definition["schedule"]
+        spec = RunSpec(
+            job=name,
+            run_id=run_id,
+            argv=list(record.definition["argv"]),
+            timeout=sched.get("timeout"),
+            overlapping=bool(sched.get("overlapping", False)),
+            cwd=config.root,
+            state_dir=config.state_dir,
+        )
+    from icc.execution import install_stop_handlers
+
+    install_stop_handlers()
+    result = supervise(store, spec, grace=config.grace)
+    store.close()
+    row = TickRow(name, result.outcome, None, duration=result.duration, detail=result.error or "")
+    return row, run_id
+
+
+def record_definition(job: Job) -> dict[str, Any]:
+    """What the state store keeps of a job: enough to schedule it, and to run a command, without plugins."""
+    definition: dict[str, Any] = {"schedule": job.schedule.definition(), "description": job.description}
+    if job.kind == "command":
+        definition["argv"] = job.argv
+    else:
+        from icc.jobs import default_name
+
+        definition["target"] = default_name(job.task)  # type: ignore[arg-type]
+    return definition
+
+
+def job_records(jobs: dict[str, Job], now: datetime) -> list[JobRecord]:
+    slot = slot_of(now)
+    return [
+        JobRecord(
+            name=job.name,
+            kind=job.kind,
+            definition=record_definition(job),
+            plugin=job.provenance.plugin,
+            distribution=job.provenance.distribution,
+            version=job.provenance.version,
+            next_due=next_due(job.schedule, slot),
+        )
+        for job in jobs.values()
+    ]
+

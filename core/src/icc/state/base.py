@@ -1,0 +1,151 @@
+"""The state store protocol: what the scanner, the tick and ``icc status`` need from storage.
+
+Kept narrow on purpose so that a PostgreSQL store for multi-server installs can follow: every method is one
+transaction, and the only cross-process guarantee the tick relies on is :meth:`StateStore.claim` inserting a
+(job, slot) row at most once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Outcome = Literal["pending", "running", "succeeded", "failed", "timed_out", "abandoned", "skipped", "missed"]
+RunKind = Literal["scheduled", "manual", "missed"]
+FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "timed_out", "abandoned", "skipped", "missed"})
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as the state store keeps it: enough to evaluate its schedule without importing its plugin."""
+
+    name: str
+    kind: Literal["callable", "command"]
+    definition: Mapping[str, Any]  # schedule definition, argv for commands, description
+    plugin: str
+    distribution: str | None = None
+    version: str | None = None
+    enabled: bool = True
+    removed_at: float | None = None
+    next_due: int | None = None  # epoch seconds of the next slot, for the idle tick
+
+    def same_definition(self, other: JobRecord) -> bool:
+        return (
+            self.kind == other.kind
+            and dict(self.definition) == dict(other.definition)
+            and (self.plugin, self.distribution, self.version)
+            == (other.plugin, other.distribution, other.version)
+        )
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of a job, or one slot that was missed or skipped."""
+
+    id: int
+    job: str
+    slot: int | None
+    kind: RunKind
+    outcome: Outcome
+    started_at: float | None = None
+    ended_at: float | None = None
+    exit_code: int | None = None
+    pid: int | None = None
+    host: str | None = None
+    output: str = ""
+    error: str | None = None
+    task_pid: int | None = None  # the task's own process (its process group leader)
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return max(0.0, self.ended_at - self.started_at)
+
+
+@dataclass
+class SyncReport:
+    """What ``icc scan`` changed (or would change, with ``--dry-run``)."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+
+
+class StateStore(Protocol):
+    """Storage for jobs, runs (which double as per-(job, slot) claims) and the tick watermark."""
+
+    # -- jobs --------------------------------------------------------------------------------------------
+    def jobs(self, *, include_removed: bool = False) -> list[JobRecord]:
+        """All jobs, by name."""
+
+    def job(self, name: str) -> JobRecord | None:
+        """One job, removed or not."""
+
+    def sync_jobs(
+        self, records: Sequence[JobRecord], *, prune: bool, dry_run: bool, now: float, meta: Mapping[str, str]
+    ) -> SyncReport:
+        """Make the stored jobs match ``records`` in one transaction; keeps enabled flags and history."""
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        """Enable or disable a job (kept across scans)."""
+
+    def set_next_due(self, updates: Mapping[str, int | None]) -> None:
+        """Store each job's next slot (epoch seconds), read by the idle tick."""
+
+    def earliest_due(self) -> int | None:
+        """The smallest next slot of any enabled, present job."""
+
+    # -- meta and watermark --------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        """A value of the meta table (watermark, plugin fingerprint, last scan)."""
+
+    def advance_watermark(self, slot: int) -> int | None:
+        """Set the watermark to ``slot`` if that moves it forward; return the previous one."""
+
+    # -- runs --------------------------------------------------------------------------------------------
+    def claim(self, job: str, slot: int, kind: RunKind, *, pid: int, host: str) -> int | None:
+        """Insert a pending run for (job, slot); None when that slot was claimed before."""
+
+    def start_manual(self, job: str, *, pid: int, host: str, now: float) -> int:
+        """A pending run for ``icc exec``: no slot, never conflicts."""
+
+    def record(self, job: str, slot: int, outcome: Outcome, kind: RunKind, *, error: str | None = None) -> bool:
+        """A finished row for a missed or skipped slot; False when the slot was claimed before."""
+
+    def mark_running(self, run_id: int, *, pid: int, task_pid: int, now: float) -> None:
+        """The run's supervisor (``pid``) started the task (``task_pid``)."""
+
+    def finish(
+        self,
+        run_id: int,
+        outcome: Outcome,
+        *,
+        now: float,
+        exit_code: int | None = None,
+        output: str = "",
+        error: str | None = None,
+    ) -> None:
+        """Record how a run ended."""
+
+    def unfinished(self) -> list[RunRecord]:
+        """Runs that are pending or running."""
+
+    def runs(self, job: str, *, limit: int = 20) -> list[RunRecord]:
+        """The latest runs of a job, newest first."""
+
+    def latest_runs(self) -> dict[str, RunRecord]:
+        """The newest finished or running run of every job (not counting missed/skipped rows)."""
+
+    def missed_counts(self, since: int) -> dict[str, int]:
+        """How many slots each job missed since ``since``."""
+
+    def prune_runs(self, keep: int) -> int:
+        """Keep the newest ``keep`` rows per job; return how many were deleted."""
+
+    def close(self) -> None:
+        """Release the connection."""

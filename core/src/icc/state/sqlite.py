@@ -1,0 +1,359 @@
+"""The embedded state store: one SQLite file in the state directory.
+
+WAL journal, a busy timeout and ``BEGIN IMMEDIATE`` for every write, so concurrent ticks, ``icc exec`` and
+``icc status`` serialise on the database instead of failing. The file is created atomically (schema built in a
+temporary file, then hard-linked into place), so an existing file without icc's schema is never mistaken for a
+new, empty store: it is a :class:`~icc.errors.StateError` and nothing is written to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from icc.errors import StateError
+from icc.state.base import JobRecord, Outcome, RunKind, RunRecord, SyncReport
+from icc.state.dirs import ensure_state_dir, secure_file
+
+SCHEMA_VERSION = "1"
+FILENAME = "state.sqlite3"
+OUTPUT_CAP = 16 * 1024  # characters of output kept per run: the tail, where the error usually is
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE jobs (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    plugin TEXT NOT NULL,
+    distribution TEXT,
+    version TEXT,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    removed_at REAL,
+    next_due INTEGER,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    job TEXT NOT NULL,
+    slot INTEGER,
+    kind TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    started_at REAL,
+    ended_at REAL,
+    exit_code INTEGER,
+    pid INTEGER,
+    host TEXT,
+    output TEXT NOT NULL DEFAULT '',
+    error TEXT,
+    task_pid INTEGER
+);
+-- The claim: a (job, slot) pair is inserted at most once, by whichever tick gets there first.
+CREATE UNIQUE INDEX runs_claim ON runs (job, slot) WHERE slot IS NOT NULL;
+CREATE INDEX runs_job ON runs (job, id);
+CREATE INDEX runs_unfinished ON runs (outcome) WHERE outcome IN ('pending', 'running');
+"""
+
+_RUN_COLUMNS = "id, job, slot, kind, outcome, started_at, ended_at, exit_code, pid, host, output, error, task_pid"
+
+
+def _run(row: sqlite3.Row | tuple[Any, ...]) -> RunRecord:
+    return RunRecord(*row)
+
+
+def _job(row: sqlite3.Row | tuple[Any, ...]) -> JobRecord:
+    name, kind, definition, plugin, dist, version, enabled, removed_at, next_due = row
+    return JobRecord(
+        name=name,
+        kind=kind,
+        definition=json.loads(definition),
+        plugin=plugin,
+        distribution=dist,
+        version=version,
+        enabled=bool(enabled),
+        removed_at=removed_at,
+        next_due=next_due,
+    )
+
+
+_JOB_COLUMNS = "name, kind, definition, plugin, distribution, version, enabled, removed_at, next_due"
+
+
+class SQLiteStateStore:
+    """:class:`~icc.state.base.StateStore` on an SQLite file."""
+
+    def __init__(self, state_dir: Path, *, timeout: float = 30.0) -> None:
+        ensure_state_dir(state_dir)
+        self.path = state_dir / FILENAME
+        if not self.path.exists():
+            self._create(timeout)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from exc
+        if row is None or row[0] != SCHEMA_VERSION:
+            raise StateError(
+                f"state database {self.path} has schema version {row[0] if row else 'none'}, "
+                f"this icc needs {SCHEMA_VERSION}; upgrade icc or move the file away"
+            )
+        for suffix in ("-wal", "-shm"):
+            secure_file(self.path.with_name(self.path.name + suffix))
+
+    def _corrupt(self, exc: BaseException) -> StateError:
+        return StateError(
+            f"state database {self.path} is unreadable ({exc}); it was left untouched. "
+            f"Restore it from a backup, or move it away (mv {self.path} {self.path}.broken) and run "
+            "`icc scan` to start a new one (run history is lost)"
+        )
+
+    def _create(self, timeout: float) -> None:
+        """Build the schema in a temporary file and link it into place: never a half-made store."""
+        tmp = self.path.with_name(f".{FILENAME}.{os.getpid()}.tmp")
+        old_umask = os.umask(0o077)
+        try:
+            db = sqlite3.connect(tmp, timeout=timeout, isolation_level=None)
+            try:
+                db.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            finally:
+                db.close()
+            secure_file(tmp)
+            with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+                os.link(tmp, self.path)
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"cannot create the state database {self.path}: {exc}") from exc
+        finally:
+            os.umask(old_umask)
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from exc
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                raise self._corrupt(exc) from exc
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from exc
+
+    # -- jobs --------------------------------------------------------------------------------------------
+    def jobs(self, *, include_removed: bool = False) -> list[JobRecord]:
+        where = "" if include_removed else "WHERE removed_at IS NULL"
+        return [_job(r) for r in self._read(f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY name")]
+
+    def job(self, name: str) -> JobRecord | None:
+        rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE name = ?", (name,))
+        return _job(rows[0]) if rows else None
+
+    def sync_jobs(
+        self, records: Sequence[JobRecord], *, prune: bool, dry_run: bool, now: float, meta: Mapping[str, str]
+    ) -> SyncReport:
+        report = SyncReport()
+        wanted = {r.name: r for r in records}
+        try:
+            with self._write() as db:
+                current = {
+                    r.name: r for r in (_job(row) for row in db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs"))
+                }
+                for name, rec in wanted.items():
+                    old = current.get(name)
+                    fields = (
+                        rec.kind,
+                        json.dumps(rec.definition, sort_keys=True),
+                        rec.plugin,
+                        rec.distribution,
+                        rec.version,
+                        rec.next_due,
+                        now,
+                    )
+                    if old is None:
+                        report.added.append(name)
+                        db.execute(
+                            "INSERT INTO jobs (kind, definition, plugin, distribution, version, next_due, "
+                            "updated_at, name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (*fields, name, now),
+                        )
+                        continue
+                    if old.removed_at is not None:
+                        report.restored.append(name)
+                    elif old.same_definition(rec):
+                        report.unchanged.append(name)
+                        continue  # keep its next_due: slots missed before this scan stay visible
+                    else:
+                        report.changed.append(name)
+                    db.execute(
+                        "UPDATE jobs SET kind = ?, definition = ?, plugin = ?, distribution = ?, version = ?, "
+                        "next_due = ?, updated_at = ?, removed_at = NULL WHERE name = ?",
+                        (*fields, name),
+                    )
+                for name, old in current.items():
+                    if name in wanted:
+                        continue
+                    if prune:
+                        report.pruned.append(name)
+                        db.execute("DELETE FROM jobs WHERE name = ?", (name,))
+                        db.execute("DELETE FROM runs WHERE job = ?", (name,))
+                    elif old.removed_at is None:
+                        report.removed.append(name)
+                        db.execute(
+                            "UPDATE jobs SET removed_at = ?, next_due = NULL, updated_at = ? WHERE name = ?",
+                            (now, now, name),
+                        )
+                for key, value in meta.items():
+                    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+                if dry_run:
+                    raise _DryRun(report)
+        except _DryRun:
+            pass  # rolled back: nothing written
+        return report
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        with self._write() as db:
+            db.execute("UPDATE jobs SET enabled = ?, updated_at = ? WHERE name = ?", (int(enabled), time.time(), name))
+
+    def set_next_due(self, updates: Mapping[str, int | None]) -> None:
+        if not updates:
+            return
+        with self._write() as db:
+            db.executemany("UPDATE jobs SET next_due = ? WHERE name = ?", [(v, k) for k, v in updates.items()])
+
+    def earliest_due(self) -> int | None:
+        rows = self._read("SELECT MIN(next_due) FROM jobs WHERE enabled = 1 AND removed_at IS NULL")
+        return rows[0][0] if rows else None
+
+    # -- meta ---------------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def advance_watermark(self, slot: int) -> int | None:
+        with self._write() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'watermark'").fetchone()
+            previous = int(row[0]) if row else None
+            if previous is None or slot > previous:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('watermark', ?)", (str(slot),))
+        return previous
+
+    # -- runs --------------------------------------------------------------------------------------------
+    def claim(self, job: str, slot: int, kind: RunKind, *, pid: int, host: str) -> int | None:
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO runs (job, slot, kind, outcome, pid, host) VALUES (?, ?, ?, 'pending', ?, ?)",
+                (job, slot, kind, pid, host),
+            )
+            return cur.lastrowid if cur.rowcount == 1 else None
+
+    def start_manual(self, job: str, *, pid: int, host: str, now: float) -> int:
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT INTO runs (job, slot, kind, outcome, pid, host, started_at) "
+                "VALUES (?, NULL, 'manual', 'pending', ?, ?, ?)",
+                (job, pid, host, now),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def record(self, job: str, slot: int, outcome: Outcome, kind: RunKind, *, error: str | None = None) -> bool:
+        now = time.time()
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO runs (job, slot, kind, outcome, started_at, ended_at, error) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (job, slot, kind, outcome, now, now, error),
+            )
+            return cur.rowcount == 1
+
+    def mark_running(self, run_id: int, *, pid: int, task_pid: int, now: float) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE runs SET outcome = 'running', pid = ?, task_pid = ?, started_at = ? WHERE id = ?",
+                (pid, task_pid, now, run_id),
+            )
+
+    def finish(
+        self,
+        run_id: int,
+        outcome: Outcome,
+        *,
+        now: float,
+        exit_code: int | None = None,
+        output: str = "",
+        error: str | None = None,
+    ) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE runs SET outcome = ?, ended_at = ?, exit_code = ?, output = ?, error = ?, "
+                "started_at = COALESCE(started_at, ?) WHERE id = ?",
+                (outcome, now, exit_code, output[-OUTPUT_CAP:], error, now, run_id),
+            )
+
+    def unfinished(self) -> list[RunRecord]:
+        return [
+            _run(r)
+            for r in self._read(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE outcome IN ('pending', 'running') ORDER BY id"
+            )
+        ]
+
+    def runs(self, job: str, *, limit: int = 20) -> list[RunRecord]:
+        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE job = ? ORDER BY id DESC LIMIT ?", (job, limit))
+        return [_run(r) for r in rows]
+
+    def latest_runs(self) -> dict[str, RunRecord]:
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ("
+            "SELECT MAX(id) FROM runs WHERE outcome NOT IN ('missed', 'skipped', 'pending') GROUP BY job)"
+        )
+        return {r.job: r for r in map(_run, rows)}
+
+    def missed_counts(self, since: int) -> dict[str, int]:
+        rows = self._read(
+            "SELECT job, COUNT(*) FROM runs WHERE outcome = 'missed' AND slot >= ? GROUP BY job", (since,)
+        )
+        return {job: count for job, count in rows}
+
+    def prune_runs(self, keep: int) -> int:
+        with self._write() as db:
+            cur = db.execute(
+                "DELETE FROM runs WHERE outcome NOT IN ('pending', 'running') AND id IN ("
+                "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY job ORDER BY id DESC) AS n FROM runs)"
+                " WHERE n > ?)",
+                (keep,),
+            )
+            return cur.rowcount
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class _DryRun(Exception):  # noqa: N818 - control flow, never escapes sync_jobs
+    def __init__(self, report: SyncReport) -> None:
+        self.report = report
+
+
+def open_store(state_dir: Path) -> SQLiteStateStore:
+    return SQLiteStateStore(state_dir)

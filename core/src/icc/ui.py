@@ -1,0 +1,84 @@
+"""Terminal rendering (rich): tables in a terminal, plain aligned text when stdout is not one."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from rich.console import Console
+from rich.table import Table
+
+OUTCOME_STYLE = {
+    "succeeded": "green",
+    "started": "cyan",
+    "running": "cyan",
+    "pending": "cyan",
+    "failed": "bold red",
+    "timed_out": "bold red",
+    "abandoned": "yellow",
+    "skipped": "dim",
+    "missed": "yellow",
+    "added": "green",
+    "changed": "yellow",
+    "removed": "red",
+    "pruned": "red",
+    "restored": "green",
+    "unchanged": "dim",
+}
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def fmt_time(epoch: float | None, zone: str) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, tz=UTC).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]], *, style_col: int = -1) -> None:
+    """A rich table in a terminal; tab-free aligned plain text otherwise (for pipes, logs and cron mail)."""
+    if is_terminal():
+        t = Table(title=title, title_justify="left")
+        for col in columns:
+            t.add_column(col, overflow="fold")
+        for row in rows:
+            cells = list(row)
+            if 0 <= style_col < len(cells) and cells[style_col] in OUTCOME_STYLE:
+                style = OUTCOME_STYLE[cells[style_col]]
+                cells[style_col] = f"[{style}]{cells[style_col]}[/]"
+            t.add_row(*cells)
+        console().print(t)
+        return
+    widths = [max(len(str(c)) for c in col) for col in zip(columns, *rows, strict=False)]
+    out = sys.stdout
+    if title:
+        out.write(title + "\n")
+    for row in [list(columns), *map(list, rows)]:
+        out.write("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() + "\n")
+
+
+def say(message: str, *, err: bool = False, style: str | None = None) -> None:
+    if is_terminal() and not err:
+        console().print(message, style=style, markup=False)
+    else:
+        (sys.stderr if err else sys.stdout).write(message + "\n")
