@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import shlex
+import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+from zoneinfo import ZoneInfo
 
 import click
 
+from icc import ui
 from icc._version import __version__
+from icc.errors import IccError, JobNotFoundError
+
+if TYPE_CHECKING:
+    from icc.config import Config
 
 
 class Env:
@@ -14,10 +26,10 @@ class Env:
 
     def __init__(self, config_path: Path | None) -> None:
         self.config_path = config_path
-        self._config: object | None = None
+        self._config: Config | None = None
 
     @property
-    def config(self):  # type: ignore[no-untyped-def]
+    def config(self) -> Config:
         if self._config is None:
             from icc.config import load_config
 
@@ -25,7 +37,18 @@ class Env:
         return self._config
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class IccGroup(click.Group):
+    """Prints an :class:`~icc.errors.IccError` as one clear line (no traceback) and exits non-zero."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except IccError as exc:
+            ui.say(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=IccGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",
@@ -38,6 +61,388 @@ class Env:
 def cli(ctx: click.Context, config_path: Path | None) -> None:
     """icc: plugin-based task runner. One crontab line, `* * * * * icc run`, drives every job."""
     ctx.obj = Env(config_path)
+
+
+def _parse_at(value: str | None, zone: str) -> datetime | None:
+    """``--at``: ISO 8601; without an offset it is read in the configured zone."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 time, e.g. 2026-03-29T02:30", param_hint="--at"
+        ) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(zone))
+
+
+def _iso(epoch: float | None, zone: str) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, tz=UTC).astimezone(ZoneInfo(zone)).isoformat()
+
+
+def _exit(code: int) -> NoReturn:
+    raise SystemExit(code)
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Show the difference, write nothing.")
+@click.option(
+    "--prune", is_flag=True, help="Delete removed jobs and their history instead of marking them removed."
+)
+@click.option("--strict", is_flag=True, help="A plugin that fails to load is an error, not a warning.")
+@click.pass_obj
+def scan(env: Env, dry_run: bool, prune: bool, strict: bool) -> None:
+    """Load plugins, validate every schedule and sync the jobs into the state store.
+
+    Registers or removes the consumer cron jobs per consumers.mode. Nothing is written when anything is
+    invalid; jobs of a plugin that failed to load are kept as they were.
+    """
+    from icc.plugins import installed_fingerprint, load_plugins
+    from icc.runner import job_records
+    from icc.state.sqlite import SQLiteStateStore
+
+    config = env.config
+    host = load_plugins(config, strict=strict)
+    jobs = host.collect_jobs()
+    for failure in host.failures:
+        ui.say(f"warning: plugin {failure.plugin} failed: {failure.error}", err=True)
+    invalid = [f for f in host.failures if f.hook == "schedule"]
+    if invalid:
+        ui.say(
+            "error: invalid schedules; nothing was written. Fix the plugins above and scan again.", err=True
+        )
+        _exit(2)
+    failed_plugins = {f.plugin for f in host.failures}
+    store = SQLiteStateStore(config.state_dir)
+    records = job_records(jobs, datetime.now(UTC))
+    # A plugin that failed to import keeps its jobs: a broken deploy must not erase their history.
+    kept = [r for r in store.jobs() if r.plugin in failed_plugins and r.name not in jobs]
+    report = store.sync_jobs(
+        [*records, *kept],
+        prune=prune,
+        dry_run=dry_run,
+        now=time.time(),
+        meta={"plugins_fingerprint": installed_fingerprint(config), "scanned_at": str(time.time())},
+    )
+    rows: list[list[str]] = []
+    by_name = {r.name: r for r in records}
+    for change in ("added", "changed", "restored", "removed", "pruned", "unchanged"):
+        for name in getattr(report, change):
+            rec = by_name.get(name)
+            rows.append(
+                [
+                    name,
+                    change,
+                    rec.definition["schedule"]["expression"] if rec else "-",
+                    rec.plugin if rec else "-",
+                ]
+            )
+    title = "icc scan (dry run: nothing written)" if dry_run else "icc scan"
+    ui.table(title, ["job", "change", "cron", "plugin"], rows, style_col=1)
+    consumers = [n for n in by_name if n.startswith("consume:")]
+    if config.consumers.mode == "cron":
+        ui.say(
+            f"consumers: cron mode, {len(consumers)} consumer job(s) registered: {', '.join(consumers) or 'none'}"
+        )
+    else:
+        ui.say("consumers: service mode, no consumer cron jobs (run them with `icc systemd`)")
+
+
+@cli.command()
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing unless a job failed.")
+@click.option("--at", "at", metavar="TIME", help="Tick as if it were TIME (ISO 8601).")
+@click.pass_obj
+def run(env: Env, quiet: bool, at: str | None) -> None:
+    """One tick: run every job due now. Meant for crontab: `* * * * * icc run --quiet`."""
+    from icc.execution import install_stop_handlers
+    from icc.runner import Tick
+
+    config = env.config
+    install_stop_handlers()
+    report = Tick(config, at=_parse_at(at, config.timezone)).run()
+    zone = config.timezone
+    if report.held_by is not None:
+        holder = report.held_by
+        ui.say(
+            f"icc run: another tick is running (pid {holder.pid} on {holder.host} since {ui.fmt_time(holder.since, zone)})"
+        )
+        return
+    for failure in report.plugin_failures:
+        ui.say(f"warning: plugin {failure}", err=True)
+    if not report.rows:
+        if not quiet:
+            ui.say(f"icc run: nothing due at {ui.fmt_time(report.slot, zone)} ({zone})")
+        return
+    if not quiet or report.failed:
+        rows = [
+            [
+                r.job,
+                r.outcome,
+                ui.fmt_time(r.slot, zone),
+                ui.fmt_duration(r.duration),
+                ui.fmt_time(r.next_run, zone),
+                r.detail,
+            ]
+            for r in report.rows
+        ]
+        ui.table(
+            f"icc run {ui.fmt_time(report.slot, zone)} ({zone})",
+            ["job", "outcome", "slot", "took", "next run", "detail"],
+            rows,
+            style_col=1,
+        )
+    if report.failed:
+        _exit(1)
+
+
+def _status_data(config: Config, at: datetime | None) -> dict[str, Any]:
+    from icc.plugins import installed_fingerprint, load_plugins
+    from icc.runner import next_due, pid_alive, slot_of
+    from icc.schedule import Schedule
+    from icc.state.sqlite import SQLiteStateStore
+
+    zone = config.timezone
+    store = SQLiteStateStore(config.state_dir)
+    now = at or datetime.now(UTC)
+    slot = slot_of(now)
+    host = load_plugins(config)
+    latest = store.latest_runs()
+    running: dict[str, list[dict[str, Any]]] = {}
+    for run in store.unfinished():
+        if run.outcome == "running" and pid_alive(run.pid):
+            running.setdefault(run.job, []).append(
+                {"run_id": run.id, "pid": run.task_pid or run.pid, "since": _iso(run.started_at, zone)}
+            )
+    missed = store.missed_counts(slot - config.missed_window * 60)
+    jobs = []
+    for rec in store.jobs(include_removed=True):
+        schedule = Schedule.from_definition(rec.definition["schedule"])
+        last = latest.get(rec.name)
+        nxt = next_due(schedule, slot) if rec.enabled and rec.removed_at is None else None
+        jobs.append(
+            {
+                "name": rec.name,
+                "kind": rec.kind,
+                "plugin": rec.plugin,
+                "distribution": rec.distribution,
+                "version": rec.version,
+                "description": rec.definition.get("description"),
+                "schedule": {
+                    "cron": schedule.expression,
+                    "description": schedule.describe(),
+                    "timezone": schedule.zone,
+                    "background": schedule.background,
+                },
+                "enabled": rec.enabled,
+                "removed": rec.removed_at is not None,
+                "next_run": _iso(nxt, zone),
+                "last_run": None
+                if last is None
+                else {
+                    "id": last.id,
+                    "kind": last.kind,
+                    "outcome": last.outcome,
+                    "slot": _iso(last.slot, zone),
+                    "started_at": _iso(last.started_at, zone),
+                    "ended_at": _iso(last.ended_at, zone),
+                    "duration": last.duration,
+                    "exit_code": last.exit_code,
+                    "error": last.error,
+                },
+                "running": running.get(rec.name, []),
+                "missed": missed.get(rec.name, 0),
+            }
+        )
+    watermark = store.get_meta("watermark")
+    scanned = store.get_meta("plugins_fingerprint")
+    return {
+        "schema": 1,
+        "generated_at": now.astimezone(ZoneInfo(zone)).isoformat(),
+        "timezone": zone,
+        "environment": config.environment,
+        "state_dir": str(config.state_dir),
+        "last_tick": _iso(int(watermark), zone) if watermark else None,
+        "plugins_changed": scanned is not None and scanned != installed_fingerprint(config),
+        "never_scanned": scanned is None,
+        "plugins": [
+            {"name": p.name, "distribution": p.distribution, "version": p.version, "source": p.source}
+            for p in host.plugins
+        ],
+        "plugin_errors": [
+            {"plugin": f.plugin, "distribution": f.distribution, "hook": f.hook, "error": f.error}
+            for f in host.failures
+        ],
+        "jobs": jobs,
+    }
+
+
+@cli.command()
+@click.argument("job", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema in docs/cli.md).")
+@click.option("--at", "at", metavar="TIME", help="Show next runs as seen at TIME (ISO 8601).")
+@click.option("--limit", default=20, show_default=True, help="Runs shown for JOB.")
+@click.pass_obj
+def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int) -> None:
+    """Every job: source, schedule, next run, last run, running now, missed slots; or JOB's last runs."""
+    config = env.config
+    zone = config.timezone
+    data = _status_data(config, _parse_at(at, zone))
+    if job is not None:
+        from icc.state.sqlite import SQLiteStateStore
+
+        entry = next((j for j in data["jobs"] if j["name"] == job), None)
+        if entry is None:
+            raise JobNotFoundError(f"no job named {job!r}; `icc status` lists them")
+        runs = SQLiteStateStore(config.state_dir).runs(job, limit=limit)
+        if as_json:
+            entry["runs"] = [
+                {
+                    "id": r.id,
+                    "kind": r.kind,
+                    "outcome": r.outcome,
+                    "slot": _iso(r.slot, zone),
+                    "started_at": _iso(r.started_at, zone),
+                    "ended_at": _iso(r.ended_at, zone),
+                    "duration": r.duration,
+                    "exit_code": r.exit_code,
+                    "pid": r.task_pid or r.pid,
+                    "error": r.error,
+                    "output": r.output,
+                }
+                for r in runs
+            ]
+            click.echo(json.dumps(entry, indent=2))
+            return
+        ui.say(
+            f"{job}: {entry['schedule']['description']} [{entry['schedule']['cron']}], plugin {entry['plugin']}"
+        )
+        rows = [
+            [
+                str(r.id),
+                r.kind,
+                r.outcome,
+                ui.fmt_time(r.slot, zone),
+                ui.fmt_time(r.started_at, zone),
+                ui.fmt_duration(r.duration),
+                str(r.exit_code if r.exit_code is not None else "-"),
+                r.error or "",
+            ]
+            for r in runs
+        ]
+        ui.table(
+            None, ["run", "kind", "outcome", "slot", "started", "took", "exit", "error"], rows, style_col=2
+        )
+        return
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    rows = []
+    for j in data["jobs"]:
+        last = j["last_run"]
+        plugin = j["plugin"] + (f" ({j['distribution']} {j['version']})" if j["distribution"] else "")
+        state = "removed" if j["removed"] else ("enabled" if j["enabled"] else "disabled")
+        running = ", ".join(f"pid {r['pid']} since {r['since'][11:16]}" for r in j["running"]) or "-"
+        rows.append(
+            [
+                j["name"],
+                plugin,
+                f"{j['schedule']['description']}\n{j['schedule']['cron']}"
+                if ui.is_terminal()
+                else j["schedule"]["cron"],
+                state,
+                (j["next_run"] or "-")[:16].replace("T", " "),
+                "-"
+                if last is None
+                else f"{last['outcome']} {(last['started_at'] or '')[:16].replace('T', ' ')} ({ui.fmt_duration(last['duration'])})",
+                running,
+                str(j["missed"]) if j["missed"] else "-",
+            ]
+        )
+    ui.table(
+        f"icc status ({zone}, environment {config.environment})",
+        ["job", "plugin", "schedule", "state", "next run", "last run", "running", "missed"],
+        rows,
+    )
+    if not data["jobs"]:
+        ui.say("no jobs yet: run `icc scan`")
+    for err in data["plugin_errors"]:
+        ui.say(f"plugin error: {err['plugin']} ({err['distribution'] or 'local'}): {err['error']}", err=True)
+    if data["plugins_changed"]:
+        ui.say("warning: installed plugins changed since the last scan; run `icc scan`", err=True)
+    if data["never_scanned"]:
+        ui.say("warning: never scanned; run `icc scan`", err=True)
+
+
+@cli.command(name="exec")
+@click.argument("job")
+@click.pass_obj
+def exec_(env: Env, job: str) -> None:
+    """Run JOB now, in the foreground, recorded as a manual run."""
+    from icc.runner import manual_run
+
+    config = env.config
+    row, run_id = manual_run(config, job)
+    ui.table(
+        None,
+        ["job", "run", "outcome", "took", "detail"],
+        [[row.job, str(run_id), row.outcome, ui.fmt_duration(row.duration), row.detail]],
+        style_col=2,
+    )
+    if row.outcome != "succeeded":
+        _exit(1)
+
+
+def _set_enabled(env: Env, job: str, enabled: bool) -> None:
+    from icc.runner import next_due, slot_of
+    from icc.schedule import Schedule
+    from icc.state.sqlite import SQLiteStateStore
+
+    store = SQLiteStateStore(env.config.state_dir)
+    record = store.job(job)
+    if record is None or record.removed_at is not None:
+        known = ", ".join(r.name for r in store.jobs()) or "none (run `icc scan`)"
+        raise JobNotFoundError(f"no job named {job!r}; known jobs: {known}")
+    store.set_enabled(job, enabled)
+    if enabled:
+        # Slots that passed while it was disabled are not "missed": start from now.
+        schedule = Schedule.from_definition(record.definition["schedule"])
+        store.set_next_due({job: next_due(schedule, slot_of(datetime.now(UTC)))})
+    ui.say(f"{job}: {'enabled' if enabled else 'disabled'}")
+
+
+@cli.command()
+@click.argument("job")
+@click.pass_obj
+def enable(env: Env, job: str) -> None:
+    """Enable JOB (kept across scans)."""
+    _set_enabled(env, job, True)
+
+
+@cli.command()
+@click.argument("job")
+@click.pass_obj
+def disable(env: Env, job: str) -> None:
+    """Disable JOB (kept across scans): it is not run until enabled again."""
+    _set_enabled(env, job, False)
+
+
+def icc_argv(config: Config) -> list[str]:
+    """How to call this install's icc: the script beside this interpreter, with the config made absolute."""
+    script = Path(sys.executable).parent / "icc"
+    argv = [str(script)] if script.exists() else [sys.executable, "-m", "icc"]
+    if config.path is not None:
+        argv += ["--config", str(config.path.resolve())]
+    return argv
+
+
+@cli.command()
+@click.pass_obj
+def crontab(env: Env) -> None:
+    """Print the one crontab line to install (`crontab -e`)."""
+    argv = icc_argv(env.config)
+    click.echo(f"* * * * * {shlex.join([*argv, 'run', '--quiet'])}")
 
 
 # --- commands contributed by other modules (one line each) ---
