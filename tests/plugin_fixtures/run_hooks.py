@@ -1,0 +1,18 @@
+"""A plugin observing runs: before_run records, after_run raises."""
+
+from typing import Any
+
+import icc
+
+CALLS: list[tuple[str, str]] = []
+
+
+@icc.hookimpl
+def before_run(job: Any, run: Any) -> None:
+    CALLS.append(("before", job.name))
+
+
+@icc.hookimpl
+def after_run(job: Any, run: Any, outcome: str) -> None:
+    CALLS.append(("after", outcome))
+    raise RuntimeError("metrics server down")
