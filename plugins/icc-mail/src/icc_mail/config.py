@@ -1,0 +1,56 @@
+"""``[tool.icc.mail]``: the plugin validates its own table, as every icc plugin does."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from icc.errors import ConfigError
+
+from icc_mail.dsn import SmtpDsn, parse_dsn
+from icc_mail.errors import MailError
+from icc_mail.message import check_address
+
+KEYS = ("dsn", "sender", "timeout")
+
+
+@dataclass(frozen=True)
+class MailConfig:
+    """The validated ``[tool.icc.mail]`` table: ``dsn`` to send, ``sender`` unless every mail has one."""
+
+    dsn: SmtpDsn | None = None
+    sender: str | None = None
+    timeout: float | None = None
+
+
+def parse_config(table: Mapping[str, object] | None, path: Path | None = None) -> MailConfig:
+    """Validate the ``mail`` table; a :class:`icc.ConfigError` names the key (and the file)."""
+    where = f" in {path}" if path is not None else ""
+    if table is None:
+        return MailConfig()
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"mail must be a table ([tool.icc.mail] or [icc.mail]){where}")
+    for key in table:
+        if key not in KEYS:
+            raise ConfigError(f"unknown key mail.{key}{where}; the mail table knows: {', '.join(KEYS)}")
+    dsn = None
+    if table.get("dsn") is not None:
+        try:
+            dsn = parse_dsn(table["dsn"])  # type: ignore[arg-type]  # parse_dsn checks the type itself
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}{where}") from None
+    sender = table.get("sender")
+    if sender is not None:
+        try:
+            check_address(sender, "mail.sender")
+        except MailError as exc:
+            raise ConfigError(f"{exc}{where}") from None
+        assert isinstance(sender, str)
+    timeout = table.get("timeout")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf:
+            raise ConfigError(f"mail.timeout must be a positive number of seconds, not {timeout!r}{where}")
+        timeout = float(timeout)
+    return MailConfig(dsn=dsn, sender=sender, timeout=timeout)

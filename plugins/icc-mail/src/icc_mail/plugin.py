@@ -1,0 +1,42 @@
+"""The module the ``icc.tasks`` entry point names: reads ``[tool.icc.mail]``, registers ``mail.send``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import icc
+
+from icc_mail.config import MailConfig, parse_config
+from icc_mail.delivery import deliver
+from icc_mail.send import MESSAGE_NAME, QUEUE
+
+
+class _Config(Protocol):
+    @property
+    def tables(self) -> Mapping[str, Any]: ...
+
+    @property
+    def path(self) -> Path | None: ...
+
+
+class _State:
+    config = MailConfig()
+
+
+@icc.hookimpl
+def configure(config: _Config) -> None:
+    """Validate ``[tool.icc.mail]`` when icc loads its configuration (an error names the key)."""
+    _State.config = parse_config(config.tables.get("mail"), config.path)
+
+
+@icc.hookimpl
+def register_handlers(register: Callable[..., None]) -> None:
+    """The ``mail`` queue's one message: ``mail.send``."""
+    register(MESSAGE_NAME, handle_send, queue=QUEUE)
+
+
+def handle_send(payload: dict[str, Any]) -> None:
+    """Deliver one ``mail.send`` message with the configuration icc handed to :func:`configure`."""
+    deliver(payload, _State.config)
