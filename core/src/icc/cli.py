@@ -446,3 +446,7 @@ def crontab(env: Env) -> None:
 
 
 # --- commands contributed by other modules (one line each) ---
+from icc.queue.commands import consume, failed  # noqa: E402
+
+cli.add_command(consume)
+cli.add_command(failed)

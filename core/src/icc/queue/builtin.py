@@ -1,0 +1,51 @@
+"""icc's built-in queue plugin: the consumer cron jobs.
+
+With ``consumers.mode = "cron"`` it adds ``consume:<queue>`` for each of ``consumers.queues``: every
+minute, in the background, never two at once, each a command task
+``python -m icc [--config PATH] consume QUEUE --time-limit S`` (an argv list, no shell). With
+``mode = "service"`` it adds nothing, so ``icc scan`` removes those jobs and systemd runs the consumers.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from icc.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from icc.config import Config
+    from icc.jobs import Scheduler
+
+# The configuration handed to ``configure``; the plugin is this module, registered once per host, and a
+# host calls ``configure`` before ``schedule``.
+_config: Config | None = None
+
+
+@hookimpl
+def configure(config: Config) -> None:
+    global _config
+    _config = config
+
+
+def consumer_argv(config: Config, queue: str) -> list[str]:
+    """The command a consumer cron job runs for ``queue``: this interpreter, not whatever ``icc`` is on
+    cron's PATH, and the same configuration file the scan used."""
+    argv = [sys.executable, "-m", "icc"]
+    if config.path is not None:
+        argv += ["--config", str(config.path)]
+    return [*argv, "consume", queue, "--time-limit", f"{config.consumers.time_limit:g}"]
+
+
+@hookimpl
+def schedule(scheduler: Scheduler) -> None:
+    config = _config
+    if config is None or config.consumers.mode != "cron":
+        return
+    limit = config.consumers.time_limit
+    for queue in config.consumers.queues:
+        scheduler.add(
+            consumer_argv(config, queue),
+            name=f"consume:{queue}",
+            description=f"drain the {queue!r} queue for up to {limit:g}s (consumers.mode = cron)",
+        ).every_minute().in_background().without_overlapping()

@@ -1,0 +1,278 @@
+"""``icc consume`` and ``icc failed``: the queue commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from icc.errors import IccError, QueueError
+
+if TYPE_CHECKING:
+    from icc.config import Config
+
+__all__ = ["consume", "failed"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """An :class:`icc.IccError` is printed without a traceback and sets the exit code."""
+    try:
+        yield
+    except IccError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(exc.exit_code) from None
+
+
+def _config(env: Any) -> Config:
+    config: Config = env.config
+    return config
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    from icc.queue.limits import parse_size
+
+    try:
+        return parse_size(value)
+    except QueueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+@click.command()
+@click.argument("queues", nargs=-1, required=True)
+@click.option(
+    "--time-limit", type=click.FloatRange(min=0, min_open=True), help="Stop after S seconds, idle or not."
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Stop after N messages.")
+@click.option(
+    "--memory-limit",
+    callback=_size,
+    metavar="SIZE",
+    help="Stop when resident memory reaches SIZE (128M, 1G).",
+)
+@click.option("--failure-limit", type=click.IntRange(min=1), help="Stop after N handler failures.")
+@click.option(
+    "--sleep",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Seconds to wait before polling again when the queues are empty.",
+)
+@click.option("--stop-when-empty", is_flag=True, help="Stop as soon as no message is available.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary line at exit (failures are still reported).")
+@click.pass_obj
+def consume(
+    env: Any,
+    queues: tuple[str, ...],
+    time_limit: float | None,
+    limit: int | None,
+    memory_limit: int | None,
+    failure_limit: int | None,
+    sleep: float,
+    stop_when_empty: bool,
+    quiet: bool,
+) -> None:
+    """Handle the messages of QUEUES, in priority order (the first queue is drained first).
+
+    Stops on the first limit reached, or on SIGTERM/SIGINT after the current message; the time limit
+    holds while the queues are idle too. Prints a summary line at exit unless --quiet.
+    """
+    with _user_errors():
+        from icc.plugins import load_plugins
+        from icc.queue.consumer import Consumer, Limits
+        from icc.queue.dispatch import open_transport, validate_queue
+
+        config = _config(env)
+        for queue in queues:
+            validate_queue(config, queue)
+        host = load_plugins(config)
+        for failure in host.failures:
+            click.echo(f"warning: {failure}", err=True)
+        handlers = {name: spec.handler for name, spec in host.collect_handlers().items()}
+        consumer = Consumer(
+            open_transport(config),
+            handlers,
+            queues,
+            policy=config.queue,
+            limits=Limits(
+                time_limit=time_limit,
+                limit=limit,
+                memory_limit=memory_limit,
+                failure_limit=failure_limit,
+                sleep=sleep,
+                stop_when_empty=stop_when_empty,
+            ),
+            report=lambda line: click.echo(line, err=True),
+        )
+        stats = consumer.run()
+        if not quiet:
+            click.echo(stats.summary())
+
+
+# --- icc failed ---------------------------------------------------------------------------------------
+
+
+def _when(epoch: float, zone: str) -> str:
+    from zoneinfo import ZoneInfo
+
+    return datetime.fromtimestamp(epoch, tz=UTC).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _one_line(text: str, width: int = 70) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@click.group()
+def failed() -> None:
+    """Messages that used up their retries (or could not be handled at all)."""
+
+
+@failed.command("list")
+@click.option("--queue", help="Only this queue.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_obj
+def failed_list(env: Any, queue: str | None, as_json: bool) -> None:
+    """List failed messages, oldest failure first."""
+    with _user_errors():
+        from icc.queue.dispatch import open_transport
+
+        config = _config(env)
+        messages = open_transport(config).failed_list(queue=queue)
+        if as_json:
+            for message in messages:
+                click.echo(json.dumps(_as_dict(message), ensure_ascii=False))
+            return
+        if not messages:
+            click.echo("no failed messages")
+            return
+        from icc import ui
+
+        rows = [
+            [
+                str(m.id),
+                m.queue,
+                m.name,
+                str(m.attempts),
+                _when(m.failed_at, config.timezone),
+                _one_line(m.reason),
+            ]
+            for m in messages
+        ]
+        ui.table(
+            f"{len(messages)} failed message{'s' if len(messages) != 1 else ''}",
+            ["id", "queue", "name", "attempts", "failed at", "reason"],
+            rows,
+        )
+
+
+def _as_dict(message: Any) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "queue": message.queue,
+        "name": message.name,
+        "payload": message.payload,
+        "attempts": message.attempts,
+        "created_at": message.created_at,
+        "failed_at": message.failed_at,
+        "reason": message.reason,
+        "errors": list(message.errors),
+    }
+
+
+@failed.command("show")
+@click.argument("message_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="As a JSON object.")
+@click.pass_obj
+def failed_show(env: Any, message_id: int, as_json: bool) -> None:
+    """Show one failed message: payload, reason and error history with tracebacks."""
+    with _user_errors():
+        from icc.queue.dispatch import open_transport
+
+        config = _config(env)
+        message = open_transport(config).failed_get(message_id)
+        if message is None:
+            raise QueueError(f"no failed message with id {message_id}; see icc failed list")
+        if as_json:
+            click.echo(json.dumps(_as_dict(message), ensure_ascii=False, indent=2))
+            return
+        zone = config.timezone
+        lines = [
+            f"id:         {message.id}",
+            f"queue:      {message.queue}",
+            f"name:       {message.name}",
+            f"attempts:   {message.attempts}",
+            f"created at: {_when(message.created_at, zone)}",
+            f"failed at:  {_when(message.failed_at, zone)}",
+            f"reason:     {message.reason}",
+            f"payload:    {message.payload}",
+        ]
+        if message.errors:
+            lines.append("errors:")
+            for record in message.errors:
+                at = record.get("at")
+                when = _when(at, zone) if isinstance(at, int | float) else "?"
+                lines.append(f"  attempt {record.get('attempt', '?')} at {when}: {record.get('error', '')}")
+                trace = record.get("traceback")
+                if trace:
+                    lines += ["    " + line for line in str(trace).rstrip().splitlines()]
+        click.echo("\n".join(lines))
+
+
+def _ids_or_all(ids: tuple[int, ...], all_: bool, verb: str) -> list[int] | None:
+    if all_ and ids:
+        raise click.UsageError("give message ids or --all, not both")
+    if not all_ and not ids:
+        raise click.UsageError(f"give the ids of the messages to {verb}, or --all")
+    return None if all_ else list(ids)
+
+
+@failed.command("retry")
+@click.argument("message_ids", nargs=-1, type=int)
+@click.option("--all", "all_", is_flag=True, help="Every failed message.")
+@click.pass_obj
+def failed_retry(env: Any, message_ids: tuple[int, ...], all_: bool) -> None:
+    """Put failed messages back on their queue, with their attempts reset."""
+    ids = _ids_or_all(message_ids, all_, "retry")
+    with _user_errors():
+        from icc.queue.dispatch import open_transport
+
+        moved = open_transport(_config(env)).failed_retry(ids)
+        _report_ids(moved, ids, "back on their queue", "back on its queue")
+
+
+@failed.command("remove")
+@click.argument("message_ids", nargs=-1, type=int)
+@click.option("--all", "all_", is_flag=True, help="Every failed message.")
+@click.pass_obj
+def failed_remove(env: Any, message_ids: tuple[int, ...], all_: bool) -> None:
+    """Delete failed messages for good."""
+    ids = _ids_or_all(message_ids, all_, "remove")
+    with _user_errors():
+        from icc.queue.dispatch import open_transport
+
+        removed = open_transport(_config(env)).failed_remove(ids)
+        _report_ids(removed, ids, "removed", "removed")
+
+
+def _report_ids(done: list[int], asked: list[int] | None, many: str, one: str) -> None:
+    if done:
+        listed = ", ".join(map(str, done))
+        click.echo(
+            f"{len(done)} message{'s' if len(done) != 1 else ''} {many if len(done) != 1 else one}: {listed}"
+        )
+    elif asked is None:
+        click.echo("no failed messages")
+    missing = sorted(set(asked or ()) - set(done))
+    if missing:
+        click.echo(f"error: no failed message with id {', '.join(map(str, missing))}", err=True)
+        sys.exit(1)

@@ -1,0 +1,88 @@
+"""The transport protocol: the few operations the consumer, ``icc.dispatch`` and ``icc failed`` need.
+
+The embedded SQLite transport (:mod:`icc.queue.sqlite`) implements it; PostgreSQL (``FOR UPDATE SKIP
+LOCKED``) and Redis transports for multi-server installs can follow without touching the consumer.
+
+Contract, shared by every implementation:
+
+* ``lease`` takes up to ``limit`` available messages of one queue for ``owner`` and counts one attempt
+  on each, in one atomic step, before any handler runs. A message whose lease expired is available
+  again; it comes back alone (never batched) with ``redelivered=True``, and its history gets a
+  "lease expired" record.
+* Nothing is deleted before its replacement is safely written: ``fail`` writes the failed record and
+  deletes the message in one transaction, ``failed_retry`` the reverse.
+* Every operation on a leased message names its ``owner``; a message whose lease was lost (expired
+  and taken by another consumer) is left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from icc.queue.message import Envelope, ErrorRecord, FailedMessage
+
+__all__ = ["FailedStore", "Transport"]
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Where messages wait: send, lease, acknowledge, retry later, or give up."""
+
+    def send(self, queue: str, name: str, payload: str, *, delay: float = 0.0) -> int:
+        """Store a message (``payload`` is validated JSON text); return its id once it is durable."""
+        ...
+
+    def lease(
+        self, queue: str, *, owner: str, limit: int, lease: float, ack: Sequence[int] = ()
+    ) -> list[Envelope]:
+        """Lease up to ``limit`` messages of ``queue`` for ``lease`` seconds, counting an attempt on each.
+
+        ``ack`` deletes those messages (handled by ``owner``) in the same transaction: a consumer
+        acknowledges a batch while it takes the next one.
+        """
+        ...
+
+    def ack(self, ids: Sequence[int], *, owner: str) -> None:
+        """Delete messages ``owner`` handled successfully."""
+        ...
+
+    def release(self, ids: Sequence[int], *, owner: str) -> None:
+        """Give back leased messages whose handler never ran (the consumer is stopping): the attempt
+        counted at lease time is taken back and they are available at once."""
+        ...
+
+    def extend(self, *, owner: str, lease: float) -> int:
+        """Push the lease of everything ``owner`` holds to ``lease`` seconds from now; how many rows."""
+        ...
+
+    def retry(self, envelope: Envelope, error: ErrorRecord, *, owner: str, delay: float) -> bool:
+        """Make a failed message available again after ``delay`` seconds, appending ``error`` to its history."""
+        ...
+
+    def fail(self, envelope: Envelope, reason: str, error: ErrorRecord | None = None, *, owner: str) -> bool:
+        """Move a message to the failed store with ``reason`` (and ``error`` appended to its history)."""
+        ...
+
+    def pending(self, queue: str | None = None) -> int:
+        """Messages waiting (leased, delayed or available), of one queue or of all."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class FailedStore(Protocol):
+    """Messages that used up their retries, for ``icc failed``."""
+
+    def failed_list(self, *, queue: str | None = None, limit: int | None = None) -> list[FailedMessage]: ...
+
+    def failed_get(self, message_id: int) -> FailedMessage | None: ...
+
+    def failed_retry(self, ids: Sequence[int] | None = None) -> list[int]:
+        """Move failed messages back to their queue (attempts reset, history kept); ``None``: all of them."""
+        ...
+
+    def failed_remove(self, ids: Sequence[int] | None = None) -> list[int]:
+        """Delete failed messages for good; ``None``: all of them."""
+        ...
