@@ -1,0 +1,341 @@
+"""Configuration: discovery, precedence (file < .env < .env.local < ICC_*), validation and its messages."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from icc import ConfigError
+from icc.config import Config, ConsumersConfig, QueueConfig, find_config_file, load_config
+
+NO_ENV: dict[str, str] = {}
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+# --- discovery --------------------------------------------------------------------------------------
+
+
+def test_walks_up_to_pyproject_with_tool_icc(tmp_path: Path) -> None:
+    config_file = write(tmp_path / "pyproject.toml", '[tool.icc]\nenvironment = "staging"\n')
+    nested = tmp_path / "src" / "app"
+    nested.mkdir(parents=True)
+
+    config = load_config(cwd=nested, environ=NO_ENV)
+
+    assert config.path == config_file
+    assert config.root == tmp_path
+    assert config.environment == "staging"
+
+
+def test_pyproject_without_tool_icc_is_passed_over(tmp_path: Path) -> None:
+    config_file = write(tmp_path / "icc.toml", '[icc]\nenvironment = "outer"\n')
+    write(tmp_path / "sub" / "pyproject.toml", '[project]\nname = "x"\n[tool.ruff]\nline-length = 100\n')
+
+    assert find_config_file(tmp_path / "sub") == config_file
+
+
+def test_icc_toml_wins_over_pyproject_in_the_same_directory(tmp_path: Path) -> None:
+    write(tmp_path / "pyproject.toml", '[tool.icc]\nenvironment = "pyproject"\n')
+    write(tmp_path / "icc.toml", '[icc]\nenvironment = "icc-toml"\n')
+
+    assert load_config(cwd=tmp_path, environ=NO_ENV).environment == "icc-toml"
+
+
+def test_no_config_file_gives_defaults_rooted_at_the_working_directory(tmp_path: Path) -> None:
+    config = load_config(cwd=tmp_path, environ=NO_ENV)
+
+    assert config.path is None
+    assert config.root == tmp_path
+    assert config.state_dir == tmp_path / ".icc"
+    assert (config.environment, config.timezone, config.plugins) == ("production", "UTC", ())
+    assert config.consumers == ConsumersConfig("cron", ("mail", "async"), 20.0)
+    assert dict(config.queues) == {"mail": QueueConfig(), "async": QueueConfig()}
+    assert (config.keep_runs, config.missed_window, config.grace) == (100, 60, 10.0)
+    assert dict(config.tables) == {}
+
+
+def test_explicit_path_wins_over_icc_config_which_wins_over_discovery(tmp_path: Path) -> None:
+    write(tmp_path / "icc.toml", '[icc]\nenvironment = "found"\n')
+    from_env = write(tmp_path / "elsewhere" / "icc.toml", '[icc]\nenvironment = "from-env"\n')
+    explicit = write(tmp_path / "explicit" / "pyproject.toml", '[tool.icc]\nenvironment = "explicit"\n')
+    environ = {"ICC_CONFIG": str(from_env)}
+
+    assert load_config(cwd=tmp_path, environ=NO_ENV).environment == "found"
+    assert load_config(cwd=tmp_path, environ=environ).environment == "from-env"
+    assert load_config(explicit, cwd=tmp_path, environ=environ).environment == "explicit"
+
+
+def test_missing_explicit_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.toml: config file not found"):
+        load_config(tmp_path / "nope.toml", environ=NO_ENV)
+
+
+# --- values -----------------------------------------------------------------------------------------
+
+
+def test_full_pyproject_table_is_read(tmp_path: Path) -> None:
+    write(
+        tmp_path / "pyproject.toml",
+        """
+        [tool.icc]
+        environment = "staging"
+        timezone = "Europe/Berlin"
+        state_dir = "var/icc"
+        plugins = ["myapp.tasks", "myapp.more"]
+        keep_runs = 5
+        missed_window = 0
+        grace = 2.5
+
+        [tool.icc.consumers]
+        mode = "service"
+        queues = ["mail"]
+        time_limit = 30
+
+        [tool.icc.queues.reports]
+        retries = 10
+        lease = 300
+
+        [tool.icc.queues.mail]
+        delay = 5
+
+        [tool.icc.mail]
+        dsn = "smtp://localhost:25"
+        """.replace("\n        ", "\n"),
+    )
+
+    config = load_config(cwd=tmp_path, environ=NO_ENV)
+
+    assert config.timezone == "Europe/Berlin"
+    assert config.state_dir == tmp_path / "var" / "icc"
+    assert config.plugins == ("myapp.tasks", "myapp.more")
+    assert (config.keep_runs, config.missed_window, config.grace) == (5, 0, 2.5)
+    assert config.consumers == ConsumersConfig("service", ("mail",), 30.0)
+    assert config.queue("reports") == QueueConfig(retries=10, lease=300.0)
+    assert config.queue("mail") == QueueConfig(delay=5.0)
+    assert config.queue("async") == QueueConfig()
+    assert config.queue("not-configured") == QueueConfig()
+    assert config.tables == {"mail": {"dsn": "smtp://localhost:25"}}
+
+
+def test_relative_state_dir_resolves_against_the_config_file_not_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path / "project" / "icc.toml", '[icc]\nstate_dir = "state"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    config = load_config(tmp_path / "project" / "icc.toml", cwd=elsewhere, environ=NO_ENV)
+
+    assert config.state_dir == tmp_path / "project" / "state"
+    absolute = load_config(
+        tmp_path / "project" / "icc.toml", environ={"ICC_STATE_DIR": str(elsewhere / "abs")}
+    )
+    assert absolute.state_dir == elsewhere / "abs"
+
+
+def test_config_built_directly_resolves_state_dir_and_default_queues(tmp_path: Path) -> None:
+    config = Config(path=None, root=tmp_path, queues={"reports": QueueConfig(retries=1)})
+
+    assert config.state_dir == tmp_path / ".icc"
+    assert set(config.queues) == {"mail", "async", "reports"}
+
+
+# --- errors -----------------------------------------------------------------------------------------
+
+
+def test_unknown_key_is_an_error_naming_the_key_and_the_file(tmp_path: Path) -> None:
+    config_file = write(tmp_path / "pyproject.toml", '[tool.icc]\ntimezon = "UTC"\n')
+
+    with pytest.raises(ConfigError) as info:
+        load_config(cwd=tmp_path, environ=NO_ENV)
+
+    message = str(info.value)
+    assert message.startswith(f"{config_file}: unknown key 'timezon' in [tool.icc]; known keys:")
+    assert "timezone" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('[icc.consumers]\nmod = "cron"\n', "[icc.consumers]"),
+        ("[icc.queues.reports]\nretry = 3\n", "[icc.queues.reports]"),
+    ],
+)
+def test_unknown_key_in_core_tables_is_an_error(tmp_path: Path, text: str, where: str) -> None:
+    write(tmp_path / "icc.toml", text)
+
+    with pytest.raises(ConfigError) as info:
+        load_config(cwd=tmp_path, environ=NO_ENV)
+    assert f"icc.toml: unknown key '{text.split()[1]}' in {where}; known keys:" in str(info.value)
+
+
+def test_setting_outside_the_icc_table_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path / "icc.toml", 'timezone = "UTC"\n')
+
+    with pytest.raises(ConfigError, match=r"key 'timezone' is outside the \[icc\] table"):
+        load_config(cwd=tmp_path, environ=NO_ENV)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("keep_runs = true", "'keep_runs' in [icc] must be an integer >= 1, not True"),
+        ('keep_runs = "10"', "'keep_runs' in [icc] must be an integer >= 1, not '10'"),
+        ("keep_runs = 0", "'keep_runs' in [icc] must be an integer >= 1, not 0"),
+        ("grace = -1", "'grace' in [icc] must be a number >= 0, not -1"),
+        ('plugins = "myapp.tasks"', "'plugins' in [icc] must be a list of names"),
+        ("environment = 3", "'environment' in [icc] must be a non-empty string, not 3"),
+        ('consumers = "cron"', "'consumers' in [icc] must be a table"),
+    ],
+)
+def test_wrong_type_is_an_error_naming_the_key_and_the_file(tmp_path: Path, line: str, message: str) -> None:
+    config_file = write(tmp_path / "icc.toml", f"[icc]\n{line}\n")
+
+    with pytest.raises(ConfigError) as info:
+        load_config(cwd=tmp_path, environ=NO_ENV)
+    assert str(info.value).startswith(f"{config_file}: {message}")
+
+
+def test_consumer_mode_must_be_cron_or_service(tmp_path: Path) -> None:
+    write(tmp_path / "icc.toml", '[icc.consumers]\nmode = "daemon"\n')
+
+    with pytest.raises(ConfigError, match=r"'mode' in \[icc.consumers\] must be \"cron\" or \"service\""):
+        load_config(cwd=tmp_path, environ=NO_ENV)
+
+
+def test_toml_syntax_error_names_the_file_and_the_line(tmp_path: Path) -> None:
+    config_file = write(tmp_path / "icc.toml", '[icc]\nenvironment = "ok"\ntimezone = \n')
+
+    with pytest.raises(ConfigError) as info:
+        load_config(cwd=tmp_path, environ=NO_ENV)
+    assert str(info.value).startswith(f"{config_file}: invalid TOML")
+    assert "line 3" in str(info.value)
+
+
+def test_unknown_timezone_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path / "icc.toml", '[icc]\ntimezone = "Europe/Atlantis"\n')
+
+    with pytest.raises(ConfigError, match=r"'timezone' in \[icc\] must be an IANA time zone"):
+        load_config(cwd=tmp_path, environ=NO_ENV)
+
+
+# --- .env, .env.local and ICC_* ---------------------------------------------------------------------
+
+
+def test_dotenv_then_dotenv_local_then_environment_override_the_file(tmp_path: Path) -> None:
+    write(tmp_path / "icc.toml", '[icc]\nenvironment = "file"\ntimezone = "UTC"\ngrace = 1\nkeep_runs = 7\n')
+    write(tmp_path / ".env", "ICC_ENVIRONMENT=dotenv\nICC_TIMEZONE=Europe/Paris\nICC_GRACE=2\n")
+    write(tmp_path / ".env.local", "ICC_TIMEZONE=Asia/Tokyo\nICC_GRACE=3\n")
+
+    config = load_config(cwd=tmp_path, environ={"ICC_GRACE": "4"})
+
+    assert config.keep_runs == 7  # from the file
+    assert config.environment == "dotenv"  # .env over the file
+    assert config.timezone == "Asia/Tokyo"  # .env.local over .env
+    assert config.grace == 4.0  # the environment over everything
+    assert "ICC_ENVIRONMENT" not in os.environ  # read, never loaded into the process environment
+
+
+def test_dotenv_beside_the_config_file_is_read_not_the_one_in_the_working_directory(tmp_path: Path) -> None:
+    write(tmp_path / "project" / "icc.toml", "[icc]\n")
+    write(tmp_path / "project" / ".env", "ICC_ENVIRONMENT=beside\n")
+    write(tmp_path / "cwd" / ".env", "ICC_ENVIRONMENT=cwd\n")
+
+    config = load_config(tmp_path / "project" / "icc.toml", cwd=tmp_path / "cwd", environ=NO_ENV)
+
+    assert config.environment == "beside"
+
+
+def test_consumer_variables_override_the_consumers_table(tmp_path: Path) -> None:
+    write(tmp_path / "icc.toml", '[icc.consumers]\nmode = "cron"\ntime_limit = 20\n')
+    environ = {
+        "ICC_CONSUMERS_MODE": "service",
+        "ICC_CONSUMERS_TIME_LIMIT": "45.5",
+        "ICC_CONSUMERS_QUEUES": "mail, reports",
+    }
+
+    consumers = load_config(cwd=tmp_path, environ=environ).consumers
+
+    assert consumers == ConsumersConfig("service", ("mail", "reports"), 45.5)
+
+
+def test_plugin_table_variables_use_a_double_underscore(tmp_path: Path) -> None:
+    write(tmp_path / "icc.toml", '[icc.mail]\nsender = "a@example.org"\n')
+    write(tmp_path / ".env", "ICC_MAIL__DSN=smtp://user:secret@localhost:587\n")
+
+    tables = load_config(cwd=tmp_path, environ={"ICC_SLACK__TOKEN": "xoxb"}).tables
+
+    assert tables == {
+        "mail": {"sender": "a@example.org", "dsn": "smtp://user:secret@localhost:587"},
+        "slack": {"token": "xoxb"},
+    }
+
+
+def test_reserved_and_unrelated_icc_variables_are_not_configuration(tmp_path: Path) -> None:
+    environ = {"ICC_PLUGINS": "a,b", "ICC_DISABLE_PLUGIN_AUTOLOAD": "1", "ICC_SOMETHING_ELSE": "x"}
+
+    config = load_config(cwd=tmp_path, environ=environ)
+
+    assert config.plugins == ()
+    assert dict(config.tables) == {}
+
+
+def test_invalid_variable_is_an_error_naming_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"environment variable ICC_KEEP_RUNS must be an integer >= 1"):
+        load_config(cwd=tmp_path, environ={"ICC_KEEP_RUNS": "many"})
+
+
+def test_invalid_dotenv_value_is_an_error_naming_the_file_and_variable(tmp_path: Path) -> None:
+    write(tmp_path / ".env.local", "ICC_TIMEZONE=Mars/Olympus\n")
+
+    with pytest.raises(ConfigError) as info:
+        load_config(cwd=tmp_path, environ=NO_ENV)
+    assert str(info.value).startswith(f"{tmp_path / '.env.local'}: ICC_TIMEZONE must be an IANA time zone")
+
+
+@given(st.integers(min_value=1, max_value=10**12))
+def test_integer_variables_convert_exactly(value: int) -> None:
+    config = load_config(cwd=Path("/nonexistent-icc-dir"), environ={"ICC_KEEP_RUNS": f" {value} "})
+    assert config.keep_runs == value
+
+
+@given(st.floats(min_value=0, allow_nan=False, allow_infinity=False))
+def test_float_variables_convert_exactly(value: float) -> None:
+    config = load_config(cwd=Path("/nonexistent-icc-dir"), environ={"ICC_GRACE": repr(value)})
+    assert config.grace == value
+
+
+@given(st.text().filter(lambda s: not _is_int(s)))
+def test_non_integer_variables_are_rejected_naming_the_variable(text: str) -> None:
+    with pytest.raises(ConfigError, match="ICC_MISSED_WINDOW"):
+        load_config(cwd=Path("/nonexistent-icc-dir"), environ={"ICC_MISSED_WINDOW": text})
+
+
+@given(st.text().filter(lambda s: not _is_positive_float(s)))
+def test_non_number_variables_are_rejected_naming_the_variable(text: str) -> None:
+    with pytest.raises(ConfigError, match="ICC_CONSUMERS_TIME_LIMIT"):
+        load_config(cwd=Path("/nonexistent-icc-dir"), environ={"ICC_CONSUMERS_TIME_LIMIT": text})
+
+
+def _is_int(text: str) -> bool:
+    try:
+        return int(text.strip()) >= 0
+    except ValueError:
+        return False
+
+
+def _is_positive_float(text: str) -> bool:
+    try:
+        number = float(text.strip())
+    except ValueError:
+        return False
+    return math.isfinite(number) and number > 0
