@@ -1,0 +1,594 @@
+"""The cron engine: compiled expressions, fast minute matching, next runs and icc's daylight-saving policy.
+
+An expression is parsed and validated once with croniter (imported lazily, so that ``import icc.cron`` and the idle
+tick stay cheap) and compiled into a :class:`CronSpec`: one bitmask per field plus the day-of-month/day-of-week
+rules precomputed for every shape of month. A :class:`TimeRule` adds what a schedule layers on top of the five
+fields (zone, years, a ``between`` window) and knows the DST policy; :class:`DueIndex` evaluates many rules for one
+slot at once.
+
+Daylight saving time follows Debian cron as cronsim documents it. A rule whose minute or hour field starts with
+``*`` is *wildcard*: it runs at every real instant whose local wall-clock time matches, so ``*/15 * * * *`` keeps
+its real-time cadence through both transitions. Any other rule is *fixed*: its wall-clock times run once on a
+fall-back day (at the first occurrence) and, when a spring-forward gap swallows them, once at the first minute
+after the gap.
+"""
+
+from __future__ import annotations
+
+import calendar
+import functools
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from icc.errors import ScheduleError
+
+__all__ = [
+    "ALIASES",
+    "FIELD_NAMES",
+    "FIELD_RANGES",
+    "CronSpec",
+    "DueIndex",
+    "HasTimeRule",
+    "SlotContext",
+    "TimeRule",
+    "compile_expression",
+    "get_zone",
+    "parse_years",
+    "split_expression",
+    "validate_field",
+]
+
+MINUTE = timedelta(minutes=1)
+DAY = timedelta(days=1)
+
+FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week")
+FIELD_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+YEAR_RANGE = (0, 9999)
+
+# The shortcuts Vixie cron knows; @weekly is Sunday there, unlike icc's weekly() which is Monday.
+ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+# Characters each field may hold before croniter sees it. croniter also knows hashed (H), random (R) and
+# nearest-weekday (W) values and seconds/years columns; icc does not, so they are refused up front.
+_FIELD_CHARS = (
+    re.compile(r"[0-9*,/\-]+"),
+    re.compile(r"[0-9*,/\-]+"),
+    re.compile(r"[0-9*,/\-?Ll]+"),
+    re.compile(r"[0-9A-Za-z*,/\-]+"),
+    re.compile(r"[0-9A-Za-z*,/\-#?]+"),
+)
+_SYNTAX_HINT = {
+    0: "a number 0-59 or cron syntax such as '*/5', '0-30/5', '15,45'",
+    1: "a number 0-23 or cron syntax such as '*/3', '9-17', '0,12'",
+    2: "a number 1-31, 'L' (last day) or cron syntax such as '1,15', '*/2'",
+    3: "a number 1-12, a name (JAN-DEC) or cron syntax such as '1-6', '*/3'",
+    4: "a number 0-7 (0 and 7 are Sunday), a name (MON-SUN), 'MON#2' (second Monday), 'L5' (last Friday) "
+    "or cron syntax such as '1-5'",
+}
+_EQUAL_RANGE = re.compile(r"^([^-/#]+)-([^-/#]+)(/\d+)?$")
+_DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _low_bit(mask: int) -> int:
+    """Index of the lowest set bit of a non-zero mask."""
+    return (mask & -mask).bit_length() - 1
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2 and calendar.isleap(year):
+        return 29
+    return _DAYS_IN_MONTH[month]
+
+
+def get_zone(name: str) -> ZoneInfo:
+    """The IANA zone called *name*, or a :class:`ScheduleError` that says so."""
+    if not isinstance(name, str) or not name.strip():
+        raise ScheduleError(
+            f"time zone {name!r} is not valid: give an IANA zone name such as 'Europe/Berlin'"
+        )
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ScheduleError(
+            f"time zone {name!r} is unknown: give an IANA zone name such as 'Europe/Berlin' or 'UTC'"
+        ) from None
+
+
+def split_expression(expression: str) -> tuple[str, str, str, str, str]:
+    """The five fields of *expression*, with the ``@daily``-style shortcuts expanded."""
+    if not isinstance(expression, str):
+        raise ScheduleError(f"a cron expression is a string such as '30 4 * * 1', not {expression!r}")
+    text = expression.strip()
+    if text.startswith("@"):
+        alias = ALIASES.get(text.lower())
+        if alias is None:
+            raise ScheduleError(
+                f"cron shortcut {text!r} is not supported; use one of {', '.join(ALIASES)} or five fields"
+            )
+        text = alias
+    parts = text.split()
+    if len(parts) != 5:
+        raise ScheduleError(
+            f"cron expression {expression!r} has {len(parts)} fields; it needs exactly 5: "
+            "minute hour day-of-month month day-of-week (for example '30 4 * * 1')"
+        )
+    return parts[0], parts[1], parts[2], parts[3], parts[4]
+
+
+def _normalize_for_croniter(text: str) -> str:
+    """Rewrite ``a-a`` (and ``a-a/n``) as ``a``: croniter reads an equal range as the whole field, cron as one value."""
+    terms = []
+    for term in text.split(","):
+        m = _EQUAL_RANGE.match(term)
+        if m and m.group(1).lower() == m.group(2).lower():
+            term = m.group(1)
+        terms.append(term)
+    return ",".join(terms)
+
+
+def _field_error(index: int, value: str, detail: str = "") -> ScheduleError:
+    low, high = FIELD_RANGES[index]
+    extra = f" ({detail})" if detail else ""
+    return ScheduleError(
+        f"{FIELD_NAMES[index]} {value!r} is not valid: the range is {low}-{high}; "
+        f"give {_SYNTAX_HINT[index]}{extra}"
+    )
+
+
+def _expand(expression: str) -> tuple[list[list[int | str]], dict[int, set[int | str]]]:
+    # croniter is imported here, not at module level: parsing happens at scan time and once per new expression
+    # (compile_expression is cached), never on the idle tick.
+    from croniter import croniter
+
+    expanded, nth = croniter.expand(expression)
+    return expanded, nth
+
+
+def validate_field(index: int, value: str) -> None:
+    """Raise a :class:`ScheduleError` naming the field, value and range unless *value* is valid cron syntax."""
+    if not _FIELD_CHARS[index].fullmatch(value):
+        if index == 2 and "w" in value.lower():
+            raise _field_error(index, value, "W, the nearest weekday, is not supported")
+        raise _field_error(index, value)
+    probe = ["*"] * 5
+    probe[index] = _normalize_for_croniter(value)
+    try:
+        _expand(" ".join(probe))
+    except Exception as exc:  # croniter raises a handful of ValueError/TypeError subclasses
+        detail = str(exc).split("\n")[-1].strip()
+        if "mixing literal values and nth" in detail:
+            detail = "'#' values cannot be mixed with plain days in one field"
+        elif "out of" in detail or "not acceptable" in detail:
+            detail = ""
+        raise _field_error(index, value, detail) from None
+
+
+def _field_mask(values: list[int | str], low: int, high: int) -> int:
+    if values == ["*"]:
+        return sum(1 << v for v in range(low, high + 1))
+    return sum(1 << v for v in values if isinstance(v, int))
+
+
+@dataclass(frozen=True, slots=True)
+class CronSpec:
+    """One compiled 5-field expression: a bitmask per field and the day rule for every shape of month."""
+
+    text: str
+    minutes: int  # bit m for minute m
+    hours: int  # bit h for hour h
+    months: int  # bit m for month m (1-12)
+    dom: int  # bit d for day d (1-31)
+    dom_last: bool  # "L": the last day of the month
+    dow: int  # bit w for weekday w, 0 = Sunday
+    dow_nth: frozenset[tuple[int, int]]  # (weekday, n): the n-th such weekday of the month
+    dow_last: int  # bit w: the last such weekday of the month ("L5")
+    dom_star: bool  # field text starts with "*" (or is "?"): Vixie then ANDs the day fields instead of ORing
+    dow_star: bool
+    wildcard: bool  # minute or hour starts with "*": real-time cadence through DST changes
+    # Day masks indexed by first_weekday * 4 + (days_in_month - 28): 28 month shapes cover every calendar.
+    day_masks: tuple[int, ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        masks = []
+        for first_wd in range(7):
+            for dim in range(28, 32):
+                masks.append(self._compute_day_mask(first_wd, dim))
+        object.__setattr__(self, "day_masks", tuple(masks))
+
+    def _compute_day_mask(self, first_wd: int, dim: int) -> int:
+        mask = 0
+        for day in range(1, dim + 1):
+            wd = (first_wd + day - 1) % 7
+            dom_ok = bool(self.dom >> day & 1) or (self.dom_last and day == dim)
+            dow_ok = (
+                bool(self.dow >> wd & 1)
+                or (wd, (day - 1) // 7 + 1) in self.dow_nth
+                or (bool(self.dow_last >> wd & 1) and day + 7 > dim)
+            )
+            ok = (dom_ok and dow_ok) if (self.dom_star or self.dow_star) else (dom_ok or dow_ok)
+            if ok:
+                mask |= 1 << day
+        return mask
+
+    def day_mask(self, year: int, month: int) -> int:
+        """Bit d set when day d of that month matches the day-of-month/day-of-week/month rules."""
+        if not self.months >> month & 1:
+            return 0
+        first_wd = (date(year, month, 1).weekday() + 1) % 7
+        return self.day_masks[first_wd * 4 + _days_in_month(year, month) - 28]
+
+    def feasible(self) -> bool:
+        """Whether any date ever matches. Every (month, first weekday, length) shape occurs in the calendar."""
+        for month in range(1, 13):
+            if not self.months >> month & 1:
+                continue
+            lengths = (28, 29) if month == 2 else (_DAYS_IN_MONTH[month],)
+            for first_wd in range(7):
+                for dim in lengths:
+                    if self.day_masks[first_wd * 4 + dim - 28]:
+                        return True
+        return False
+
+    def first_minute(self, from_mod: int, window: tuple[int, int] | None) -> int | None:
+        """The first minute of the day (``hour * 60 + minute``) at or after *from_mod* that matches, or None."""
+        hours, minutes = self.hours, self.minutes
+        mod = from_mod
+        for _ in range(3):  # a window moves the start at most once or twice
+            if mod >= 1440:
+                return None
+            hour, minute = divmod(mod, 60)
+            cand = -1
+            if hours >> hour & 1:
+                rest = minutes >> minute
+                if rest:
+                    cand = mod + _low_bit(rest)
+            if cand < 0:
+                later = hours >> (hour + 1)
+                if not later:
+                    return None
+                cand = (hour + 1 + _low_bit(later)) * 60 + _low_bit(minutes)
+            if window is None:
+                return cand
+            start, end = window
+            if start <= end:
+                if start <= cand <= end:
+                    return cand
+                if cand > end:
+                    return None
+                mod = start
+            else:
+                if cand >= start or cand <= end:
+                    return cand
+                mod = start
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def compile_expression(expression: str) -> CronSpec:
+    """Parse, validate and compile a 5-field expression (or an ``@daily``-style shortcut)."""
+    fields = split_expression(expression)
+    for index, value in enumerate(fields):
+        validate_field(index, value)
+    text = " ".join(fields)
+    normalized = " ".join(_normalize_for_croniter(f) for f in fields)
+    try:
+        expanded, nth = _expand(normalized)
+    except Exception as exc:
+        detail = str(exc).split("\n")[-1].strip()
+        raise ScheduleError(f"cron expression {text!r} is not valid: {detail}") from None
+
+    dom_values = expanded[2]
+    dow_values = expanded[4]
+    nth_pairs: set[tuple[int, int]] = set()
+    last_mask = 0
+    for weekday, kinds in nth.items():
+        for kind in kinds:
+            if kind == "l":
+                last_mask |= 1 << int(weekday)
+            else:
+                nth_pairs.add((int(weekday), int(kind)))
+    plain_dow = _field_mask(dow_values, 0, 6) & ~sum(1 << int(w) for w in nth)
+
+    def starred(value: str) -> bool:
+        return value.startswith("*") or value == "?"
+
+    spec = CronSpec(
+        text=text,
+        minutes=_field_mask(expanded[0], 0, 59),
+        hours=_field_mask(expanded[1], 0, 23),
+        months=_field_mask(expanded[3], 1, 12),
+        dom=_field_mask(dom_values, 1, 31),
+        dom_last="l" in dom_values,
+        dow=plain_dow,
+        dow_nth=frozenset(nth_pairs),
+        dow_last=last_mask,
+        dom_star=starred(fields[2]),
+        dow_star=starred(fields[4]),
+        wildcard=fields[0].startswith("*") or fields[1].startswith("*"),
+    )
+    if not spec.feasible():
+        raise ScheduleError(
+            f"cron expression {text!r} never matches: no date has day-of-month {fields[2]!r} "
+            f"in month {fields[3]!r} (with day-of-week {fields[4]!r}); day-of-month is 1-31 and must exist "
+            "in one of the months"
+        )
+    return spec
+
+
+@functools.lru_cache(maxsize=256)
+def parse_years(rule: str) -> int:
+    """Compile a year rule (``2025``, ``2025-2030``, ``*/2``, ``2024,2026``) into a bitmask over 0-9999."""
+    low, high = YEAR_RANGE
+
+    def bad(detail: str = "") -> ScheduleError:
+        extra = f" ({detail})" if detail else ""
+        return ScheduleError(
+            f"year {rule!r} is not valid: the range is {low}-{high}; give a year or cron syntax such as "
+            f"'2025-2030', '*/2', '2024,2026'{extra}"
+        )
+
+    def number(text: str) -> int:
+        if not text.isdigit() or not text.isascii():
+            raise bad()
+        value = int(text)
+        if not low <= value <= high:
+            raise bad(f"{value} is out of range")
+        return value
+
+    mask = 0
+    for term in rule.split(","):
+        base, slash, step_text = term.partition("/")
+        step = 1
+        if slash:
+            step = number(step_text)
+            if step == 0:
+                raise bad("a step must be at least 1")
+        if base == "*":
+            first, last = low, high
+        elif "-" in base:
+            a, _, b = base.partition("-")
+            first, last = number(a), number(b)
+            if first > last:
+                raise bad(f"range {base} runs backwards")
+        else:
+            first = number(base)
+            last = high if slash else first
+        for year in range(first, last + 1, step):
+            mask |= 1 << year
+    return mask
+
+
+class SlotContext:
+    """One minute slot read in one zone: everything a rule needs to decide, computed once per zone."""
+
+    __slots__ = ("day", "dim", "first_wd", "gap", "hour", "minute", "mod", "month", "repeat", "year")
+
+    def __init__(self, at: datetime, zone: tzinfo) -> None:
+        local = (at.replace(tzinfo=zone) if at.tzinfo is None else at.astimezone(zone)).replace(
+            second=0, microsecond=0
+        )
+        self.year = local.year
+        self.month = local.month
+        self.day = local.day
+        self.hour = local.hour
+        self.minute = local.minute
+        self.mod = local.hour * 60 + local.minute
+        self.first_wd = (local.weekday() + 1 - (local.day - 1)) % 7
+        self.dim = _days_in_month(local.year, local.month)
+        # The second pass through a repeated (fall-back) hour; zoneinfo sets fold=1 only there.
+        self.repeat = local.fold == 1 and local.replace(fold=0).utcoffset() != local.utcoffset()
+        # The first minute after a spring-forward gap: the wall-clock minutes the gap swallowed.
+        self.gap: tuple[datetime, datetime] | None = None
+        wall = local.replace(tzinfo=None)
+        try:
+            prev = (local.astimezone(UTC) - MINUTE).astimezone(zone).replace(tzinfo=None)
+        except OverflowError:
+            return
+        if wall - prev > MINUTE:
+            self.gap = (prev + MINUTE, wall)
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRule:
+    """Everything that decides *when* a schedule runs: cron fields, zone, years and a ``between`` window."""
+
+    spec: CronSpec
+    zone_name: str
+    years: int | None = None  # bitmask over years, None for every year
+    window: tuple[int, int] | None = None  # minutes of the day, inclusive; start > end crosses midnight
+    zone: ZoneInfo = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "zone", get_zone(self.zone_name))
+
+    @property
+    def has_times(self) -> bool:
+        """Whether any minute of the day passes both the cron fields and the window."""
+        return self.spec.first_minute(0, self.window) is not None
+
+    def _window_ok(self, mod: int) -> bool:
+        window = self.window
+        if window is None:
+            return True
+        start, end = window
+        return start <= mod <= end if start <= end else (mod >= start or mod <= end)
+
+    def _date_ok(self, year: int, month: int, day: int) -> bool:
+        if self.years is not None and not self.years >> year & 1:
+            return False
+        return bool(self.spec.day_mask(year, month) >> day & 1)
+
+    def matches_context(self, ctx: SlotContext) -> bool:
+        """The decision for one slot already read in this rule's zone (see :class:`SlotContext`)."""
+        spec = self.spec
+        if (
+            spec.minutes >> ctx.minute & 1
+            and spec.hours >> ctx.hour & 1
+            and spec.months >> ctx.month & 1
+            and spec.day_masks[ctx.first_wd * 4 + ctx.dim - 28] >> ctx.day & 1
+            and (self.years is None or self.years >> ctx.year & 1)
+            and (self.window is None or self._window_ok(ctx.mod))
+        ):
+            # A fixed-time job runs at the first occurrence of a repeated wall-clock time only.
+            return spec.wildcard or not ctx.repeat
+        if ctx.gap is None or spec.wildcard:
+            return False
+        return self._gap_hit(*ctx.gap)
+
+    def _gap_hit(self, start: datetime, end: datetime) -> bool:
+        """Whether a wall-clock time in [start, end) would have run: fixed jobs run at the first minute after."""
+        day = start.date()
+        mod = start.hour * 60 + start.minute
+        while day <= end.date():
+            if self._date_ok(day.year, day.month, day.day):
+                found = self.spec.first_minute(mod, self.window)
+                if found is not None and datetime.combine(day, time(found // 60, found % 60)) < end:
+                    return True
+            day += DAY
+            mod = 0
+        return False
+
+    def matches(self, at: datetime) -> bool:
+        """Whether the minute containing *at* is a run of this rule (a naive *at* is read in the rule's zone)."""
+        return self.matches_context(SlotContext(at, self.zone))
+
+    def _next_date(self, start: date) -> date | None:
+        """The first date on or after *start* whose year, month and day match."""
+        year, month, day = start.year, start.month, start.day
+        years, months = self.years, self.spec.months
+        while True:
+            if year > 9999:
+                return None
+            if years is not None and not years >> year & 1:
+                rest = years >> year
+                if not rest:
+                    return None
+                year += _low_bit(rest)
+                month, day = 1, 1
+                continue
+            rest = months >> month
+            if not rest:
+                year, month, day = year + 1, 1, 1
+                continue
+            found_month = month + _low_bit(rest)
+            if found_month != month:
+                month, day = found_month, 1
+            days = self.spec.day_mask(year, month) >> day
+            if days:
+                return date(year, month, day + _low_bit(days))
+            month, day = month + 1, 1
+            if month > 12:
+                year, month = year + 1, 1
+
+    def _is_transition_day(self, day: date) -> bool:
+        zone = self.zone
+        try:
+            following = day + DAY
+        except OverflowError:
+            return False
+        return (
+            datetime.combine(day, time(), tzinfo=zone).utcoffset()
+            != datetime.combine(following, time(), tzinfo=zone).utcoffset()
+        )
+
+    def _scan_transition_day(self, day: date, start: datetime) -> datetime | None:
+        """Step real minutes through a day with a DST change; matches() holds the policy, so both agree."""
+        zone = self.zone
+        midnight = datetime.combine(day, time(), tzinfo=zone)
+        first = min(midnight.astimezone(UTC), midnight.replace(fold=1).astimezone(UTC))
+        instant = max(first, start.astimezone(UTC))
+        for _ in range(3 * 1440):  # a day is at most 24 h plus a shift; the bound only guards odd zones
+            local = instant.astimezone(zone)
+            if local.date() > day:
+                return None
+            if self.matches_context(SlotContext(local, zone)):
+                return local
+            instant += MINUTE
+        return None
+
+    def next_after(self, after: datetime) -> datetime | None:
+        """The first run strictly after *after*, aware in the rule's zone; None when there is none."""
+        zone = self.zone
+        if not self.has_times:
+            return None
+        try:
+            local = (after.replace(tzinfo=zone) if after.tzinfo is None else after.astimezone(zone)).replace(
+                second=0, microsecond=0
+            )
+            start = (local.astimezone(UTC) + MINUTE).astimezone(zone)
+        except OverflowError:
+            return None
+        day: date | None = start.date()
+        mod = start.hour * 60 + start.minute
+        # Each pass either returns or leaves a matching day; only a run of DST days without a hit can repeat it.
+        for _ in range(10_000):
+            assert day is not None
+            found = self._next_date(day)
+            if found is None:
+                return None
+            if found != day:
+                mod = 0
+            day = found
+            if self._is_transition_day(day):
+                hit = self._scan_transition_day(day, start)
+                if hit is not None:
+                    return hit
+            else:
+                minute = self.spec.first_minute(mod, self.window)
+                if minute is not None:
+                    return datetime.combine(day, time(minute // 60, minute % 60), tzinfo=zone)
+            if day == date.max:
+                return None
+            day += DAY
+            mod = 0
+        return None
+
+
+class HasTimeRule(Protocol):
+    """Anything that carries a :class:`TimeRule`, such as :class:`icc.Schedule`."""
+
+    @property
+    def time_rule(self) -> TimeRule: ...
+
+
+class DueIndex:
+    """Finds the due set of many rules for one slot: each zone is read once, identical rules are checked once."""
+
+    def __init__(self, items: Iterable[TimeRule | HasTimeRule]) -> None:
+        by_zone: dict[str, dict[TimeRule, list[int]]] = {}
+        count = 0
+        for index, item in enumerate(items):
+            rule = item if isinstance(item, TimeRule) else item.time_rule
+            by_zone.setdefault(rule.zone_name, {}).setdefault(rule, []).append(index)
+            count = index + 1
+        self._groups = [
+            (get_zone(name), [(rule, indices) for rule, indices in rules.items()])
+            for name, rules in by_zone.items()
+        ]
+        self.size = count
+        self.distinct = sum(len(rules) for _, rules in self._groups)
+
+    def due(self, slot: datetime) -> list[int]:
+        """Indices (in input order) of the rules due in the minute *slot*; a naive slot is read as UTC."""
+        if slot.tzinfo is None:
+            slot = slot.replace(tzinfo=UTC)
+        result: list[int] = []
+        for zone, rules in self._groups:
+            ctx = SlotContext(slot, zone)
+            for rule, indices in rules:
+                if rule.matches_context(ctx):
+                    result.extend(indices)
+        result.sort()
+        return result

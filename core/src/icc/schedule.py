@@ -1,0 +1,563 @@
+"""``icc.Schedule``: the fluent builder plugins use to say when a task runs, and the questions asked of it.
+
+A schedule is five cron fields plus constraints (zone, years, a ``between`` window, environments, callbacks) and
+recorded options for the runner (background, overlapping, timeout, missed-slot policy). Every method returns the
+schedule itself; every mistake raises :class:`icc.ScheduleError` at the call that makes it, never at run time.
+Pure: no I/O. The time arithmetic, including the daylight-saving policy, lives in :mod:`icc.cron`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from datetime import datetime
+from datetime import time as dt_time
+from typing import Any, ClassVar
+
+from icc.cron import (
+    FIELD_NAMES,
+    CronSpec,
+    TimeRule,
+    compile_expression,
+    get_zone,
+    parse_years,
+    split_expression,
+    validate_field,
+)
+from icc.errors import ScheduleError
+
+__all__ = ["MISSED_POLICIES", "Schedule"]
+
+Rule = int | str
+Callback = Callable[[], object]
+
+MISSED_POLICIES = ("skip", "once", "all")
+
+_MINUTE, _HOUR, _DAY, _MONTH, _DOW = range(5)
+_TIME = re.compile(r"(\d{1,2}):(\d{2})")
+_DAY_NAMES = {
+    "0": "Sunday",
+    "7": "Sunday",
+    "sun": "Sunday",
+    "1": "Monday",
+    "mon": "Monday",
+    "2": "Tuesday",
+    "tue": "Tuesday",
+    "3": "Wednesday",
+    "wed": "Wednesday",
+    "4": "Thursday",
+    "thu": "Thursday",
+    "5": "Friday",
+    "fri": "Friday",
+    "6": "Saturday",
+    "sat": "Saturday",
+}
+_MONTH_NAMES = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+_MONTH_ABBR = {name[:3].lower(): index + 1 for index, name in enumerate(_MONTH_NAMES)}
+_WEEKDAYS = {"1-5", "mon-fri"}
+_WEEKENDS = {"6,7", "6,0", "0,6", "7,6", "sat,sun", "sun,sat", "6-7", "sat-sun"}
+_DEFINITION_KEYS = (
+    "expression",
+    "year",
+    "zone",
+    "between",
+    "environments",
+    "background",
+    "overlapping",
+    "timeout",
+    "missed",
+    "has_callbacks",
+)
+
+
+def _parse_time(which: str, value: object) -> str:
+    """``"H:MM"``/``"HH:MM"`` or a :class:`datetime.time` as ``"HH:MM"``."""
+    if isinstance(value, dt_time):
+        return f"{value.hour:02d}:{value.minute:02d}"
+    if isinstance(value, str):
+        m = _TIME.fullmatch(value.strip())
+        if m:
+            hour, minute = int(m.group(1)), int(m.group(2))
+            if hour <= 23 and minute <= 59:
+                return f"{hour:02d}:{minute:02d}"
+    raise ScheduleError(
+        f"between() {which} {value!r} is not a valid time: give 'HH:MM' with hour 0-23 and minute 0-59, "
+        "for example between('22:00', '06:00')"
+    )
+
+
+def _field_text(index: int, rule: Rule) -> str:
+    """The user's value for one field as text, validated; numbers become their decimal string."""
+    if isinstance(rule, bool) or not isinstance(rule, (int, str)):
+        raise ScheduleError(
+            f"{FIELD_NAMES[index]} {rule!r} is not valid: give a number or cron syntax as a string"
+        )
+    text = str(rule).strip()
+    if not text or any(c.isspace() for c in text):
+        raise ScheduleError(
+            f"{FIELD_NAMES[index]} {rule!r} is not valid: give one value without spaces, e.g. '15,45'"
+        )
+    validate_field(index, text)
+    return text
+
+
+def _minutes_of_day(text: str) -> int:
+    hour, minute = text.split(":")
+    return int(hour) * 60 + int(minute)
+
+
+class Schedule:
+    """When a task runs. A new schedule runs every minute (``* * * * *``) in the configured zone."""
+
+    _default: ClassVar[tuple[str, str, str, str, str]] = ("*", "*", "*", "*", "*")
+
+    def __init__(self, *, default_timezone: str = "UTC") -> None:
+        get_zone(default_timezone)
+        self._default_zone = default_timezone
+        self._zone: str | None = None
+        self._fields: tuple[str, str, str, str, str] = self._default
+        self._year: str | None = None
+        self._between: tuple[str, str] | None = None
+        self._environments: tuple[str, ...] | None = None
+        self._when: list[Callback] = []
+        self._skip: list[Callback] = []
+        self._callbacks_flag = False
+        self._background = False
+        self._overlapping = False
+        self._timeout: float | None = None
+        self._missed = "skip"
+        self._rule: TimeRule | None = None
+
+    # -- fields -------------------------------------------------------------------------------------------------
+
+    def _set_fields(self, fields: tuple[str, str, str, str, str]) -> Schedule:
+        # Compiling the whole expression catches combinations no single field shows, such as day 30 in February.
+        compile_expression(" ".join(fields))
+        self._fields = fields
+        self._rule = None
+        return self
+
+    def _set_field(self, index: int, rule: Rule) -> Schedule:
+        return self._set_many(((index, rule),))
+
+    def _set_many(self, changes: tuple[tuple[int, Rule], ...]) -> Schedule:
+        fields = list(self._fields)
+        for index, rule in changes:
+            fields[index] = _field_text(index, rule)
+        return self._set_fields((fields[0], fields[1], fields[2], fields[3], fields[4]))
+
+    def cron(self, rules: str) -> Schedule:
+        """A full 5-field expression or one of ``@yearly``, ``@annually``, ``@monthly``, ``@weekly``, ``@daily``,
+        ``@midnight``, ``@hourly``; replaces all five fields."""
+        return self._set_fields(split_expression(rules))
+
+    def set_minute(self, rule: Rule) -> Schedule:
+        """Minute field, 0-59."""
+        return self._set_field(_MINUTE, rule)
+
+    def set_hour(self, rule: Rule) -> Schedule:
+        """Hour field, 0-23."""
+        return self._set_field(_HOUR, rule)
+
+    def set_day(self, rule: Rule) -> Schedule:
+        """Day-of-month field, 1-31 (``L`` is the last day)."""
+        return self._set_field(_DAY, rule)
+
+    def set_month(self, rule: Rule) -> Schedule:
+        """Month field, 1-12 or JAN-DEC."""
+        return self._set_field(_MONTH, rule)
+
+    def set_day_of_week(self, rule: Rule) -> Schedule:
+        """Day-of-week field, 0-7 (0 and 7 are Sunday) or MON-SUN; ``MON#2`` and ``L5`` as croniter reads them."""
+        return self._set_field(_DOW, rule)
+
+    def set_year(self, rule: Rule) -> Schedule:
+        """Only in these years, 0-9999 (``2025``, ``"2025-2030"``, ``"*/2"``); ``"*"`` lifts the restriction."""
+        if isinstance(rule, bool) or not isinstance(rule, (int, str)):
+            raise ScheduleError(
+                f"year {rule!r} is not valid: give a number 0-9999 or cron syntax as a string"
+            )
+        text = str(rule).strip()
+        if text == "*":
+            self._year = None
+        else:
+            parse_years(text)
+            self._year = text
+        self._rule = None
+        return self
+
+    # -- intervals (each replaces the five fields with its row of the table) -------------------------------------
+
+    @staticmethod
+    def _interval(value: object, unit: str, high: int, instead: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise ScheduleError(
+                f"every_{unit}s({value!r}) is not valid: the interval is 1-{high} {unit}s; "
+                f"for longer intervals use {instead}"
+            )
+        return value
+
+    def every_minute(self) -> Schedule:
+        """``* * * * *``"""
+        return self._set_fields(("*", "*", "*", "*", "*"))
+
+    def every_minutes(self, minutes: int) -> Schedule:
+        """``*/x * * * *``, x 1-59."""
+        x = self._interval(minutes, "minute", 59, "every_hour() or every_hours()")
+        return self._set_fields((f"*/{x}", "*", "*", "*", "*"))
+
+    def every_hour(self) -> Schedule:
+        """``0 * * * *``"""
+        return self._set_fields(("0", "*", "*", "*", "*"))
+
+    def every_hours(self, hours: int) -> Schedule:
+        """``0 */x * * *``, x 1-23."""
+        x = self._interval(hours, "hour", 23, "daily()")
+        return self._set_fields(("0", f"*/{x}", "*", "*", "*"))
+
+    def daily(self) -> Schedule:
+        """``0 0 * * *``"""
+        return self._set_fields(("0", "0", "*", "*", "*"))
+
+    def weekly(self) -> Schedule:
+        """``0 0 * * 1`` (Monday)."""
+        return self._set_fields(("0", "0", "*", "*", "1"))
+
+    def monthly(self) -> Schedule:
+        """``0 0 1 * *``"""
+        return self._set_fields(("0", "0", "1", "*", "*"))
+
+    def yearly(self) -> Schedule:
+        """``0 0 1 1 *``"""
+        return self._set_fields(("0", "0", "1", "1", "*"))
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+
+    def at(self, hour: Rule, minute: Rule = 0) -> Schedule:
+        """``set_hour(hour).set_minute(minute)``; ``at("03:30")`` is ``at(3, 30)``."""
+        if isinstance(hour, str) and ":" in hour:
+            if minute != 0:
+                raise ScheduleError(f"at({hour!r}, {minute!r}): give either at('HH:MM') or at(hour, minute)")
+            m = _TIME.fullmatch(hour.strip())
+            if not m:
+                raise ScheduleError(f"at({hour!r}) is not a valid time: give 'HH:MM', hour 0-23, minute 0-59")
+            hour, minute = str(int(m.group(1))), str(int(m.group(2)))
+        return self._set_many(((_HOUR, hour), (_MINUTE, minute)))
+
+    def on(self, month: Rule, day: Rule) -> Schedule:
+        """``set_month(month).set_day(day)``."""
+        return self._set_many(((_MONTH, month), (_DAY, day)))
+
+    def on_mondays(self) -> Schedule:
+        return self.set_day_of_week("1")
+
+    def on_tuesdays(self) -> Schedule:
+        return self.set_day_of_week("2")
+
+    def on_wednesdays(self) -> Schedule:
+        return self.set_day_of_week("3")
+
+    def on_thursdays(self) -> Schedule:
+        return self.set_day_of_week("4")
+
+    def on_fridays(self) -> Schedule:
+        return self.set_day_of_week("5")
+
+    def on_saturdays(self) -> Schedule:
+        return self.set_day_of_week("6")
+
+    def on_sundays(self) -> Schedule:
+        return self.set_day_of_week("7")
+
+    def on_weekdays(self) -> Schedule:
+        return self.set_day_of_week("1-5")
+
+    def on_weekends(self) -> Schedule:
+        return self.set_day_of_week("6,7")
+
+    # -- constraints --------------------------------------------------------------------------------------------
+
+    def between(self, start: str | dt_time, end: str | dt_time) -> Schedule:
+        """Only between two wall-clock times, inclusive; ``between("22:00", "06:00")`` crosses midnight."""
+        self._between = (_parse_time("start", start), _parse_time("end", end))
+        self._rule = None
+        return self
+
+    def timezone(self, zone: str) -> Schedule:
+        """Evaluate in this IANA zone instead of the configured one."""
+        get_zone(zone)
+        self._zone = zone
+        self._rule = None
+        return self
+
+    def environments(self, *names: str) -> Schedule:
+        """Only when the configured environment is one of *names*."""
+        if not names:
+            raise ScheduleError("environments() needs at least one name, e.g. environments('production')")
+        for name in names:
+            if not isinstance(name, str) or not name.strip() or name != name.strip():
+                raise ScheduleError(
+                    f"environment name {name!r} is not valid: give non-empty strings without surrounding spaces"
+                )
+        self._environments = tuple(sorted(set(names)))
+        return self
+
+    def when(self, callback: Callback) -> Schedule:
+        """Only when *callback()* returns true (evaluated at run time; several must all pass)."""
+        if not callable(callback):
+            raise ScheduleError(f"when() takes a callable with no arguments, not {callback!r}")
+        self._when.append(callback)
+        return self
+
+    def skip(self, callback: Callback) -> Schedule:
+        """Not when *callback()* returns true (evaluated at run time)."""
+        if not callable(callback):
+            raise ScheduleError(f"skip() takes a callable with no arguments, not {callback!r}")
+        self._skip.append(callback)
+        return self
+
+    # -- recorded options for the runner ------------------------------------------------------------------------
+
+    def in_background(self) -> Schedule:
+        """Run in its own process, in parallel, without holding up the tick."""
+        self._background = True
+        return self
+
+    def without_overlapping(self) -> Schedule:
+        """Never two runs of this job at once (the default)."""
+        self._overlapping = False
+        return self
+
+    def allow_overlapping(self) -> Schedule:
+        """Let a run start while the previous one is still going."""
+        self._overlapping = True
+        return self
+
+    def timeout(self, seconds: float) -> Schedule:
+        """Kill a run past this many seconds (> 0)."""
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not math.isfinite(seconds)
+            or seconds <= 0
+        ):
+            raise ScheduleError(f"timeout {seconds!r} is not valid: give a number of seconds greater than 0")
+        self._timeout = float(seconds)
+        return self
+
+    def missed(self, policy: str) -> Schedule:
+        """What happens to slots missed while nothing ticked: ``"skip"`` (default), ``"once"`` or ``"all"``."""
+        if policy not in MISSED_POLICIES:
+            raise ScheduleError(f"missed policy {policy!r} is not valid: give one of 'skip', 'once', 'all'")
+        self._missed = policy
+        return self
+
+    # -- reading ------------------------------------------------------------------------------------------------
+
+    @property
+    def expression(self) -> str:
+        """The 5-field cron expression."""
+        return " ".join(self._fields)
+
+    @property
+    def zone(self) -> str:
+        """The IANA zone the schedule is evaluated in."""
+        return self._zone if self._zone is not None else self._default_zone
+
+    @property
+    def year(self) -> str | None:
+        """The year rule given to :meth:`set_year`, or None for every year."""
+        return self._year
+
+    @property
+    def between_times(self) -> tuple[str, str] | None:
+        """``("HH:MM", "HH:MM")`` from :meth:`between`, or None."""
+        return self._between
+
+    @property
+    def background(self) -> bool:
+        return self._background
+
+    @property
+    def overlapping(self) -> bool:
+        return self._overlapping
+
+    @property
+    def timeout_seconds(self) -> float | None:
+        return self._timeout
+
+    @property
+    def missed_policy(self) -> str:
+        return self._missed
+
+    @property
+    def environment_names(self) -> tuple[str, ...] | None:
+        return self._environments
+
+    @property
+    def has_callbacks(self) -> bool:
+        """Whether when()/skip() callbacks exist (also true on a rebuilt schedule whose original had them)."""
+        return bool(self._when or self._skip) or self._callbacks_flag
+
+    @property
+    def spec(self) -> CronSpec:
+        """The compiled cron fields."""
+        return compile_expression(self.expression)
+
+    @property
+    def time_rule(self) -> TimeRule:
+        """Everything that decides when the schedule runs, for :class:`icc.cron.DueIndex`."""
+        if self._rule is None:
+            window = None
+            if self._between is not None:
+                window = (_minutes_of_day(self._between[0]), _minutes_of_day(self._between[1]))
+            years = parse_years(self._year) if self._year is not None else None
+            self._rule = TimeRule(self.spec, self.zone, years, window)
+        return self._rule
+
+    def matches(self, at: datetime) -> bool:
+        """Whether the minute of *at* is a run: cron fields, year and between, DST-aware."""
+        return self.time_rule.matches(at)
+
+    def check_conditions(self, environment: str | None) -> bool:
+        """The run-time conditions: the environments filter, then every when() and skip() callback."""
+        if self._environments is not None and (environment is None or environment not in self._environments):
+            return False
+        return all(callback() for callback in self._when) and not any(callback() for callback in self._skip)
+
+    def is_due(self, at: datetime, environment: str | None = None) -> bool:
+        """``matches(at) and check_conditions(environment)``; callbacks run only when the time matches."""
+        return self.matches(at) and self.check_conditions(environment)
+
+    def next_run(self, after: datetime) -> datetime | None:
+        """The first run strictly after *after*, aware in the schedule's zone; None when no run is left."""
+        return self.time_rule.next_after(after)
+
+    def next_runs(self, after: datetime, count: int) -> list[datetime]:
+        """Up to *count* runs after *after*, in order (fewer when the schedule ends)."""
+        runs: list[datetime] = []
+        current = after
+        rule = self.time_rule
+        for _ in range(count):
+            found = rule.next_after(current)
+            if found is None:
+                break
+            runs.append(found)
+            current = found
+        return runs
+
+    def describe(self) -> str:
+        """The schedule in words: "every 5 minutes", "daily at 03:30 (Europe/Berlin)"."""
+        parts = [self._describe_fields()]
+        if self._between is not None:
+            parts.append(f"between {self._between[0]} and {self._between[1]}")
+        if self._year is not None:
+            plural = "" if self._year.isdigit() else "s"
+            parts.append(f"in year{plural} {self._year}")
+        if self._environments is not None:
+            parts.append(f"only in {', '.join(self._environments)}")
+        text = ", ".join(parts)
+        if self._zone is not None:
+            text += f" ({self._zone})"
+        return text
+
+    def _describe_fields(self) -> str:
+        minute, hour, day, month, dow = self._fields
+        rest = (day, month, dow) == ("*", "*", "*")
+        if minute == "*" and hour == "*" and rest:
+            return "every minute"
+        if minute.startswith("*/") and minute[2:].isdigit() and hour == "*" and rest:
+            n = int(minute[2:])
+            return "every minute" if n == 1 else f"every {n} minutes"
+        if minute.isdigit() and hour == "*" and rest:
+            return "every hour" if int(minute) == 0 else f"every hour at minute {int(minute)}"
+        if minute.isdigit() and hour.startswith("*/") and hour[2:].isdigit() and rest:
+            n = int(hour[2:])
+            base = "every hour" if n == 1 else f"every {n} hours"
+            return base if int(minute) == 0 else f"{base} at minute {int(minute)}"
+        if minute.isdigit() and hour.isdigit():
+            at = f"{int(hour):02d}:{int(minute):02d}"
+            low_dow = dow.lower()
+            if rest:
+                return f"daily at {at}"
+            if day == "*" and month == "*":
+                if low_dow in _DAY_NAMES:
+                    return f"weekly on {_DAY_NAMES[low_dow]} at {at}"
+                if low_dow in _WEEKDAYS:
+                    return f"on weekdays at {at}"
+                if low_dow in _WEEKENDS:
+                    return f"on weekends at {at}"
+            if day.isdigit() and month == "*" and dow == "*":
+                return f"monthly on day {int(day)} at {at}"
+            month_number = int(month) if month.isdigit() else _MONTH_ABBR.get(month.lower())
+            if day.isdigit() and month_number is not None and dow == "*":
+                return f"yearly on {_MONTH_NAMES[month_number - 1]} {int(day)} at {at}"
+        return f"cron {self.expression}"
+
+    # -- persistence --------------------------------------------------------------------------------------------
+
+    def definition(self) -> dict[str, Any]:
+        """A JSON-serializable record of everything but the callbacks; equal definitions, same schedule."""
+        return {
+            "expression": self.expression,
+            "year": self._year,
+            "zone": self.zone,
+            "between": list(self._between) if self._between is not None else None,
+            "environments": list(self._environments) if self._environments is not None else None,
+            "background": self._background,
+            "overlapping": self._overlapping,
+            "timeout": self._timeout,
+            "missed": self._missed,
+            "has_callbacks": self.has_callbacks,
+        }
+
+    @classmethod
+    def from_definition(cls, definition: dict[str, Any], *, default_timezone: str = "UTC") -> Schedule:
+        """Rebuild a schedule from :meth:`definition`, without callbacks (``has_callbacks`` is kept as a flag)."""
+        if not isinstance(definition, dict):
+            raise ScheduleError(f"a schedule definition is a dict, not {type(definition).__name__}")
+        unknown = set(definition) - set(_DEFINITION_KEYS)
+        missing = {"expression", "zone"} - set(definition)
+        if unknown or missing:
+            raise ScheduleError(
+                f"schedule definition has unknown keys {sorted(unknown)} or lacks {sorted(missing)}; "
+                f"expected keys: {', '.join(_DEFINITION_KEYS)}"
+            )
+        schedule = cls(default_timezone=default_timezone)
+        schedule.cron(definition["expression"])
+        zone = definition["zone"]
+        if zone != default_timezone:
+            schedule.timezone(zone)
+        if definition.get("year") is not None:
+            schedule.set_year(definition["year"])
+        if definition.get("between") is not None:
+            start, end = definition["between"]
+            schedule.between(start, end)
+        if definition.get("environments") is not None:
+            schedule.environments(*definition["environments"])
+        if definition.get("background", False):
+            schedule.in_background()
+        if definition.get("overlapping", False):
+            schedule.allow_overlapping()
+        if definition.get("timeout") is not None:
+            schedule.timeout(definition["timeout"])
+        schedule.missed(definition.get("missed", "skip"))
+        schedule._callbacks_flag = bool(definition.get("has_callbacks", False))
+        return schedule
+
+    def __repr__(self) -> str:
+        return f"<Schedule {self.expression!r} zone={self.zone!r} {self.describe()!r}>"
