@@ -450,3 +450,6 @@ from icc.queue.commands import consume, failed  # noqa: E402
 
 cli.add_command(consume)
 cli.add_command(failed)
+from icc.systemd import systemd  # noqa: E402
+
+cli.add_command(systemd)
