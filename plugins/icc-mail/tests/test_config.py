@@ -16,6 +16,10 @@ def test_full_table() -> None:
     assert config == MailConfig(parse_dsn("smtp://h:2525"), "Shop <shop@example.org>", 5.0)
 
 
+def test_values_from_icc_mail_variables_are_strings_and_converted() -> None:
+    assert parse_config({"dsn": "smtp://h", "timeout": "2.5"}).timeout == 2.5
+
+
 @pytest.mark.parametrize(
     ("table", "says"),
     [
@@ -26,7 +30,7 @@ def test_full_table() -> None:
         ({"sender": "not an address"}, "mail.sender"),
         ({"sender": "a@example.org\nBcc: x@example.org"}, "mail.sender"),
         ({"timeout": 0}, "mail.timeout"),
-        ({"timeout": "10"}, "mail.timeout"),
+        ({"timeout": "soon"}, "mail.timeout"),
         ({"timeout": True}, "mail.timeout"),
     ],
 )

@@ -26,7 +26,10 @@ class MailConfig:
 
 
 def parse_config(table: Mapping[str, object] | None, path: Path | None = None) -> MailConfig:
-    """Validate the ``mail`` table; a :class:`icc.ConfigError` names the key (and the file)."""
+    """Validate the ``mail`` table; a :class:`icc.ConfigError` names the key (and the file).
+
+    Values set through ``ICC_MAIL__<KEY>`` variables arrive as strings; ``timeout`` is converted.
+    """
     where = f" in {path}" if path is not None else ""
     if table is None:
         return MailConfig()
@@ -49,6 +52,11 @@ def parse_config(table: Mapping[str, object] | None, path: Path | None = None) -
             raise ConfigError(f"{exc}{where}") from None
         assert isinstance(sender, str)
     timeout = table.get("timeout")
+    if isinstance(timeout, str):  # from ICC_MAIL__TIMEOUT: variables are strings
+        try:
+            timeout = float(timeout)
+        except ValueError:
+            pass
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf:
             raise ConfigError(f"mail.timeout must be a positive number of seconds, not {timeout!r}{where}")
