@@ -303,11 +303,14 @@ class Consumer:
         allowed = max_attempts(policy)
         label = f"message {envelope.id} {envelope.name!r} ({envelope.queue})"
         if envelope.redelivered and envelope.attempts > allowed and envelope.crashed:
+            # Its last allowed attempt killed its consumer: give up without running it again. This
+            # delivery never ran, so it is not counted.
             self._fail(
                 envelope,
                 f"crashed: its consumer died or was killed while handling it, and its {allowed} "
                 f"attempt{'s' if allowed != 1 else ''} are used up (retries = {policy.retries})",
                 label,
+                attempts=envelope.attempts - 1,
             )
             return
         try:
@@ -360,10 +363,12 @@ class Consumer:
             took = time.perf_counter() - started
             self._per_message = took if self._per_message == 0 else 0.8 * self._per_message + 0.2 * took
 
-    def _fail(self, envelope: Envelope, reason: str, label: str, record: Any = None) -> None:
-        if record is None:
+    def _fail(
+        self, envelope: Envelope, reason: str, label: str, record: Any = None, *, attempts: int | None = None
+    ) -> None:
+        if record is None and attempts is None:
             record = error_record(envelope.attempts, reason)
-        if self.transport.fail(envelope, reason, record, owner=self.owner):
+        if self.transport.fail(envelope, reason, record, owner=self.owner, attempts=attempts):
             self.report(f"{label} moved to failed: {reason}")
         self.stats.failed += 1
         self._count(envelope)

@@ -319,7 +319,15 @@ class SqliteTransport:
             )
             return True
 
-    def fail(self, envelope: Envelope, reason: str, error: ErrorRecord | None = None, *, owner: str) -> bool:
+    def fail(
+        self,
+        envelope: Envelope,
+        reason: str,
+        error: ErrorRecord | None = None,
+        *,
+        owner: str,
+        attempts: int | None = None,
+    ) -> bool:
         with self._write() as conn:
             row = conn.execute(
                 "SELECT queue, name, payload, attempts, created_at, errors FROM messages "
@@ -328,7 +336,7 @@ class SqliteTransport:
             ).fetchone()
             if row is None:
                 return False
-            queue, name, payload, attempts, created_at, errors = row
+            queue, name, payload, stored_attempts, created_at, errors = row
             history = decode_history(errors)
             if error is not None:
                 history.append(error)
@@ -344,7 +352,7 @@ class SqliteTransport:
                     _text(payload),
                     _number(created_at),
                     time.time(),
-                    int(_number(attempts)),
+                    int(_number(stored_attempts)) if attempts is None else attempts,
                     reason,
                     encode_history(history),
                 ),

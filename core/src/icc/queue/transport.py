@@ -60,8 +60,19 @@ class Transport(Protocol):
         """Make a failed message available again after ``delay`` seconds, appending ``error`` to its history."""
         ...
 
-    def fail(self, envelope: Envelope, reason: str, error: ErrorRecord | None = None, *, owner: str) -> bool:
-        """Move a message to the failed store with ``reason`` (and ``error`` appended to its history)."""
+    def fail(
+        self,
+        envelope: Envelope,
+        reason: str,
+        error: ErrorRecord | None = None,
+        *,
+        owner: str,
+        attempts: int | None = None,
+    ) -> bool:
+        """Move a message to the failed store with ``reason`` (and ``error`` appended to its history).
+
+        ``attempts`` overrides the count recorded (a message given up on at lease time never ran that
+        last delivery)."""
         ...
 
     def pending(self, queue: str | None = None) -> int:
