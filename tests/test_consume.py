@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from icc.config import load_config
 from icc.queue.dispatch import dispatch
 
@@ -173,7 +172,7 @@ class QueueProject:
 def qp(tmp_path: Path) -> Iterator[QueueProject]:
     root = tmp_path / "proj"
     root.mkdir()
-    yield QueueProject(root)
+    return QueueProject(root)
 
 
 def test_two_consumers_handle_10000_messages_exactly_once(qp: QueueProject) -> None:
@@ -181,7 +180,7 @@ def test_two_consumers_handle_10000_messages_exactly_once(qp: QueueProject) -> N
         qp.dispatch("record", {"i": i}, queue="mail")
     consumers = [qp.popen("consume", "mail", "--stop-when-empty", "--time-limit", "60") for _ in range(2)]
     for proc in consumers:
-        out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
     handled = [int(line.split()[1]) for line in qp.lines("handled")]
     duplicates = [i for i, n in Counter(handled).items() if n > 1]

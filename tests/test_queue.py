@@ -1,0 +1,306 @@
+"""The queue in-process: dispatch validation, the SQLite transport's leases, backoff, sizes."""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from icc.config import Config, QueueConfig, load_config
+from icc.errors import QueueError, UnrecoverableMessageError
+from icc.queue import Consumer, Limits, SqliteTransport, backoff, dispatch, max_attempts, open_transport
+from icc.queue.limits import parse_size, rss_bytes
+from icc.queue.message import MAX_PAYLOAD_BYTES, error_record
+
+
+def make_config(tmp_path: Path, **queues: QueueConfig) -> Config:
+    return Config(path=None, root=tmp_path, state_dir=Path("state"), queues=queues)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return make_config(tmp_path, **{"async": QueueConfig(retries=1, delay=0, lease=0.3)})
+
+
+def consumer(config: Config, handlers: dict[str, Any], *queues: str, **limits: Any) -> Consumer:
+    limits.setdefault("time_limit", 5)
+    limits.setdefault("stop_when_empty", True)
+    return Consumer(
+        open_transport(config), handlers, queues or ("async",), policy=config.queue, limits=Limits(**limits)
+    )
+
+
+# --- dispatch ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("payload", "words"),
+    [
+        ([1, 2], "must be a dict"),
+        ("text", "must be a dict"),
+        ({"when": object()}, "not JSON-serialisable"),
+        ({"tags": {1, 2}}, "not JSON-serialisable"),
+        ({"x": math.nan}, "not JSON-serialisable"),
+        ({"x": math.inf}, "not JSON-serialisable"),
+        ({"blob": "a" * MAX_PAYLOAD_BYTES}, "more than the 262144 allowed"),
+    ],
+)
+def test_dispatch_refuses_what_is_not_a_small_json_object_and_writes_nothing(
+    config: Config, payload: Any, words: str
+) -> None:
+    with pytest.raises(QueueError, match=words):
+        dispatch("job", payload, config=config)
+    assert open_transport(config).pending() == 0
+
+
+def test_dispatch_accepts_a_payload_of_exactly_the_maximum_size(config: Config) -> None:
+    payload = {"blob": "a" * (MAX_PAYLOAD_BYTES - len('{"blob":""}'))}
+    assert dispatch("job", payload, config=config) >= 1
+    with pytest.raises(QueueError):
+        dispatch("job", {"blob": payload["blob"] + "é"}, config=config)  # counted in UTF-8 bytes
+
+
+def test_dispatch_refuses_an_unknown_queue_naming_the_valid_ones(config: Config) -> None:
+    with pytest.raises(QueueError, match=r"unknown queue 'reports'; the queues are: mail, async"):
+        dispatch("job", {}, queue="reports", config=config)
+    assert open_transport(config).pending() == 0
+
+
+@pytest.mark.parametrize("name", ["", " padded", 42, "x" * 201])
+def test_dispatch_refuses_a_bad_name(config: Config, name: Any) -> None:
+    with pytest.raises(QueueError, match="message name"):
+        dispatch(name, {}, config=config)
+
+
+@pytest.mark.parametrize("delay", [-1, math.nan, math.inf, "5", True])
+def test_dispatch_refuses_a_bad_delay(config: Config, delay: Any) -> None:
+    with pytest.raises(QueueError, match="delay"):
+        dispatch("job", {}, delay=delay, config=config)
+
+
+def test_dispatch_finds_the_configuration_like_the_command_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "icc.toml").write_text('[icc]\nstate_dir = "var/icc"\n[icc.queues.reports]\nretries = 1\n')
+    (tmp_path / "app").mkdir()
+    monkeypatch.chdir(tmp_path / "app")
+    monkeypatch.delenv("ICC_CONFIG", raising=False)
+    first = dispatch("report.render", {"id": 42}, queue="reports")
+    second = dispatch("report.render", {"id": 43}, queue="reports", delay=60)
+    assert second == first + 1
+    state = tmp_path / "var" / "icc"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert stat.S_IMODE((state / "queue.sqlite3").stat().st_mode) == 0o600
+    transport = open_transport(load_config())
+    assert transport.pending("reports") == 2
+    # The delayed one is not leasable yet.
+    leased = transport.lease("reports", owner="t", limit=10, lease=5)
+    assert [e.id for e in leased] == [first]
+
+
+# --- transport ---------------------------------------------------------------------------------------
+
+
+def test_lease_counts_the_attempt_and_release_takes_it_back(config: Config) -> None:
+    transport = open_transport(config)
+    ids = [dispatch("job", {"i": i}, config=config) for i in range(3)]
+    batch = transport.lease("async", owner="a", limit=10, lease=30)
+    assert [(e.id, e.attempts, e.redelivered) for e in batch] == [(i, 1, False) for i in ids]
+    assert transport.lease("async", owner="b", limit=10, lease=30) == []  # all held by a
+    transport.release(ids[1:], owner="b")  # not b's: nothing happens
+    transport.release(ids[1:], owner="a")
+    again = transport.lease("async", owner="b", limit=10, lease=30)
+    assert [(e.id, e.attempts) for e in again] == [(ids[1], 1), (ids[2], 1)]
+    transport.ack([ids[0]], owner="b")  # not b's
+    assert transport.pending() == 3
+    transport.lease("async", owner="a", limit=1, lease=30, ack=[ids[0]])
+    assert transport.pending() == 2
+
+
+def test_an_expired_lease_comes_back_alone_and_marked(config: Config) -> None:
+    transport = open_transport(config)
+    ids = [dispatch("job", {"i": i}, config=config) for i in range(3)]
+    assert len(transport.lease("async", owner="dead", limit=10, lease=0.05)) == 3
+    time.sleep(0.1)
+    first = transport.lease("async", owner="b", limit=10, lease=30)
+    assert [(e.id, e.attempts, e.redelivered, e.crashed) for e in first] == [(ids[0], 2, True, False)]
+    transport.ack([ids[0]], owner="b")
+    # A message leased alone and expired: its handler surely ran.
+    transport.lease("async", owner="dead", limit=1, lease=0.05)
+    time.sleep(0.1)
+    again = {e.id: e for _ in range(2) for e in transport.lease("async", owner="c", limit=10, lease=30)}
+    assert (again[ids[1]].attempts, again[ids[1]].crashed) == (3, True)
+    assert (again[ids[2]].attempts, again[ids[2]].crashed) == (2, False)
+
+
+def test_a_crash_in_a_batch_never_sends_its_neighbours_to_failed_unrun(tmp_path: Path) -> None:
+    config = make_config(tmp_path, **{"async": QueueConfig(retries=0, lease=0.3)})
+    transport = open_transport(config)
+    for i in range(3):
+        dispatch("job", {"i": i}, config=config)
+    transport.lease("async", owner="dead", limit=10, lease=0.05)  # a consumer that died holding three
+    time.sleep(0.1)
+    seen: list[int] = []
+    stats = consumer(config, {"job": lambda p: seen.append(p["i"])}).run(install_signal_handlers=False)
+    assert sorted(seen) == [0, 1, 2]
+    assert stats.failed == 0 and transport.pending() == 0
+
+
+def test_failed_retry_keeps_the_id_and_history_and_resets_attempts(config: Config) -> None:
+    transport = open_transport(config)
+    message_id = dispatch("job", {"i": 1}, config=config)
+
+    def broken(payload: dict[str, Any]) -> None:
+        raise UnrecoverableMessageError("no such customer")
+
+    stats = consumer(config, {"job": broken}).run(install_signal_handlers=False)
+    assert stats.failed == 1
+    failed = transport.failed_get(message_id)
+    assert (
+        failed is not None and failed.reason == "unrecoverable: UnrecoverableMessageError: no such customer"
+    )
+    assert transport.failed_retry([message_id, 999]) == [message_id]
+    assert transport.failed_list() == []
+    leased = transport.lease("async", owner="a", limit=10, lease=30)
+    assert [(e.id, e.attempts) for e in leased] == [(message_id, 1)]
+    transport.fail(leased[0], "again", error_record(1, "again"), owner="a")
+    assert transport.failed_get(message_id) is not None
+    assert len(transport.failed_get(message_id).errors) == 2  # type: ignore[union-attr]
+    assert transport.failed_remove(None) == [message_id]
+
+
+def test_queues_are_consumed_in_the_order_given(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    order: list[str] = []
+    for _i in range(3):
+        dispatch("job", {"q": "async"}, queue="async", config=config)
+        dispatch("job", {"q": "mail"}, queue="mail", config=config)
+    consumer(config, {"job": lambda p: order.append(p["q"])}, "mail", "async").run(
+        install_signal_handlers=False
+    )
+    assert order == ["mail"] * 3 + ["async"] * 3
+
+
+def test_limit_stops_after_n_messages_and_releases_the_rest(config: Config) -> None:
+    for i in range(10):
+        dispatch("job", {"i": i}, config=config)
+    seen: list[int] = []
+    stats = consumer(config, {"job": lambda p: seen.append(p["i"])}, limit=4).run(
+        install_signal_handlers=False
+    )
+    assert seen == [0, 1, 2, 3]
+    assert stats.stop_reason == "limit of 4 messages reached"
+    assert open_transport(config).pending() == 6
+
+
+def test_stop_from_another_thread_while_idle(config: Config) -> None:
+    c = consumer(config, {}, time_limit=30, stop_when_empty=False, sleep=10)
+    threading.Timer(0.2, c.stop).start()
+    started = time.monotonic()
+    assert c.run(install_signal_handlers=False).stop_reason == "stopped"
+    assert time.monotonic() - started < 1
+
+
+def test_the_heartbeat_keeps_a_long_handler_leased(config: Config) -> None:  # lease is 0.3 s
+    dispatch("job", {}, config=config)
+    calls: list[int] = []
+
+    def long(payload: dict[str, Any]) -> None:
+        calls.append(1)
+        time.sleep(1.0)
+        # Nobody else can take it meanwhile.
+        assert open_transport(config).lease("async", owner="other", limit=1, lease=1) == []
+
+    stats = consumer(config, {"job": long}).run(install_signal_handlers=False)
+    assert stats.handled == 1 and calls == [1]
+
+
+def test_the_database_file_is_private(tmp_path: Path) -> None:
+    transport = SqliteTransport.open(tmp_path / "s")
+    transport.send("async", "job", "{}")
+    for name in ("queue.sqlite3", "queue.sqlite3-wal", "queue.sqlite3-shm"):
+        path = tmp_path / "s" / name
+        if path.exists():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+    assert stat.S_IMODE((tmp_path / "s").stat().st_mode) == 0o700
+    transport.close()
+
+
+def test_a_forked_child_opens_its_own_connection(config: Config) -> None:
+    parent = open_transport(config)
+    dispatch("job", {}, config=config)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            code = 0 if open_transport(config) is not parent and dispatch("job", {}, config=config) else 1
+        except BaseException:
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert parent.pending() == 2
+
+
+# --- backoff and sizes --------------------------------------------------------------------------------
+
+policies = st.builds(
+    QueueConfig,
+    retries=st.integers(0, 20),
+    delay=st.floats(0, 1e4, allow_nan=False),
+    multiplier=st.floats(1, 100, allow_nan=False),
+    max_delay=st.floats(0, 1e6, allow_nan=False),
+)
+
+
+@given(policies, st.integers(1, 10_000))
+def test_backoff_is_monotonic_and_capped(policy: QueueConfig, attempt: int) -> None:
+    this, after = backoff(policy, attempt), backoff(policy, attempt + 1)
+    assert 0 <= this <= after <= policy.max_delay
+    assert backoff(policy, 1) == min(policy.delay, policy.max_delay)
+
+
+@given(policies, st.integers(1, 30))
+def test_backoff_is_delay_times_multiplier_to_the_attempt(policy: QueueConfig, attempt: int) -> None:
+    expected = min(policy.delay * policy.multiplier ** (attempt - 1), policy.max_delay)
+    assert backoff(policy, attempt) == pytest.approx(expected)
+
+
+def test_backoff_defaults_and_max_attempts() -> None:
+    policy = QueueConfig()
+    assert [backoff(policy, n) for n in (1, 2, 3, 13)] == [1, 2, 4, 3600]
+    assert max_attempts(policy) == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("1024", 1024),
+        ("512K", 512 * 1024),
+        ("128M", 128 * 2**20),
+        ("1G", 2**30),
+        ("1.5gib", 3 * 2**29),
+        ("2 MB", 2 * 2**20),
+    ],
+)
+def test_parse_size(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "lots", "-1M", "0", "1X", "M"])
+def test_parse_size_refuses_nonsense(text: str) -> None:
+    with pytest.raises(QueueError):
+        parse_size(text)
+
+
+def test_rss_is_the_current_resident_size() -> None:
+    before = rss_bytes()
+    block = b"\x01" * (64 * 2**20)
+    assert rss_bytes() - before > 32 * 2**20
+    del block
