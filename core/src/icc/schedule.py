@@ -253,8 +253,10 @@ class Schedule:
             if minute != 0:
                 raise ScheduleError(f"at({hour!r}, {minute!r}): give either at('HH:MM') or at(hour, minute)")
             m = _TIME.fullmatch(hour.strip())
-            if not m:
-                raise ScheduleError(f"at({hour!r}) is not a valid time: give 'HH:MM', hour 0-23, minute 0-59")
+            if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+                raise ScheduleError(
+                    f"at({hour!r}) is not a valid time: give 'HH:MM' with hour 0-23, minute 0-59"
+                )
             hour, minute = str(int(m.group(1))), str(int(m.group(2)))
         return self._set_many(((_HOUR, hour), (_MINUTE, minute)))
 
