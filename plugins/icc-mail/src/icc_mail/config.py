@@ -52,13 +52,12 @@ def parse_config(table: Mapping[str, object] | None, path: Path | None = None) -
             raise ConfigError(f"{exc}{where}") from None
         assert isinstance(sender, str)
     timeout = table.get("timeout")
-    if isinstance(timeout, str):  # from ICC_MAIL__TIMEOUT: variables are strings
-        try:
-            timeout = float(timeout)
-        except ValueError:
-            pass
     if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf:
+        try:  # from ICC_MAIL__TIMEOUT it is a string
+            seconds = float(timeout) if isinstance(timeout, str) else timeout
+        except ValueError:
+            seconds = None
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds < math.inf:
             raise ConfigError(f"mail.timeout must be a positive number of seconds, not {timeout!r}{where}")
-        timeout = float(timeout)
+        timeout = float(seconds)
     return MailConfig(dsn=dsn, sender=sender, timeout=timeout)
