@@ -111,10 +111,11 @@ def test_plugin_with_import_error_is_reported_and_healthy_plugin_keeps_its_jobs(
 
 
 def test_strict_load_raises_plugin_error_naming_plugin_distribution_and_error(
-    site: Path, project: Path
+    site: Path, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     install(site, "good-plugin", "1.2.0", entry_point="good", module="good_tasks", fixture="healthy")
     install(site, "bad-plugin", "0.3", entry_point="bad", module="bad_tasks", fixture="broken_import")
+    monkeypatch.setenv("ICC_PLUGINS", "good,bad")  # whatever else the venv holds stays out
 
     with pytest.raises(icc.PluginError, match=r"plugin 'bad' \(bad-plugin 0.3\) failed to load") as info:
         load_plugins(config(project), strict=True)
@@ -481,3 +482,17 @@ def test_fingerprint_changes_with_a_plugin_version(site: Path, project: Path, tm
 
 def test_builtin_plugins_are_listed_by_module_name() -> None:
     assert all(isinstance(name, str) and name.startswith("icc.") for name in BUILTIN_PLUGINS)
+
+
+@pytest.mark.usefixtures("no_autoload")
+def test_hook_wrapper_is_reported_once_and_never_called(project: Path) -> None:
+    local(project, "wrapping", "wrapper_hook")
+    local(project, "myapp_tasks", "healthy")
+
+    host = load_plugins(config(project, "wrapping", "myapp_tasks"))
+    host.collect_jobs()
+
+    [failure] = host.failures
+    assert (failure.plugin, failure.hook) == ("wrapping", "schedule")
+    assert "wrappers are not supported" in failure.error
+    assert "myapp_tasks:nightly" in host.collect_jobs()

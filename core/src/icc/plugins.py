@@ -274,13 +274,22 @@ class PluginHost:
         self._infos[info.name] = info
 
     def _check_pending(self) -> None:
-        """Report hook implementations whose name matches no hook (pluggy's check_pending, for all)."""
+        """Report hook implementations whose name matches no hook (pluggy's check_pending, for all of
+        them rather than the first), and hook wrappers, which icc cannot honour."""
         known = sorted(name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "icc_spec"))
         for name in list(vars(self.pm.hook)):
             if name.startswith("_"):
                 continue
             caller = getattr(self.pm.hook, name)
             if caller.has_spec():
+                # Each plugin's hooks are called on their own (for isolation), so wrappers cannot wrap.
+                for impl in caller.get_hookimpls():
+                    if impl.hookwrapper or impl.wrapper:
+                        self._record(
+                            self._info(impl.plugin_name),
+                            f"hook wrappers are not supported ({name!r}); drop wrapper=True/hookwrapper=True",
+                            hook=name,
+                        )
                 continue
             for impl in caller.get_hookimpls():
                 if impl.optionalhook:
@@ -328,10 +337,9 @@ class PluginHost:
         caller = getattr(self.pm.hook, hook)
         # pluggy keeps implementations in registration order (and calls them in reverse).
         for impl in caller.get_hookimpls():
-            info = self._info(impl.plugin_name)
             if impl.hookwrapper or impl.wrapper:
-                self._record(info, f"hook wrappers are not supported for {hook!r}; drop wrapper=True", hook)
-                continue
+                continue  # reported once, at load time (_check_pending)
+            info = self._info(impl.plugin_name)
 
             def call(_impl: Any = impl, **kwargs: object) -> object:
                 return _impl.function(*(kwargs[name] for name in _impl.argnames))
