@@ -6,6 +6,7 @@ beside the module, on ``sys.path``; importlib.metadata finds it exactly as if pi
 
 from __future__ import annotations
 
+import functools
 import importlib
 import shutil
 import sys
@@ -496,3 +497,19 @@ def test_hook_wrapper_is_reported_once_and_never_called(project: Path) -> None:
     assert (failure.plugin, failure.hook) == ("wrapping", "schedule")
     assert "wrappers are not supported" in failure.error
     assert "myapp_tasks:nightly" in host.collect_jobs()
+
+
+class _Callable:
+    def __call__(self) -> None:
+        pass
+
+
+def test_default_name_is_stable_for_callables_without_a_qualname() -> None:
+    from icc.jobs import default_name
+
+    assert default_name(test_builtin_plugins_are_listed_by_module_name) == (
+        f"{__name__}:test_builtin_plugins_are_listed_by_module_name"
+    )
+    # never a repr() with a memory address: the name keys the job in the state store
+    assert default_name(_Callable()) == f"{__name__}:_Callable"
+    assert default_name(functools.partial(print, "x")) == "functools:partial"
