@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from icc.errors import QueueError
 from icc.queue.message import encode_payload, is_finite_delay, validate_name
@@ -21,7 +21,9 @@ from icc.queue.sqlite import SqliteTransport
 if TYPE_CHECKING:
     from icc.config import Config
 
-__all__ = ["dispatch", "known_queues", "open_transport", "validate_queue"]
+__all__ = ["SYNCHRONOUS_VARIABLE", "dispatch", "known_queues", "open_transport", "validate_queue"]
+
+SYNCHRONOUS_VARIABLE = "ICC_QUEUE_SYNCHRONOUS"
 
 _lock = threading.Lock()
 _transports: dict[Path, SqliteTransport] = {}
@@ -44,14 +46,27 @@ def validate_queue(config: Config, queue: object) -> str:
     return queue
 
 
+def _synchronous() -> Literal["FULL", "NORMAL"]:
+    value = os.environ.get(SYNCHRONOUS_VARIABLE, "FULL").strip().upper() or "FULL"
+    if value == "FULL":
+        return "FULL"
+    if value == "NORMAL":
+        return "NORMAL"
+    raise QueueError(f"{SYNCHRONOUS_VARIABLE} must be FULL or NORMAL, not {value!r}")
+
+
 def open_transport(config: Config) -> SqliteTransport:
-    """The queue database of ``config.state_dir``, opened once per process."""
-    state_dir = Path(config.state_dir)
+    """The queue database of ``config.state_dir``, opened once per process.
+
+    Durability is ``synchronous=FULL`` unless ``ICC_QUEUE_SYNCHRONOUS=NORMAL`` trades the last commits
+    before a power loss for throughput (see :mod:`icc.queue.sqlite`).
+    """
+    state_dir = config.state_dir  # already absolute: Config resolves it against its root
     with _lock:
         transport = _transports.get(state_dir)
         if transport is not None and not transport.forked:
             return transport
-        transport = SqliteTransport.open(state_dir)
+        transport = SqliteTransport.open(state_dir, synchronous=_synchronous())
         _transports[state_dir] = transport
         return transport
 
