@@ -51,3 +51,37 @@ def test_cron_mode_follows_the_configured_queues(tmp_path: Path) -> None:
 
 def test_service_mode_adds_no_consumer_job(tmp_path: Path) -> None:
     assert not [n for n in jobs_for(tmp_path, 'mode = "service"') if n.startswith("consume:")]
+
+
+def test_scan_in_cron_then_service_mode_adds_then_removes_the_two_consumer_jobs(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    (tmp_path / "otherjobs.py").write_text(
+        "import icc\n\n\ndef other():\n    pass\n\n\n@icc.hookimpl\ndef schedule(scheduler):\n"
+        "    scheduler.add(other, name='other').daily()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ICC_")} | NO_AUTOLOAD
+
+    def scan(mode: str) -> dict[str, str]:
+        (tmp_path / "icc.toml").write_text(
+            f'[icc]\nstate_dir = "state"\nplugins = ["otherjobs"]\n[icc.consumers]\nmode = "{mode}"\n'
+        )
+        proc = subprocess.run(
+            [sys.executable, "-m", "icc", "--config", str(tmp_path / "icc.toml"), "scan"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        changes = {}
+        for line in proc.stdout.splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] in ("other", "consume:mail", "consume:async"):
+                changes[words[0]] = words[1]
+        return changes
+
+    assert scan("cron") == {"other": "added", "consume:mail": "added", "consume:async": "added"}
+    assert scan("service") == {"other": "unchanged", "consume:mail": "removed", "consume:async": "removed"}
