@@ -9,9 +9,9 @@ from pathlib import Path
 
 from icc.errors import ConfigError
 
+from icc_mail.addresses import check_address
 from icc_mail.dsn import SmtpDsn, parse_dsn
 from icc_mail.errors import MailError
-from icc_mail.message import check_address
 
 KEYS = ("dsn", "sender", "timeout")
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from icc.errors import ConfigError, UnrecoverableMessageError
 
+from icc_mail.addresses import check_address
 from icc_mail.config import MailConfig
 from icc_mail.errors import MailError
-from icc_mail.message import Mail, check_address
+from icc_mail.message import Mail
 from icc_mail.smtp import send
 
 

@@ -13,16 +13,15 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.utils import formatdate, getaddresses, parsedate_to_datetime
+from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 
+from icc_mail.addresses import check_address, no_line_breaks
 from icc_mail.errors import MailError
 
 # 7bit: non-ASCII bodies go out quoted-printable or base64, which every server accepts (no 8BITMIME needed).
 POLICY = email.policy.SMTP.clone(cte_type="7bit")
-_ADDR_SPEC = re.compile(r"[^@\s<>,;:\"()\[\]\\]+@[^@\s<>,;:\"()\[\]\\]+")
 _HEADER_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII without ':' (RFC 5322 field-name)
-_LINE_BREAKS = ("\r", "\n", "\x00")
 # Headers send_mail sets from its own arguments or from the body: given in ``headers`` they would clash.
 RESERVED_HEADERS = frozenset(
     {"from", "to", "cc", "bcc", "subject", "reply-to", "date", "message-id", "mime-version"}
@@ -30,28 +29,6 @@ RESERVED_HEADERS = frozenset(
 PAYLOAD_KEYS = frozenset(
     {"to", "cc", "bcc", "reply_to", "sender", "subject", "text", "html", "headers", "uid", "date"}
 )
-
-
-def _no_line_breaks(value: str, what: str) -> None:
-    if any(c in value for c in _LINE_BREAKS):
-        raise MailError(
-            f"{what} contains a line break ({value!r}); line breaks in headers allow header injection"
-        )
-
-
-def check_address(value: object, what: str) -> str:
-    """Return the bare address of ``value`` ("Jane <jane@example.org>" -> "jane@example.org")."""
-    if not isinstance(value, str):
-        raise MailError(f"{what}: an address is a string, not {type(value).__name__} ({value!r})")
-    _no_line_breaks(value, what)
-    pairs = getaddresses([value])
-    addr = pairs[0][1] if len(pairs) == 1 else ""
-    if not _ADDR_SPEC.fullmatch(addr) or addr not in value:
-        raise MailError(
-            f"{what}: {value!r} is not one e-mail address; "
-            "write 'jane@example.org' or 'Jane Doe <jane@example.org>'"
-        )
-    return addr
 
 
 def _addresses(value: object, what: str) -> list[str]:
@@ -70,7 +47,7 @@ def _text(value: object, what: str, *, header: bool) -> str:
     if not isinstance(value, str):
         raise MailError(f"{what} must be a string, not {type(value).__name__}")
     if header:
-        _no_line_breaks(value, what)
+        no_line_breaks(value, what)
     return value
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import icc
 
-from icc_mail.config import MailConfig, parse_config
-from icc_mail.delivery import deliver
 from icc_mail.send import MESSAGE_NAME, QUEUE
+
+if TYPE_CHECKING:
+    from icc_mail.config import MailConfig
 
 
 class _Config(Protocol):
@@ -22,12 +23,14 @@ class _Config(Protocol):
 
 
 class _State:
-    config = MailConfig()
+    config: MailConfig | None = None
 
 
 @icc.hookimpl
 def configure(config: _Config) -> None:
     """Validate ``[tool.icc.mail]`` when icc loads its configuration (an error names the key)."""
+    from icc_mail.config import parse_config
+
     _State.config = parse_config(config.tables.get("mail"), config.path)
 
 
@@ -39,4 +42,8 @@ def register_handlers(register: Callable[..., None]) -> None:
 
 def handle_send(payload: dict[str, Any]) -> None:
     """Deliver one ``mail.send`` message with the configuration icc handed to :func:`configure`."""
-    deliver(payload, _State.config)
+    # smtplib, ssl and the e-mail package are imported in the consumer only, not by every icc command.
+    from icc_mail.config import MailConfig
+    from icc_mail.delivery import deliver
+
+    deliver(payload, _State.config or MailConfig())

@@ -1,10 +1,11 @@
-"""``send_mail``: what application code calls. It validates and dispatches; the ``mail`` consumer delivers."""
+"""``send_mail``: what application code calls. It validates and dispatches; the ``mail`` consumer delivers.
+
+Imports happen on the first call, so that loading the plugin (every ``icc`` command does) stays cheap.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-
-from icc_mail.message import Mail
 
 MESSAGE_NAME = "mail.send"
 QUEUE = "mail"
@@ -30,6 +31,8 @@ def send_mail(
     Raises :class:`icc_mail.MailError` (a :class:`ValueError`) for a bad address, a line break in the subject
     or a header (header injection), or a header that an argument sets.
     """
+    from icc_mail.message import Mail
+
     mail = Mail.from_payload(
         {
             "to": to,
@@ -43,7 +46,7 @@ def send_mail(
             "headers": headers,
         }
     )
-    from icc import dispatch  # only now: importing icc_mail stays cheap
+    from icc import dispatch
 
     message_id: int = dispatch(MESSAGE_NAME, mail.to_payload(), queue=QUEUE)
     return message_id
