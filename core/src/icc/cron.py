@@ -373,12 +373,29 @@ def parse_years(rule: str) -> int:
 class SlotContext:
     """One minute slot read in one zone: everything a rule needs to decide, computed once per zone."""
 
-    __slots__ = ("day", "dim", "first_wd", "gap", "hour", "minute", "mod", "month", "repeat", "year")
+    __slots__ = (
+        "_gap",
+        "_local",
+        "_zone",
+        "day",
+        "dim",
+        "first_wd",
+        "hour",
+        "minute",
+        "mod",
+        "month",
+        "repeat",
+        "year",
+    )
 
     def __init__(self, at: datetime, zone: tzinfo) -> None:
         local = (at.replace(tzinfo=zone) if at.tzinfo is None else at.astimezone(zone)).replace(
             second=0, microsecond=0
         )
+        self._local = local
+        self._zone = zone
+        self._gap: tuple[datetime, datetime] | None = None
+        self._gap_known = False
         self.year = local.year
         self.month = local.month
         self.day = local.day
@@ -389,15 +406,24 @@ class SlotContext:
         self.dim = _days_in_month(local.year, local.month)
         # The second pass through a repeated (fall-back) hour; zoneinfo sets fold=1 only there.
         self.repeat = local.fold == 1 and local.replace(fold=0).utcoffset() != local.utcoffset()
-        # The first minute after a spring-forward gap: the wall-clock minutes the gap swallowed.
-        self.gap: tuple[datetime, datetime] | None = None
-        wall = local.replace(tzinfo=None)
-        try:
-            prev = (local.astimezone(UTC) - MINUTE).astimezone(zone).replace(tzinfo=None)
-        except OverflowError:
-            return
-        if wall - prev > MINUTE:
-            self.gap = (prev + MINUTE, wall)
+
+    @property
+    def gap(self) -> tuple[datetime, datetime] | None:
+        """The wall-clock minutes [start, end) a spring-forward gap swallowed just before this slot, if any.
+
+        Computed on first use: only fixed-time rules that do not match the slot itself ever ask.
+        """
+        if not self._gap_known:
+            self._gap_known = True
+            local = self._local
+            wall = local.replace(tzinfo=None)
+            try:
+                prev = (local.astimezone(UTC) - MINUTE).astimezone(self._zone).replace(tzinfo=None)
+            except OverflowError:
+                return None
+            if wall - prev > MINUTE:
+                self._gap = (prev + MINUTE, wall)
+        return self._gap
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,9 +469,10 @@ class TimeRule:
         ):
             # A fixed-time job runs at the first occurrence of a repeated wall-clock time only.
             return spec.wildcard or not ctx.repeat
-        if ctx.gap is None or spec.wildcard:
+        if spec.wildcard:
             return False
-        return self._gap_hit(*ctx.gap)
+        gap = ctx.gap
+        return gap is not None and self._gap_hit(*gap)
 
     def _gap_hit(self, start: datetime, end: datetime) -> bool:
         """Whether a wall-clock time in [start, end) would have run: fixed jobs run at the first minute after."""
