@@ -375,6 +375,7 @@ class SlotContext:
 
     __slots__ = (
         "_gap",
+        "_gap_known",
         "_local",
         "_zone",
         "day",
