@@ -156,6 +156,7 @@ def _expand(expression: str) -> tuple[list[list[int | str]], dict[int, set[int |
     return expanded, nth
 
 
+@functools.lru_cache(maxsize=4096)
 def validate_field(index: int, value: str) -> None:
     """Raise a :class:`ScheduleError` naming the field, value and range unless *value* is valid cron syntax."""
     if not _FIELD_CHARS[index].fullmatch(value):
@@ -181,6 +182,33 @@ def _field_mask(values: list[int | str], low: int, high: int) -> int:
     return sum(1 << v for v in values if isinstance(v, int))
 
 
+@functools.lru_cache(maxsize=1024)
+def _day_masks(
+    dom: int, dom_last: bool, dow: int, dow_nth: frozenset[tuple[int, int]], dow_last: int, day_and: bool
+) -> tuple[int, ...]:
+    """The matching days for every month shape, indexed by ``first_weekday * 4 + days_in_month - 28``.
+
+    Cached on the day fields alone: most expressions share them (``* * *``), and the minute/hour fields do not
+    change which days match.
+    """
+    masks = []
+    for first_wd in range(7):
+        for dim in range(28, 32):
+            mask = 0
+            for day in range(1, dim + 1):
+                wd = (first_wd + day - 1) % 7
+                dom_ok = bool(dom >> day & 1) or (dom_last and day == dim)
+                dow_ok = (
+                    bool(dow >> wd & 1)
+                    or (wd, (day - 1) // 7 + 1) in dow_nth
+                    or (bool(dow_last >> wd & 1) and day + 7 > dim)
+                )
+                if (dom_ok and dow_ok) if day_and else (dom_ok or dow_ok):
+                    mask |= 1 << day
+            masks.append(mask)
+    return tuple(masks)
+
+
 @dataclass(frozen=True, slots=True)
 class CronSpec:
     """One compiled 5-field expression: a bitmask per field and the day rule for every shape of month."""
@@ -201,26 +229,9 @@ class CronSpec:
     day_masks: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        masks = []
-        for first_wd in range(7):
-            for dim in range(28, 32):
-                masks.append(self._compute_day_mask(first_wd, dim))
-        object.__setattr__(self, "day_masks", tuple(masks))
-
-    def _compute_day_mask(self, first_wd: int, dim: int) -> int:
-        mask = 0
-        for day in range(1, dim + 1):
-            wd = (first_wd + day - 1) % 7
-            dom_ok = bool(self.dom >> day & 1) or (self.dom_last and day == dim)
-            dow_ok = (
-                bool(self.dow >> wd & 1)
-                or (wd, (day - 1) // 7 + 1) in self.dow_nth
-                or (bool(self.dow_last >> wd & 1) and day + 7 > dim)
-            )
-            ok = (dom_ok and dow_ok) if (self.dom_star or self.dow_star) else (dom_ok or dow_ok)
-            if ok:
-                mask |= 1 << day
-        return mask
+        day_and = self.dom_star or self.dow_star
+        masks = _day_masks(self.dom, self.dom_last, self.dow, self.dow_nth, self.dow_last, day_and)
+        object.__setattr__(self, "day_masks", masks)
 
     def day_mask(self, year: int, month: int) -> int:
         """Bit d set when day d of that month matches the day-of-month/day-of-week/month rules."""
