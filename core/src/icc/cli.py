@@ -116,7 +116,7 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool) -> None:
         _exit(2)
     failed_plugins = {f.plugin for f in host.failures}
     store = SQLiteStateStore(config.state_dir)
-    records = job_records(jobs, datetime.now(UTC))
+    records = job_records(jobs)
     # A plugin that failed to import keeps its jobs: a broken deploy must not erase their history.
     kept = [r for r in store.jobs() if r.plugin in failed_plugins and r.name not in jobs]
     report = store.sync_jobs(
@@ -395,8 +395,7 @@ def exec_(env: Env, job: str) -> None:
 
 
 def _set_enabled(env: Env, job: str, enabled: bool) -> None:
-    from icc.runner import next_due, slot_of
-    from icc.schedule import Schedule
+    from icc.runner import NOT_EVALUATED
     from icc.state.sqlite import SQLiteStateStore
 
     store = SQLiteStateStore(env.config.state_dir)
@@ -406,9 +405,8 @@ def _set_enabled(env: Env, job: str, enabled: bool) -> None:
         raise JobNotFoundError(f"no job named {job!r}; known jobs: {known}")
     store.set_enabled(job, enabled)
     if enabled:
-        # Slots that passed while it was disabled are not "missed": start from now.
-        schedule = Schedule.from_definition(record.definition["schedule"])
-        store.set_next_due({job: next_due(schedule, slot_of(datetime.now(UTC)))})
+        # Slots that passed while it was disabled are not "missed": the next tick starts from its own slot.
+        store.set_next_due({job: NOT_EVALUATED})
     ui.say(f"{job}: {'enabled' if enabled else 'disabled'}")
 
 

@@ -285,38 +285,19 @@ def _supervise_locked(store: StateStore, spec: RunSpec, grace: float, close_fds:
     return result
 
 
-def spawn_detached(work: Callable[[], None]) -> int:
-    """Run ``work`` in a detached grandchild (own session, stdio to /dev/null); returns at once.
+def spawn_background(argv: list[str], cwd: Path) -> int:
+    """Start a detached supervisor process (own session, stdio to /dev/null); returns its pid at once.
 
-    Double fork: the tick reaps the intermediate child immediately, so background runs never become
-    zombies of a long tick, and they outlive the tick that started them.
+    A fresh interpreter, not a fork: SQLite connections must never cross a fork (the child would share the
+    parent's lock bookkeeping and its writes could be lost when the parent checkpoints).
     """
-    read_fd, write_fd = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 0
-        try:
-            os.close(read_fd)
-            os.setsid()
-            grandchild = os.fork()
-            if grandchild:
-                os.write(write_fd, str(grandchild).encode())
-                os._exit(0)
-            os.close(write_fd)
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, signal.SIG_DFL)
-            devnull = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(devnull, fd)
-            work()
-        except BaseException:
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    os.waitpid(pid, 0)
-    with os.fdopen(read_fd, "rb") as f:
-        data = f.read()
-    return int(data) if data else 0
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
+    return proc.pid

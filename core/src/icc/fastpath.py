@@ -59,7 +59,9 @@ def try_idle_tick(args: list[str]) -> int | None:
     try:
         from icc.config import load_config
 
-        config = load_config(config_path or (Path(os.environ["ICC_CONFIG"]) if os.environ.get("ICC_CONFIG") else None))
+        config = load_config(
+            config_path or (Path(os.environ["ICC_CONFIG"]) if os.environ.get("ICC_CONFIG") else None)
+        )
         db_path = config.state_dir / "state.sqlite3"
         if not db_path.is_file():
             return None
@@ -78,12 +80,16 @@ def try_idle_tick(args: list[str]) -> int | None:
             earliest, unfinished = db.execute(_QUERY).fetchone()
         finally:
             db.close()
-    except Exception:  # noqa: BLE001 - the full command reports it properly
+    except Exception:
         return None
     if unfinished or (earliest is not None and earliest <= slot):
         return None
     if not quiet:
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(slot))
-        nxt = "" if earliest is None else f"; next slot {time.strftime('%Y-%m-%d %H:%M', time.gmtime(earliest))} UTC"
+        nxt = (
+            ""
+            if earliest is None
+            else f"; next slot {time.strftime('%Y-%m-%d %H:%M', time.gmtime(earliest))} UTC"
+        )
         sys.stdout.write(f"icc run: nothing due at {when} UTC{nxt}\n")
     return 0

@@ -17,13 +17,14 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from icc.execution import STOP, RunSpec, spawn_detached, supervise
+from icc.execution import RunSpec, spawn_background, supervise
 from icc.locks import Holder, job_lock, tick_lock
 from icc.state.base import JobRecord, RunKind, StateStore
 from icc.state.sqlite import SQLiteStateStore
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
     from icc.jobs import Job
     from icc.plugins import PluginHost
     from icc.schedule import Schedule
+
+
+NOT_EVALUATED = 0  # next_due of a job no tick has evaluated yet
 
 
 def slot_of(moment: datetime) -> int:
@@ -117,7 +121,9 @@ class _Planned:
 class Tick:
     """One tick; ``run()`` does the work and returns what happened."""
 
-    def __init__(self, config: Config, *, at: datetime | None = None, store: StateStore | None = None) -> None:
+    def __init__(
+        self, config: Config, *, at: datetime | None = None, store: StateStore | None = None
+    ) -> None:
         self.config = config
         self.slot = slot_of(at or datetime.now(UTC))
         self.store: StateStore = store or SQLiteStateStore(config.state_dir)
@@ -188,7 +194,8 @@ class Tick:
             if not record.enabled:
                 continue
             schedule = Schedule.from_definition(record.definition["schedule"])
-            start = self.slot if record.next_due is None else min(record.next_due, self.slot)
+            # next_due 0: never evaluated (new, changed or re-enabled): nothing before now counts as missed.
+            start = self.slot if not record.next_due else min(record.next_due, self.slot)
             start = max(start, window_start)
             slots = due_slots(schedule, start, self.slot)
             next_dues[record.name] = next_due(schedule, self.slot)
@@ -202,7 +209,9 @@ class Tick:
         for record, schedule, slots in due:
             planned.extend(self._apply_policy(record, schedule, slots, report))
         for item in planned:
-            run_id = self.store.claim(item.record.name, item.slot, item.kind, pid=os.getpid(), host=self.host_name)
+            run_id = self.store.claim(
+                item.record.name, item.slot, item.kind, pid=os.getpid(), host=self.host_name
+            )
             if run_id is not None:
                 item.run_id = run_id
         self.store.set_next_due(next_dues)
@@ -230,8 +239,10 @@ class Tick:
         if not run_slots:
             return []
         live = self._live.get(name)
-        if live is not None and live.schedule.has_callbacks and not live.schedule.check_conditions(
-            self.config.environment
+        if (
+            live is not None
+            and live.schedule.has_callbacks
+            and not live.schedule.check_conditions(self.config.environment)
         ):
             for s, kind in run_slots:
                 if self.store.record(name, s, "skipped", kind, error="a when/skip condition said no"):
@@ -255,7 +266,9 @@ class Tick:
             cwd=self.config.root,
             state_dir=self.config.state_dir,
         )
-        ctx = RunContext(record.name, item.run_id, slot_datetime(item.slot), item.kind, self.config.environment)
+        ctx = RunContext(
+            record.name, item.run_id, slot_datetime(item.slot), item.kind, self.config.environment
+        )
         if record.kind == "command":
             spec.argv = list(definition["argv"])
         elif live is None:
@@ -281,7 +294,9 @@ class Tick:
                 report.rows.append(TickRow(item.record.name, "failed", item.slot, detail=spec))
                 continue
             if item.schedule.background:
-                pid = spawn_detached(_background_work(self.config.state_dir, spec, self.config.grace))
+                pid = spawn_background(background_argv(self.config, item.run_id), self.config.root)
+                # Running from now on, as far as other ticks can tell: its supervisor is alive.
+                self.store.mark_running(item.run_id, pid=pid, task_pid=None, now=time.time())
                 report.rows.append(
                     TickRow(
                         item.record.name,
@@ -316,15 +331,39 @@ def _bind(job: Job, ctx: Any) -> Callable[[], object]:
     return task
 
 
-def _background_work(state_dir: Any, spec: RunSpec, grace: float) -> Callable[[], None]:
-    def work() -> None:
-        store = SQLiteStateStore(state_dir)  # never share a connection across fork
-        try:
-            supervise(store, spec, grace=grace)
-        finally:
-            store.close()
+def background_argv(config: Config, run_id: int) -> list[str]:
+    argv = [sys.executable, "-m", "icc.background"]
+    if config.path is not None:
+        argv += ["--config", str(config.path)]
+    return [*argv, str(run_id)]
 
-    return work
+
+def run_background(config: Config, run_id: int) -> None:
+    """The detached supervisor of one background run (``python -m icc.background RUN_ID``)."""
+    store = SQLiteStateStore(config.state_dir)
+    run = store.run(run_id)
+    if run is None or run.outcome not in ("pending", "running"):
+        return
+    tick = Tick(config, store=store)
+    report = TickReport(tick.slot)
+    tick._load_plugins(report)
+    record = store.job(run.job)
+    if record is None:
+        store.finish(
+            run_id, "failed", now=time.time(), error=f"job {run.job!r} is no longer in the state store"
+        )
+        return
+    from icc.schedule import Schedule
+
+    item = _Planned(
+        record, Schedule.from_definition(record.definition["schedule"]), run.slot or 0, run.kind, run_id
+    )
+    spec = tick._spec(item)
+    if isinstance(spec, str):
+        store.finish(run_id, "failed", now=time.time(), error=spec)
+        return
+    supervise(store, spec, grace=config.grace)
+    store.close()
 
 
 def manual_run(config: Config, name: str) -> tuple[TickRow, int]:
@@ -392,8 +431,8 @@ def record_definition(job: Job) -> dict[str, Any]:
     return definition
 
 
-def job_records(jobs: dict[str, Job], now: datetime) -> list[JobRecord]:
-    slot = slot_of(now)
+def job_records(jobs: dict[str, Job]) -> list[JobRecord]:
+    """Records for the state store; ``next_due`` 0 makes the next tick evaluate them from its own slot."""
     return [
         JobRecord(
             name=job.name,
@@ -402,8 +441,7 @@ def job_records(jobs: dict[str, Job], now: datetime) -> list[JobRecord]:
             plugin=job.provenance.plugin,
             distribution=job.provenance.distribution,
             version=job.provenance.version,
-            next_due=next_due(job.schedule, slot),
+            next_due=NOT_EVALUATED,
         )
         for job in jobs.values()
     ]
-

@@ -55,7 +55,9 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]], *, style_col: int = -1) -> None:
+def table(
+    title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]], *, style_col: int = -1
+) -> None:
     """A rich table in a terminal; tab-free aligned plain text otherwise (for pipes, logs and cron mail)."""
     if is_terminal():
         t = Table(title=title, title_justify="left")

@@ -114,10 +114,12 @@ class StateStore(Protocol):
     def start_manual(self, job: str, *, pid: int, host: str, now: float) -> int:
         """A pending run for ``icc exec``: no slot, never conflicts."""
 
-    def record(self, job: str, slot: int, outcome: Outcome, kind: RunKind, *, error: str | None = None) -> bool:
+    def record(
+        self, job: str, slot: int, outcome: Outcome, kind: RunKind, *, error: str | None = None
+    ) -> bool:
         """A finished row for a missed or skipped slot; False when the slot was claimed before."""
 
-    def mark_running(self, run_id: int, *, pid: int, task_pid: int, now: float) -> None:
+    def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> None:
         """The run's supervisor (``pid``) started the task (``task_pid``)."""
 
     def finish(
@@ -131,6 +133,9 @@ class StateStore(Protocol):
         error: str | None = None,
     ) -> None:
         """Record how a run ended."""
+
+    def run(self, run_id: int) -> RunRecord | None:
+        """One run by id."""
 
     def unfinished(self) -> list[RunRecord]:
         """Runs that are pending or running."""

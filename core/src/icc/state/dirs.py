@@ -18,7 +18,9 @@ def ensure_state_dir(path: Path) -> Path:
         path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         info = path.stat()
     except OSError as exc:
-        raise StateError(f"cannot create the state directory {path}: {exc.strerror}; check state_dir") from exc
+        raise StateError(
+            f"cannot create the state directory {path}: {exc.strerror}; check state_dir"
+        ) from exc
     if not stat.S_ISDIR(info.st_mode):
         raise StateError(f"state directory {path} is not a directory; point state_dir elsewhere")
     if info.st_uid != os.getuid():

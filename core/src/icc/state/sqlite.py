@@ -61,7 +61,9 @@ CREATE INDEX runs_job ON runs (job, id);
 CREATE INDEX runs_unfinished ON runs (outcome) WHERE outcome IN ('pending', 'running');
 """
 
-_RUN_COLUMNS = "id, job, slot, kind, outcome, started_at, ended_at, exit_code, pid, host, output, error, task_pid"
+_RUN_COLUMNS = (
+    "id, job, slot, kind, outcome, started_at, ended_at, exit_code, pid, host, output, error, task_pid"
+)
 
 
 def _run(row: sqlite3.Row | tuple[Any, ...]) -> RunRecord:
@@ -96,9 +98,11 @@ class SQLiteStateStore:
             self._create(timeout)
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            self._db.execute("PRAGMA busy_timeout = %d" % int(timeout * 1000))
+            # Read before anything that could write: an emptied or foreign file stays as it is.
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(exc) from exc
         if row is None or row[0] != SCHEMA_VERSION:
@@ -233,13 +237,18 @@ class SQLiteStateStore:
 
     def set_enabled(self, name: str, enabled: bool) -> None:
         with self._write() as db:
-            db.execute("UPDATE jobs SET enabled = ?, updated_at = ? WHERE name = ?", (int(enabled), time.time(), name))
+            db.execute(
+                "UPDATE jobs SET enabled = ?, updated_at = ? WHERE name = ?",
+                (int(enabled), time.time(), name),
+            )
 
     def set_next_due(self, updates: Mapping[str, int | None]) -> None:
         if not updates:
             return
         with self._write() as db:
-            db.executemany("UPDATE jobs SET next_due = ? WHERE name = ?", [(v, k) for k, v in updates.items()])
+            db.executemany(
+                "UPDATE jobs SET next_due = ? WHERE name = ?", [(v, k) for k, v in updates.items()]
+            )
 
     def earliest_due(self) -> int | None:
         rows = self._read("SELECT MIN(next_due) FROM jobs WHERE enabled = 1 AND removed_at IS NULL")
@@ -277,7 +286,9 @@ class SQLiteStateStore:
             assert cur.lastrowid is not None
             return cur.lastrowid
 
-    def record(self, job: str, slot: int, outcome: Outcome, kind: RunKind, *, error: str | None = None) -> bool:
+    def record(
+        self, job: str, slot: int, outcome: Outcome, kind: RunKind, *, error: str | None = None
+    ) -> bool:
         now = time.time()
         with self._write() as db:
             cur = db.execute(
@@ -287,7 +298,7 @@ class SQLiteStateStore:
             )
             return cur.rowcount == 1
 
-    def mark_running(self, run_id: int, *, pid: int, task_pid: int, now: float) -> None:
+    def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> None:
         with self._write() as db:
             db.execute(
                 "UPDATE runs SET outcome = 'running', pid = ?, task_pid = ?, started_at = ? WHERE id = ?",
@@ -311,6 +322,10 @@ class SQLiteStateStore:
                 (outcome, now, exit_code, output[-OUTPUT_CAP:], error, now, run_id),
             )
 
+    def run(self, run_id: int) -> RunRecord | None:
+        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        return _run(rows[0]) if rows else None
+
     def unfinished(self) -> list[RunRecord]:
         return [
             _run(r)
@@ -320,7 +335,9 @@ class SQLiteStateStore:
         ]
 
     def runs(self, job: str, *, limit: int = 20) -> list[RunRecord]:
-        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE job = ? ORDER BY id DESC LIMIT ?", (job, limit))
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE job = ? ORDER BY id DESC LIMIT ?", (job, limit)
+        )
         return [_run(r) for r in rows]
 
     def latest_runs(self) -> dict[str, RunRecord]:
@@ -350,7 +367,7 @@ class SQLiteStateStore:
         self._db.close()
 
 
-class _DryRun(Exception):  # noqa: N818 - control flow, never escapes sync_jobs
+class _DryRun(Exception):
     def __init__(self, report: SyncReport) -> None:
         self.report = report
 
