@@ -184,7 +184,8 @@ def next_steps(units: Sequence[Unit], *, system: bool, user: str) -> list[str]:
     if system and os.geteuid() != 0:
         systemctl = "sudo " + systemctl
     consumers = " ".join(u.name for u in units if u.name.startswith("icc-consume-"))
-    lines = [f"{systemctl} daemon-reload && {systemctl} enable --now {consumers}"]
+    start = f" && {systemctl} enable --now {consumers}" if consumers else ""
+    lines = [f"{systemctl} daemon-reload{start}"]
     lines.append(
         f"# optional, instead of the crontab line (remove that first): {systemctl} enable --now icc-run.timer"
     )
@@ -199,6 +200,7 @@ def next_steps(units: Sequence[Unit], *, system: bool, user: str) -> list[str]:
 @click.option(
     "--write",
     "directory",
+    metavar="DIR",
     type=click.Path(file_okay=False, path_type=Path),
     help="Write the unit files into DIR (e.g. ~/.config/systemd/user) instead of printing them.",
 )
