@@ -27,6 +27,7 @@ def test_values_from_icc_mail_variables_are_strings_and_converted() -> None:
         ({"dsn": "smtp://h:port"}, "mail.dsn"),
         ({"dsn": "ftp://h"}, "mail.dsn"),
         ({"dsn": 25}, "mail.dsn"),
+        ({"dsn": "smtps://h?cafile=/no/such/ca.pem"}, "cafile='/no/such/ca.pem' is not a file"),
         ({"sender": "not an address"}, "mail.sender"),
         ({"sender": "a@example.org\nBcc: x@example.org"}, "mail.sender"),
         ({"timeout": 0}, "mail.timeout"),

@@ -44,6 +44,8 @@ def parse_config(table: Mapping[str, object] | None, path: Path | None = None) -
             dsn = parse_dsn(table["dsn"])  # type: ignore[arg-type]  # parse_dsn checks the type itself
         except ConfigError as exc:
             raise ConfigError(f"{exc}{where}") from None
+        if dsn.cafile is not None and not Path(dsn.cafile).is_file():
+            raise ConfigError(f"mail.dsn option cafile={dsn.cafile!r} is not a file{where}")
     sender = table.get("sender")
     if sender is not None:
         try:
