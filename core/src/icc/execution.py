@@ -65,6 +65,11 @@ class _Stop:
 STOP = _Stop()
 
 
+def stop_requested() -> bool:
+    """Read at each step (a function, so the signal handler's change is never assumed away)."""
+    return STOP.requested
+
+
 def install_stop_handlers() -> None:
     def handler(signum: int, _frame: object) -> None:
         STOP.requested = True
@@ -172,22 +177,22 @@ def supervise(store: StateStore, spec: RunSpec, *, grace: float = 10.0) -> Resul
 
 
 def _supervise_locked(store: StateStore, spec: RunSpec, grace: float, close_fds: list[int]) -> Result:
-    if STOP.requested:
-        error = f"not started: icc run received {_signal_name(STOP.signum)}"
-        store.finish(spec.run_id, "skipped", now=time.time(), error=error)
-        return Result("skipped", error=error)
+    if stop_requested():
+        why = f"not started: icc run received {_signal_name(STOP.signum)}"
+        store.finish(spec.run_id, "skipped", now=time.time(), error=why)
+        return Result("skipped", error=why)
     if spec.before is not None:
         spec.before()
     started = time.time()
     try:
         pid, read_fd, proc = _start(spec, close_fds)
     except OSError as exc:
-        error = f"could not start {spec.argv!r}: {exc.strerror or exc}"
-        store.finish(spec.run_id, "failed", now=time.time(), error=error)
-        result = Result("failed", error=error)
+        why = f"could not start {spec.argv!r}: {exc.strerror or exc}"
+        store.finish(spec.run_id, "failed", now=time.time(), error=why)
+        failed = Result("failed", error=why)
         if spec.after is not None:
-            spec.after(result.outcome)
-        return result
+            spec.after(failed.outcome)
+        return failed
     store.mark_running(spec.run_id, pid=os.getpid(), task_pid=pid, now=started)
     STOP.pgid = pid
     tail: deque[bytes] = deque()
@@ -224,7 +229,7 @@ def _supervise_locked(store: StateStore, spec: RunSpec, grace: float, close_fds:
                 timed_out = True
                 _kill_group(pid, signal.SIGTERM)
                 kill_at = now + grace
-            if STOP.requested and stop_sent_at is None:
+            if stop_requested() and stop_sent_at is None:
                 stop_sent_at = now
                 _kill_group(pid, signal.SIGTERM)
                 kill_at = min(kill_at or now + grace, now + grace)
@@ -276,8 +281,7 @@ def _supervise_locked(store: StateStore, spec: RunSpec, grace: float, close_fds:
         outcome = "succeeded"
     else:
         outcome = "failed"
-        if error is None:
-            error = f"exit code {exit_code}"
+        error = error or f"exit code {exit_code}"
     store.finish(spec.run_id, outcome, now=ended, exit_code=exit_code, output=output, error=error)
     result = Result(outcome, exit_code, output, error, ended - started, pid)
     if spec.after is not None:

@@ -98,7 +98,6 @@ class SQLiteStateStore:
             self._create(timeout)
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
-            self._db.execute("PRAGMA busy_timeout = %d" % int(timeout * 1000))
             # Read before anything that could write: an emptied or foreign file stays as it is.
             row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             self._db.execute("PRAGMA journal_mode=WAL")
