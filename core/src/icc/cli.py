@@ -40,12 +40,42 @@ class Env:
 class IccGroup(click.Group):
     """Prints an :class:`~icc.errors.IccError` as one clear line (no traceback) and exits non-zero."""
 
+    _plugin_commands_loaded = False
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except IccError as exc:
             ui.say(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and self._load_plugin_commands(ctx):
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugin_commands(ctx)
+        return super().list_commands(ctx)
+
+    def _load_plugin_commands(self, ctx: click.Context) -> bool:
+        """Plugins' ``register_commands``: only when a name is not a core command, or for the command list."""
+        if self._plugin_commands_loaded:
+            return False
+        self._plugin_commands_loaded = True
+        from icc.config import load_config
+        from icc.plugins import load_plugins
+
+        try:
+            host = load_plugins(load_config(ctx.find_root().params.get("config_path")))
+        except IccError:
+            return False  # the command itself will report a broken config
+        host.register_commands(self)
+        for failure in host.failures:
+            if failure.hook == "register_commands":
+                ui.say(f"warning: plugin {failure.plugin} failed: {failure.error}", err=True)
+        return True
 
 
 @click.group(cls=IccGroup, context_settings={"help_option_names": ["-h", "--help"]})
