@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> None:
     if "run" in args[:3]:
         from icc.fastpath import try_idle_tick
 
-        code = try_idle_tick(args[1:])
+        code = try_idle_tick(args)
         if code is not None:
             raise SystemExit(code)
     from icc.cli import cli
