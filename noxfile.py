@@ -15,7 +15,9 @@ ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 # core first, then every first-party plugin distribution, all editable.
 PACKAGES = ["-e", "core"] + [
-    arg for plugin in sorted((ROOT / "plugins").glob("*/pyproject.toml")) for arg in ("-e", str(plugin.parent))
+    arg
+    for plugin in sorted((ROOT / "plugins").glob("*/pyproject.toml"))
+    for arg in ("-e", str(plugin.parent))
 ]
 
 

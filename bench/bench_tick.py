@@ -73,7 +73,7 @@ def idle(tmp: Path) -> None:
         floors.append(timed(floor_argv, root, env))
         ticks.append(timed(tick_argv, root, env))
     floor, tick = statistics.median(floors), statistics.median(ticks)
-    print("idle tick, 200 jobs, none due (median of %d, interleaved)" % ROUNDS)
+    print(f"idle tick, 200 jobs, none due (median of {ROUNDS}, interleaved)")
     print(f"  python -c 'import filelock, sqlite3'  {floor * 1000:8.1f} ms")
     print(f"  icc run --quiet                       {tick * 1000:8.1f} ms")
     print(f"  ratio                                 {tick / floor:8.2f}x  (goal <= 1.3x)")

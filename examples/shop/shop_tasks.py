@@ -30,7 +30,9 @@ def render_newsletter(payload: dict[str, object]) -> None:
 
 @icc.hookimpl
 def schedule(scheduler: icc.Scheduler) -> None:
-    scheduler.add(cleanup_sessions, name="cleanup-sessions", description="Delete expired sessions").every_minute()
+    scheduler.add(
+        cleanup_sessions, name="cleanup-sessions", description="Delete expired sessions"
+    ).every_minute()
     scheduler.add(build_sitemap, name="build-sitemap").every_minute().in_background().timeout(60)
     # A command task: an argv list, run without a shell.
     scheduler.add(
