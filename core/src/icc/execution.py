@@ -18,7 +18,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from icc.locks import job_lock
@@ -51,7 +51,6 @@ class Result:
     error: str | None = None
     duration: float = 0.0
     pid: int | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 class _Stop:

@@ -139,7 +139,7 @@ class Tick:
 
         self._plugins = load_plugins(self.config)
         self._live = self._plugins.collect_jobs()
-        report.plugin_failures = [f"{f.plugin}: {f.error}" for f in self._plugins.failures]
+        report.plugin_failures = self._failure_texts()
 
     # -- the tick -------------------------------------------------------------------------------------------
     def run(self) -> TickReport:
@@ -272,7 +272,7 @@ class Tick:
         if record.kind == "command":
             spec.argv = list(definition["argv"])
         elif live is None:
-            failures = "; ".join(report for report in self._failure_texts()) or "it is no longer defined"
+            failures = "; ".join(self._failure_texts()) or "it is no longer defined"
             return f"job {record.name!r} could not be loaded from its plugin ({failures}); run `icc scan`"
         else:
             spec.func = _bind(live, ctx)
