@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import socket
 import sys
 import time
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from icc.errors import IccError, JobNotFoundError
 
 if TYPE_CHECKING:
     from icc.config import Config
+    from icc.state.base import RunRecord, StateStore
 
 
 class Env:
@@ -227,9 +229,46 @@ def run(env: Env, quiet: bool, at: str | None) -> None:
         _exit(1)
 
 
+def _dead_runs(config: Config, store: StateStore) -> dict[int, str]:
+    """Unfinished runs whose process is gone, with why: shown as the ``abandoned`` the next tick records."""
+    from icc.runner import why_abandoned
+
+    host_name = socket.gethostname()
+    return {
+        run.id: f"{why} (the next tick records it)"
+        for run in store.unfinished()
+        if (why := why_abandoned(run, store.job(run.job), config.state_dir, host_name)) is not None
+    }
+
+
+def _shown(run: RunRecord, dead: dict[int, str]) -> tuple[str, str | None]:
+    """A run's outcome and error as status shows them."""
+    return ("abandoned", dead[run.id]) if run.id in dead else (run.outcome, run.error)
+
+
+def _run_data(run: RunRecord, zone: str, dead: dict[int, str], *, full: bool = False) -> dict[str, Any]:
+    outcome, error = _shown(run, dead)
+    data: dict[str, Any] = {
+        "id": run.id,
+        "kind": run.kind,
+        "outcome": outcome,
+        "slot": _iso(run.slot, zone),
+        "started_at": _iso(run.started_at, zone),
+        "ended_at": _iso(run.ended_at, zone),
+        "duration": run.duration,
+        "exit_code": run.exit_code,
+    }
+    if full:
+        data["pid"] = run.task_pid or run.pid
+    data["error"] = error
+    if full:
+        data["output"] = run.output
+    return data
+
+
 def _status_data(config: Config, at: datetime | None) -> dict[str, Any]:
     from icc.plugins import installed_fingerprint, load_plugins
-    from icc.runner import next_due, pid_alive, slot_of
+    from icc.runner import next_due, slot_of
     from icc.schedule import Schedule
     from icc.state.sqlite import SQLiteStateStore
 
@@ -240,8 +279,9 @@ def _status_data(config: Config, at: datetime | None) -> dict[str, Any]:
     host = load_plugins(config)
     latest = store.latest_runs()
     running: dict[str, list[dict[str, Any]]] = {}
+    dead = _dead_runs(config, store)
     for run in store.unfinished():
-        if run.outcome == "running" and pid_alive(run.pid):
+        if run.outcome == "running" and run.id not in dead:
             running.setdefault(run.job, []).append(
                 {"run_id": run.id, "pid": run.task_pid or run.pid, "since": _iso(run.started_at, zone)}
             )
@@ -268,19 +308,7 @@ def _status_data(config: Config, at: datetime | None) -> dict[str, Any]:
                 "enabled": rec.enabled,
                 "removed": rec.removed_at is not None,
                 "next_run": _iso(nxt, zone),
-                "last_run": None
-                if last is None
-                else {
-                    "id": last.id,
-                    "kind": last.kind,
-                    "outcome": last.outcome,
-                    "slot": _iso(last.slot, zone),
-                    "started_at": _iso(last.started_at, zone),
-                    "ended_at": _iso(last.ended_at, zone),
-                    "duration": last.duration,
-                    "exit_code": last.exit_code,
-                    "error": last.error,
-                },
+                "last_run": None if last is None else _run_data(last, zone, dead),
                 "running": running.get(rec.name, []),
                 "missed": missed.get(rec.name, 0),
             }
@@ -325,42 +353,31 @@ def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int)
         entry = next((j for j in data["jobs"] if j["name"] == job), None)
         if entry is None:
             raise JobNotFoundError(f"no job named {job!r}; `icc status` lists them")
-        runs = SQLiteStateStore(config.state_dir).runs(job, limit=limit)
+        store = SQLiteStateStore(config.state_dir)
+        dead = _dead_runs(config, store)
+        runs = store.runs(job, limit=limit)
         if as_json:
-            entry["runs"] = [
-                {
-                    "id": r.id,
-                    "kind": r.kind,
-                    "outcome": r.outcome,
-                    "slot": _iso(r.slot, zone),
-                    "started_at": _iso(r.started_at, zone),
-                    "ended_at": _iso(r.ended_at, zone),
-                    "duration": r.duration,
-                    "exit_code": r.exit_code,
-                    "pid": r.task_pid or r.pid,
-                    "error": r.error,
-                    "output": r.output,
-                }
-                for r in runs
-            ]
+            entry["runs"] = [_run_data(r, zone, dead, full=True) for r in runs]
             click.echo(json.dumps(entry, indent=2))
             return
         ui.say(
             f"{job}: {entry['schedule']['description']} [{entry['schedule']['cron']}], plugin {entry['plugin']}"
         )
-        rows = [
-            [
-                str(r.id),
-                r.kind,
-                r.outcome,
-                ui.fmt_time(r.slot, zone),
-                ui.fmt_time(r.started_at, zone),
-                ui.fmt_duration(r.duration),
-                str(r.exit_code if r.exit_code is not None else "-"),
-                r.error or "",
-            ]
-            for r in runs
-        ]
+        rows = []
+        for r in runs:
+            outcome, error = _shown(r, dead)
+            rows.append(
+                [
+                    str(r.id),
+                    r.kind,
+                    outcome,
+                    ui.fmt_time(r.slot, zone),
+                    ui.fmt_time(r.started_at, zone),
+                    ui.fmt_duration(r.duration),
+                    str(r.exit_code if r.exit_code is not None else "-"),
+                    error or "",
+                ]
+            )
         ui.table(
             None, ["run", "kind", "outcome", "slot", "started", "took", "exit", "error"], rows, style_col=2
         )

@@ -59,6 +59,7 @@ class _Stop:
     requested = False
     signum = signal.SIGTERM
     pgid: int | None = None
+    who = "icc run"  # the process that received it, for the run's error
 
 
 STOP = _Stop()
@@ -177,7 +178,7 @@ def supervise(store: StateStore, spec: RunSpec, *, grace: float = 10.0) -> Resul
 
 def _supervise_locked(store: StateStore, spec: RunSpec, grace: float, close_fds: list[int]) -> Result:
     if stop_requested():
-        why = f"not started: icc run received {_signal_name(STOP.signum)}"
+        why = f"not started: {STOP.who} received {_signal_name(STOP.signum)}"
         store.finish(spec.run_id, "skipped", now=time.time(), error=why)
         return Result("skipped", error=why)
     if spec.before is not None:
@@ -273,9 +274,9 @@ def _supervise_locked(store: StateStore, spec: RunSpec, grace: float, close_fds:
     if timed_out:
         outcome = "timed_out"
         error = f"timed out after {spec.timeout:g}s; its process group was killed"
-    elif stop_sent_at is not None:
+    elif stop_sent_at is not None or stop_requested():  # the handler may have killed it first
         outcome = "failed"
-        error = f"stopped: icc run received {_signal_name(STOP.signum)}"
+        error = f"stopped: {STOP.who} received {_signal_name(STOP.signum)}"
     elif exit_code == 0:
         outcome = "succeeded"
     else:
@@ -288,19 +289,104 @@ def _supervise_locked(store: StateStore, spec: RunSpec, grace: float, close_fds:
     return result
 
 
-def spawn_background(argv: list[str], cwd: Path) -> int:
-    """Start a detached supervisor process (own session, stdio to /dev/null); returns its pid at once.
+@dataclass
+class Detached:
+    """What became of one background run handed to :func:`start_detached`."""
 
-    A fresh interpreter, not a fork: SQLite connections must never cross a fork (the child would share the
-    parent's lock bookkeeping and its writes could be lost when the parent checkpoints).
+    pid: int | None = None  # its supervisor's pid: the run is running
+    error: str | None = None  # why not
+    leave: bool = False  # record nothing: its supervisor may still start it
+
+
+def start_detached(
+    specs: list[RunSpec],
+    open_store: Callable[[], StateStore],
+    *,
+    grace: float,
+    report_timeout: float = 10.0,
+) -> list[Detached]:
+    """Start one detached supervisor per spec; return each one's pid, or why it did not start.
+
+    The caller must hold no SQLite connection: each supervisor is forked from it (so the plugins are not
+    loaded again) and opens its own connection; a connection must never cross a fork. Every supervisor is
+    double-forked into a session of its own (no zombie, not in the tick's process group) and reports its pid
+    on a pipe before it touches the state store, then supervises its run like a foreground one (job lock, time
+    limit, recording). No supervisor writes before its task starts, so twenty of them don't queue on the
+    database's write lock before their tasks run.
     """
-    proc = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        close_fds=True,
-    )
-    return proc.pid
+    pipes: list[int] = []
+    intermediates: list[int] = []
+    for spec in specs:
+        read_fd, write_fd = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, which never returns
+            code = 0
+            try:
+                os.close(read_fd)
+                for fd in pipes:
+                    os.close(fd)
+                os.setsid()
+                if os.fork() == 0:
+                    _detached_supervisor(spec, open_store, grace, write_fd)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        pipes.append(read_fd)
+        intermediates.append(pid)
+    for pid in intermediates:
+        os.waitpid(pid, 0)  # each exits as soon as it has forked its supervisor
+    return _collect_reports(pipes, report_timeout)
+
+
+def _detached_supervisor(
+    spec: RunSpec, open_store: Callable[[], StateStore], grace: float, write_fd: int
+) -> None:
+    """In the detached grandchild: report its pid, supervise the run. Never returns."""
+    try:
+        os.write(write_fd, f"{os.getpid()}\n".encode())
+        os.close(write_fd)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        STOP.requested, STOP.pgid, STOP.who = False, None, "its background supervisor"
+        install_stop_handlers()
+        store = open_store()
+        supervise(store, spec, grace=grace)
+        store.close()
+    finally:
+        os._exit(0)
+
+
+def _collect_reports(pipes: list[int], timeout: float) -> list[Detached]:
+    """Read every supervisor's pid from its pipe, until EOF or ``timeout``."""
+    buffers: dict[int, bytes] = {fd: b"" for fd in pipes}
+    closed: set[int] = set()
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        for fd in pipes:
+            sel.register(fd, selectors.EVENT_READ)
+        while sel.get_map() and (left := deadline - time.monotonic()) > 0:
+            for key, _ in sel.select(timeout=left):
+                fd = int(key.fd)
+                chunk = os.read(fd, 4096)
+                buffers[fd] += chunk
+                if not chunk:
+                    closed.add(fd)
+                    sel.unregister(fd)
+    results: list[Detached] = []
+    for fd in pipes:
+        os.close(fd)
+        text = buffers[fd].decode("utf-8", errors="replace").strip()
+        if text.isdigit():
+            results.append(Detached(pid=int(text)))
+        elif fd in closed:
+            results.append(Detached(error="its supervisor exited before starting the run"))
+        else:
+            # Leave the run alone: its supervisor may still start it; if not, the next tick abandons it.
+            results.append(Detached(error=f"its supervisor did not report within {timeout:g}s", leave=True))
+    return results

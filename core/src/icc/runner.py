@@ -9,7 +9,9 @@ Order of a tick:
    evaluation (within ``missed_window``); only if something is due, load the plugins to get the callables and
    evaluate ``when``/``skip``; claim every (job, slot) in the state store; store each job's next slot.
 4. Release the tick lock, so the next minute's tick can start jobs on time even if this one overruns.
-5. Start background runs (detached supervisors), then run foreground jobs in declaration order.
+5. Start background runs, then run foreground jobs in declaration order. Each background run gets a detached
+   supervisor forked from the tick (plugins already loaded; the tick's SQLite connection is closed around the
+   forks, since a connection must never cross one).
 """
 
 from __future__ import annotations
@@ -17,16 +19,16 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from icc.execution import RunSpec, spawn_background, supervise
+from icc.execution import RunSpec, start_detached, stop_requested, supervise
 from icc.locks import Holder, job_lock, tick_lock
-from icc.state.base import JobRecord, RunKind, StateStore
+from icc.state.base import JobRecord, RunKind, RunRecord, StateStore
 from icc.state.sqlite import SQLiteStateStore
 
 if TYPE_CHECKING:
@@ -72,6 +74,8 @@ def due_slots(schedule: Schedule, start: int, end: int) -> list[int]:
 
 
 def pid_alive(pid: int | None) -> bool:
+    """Whether ``pid`` is a live process. A zombie is dead: a killed supervisor is reparented to pid 1,
+    which in a container is not always an init that reaps it."""
     if not pid:
         return False
     try:
@@ -80,7 +84,26 @@ def pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True  # no /proc (or it vanished): kill() said it exists
+
+
+def why_abandoned(run: RunRecord, record: JobRecord | None, state_dir: Path, host_name: str) -> str | None:
+    """Why an unfinished run on this host is dead (its process is gone), or None while it may still live."""
+    if run.host not in (None, host_name) or pid_alive(run.pid):
+        return None
+    if (
+        record is not None
+        and not record.definition.get("schedule", {}).get("overlapping", False)
+        and job_lock(state_dir, run.job).is_held_elsewhere()
+    ):
+        return None  # its supervisor holds the job lock: not dead yet
+    if run.outcome == "pending":
+        return "the tick that claimed it died before starting it"
+    return f"its supervisor (pid {run.pid}) died without recording an outcome"
 
 
 @dataclass
@@ -121,15 +144,16 @@ class _Planned:
 class Tick:
     """One tick; ``run()`` does the work and returns what happened."""
 
-    def __init__(
-        self, config: Config, *, at: datetime | None = None, store: StateStore | None = None
-    ) -> None:
+    def __init__(self, config: Config, *, at: datetime | None = None) -> None:
         self.config = config
         self.slot = slot_of(at or datetime.now(UTC))
-        self.store: StateStore = store or SQLiteStateStore(config.state_dir)
+        self.store: StateStore = self._open_store()
         self.host_name = socket.gethostname()
         self._plugins: PluginHost | None = None
         self._live: dict[str, Job] = {}
+
+    def _open_store(self) -> StateStore:
+        return SQLiteStateStore(self.config.state_dir)
 
     # -- plugins, loaded only when something is due ---------------------------------------------------------
     def _load_plugins(self, report: TickReport) -> None:
@@ -160,26 +184,14 @@ class Tick:
 
     def _recover_abandoned(self, report: TickReport) -> None:
         for run in self.store.unfinished():
-            if run.host not in (None, self.host_name) or pid_alive(run.pid):
+            why = why_abandoned(run, self.store.job(run.job), self.config.state_dir, self.host_name)
+            if why is None:
                 continue
-            record = self.store.job(run.job)
-            if (
-                run.outcome == "running"
-                and record is not None
-                and not record.definition.get("schedule", {}).get("overlapping", False)
-                and job_lock(self.config.state_dir, run.job).is_held_elsewhere()
-            ):
-                continue  # its task still holds the job lock: not dead yet
             if run.task_pid and pid_alive(run.task_pid):
                 # The supervisor died, its task lives on unsupervised: stop it, so the next run can't overlap.
                 with contextlib.suppress(OSError):
                     if os.getpgid(run.task_pid) == run.task_pid:
                         os.killpg(run.task_pid, 9)
-            why = (
-                "the tick that claimed it died before starting it"
-                if run.outcome == "pending"
-                else f"its supervisor (pid {run.pid}) died without recording an outcome"
-            )
             self.store.finish(run.id, "abandoned", now=time.time(), error=why)
             report.abandoned.append(run.job)
             report.rows.append(TickRow(run.job, "abandoned", run.slot, detail=why))
@@ -287,28 +299,16 @@ class Tick:
 
     def _execute(self, planned: list[_Planned], report: TickReport) -> None:
         foreground: list[tuple[_Planned, RunSpec]] = []
+        background: list[tuple[_Planned, RunSpec]] = []
         for item in planned:
             spec = self._spec(item)
             if isinstance(spec, str):
                 self.store.finish(item.run_id, "failed", now=time.time(), error=spec)
                 report.rows.append(TickRow(item.record.name, "failed", item.slot, detail=spec))
-                continue
-            if item.schedule.background:
-                pid = spawn_background(background_argv(self.config, item.run_id), self.config.root)
-                # Running from now on, as far as other ticks can tell: its supervisor is alive.
-                self.store.mark_running(item.run_id, pid=pid, task_pid=None, now=time.time())
-                report.rows.append(
-                    TickRow(
-                        item.record.name,
-                        "started",
-                        item.slot,
-                        next_run=next_due(item.schedule, self.slot),
-                        detail=f"in background, pid {pid}",
-                        background=True,
-                    )
-                )
             else:
-                foreground.append((item, spec))
+                (background if item.schedule.background else foreground).append((item, spec))
+        if background:
+            self._start_background(background, report)
         for item, spec in foreground:
             result = supervise(self.store, spec, grace=self.config.grace)
             report.rows.append(
@@ -322,6 +322,37 @@ class Tick:
                 )
             )
 
+    def _start_background(self, background: list[tuple[_Planned, RunSpec]], report: TickReport) -> None:
+        if stop_requested():
+            for item, _spec in background:
+                why = "not started: icc run was asked to stop"
+                self.store.finish(item.run_id, "skipped", now=time.time(), error=why)
+                report.rows.append(TickRow(item.record.name, "skipped", item.slot, detail=why))
+            return
+        self.store.close()  # no SQLite connection may cross the forks
+        try:
+            started = start_detached(
+                [spec for _item, spec in background], self._open_store, grace=self.config.grace
+            )
+        finally:
+            self.store = self._open_store()
+        now = time.time()
+        self.store.hand_over(
+            {item.run_id: d.pid for (item, _spec), d in zip(background, started, strict=True) if d.pid},
+            now=now,
+        )
+        for (item, _spec), detached in zip(background, started, strict=True):
+            name, nxt = item.record.name, next_due(item.schedule, self.slot)
+            if detached.pid is not None:
+                detail, state = f"in background, pid {detached.pid}", "started"
+            else:
+                detail, state = f"not started: {detached.error}", "failed"
+                if detached.leave:
+                    state = "pending"
+                else:
+                    self.store.finish(item.run_id, "failed", now=now, error=detail)
+            report.rows.append(TickRow(name, state, item.slot, next_run=nxt, detail=detail, background=True))
+
 
 def _bind(job: Job, ctx: Any) -> Callable[[], object]:
     task = job.task
@@ -329,41 +360,6 @@ def _bind(job: Job, ctx: Any) -> Callable[[], object]:
     if job.takes_context():
         return lambda: task(ctx)
     return task
-
-
-def background_argv(config: Config, run_id: int) -> list[str]:
-    argv = [sys.executable, "-m", "icc.background"]
-    if config.path is not None:
-        argv += ["--config", str(config.path)]
-    return [*argv, str(run_id)]
-
-
-def run_background(config: Config, run_id: int) -> None:
-    """The detached supervisor of one background run (``python -m icc.background RUN_ID``)."""
-    store = SQLiteStateStore(config.state_dir)
-    run = store.run(run_id)
-    if run is None or run.outcome not in ("pending", "running"):
-        return
-    tick = Tick(config, store=store)
-    report = TickReport(tick.slot)
-    tick._load_plugins(report)
-    record = store.job(run.job)
-    if record is None:
-        store.finish(
-            run_id, "failed", now=time.time(), error=f"job {run.job!r} is no longer in the state store"
-        )
-        return
-    from icc.schedule import Schedule
-
-    item = _Planned(
-        record, Schedule.from_definition(record.definition["schedule"]), run.slot or 0, run.kind, run_id
-    )
-    spec = tick._spec(item)
-    if isinstance(spec, str):
-        store.finish(run_id, "failed", now=time.time(), error=spec)
-        return
-    supervise(store, spec, grace=config.grace)
-    store.close()
 
 
 def manual_run(config: Config, name: str) -> tuple[TickRow, int]:

@@ -1,14 +1,19 @@
-"""Terminal rendering (rich): tables in a terminal, plain aligned text when stdout is not one."""
+"""Terminal rendering (rich): tables in a terminal, plain aligned text when stdout is not one.
+
+rich is imported only when something is drawn on a terminal: a tick that starts jobs should not pay for it
+before they start, and output to a pipe or cron mail never needs it.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
 
 OUTCOME_STYLE = {
     "succeeded": "green",
@@ -30,6 +35,8 @@ OUTCOME_STYLE = {
 
 
 def console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
 
 
@@ -60,6 +67,8 @@ def table(
 ) -> None:
     """A rich table in a terminal; tab-free aligned plain text otherwise (for pipes, logs and cron mail)."""
     if is_terminal():
+        from rich.table import Table
+
         t = Table(title=title, title_justify="left")
         for col in columns:
             t.add_column(col, overflow="fold")

@@ -119,8 +119,15 @@ class StateStore(Protocol):
     ) -> bool:
         """A finished row for a missed or skipped slot; False when the slot was claimed before."""
 
-    def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> None:
-        """The run's supervisor (``pid``) started the task (``task_pid``)."""
+    def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> bool:
+        """The run's supervisor (``pid``) runs it (and started the task ``task_pid``, once known).
+
+        False, and nothing written, when the run has already ended (another tick recorded it abandoned).
+        """
+
+    def hand_over(self, supervisors: Mapping[int, int], *, now: float) -> None:
+        """Runs (id -> pid) handed to background supervisors: running under that pid, unless they already
+        recorded more themselves."""
 
     def finish(
         self,

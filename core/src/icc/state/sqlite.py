@@ -297,11 +297,20 @@ class SQLiteStateStore:
             )
             return cur.rowcount == 1
 
-    def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> None:
+    def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> bool:
         with self._write() as db:
-            db.execute(
-                "UPDATE runs SET outcome = 'running', pid = ?, task_pid = ?, started_at = ? WHERE id = ?",
+            cur = db.execute(
+                "UPDATE runs SET outcome = 'running', pid = ?, task_pid = ?, started_at = ? "
+                "WHERE id = ? AND outcome IN ('pending', 'running')",
                 (pid, task_pid, now, run_id),
+            )
+            return cur.rowcount == 1
+
+    def hand_over(self, supervisors: Mapping[int, int], *, now: float) -> None:
+        with self._write() as db:
+            db.executemany(
+                "UPDATE runs SET outcome = 'running', pid = ?, started_at = ? WHERE id = ? AND outcome = 'pending'",
+                [(pid, now, run_id) for run_id, pid in supervisors.items()],
             )
 
     def finish(
