@@ -3,9 +3,9 @@
 1. The idle tick: `icc run --quiet` with 200 registered jobs, none due, against `python -c "import filelock,
    sqlite3"` (the floor: an interpreter that could take a file lock and open a database), interleaved in the
    same run; prints both medians and the ratio (goal: at most 1.3x).
-2. Background start-up: one tick with 20 due `in_background()` jobs; the time from launching `icc run` until
-   every one of the 20 tasks has started (each writes its start time), and until `icc run` returned
-   (goal: all started within 0.5 s).
+2. Background start-up: a tick with 20 due `in_background()` jobs; the time from launching `icc run` until
+   every one of the 20 tasks has started (each writes its start time), and until `icc run` returned; median of
+   5 ticks (goal: all started within 0.5 s), also as a ratio to the floor of 1.
 
 Run: `nox -s bench -- bench/bench_tick.py` or `python bench/bench_tick.py` in a venv with icc installed.
 """
@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 ROUNDS = 25
+BACKGROUND_ROUNDS = 5
 ICC = shutil.which("icc", path=str(Path(sys.executable).parent)) or "icc"
 
 
@@ -45,7 +46,7 @@ def project(root: Path, plugin: str) -> dict[str, str]:
     return env
 
 
-def idle(tmp: Path) -> None:
+def idle(tmp: Path) -> float:
     root = tmp / "idle"
     env = project(
         root,
@@ -77,9 +78,10 @@ def idle(tmp: Path) -> None:
     print(f"  python -c 'import filelock, sqlite3'  {floor * 1000:8.1f} ms")
     print(f"  icc run --quiet                       {tick * 1000:8.1f} ms")
     print(f"  ratio                                 {tick / floor:8.2f}x  (goal <= 1.3x)")
+    return floor
 
 
-def background(tmp: Path) -> None:
+def background(tmp: Path, floor: float) -> None:
     root = tmp / "background"
     env = project(
         root,
@@ -99,26 +101,33 @@ def background(tmp: Path) -> None:
                 scheduler.add(make(i), name=f"bg-{i}").every_minute().in_background()
         """,
     )
-    launched = time.time()
-    subprocess.run([ICC, "run", "--quiet"], cwd=root, env=env, check=True)
-    returned = time.time()
-    deadline = time.time() + 60
     markers = [root / f"started-{i}" for i in range(20)]
-    while not all(m.exists() and m.read_text() for m in markers) and time.time() < deadline:
-        time.sleep(0.01)
-    starts = [float(m.read_text()) for m in markers]
-    print("20 due background jobs, one tick")
-    print(f"  icc run returned after                {(returned - launched) * 1000:8.1f} ms")
-    print(f"  first task started after              {(min(starts) - launched) * 1000:8.1f} ms")
-    print(
-        f"  all 20 tasks started after            {(max(starts) - launched) * 1000:8.1f} ms  (goal < 500 ms)"
-    )
+    returns, firsts, lasts = [], [], []
+    for minute in range(BACKGROUND_ROUNDS):
+        for m in markers:
+            m.unlink(missing_ok=True)
+        at = f"2030-01-01T10:{minute:02d}:00+00:00"  # a new slot each round: every job is due again
+        launched = time.time()
+        subprocess.run([ICC, "run", "--quiet", "--at", at], cwd=root, env=env, check=True)
+        returns.append(time.time() - launched)
+        deadline = time.time() + 60
+        while not all(m.exists() and m.read_text() for m in markers) and time.time() < deadline:
+            time.sleep(0.01)
+        starts = [float(m.read_text()) for m in markers]
+        firsts.append(min(starts) - launched)
+        lasts.append(max(starts) - launched)
+    last = statistics.median(lasts)
+    print(f"20 due background jobs, one tick (median of {BACKGROUND_ROUNDS})")
+    print(f"  icc run returned after                {statistics.median(returns) * 1000:8.1f} ms")
+    print(f"  first task started after              {statistics.median(firsts) * 1000:8.1f} ms")
+    print(f"  all 20 tasks started after            {last * 1000:8.1f} ms  (goal < 500 ms)")
+    print(f"  ratio to the interpreter floor        {last / floor:8.2f}x")
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        idle(Path(tmp))
-        background(Path(tmp))
+        floor = idle(Path(tmp))
+        background(Path(tmp), floor)
 
 
 if __name__ == "__main__":
