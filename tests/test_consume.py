@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import textwrap
 import time
 from collections import Counter
@@ -18,6 +15,7 @@ from typing import Any
 import pytest
 from icc.config import load_config
 from icc.queue.dispatch import dispatch
+from projectkit import Project
 
 HANDLERS = """
 import os, sqlite3, time
@@ -109,49 +107,18 @@ lease = 0.5
 """
 
 
-class QueueProject:
+class QueueProject(Project):
+    """A project whose plugin `qhandlers` registers the queue handlers above; dispatches in-process."""
+
     def __init__(self, root: Path) -> None:
-        self.root = root
-        (root / "icc.toml").write_text(textwrap.dedent(CONFIG))
+        super().__init__(root, env={"QTEST_DIR": str(root)})
+        self.config.write_text(textwrap.dedent(CONFIG))
         (root / "qhandlers.py").write_text(HANDLERS)
-        self.config = load_config(root / "icc.toml")
-        self.db_path = root / "state" / "queue.sqlite3"
-
-    def environ(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ICC_")}
-        env["ICC_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-        env["QTEST_DIR"] = str(self.root)
-        return env
-
-    def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "icc", "--config", str(self.root / "icc.toml"), *args]
-
-    def icc(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.argv(*args),
-            cwd=self.root,
-            env=self.environ(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self.argv(*args),
-            cwd=self.root,
-            env=self.environ(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        self.db_path = self.state_dir / "queue.sqlite3"
+        self.loaded = load_config(self.config)
 
     def dispatch(self, name: str, payload: dict[str, Any], queue: str = "async") -> int:
-        return dispatch(name, payload, queue=queue, config=self.config)
-
-    def lines(self, name: str) -> list[str]:
-        path = self.root / name
-        return path.read_text().splitlines() if path.exists() else []
+        return dispatch(name, payload, queue=queue, config=self.loaded)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         db = sqlite3.connect(self.db_path)
@@ -159,13 +126,6 @@ class QueueProject:
             return db.execute(sql, params).fetchall()
         finally:
             db.close()
-
-    def wait_for(self, predicate: Any, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError("timed out")
-            time.sleep(0.02)
 
 
 @pytest.fixture
@@ -182,7 +142,7 @@ def test_two_consumers_handle_10000_messages_exactly_once(qp: QueueProject) -> N
     for proc in consumers:
         _out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
-    handled = [int(line.split()[1]) for line in qp.lines("handled")]
+    handled = [int(line.split()[1]) for line in qp.marker_lines("handled")]
     duplicates = [i for i, n in Counter(handled).items() if n > 1]
     assert duplicates == []
     assert set(handled) == set(range(10_000))
@@ -193,14 +153,14 @@ def test_two_consumers_handle_10000_messages_exactly_once(qp: QueueProject) -> N
 def test_sigkilled_consumer_message_is_handled_again_with_the_attempt_counted(qp: QueueProject) -> None:
     qp.dispatch("slow", {})
     first = qp.popen("consume", "async", "--time-limit", "30")
-    qp.wait_for(lambda: qp.lines("attempts") == ["1"])
+    qp.wait_for(lambda: qp.marker_lines("attempts") == ["1"])
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=5)
     # Within the lease (1 s) nobody may take it; after it, the next consumer does.
     second = qp.icc("consume", "async", "--limit", "1", "--time-limit", "10")
     assert second.returncode == 0, second.stderr
-    assert qp.lines("attempts") == ["1", "2"]
-    assert len(qp.lines("finished")) == 1
+    assert qp.marker_lines("attempts") == ["1", "2"]
+    assert len(qp.marker_lines("finished")) == 1
     assert qp.query("SELECT count(*) FROM messages") == [(0,)]
 
 
@@ -222,7 +182,7 @@ def test_a_handler_that_kills_its_process_ends_in_failed_after_its_retries(qp: Q
     message_id = qp.dispatch("killer", {}, queue="crash")  # retries = 1, lease 0.5 s
     codes = [qp.icc("consume", "crash", "--limit", "1", "--time-limit", "10").returncode for _ in range(3)]
     assert codes == [3, 3, 0]  # two attempts killed their consumer; the third run gives up on it
-    assert len(qp.lines("killer")) == 2
+    assert len(qp.marker_lines("killer")) == 2
     shown = json.loads(qp.icc("failed", "show", str(message_id), "--json").stdout)
     assert shown["reason"].startswith("crashed")
     assert shown["attempts"] == 2
@@ -244,7 +204,7 @@ def test_memory_limit_stops_a_leaking_handler(qp: QueueProject) -> None:
     proc = qp.icc("consume", "async", "--memory-limit", "160M", "--time-limit", "20")
     assert proc.returncode == 0, proc.stderr
     assert "memory limit reached" in proc.stdout
-    leaked = len(qp.lines("leaked"))
+    leaked = len(qp.marker_lines("leaked"))
     assert 0 < leaked < 40
     # What it never started is back in the queue, with no attempt counted.
     assert qp.query("SELECT count(*), max(attempts), count(lease_owner) FROM messages") == [
@@ -257,13 +217,13 @@ def test_sigterm_finishes_the_current_message_then_exits_0(qp: QueueProject) -> 
     qp.dispatch("record", {"i": 1})
     qp.dispatch("record", {"i": 2})
     proc = qp.popen("consume", "async", "--time-limit", "30")
-    qp.wait_for(lambda: len(qp.lines("started")) == 1)
+    qp.wait_for(lambda: len(qp.marker_lines("started")) == 1)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "stopped: SIGTERM" in out
-    assert len(qp.lines("finished")) == 1
-    assert qp.lines("handled") == []
+    assert len(qp.marker_lines("finished")) == 1
+    assert qp.marker_lines("handled") == []
     assert qp.query("SELECT name, attempts, lease_owner FROM messages ORDER BY id") == [
         ("record", 0, None),
         ("record", 0, None),
@@ -285,7 +245,7 @@ def test_malformed_rows_are_reported_and_moved_to_failed(qp: QueueProject) -> No
     proc = qp.icc("consume", "async", "--stop-when-empty", "--time-limit", "10")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("malformed payload") == 4
-    assert sorted(int(line.split()[1]) for line in qp.lines("handled")) == [0, 1]
+    assert sorted(int(line.split()[1]) for line in qp.marker_lines("handled")) == [0, 1]
     reasons = [r for (r,) in qp.query("SELECT reason FROM failed")]
     assert len(reasons) == 4 and all(r.startswith("malformed payload") for r in reasons)
 
@@ -318,7 +278,7 @@ def test_failed_list_show_retry_remove(qp: QueueProject) -> None:
     assert qp.query("SELECT id, attempts FROM messages") == [(first, 0)]
     proc = qp.icc("consume", "async", "--stop-when-empty", "--time-limit", "10")
     assert proc.returncode == 0, proc.stderr
-    assert qp.lines("flaky") == ["1"]
+    assert qp.marker_lines("flaky") == ["1"]
     assert qp.icc("failed", "list").stdout.strip() == "no failed messages"
 
 
