@@ -173,10 +173,15 @@ def test_missed_hour_follows_the_jobs_missed_policy(
     )
     project.icc("run", "--at", at(0), check=True)  # baseline
     baseline = {r["id"] for r in project.runs()}
-    project.icc("run", "--at", at(60), check=True)  # nothing ticked for an hour
+    out = project.icc("run", "--at", at(60), check=True).stdout  # nothing ticked for an hour
     rows = [r for r in project.runs("quarter") if r["id"] not in baseline]
     assert sorted(r["slot"] for r in rows if r["outcome"] == "succeeded") == [slot(m) for m in ran]
     assert sorted(r["slot"] for r in rows if r["outcome"] == "missed") == [slot(m) for m in missed]
+    # The tick's table sums the missed slots up in one line per job.
+    missed_lines = [line for line in out.splitlines() if line.split()[:2] == ["quarter", "missed"]]
+    assert len(missed_lines) == (1 if missed else 0)
+    if missed:
+        assert f"{len(missed)} slots" in missed_lines[0]
 
 
 def test_missed_once_runs_the_latest_missed_slot_when_the_current_one_is_not_due(project: Project) -> None:

@@ -245,9 +245,9 @@ class Tick:
             elif policy == "once" and not current:
                 run_slots = [(missed[-1], "missed")]
                 missed = missed[:-1]
-            for s in missed:
-                if self.store.record(name, s, "missed", "missed", error=f"missed ({policy} policy)"):
-                    report.rows.append(TickRow(name, "missed", s))
+            recorded = self.store.record(name, missed, "missed", "missed", error=f"missed ({policy} policy)")
+            if recorded:
+                report.rows.append(_summary_row(name, "missed", recorded, self.config.timezone))
         if not run_slots:
             return []
         live = self._live.get(name)
@@ -256,9 +256,13 @@ class Tick:
             and live.schedule.has_callbacks
             and not live.schedule.check_conditions(self.config.environment)
         ):
-            for s, kind in run_slots:
-                if self.store.record(name, s, "skipped", kind, error="a when/skip condition said no"):
-                    report.rows.append(TickRow(name, "skipped", s, detail="condition"))
+            why = "a when/skip condition said no"
+            for kind in ("missed", "scheduled"):
+                of_kind = [s for s, k in run_slots if k == kind]
+                if of_kind and (recorded := self.store.record(name, of_kind, "skipped", kind, error=why)):
+                    report.rows.append(
+                        _summary_row(name, "skipped", recorded, self.config.timezone, "condition")
+                    )
             return []
         return [_Planned(record, schedule, s, kind) for s, kind in run_slots]
 
@@ -352,6 +356,16 @@ class Tick:
                 else:
                     self.store.finish(item.run_id, "failed", now=now, error=detail)
             report.rows.append(TickRow(name, state, item.slot, next_run=nxt, detail=detail, background=True))
+
+
+def _summary_row(name: str, outcome: str, slots: list[int], zone: str, detail: str = "") -> TickRow:
+    """One table row for many recorded slots of a job (an hour of missed minutes is one line, not sixty)."""
+    if len(slots) > 1:
+        from icc.ui import fmt_time
+
+        span = f"{len(slots)} slots, {fmt_time(slots[0], zone)} to {fmt_time(slots[-1], zone)}"
+        detail = f"{detail}; {span}" if detail else span
+    return TickRow(name, outcome, slots[-1], detail=detail)
 
 
 def _bind(job: Job, ctx: Any) -> Callable[[], object]:

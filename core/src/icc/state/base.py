@@ -115,9 +115,9 @@ class StateStore(Protocol):
         """A pending run for ``icc exec``: no slot, never conflicts."""
 
     def record(
-        self, job: str, slot: int, outcome: Outcome, kind: RunKind, *, error: str | None = None
-    ) -> bool:
-        """A finished row for a missed or skipped slot; False when the slot was claimed before."""
+        self, job: str, slots: Sequence[int], outcome: Outcome, kind: RunKind, *, error: str | None = None
+    ) -> list[int]:
+        """Finished rows for missed or skipped slots, in one write; returns the slots not claimed before."""
 
     def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> bool:
         """The run's supervisor (``pid``) runs it (and started the task ``task_pid``, once known).

@@ -286,16 +286,20 @@ class SQLiteStateStore:
             return cur.lastrowid
 
     def record(
-        self, job: str, slot: int, outcome: Outcome, kind: RunKind, *, error: str | None = None
-    ) -> bool:
+        self, job: str, slots: Sequence[int], outcome: Outcome, kind: RunKind, *, error: str | None = None
+    ) -> list[int]:
         now = time.time()
+        recorded: list[int] = []
         with self._write() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO runs (job, slot, kind, outcome, started_at, ended_at, error) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (job, slot, kind, outcome, now, now, error),
-            )
-            return cur.rowcount == 1
+            for slot in slots:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO runs (job, slot, kind, outcome, started_at, ended_at, error) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (job, slot, kind, outcome, now, now, error),
+                )
+                if cur.rowcount == 1:
+                    recorded.append(slot)
+        return recorded
 
     def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> bool:
         with self._write() as db:
