@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from typing import Any
 
 import pytest
 from projectkit import Project, at, slot
@@ -615,12 +616,12 @@ def test_background_runs_are_detached_supervisors_forked_from_the_tick(project: 
     ]
 
 
-def test_killed_background_supervisor_is_abandoned_and_its_task_stopped(project: Project) -> None:
+def _slow_background_run(project: Project) -> dict[str, Any]:
+    """Tick a job that sleeps in the background; its run once the task has started."""
     scanned(
         project,
         """
         def slow():
-            open(os.path.join(os.environ["MARKER_DIR"], "started"), "a").close()
             time.sleep(120)
 
         @icc.hookimpl
@@ -631,6 +632,11 @@ def test_killed_background_supervisor_is_abandoned_and_its_task_stopped(project:
     project.icc("run", "--at", at(0), check=True)
     project.wait_for(lambda: project.runs("slow")[0]["task_pid"], what="the task to start")
     (run,) = project.runs("slow")
+    return run
+
+
+def test_killed_background_supervisor_is_abandoned_and_its_task_stopped(project: Project) -> None:
+    run = _slow_background_run(project)
     os.kill(run["pid"], signal.SIGKILL)
     project.wait_for(lambda: not _alive(run["pid"]), what="the supervisor to die")
     assert _alive(run["task_pid"])
@@ -649,20 +655,7 @@ def test_killed_background_supervisor_is_abandoned_and_its_task_stopped(project:
 
 
 def test_sigterm_to_a_background_supervisor_stops_its_task(project: Project) -> None:
-    scanned(
-        project,
-        """
-        def slow():
-            time.sleep(120)
-
-        @icc.hookimpl
-        def schedule(scheduler):
-            scheduler.add(slow, name="slow").every_minute().in_background()
-        """,
-    )
-    project.icc("run", "--at", at(0), check=True)
-    project.wait_for(lambda: project.runs("slow")[0]["task_pid"], what="the task to start")
-    (run,) = project.runs("slow")
+    run = _slow_background_run(project)
     os.kill(run["pid"], signal.SIGTERM)
     project.wait_for(lambda: project.runs("slow")[0]["outcome"] != "running", what="the run to be recorded")
     (stopped,) = project.runs("slow")
