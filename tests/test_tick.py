@@ -638,8 +638,8 @@ def _slow_background_run(project: Project) -> dict[str, Any]:
 def test_killed_background_supervisor_is_abandoned_and_its_task_stopped(project: Project) -> None:
     run = _slow_background_run(project)
     os.kill(run["pid"], signal.SIGKILL)
-    project.wait_for(lambda: not _alive(run["pid"]), what="the supervisor to die")
-    assert _alive(run["task_pid"])
+    project.wait_for(lambda: not pid_alive(run["pid"]), what="the supervisor to die")
+    assert pid_alive(run["task_pid"])
     # Before any tick records it, status already tells the truth: not running, abandoned.
     job = next(j for j in project.status()["jobs"] if j["name"] == "slow")
     assert job["running"] == []
@@ -651,7 +651,7 @@ def test_killed_background_supervisor_is_abandoned_and_its_task_stopped(project:
     (run_after,) = project.runs("slow")
     assert run_after["outcome"] == "abandoned"
     assert f"supervisor (pid {run['pid']}) died" in run_after["error"]
-    project.wait_for(lambda: not _alive(run["task_pid"]), what="the orphaned task to be killed")
+    project.wait_for(lambda: not pid_alive(run["task_pid"]), what="the orphaned task to be killed")
 
 
 def test_sigterm_to_a_background_supervisor_stops_its_task(project: Project) -> None:
@@ -661,16 +661,7 @@ def test_sigterm_to_a_background_supervisor_stops_its_task(project: Project) -> 
     (stopped,) = project.runs("slow")
     assert stopped["outcome"] == "failed"
     assert stopped["error"] == "stopped: its background supervisor received SIGTERM"
-    assert not _alive(run["task_pid"])
-
-
-def _alive(pid: int) -> bool:
-    """Alive and not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert not pid_alive(run["task_pid"])
 
 
 def test_other_tick_holding_the_lock_is_reported(project: Project) -> None:
