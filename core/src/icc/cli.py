@@ -229,14 +229,14 @@ def run(env: Env, quiet: bool, at: str | None) -> None:
         _exit(1)
 
 
-def _dead_runs(config: Config, store: StateStore) -> dict[int, str]:
+def _dead_runs(config: Config, store: StateStore, unfinished: list[RunRecord]) -> dict[int, str]:
     """Unfinished runs whose process is gone, with why: shown as the ``abandoned`` the next tick records."""
     from icc.runner import why_abandoned
 
     host_name = socket.gethostname()
     return {
         run.id: f"{why} (the next tick records it)"
-        for run in store.unfinished()
+        for run in unfinished
         if (why := why_abandoned(run, store.job(run.job), config.state_dir, host_name)) is not None
     }
 
@@ -257,12 +257,10 @@ def _run_data(run: RunRecord, zone: str, dead: dict[int, str], *, full: bool = F
         "ended_at": _iso(run.ended_at, zone),
         "duration": run.duration,
         "exit_code": run.exit_code,
+        "error": error,
     }
     if full:
-        data["pid"] = run.task_pid or run.pid
-    data["error"] = error
-    if full:
-        data["output"] = run.output
+        data |= {"pid": run.task_pid or run.pid, "output": run.output}
     return data
 
 
@@ -279,8 +277,9 @@ def _status_data(config: Config, at: datetime | None) -> dict[str, Any]:
     host = load_plugins(config)
     latest = store.latest_runs()
     running: dict[str, list[dict[str, Any]]] = {}
-    dead = _dead_runs(config, store)
-    for run in store.unfinished():
+    unfinished = store.unfinished()
+    dead = _dead_runs(config, store, unfinished)
+    for run in unfinished:
         if run.outcome == "running" and run.id not in dead:
             running.setdefault(run.job, []).append(
                 {"run_id": run.id, "pid": run.task_pid or run.pid, "since": _iso(run.started_at, zone)}
@@ -354,7 +353,7 @@ def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int)
         if entry is None:
             raise JobNotFoundError(f"no job named {job!r}; `icc status` lists them")
         store = SQLiteStateStore(config.state_dir)
-        dead = _dead_runs(config, store)
+        dead = _dead_runs(config, store, store.unfinished())
         runs = store.runs(job, limit=limit)
         if as_json:
             entry["runs"] = [_run_data(r, zone, dead, full=True) for r in runs]

@@ -348,12 +348,10 @@ class Tick:
         for (item, _spec), detached in zip(background, started, strict=True):
             name, nxt = item.record.name, next_due(item.schedule, self.slot)
             if detached.pid is not None:
-                detail, state = f"in background, pid {detached.pid}", "started"
+                state, detail = "started", f"in background, pid {detached.pid}"
             else:
-                detail, state = f"not started: {detached.error}", "failed"
-                if detached.leave:
-                    state = "pending"
-                else:
+                state, detail = ("pending" if detached.leave else "failed"), f"not started: {detached.error}"
+                if not detached.leave:
                     self.store.finish(item.run_id, "failed", now=now, error=detail)
             report.rows.append(TickRow(name, state, item.slot, next_run=nxt, detail=detail, background=True))
 

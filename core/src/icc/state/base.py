@@ -119,11 +119,9 @@ class StateStore(Protocol):
     ) -> list[int]:
         """Finished rows for missed or skipped slots, in one write; returns the slots not claimed before."""
 
-    def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> bool:
-        """The run's supervisor (``pid``) runs it (and started the task ``task_pid``, once known).
-
-        False, and nothing written, when the run has already ended (another tick recorded it abandoned).
-        """
+    def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> None:
+        """The run's supervisor (``pid``) started the task (``task_pid``); nothing is written when the run has
+        already ended (another tick recorded it abandoned)."""
 
     def hand_over(self, supervisors: Mapping[int, int], *, now: float) -> None:
         """Runs (id -> pid) handed to background supervisors: running under that pid, unless they already

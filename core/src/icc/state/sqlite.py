@@ -301,14 +301,13 @@ class SQLiteStateStore:
                     recorded.append(slot)
         return recorded
 
-    def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> bool:
+    def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> None:
         with self._write() as db:
-            cur = db.execute(
+            db.execute(
                 "UPDATE runs SET outcome = 'running', pid = ?, task_pid = ?, started_at = ? "
                 "WHERE id = ? AND outcome IN ('pending', 'running')",
                 (pid, task_pid, now, run_id),
             )
-            return cur.rowcount == 1
 
     def hand_over(self, supervisors: Mapping[int, int], *, now: float) -> None:
         with self._write() as db:
