@@ -58,7 +58,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar
 
 import pluggy
 
@@ -379,14 +379,12 @@ class PluginHost:
                 except (Exception, SystemExit) as exc:
                     self._failed(info, exc, "schedule")
                     continue
-                for name, job in scheduler.jobs.items():
-                    other = jobs.get(name)
-                    if other is not None:
-                        raise PluginError(
-                            f"job name {name!r} is used by two plugins: {_who(other.provenance)} and "
-                            f"{_who(job.provenance)}; pass name=... to scheduler.add() in one of them"
-                        )
-                    jobs[name] = job
+                _add_unique(
+                    jobs,
+                    scheduler.jobs,
+                    "job name {!r} is used",
+                    "pass name=... to scheduler.add() in one of them",
+                )
             self._jobs = jobs
         return dict(self._jobs)
 
@@ -422,14 +420,7 @@ class PluginHost:
                 except (Exception, SystemExit) as exc:
                     self._failed(info, exc, "register_handlers")
                     continue
-                for name, spec in mine.items():
-                    other = handlers.get(name)
-                    if other is not None:
-                        raise PluginError(
-                            f"message handler {name!r} is registered by two plugins: "
-                            f"{_who(other.provenance)} and {_who(spec.provenance)}; rename one of them"
-                        )
-                    handlers[name] = spec
+                _add_unique(handlers, mine, "message handler {!r} is registered", "rename one of them")
             self._handlers = handlers
         return dict(self._handlers)
 
@@ -468,6 +459,25 @@ class PluginHost:
                 call(**kwargs)
             except Exception as exc:  # never strict: a run is never broken by an observer
                 self._record(info, exc, hook)
+
+
+class _Provided(Protocol):
+    @property
+    def provenance(self) -> Provenance: ...
+
+
+_P = TypeVar("_P", bound=_Provided)
+
+
+def _add_unique(into: dict[str, _P], items: Mapping[str, _P], claim: str, fix: str) -> None:
+    """Add a plugin's jobs or handlers; a name another plugin already uses is an error naming both."""
+    for name, item in items.items():
+        other = into.get(name)
+        if other is not None:
+            raise PluginError(
+                f"{claim.format(name)} by two plugins: {_who(other.provenance)} and {_who(item.provenance)}; {fix}"
+            )
+        into[name] = item
 
 
 def _who(provenance: Provenance) -> str:
