@@ -113,7 +113,9 @@ def test_unreadable_tick_lock_is_one_line(project: Project) -> None:
     lock = project.state_dir / "tick.lock"
     lock.touch()
     lock.chmod(0)
-    one_line_error(icc_unprivileged(project, "run", "--at", at(0)), str(lock), "Permission denied")
+    one_line_error(
+        icc_unprivileged(project, "run", "--at", at(0)), str(lock), "Permission denied", "chmod u+rw"
+    )
 
 
 def test_broken_job_lock_fails_that_run_only_and_status_still_works(project: Project) -> None:

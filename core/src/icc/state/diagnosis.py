@@ -167,4 +167,8 @@ def os_error(path: Path, exc: OSError, *, doing: str) -> StateError:
             f"cannot write {path} ({doing}): it is on a read-only file system; remount it read-write "
             "or point state_dir to a writable place"
         )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return StateError(
+            f"cannot use {path} ({doing}): {exc.strerror}; give yourself read and write access: chmod u+rw {path}"
+        )
     return StateError(f"cannot use {path} ({doing}): {exc.strerror or exc}; check state_dir and its files")
