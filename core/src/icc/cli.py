@@ -108,6 +108,20 @@ def _parse_at(value: str | None, zone: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(zone))
 
 
+SQLITE_MAX_INT = 2**63 - 1
+
+
+def _count(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """A count given on the command line: 1 to 2^63 - 1 (what the store can hold), else one line and exit 2."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= SQLITE_MAX_INT:
+        raise IccError(f"{param.opts[0]} {value}: must be a whole number from 1 to {SQLITE_MAX_INT}")
+    return number
+
+
 def _iso(epoch: float | None, zone: str) -> str | None:
     if epoch is None:
         return None
@@ -339,7 +353,9 @@ def _status_data(config: Config, at: datetime | None) -> dict[str, Any]:
 @click.argument("job", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema in docs/cli.md).")
 @click.option("--at", "at", metavar="TIME", help="Show next runs as seen at TIME (ISO 8601).")
-@click.option("--limit", default=20, show_default=True, help="Runs shown for JOB.")
+@click.option(
+    "--limit", default="20", show_default=True, metavar="INTEGER", callback=_count, help="Runs shown for JOB."
+)
 @click.pass_obj
 def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int) -> None:
     """Every job: source, schedule, next run, last run, running now, missed slots; or JOB's last runs."""

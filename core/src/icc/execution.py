@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from icc.errors import StateError
 from icc.locks import job_lock
 from icc.state.base import Outcome, StateStore
 
@@ -160,8 +161,15 @@ def supervise(store: StateStore, spec: RunSpec, *, grace: float = 10.0) -> Resul
     """Run ``spec`` to its end and record it. The run row must exist (pending)."""
     lock = None
     if not spec.overlapping and spec.state_dir is not None:
-        lock = job_lock(spec.state_dir, spec.job)
-        if not lock.try_acquire():
+        try:
+            lock = job_lock(spec.state_dir, spec.job)
+            acquired = lock.try_acquire()
+        except StateError as exc:  # a broken lock file fails this run only, never the whole tick
+            store.finish(spec.run_id, "failed", now=time.time(), error=str(exc))
+            if spec.after is not None:
+                spec.after("failed")
+            return Result("failed", error=str(exc))
+        if not acquired:
             holder = lock.holder()
             since = ""
             if holder is not None:

@@ -50,6 +50,16 @@ def _parse(args: list[str]) -> tuple[Path | None, bool, str | None] | None:
     return (config, quiet, at) if seen_run else None
 
 
+def _trusted(state_dir: Path, db_path: Path) -> bool:
+    """The same owner, mode and link checks as every other command (stat calls only); the full command
+    reports what is wrong."""
+    from icc.state.dirs import state_dir_problem, state_file_problem
+
+    if state_dir_problem(state_dir) is not None:
+        return False
+    return all(state_file_problem(db_path.with_name(db_path.name + s)) is None for s in ("", "-wal", "-shm"))
+
+
 def try_idle_tick(args: list[str]) -> int | None:
     """Exit code of an idle tick, or None when the full ``icc run`` must handle it."""
     parsed = _parse(args)
@@ -63,7 +73,7 @@ def try_idle_tick(args: list[str]) -> int | None:
             config_path or (Path(os.environ["ICC_CONFIG"]) if os.environ.get("ICC_CONFIG") else None)
         )
         db_path = config.state_dir / "state.sqlite3"
-        if not db_path.is_file():
+        if not _trusted(config.state_dir, db_path) or not db_path.is_file():
             return None
         if at is None:
             now = time.time()

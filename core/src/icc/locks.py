@@ -12,11 +12,16 @@ import json
 import os
 import re
 import socket
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock, Timeout
+
+from icc.errors import StateError
+from icc.state.diagnosis import os_error
+from icc.state.dirs import state_dir_problem
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -57,11 +62,17 @@ class Lock:
         _write_holder(fd)
 
     def try_acquire(self) -> bool:
-        """Take the lock if it is free; never waits."""
+        """Take the lock if it is free; never waits. A lock file icc cannot use is a :class:`StateError`."""
+        problem = lock_file_problem(self.path)
+        if problem is not None:
+            raise StateError(problem)
         try:
-            self._lock.acquire(blocking=False)
+            self._lock.acquire(blocking=False)  # filelock opens it with O_NOFOLLOW
         except Timeout:
             return False
+        except OSError as exc:
+            self.fd = None
+            raise os_error(self.path, exc, doing="taking the lock") from exc
         return True
 
     def release(self) -> None:
@@ -95,9 +106,37 @@ def tick_lock(state_dir: Path) -> Lock:
     return Lock(state_dir / "tick.lock")
 
 
+def lock_file_problem(path: Path) -> str | None:
+    """Why the lock file ``path`` cannot be used (a link, not a regular file, someone else's); None if fine."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot use the lock file {path}: {exc.strerror}; check state_dir"
+    if stat.S_ISLNK(info.st_mode):
+        return f"lock file {path} is a symbolic link; icc does not follow it: remove it (icc makes a new one)"
+    if not stat.S_ISREG(info.st_mode):
+        return f"lock file {path} is not a regular file; remove it (icc makes a new one)"
+    if info.st_uid != os.getuid():
+        return (
+            f"lock file {path} is owned by uid {info.st_uid}, not by you (uid {os.getuid()}); "
+            "run icc as its owner, or remove it (icc makes a new one)"
+        )
+    return None
+
+
 def job_lock(state_dir: Path, job: str) -> Lock:
     """The lock a job's run holds while it runs; the file name is the job name made safe, plus a hash."""
     locks = state_dir / "locks"
-    locks.mkdir(mode=0o700, exist_ok=True)
+    try:
+        os.mkdir(locks, 0o700)
+    except FileExistsError:
+        pass  # checked below
+    except OSError as exc:
+        raise os_error(locks, exc, doing="making the lock directory") from exc
+    problem = state_dir_problem(locks)
+    if problem is not None:
+        raise StateError(problem)
     digest = hashlib.sha1(job.encode(), usedforsecurity=False).hexdigest()[:10]
     return Lock(locks / f"{_UNSAFE.sub('_', job)[:60]}-{digest}.lock")

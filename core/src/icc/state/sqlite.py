@@ -19,7 +19,8 @@ from typing import Any
 
 from icc.errors import StateError
 from icc.state.base import JobRecord, Outcome, RunKind, RunRecord, SyncReport
-from icc.state.dirs import ensure_state_dir, secure_file
+from icc.state.diagnosis import database_error, is_corrupt, os_error
+from icc.state.dirs import check_state_file, ensure_state_dir, secure_file
 
 SCHEMA_VERSION = "1"
 FILENAME = "state.sqlite3"
@@ -94,17 +95,35 @@ class SQLiteStateStore:
     def __init__(self, state_dir: Path, *, timeout: float = 30.0) -> None:
         ensure_state_dir(state_dir)
         self.path = state_dir / FILENAME
+        self._timeout = timeout
+        for suffix in ("", "-wal", "-shm"):
+            check_state_file(self.path.with_name(self.path.name + suffix))
         if not self.path.exists():
             self._create(timeout)
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._error(exc, "opening it") from exc
+        try:
             # Read before anything that could write: an emptied or foreign file stays as it is.
             row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.Error as exc:
+            self._db.close()
+            if "no such table" in str(exc) and not is_corrupt(self.path):
+                raise StateError(
+                    f"state database {self.path} is not an icc state database (it has no meta table: emptied, "
+                    f"or another program's file); it was left untouched. Move it away (mv {self.path} "
+                    f"{self.path}.broken) and run `icc scan` to start a new one"
+                ) from exc
+            raise self._error(exc, "opening it") from exc
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.DatabaseError as exc:
-            raise self._corrupt(exc) from exc
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise self._error(exc, "opening it") from exc
         if row is None or row[0] != SCHEMA_VERSION:
+            self._db.close()
             raise StateError(
                 f"state database {self.path} has schema version {row[0] if row else 'none'}, "
                 f"this icc needs {SCHEMA_VERSION}; upgrade icc or move the file away"
@@ -112,12 +131,9 @@ class SQLiteStateStore:
         for suffix in ("-wal", "-shm"):
             secure_file(self.path.with_name(self.path.name + suffix))
 
-    def _corrupt(self, exc: BaseException) -> StateError:
-        return StateError(
-            f"state database {self.path} is unreadable ({exc}); it was left untouched. "
-            f"Restore it from a backup, or move it away (mv {self.path} {self.path}.broken) and run "
-            "`icc scan` to start a new one (run history is lost)"
-        )
+    def _error(self, exc: BaseException, doing: str) -> StateError:
+        """What is wrong, from the SQLite error and a look at the file (only corruption advises moving it)."""
+        return database_error(self.path, exc, doing=doing, timeout=self._timeout)
 
     def _create(self, timeout: float) -> None:
         """Build the schema in a temporary file and link it into place: never a half-made store."""
@@ -133,35 +149,42 @@ class SQLiteStateStore:
             secure_file(tmp)
             with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
                 os.link(tmp, self.path)
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"cannot create the state database {self.path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise database_error(self.path, exc, doing="creating it", timeout=timeout) from exc
+        except OSError as exc:
+            raise os_error(self.path, exc, doing="creating the state database") from exc
         finally:
             os.umask(old_umask)
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 tmp.unlink()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         try:
             self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.DatabaseError as exc:
-            raise self._corrupt(exc) from exc
+        except sqlite3.Error as exc:
+            raise self._error(exc, "starting a write") from exc
         try:
             yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._error(exc, "writing to it") from exc
             raise
         else:
             try:
                 self._db.execute("COMMIT")
-            except sqlite3.DatabaseError as exc:
-                raise self._corrupt(exc) from exc
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise self._error(exc, "writing to it") from exc
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
             return self._db.execute(sql, params).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise self._corrupt(exc) from exc
+        except sqlite3.Error as exc:
+            raise self._error(exc, "reading it") from exc
 
     # -- jobs --------------------------------------------------------------------------------------------
     def jobs(self, *, include_removed: bool = False) -> list[JobRecord]:
