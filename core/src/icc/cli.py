@@ -195,11 +195,15 @@ def run(env: Env, quiet: bool, at: str | None) -> None:
     install_stop_handlers()
     report = Tick(config, at=_parse_at(at, config.timezone)).run()
     zone = config.timezone
-    if report.held_by is not None:
+    if report.locked_out:
         holder = report.held_by
-        ui.say(
-            f"icc run: another tick is running (pid {holder.pid} on {holder.host} since {ui.fmt_time(holder.since, zone)})"
-        )
+        if not quiet:  # not a failure: the tick that holds the lock evaluates the minute
+            who = (
+                "its holder did not say who it is"
+                if holder is None
+                else f"pid {holder.pid} on {holder.host} since {ui.fmt_time(holder.since, zone)}"
+            )
+            ui.say(f"icc run: another tick is running ({who})")
         return
     for failure in report.plugin_failures:
         ui.say(f"warning: plugin {failure}", err=True)

@@ -104,8 +104,11 @@ class StateStore(Protocol):
     def get_meta(self, key: str) -> str | None:
         """A value of the meta table (watermark, plugin fingerprint, last scan)."""
 
-    def advance_watermark(self, slot: int) -> int | None:
-        """Set the watermark to ``slot`` if that moves it forward; return the previous one."""
+    def save_evaluation(self, next_dues: Mapping[str, int | None], slot: int) -> None:
+        """In one write: each job's next slot after ``slot``, and ``slot`` itself as the watermark.
+
+        Together they are a cache, valid for ticks at ``slot`` or later; a tick at an earlier slot (the clock
+        went back, or an earlier ``--at``) ignores it and saves its own, so the watermark may move back."""
 
     # -- runs --------------------------------------------------------------------------------------------
     def claim(self, job: str, slot: int, kind: RunKind, *, pid: int, host: str) -> int | None:

@@ -258,13 +258,12 @@ class SQLiteStateStore:
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0][0] if rows else None
 
-    def advance_watermark(self, slot: int) -> int | None:
+    def save_evaluation(self, next_dues: Mapping[str, int | None], slot: int) -> None:
         with self._write() as db:
-            row = db.execute("SELECT value FROM meta WHERE key = 'watermark'").fetchone()
-            previous = int(row[0]) if row else None
-            if previous is None or slot > previous:
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('watermark', ?)", (str(slot),))
-        return previous
+            db.executemany(
+                "UPDATE jobs SET next_due = ? WHERE name = ?", [(v, k) for k, v in next_dues.items()]
+            )
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('watermark', ?)", (str(slot),))
 
     # -- runs --------------------------------------------------------------------------------------------
     def claim(self, job: str, slot: int, kind: RunKind, *, pid: int, host: str) -> int | None:
