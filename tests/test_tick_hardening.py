@@ -65,12 +65,27 @@ def test_future_at_tick_then_a_real_tick_runs_an_every_minute_job(project: Proje
 
 def test_year_9999_at_tick_does_not_stop_later_ticks(project: Project) -> None:
     scanned(project)
-    project.icc("run", "--at", "9999-12-31T23:59", "--quiet", check=True)
+    project.icc("run", "--at", at(0), "--quiet", check=True)
+    project.icc("run", "--at", "9999-12-31T23:59", "--quiet", check=True)  # records missed slots too
     before = time.time()
     project.icc("run", "--quiet", check=True)
     after = time.time()
-    real = [r for r in project.runs("a") if r["outcome"] == "succeeded" and r["slot"] < 253402300000]
+    real = [r for r in project.runs("a") if r["outcome"] == "succeeded" and r["slot"] < slot(0)]
     assert len(real) == 1 and real[0]["slot"] in real_slots_around(before, after)
+    # The slots the year-9999 tick recorded missed are not "missed" now.
+    (job,) = project.status()["jobs"]
+    assert job["missed"] == 0
+
+
+def test_at_outside_the_times_icc_can_schedule_is_one_clear_error(project: Project) -> None:
+    scanned(project)
+    for when in ("0001-01-01T00:00", "9999-12-31T23:59-12:00"):
+        for command in ("run", "status"):
+            proc = project.icc(command, "--at", when, "--quiet" if command == "run" else "--json")
+            assert proc.returncode == 2, (command, when, proc.stdout, proc.stderr)
+            assert "Traceback" not in proc.stderr
+            assert "--at" in proc.stderr and "outside the times icc can schedule" in proc.stderr
+    assert project.runs() == []
 
 
 def test_tick_earlier_than_the_last_one_evaluates_its_own_slot_and_later_ticks_resume(project: Project) -> None:

@@ -95,6 +95,9 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.obj = Env(config_path)
 
 
+AT_FIRST, AT_LAST = 86400, 253402300740  # 1970-01-02 00:00 and 9999-12-31 23:59 UTC
+
+
 def _parse_at(value: str | None, zone: str) -> datetime | None:
     """``--at``: ISO 8601; without an offset it is read in the configured zone."""
     if value is None:
@@ -105,7 +108,13 @@ def _parse_at(value: str | None, zone: str) -> datetime | None:
         raise click.BadParameter(
             f"{value!r} is not an ISO 8601 time, e.g. 2026-03-29T02:30", param_hint="--at"
         ) from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(zone))
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(zone))
+    if not AT_FIRST <= moment.timestamp() <= AT_LAST:
+        raise click.BadParameter(
+            f"{value!r} is outside the times icc can schedule (1970-01-02 to 9999-12-31 23:59 UTC)",
+            param_hint="--at",
+        )
+    return moment
 
 
 def _iso(epoch: float | None, zone: str) -> str | None:
@@ -288,7 +297,7 @@ def _status_data(config: Config, at: datetime | None) -> dict[str, Any]:
             running.setdefault(run.job, []).append(
                 {"run_id": run.id, "pid": run.task_pid or run.pid, "since": _iso(run.started_at, zone)}
             )
-    missed = store.missed_counts(slot - config.missed_window * 60)
+    missed = store.missed_counts(slot - config.missed_window * 60, slot)
     jobs = []
     for rec in store.jobs(include_removed=True):
         schedule = Schedule.from_definition(rec.definition["schedule"])

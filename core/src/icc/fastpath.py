@@ -79,6 +79,8 @@ def try_idle_tick(args: list[str]) -> int | None:
                 moment = moment.replace(tzinfo=ZoneInfo(config.timezone))
             now = moment.timestamp()
         slot = int(now) - int(now) % 60
+        if not 86400 <= slot <= 253402300740:  # outside what icc schedules: the full command says so
+            return None
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
         try:
             earliest, unfinished, watermark, scanned = db.execute(_QUERY).fetchone()

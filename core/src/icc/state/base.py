@@ -154,8 +154,8 @@ class StateStore(Protocol):
     def latest_runs(self) -> dict[str, RunRecord]:
         """The newest finished or running run of every job (not counting missed/skipped rows)."""
 
-    def missed_counts(self, since: int) -> dict[str, int]:
-        """How many slots each job missed since ``since``."""
+    def missed_counts(self, since: int, until: int) -> dict[str, int]:
+        """How many slots each job missed from ``since`` to ``until`` (not those of an ``--at`` tick later on)."""
 
     def prune_runs(self, keep: int) -> int:
         """Keep the newest ``keep`` rows per job; return how many were deleted."""

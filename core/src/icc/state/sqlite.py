@@ -357,9 +357,10 @@ class SQLiteStateStore:
         )
         return {r.job: r for r in map(_run, rows)}
 
-    def missed_counts(self, since: int) -> dict[str, int]:
+    def missed_counts(self, since: int, until: int) -> dict[str, int]:
         rows = self._read(
-            "SELECT job, COUNT(*) FROM runs WHERE outcome = 'missed' AND slot >= ? GROUP BY job", (since,)
+            "SELECT job, COUNT(*) FROM runs WHERE outcome = 'missed' AND slot BETWEEN ? AND ? GROUP BY job",
+            (since, until),
         )
         return {job: count for job, count in rows}
 
