@@ -88,7 +88,9 @@ def test_at_outside_the_times_icc_can_schedule_is_one_clear_error(project: Proje
     assert project.runs() == []
 
 
-def test_tick_earlier_than_the_last_one_evaluates_its_own_slot_and_later_ticks_resume(project: Project) -> None:
+def test_tick_earlier_than_the_last_one_evaluates_its_own_slot_and_later_ticks_resume(
+    project: Project,
+) -> None:
     scanned(project)
     project.icc("run", "--at", at(600), check=True)  # ten hours ahead of the ticks below
     # Status at minute 0 shows the run the tick at minute 1 makes (the tick at minute 0 runs its own slot).

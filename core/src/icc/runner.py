@@ -375,7 +375,12 @@ class Tick:
         for item, spec in foreground:
             if not self._store_intact():
                 return  # its outcome could not be recorded, nor its claim kept: run nothing more
-            result = supervise(self.store, spec, grace=self.config.grace)
+            try:
+                result = supervise(self.store, spec, grace=self.config.grace)
+            except OSError:  # e.g. its job lock's directory went with the state directory
+                if self._store_intact():
+                    raise
+                return
             report.rows.append(
                 TickRow(
                     item.record.name,
