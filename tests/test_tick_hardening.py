@@ -113,6 +113,29 @@ def test_tick_earlier_than_the_last_one_evaluates_its_own_slot_and_later_ticks_r
     assert len(project.marker_lines("a")) == 4
 
 
+def test_slots_a_later_tick_recorded_missed_run_when_the_clock_reaches_them(project: Project) -> None:
+    scanned(project)
+    project.icc("run", "--at", at(0), check=True)
+    project.icc("run", "--at", at(100), check=True)  # records minutes 1 to 99 missed
+    for minute in (50, 51):  # the clock went back (NTP), or --at ran ahead of it
+        proc = project.icc("run", "--at", at(minute), check=True)
+        assert "nothing due" not in proc.stdout, minute
+    project.icc("run", "--at", at(53), check=True)
+    rows = {r["slot"]: r["outcome"] for r in project.runs("a")}
+    assert [rows.get(slot(m)) for m in (49, 50, 51, 52, 53, 54, 99, 100)] == [
+        "missed",  # before the step back: stays missed
+        "succeeded",
+        "succeeded",
+        "missed",
+        "succeeded",
+        None,  # not reached yet: no longer recorded missed
+        None,
+        "succeeded",  # ran: still claimed, so it does not run again when the clock gets there
+    ]
+    project.icc("run", "--at", at(100), check=True)
+    assert len(project.marker_lines("a")) == 5
+
+
 # -- 3. a state store that was never scanned, or is lost -------------------------------------------------------
 
 

@@ -10,7 +10,8 @@ Order of a tick:
    evaluate ``when``/``skip``; claim every (job, slot) in the state store; store each job's next slot and the
    watermark (the slot they were computed from). They are a cache for ticks at that slot or later: a tick at
    an earlier slot (the clock went back, or an earlier ``--at``) evaluates from its own slot, as if every job
-   were new, and saves the cache from there; the claims still keep it from running a (job, slot) twice.
+   were new, and saves the cache from there; the claims still keep it from running a (job, slot) twice, and the
+   ``missed``/``skipped`` rows the later tick wrote from that slot on are deleted (nothing ran for those slots).
 4. Release the tick lock, so the next minute's tick can start jobs on time even if this one overruns.
 5. Start background runs, then run foreground jobs in declaration order. Each background run gets a detached
    supervisor forked from the tick (plugins already loaded; the tick's SQLite connection is closed around the
@@ -163,7 +164,7 @@ class Tick:
                 "Run `icc scan` to register the jobs"
             )
         self.store: StateStore = SQLiteStateStore(config.state_dir)
-        self._identity = _file_identity(self.db_path)
+        self._identity = _file_identity(self.db_path) or (-1, -1)  # gone already: never intact
         if self.store.get_meta("plugins_fingerprint") is None:
             raise StateError(
                 f"the state store {self.db_path} was never scanned; nothing was run. "
@@ -258,6 +259,9 @@ class Tick:
         watermark = self.store.get_meta("watermark")
         # The stored next slots were computed at the watermark: at an earlier slot they say nothing.
         backwards = watermark is not None and self.slot < int(watermark)
+        if backwards:
+            # Slots from here on that the later tick recorded missed or skipped did not run: they are due again.
+            self.store.forget_unrun(self.slot)
         next_dues: dict[str, int | None] = {}
         due: list[tuple[JobRecord, Schedule, list[int]]] = []
         for record in self.store.jobs():

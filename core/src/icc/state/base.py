@@ -122,6 +122,10 @@ class StateStore(Protocol):
     ) -> list[int]:
         """Finished rows for missed or skipped slots, in one write; returns the slots not claimed before."""
 
+    def forget_unrun(self, since: int) -> int:
+        """Delete the ``missed`` and ``skipped`` rows of slots at or after ``since`` (a tick at a later slot wrote
+        them; the clock says those slots are still to come, and nothing ran for them); return how many."""
+
     def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> None:
         """The run's supervisor (``pid``) started the task (``task_pid``); nothing is written when the run has
         already ended (another tick recorded it abandoned)."""

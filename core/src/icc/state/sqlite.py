@@ -300,6 +300,13 @@ class SQLiteStateStore:
                     recorded.append(slot)
         return recorded
 
+    def forget_unrun(self, since: int) -> int:
+        with self._write() as db:
+            cur = db.execute(
+                "DELETE FROM runs WHERE slot >= ? AND outcome IN ('missed', 'skipped')", (since,)
+            )
+            return cur.rowcount
+
     def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> None:
         with self._write() as db:
             db.execute(
