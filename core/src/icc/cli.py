@@ -95,6 +95,9 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.obj = Env(config_path)
 
 
+AT_FIRST, AT_LAST = 86400, 253402300740  # 1970-01-02 00:00 and 9999-12-31 23:59 UTC
+
+
 def _parse_at(value: str | None, zone: str) -> datetime | None:
     """``--at``: ISO 8601; without an offset it is read in the configured zone."""
     if value is None:
@@ -105,7 +108,13 @@ def _parse_at(value: str | None, zone: str) -> datetime | None:
         raise click.BadParameter(
             f"{value!r} is not an ISO 8601 time, e.g. 2026-03-29T02:30", param_hint="--at"
         ) from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(zone))
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(zone))
+    if not AT_FIRST <= moment.timestamp() <= AT_LAST:
+        raise click.BadParameter(
+            f"{value!r} is outside the times icc can schedule (1970-01-02 to 9999-12-31 23:59 UTC)",
+            param_hint="--at",
+        )
+    return moment
 
 
 SQLITE_MAX_INT = 2**63 - 1
@@ -209,11 +218,15 @@ def run(env: Env, quiet: bool, at: str | None) -> None:
     install_stop_handlers()
     report = Tick(config, at=_parse_at(at, config.timezone)).run()
     zone = config.timezone
-    if report.held_by is not None:
+    if report.locked_out:
         holder = report.held_by
-        ui.say(
-            f"icc run: another tick is running (pid {holder.pid} on {holder.host} since {ui.fmt_time(holder.since, zone)})"
-        )
+        if not quiet:  # not a failure: the tick that holds the lock evaluates the minute
+            who = (
+                "its holder did not say who it is"
+                if holder is None
+                else f"pid {holder.pid} on {holder.host} since {ui.fmt_time(holder.since, zone)}"
+            )
+            ui.say(f"icc run: another tick is running ({who})")
         return
     for failure in report.plugin_failures:
         ui.say(f"warning: plugin {failure}", err=True)
@@ -298,7 +311,7 @@ def _status_data(config: Config, at: datetime | None) -> dict[str, Any]:
             running.setdefault(run.job, []).append(
                 {"run_id": run.id, "pid": run.task_pid or run.pid, "since": _iso(run.started_at, zone)}
             )
-    missed = store.missed_counts(slot - config.missed_window * 60)
+    missed = store.missed_counts(slot - config.missed_window * 60, slot)
     jobs = []
     for rec in store.jobs(include_removed=True):
         schedule = Schedule.from_definition(rec.definition["schedule"])

@@ -1,9 +1,11 @@
 """The idle tick: ``icc run`` when nothing is due, in a few milliseconds more than Python's own start.
 
 Only stdlib, the config loader and one read-only SQLite query: every job's next slot is stored by the last
-full tick (or scan), so "is anything due?" is ``MIN(next_due) <= slot``. Anything unusual (an unknown option,
-a config error, no state yet, a run in progress that may need recovering) returns None and the full command
-handles it, with its proper error messages.
+full tick (or scan), so "is anything due?" is ``MIN(next_due) <= slot``. Those next slots were computed at the
+watermark, so they only answer for a slot at or after it: an earlier slot (the clock went back, or an earlier
+``--at`` than the last tick's) goes to the full tick, which evaluates from scratch. Anything unusual (an unknown
+option, a config error, no state yet or never scanned, a run in progress that may need recovering) returns None
+and the full command handles it, with its proper error messages.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from pathlib import Path
 
 _QUERY = (
     "SELECT (SELECT MIN(next_due) FROM jobs WHERE enabled = 1 AND removed_at IS NULL),"
-    " (SELECT COUNT(*) FROM runs WHERE outcome IN ('pending', 'running'))"
+    " (SELECT COUNT(*) FROM runs WHERE outcome IN ('pending', 'running')),"
+    " (SELECT value FROM meta WHERE key = 'watermark'),"
+    " (SELECT value FROM meta WHERE key = 'plugins_fingerprint')"
 )
 
 
@@ -85,11 +89,15 @@ def try_idle_tick(args: list[str]) -> int | None:
                 moment = moment.replace(tzinfo=ZoneInfo(config.timezone))
             now = moment.timestamp()
         slot = int(now) - int(now) % 60
+        if not 86400 <= slot <= 253402300740:  # outside what icc schedules: the full command says so
+            return None
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
         try:
-            earliest, unfinished = db.execute(_QUERY).fetchone()
+            earliest, unfinished, watermark, scanned = db.execute(_QUERY).fetchone()
         finally:
             db.close()
+        if scanned is None or (watermark is not None and slot < int(watermark)):
+            return None
     except Exception:
         return None
     if unfinished or (earliest is not None and earliest <= slot):

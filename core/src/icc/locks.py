@@ -3,6 +3,12 @@
 The kernel releases a lock when its process dies, so a crash never leaves a lock stuck; lock files are never
 unlinked (unlinking a lock file lets two processes hold "the" lock on different inodes). The holder writes its
 pid, host and start time into the lock file itself, so a process that finds the lock taken can say who holds it.
+
+The lock file cannot be replaced by a rename (the lock is on its inode), so the holder record is written in one
+``pwrite`` of a fixed-size, space-padded record at offset 0 and the file is never truncated: a reader sees the
+previous holder's record or the new one, never an empty file. A reader that finds no record, a torn one, or one
+of a process that is gone (the new holder has not written yet) reads again for a moment, then says it does not
+know who holds the lock; finding the lock taken never depends on reading the record.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from icc.state.diagnosis import os_error
 from icc.state.dirs import state_dir_problem
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_RECORD_SIZE = (
+    1024  # holder records are padded to this size: a shorter one never leaves a tail of a longer one
+)
 
 
 @dataclass(frozen=True)
@@ -37,8 +46,25 @@ class Holder:
 
 def _write_holder(fd: int) -> None:
     data = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode()
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, data, 0)
+    os.pwrite(fd, data.ljust(_RECORD_SIZE), 0)  # one write, no truncate: never seen empty
+
+
+def _parse_holder(raw: bytes) -> Holder | None:
+    try:
+        data, _end = json.JSONDecoder().raw_decode(raw.decode().lstrip())
+        return Holder(int(data["pid"]), str(data["host"]), float(data["since"]))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Lock:
@@ -84,13 +110,23 @@ class Lock:
     def is_locked(self) -> bool:
         return self._lock.is_locked
 
-    def holder(self) -> Holder | None:
-        """The holder recorded in the lock file (meaningful while the lock is taken)."""
-        try:
-            data = json.loads(self.path.read_bytes() or b"null")
-            return Holder(int(data["pid"]), str(data["host"]), float(data["since"]))
-        except (OSError, ValueError, TypeError, KeyError):
-            return None
+    def holder(self, *, wait: float = 1.0) -> Holder | None:
+        """The holder recorded in the lock file (meaningful while the lock is taken), or None when unknown.
+
+        A missing, torn or stale record (a process of this host that is gone: the new holder has not written
+        yet) is read again for up to ``wait`` seconds."""
+        deadline = time.monotonic() + wait
+        here = socket.gethostname()
+        while True:
+            try:
+                found = _parse_holder(self.path.read_bytes())
+            except OSError:
+                found = None
+            if found is not None and (found.host != here or _alive(found.pid)):
+                return found
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.02)
 
     def is_held_elsewhere(self) -> bool:
         """True when another process holds the lock (probes by taking and releasing it)."""

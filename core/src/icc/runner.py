@@ -7,11 +7,19 @@ Order of a tick:
 3. Under the tick lock: record runs whose supervisor died as ``abandoned``; evaluate every job's due slots
    from its stored definition (no plugin import), apply its ``missed`` policy to slots missed since its last
    evaluation (within ``missed_window``); only if something is due, load the plugins to get the callables and
-   evaluate ``when``/``skip``; claim every (job, slot) in the state store; store each job's next slot.
+   evaluate ``when``/``skip``; claim every (job, slot) in the state store; store each job's next slot and the
+   watermark (the slot they were computed from). They are a cache for ticks at that slot or later: a tick at
+   an earlier slot (the clock went back, or an earlier ``--at``) evaluates from its own slot, as if every job
+   were new, and saves the cache from there; the claims still keep it from running a (job, slot) twice, and the
+   ``missed``/``skipped`` rows the later tick wrote from that slot on are deleted (nothing ran for those slots).
 4. Release the tick lock, so the next minute's tick can start jobs on time even if this one overruns.
 5. Start background runs, then run foreground jobs in declaration order. Each background run gets a detached
    supervisor forked from the tick (plugins already loaded; the tick's SQLite connection is closed around the
    forks, since a connection must never cross one).
+
+A tick refuses a state store that was never scanned (or is gone), and checks before each run and at its end
+that the database file is still the one it opened: when it was deleted or replaced, it starts nothing more and
+fails naming every claimed run and whether it ran, since none of that can be recorded.
 """
 
 from __future__ import annotations
@@ -26,10 +34,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from icc.errors import StateError
 from icc.execution import RunSpec, start_detached, stop_requested, supervise
 from icc.locks import Holder, job_lock, tick_lock
 from icc.state.base import JobRecord, RunKind, RunRecord, StateStore
-from icc.state.sqlite import SQLiteStateStore
+from icc.state.sqlite import FILENAME, SQLiteStateStore
 
 if TYPE_CHECKING:
     from icc.config import Config
@@ -123,7 +132,8 @@ class TickRow:
 class TickReport:
     slot: int
     rows: list[TickRow] = field(default_factory=list)
-    held_by: Holder | None = None
+    locked_out: bool = False  # another tick holds the tick lock
+    held_by: Holder | None = None  # who, when its record could be read
     plugin_failures: list[str] = field(default_factory=list)
     abandoned: list[str] = field(default_factory=list)
 
@@ -147,13 +157,34 @@ class Tick:
     def __init__(self, config: Config, *, at: datetime | None = None) -> None:
         self.config = config
         self.slot = slot_of(at or datetime.now(UTC))
-        self.store: StateStore = self._open_store()
+        self.db_path = config.state_dir / FILENAME
+        if not self.db_path.exists():  # a tick never creates a store: it would have nothing to schedule
+            raise StateError(
+                f"no state store at {self.db_path} (never scanned, or deleted); nothing was run. "
+                "Run `icc scan` to register the jobs"
+            )
+        self.store: StateStore = SQLiteStateStore(config.state_dir)
+        self._identity = _file_identity(self.db_path) or (-1, -1)  # gone already: never intact
+        if self.store.get_meta("plugins_fingerprint") is None:
+            raise StateError(
+                f"the state store {self.db_path} was never scanned; nothing was run. "
+                "Run `icc scan` to register the jobs"
+            )
         self.host_name = socket.gethostname()
         self._plugins: PluginHost | None = None
         self._live: dict[str, Job] = {}
+        self._lost = False  # the database file was deleted or replaced under this tick
 
     def _open_store(self) -> StateStore:
+        """A new connection to the store this tick opened; never to a new one made in its place."""
+        if not self._store_intact():
+            raise StateError(f"the state database {self.db_path} was deleted or replaced")
         return SQLiteStateStore(self.config.state_dir)
+
+    def _store_intact(self) -> bool:
+        if not self._lost and _file_identity(self.db_path) != self._identity:
+            self._lost = True
+        return not self._lost
 
     # -- plugins, loaded only when something is due ---------------------------------------------------------
     def _load_plugins(self, report: TickReport) -> None:
@@ -170,6 +201,7 @@ class Tick:
         report = TickReport(self.slot)
         lock = tick_lock(self.config.state_dir)
         if not lock.try_acquire():
+            report.locked_out = True
             report.held_by = lock.holder()
             return report
         try:
@@ -178,9 +210,33 @@ class Tick:
         finally:
             lock.release()
         self._execute(planned, report)
+        if not self._store_intact():
+            raise StateError(self._lost_message(planned, report))
         if planned:
             self.store.prune_runs(self.config.keep_runs)
         return report
+
+    def _lost_message(self, planned: list[_Planned], report: TickReport) -> str:
+        from icc.ui import fmt_time
+
+        zone = self.config.timezone
+        rows = {(r.job, r.slot): r for r in report.rows}
+        told = []
+        for item in planned:
+            name, slot = item.record.name, item.slot
+            row = rows.get((name, slot))
+            if row is None or row.detail.startswith("not started"):
+                what = "was not run"
+            elif row.outcome == "started":
+                what = f"was started ({row.detail}); its outcome is not recorded"
+            else:
+                what = f"ran: {row.outcome}, not recorded" + (f" ({row.detail})" if row.detail else "")
+            told.append(f"{name} at {fmt_time(slot, zone)} {what}")
+        claimed = "; ".join(told) or "nothing was claimed"
+        return (
+            f"the state database {self.db_path} was deleted or replaced while this tick ran: {claimed}. "
+            "Restore the state directory from a backup, or run `icc scan` to start a new one"
+        )
 
     def _recover_abandoned(self, report: TickReport) -> None:
         for run in self.store.unfinished():
@@ -200,6 +256,12 @@ class Tick:
         from icc.schedule import Schedule
 
         window_start = self.slot - self.config.missed_window * 60
+        watermark = self.store.get_meta("watermark")
+        # The stored next slots were computed at the watermark: at an earlier slot they say nothing.
+        backwards = watermark is not None and self.slot < int(watermark)
+        if backwards:
+            # Slots from here on that the later tick recorded missed or skipped did not run: they are due again.
+            self.store.forget_unrun(self.slot)
         next_dues: dict[str, int | None] = {}
         due: list[tuple[JobRecord, Schedule, list[int]]] = []
         for record in self.store.jobs():
@@ -207,7 +269,7 @@ class Tick:
                 continue
             schedule = Schedule.from_definition(record.definition["schedule"])
             # next_due 0: never evaluated (new, changed or re-enabled): nothing before now counts as missed.
-            start = self.slot if not record.next_due else min(record.next_due, self.slot)
+            start = self.slot if backwards or not record.next_due else min(record.next_due, self.slot)
             start = max(start, window_start)
             slots = due_slots(schedule, start, self.slot)
             next_dues[record.name] = next_due(schedule, self.slot)
@@ -226,8 +288,7 @@ class Tick:
             )
             if run_id is not None:
                 item.run_id = run_id
-        self.store.set_next_due(next_dues)
-        self.store.advance_watermark(self.slot)
+        self.store.save_evaluation(next_dues, self.slot)
         return [p for p in planned if p.run_id]
 
     def _apply_policy(
@@ -302,6 +363,8 @@ class Tick:
         return [f"{f.plugin}: {f.error}" for f in self._plugins.failures] if self._plugins else []
 
     def _execute(self, planned: list[_Planned], report: TickReport) -> None:
+        if not planned or not self._store_intact():
+            return
         foreground: list[tuple[_Planned, RunSpec]] = []
         background: list[tuple[_Planned, RunSpec]] = []
         for item in planned:
@@ -314,7 +377,14 @@ class Tick:
         if background:
             self._start_background(background, report)
         for item, spec in foreground:
-            result = supervise(self.store, spec, grace=self.config.grace)
+            if not self._store_intact():
+                return  # its outcome could not be recorded, nor its claim kept: run nothing more
+            try:
+                result = supervise(self.store, spec, grace=self.config.grace)
+            except OSError:  # e.g. its job lock's directory went with the state directory
+                if self._store_intact():
+                    raise
+                return
             report.rows.append(
                 TickRow(
                     item.record.name,
@@ -339,8 +409,19 @@ class Tick:
                 [spec for _item, spec in background], self._open_store, grace=self.config.grace
             )
         finally:
-            self.store = self._open_store()
+            with contextlib.suppress(StateError):  # lost: reported at the end of the tick
+                self.store = self._open_store()
         now = time.time()
+        if self._lost:
+            for (item, _spec), detached in zip(background, started, strict=True):
+                detail = (
+                    f"in background, pid {detached.pid}" if detached.pid else f"not started: {detached.error}"
+                )
+                state = "started" if detached.pid else "failed"
+                report.rows.append(
+                    TickRow(item.record.name, state, item.slot, detail=detail, background=True)
+                )
+            return
         self.store.hand_over(
             {item.run_id: d.pid for (item, _spec), d in zip(background, started, strict=True) if d.pid},
             now=now,
@@ -354,6 +435,14 @@ class Tick:
                 if not detached.leave:
                     self.store.finish(item.run_id, "failed", now=now, error=detail)
             report.rows.append(TickRow(name, state, item.slot, next_run=nxt, detail=detail, background=True))
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
 
 
 def _summary_row(name: str, outcome: str, slots: list[int], zone: str, detail: str = "") -> TickRow:

@@ -104,8 +104,11 @@ class StateStore(Protocol):
     def get_meta(self, key: str) -> str | None:
         """A value of the meta table (watermark, plugin fingerprint, last scan)."""
 
-    def advance_watermark(self, slot: int) -> int | None:
-        """Set the watermark to ``slot`` if that moves it forward; return the previous one."""
+    def save_evaluation(self, next_dues: Mapping[str, int | None], slot: int) -> None:
+        """In one write: each job's next slot after ``slot``, and ``slot`` itself as the watermark.
+
+        Together they are a cache, valid for ticks at ``slot`` or later; a tick at an earlier slot (the clock
+        went back, or an earlier ``--at``) ignores it and saves its own, so the watermark may move back."""
 
     # -- runs --------------------------------------------------------------------------------------------
     def claim(self, job: str, slot: int, kind: RunKind, *, pid: int, host: str) -> int | None:
@@ -118,6 +121,10 @@ class StateStore(Protocol):
         self, job: str, slots: Sequence[int], outcome: Outcome, kind: RunKind, *, error: str | None = None
     ) -> list[int]:
         """Finished rows for missed or skipped slots, in one write; returns the slots not claimed before."""
+
+    def forget_unrun(self, since: int) -> int:
+        """Delete the ``missed`` and ``skipped`` rows of slots at or after ``since`` (a tick at a later slot wrote
+        them; the clock says those slots are still to come, and nothing ran for them); return how many."""
 
     def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> None:
         """The run's supervisor (``pid``) started the task (``task_pid``); nothing is written when the run has
@@ -151,8 +158,8 @@ class StateStore(Protocol):
     def latest_runs(self) -> dict[str, RunRecord]:
         """The newest finished or running run of every job (not counting missed/skipped rows)."""
 
-    def missed_counts(self, since: int) -> dict[str, int]:
-        """How many slots each job missed since ``since``."""
+    def missed_counts(self, since: int, until: int) -> dict[str, int]:
+        """How many slots each job missed from ``since`` to ``until`` (not those of an ``--at`` tick later on)."""
 
     def prune_runs(self, keep: int) -> int:
         """Keep the newest ``keep`` rows per job; return how many were deleted."""

@@ -281,13 +281,12 @@ class SQLiteStateStore:
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0][0] if rows else None
 
-    def advance_watermark(self, slot: int) -> int | None:
+    def save_evaluation(self, next_dues: Mapping[str, int | None], slot: int) -> None:
         with self._write() as db:
-            row = db.execute("SELECT value FROM meta WHERE key = 'watermark'").fetchone()
-            previous = int(row[0]) if row else None
-            if previous is None or slot > previous:
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('watermark', ?)", (str(slot),))
-        return previous
+            db.executemany(
+                "UPDATE jobs SET next_due = ? WHERE name = ?", [(v, k) for k, v in next_dues.items()]
+            )
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('watermark', ?)", (str(slot),))
 
     # -- runs --------------------------------------------------------------------------------------------
     def claim(self, job: str, slot: int, kind: RunKind, *, pid: int, host: str) -> int | None:
@@ -323,6 +322,13 @@ class SQLiteStateStore:
                 if cur.rowcount == 1:
                     recorded.append(slot)
         return recorded
+
+    def forget_unrun(self, since: int) -> int:
+        with self._write() as db:
+            cur = db.execute(
+                "DELETE FROM runs WHERE slot >= ? AND outcome IN ('missed', 'skipped')", (since,)
+            )
+            return cur.rowcount
 
     def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> None:
         with self._write() as db:
@@ -381,9 +387,10 @@ class SQLiteStateStore:
         )
         return {r.job: r for r in map(_run, rows)}
 
-    def missed_counts(self, since: int) -> dict[str, int]:
+    def missed_counts(self, since: int, until: int) -> dict[str, int]:
         rows = self._read(
-            "SELECT job, COUNT(*) FROM runs WHERE outcome = 'missed' AND slot >= ? GROUP BY job", (since,)
+            "SELECT job, COUNT(*) FROM runs WHERE outcome = 'missed' AND slot BETWEEN ? AND ? GROUP BY job",
+            (since, until),
         )
         return {job: count for job, count in rows}
 
