@@ -138,12 +138,15 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool) -> None:
     config = env.config
     host = load_plugins(config, strict=strict)
     jobs = host.collect_jobs()
+    host.collect_handlers()  # a handler name two plugins register is reported too
     for failure in host.failures:
         ui.say(f"warning: plugin {failure.plugin} failed: {failure.error}", err=True)
     invalid = [f for f in host.failures if f.hook == "schedule"]
     if invalid:
         ui.say(
-            "error: invalid schedules; nothing was written. Fix the plugins above and scan again.", err=True
+            "error: invalid schedules or a job name two plugins use; nothing was written. "
+            "Fix the plugins above and scan again.",
+            err=True,
         )
         _exit(2)
     failed_plugins = {f.plugin for f in host.failures}
@@ -275,6 +278,8 @@ def _status_data(config: Config, at: datetime | None) -> dict[str, Any]:
     now = at or datetime.now(UTC)
     slot = slot_of(now)
     host = load_plugins(config)
+    host.collect_jobs()  # reports failing schedule hooks and job names two plugins use
+    host.collect_handlers()
     latest = store.latest_runs()
     running: dict[str, list[dict[str, Any]]] = {}
     unfinished = store.unfinished()
