@@ -123,3 +123,94 @@ def test_handler_name_two_plugins_register_is_left_out_and_consume_handles_the_r
     assert "plugin 'plug_a' and plugin 'plug_b'" in consume.stderr
     assert project.marker_lines("plug_a.handled") == ["1"]
     assert project.marker_lines("plug_b.handled") == ["2"]
+
+
+# --- plugin code cannot corrupt output or end the process ------------------------------------------------
+
+HEALTHY = """
+def tick():
+    with open(os.path.join(os.environ["MARKER_DIR"], "tick.ran"), "a") as f:
+        f.write("ran\\n")
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(tick, name="tick").every_minute()
+"""
+
+
+def test_plugin_output_goes_to_stderr_never_into_status_json_or_a_quiet_run(project: Project) -> None:
+    project.write_plugin(
+        """
+        print("printed at import")
+        os.write(1, b"written to fd 1 at import\\n")
+
+        def tick():
+            pass
+
+        @icc.hookimpl
+        def configure(config):
+            print("printed in configure")
+
+        @icc.hookimpl
+        def schedule(scheduler):
+            print("printed in schedule")
+            scheduler.add(tick, name="tick").every_minute()
+
+        @icc.hookimpl
+        def before_run(job, run):
+            print("printed in before_run")
+        """
+    )
+    project.icc("scan", check=True)
+
+    status = project.icc("status", "--json", check=True)
+    assert json.loads(status.stdout)["jobs"][0]["name"] == "tick"
+    assert "printed at import" in status.stderr
+    assert "written to fd 1 at import" in status.stderr
+
+    quiet = project.icc("run", "--quiet", "--at", at(1), check=True)
+    assert quiet.stdout == ""
+    for line in ("printed at import", "written to fd 1", "in configure", "in schedule", "in before_run"):
+        assert line in quiet.stderr
+    assert [r["outcome"] for r in project.runs("tick")] == ["succeeded"]
+
+
+def test_keyboard_interrupt_or_os_exit_at_plugin_import_fails_only_that_plugin(project: Project) -> None:
+    project.write_plugin("raise KeyboardInterrupt\n", name="interrupting")
+    project.write_plugin("os._exit(3)\n", name="exiting")
+    project.write_plugin("class Stop(SystemExit):\n    pass\nraise Stop(4)\n", name="stopping")
+    project.write_plugin(HEALTHY)
+    project.write_config(plugins=("interrupting", "exiting", "stopping", "tasks_plugin"))
+
+    scan = project.icc("scan")
+    assert scan.returncode == 0, scan.stderr
+    assert "plugin interrupting failed: KeyboardInterrupt" in scan.stderr
+    assert "plugin exiting failed: the plugin called os._exit(3)" in scan.stderr
+    assert "plugin stopping failed: Stop: 4" in scan.stderr
+    project.icc("run", "--at", at(1), check=True)
+    assert project.marker_lines("tick.ran") == ["ran"]
+    errors = {e["plugin"]: e["error"] for e in project.status()["plugin_errors"]}
+    assert set(errors) == {"interrupting", "exiting", "stopping"}
+
+
+def test_plugin_that_crashes_the_interpreter_at_import_is_named_in_the_crash_report(
+    project: Project,
+) -> None:
+    path = project.write_plugin("import signal\nos.kill(os.getpid(), signal.SIGSEGV)\n", name="crashing")
+    project.write_config(plugins=("crashing",))
+
+    proc = project.icc("status")
+
+    assert proc.returncode != 0
+    assert "Fatal Python error" in proc.stderr
+    assert str(path) in proc.stderr  # the stack names the plugin's file
+    project.env["ICC_PLUGINS"] = ""  # the documented way to leave it out
+    assert project.icc("status").returncode == 0
+
+
+def test_plugin_failure_is_printed_once(project: Project) -> None:
+    project.write_plugin("import icc_module_that_does_not_exist\n")
+
+    for command in (("scan",), ("status",), ("consume", "async", "--stop-when-empty")):
+        proc = project.icc(*command)
+        assert proc.stderr.count("icc_module_that_does_not_exist") == 1, (command, proc.stderr)

@@ -235,7 +235,10 @@ def test_job_name_two_plugins_use_is_left_out_and_reported_naming_both(site: Pat
     assert "export" not in jobs  # a third plugin with the name does not get it either
     assert "good_tasks:nightly" in jobs
     failures = [f for f in host.failures if f.plugin.startswith("export")]
-    assert [(f.plugin, f.hook) for f in failures] == [("export-three", "schedule"), ("export-two", "schedule")]
+    assert [(f.plugin, f.hook) for f in failures] == [
+        ("export-three", "schedule"),
+        ("export-two", "schedule"),
+    ]
     message = failures[1].error
     assert "'export'" in message
     assert "plugin 'export-one' (export-one 1.0)" in message
