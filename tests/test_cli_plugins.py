@@ -214,3 +214,19 @@ def test_plugin_failure_is_printed_once(project: Project) -> None:
     for command in (("scan",), ("status",), ("consume", "async", "--stop-when-empty")):
         proc = project.icc(*command)
         assert proc.stderr.count("icc_module_that_does_not_exist") == 1, (command, proc.stderr)
+
+
+def test_plugin_config_error_from_a_variable_names_the_variable_not_the_config_file(project: Project) -> None:
+    project.env.update({"ICC_DISABLE_PLUGIN_AUTOLOAD": "0", "ICC_PLUGINS": "icc-mail"})
+    project.env["ICC_MAIL__TIMEOUT"] = "soon"
+    first = project.icc("status")
+    del project.env["ICC_MAIL__TIMEOUT"]
+    (project.root / ".env").write_text("ICC_MAIL__SENDER=not an address\n")
+    second = project.icc("status")
+
+    [error] = [line for line in first.stderr.splitlines() if "icc-mail" in line]
+    assert "mail.timeout must be a positive number of seconds, not 'soon' in environment variable" in error
+    assert error.endswith("in environment variable ICC_MAIL__TIMEOUT")
+    [error] = [line for line in second.stderr.splitlines() if "icc-mail" in line]
+    assert error.endswith(f"in {project.root / '.env'}: ICC_MAIL__SENDER")
+    assert "icc.toml" not in first.stderr + second.stderr
