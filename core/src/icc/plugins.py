@@ -34,10 +34,12 @@ with the configuration file's directory on ``sys.path``::
 Load order: entry points (sorted by name), then local modules (in the configured order), then icc's
 built-in plugins (:data:`BUILTIN_PLUGINS`), which are written as plugins too.
 
-Isolation: a plugin that fails to import, or raises in a hook, is recorded in
-:attr:`PluginHost.failures` with its name, distribution and error, and the other plugins keep working.
-``strict=True`` (``icc scan --strict``) raises :class:`icc.PluginError` instead. A hook implementation
-whose name matches no hook (``def shedule(...)``) is reported too, with the closest hook name.
+Isolation: a plugin that fails to import, or raises in a hook (any ``BaseException``, and ``os._exit()``,
+see :func:`plugin_code`), is recorded in :attr:`PluginHost.failures` with its name, distribution and error,
+and the other plugins keep working; what it prints goes to stderr. A job or handler name two plugins use is
+left out and recorded the same way. ``strict=True`` (``icc scan --strict``) raises :class:`icc.PluginError`
+instead. A hook implementation whose name matches no hook (``def shedule(...)``) is reported too, with the
+closest hook name.
 
 Environment: ``ICC_DISABLE_PLUGIN_AUTOLOAD=1`` loads no entry points; ``ICC_PLUGINS=a,b`` loads only the
 named entry points and local modules (built-ins always load; an empty value loads none).
