@@ -487,3 +487,21 @@ def test_unknown_queue_error_names_the_variable_that_set_the_queues(tmp_path: Pa
         info.value
     )
     assert str(info.value).endswith(f"table in {config_file}")
+
+
+def test_dotenv_variable_with_a_nul_byte_is_a_config_error_naming_the_file(project: Project) -> None:
+    (project.root / ".env").write_bytes(b"GOOD=1\nBAD=a\x00b\n")
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "icc", "status"],
+        cwd=project.root,
+        env=project.environ(),
+        capture_output=True,
+        text=True,
+    )
+
+    assert proc.returncode == 2
+    assert (
+        proc.stderr
+        == f"error: {project.root / '.env'}: variable 'BAD' has a NUL byte in its name or value; remove it\n"
+    )

@@ -359,9 +359,14 @@ def _export(dotenv: Mapping[str, tuple[str, Path]]) -> None:
 
     A variable the environment has already wins; ``ICC_*`` variables are icc's configuration, not exported.
     """
-    for name, (value, _path) in dotenv.items():
+    for name, (value, path) in dotenv.items():
         if not name.startswith(ENV_PREFIX) and name not in os.environ:
-            os.environ[name] = value
+            try:
+                os.environ[name] = value
+            except ValueError:  # a NUL byte: no environment can hold it
+                raise ConfigError(
+                    f"{path}: variable {name!r} has a NUL byte in its name or value; remove it"
+                ) from None
 
 
 def load_config(
