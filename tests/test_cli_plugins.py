@@ -230,3 +230,15 @@ def test_plugin_config_error_from_a_variable_names_the_variable_not_the_config_f
     [error] = [line for line in second.stderr.splitlines() if "icc-mail" in line]
     assert error.endswith(f"in {project.root / '.env'}: ICC_MAIL__SENDER")
     assert "icc.toml" not in first.stderr + second.stderr
+
+
+def test_plugin_whose_attributes_raise_when_registered_fails_only_that_plugin(project: Project) -> None:
+    project.write_plugin("def __dir__():\n    raise RuntimeError('no attributes for you')\n", name="opaque")
+    project.write_plugin(HEALTHY)
+    project.write_config(plugins=("opaque", "tasks_plugin"))
+
+    scan = project.icc("scan")
+
+    assert scan.returncode == 0, scan.stderr
+    assert "plugin opaque failed: RuntimeError: no attributes for you" in scan.stderr
+    assert "tick" in {j["name"] for j in project.status()["jobs"]}

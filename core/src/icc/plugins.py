@@ -339,11 +339,12 @@ class PluginHost:
         except BaseException as exc:  # KeyboardInterrupt and os._exit() too: only this plugin is lost
             self._record(info, exc)
             return
-        if self.pm.is_registered(plugin):
-            return  # the same module reached twice (an entry point and a local module): load it once
         try:
-            self.pm.register(plugin, name=info.name)
-        except (pluggy.PluginValidationError, ValueError) as exc:
+            with plugin_code():  # registering reads the plugin's attributes: its code may run
+                if self.pm.is_registered(plugin):
+                    return  # the same module reached twice (an entry point and a local module): load it once
+                self.pm.register(plugin, name=info.name)
+        except BaseException as exc:  # an invalid hook implementation, or the plugin's code raised
             if self.pm.get_plugin(info.name) is plugin:
                 self.pm.unregister(name=info.name)
             self._record(info, exc)
