@@ -505,3 +505,21 @@ def test_dotenv_variable_with_a_nul_byte_is_a_config_error_naming_the_file(proje
         proc.stderr
         == f"error: {project.root / '.env'}: variable 'BAD' has a NUL byte in its name or value; remove it\n"
     )
+
+
+def test_export_adds_dotenv_variables_to_the_process_environment_without_overriding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / ".env", "ICCTEST_NEW=dotenv\nICCTEST_SET=dotenv\nICC_ENVIRONMENT=staging\n")
+    monkeypatch.delenv("ICCTEST_NEW", raising=False)
+    monkeypatch.setenv("ICCTEST_SET", "real")
+    monkeypatch.delenv("ICC_ENVIRONMENT", raising=False)
+
+    load_config(cwd=tmp_path)  # what icc.dispatch() in an application does: its environment is left alone
+    assert "ICCTEST_NEW" not in os.environ
+
+    config = load_config(cwd=tmp_path, export=True)  # what icc's commands do
+    assert os.environ["ICCTEST_NEW"] == "dotenv"
+    assert os.environ["ICCTEST_SET"] == "real"
+    assert "ICC_ENVIRONMENT" not in os.environ  # configuration, not exported
+    assert config.environment == "staging"

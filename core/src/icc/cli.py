@@ -35,7 +35,7 @@ class Env:
         if self._config is None:
             from icc.config import load_config
 
-            self._config = load_config(self.config_path)
+            self._config = load_config(self.config_path, export=True)  # .env reaches the tasks
         return self._config
 
 
@@ -70,7 +70,7 @@ class IccGroup(click.Group):
         from icc.plugins import load_plugins
 
         try:
-            host = load_plugins(load_config(ctx.find_root().params.get("config_path")))
+            host = load_plugins(load_config(ctx.find_root().params.get("config_path"), export=True))
         except IccError:
             return False  # the command itself will report a broken config
         host.register_commands(self)

@@ -370,14 +370,19 @@ def _export(dotenv: Mapping[str, tuple[str, Path]]) -> None:
 
 
 def load_config(
-    path: Path | None = None, *, cwd: Path | None = None, environ: Mapping[str, str] | None = None
+    path: Path | None = None,
+    *,
+    cwd: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    export: bool = False,
 ) -> Config:
     """Find and load the configuration.
 
     ``path`` (from ``--config``) wins, then ``ICC_CONFIG``, then :func:`find_config_file` from ``cwd``.
-    ``environ`` defaults to ``os.environ``, and then the variables of ``.env`` and ``.env.local`` that are
-    not ``ICC_*`` and not in the environment already are added to it (for the tasks); with an ``environ``
-    given, nothing is added anywhere.
+    ``environ`` defaults to ``os.environ``. With ``export=True`` (icc's commands, before any plugin is
+    imported), the variables of ``.env`` and ``.env.local`` that are not ``ICC_*`` and not in ``os.environ``
+    already are added to it, so tasks, commands and handlers see them; ``icc.dispatch()`` in an application
+    leaves the application's environment alone.
     """
     env = os.environ if environ is None else environ
     cwd = (cwd or Path.cwd()).absolute()
@@ -452,7 +457,7 @@ def load_config(
 
     if "state_dir" in core:
         core["state_dir"] = Path(core["state_dir"])
-    if environ is None:
+    if export:
         _export(dotenv)
     return Config(
         path=path,
