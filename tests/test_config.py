@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from icc import ConfigError
 from icc.config import Config, ConsumersConfig, QueueConfig, find_config_file, load_config
+from icc.queue.dispatch import dispatch
+from projectkit import Project, at
 
 NO_ENV: dict[str, str] = {}
 
@@ -339,3 +344,182 @@ def _is_positive_float(text: str) -> bool:
     except ValueError:
         return False
     return math.isfinite(number) and number > 0
+
+
+# --- where a value comes from (for the plugins' error messages) ------------------------------------------
+
+
+def test_source_names_the_variable_or_dotenv_file_that_set_a_key_else_the_config_file(tmp_path: Path) -> None:
+    config_file = write(tmp_path / "icc.toml", '[icc.mail]\nsender = "a@example.org"\n')
+    write(tmp_path / ".env", "ICC_MAIL__TIMEOUT=5\nICC_CONSUMERS_QUEUES=mail\n")
+    write(tmp_path / ".env.local", "ICC_MAIL__DSN=smtp://localhost\n")
+
+    config = load_config(cwd=tmp_path, environ={"ICC_MAIL__SENDER": "b@example.org", "ICC_GRACE": "2"})
+
+    assert config.source("mail.sender") == "environment variable ICC_MAIL__SENDER"
+    assert config.source("mail.timeout") == f"{tmp_path / '.env'}: ICC_MAIL__TIMEOUT"
+    assert config.source("mail.dsn") == f"{tmp_path / '.env.local'}: ICC_MAIL__DSN"
+    assert config.source("consumers.queues") == f"{tmp_path / '.env'}: ICC_CONSUMERS_QUEUES"
+    assert config.source("grace") == "environment variable ICC_GRACE"
+    assert config.source("keep_runs") == str(config_file)
+    assert load_config(cwd=Path("/nonexistent-icc-dir"), environ=NO_ENV).source("mail.dsn") is None
+
+
+# --- files icc cannot read: one line, exit 2, naming the file -------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["icc.toml", "pyproject.toml", ".env", ".env.local"])
+def test_file_that_is_not_utf8_is_a_config_error_naming_it(project: Project, name: str) -> None:
+    if name == "pyproject.toml":
+        project.config.unlink()
+    path = project.root / name
+    header = b"[tool.icc]\n" if name == "pyproject.toml" else (b"[icc]\n" if name == "icc.toml" else b"")
+    line = b'environment = "caf\xe9"\n' if name.endswith(".toml") else b"NAME=caf\xe9\n"
+    path.write_bytes(header + b"# comment\n" + line)
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "icc", "status"],
+        cwd=project.root,
+        env=project.environ(),
+        capture_output=True,
+        text=True,
+    )
+
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert (
+        proc.stderr
+        == f"error: {path}: line {3 if header else 2} is not valid UTF-8; save the file as UTF-8\n"
+    )
+
+
+def test_config_path_too_long_for_the_system_is_one_line_naming_it(project: Project) -> None:
+    long_name = "x" * 5000
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "icc", "--config", long_name, "status"],
+        cwd=project.root,
+        env=project.environ(),
+        capture_output=True,
+        text=True,
+    )
+
+    assert proc.returncode == 2
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"error: {project.root}/xxx")
+    assert "(5000 characters" not in line  # the length counts the whole path
+    assert "characters): cannot use this config file: File name too long" in line
+
+
+# --- tasks, commands and handlers see .env and .env.local -----------------------------------------------
+
+DOTENV_PLUGIN = """
+import json
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NAMES = ("DATABASE_URL", "LOCAL_ONLY", "REAL", "ICC_ENVIRONMENT")
+SHOW = "import json, os, sys; print(json.dumps({n: os.environ.get(n) for n in sys.argv[1:]}))"
+
+def seen():
+    return {name: os.environ.get(name) for name in NAMES}
+
+def callable_task():
+    with open(os.path.join(HERE, "callable.json"), "w") as f:
+        json.dump(seen(), f)
+
+def handle(payload):
+    with open(os.path.join(HERE, "handler.json"), "w") as f:
+        json.dump(seen(), f)
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(callable_task, name="callable").every_minute()
+    scheduler.add([sys.executable, "-c", SHOW, *NAMES], name="command").every_minute()
+
+@icc.hookimpl
+def register_handlers(register):
+    register("env.check", handle)
+"""
+
+
+def test_tasks_commands_and_handlers_see_dotenv_variables_under_a_bare_environment(project: Project) -> None:
+    project.write_plugin(DOTENV_PLUGIN)
+    write(
+        project.root / ".env",
+        "DATABASE_URL=postgres://db/app\nLOCAL_ONLY=env\nREAL=dotenv\nICC_ENVIRONMENT=staging\n",
+    )
+    write(project.root / ".env.local", "LOCAL_ONLY=local\n")
+    bare = {"PATH": "/usr/bin:/bin", "ICC_DISABLE_PLUGIN_AUTOLOAD": "1", "REAL": "environment"}
+
+    def icc(*args: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(project.argv(*args), cwd="/", env=bare, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    icc("scan")
+    icc("run", "--at", at(1))
+    dispatch("env.check", {}, config=load_config(project.config, environ={}))
+    icc("consume", "async", "--stop-when-empty")
+
+    expected = {
+        "DATABASE_URL": "postgres://db/app",
+        "LOCAL_ONLY": "local",
+        "REAL": "environment",
+        "ICC_ENVIRONMENT": None,
+    }
+    assert json.loads((project.root / "callable.json").read_text()) == expected
+    [command] = project.runs("command")
+    assert command["outcome"] == "succeeded"
+    assert json.loads(command["output"]) == expected
+    assert json.loads((project.root / "handler.json").read_text()) == expected
+
+
+def test_unknown_queue_error_names_the_variable_that_set_the_queues(tmp_path: Path) -> None:
+    from icc import QueueError
+    from icc.queue.dispatch import validate_queue
+
+    config_file = write(tmp_path / "icc.toml", "[icc]\n")
+    config = load_config(cwd=tmp_path, environ={"ICC_CONSUMERS_QUEUES": "mail"})
+
+    with pytest.raises(QueueError) as info:
+        validate_queue(config, "reports")
+    assert "Add it to environment variable ICC_CONSUMERS_QUEUES or give it a [queues.reports] table" in str(
+        info.value
+    )
+    assert str(info.value).endswith(f"table in {config_file}")
+
+
+def test_dotenv_variable_with_a_nul_byte_is_a_config_error_naming_the_file(project: Project) -> None:
+    (project.root / ".env").write_bytes(b"GOOD=1\nBAD=a\x00b\n")
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "icc", "status"],
+        cwd=project.root,
+        env=project.environ(),
+        capture_output=True,
+        text=True,
+    )
+
+    assert proc.returncode == 2
+    assert (
+        proc.stderr
+        == f"error: {project.root / '.env'}: variable 'BAD' has a NUL byte in its name or value; remove it\n"
+    )
+
+
+def test_export_adds_dotenv_variables_to_the_process_environment_without_overriding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / ".env", "ICCTEST_NEW=dotenv\nICCTEST_SET=dotenv\nICC_ENVIRONMENT=staging\n")
+    monkeypatch.delenv("ICCTEST_NEW", raising=False)
+    monkeypatch.setenv("ICCTEST_SET", "real")
+    monkeypatch.delenv("ICC_ENVIRONMENT", raising=False)
+
+    load_config(cwd=tmp_path)  # what icc.dispatch() in an application does: its environment is left alone
+    assert "ICCTEST_NEW" not in os.environ
+
+    config = load_config(cwd=tmp_path, export=True)  # what icc's commands do
+    assert os.environ["ICCTEST_NEW"] == "dotenv"
+    assert os.environ["ICCTEST_SET"] == "real"
+    assert "ICC_ENVIRONMENT" not in os.environ  # configuration, not exported
+    assert config.environment == "staging"

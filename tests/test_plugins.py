@@ -223,18 +223,31 @@ def test_invalid_schedule_is_a_failure_naming_the_plugin(project: Path) -> None:
     assert isinstance(info.value.__cause__, icc.ScheduleError)
 
 
-def test_duplicate_job_name_across_plugins_is_an_error_naming_both(site: Path, project: Path) -> None:
+def test_job_name_two_plugins_use_is_left_out_and_reported_naming_both(site: Path, project: Path) -> None:
     install(site, "export-one", "1.0", entry_point="export-one", module="export_one", fixture="shared_name")
     install(site, "export-two", "2.0", entry_point="export-two", module="export_two", fixture="shared_name")
+    install(site, "export-three", "3.0", entry_point="export-three", module="export_3", fixture="shared_name")
+    install(site, "good-plugin", "1.2.0", entry_point="good", module="good_tasks", fixture="healthy")
 
     host = load_plugins(config(project))
+    jobs = host.collect_jobs()
 
-    with pytest.raises(icc.PluginError) as info:
-        host.collect_jobs()
-    message = str(info.value)
+    assert "export" not in jobs  # a third plugin with the name does not get it either
+    assert "good_tasks:nightly" in jobs
+    failures = [f for f in host.failures if f.plugin.startswith("export")]
+    assert [(f.plugin, f.hook) for f in failures] == [
+        ("export-three", "schedule"),
+        ("export-two", "schedule"),
+    ]
+    message = failures[1].error
     assert "'export'" in message
     assert "plugin 'export-one' (export-one 1.0)" in message
     assert "plugin 'export-two' (export-two 2.0)" in message
+    assert host.left_out["export"] == failures[1].error
+
+    strict = load_plugins(config(project), strict=True)
+    with pytest.raises(StrictPluginError, match="'export' is used by two plugins"):
+        strict.collect_jobs()
 
 
 def test_entry_point_name_taken_by_another_distribution_is_reported(site: Path, project: Path) -> None:
@@ -396,14 +409,19 @@ def test_register_handlers_collects_handlers_with_queue_and_provenance(site: Pat
 
 
 @pytest.mark.usefixtures("no_autoload")
-def test_duplicate_handler_name_across_plugins_is_an_error_naming_both(project: Path) -> None:
+def test_handler_name_two_plugins_register_is_left_out_and_reported_naming_both(project: Path) -> None:
     local(project, "handlers_one", "handlers")
     local(project, "handlers_two", "handlers")
 
     host = load_plugins(config(project, "handlers_one", "handlers_two"))
+    handlers = host.collect_handlers()
 
-    with pytest.raises(icc.PluginError, match=r"'report\.render'.*'handlers_one'.*'handlers_two'"):
-        host.collect_handlers()
+    assert "report.render" not in handlers
+    assert {"handlers_one.mail", "handlers_two.mail"} <= set(handlers)
+    [failure] = host.failures
+    assert (failure.plugin, failure.hook) == ("handlers_two", "register_handlers")
+    assert "'report.render'" in failure.error
+    assert "'handlers_one' and plugin 'handlers_two'" in failure.error
 
 
 @pytest.mark.usefixtures("no_autoload")

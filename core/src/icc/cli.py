@@ -35,7 +35,7 @@ class Env:
         if self._config is None:
             from icc.config import load_config
 
-            self._config = load_config(self.config_path)
+            self._config = load_config(self.config_path, export=True)  # .env reaches the tasks
         return self._config
 
 
@@ -70,7 +70,7 @@ class IccGroup(click.Group):
         from icc.plugins import load_plugins
 
         try:
-            host = load_plugins(load_config(ctx.find_root().params.get("config_path")))
+            host = load_plugins(load_config(ctx.find_root().params.get("config_path"), export=True))
         except IccError:
             return False  # the command itself will report a broken config
         host.register_commands(self)
@@ -161,12 +161,15 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool) -> None:
     config = env.config
     host = load_plugins(config, strict=strict)
     jobs = host.collect_jobs()
+    host.collect_handlers()  # a handler name two plugins register is reported too
     for failure in host.failures:
         ui.say(f"warning: plugin {failure.plugin} failed: {failure.error}", err=True)
     invalid = [f for f in host.failures if f.hook == "schedule"]
     if invalid:
         ui.say(
-            "error: invalid schedules; nothing was written. Fix the plugins above and scan again.", err=True
+            "error: invalid schedules or a job name two plugins use; nothing was written. "
+            "Fix the plugins above and scan again.",
+            err=True,
         )
         _exit(2)
     failed_plugins = {f.plugin for f in host.failures}
@@ -302,6 +305,8 @@ def _status_data(config: Config, at: datetime | None) -> dict[str, Any]:
     now = at or datetime.now(UTC)
     slot = slot_of(now)
     host = load_plugins(config)
+    host.collect_jobs()  # reports failing schedule hooks and job names two plugins use
+    host.collect_handlers()
     latest = store.latest_runs()
     running: dict[str, list[dict[str, Any]]] = {}
     unfinished = store.unfinished()

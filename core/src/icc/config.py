@@ -81,6 +81,9 @@ class Config:
     missed_window: int = 60  # minutes: how far back missed slots are considered
     grace: float = 10.0  # seconds between SIGTERM and SIGKILL
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+    # "key" or "table.key" -> where a value was set by a variable: "environment variable ICC_MAIL__DSN" or
+    # "/app/.env.local: ICC_CONSUMERS_QUEUES". Keys from the file are not in it.
+    sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         root = Path(self.root).absolute()
@@ -90,6 +93,13 @@ class Config:
         queues.update(self.queues)
         object.__setattr__(self, "queues", MappingProxyType(queues))
         object.__setattr__(self, "tables", MappingProxyType(dict(self.tables)))
+        object.__setattr__(self, "sources", MappingProxyType(dict(self.sources)))
+
+    def source(self, key: str) -> str | None:
+        """Where ``key`` (``"mail.dsn"``, ``"consumers.queues"``, ``"state_dir"``) is set, for error messages:
+        the variable that set it (``environment variable ICC_MAIL__DSN``, ``/app/.env: ICC_MAIL__DSN``), else
+        the config file, or None when there is no config file."""
+        return self.sources.get(key) or (str(self.path) if self.path is not None else None)
 
     def queue(self, name: str) -> QueueConfig:
         """The settings of queue ``name``; defaults for a queue that is not configured."""
@@ -217,14 +227,36 @@ ENV_KEYS: dict[str, tuple[str | None, str]] = {
 # --- discovery --------------------------------------------------------------------------------------
 
 
+def _shown(path: Path) -> str:
+    """A path for a one-line message: a very long one is cut in the middle."""
+    text = str(path)
+    return text if len(text) <= 200 else f"{text[:80]}…{text[-80:]} ({len(text)} characters)"
+
+
+def _not_utf8(path: Path) -> ConfigError:
+    """The error for a file that is not UTF-8, naming the first line that is not."""
+    line = ""
+    try:
+        data = path.read_bytes()
+        data.decode()
+    except UnicodeDecodeError as exc:
+        number = data.count(b"\n", 0, exc.start) + 1
+        line = f"line {number} "
+    except OSError:
+        pass
+    return ConfigError(f"{_shown(path)}: {line}is not valid UTF-8; save the file as UTF-8")
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}; fix the syntax at that line") from exc
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from exc
+        raise ConfigError(f"{_shown(path)}: cannot read the config file: {exc.strerror or exc}") from exc
 
 
 def _pyproject_has_icc(path: Path) -> bool:
@@ -295,40 +327,62 @@ def _check(
     return values
 
 
-def _dotenv(root: Path) -> dict[str, str]:
-    """``ICC_*`` values of ``.env`` then ``.env.local`` in ``root`` (later files win)."""
-    values: dict[str, str] = {}
+def _dotenv(root: Path) -> dict[str, tuple[str, Path]]:
+    """Every variable of ``.env`` then ``.env.local`` in ``root`` (later files win), with its file."""
+    values: dict[str, tuple[str, Path]] = {}
     for name in (".env", ".env.local"):
         path = root / name
         if not path.is_file():
             continue
         from dotenv import dotenv_values  # only paid for when a .env exists
 
-        for key, value in dotenv_values(path).items():
-            if key.startswith(ENV_PREFIX) and value is not None:
-                values[key] = value
+        try:
+            loaded = dotenv_values(path)
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+        for key, value in loaded.items():
+            if value is not None:
+                values[key] = (value, path)
     return values
 
 
-def _variable_origin(name: str, environ: Mapping[str, str], dotenv: Mapping[str, str], root: Path) -> str:
+def _variable_origin(name: str, environ: Mapping[str, str], dotenv: Mapping[str, tuple[str, Path]]) -> str:
     if name in environ:
         return f"environment variable {name}"
-    local = root / ".env.local"
-    if local.is_file():
-        from dotenv import dotenv_values
+    return f"{dotenv[name][1]}: {name}"
 
-        if name in dotenv_values(local):
-            return f"{local}: {name}"
-    return f"{root / '.env'}: {name}"
+
+def _export(dotenv: Mapping[str, tuple[str, Path]]) -> None:
+    """Put the ``.env`` variables into the process environment, so tasks, commands and handlers see them.
+
+    A variable the environment has already wins; ``ICC_*`` variables are icc's configuration, not exported.
+    """
+    for name, (value, path) in dotenv.items():
+        if not name.startswith(ENV_PREFIX) and name not in os.environ:
+            try:
+                os.environ[name] = value
+            except ValueError:  # a NUL byte: no environment can hold it
+                raise ConfigError(
+                    f"{path}: variable {name!r} has a NUL byte in its name or value; remove it"
+                ) from None
 
 
 def load_config(
-    path: Path | None = None, *, cwd: Path | None = None, environ: Mapping[str, str] | None = None
+    path: Path | None = None,
+    *,
+    cwd: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    export: bool = False,
 ) -> Config:
     """Find and load the configuration.
 
     ``path`` (from ``--config``) wins, then ``ICC_CONFIG``, then :func:`find_config_file` from ``cwd``.
-    ``environ`` defaults to ``os.environ``; ``.env`` files are read, never loaded into the environment.
+    ``environ`` defaults to ``os.environ``. With ``export=True`` (icc's commands, before any plugin is
+    imported), the variables of ``.env`` and ``.env.local`` that are not ``ICC_*`` and not in ``os.environ``
+    already are added to it, so tasks, commands and handlers see them; ``icc.dispatch()`` in an application
+    leaves the application's environment alone.
     """
     env = os.environ if environ is None else environ
     cwd = (cwd or Path.cwd()).absolute()
@@ -336,8 +390,16 @@ def load_config(
         path = Path(env["ICC_CONFIG"])
     if path is not None:
         path = (cwd / Path(path).expanduser()).absolute()
-        if not path.exists():
-            raise ConfigError(f"{path}: config file not found; check --config or ICC_CONFIG")
+        try:
+            path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise ConfigError(
+                f"{_shown(path)}: config file not found; check --config or ICC_CONFIG"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(
+                f"{_shown(path)}: cannot use this config file: {exc.strerror or exc}; check --config or ICC_CONFIG"
+            ) from None
         if not path.is_file():
             raise ConfigError(
                 f"{path}: is not a file; point --config or ICC_CONFIG to icc.toml or pyproject.toml"
@@ -368,7 +430,9 @@ def load_config(
 
     # .env, .env.local, then the real environment: later wins.
     dotenv = _dotenv(root)
-    variables = {**dotenv, **{k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}}
+    variables = {k: v for k, (v, _path) in dotenv.items() if k.startswith(ENV_PREFIX)}
+    variables.update({k: v for k, v in env.items() if k.startswith(ENV_PREFIX)})
+    sources: dict[str, str] = {}
     for name, raw in variables.items():
         if name in RESERVED_VARIABLES:
             continue
@@ -379,23 +443,28 @@ def load_config(
                 # ICC_MAIL__DSN -> tables["mail"]["dsn"], a string: the plugin converts and validates it.
                 plugin_table = plugin_tables.setdefault(table_name.lower(), {})
                 plugin_table[key.lower()] = raw
+                sources[f"{table_name.lower()}.{key.lower()}"] = _variable_origin(name, env, dotenv)
             continue  # other ICC_* variables belong to other parts of icc
         section, key = target
         convert = CORE_KEYS[key] if section is None else CONSUMER_KEYS[key]
         try:
             value = convert(raw, True)
         except _Invalid as exc:
-            source = _variable_origin(name, env, dotenv, root)
+            source = _variable_origin(name, env, dotenv)
             raise ConfigError(f"{source} must be {exc}, not {raw!r}") from None
         (core if section is None else consumers)[key] = value
+        sources[key if section is None else f"{section}.{key}"] = _variable_origin(name, env, dotenv)
 
     if "state_dir" in core:
         core["state_dir"] = Path(core["state_dir"])
+    if export:
+        _export(dotenv)
     return Config(
         path=path,
         root=root,
         consumers=ConsumersConfig(**consumers),
         queues=queues,
         tables={name: MappingProxyType(value) for name, value in plugin_tables.items()},
+        sources=sources,
         **core,
     )

@@ -46,7 +46,9 @@ def configure(config: Config) -> None:
 
     Called once, before any other hook. Read your table with ``config.tables.get("myplugin", {})``
     (``[tool.icc.myplugin]``, plus ``ICC_MYPLUGIN__<KEY>`` variables as strings) and raise
-    :class:`icc.ConfigError` naming the key when a value is wrong; the plugin is then disabled and reported.
+    :class:`icc.ConfigError` naming the key and where it is set (``config.source("myplugin.key")``: the
+    ``ICC_*`` variable that set it, else the config file) when a value is wrong; the plugin is then disabled
+    and reported.
 
     :param config: the loaded configuration, shared by every plugin; do not modify it.
     """

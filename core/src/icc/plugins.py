@@ -34,10 +34,12 @@ with the configuration file's directory on ``sys.path``::
 Load order: entry points (sorted by name), then local modules (in the configured order), then icc's
 built-in plugins (:data:`BUILTIN_PLUGINS`), which are written as plugins too.
 
-Isolation: a plugin that fails to import, or raises in a hook, is recorded in
-:attr:`PluginHost.failures` with its name, distribution and error, and the other plugins keep working.
-``strict=True`` (``icc scan --strict``) raises :class:`icc.PluginError` instead. A hook implementation
-whose name matches no hook (``def shedule(...)``) is reported too, with the closest hook name.
+Isolation: a plugin that fails to import, or raises in a hook (any ``BaseException``, and ``os._exit()``,
+see :func:`plugin_code`), is recorded in :attr:`PluginHost.failures` with its name, distribution and error,
+and the other plugins keep working; what it prints goes to stderr. A job or handler name two plugins use is
+left out and recorded the same way. ``strict=True`` (``icc scan --strict``) raises :class:`icc.PluginError`
+instead. A hook implementation whose name matches no hook (``def shedule(...)``) is reported too, with the
+closest hook name.
 
 Environment: ``ICC_DISABLE_PLUGIN_AUTOLOAD=1`` loads no entry points; ``ICC_PLUGINS=a,b`` loads only the
 named entry points and local modules (built-ins always load; an empty value loads none).
@@ -45,7 +47,9 @@ named entry points and local modules (built-ins always load; an empty value load
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import faulthandler
 import functools
 import hashlib
 import importlib
@@ -58,7 +62,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NoReturn, Protocol, TypeVar
 
 import pluggy
 
@@ -209,10 +213,80 @@ def _builtin_exists(module: str) -> bool:
         return False
 
 
+# --- running plugin code ----------------------------------------------------------------------------
+
+
+class ProcessExitCalled(BaseException):
+    """Raised instead of ending the process when a plugin calls ``os._exit()`` while icc runs its code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"the plugin called os._exit({code}); icc went on without it")
+        self.code = code
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """What plugin code prints goes to stderr: ``print`` and writes to file descriptor 1 alike, so it never
+    mixes into ``icc status --json`` or shows under ``icc run --quiet``."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    saved: int | None = None
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no stdout or no stderr: nothing to keep apart
+        if saved is not None:
+            os.close(saved)
+            saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+@contextlib.contextmanager
+def _exit_guard() -> Iterator[None]:
+    """``os._exit()`` called by plugin code in this process raises :class:`ProcessExitCalled` instead (a
+    process the plugin forked still exits), and a fatal signal prints the Python stack naming the plugin."""
+    real_exit = os._exit
+    pid = os.getpid()
+
+    def guarded_exit(status: int) -> NoReturn:
+        if os.getpid() != pid:
+            real_exit(status)
+        raise ProcessExitCalled(status)
+
+    enabled = faulthandler.is_enabled()
+    if not enabled:
+        with contextlib.suppress(Exception):  # no usable stderr: nothing to print to
+            faulthandler.enable()
+    os._exit = guarded_exit
+    try:
+        yield
+    finally:
+        os._exit = real_exit
+        if not enabled:
+            faulthandler.disable()
+
+
+@contextlib.contextmanager
+def plugin_code() -> Iterator[None]:
+    """Around every import of a plugin and every call of a hook: see the two guards above."""
+    with _stdout_to_stderr(), _exit_guard():
+        yield
+
+
 # --- the host ---------------------------------------------------------------------------------------
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ProcessExitCalled | PluginError):  # icc's own words about the plugin
+        return str(exc)
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
@@ -225,6 +299,8 @@ class PluginHost:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.failures: list[PluginFailure] = []
+        # Job and handler names two plugins claim, with why: neither plugin's gets them.
+        self.left_out: dict[str, str] = {}
         self._infos: dict[str, PluginInfo] = {}
         self._fingerprint = ""
         self._configured = False
@@ -258,15 +334,17 @@ class PluginHost:
             )
             return
         try:
-            plugin = loader()
-        except (Exception, SystemExit) as exc:
+            with plugin_code():
+                plugin = loader()
+        except BaseException as exc:  # KeyboardInterrupt and os._exit() too: only this plugin is lost
             self._record(info, exc)
             return
-        if self.pm.is_registered(plugin):
-            return  # the same module reached twice (an entry point and a local module): load it once
         try:
-            self.pm.register(plugin, name=info.name)
-        except (pluggy.PluginValidationError, ValueError) as exc:
+            with plugin_code():  # registering reads the plugin's attributes: its code may run
+                if self.pm.is_registered(plugin):
+                    return  # the same module reached twice (an entry point and a local module): load it once
+                self.pm.register(plugin, name=info.name)
+        except BaseException as exc:  # an invalid hook implementation, or the plugin's code raised
             if self.pm.get_plugin(info.name) is plugin:
                 self.pm.unregister(name=info.name)
             self._record(info, exc)
@@ -321,8 +399,14 @@ class PluginHost:
         else:
             failure = PluginFailure(info.name, info.distribution, error, hook, info.version)
         self.failures.append(failure)
-        log.warning("%s", failure)
+        log.debug("%s", failure)  # the commands print failures; a warning would print each twice
         return failure
+
+    def _clashed(self, info: PluginInfo, clashes: dict[str, str], hook: str) -> None:
+        """Names two plugins claim: left out, and reported like a failure of the second plugin's hook."""
+        for name, error in clashes.items():
+            self.left_out[name] = error
+            self._failed(info, PluginError(error), hook)
 
     def _failed(self, info: PluginInfo, exc: BaseException, hook: str) -> None:
         """A hook raised: record it; under strict, raise it."""
@@ -342,7 +426,8 @@ class PluginHost:
             info = self._info(impl.plugin_name)
 
             def call(_impl: Any = impl, **kwargs: object) -> object:
-                return _impl.function(*(kwargs[name] for name in _impl.argnames))
+                with plugin_code():
+                    return _impl.function(*(kwargs[name] for name in _impl.argnames))
 
             yield info, call
 
@@ -354,7 +439,7 @@ class PluginHost:
         for info, call in list(self._impls("configure")):
             try:
                 call(config=self.config)
-            except (Exception, SystemExit) as exc:
+            except BaseException as exc:
                 self.pm.unregister(name=info.name)
                 del self._infos[info.name]
                 self._failed(info, exc, "configure")
@@ -363,11 +448,13 @@ class PluginHost:
         """Every plugin's jobs, each with its plugin's provenance, by name.
 
         Each plugin's ``schedule`` runs with a scheduler of its own: one that raises (a bad schedule too)
-        loses its jobs and is reported, the others keep theirs. A job name used by two plugins is a
-        :class:`icc.PluginError` naming both, even without strict.
+        loses its jobs and is reported, the others keep theirs. A job name used by two plugins is left out
+        (in :attr:`left_out`) and reported as a ``schedule`` failure naming both; the plugins' other jobs
+        are kept. Under strict it raises :class:`StrictPluginError`.
         """
         if self._jobs is None:
             jobs: dict[str, Job] = {}
+            owners: dict[str, Provenance] = {}
             for info, call in self._impls("schedule"):
                 scheduler = Scheduler(
                     timezone=self.config.timezone,
@@ -376,22 +463,26 @@ class PluginHost:
                 )
                 try:
                     call(scheduler=scheduler)
-                except (Exception, SystemExit) as exc:
+                except BaseException as exc:
                     self._failed(info, exc, "schedule")
                     continue
-                _add_unique(
+                clashes = _add_unique(
                     jobs,
                     scheduler.jobs,
+                    owners,
                     "job name {!r} is used",
                     "pass name=... to scheduler.add() in one of them",
                 )
+                self._clashed(info, clashes, "schedule")
             self._jobs = jobs
         return dict(self._jobs)
 
     def collect_handlers(self) -> dict[str, HandlerSpec]:
-        """Every plugin's queue message handlers by name; a name registered by two plugins is an error."""
+        """Every plugin's queue message handlers by name. A name registered by two plugins is left out (in
+        :attr:`left_out`) and reported as a ``register_handlers`` failure naming both."""
         if self._handlers is None:
             handlers: dict[str, HandlerSpec] = {}
+            owners: dict[str, Provenance] = {}
             for info, call in self._impls("register_handlers"):
                 mine: dict[str, HandlerSpec] = {}
 
@@ -417,10 +508,13 @@ class PluginHost:
 
                 try:
                     call(register=register)
-                except (Exception, SystemExit) as exc:
+                except BaseException as exc:
                     self._failed(info, exc, "register_handlers")
                     continue
-                _add_unique(handlers, mine, "message handler {!r} is registered", "rename one of them")
+                clashes = _add_unique(
+                    handlers, mine, owners, "message handler {!r} is registered", "rename one of them"
+                )
+                self._clashed(info, clashes, "register_handlers")
             self._handlers = handlers
         return dict(self._handlers)
 
@@ -430,7 +524,7 @@ class PluginHost:
             before = dict(cli.commands)
             try:
                 call(cli=cli)
-            except (Exception, SystemExit) as exc:
+            except BaseException as exc:
                 _restore(cli, before)
                 self._failed(info, exc, "register_commands")
                 continue
@@ -457,7 +551,7 @@ class PluginHost:
         for info, call in self._impls(hook):
             try:
                 call(**kwargs)
-            except Exception as exc:  # never strict: a run is never broken by an observer
+            except BaseException as exc:  # never strict: a run is never broken by an observer
                 self._record(info, exc, hook)
 
 
@@ -469,15 +563,25 @@ class _Provided(Protocol):
 _P = TypeVar("_P", bound=_Provided)
 
 
-def _add_unique(into: dict[str, _P], items: Mapping[str, _P], claim: str, fix: str) -> None:
-    """Add a plugin's jobs or handlers; a name another plugin already uses is an error naming both."""
+def _add_unique(
+    into: dict[str, _P], items: Mapping[str, _P], owners: dict[str, Provenance], claim: str, fix: str
+) -> dict[str, str]:
+    """Add a plugin's jobs or handlers. A name another plugin claimed is taken out (``owners`` remembers
+    who claimed it first, so a third claim stays out too); returns those names, each with an error naming
+    both plugins."""
+    clashes: dict[str, str] = {}
     for name, item in items.items():
-        other = into.get(name)
-        if other is not None:
-            raise PluginError(
-                f"{claim.format(name)} by two plugins: {_who(other.provenance)} and {_who(item.provenance)}; {fix}"
-            )
-        into[name] = item
+        first = owners.get(name)
+        if first is None:
+            owners[name] = item.provenance
+            into[name] = item
+            continue
+        into.pop(name, None)
+        clashes[name] = (
+            f"{claim.format(name)} by two plugins: {_who(first)} and {_who(item.provenance)}; "
+            f"neither runs it until you {fix}"
+        )
+    return clashes
 
 
 def _who(provenance: Provenance) -> str:

@@ -474,6 +474,10 @@ def manual_run(config: Config, name: str) -> tuple[TickRow, int]:
     host = load_plugins(config)
     live = host.collect_jobs()
     job = live.get(name)
+    if job is None and name in host.left_out:
+        from icc.errors import PluginError
+
+        raise PluginError(host.left_out[name])
     if job is None and (record is None or record.kind != "command"):
         known = ", ".join(sorted(set(live) | {r.name for r in store.jobs()})) or "none"
         raise JobNotFoundError(f"no job named {name!r}; known jobs: {known}")

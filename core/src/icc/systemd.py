@@ -229,7 +229,7 @@ def systemd(env: Env, directory: Path | None, system: bool) -> None:
         user=user,
     )
     if config.consumers.mode != "service":
-        where = f" in {config.path}" if config.path is not None else ""
+        where = f" in {source}" if (source := config.source("consumers.mode")) else ""
         click.echo(
             f'note: consumers.mode is "{config.consumers.mode}"{where}, so `icc run` starts consumers too; '
             'set mode = "service" and run `icc scan` before enabling these services',

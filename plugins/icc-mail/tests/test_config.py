@@ -40,3 +40,14 @@ def test_bad_table_is_a_config_error_naming_the_key_and_file(table: dict[str, ob
         parse_config(table, Path("/srv/app/icc.toml"))
     assert says in str(info.value)
     assert "/srv/app/icc.toml" in str(info.value)
+
+
+def test_bad_value_from_a_variable_names_the_variable() -> None:
+    def source(key: str) -> str:
+        return "environment variable ICC_MAIL__DSN" if key == "dsn" else "/srv/app/icc.toml"
+
+    with pytest.raises(ConfigError) as info:
+        parse_config({"dsn": "smtp://h:port", "sender": "a@example.org"}, Path("/srv/app/icc.toml"), source)
+    assert str(info.value).endswith(" in environment variable ICC_MAIL__DSN")
+    with pytest.raises(ConfigError, match=r"mail.sender.* in /srv/app/icc.toml$"):
+        parse_config({"sender": "nobody"}, Path("/srv/app/icc.toml"), source)

@@ -95,9 +95,9 @@ def consume(
         for queue in queues:
             validate_queue(config, queue)
         host = load_plugins(config)
+        handlers = {name: spec.handler for name, spec in host.collect_handlers().items()}
         for failure in host.failures:
             click.echo(f"warning: {failure}", err=True)
-        handlers = {name: spec.handler for name, spec in host.collect_handlers().items()}
         consumer = Consumer(
             open_transport(config),
             handlers,

@@ -39,9 +39,10 @@ def validate_queue(config: Config, queue: object) -> str:
     known = known_queues(config)
     if not isinstance(queue, str) or queue not in known:
         where = f" in {config.path}" if config.path else ""
+        origin = config.sources.get("consumers.queues")  # set by ICC_CONSUMERS_QUEUES: name the variable
         raise QueueError(
-            f"unknown queue {queue!r}; the queues are: {', '.join(known)}. Add it to consumers.queues "
-            f"or give it a [queues.{queue}] table{where}"
+            f"unknown queue {queue!r}; the queues are: {', '.join(known)}. Add it to "
+            f"{origin or 'consumers.queues'} or give it a [queues.{queue}] table{where}"
         )
     return queue
 

@@ -21,6 +21,8 @@ class _Config(Protocol):
     @property
     def path(self) -> Path | None: ...
 
+    def source(self, key: str) -> str | None: ...
+
 
 class _State:
     config: MailConfig | None = None
@@ -31,7 +33,9 @@ def configure(config: _Config) -> None:
     """Validate ``[tool.icc.mail]`` when icc loads its configuration (an error names the key)."""
     from icc_mail.config import parse_config
 
-    _State.config = parse_config(config.tables.get("mail"), config.path)
+    _State.config = parse_config(
+        config.tables.get("mail"), config.path, lambda key: config.source(f"mail.{key}")
+    )
 
 
 @icc.hookimpl
