@@ -335,6 +335,17 @@ def _status_data(config: Config, at: datetime | None) -> dict[str, Any]:
     }
 
 
+def _last_run_cell(last: dict[str, Any] | None) -> str:
+    """``succeeded 2026-03-29 10:00 (1.2s)``; a run that never started (its command could not) shows its slot."""
+    if last is None:
+        return "-"
+    if last["started_at"] is None:
+        return f"{last['outcome']}" + (f" slot {last['slot'][:16].replace('T', ' ')}" if last["slot"] else "")
+    return (
+        f"{last['outcome']} {last['started_at'][:16].replace('T', ' ')} ({ui.fmt_duration(last['duration'])})"
+    )
+
+
 @cli.command()
 @click.argument("job", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema in docs/cli.md).")
@@ -399,9 +410,7 @@ def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int)
                 else j["schedule"]["cron"],
                 state,
                 (j["next_run"] or "-")[:16].replace("T", " "),
-                "-"
-                if last is None
-                else f"{last['outcome']} {(last['started_at'] or '')[:16].replace('T', ' ')} ({ui.fmt_duration(last['duration'])})",
+                _last_run_cell(last),
                 running,
                 str(j["missed"]) if j["missed"] else "-",
             ]

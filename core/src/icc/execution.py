@@ -49,7 +49,7 @@ class Result:
     exit_code: int | None = None
     output: str = ""
     error: str | None = None
-    duration: float = 0.0
+    duration: float | None = None  # None: the task never started
     pid: int | None = None
 
 
