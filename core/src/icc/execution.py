@@ -32,9 +32,8 @@ from icc.state.base import Outcome, StateStore
 
 OUTPUT_TAIL = 16 * 1024
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
-LEFTOVER_DEADLINE = (
-    5.0  # seconds to kill and reap what a run left behind (a fork bomb cannot keep it forever)
-)
+# Seconds to kill and reap what a run left behind: a task that forks without end cannot hold its supervisor.
+LEFTOVER_DEADLINE = 5.0
 
 
 @dataclass
@@ -170,8 +169,9 @@ def set_child_subreaper(on: bool) -> bool:
     """Linux: make this process a child subreaper (or stop being one); False where that is not possible.
 
     A subreaper adopts its orphaned descendants instead of pid 1, so a task that daemonizes cannot escape its
-    supervisor. The attribute is not inherited across fork(), so the supervisors :func:`start_detached` forks
-    are not affected by the tick's, and the tick turns it off after each run so that it never adopts them.
+    supervisor. Only :func:`supervise` sets it, for the length of one run, and turns it off again: it is never
+    on while :func:`start_detached` forks, so the tick never adopts the background supervisors it orphans on
+    purpose (and a forked child does not inherit it, so they don't either).
     """
     if not sys.platform.startswith("linux"):
         return False
