@@ -340,7 +340,7 @@ def _last_run_cell(last: dict[str, Any] | None) -> str:
     if last is None:
         return "-"
     if last["started_at"] is None:
-        return f"{last['outcome']}" + (f" slot {last['slot'][:16].replace('T', ' ')}" if last["slot"] else "")
+        return str(last["outcome"]) + (f" slot {last['slot'][:16].replace('T', ' ')}" if last["slot"] else "")
     return (
         f"{last['outcome']} {last['started_at'][:16].replace('T', ' ')} ({ui.fmt_duration(last['duration'])})"
     )
