@@ -367,6 +367,17 @@ def _status_data(config: Config, at: datetime | None) -> dict[str, Any]:
     }
 
 
+def _last_run_cell(last: dict[str, Any] | None) -> str:
+    """``succeeded 2026-03-29 10:00 (1.2s)``; a run that never started (its command could not) shows its slot."""
+    if last is None:
+        return "-"
+    if last["started_at"] is None:
+        return str(last["outcome"]) + (f" slot {last['slot'][:16].replace('T', ' ')}" if last["slot"] else "")
+    return (
+        f"{last['outcome']} {last['started_at'][:16].replace('T', ' ')} ({ui.fmt_duration(last['duration'])})"
+    )
+
+
 @cli.command()
 @click.argument("job", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema in docs/cli.md).")
@@ -433,9 +444,7 @@ def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int)
                 else j["schedule"]["cron"],
                 state,
                 (j["next_run"] or "-")[:16].replace("T", " "),
-                "-"
-                if last is None
-                else f"{last['outcome']} {(last['started_at'] or '')[:16].replace('T', ' ')} ({ui.fmt_duration(last['duration'])})",
+                _last_run_cell(last),
                 running,
                 str(j["missed"]) if j["missed"] else "-",
             ]
@@ -515,12 +524,38 @@ def icc_argv(config: Config) -> list[str]:
     return argv
 
 
+def crontab_line(config: Config) -> str:
+    """The crontab line for ``config``, escaped for cron: a bare ``%`` would end the command there."""
+    from icc.errors import ConfigError
+
+    if config.path is None:
+        raise ConfigError(
+            f"icc crontab: no config file found in {Path.cwd()} or above (icc.toml, or pyproject.toml with "
+            "[tool.icc]), so the line would run on an empty state in cron's working directory; run it from "
+            "the project's directory or pass --config"
+        )
+    argv = icc_argv(config)
+    for arg in argv:
+        if "\n" in arg or "\r" in arg:
+            raise ConfigError(
+                f"icc crontab: {arg!r} contains a line break, which a crontab line cannot hold; "
+                "move the project or its environment to a path without one"
+            )
+    command = shlex.join([*argv, "run", "--quiet"])
+    if "\\%" in command:
+        raise ConfigError(
+            f"icc crontab: {command!r} has a backslash before a '%', which cron cannot pass on; "
+            "move the project or its environment to a path without one"
+        )
+    # cron turns an unescaped % into a newline (the rest becomes the command's stdin); \% is a literal %.
+    return "* * * * * " + command.replace("%", "\\%")
+
+
 @cli.command()
 @click.pass_obj
 def crontab(env: Env) -> None:
-    """Print the one crontab line to install (`crontab -e`)."""
-    argv = icc_argv(env.config)
-    click.echo(f"* * * * * {shlex.join([*argv, 'run', '--quiet'])}")
+    """Print the one crontab line to install (`crontab -e`). Run it from the project or pass --config."""
+    click.echo(crontab_line(env.config))
 
 
 # --- commands contributed by other modules (one line each) ---

@@ -4,6 +4,12 @@ The supervisor (the tick itself for foreground jobs, a detached process for back
 into a new session, so a task that raises, calls ``sys.exit`` or ``os._exit``, segfaults or hangs affects only
 its own run, and a timeout can kill the task together with every process it started (SIGTERM to the process
 group, a grace period, then SIGKILL). Command tasks run as argv lists, never through a shell.
+
+A task can leave its process group (``setsid``, a daemonizing double fork). On Linux the supervisor is a child
+subreaper while a run lasts (``prctl(PR_SET_CHILD_SUBREAPER)``): such an escaped descendant is reparented to the
+supervisor rather than to pid 1 when its parent exits, so at the end of the run (normal end, timeout or stop) the
+supervisor kills and reaps every process that became its child during the run. Elsewhere this is a no-op and
+only the task's process group is ended.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from icc.locks import job_lock
 from icc.state.base import Outcome, StateStore
 
 OUTPUT_TAIL = 16 * 1024
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+# Seconds to kill and reap what a run left behind: a task that forks without end cannot hold its supervisor.
+LEFTOVER_DEADLINE = 5.0
 
 
 @dataclass
@@ -50,7 +59,7 @@ class Result:
     exit_code: int | None = None
     output: str = ""
     error: str | None = None
-    duration: float = 0.0
+    duration: float | None = None  # None: the task never started
     pid: int | None = None
 
 
@@ -157,6 +166,65 @@ def _kill_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
+def set_child_subreaper(on: bool) -> bool:
+    """Linux: make this process a child subreaper (or stop being one); False where that is not possible.
+
+    A subreaper adopts its orphaned descendants instead of pid 1, so a task that daemonizes cannot escape its
+    supervisor. Only :func:`supervise` sets it, for the length of one run, and turns it off again: it is never
+    on while :func:`start_detached` forks, so the tick never adopts the background supervisors it orphans on
+    purpose (and a forked child does not inherit it, so they don't either).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _children() -> set[int]:
+    """This process's children (zombies too), from /proc (where the ``children`` files may not exist)."""
+    me = os.getpid()
+    found: set[int] = set()
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                data = stat.read()
+        except OSError:
+            continue  # gone meanwhile
+        fields = data.rpartition(b")")[2].split()  # the command name in (...) may hold spaces and ')'
+        if len(fields) > 1 and fields[1] == str(me).encode():
+            found.add(int(name))
+    return found
+
+
+def _end_leftovers(before: set[int]) -> None:
+    """Kill and reap every process that became this subreaper's child during the run, until none is left.
+
+    Only direct children are killed: their pids cannot be reused until they are reaped, so nothing else is
+    ever hit. Killing one hands its own children to this process, and the next round takes them.
+    """
+    deadline = time.monotonic() + LEFTOVER_DEADLINE
+    while (left := _children() - before) and time.monotonic() < deadline:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in left:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        if _children() & left:
+            time.sleep(0.01)
+
+
 def supervise(store: StateStore, spec: RunSpec, *, grace: float = 10.0) -> Result:
     """Run ``spec`` to its end and record it. The run row must exist (pending)."""
     lock = None
@@ -192,9 +260,13 @@ def _supervise_locked(store: StateStore, spec: RunSpec, grace: float, close_fds:
     if spec.before is not None:
         spec.before()
     started = time.time()
+    subreaper = set_child_subreaper(True)
+    before = _children() if subreaper else set()
     try:
         pid, read_fd, proc = _start(spec, close_fds)
     except OSError as exc:
+        if subreaper:
+            set_child_subreaper(False)
         why = f"could not start {spec.argv!r}: {exc.strerror or exc}"
         store.finish(spec.run_id, "failed", now=time.time(), error=why)
         failed = Result("failed", error=why)
@@ -266,8 +338,12 @@ def _supervise_locked(store: StateStore, spec: RunSpec, grace: float, close_fds:
             proc.stdout.close()
         else:
             os.close(read_fd)
-        # Whatever the task left in its process group goes with it.
+        # Whatever the task left in its process group goes with it, and so does every process it started
+        # that left the group (setsid, double fork): as a subreaper, this process has adopted them.
         _kill_group(pid, signal.SIGKILL)
+        if subreaper:
+            _end_leftovers(before)
+            set_child_subreaper(False)
     ended = time.time()
     output = b"".join(tail)[-OUTPUT_TAIL:].decode("utf-8", errors="replace")
     assert status is not None

@@ -481,7 +481,7 @@ def manual_run(config: Config, name: str) -> tuple[TickRow, int]:
     if job is None and (record is None or record.kind != "command"):
         known = ", ".join(sorted(set(live) | {r.name for r in store.jobs()})) or "none"
         raise JobNotFoundError(f"no job named {name!r}; known jobs: {known}")
-    run_id = store.start_manual(name, pid=os.getpid(), host=socket.gethostname(), now=time.time())
+    run_id = store.start_manual(name, pid=os.getpid(), host=socket.gethostname())
     ctx = RunContext(name, run_id, None, "manual", config.environment)
     if job is not None:
         schedule = job.schedule

@@ -7,7 +7,9 @@ from email.parser import BytesParser
 from typing import Any
 
 import pytest
-from icc_mail import Mail, MailError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from icc_mail import Mail, MailError, send_mail
 
 
 def roundtrip(message: EmailMessage) -> EmailMessage:
@@ -136,3 +138,42 @@ def test_payload_without_to_or_with_unknown_keys_is_malformed() -> None:
 def test_mail_without_any_sender_cannot_be_built() -> None:
     with pytest.raises(MailError, match="no sender"):
         mail().build(None)
+
+
+# Every character str.splitlines() splits on: the email package refuses each of them in a header when the mail
+# is built, so send_mail must refuse them up front (a mail that cannot be built would be retried forever).
+SPLITLINES_BREAKS = ["\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize("char", SPLITLINES_BREAKS, ids=[f"U+{ord(c):04X}" for c in SPLITLINES_BREAKS])
+def test_send_mail_refuses_every_splitlines_break_in_a_header(char: str) -> None:
+    for fields in ({"subject": f"Hi{char}there"}, {"headers": {"X-Note": f"a{char}b"}}):
+        with pytest.raises(MailError, match="line break") as info:
+            send_mail("jane@example.org", **{"subject": "Hi", "text": "x", **fields})
+        assert "header injection" in str(info.value)
+    with pytest.raises(MailError, match="line break"):
+        send_mail(f"Jane{char}Doe <jane@example.org>", "Hi", "x")
+
+
+# Any character, with the line breaks and lone surrogates (a str can hold one) drawn often enough to matter.
+ANY_TEXT = st.text(st.characters() | st.sampled_from([*SPLITLINES_BREAKS, "\x00", "\ud800", "\udfff"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(subject=ANY_TEXT, value=ANY_TEXT, text=ANY_TEXT)
+def test_any_header_value_send_mail_accepts_can_be_built_and_sent(
+    subject: str, value: str, text: str
+) -> None:
+    """Whatever passes validation must become bytes for SMTP: a mail that cannot be built would be retried."""
+    try:
+        accepted = mail(subject=subject, headers={"X-Note": value}, text=text, html=text)
+    except MailError:
+        return
+    accepted.build("noreply@example.org").as_bytes()
+
+
+def test_send_mail_refuses_a_lone_surrogate() -> None:
+    with pytest.raises(MailError, match="subject contains a lone surrogate"):
+        send_mail("jane@example.org", "Hi \ud800", "x")
+    with pytest.raises(MailError, match="text contains a lone surrogate"):
+        send_mail("jane@example.org", "Hi", "x \udcff")

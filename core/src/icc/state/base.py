@@ -114,7 +114,7 @@ class StateStore(Protocol):
     def claim(self, job: str, slot: int, kind: RunKind, *, pid: int, host: str) -> int | None:
         """Insert a pending run for (job, slot); None when that slot was claimed before."""
 
-    def start_manual(self, job: str, *, pid: int, host: str, now: float) -> int:
+    def start_manual(self, job: str, *, pid: int, host: str) -> int:
         """A pending run for ``icc exec``: no slot, never conflicts."""
 
     def record(

@@ -297,12 +297,11 @@ class SQLiteStateStore:
             )
             return cur.lastrowid if cur.rowcount == 1 else None
 
-    def start_manual(self, job: str, *, pid: int, host: str, now: float) -> int:
+    def start_manual(self, job: str, *, pid: int, host: str) -> int:
         with self._write() as db:
-            cur = db.execute(
-                "INSERT INTO runs (job, slot, kind, outcome, pid, host, started_at) "
-                "VALUES (?, NULL, 'manual', 'pending', ?, ?, ?)",
-                (job, pid, host, now),
+            cur = db.execute(  # started_at is set when its task starts (mark_running), like any run
+                "INSERT INTO runs (job, slot, kind, outcome, pid, host) VALUES (?, NULL, 'manual', 'pending', ?, ?)",
+                (job, pid, host),
             )
             assert cur.lastrowid is not None
             return cur.lastrowid
@@ -315,9 +314,10 @@ class SQLiteStateStore:
         with self._write() as db:
             for slot in slots:
                 cur = db.execute(
-                    "INSERT OR IGNORE INTO runs (job, slot, kind, outcome, started_at, ended_at, error) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (job, slot, kind, outcome, now, now, error),
+                    # Never started: no started_at, so no duration either.
+                    "INSERT OR IGNORE INTO runs (job, slot, kind, outcome, ended_at, error) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (job, slot, kind, outcome, now, error),
                 )
                 if cur.rowcount == 1:
                     recorded.append(slot)
@@ -357,9 +357,11 @@ class SQLiteStateStore:
     ) -> None:
         with self._write() as db:
             db.execute(
+                # A run whose task never started (no task_pid: skipped, could not start, abandoned before its
+                # task started) has no start time and so no duration, even if a tick handed it over.
                 "UPDATE runs SET outcome = ?, ended_at = ?, exit_code = ?, output = ?, error = ?, "
-                "started_at = COALESCE(started_at, ?) WHERE id = ?",
-                (outcome, now, exit_code, output[-OUTPUT_CAP:], error, now, run_id),
+                "started_at = CASE WHEN task_pid IS NULL THEN NULL ELSE started_at END WHERE id = ?",
+                (outcome, now, exit_code, output[-OUTPUT_CAP:], error, run_id),
             )
 
     def run(self, run_id: int) -> RunRecord | None:

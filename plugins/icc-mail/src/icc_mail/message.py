@@ -16,7 +16,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
 
-from icc_mail.addresses import check_address, no_line_breaks
+from icc_mail.addresses import check_address, encodable, no_line_breaks
 from icc_mail.errors import MailError
 
 # 7bit: non-ASCII bodies go out quoted-printable or base64, which every server accepts (no 8BITMIME needed).
@@ -48,6 +48,8 @@ def _text(value: object, what: str, *, header: bool) -> str:
         raise MailError(f"{what} must be a string, not {type(value).__name__}")
     if header:
         no_line_breaks(value, what)
+    else:
+        encodable(value, what)
     return value
 
 
