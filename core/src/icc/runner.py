@@ -38,6 +38,7 @@ from icc.errors import StateError
 from icc.execution import RunSpec, start_detached, stop_requested, supervise
 from icc.locks import Holder, job_lock, tick_lock
 from icc.state.base import JobRecord, RunKind, RunRecord, StateStore
+from icc.state.dirs import state_dir_problem
 from icc.state.sqlite import FILENAME, SQLiteStateStore
 
 if TYPE_CHECKING:
@@ -158,6 +159,9 @@ class Tick:
         self.config = config
         self.slot = slot_of(at or datetime.now(UTC))
         self.db_path = config.state_dir / FILENAME
+        problem = state_dir_problem(config.state_dir)  # a planted link or a foreign directory first
+        if problem is not None:
+            raise StateError(problem)
         if not self.db_path.exists():  # a tick never creates a store: it would have nothing to schedule
             raise StateError(
                 f"no state store at {self.db_path} (never scanned, or deleted); nothing was run. "
