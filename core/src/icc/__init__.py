@@ -22,7 +22,7 @@ from icc.errors import (
 
 if TYPE_CHECKING:
     from icc.hookspecs import hookimpl, hookspec
-    from icc.jobs import Scheduler
+    from icc.jobs import RunResult, Scheduler
     from icc.queue.dispatch import dispatch
     from icc.schedule import Schedule
 
@@ -32,6 +32,7 @@ __all__ = [
     "JobNotFoundError",
     "PluginError",
     "QueueError",
+    "RunResult",
     "Schedule",
     "ScheduleError",
     "Scheduler",
@@ -44,6 +45,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "RunResult": "icc.jobs",
     "Schedule": "icc.schedule",
     "Scheduler": "icc.jobs",
     "hookimpl": "icc.hookspecs",

@@ -75,6 +75,23 @@ class RunContext:
     environment: str | None
 
 
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended, as ``after_run`` hooks and per-job callbacks receive it.
+
+    ``output`` is the stored tail of the run's stdout and stderr; ``duration``, ``started_at`` and ``exit_code``
+    are None for a run that never started (missed, skipped, abandoned before its task began).
+    """
+
+    outcome: str
+    exit_code: int | None = None
+    error: str | None = None
+    output: str = ""
+    duration: float | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
 def default_name(task: Callable[..., object]) -> str:
     """``module:qualname`` of a callable; for a callable object without a qualname, that of its class.
 
