@@ -45,6 +45,7 @@ def test_crontab_escapes_percent_so_cron_runs_the_whole_command(tmp_path: Path, 
     project.root.mkdir()
     project.write_config()
     project.write_plugin("")
+    project.icc("scan", check=True)  # a tick on a never-scanned store refuses to run (exit 2)
     line = project.icc("crontab", check=True).stdout
     command, stdin = cron_reads(line)
     assert stdin == ""
