@@ -138,7 +138,8 @@ def main() -> None:
     consume = ratio("icc", 1)
     goal = "met" if consume >= 2 else "NOT met"
     print(
-        f"goal, icc consumes at least 2x as fast as huey (both NORMAL; batched vs one by one): {goal} ({consume:.2f}x)"
+        f"goal, icc consumes at least 2x as fast as huey (both NORMAL; batched vs one by one): "
+        f"{goal} ({consume:.2f}x)"
     )
 
 

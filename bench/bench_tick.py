@@ -3,8 +3,10 @@
 1. The idle tick. `icc run --quiet` with 200 registered jobs, none due, ``consumers.mode = "service"`` (so
    that nothing at all is due), against two floors: ``python -c "import sqlite3"`` (an interpreter that can
    open a database, which is all the idle tick needs: it imports sqlite3, reads the config and runs one
-   query) and ``python -c pass``. The three commands run in rounds, in a rotating order within each round;
-   the ratio is the median of the per-round ratios (paired: same round, same machine state).
+   query) and ``python -c pass``. What differs: the tick also starts through the ``icc`` console script,
+   imports icc's fast path and config loader and reads the config file; that is the overhead the ratio
+   shows. The three commands run in rounds, in a rotating order within each round; the ratio is the median
+   of the per-round ratios (paired: same round, same machine state).
    Goal: idle tick at most 1.5x ``python -c "import sqlite3"``.
 2. The default minute. With ``consumers.mode = "cron"`` (the default) the ``consume:mail`` and
    ``consume:async`` jobs are due every minute, so the common minute is not idle: the tick does a full run
@@ -14,16 +16,21 @@
    the run short. CPU seconds are user + system time from ``getrusage(RUSAGE_CHILDREN)`` deltas: this
    process makes itself the child subreaper (Linux ``PR_SET_CHILD_SUBREAPER``), so the detached supervisors
    are reparented to it and their CPU, and their consumers', is counted when it reaps them, over their whole
-   lifetime. The baseline is an idle tick's CPU (project 1) measured in the same round.
+   lifetime. The baseline is an idle tick's CPU (project 1) measured in the same round. This is a budget,
+   not a like-for-like comparison: the idle tick is the unit the minute's cost is counted in.
    Goal: the whole minute (tick + supervisors + consumers) at most 3x an idle tick's CPU.
-   A consumer waiting on empty queues polls once per second; the same minute with ``time_limit = 6`` gives
-   the CPU per second of waiting, and so an estimate for the default 20 s (printed, marked as an estimate).
+   A consumer waiting on empty queues polls once per second, so its CPU grows with the time limit: the same
+   minute with ``time_limit = 9``, paired with the 3 s minute of the same round, gives the CPU per second of
+   waiting, and so an estimate for the default 20 s (printed, marked as an estimate; the goal is judged on
+   the 3 s measurement).
 3. Background start-up. A tick with 20 due ``in_background()`` jobs; the time from launching ``icc run``
    until every one of the 20 tasks has started (each writes its start time), and until ``icc run``
    returned; the median and the worst of the rounds. Goal: all 20 started within 0.5 s of the tick's start
-   in every round (judged on the worst round).
+   in every round (judged on the worst round). An absolute goal, so it depends on the machine and its load;
+   the ratio to ``python -c "import sqlite3"`` (from 1) is printed for scale.
 4. Catching up (no goal). With 200 every-minute jobs, the tick after an hour without ticks (11,800 slots
-   recorded missed) against a tick one minute after the last, as a ratio.
+   recorded missed) against a tick one minute after the last, as a ratio. Both ticks run the same 200
+   foreground jobs (which dominate their time); the difference is the missed slots recorded.
 
 The machine's load moves absolute times a lot; the ratios, measured paired and interleaved, move less.
 
@@ -51,7 +58,7 @@ SCALE_ROUNDS = 2
 BACKGROUND_ROUNDS = 7
 CATCH_UP_ROUNDS = 2  # each tick runs 200 foreground jobs: seconds per tick
 TIME_LIMIT = 3.0  # consumers.time_limit in the default-minute bench (icc's default: 20)
-SCALE_LIMIT = 6.0
+SCALE_LIMIT = 9.0
 DEFAULT_LIMIT = 20.0
 IDLE_GOAL = 1.5
 MINUTE_GOAL = 3.0
@@ -209,9 +216,9 @@ def default_minute(tmp: Path, idle_project: IdleProject, subreaper: bool) -> Non
     """Section 2."""
     print()
     print(
-        f"2. the default minute: consumers.mode = cron, queues mail and async empty, consumers.time_limit = "
-        f"{TIME_LIMIT:g} s in this bench (default {DEFAULT_LIMIT:g} s); medians of {MINUTE_ROUNDS} rounds, each "
-        "paired with an idle tick"
+        f"2. the default minute: consumers.mode = cron, queues mail and async empty; consumers.time_limit = "
+        f"{TIME_LIMIT:g} s here\n   (default {DEFAULT_LIMIT:g} s); medians of {MINUTE_ROUNDS} rounds, each "
+        "paired with an idle tick; CPU = user + system seconds"
     )
     if not subreaper:
         print("   not measured: needs Linux (PR_SET_CHILD_SUBREAPER) to count the detached consumers' CPU")
@@ -235,10 +242,9 @@ def default_minute(tmp: Path, idle_project: IdleProject, subreaper: bool) -> Non
     wall_ratio = statistics.median(m[0] / i[0] for m, i in zip(minutes, idles, strict=True))
     tick_ratio = statistics.median(m[1] / i[1] for m, i in zip(minutes, idles, strict=True))
     ratio = statistics.median((m[1] + m[2]) / i[1] for m, i in zip(minutes, idles, strict=True))
-    per_second = max(
-        0.0, (statistics.median(s[2] for s in scaled) - consumers_cpu) / (SCALE_LIMIT - TIME_LIMIT)
-    )
-    estimate = whole + per_second * (DEFAULT_LIMIT - TIME_LIMIT)
+    slopes = [(s[2] - m[2]) / (SCALE_LIMIT - TIME_LIMIT) for s, m in zip(scaled, minutes, strict=False)]
+    slope = statistics.median(slopes)  # may come out <= 0 when waiting costs less than start-up's noise
+    estimate = whole + max(0.0, slope) * (DEFAULT_LIMIT - TIME_LIMIT)
     print(f"   {'':44}{'wall':>10}{'CPU':>10}")
     print(f"   {'idle tick (project 1)':44}{idle_wall * 1e3:8.1f}ms{idle_cpu * 1e3:8.1f}ms")
     print(f"   {'icc run --quiet (full tick, 2 due)':44}{tick_wall * 1e3:8.1f}ms{tick_cpu * 1e3:8.1f}ms")
@@ -251,9 +257,12 @@ def default_minute(tmp: Path, idle_project: IdleProject, subreaper: bool) -> Non
         f"   goal: whole minute at most {MINUTE_GOAL:g}x an idle tick's CPU "
         f"(time_limit {TIME_LIMIT:g} s): {verdict(ratio <= MINUTE_GOAL)}"
     )
+    label = f"2 supervisors + consumers, time_limit {SCALE_LIMIT:g} s"
+    longer_cpu = statistics.median(row[2] for row in scaled)
+    print(f"   {label:44}{'':>10}{longer_cpu * 1e3:8.1f}ms  (median of {SCALE_ROUNDS})")
     print(
-        f"   waiting on empty queues costs {per_second * 1e3:.1f} ms CPU per second for both consumers (from "
-        f"time_limit {SCALE_LIMIT:g} s, median of {SCALE_ROUNDS});"
+        f"   waiting on empty queues: {slope * 1e3:.1f} ms CPU per second for both consumers ({SCALE_LIMIT:g} s "
+        f"against {TIME_LIMIT:g} s, paired; 0 or less: lost in the noise of their start-up)"
     )
     print(
         f"   estimate at the default {DEFAULT_LIMIT:g} s: {estimate * 1e3:.1f} ms, {estimate / idle_cpu:.2f}x an "
