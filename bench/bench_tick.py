@@ -262,7 +262,7 @@ def default_minute(tmp: Path, idle_project: IdleProject, subreaper: bool) -> Non
     print(f"   {label:44}{'':>10}{longer_cpu * 1e3:8.1f}ms  (median of {SCALE_ROUNDS})")
     print(
         f"   waiting on empty queues: {slope * 1e3:.1f} ms CPU per second for both consumers ({SCALE_LIMIT:g} s "
-        f"against {TIME_LIMIT:g} s, paired; 0 or less: lost in the noise of their start-up)"
+        f"against {TIME_LIMIT:g} s,\n   paired; 0 or less: lost in the noise of their start-up)"
     )
     print(
         f"   estimate at the default {DEFAULT_LIMIT:g} s: {estimate * 1e3:.1f} ms, {estimate / idle_cpu:.2f}x an "
