@@ -414,3 +414,28 @@ def test_a_handler_registered_for_an_unknown_queue_is_reported_naming_its_plugin
         "warning: plugin hhandlers registers handler 'elsewhere' for queue 'nowhere', which is not configured"
         in proc.stderr
     )
+
+
+def test_scan_warns_when_a_hung_cron_consumer_could_outlive_its_minute(tmp_path: Path) -> None:
+    import os
+
+    def scan(time_limit: int) -> subprocess.CompletedProcess[str]:
+        (tmp_path / "icc.toml").write_text(
+            f'[icc]\nstate_dir = "state"\ngrace = 10\n[icc.consumers]\nmode = "cron"\ntime_limit = {time_limit}\n'
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ICC_")}
+        env["ICC_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+        return subprocess.run(
+            [sys.executable, "-m", "icc", "--config", str(tmp_path / "icc.toml"), "scan"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    quiet = scan(20)
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr, quiet.stderr
+    loud = scan(40)
+    assert loud.returncode == 0, loud.stderr
+    assert "warning: a hung consumer may run 65s" in loud.stderr

@@ -52,6 +52,18 @@ def consumer_timeout(config: Config) -> float:
     return config.consumers.time_limit + config.grace + TIMEOUT_MARGIN
 
 
+def minute_warning(config: Config) -> str | None:
+    """Why a consumer cron job may outlive its minute (its next run is then skipped), or None."""
+    worst = consumer_timeout(config) + config.grace  # the timeout, then SIGTERM ... SIGKILL
+    if config.consumers.mode != "cron" or worst < 60:
+        return None
+    return (
+        f"a hung consumer may run {worst:g}s (consumers.time_limit {config.consumers.time_limit:g} + "
+        f"2 x grace {config.grace:g} + {TIMEOUT_MARGIN:g}), past its minute: the next minute's run of its "
+        "queue is then skipped. Lower consumers.time_limit or grace"
+    )
+
+
 @hookimpl
 def schedule(scheduler: Scheduler) -> None:
     config = _config

@@ -97,8 +97,8 @@ class Limits:
     failure_limit: int | None = None  # handler failures (retried or failed)
     sleep: float = 1.0  # seconds between polls while every queue is empty
     stop_when_empty: bool = False
-    # Seconds an interrupted handler gets to return before the consumer abandons it (hard exit), and
-    # half of the time a handler may still run after SIGTERM/SIGINT before it is interrupted.
+    # An interrupted handler gets half of it to return before the consumer abandons it (hard exit), and
+    # the running handler gets half of it after SIGTERM/SIGINT before it is interrupted.
     grace: float = 10.0
 
 
