@@ -439,3 +439,46 @@ def test_scan_warns_when_a_hung_cron_consumer_could_outlive_its_minute(tmp_path:
     loud = scan(40)
     assert loud.returncode == 0, loud.stderr
     assert "warning: a hung consumer may run 65s" in loud.stderr
+
+
+def test_handler_errors_that_are_hard_to_record_fail_the_message_not_the_consumer(tmp_path: Path) -> None:
+    config = Config(
+        path=None,
+        root=tmp_path,
+        state_dir=Path("state"),
+        queues={"async": QueueConfig(retries=0, delay=0, lease=30)},
+    )
+
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    class Custom(BaseException):
+        pass
+
+    def surrogate(payload: dict[str, Any]) -> None:
+        raise FileNotFoundError("no such file: 'caf\udce9.txt'")
+
+    def unprintable(payload: dict[str, Any]) -> None:
+        raise Unprintable
+
+    def custom(payload: dict[str, Any]) -> None:
+        raise Custom("odd")
+
+    handlers = {"surrogate": surrogate, "unprintable": unprintable, "custom": custom}
+    ids = {name: dispatch(name, {}, config=config) for name in handlers}
+    transport = open_transport(config)
+    consumer = Consumer(
+        transport,
+        handlers,
+        ["async"],
+        policy=config.queue,
+        limits=Limits(time_limit=20, stop_when_empty=True),
+    )
+    assert consumer.run(install_signal_handlers=False).failed == 3
+    reasons = {name: transport.failed_get(i).reason for name, i in ids.items()}  # type: ignore[union-attr]
+    assert (
+        reasons["surrogate"] == "failed 1 time; last error: FileNotFoundError: no such file: 'caf\\udce9.txt'"
+    )
+    assert "str() of the exception failed" in reasons["unprintable"]
+    assert reasons["custom"] == "failed 1 time; last error: Custom: odd"

@@ -67,8 +67,9 @@ _LEASE_SHARE = 0.25
 _MAX_BATCH = 200
 # A handler running this long (seconds) gives back the rest of its batch at once, for other consumers.
 _SLOW_HANDLER = 1.0
-# How often (seconds) the watchdog looks at the running handler.
-_WATCH_STEP = 0.05
+# How often (seconds) the watchdog looks at the running handler, at most (it wakes on time for the
+# moments it knows of: the slow-handler mark and the interruption).
+_WATCH_STEP = 0.25
 # The signal the watchdog interrupts a handler with (delivered to the main thread).
 INTERRUPT_SIGNAL = signal.SIGUSR2
 # The exit code of a consumer that abandoned a handler which ignored its interruption.
@@ -179,8 +180,8 @@ class Consumer:
         # Shared with the watchdog thread (under _state): the leased messages not started yet, the
         # message whose handler runs now and since when, and when a running handler is interrupted.
         self._rest: list[int] = []
-        self._current: Envelope | None = None
-        self._current_started = 0.0
+        self._current: Envelope | None = None  # (set alone: one assignment is atomic)
+        self._current_started = 0.0  # set before _current
         self._interrupt_at = math.inf
         self._interrupt_why = ""
         self._interrupting: int | None = None  # the id of the message the interrupt signal is for
@@ -418,10 +419,16 @@ class Consumer:
         limit (or the grace after a signal); abandon one that ignores the interruption."""
         grace = max(0.0, self.limits.grace)
         unwind = max(grace / 2, 0.5)  # an interrupted handler's time to return
-        while not stop.wait(_WATCH_STEP):
+        wait = _WATCH_STEP
+        while not stop.wait(max(0.01, wait)):
             now = time.monotonic()
+            wait = _WATCH_STEP
             with self._state:
                 current, started = self._current, self._current_started
+                if current is not None:  # wake on time for what comes next
+                    for mark in (started + _SLOW_HANDLER, self._interrupt_at):
+                        if mark > now:
+                            wait = min(wait, mark - now)
                 slow = current is not None and now - started >= _SLOW_HANDLER
                 due = current is not None and now >= self._interrupt_at
                 rest = self._rest if (slow or due) else []
@@ -436,6 +443,7 @@ class Consumer:
                     self.report(f"could not give back the rest of the batch: {exc}")
             if current is None or not due:
                 continue
+            wait = 0.05
             if self._interrupting is None and self._interrupted_at == 0.0:
                 self._interrupt(current)
             elif self._interrupted_at and now - self._interrupted_at >= unwind and self.hard_exit:
@@ -517,8 +525,8 @@ class Consumer:
             )
             return
         try:
-            with self._state:
-                self._current, self._current_started = envelope, time.monotonic()
+            self._current_started = time.monotonic()
+            self._current = envelope
             try:
                 handler(payload)
             finally:
@@ -531,7 +539,9 @@ class Consumer:
             self._failures += 1
             self._handler_failed(envelope, policy, error_record(envelope.attempts, exc), label)
             self.stop(f"time limit of {self.limits.time_limit:g}s reached")  # unless a signal came first
-        except (Exception, SystemExit) as exc:
+        except KeyboardInterrupt:
+            raise  # Ctrl-C where the consumer installed no signal handlers: the caller's to handle
+        except BaseException as exc:
             # SystemExit too: a handler calling sys.exit() fails its message, it does not end the consumer.
             self._failures += 1
             self._handler_failed(envelope, policy, error_record(envelope.attempts, exc), label)

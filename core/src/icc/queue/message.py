@@ -169,7 +169,9 @@ def decode_history(text: object) -> list[ErrorRecord]:
 
 
 def encode_history(records: list[ErrorRecord]) -> str:
-    return json.dumps(records[-MAX_HISTORY:], ensure_ascii=False, allow_nan=False)
+    # ASCII: an error text may hold lone surrogates (a file name decoded with surrogateescape), which
+    # SQLite cannot store as UTF-8; escaped, they round-trip.
+    return json.dumps(records[-MAX_HISTORY:], ensure_ascii=True, allow_nan=False)
 
 
 def error_record(
@@ -178,11 +180,18 @@ def error_record(
     """An :class:`ErrorRecord` for an exception (with its traceback) or for a plain reason."""
     record = ErrorRecord(at=time.time() if at is None else at, attempt=attempt)
     if isinstance(error, BaseException):
-        text = str(error).strip().replace("\n", " ")
+        try:
+            text = str(error).strip().replace("\n", " ")
+        except Exception as exc:  # an exception whose str() fails must not take the consumer down
+            text = f"<str() of the exception failed: {type(exc).__name__}>"
         record["error"] = f"{type(error).__name__}: {text}" if text else type(error).__name__
         if with_traceback and error.__traceback__ is not None:
-            formatted = "".join(traceback.format_exception(error))
-            record["traceback"] = formatted[-MAX_TRACEBACK_CHARS:]
+            try:
+                formatted = "".join(traceback.format_exception(error))
+            except Exception:
+                formatted = ""
+            if formatted:
+                record["traceback"] = formatted[-MAX_TRACEBACK_CHARS:]
     else:
         record["error"] = error
     return record

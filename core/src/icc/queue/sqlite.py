@@ -450,6 +450,7 @@ class SqliteTransport:
                 history.append(error)
             if not isinstance(reason, str):
                 reason = reason(history)
+            reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates
             # Insert first, delete second, one transaction: the message is never in neither table.
             # OR REPLACE: ids are never reused, so a clash can only be a stale copy of this message.
             conn.execute(
