@@ -86,7 +86,7 @@ CONFIG = """
 [icc]
 state_dir = "state"
 plugins = ["hhandlers"]
-grace = 4
+grace = 6
 
 [icc.consumers]
 mode = "service"
@@ -198,13 +198,13 @@ def test_a_long_handler_gives_back_the_rest_of_its_batch_and_sigterm_interrupts_
             lambda: hp.query("SELECT count(*) FROM messages WHERE lease_owner IS NOT NULL") == [(1,)],
             what="the rest of the batch released",
         )
-        proc.send_signal(signal.SIGTERM)  # it may finish within half the grace (2 s), then it is interrupted
+        proc.send_signal(signal.SIGTERM)  # it may finish within half the grace (3 s), then it is interrupted
         out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
     assert "stopped: SIGTERM" in out
-    assert "HandlerInterrupted: still running 2s after the consumer received SIGTERM" in err
+    assert "HandlerInterrupted: still running 3s after the consumer received SIGTERM" in err
     hung = hp.query("SELECT attempts, lease_owner FROM messages WHERE payload LIKE '%hang%'")
     assert hung == [(1, None)]
 
@@ -482,3 +482,35 @@ def test_handler_errors_that_are_hard_to_record_fail_the_message_not_the_consume
     )
     assert "str() of the exception failed" in reasons["unprintable"]
     assert reasons["custom"] == "failed 1 time; last error: Custom: odd"
+
+
+def test_sigterm_interrupts_a_hung_handler_of_a_consumer_without_a_time_limit(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    config = Config(path=None, root=tmp_path, state_dir=Path("state"))
+    message_id = dispatch("hang", {}, config=config)
+    started = threading.Event()
+
+    def hang(payload: dict[str, Any]) -> None:
+        started.set()
+        while True:
+            time.sleep(0.05)
+
+    def terminate() -> None:
+        started.wait(20)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    consumer = Consumer(
+        open_transport(config), {"hang": hang}, ["async"], policy=config.queue, limits=Limits(grace=0.4)
+    )
+    threading.Thread(target=terminate, daemon=True).start()
+    stats = consumer.run()  # in the main thread: it installs its signal handlers
+    assert (stats.retried, stats.stop_reason) == (1, "SIGTERM")
+    db = sqlite3.connect(tmp_path / "state" / "queue.sqlite3")
+    try:
+        (row,) = db.execute("SELECT id, attempts, lease_owner, errors FROM messages").fetchall()
+    finally:
+        db.close()
+    assert row[:3] == (message_id, 1, None)  # back for a retry, its attempt counted
+    assert "still running 0.2s after the consumer received SIGTERM" in json.loads(row[3])[0]["error"]

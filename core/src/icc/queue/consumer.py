@@ -472,6 +472,7 @@ class Consumer:
         )
 
         def record() -> None:
+            self.report(f"{label}: its handler ignored its interruption ({self._interrupt_why}); exiting")
             self._failures += 1
             self._handler_failed(envelope, policy, error_record(envelope.attempts, why), label)
             with self._state:
@@ -483,7 +484,6 @@ class Consumer:
             if self.hard_exit is not None:
                 self.hard_exit(self.stats)
 
-        self.report(f"{label}: its handler ignored its interruption ({self._interrupt_why}); exiting")
         worker = threading.Thread(target=record, name="icc-queue-abandon", daemon=True)
         worker.start()
         worker.join(budget)
@@ -524,6 +524,7 @@ class Consumer:
                 label,
             )
             return
+        error: BaseException | None = None
         try:
             self._current_started = time.monotonic()
             self._current = envelope
@@ -531,25 +532,28 @@ class Consumer:
                 handler(payload)
             finally:
                 self._current = None
-        except UnrecoverableMessageError as exc:
-            self._failures += 1
-            record = error_record(envelope.attempts, exc)
-            self._fail(envelope, f"unrecoverable: {record.get('error')}", label, record)
-        except HandlerInterrupted as exc:
-            self._failures += 1
-            self._handler_failed(envelope, policy, error_record(envelope.attempts, exc), label)
-            self.stop(f"time limit of {self.limits.time_limit:g}s reached")  # unless a signal came first
         except KeyboardInterrupt:
+            self._current = None
             raise  # Ctrl-C where the consumer installed no signal handlers: the caller's to handle
         except BaseException as exc:
             # SystemExit too: a handler calling sys.exit() fails its message, it does not end the consumer.
-            self._failures += 1
-            self._handler_failed(envelope, policy, error_record(envelope.attempts, exc), label)
-        else:
+            error = exc
+        # Again: the interruption may have landed in the inner finally, before it cleared it.
+        self._current = None
+        if error is None:
             with self._ack_lock:
                 self._acks.append(envelope.id)
             self.stats.handled += 1
             self._count(envelope)
+            return
+        self._failures += 1
+        record = error_record(envelope.attempts, error)
+        if isinstance(error, UnrecoverableMessageError):
+            self._fail(envelope, f"unrecoverable: {record.get('error')}", label, record)
+            return
+        self._handler_failed(envelope, policy, record, label)
+        if isinstance(error, HandlerInterrupted) and self._stop_reason is None:  # else a signal's
+            self.stop(f"time limit of {self.limits.time_limit or 0:g}s reached")
 
     def _handler_failed(
         self, envelope: Envelope, policy: QueuePolicy, record: ErrorRecord, label: str
