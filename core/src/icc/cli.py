@@ -204,6 +204,11 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool) -> None:
         ui.say(
             f"consumers: cron mode, {len(consumers)} consumer job(s) registered: {', '.join(consumers) or 'none'}"
         )
+        from icc.queue.builtin import minute_warning
+
+        warning = minute_warning(config)
+        if warning is not None:
+            ui.say(f"warning: {warning}", err=True)
     else:
         ui.say("consumers: service mode, no consumer cron jobs (run them with `icc systemd`)")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from icc.queue.consumer import Consumer, ConsumeStats, Handler, Limits
+from icc.queue.consumer import Consumer, ConsumeStats, Handler, HandlerInterrupted, Limits
 from icc.queue.dispatch import dispatch, open_transport
 from icc.queue.message import MAX_PAYLOAD_BYTES, Envelope, ErrorRecord, FailedMessage
 from icc.queue.retry import backoff, max_attempts
@@ -18,6 +18,7 @@ __all__ = [
     "FailedMessage",
     "FailedStore",
     "Handler",
+    "HandlerInterrupted",
     "Limits",
     "SqliteTransport",
     "Transport",

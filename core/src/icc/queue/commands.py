@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -15,6 +16,8 @@ from icc.errors import IccError, QueueError
 
 if TYPE_CHECKING:
     from icc.config import Config
+    from icc.plugins import HandlerSpec
+    from icc.queue.consumer import ConsumeStats
 
 __all__ = ["consume", "failed"]
 
@@ -47,10 +50,20 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
+def _seconds(option: str, value: float | None, *, positive: bool) -> float | None:
+    """``--time-limit`` and ``--sleep``: a finite number of seconds (click's FloatRange lets NaN through)."""
+    if value is None or (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+        return value
+    bound = "> 0" if positive else ">= 0"
+    raise QueueError(f"{option} must be a finite number of seconds {bound}, not {value:g}")
+
+
 @click.command()
 @click.argument("queues", nargs=-1, required=True)
 @click.option(
-    "--time-limit", type=click.FloatRange(min=0, min_open=True), help="Stop after S seconds, idle or not."
+    "--time-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop after S seconds, idle or not; a handler still running then is interrupted.",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after N messages.")
 @click.option(
@@ -84,20 +97,33 @@ def consume(
     """Handle the messages of QUEUES, in priority order (the first queue is drained first).
 
     Stops on the first limit reached, or on SIGTERM/SIGINT after the current message; the time limit
-    holds while the queues are idle too. Prints a summary line at exit unless --quiet.
+    holds while the queues are idle too, and interrupts a handler still running at it. Prints a
+    summary line at exit unless --quiet.
     """
     with _user_errors():
         from icc.plugins import load_plugins
         from icc.queue.consumer import Consumer, Limits
         from icc.queue.dispatch import open_transport, validate_queue
 
+        time_limit = _seconds("--time-limit", time_limit, positive=True)
+        sleep = _seconds("--sleep", sleep, positive=False) or 0.0
         config = _config(env)
         for queue in queues:
             validate_queue(config, queue)
         host = load_plugins(config)
-        handlers = {name: spec.handler for name, spec in host.collect_handlers().items()}
+        specs = host.collect_handlers()  # first: a handler name two plugins use is reported as a failure
         for failure in host.failures:
             click.echo(f"warning: {failure}", err=True)
+        for line in handler_queue_warnings(config, specs):
+            click.echo(f"warning: {line}", err=True)
+        handlers = {name: spec.handler for name, spec in specs.items()}
+
+        def hard_exit(stats: ConsumeStats) -> None:
+            if not quiet:
+                click.echo(stats.summary())
+            sys.stdout.flush()
+            sys.stderr.flush()
+
         consumer = Consumer(
             open_transport(config),
             handlers,
@@ -110,12 +136,32 @@ def consume(
                 failure_limit=failure_limit,
                 sleep=sleep,
                 stop_when_empty=stop_when_empty,
+                grace=config.grace,
             ),
             report=lambda line: click.echo(line, err=True),
+            hard_exit=hard_exit,
         )
         stats = consumer.run()
         if not quiet:
             click.echo(stats.summary())
+
+
+def handler_queue_warnings(config: Config, specs: Mapping[str, HandlerSpec]) -> list[str]:
+    """A handler registered for a queue that is not configured: reported, not refused.
+
+    Consumers find handlers by message name, whatever the queue, so such a handler still runs for
+    messages dispatched to a real queue; refusing it would stop every consumer over one plugin's typo.
+    But ``icc.dispatch`` to that queue fails, so it is most likely a mistake worth a line."""
+    from icc.queue.dispatch import known_queues
+
+    known = known_queues(config)
+    return [
+        f"plugin {spec.provenance.plugin} registers handler {name!r} for queue {spec.queue!r}, which is not "
+        f"configured (queues: {', '.join(known)}); messages cannot be dispatched to it. Fix the plugin's "
+        f"queue= or add a [queues.{spec.queue}] table"
+        for name, spec in sorted(specs.items())
+        if spec.queue not in known
+    ]
 
 
 # --- icc failed ---------------------------------------------------------------------------------------
@@ -198,6 +244,7 @@ def failed_show(env: Any, message_id: int, as_json: bool) -> None:
     with _user_errors():
         from icc.queue.dispatch import open_transport
 
+        _check_ids([message_id])
         config = _config(env)
         message = open_transport(config).failed_get(message_id)
         if message is None:
@@ -228,6 +275,17 @@ def failed_show(env: Any, message_id: int, as_json: bool) -> None:
         click.echo("\n".join(lines))
 
 
+_MAX_ID = 2**63 - 1
+
+
+def _check_ids(ids: Sequence[int]) -> None:
+    for message_id in ids:
+        if not 1 <= message_id <= _MAX_ID:
+            raise QueueError(
+                f"no failed message with id {message_id}: message ids are 1 to {_MAX_ID}; see icc failed list"
+            )
+
+
 def _ids_or_all(ids: tuple[int, ...], all_: bool, verb: str) -> list[int] | None:
     if all_ and ids:
         raise click.UsageError("give message ids or --all, not both")
@@ -246,6 +304,7 @@ def failed_retry(env: Any, message_ids: tuple[int, ...], all_: bool) -> None:
     with _user_errors():
         from icc.queue.dispatch import open_transport
 
+        _check_ids(ids or [])
         moved = open_transport(_config(env)).failed_retry(ids)
         _report_ids(moved, ids, "back on their queue", "back on its queue")
 
@@ -260,6 +319,7 @@ def failed_remove(env: Any, message_ids: tuple[int, ...], all_: bool) -> None:
     with _user_errors():
         from icc.queue.dispatch import open_transport
 
+        _check_ids(ids or [])
         removed = open_transport(_config(env)).failed_remove(ids)
         _report_ids(removed, ids, "removed", "removed")
 

@@ -5,15 +5,27 @@ a handler that kills its process still uses up its retries: the lease expires, t
 with the crashed attempt counted, and past its retries it goes to failed instead of running again.
 
 Throughput comes from batches: one transaction acknowledges the messages handled since the last one
-and leases the next batch. The batch adapts to the handlers' speed (about a quarter second of work per
-batch), so slow handlers are leased one or a few at a time and a second consumer can share the work.
-While messages are held, a heartbeat thread extends their lease. A consumer that stops (limits,
-SIGTERM) acknowledges what it handled and releases what it never started, taking back their attempts.
+and leases the next batch. The first batch is one message; later ones adapt to the handlers' measured
+speed (about a quarter second of work, and never more than a fraction of the lease), so slow handlers
+are leased one or a few at a time and a second consumer can share the work. While messages are held, a
+heartbeat thread extends their lease; a watchdog thread gives back the rest of the batch as soon as one
+handler runs long. A consumer that stops (limits, SIGTERM) acknowledges what it handled and releases
+what it never started, taking back their attempts.
+
+The time limit is hard. A handler still running at the limit is interrupted: the watchdog sends the main
+thread a signal whose handler raises :class:`HandlerInterrupted` (a ``BaseException``, so ``except
+Exception`` in a handler does not swallow it); the message is retried or failed like any failure, with
+its attempt counted. A handler that does not return within the grace period (it swallowed the
+interruption, or it is blocked where signals cannot reach it) is abandoned: when the consumer owns its
+process (``hard_exit`` given, as ``icc consume`` does), the watchdog records the message's failure,
+acknowledges and releases what it holds, and ends the process with ``os._exit``. Code that holds the GIL
+(a long C call) stops even the watchdog; the cron job's timeout kills the process group then.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import socket
@@ -26,17 +38,42 @@ from typing import Any, Protocol
 
 from icc.errors import UnrecoverableMessageError
 from icc.queue.limits import rss_bytes
-from icc.queue.message import Envelope, decode_payload, error_record
+from icc.queue.message import Envelope, ErrorRecord, decode_payload, error_record
 from icc.queue.retry import RetryPolicy, backoff, max_attempts
 from icc.queue.transport import Transport
 
-__all__ = ["ConsumeStats", "Consumer", "Handler", "Limits", "QueuePolicy"]
+__all__ = [
+    "HUNG_EXIT_CODE",
+    "ConsumeStats",
+    "Consumer",
+    "Handler",
+    "HandlerInterrupted",
+    "Limits",
+    "QueuePolicy",
+]
 
 Handler = Callable[[dict[str, Any]], object]
 
-# Work per batch the adaptive batch size aims for, and the bounds of that size.
+
+class HandlerInterrupted(BaseException):
+    """Raised inside a handler that is still running when its consumer must stop (the time limit, or
+    the grace after SIGTERM/SIGINT). A ``BaseException``: ``except Exception`` does not swallow it."""
+
+
+# Work per batch the adaptive batch size aims for, and the bounds of that size. The first batch is one
+# message; each later one at most doubles, and never holds more than _LEASE_SHARE of the lease's work.
 _BATCH_SECONDS = 0.25
+_LEASE_SHARE = 0.25
 _MAX_BATCH = 200
+# A handler running this long (seconds) gives back the rest of its batch at once, for other consumers.
+_SLOW_HANDLER = 1.0
+# How often (seconds) the watchdog looks at the running handler, at most (it wakes on time for the
+# moments it knows of: the slow-handler mark and the interruption).
+_WATCH_STEP = 0.25
+# The signal the watchdog interrupts a handler with (delivered to the main thread).
+INTERRUPT_SIGNAL = signal.SIGUSR2
+# The exit code of a consumer that abandoned a handler which ignored its interruption.
+HUNG_EXIT_CODE = 1
 # Handled messages are acknowledged with the next lease, and at least this often (seconds): a crash
 # then redoes at most this much finished work.
 _ACK_INTERVAL = 1.0
@@ -61,6 +98,9 @@ class Limits:
     failure_limit: int | None = None  # handler failures (retried or failed)
     sleep: float = 1.0  # seconds between polls while every queue is empty
     stop_when_empty: bool = False
+    # An interrupted handler gets half of it to return before the consumer abandons it (hard exit), and
+    # the running handler gets half of it after SIGTERM/SIGINT before it is interrupted.
+    grace: float = 10.0
 
 
 @dataclass
@@ -92,7 +132,13 @@ def _owner() -> str:
 
 class Consumer:
     """Drains ``queues`` in the order given: a later queue is only leased from when the earlier ones
-    have nothing available."""
+    have nothing available.
+
+    ``hard_exit``, when given, lets the consumer end its process when a handler ignores its
+    interruption: it is called (from the watchdog thread) with the stats once the message is recorded,
+    to print the summary, and then the process exits with :data:`HUNG_EXIT_CODE`. Only a command that
+    owns its process should pass it.
+    """
 
     def __init__(
         self,
@@ -104,6 +150,7 @@ class Consumer:
         limits: Limits | None = None,
         report: Callable[[str], None] | None = None,
         max_batch: int = _MAX_BATCH,
+        hard_exit: Callable[[ConsumeStats], None] | None = None,
     ) -> None:
         if not queues:
             raise ValueError("a consumer needs at least one queue")
@@ -114,19 +161,33 @@ class Consumer:
         self.limits = limits or Limits()
         self.report = report or (lambda line: None)
         self.max_batch = max(1, max_batch)
+        self.hard_exit = hard_exit
         self.owner = _owner()
         self.stats = ConsumeStats()
         self._stop_reason: str | None = None
         self._wake = threading.Event()
-        self._acks: list[int] = []
+        self._acks: list[int] = []  # handled, not yet acknowledged; the watchdog flushes them too
+        self._ack_lock = threading.Lock()
         self._last_ack = time.monotonic()
         self._per_message = 0.0  # moving average of handler seconds; 0 until measured
+        self._last_batch = 0
         self._failures = 0
         # Lease state shared with the heartbeat thread.
         self._holding = False
         self._held_lease = 0.0
         self._valid_until = 0.0
         self._state = threading.Lock()
+        # Shared with the watchdog thread (under _state): the leased messages not started yet, the
+        # message whose handler runs now and since when, and when a running handler is interrupted.
+        self._rest: list[int] = []
+        self._current: Envelope | None = None  # (set alone: one assignment is atomic)
+        self._current_started = 0.0  # set before _current
+        self._interrupt_at = math.inf
+        self._interrupt_why = ""
+        self._interrupting: int | None = None  # the id of the message the interrupt signal is for
+        self._interrupted_at = 0.0
+        self._main_ident: int | None = None  # set while the interrupt signal handler is installed
+        self._started = time.monotonic()
 
     # --- control --------------------------------------------------------------------------------
 
@@ -137,17 +198,35 @@ class Consumer:
         self._wake.set()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.stop(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        first = self._stop_reason is None
+        self.stop(name)
+        # The running handler may finish within half the grace; a second signal interrupts it now.
+        delay = max(0.0, self.limits.grace) / 2 if first else 0.0
+        at = time.monotonic() + delay
+        if at < self._interrupt_at:
+            self._interrupt_at = at
+            self._interrupt_why = f"still running {delay:g}s after the consumer received {name}"
+
+    def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
+        current = self._current
+        if current is not None and current.id == self._interrupting:
+            self._interrupting = None
+            raise HandlerInterrupted(self._interrupt_why)
 
     @contextlib.contextmanager
     def _signals(self, install: bool) -> Iterator[None]:
         if not install or threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        signals = {signal.SIGTERM: self._on_signal, signal.SIGINT: self._on_signal}
+        signals[INTERRUPT_SIGNAL] = self._on_interrupt
+        previous = {sig: signal.signal(sig, handler) for sig, handler in signals.items()}
+        self._main_ident = threading.get_ident()
         try:
             yield
         finally:
+            self._main_ident = None
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -170,16 +249,26 @@ class Consumer:
     # --- the loop -------------------------------------------------------------------------------
 
     def run(self, *, install_signal_handlers: bool = True) -> ConsumeStats:
-        """Consume until a limit, a signal or :meth:`stop`; return what was done."""
-        started = time.monotonic()
+        """Consume until a limit, a signal or :meth:`stop`; return what was done.
+
+        With ``install_signal_handlers`` (in the main thread), SIGTERM and SIGINT stop the consumer and
+        a handler still running at the time limit is interrupted."""
+        started = self._started = time.monotonic()
         deadline = started + self.limits.time_limit if self.limits.time_limit is not None else None
-        unstarted: list[int] = []
-        heartbeat_stop = threading.Event()
-        heartbeat = threading.Thread(
-            target=self._heartbeat, args=(heartbeat_stop,), name="icc-queue-heartbeat", daemon=True
-        )
+        if deadline is not None:
+            self._interrupt_at = deadline
+            self._interrupt_why = f"still running at the consumer's time limit of {self.limits.time_limit:g}s"
+        threads_stop = threading.Event()
+        threads = [
+            threading.Thread(target=target, args=(threads_stop,), name=name, daemon=True)
+            for target, name in (
+                (self._heartbeat, "icc-queue-heartbeat"),
+                (self._watchdog, "icc-queue-watchdog"),
+            )
+        ]
         with self._signals(install_signal_handlers):
-            heartbeat.start()
+            for thread in threads:
+                thread.start()
             try:
                 while True:
                     reason = self._limit_reached(deadline)
@@ -193,7 +282,8 @@ class Consumer:
                             break
                         self._idle(deadline)
                         continue
-                    unstarted = [envelope.id for envelope in batch]
+                    with self._state:
+                        self._rest = [envelope.id for envelope in batch]
                     for index, envelope in enumerate(batch):
                         if index:
                             reason = self._limit_reached(deadline)
@@ -204,49 +294,66 @@ class Consumer:
                             self.report(
                                 "lease lost (queue database too busy?); dropping the rest of the batch"
                             )
+                            with self._state:
+                                self._rest = []
                             break
-                        unstarted.pop(0)
+                        with self._state:
+                            if not self._rest or self._rest[0] != envelope.id:
+                                break  # the watchdog gave the rest back (a slow handler)
+                            self._rest.pop(0)
+                        took = time.perf_counter()
                         self._process(envelope)
+                        took = time.perf_counter() - took
+                        self._per_message = (
+                            took if self._per_message == 0 else 0.8 * self._per_message + 0.2 * took
+                        )
                         if self._acks and time.monotonic() - self._last_ack >= _ACK_INTERVAL:
                             self._flush_acks()
                     if reason is not None:
                         self.stats.stop_reason = reason
                         break
-                    if unstarted:
-                        self.transport.release(unstarted, owner=self.owner)
-                        unstarted = []
+                    self._release_rest()
             finally:
-                heartbeat_stop.set()
+                threads_stop.set()
                 try:
                     self._flush_acks()
-                    if unstarted:
-                        self.transport.release(unstarted, owner=self.owner)
+                    self._release_rest()
                 finally:
                     with self._state:
                         self._holding = False
-                    heartbeat.join(timeout=5)
+                    for thread in threads:
+                        thread.join(timeout=5)
                     self.stats.elapsed = time.monotonic() - started
         return self.stats
 
-    def _batch_size(self) -> int:
-        size = self.max_batch
-        if self._per_message > 0:
-            size = max(1, min(size, int(_BATCH_SECONDS / self._per_message)))
+    def _release_rest(self) -> None:
+        with self._state:
+            rest, self._rest = self._rest, []
+        if rest:
+            self.transport.release(rest, owner=self.owner)
+
+    def _batch_size(self, lease: float) -> int:
+        if self._per_message <= 0:
+            size = 1  # nothing measured yet: a slow handler must not take a big batch
+        else:
+            fits = min(_BATCH_SECONDS, _LEASE_SHARE * lease) / self._per_message
+            size = max(1, min(self.max_batch, 2 * self._last_batch, int(fits)))
         if self.limits.limit is not None:
             size = max(1, min(size, self.limits.limit - self.stats.processed))
         return size
 
     def _next_batch(self) -> list[Envelope]:
-        size = self._batch_size()
-        acks, self._acks = self._acks, []
+        acks = self._take_acks()
         try:
             for queue in self.queues:
                 lease = self.policy(queue).lease
+                size = self._batch_size(lease)
                 leased_at = time.monotonic()
                 batch = self.transport.lease(queue, owner=self.owner, limit=size, lease=lease, ack=acks)
                 acks = []
                 self._last_ack = leased_at
                 if batch:
+                    self._last_batch = len(batch)
                     with self._state:
                         self._holding = True
                         self._held_lease = lease
@@ -257,15 +364,24 @@ class Consumer:
             return []
         finally:
             if acks:  # the lease failed before acknowledging: keep them for the next try
-                self._acks[:0] = acks
+                self._put_back_acks(acks)
+
+    def _take_acks(self) -> list[int]:
+        with self._ack_lock:
+            acks, self._acks = self._acks, []
+        return acks
+
+    def _put_back_acks(self, acks: list[int]) -> None:
+        with self._ack_lock:
+            self._acks[:0] = acks
 
     def _flush_acks(self) -> None:
-        if self._acks:
-            acks, self._acks = self._acks, []
+        acks = self._take_acks()
+        if acks:
             try:
                 self.transport.ack(acks, owner=self.owner)
             except BaseException:
-                self._acks[:0] = acks
+                self._put_back_acks(acks)
                 raise
         self._last_ack = time.monotonic()
 
@@ -296,12 +412,92 @@ class Consumer:
                 if self._holding:
                     self._valid_until = max(self._valid_until, started + lease)
 
+    # --- the watchdog ---------------------------------------------------------------------------
+
+    def _watchdog(self, stop: threading.Event) -> None:
+        """Give back the rest of a batch when a handler runs long; interrupt a handler at the time
+        limit (or the grace after a signal); abandon one that ignores the interruption."""
+        grace = max(0.0, self.limits.grace)
+        unwind = max(grace / 2, 0.5)  # an interrupted handler's time to return
+        wait = _WATCH_STEP
+        while not stop.wait(max(0.01, wait)):
+            now = time.monotonic()
+            wait = _WATCH_STEP
+            with self._state:
+                current, started = self._current, self._current_started
+                if current is not None:  # wake on time for what comes next
+                    for mark in (started + _SLOW_HANDLER, self._interrupt_at):
+                        if mark > now:
+                            wait = min(wait, mark - now)
+                slow = current is not None and now - started >= _SLOW_HANDLER
+                due = current is not None and now >= self._interrupt_at
+                rest = self._rest if (slow or due) else []
+                if rest:
+                    self._rest = []
+            if slow or due:
+                try:
+                    if rest:
+                        self.transport.release(rest, owner=self.owner)
+                    self._flush_acks()  # what it handled before this handler: done, whatever comes
+                except Exception as exc:  # they come back when the lease expires
+                    self.report(f"could not give back the rest of the batch: {exc}")
+            if current is None or not due:
+                continue
+            wait = 0.05
+            if self._interrupting is None and self._interrupted_at == 0.0:
+                self._interrupt(current)
+            elif self._interrupted_at and now - self._interrupted_at >= unwind and self.hard_exit:
+                self._abandon(current, max(grace / 2, 1.0))
+                return
+
+    def _interrupt(self, envelope: Envelope) -> None:
+        self._interrupted_at = time.monotonic()
+        if self._main_ident is None:
+            return  # not the main thread: nothing can interrupt the handler
+        self._interrupting = envelope.id
+        try:
+            signal.pthread_kill(self._main_ident, INTERRUPT_SIGNAL)
+        except (OSError, ValueError):
+            self._interrupting = None
+
+    def _abandon(self, envelope: Envelope, budget: float) -> None:
+        """The handler of ``envelope`` ignored its interruption: record its failure, acknowledge and
+        release what the consumer holds, and end the process. The bookkeeping gets ``budget``
+        seconds (the handler may hold a lock it needs); past that the lease expiring does it."""
+        policy = self.policy(envelope.queue)
+        label = f"message {envelope.id} {envelope.name!r} ({envelope.queue})"
+        why = (
+            f"HandlerInterrupted: {self._interrupt_why}, and it did not stop within "
+            f"{time.monotonic() - self._interrupted_at:.1f}s of being interrupted; the consumer exited without it"
+        )
+
+        def record() -> None:
+            self.report(f"{label}: its handler ignored its interruption ({self._interrupt_why}); exiting")
+            self._failures += 1
+            self._handler_failed(envelope, policy, error_record(envelope.attempts, why), label)
+            with self._state:
+                self._holding = False
+            self._flush_acks()
+            self._release_rest()
+            self.stats.stop_reason = f"abandoned the handler of {label}: it ignored its interruption"
+            self.stats.elapsed = time.monotonic() - self._started
+            if self.hard_exit is not None:
+                self.hard_exit(self.stats)
+
+        worker = threading.Thread(target=record, name="icc-queue-abandon", daemon=True)
+        worker.start()
+        worker.join(budget)
+        os._exit(HUNG_EXIT_CODE)
+
     # --- one message ----------------------------------------------------------------------------
 
     def _process(self, envelope: Envelope) -> None:
         policy = self.policy(envelope.queue)
         allowed = max_attempts(policy)
         label = f"message {envelope.id} {envelope.name!r} ({envelope.queue})"
+        if envelope.malformed is not None:
+            self._fail(envelope, f"malformed row: {envelope.malformed}", label)
+            return
         if envelope.redelivered and envelope.attempts > allowed and envelope.crashed:
             # Its last allowed attempt killed its consumer: give up without running it again. This
             # delivery never ran, so it is not counted.
@@ -328,50 +524,84 @@ class Consumer:
                 label,
             )
             return
-        started = time.perf_counter()
+        error: BaseException | None = None
         try:
-            handler(payload)
-        except UnrecoverableMessageError as exc:
-            self._failures += 1
-            record = error_record(envelope.attempts, exc)
-            self._fail(envelope, f"unrecoverable: {record.get('error')}", label, record)
-        except Exception as exc:
-            self._failures += 1
-            record = error_record(envelope.attempts, exc)
-            if envelope.attempts >= allowed:
-                self._fail(
-                    envelope,
-                    f"failed {envelope.attempts} time{'s' if envelope.attempts != 1 else ''}; "
-                    f"last error: {record.get('error')}",
-                    label,
-                    record,
-                )
-            else:
-                delay = backoff(policy, envelope.attempts)
-                if self.transport.retry(envelope, record, owner=self.owner, delay=delay):
-                    self.report(
-                        f"{label} failed (attempt {envelope.attempts}/{allowed}): {record.get('error')}; "
-                        f"retry in {delay:g}s"
-                    )
-                self.stats.retried += 1
-                self._count(envelope)
-        else:
-            self._acks.append(envelope.id)
+            self._current_started = time.monotonic()
+            self._current = envelope
+            try:
+                handler(payload)
+            finally:
+                self._current = None
+        except KeyboardInterrupt:
+            self._current = None
+            raise  # Ctrl-C where the consumer installed no signal handlers: the caller's to handle
+        except BaseException as exc:
+            # SystemExit too: a handler calling sys.exit() fails its message, it does not end the consumer.
+            error = exc
+        # Again: the interruption may have landed in the inner finally, before it cleared it.
+        self._current = None
+        if error is None:
+            with self._ack_lock:
+                self._acks.append(envelope.id)
             self.stats.handled += 1
             self._count(envelope)
-        finally:
-            took = time.perf_counter() - started
-            self._per_message = took if self._per_message == 0 else 0.8 * self._per_message + 0.2 * took
+            return
+        self._failures += 1
+        record = error_record(envelope.attempts, error)
+        if isinstance(error, UnrecoverableMessageError):
+            self._fail(envelope, f"unrecoverable: {record.get('error')}", label, record)
+            return
+        self._handler_failed(envelope, policy, record, label)
+        if isinstance(error, HandlerInterrupted) and self._stop_reason is None:  # else a signal's
+            self.stop(f"time limit of {self.limits.time_limit or 0:g}s reached")
+
+    def _handler_failed(
+        self, envelope: Envelope, policy: QueuePolicy, record: ErrorRecord, label: str
+    ) -> None:
+        """Its handler failed: a retry after the backoff, or failed past the retries."""
+        allowed = max_attempts(policy)
+        if envelope.attempts >= allowed:
+            error = record.get("error")
+            self._fail(envelope, lambda history: _gave_up(envelope.attempts, history, error), label, record)
+            return
+        delay = backoff(policy, envelope.attempts)
+        if self.transport.retry(envelope, record, owner=self.owner, delay=delay):
+            self.report(
+                f"{label} failed (attempt {envelope.attempts}/{allowed}): {record.get('error')}; retry in {delay:g}s"
+            )
+        self.stats.retried += 1
+        self._count(envelope)
 
     def _fail(
-        self, envelope: Envelope, reason: str, label: str, record: Any = None, *, attempts: int | None = None
+        self,
+        envelope: Envelope,
+        reason: str | Callable[[list[ErrorRecord]], str],
+        label: str,
+        record: ErrorRecord | None = None,
+        *,
+        attempts: int | None = None,
     ) -> None:
-        if record is None and attempts is None:
+        if record is None and attempts is None and isinstance(reason, str):
             record = error_record(envelope.attempts, reason)
-        if self.transport.fail(envelope, reason, record, owner=self.owner, attempts=attempts):
-            self.report(f"{label} moved to failed: {reason}")
+        written = self.transport.fail(envelope, reason, record, owner=self.owner, attempts=attempts)
+        if written:
+            self.report(f"{label} moved to failed: {written if isinstance(written, str) else reason}")
         self.stats.failed += 1
         self._count(envelope)
 
     def _count(self, envelope: Envelope) -> None:
         self.stats.by_queue[envelope.queue] = self.stats.by_queue.get(envelope.queue, 0) + 1
+
+
+_EXPIRED = "lease expired"
+
+
+def _gave_up(attempts: int, history: list[ErrorRecord], error: object) -> str:
+    """The reason of a message failed past its retries: how often its handler failed, not counting
+    deliveries lost to an expired lease (those are attempts, but the handler may not have run)."""
+    expired = sum(1 for r in history if str(r.get("error", "")).startswith(_EXPIRED))
+    failures = max(1, attempts - expired)
+    text = f"failed {failures} time{'s' if failures != 1 else ''}"
+    if expired:
+        text += f" (and {expired} lease{'s' if expired != 1 else ''} expired)"
+    return f"{text}; last error: {error}"

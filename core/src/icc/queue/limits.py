@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -23,7 +24,10 @@ def parse_size(text: str) -> int:
             "512K, 128M, 1G"
         )
     number, unit = match.groups()
-    size = int(float(number) * _UNITS[unit.upper()])
+    value = float(number) * _UNITS[unit.upper()]
+    if not math.isfinite(value):
+        raise QueueError(f"memory size {text!r} is too large; write it with a unit: 512K, 128M, 1G")
+    size = int(value)
     if size <= 0:
         raise QueueError(f"memory size {text!r} must be more than zero")
     return size

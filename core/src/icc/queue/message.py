@@ -62,6 +62,8 @@ class Envelope:
     # The expired lease held this message alone, so its handler was surely running when the consumer
     # died. False when it shared a batch lease: then the crash may have been a neighbour's.
     crashed: bool = False
+    # Why the row cannot be delivered (a column holds what icc never writes); the consumer moves it to failed.
+    malformed: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,18 @@ def validate_name(name: object) -> str:
             f"message name {name!r} must be a non-empty string of at most {MAX_NAME_LENGTH} characters "
             "without surrounding spaces, such as 'report.render'"
         )
+    if not _is_unicode(name):
+        raise QueueError(f"message name {name!r} is not valid Unicode text (it holds a lone surrogate)")
     return name
+
+
+def _is_unicode(text: str) -> bool:
+    """False for text with a lone surrogate (``"\\ud800"``): it cannot be stored as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def encode_payload(payload: object) -> str:
@@ -106,7 +119,13 @@ def encode_payload(payload: object) -> str:
         ) from None
     except RecursionError:
         raise QueueError("the message payload nests too deeply (or refers to itself)") from None
-    size = len(text.encode("utf-8"))
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise QueueError(
+            f"the message payload is not valid Unicode text: a lone surrogate {text[exc.start : exc.end]!r} "
+            f"in {text[max(0, exc.start - 30) : exc.end + 30]!r}; decode bytes properly before sending them"
+        ) from None
     if size > MAX_PAYLOAD_BYTES:
         raise QueueError(
             f"the message payload is {size} bytes of JSON, more than the {MAX_PAYLOAD_BYTES} allowed; "
@@ -125,7 +144,10 @@ def decode_payload(text: object) -> dict[str, Any]:
     def no_constants(value: str) -> float:
         raise ValueError(f"{value} is not JSON")
 
-    value = json.loads(text, parse_constant=no_constants)
+    try:
+        value = json.loads(text, parse_constant=no_constants)
+    except RecursionError:
+        raise ValueError("payload nests too deeply to be read") from None
     if not isinstance(value, dict):
         raise ValueError(f"payload is a JSON {type(value).__name__}, not an object")
     return value
@@ -139,13 +161,17 @@ def decode_history(text: object) -> list[ErrorRecord]:
         value = json.loads(text if isinstance(text, str | bytes) else str(text))
     except (ValueError, TypeError) as exc:
         return [ErrorRecord(error=f"unreadable error history: {exc}")]
+    except RecursionError:
+        return [ErrorRecord(error="unreadable error history: it nests too deeply")]
     if not isinstance(value, list):
         return [ErrorRecord(error="unreadable error history: not a list")]
     return [cast(ErrorRecord, item) for item in value if isinstance(item, dict)]
 
 
 def encode_history(records: list[ErrorRecord]) -> str:
-    return json.dumps(records[-MAX_HISTORY:], ensure_ascii=False, allow_nan=False)
+    # ASCII: an error text may hold lone surrogates (a file name decoded with surrogateescape), which
+    # SQLite cannot store as UTF-8; escaped, they round-trip.
+    return json.dumps(records[-MAX_HISTORY:], ensure_ascii=True, allow_nan=False)
 
 
 def error_record(
@@ -154,11 +180,18 @@ def error_record(
     """An :class:`ErrorRecord` for an exception (with its traceback) or for a plain reason."""
     record = ErrorRecord(at=time.time() if at is None else at, attempt=attempt)
     if isinstance(error, BaseException):
-        text = str(error).strip().replace("\n", " ")
+        try:
+            text = str(error).strip().replace("\n", " ")
+        except Exception as exc:  # an exception whose str() fails must not take the consumer down
+            text = f"<str() of the exception failed: {type(exc).__name__}>"
         record["error"] = f"{type(error).__name__}: {text}" if text else type(error).__name__
         if with_traceback and error.__traceback__ is not None:
-            formatted = "".join(traceback.format_exception(error))
-            record["traceback"] = formatted[-MAX_TRACEBACK_CHARS:]
+            try:
+                formatted = "".join(traceback.format_exception(error))
+            except Exception:
+                formatted = ""
+            if formatted:
+                record["traceback"] = formatted[-MAX_TRACEBACK_CHARS:]
     else:
         record["error"] = error
     return record

@@ -25,7 +25,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -102,6 +102,75 @@ def _text(value: object) -> str:
     return "" if value is None else repr(value) if not isinstance(value, int | float) else str(value)
 
 
+def _is_row_id(value: int) -> bool:
+    return -(2**63) <= value < 2**63
+
+
+def _decode_text(data: bytes) -> str | bytes:
+    """SQLite TEXT as str; bytes that are not UTF-8 stay bytes (a hand-written row), so that reading
+    them never fails a whole lease: the consumer reports such a row as malformed."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+
+
+def _unusable(path: Path, exc: BaseException) -> str:
+    return (
+        f"the queue database {path} cannot be read ({exc}): it is damaged or not a queue database. "
+        "Restore it from a backup, or move it away to start an empty queue"
+    )
+
+
+def _init_schema(conn: sqlite3.Connection, path: Path) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise QueueError(
+            f"the queue database {path} was written by a newer icc (schema {version}); upgrade icc"
+        )
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _create(path: Path) -> bool:
+    """Create the database at ``path`` complete, if it does not exist; True if this call created it.
+
+    It is built under a temporary name and linked into place, so ``path`` never exists half made: an
+    empty file there is then always a damaged database, never a new one. The file is 0600 from the
+    start (SQLite would follow the umask, and the -wal and -shm files copy the database's mode).
+    """
+    if path.exists():
+        return False
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.new")
+    os.close(os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    try:
+        conn = sqlite3.connect(str(tmp), isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("BEGIN IMMEDIATE")
+            _init_schema(conn, tmp)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()  # checkpoints the WAL into the file
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False  # another process made it first
+        except OSError:
+            # No hard links on this file system: create it in place (an empty file for a moment).
+            try:
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                return False
+        return True
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{tmp}{suffix}")
+
+
 def _number(value: object, default: float = 0.0) -> float:
     try:
         return float(value)  # type: ignore[arg-type]
@@ -127,29 +196,28 @@ class SqliteTransport:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         try:
-            # Create the file 0600 before SQLite opens it: it would otherwise follow the umask, and the
-            # -wal and -shm files copy the database file's permissions.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            created = _create(path)
+            if not created and path.stat().st_size == 0:
+                # icc creates the file complete (see _create): an empty one was truncated or replaced.
+                raise QueueError(
+                    f"the queue database {path} is empty (0 bytes): it was truncated or replaced, so the "
+                    "messages it held are gone. Restore it from a backup, or delete it to start an empty queue"
+                )
             secure_file(path)
             self._conn = sqlite3.connect(
                 str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
+            self._conn.text_factory = _decode_text
         except (OSError, sqlite3.Error) as exc:
             raise QueueError(f"cannot open the queue database {path}: {exc}") from exc
         try:
             self._set_wal(busy_timeout)
             self._conn.execute(f"PRAGMA synchronous = {synchronous}")
             with self._write() as conn:
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise QueueError(
-                        f"the queue database {path} was written by a newer icc (schema {version}); "
-                        "upgrade icc"
-                    )
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                _init_schema(conn, path)
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise QueueError(_unusable(path, exc)) from None
         except BaseException:
             self._conn.close()
             raise
@@ -174,6 +242,8 @@ class SqliteTransport:
                     raise QueueError(f"cannot open the queue database {self.path}: {exc}") from exc
                 time.sleep(0.01)
                 continue
+            except sqlite3.DatabaseError as exc:  # not a database at all
+                raise QueueError(_unusable(self.path, exc)) from None
             if str(mode).lower() != "wal":
                 raise QueueError(
                     f"the queue database {self.path} cannot use WAL journaling (got {mode!r}); "
@@ -202,6 +272,8 @@ class SqliteTransport:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise QueueError(f"queue database {self.path}: {exc}") from exc
+            except OverflowError as exc:  # a number past SQLite's 64-bit integers
+                raise QueueError(f"queue database {self.path}: {exc}") from None
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
@@ -209,6 +281,8 @@ class SqliteTransport:
                 return self._conn.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise QueueError(f"queue database {self.path}: {exc}") from exc
+            except OverflowError as exc:
+                raise QueueError(f"queue database {self.path}: {exc}") from None
 
     # --- Transport ------------------------------------------------------------------------------
 
@@ -231,6 +305,9 @@ class SqliteTransport:
             if limit < 1:
                 return []
             now = time.time()
+            bad = self._lease_malformed(conn, queue, owner, now, lease)
+            if bad is not None:
+                return [bad]
             rows = conn.execute(_LEASE_SELECT, (queue, now, limit)).fetchall()
             if not rows:
                 return []
@@ -278,6 +355,37 @@ class SqliteTransport:
                 )
             return envelopes
 
+    @staticmethod
+    def _lease_malformed(
+        conn: sqlite3.Connection, queue: str, owner: str, now: float, lease: float
+    ) -> Envelope | None:
+        """A row whose ``available_at`` is not a number (written by hand), leased alone so that the
+        consumer moves it to failed. Text and blobs sort after every number, so such a row would
+        otherwise never be available; this range of the index finds them cheaply."""
+        row = conn.execute(
+            "SELECT id, name, payload, attempts, created_at, available_at FROM messages "
+            "WHERE queue = ? AND available_at >= '' ORDER BY available_at, id LIMIT 1",
+            (queue,),
+        ).fetchone()
+        if row is None:
+            return None
+        message_id, name, payload, attempts, created_at, available_at = row
+        conn.execute(
+            "UPDATE messages SET attempts = attempts + 1, lease_owner = ?, available_at = ?, lease_batch = 1 "
+            "WHERE id = ?",
+            (owner, now + lease, message_id),
+        )
+        shown = available_at if isinstance(available_at, str) else repr(available_at)
+        return Envelope(
+            id=message_id,
+            queue=queue,
+            name=_text(name),
+            payload=_text(payload),
+            attempts=int(_number(attempts)) + 1,
+            created_at=_number(created_at),
+            malformed=f"available_at {shown[:80]!r} is not a number of seconds, so it was never due",
+        )
+
     def ack(self, ids: Sequence[int], *, owner: str) -> None:
         if ids:
             with self._write() as conn:
@@ -322,12 +430,12 @@ class SqliteTransport:
     def fail(
         self,
         envelope: Envelope,
-        reason: str,
+        reason: str | Callable[[list[ErrorRecord]], str],
         error: ErrorRecord | None = None,
         *,
         owner: str,
         attempts: int | None = None,
-    ) -> bool:
+    ) -> str | None:
         with self._write() as conn:
             row = conn.execute(
                 "SELECT queue, name, payload, attempts, created_at, errors FROM messages "
@@ -335,11 +443,14 @@ class SqliteTransport:
                 (envelope.id, owner),
             ).fetchone()
             if row is None:
-                return False
+                return None
             queue, name, payload, stored_attempts, created_at, errors = row
             history = decode_history(errors)
             if error is not None:
                 history.append(error)
+            if not isinstance(reason, str):
+                reason = reason(history)
+            reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates
             # Insert first, delete second, one transaction: the message is never in neither table.
             # OR REPLACE: ids are never reused, so a clash can only be a stale copy of this message.
             conn.execute(
@@ -358,7 +469,7 @@ class SqliteTransport:
                 ),
             )
             conn.execute("DELETE FROM messages WHERE id = ?", (envelope.id,))
-            return True
+            return reason
 
     def pending(self, queue: str | None = None) -> int:
         if queue is None:
@@ -418,6 +529,8 @@ class SqliteTransport:
         return [self._failed(row) for row in self._read(sql, params)]
 
     def failed_get(self, message_id: int) -> FailedMessage | None:
+        if not _is_row_id(message_id):
+            return None  # past SQLite's 64-bit integers: no message has it
         rows = self._read(f"SELECT {self._FAILED_COLUMNS} FROM failed WHERE id = ?", (message_id,))
         return self._failed(rows[0]) if rows else None
 
@@ -425,7 +538,7 @@ class SqliteTransport:
         if ids is None:
             return [row[0] for row in conn.execute("SELECT id FROM failed ORDER BY id")]
         found: list[int] = []
-        for chunk in _chunks(list(dict.fromkeys(ids))):
+        for chunk in _chunks([i for i in dict.fromkeys(ids) if _is_row_id(i)]):
             found += [
                 row[0]
                 for row in conn.execute(f"SELECT id FROM failed WHERE id IN ({_marks(len(chunk))})", chunk)

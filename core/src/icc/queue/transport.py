@@ -8,7 +8,8 @@ Contract, shared by every implementation:
 * ``lease`` takes up to ``limit`` available messages of one queue for ``owner`` and counts one attempt
   on each, in one atomic step, before any handler runs. A message whose lease expired is available
   again; it comes back alone (never batched) with ``redelivered=True``, and its history gets a
-  "lease expired" record.
+  "lease expired" record. A row that cannot be scheduled (its due time is not a number) is leased
+  alone with ``malformed`` set, for the consumer to move to failed.
 * Nothing is deleted before its replacement is safely written: ``fail`` writes the failed record and
   deletes the message in one transaction, ``failed_retry`` the reverse.
 * Every operation on a leased message names its ``owner``; a message whose lease was lost (expired
@@ -17,7 +18,7 @@ Contract, shared by every implementation:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from icc.queue.message import Envelope, ErrorRecord, FailedMessage
@@ -63,14 +64,16 @@ class Transport(Protocol):
     def fail(
         self,
         envelope: Envelope,
-        reason: str,
+        reason: str | Callable[[list[ErrorRecord]], str],
         error: ErrorRecord | None = None,
         *,
         owner: str,
         attempts: int | None = None,
-    ) -> bool:
-        """Move a message to the failed store with ``reason`` (and ``error`` appended to its history).
+    ) -> str | None:
+        """Move a message to the failed store with ``reason`` (and ``error`` appended to its history);
+        return the reason recorded, or None when ``owner`` no longer holds the message.
 
+        ``reason`` may be a function of the error history (``error`` included) that returns it.
         ``attempts`` overrides the count recorded (a message given up on at lease time never ran that
         last delivery)."""
         ...
