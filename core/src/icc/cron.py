@@ -532,18 +532,31 @@ class TimeRule:
                 year, month = year + 1, 1
 
     def _is_transition_day(self, day: date) -> bool:
+        """Whether the offset changes during *day* or at either midnight.
+
+        Both folds of both midnights are read: a midnight inside a gap or a repeated hour has two offsets, and a
+        gap that crosses midnight must be scanned from the day it starts on.
+        """
         zone = self.zone
         try:
             following = day + DAY
         except OverflowError:
             return False
-        return (
-            datetime.combine(day, time(), tzinfo=zone).utcoffset()
-            != datetime.combine(following, time(), tzinfo=zone).utcoffset()
+        start = datetime.combine(day, time(), tzinfo=zone)
+        end = datetime.combine(following, time(), tzinfo=zone)
+        offset = start.utcoffset()
+        return not (
+            start.replace(fold=1).utcoffset() == offset
+            and end.utcoffset() == offset
+            and end.replace(fold=1).utcoffset() == offset
         )
 
     def _scan_transition_day(self, day: date, start: datetime) -> datetime | None:
-        """Step real minutes through a day with a DST change; matches() holds the policy, so both agree."""
+        """Step real minutes through a day with a DST change; matches() holds the policy, so both agree.
+
+        The first minute of the next day is checked too: a gap at the end of the day (America/Nuuk jumps from
+        23:00 to 00:00) runs the day's swallowed times there, on a date the rule itself may not match.
+        """
         zone = self.zone
         midnight = datetime.combine(day, time(), tzinfo=zone)
         first = min(midnight.astimezone(UTC), midnight.replace(fold=1).astimezone(UTC))
@@ -551,7 +564,7 @@ class TimeRule:
         for _ in range(3 * 1440):  # a day is at most 24 h plus a shift; the bound only guards odd zones
             local = instant.astimezone(zone)
             if local.date() > day:
-                return None
+                return local if self.matches_context(SlotContext(local, zone)) else None
             if self.matches_context(SlotContext(local, zone)):
                 return local
             instant += MINUTE
@@ -569,6 +582,10 @@ class TimeRule:
             start = (local.astimezone(UTC) + MINUTE).astimezone(zone)
         except OverflowError:
             return None
+        if not self.spec.wildcard and self.matches_context(SlotContext(start, zone)):
+            # The first minute after a gap that ends on another day than it starts (America/Nuuk: 23:00 to
+            # 00:00) runs the swallowed times of the day before, which the day loop below no longer visits.
+            return start
         day: date | None = start.date()
         mod = start.hour * 60 + start.minute
         # Each pass either returns or leaves a matching day; only a run of DST days without a hit can repeat it.
