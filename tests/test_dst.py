@@ -7,12 +7,14 @@ Every case is checked through is_due, next_run, next_runs and DueIndex, which mu
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from icc import Schedule
 from icc.cron import DueIndex
+from projectkit import Project
 
 MINUTE = timedelta(minutes=1)
 
@@ -241,6 +243,16 @@ def test_fixed_time_in_a_gap_that_ends_in_another_month_runs_on_the_first_of_it(
     assert s.next_run(start) == local("Europe/Sofia", 1979, 4, 1, 0, 0)
 
 
+@pytest.mark.parametrize("expression", ["45 23 30 3 *", "15 0 31 3 *"])
+def test_fixed_time_in_a_gap_across_midnight_runs_at_the_first_minute_after_it(expression: str) -> None:
+    # America/Toronto 1919: 23:30 (-05) on 30 March jumped to 00:30 (-04) on 31 March, 04:30 UTC. Both the
+    # 23:45 of the 30th and the 00:15 of the 31st were swallowed; each runs at 00:30.
+    s = Schedule(default_timezone="America/Toronto").cron(expression).set_year(1919)
+    start = local("America/Toronto", 1919, 3, 30, 12, 0)
+    assert due_by_stepping(s, start, start + timedelta(days=2)) == [datetime(1919, 3, 31, 4, 30, tzinfo=UTC)]
+    assert s.next_runs(start, 2) == [local("America/Toronto", 1919, 3, 31, 0, 30)]
+
+
 @pytest.mark.parametrize(
     ("zone", "expression", "year", "expected"),
     [
@@ -359,3 +371,34 @@ def test_wildcard_job_on_a_day_skipped_whole_does_not_run(
     before = local(zone, *skipped, 0, 0) - timedelta(days=1)
     assert s.next_run(before) is not None
     assert s.next_run(before).astimezone(UTC) == expected  # type: ignore[union-attr]
+
+
+def test_icc_run_runs_a_nuuk_job_swallowed_by_the_gap_at_midnight_after_it(project: Project) -> None:
+    # America/Nuuk 2027: 23:00 (-02) on Saturday 27 March jumps to 00:00 (-01) on Sunday 28 March, 01:00 UTC.
+    project.config.write_text(project.config.read_text().replace('"UTC"', '"America/Nuuk"'))
+    project.write_plugin(
+        """
+        def late():
+            with open(os.path.join(os.environ["MARKER_DIR"], "late"), "a") as f:
+                f.write("ran\\n")
+
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(late).cron("50 23 * * 6").timezone("America/Nuuk")
+        """
+    )
+    project.icc("scan", check=True)
+    status = project.icc("status", "--json", "--at", "2027-03-28T00:30:00+00:00", check=True)  # 22:30
+    # status shows the minute the run happens in: 00:00 on Sunday, not the swallowed 23:50 on Saturday.
+    assert json.loads(status.stdout)["jobs"][0]["next_run"] == "2027-03-28T00:00:00-01:00"
+    project.icc("run", "--at", "2027-03-28T00:59:00+00:00", check=True)  # 22:59, the last minute before
+    assert project.marker_lines("late") == []
+    project.icc("run", "--at", "2027-03-28T01:00:00+00:00", check=True)  # 00:00 on Sunday
+    assert project.marker_lines("late") == ["ran"]
+    (run,) = project.runs()
+    assert run["slot"] == int(datetime(2027, 3, 28, 1, 0, tzinfo=UTC).timestamp())
+    assert json.loads(project.icc("status", "--json", check=True).stdout)["jobs"][0]["last_run"]["slot"] == (
+        "2027-03-28T00:00:00-01:00"
+    )
+    project.icc("run", "--at", "2027-03-28T01:01:00+00:00", check=True)
+    assert project.marker_lines("late") == ["ran"]
