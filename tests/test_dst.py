@@ -332,6 +332,20 @@ def test_lord_howe_wildcard_job_after_the_30_minute_shift_runs_on_the_hour() -> 
     assert [(r.hour, r.minute) for r in runs] == [(11, m) for m in range(60)]
 
 
+def test_lord_howe_hourly_job_runs_in_both_passes_of_the_repeated_half_hour() -> None:
+    # Lord Howe's 01:30-01:59 happens twice on 5 April 2026: first at +11 (14:30-14:59 UTC on the 4th), then at
+    # +10:30 (15:00-15:29 UTC). A wildcard job runs by real time, so 01:30 runs in both passes, 30 minutes apart.
+    # From 01:59 +11 cronsim adds 31 minutes to reach :30, lands on 02:30 +10:30 and misses the second 01:30.
+    s = Schedule(default_timezone="Australia/Lord_Howe").cron("30 * * * *")
+    runs = s.next_runs(local("Australia/Lord_Howe", 2026, 4, 5, 1, 0), 3)
+    assert [r.astimezone(UTC) for r in runs] == [
+        datetime(2026, 4, 4, h, m, tzinfo=UTC) for h, m in ((14, 30), (15, 0), (16, 0))
+    ]
+    assert [(r.hour, r.minute, r.fold) for r in runs] == [(1, 30, 0), (1, 30, 1), (2, 30, 0)]
+    start = local("Australia/Lord_Howe", 2026, 4, 5, 1, 59)
+    assert s.next_run(start) == datetime(2026, 4, 5, 1, 30, tzinfo=ZoneInfo("Australia/Lord_Howe"), fold=1)
+
+
 def test_chatham_wildcard_job_in_the_hour_after_the_gap_runs() -> None:
     # Pacific/Chatham springs from 02:45 (+12:45) to 03:45 (+13:45) on 27 September 2026 (14:00 UTC on the
     # 26th). 04:00 at +13:45 is 14:15 UTC; cronsim moves to hour 4 from the non-existent 03:00 and so misses the

@@ -33,7 +33,7 @@ MINUTE = timedelta(minutes=1)
 def cronsim_known_wrong(tr: Transition, expression: str) -> str | None:
     """Why cronsim's answer near *tr* cannot be trusted for *expression*, or None.
 
-    All three come from cronsim's handling of wildcard jobs (minute or hour starting with ``*``), which it walks in
+    All four come from cronsim's handling of wildcard jobs (minute or hour starting with ``*``), which it walks in
     real time: it moves to the next allowed hour by adding 3600 real seconds to a local hh:00, and it starts a new
     day at its local midnight even when that midnight does not exist. Each entry has a test of icc's answer in
     tests/test_dst.py.
@@ -50,13 +50,18 @@ def cronsim_known_wrong(tr: Transition, expression: str) -> str | None:
         # Kiritimati 1994-12-31, Apia 2011-12-30: cronsim answers the imaginary midnight of the skipped day, i.e.
         # the instant of the change. Pinned by test_dst.py::test_wildcard_job_on_a_day_skipped_whole_does_not_run.
         return "a day skipped whole"
+    if shift % timedelta(hours=1):
+        # Lord Howe, Caracas, Pyongyang move by 30 minutes: cronsim jumps to the next allowed minute and hour by
+        # wall-clock arithmetic in real seconds, which the shift moves by 30 minutes, and skips real runs. Pinned by
+        # test_dst.py::test_lord_howe_wildcard_job_after_the_30_minute_shift_runs_on_the_hour and
+        # ::test_lord_howe_hourly_job_runs_in_both_passes_of_the_repeated_half_hour.
+        return "a 30-minute shift"
     if fields[1] == "*":
         return None
-    if shift % timedelta(hours=1) or wall_before.minute or tr.at.astimezone(z).minute:
-        # Lord Howe moves by 30 minutes, Chatham at 02:45: stepping an hour from a local :00 lands on a :30 or :45
-        # and skips the minutes before it. Pinned by test_dst.py::test_lord_howe_wildcard_job_after_the_30_
-        # minute_shift_runs_on_the_hour and ::test_chatham_wildcard_job_in_the_hour_after_the_gap_runs.
-        return "a shift or transition off the full hour"
+    if wall_before.minute or tr.at.astimezone(z).minute:
+        # Chatham changes at 02:45: stepping an hour from the non-existent 03:00 lands on 05:00 and skips 04:xx.
+        # Pinned by test_dst.py::test_chatham_wildcard_job_in_the_hour_after_the_gap_runs.
+        return "a transition off the full hour"
     if shift > timedelta(0) and wall_before.hour == 0:
         # Cairo, Santiago, Havana, ...: the day starts with the gap; cronsim starts it at the imaginary midnight
         # (the instant of the change, 01:00 new time) and steps an hour to 02:00, skipping 01:00-01:59.
