@@ -582,7 +582,11 @@ class TimeRule:
             start = (local.astimezone(UTC) + MINUTE).astimezone(zone)
         except OverflowError:
             return None
-        if not self.spec.wildcard and self.matches_context(SlotContext(start, zone)):
+        if (
+            not self.spec.wildcard
+            and local.utcoffset() != start.utcoffset()
+            and self.matches_context(SlotContext(start, zone))
+        ):
             # The first minute after a gap that ends on another day than it starts (America/Nuuk: 23:00 to
             # 00:00) runs the swallowed times of the day before, which the day loop below no longer visits.
             return start
