@@ -16,8 +16,8 @@ MINUTE = timedelta(minutes=1)
 # Apia skipped 30 December 2011 (-10 to +14), Kiritimati skipped 31 December 1994 (a gap that ends in another
 # year), Sofia's gap of 1979 ran from 23:00 on 31 March to 00:00 on 1 April (another month), Singapore's from
 # 23:30 on 31 December 1981 to 00:00 on 1 January, Toronto's of 1919 from 23:30 to 00:30 (across midnight),
-# Goose Bay repeated 23:01-00:00 across midnight in 1987 (and two hours in 1988), and Pyongyang and Caracas moved
-# by 30 minutes.
+# Goose Bay and St. John's repeated 23:01-00:00 across midnight (Goose Bay two hours in 1988), and Pyongyang and
+# Caracas moved by 30 minutes.
 YEARS = (2019, 2031)
 EXTRA = {
     "Pacific/Apia": (2011, 2012),
@@ -26,6 +26,7 @@ EXTRA = {
     "Asia/Singapore": (1981, 1983),
     "America/Toronto": (1919, 1920),
     "America/Goose_Bay": (1987, 1990),
+    "America/St_Johns": (2009, 2012),
     "Asia/Pyongyang": (2015, 2019),
     "America/Caracas": (2007, 2017),
 }

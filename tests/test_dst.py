@@ -320,6 +320,23 @@ def test_repeated_hour_at_the_end_of_the_day_runs_fixed_jobs_once_and_wildcard_j
     ]
 
 
+def test_wildcard_job_runs_in_the_second_pass_of_a_repeated_hour_across_midnight() -> None:
+    # America/Goose_Bay went back from 00:01 (-03) on 25 October 1987 to 23:01 (-04) on the 24th, at 03:01 UTC:
+    # the first pass reaches 00:00 on the 25th (03:00 UTC), then 23:01-23:59 of the 24th happens again. A
+    # wildcard job runs by real time, so 23:20 and 23:40 of the 24th run twice: 02:20, 02:40 UTC at -03 and
+    # 03:20, 03:40 UTC at -04. cronsim leaves the 24th at 00:00 and misses the second pass.
+    s = Schedule(default_timezone="America/Goose_Bay").cron("*/20 * 24 10 *")
+    start = local("America/Goose_Bay", 1987, 10, 24, 22, 50)
+    runs = assert_all_agree(s, start, start + timedelta(hours=3))
+    assert runs == [
+        datetime(1987, 10, 25, h, m, tzinfo=UTC) for h, m in ((2, 0), (2, 20), (2, 40), (3, 20), (3, 40))
+    ]
+    fixed = Schedule(default_timezone="America/Goose_Bay").cron("30 23 24 10 *")
+    assert assert_all_agree(fixed, start, start + timedelta(hours=3)) == [
+        datetime(1987, 10, 25, 2, 30, tzinfo=UTC)
+    ]
+
+
 # -- Where cronsim is wrong (the sweep in tests/test_dst_sweep.py leaves these out; cronsim_known_wrong) ----------
 
 

@@ -554,17 +554,22 @@ class TimeRule:
     def _scan_transition_day(self, day: date, start: datetime) -> datetime | None:
         """Step real minutes through a day with a DST change; matches() holds the policy, so both agree.
 
-        The first minute of the next day is checked too: a gap at the end of the day (America/Nuuk jumps from
-        23:00 to 00:00) runs the day's swallowed times there, on a date the rule itself may not match.
+        The scan runs from the earliest reading of the day's midnight to the latest reading of the next one, in
+        real time, whatever date the minutes show: a gap at the end of the day (America/Nuuk jumps from 23:00 to
+        00:00) runs the day's swallowed times at the next day's first minute, and a repeated hour that crosses
+        midnight (America/St_Johns went back from 00:01 to 23:01 until 2011) returns to the day after its
+        midnight.
         """
         zone = self.zone
         midnight = datetime.combine(day, time(), tzinfo=zone)
+        following = datetime.combine(day + DAY, time(), tzinfo=zone)
         first = min(midnight.astimezone(UTC), midnight.replace(fold=1).astimezone(UTC))
+        stop = max(following.astimezone(UTC), following.replace(fold=1).astimezone(UTC))
         instant = max(first, start.astimezone(UTC))
         for _ in range(3 * 1440):  # a day is at most 24 h plus a shift; the bound only guards odd zones
+            if instant > stop:
+                return None
             local = instant.astimezone(zone)
-            if local.date() > day:
-                return local if self.matches_context(SlotContext(local, zone)) else None
             if self.matches_context(SlotContext(local, zone)):
                 return local
             instant += MINUTE
