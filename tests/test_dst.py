@@ -331,6 +331,10 @@ def test_wildcard_job_runs_in_the_second_pass_of_a_repeated_hour_across_midnight
     assert runs == [
         datetime(1987, 10, 25, h, m, tzinfo=UTC) for h, m in ((2, 0), (2, 20), (2, 40), (3, 20), (3, 40))
     ]
+    # From 00:00 on the 25th (the end of the first pass) the next run is still on the 24th.
+    assert s.next_run(datetime(1987, 10, 25, 2, 59, 30, tzinfo=UTC)) == datetime(
+        1987, 10, 24, 23, 20, tzinfo=ZoneInfo("America/Goose_Bay"), fold=1
+    )
     fixed = Schedule(default_timezone="America/Goose_Bay").cron("30 23 24 10 *")
     assert assert_all_agree(fixed, start, start + timedelta(hours=3)) == [
         datetime(1987, 10, 25, 2, 30, tzinfo=UTC)

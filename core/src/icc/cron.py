@@ -587,15 +587,14 @@ class TimeRule:
             start = (local.astimezone(UTC) + MINUTE).astimezone(zone)
         except OverflowError:
             return None
-        if (
-            not self.spec.wildcard
-            and local.utcoffset() != start.utcoffset()
-            and self.matches_context(SlotContext(start, zone))
-        ):
-            # The first minute after a gap that ends on another day than it starts (America/Nuuk: 23:00 to
-            # 00:00) runs the swallowed times of the day before, which the day loop below no longer visits.
-            return start
         day: date | None = start.date()
+        assert day is not None
+        if day > date.min and self._is_transition_day(day - DAY):
+            # The day before may still have runs at or after start: the swallowed times of a gap that ended at
+            # midnight (America/Nuuk: 23:00 to 00:00), or the second pass of a repeated hour across midnight.
+            hit = self._scan_transition_day(day - DAY, start)
+            if hit is not None:
+                return hit
         mod = start.hour * 60 + start.minute
         # Each pass either returns or leaves a matching day; only a run of DST days without a hit can repeat it.
         for _ in range(10_000):
