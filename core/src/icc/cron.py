@@ -381,6 +381,27 @@ def parse_years(rule: str) -> int:
     return mask
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_transition_day(zone: ZoneInfo, day: date) -> bool:
+    """Whether the offset of *zone* changes during *day* or at either midnight (cached: every rule asks).
+
+    Both folds of both midnights are read: a midnight inside a gap or a repeated hour has two offsets, and a gap
+    that crosses midnight must be scanned from the day it starts on.
+    """
+    try:
+        following = day + DAY
+    except OverflowError:
+        return False
+    start = datetime.combine(day, time(), tzinfo=zone)
+    end = datetime.combine(following, time(), tzinfo=zone)
+    offset = start.utcoffset()
+    return not (
+        start.replace(fold=1).utcoffset() == offset
+        and end.utcoffset() == offset
+        and end.replace(fold=1).utcoffset() == offset
+    )
+
+
 class SlotContext:
     """One minute slot read in one zone: everything a rule needs to decide, computed once per zone."""
 
@@ -532,24 +553,7 @@ class TimeRule:
                 year, month = year + 1, 1
 
     def _is_transition_day(self, day: date) -> bool:
-        """Whether the offset changes during *day* or at either midnight.
-
-        Both folds of both midnights are read: a midnight inside a gap or a repeated hour has two offsets, and a
-        gap that crosses midnight must be scanned from the day it starts on.
-        """
-        zone = self.zone
-        try:
-            following = day + DAY
-        except OverflowError:
-            return False
-        start = datetime.combine(day, time(), tzinfo=zone)
-        end = datetime.combine(following, time(), tzinfo=zone)
-        offset = start.utcoffset()
-        return not (
-            start.replace(fold=1).utcoffset() == offset
-            and end.utcoffset() == offset
-            and end.replace(fold=1).utcoffset() == offset
-        )
+        return _is_transition_day(self.zone, day)
 
     def _scan_transition_day(self, day: date, start: datetime) -> datetime | None:
         """Step real minutes through a day with a DST change; matches() holds the policy, so both agree.
