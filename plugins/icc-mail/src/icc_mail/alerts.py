@@ -142,8 +142,8 @@ def _failure_mail(
     if d.kind == "first":
         subject = f"[icc] {job.name} {what} on {host}"
         headline = (
-            f"{job.name} {what} on {host}. Further failures are counted and mailed {every}; "
-            "a mail follows when it succeeds again."
+            f"{job.name} {what} on {host}. Further failures are counted: {every}, "
+            "and one when it succeeds again."
         )
     elif d.kind == "repeat":
         subject = f"[icc] {job.name} {what} on {host} ({d.unsent} failures since the last mail)"
