@@ -191,6 +191,12 @@ def test_a_hanging_ping_server_is_given_up_after_the_timeout_and_recorded(
     assert KEY not in json.dumps(state)
     assert failed["url"] == f"{ping_server.url}/***/hangs"
 
+    # The next job's ping in this process does not wait for the hung host again: recorded as not sent.
+    host.call_before_run(job("next"), context("next"))
+    assert not ping_server.hang.is_set() and len(ping_server.hits) == 1
+    later = ping_meta(tmp_path, "next")
+    assert later is not None and "not sent: 127.0.0.1:" in json.dumps(later)
+
 
 def test_a_failing_ping_is_retried_then_shown_by_icc_status_without_its_key(
     tmp_path: Path, ping_server: PingServer

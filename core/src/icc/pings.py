@@ -40,6 +40,11 @@ RAN = frozenset({"succeeded", "failed", "timed_out", "abandoned", "stopped"})  #
 BODY_LIMIT = 10_000  # bytes of output sent (healthchecks.io keeps the first 10,000 bytes of a ping body)
 ATTEMPTS = 3
 META_PREFIX = "ping:"
+QUIET_HOST = 60.0  # seconds a host that left a ping unanswered is not asked again by this process
+_TIMED_OUT = "timed out"
+
+# host -> monotonic time until which it is not asked: a tick with many jobs waits for a hung service once.
+_unanswered: dict[str, float] = {}
 
 _config: Config | None = None
 
@@ -123,8 +128,12 @@ def _request_once(ping: Ping, body: bytes, timeout: float) -> str | None:
             return None
     except urllib.error.HTTPError as exc:
         return f"HTTP {exc.code} {exc.reason}"
+    except TimeoutError:
+        return _TIMED_OUT
     except urllib.error.URLError as exc:
         reason = exc.reason
+        if isinstance(reason, TimeoutError):
+            return _TIMED_OUT
         return f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else str(reason)
     except (OSError, ValueError) as exc:  # a timeout while reading, a reset connection, a bad URL
         return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -139,40 +148,62 @@ def send(pings: Sequence[Ping], body: bytes, *, timeout: float) -> list[PingFail
     """Send every ping in parallel, each retried up to :data:`ATTEMPTS` times, all within ``timeout`` seconds.
 
     Returns the pings that were not answered 2xx in time. A ping still waiting at the deadline is given up (its
-    thread is a daemon and ends with its socket timeout); the caller is never held up longer.
+    thread is a daemon and ends with its socket timeout); the caller is never held up longer. A host that left a
+    ping unanswered is not asked again by this process for :data:`QUIET_HOST` seconds (recorded as not sent), so
+    a tick running many jobs waits for a hung monitoring service once, not once per job.
     """
     if not pings:
         return []
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
+    no_answer = f"no answer within {timeout:g}s (given up)"
     errors: dict[Ping, str] = {}
+    lock = threading.Lock()
 
     def attempt(ping: Ping) -> None:
-        error = "no answer"
+        error = no_answer
         for number in range(ATTEMPTS):
             remaining = deadline - time.monotonic()
             if remaining <= 0.05:
                 break
             error = _request_once(ping, body, remaining) or ""
-            if not error:
-                errors.pop(ping, None)
-                return
-            errors[ping] = error
-            if _permanent(error) or number == ATTEMPTS - 1:
-                return
+            if error == _TIMED_OUT:
+                error = no_answer
+                break
+            if not error or _permanent(error):
+                break
             time.sleep(min(0.25 * 2**number, max(0.0, deadline - time.monotonic())))
-        errors[ping] = error
+        with lock:
+            if error:
+                errors[ping] = error
+            else:
+                errors.pop(ping, None)
 
     threads = []
     for ping in pings:
-        errors[ping] = f"no answer within {timeout:g}s"
+        host = _host(ping.url)
+        if _unanswered.get(host, 0.0) > start:
+            errors[ping] = f"not sent: {host} left a ping unanswered less than {QUIET_HOST:g}s ago"
+            continue
+        errors[ping] = no_answer
         thread = threading.Thread(target=attempt, args=(ping,), name="icc-ping", daemon=True)
         thread.start()
         threads.append((ping, thread))
-    for ping, thread in threads:
+    for _ping, thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive():
-            errors[ping] = f"no answer within {timeout:g}s (given up)"
-    return [PingFailure(ping, errors[ping]) for ping in pings if ping in errors]
+    with lock:
+        failed = [PingFailure(ping, errors[ping]) for ping in pings if ping in errors]
+    for failure in failed:
+        if failure.error == no_answer:
+            _unanswered[_host(failure.ping.url)] = time.monotonic() + QUIET_HOST
+    return failed
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).netloc.rpartition("@")[2].lower()
+    except ValueError:
+        return ""
 
 
 def _record(job: str, event: str, failures: list[PingFailure]) -> None:

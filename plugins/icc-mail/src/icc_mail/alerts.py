@@ -196,7 +196,9 @@ def notify(config: Config, mail: MailConfig, job: Job, run: RunContext, result: 
 
         store = SQLiteStateStore(config.state_dir)
         try:
-            store.update_meta(META_PREFIX + job.name, change)
+            # A success with no failure mail behind it changes nothing: a read, not a write, on most runs.
+            if outcome in FAILED or store.get_meta(META_PREFIX + job.name) is not None:
+                store.update_meta(META_PREFIX + job.name, change)
         finally:
             store.close()
         if queued:
