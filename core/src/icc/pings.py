@@ -237,7 +237,9 @@ def _record(job: str, event: str, failures: list[PingFailure]) -> None:
     try:
         store = SQLiteStateStore(_config.state_dir)
         try:
-            store.update_meta(META_PREFIX + job, change)
+            # Pings that worked only matter after one that failed: most runs read, they do not write.
+            if failures or last_failure(store.get_meta(META_PREFIX + job)) is not None:
+                store.update_meta(META_PREFIX + job, change)
         finally:
             store.close()
     except StateError as exc:  # never fails the run: say it where the run's log goes
