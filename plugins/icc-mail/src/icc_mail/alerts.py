@@ -102,7 +102,7 @@ def _body(job: Job, run: RunContext, result: RunResult, host: str, zone: str, he
         lines += ["", "Error:", result.error.rstrip("\n")]
     output = (result.output or "").rstrip("\n")
     lines += ["", "Output (the stored tail):", output] if output else ["", "No output."]
-    lines += ["", f"More: icc status {job.name}   icc logs {job.name} --run {run.run_id}", ""]
+    lines += ["", f"More: icc status {job.name}", ""]
     return "\n".join(lines)
 
 
