@@ -582,9 +582,9 @@ def schedule(scheduler):
         scheduler.add(report(name), name=name).every_minute().in_background()
 
 @icc.hookimpl
-def after_run(job, run, outcome):
+def after_run(job, run, result):
     with open(os.path.join(os.environ["MARKER_DIR"], "after-" + job.name), "a") as f:
-        f.write(f"{outcome}\\n")
+        f.write(f"{result.outcome}\\n")
 """
 
 

@@ -372,6 +372,22 @@ def _status_data(config: Config, at: datetime | None) -> dict[str, Any]:
     }
 
 
+def _ping_failure(meta: str | None, zone: str) -> dict[str, Any] | None:
+    """The job's last failed heartbeat ping (URLs redacted), from its ``ping:<job>`` meta value."""
+    from icc.pings import last_failure
+
+    failed = last_failure(meta)
+    if failed is None:
+        return None
+    at = failed.get("at")
+    return {
+        "at": _iso(at if isinstance(at, int | float) else None, zone),
+        "event": failed.get("event"),
+        "error": failed.get("error"),
+        "ok_since": failed["ok_since"],
+    }
+
+
 def _last_run_cell(last: dict[str, Any] | None) -> str:
     """``succeeded 2026-03-29 10:00 (1.2s)``; a run that never started (its command could not) shows its slot."""
     if last is None:
@@ -405,8 +421,10 @@ def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int)
         store = SQLiteStateStore(config.state_dir)
         dead = _dead_runs(config, store, store.unfinished())
         runs = store.runs(job, limit=limit)
+        ping_failure = _ping_failure(store.get_meta(f"ping:{job}"), zone)
         if as_json:
             entry["runs"] = [_run_data(r, zone, dead, full=True) for r in runs]
+            entry["ping_failure"] = ping_failure
             click.echo(json.dumps(entry, indent=2))
             return
         ui.say(
@@ -430,6 +448,12 @@ def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int)
         ui.table(
             None, ["run", "kind", "outcome", "slot", "started", "took", "exit", "error"], rows, style_col=2
         )
+        if ping_failure is not None:
+            later = "; later pings worked" if ping_failure["ok_since"] else ""
+            ui.say(
+                f"ping failed {(ping_failure['at'] or '?')[:19].replace('T', ' ')} ({ping_failure['event']}): "
+                f"{ping_failure['error']}{later}"
+            )
         return
     if as_json:
         click.echo(json.dumps(data, indent=2))

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import click
 
     from icc.config import Config
-    from icc.jobs import Job, RunContext, Scheduler
+    from icc.jobs import Job, RunContext, RunResult, Scheduler
 
 __all__ = ["Handler", "RegisterHandler", "hookimpl", "hookspec"]
 
@@ -110,12 +110,13 @@ def before_run(job: Job, run: RunContext) -> None:
 
 
 @hookspec
-def after_run(job: Job, run: RunContext, outcome: str) -> None:
+def after_run(job: Job, run: RunContext, result: RunResult) -> None:
     """Called after a job ran, with how it ended.
 
     An exception here is reported against the plugin and never changes the outcome.
 
     :param job: the job that ran.
     :param run: this run: run id, slot, kind (scheduled, manual, missed) and environment.
-    :param outcome: ``succeeded``, ``failed``, ``timed_out``, ``abandoned``, ``skipped`` or ``missed``.
+    :param result: how it ended: ``result.outcome`` is ``succeeded``, ``failed``, ``timed_out``,
+        ``abandoned``, ``skipped``, ``missed`` or ``stopped``; then exit code, error, output tail, times.
     """

@@ -70,7 +70,7 @@ from icc import hookspecs
 from icc._version import __version__
 from icc.errors import PluginError
 from icc.hookspecs import Handler
-from icc.jobs import Job, Provenance, RunContext, Scheduler
+from icc.jobs import Job, Provenance, RunContext, RunResult, Scheduler
 
 if TYPE_CHECKING:
     import click
@@ -93,7 +93,7 @@ ENTRY_POINT_GROUP = "icc.tasks"
 
 # icc's own plugins, by module name, loaded after every other plugin. A module that does not exist
 # (yet) is skipped without a word.
-BUILTIN_PLUGINS: list[str] = ["icc.queue.builtin"]
+BUILTIN_PLUGINS: list[str] = ["icc.queue.builtin", "icc.pings"]
 
 Source = Literal["entry-point", "local", "builtin"]
 
@@ -543,9 +543,11 @@ class PluginHost:
         """Every plugin's ``before_run``; one that raises is reported and never stops the run."""
         self._call_run_hook("before_run", job=job, run=run)
 
-    def call_after_run(self, job: Job, run: RunContext, outcome: str) -> None:
+    def call_after_run(self, job: Job, run: RunContext, result: RunResult | str) -> None:
         """Every plugin's ``after_run``; one that raises is reported and never changes the outcome."""
-        self._call_run_hook("after_run", job=job, run=run, outcome=outcome)
+        if isinstance(result, str):  # an outcome alone: no output, error or times
+            result = RunResult(result)
+        self._call_run_hook("after_run", job=job, run=run, result=result)
 
     def _call_run_hook(self, hook: str, **kwargs: object) -> None:
         for info, call in self._impls(hook):

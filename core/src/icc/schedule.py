@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from datetime import time as dt_time
 from typing import Any, ClassVar
@@ -27,7 +28,7 @@ from icc.cron import (
 )
 from icc.errors import ScheduleError
 
-__all__ = ["MISSED_POLICIES", "Schedule"]
+__all__ = ["MISSED_POLICIES", "Notifications", "Schedule"]
 
 Rule = int | str
 Callback = Callable[[], object]
@@ -81,7 +82,35 @@ _DEFINITION_KEYS = (
     "timeout",
     "missed",
     "has_callbacks",
+    "notify",
 )
+# The lists of Notifications, by definition key (also the methods that fill them).
+_NOTIFY_LISTS = (
+    "email_output_to",
+    "email_output_on_failure",
+    "ping_before",
+    "then_ping",
+    "ping_on_success",
+    "ping_on_failure",
+)
+_ADDRESS = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+")
+
+
+@dataclass(frozen=True)
+class Notifications:
+    """Who hears about a job's runs: mail (icc-mail) and heartbeat URLs (icc's ``[monitor]`` pings).
+
+    ``pings`` False (:meth:`Schedule.without_pings`) opts the job out of ``[monitor] ping_url``; its own
+    ``ping_*`` URLs are still called.
+    """
+
+    email_output_to: tuple[str, ...] = ()
+    email_output_on_failure: tuple[str, ...] = ()
+    ping_before: tuple[str, ...] = ()
+    then_ping: tuple[str, ...] = ()
+    ping_on_success: tuple[str, ...] = ()
+    ping_on_failure: tuple[str, ...] = ()
+    pings: bool = True
 
 
 def _parse_time(which: str, value: object) -> str:
@@ -141,6 +170,8 @@ class Schedule:
         self._timeout: float | None = None
         self._missed = "skip"
         self._rule: TimeRule | None = None
+        self._notify: dict[str, tuple[str, ...]] = {}
+        self._pings = True
 
     # -- fields -------------------------------------------------------------------------------------------------
 
@@ -368,6 +399,76 @@ class Schedule:
         self._missed = policy
         return self
 
+    # -- notifications: mail (icc-mail) and heartbeat pings ------------------------------------------------------
+
+    def _add_addresses(self, method: str, addresses: tuple[str, ...]) -> Schedule:
+        if not addresses:
+            raise ScheduleError(f"{method}() needs at least one address, e.g. {method}('ops@example.org')")
+        for address in addresses:
+            # The full check (display names, header injection) is icc-mail's, when it builds the mail.
+            if not isinstance(address, str) or not _ADDRESS.search(address) or address != address.strip():
+                raise ScheduleError(
+                    f"{method}({address!r}): give e-mail addresses as strings, "
+                    "'ops@example.org' or 'Ops <ops@example.org>'"
+                )
+            if any(c in address for c in "\r\n\x00"):
+                raise ScheduleError(f"{method}(): the address {address!r} contains a line break")
+        self._notify[method] = tuple(dict.fromkeys((*self._notify.get(method, ()), *addresses)))
+        return self
+
+    def _add_url(self, method: str, url: str) -> Schedule:
+        from icc.urls import redact, url_problem
+
+        problem = url_problem(url)
+        if problem is not None:
+            shown = redact(url) if isinstance(url, str) else repr(url)
+            raise ScheduleError(f"{method}({shown}) is not valid: give {problem}")
+        self._notify[method] = tuple(dict.fromkeys((*self._notify.get(method, ()), url)))
+        return self
+
+    def email_output_to(self, *addresses: str) -> Schedule:
+        """Mail every run's output (and error) to these addresses, through icc-mail's ``mail`` queue."""
+        return self._add_addresses("email_output_to", addresses)
+
+    def email_output_on_failure(self, *addresses: str) -> Schedule:
+        """Mail the output of a failed, timed-out or abandoned run (flood-limited like ``mail.alert_to``)."""
+        return self._add_addresses("email_output_on_failure", addresses)
+
+    def ping_before(self, url: str) -> Schedule:
+        """Request this http(s) URL just before every run starts."""
+        return self._add_url("ping_before", url)
+
+    def then_ping(self, url: str) -> Schedule:
+        """Request this URL after every run, whatever its outcome; the body is the output tail."""
+        return self._add_url("then_ping", url)
+
+    def ping_on_success(self, url: str) -> Schedule:
+        """Request this URL after a run that succeeded."""
+        return self._add_url("ping_on_success", url)
+
+    def ping_on_failure(self, url: str) -> Schedule:
+        """Request this URL after a run that failed, timed out or was found abandoned."""
+        return self._add_url("ping_on_failure", url)
+
+    def without_pings(self) -> Schedule:
+        """Leave this job out of ``[monitor] ping_url`` (its own ``ping_*`` URLs still apply)."""
+        self._pings = False
+        return self
+
+    @property
+    def notifications(self) -> Notifications:
+        """The addresses and URLs given to the methods above."""
+        get = self._notify.get
+        return Notifications(
+            email_output_to=get("email_output_to", ()),
+            email_output_on_failure=get("email_output_on_failure", ()),
+            ping_before=get("ping_before", ()),
+            then_ping=get("then_ping", ()),
+            ping_on_success=get("ping_on_success", ()),
+            ping_on_failure=get("ping_on_failure", ()),
+            pings=self._pings,
+        )
+
     # -- reading ------------------------------------------------------------------------------------------------
 
     @property
@@ -514,7 +615,7 @@ class Schedule:
 
     def definition(self) -> dict[str, Any]:
         """A JSON-serializable record of everything but the callbacks; equal definitions, same schedule."""
-        return {
+        definition: dict[str, Any] = {
             "expression": self.expression,
             "year": self._year,
             "zone": self.zone,
@@ -526,6 +627,15 @@ class Schedule:
             "missed": self._missed,
             "has_callbacks": self.has_callbacks,
         }
+        # Only when something is set: a job without notifications keeps the definition it had before them.
+        notify: dict[str, Any] = {
+            key: list(self._notify[key]) for key in _NOTIFY_LISTS if key in self._notify
+        }
+        if not self._pings:
+            notify["pings"] = False
+        if notify:
+            definition["notify"] = notify
+        return definition
 
     @classmethod
     def from_definition(cls, definition: dict[str, Any], *, default_timezone: str = "UTC") -> Schedule:
@@ -559,6 +669,16 @@ class Schedule:
             schedule.timeout(definition["timeout"])
         schedule.missed(definition.get("missed", "skip"))
         schedule._callbacks_flag = bool(definition.get("has_callbacks", False))
+        notify = definition.get("notify") or {}
+        if not isinstance(notify, dict) or set(notify) - {*_NOTIFY_LISTS, "pings"}:
+            raise ScheduleError(
+                f"schedule definition 'notify' must be a dict with keys {', '.join(_NOTIFY_LISTS)}, pings"
+            )
+        for key in _NOTIFY_LISTS:
+            for value in notify.get(key, ()):
+                getattr(schedule, key)(value)
+        if notify.get("pings", True) is False:
+            schedule.without_pings()
         return schedule
 
     def __repr__(self) -> str:

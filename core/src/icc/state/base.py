@@ -7,7 +7,7 @@ transaction, and the only cross-process guarantee the tick relies on is :meth:`S
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -103,6 +103,13 @@ class StateStore(Protocol):
     # -- meta and watermark --------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         """A value of the meta table (watermark, plugin fingerprint, last scan)."""
+
+    def update_meta(self, key: str, change: Callable[[str | None], str | None]) -> str | None:
+        """Replace a meta value by ``change(current)`` in one write transaction (None deletes it); return it.
+
+        Concurrent callers are serialised: each ``change`` sees the value the one before it wrote. An exception
+        in ``change`` writes nothing. Notifications keep per-job state under ``ping:<job>`` and
+        ``mail.alert:<job>`` this way."""
 
     def save_evaluation(self, next_dues: Mapping[str, int | None], slot: int) -> None:
         """In one write: each job's next slot after ``slot``, and ``slot`` itself as the watermark.

@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -280,6 +280,16 @@ class SQLiteStateStore:
     def get_meta(self, key: str) -> str | None:
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0][0] if rows else None
+
+    def update_meta(self, key: str, change: Callable[[str | None], str | None]) -> str | None:
+        with self._write() as db:  # BEGIN IMMEDIATE: the read below is already under the write lock
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            value = change(row[0] if row else None)
+            if value is None:
+                db.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+            return value
 
     def save_evaluation(self, next_dues: Mapping[str, int | None], slot: int) -> None:
         with self._write() as db:
