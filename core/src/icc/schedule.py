@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 from datetime import time as dt_time
+from pathlib import PurePath
 from typing import Any, ClassVar
 
 from icc.cron import (
@@ -81,6 +82,7 @@ _DEFINITION_KEYS = (
     "timeout",
     "missed",
     "has_callbacks",
+    "output",
 )
 
 
@@ -141,6 +143,13 @@ class Schedule:
         self._timeout: float | None = None
         self._missed = "skip"
         self._rule: TimeRule | None = None
+        self._run_callbacks: dict[str, list[Callable[[Any], object]]] = {
+            "before": [],
+            "after": [],
+            "on_success": [],
+            "on_failure": [],
+        }
+        self._output_to: tuple[str, bool] | None = None
 
     # -- fields -------------------------------------------------------------------------------------------------
 
@@ -368,6 +377,54 @@ class Schedule:
         self._missed = policy
         return self
 
+    # -- knowing what happened: run callbacks and the output file -------------------------------------------------
+
+    def _add_run_callback(self, which: str, fn: Callable[[Any], object]) -> Schedule:
+        if not callable(fn):
+            raise ScheduleError(f"{which}() takes a callable with one argument, not {fn!r}")
+        self._run_callbacks[which].append(fn)
+        return self
+
+    def before(self, fn: Callable[[Any], object]) -> Schedule:
+        """Call *fn(run_context)* just before each run starts (in the process that runs it)."""
+        return self._add_run_callback("before", fn)
+
+    def after(self, fn: Callable[[Any], object]) -> Schedule:
+        """Call *fn(run_result)* after every run, whatever its outcome (missed and skipped slots too)."""
+        return self._add_run_callback("after", fn)
+
+    def on_success(self, fn: Callable[[Any], object]) -> Schedule:
+        """Call *fn(run_result)* after a run that succeeded."""
+        return self._add_run_callback("on_success", fn)
+
+    def on_failure(self, fn: Callable[[Any], object]) -> Schedule:
+        """Call *fn(run_result)* after a run that failed, timed out or was abandoned."""
+        return self._add_run_callback("on_failure", fn)
+
+    def run_callbacks(self, which: str) -> tuple[Callable[[Any], object], ...]:
+        """The callbacks given to ``before``, ``after``, ``on_success`` or ``on_failure``, in order."""
+        return tuple(self._run_callbacks[which])
+
+    def _output_file(self, path: object, append: bool) -> Schedule:
+        which = "append_output_to" if append else "send_output_to"
+        if not isinstance(path, str | PurePath) or not str(path).strip() or "\0" in str(path):
+            raise ScheduleError(f"{which}() takes a file path (relative to the project root), not {path!r}")
+        self._output_to = (str(path), append)
+        return self
+
+    def send_output_to(self, path: str | PurePath) -> Schedule:
+        """Write each run's stdout and stderr to *path* (relative to the project root), replacing it."""
+        return self._output_file(path, False)
+
+    def append_output_to(self, path: str | PurePath) -> Schedule:
+        """Append each run's stdout and stderr to *path* (relative to the project root)."""
+        return self._output_file(path, True)
+
+    @property
+    def output_to(self) -> tuple[str, bool] | None:
+        """``(path, append)`` from :meth:`send_output_to` / :meth:`append_output_to`, or None."""
+        return self._output_to
+
     # -- reading ------------------------------------------------------------------------------------------------
 
     @property
@@ -525,7 +582,9 @@ class Schedule:
             "timeout": self._timeout,
             "missed": self._missed,
             "has_callbacks": self.has_callbacks,
-        }
+        } | (
+            {"output": {"path": self._output_to[0], "append": self._output_to[1]}} if self._output_to else {}
+        )
 
     @classmethod
     def from_definition(cls, definition: dict[str, Any], *, default_timezone: str = "UTC") -> Schedule:
@@ -559,6 +618,9 @@ class Schedule:
             schedule.timeout(definition["timeout"])
         schedule.missed(definition.get("missed", "skip"))
         schedule._callbacks_flag = bool(definition.get("has_callbacks", False))
+        output = definition.get("output")
+        if output is not None:
+            schedule._output_file(output["path"], bool(output["append"]))
         return schedule
 
     def __repr__(self) -> str:

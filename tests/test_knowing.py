@@ -1,0 +1,229 @@
+"""Knowing what happened: after_run with a RunResult for every outcome, per-job callbacks, output, history."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from datetime import datetime
+from typing import Any
+
+from projectkit import Project, at, slot
+
+OBSERVER = """
+import json
+from datetime import datetime
+
+
+def _iso(value):
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+@icc.hookimpl
+def after_run(job, run, result):
+    record = {
+        "job": job.name,
+        "run_id": run.run_id,
+        "slot": _iso(run.slot),
+        "kind": run.kind,
+        "pid": os.getpid(),
+        "is_result": type(result).__name__ == "RunResult",
+        **{k: _iso(getattr(result, k)) for k in
+           ("outcome", "exit_code", "error", "output", "duration", "started_at", "ended_at")},
+    }
+    with open(os.path.join(os.environ["MARKER_DIR"], "after.jsonl"), "a") as f:
+        f.write(json.dumps(record) + "\\n")
+"""
+
+TASKS = """
+def ok():
+    print("hello out")
+    print("hello err", file=sys.stderr)
+
+def bad():
+    print("bad out")
+    sys.exit(3)
+
+def slow():
+    time.sleep(30)
+
+def long():
+    open(os.path.join(os.environ["MARKER_DIR"], "long-started"), "a").close()
+    time.sleep(60)
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(ok, name="ok").every_minute().timezone("Asia/Kolkata")
+    scheduler.add(bad, name="bad").every_minute()
+    scheduler.add(slow, name="slow").every_minute().timeout(0.5)
+    scheduler.add(ok, name="cond").every_minute().when(lambda: False)
+    scheduler.add(long, name="long").every_minute().in_background()
+"""
+
+
+def observed(project: Project, tasks: str, extra: str = "") -> None:
+    project.write_config(extra, plugins=("tasks_plugin", "observer"))
+    project.write_plugin(tasks)
+    project.write_plugin(OBSERVER, name="observer")
+    project.icc("scan", check=True)
+
+
+def reports(project: Project) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in project.marker_lines("after.jsonl")]
+
+
+def report(project: Project, job: str, outcome: str) -> dict[str, Any]:
+    found = [r for r in reports(project) if r["job"] == job and r["outcome"] == outcome]
+    assert found, f"no after_run for {job} {outcome}: {reports(project)}"
+    return found[0]
+
+
+def test_after_run_gets_a_run_result_for_every_outcome(project: Project) -> None:
+    observed(project, TASKS)
+    project.icc("run", "--at", at(0))
+    project.wait_for(lambda: (project.root / "long-started").exists(), what="the background job")
+    project.icc("run", "--at", at(1))  # long overlaps: skipped in its background supervisor
+    project.wait_for(
+        lambda: any(r["job"] == "long" and r["outcome"] == "skipped" for r in reports(project)),
+        what="after_run of the overlapping run",
+    )
+    first_long = project.runs("long")[0]
+    os.kill(first_long["pid"], signal.SIGKILL)  # its supervisor dies: the next tick records it abandoned
+    project.wait_for(lambda: not os.path.exists(f"/proc/{first_long['pid']}/stat"), what="supervisor gone")
+    project.icc("run", "--at", at(3))  # slot 2 was missed by every job
+
+    ok = report(project, "ok", "succeeded")
+    assert ok["is_result"] and ok["exit_code"] == 0 and ok["error"] is None
+    assert "hello out" in ok["output"] and "hello err" in ok["output"]
+    assert ok["duration"] >= 0 and ok["kind"] == "scheduled"
+    started, ended = datetime.fromisoformat(ok["started_at"]), datetime.fromisoformat(ok["ended_at"])
+    assert started.tzinfo is not None and started <= ended
+    # The slot is aware, in the job's own zone.
+    assert ok["slot"] == _in_zone(slot(0), "Asia/Kolkata")
+    assert ok["slot"].endswith("+05:30")
+
+    bad = report(project, "bad", "failed")
+    assert bad["exit_code"] == 3 and bad["error"] == "exit code 3" and "bad out" in bad["output"]
+    timed_out = report(project, "slow", "timed_out")
+    assert "timed out after 0.5s" in timed_out["error"]
+    cond = report(project, "cond", "skipped")
+    assert "condition" in cond["error"] and cond["duration"] is None and cond["started_at"] is None
+    overlap = report(project, "long", "skipped")
+    assert "still running" in overlap["error"]
+    abandoned = report(project, "long", "abandoned")
+    assert abandoned["run_id"] == first_long["id"] and "died" in abandoned["error"]
+    missed = report(project, "ok", "missed")
+    assert missed["kind"] == "missed" and missed["slot"] == _in_zone(slot(2), "Asia/Kolkata")
+    assert missed["run_id"] == next(r["id"] for r in project.runs("ok") if r["slot"] == slot(2))
+    # Every recorded row was reported once.
+    finished = [r for r in project.runs() if r["outcome"] not in ("pending", "running")]
+    assert sorted(r["run_id"] for r in reports(project)) == sorted(r["id"] for r in finished)
+
+
+def _zone(name: str) -> Any:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+def _in_zone(epoch: int, zone: str) -> str:
+    return datetime.fromtimestamp(epoch, tz=_zone(zone)).isoformat()
+
+
+def test_after_run_gets_stopped_when_icc_run_is_stopped(project: Project) -> None:
+    observed(
+        project,
+        """
+        def slow():
+            open(os.path.join(os.environ["MARKER_DIR"], "started"), "w").close()
+            time.sleep(60)
+
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(slow, name="slow").every_minute()
+        """,
+    )
+    tick = project.popen("run", "--at", at(0))
+    project.wait_for(lambda: (project.root / "started").exists(), what="the job to start")
+    tick.send_signal(signal.SIGTERM)
+    tick.communicate(timeout=30)
+    assert tick.returncode == 1
+    stopped = report(project, "slow", "stopped")
+    assert stopped["error"] == "stopped: icc run received SIGTERM"
+    assert project.runs("slow")[0]["outcome"] == "stopped"
+
+
+CALLBACKS = """
+def _log(what):
+    def callback(arg):
+        line = {"what": what, "type": type(arg).__name__,
+                "outcome": getattr(arg, "outcome", None), "job": getattr(arg, "job", None)}
+        with open(os.path.join(os.environ["MARKER_DIR"], "callbacks.jsonl"), "a") as f:
+            f.write(__import__("json").dumps(line) + "\\n")
+    return callback
+
+def broken(result):
+    raise RuntimeError("callback exploded")
+
+def ok():
+    pass
+
+def bad():
+    sys.exit(2)
+
+@icc.hookimpl
+def schedule(scheduler):
+    for name, task in (("ok", ok), ("bad", bad)):
+        (scheduler.add(task, name=name).every_minute()
+            .before(_log(name + " before")).after(_log(name + " after"))
+            .on_success(_log(name + " success")).on_failure(_log(name + " failure"))
+            .after(broken))
+
+@icc.hookimpl
+def after_run(job, run, result):
+    if job.name == "ok":
+        raise ValueError("hook exploded")
+"""
+
+
+def test_callbacks_run_per_outcome_and_one_that_raises_is_stored_on_the_run(project: Project) -> None:
+    project.write_plugin(CALLBACKS)
+    project.icc("scan", check=True)
+    proc = project.icc("run", "--at", at(0))
+    lines = [json.loads(line) for line in project.marker_lines("callbacks.jsonl")]
+    assert [(c["what"], c["type"], c["outcome"]) for c in lines] == [
+        ("ok before", "RunContext", None),
+        ("ok after", "RunResult", "succeeded"),
+        ("ok success", "RunResult", "succeeded"),
+        ("bad before", "RunContext", None),
+        ("bad after", "RunResult", "failed"),
+        ("bad failure", "RunResult", "failed"),
+    ]
+    ok = project.runs("ok")[0]
+    assert ok["outcome"] == "succeeded"  # never changed by an observer
+    assert "after callback broken failed: RuntimeError: callback exploded" in ok["error"]
+    assert "after_run hook of plugin 'tasks_plugin' failed" in ok["error"] and "hook exploded" in ok["error"]
+    bad = project.runs("bad")[0]
+    assert bad["outcome"] == "failed" and bad["error"].startswith("exit code 2; after callback broken")
+    assert "callback exploded" in proc.stderr and "hook exploded" in proc.stderr
+
+
+def test_old_after_run_with_outcome_keeps_working(project: Project) -> None:
+    project.write_plugin(
+        """
+        def ok():
+            pass
+
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(ok, name="ok").every_minute()
+
+        @icc.hookimpl
+        def after_run(job, run, outcome):
+            with open(os.path.join(os.environ["MARKER_DIR"], "old"), "a") as f:
+                f.write(f"{job.name} {outcome}\\n")
+        """
+    )
+    project.icc("scan", check=True)
+    project.icc("exec", "ok", check=True)
+    assert project.marker_lines("old") == ["ok succeeded"]
