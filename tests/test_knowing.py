@@ -227,3 +227,152 @@ def test_old_after_run_with_outcome_keeps_working(project: Project) -> None:
     project.icc("scan", check=True)
     project.icc("exec", "ok", check=True)
     assert project.marker_lines("old") == ["ok succeeded"]
+
+
+# --- output ---------------------------------------------------------------------------------------------
+
+
+def test_exec_streams_the_output_live_then_prints_the_outcome(project: Project) -> None:
+    project.write_plugin(
+        """
+        def chatty():
+            print("first line", flush=True)
+            print("to stderr", file=sys.stderr, flush=True)
+            go = os.path.join(os.environ["MARKER_DIR"], "go")
+            while not os.path.exists(go):
+                time.sleep(0.02)
+            print("second line")
+            sys.exit(4)
+
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(chatty, name="chatty").every_minute()
+        """
+    )
+    project.icc("scan", check=True)
+    proc = project.popen("exec", "chatty")
+    assert proc.stdout is not None
+    # Seen while the job still runs (it waits for "go"): streamed, not printed at the end.
+    assert proc.stdout.readline() == "first line\n"
+    assert proc.stdout.readline() == "to stderr\n"
+    (project.root / "go").touch()
+    rest, _err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert rest.startswith("second line\n")
+    (run,) = project.runs("chatty")
+    assert rest.rstrip().endswith(
+        f"icc exec: chatty run {run['id']} failed in " + rest.split(" in ")[-1].strip()
+    )
+    assert "failed" in rest and "exit code 4" in rest
+    assert run["output"] == "first line\nto stderr\nsecond line\n"
+
+
+def _printer(project: Project, extra: str = "") -> None:
+    project.write_config(extra)
+    project.write_plugin(
+        """
+        def noisy():
+            print("HEAD " + "h" * 2000)
+            print("m" * 5000)
+            print("t" * 2000 + " TAIL")
+
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(noisy, name="noisy").every_minute()
+            scheduler.add(noisy, name="quiet").every_minute()
+        """
+    )
+    project.icc("scan", check=True)
+
+
+def test_logs_prints_a_runs_stored_output(project: Project) -> None:
+    _printer(project)
+    project.icc("exec", "noisy")
+    project.icc("run", "--at", at(0), check=True)
+    first, second = project.runs("noisy")
+    assert project.icc("logs", "noisy", check=True).stdout == second["output"]
+    assert project.icc("logs", "noisy", "--run", str(first["id"]), check=True).stdout == first["output"]
+    data = json.loads(project.icc("logs", "noisy", "--json", check=True).stdout)
+    assert (data["job"], data["id"], data["outcome"]) == ("noisy", second["id"], "succeeded")
+    assert data["output"] == second["output"] and data["started_at"].endswith("+00:00")
+    for args, says in [
+        (("logs", "nope"), "no job named 'nope'"),
+        (("logs", "noisy", "--run", "999"), "job 'noisy' has no run 999"),
+        (("logs", "noisy", "--run", str(project.runs("quiet")[0]["id"])), "has no run"),
+        (("logs", "noisy", "--run", "0"), "--run 0: must be a whole number"),
+        (("logs", "noisy", "--run", "99999999999999999999"), "must be a whole number"),
+    ]:
+        proc = project.icc(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and says in proc.stderr, (args, proc.stderr)
+
+
+def test_output_limit_keeps_the_head_and_the_tail(project: Project) -> None:
+    _printer(project, 'output_limit = "1KiB"\n')
+    project.icc("exec", "noisy")
+    output = project.runs("noisy")[0]["output"]
+    assert output.startswith("HEAD hhh") and output.endswith("ttt TAIL\n")
+    total = 2006 + 5001 + 2006
+    assert f"\n[... {total - 1024} bytes of output left out ...]\n" in output
+    assert len(output) == 1024 + len(f"\n[... {total - 1024} bytes of output left out ...]\n")
+    # The default keeps 64 KiB: all of it.
+    _printer(project)
+    project.icc("exec", "quiet")
+    assert len(project.runs("quiet")[0]["output"]) == total
+
+
+def test_an_invalid_output_limit_is_one_line(project: Project) -> None:
+    _printer(project)
+    project.write_config('output_limit = "lots"\n')
+    proc = project.icc("exec", "noisy")
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "'output_limit'" in proc.stderr and "64KiB" in proc.stderr
+
+
+def test_status_job_shows_the_last_runs_output_tail(project: Project) -> None:
+    project.write_plugin(
+        """
+        def counting():
+            for i in range(50):
+                print(f"line {i}")
+
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(counting, name="counting").every_minute()
+        """
+    )
+    project.icc("scan", check=True)
+    project.icc("exec", "counting", check=True)
+    out = project.icc("status", "counting", check=True).stdout
+    assert "line 49" in out and "line 30" in out and "line 29" not in out
+    assert "icc logs counting" in out
+
+
+def test_send_and_append_output_to_a_file(project: Project) -> None:
+    project.write_plugin(
+        """
+        def hello():
+            print("hello", os.environ.get("N", "?"))
+
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(hello, name="sent").every_minute().send_output_to("logs/sent.log")
+            scheduler.add(["sh", "-c", "echo cmd; echo err >&2"], name="appended").every_minute() \\
+                .append_output_to("appended.log")
+        """
+    )
+    (project.root / "logs").mkdir()
+    project.icc("scan", check=True)
+    project.icc("run", "--at", at(0), check=True)
+    project.icc("run", "--at", at(1), check=True)
+    sent, appended = project.root / "logs" / "sent.log", project.root / "appended.log"
+    assert sent.read_text() == "hello ?\n"  # replaced at each run
+    assert appended.read_text() == "cmd\nerr\ncmd\nerr\n"
+    assert sent.stat().st_mode & 0o777 == 0o600 and appended.stat().st_mode & 0o777 == 0o600
+    # A file that cannot be written does not stop the run; the reason is stored with it.
+    sent.unlink()
+    sent.mkdir()  # a directory where the file should be (a permission would not stop root)
+    project.icc("exec", "sent", check=True)
+    run = project.runs("sent")[-1]
+    assert run["outcome"] == "succeeded" and "could not open its output file" in run["error"]
