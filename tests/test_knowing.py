@@ -376,3 +376,66 @@ def test_send_and_append_output_to_a_file(project: Project) -> None:
     project.icc("exec", "sent", check=True)
     run = project.runs("sent")[-1]
     assert run["outcome"] == "succeeded" and "could not open its output file" in run["error"]
+
+
+# --- history --------------------------------------------------------------------------------------------
+
+
+def test_history_keeps_real_runs_apart_and_always_the_last_success_and_failure(project: Project) -> None:
+    project.write_config("keep_runs = 2\nkeep_skipped = 3\n")
+    project.write_plugin(
+        """
+        def flaky():
+            if os.path.exists(os.path.join(os.environ["MARKER_DIR"], "fail")):
+                sys.exit(1)
+
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(flaky, name="flaky").every_minute()
+        """
+    )
+    project.icc("scan", check=True)
+    fail = project.root / "fail"
+    fail.touch()
+    project.icc("run", "--at", at(0))  # the failure
+    fail.unlink()
+    for minute in (1, 2, 3):
+        project.icc("run", "--at", at(minute), check=True)
+    project.icc("run", "--at", at(20), check=True)  # slots 4 to 19 missed
+    rows = project.runs("flaky")
+    real = [(r["slot"], r["outcome"]) for r in rows if r["outcome"] != "missed"]
+    assert real == [(slot(0), "failed"), (slot(3), "succeeded"), (slot(20), "succeeded")]
+    assert [r["slot"] for r in rows if r["outcome"] == "missed"] == [slot(17), slot(18), slot(19)]
+    job = next(j for j in project.status()["jobs"] if j["name"] == "flaky")
+    assert job["last_success"]["slot"] == _in_zone(slot(20), "UTC")
+    assert job["last_failure"]["slot"] == _in_zone(slot(0), "UTC")
+    assert job["last_failure"]["outcome"] == "failed" and job["last_failure"]["error"] == "exit code 1"
+    text = project.icc("status", "flaky", check=True).stdout
+    assert "last failure: failed" in text and "last success: succeeded" in text
+    table = project.icc("status", check=True).stdout
+    assert "last success" in table and "last failure" in table
+
+
+def test_status_names_a_zone_only_where_it_differs_and_marks_disabled_jobs(project: Project) -> None:
+    project.env["ICC_TIMEZONE"] = "Europe/Berlin"
+    project.write_plugin(
+        """
+        def task():
+            pass
+
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(task, name="local").daily().at(3)
+            scheduler.add(task, name="tokyo").daily().at(3).timezone("Asia/Tokyo")
+            scheduler.add(task, name="same").daily().at(3).timezone("Europe/Berlin")
+        """
+    )
+    project.icc("scan", check=True)
+    project.icc("disable", "same", check=True)
+    jobs = {j["name"]: j for j in project.status()["jobs"]}
+    assert jobs["local"]["schedule"]["description"] == "daily at 03:00"
+    assert jobs["same"]["schedule"]["description"] == "daily at 03:00"
+    assert jobs["tokyo"]["schedule"]["description"] == "daily at 03:00 (Asia/Tokyo)"
+    assert jobs["local"]["schedule"]["timezone"] == "Europe/Berlin"
+    assert "disabled" in project.icc("status", "same", check=True).stdout.splitlines()[0]
+    assert jobs["same"]["enabled"] is False
