@@ -439,3 +439,24 @@ def test_status_names_a_zone_only_where_it_differs_and_marks_disabled_jobs(proje
     assert jobs["local"]["schedule"]["timezone"] == "Europe/Berlin"
     assert "disabled" in project.icc("status", "same", check=True).stdout.splitlines()[0]
     assert jobs["same"]["enabled"] is False
+
+
+def test_after_run_gets_a_stand_in_job_when_its_plugin_no_longer_loads(project: Project) -> None:
+    observed(
+        project,
+        """
+        def gone():
+            pass
+
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(["sh", "-c", "echo still here"], name="cmd").every_minute()
+            scheduler.add(gone, name="gone").every_minute()
+        """,
+    )
+    project.write_plugin("raise ImportError('broken deploy')\n")
+    project.icc("run", "--at", at(0))
+    cmd = report(project, "cmd", "succeeded")  # run from its stored argv, reported with a stand-in job
+    assert cmd["output"] == "still here\n"
+    gone = report(project, "gone", "failed")
+    assert "could not be loaded from its plugin" in gone["error"]
