@@ -131,6 +131,10 @@ def _count(ctx: click.Context, param: click.Parameter, value: str) -> int:
     return number
 
 
+def _optional_count(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    return None if value is None else _count(ctx, param, value)
+
+
 def _iso(epoch: float | None, zone: str) -> str | None:
     if epoch is None:
         return None
@@ -524,7 +528,7 @@ def exec_(env: Env, job: str) -> None:
     "--run",
     "run_id",
     metavar="ID",
-    callback=lambda c, p, v: None if v is None else _count(c, p, v),
+    callback=_optional_count,
     help="This run of JOB (an id from `icc status JOB`); default: its last run.",
 )
 @click.option("--json", "as_json", is_flag=True, help="The run as JSON, its output included.")
