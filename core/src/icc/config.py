@@ -9,6 +9,7 @@ standard library at module level, and python-dotenv only when a ``.env`` file ex
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -88,6 +89,8 @@ class Config:
     queues: Mapping[str, QueueConfig] = field(default_factory=_default_queues)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     keep_runs: int = 100  # runs kept per job when pruning
+    keep_skipped: int = 100  # missed and skipped rows kept per job, apart from the runs
+    output_limit: int = 64 * 1024  # bytes of output stored per run: its head and its tail
     missed_window: int = 60  # minutes: how far back missed slots are considered
     grace: float = 10.0  # seconds between SIGTERM and SIGKILL
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
@@ -207,6 +210,27 @@ def _url(value: object, from_env: bool) -> object:
     return value
 
 
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]?)(?:I?B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+MAX_OUTPUT_LIMIT = 16 * 1024**2
+
+
+def _output_size(value: object, from_env: bool) -> object:
+    """``output_limit``: bytes, as an integer or a string with a binary unit ("64KiB", "1MiB"), at most 16 MiB."""
+    expected = 'a size from 0 to 16MiB: a number of bytes or one with a unit, e.g. "64KiB" or "1MiB"'
+    if isinstance(value, bool):
+        raise _Invalid(expected)
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.match(value)):
+        size = int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+    else:
+        raise _Invalid(expected)
+    if not 0 <= size <= MAX_OUTPUT_LIMIT:
+        raise _Invalid(expected)
+    return size
+
+
 def _table(value: object, from_env: bool) -> object:
     if not isinstance(value, dict):
         raise _Invalid("a table")
@@ -219,6 +243,8 @@ CORE_KEYS: dict[str, Converter] = {
     "state_dir": _str,
     "plugins": _names,
     "keep_runs": _int(1),
+    "keep_skipped": _int(0),
+    "output_limit": _output_size,
     "missed_window": _int(0),
     "grace": _float(0),
 }

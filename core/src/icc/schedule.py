@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import time as dt_time
+from pathlib import PurePath
 from typing import Any, ClassVar
 
 from icc.cron import (
@@ -83,6 +84,7 @@ _DEFINITION_KEYS = (
     "missed",
     "has_callbacks",
     "notify",
+    "output",
 )
 # The lists of Notifications, by definition key (also the methods that fill them).
 _NOTIFY_LISTS = (
@@ -172,6 +174,13 @@ class Schedule:
         self._rule: TimeRule | None = None
         self._notify: dict[str, tuple[str, ...]] = {}
         self._pings = True
+        self._run_callbacks: dict[str, list[Callable[[Any], object]]] = {
+            "before": [],
+            "after": [],
+            "on_success": [],
+            "on_failure": [],
+        }
+        self._output_to: tuple[str, bool] | None = None
 
     # -- fields -------------------------------------------------------------------------------------------------
 
@@ -469,6 +478,54 @@ class Schedule:
             pings=self._pings,
         )
 
+    # -- knowing what happened: run callbacks and the output file -------------------------------------------------
+
+    def _add_run_callback(self, which: str, fn: Callable[[Any], object]) -> Schedule:
+        if not callable(fn):
+            raise ScheduleError(f"{which}() takes a callable with one argument, not {fn!r}")
+        self._run_callbacks[which].append(fn)
+        return self
+
+    def before(self, fn: Callable[[Any], object]) -> Schedule:
+        """Call *fn(run_context)* just before each run starts (in the process that runs it)."""
+        return self._add_run_callback("before", fn)
+
+    def after(self, fn: Callable[[Any], object]) -> Schedule:
+        """Call *fn(run_result)* after every run, whatever its outcome (missed and skipped slots too)."""
+        return self._add_run_callback("after", fn)
+
+    def on_success(self, fn: Callable[[Any], object]) -> Schedule:
+        """Call *fn(run_result)* after a run that succeeded."""
+        return self._add_run_callback("on_success", fn)
+
+    def on_failure(self, fn: Callable[[Any], object]) -> Schedule:
+        """Call *fn(run_result)* after a run that failed, timed out or was abandoned."""
+        return self._add_run_callback("on_failure", fn)
+
+    def run_callbacks(self, which: str) -> tuple[Callable[[Any], object], ...]:
+        """The callbacks given to ``before``, ``after``, ``on_success`` or ``on_failure``, in order."""
+        return tuple(self._run_callbacks[which])
+
+    def _output_file(self, path: object, append: bool) -> Schedule:
+        which = "append_output_to" if append else "send_output_to"
+        if not isinstance(path, str | PurePath) or not str(path).strip() or "\0" in str(path):
+            raise ScheduleError(f"{which}() takes a file path (relative to the project root), not {path!r}")
+        self._output_to = (str(path), append)
+        return self
+
+    def send_output_to(self, path: str | PurePath) -> Schedule:
+        """Write each run's stdout and stderr to *path* (relative to the project root), replacing it."""
+        return self._output_file(path, False)
+
+    def append_output_to(self, path: str | PurePath) -> Schedule:
+        """Append each run's stdout and stderr to *path* (relative to the project root)."""
+        return self._output_file(path, True)
+
+    @property
+    def output_to(self) -> tuple[str, bool] | None:
+        """``(path, append)`` from :meth:`send_output_to` / :meth:`append_output_to`, or None."""
+        return self._output_to
+
     # -- reading ------------------------------------------------------------------------------------------------
 
     @property
@@ -627,7 +684,9 @@ class Schedule:
             "missed": self._missed,
             "has_callbacks": self.has_callbacks,
         }
-        # Only when something is set: a job without notifications keeps the definition it had before them.
+        # Only when set: a job without them keeps the definition it had before these settings existed.
+        if self._output_to:
+            definition["output"] = {"path": self._output_to[0], "append": self._output_to[1]}
         notify: dict[str, Any] = {
             key: list(self._notify[key]) for key in _NOTIFY_LISTS if key in self._notify
         }
@@ -679,6 +738,9 @@ class Schedule:
                 getattr(schedule, key)(value)
         if notify.get("pings", True) is False:
             schedule.without_pings()
+        output = definition.get("output")
+        if output is not None:
+            schedule._output_file(output["path"], bool(output["append"]))
         return schedule
 
     def __repr__(self) -> str:
