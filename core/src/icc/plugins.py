@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NoReturn, Protocol, 
 import pluggy
 
 from icc import hookspecs
-from icc._version import __version__
+from icc._version import DISTRIBUTION, __version__
 from icc.errors import PluginError
 from icc.hookspecs import Handler
 from icc.jobs import Job, Provenance, RunContext, RunResult, Scheduler
@@ -646,7 +646,7 @@ def load_plugins(
         found.add(module)
         if _builtin_exists(module):
             host._load(
-                PluginInfo(module, "icc", __version__, "builtin", module),
+                PluginInfo(module, DISTRIBUTION, __version__, "builtin", module),
                 functools.partial(importlib.import_module, module),
             )
 
