@@ -57,14 +57,22 @@ def _parse_holder(raw: bytes) -> Holder | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """Whether ``pid`` is a live process. A zombie is dead: a killed supervisor is reparented to pid 1,
+    which in a container is not always an init that reaps it."""
+    if not pid:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True  # no /proc (or it vanished): kill() said it exists
 
 
 class Lock:
@@ -122,7 +130,7 @@ class Lock:
                 found = _parse_holder(self.path.read_bytes())
             except OSError:
                 found = None
-            if found is not None and (found.host != here or _alive(found.pid)):
+            if found is not None and (found.host != here or pid_alive(found.pid)):
                 return found
             if time.monotonic() >= deadline:
                 return None

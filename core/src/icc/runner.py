@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from icc.errors import StateError
 from icc.execution import RunSpec, conclude, start_detached, stop_requested, supervise
-from icc.locks import Holder, job_lock, tick_lock
+from icc.locks import Holder, job_lock, pid_alive, tick_lock
 from icc.state.base import FAILURES, JobRecord, RunKind, RunRecord, StateStore
 from icc.state.dirs import state_dir_problem
 from icc.state.sqlite import FILENAME, SQLiteStateStore
@@ -81,24 +81,6 @@ def due_slots(schedule: Schedule, start: int, end: int) -> list[int]:
             found.append(s)
         cursor = nxt
     return found
-
-
-def pid_alive(pid: int | None) -> bool:
-    """Whether ``pid`` is a live process. A zombie is dead: a killed supervisor is reparented to pid 1,
-    which in a container is not always an init that reaps it."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True  # no /proc (or it vanished): kill() said it exists
 
 
 def why_abandoned(run: RunRecord, record: JobRecord | None, state_dir: Path, host_name: str) -> str | None:
