@@ -80,6 +80,7 @@ CONSUMER_CHECKS: dict[str, Check] = {
     "mode": lambda v: isinstance(v, str) and v.strip() in ("cron", "service"),
     "queues": _names,
     "time_limit": lambda v: _number(v, 0, exclusive=True),
+    "skip_empty": lambda v: isinstance(v, bool),
 }
 QUEUE_CHECKS: dict[str, Check] = {
     "retries": lambda v: _integer(v, 0),
