@@ -143,6 +143,8 @@ def test_fast_reader_knows_exactly_the_full_loaders_keys() -> None:
     assert set(fastconfig.CORE_CHECKS) == set(full.CORE_KEYS)
     assert set(fastconfig.CONSUMER_CHECKS) == set(full.CONSUMER_KEYS)
     assert set(fastconfig.QUEUE_CHECKS) == set(full.QUEUE_KEYS)
+    assert set(fastconfig.MONITOR_CHECKS) == set(full.MONITOR_KEYS)
+    assert set(fastconfig._CORE_TABLES) == set(full.CORE_TABLES)  # any other table is a plugin's
     assert set(fastconfig.ENV_CHECKS) <= set(full.ENV_KEYS)
 
 
@@ -163,6 +165,13 @@ CONFIGS = [
     "[icc.queues.mail]\nlease = 1\nmax_delay = 3\n",
     "[icc.queues]\nmail = 1\n",
     "[icc]\nconsumers = 3\n",
+    "[icc]\nkeep_skipped = 0\noutput_limit = 0\n",
+    "[icc]\noutput_limit = 99999999999\n",
+    '[icc]\noutput_limit = "64KiB"\n',
+    '[icc.monitor]\nping_url = "https://hc.example/ping/{job}"\ntimeout = 2\n',
+    '[icc.monitor]\nping_url = "not a url"\n',
+    "[icc.monitor]\ntimeout = 0\n",
+    "[icc]\nmonitor = 1\n",
     "[icc]\nstray = 1\n",
     "top = 1\n[icc]\n",
     "[icc]\n[icc]\n",

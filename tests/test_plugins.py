@@ -17,7 +17,7 @@ import click
 import icc
 import pytest
 from icc.config import Config
-from icc.jobs import Job, Provenance, RunContext
+from icc.jobs import Job, Provenance, RunContext, RunResult
 from icc.plugins import (
     BUILTIN_PLUGINS,
     PluginHost,
@@ -456,7 +456,7 @@ def test_run_hooks_are_called_and_a_raising_one_never_breaks_the_run(project: Pa
     run = RunContext(job=job.name, run_id=1, slot=None, kind="manual", environment="production")
 
     host.call_before_run(job, run)
-    host.call_after_run(job, run, "succeeded")  # raises inside, even under strict: only recorded
+    host.call_after_run(job, run, RunResult("succeeded"))  # raises inside, even under strict: only recorded
 
     assert sys.modules["observer"].CALLS == [("before", "myapp_tasks:nightly"), ("after", "succeeded")]
     [failure] = host.failures

@@ -254,7 +254,7 @@ def test_sigterm_to_icc_run_stops_the_job_and_starts_nothing_new(project: Projec
     tick.communicate(timeout=20)
     assert tick.returncode == 1
     slow = project.runs("slow")[0]
-    assert slow["outcome"] == "failed"
+    assert slow["outcome"] == "stopped"
     assert "SIGTERM" in slow["error"]
     project.wait_for(lambda: not pid_alive(slow["task_pid"]), timeout=5, what="the stopped task to die")
     later = project.runs("later")[0]
@@ -582,9 +582,9 @@ def schedule(scheduler):
         scheduler.add(report(name), name=name).every_minute().in_background()
 
 @icc.hookimpl
-def after_run(job, run, outcome):
+def after_run(job, run, result):
     with open(os.path.join(os.environ["MARKER_DIR"], "after-" + job.name), "a") as f:
-        f.write(f"{outcome}\\n")
+        f.write(f"{result.outcome}\\n")
 """
 
 
@@ -659,7 +659,7 @@ def test_sigterm_to_a_background_supervisor_stops_its_task(project: Project) -> 
     os.kill(run["pid"], signal.SIGTERM)
     project.wait_for(lambda: project.runs("slow")[0]["outcome"] != "running", what="the run to be recorded")
     (stopped,) = project.runs("slow")
-    assert stopped["outcome"] == "failed"
+    assert stopped["outcome"] == "stopped"
     assert stopped["error"] == "stopped: its background supervisor received SIGTERM"
     assert not pid_alive(run["task_pid"])
 

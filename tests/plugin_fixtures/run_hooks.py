@@ -13,6 +13,6 @@ def before_run(job: Any, run: Any) -> None:
 
 
 @icc.hookimpl
-def after_run(job: Any, run: Any, outcome: str) -> None:
-    CALLS.append(("after", outcome))
+def after_run(job: Any, run: Any, result: Any) -> None:
+    CALLS.append(("after", result.outcome))
     raise RuntimeError("metrics server down")

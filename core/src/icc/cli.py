@@ -131,6 +131,10 @@ def _count(ctx: click.Context, param: click.Parameter, value: str) -> int:
     return number
 
 
+def _optional_count(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    return None if value is None else _count(ctx, param, value)
+
+
 def _iso(epoch: float | None, zone: str) -> str | None:
     if epoch is None:
         return None
@@ -313,6 +317,7 @@ def _status_data(config: Config, at: datetime | None) -> dict[str, Any]:
     host.collect_jobs()  # reports failing schedule hooks and job names two plugins use
     host.collect_handlers()
     latest = store.latest_runs()
+    last_outcomes = store.last_outcomes()
     running: dict[str, list[dict[str, Any]]] = {}
     unfinished = store.unfinished()
     dead = _dead_runs(config, store, unfinished)
@@ -324,8 +329,10 @@ def _status_data(config: Config, at: datetime | None) -> dict[str, Any]:
     missed = store.missed_counts(slot - config.missed_window * 60, slot)
     jobs = []
     for rec in store.jobs(include_removed=True):
-        schedule = Schedule.from_definition(rec.definition["schedule"])
+        # Read in the project's zone: a job shows a zone only where it differs from the project's.
+        schedule = Schedule.from_definition(rec.definition["schedule"], default_timezone=zone)
         last = latest.get(rec.name)
+        kept = last_outcomes.get(rec.name, {})
         nxt = next_due(schedule, slot) if rec.enabled and rec.removed_at is None else None
         jobs.append(
             {
@@ -345,6 +352,8 @@ def _status_data(config: Config, at: datetime | None) -> dict[str, Any]:
                 "removed": rec.removed_at is not None,
                 "next_run": _iso(nxt, zone),
                 "last_run": None if last is None else _run_data(last, zone, dead),
+                "last_success": _run_data(kept["success"], zone, dead) if "success" in kept else None,
+                "last_failure": _run_data(kept["failure"], zone, dead) if "failure" in kept else None,
                 "running": running.get(rec.name, []),
                 "missed": missed.get(rec.name, 0),
             }
@@ -370,6 +379,25 @@ def _status_data(config: Config, at: datetime | None) -> dict[str, Any]:
         ],
         "jobs": jobs,
     }
+
+
+def _ping_failure(meta: str | None, zone: str) -> dict[str, Any] | None:
+    """The job's last failed heartbeat ping (URLs redacted), from its ``ping:<job>`` meta value."""
+    from icc.pings import last_failure
+
+    failed = last_failure(meta)
+    if failed is None:
+        return None
+    at = failed.get("at")
+    return {
+        "at": _iso(at if isinstance(at, int | float) else None, zone),
+        "event": failed.get("event"),
+        "error": failed.get("error"),
+        "ok_since": failed["ok_since"],
+    }
+
+
+OUTPUT_TAIL_LINES = 20  # lines of the last run's output `icc status JOB` shows
 
 
 def _last_run_cell(last: dict[str, Any] | None) -> str:
@@ -405,13 +433,19 @@ def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int)
         store = SQLiteStateStore(config.state_dir)
         dead = _dead_runs(config, store, store.unfinished())
         runs = store.runs(job, limit=limit)
+        ping_failure = _ping_failure(store.get_meta(f"ping:{job}"), zone)
         if as_json:
             entry["runs"] = [_run_data(r, zone, dead, full=True) for r in runs]
+            entry["ping_failure"] = ping_failure
             click.echo(json.dumps(entry, indent=2))
             return
+        state = "removed" if entry["removed"] else ("enabled" if entry["enabled"] else "disabled")
         ui.say(
-            f"{job}: {entry['schedule']['description']} [{entry['schedule']['cron']}], plugin {entry['plugin']}"
+            f"{job}: {entry['schedule']['description']} [{entry['schedule']['cron']}], plugin {entry['plugin']}, "
+            f"{state}"
         )
+        ui.say(f"last success: {_last_run_cell(entry['last_success'])}")
+        ui.say(f"last failure: {_last_run_cell(entry['last_failure'])}")
         rows = []
         for r in runs:
             outcome, error = _shown(r, dead)
@@ -430,6 +464,19 @@ def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int)
         ui.table(
             None, ["run", "kind", "outcome", "slot", "started", "took", "exit", "error"], rows, style_col=2
         )
+        if ping_failure is not None:
+            later = "; later pings worked" if ping_failure["ok_since"] else ""
+            ui.say(
+                f"ping failed {(ping_failure['at'] or '?')[:19].replace('T', ' ')} ({ping_failure['event']}): "
+                f"{ping_failure['error']}{later}"
+            )
+        shown = next((r for r in runs if r.outcome not in ("missed", "skipped", "pending")), None)
+        if shown is not None and shown.output:
+            lines = shown.output.rstrip("\n").splitlines()
+            ui.say(
+                f"output of run {shown.id} (last {min(len(lines), OUTPUT_TAIL_LINES)} lines; `icc logs {job}`):"
+            )
+            click.echo("\n".join(lines[-OUTPUT_TAIL_LINES:]))
         return
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -450,13 +497,26 @@ def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int)
                 state,
                 (j["next_run"] or "-")[:16].replace("T", " "),
                 _last_run_cell(last),
+                _last_run_cell(j["last_success"]),
+                _last_run_cell(j["last_failure"]),
                 running,
                 str(j["missed"]) if j["missed"] else "-",
             ]
         )
     ui.table(
         f"icc status ({zone}, environment {config.environment})",
-        ["job", "plugin", "schedule", "state", "next run", "last run", "running", "missed"],
+        [
+            "job",
+            "plugin",
+            "schedule",
+            "state",
+            "next run",
+            "last run",
+            "last success",
+            "last failure",
+            "running",
+            "missed",
+        ],
         rows,
     )
     if not data["jobs"]:
@@ -477,15 +537,59 @@ def exec_(env: Env, job: str) -> None:
     from icc.runner import manual_run
 
     config = env.config
-    row, run_id = manual_run(config, job)
-    ui.table(
-        None,
-        ["job", "run", "outcome", "took", "detail"],
-        [[row.job, str(run_id), row.outcome, ui.fmt_duration(row.duration), row.detail]],
-        style_col=2,
-    )
+    out = sys.stdout.buffer
+
+    def echo(chunk: bytes) -> None:  # the job's output, live, as it writes it
+        out.write(chunk)
+        out.flush()
+
+    row, run_id = manual_run(config, job, echo=echo)
+    took = f" in {ui.fmt_duration(row.duration)}" if row.duration is not None else ""
+    detail = f": {row.detail}" if row.detail else ""
+    ui.say(f"icc exec: {row.job} run {run_id} {row.outcome}{took}{detail}")
     if row.outcome != "succeeded":
         _exit(1)
+
+
+@cli.command()
+@click.argument("job")
+@click.option(
+    "--run",
+    "run_id",
+    metavar="ID",
+    callback=_optional_count,
+    help="This run of JOB (an id from `icc status JOB`); default: its last run.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The run as JSON, its output included.")
+@click.pass_obj
+def logs(env: Env, job: str, run_id: int | None, as_json: bool) -> None:
+    """Print the stored output of JOB's last run (or of run ID)."""
+    from icc.state.sqlite import SQLiteStateStore
+
+    config = env.config
+    store = SQLiteStateStore(config.state_dir)
+    if store.job(job) is None:
+        known = ", ".join(r.name for r in store.jobs()) or "none (run `icc scan`)"
+        raise JobNotFoundError(f"no job named {job!r}; known jobs: {known}")
+    if run_id is None:
+        run = next(
+            (r for r in store.runs(job, limit=1000) if r.outcome not in ("missed", "skipped", "pending")),
+            None,
+        )
+        if run is None:
+            raise JobNotFoundError(
+                f"job {job!r} has no run with output yet; `icc status {job}` lists its runs"
+            )
+    else:
+        run = store.run(run_id)
+        if run is None or run.job != job:
+            raise JobNotFoundError(f"job {job!r} has no run {run_id}; `icc status {job}` lists its runs")
+    if as_json:
+        dead = _dead_runs(config, store, store.unfinished())
+        click.echo(json.dumps({"job": job, **_run_data(run, config.timezone, dead, full=True)}, indent=2))
+        return
+    if run.output:
+        click.echo(run.output, nl=not run.output.endswith("\n"))
 
 
 def _set_enabled(env: Env, job: str, enabled: bool) -> None:

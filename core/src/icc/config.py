@@ -9,6 +9,7 @@ standard library at module level, and python-dotenv only when a ``.env`` file ex
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ __all__ = [
     "ENV_PREFIX",
     "Config",
     "ConsumersConfig",
+    "MonitorConfig",
     "QueueConfig",
     "find_config_file",
     "load_config",
@@ -59,6 +61,14 @@ class QueueConfig:
     lease: float = 60.0  # seconds a consumer holds a message before others may take it
 
 
+@dataclass(frozen=True)
+class MonitorConfig:
+    """``[tool.icc.monitor]``: heartbeat pings for every job (see :mod:`icc.pings`)."""
+
+    ping_url: str | None = None  # "{job}" is replaced by the URL-quoted job name
+    timeout: float = 5.0  # seconds all the pings of one run event may take, retries included
+
+
 def _default_queues() -> Mapping[str, QueueConfig]:
     return MappingProxyType({name: QueueConfig() for name in DEFAULT_QUEUES})
 
@@ -78,7 +88,10 @@ class Config:
     plugins: tuple[str, ...] = ()
     consumers: ConsumersConfig = field(default_factory=ConsumersConfig)
     queues: Mapping[str, QueueConfig] = field(default_factory=_default_queues)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     keep_runs: int = 100  # runs kept per job when pruning
+    keep_skipped: int = 100  # missed and skipped rows kept per job, apart from the runs
+    output_limit: int = 64 * 1024  # bytes of output stored per run: its head and its tail
     missed_window: int = 60  # minutes: how far back missed slots are considered
     grace: float = 10.0  # seconds between SIGTERM and SIGKILL
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
@@ -196,6 +209,37 @@ def _timezone(value: object, from_env: bool) -> object:
     return zone
 
 
+def _url(value: object, from_env: bool) -> object:
+    from icc.urls import url_problem
+
+    problem = url_problem(value)
+    if problem is not None:
+        raise _Invalid(problem)
+    assert isinstance(value, str)
+    return value
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]?)(?:I?B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+MAX_OUTPUT_LIMIT = 16 * 1024**2
+
+
+def _output_size(value: object, from_env: bool) -> object:
+    """``output_limit``: bytes, as an integer or a string with a binary unit ("64KiB", "1MiB"), at most 16 MiB."""
+    expected = 'a size from 0 to 16MiB: a number of bytes or one with a unit, e.g. "64KiB" or "1MiB"'
+    if isinstance(value, bool):
+        raise _Invalid(expected)
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.match(value)):
+        size = int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+    else:
+        raise _Invalid(expected)
+    if not 0 <= size <= MAX_OUTPUT_LIMIT:
+        raise _Invalid(expected)
+    return size
+
+
 def _table(value: object, from_env: bool) -> object:
     if not isinstance(value, dict):
         raise _Invalid("a table")
@@ -208,6 +252,8 @@ CORE_KEYS: dict[str, Converter] = {
     "state_dir": _str,
     "plugins": _names,
     "keep_runs": _int(1),
+    "keep_skipped": _int(0),
+    "output_limit": _output_size,
     "missed_window": _int(0),
     "grace": _float(0),
 }
@@ -224,14 +270,31 @@ QUEUE_KEYS: dict[str, Converter] = {
     "max_delay": _float(0),
     "lease": _float(0, exclusive=True),
 }
-CORE_TABLES = ("consumers", "queues")
+MONITOR_KEYS: dict[str, Converter] = {
+    "ping_url": _url,
+    "timeout": _float(0, exclusive=True),
+}
+CORE_TABLES = ("consumers", "queues", "monitor")
+# Keys whose value may hold a secret (a ping key in a URL): errors show it redacted.
+_SECRET_KEYS = frozenset({"ping_url"})
 
 # ICC_<NAME> -> (table or None for the top level, key). `plugins` has no variable: ICC_PLUGINS limits
 # which plugins load (see icc.plugins). Plugin tables take ICC_<TABLE>__<KEY> (double underscore).
 ENV_KEYS: dict[str, tuple[str | None, str]] = {
     **{f"ICC_{key.upper()}": (None, key) for key in CORE_KEYS if key != "plugins"},
     **{f"ICC_CONSUMERS_{key.upper()}": ("consumers", key) for key in CONSUMER_KEYS},
+    **{f"ICC_MONITOR_{key.upper()}": ("monitor", key) for key in MONITOR_KEYS},
 }
+_SECTION_KEYS: dict[str, dict[str, Converter]] = {"consumers": CONSUMER_KEYS, "monitor": MONITOR_KEYS}
+
+
+def _shown_value(key: str, value: object) -> str:
+    """A value for an error message: a URL that may carry a secret is redacted."""
+    if key in _SECRET_KEYS and isinstance(value, str):
+        from icc.urls import redact
+
+        return repr(redact(value))
+    return repr(value)
 
 
 # --- discovery --------------------------------------------------------------------------------------
@@ -333,7 +396,9 @@ def _check(
         try:
             values[key] = convert(value, False)
         except _Invalid as exc:
-            raise ConfigError(f"{origin}: {key!r} in {where} must be {exc}, not {value!r}") from None
+            raise ConfigError(
+                f"{origin}: {key!r} in {where} must be {exc}, not {_shown_value(key, value)}"
+            ) from None
     return values
 
 
@@ -431,6 +496,7 @@ def load_config(
     core = _check(core_table.copy(), {**CORE_KEYS, **dict.fromkeys(CORE_TABLES, _table)}, where, origin)
     consumers_where = f"{where[:-1]}.consumers]"
     consumers = _check(core.pop("consumers", {}), CONSUMER_KEYS, consumers_where, origin)
+    monitor = _check(core.pop("monitor", {}), MONITOR_KEYS, f"{where[:-1]}.monitor]", origin)
     queues: dict[str, QueueConfig] = {}
     for name, queue_table in core.pop("queues", {}).items():
         queue_where = f"{where[:-1]}.queues.{name}]"
@@ -456,13 +522,13 @@ def load_config(
                 sources[f"{table_name.lower()}.{key.lower()}"] = _variable_origin(name, env, dotenv)
             continue  # other ICC_* variables belong to other parts of icc
         section, key = target
-        convert = CORE_KEYS[key] if section is None else CONSUMER_KEYS[key]
+        convert = CORE_KEYS[key] if section is None else _SECTION_KEYS[section][key]
         try:
             value = convert(raw, True)
         except _Invalid as exc:
             source = _variable_origin(name, env, dotenv)
-            raise ConfigError(f"{source} must be {exc}, not {raw!r}") from None
-        (core if section is None else consumers)[key] = value
+            raise ConfigError(f"{source} must be {exc}, not {_shown_value(key, raw)}") from None
+        {None: core, "consumers": consumers, "monitor": monitor}[section][key] = value
         sources[key if section is None else f"{section}.{key}"] = _variable_origin(name, env, dotenv)
 
     if "state_dir" in core:
@@ -473,6 +539,7 @@ def load_config(
         path=path,
         root=root,
         consumers=ConsumersConfig(**consumers),
+        monitor=MonitorConfig(**monitor),
         queues=queues,
         tables={name: MappingProxyType(value) for name, value in plugin_tables.items()},
         sources=sources,

@@ -381,6 +381,27 @@ def parse_years(rule: str) -> int:
     return mask
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_transition_day(zone: ZoneInfo, day: date) -> bool:
+    """Whether the offset of *zone* changes during *day* or at either midnight (cached: every rule asks).
+
+    Both folds of both midnights are read: a midnight inside a gap or a repeated hour has two offsets, and a gap
+    that crosses midnight must be scanned from the day it starts on.
+    """
+    try:
+        following = day + DAY
+    except OverflowError:
+        return False
+    start = datetime.combine(day, time(), tzinfo=zone)
+    end = datetime.combine(following, time(), tzinfo=zone)
+    offset = start.utcoffset()
+    return not (
+        start.replace(fold=1).utcoffset() == offset
+        and end.utcoffset() == offset
+        and end.replace(fold=1).utcoffset() == offset
+    )
+
+
 class SlotContext:
     """One minute slot read in one zone: everything a rule needs to decide, computed once per zone."""
 
@@ -532,26 +553,27 @@ class TimeRule:
                 year, month = year + 1, 1
 
     def _is_transition_day(self, day: date) -> bool:
-        zone = self.zone
-        try:
-            following = day + DAY
-        except OverflowError:
-            return False
-        return (
-            datetime.combine(day, time(), tzinfo=zone).utcoffset()
-            != datetime.combine(following, time(), tzinfo=zone).utcoffset()
-        )
+        return _is_transition_day(self.zone, day)
 
     def _scan_transition_day(self, day: date, start: datetime) -> datetime | None:
-        """Step real minutes through a day with a DST change; matches() holds the policy, so both agree."""
+        """Step real minutes through a day with a DST change; matches() holds the policy, so both agree.
+
+        The scan runs from the earliest reading of the day's midnight to the latest reading of the next one, in
+        real time, whatever date the minutes show: a gap at the end of the day (America/Nuuk jumps from 23:00 to
+        00:00) runs the day's swallowed times at the next day's first minute, and a repeated hour that crosses
+        midnight (America/St_Johns went back from 00:01 to 23:01 until 2011) returns to the day after its
+        midnight.
+        """
         zone = self.zone
         midnight = datetime.combine(day, time(), tzinfo=zone)
+        following = datetime.combine(day + DAY, time(), tzinfo=zone)
         first = min(midnight.astimezone(UTC), midnight.replace(fold=1).astimezone(UTC))
+        stop = max(following.astimezone(UTC), following.replace(fold=1).astimezone(UTC))
         instant = max(first, start.astimezone(UTC))
         for _ in range(3 * 1440):  # a day is at most 24 h plus a shift; the bound only guards odd zones
-            local = instant.astimezone(zone)
-            if local.date() > day:
+            if instant > stop:
                 return None
+            local = instant.astimezone(zone)
             if self.matches_context(SlotContext(local, zone)):
                 return local
             instant += MINUTE
@@ -570,6 +592,13 @@ class TimeRule:
         except OverflowError:
             return None
         day: date | None = start.date()
+        assert day is not None
+        if day > date.min and self._is_transition_day(day - DAY):
+            # The day before may still have runs at or after start: the swallowed times of a gap that ended at
+            # midnight (America/Nuuk: 23:00 to 00:00), or the second pass of a repeated hour across midnight.
+            hit = self._scan_transition_day(day - DAY, start)
+            if hit is not None:
+                return hit
         mod = start.hour * 60 + start.minute
         # Each pass either returns or leaves a matching day; only a run of DST days without a hit can repeat it.
         for _ in range(10_000):

@@ -25,13 +25,18 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from icc.errors import StateError
 from icc.locks import job_lock
-from icc.state.base import Outcome, StateStore
+from icc.state.base import Outcome, RunRecord, StateStore
 
-OUTPUT_TAIL = 16 * 1024
+if TYPE_CHECKING:
+    from icc.jobs import RunResult
+
+OUTPUT_LIMIT = 64 * 1024  # bytes of output stored per run by default: its head and its tail
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 # Seconds to kill and reap what a run left behind: a task that forks without end cannot hold its supervisor.
 LEFTOVER_DEADLINE = 5.0
@@ -49,8 +54,13 @@ class RunSpec:
     overlapping: bool = False
     cwd: Path | None = None
     state_dir: Path | None = None  # where the job lock lives
-    before: Callable[[], None] | None = None
-    after: Callable[[str], None] | None = None
+    # Observers: each returns a line per hook or callback that raised, stored with the run.
+    before: Callable[[], list[str]] | None = None
+    after: Callable[[RunResult], list[str]] | None = None
+    output_limit: int = OUTPUT_LIMIT
+    output_to: Path | None = None  # send_output_to / append_output_to, absolute
+    output_append: bool = False
+    echo: Callable[[bytes], None] | None = None  # icc exec: each chunk of output as it arrives
 
 
 @dataclass
@@ -61,6 +71,84 @@ class Result:
     error: str | None = None
     duration: float | None = None  # None: the task never started
     pid: int | None = None
+
+
+class OutputKeeper:
+    """What is stored of a run's output: the whole of it up to ``limit`` bytes; past that, its first and its
+    last ``limit // 2`` bytes with a line saying how much was left out between them."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.head = bytearray()
+        self.tail: deque[bytes] = deque()
+        self.tail_size = 0
+        self.total = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        half = self.limit // 2
+        if len(self.head) < half:
+            room = half - len(self.head)
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if not chunk:
+            return
+        self.tail.append(chunk)
+        self.tail_size += len(chunk)
+        while self.tail and self.tail_size - len(self.tail[0]) >= self.limit - half:
+            self.tail_size -= len(self.tail.popleft())
+
+    def text(self) -> str:
+        if self.limit <= 0:
+            return ""
+        tail = b"".join(self.tail)
+        if self.total <= self.limit:  # nothing was dropped
+            return (bytes(self.head) + tail).decode("utf-8", errors="replace")
+        kept_tail = tail[-(self.limit - len(self.head)) :]
+        left_out = self.total - len(self.head) - len(kept_tail)
+        return (
+            bytes(self.head).decode("utf-8", errors="replace")
+            + f"\n[... {left_out} bytes of output left out ...]\n"
+            + kept_tail.decode("utf-8", errors="replace")
+        )
+
+
+def run_result(record: RunRecord) -> RunResult:
+    """The :class:`icc.RunResult` of a stored run."""
+    from icc.jobs import RunResult
+
+    def moment(epoch: float | None) -> datetime | None:
+        return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC)
+
+    return RunResult(
+        outcome=record.outcome,
+        exit_code=record.exit_code,
+        error=record.error,
+        output=record.output,
+        duration=record.duration,
+        started_at=moment(record.started_at),
+        ended_at=moment(record.ended_at),
+    )
+
+
+def conclude(
+    store: StateStore,
+    run_id: int,
+    after: Callable[[RunResult], list[str]] | None,
+    job: str,
+    notes: list[str] | None = None,
+) -> None:
+    """After a run was recorded: hand its result to the observers; store (and print) what failed among them."""
+    notes = list(notes or [])
+    if after is not None:
+        record = store.run(run_id)
+        if record is not None:
+            notes += after(run_result(record))
+    if notes:
+        for note in notes:
+            with contextlib.suppress(OSError, ValueError):
+                print(f"warning: {job} (run {run_id}): {note}", file=sys.stderr, flush=True)
+        store.add_note(run_id, "; ".join(notes))
 
 
 class _Stop:
@@ -226,7 +314,14 @@ def _end_leftovers(before: set[int]) -> None:
 
 
 def supervise(store: StateStore, spec: RunSpec, *, grace: float = 10.0) -> Result:
-    """Run ``spec`` to its end and record it. The run row must exist (pending)."""
+    """Run ``spec`` to its end, record it, then hand its result to ``spec.after``. The run row must exist."""
+    notes: list[str] = []
+    result = _supervise(store, spec, grace, notes)
+    conclude(store, spec.run_id, spec.after, spec.job, notes)
+    return result
+
+
+def _supervise(store: StateStore, spec: RunSpec, grace: float, notes: list[str]) -> Result:
     lock = None
     if not spec.overlapping and spec.state_dir is not None:
         try:
@@ -234,8 +329,6 @@ def supervise(store: StateStore, spec: RunSpec, *, grace: float = 10.0) -> Resul
             acquired = lock.try_acquire()
         except StateError as exc:  # a broken lock file fails this run only, never the whole tick
             store.finish(spec.run_id, "failed", now=time.time(), error=str(exc))
-            if spec.after is not None:
-                spec.after("failed")
             return Result("failed", error=str(exc))
         if not acquired:
             holder = lock.holder()
@@ -246,19 +339,34 @@ def supervise(store: StateStore, spec: RunSpec, *, grace: float = 10.0) -> Resul
             store.finish(spec.run_id, "skipped", now=time.time(), error=error)
             return Result("skipped", error=error)
     try:
-        return _supervise_locked(store, spec, grace, [lock.fd] if lock and lock.fd is not None else [])
+        return _supervise_locked(store, spec, grace, [lock.fd] if lock and lock.fd is not None else [], notes)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _supervise_locked(store: StateStore, spec: RunSpec, grace: float, close_fds: list[int]) -> Result:
+def _open_output_file(spec: RunSpec, notes: list[str]) -> int | None:
+    """The run's output file (send_output_to / append_output_to), created 0600; None (and a note) when it
+    cannot be opened: the run goes on, its output is still stored."""
+    if spec.output_to is None:
+        return None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if spec.output_append else os.O_TRUNC)
+    try:
+        return os.open(spec.output_to, flags, 0o600)
+    except OSError as exc:
+        notes.append(f"could not open its output file {spec.output_to}: {exc.strerror or exc}")
+        return None
+
+
+def _supervise_locked(
+    store: StateStore, spec: RunSpec, grace: float, close_fds: list[int], notes: list[str]
+) -> Result:
     if stop_requested():
         why = f"not started: {STOP.who} received {_signal_name(STOP.signum)}"
         store.finish(spec.run_id, "skipped", now=time.time(), error=why)
         return Result("skipped", error=why)
     if spec.before is not None:
-        spec.before()
+        notes += spec.before()
     started = time.time()
     subreaper = set_child_subreaper(True)
     before = _children() if subreaper else set()
@@ -269,14 +377,26 @@ def _supervise_locked(store: StateStore, spec: RunSpec, grace: float, close_fds:
             set_child_subreaper(False)
         why = f"could not start {spec.argv!r}: {exc.strerror or exc}"
         store.finish(spec.run_id, "failed", now=time.time(), error=why)
-        failed = Result("failed", error=why)
-        if spec.after is not None:
-            spec.after(failed.outcome)
-        return failed
+        return Result("failed", error=why)
     store.mark_running(spec.run_id, pid=os.getpid(), task_pid=pid, now=started)
     STOP.pgid = pid
-    tail: deque[bytes] = deque()
-    tail_size = 0
+    kept = OutputKeeper(spec.output_limit)
+    out_fd = _open_output_file(spec, notes)
+
+    def take(chunk: bytes) -> None:
+        nonlocal out_fd
+        kept.add(chunk)
+        if spec.echo is not None:
+            with contextlib.suppress(OSError, ValueError):
+                spec.echo(chunk)
+        if out_fd is not None:
+            try:
+                os.write(out_fd, chunk)
+            except OSError as exc:
+                notes.append(f"could not write its output file {spec.output_to}: {exc.strerror or exc}")
+                os.close(out_fd)
+                out_fd = None
+
     deadline = started + spec.timeout if spec.timeout else None
     timed_out = False
     stop_sent_at: float | None = None
@@ -297,13 +417,12 @@ def _supervise_locked(store: StateStore, spec: RunSpec, grace: float, close_fds:
             if status is not None:
                 # The task is gone; collect what is still buffered, but don't wait for grandchildren
                 # that kept the pipe open.
-                for _key, _ in sel.select(timeout=0.05):
+                while pipe_open and sel.select(timeout=0.05):
                     chunk = os.read(read_fd, 65536)
                     if not chunk:
                         pipe_open = False
                     else:
-                        tail.append(chunk)
-                        tail_size += len(chunk)
+                        take(chunk)
                 break
             if deadline is not None and now >= deadline and kill_at is None:
                 timed_out = True
@@ -323,15 +442,14 @@ def _supervise_locked(store: StateStore, spec: RunSpec, grace: float, close_fds:
                         pipe_open = False
                         sel.unregister(read_fd)
                         break
-                    tail.append(chunk)
-                    tail_size += len(chunk)
-                    while tail_size - len(tail[0]) > OUTPUT_TAIL:
-                        tail_size -= len(tail.popleft())
+                    take(chunk)
             else:
                 time.sleep(0.02)
     finally:
         STOP.pgid = None
         sel.close()
+        if out_fd is not None:
+            os.close(out_fd)
         if proc is not None:
             proc.returncode = 0  # reaped above; keep Popen from waiting again
             assert proc.stdout is not None
@@ -345,7 +463,7 @@ def _supervise_locked(store: StateStore, spec: RunSpec, grace: float, close_fds:
             _end_leftovers(before)
             set_child_subreaper(False)
     ended = time.time()
-    output = b"".join(tail)[-OUTPUT_TAIL:].decode("utf-8", errors="replace")
+    output = kept.text()
     assert status is not None
     exit_code: int | None
     error: str | None = None
@@ -359,7 +477,7 @@ def _supervise_locked(store: StateStore, spec: RunSpec, grace: float, close_fds:
         outcome = "timed_out"
         error = f"timed out after {spec.timeout:g}s; its process group was killed"
     elif stop_sent_at is not None or stop_requested():  # the handler may have killed it first
-        outcome = "failed"
+        outcome = "stopped"
         error = f"stopped: {STOP.who} received {_signal_name(STOP.signum)}"
     elif exit_code == 0:
         outcome = "succeeded"
@@ -367,10 +485,7 @@ def _supervise_locked(store: StateStore, spec: RunSpec, grace: float, close_fds:
         outcome = "failed"
         error = error or f"exit code {exit_code}"
     store.finish(spec.run_id, outcome, now=ended, exit_code=exit_code, output=output, error=error)
-    result = Result(outcome, exit_code, output, error, ended - started, pid)
-    if spec.after is not None:
-        spec.after(outcome)
-    return result
+    return Result(outcome, exit_code, output, error, ended - started, pid)
 
 
 @dataclass

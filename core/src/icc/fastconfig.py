@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 # Variables that are never configuration keys (icc.config.RESERVED_VARIABLES).
 _RESERVED = frozenset({"ICC_CONFIG", "ICC_PLUGINS", "ICC_DISABLE_PLUGIN_AUTOLOAD"})
-_CORE_TABLES = ("consumers", "queues")
+_CORE_TABLES = ("consumers", "queues", "monitor")
+MAX_OUTPUT_LIMIT = 16 * 1024**2
 
 
 def _text(value: object) -> bool:
@@ -46,6 +47,12 @@ def _integer(value: object, minimum: int) -> bool:
 
 def _names(value: object) -> bool:
     return isinstance(value, list) and all(_text(v) for v in value)
+
+
+def _url(value: object) -> bool:
+    from icc.urls import url_problem  # urllib.parse: paid only by a config with a ping URL
+
+    return url_problem(value) is None
 
 
 def _timezone(value: object) -> bool:
@@ -73,6 +80,9 @@ CORE_CHECKS: dict[str, Check] = {
     "state_dir": _text,
     "plugins": _names,
     "keep_runs": lambda v: _integer(v, 1),
+    "keep_skipped": lambda v: _integer(v, 0),
+    # A size with a unit ("64KiB") is a doubt: the full loader parses it.
+    "output_limit": lambda v: _integer(v, 0) and isinstance(v, int) and v <= MAX_OUTPUT_LIMIT,
     "missed_window": lambda v: _integer(v, 0),
     "grace": lambda v: _number(v, 0),
 }
@@ -88,6 +98,10 @@ QUEUE_CHECKS: dict[str, Check] = {
     "multiplier": lambda v: _number(v, 1),
     "max_delay": lambda v: _number(v, 0),
     "lease": lambda v: _number(v, 0, exclusive=True),
+}
+MONITOR_CHECKS: dict[str, Check] = {
+    "ping_url": _url,
+    "timeout": lambda v: _number(v, 0, exclusive=True),
 }
 # The variables this reader understands (each a string the full loader checks with the same rule).
 ENV_CHECKS: dict[str, Check] = {
@@ -295,6 +309,8 @@ def read_config(config: str | None) -> tuple[str, str] | None:
         for key, value in table.items():
             if key == "consumers":
                 _check(value, CONSUMER_CHECKS)
+            elif key == "monitor":
+                _check(value, MONITOR_CHECKS)
             elif key == "queues":
                 if not isinstance(value, dict):
                     raise _Doubt

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import click
 
     from icc.config import Config
-    from icc.jobs import Job, RunContext, Scheduler
+    from icc.jobs import Job, RunContext, RunResult, Scheduler
 
 __all__ = ["Handler", "RegisterHandler", "hookimpl", "hookspec"]
 
@@ -110,12 +110,18 @@ def before_run(job: Job, run: RunContext) -> None:
 
 
 @hookspec
-def after_run(job: Job, run: RunContext, outcome: str) -> None:
-    """Called after a job ran, with how it ended.
+def after_run(job: Job, run: RunContext, result: RunResult, outcome: str) -> None:
+    """Called after every run and every recorded slot, with how it ended.
 
-    An exception here is reported against the plugin and never changes the outcome.
+    Called for every outcome: ``succeeded``, ``failed``, ``timed_out``, ``stopped``, ``skipped``, ``missed``
+    and ``abandoned``; for a background run in its supervisor, for ``missed``, ``skipped`` (by a condition)
+    and ``abandoned`` in the tick that records them. An exception here is reported (stderr and the run's
+    error) and never changes the outcome.
 
-    :param job: the job that ran.
-    :param run: this run: run id, slot, kind (scheduled, manual, missed) and environment.
-    :param outcome: ``succeeded``, ``failed``, ``timed_out``, ``abandoned``, ``skipped`` or ``missed``.
+    :param job: the job; ``job.name`` is its name. For a job whose plugin no longer loads, a stand-in built
+        from the stored definition (its task cannot be called, it has no callbacks).
+    :param run: this run: run id, slot (aware, in the job's zone), kind (scheduled, manual, missed), environment.
+    :param result: an :class:`icc.RunResult`: outcome, exit code, error, stored output, duration, start and end.
+    :param outcome: deprecated, ``result.outcome``; kept so implementations written for
+        ``after_run(job, run, outcome)`` keep working.
     """

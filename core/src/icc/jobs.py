@@ -66,7 +66,8 @@ class Job:
 
 @dataclass(frozen=True)
 class RunContext:
-    """What a task that declares one parameter receives."""
+    """What a task that declares one parameter receives (and ``before_run``/``after_run`` and ``before``
+    callbacks): ``slot`` is the run's minute as an aware datetime in the job's zone, None for ``icc exec``."""
 
     job: str
     run_id: int

@@ -70,7 +70,7 @@ from icc import hookspecs
 from icc._version import __version__
 from icc.errors import PluginError
 from icc.hookspecs import Handler
-from icc.jobs import Job, Provenance, RunContext, Scheduler
+from icc.jobs import Job, Provenance, RunContext, RunResult, Scheduler
 
 if TYPE_CHECKING:
     import click
@@ -93,7 +93,7 @@ ENTRY_POINT_GROUP = "icc.tasks"
 
 # icc's own plugins, by module name, loaded after every other plugin. A module that does not exist
 # (yet) is skipped without a word.
-BUILTIN_PLUGINS: list[str] = ["icc.queue.builtin"]
+BUILTIN_PLUGINS: list[str] = ["icc.queue.builtin", "icc.pings"]
 
 Source = Literal["entry-point", "local", "builtin"]
 
@@ -539,20 +539,27 @@ class PluginHost:
                 )
                 self._failed(info, error, "register_commands")
 
-    def call_before_run(self, job: Job, run: RunContext) -> None:
-        """Every plugin's ``before_run``; one that raises is reported and never stops the run."""
-        self._call_run_hook("before_run", job=job, run=run)
+    def call_before_run(self, job: Job, run: RunContext) -> list[str]:
+        """Every plugin's ``before_run``; one that raises is reported and never stops the run.
 
-    def call_after_run(self, job: Job, run: RunContext, outcome: str) -> None:
-        """Every plugin's ``after_run``; one that raises is reported and never changes the outcome."""
-        self._call_run_hook("after_run", job=job, run=run, outcome=outcome)
+        Returns a line for each that raised, for the run's record."""
+        return self._call_run_hook("before_run", job=job, run=run)
 
-    def _call_run_hook(self, hook: str, **kwargs: object) -> None:
+    def call_after_run(self, job: Job, run: RunContext, result: RunResult) -> list[str]:
+        """Every plugin's ``after_run``; one that raises is reported and never changes the outcome.
+
+        Returns a line for each that raised, for the run's record."""
+        return self._call_run_hook("after_run", job=job, run=run, result=result, outcome=result.outcome)
+
+    def _call_run_hook(self, hook: str, **kwargs: object) -> list[str]:
+        problems: list[str] = []
         for info, call in self._impls(hook):
             try:
                 call(**kwargs)
             except BaseException as exc:  # never strict: a run is never broken by an observer
-                self._record(info, exc, hook)
+                failure = self._record(info, exc, hook)
+                problems.append(f"{hook} hook of plugin {info.name!r} failed: {failure.error}")
+        return problems
 
 
 class _Provided(Protocol):

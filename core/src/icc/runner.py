@@ -35,15 +35,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from icc.errors import StateError
-from icc.execution import RunSpec, start_detached, stop_requested, supervise
+from icc.execution import RunSpec, conclude, start_detached, stop_requested, supervise
 from icc.locks import Holder, job_lock, tick_lock
-from icc.state.base import JobRecord, RunKind, RunRecord, StateStore
+from icc.state.base import FAILURES, JobRecord, RunKind, RunRecord, StateStore
 from icc.state.dirs import state_dir_problem
 from icc.state.sqlite import FILENAME, SQLiteStateStore
 
 if TYPE_CHECKING:
     from icc.config import Config
-    from icc.jobs import Job
+    from icc.jobs import Job, RunContext, RunResult
     from icc.plugins import PluginHost
     from icc.schedule import Schedule
 
@@ -116,6 +116,73 @@ def why_abandoned(run: RunRecord, record: JobRecord | None, state_dir: Path, hos
     return f"its supervisor (pid {run.pid}) died without recording an outcome"
 
 
+def standin_job(record: JobRecord) -> Job:
+    """A job whose plugin no longer loads, as the run hooks see it: built from its stored definition (name,
+    description, schedule without callbacks, provenance); calling its task raises :class:`icc.PluginError`."""
+    from icc.jobs import Job, Provenance
+    from icc.schedule import Schedule
+
+    def unloadable() -> None:
+        from icc.errors import PluginError
+
+        raise PluginError(f"job {record.name!r} could not be loaded from its plugin {record.plugin!r}")
+
+    task: Any = tuple(record.definition["argv"]) if record.kind == "command" else unloadable
+    return Job(
+        record.name,
+        task,
+        Schedule.from_definition(record.definition["schedule"]),
+        record.definition.get("description"),
+        Provenance(record.plugin, record.distribution, record.version),
+    )
+
+
+def _callback_name(fn: object) -> str:
+    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
+
+
+def observers(
+    host: PluginHost | None, job: Job, ctx: RunContext
+) -> tuple[Callable[[], list[str]], Callable[[RunResult], list[str]]]:
+    """The ``before`` and ``after`` of a run: the job's own callbacks, then every plugin's ``before_run`` /
+    ``after_run``. Each returns a line per callback or hook that raised; none of them changes the run."""
+    schedule = job.schedule
+
+    def call(which: str, fn: Callable[[Any], object], arg: object) -> list[str]:
+        try:
+            fn(arg)
+        except BaseException as exc:  # an observer never breaks a run nor the tick
+            return [f"{which} callback {_callback_name(fn)} failed: {type(exc).__name__}: {exc}"]
+        return []
+
+    def before() -> list[str]:
+        notes = [n for fn in schedule.run_callbacks("before") for n in call("before", fn, ctx)]
+        return notes + (host.call_before_run(job, ctx) if host is not None else [])
+
+    def after(result: RunResult) -> list[str]:
+        which = ["after"]
+        if result.outcome == "succeeded":
+            which.append("on_success")
+        elif result.outcome in FAILURES:
+            which.append("on_failure")
+        notes = [n for w in which for fn in schedule.run_callbacks(w) for n in call(w, fn, result)]
+        return notes + (host.call_after_run(job, ctx, result) if host is not None else [])
+
+    return before, after
+
+
+def run_context(
+    record_name: str, run_id: int, slot: int | None, kind: RunKind, zone: str, env: str
+) -> RunContext:
+    """The :class:`icc.RunContext` of a run; its slot is aware, in the job's zone."""
+    from zoneinfo import ZoneInfo
+
+    from icc.jobs import RunContext
+
+    moment = None if slot is None else slot_datetime(slot).astimezone(ZoneInfo(zone))
+    return RunContext(record_name, run_id, moment, kind, env)
+
+
 @dataclass
 class TickRow:
     """One line of the tick's table."""
@@ -140,7 +207,7 @@ class TickReport:
 
     @property
     def failed(self) -> bool:
-        return any(r.outcome in ("failed", "timed_out") for r in self.rows)
+        return any(r.outcome in ("failed", "timed_out", "stopped") for r in self.rows)
 
 
 @dataclass
@@ -177,6 +244,9 @@ class Tick:
         self.host_name = socket.gethostname()
         self._plugins: PluginHost | None = None
         self._live: dict[str, Job] = {}
+        self._recorded: list[
+            int
+        ] = []  # runs this tick recorded itself (abandoned, missed, skipped): to report
         self._lost = False  # the database file was deleted or replaced under this tick
 
     def _open_store(self) -> StateStore:
@@ -213,12 +283,37 @@ class Tick:
             planned = self._plan(report)
         finally:
             lock.release()
+        self._report_recorded(report)
         self._execute(planned, report)
         if not self._store_intact():
             raise StateError(self._lost_message(planned, report))
-        if planned:
-            self.store.prune_runs(self.config.keep_runs)
+        if planned or self._recorded:
+            self.store.prune_runs(self.config.keep_runs, self.config.keep_skipped)
         return report
+
+    def _observers(
+        self, record: JobRecord, ctx: RunContext
+    ) -> tuple[Callable[[], list[str]], Callable[[RunResult], list[str]]] | None:
+        """The run's callbacks and hooks; None when no plugin is loaded (then there is nothing to call)."""
+        if self._plugins is None:
+            return None
+        return observers(self._plugins, self._live.get(record.name) or standin_job(record), ctx)
+
+    def _report_recorded(self, report: TickReport) -> None:
+        """``after_run`` and the job's callbacks for the runs this tick recorded itself (abandoned, missed,
+        skipped by a condition). Plugins are loaded only when there is one, so an idle tick stays light."""
+        if not self._recorded or not self._store_intact():
+            return
+        self._load_plugins(report)
+        for run_id in self._recorded:
+            run = self.store.run(run_id)
+            record = self.store.job(run.job) if run is not None else None
+            if run is None or record is None:
+                continue
+            zone = record.definition["schedule"].get("zone", self.config.timezone)
+            ctx = run_context(run.job, run.id, run.slot, run.kind, zone, self.config.environment)
+            found = self._observers(record, ctx)
+            conclude(self.store, run.id, found[1] if found else None, run.job)
 
     def _lost_message(self, planned: list[_Planned], report: TickReport) -> str:
         from icc.ui import fmt_time
@@ -253,6 +348,7 @@ class Tick:
                     if os.getpgid(run.task_pid) == run.task_pid:
                         os.killpg(run.task_pid, 9)
             self.store.finish(run.id, "abandoned", now=time.time(), error=why)
+            self._recorded.append(run.id)
             report.abandoned.append(run.job)
             report.rows.append(TickRow(run.job, "abandoned", run.slot, detail=why))
 
@@ -311,6 +407,7 @@ class Tick:
                 run_slots = [(missed[-1], "missed")]
                 missed = missed[:-1]
             recorded = self.store.record(name, missed, "missed", "missed", error=f"missed ({policy} policy)")
+            self._note_recorded(name, recorded)
             if recorded:
                 report.rows.append(_summary_row(name, "missed", recorded, self.config.timezone))
         if not run_slots:
@@ -325,17 +422,23 @@ class Tick:
             for kind in ("missed", "scheduled"):
                 of_kind = [s for s, k in run_slots if k == kind]
                 if of_kind and (recorded := self.store.record(name, of_kind, "skipped", kind, error=why)):
+                    self._note_recorded(name, recorded)
                     report.rows.append(
                         _summary_row(name, "skipped", recorded, self.config.timezone, "condition")
                     )
             return []
         return [_Planned(record, schedule, s, kind) for s, kind in run_slots]
 
+    def _note_recorded(self, name: str, slots: list[int]) -> None:
+        """Remember the rows just recorded for ``slots`` of job ``name``, to report them."""
+        if slots:
+            wanted = set(slots)
+            rows = self.store.runs(name, limit=len(slots) + 16)
+            self._recorded.extend(sorted(r.id for r in rows if r.slot in wanted))
+
     # -- execution ------------------------------------------------------------------------------------------
     def _spec(self, item: _Planned) -> RunSpec | str:
         """The run's spec, or why it cannot run."""
-        from icc.jobs import RunContext
-
         record = item.record
         live = self._live.get(record.name)
         definition = record.definition
@@ -346,9 +449,11 @@ class Tick:
             overlapping=bool(definition["schedule"].get("overlapping", False)),
             cwd=self.config.root,
             state_dir=self.config.state_dir,
+            output_limit=self.config.output_limit,
         )
-        ctx = RunContext(
-            record.name, item.run_id, slot_datetime(item.slot), item.kind, self.config.environment
+        set_output_file(spec, item.schedule, self.config.root)
+        ctx = run_context(
+            record.name, item.run_id, item.slot, item.kind, item.schedule.zone, self.config.environment
         )
         if record.kind == "command":
             spec.argv = list(definition["argv"])
@@ -357,10 +462,9 @@ class Tick:
             return f"job {record.name!r} could not be loaded from its plugin ({failures}); run `icc scan`"
         else:
             spec.func = _bind(live, ctx)
-        if live is not None and self._plugins is not None:
-            host = self._plugins
-            spec.before = lambda: host.call_before_run(live, ctx)
-            spec.after = lambda outcome: host.call_after_run(live, ctx, outcome)
+        found = self._observers(record, ctx)
+        if found is not None:
+            spec.before, spec.after = found
         return spec
 
     def _failure_texts(self) -> list[str]:
@@ -376,6 +480,7 @@ class Tick:
             if isinstance(spec, str):
                 self.store.finish(item.run_id, "failed", now=time.time(), error=spec)
                 report.rows.append(TickRow(item.record.name, "failed", item.slot, detail=spec))
+                self._conclude_unstarted(item)
             else:
                 (background if item.schedule.background else foreground).append((item, spec))
         if background:
@@ -406,6 +511,7 @@ class Tick:
                 why = "not started: icc run was asked to stop"
                 self.store.finish(item.run_id, "skipped", now=time.time(), error=why)
                 report.rows.append(TickRow(item.record.name, "skipped", item.slot, detail=why))
+                self._conclude_unstarted(item)
             return
         self.store.close()  # no SQLite connection may cross the forks
         try:
@@ -438,7 +544,24 @@ class Tick:
                 state, detail = ("pending" if detached.leave else "failed"), f"not started: {detached.error}"
                 if not detached.leave:
                     self.store.finish(item.run_id, "failed", now=now, error=detail)
+                    self._conclude_unstarted(item)
             report.rows.append(TickRow(name, state, item.slot, next_run=nxt, detail=detail, background=True))
+
+    def _conclude_unstarted(self, item: _Planned) -> None:
+        """``after_run`` for a run the tick recorded without starting it."""
+        ctx = run_context(
+            item.record.name, item.run_id, item.slot, item.kind, item.schedule.zone, self.config.environment
+        )
+        found = self._observers(item.record, ctx)
+        conclude(self.store, item.run_id, found[1] if found else None, item.record.name)
+
+
+def set_output_file(spec: RunSpec, schedule: Schedule, root: Path) -> None:
+    """``send_output_to`` / ``append_output_to``: the file, relative to the project root."""
+    if schedule.output_to is not None:
+        path, append = schedule.output_to
+        spec.output_to = root / Path(path).expanduser()
+        spec.output_append = append
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:
@@ -467,11 +590,14 @@ def _bind(job: Job, ctx: Any) -> Callable[[], object]:
     return task
 
 
-def manual_run(config: Config, name: str) -> tuple[TickRow, int]:
-    """``icc exec JOB``: run one job now in the foreground, recorded as a manual run."""
+def manual_run(
+    config: Config, name: str, *, echo: Callable[[bytes], None] | None = None
+) -> tuple[TickRow, int]:
+    """``icc exec JOB``: run one job now in the foreground, recorded as a manual run; ``echo`` gets its output
+    as it arrives."""
     from icc.errors import JobNotFoundError
-    from icc.jobs import RunContext
     from icc.plugins import load_plugins
+    from icc.schedule import Schedule
 
     store = SQLiteStateStore(config.state_dir)
     record = store.job(name)
@@ -486,35 +612,31 @@ def manual_run(config: Config, name: str) -> tuple[TickRow, int]:
         known = ", ".join(sorted(set(live) | {r.name for r in store.jobs()})) or "none"
         raise JobNotFoundError(f"no job named {name!r}; known jobs: {known}")
     run_id = store.start_manual(name, pid=os.getpid(), host=socket.gethostname())
-    ctx = RunContext(name, run_id, None, "manual", config.environment)
-    if job is not None:
-        schedule = job.schedule
-        spec = RunSpec(
-            job=name,
-            run_id=run_id,
-            timeout=schedule.timeout_seconds,
-            overlapping=schedule.overlapping,
-            cwd=config.root,
-            state_dir=config.state_dir,
-            before=lambda: host.call_before_run(job, ctx),
-            after=lambda outcome: host.call_after_run(job, ctx, outcome),
-        )
-        if job.kind == "command":
-            spec.argv = job.argv
-        else:
-            spec.func = _bind(job, ctx)
-    else:
+    if job is None:
         assert record is not None
-        sched = record.definition["schedule"]
-        spec = RunSpec(
-            job=name,
-            run_id=run_id,
-            argv=list(record.definition["argv"]),
-            timeout=sched.get("timeout"),
-            overlapping=bool(sched.get("overlapping", False)),
-            cwd=config.root,
-            state_dir=config.state_dir,
-        )
+        job = standin_job(record)  # a command job whose plugin no longer loads: run from its record
+        schedule = Schedule.from_definition(record.definition["schedule"])
+    else:
+        schedule = job.schedule
+    ctx = run_context(name, run_id, None, "manual", schedule.zone, config.environment)
+    before, after = observers(host, job, ctx)
+    spec = RunSpec(
+        job=name,
+        run_id=run_id,
+        timeout=schedule.timeout_seconds,
+        overlapping=schedule.overlapping,
+        cwd=config.root,
+        state_dir=config.state_dir,
+        before=before,
+        after=after,
+        output_limit=config.output_limit,
+        echo=echo,
+    )
+    set_output_file(spec, schedule, config.root)
+    if job.kind == "command":
+        spec.argv = job.argv
+    else:
+        spec.func = _bind(job, ctx)
     from icc.execution import install_stop_handlers
 
     install_stop_handlers()

@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from datetime import time as dt_time
+from pathlib import PurePath
 from typing import Any, ClassVar
 
 from icc.cron import (
@@ -27,7 +29,7 @@ from icc.cron import (
 )
 from icc.errors import ScheduleError
 
-__all__ = ["MISSED_POLICIES", "Schedule"]
+__all__ = ["MISSED_POLICIES", "Notifications", "Schedule"]
 
 Rule = int | str
 Callback = Callable[[], object]
@@ -81,7 +83,36 @@ _DEFINITION_KEYS = (
     "timeout",
     "missed",
     "has_callbacks",
+    "notify",
+    "output",
 )
+# The lists of Notifications, by definition key (also the methods that fill them).
+_NOTIFY_LISTS = (
+    "email_output_to",
+    "email_output_on_failure",
+    "ping_before",
+    "then_ping",
+    "ping_on_success",
+    "ping_on_failure",
+)
+_ADDRESS = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+")
+
+
+@dataclass(frozen=True)
+class Notifications:
+    """Who hears about a job's runs: mail (icc-mail) and heartbeat URLs (icc's ``[monitor]`` pings).
+
+    ``pings`` False (:meth:`Schedule.without_pings`) opts the job out of ``[monitor] ping_url``; its own
+    ``ping_*`` URLs are still called.
+    """
+
+    email_output_to: tuple[str, ...] = ()
+    email_output_on_failure: tuple[str, ...] = ()
+    ping_before: tuple[str, ...] = ()
+    then_ping: tuple[str, ...] = ()
+    ping_on_success: tuple[str, ...] = ()
+    ping_on_failure: tuple[str, ...] = ()
+    pings: bool = True
 
 
 def _parse_time(which: str, value: object) -> str:
@@ -141,6 +172,15 @@ class Schedule:
         self._timeout: float | None = None
         self._missed = "skip"
         self._rule: TimeRule | None = None
+        self._notify: dict[str, tuple[str, ...]] = {}
+        self._pings = True
+        self._run_callbacks: dict[str, list[Callable[[Any], object]]] = {
+            "before": [],
+            "after": [],
+            "on_success": [],
+            "on_failure": [],
+        }
+        self._output_to: tuple[str, bool] | None = None
 
     # -- fields -------------------------------------------------------------------------------------------------
 
@@ -368,6 +408,124 @@ class Schedule:
         self._missed = policy
         return self
 
+    # -- notifications: mail (icc-mail) and heartbeat pings ------------------------------------------------------
+
+    def _add_addresses(self, method: str, addresses: tuple[str, ...]) -> Schedule:
+        if not addresses:
+            raise ScheduleError(f"{method}() needs at least one address, e.g. {method}('ops@example.org')")
+        for address in addresses:
+            # The full check (display names, header injection) is icc-mail's, when it builds the mail.
+            if not isinstance(address, str) or not _ADDRESS.search(address) or address != address.strip():
+                raise ScheduleError(
+                    f"{method}({address!r}): give e-mail addresses as strings, "
+                    "'ops@example.org' or 'Ops <ops@example.org>'"
+                )
+            if any(c in address for c in "\r\n\x00"):
+                raise ScheduleError(f"{method}(): the address {address!r} contains a line break")
+        self._notify[method] = tuple(dict.fromkeys((*self._notify.get(method, ()), *addresses)))
+        return self
+
+    def _add_url(self, method: str, url: str) -> Schedule:
+        from icc.urls import redact, url_problem
+
+        problem = url_problem(url)
+        if problem is not None:
+            shown = redact(url) if isinstance(url, str) else repr(url)
+            raise ScheduleError(f"{method}({shown}) is not valid: give {problem}")
+        self._notify[method] = tuple(dict.fromkeys((*self._notify.get(method, ()), url)))
+        return self
+
+    def email_output_to(self, *addresses: str) -> Schedule:
+        """Mail every run's output (and error) to these addresses, through icc-mail's ``mail`` queue."""
+        return self._add_addresses("email_output_to", addresses)
+
+    def email_output_on_failure(self, *addresses: str) -> Schedule:
+        """Mail the output of a failed, timed-out or abandoned run (flood-limited like ``mail.alert_to``)."""
+        return self._add_addresses("email_output_on_failure", addresses)
+
+    def ping_before(self, url: str) -> Schedule:
+        """Request this http(s) URL just before every run starts."""
+        return self._add_url("ping_before", url)
+
+    def then_ping(self, url: str) -> Schedule:
+        """Request this URL after every run, whatever its outcome; the body is the output tail."""
+        return self._add_url("then_ping", url)
+
+    def ping_on_success(self, url: str) -> Schedule:
+        """Request this URL after a run that succeeded."""
+        return self._add_url("ping_on_success", url)
+
+    def ping_on_failure(self, url: str) -> Schedule:
+        """Request this URL after a run that failed, timed out or was found abandoned."""
+        return self._add_url("ping_on_failure", url)
+
+    def without_pings(self) -> Schedule:
+        """Leave this job out of ``[monitor] ping_url`` (its own ``ping_*`` URLs still apply)."""
+        self._pings = False
+        return self
+
+    @property
+    def notifications(self) -> Notifications:
+        """The addresses and URLs given to the methods above."""
+        get = self._notify.get
+        return Notifications(
+            email_output_to=get("email_output_to", ()),
+            email_output_on_failure=get("email_output_on_failure", ()),
+            ping_before=get("ping_before", ()),
+            then_ping=get("then_ping", ()),
+            ping_on_success=get("ping_on_success", ()),
+            ping_on_failure=get("ping_on_failure", ()),
+            pings=self._pings,
+        )
+
+    # -- knowing what happened: run callbacks and the output file -------------------------------------------------
+
+    def _add_run_callback(self, which: str, fn: Callable[[Any], object]) -> Schedule:
+        if not callable(fn):
+            raise ScheduleError(f"{which}() takes a callable with one argument, not {fn!r}")
+        self._run_callbacks[which].append(fn)
+        return self
+
+    def before(self, fn: Callable[[Any], object]) -> Schedule:
+        """Call *fn(run_context)* just before each run starts (in the process that runs it)."""
+        return self._add_run_callback("before", fn)
+
+    def after(self, fn: Callable[[Any], object]) -> Schedule:
+        """Call *fn(run_result)* after every run, whatever its outcome (missed and skipped slots too)."""
+        return self._add_run_callback("after", fn)
+
+    def on_success(self, fn: Callable[[Any], object]) -> Schedule:
+        """Call *fn(run_result)* after a run that succeeded."""
+        return self._add_run_callback("on_success", fn)
+
+    def on_failure(self, fn: Callable[[Any], object]) -> Schedule:
+        """Call *fn(run_result)* after a run that failed, timed out or was abandoned."""
+        return self._add_run_callback("on_failure", fn)
+
+    def run_callbacks(self, which: str) -> tuple[Callable[[Any], object], ...]:
+        """The callbacks given to ``before``, ``after``, ``on_success`` or ``on_failure``, in order."""
+        return tuple(self._run_callbacks[which])
+
+    def _output_file(self, path: object, append: bool) -> Schedule:
+        which = "append_output_to" if append else "send_output_to"
+        if not isinstance(path, str | PurePath) or not str(path).strip() or "\0" in str(path):
+            raise ScheduleError(f"{which}() takes a file path (relative to the project root), not {path!r}")
+        self._output_to = (str(path), append)
+        return self
+
+    def send_output_to(self, path: str | PurePath) -> Schedule:
+        """Write each run's stdout and stderr to *path* (relative to the project root), replacing it."""
+        return self._output_file(path, False)
+
+    def append_output_to(self, path: str | PurePath) -> Schedule:
+        """Append each run's stdout and stderr to *path* (relative to the project root)."""
+        return self._output_file(path, True)
+
+    @property
+    def output_to(self) -> tuple[str, bool] | None:
+        """``(path, append)`` from :meth:`send_output_to` / :meth:`append_output_to`, or None."""
+        return self._output_to
+
     # -- reading ------------------------------------------------------------------------------------------------
 
     @property
@@ -514,7 +672,7 @@ class Schedule:
 
     def definition(self) -> dict[str, Any]:
         """A JSON-serializable record of everything but the callbacks; equal definitions, same schedule."""
-        return {
+        definition: dict[str, Any] = {
             "expression": self.expression,
             "year": self._year,
             "zone": self.zone,
@@ -526,6 +684,17 @@ class Schedule:
             "missed": self._missed,
             "has_callbacks": self.has_callbacks,
         }
+        # Only when set: a job without them keeps the definition it had before these settings existed.
+        if self._output_to:
+            definition["output"] = {"path": self._output_to[0], "append": self._output_to[1]}
+        notify: dict[str, Any] = {
+            key: list(self._notify[key]) for key in _NOTIFY_LISTS if key in self._notify
+        }
+        if not self._pings:
+            notify["pings"] = False
+        if notify:
+            definition["notify"] = notify
+        return definition
 
     @classmethod
     def from_definition(cls, definition: dict[str, Any], *, default_timezone: str = "UTC") -> Schedule:
@@ -559,6 +728,19 @@ class Schedule:
             schedule.timeout(definition["timeout"])
         schedule.missed(definition.get("missed", "skip"))
         schedule._callbacks_flag = bool(definition.get("has_callbacks", False))
+        notify = definition.get("notify") or {}
+        if not isinstance(notify, dict) or set(notify) - {*_NOTIFY_LISTS, "pings"}:
+            raise ScheduleError(
+                f"schedule definition 'notify' must be a dict with keys {', '.join(_NOTIFY_LISTS)}, pings"
+            )
+        for key in _NOTIFY_LISTS:
+            for value in notify.get(key, ()):
+                getattr(schedule, key)(value)
+        if notify.get("pings", True) is False:
+            schedule.without_pings()
+        output = definition.get("output")
+        if output is not None:
+            schedule._output_file(output["path"], bool(output["append"]))
         return schedule
 
     def __repr__(self) -> str:

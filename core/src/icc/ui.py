@@ -22,6 +22,7 @@ OUTCOME_STYLE = {
     "pending": "cyan",
     "failed": "bold red",
     "timed_out": "bold red",
+    "stopped": "red",
     "abandoned": "yellow",
     "skipped": "dim",
     "missed": "yellow",

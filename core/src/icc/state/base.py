@@ -7,13 +7,19 @@ transaction, and the only cross-process guarantee the tick relies on is :meth:`S
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-Outcome = Literal["pending", "running", "succeeded", "failed", "timed_out", "abandoned", "skipped", "missed"]
+Outcome = Literal[
+    "pending", "running", "succeeded", "failed", "timed_out", "stopped", "abandoned", "skipped", "missed"
+]
 RunKind = Literal["scheduled", "manual", "missed"]
-FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "timed_out", "abandoned", "skipped", "missed"})
+FINISHED: frozenset[str] = frozenset(
+    {"succeeded", "failed", "timed_out", "stopped", "abandoned", "skipped", "missed"}
+)
+FAILURES: frozenset[str] = frozenset({"failed", "timed_out", "abandoned"})  # on_failure, alerts, last failure
+UNRUN: frozenset[str] = frozenset({"missed", "skipped"})  # slots nothing ran for: pruned by their own limit
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,13 @@ class StateStore(Protocol):
     def get_meta(self, key: str) -> str | None:
         """A value of the meta table (watermark, plugin fingerprint, last scan)."""
 
+    def update_meta(self, key: str, change: Callable[[str | None], str | None]) -> str | None:
+        """Replace a meta value by ``change(current)`` in one write transaction (None deletes it); return it.
+
+        Concurrent callers are serialised: each ``change`` sees the value the one before it wrote. An exception
+        in ``change`` writes nothing. Notifications keep per-job state under ``ping:<job>`` and
+        ``mail.alert:<job>`` this way."""
+
     def save_evaluation(self, next_dues: Mapping[str, int | None], slot: int) -> None:
         """In one write: each job's next slot after ``slot``, and ``slot`` itself as the watermark.
 
@@ -146,6 +159,9 @@ class StateStore(Protocol):
     ) -> None:
         """Record how a run ended."""
 
+    def add_note(self, run_id: int, note: str) -> None:
+        """Append ``note`` (a hook or callback that failed) to the run's error; the outcome stays."""
+
     def run(self, run_id: int) -> RunRecord | None:
         """One run by id."""
 
@@ -161,8 +177,13 @@ class StateStore(Protocol):
     def missed_counts(self, since: int, until: int) -> dict[str, int]:
         """How many slots each job missed from ``since`` to ``until`` (not those of an ``--at`` tick later on)."""
 
-    def prune_runs(self, keep: int) -> int:
-        """Keep the newest ``keep`` rows per job; return how many were deleted."""
+    def last_outcomes(self) -> dict[str, dict[str, RunRecord]]:
+        """Per job, its newest ``succeeded`` run and its newest failure (``failed``, ``timed_out``,
+        ``abandoned``), under the keys ``"success"`` and ``"failure"`` (absent when there is none)."""
+
+    def prune_runs(self, keep: int, keep_unrun: int = 100) -> int:
+        """Keep the newest ``keep`` runs and the newest ``keep_unrun`` missed or skipped rows per job, and always
+        its last success and last failure; return how many were deleted."""
 
     def close(self) -> None:
         """Release the connection."""

@@ -13,18 +13,17 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from icc.errors import StateError
-from icc.state.base import JobRecord, Outcome, RunKind, RunRecord, SyncReport
+from icc.state.base import FAILURES, JobRecord, Outcome, RunKind, RunRecord, SyncReport
 from icc.state.diagnosis import database_error, is_corrupt, os_error
 from icc.state.dirs import check_state_file, ensure_state_dir, secure_file
 
 SCHEMA_VERSION = "1"
 FILENAME = "state.sqlite3"
-OUTPUT_CAP = 16 * 1024  # characters of output kept per run: the tail, where the error usually is
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -281,6 +280,16 @@ class SQLiteStateStore:
         rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0][0] if rows else None
 
+    def update_meta(self, key: str, change: Callable[[str | None], str | None]) -> str | None:
+        with self._write() as db:  # BEGIN IMMEDIATE: the read below is already under the write lock
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            value = change(row[0] if row else None)
+            if value is None:
+                db.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+            return value
+
     def save_evaluation(self, next_dues: Mapping[str, int | None], slot: int) -> None:
         with self._write() as db:
             db.executemany(
@@ -361,7 +370,15 @@ class SQLiteStateStore:
                 # task started) has no start time and so no duration, even if a tick handed it over.
                 "UPDATE runs SET outcome = ?, ended_at = ?, exit_code = ?, output = ?, error = ?, "
                 "started_at = CASE WHEN task_pid IS NULL THEN NULL ELSE started_at END WHERE id = ?",
-                (outcome, now, exit_code, output[-OUTPUT_CAP:], error, run_id),
+                (outcome, now, exit_code, output, error, run_id),
+            )
+
+    def add_note(self, run_id: int, note: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE runs SET error = CASE WHEN error IS NULL OR error = '' THEN ? ELSE error || '; ' || ? END "
+                "WHERE id = ?",
+                (note, note, run_id),
             )
 
     def run(self, run_id: int) -> RunRecord | None:
@@ -396,13 +413,31 @@ class SQLiteStateStore:
         )
         return {job: count for job, count in rows}
 
-    def prune_runs(self, keep: int) -> int:
+    def last_outcomes(self) -> dict[str, dict[str, RunRecord]]:
+        failures = ", ".join(f"'{o}'" for o in sorted(FAILURES))
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ("
+            "SELECT MAX(id) FROM runs WHERE outcome = 'succeeded' GROUP BY job "
+            f"UNION SELECT MAX(id) FROM runs WHERE outcome IN ({failures}) GROUP BY job)"
+        )
+        found: dict[str, dict[str, RunRecord]] = {}
+        for run in map(_run, rows):
+            found.setdefault(run.job, {})["success" if run.outcome == "succeeded" else "failure"] = run
+        return found
+
+    def prune_runs(self, keep: int, keep_unrun: int = 100) -> int:
+        failures = ", ".join(f"'{o}'" for o in sorted(FAILURES))
         with self._write() as db:
+            # Real runs and unrun slots (missed, skipped) are counted apart: an hour of missed minutes never
+            # pushes out a real run. The last success and the last failure of a job are always kept.
             cur = db.execute(
                 "DELETE FROM runs WHERE outcome NOT IN ('pending', 'running') AND id IN ("
-                "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY job ORDER BY id DESC) AS n FROM runs)"
-                " WHERE n > ?)",
-                (keep,),
+                "SELECT id FROM (SELECT id, outcome IN ('missed', 'skipped') AS unrun, ROW_NUMBER() OVER ("
+                "PARTITION BY job, outcome IN ('missed', 'skipped') ORDER BY id DESC) AS n FROM runs)"
+                " WHERE (unrun = 0 AND n > ?) OR (unrun = 1 AND n > ?))"
+                " AND id NOT IN (SELECT MAX(id) FROM runs WHERE outcome = 'succeeded' GROUP BY job)"
+                f" AND id NOT IN (SELECT MAX(id) FROM runs WHERE outcome IN ({failures}) GROUP BY job)",
+                (keep, keep_unrun),
             )
             return cur.rowcount
 

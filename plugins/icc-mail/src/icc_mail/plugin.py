@@ -1,4 +1,5 @@
-"""The module the ``icc.tasks`` entry point names: reads ``[tool.icc.mail]``, registers ``mail.send``."""
+"""The module the ``icc.tasks`` entry point names: reads ``[tool.icc.mail]``, registers ``mail.send``, and
+queues failure alerts and output mail after runs (:mod:`icc_mail.alerts`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import icc
 from icc_mail.send import MESSAGE_NAME, QUEUE
 
 if TYPE_CHECKING:
+    from icc.config import Config
+    from icc.jobs import Job, RunContext, RunResult
+
     from icc_mail.config import MailConfig
 
 
@@ -26,6 +30,7 @@ class _Config(Protocol):
 
 class _State:
     config: MailConfig | None = None
+    icc: Config | None = None  # icc's whole configuration: the state directory, the queues, the time zone
 
 
 @icc.hookimpl
@@ -36,6 +41,9 @@ def configure(config: _Config) -> None:
     _State.config = parse_config(
         config.tables.get("mail"), config.path, lambda key: config.source(f"mail.{key}")
     )
+    from icc.config import Config
+
+    _State.icc = config if isinstance(config, Config) else None
 
 
 @icc.hookimpl
@@ -51,3 +59,16 @@ def handle_send(payload: dict[str, Any]) -> None:
     from icc_mail.delivery import deliver
 
     deliver(payload, _State.config or MailConfig())
+
+
+@icc.hookimpl
+def after_run(job: Job, run: RunContext, result: RunResult) -> None:
+    """Failure alerts (``mail.alert_to``, ``email_output_on_failure``) and output mail (``email_output_to``)."""
+    if _State.config is None or _State.icc is None:
+        return
+    notes = job.schedule.notifications
+    if not (_State.config.alert_to or notes.email_output_on_failure or notes.email_output_to):
+        return  # nothing to mail: not even the alerts module is imported
+    from icc_mail.alerts import notify
+
+    notify(_State.icc, _State.config, job, run, result)
