@@ -128,6 +128,10 @@ def project(
     )
     (root / "bench_plugin.py").write_text(textwrap.dedent(plugin))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ICC_")}
+    # An installed icc has its bytecode (pip compiles it at install time); with PYTHONDONTWRITEBYTECODE every
+    # command would compile icc's modules from source again, a cost no deployment pays (the floors' stdlib
+    # modules are precompiled). The set-up's first commands write the bytecode.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if not autoload:
         env["ICC_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     env["BENCH_DIR"] = str(root)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from icc.config import load_config
 from icc.plugins import load_plugins
+from icc.queue.builtin import ConsumerTask
 
 pytest.importorskip("icc.schedule")
 
@@ -25,18 +26,10 @@ def test_cron_mode_adds_one_consumer_job_per_queue(tmp_path: Path) -> None:
     consumers = {name: job for name, job in jobs.items() if name.startswith("consume:")}
     assert sorted(consumers) == ["consume:async", "consume:mail"]
     job = consumers["consume:mail"]
-    config = str(tmp_path / "icc.toml")
-    assert job.argv == [
-        sys.executable,
-        "-m",
-        "icc",
-        "--config",
-        config,
-        "consume",
-        "mail",
-        "--time-limit",
-        "45",
-    ]  # type: ignore[attr-defined]
+    # A callable run in a fork of the tick (no second interpreter), the consumer of its queue.
+    assert job.kind == "callable"  # type: ignore[attr-defined]
+    assert isinstance(job.task, ConsumerTask) and job.task.queue == "mail"  # type: ignore[attr-defined]
+    assert job.task.config.consumers.time_limit == 45  # type: ignore[attr-defined]
     schedule = job.schedule  # type: ignore[attr-defined]
     assert schedule.expression == "* * * * *"
     assert schedule.background and not schedule.overlapping

@@ -6,8 +6,6 @@ The public API is re-exported here explicitly. Names are resolved lazily so that
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from icc._version import __version__
 from icc.errors import (
     ConfigError,
@@ -20,7 +18,10 @@ from icc.errors import (
     UnrecoverableMessageError,
 )
 
+TYPE_CHECKING = False  # not typing's: ``import icc`` (and the idle tick) does not import typing
 if TYPE_CHECKING:
+    from typing import Any
+
     from icc.hookspecs import hookimpl, hookspec
     from icc.jobs import RunResult, Scheduler
     from icc.queue.dispatch import dispatch

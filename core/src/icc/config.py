@@ -47,6 +47,7 @@ class ConsumersConfig:
     mode: Literal["cron", "service"] = "cron"
     queues: tuple[str, ...] = DEFAULT_QUEUES
     time_limit: float = 20.0
+    skip_empty: bool = False  # no consumer for a queue with no message in it that minute
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,14 @@ def _names(value: object, from_env: bool) -> object:
     return tuple(dict.fromkeys(v.strip() for v in value))
 
 
+def _bool(value: object, from_env: bool) -> object:
+    if from_env and isinstance(value, str):
+        value = {"true": True, "1": True, "false": False, "0": False}.get(value.strip().lower(), value)
+    if not isinstance(value, bool):
+        raise _Invalid('true or false (in a variable: "true", "false", "1" or "0")')
+    return value
+
+
 def _mode(value: object, from_env: bool) -> object:
     if not isinstance(value, str) or value.strip() not in CONSUMER_MODES:
         raise _Invalid('"cron" or "service"')
@@ -252,6 +261,7 @@ CONSUMER_KEYS: dict[str, Converter] = {
     "mode": _mode,
     "queues": _names,
     "time_limit": _float(0, exclusive=True),
+    "skip_empty": _bool,
 }
 QUEUE_KEYS: dict[str, Converter] = {
     "retries": _int(0),

@@ -1,6 +1,6 @@
 """The idle tick: ``icc run`` when nothing is due, in a few milliseconds more than Python's own start.
 
-Only stdlib, the config loader and one read-only SQLite query: every job's next slot is stored by the last
+Only stdlib, a light config reader (:mod:`icc.fastconfig`) and one read-only SQLite query: every job's next slot is stored by the last
 full tick (or scan), so "is anything due?" is ``MIN(next_due) <= slot``. Those next slots were computed at the
 watermark, so they only answer for a slot at or after it: an earlier slot (the clock went back, or an earlier
 ``--at`` than the last tick's) goes to the full tick, which evaluates from scratch. Anything unusual (an unknown
@@ -14,8 +14,6 @@ import os
 import sqlite3
 import sys
 import time
-from datetime import datetime
-from pathlib import Path
 
 _QUERY = (
     "SELECT (SELECT MIN(next_due) FROM jobs WHERE enabled = 1 AND removed_at IS NULL),"
@@ -25,8 +23,8 @@ _QUERY = (
 )
 
 
-def _parse(args: list[str]) -> tuple[Path | None, bool, str | None] | None:
-    config: Path | None = None
+def _parse(args: list[str]) -> tuple[str | None, bool, str | None] | None:
+    config: str | None = None
     quiet = False
     at: str | None = None
     seen_run = False
@@ -46,22 +44,22 @@ def _parse(args: list[str]) -> tuple[Path | None, bool, str | None] | None:
             value = next(it, None)
             if value is None:
                 return None
-            config = Path(value)
+            config = value
         elif arg.startswith("--config=") and not seen_run:
-            config = Path(arg[9:])
+            config = arg[9:]
         else:
             return None
     return (config, quiet, at) if seen_run else None
 
 
-def _trusted(state_dir: Path, db_path: Path) -> bool:
+def _trusted(state_dir: str, db_path: str) -> bool:
     """The same owner, mode and link checks as every other command (stat calls only); the full command
     reports what is wrong."""
     from icc.state.dirs import state_dir_problem, state_file_problem
 
     if state_dir_problem(state_dir) is not None:
         return False
-    return all(state_file_problem(db_path.with_name(db_path.name + s)) is None for s in ("", "-wal", "-shm"))
+    return all(state_file_problem(db_path + s) is None for s in ("", "-wal", "-shm"))
 
 
 def try_idle_tick(args: list[str]) -> int | None:
@@ -71,22 +69,25 @@ def try_idle_tick(args: list[str]) -> int | None:
         return None
     config_path, quiet, at = parsed
     try:
-        from icc.config import load_config
+        from icc.fastconfig import read_config
 
-        config = load_config(
-            config_path or (Path(os.environ["ICC_CONFIG"]) if os.environ.get("ICC_CONFIG") else None)
-        )
-        db_path = config.state_dir / "state.sqlite3"
-        if not _trusted(config.state_dir, db_path) or not db_path.is_file():
+        config = read_config(config_path)
+        if config is None:
+            return None
+        state_dir, timezone = config
+        db_path = os.path.join(state_dir, "state.sqlite3")
+        if not _trusted(state_dir, db_path) or not os.path.isfile(db_path):
             return None
         if at is None:
             now = time.time()
         else:
+            from datetime import datetime
+
             moment = datetime.fromisoformat(at)
             if moment.tzinfo is None:
                 from zoneinfo import ZoneInfo
 
-                moment = moment.replace(tzinfo=ZoneInfo(config.timezone))
+                moment = moment.replace(tzinfo=ZoneInfo(timezone))
             now = moment.timestamp()
         slot = int(now) - int(now) % 60
         if not 86400 <= slot <= 253402300740:  # outside what icc schedules: the full command says so

@@ -664,4 +664,18 @@ def load_plugins(
     if strict and host.failures:
         raise StrictPluginError(host.failures)
     host.configure()
+    global _loaded
+    _loaded = host
     return host
+
+
+# The host load_plugins built last in this process (forked children inherit it).
+_loaded: PluginHost | None = None
+
+
+def loaded_host(config: Config) -> PluginHost:
+    """The plugins loaded in this process for ``config`` (a background task forked from the tick runs
+    with the tick's), or freshly loaded ones when none were."""
+    if _loaded is not None and _loaded.config is config:
+        return _loaded
+    return load_plugins(config)

@@ -1,17 +1,24 @@
 """icc's built-in queue plugin: the consumer cron jobs.
 
 With ``consumers.mode = "cron"`` it adds ``consume:<queue>`` for each of ``consumers.queues``: every
-minute, in the background, never two at once, each a command task
-``python -m icc [--config PATH] consume QUEUE --time-limit S`` (an argv list, no shell), with a job
-timeout of ``S + grace + 5`` seconds. A consumer interrupts a handler at its time limit and exits by
-``S + grace`` on its own; the timeout backs that up for a process nothing in Python can stop (a handler
-holding the GIL in C code): the runner kills its process group (SIGTERM, then SIGKILL after ``grace``).
+minute, in the background, never two at once, with a job timeout of ``S + grace + 5`` seconds (``S`` is
+``consumers.time_limit``). Its task is :class:`ConsumerTask`, a callable: the tick forks the background
+supervisor, which forks the consumer, both from the tick's process with icc and the plugins already
+loaded, so a consumer costs no interpreter start and no second plugin load (what ``icc consume`` would).
+The consumer opens its own queue database connection in its process (:func:`icc.queue.dispatch.
+open_transport` never hands a connection across a fork). It interrupts a handler at its time limit and
+exits by ``S + grace`` on its own; the timeout backs that up for a process nothing in Python can stop (a
+handler holding the GIL in C code): the supervisor kills its process group (SIGTERM, then SIGKILL after
+``grace``). With ``consumers.skip_empty = true`` a queue with no message in it (ready, delayed or leased)
+gets no consumer that minute: a read-only count decides, and the run is recorded ``skipped``.
 With ``mode = "service"`` it adds nothing, so ``icc scan`` removes those jobs and systemd runs the
 consumers.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -32,17 +39,85 @@ def configure(config: Config) -> None:
     _config = config
 
 
-def consumer_argv(config: Config, queue: str) -> list[str]:
-    """The command a consumer cron job runs for ``queue``: this interpreter, not whatever ``icc`` is on
-    cron's PATH, and the same configuration file the scan used."""
-    argv = [sys.executable, "-m", "icc"]
-    if config.path is not None:
-        argv += ["--config", str(config.path)]
-    return [*argv, "consume", queue, "--time-limit", f"{config.consumers.time_limit:g}"]
+class ConsumerTask:
+    """The task of the ``consume:<queue>`` cron job: ``icc consume QUEUE --time-limit S`` in this process
+    (a forked child of the background supervisor), with the plugins the tick loaded."""
+
+    def __init__(self, config: Config, queue: str) -> None:
+        self.config = config
+        self.queue = queue
+
+    def __call__(self) -> None:
+        from icc.errors import IccError
+
+        try:
+            consume_in_process(self.config, self.queue)
+        except IccError as exc:  # as `icc consume` reports it: one line, its exit code
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(exc.exit_code) from None
+
+
+def consume_in_process(config: Config, queue: str) -> None:
+    """What ``icc consume QUEUE --time-limit consumers.time_limit`` does, without starting an interpreter:
+    the same warnings on stderr, the same summary line on stdout, the same hard exit."""
+    from icc.plugins import loaded_host
+    from icc.queue.commands import handler_queue_warnings
+    from icc.queue.consumer import Consumer, ConsumeStats, Limits
+    from icc.queue.dispatch import open_transport, validate_queue
+
+    validate_queue(config, queue)
+    host = loaded_host(config)
+    specs = host.collect_handlers()
+    for failure in host.failures:
+        print(f"warning: {failure}", file=sys.stderr)
+    for line in handler_queue_warnings(config, specs):
+        print(f"warning: {line}", file=sys.stderr)
+
+    def hard_exit(stats: ConsumeStats) -> None:
+        print(stats.summary())
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+    consumer = Consumer(
+        open_transport(config),  # opened here, after the forks: a new connection of this process
+        {name: spec.handler for name, spec in specs.items()},
+        (queue,),
+        policy=config.queue,
+        limits=Limits(time_limit=config.consumers.time_limit, grace=config.grace),
+        report=lambda line: print(line, file=sys.stderr),
+        hard_exit=hard_exit,
+    )
+    print(consumer.run().summary())
+
+
+def queue_is_empty(config: Config, queue: str) -> bool:
+    """True when ``queue`` holds no message at all (ready, delayed or leased): a read-only count that
+    creates nothing. Any doubt (no trustworthy file, an error) is False: the consumer starts and reports."""
+    import sqlite3
+
+    from icc.queue.sqlite import DATABASE_FILE
+    from icc.state.dirs import state_dir_problem, state_file_problem
+
+    path = config.state_dir / DATABASE_FILE
+    if state_dir_problem(config.state_dir) is not None:
+        return False
+    if not path.exists():
+        return not os.path.lexists(path)  # nothing was ever dispatched here (a dangling link: not sure)
+    if any(state_file_problem(f"{path}{suffix}") for suffix in ("", "-wal", "-shm")):
+        return False
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            (count,) = db.execute("SELECT count(*) FROM messages WHERE queue = ?", (queue,)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+    return int(count) == 0
 
 
 # Seconds a consumer job's timeout leaves on top of the consumer's own time limit and grace: the
-# interpreter's start-up, and the abandoned handler's bookkeeping.
+# supervisor's and consumer's start-up, and the abandoned handler's bookkeeping.
 TIMEOUT_MARGIN = 5.0
 
 
@@ -71,8 +146,16 @@ def schedule(scheduler: Scheduler) -> None:
         return
     limit = config.consumers.time_limit
     for queue in config.consumers.queues:
-        scheduler.add(
-            consumer_argv(config, queue),
-            name=f"consume:{queue}",
-            description=f"drain the {queue!r} queue for up to {limit:g}s (consumers.mode = cron)",
-        ).every_minute().in_background().without_overlapping().timeout(consumer_timeout(config))
+        job = (
+            scheduler.add(
+                ConsumerTask(config, queue),
+                name=f"consume:{queue}",
+                description=f"drain the {queue!r} queue for up to {limit:g}s (consumers.mode = cron)",
+            )
+            .every_minute()
+            .in_background()
+            .without_overlapping()
+            .timeout(consumer_timeout(config))
+        )
+        if config.consumers.skip_empty:
+            job.skip(functools.partial(queue_is_empty, config, queue))

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 from icc.errors import StateError
+
+TYPE_CHECKING = False  # not typing's: the idle tick does not import typing
+if TYPE_CHECKING:  # pathlib is not imported at run time: the idle tick passes strings
+    from pathlib import Path
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 
 
-def _resolve_link(path: Path, what: str) -> tuple[os.stat_result | None, str | None]:
+def _resolve_link(path: Path | str, what: str) -> tuple[os.stat_result | None, str | None]:
     """``lstat`` of ``path``, or ``stat`` of its target when it is a link of this user's; a problem otherwise."""
     uid = os.getuid()
     try:
@@ -42,7 +45,7 @@ def _resolve_link(path: Path, what: str) -> tuple[os.stat_result | None, str | N
     return info, None
 
 
-def state_dir_problem(path: Path) -> str | None:
+def state_dir_problem(path: Path | str) -> str | None:
     """Why ``path`` must not be used as the state directory; None when it is fine or does not exist yet."""
     info, problem = _resolve_link(path, "state directory")
     if info is None:
@@ -64,7 +67,7 @@ def state_dir_problem(path: Path) -> str | None:
     return None
 
 
-def state_file_problem(path: Path) -> str | None:
+def state_file_problem(path: Path | str) -> str | None:
     """Why the state file ``path`` must not be opened; None when it is fine or does not exist yet."""
     info, problem = _resolve_link(path, "state file")
     if info is None:

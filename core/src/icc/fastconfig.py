@@ -1,0 +1,336 @@
+"""The idle tick's configuration reader: ``tomllib`` and ``os`` only, no dataclasses, typing or pathlib.
+
+It finds the configuration file the way :func:`icc.config.load_config` does (``--config``, then
+``ICC_CONFIG``, then the first ``icc.toml`` or ``pyproject.toml`` with ``[tool.icc]`` walking up from the
+working directory) and returns the two settings the idle tick needs: the state directory and the time zone.
+It answers only when it is sure the full loader would accept the same configuration and give the same two
+values; on any doubt it returns None and the full command, the source of truth, loads the configuration
+and reports what is wrong. Doubts: a key it does not know or a value it cannot vouch for, an ``ICC_*``
+variable other than ``ICC_STATE_DIR``, ``ICC_TIMEZONE``, ``ICC_ENVIRONMENT`` (and the ones that are never
+configuration: ``ICC_CONFIG``, ``ICC_PLUGINS``, ``ICC_DISABLE_PLUGIN_AUTOLOAD``, plugin tables'
+``ICC_<TABLE>__<KEY>``), a ``.env`` or ``.env.local`` that mentions ``ICC_`` or that the full loader would
+refuse (not UTF-8, a NUL byte).
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False  # not typing's: importing typing costs more than the rest of the idle tick
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    Check = Callable[[object], bool]
+
+# Variables that are never configuration keys (icc.config.RESERVED_VARIABLES).
+_RESERVED = frozenset({"ICC_CONFIG", "ICC_PLUGINS", "ICC_DISABLE_PLUGIN_AUTOLOAD"})
+_CORE_TABLES = ("consumers", "queues", "monitor")
+MAX_OUTPUT_LIMIT = 16 * 1024**2
+
+
+def _text(value: object) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _number(value: object, minimum: float, exclusive: bool = False) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    number = float(value)
+    if number != number or number in (float("inf"), float("-inf")):
+        return False
+    return number > minimum if exclusive else number >= minimum
+
+
+def _integer(value: object, minimum: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= minimum
+
+
+def _names(value: object) -> bool:
+    return isinstance(value, list) and all(_text(v) for v in value)
+
+
+def _url(value: object) -> bool:
+    from icc.urls import url_problem  # urllib.parse: paid only by a config with a ping URL
+
+    return url_problem(value) is None
+
+
+def _timezone(value: object) -> bool:
+    if not _text(value):
+        return False
+    assert isinstance(value, str)
+    zone = value.strip()
+    if zone == "UTC":
+        return True
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+# What each key of icc.config accepts, as a yes/no check (the messages are the full loader's business).
+# tests/test_fastpath.py pins that these are exactly icc.config's keys: a key added there and not here
+# makes the idle tick fall through (slower, never wrong).
+CORE_CHECKS: dict[str, Check] = {
+    "environment": _text,
+    "timezone": _timezone,
+    "state_dir": _text,
+    "plugins": _names,
+    "keep_runs": lambda v: _integer(v, 1),
+    "keep_skipped": lambda v: _integer(v, 0),
+    # A size with a unit ("64KiB") is a doubt: the full loader parses it.
+    "output_limit": lambda v: _integer(v, 0) and isinstance(v, int) and v <= MAX_OUTPUT_LIMIT,
+    "missed_window": lambda v: _integer(v, 0),
+    "grace": lambda v: _number(v, 0),
+}
+CONSUMER_CHECKS: dict[str, Check] = {
+    "mode": lambda v: isinstance(v, str) and v.strip() in ("cron", "service"),
+    "queues": _names,
+    "time_limit": lambda v: _number(v, 0, exclusive=True),
+    "skip_empty": lambda v: isinstance(v, bool),
+}
+QUEUE_CHECKS: dict[str, Check] = {
+    "retries": lambda v: _integer(v, 0),
+    "delay": lambda v: _number(v, 0),
+    "multiplier": lambda v: _number(v, 1),
+    "max_delay": lambda v: _number(v, 0),
+    "lease": lambda v: _number(v, 0, exclusive=True),
+}
+MONITOR_CHECKS: dict[str, Check] = {
+    "ping_url": _url,
+    "timeout": lambda v: _number(v, 0, exclusive=True),
+}
+# The variables this reader understands (each a string the full loader checks with the same rule).
+ENV_CHECKS: dict[str, Check] = {
+    "ICC_ENVIRONMENT": _text,
+    "ICC_TIMEZONE": _timezone,
+    "ICC_STATE_DIR": _text,
+}
+
+
+class _Doubt(Exception):
+    pass
+
+
+# --- a subset of TOML ------------------------------------------------------------------------------
+# tomllib costs more to import (typing, its regular expressions) than the rest of the idle tick. A config
+# file is usually a few tables of plain keys with simple values, which _simple_toml reads; for anything else
+# (dotted keys, escapes, floats, multi-line values, a table or key defined twice...) it returns None and
+# tomllib reads the file. tests/test_fastpath.py pins that whatever it returns equals tomllib's result.
+
+_BARE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def _bare(key: str) -> bool:
+    return bool(key) and all(c in _BARE for c in key)
+
+
+def _simple_value(text: str) -> tuple[object, str] | None:
+    """The value at the start of ``text`` and the rest of the line, or None."""
+    if text.startswith('"'):
+        end = text.find('"', 1)
+        if end < 0 or "\\" in text[1:end]:
+            return None
+        value = text[1:end]
+        if any((ord(c) < 0x20 and c != "\t") or c == "\x7f" for c in value):
+            return None
+        return value, text[end + 1 :]
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return None
+        items: list[object] = []
+        inner = text[1:end].strip()
+        if inner:
+            parts = inner.split(",")
+            for number, part in enumerate(parts):
+                item = part.strip(" \t")
+                if not item and 0 < number == len(parts) - 1:
+                    continue  # a trailing comma
+                parsed = _simple_value(item)
+                if parsed is None or parsed[1].strip() or not isinstance(parsed[0], str):
+                    return None
+                items.append(parsed[0])
+        return items, text[end + 1 :]
+    word, _, rest = text.partition(" ")
+    word, hashed, comment = word.partition("#")
+    rest = f"{hashed}{comment} {rest}" if hashed else rest
+    if word == "true":
+        return True, rest
+    if word == "false":
+        return False, rest
+    digits = word[1:] if word.startswith("-") else word
+    if digits.isascii() and digits.isdigit() and (digits == "0" or not digits.startswith("0")):
+        return int(word), rest
+    return None
+
+
+def _simple_toml(text: str) -> dict[str, object] | None:
+    document: dict[str, object] = {}
+    table = document
+    headers: set[str] = set()
+    for raw in text.split("\n"):
+        line = raw.strip(" \t\r")
+        if "'" in line or any((ord(c) < 0x20 and c != "\t") or c == "\x7f" for c in line):
+            return None
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            header, closed, rest = line[1:].partition("]")
+            rest = rest.strip(" \t")
+            keys = [key.strip(" \t") for key in header.split(".")]
+            name = ".".join(keys)
+            if not closed or line.startswith("[[") or (rest and not rest.startswith("#")) or name in headers:
+                return None
+            headers.add(name)
+            table = document
+            for key in keys:
+                if not _bare(key):
+                    return None
+                inner = table.setdefault(key, {})
+                if not isinstance(inner, dict):
+                    return None
+                table = inner
+            if table:  # keys already set under it (a super-table defined later): leave that to tomllib
+                return None
+            continue
+        key, equals, value_text = line.partition("=")
+        key = key.strip(" \t")
+        if not equals or not _bare(key) or key in table:
+            return None
+        parsed = _simple_value(value_text.strip(" \t"))
+        if parsed is None:
+            return None
+        value, rest = parsed
+        rest = rest.strip(" \t")
+        if rest and not rest.startswith("#"):
+            return None
+        table[key] = value
+    return document
+
+
+def _toml(data: bytes) -> dict[str, object]:
+    text = data.decode()
+    document = _simple_toml(text)
+    if document is None:
+        import tomllib
+
+        document = tomllib.loads(text)
+    return document
+
+
+def _load(path: str) -> dict[str, object]:
+    with open(path, "rb") as fh:
+        return _toml(fh.read())
+
+
+def _pyproject_has_icc(path: str) -> bool:
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if b"tool.icc" not in data and b"[tool]" not in data:
+        return False
+    tool = _toml(data).get("tool", {})
+    if not isinstance(tool, dict):
+        raise _Doubt
+    return isinstance(tool.get("icc"), dict)
+
+
+def _find(cwd: str) -> str | None:
+    directory = cwd
+    while True:
+        candidate = os.path.join(directory, "icc.toml")
+        if os.path.isfile(candidate):
+            return candidate
+        candidate = os.path.join(directory, "pyproject.toml")
+        if os.path.isfile(candidate) and _pyproject_has_icc(candidate):
+            return candidate
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
+
+
+def _icc_table(path: str) -> dict[str, object]:
+    document = _load(path)
+    if os.path.basename(path) == "pyproject.toml":
+        tool = document.get("tool", {})
+        if not isinstance(tool, dict):
+            raise _Doubt
+        table = tool.get("icc", {})
+    else:
+        if any(key != "icc" for key in document):
+            raise _Doubt
+        table = document.get("icc", {})
+    if not isinstance(table, dict):
+        raise _Doubt
+    return table
+
+
+def _check(table: object, checks: dict[str, Check]) -> None:
+    if not isinstance(table, dict):
+        raise _Doubt
+    for key, value in table.items():
+        check = checks.get(key)
+        if check is None or not check(value):
+            raise _Doubt
+
+
+def _check_dotenv(root: str) -> None:
+    for name in (".env", ".env.local"):
+        path = os.path.join(root, name)
+        if not os.path.isfile(path):
+            continue
+        with open(path, "rb") as fh:
+            data = fh.read()
+        data.decode()  # the full loader refuses a file that is not UTF-8
+        if b"ICC_" in data or b"\0" in data:
+            raise _Doubt
+
+
+def read_config(config: str | None) -> tuple[str, str] | None:
+    """``(state directory, time zone)`` of the configuration ``config`` (from ``--config``; None: look for
+    it), or None when the full loader must decide."""
+    try:
+        cwd = os.getcwd()
+        if config is None and os.environ.get("ICC_CONFIG"):
+            config = os.environ["ICC_CONFIG"]
+        if config is not None:
+            path: str | None = os.path.join(cwd, os.path.expanduser(config))
+            assert path is not None
+            if not os.path.isfile(path):
+                return None
+        else:
+            path = _find(cwd)
+        table = _icc_table(path) if path is not None else {}
+        root = os.path.dirname(path) if path is not None else cwd
+        for key, value in table.items():
+            if key == "consumers":
+                _check(value, CONSUMER_CHECKS)
+            elif key == "monitor":
+                _check(value, MONITOR_CHECKS)
+            elif key == "queues":
+                if not isinstance(value, dict):
+                    raise _Doubt
+                for queue in value.values():
+                    _check(queue, QUEUE_CHECKS)
+            elif not isinstance(value, dict):  # a dict of another name is a plugin's table: not core's
+                check = CORE_CHECKS.get(key)
+                if check is None or not check(value):
+                    raise _Doubt
+        settings = {key: value for key, value in table.items() if isinstance(value, str)}
+        for name, value in os.environ.items():
+            if not name.startswith("ICC_") or name in _RESERVED or "__" in name[4:]:
+                continue  # never configuration, or a plugin table's variable (handed over unchecked)
+            check = ENV_CHECKS.get(name)
+            if check is None or not check(value):
+                raise _Doubt
+            settings[name[4:].lower()] = value
+        _check_dotenv(root)
+    except (_Doubt, OSError, ValueError, UnicodeDecodeError):  # TOMLDecodeError is a ValueError
+        return None
+    state_dir = os.path.expanduser(str(settings.get("state_dir", ".icc")).strip())
+    timezone = str(settings.get("timezone", "UTC")).strip()
+    return os.path.join(root, state_dir), timezone
