@@ -10,8 +10,8 @@ from typing import Any
 
 from icc.config import load_config
 from icc.queue.dispatch import dispatch
-from prometheus_client.parser import text_string_to_metric_families
 from projectkit import Project, at, slot
+from prometheus_client.parser import text_string_to_metric_families
 
 PLUGIN = """
 def mark(name):
