@@ -249,3 +249,27 @@ def test_stop_workers_stops_a_running_consumer_after_its_current_message(project
 def test_consume_without_queues_is_still_a_usage_error(project: Project) -> None:
     proc = project.icc("consume")
     assert proc.returncode == 2 and "QUEUES" in proc.stderr
+
+
+def test_consumer_cron_jobs_run_through_a_pause_unless_the_queues_are_paused_too(project: Project) -> None:
+    project.write_config('\n[icc.consumers]\nmode = "cron"\nqueues = ["async"]\ntime_limit = 1\n')
+    scanned(project)
+    project.icc("pause", "--queues", check=True)
+    project.icc("run", "--at", at(0))
+    assert outcomes(project, "consume:async")[slot(0)] == ("skipped", "paused")
+    project.icc("pause", check=True)  # the queues are no longer paused
+    project.icc("run", "--at", at(1))
+    project.wait_for(
+        lambda: outcomes(project, "consume:async")[slot(1)][0] == "succeeded", what="the consumer job"
+    )
+    assert outcomes(project, "a")[slot(1)] == ("skipped", "paused")
+
+
+def test_even_when_paused_is_stored_in_the_definition_only_when_set() -> None:
+    from icc.schedule import Schedule
+
+    assert "even_when_paused" not in Schedule().definition()
+    marked = Schedule().daily().even_when_paused()
+    assert marked.definition()["even_when_paused"] is True
+    assert Schedule.from_definition(marked.definition()).runs_when_paused
+    assert not Schedule.from_definition(Schedule().definition()).runs_when_paused
