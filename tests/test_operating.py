@@ -78,6 +78,7 @@ def test_a_paused_tick_runs_only_even_when_paused_jobs_and_records_the_others_sk
     assert data["paused"]["queues"] is False
     text = project.icc("status", check=True).stdout
     assert "PAUSED since" in text and "deploy 42" in text
+    assert "PAUSED since" in project.icc("status", "a", check=True).stdout
     assert "resumed" in project.icc("resume", check=True).stdout
     assert project.status()["paused"] is None
     project.icc("run", "--at", at(2))

@@ -304,6 +304,8 @@ def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int)
             click.echo(json.dumps(entry, indent=2))
             return
         state = "removed" if entry["removed"] else ("enabled" if entry["enabled"] else "disabled")
+        if data["paused"] is not None:
+            ui.say(_pause_line(data["paused"]))
         ui.say(
             f"{job}: {entry['schedule']['description']} [{entry['schedule']['cron']}], plugin {entry['plugin']}, "
             f"{state}"

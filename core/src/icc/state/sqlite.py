@@ -145,11 +145,8 @@ class SQLiteStateStore:
                 f"state database {self.path} has schema version {row[0] if row else 'none'}, "
                 f"this icc needs {SCHEMA_VERSION}; upgrade icc or move the file away"
             )
-        try:
+        with contextlib.suppress(sqlite3.Error):  # a store icc cannot write still reads (run_counts: none)
             self._db.execute(_COUNTS)
-        except sqlite3.Error as exc:
-            self._db.close()
-            raise self._error(exc, "opening it") from exc
         for suffix in ("-wal", "-shm"):
             secure_file(self.path.with_name(self.path.name + suffix))
 
@@ -443,7 +440,15 @@ class SQLiteStateStore:
         return {job: count for job, count in rows}
 
     def run_counts(self) -> dict[str, dict[str, int]]:
-        return _grouped(self._read("SELECT job, outcome, n FROM run_counts ORDER BY job, outcome"))
+        try:
+            rows = self._db.execute("SELECT job, outcome, n FROM run_counts ORDER BY job, outcome").fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return {}  # a store this icc could not add the table to (read-only)
+            raise self._error(exc, "reading it") from exc
+        except sqlite3.Error as exc:
+            raise self._error(exc, "reading it") from exc
+        return _grouped(rows)
 
     def last_outcomes(self) -> dict[str, dict[str, RunRecord]]:
         failures = ", ".join(f"'{o}'" for o in sorted(FAILURES))
