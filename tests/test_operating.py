@@ -274,3 +274,41 @@ def test_even_when_paused_is_stored_in_the_definition_only_when_set() -> None:
     assert marked.definition()["even_when_paused"] is True
     assert Schedule.from_definition(marked.definition()).runs_when_paused
     assert not Schedule.from_definition(Schedule().definition()).runs_when_paused
+
+
+def test_metrics_count_a_running_background_job(project: Project) -> None:
+    project.write_plugin(
+        """
+        def wait():
+            path = os.path.join(os.environ["MARKER_DIR"], "go")
+            open(os.path.join(os.environ["MARKER_DIR"], "waiting"), "w").close()
+            while not os.path.exists(path):
+                time.sleep(0.05)
+
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(wait, name="wait").every_minute().in_background()
+        """
+    )
+    project.icc("scan", check=True)
+    project.icc("run", "--at", at(0), check=True)
+    project.wait_for(lambda: (project.root / "waiting").exists(), what="the background run")
+    project.wait_for(
+        lambda: sample(families(project.icc("metrics").stdout), "icc_job_running", job="wait") == 1,
+        what="icc_job_running 1",
+    )
+    (project.root / "go").touch()
+    project.wait_for(lambda: outcomes(project, "wait")[slot(0)][0] == "succeeded", what="the run to end")
+    found = families(project.icc("metrics", check=True).stdout)
+    assert sample(found, "icc_job_running", job="wait") == 0
+    assert sample(found, "icc_job_runs_total", job="wait", outcome="succeeded") == 1
+
+
+def test_label_values_are_escaped_as_the_format_requires() -> None:
+    from icc.facts import JobMetrics, Metrics
+    from icc.metrics import render
+
+    name = 'line\nbreak "quoted" back\\slash'
+    text = render(Metrics([JobMetrics(name, runs={"succeeded": 3})], {}, paused=False, last_tick=None))
+    assert sample(families(text), "icc_job_runs_total", job=name, outcome="succeeded") == 3
+    assert "\nicc_last_tick_timestamp_seconds " not in text  # no tick yet: no sample rather than a made-up one
