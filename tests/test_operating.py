@@ -311,4 +311,6 @@ def test_label_values_are_escaped_as_the_format_requires() -> None:
     name = 'line\nbreak "quoted" back\\slash'
     text = render(Metrics([JobMetrics(name, runs={"succeeded": 3})], {}, paused=False, last_tick=None))
     assert sample(families(text), "icc_job_runs_total", job=name, outcome="succeeded") == 3
-    assert "\nicc_last_tick_timestamp_seconds " not in text  # no tick yet: no sample rather than a made-up one
+    assert (
+        "\nicc_last_tick_timestamp_seconds " not in text
+    )  # no tick yet: no sample rather than a made-up one

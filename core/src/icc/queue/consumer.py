@@ -317,8 +317,8 @@ class Consumer:
                     for index, envelope in enumerate(batch):
                         if index:
                             reason = self._limit_reached(deadline)
-                            if reason is not None:
-                                break
+                            if reason is not None or self._held:
+                                break  # held (icc pause --queues): the rest is released below
                         if time.monotonic() >= self._valid_until:
                             # The heartbeat could not keep the lease: others may hold these now.
                             self.report(
