@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import json
 import shlex
-import socket
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from zoneinfo import ZoneInfo
 
 import click
 
-from icc import ui
+from icc import facts, ui
 from icc._version import __version__
+from icc.argv import icc_argv
 from icc.errors import IccError, JobNotFoundError
 
 if TYPE_CHECKING:
     from icc.config import Config
-    from icc.state.base import RunRecord, StateStore
 
 
 class Env:
@@ -98,7 +97,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 AT_FIRST, AT_LAST = 86400, 253402300740  # 1970-01-02 00:00 and 9999-12-31 23:59 UTC
 
 
-def _parse_at(value: str | None, zone: str) -> datetime | None:
+def _parse_at(value: str | None, zone: str, option: str = "--at") -> datetime | None:
     """``--at``: ISO 8601; without an offset it is read in the configured zone."""
     if value is None:
         return None
@@ -106,13 +105,13 @@ def _parse_at(value: str | None, zone: str) -> datetime | None:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
         raise click.BadParameter(
-            f"{value!r} is not an ISO 8601 time, e.g. 2026-03-29T02:30", param_hint="--at"
+            f"{value!r} is not an ISO 8601 time, e.g. 2026-03-29T02:30", param_hint=option
         ) from exc
     moment = moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(zone))
     if not AT_FIRST <= moment.timestamp() <= AT_LAST:
         raise click.BadParameter(
             f"{value!r} is outside the times icc can schedule (1970-01-02 to 9999-12-31 23:59 UTC)",
-            param_hint="--at",
+            param_hint=option,
         )
     return moment
 
@@ -133,12 +132,6 @@ def _count(ctx: click.Context, param: click.Parameter, value: str) -> int:
 
 def _optional_count(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     return None if value is None else _count(ctx, param, value)
-
-
-def _iso(epoch: float | None, zone: str) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, tz=UTC).astimezone(ZoneInfo(zone)).isoformat()
 
 
 def _exit(code: int) -> NoReturn:
@@ -268,135 +261,6 @@ def run(env: Env, quiet: bool, at: str | None) -> None:
         _exit(1)
 
 
-def _dead_runs(config: Config, store: StateStore, unfinished: list[RunRecord]) -> dict[int, str]:
-    """Unfinished runs whose process is gone, with why: shown as the ``abandoned`` the next tick records."""
-    from icc.runner import why_abandoned
-
-    host_name = socket.gethostname()
-    return {
-        run.id: f"{why} (the next tick records it)"
-        for run in unfinished
-        if (why := why_abandoned(run, store.job(run.job), config.state_dir, host_name)) is not None
-    }
-
-
-def _shown(run: RunRecord, dead: dict[int, str]) -> tuple[str, str | None]:
-    """A run's outcome and error as status shows them."""
-    return ("abandoned", dead[run.id]) if run.id in dead else (run.outcome, run.error)
-
-
-def _run_data(run: RunRecord, zone: str, dead: dict[int, str], *, full: bool = False) -> dict[str, Any]:
-    outcome, error = _shown(run, dead)
-    data: dict[str, Any] = {
-        "id": run.id,
-        "kind": run.kind,
-        "outcome": outcome,
-        "slot": _iso(run.slot, zone),
-        "started_at": _iso(run.started_at, zone),
-        "ended_at": _iso(run.ended_at, zone),
-        "duration": run.duration,
-        "exit_code": run.exit_code,
-        "error": error,
-    }
-    if full:
-        data |= {"pid": run.task_pid or run.pid, "output": run.output}
-    return data
-
-
-def _status_data(config: Config, at: datetime | None) -> dict[str, Any]:
-    from icc.plugins import installed_fingerprint, load_plugins
-    from icc.runner import next_due, slot_of
-    from icc.schedule import Schedule
-    from icc.state.sqlite import SQLiteStateStore
-
-    zone = config.timezone
-    store = SQLiteStateStore(config.state_dir)
-    now = at or datetime.now(UTC)
-    slot = slot_of(now)
-    host = load_plugins(config)
-    host.collect_jobs()  # reports failing schedule hooks and job names two plugins use
-    host.collect_handlers()
-    latest = store.latest_runs()
-    last_outcomes = store.last_outcomes()
-    running: dict[str, list[dict[str, Any]]] = {}
-    unfinished = store.unfinished()
-    dead = _dead_runs(config, store, unfinished)
-    for run in unfinished:
-        if run.outcome == "running" and run.id not in dead:
-            running.setdefault(run.job, []).append(
-                {"run_id": run.id, "pid": run.task_pid or run.pid, "since": _iso(run.started_at, zone)}
-            )
-    missed = store.missed_counts(slot - config.missed_window * 60, slot)
-    jobs = []
-    for rec in store.jobs(include_removed=True):
-        # Read in the project's zone: a job shows a zone only where it differs from the project's.
-        schedule = Schedule.from_definition(rec.definition["schedule"], default_timezone=zone)
-        last = latest.get(rec.name)
-        kept = last_outcomes.get(rec.name, {})
-        nxt = next_due(schedule, slot) if rec.enabled and rec.removed_at is None else None
-        jobs.append(
-            {
-                "name": rec.name,
-                "kind": rec.kind,
-                "plugin": rec.plugin,
-                "distribution": rec.distribution,
-                "version": rec.version,
-                "description": rec.definition.get("description"),
-                "schedule": {
-                    "cron": schedule.expression,
-                    "description": schedule.describe(),
-                    "timezone": schedule.zone,
-                    "background": schedule.background,
-                },
-                "enabled": rec.enabled,
-                "removed": rec.removed_at is not None,
-                "next_run": _iso(nxt, zone),
-                "last_run": None if last is None else _run_data(last, zone, dead),
-                "last_success": _run_data(kept["success"], zone, dead) if "success" in kept else None,
-                "last_failure": _run_data(kept["failure"], zone, dead) if "failure" in kept else None,
-                "running": running.get(rec.name, []),
-                "missed": missed.get(rec.name, 0),
-            }
-        )
-    watermark = store.get_meta("watermark")
-    scanned = store.get_meta("plugins_fingerprint")
-    return {
-        "schema": 1,
-        "generated_at": now.astimezone(ZoneInfo(zone)).isoformat(),
-        "timezone": zone,
-        "environment": config.environment,
-        "state_dir": str(config.state_dir),
-        "last_tick": _iso(int(watermark), zone) if watermark else None,
-        "plugins_changed": scanned is not None and scanned != installed_fingerprint(config),
-        "never_scanned": scanned is None,
-        "plugins": [
-            {"name": p.name, "distribution": p.distribution, "version": p.version, "source": p.source}
-            for p in host.plugins
-        ],
-        "plugin_errors": [
-            {"plugin": f.plugin, "distribution": f.distribution, "hook": f.hook, "error": f.error}
-            for f in host.failures
-        ],
-        "jobs": jobs,
-    }
-
-
-def _ping_failure(meta: str | None, zone: str) -> dict[str, Any] | None:
-    """The job's last failed heartbeat ping (URLs redacted), from its ``ping:<job>`` meta value."""
-    from icc.pings import last_failure
-
-    failed = last_failure(meta)
-    if failed is None:
-        return None
-    at = failed.get("at")
-    return {
-        "at": _iso(at if isinstance(at, int | float) else None, zone),
-        "event": failed.get("event"),
-        "error": failed.get("error"),
-        "ok_since": failed["ok_since"],
-    }
-
-
 OUTPUT_TAIL_LINES = 20  # lines of the last run's output `icc status JOB` shows
 
 
@@ -423,7 +287,7 @@ def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int)
     """Every job: source, schedule, next run, last run, running now, missed slots; or JOB's last runs."""
     config = env.config
     zone = config.timezone
-    data = _status_data(config, _parse_at(at, zone))
+    data = facts.status_data(config, _parse_at(at, zone))
     if job is not None:
         from icc.state.sqlite import SQLiteStateStore
 
@@ -431,15 +295,17 @@ def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int)
         if entry is None:
             raise JobNotFoundError(f"no job named {job!r}; `icc status` lists them")
         store = SQLiteStateStore(config.state_dir)
-        dead = _dead_runs(config, store, store.unfinished())
+        dead = facts.dead_runs(config, store, store.unfinished())
         runs = store.runs(job, limit=limit)
-        ping_failure = _ping_failure(store.get_meta(f"ping:{job}"), zone)
+        ping_failure = facts.ping_failure(store.get_meta(f"ping:{job}"), zone)
         if as_json:
-            entry["runs"] = [_run_data(r, zone, dead, full=True) for r in runs]
+            entry["runs"] = [facts.run_data(r, zone, dead, full=True) for r in runs]
             entry["ping_failure"] = ping_failure
             click.echo(json.dumps(entry, indent=2))
             return
         state = "removed" if entry["removed"] else ("enabled" if entry["enabled"] else "disabled")
+        if data["paused"] is not None:
+            ui.say(_pause_line(data["paused"]))
         ui.say(
             f"{job}: {entry['schedule']['description']} [{entry['schedule']['cron']}], plugin {entry['plugin']}, "
             f"{state}"
@@ -448,7 +314,7 @@ def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int)
         ui.say(f"last failure: {_last_run_cell(entry['last_failure'])}")
         rows = []
         for r in runs:
-            outcome, error = _shown(r, dead)
+            outcome, error = facts.shown(r, dead)
             rows.append(
                 [
                     str(r.id),
@@ -481,6 +347,8 @@ def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
+    if data["paused"] is not None:
+        ui.say(_pause_line(data["paused"]))
     rows = []
     for j in data["jobs"]:
         last = j["last_run"]
@@ -527,6 +395,88 @@ def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int)
         ui.say("warning: installed plugins changed since the last scan; run `icc scan`", err=True)
     if data["never_scanned"]:
         ui.say("warning: never scanned; run `icc scan`", err=True)
+
+
+def _pause_line(paused: dict[str, Any]) -> str:
+    """``PAUSED since 2026-03-29 10:00, until 12:00 (queues too): deploy``."""
+
+    def short(value: str) -> str:
+        return value[:16].replace("T", " ")
+
+    until = f", until {short(paused['until'])}" if paused["until"] else ", until `icc resume`"
+    queues = " (queues too)" if paused["queues"] else ""
+    reason = f": {paused['reason']}" if paused["reason"] else ""
+    return f"PAUSED since {short(paused['since'])}{until}{queues}{reason}"
+
+
+@cli.command()
+@click.option("--until", "until", metavar="TIME", help="End the pause by itself at TIME (ISO 8601).")
+@click.option("--reason", metavar="TEXT", help="Why, shown by `icc status`.")
+@click.option(
+    "--queues", is_flag=True, help="Pause the queue consumers too (`icc consume` waits, consume:* jobs skip)."
+)
+@click.pass_obj
+def pause(env: Env, until: str | None, reason: str | None, queues: bool) -> None:
+    """Run nothing until `icc resume` (or --until): due slots are recorded skipped (paused).
+
+    Jobs marked even_when_paused() still run; queue consumers keep consuming unless --queues.
+    """
+    from icc.state import pause as pauses
+    from icc.state.sqlite import SQLiteStateStore
+
+    config = env.config
+    zone = config.timezone
+    now = time.time()
+    end = _parse_at(until, zone, "--until")
+    if end is not None and end.timestamp() <= now:
+        raise IccError(
+            f"--until {until}: {ui.fmt_time(end.timestamp(), zone)} ({zone}) is in the past; give a later time, "
+            "or leave --until out to pause until `icc resume`"
+        )
+    store = SQLiteStateStore(config.state_dir)
+    before = pauses.current(store, now)
+    record = pauses.Pause(
+        since=before.since if before is not None else now,
+        until=None if end is None else end.timestamp(),
+        reason=reason,
+        queues=queues,
+    )
+    pauses.set_pause(store, record)
+    line = _pause_line(facts.pause_data(record, zone) or {})
+    ui.say(("pause updated: " if before is not None else "") + line)
+
+
+@cli.command()
+@click.pass_obj
+def resume(env: Env) -> None:
+    """End `icc pause`: the next tick runs what is due again (the skipped slots stay skipped)."""
+    from icc.state import pause as pauses
+    from icc.state.sqlite import SQLiteStateStore
+
+    config = env.config
+    old = pauses.clear(SQLiteStateStore(config.state_dir))
+    if old is None or not old.in_force(time.time()):
+        ui.say("icc was not paused")
+        return
+    ui.say(f"resumed (paused since {ui.fmt_time(old.since, config.timezone)})")
+
+
+@cli.command()
+@click.option(
+    "--textfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write them to this file atomically, for node_exporter's textfile collector (e.g. icc.prom).",
+)
+@click.pass_obj
+def metrics(env: Env, textfile: Path | None) -> None:
+    """Jobs, queues and the pause in the Prometheus text format."""
+    from icc.metrics import render, write_textfile
+
+    text = render(facts.metrics(env.config, time.time()))
+    if textfile is None:
+        click.echo(text, nl=False)
+    else:
+        write_textfile(textfile, text)
 
 
 @cli.command(name="exec")
@@ -585,8 +535,10 @@ def logs(env: Env, job: str, run_id: int | None, as_json: bool) -> None:
         if run is None or run.job != job:
             raise JobNotFoundError(f"job {job!r} has no run {run_id}; `icc status {job}` lists its runs")
     if as_json:
-        dead = _dead_runs(config, store, store.unfinished())
-        click.echo(json.dumps({"job": job, **_run_data(run, config.timezone, dead, full=True)}, indent=2))
+        dead = facts.dead_runs(config, store, store.unfinished())
+        click.echo(
+            json.dumps({"job": job, **facts.run_data(run, config.timezone, dead, full=True)}, indent=2)
+        )
         return
     if run.output:
         click.echo(run.output, nl=not run.output.endswith("\n"))
@@ -624,15 +576,6 @@ def disable(env: Env, job: str) -> None:
     _set_enabled(env, job, False)
 
 
-def icc_argv(config: Config) -> list[str]:
-    """How to call this install's icc: the script beside this interpreter, with the config made absolute."""
-    script = Path(sys.executable).parent / "icc"
-    argv = [str(script)] if script.exists() else [sys.executable, "-m", "icc"]
-    if config.path is not None:
-        argv += ["--config", str(config.path.resolve())]
-    return argv
-
-
 def crontab_line(config: Config) -> str:
     """The crontab line for ``config``, escaped for cron: a bare ``%`` would end the command there."""
     from icc.errors import ConfigError
@@ -668,10 +611,11 @@ def crontab(env: Env) -> None:
 
 
 # --- commands contributed by other modules (one line each) ---
-from icc.queue.commands import consume, failed  # noqa: E402
+from icc.queue.commands import consume, failed, queue  # noqa: E402
 
 cli.add_command(consume)
 cli.add_command(failed)
+cli.add_command(queue)
 from icc.systemd import systemd  # noqa: E402
 
 cli.add_command(systemd)

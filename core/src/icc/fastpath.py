@@ -4,8 +4,8 @@ Only stdlib, a light config reader (:mod:`icc.fastconfig`) and one read-only SQL
 full tick (or scan), so "is anything due?" is ``MIN(next_due) <= slot``. Those next slots were computed at the
 watermark, so they only answer for a slot at or after it: an earlier slot (the clock went back, or an earlier
 ``--at`` than the last tick's) goes to the full tick, which evaluates from scratch. Anything unusual (an unknown
-option, a config error, no state yet or never scanned, a run in progress that may need recovering) returns None
-and the full command handles it, with its proper error messages.
+option, a config error, no state yet or never scanned, a run in progress that may need recovering, an ``icc
+pause``) returns None and the full command handles it, with its proper error messages.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ _QUERY = (
     "SELECT (SELECT MIN(next_due) FROM jobs WHERE enabled = 1 AND removed_at IS NULL),"
     " (SELECT COUNT(*) FROM runs WHERE outcome IN ('pending', 'running')),"
     " (SELECT value FROM meta WHERE key = 'watermark'),"
-    " (SELECT value FROM meta WHERE key = 'plugins_fingerprint')"
+    " (SELECT value FROM meta WHERE key = 'plugins_fingerprint'),"
+    " (SELECT COUNT(*) FROM meta WHERE key = 'pause')"  # icc pause: the full tick records the skipped slots
 )
 
 
@@ -94,14 +95,14 @@ def try_idle_tick(args: list[str]) -> int | None:
             return None
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
         try:
-            earliest, unfinished, watermark, scanned = db.execute(_QUERY).fetchone()
+            earliest, unfinished, watermark, scanned, paused = db.execute(_QUERY).fetchone()
         finally:
             db.close()
         if scanned is None or (watermark is not None and slot < int(watermark)):
             return None
     except Exception:
         return None
-    if unfinished or (earliest is not None and earliest <= slot):
+    if unfinished or paused or (earliest is not None and earliest <= slot):
         return None
     if not quiet:
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(slot))

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from icc.jobs import Job, RunContext, RunResult
     from icc.plugins import PluginHost
     from icc.schedule import Schedule
+    from icc.state.pause import Pause
 
 
 NOT_EVALUATED = 0  # next_due of a job no tick has evaluated yet
@@ -344,6 +345,7 @@ class Tick:
         if backwards:
             # Slots from here on that the later tick recorded missed or skipped did not run: they are due again.
             self.store.forget_unrun(self.slot)
+        paused = self._paused()
         next_dues: dict[str, int | None] = {}
         due: list[tuple[JobRecord, Schedule, list[int]]] = []
         for record in self.store.jobs():
@@ -356,6 +358,9 @@ class Tick:
             slots = due_slots(schedule, start, self.slot)
             next_dues[record.name] = next_due(schedule, self.slot)
             if slots and schedule.check_conditions(self.config.environment):
+                if paused is not None and not paused.exempts(record.name, schedule.runs_when_paused):
+                    self._skip_paused(record.name, slots, report)
+                    continue
                 due.append((record, schedule, slots))
         planned: list[_Planned] = []
         if due:
@@ -372,6 +377,25 @@ class Tick:
                 item.run_id = run_id
         self.store.save_evaluation(next_dues, self.slot)
         return [p for p in planned if p.run_id]
+
+    def _paused(self) -> Pause | None:
+        """The pause in force at this tick's slot; one that has ended is removed (it ends by itself)."""
+        from icc.state import pause
+
+        if self.store.get_meta(pause.META_KEY) is None:
+            return None
+        found = pause.current(self.store, self.slot)
+        if found is None:
+            pause.clear_expired(self.store, self.slot)
+        return found
+
+    def _skip_paused(self, name: str, slots: list[int], report: TickReport) -> None:
+        from icc.state.pause import PAUSED_ERROR
+
+        recorded = self.store.record(name, slots, "skipped", "scheduled", error=PAUSED_ERROR)
+        self._note_recorded(name, recorded)
+        if recorded:
+            report.rows.append(_summary_row(name, "skipped", recorded, self.config.timezone, "paused"))
 
     def _apply_policy(
         self, record: JobRecord, schedule: Schedule, slots: list[int], report: TickReport

@@ -85,6 +85,7 @@ _DEFINITION_KEYS = (
     "has_callbacks",
     "notify",
     "output",
+    "even_when_paused",
 )
 # The lists of Notifications, by definition key (also the methods that fill them).
 _NOTIFY_LISTS = (
@@ -181,6 +182,7 @@ class Schedule:
             "on_failure": [],
         }
         self._output_to: tuple[str, bool] | None = None
+        self._even_when_paused = False
 
     # -- fields -------------------------------------------------------------------------------------------------
 
@@ -407,6 +409,16 @@ class Schedule:
             raise ScheduleError(f"missed policy {policy!r} is not valid: give one of 'skip', 'once', 'all'")
         self._missed = policy
         return self
+
+    def even_when_paused(self) -> Schedule:
+        """Run while ``icc pause`` is in force (every other job's slots are then skipped)."""
+        self._even_when_paused = True
+        return self
+
+    @property
+    def runs_when_paused(self) -> bool:
+        """Whether :meth:`even_when_paused` was called."""
+        return self._even_when_paused
 
     # -- notifications: mail (icc-mail) and heartbeat pings ------------------------------------------------------
 
@@ -694,6 +706,8 @@ class Schedule:
             notify["pings"] = False
         if notify:
             definition["notify"] = notify
+        if self._even_when_paused:
+            definition["even_when_paused"] = True
         return definition
 
     @classmethod
@@ -741,6 +755,8 @@ class Schedule:
         output = definition.get("output")
         if output is not None:
             schedule._output_file(output["path"], bool(output["append"]))
+        if definition.get("even_when_paused", False):
+            schedule.even_when_paused()
         return schedule
 
     def __repr__(self) -> str:

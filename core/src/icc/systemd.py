@@ -216,7 +216,7 @@ def systemd(env: Env, directory: Path | None, system: bool) -> None:
     Prints them, or writes them with --write DIR and prints the systemctl commands to run next.
     Use with consumers.mode = "service" (then `icc scan` removes the consumer cron jobs).
     """
-    from icc.cli import icc_argv  # here: icc.cli imports this module
+    from icc.argv import icc_argv
 
     config = env.config
     user = getpass.getuser()

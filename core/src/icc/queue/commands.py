@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from icc.plugins import HandlerSpec
     from icc.queue.consumer import ConsumeStats
 
-__all__ = ["consume", "failed"]
+__all__ = ["consume", "failed", "queue"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,7 +59,7 @@ def _seconds(option: str, value: float | None, *, positive: bool) -> float | Non
 
 
 @click.command()
-@click.argument("queues", nargs=-1, required=True)
+@click.argument("queues", nargs=-1)
 @click.option(
     "--time-limit",
     type=click.FloatRange(min=0, min_open=True),
@@ -82,6 +82,12 @@ def _seconds(option: str, value: float | None, *, positive: bool) -> float | Non
 )
 @click.option("--stop-when-empty", is_flag=True, help="Stop as soon as no message is available.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary line at exit (failures are still reported).")
+@click.option(
+    "--stop",
+    "stop_workers",
+    is_flag=True,
+    help="Consume nothing: ask every running consumer to stop after its current message.",
+)
 @click.pass_obj
 def consume(
     env: Any,
@@ -93,13 +99,21 @@ def consume(
     sleep: float,
     stop_when_empty: bool,
     quiet: bool,
+    stop_workers: bool,
 ) -> None:
     """Handle the messages of QUEUES, in priority order (the first queue is drained first).
 
     Stops on the first limit reached, or on SIGTERM/SIGINT after the current message; the time limit
     holds while the queues are idle too, and interrupts a handler still running at it. Prints a
-    summary line at exit unless --quiet.
+    summary line at exit unless --quiet. With --stop, asks the running consumers to stop instead.
     """
+    if stop_workers:
+        if queues:
+            raise click.UsageError("--stop asks every consumer to stop: give no QUEUES with it")
+        _request_stop(env)
+        return
+    if not queues:
+        raise click.UsageError("Missing argument 'QUEUES...'.")
     with _user_errors():
         from icc.plugins import load_plugins
         from icc.queue.consumer import Consumer, Limits
@@ -140,10 +154,44 @@ def consume(
             ),
             report=lambda line: click.echo(line, err=True),
             hard_exit=hard_exit,
+            paused=_queues_paused(config),
         )
         stats = consumer.run()
         if not quiet:
             click.echo(stats.summary())
+
+
+def _queues_paused(config: Config) -> Callable[[], bool]:
+    """Whether `icc pause --queues` is in force now (read from the state store, if there is one)."""
+    import time
+
+    from icc.state.pause import current
+    from icc.state.sqlite import FILENAME, SQLiteStateStore
+
+    store: SQLiteStateStore | None = None
+
+    def paused() -> bool:
+        nonlocal store
+        if store is None:
+            if not (config.state_dir / FILENAME).exists():
+                return False  # never scanned: nothing can have paused it
+            store = SQLiteStateStore(config.state_dir)
+        found = current(store, time.time())
+        return found is not None and found.queues
+
+    return paused
+
+
+def _request_stop(env: Any) -> None:
+    with _user_errors():
+        from icc.queue.dispatch import open_transport
+
+        transport = open_transport(_config(env))
+        try:
+            transport.request_stop()
+        finally:
+            transport.close()
+        click.echo("asked every running consumer to stop after its current message")
 
 
 def handler_queue_warnings(config: Config, specs: Mapping[str, HandlerSpec]) -> list[str]:
@@ -336,3 +384,61 @@ def _report_ids(done: list[int], asked: list[int] | None, many: str, one: str) -
     if missing:
         click.echo(f"error: no failed message with id {', '.join(map(str, missing))}", err=True)
         sys.exit(1)
+
+
+# --- icc queue ----------------------------------------------------------------------------------------
+
+
+@click.group()
+def queue() -> None:
+    """Queues: what they hold, and stopping their consumers."""
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+@queue.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable (one object per queue, in a list).")
+@click.pass_obj
+def queue_stats(env: Any, as_json: bool) -> None:
+    """Per queue: ready, delayed, in flight (and by which consumers), oldest message's age, failed."""
+    import time
+
+    with _user_errors():
+        from icc import ui
+        from icc.facts import queue_stats as gather
+        from icc.facts import queue_stats_data
+
+        data = queue_stats_data(gather(_config(env), time.time()))
+        if as_json:
+            click.echo(json.dumps(data, indent=2))
+            return
+        rows = [
+            [
+                q["queue"],
+                str(q["ready"]),
+                str(q["delayed"]),
+                str(q["in_flight"]),
+                _age(q["oldest_age"]),
+                str(q["failed"]),
+                ", ".join(f"{owner} ({n})" for owner, n in q["owners"].items()) or "-",
+            ]
+            for q in data
+        ]
+        ui.table(
+            "icc queue stats", ["queue", "ready", "delayed", "in flight", "oldest", "failed", "held by"], rows
+        )
+
+
+@queue.command("stop-workers")
+@click.pass_obj
+def stop_workers(env: Any) -> None:
+    """Ask every running consumer to stop after its current message (like `icc consume --stop`)."""
+    _request_stop(env)

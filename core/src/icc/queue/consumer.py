@@ -79,6 +79,8 @@ HUNG_EXIT_CODE = 1
 _ACK_INTERVAL = 1.0
 # Idle sleeps are cut into steps this long so that limits and signals are noticed quickly.
 _IDLE_STEP = 0.1
+# Seconds between two looks at the control requests (`icc consume --stop`, `icc pause --queues`).
+_CONTROL_INTERVAL = 0.5
 
 
 class QueuePolicy(RetryPolicy, Protocol):
@@ -151,6 +153,7 @@ class Consumer:
         report: Callable[[str], None] | None = None,
         max_batch: int = _MAX_BATCH,
         hard_exit: Callable[[ConsumeStats], None] | None = None,
+        paused: Callable[[], bool] | None = None,
     ) -> None:
         if not queues:
             raise ValueError("a consumer needs at least one queue")
@@ -188,6 +191,12 @@ class Consumer:
         self._interrupted_at = 0.0
         self._main_ident: int | None = None  # set while the interrupt signal handler is installed
         self._started = time.monotonic()
+        # Control: a stop request made after this consumer started stops it; ``paused`` (the queues are
+        # paused with `icc pause --queues`) holds it idle without leasing.
+        self.paused = paused
+        self._started_wall = time.time()
+        self._control_checked = -math.inf
+        self._held = False
 
     # --- control --------------------------------------------------------------------------------
 
@@ -230,8 +239,23 @@ class Consumer:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
+    def _poll_control(self) -> None:
+        """Look at the stop requests and the queue pause, at most every ``_CONTROL_INTERVAL`` seconds."""
+        now = time.monotonic()
+        if now - self._control_checked < _CONTROL_INTERVAL:
+            return
+        self._control_checked = now
+        requested = getattr(self.transport, "stop_requested_at", None)
+        if requested is not None:
+            at = requested()
+            if at is not None and at >= self._started_wall:
+                self.stop("stop requested (icc consume --stop)")
+        if self.paused is not None:
+            self._held = self.paused()
+
     def _limit_reached(self, deadline: float | None) -> str | None:
         limits = self.limits
+        self._poll_control()
         if self._stop_reason is not None:
             return self._stop_reason
         if deadline is not None and time.monotonic() >= deadline:
@@ -275,6 +299,12 @@ class Consumer:
                     if reason is not None:
                         self.stats.stop_reason = reason
                         break
+                    if self._held:  # icc pause --queues: lease nothing until it ends
+                        if self.limits.stop_when_empty:
+                            self.stats.stop_reason = "queues paused"
+                            break
+                        self._idle(deadline, at_least=_CONTROL_INTERVAL)
+                        continue
                     batch = self._next_batch()
                     if not batch:
                         if self.limits.stop_when_empty:
@@ -287,8 +317,8 @@ class Consumer:
                     for index, envelope in enumerate(batch):
                         if index:
                             reason = self._limit_reached(deadline)
-                            if reason is not None:
-                                break
+                            if reason is not None or self._held:
+                                break  # held (icc pause --queues): the rest is released below
                         if time.monotonic() >= self._valid_until:
                             # The heartbeat could not keep the lease: others may hold these now.
                             self.report(
@@ -385,8 +415,8 @@ class Consumer:
                 raise
         self._last_ack = time.monotonic()
 
-    def _idle(self, deadline: float | None) -> None:
-        end = time.monotonic() + max(0.0, self.limits.sleep)
+    def _idle(self, deadline: float | None, *, at_least: float = 0.0) -> None:
+        end = time.monotonic() + max(0.0, self.limits.sleep, at_least)
         if deadline is not None:
             end = min(end, deadline)
         while self._stop_reason is None:

@@ -26,6 +26,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,7 +41,7 @@ from icc.queue.message import (
 )
 from icc.state.dirs import ensure_state_dir, secure_file
 
-__all__ = ["DATABASE_FILE", "SqliteTransport"]
+__all__ = ["DATABASE_FILE", "QueueStats", "SqliteTransport"]
 
 DATABASE_FILE = "queue.sqlite3"
 SCHEMA_VERSION = 1
@@ -72,6 +73,11 @@ CREATE TABLE IF NOT EXISTS failed (
     attempts   INTEGER NOT NULL,
     reason     TEXT    NOT NULL,
     errors     TEXT    NOT NULL DEFAULT '[]'
+);
+-- Requests to running consumers: 'stop' holds the time of the last `icc consume --stop`.
+CREATE TABLE IF NOT EXISTS control (
+    key   TEXT PRIMARY KEY,
+    value REAL NOT NULL
 );
 """
 
@@ -169,6 +175,23 @@ def _create(path: Path) -> bool:
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{tmp}{suffix}")
+
+
+@dataclass
+class QueueStats:
+    """One queue's messages now (``icc queue stats``)."""
+
+    ready: int = 0
+    delayed: int = 0
+    in_flight: int = 0
+    owners: dict[str, int] = field(default_factory=dict)  # consumer -> messages it holds
+    oldest_age: float | None = None  # seconds since the oldest unacknowledged message was dispatched
+    failed: int = 0
+
+    @property
+    def messages(self) -> int:
+        """Not yet acknowledged: ready, delayed and in flight."""
+        return self.ready + self.delayed + self.in_flight
 
 
 def _number(value: object, default: float = 0.0) -> float:
@@ -477,6 +500,48 @@ class SqliteTransport:
         else:
             rows = self._read("SELECT count(*) FROM messages WHERE queue = ?", (queue,))
         return int(rows[0][0])
+
+    # --- operating: stats and stop requests ------------------------------------------------------
+
+    def stats(self, now: float | None = None) -> dict[str, QueueStats]:
+        """Per queue that holds anything: ready, delayed, in flight (by owner), oldest age, failed."""
+        now = time.time() if now is None else now
+        found: dict[str, QueueStats] = {}
+
+        def of(queue: str) -> QueueStats:
+            return found.setdefault(_text(queue), QueueStats())
+
+        rows = self._read(
+            "SELECT queue, lease_owner, available_at > ? AS later, COUNT(*), MIN(created_at) FROM messages "
+            "GROUP BY queue, lease_owner, later",
+            (now,),
+        )
+        for queue, owner, later, count, oldest in rows:
+            entry = of(queue)
+            if not later:
+                entry.ready += count  # an expired lease is available again: ready
+            elif owner is None:
+                entry.delayed += count
+            else:
+                entry.in_flight += count
+                entry.owners[_text(owner)] = entry.owners.get(_text(owner), 0) + count
+            age = max(0.0, now - _number(oldest, now))
+            entry.oldest_age = age if entry.oldest_age is None else max(entry.oldest_age, age)
+        for queue, count in self._read("SELECT queue, COUNT(*) FROM failed GROUP BY queue"):
+            of(queue).failed += count
+        return found
+
+    def request_stop(self, now: float | None = None) -> float:
+        """Ask every consumer running now to stop after its current message; return the request's time."""
+        at = time.time() if now is None else now
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO control (key, value) VALUES ('stop', ?)", (at,))
+        return at
+
+    def stop_requested_at(self) -> float | None:
+        """The time of the last stop request, or None."""
+        rows = self._read("SELECT value FROM control WHERE key = 'stop'")
+        return _number(rows[0][0]) if rows else None
 
     def close(self) -> None:
         with self._lock:

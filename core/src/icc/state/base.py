@@ -177,6 +177,9 @@ class StateStore(Protocol):
     def missed_counts(self, since: int, until: int) -> dict[str, int]:
         """How many slots each job missed from ``since`` to ``until`` (not those of an ``--at`` tick later on)."""
 
+    def run_counts(self) -> dict[str, dict[str, int]]:
+        """Finished runs and recorded slots per job and outcome since the store was made (not pruned)."""
+
     def last_outcomes(self) -> dict[str, dict[str, RunRecord]]:
         """Per job, its newest ``succeeded`` run and its newest failure (``failed``, ``timed_out``,
         ``abandoned``), under the keys ``"success"`` and ``"failure"`` (absent when there is none)."""

@@ -61,6 +61,17 @@ CREATE INDEX runs_job ON runs (job, id);
 CREATE INDEX runs_unfinished ON runs (outcome) WHERE outcome IN ('pending', 'running');
 """
 
+# Runs per (job, outcome) since the store was made, for `icc metrics` (`icc_job_runs_total`): kept apart from
+# the runs table, which history pruning shortens. Made on first open, so older stores get it too.
+_COUNTS = (
+    "CREATE TABLE IF NOT EXISTS run_counts ("
+    "job TEXT NOT NULL, outcome TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (job, outcome))"
+)
+_COUNT_RUN = (
+    "INSERT INTO run_counts (job, outcome, n) VALUES (?, ?, 1) "
+    "ON CONFLICT (job, outcome) DO UPDATE SET n = n + 1"
+)
+
 _RUN_COLUMNS = (
     "id, job, slot, kind, outcome, started_at, ended_at, exit_code, pid, host, output, error, task_pid"
 )
@@ -68,6 +79,13 @@ _RUN_COLUMNS = (
 
 def _run(row: sqlite3.Row | tuple[Any, ...]) -> RunRecord:
     return RunRecord(*row)
+
+
+def _grouped(rows: list[Any]) -> dict[str, dict[str, int]]:
+    found: dict[str, dict[str, int]] = {}
+    for job, outcome, n in rows:
+        found.setdefault(job, {})[outcome] = n
+    return found
 
 
 def _job(row: sqlite3.Row | tuple[Any, ...]) -> JobRecord:
@@ -127,6 +145,8 @@ class SQLiteStateStore:
                 f"state database {self.path} has schema version {row[0] if row else 'none'}, "
                 f"this icc needs {SCHEMA_VERSION}; upgrade icc or move the file away"
             )
+        with contextlib.suppress(sqlite3.Error):  # a store icc cannot write still reads (run_counts: none)
+            self._db.execute(_COUNTS)
         for suffix in ("-wal", "-shm"):
             secure_file(self.path.with_name(self.path.name + suffix))
 
@@ -330,6 +350,7 @@ class SQLiteStateStore:
                 )
                 if cur.rowcount == 1:
                     recorded.append(slot)
+                    db.execute(_COUNT_RUN, (job, outcome))
         return recorded
 
     def forget_unrun(self, since: int) -> int:
@@ -365,6 +386,11 @@ class SQLiteStateStore:
         error: str | None = None,
     ) -> None:
         with self._write() as db:
+            row = db.execute(
+                "SELECT job FROM runs WHERE id = ? AND outcome IN ('pending', 'running')", (run_id,)
+            ).fetchone()
+            if row is not None:  # counted once, when it first finishes
+                db.execute(_COUNT_RUN, (row[0], outcome))
             db.execute(
                 # A run whose task never started (no task_pid: skipped, could not start, abandoned before its
                 # task started) has no start time and so no duration, even if a tick handed it over.
@@ -412,6 +438,17 @@ class SQLiteStateStore:
             (since, until),
         )
         return {job: count for job, count in rows}
+
+    def run_counts(self) -> dict[str, dict[str, int]]:
+        try:
+            rows = self._db.execute("SELECT job, outcome, n FROM run_counts ORDER BY job, outcome").fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return {}  # a store this icc could not add the table to (read-only)
+            raise self._error(exc, "reading it") from exc
+        except sqlite3.Error as exc:
+            raise self._error(exc, "reading it") from exc
+        return _grouped(rows)
 
     def last_outcomes(self) -> dict[str, dict[str, RunRecord]]:
         failures = ", ".join(f"'{o}'" for o in sorted(FAILURES))

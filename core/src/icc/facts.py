@@ -1,0 +1,265 @@
+"""What ``icc status``, ``icc metrics`` and ``icc queue stats`` report, gathered in one place.
+
+The commands only render these facts (a table, JSON, the Prometheus text format); nothing here prints.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from icc.config import Config
+    from icc.queue.sqlite import QueueStats
+    from icc.state.base import RunRecord, StateStore
+    from icc.state.pause import Pause
+
+
+def iso(epoch: float | None, zone: str) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, tz=UTC).astimezone(ZoneInfo(zone)).isoformat()
+
+
+def dead_runs(config: Config, store: StateStore, unfinished: list[RunRecord]) -> dict[int, str]:
+    """Unfinished runs whose process is gone, with why: shown as the ``abandoned`` the next tick records."""
+    from icc.runner import why_abandoned
+
+    host_name = socket.gethostname()
+    return {
+        run.id: f"{why} (the next tick records it)"
+        for run in unfinished
+        if (why := why_abandoned(run, store.job(run.job), config.state_dir, host_name)) is not None
+    }
+
+
+def shown(run: RunRecord, dead: dict[int, str]) -> tuple[str, str | None]:
+    """A run's outcome and error as status shows them."""
+    return ("abandoned", dead[run.id]) if run.id in dead else (run.outcome, run.error)
+
+
+def run_data(run: RunRecord, zone: str, dead: dict[int, str], *, full: bool = False) -> dict[str, Any]:
+    outcome, error = shown(run, dead)
+    data: dict[str, Any] = {
+        "id": run.id,
+        "kind": run.kind,
+        "outcome": outcome,
+        "slot": iso(run.slot, zone),
+        "started_at": iso(run.started_at, zone),
+        "ended_at": iso(run.ended_at, zone),
+        "duration": run.duration,
+        "exit_code": run.exit_code,
+        "error": error,
+    }
+    if full:
+        data |= {"pid": run.task_pid or run.pid, "output": run.output}
+    return data
+
+
+def current_pause(store: StateStore, now: float) -> Pause | None:
+    from icc.state.pause import current
+
+    return current(store, now)
+
+
+def pause_data(pause: Pause | None, zone: str) -> dict[str, Any] | None:
+    if pause is None:
+        return None
+    return {
+        "since": iso(pause.since, zone),
+        "until": iso(pause.until, zone),
+        "reason": pause.reason,
+        "queues": pause.queues,
+    }
+
+
+def status_data(config: Config, at: datetime | None) -> dict[str, Any]:
+    """Everything ``icc status`` shows (``--json`` prints it as it is)."""
+    from icc.plugins import installed_fingerprint, load_plugins
+    from icc.runner import next_due, slot_of
+    from icc.schedule import Schedule
+    from icc.state.sqlite import SQLiteStateStore
+
+    zone = config.timezone
+    store = SQLiteStateStore(config.state_dir)
+    now = at or datetime.now(UTC)
+    slot = slot_of(now)
+    host = load_plugins(config)
+    host.collect_jobs()  # reports failing schedule hooks and job names two plugins use
+    host.collect_handlers()
+    latest = store.latest_runs()
+    last_outcomes = store.last_outcomes()
+    running: dict[str, list[dict[str, Any]]] = {}
+    unfinished = store.unfinished()
+    dead = dead_runs(config, store, unfinished)
+    for run in unfinished:
+        if run.outcome == "running" and run.id not in dead:
+            running.setdefault(run.job, []).append(
+                {"run_id": run.id, "pid": run.task_pid or run.pid, "since": iso(run.started_at, zone)}
+            )
+    missed = store.missed_counts(slot - config.missed_window * 60, slot)
+    jobs = []
+    for rec in store.jobs(include_removed=True):
+        # Read in the project's zone: a job shows a zone only where it differs from the project's.
+        schedule = Schedule.from_definition(rec.definition["schedule"], default_timezone=zone)
+        last = latest.get(rec.name)
+        kept = last_outcomes.get(rec.name, {})
+        nxt = next_due(schedule, slot) if rec.enabled and rec.removed_at is None else None
+        jobs.append(
+            {
+                "name": rec.name,
+                "kind": rec.kind,
+                "plugin": rec.plugin,
+                "distribution": rec.distribution,
+                "version": rec.version,
+                "description": rec.definition.get("description"),
+                "schedule": {
+                    "cron": schedule.expression,
+                    "description": schedule.describe(),
+                    "timezone": schedule.zone,
+                    "background": schedule.background,
+                },
+                "enabled": rec.enabled,
+                "removed": rec.removed_at is not None,
+                "next_run": iso(nxt, zone),
+                "last_run": None if last is None else run_data(last, zone, dead),
+                "last_success": run_data(kept["success"], zone, dead) if "success" in kept else None,
+                "last_failure": run_data(kept["failure"], zone, dead) if "failure" in kept else None,
+                "running": running.get(rec.name, []),
+                "missed": missed.get(rec.name, 0),
+            }
+        )
+    watermark = store.get_meta("watermark")
+    scanned = store.get_meta("plugins_fingerprint")
+    return {
+        "schema": 1,
+        "generated_at": now.astimezone(ZoneInfo(zone)).isoformat(),
+        "timezone": zone,
+        "environment": config.environment,
+        "state_dir": str(config.state_dir),
+        "last_tick": iso(int(watermark), zone) if watermark else None,
+        "plugins_changed": scanned is not None and scanned != installed_fingerprint(config),
+        "never_scanned": scanned is None,
+        "paused": pause_data(current_pause(store, now.timestamp()), zone),
+        "plugins": [
+            {"name": p.name, "distribution": p.distribution, "version": p.version, "source": p.source}
+            for p in host.plugins
+        ],
+        "plugin_errors": [
+            {"plugin": f.plugin, "distribution": f.distribution, "hook": f.hook, "error": f.error}
+            for f in host.failures
+        ],
+        "jobs": jobs,
+    }
+
+
+def ping_failure(meta: str | None, zone: str) -> dict[str, Any] | None:
+    """The job's last failed heartbeat ping (URLs redacted), from its ``ping:<job>`` meta value."""
+    from icc.pings import last_failure
+
+    failed = last_failure(meta)
+    if failed is None:
+        return None
+    at = failed.get("at")
+    return {
+        "at": iso(at if isinstance(at, int | float) else None, zone),
+        "event": failed.get("event"),
+        "error": failed.get("error"),
+        "ok_since": failed["ok_since"],
+    }
+
+
+# -- queues ---------------------------------------------------------------------------------------------------
+
+
+def queue_stats(config: Config, now: float) -> dict[str, QueueStats]:
+    """Every known queue (configured or holding messages), known ones first; a missing queue database is
+    read as empty and not created."""
+    from icc.queue.dispatch import known_queues
+    from icc.queue.sqlite import DATABASE_FILE, QueueStats, SqliteTransport
+
+    found: dict[str, QueueStats] = {}
+    if (config.state_dir / DATABASE_FILE).exists():
+        transport = SqliteTransport.open(config.state_dir)
+        try:
+            found = transport.stats(now)
+        finally:
+            transport.close()
+    return {name: found.get(name) or QueueStats() for name in (*known_queues(config), *sorted(found))}
+
+
+def queue_stats_data(stats: dict[str, QueueStats]) -> list[dict[str, Any]]:
+    return [
+        {
+            "queue": name,
+            "messages": s.messages,
+            "ready": s.ready,
+            "delayed": s.delayed,
+            "in_flight": s.in_flight,
+            "owners": dict(sorted(s.owners.items())),
+            "oldest_age": s.oldest_age,
+            "failed": s.failed,
+        }
+        for name, s in stats.items()
+    ]
+
+
+# -- metrics ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class JobMetrics:
+    name: str
+    last_success: float | None = None
+    last_run: float | None = None
+    last_duration: float | None = None
+    runs: dict[str, int] = field(default_factory=dict)
+    running: int = 0
+
+
+@dataclass
+class Metrics:
+    jobs: list[JobMetrics]
+    queues: dict[str, QueueStats]
+    paused: bool
+    last_tick: float | None
+
+
+def metrics(config: Config, now: float) -> Metrics:
+    """The facts ``icc metrics`` exports; no plugin is loaded."""
+    from icc.state.sqlite import SQLiteStateStore
+
+    store = SQLiteStateStore(config.state_dir)
+    latest = store.latest_runs()
+    kept = store.last_outcomes()
+    counts = store.run_counts()
+    unfinished = store.unfinished()
+    dead = dead_runs(config, store, unfinished)
+    running: dict[str, int] = {}
+    for run in unfinished:
+        if run.outcome == "running" and run.id not in dead:
+            running[run.job] = running.get(run.job, 0) + 1
+    jobs = []
+    for rec in store.jobs():
+        last = latest.get(rec.name)
+        success = kept.get(rec.name, {}).get("success")
+        jobs.append(
+            JobMetrics(
+                rec.name,
+                last_success=None if success is None else (success.ended_at or success.started_at),
+                last_run=None if last is None else (last.started_at or last.ended_at),
+                last_duration=None if last is None else last.duration,
+                runs=counts.get(rec.name, {}),
+                running=running.get(rec.name, 0),
+            )
+        )
+    watermark = store.get_meta("watermark")
+    return Metrics(
+        jobs=jobs,
+        queues=queue_stats(config, now),
+        paused=current_pause(store, now) is not None,
+        last_tick=float(watermark) if watermark else None,
+    )
