@@ -251,7 +251,7 @@ def run(env: Env, quiet: bool, at: str | None) -> None:
             [
                 r.job,
                 r.outcome,
-                ui.fmt_time(r.slot, zone),
+                ui.fmt_slot(r.slot, zone),
                 ui.fmt_duration(r.duration),
                 ui.fmt_time(r.next_run, zone),
                 r.detail,
@@ -381,6 +381,23 @@ def _status_data(config: Config, at: datetime | None) -> dict[str, Any]:
     }
 
 
+def _next_runs(
+    store: StateStore, job: str, zone: str, after: datetime, count: int
+) -> tuple[list[datetime], int]:
+    """``--next``: the job's next ``count`` runs after ``after`` (``Schedule.next_runs``; none while it is
+    disabled or removed), and the seconds its runs start after their slot (jitter)."""
+    from icc.schedule import Schedule
+
+    record = store.job(job)
+    if record is None:
+        return [], 0
+    schedule = Schedule.from_definition(record.definition["schedule"], default_timezone=zone)
+    offset = schedule.start_offset(job)
+    if not record.enabled or record.removed_at is not None:
+        return [], offset
+    return schedule.next_runs(after, min(count, 1000)), offset
+
+
 def _ping_failure(meta: str | None, zone: str) -> dict[str, Any] | None:
     """The job's last failed heartbeat ping (URLs redacted), from its ``ping:<job>`` meta value."""
     from icc.pings import last_failure
@@ -418,12 +435,24 @@ def _last_run_cell(last: dict[str, Any] | None) -> str:
 @click.option(
     "--limit", default="20", show_default=True, metavar="INTEGER", callback=_count, help="Runs shown for JOB."
 )
+@click.option(
+    "--next",
+    "next_count",
+    metavar="N",
+    callback=_optional_count,
+    help="With JOB: its next N runs (sub-minute offsets included).",
+)
 @click.pass_obj
-def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int) -> None:
+def status(
+    env: Env, job: str | None, as_json: bool, at: str | None, limit: int, next_count: int | None
+) -> None:
     """Every job: source, schedule, next run, last run, running now, missed slots; or JOB's last runs."""
     config = env.config
     zone = config.timezone
-    data = _status_data(config, _parse_at(at, zone))
+    if next_count is not None and job is None:
+        raise IccError("--next needs a job: icc status JOB --next N")
+    moment = _parse_at(at, zone)
+    data = _status_data(config, moment)
     if job is not None:
         from icc.state.sqlite import SQLiteStateStore
 
@@ -434,9 +463,16 @@ def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int)
         dead = _dead_runs(config, store, store.unfinished())
         runs = store.runs(job, limit=limit)
         ping_failure = _ping_failure(store.get_meta(f"ping:{job}"), zone)
+        upcoming: list[datetime] = []
+        offset = 0
+        if next_count is not None:
+            upcoming, offset = _next_runs(store, job, zone, moment or datetime.now(UTC), next_count)
         if as_json:
             entry["runs"] = [_run_data(r, zone, dead, full=True) for r in runs]
             entry["ping_failure"] = ping_failure
+            if next_count is not None:
+                entry["next_runs"] = [r.astimezone(ZoneInfo(zone)).isoformat() for r in upcoming]
+                entry["start_offset"] = offset
             click.echo(json.dumps(entry, indent=2))
             return
         state = "removed" if entry["removed"] else ("enabled" if entry["enabled"] else "disabled")
@@ -446,6 +482,12 @@ def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int)
         )
         ui.say(f"last success: {_last_run_cell(entry['last_success'])}")
         ui.say(f"last failure: {_last_run_cell(entry['last_failure'])}")
+        if next_count is not None:
+            late = f" (each starts {offset}s later: jitter)" if offset else ""
+            ui.say(f"next {len(upcoming)} runs{late}:" if upcoming else "next runs: none left")
+            for r in upcoming:
+                shown_at = r.astimezone(ZoneInfo(zone))
+                click.echo("  " + shown_at.strftime("%Y-%m-%d %H:%M" + (":%S" if shown_at.second else "")))
         rows = []
         for r in runs:
             outcome, error = _shown(r, dead)
@@ -454,7 +496,7 @@ def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int)
                     str(r.id),
                     r.kind,
                     outcome,
-                    ui.fmt_time(r.slot, zone),
+                    ui.fmt_slot(r.slot, zone),
                     ui.fmt_time(r.started_at, zone),
                     ui.fmt_duration(r.duration),
                     str(r.exit_code if r.exit_code is not None else "-"),
