@@ -134,16 +134,20 @@ def test_background_sub_minute_offset_is_skipped_while_the_previous_run_still_ru
     assert len(skipped) == 1 and "still running" in skipped[0]["error"]
 
 
-def test_a_real_time_tick_sleeps_until_each_offset_and_ends_with_its_minute(project: Project) -> None:
+def test_a_real_time_tick_sleeps_until_each_offset_and_jitter(project: Project) -> None:
     scanned(
         project,
         """
         @icc.hookimpl
         def schedule(scheduler):
             scheduler.add(mark("half"), name="half").every_seconds(30)
+            scheduler.add(mark("late_fg"), name="late_fg").every_minute().jitter(40)
+            scheduler.add(mark("hourly_bg"), name="hourly_bg").every_minute().jitter(40).in_background()
         """,
     )
-    if time.time() % 60 > 20:  # start early in a minute, so that its offset 30 is still ahead
+    # Offsets 29 and 38 (sha256 of the names): ahead of the tick when it starts early in its minute.
+    assert (jitter_offset("late_fg", 40), jitter_offset("hourly_bg", 40)) == (29, 38)
+    if time.time() % 60 > 20:  # start early in a minute, so that offset 30 is still ahead
         time.sleep(60 - time.time() % 60 + 0.2)
     project.icc("run", "--quiet", check=True)
     runs = project.runs("half")
@@ -151,6 +155,14 @@ def test_a_real_time_tick_sleeps_until_each_offset_and_ends_with_its_minute(proj
     assert [r["slot"] for r in runs] == [minute, minute + 30]
     assert all(r["outcome"] == "succeeded" for r in runs)
     assert runs[1]["started_at"] >= minute + 30  # never started early
+    project.wait_for(lambda: project.marker_lines("hourly_bg"), timeout=90, what="the jittered background run")
+    project.wait_for(
+        lambda: project.runs("hourly_bg")[0]["outcome"] == "succeeded", what="its recorded outcome"
+    )
+    for name, offset in (("late_fg", 29), ("hourly_bg", 38)):
+        (run,) = project.runs(name)
+        assert run["slot"] == minute and run["outcome"] == "succeeded"
+        assert run["started_at"] >= minute + offset
 
 
 @given(
