@@ -155,7 +155,9 @@ def test_a_real_time_tick_sleeps_until_each_offset_and_jitter(project: Project) 
     assert [r["slot"] for r in runs] == [minute, minute + 30]
     assert all(r["outcome"] == "succeeded" for r in runs)
     assert runs[1]["started_at"] >= minute + 30  # never started early
-    project.wait_for(lambda: project.marker_lines("hourly_bg"), timeout=90, what="the jittered background run")
+    project.wait_for(
+        lambda: project.marker_lines("hourly_bg"), timeout=90, what="the jittered background run"
+    )
     project.wait_for(
         lambda: project.runs("hourly_bg")[0]["outcome"] == "succeeded", what="its recorded outcome"
     )

@@ -471,7 +471,7 @@ def status(
             entry["runs"] = [_run_data(r, zone, dead, full=True) for r in runs]
             entry["ping_failure"] = ping_failure
             if next_count is not None:
-                entry["next_runs"] = [r.astimezone(ZoneInfo(zone)).isoformat() for r in upcoming]
+                entry["next_runs"] = [u.astimezone(ZoneInfo(zone)).isoformat() for u in upcoming]
                 entry["start_offset"] = offset
             click.echo(json.dumps(entry, indent=2))
             return
@@ -485,8 +485,8 @@ def status(
         if next_count is not None:
             late = f" (each starts {offset}s later: jitter)" if offset else ""
             ui.say(f"next {len(upcoming)} runs{late}:" if upcoming else "next runs: none left")
-            for r in upcoming:
-                shown_at = r.astimezone(ZoneInfo(zone))
+            for upcoming_at in upcoming:
+                shown_at = upcoming_at.astimezone(ZoneInfo(zone))
                 click.echo("  " + shown_at.strftime("%Y-%m-%d %H:%M" + (":%S" if shown_at.second else "")))
         rows = []
         for r in runs:
