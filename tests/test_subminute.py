@@ -134,33 +134,50 @@ def test_background_sub_minute_offset_is_skipped_while_the_previous_run_still_ru
     assert len(skipped) == 1 and "still running" in skipped[0]["error"]
 
 
-def test_a_real_time_tick_sleeps_until_each_offset_and_jitter(project: Project) -> None:
+def test_a_real_time_tick_runs_offsets_on_time_skips_passed_ones_and_waits_for_jitter(
+    project: Project,
+) -> None:
     scanned(
         project,
         """
+        def first_is_slow(ctx):
+            with open(os.path.join(os.environ["MARKER_DIR"], "slow"), "a") as f:
+                f.write(f"{int(ctx.slot.timestamp())}\\n")
+            if ctx.slot.second == 0:
+                time.sleep(12)  # past offset 10: that one is skipped, never started late
+
         @icc.hookimpl
         def schedule(scheduler):
-            scheduler.add(mark("half"), name="half").every_seconds(30)
+            scheduler.add(first_is_slow, name="slow").every_seconds(10)
+            scheduler.add(mark("half"), name="half").every_seconds(30).in_background()
             scheduler.add(mark("late_fg"), name="late_fg").every_minute().jitter(40)
             scheduler.add(mark("hourly_bg"), name="hourly_bg").every_minute().jitter(40).in_background()
         """,
     )
     # Offsets 29 and 38 (sha256 of the names): ahead of the tick when it starts early in its minute.
     assert (jitter_offset("late_fg", 40), jitter_offset("hourly_bg", 40)) == (29, 38)
-    if time.time() % 60 > 20:  # start early in a minute, so that offset 30 is still ahead
+    if time.time() % 60 > 10:  # start early in a minute
         time.sleep(60 - time.time() % 60 + 0.2)
     project.icc("run", "--quiet", check=True)
-    runs = project.runs("half")
-    minute = runs[0]["slot"]
-    assert [r["slot"] for r in runs] == [minute, minute + 30]
-    assert all(r["outcome"] == "succeeded" for r in runs)
-    assert runs[1]["started_at"] >= minute + 30  # never started early
+    minute = project.runs("slow")[0]["slot"]
+    assert minute % 60 == 0
+    slow = {r["slot"] - minute: r for r in project.runs("slow")}
+    assert sorted(slow) == [0, 10, 20, 30, 40, 50]  # one row per offset: run or skipped, never twice
+    assert slow[0]["outcome"] == "succeeded"
+    assert slow[10]["outcome"] == "skipped" and "never started late" in slow[10]["error"]
+    ran = [offset for offset, r in slow.items() if r["outcome"] == "succeeded"]
+    assert sorted(map(int, project.marker_lines("slow"))) == [minute + k for k in ran]
+    assert all(slow[k]["started_at"] >= minute + k for k in ran)  # never started early
+    project.wait_for(lambda: len(project.runs("half")) == 2, what="both offsets of the background job")
     project.wait_for(
         lambda: project.marker_lines("hourly_bg"), timeout=90, what="the jittered background run"
     )
     project.wait_for(
         lambda: project.runs("hourly_bg")[0]["outcome"] == "succeeded", what="its recorded outcome"
     )
+    half = project.runs("half")
+    assert [r["slot"] for r in half] == [minute, minute + 30]
+    assert all(r["started_at"] >= r["slot"] for r in half if r["started_at"])
     for name, offset in (("late_fg", 29), ("hourly_bg", 38)):
         (run,) = project.runs(name)
         assert run["slot"] == minute and run["outcome"] == "succeeded"

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 
 
 NOT_EVALUATED = 0  # next_due of a job no tick has evaluated yet
+LATE_OFFSET = 1.0  # seconds: a sub-minute offset the tick reaches this late (its second is over) is skipped
 
 
 def slot_of(moment: datetime) -> int:
@@ -582,8 +583,7 @@ class Tick:
                     for later, _i, other in events[position:]:
                         skip(other, [later], why)
                 break
-            interval = item.schedule.seconds or 60
-            if self.realtime and time.time() >= when + interval:
+            if self.realtime and time.time() >= when + LATE_OFFSET:
                 skip(item, [when], "skipped: its time passed while the tick was busy; never started late")
                 continue
             live = self._live.get(name)
