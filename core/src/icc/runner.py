@@ -683,9 +683,9 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
 def _summary_row(name: str, outcome: str, slots: list[int], zone: str, detail: str = "") -> TickRow:
     """One table row for many recorded slots of a job (an hour of missed minutes is one line, not sixty)."""
     if len(slots) > 1:
-        from icc.ui import fmt_time
+        from icc.ui import fmt_slot
 
-        span = f"{len(slots)} slots, {fmt_time(slots[0], zone)} to {fmt_time(slots[-1], zone)}"
+        span = f"{len(slots)} slots, {fmt_slot(slots[0], zone)} to {fmt_slot(slots[-1], zone)}"
         detail = f"{detail}; {span}" if detail else span
     return TickRow(name, outcome, slots[-1], detail=detail)
 
