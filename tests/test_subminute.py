@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -182,6 +183,31 @@ def test_a_real_time_tick_runs_offsets_on_time_skips_passed_ones_and_waits_for_j
         (run,) = project.runs(name)
         assert run["slot"] == minute and run["outcome"] == "succeeded"
         assert run["started_at"] >= minute + offset
+
+
+def test_sigterm_ends_a_real_time_tick_and_records_the_offsets_left_skipped(project: Project) -> None:
+    scanned(
+        project,
+        """
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(mark("each"), name="each").every_second()
+        """,
+    )
+    if time.time() % 60 > 45:  # leave the minute time to run a few offsets first
+        time.sleep(60 - time.time() % 60 + 0.2)
+    proc = project.popen("run", "--quiet")
+    project.wait_for(lambda: len(project.marker_lines("each")) >= 3, what="three offsets run")
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode in (0, 1) and "Traceback" not in err
+    runs = project.runs("each")
+    minute = min(r["slot"] for r in runs)
+    assert sorted(r["slot"] for r in runs) == list(range(minute, minute + 60))  # each second once
+    stopped = [r for r in runs if r["outcome"] == "skipped" and "asked to stop" in (r["error"] or "")]
+    assert stopped and stopped[-1]["slot"] == minute + 59
+    ran = sorted(r["slot"] for r in runs if r["outcome"] == "succeeded")
+    assert sorted(map(int, project.marker_lines("each"))) == ran
 
 
 @given(
