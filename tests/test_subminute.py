@@ -206,8 +206,11 @@ def test_sigterm_ends_a_real_time_tick_and_records_the_offsets_left_skipped(proj
     assert sorted(r["slot"] for r in runs) == list(range(minute, minute + 60))  # each second once
     stopped = [r for r in runs if r["outcome"] == "skipped" and "asked to stop" in (r["error"] or "")]
     assert stopped and stopped[-1]["slot"] == minute + 59
-    ran = sorted(r["slot"] for r in runs if r["outcome"] == "succeeded")
-    assert sorted(map(int, project.marker_lines("each"))) == ran
+    succeeded = {r["slot"] for r in runs if r["outcome"] == "succeeded"}
+    started = {
+        r["slot"] for r in runs if r["outcome"] in ("succeeded", "stopped")
+    }  # stopped: SIGTERM mid-run
+    assert succeeded <= set(map(int, project.marker_lines("each"))) <= started
 
 
 @given(
