@@ -18,6 +18,7 @@ from icc.errors import QueueError, UnrecoverableMessageError
 from icc.queue import Consumer, Limits, SqliteTransport, backoff, dispatch, max_attempts, open_transport
 from icc.queue.limits import parse_size, rss_bytes
 from icc.queue.message import MAX_PAYLOAD_BYTES, error_record
+from icc.queue.retry import RETRY_JITTER
 
 
 def make_config(tmp_path: Path, **queues: QueueConfig) -> Config:
@@ -304,3 +305,20 @@ def test_rss_is_the_current_resident_size() -> None:
     block = b"\x01" * (64 * 2**20)
     assert rss_bytes() - before > 32 * 2**20
     del block
+
+
+@given(policies, st.integers(1, 1_000), st.text(max_size=20))
+def test_backoff_jitter_shortens_the_wait_by_a_stable_quarter_at_most(
+    policy: QueueConfig, attempt: int, key: str
+) -> None:
+    base = backoff(policy, attempt)
+    jittered = backoff(policy, attempt, key=key)
+    assert base * (1 - RETRY_JITTER) <= jittered <= base
+    assert backoff(policy, attempt, key=key) == jittered
+
+
+def test_backoff_jitter_spreads_messages_that_failed_together() -> None:
+    policy = QueueConfig(delay=60)
+    waits = {backoff(policy, 1, key=f"async:{message_id}") for message_id in range(100)}
+    assert len(waits) >= 90
+    assert min(waits) >= 45 and max(waits) <= 60

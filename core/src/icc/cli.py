@@ -6,7 +6,7 @@ import json
 import shlex
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from zoneinfo import ZoneInfo
@@ -20,6 +20,7 @@ from icc.errors import IccError, JobNotFoundError
 
 if TYPE_CHECKING:
     from icc.config import Config
+    from icc.state.base import StateStore
 
 
 class Env:
@@ -244,7 +245,7 @@ def run(env: Env, quiet: bool, at: str | None) -> None:
             [
                 r.job,
                 r.outcome,
-                ui.fmt_time(r.slot, zone),
+                ui.fmt_slot(r.slot, zone),
                 ui.fmt_duration(r.duration),
                 ui.fmt_time(r.next_run, zone),
                 r.detail,
@@ -259,6 +260,23 @@ def run(env: Env, quiet: bool, at: str | None) -> None:
         )
     if report.failed:
         _exit(1)
+
+
+def _next_runs(
+    store: StateStore, job: str, zone: str, after: datetime, count: int
+) -> tuple[list[datetime], int]:
+    """``--next``: the job's next ``count`` runs after ``after`` (``Schedule.next_runs``; none while it is
+    disabled or removed), and the seconds its runs start after their slot (jitter)."""
+    from icc.schedule import Schedule
+
+    record = store.job(job)
+    if record is None:
+        return [], 0
+    schedule = Schedule.from_definition(record.definition["schedule"], default_timezone=zone)
+    offset = schedule.start_offset(job)
+    if not record.enabled or record.removed_at is not None:
+        return [], offset
+    return schedule.next_runs(after, min(count, 1000)), offset
 
 
 OUTPUT_TAIL_LINES = 20  # lines of the last run's output `icc status JOB` shows
@@ -282,12 +300,24 @@ def _last_run_cell(last: dict[str, Any] | None) -> str:
 @click.option(
     "--limit", default="20", show_default=True, metavar="INTEGER", callback=_count, help="Runs shown for JOB."
 )
+@click.option(
+    "--next",
+    "next_count",
+    metavar="N",
+    callback=_optional_count,
+    help="With JOB: its next N runs (sub-minute offsets included).",
+)
 @click.pass_obj
-def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int) -> None:
+def status(
+    env: Env, job: str | None, as_json: bool, at: str | None, limit: int, next_count: int | None
+) -> None:
     """Every job: source, schedule, next run, last run, running now, missed slots; or JOB's last runs."""
     config = env.config
     zone = config.timezone
-    data = facts.status_data(config, _parse_at(at, zone))
+    if next_count is not None and job is None:
+        raise IccError("--next needs a job: icc status JOB --next N")
+    moment = _parse_at(at, zone)
+    data = facts.status_data(config, moment)
     if job is not None:
         from icc.state.sqlite import SQLiteStateStore
 
@@ -298,9 +328,16 @@ def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int)
         dead = facts.dead_runs(config, store, store.unfinished())
         runs = store.runs(job, limit=limit)
         ping_failure = facts.ping_failure(store.get_meta(f"ping:{job}"), zone)
+        upcoming: list[datetime] = []
+        offset = 0
+        if next_count is not None:
+            upcoming, offset = _next_runs(store, job, zone, moment or datetime.now(UTC), next_count)
         if as_json:
             entry["runs"] = [facts.run_data(r, zone, dead, full=True) for r in runs]
             entry["ping_failure"] = ping_failure
+            if next_count is not None:
+                entry["next_runs"] = [u.astimezone(ZoneInfo(zone)).isoformat() for u in upcoming]
+                entry["start_offset"] = offset
             click.echo(json.dumps(entry, indent=2))
             return
         state = "removed" if entry["removed"] else ("enabled" if entry["enabled"] else "disabled")
@@ -312,6 +349,12 @@ def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int)
         )
         ui.say(f"last success: {_last_run_cell(entry['last_success'])}")
         ui.say(f"last failure: {_last_run_cell(entry['last_failure'])}")
+        if next_count is not None:
+            late = f" (each starts {offset}s later: jitter)" if offset else ""
+            ui.say(f"next {len(upcoming)} runs{late}:" if upcoming else "next runs: none left")
+            for upcoming_at in upcoming:
+                shown_at = upcoming_at.astimezone(ZoneInfo(zone))
+                click.echo("  " + shown_at.strftime("%Y-%m-%d %H:%M" + (":%S" if shown_at.second else "")))
         rows = []
         for r in runs:
             outcome, error = facts.shown(r, dead)
@@ -320,7 +363,7 @@ def status(env: Env, job: str | None, as_json: bool, at: str | None, limit: int)
                     str(r.id),
                     r.kind,
                     outcome,
-                    ui.fmt_time(r.slot, zone),
+                    ui.fmt_slot(r.slot, zone),
                     ui.fmt_time(r.started_at, zone),
                     ui.fmt_duration(r.duration),
                     str(r.exit_code if r.exit_code is not None else "-"),

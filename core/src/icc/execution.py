@@ -61,6 +61,7 @@ class RunSpec:
     output_to: Path | None = None  # send_output_to / append_output_to, absolute
     output_append: bool = False
     echo: Callable[[bytes], None] | None = None  # icc exec: each chunk of output as it arrives
+    start_at: float | None = None  # jitter: a background supervisor sleeps until this epoch time first
 
 
 @dataclass
@@ -166,6 +167,16 @@ STOP = _Stop()
 def stop_requested() -> bool:
     """Read at each step (a function, so the signal handler's change is never assumed away)."""
     return STOP.requested
+
+
+def sleep_until(moment: float) -> bool:
+    """Sleep until the epoch time *moment*, waking early for a stop request; True when *moment* was reached."""
+    while not stop_requested():
+        left = moment - time.time()
+        if left <= 0:
+            return True
+        time.sleep(min(left, 0.2))
+    return False
 
 
 def install_stop_handlers() -> None:
@@ -554,6 +565,8 @@ def _detached_supervisor(
         os.close(devnull)
         STOP.requested, STOP.pgid, STOP.who = False, None, "its background supervisor"
         install_stop_handlers()
+        if spec.start_at is not None:
+            sleep_until(spec.start_at)  # jitter; a stop request meanwhile makes the run skipped, below
         store = open_store()
         supervise(store, spec, grace=grace)
         store.close()

@@ -15,7 +15,15 @@ Order of a tick:
 4. Release the tick lock, so the next minute's tick can start jobs on time even if this one overruns.
 5. Start background runs, then run foreground jobs in declaration order. Each background run gets a detached
    supervisor forked from the tick (plugins already loaded; the tick's SQLite connection is closed around the
-   forks, since a connection must never cross one).
+   forks, since a connection must never cross one). A ``jitter()`` job starts its offset after the minute: a
+   background one's supervisor sleeps until then, foreground ones run in the order of their offsets, the tick
+   sleeping until each.
+6. Sub-minute jobs (``every_seconds``): the tick that claimed a job's second-0 slot owns its minute. After the
+   runs above it claims and starts each later offset (slot = minute + offset) at its time, until the minute
+   ends; an offset whose time passed while the tick was busy is recorded ``skipped``, never started late.
+
+A tick for an instant given with ``--at`` (``realtime`` False) never sleeps: jitter is not waited for and every
+offset of the minute is run at once, in order.
 
 A tick refuses a state store that was never scanned (or is gone), and checks before each run and at its end
 that the database file is still the one it opened: when it was deleted or replaced, it starts nothing more and
@@ -35,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from icc.errors import StateError
-from icc.execution import RunSpec, conclude, start_detached, stop_requested, supervise
+from icc.execution import RunSpec, conclude, sleep_until, start_detached, stop_requested, supervise
 from icc.locks import Holder, job_lock, pid_alive, tick_lock
 from icc.state.base import FAILURES, JobRecord, RunKind, RunRecord, StateStore
 from icc.state.dirs import state_dir_problem
@@ -50,6 +58,7 @@ if TYPE_CHECKING:
 
 
 NOT_EVALUATED = 0  # next_due of a job no tick has evaluated yet
+LATE_OFFSET = 1.0  # seconds: a sub-minute offset the tick reaches this late (its second is over) is skipped
 
 
 def slot_of(moment: datetime) -> int:
@@ -63,7 +72,8 @@ def slot_datetime(slot: int) -> datetime:
 
 
 def next_due(schedule: Schedule, slot: int) -> int | None:
-    nxt = schedule.next_run(slot_datetime(slot))
+    """The next minute slot after ``slot`` at which ``schedule`` matches (a sub-minute job's second 0)."""
+    nxt = schedule.time_rule.next_after(slot_datetime(slot))
     return None if nxt is None else slot_of(nxt)
 
 
@@ -71,8 +81,9 @@ def due_slots(schedule: Schedule, start: int, end: int) -> list[int]:
     """Slots in [start, end] (epoch seconds, minute-aligned) at which ``schedule`` matches."""
     found: list[int] = []
     cursor = slot_datetime(start - 60)
+    rule = schedule.time_rule  # minutes: a sub-minute job's offsets are the owning tick's business
     while True:
-        nxt = schedule.next_run(cursor)
+        nxt = rule.next_after(cursor)
         if nxt is None:
             break
         s = slot_of(nxt)
@@ -205,9 +216,11 @@ class _Planned:
 class Tick:
     """One tick; ``run()`` does the work and returns what happened."""
 
-    def __init__(self, config: Config, *, at: datetime | None = None) -> None:
+    def __init__(self, config: Config, *, at: datetime | None = None, realtime: bool | None = None) -> None:
         self.config = config
         self.slot = slot_of(at or datetime.now(UTC))
+        # Real time: sleep for jitter and sub-minute offsets. Default: only without ``at``.
+        self.realtime = at is None if realtime is None else realtime
         self.db_path = config.state_dir / FILENAME
         problem = state_dir_problem(config.state_dir)  # a planted link or a foreign directory first
         if problem is not None:
@@ -282,13 +295,14 @@ class Tick:
             return None
         return observers(self._plugins, self._live.get(record.name) or standin_job(record), ctx)
 
-    def _report_recorded(self, report: TickReport) -> None:
+    def _report_recorded(self, report: TickReport, since: int = 0) -> None:
         """``after_run`` and the job's callbacks for the runs this tick recorded itself (abandoned, missed,
-        skipped by a condition). Plugins are loaded only when there is one, so an idle tick stays light."""
-        if not self._recorded or not self._store_intact():
+        skipped by a condition), from the ``since``-th on. Plugins are loaded only when there is one, so an idle
+        tick stays light."""
+        if len(self._recorded) <= since or not self._store_intact():
             return
         self._load_plugins(report)
-        for run_id in self._recorded:
+        for run_id in self._recorded[since:]:
             run = self.store.run(run_id)
             record = self.store.job(run.job) if run is not None else None
             if run is None or record is None:
@@ -338,7 +352,6 @@ class Tick:
     def _plan(self, report: TickReport) -> list[_Planned]:
         from icc.schedule import Schedule
 
-        window_start = self.slot - self.config.missed_window * 60
         watermark = self.store.get_meta("watermark")
         # The stored next slots were computed at the watermark: at an earlier slot they say nothing.
         backwards = watermark is not None and self.slot < int(watermark)
@@ -354,7 +367,8 @@ class Tick:
             schedule = Schedule.from_definition(record.definition["schedule"])
             # next_due 0: never evaluated (new, changed or re-enabled): nothing before now counts as missed.
             start = self.slot if backwards or not record.next_due else min(record.next_due, self.slot)
-            start = max(start, window_start)
+            window = schedule.missed_window_minutes
+            start = max(start, self.slot - (self.config.missed_window if window is None else window) * 60)
             slots = due_slots(schedule, start, self.slot)
             next_dues[record.name] = next_due(schedule, self.slot)
             if slots and schedule.check_conditions(self.config.environment):
@@ -489,27 +503,121 @@ class Tick:
                 self._conclude_unstarted(item)
             else:
                 (background if item.schedule.background else foreground).append((item, spec))
+        if self.realtime:
+            for item, spec in background:
+                if (offset := self._jitter(item)) > 0:
+                    spec.start_at = float(item.slot + offset)  # its supervisor sleeps: nothing else waits
         if background:
             self._start_background(background, report)
+        # Jittered foreground jobs in the order of their offsets (a stable sort: the others keep their order).
+        foreground.sort(key=lambda pair: self._jitter(pair[0]))
         for item, spec in foreground:
-            if not self._store_intact():
-                return  # its outcome could not be recorded, nor its claim kept: run nothing more
-            try:
-                result = supervise(self.store, spec, grace=self.config.grace)
-            except OSError:  # e.g. its job lock's directory went with the state directory
-                if self._store_intact():
-                    raise
+            if self.realtime and (offset := self._jitter(item)) > 0:
+                sleep_until(item.slot + offset)  # a stop request wakes it; the run is then recorded skipped
+            if not self._run_foreground(item, spec, report):
                 return
-            report.rows.append(
-                TickRow(
-                    item.record.name,
-                    result.outcome,
-                    item.slot,
-                    duration=result.duration,
-                    next_run=next_due(item.schedule, self.slot),
-                    detail=result.error or "",
-                )
+        owned = [
+            item
+            for item in planned
+            if item.schedule.seconds is not None and item.slot == self.slot and item.kind == "scheduled"
+        ]
+        if owned:
+            self._run_offsets(owned, report)
+
+    def _jitter(self, item: _Planned) -> int:
+        """Seconds after its minute this run starts: the job's jitter offset, for a run of the tick's own slot
+        (a missed slot caught up starts at once)."""
+        if item.kind != "scheduled" or item.slot != self.slot:
+            return 0
+        return item.schedule.start_offset(item.record.name)
+
+    def _run_foreground(self, item: _Planned, spec: RunSpec, report: TickReport) -> bool:
+        """Run one foreground job to its end and report it; False when the tick must start nothing more."""
+        if not self._store_intact():
+            return False  # its outcome could not be recorded, nor its claim kept: run nothing more
+        try:
+            result = supervise(self.store, spec, grace=self.config.grace)
+        except OSError:  # e.g. its job lock's directory went with the state directory
+            if self._store_intact():
+                raise
+            return False
+        report.rows.append(
+            TickRow(
+                item.record.name,
+                result.outcome,
+                item.slot,
+                duration=result.duration,
+                next_run=next_due(item.schedule, self.slot),
+                detail=result.error or "",
             )
+        )
+        return True
+
+    def _run_offsets(self, owned: list[_Planned], report: TickReport) -> None:
+        """The later offsets of the sub-minute jobs whose minute this tick owns, each claimed and started at its
+        time (at once when not in real time), until the minute ends. An offset whose time passed while the tick
+        was busy is recorded skipped: a sub-minute run never starts late."""
+        from icc.ui import fmt_slot
+
+        zone = self.config.timezone
+        first = len(self._recorded)
+        end = self.slot + 60
+        events = sorted(
+            (item.slot + offset, index, item)
+            for index, item in enumerate(owned)
+            for offset in item.schedule.offsets()[1:]
+        )
+        skipped: dict[tuple[str, str], list[int]] = {}
+
+        def skip(item: _Planned, slots: list[int], why: str) -> None:
+            recorded = self.store.record(item.record.name, slots, "skipped", "scheduled", error=why)
+            self._note_recorded(item.record.name, recorded)
+            skipped.setdefault((item.record.name, why), []).extend(recorded)
+
+        for position, (when, _index, item) in enumerate(events):
+            name = item.record.name
+            if self.realtime and time.time() < when:
+                sleep_until(when)
+            stop = stop_requested() or not self._store_intact()
+            if stop or (self.realtime and time.time() >= end):
+                if self._store_intact():
+                    why = (
+                        "skipped: icc run was asked to stop"
+                        if stop
+                        else "skipped: the minute ended before the tick got to it"
+                    )
+                    for later, _i, other in events[position:]:
+                        skip(other, [later], why)
+                break
+            if self.realtime and time.time() >= when + LATE_OFFSET:
+                skip(item, [when], "skipped: its time passed while the tick was busy; never started late")
+                continue
+            live = self._live.get(name)
+            if (
+                live is not None
+                and live.schedule.has_callbacks
+                and not live.schedule.check_conditions(self.config.environment)
+            ):
+                skip(item, [when], "a when/skip condition said no")
+                continue
+            run_id = self.store.claim(name, when, "scheduled", pid=os.getpid(), host=self.host_name)
+            if run_id is None:
+                continue  # another tick has this (job, slot)
+            sub = _Planned(item.record, item.schedule, when, "scheduled", run_id)
+            spec = self._spec(sub)
+            if isinstance(spec, str):
+                self.store.finish(run_id, "failed", now=time.time(), error=spec)
+                report.rows.append(TickRow(name, "failed", when, detail=spec))
+                self._conclude_unstarted(sub)
+            elif item.schedule.background:
+                self._start_background([(sub, spec)], report)
+            elif not self._run_foreground(sub, spec, report):
+                break
+        for (name, why), slots in skipped.items():
+            if slots:
+                detail = why if len(slots) > 1 else f"{why} ({fmt_slot(slots[0], zone)})"
+                report.rows.append(_summary_row(name, "skipped", slots, zone, detail))
+        self._report_recorded(report, first)
 
     def _start_background(self, background: list[tuple[_Planned, RunSpec]], report: TickReport) -> None:
         if stop_requested():
@@ -581,9 +689,9 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
 def _summary_row(name: str, outcome: str, slots: list[int], zone: str, detail: str = "") -> TickRow:
     """One table row for many recorded slots of a job (an hour of missed minutes is one line, not sixty)."""
     if len(slots) > 1:
-        from icc.ui import fmt_time
+        from icc.ui import fmt_slot
 
-        span = f"{len(slots)} slots, {fmt_time(slots[0], zone)} to {fmt_time(slots[-1], zone)}"
+        span = f"{len(slots)} slots, {fmt_slot(slots[0], zone)} to {fmt_slot(slots[-1], zone)}"
         detail = f"{detail}; {span}" if detail else span
     return TickRow(name, outcome, slots[-1], detail=detail)
 

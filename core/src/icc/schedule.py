@@ -8,11 +8,12 @@ Pure: no I/O. The time arithmetic, including the daylight-saving policy, lives i
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
 from pathlib import PurePath
 from typing import Any, ClassVar
@@ -29,12 +30,14 @@ from icc.cron import (
 )
 from icc.errors import ScheduleError
 
-__all__ = ["MISSED_POLICIES", "Notifications", "Schedule"]
+__all__ = ["MISSED_POLICIES", "SECOND_INTERVALS", "Notifications", "Schedule", "jitter_offset"]
 
 Rule = int | str
 Callback = Callable[[], object]
 
 MISSED_POLICIES = ("skip", "once", "all")
+SECOND_INTERVALS = (1, 2, 5, 10, 15, 20, 30)  # every_seconds(n): the divisors of 60 below 60 Laravel offers
+MAX_JITTER = 59  # seconds: a jittered run still starts inside its minute
 
 _MINUTE, _HOUR, _DAY, _MONTH, _DOW = range(5)
 _TIME = re.compile(r"(\d{1,2}):(\d{2})")
@@ -86,6 +89,9 @@ _DEFINITION_KEYS = (
     "notify",
     "output",
     "even_when_paused",
+    "seconds",
+    "jitter",
+    "missed_window",
 )
 # The lists of Notifications, by definition key (also the methods that fill them).
 _NOTIFY_LISTS = (
@@ -147,6 +153,15 @@ def _field_text(index: int, rule: Rule) -> str:
     return text
 
 
+def jitter_offset(name: str, seconds: int) -> int:
+    """The stable start offset of job *name* in ``[0, seconds)``: sha256 of the name, the same in every process
+    and on every host (never Python's salted ``hash()``); 0 when *seconds* is 0."""
+    if seconds <= 0:
+        return 0
+    digest = hashlib.sha256(name.encode("utf-8", errors="surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") % seconds
+
+
 def _minutes_of_day(text: str) -> int:
     hour, minute = text.split(":")
     return int(hour) * 60 + int(minute)
@@ -183,6 +198,9 @@ class Schedule:
         }
         self._output_to: tuple[str, bool] | None = None
         self._even_when_paused = False
+        self._seconds: int | None = None
+        self._jitter = 0
+        self._missed_window: int | None = None
 
     # -- fields -------------------------------------------------------------------------------------------------
 
@@ -403,6 +421,53 @@ class Schedule:
         self._timeout = float(seconds)
         return self
 
+    def every_seconds(self, seconds: int) -> Schedule:
+        """Run at every *seconds* offset (1, 2, 5, 10, 15, 20 or 30) of every minute the rest of the schedule
+        matches: ``every_seconds(15)`` runs at :00, :15, :30 and :45. The cron fields are left as they are."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds not in SECOND_INTERVALS:
+            raise ScheduleError(
+                f"every_seconds({seconds!r}) is not valid: give one of {', '.join(map(str, SECOND_INTERVALS))} "
+                "(a divisor of 60); for a minute or more use every_minute() or every_minutes()"
+            )
+        if self._jitter:
+            raise ScheduleError(
+                f"every_seconds({seconds}) cannot be combined with jitter({self._jitter}): a sub-minute job "
+                "runs at fixed offsets; drop one of them"
+            )
+        self._seconds = seconds
+        return self
+
+    def every_second(self) -> Schedule:
+        """``every_seconds(1)``."""
+        return self.every_seconds(1)
+
+    def jitter(self, seconds: int) -> Schedule:
+        """Start each run a stable per-job offset in ``[0, seconds)`` after its minute (sha256 of the job's name),
+        so many jobs on the same minute do not all start at :00. The run's slot stays the scheduled minute.
+        ``seconds`` 0-59 (0: none); a jittered run always starts within its minute."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 <= seconds <= MAX_JITTER:
+            raise ScheduleError(
+                f"jitter({seconds!r}) is not valid: give whole seconds 0-{MAX_JITTER}; a run starts within "
+                "its minute"
+            )
+        if seconds and self._seconds is not None:
+            raise ScheduleError(
+                f"jitter({seconds}) cannot be combined with every_seconds({self._seconds}): a sub-minute job "
+                "runs at fixed offsets; drop one of them"
+            )
+        self._jitter = seconds
+        return self
+
+    def missed_window(self, minutes: int) -> Schedule:
+        """How far back (minutes) this job's missed slots are considered, instead of the configured
+        ``missed_window``: ``missed_window(24 * 60).missed("once")`` catches up a daily job after a day down."""
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 0 <= minutes <= 525_600:
+            raise ScheduleError(
+                f"missed_window({minutes!r}) is not valid: give whole minutes 0-525600 (a year)"
+            )
+        self._missed_window = minutes
+        return self
+
     def missed(self, policy: str) -> Schedule:
         """What happens to slots missed while nothing ticked: ``"skip"`` (default), ``"once"`` or ``"all"``."""
         if policy not in MISSED_POLICIES:
@@ -577,6 +642,29 @@ class Schedule:
         return self._missed
 
     @property
+    def seconds(self) -> int | None:
+        """The sub-minute interval from :meth:`every_seconds`, or None."""
+        return self._seconds
+
+    @property
+    def jitter_seconds(self) -> int:
+        """The jitter range from :meth:`jitter` (0: none)."""
+        return self._jitter
+
+    def start_offset(self, name: str) -> int:
+        """Seconds after its minute a run of job *name* starts: its jitter offset (0 without jitter)."""
+        return jitter_offset(name, self._jitter)
+
+    @property
+    def missed_window_minutes(self) -> int | None:
+        """The job's own missed window from :meth:`missed_window`, or None (the configured one applies)."""
+        return self._missed_window
+
+    def offsets(self) -> tuple[int, ...]:
+        """The second offsets of a matching minute at which runs start: ``(0,)``, or ``(0, 15, 30, 45)``."""
+        return (0,) if self._seconds is None else tuple(range(0, 60, self._seconds))
+
+    @property
     def environment_names(self) -> tuple[str, ...] | None:
         return self._environments
 
@@ -616,16 +704,26 @@ class Schedule:
         return self.matches(at) and self.check_conditions(environment)
 
     def next_run(self, after: datetime) -> datetime | None:
-        """The first run strictly after *after*, aware in the schedule's zone; None when no run is left."""
-        return self.time_rule.next_after(after)
+        """The first run strictly after *after*, aware in the schedule's zone; None when no run is left.
+
+        With :meth:`every_seconds` a run is a second offset of a matching minute (the minute of *after* too)."""
+        rule = self.time_rule
+        if self._seconds is None:
+            return rule.next_after(after)
+        zone = get_zone(self.zone)
+        moment = after.replace(tzinfo=zone) if after.tzinfo is None else after
+        minute = moment.astimezone(UTC).replace(second=0, microsecond=0)
+        later = [k for k in self.offsets() if minute + timedelta(seconds=k) > moment]
+        if later and rule.matches(minute):
+            return (minute + timedelta(seconds=later[0])).astimezone(zone)
+        return rule.next_after(after)
 
     def next_runs(self, after: datetime, count: int) -> list[datetime]:
         """Up to *count* runs after *after*, in order (fewer when the schedule ends)."""
         runs: list[datetime] = []
         current = after
-        rule = self.time_rule
         for _ in range(count):
-            found = rule.next_after(current)
+            found = self.next_run(current)
             if found is None:
                 break
             runs.append(found)
@@ -642,6 +740,12 @@ class Schedule:
             parts.append(f"in year{plural} {self._year}")
         if self._environments is not None:
             parts.append(f"only in {', '.join(self._environments)}")
+        if self._seconds is not None:
+            parts[0] = ("every second" if self._seconds == 1 else f"every {self._seconds} seconds") + (
+                "" if parts[0] == "every minute" else f" ({parts[0]})"
+            )
+        if self._jitter:
+            parts.append(f"jitter {self._jitter}s")
         text = ", ".join(parts)
         if self._zone is not None:
             text += f" ({self._zone})"
@@ -708,6 +812,12 @@ class Schedule:
             definition["notify"] = notify
         if self._even_when_paused:
             definition["even_when_paused"] = True
+        if self._seconds is not None:
+            definition["seconds"] = self._seconds
+        if self._jitter:
+            definition["jitter"] = self._jitter
+        if self._missed_window is not None:
+            definition["missed_window"] = self._missed_window
         return definition
 
     @classmethod
@@ -757,6 +867,12 @@ class Schedule:
             schedule._output_file(output["path"], bool(output["append"]))
         if definition.get("even_when_paused", False):
             schedule.even_when_paused()
+        if definition.get("seconds") is not None:
+            schedule.every_seconds(definition["seconds"])
+        if definition.get("jitter"):
+            schedule.jitter(definition["jitter"])
+        if definition.get("missed_window") is not None:
+            schedule.missed_window(definition["missed_window"])
         return schedule
 
     def __repr__(self) -> str:

@@ -51,6 +51,13 @@ def fmt_time(epoch: float | None, zone: str) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
 
 
+def fmt_slot(slot: int | None, zone: str) -> str:
+    """A run's slot: its minute, with the seconds for a sub-minute job's offset (``2026-03-29 10:00:15``)."""
+    if slot is None or slot % 60 == 0:
+        return fmt_time(slot, zone)
+    return datetime.fromtimestamp(slot, tz=UTC).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"

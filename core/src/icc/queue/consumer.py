@@ -594,7 +594,7 @@ class Consumer:
             error = record.get("error")
             self._fail(envelope, lambda history: _gave_up(envelope.attempts, history, error), label, record)
             return
-        delay = backoff(policy, envelope.attempts)
+        delay = backoff(policy, envelope.attempts, key=f"{envelope.queue}:{envelope.id}")
         if self.transport.retry(envelope, record, owner=self.owner, delay=delay):
             self.report(
                 f"{label} failed (attempt {envelope.attempts}/{allowed}): {record.get('error')}; retry in {delay:g}s"
