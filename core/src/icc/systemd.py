@@ -59,7 +59,7 @@ _UNSAFE_COMMAND = re.compile(r"""["'\\]""")
 
 @dataclass(frozen=True)
 class Unit:
-    """One unit file: its name (``icc-run.timer``) and its text."""
+    """One unit file: its name (``icc-scheduler.service``) and its text."""
 
     name: str
     text: str
