@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import pytest
 from icc.locks import tick_lock
+from icc.runner import slot_of
 from icc.work import scaled
 from projectkit import Project
 
@@ -192,13 +193,13 @@ def test_a_long_foreground_job_makes_work_skip_boundaries_and_the_next_tick_appl
         f"""
 @icc.hookimpl
 def schedule(scheduler):
-    scheduler.add(mark("long", 5, once=True), name="long").every_minute()
+    scheduler.add(mark("long", 7, once=True), name="long").every_minute()
     scheduler.add(mark("job"), name="job").every_minute().missed("{policy}")
 """,
     )
     period = 2.0
     work = Worker(project, "--tick-every", str(period))
-    # The first tick's long job (5 s: 2.5 scaled minutes) runs past at least two boundaries.
+    # The first tick's long job (7 s: 3.5 scaled minutes) runs past three boundaries.
 
     def ran_after_the_gap() -> bool:
         runs = project.runs("job")
@@ -207,14 +208,17 @@ def schedule(scheduler):
     project.wait_for(ran_after_the_gap, timeout=60, what="the tick after the long job")
     code, out = work.stop()
     assert code == 0, out
-    first, *then = project.runs("job")
+    first, *then = project.runs("job")  # the job's run in the long tick, after the long job
     assert (first["kind"], first["outcome"]) == ("scheduled", "succeeded")
     missed = [r for r in then if r["kind"] == "missed"]
     after = next(r for r in then if r["kind"] == "scheduled")
-    # Every boundary the loop slept through is one missed slot, then the next tick's own slot.
+    # The boundaries it ran past are missed slots but the last: that minute is ticked at once, late, when the job
+    # ends (so it is not missed too).
     assert len(missed) >= 2
     assert [r["slot"] for r in missed] == [first["slot"] + 60 * i for i in range(1, len(missed) + 1)]
     assert after["slot"] == missed[-1]["slot"] + 60
+    # At once: in the scaled minute the long tick ended in (its last run, `first`), not at the boundary after.
+    assert after["slot"] <= slot_of(datetime.fromtimestamp(scaled(first["ended_at"] + 0.5, period), tz=UTC))
     assert after["outcome"] == "succeeded"
     expected = "missed" if policy == "skip" else "succeeded"  # recorded, or run late
     assert {r["outcome"] for r in missed} == {expected}

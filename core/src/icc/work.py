@@ -4,8 +4,9 @@ At every minute boundary (second 0, computed from the wall clock each time, so i
 same :class:`icc.runner.Tick` as ``icc run`` from crontab: tick lock, claims, watermark, background runs as
 detached supervisors that outlive ``icc work``. It also ticks once at start, for the minute it started in (the
 claims keep that from running anything a cron tick already ran). A tick whose foreground jobs run past the
-next boundary makes the loop skip that boundary; the next tick's missed-slot policy handles the skipped slots,
-as for a host that was down.
+next boundary is followed at once by a tick for the minute it ended in (late, as a cron tick on a busy host);
+the boundaries it ran past are not ticked one by one: that tick's missed-slot policy handles their slots, as
+for a host that was down.
 
 SIGTERM/SIGINT: nothing new is started; a running foreground job may finish within ``grace`` seconds, then it
 is stopped as ``icc run`` stops it (SIGTERM to its process group, SIGKILL after ``grace``); a second signal
@@ -46,9 +47,10 @@ def scaled(real: float, period: float) -> float:
     return ANCHOR + (real - ANCHOR) * MINUTE / period
 
 
-def next_boundary(real: float, period: float) -> float:
-    """The real time of the first minute boundary after ``real``."""
-    return ANCHOR + ((real - ANCHOR) // period + 1) * period
+def minute_index(real: float, period: float) -> int:
+    """Which minute real time ``real`` falls in, counted from :data:`ANCHOR`; minute ``n`` starts at
+    ``ANCHOR + n * period``."""
+    return int((real - ANCHOR) // period)
 
 
 def wait_until(moment: float) -> None:
@@ -128,6 +130,7 @@ def work(config: Config, *, quiet: bool = False, period: float = MINUTE) -> int:
     first = True
     while not stop_requested():
         now = time.time()
+        minute = minute_index(now, period)
         at = None if period == MINUTE else datetime.fromtimestamp(scaled(now, period), tz=UTC)
         try:
             tick = Tick(config, at=at)
@@ -143,8 +146,10 @@ def work(config: Config, *, quiet: bool = False, period: float = MINUTE) -> int:
             show(report, config.timezone, quiet=quiet)
         first = False
         flush()
-        # From the clock after the tick: boundaries a long foreground job ran past are skipped, not made up.
-        wait_until(next_boundary(time.time(), period))
+        # A tick that ran into a later minute (a long foreground job) is followed at once by that minute's tick;
+        # the boundaries it ran past are not ticked one by one: that tick's missed-slot policy takes them.
+        if minute_index(time.time(), period) == minute:
+            wait_until(ANCHOR + (minute + 1) * period)
     ui.say(f"icc work: stopped ({STOP.signum.name}), exiting")
     flush()
     return 0
