@@ -7,10 +7,13 @@ process agrees on); one slow test crosses a real minute boundary.
 from __future__ import annotations
 
 import collections
+import os
+import shutil
 import signal
 import subprocess
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from icc.locks import tick_lock
@@ -279,3 +282,72 @@ def schedule(scheduler):
     assert run["slot"] == start_slot + 60
     assert run["outcome"] == "succeeded"
     assert run["started_at"] - run["slot"] < 10  # at second 0, not at the start's second offset
+
+
+def zombies_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_bytes().rpartition(b")")[2].split()
+            except OSError:
+                continue
+            if fields[0] == b"Z" and int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(
+    subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True).returncode != 0
+    if shutil.which("unshare")
+    else True,
+    reason="needs unshare and the right to make a pid namespace",
+)
+def test_as_a_containers_pid_1_work_reaps_the_background_supervisors_it_adopts(project: Project) -> None:
+    scanned(
+        project,
+        """
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(mark("bg"), name="bg").every_minute().in_background()
+""",
+    )
+    # `unshare --fork` makes icc work pid 1 of a new pid namespace, as in a container without an init.
+    out = project.root / "pid1.out"
+    with out.open("w") as sink:
+        proc = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--kill-child", *project.argv("work", "--tick-every", "1")],
+            cwd=project.root,
+            env=project.environ(),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    work_pid = -1
+    try:
+        project.wait_for(
+            lambda: len(project.marker_lines("bg")) >= 3, timeout=60, what="three background runs"
+        )
+        project.wait_for(
+            lambda: all(r["outcome"] == "succeeded" for r in project.runs("bg")), what="the runs to end"
+        )
+        [work_pid] = [
+            int(e.name)
+            for e in Path("/proc").iterdir()
+            if e.name.isdigit() and int(e.name) != proc.pid and _parent(int(e.name)) == proc.pid
+        ]
+        # Each supervisor, orphaned, was adopted by pid 1: icc work collects it between ticks.
+        project.wait_for(lambda: zombies_of(work_pid) == [], timeout=10, what="no zombie child of icc work")
+    finally:
+        if work_pid > 0:
+            os.kill(work_pid, signal.SIGTERM)  # unshare ignores SIGTERM itself
+        else:
+            proc.kill()
+        proc.wait(timeout=60)
+    assert "icc work: stopped (SIGTERM)" in out.read_text()
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int((Path("/proc") / str(pid) / "stat").read_bytes().rpartition(b")")[2].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1

@@ -284,7 +284,7 @@ def systemd(env: Env, directory: Path | None, system: bool) -> None:
         where = f" in {source}" if (source := config.source("consumers.mode")) else ""
         click.echo(
             f'note: consumers.mode is "{config.consumers.mode}"{where}, so `icc run` starts consumers too; '
-            'set mode = "service" and run `icc scan` before enabling these services',
+            'set mode = "service" and run `icc scan` before enabling the consumer services',
             err=True,
         )
     if directory is None:

@@ -56,7 +56,17 @@ def minute_index(real: float, period: float) -> int:
 def wait_until(moment: float) -> None:
     """Sleep until the wall clock reaches ``moment``, or until a stop is requested."""
     while not stop_requested() and (left := moment - time.time()) > 0:
+        reap()
         time.sleep(min(left, NAP))
+
+
+def reap() -> None:
+    """Collect exited children. As a container's pid 1, ``icc work`` adopts the background supervisors its
+    ticks orphaned on purpose (their double fork), which would stay zombies. Between ticks it has no child of
+    its own, so nothing a tick waits for is taken from it."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
 
 
 def show(report: TickReport, zone: str, *, quiet: bool) -> None:
