@@ -1,4 +1,4 @@
-"""`icc systemd`: unit files for the consumers and the tick, checked as text and by systemd-analyze."""
+"""`icc systemd`: unit files for the consumers and the scheduler, checked as text and by systemd-analyze."""
 
 from __future__ import annotations
 
@@ -45,13 +45,12 @@ def setting(lines: list[str], key: str) -> list[str]:
     return [line.split("=", 1)[1] for line in lines if line.startswith(f"{key}=")]
 
 
-def test_one_consumer_service_per_queue_plus_run_service_and_timer(tmp_path: Path) -> None:
+def test_one_consumer_service_per_queue_plus_the_scheduler_service(tmp_path: Path) -> None:
     out, _ = icc_systemd(project(tmp_path))
     assert list(units_of(out)) == [
         "icc-consume-mail.service",
         "icc-consume-async.service",
-        "icc-run.service",
-        "icc-run.timer",
+        "icc-scheduler.service",
     ]
 
 
@@ -64,7 +63,7 @@ def test_consumer_runs_this_installs_icc_with_the_absolute_config_for_an_hour(tm
     assert Path(command).exists()
     assert args[-5:] == ["--config", str(config.resolve()), "consume", "mail", "--time-limit=3600"]
     assert setting(mail, "Restart") == ["always"]
-    assert setting(mail, "RestartSec") == ["30"]
+    assert setting(mail, "RestartSec") == ["5"]  # a queue is unattended that long after the hourly exit
     assert setting(mail, "WorkingDirectory") == [str(tmp_path)]
     assert setting(mail, "WantedBy") == ["default.target"]
     assert setting(mail, "User") == []
@@ -72,22 +71,41 @@ def test_consumer_runs_this_installs_icc_with_the_absolute_config_for_an_hour(tm
 
 def test_system_services_run_as_the_current_user_after_the_network(tmp_path: Path) -> None:
     units = units_of(icc_systemd(project(tmp_path), "--system")[0])
-    mail, run = units["icc-consume-mail.service"], units["icc-run.service"]
+    mail, run = units["icc-consume-mail.service"], units["icc-scheduler.service"]
     assert setting(mail, "WantedBy") == ["multi-user.target"]
     assert setting(mail, "User") == setting(run, "User") == [getpass.getuser()]
     assert setting(mail, "After") == ["network-online.target"]
 
 
-def test_run_service_is_a_oneshot_tick_started_every_minute_by_the_timer(tmp_path: Path) -> None:
-    units = units_of(icc_systemd(project(tmp_path))[0])
-    service, timer = units["icc-run.service"], units["icc-run.timer"]
-    assert setting(service, "Type") == ["oneshot"]
-    assert setting(service, "ExecStart")[0].endswith(" run --quiet")
-    assert setting(service, "WantedBy") == []  # started by the timer, not enabled itself
-    assert setting(timer, "OnCalendar") == ["*-*-* *:*:00"]
-    assert setting(timer, "AccuracySec") == ["1s"]
-    assert setting(timer, "Persistent") == ["false"]
-    assert setting(timer, "WantedBy") == ["timers.target"]
+def test_the_scheduler_is_icc_work_restarted_always_whose_stop_leaves_background_runs_alone(
+    tmp_path: Path,
+) -> None:
+    scheduler = units_of(icc_systemd(project(tmp_path))[0])["icc-scheduler.service"]
+    assert setting(scheduler, "Type") == ["simple"]
+    assert setting(scheduler, "ExecStart")[0].endswith(" work")
+    assert setting(scheduler, "Restart") == ["always"]
+    assert setting(scheduler, "RestartSec") == ["5"]
+    # The default, control-group, would kill the detached supervisors of background runs on a stop or restart.
+    assert setting(scheduler, "KillMode") == ["process"]
+    assert setting(scheduler, "WantedBy") == ["default.target"]
+
+
+def test_units_read_the_projects_env_files_and_a_missing_one_is_fine(tmp_path: Path) -> None:
+    for lines in units_of(icc_systemd(project(tmp_path))[0]).values():
+        assert setting(lines, "EnvironmentFile") == [f"-{tmp_path / '.env'}", f"-{tmp_path / '.env.local'}"]
+
+
+def test_stop_timeouts_cover_the_grace(tmp_path: Path) -> None:
+    units = units_of(
+        icc_systemd(project(tmp_path, SERVICE_MODE.replace("[icc]\n", "[icc]\ngrace = 7.5\n")))[0]
+    )
+    mail, scheduler = units["icc-consume-mail.service"], units["icc-scheduler.service"]
+    # A consumer stops within grace by itself; systemd's SIGKILL backs it up for a handler stuck in C code.
+    assert setting(mail, "TimeoutStopSec") == ["18"]  # grace 8 (rounded up) + 10
+    assert setting(mail, "RuntimeMaxSec") == [str(3600 + 18)]  # its hourly exit, backed up the same way
+    # icc work: the job's grace to finish, then SIGTERM and SIGKILL a grace later.
+    assert setting(scheduler, "TimeoutStopSec") == ["26"]  # 2 x 8 + 10
+    assert setting(scheduler, "RuntimeMaxSec") == []
 
 
 def test_configured_queues_each_get_a_consumer(tmp_path: Path) -> None:
@@ -101,7 +119,7 @@ def test_configured_queues_each_get_a_consumer(tmp_path: Path) -> None:
 def test_write_puts_0644_files_in_the_directory_and_prints_the_systemctl_commands(tmp_path: Path) -> None:
     target = tmp_path / "systemd" / "user"
     out, _ = icc_systemd(project(tmp_path), "--write", str(target))
-    names = ["icc-consume-async.service", "icc-consume-mail.service", "icc-run.service", "icc-run.timer"]
+    names = ["icc-consume-async.service", "icc-consume-mail.service", "icc-scheduler.service"]
     assert sorted(p.name for p in target.iterdir()) == names
     for name in names:
         assert stat.S_IMODE((target / name).stat().st_mode) == 0o644
@@ -113,7 +131,7 @@ def test_write_puts_0644_files_in_the_directory_and_prints_the_systemctl_command
         "systemctl --user daemon-reload && systemctl --user enable --now "
         "icc-consume-mail.service icc-consume-async.service"
     ) in out
-    assert "systemctl --user enable --now icc-run.timer" in out
+    assert "systemctl --user enable --now icc-scheduler.service" in out
 
 
 def test_cron_mode_gets_a_note_to_switch_to_service_mode_first(tmp_path: Path) -> None:
@@ -172,7 +190,7 @@ def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path, system: bool) 
     root.mkdir()
     config = project(root)
     out, _ = icc_systemd(config, *(["--system"] if system else []))
-    real_icc = setting(units_of(out)["icc-run.service"], "ExecStart")[0].split(" ")[0]
+    real_icc = setting(units_of(out)["icc-scheduler.service"], "ExecStart")[0].split(" ")[0]
     command = tmp_path / "venv 100% $x" / "bin" / "icc"
     command.parent.mkdir(parents=True)
     command.symlink_to(real_icc)
@@ -188,7 +206,6 @@ def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path, system: bool) 
                 config_path=config,
                 system=system,
             )
-            if not unit.name.endswith(".timer")  # its Unit= names the unrenamed service
         ),
     ]
     files = write(units, tmp_path / "units")

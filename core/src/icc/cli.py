@@ -262,6 +262,22 @@ def run(env: Env, quiet: bool, at: str | None) -> None:
         _exit(1)
 
 
+@cli.command()
+@click.option("--quiet", "-q", is_flag=True, help="Print a tick's table only when a job failed.")
+@click.option("--tick-every", "period", type=click.FloatRange(min=1), default=60.0, hidden=True)
+@click.pass_obj
+def work(env: Env, quiet: bool, period: float) -> None:
+    """Foreground scheduler: a tick at every minute boundary, until SIGTERM or SIGINT.
+
+    For containers, development and systemd (`icc systemd`): use it instead of the crontab line. Each tick is
+    the one `icc run` runs; its table goes to stdout. On SIGTERM/SIGINT it starts nothing new, lets a running
+    job finish within `grace` seconds (then stops it as `icc run` does) and exits 0.
+    """
+    from icc.work import work as work_loop
+
+    _exit(work_loop(env.config, quiet=quiet, period=period))
+
+
 def _next_runs(
     store: StateStore, job: str, zone: str, after: datetime, count: int
 ) -> tuple[list[datetime], int]:

@@ -159,6 +159,7 @@ class _Stop:
     signum = signal.SIGTERM
     pgid: int | None = None
     who = "icc run"  # the process that received it, for the run's error
+    stop_at = 0.0  # when the running task is stopped (icc work leaves it its grace to finish on its own)
 
 
 STOP = _Stop()
@@ -179,11 +180,16 @@ def sleep_until(moment: float) -> bool:
     return False
 
 
-def install_stop_handlers() -> None:
+def install_stop_handlers(patience: float = 0.0) -> None:
+    """SIGTERM/SIGINT: start nothing new; stop the running task ``patience`` seconds later (at once on a
+    second signal): SIGTERM to its process group, SIGKILL after the grace."""
+
     def handler(signum: int, _frame: object) -> None:
+        now = time.time()
+        STOP.stop_at = now + patience if not STOP.requested else now
         STOP.requested = True
         STOP.signum = signal.Signals(signum)
-        if STOP.pgid is not None:
+        if STOP.pgid is not None and now >= STOP.stop_at:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(STOP.pgid, signal.SIGTERM)
 
@@ -439,7 +445,7 @@ def _supervise_locked(
                 timed_out = True
                 _kill_group(pid, signal.SIGTERM)
                 kill_at = now + grace
-            if stop_requested() and stop_sent_at is None:
+            if stop_requested() and stop_sent_at is None and now >= STOP.stop_at:
                 stop_sent_at = now
                 _kill_group(pid, signal.SIGTERM)
                 kill_at = min(kill_at or now + grace, now + grace)
@@ -487,7 +493,8 @@ def _supervise_locked(
     if timed_out:
         outcome = "timed_out"
         error = f"timed out after {spec.timeout:g}s; its process group was killed"
-    elif stop_sent_at is not None or stop_requested():  # the handler may have killed it first
+    # The handler may have killed it first; one that ended on its own within icc work's patience was not stopped.
+    elif stop_sent_at is not None or (stop_requested() and STOP.stop_at <= ended):
         outcome = "stopped"
         error = f"stopped: {STOP.who} received {_signal_name(STOP.signum)}"
     elif exit_code == 0:
