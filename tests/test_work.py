@@ -261,13 +261,16 @@ def test_work_on_a_store_never_scanned_says_so_and_exits_2(project: Project) -> 
 
 
 @pytest.mark.slow
-def test_work_ticks_at_the_real_minute_boundary(project: Project) -> None:
+def test_work_ticks_at_the_real_minute_boundary_and_runs_a_15_second_job_4_times_in_it(
+    project: Project,
+) -> None:
     scanned(
         project,
         """
 @icc.hookimpl
 def schedule(scheduler):
     scheduler.add(mark("job"), name="job").every_minute()
+    scheduler.add(mark("fast"), name="fast").every_seconds(15)
 """,
     )
     if time.time() % 60 > 45:  # leave a gap before the boundary, which a drifting loop would carry over
@@ -276,10 +279,22 @@ def schedule(scheduler):
     project.wait_for(lambda: len(project.runs("job")) == 1, what="the tick at start")
     start_slot = project.runs("job")[0]["slot"]
     project.wait_for(lambda: len(project.runs("job")) == 2, timeout=90, what="the tick at the boundary")
-    code, out = work.stop()
+    # The 15-second job runs at each offset of that minute: 4 runs, one per second slot, all succeeded.
+    minute = start_slot + 60
+
+    def fast_runs() -> list[dict[str, object]]:
+        return [r for r in project.runs("fast") if minute <= r["slot"] < minute + 60]
+
+    project.wait_for(
+        lambda: len([r for r in fast_runs() if r["outcome"] == "succeeded"]) == 4,
+        timeout=90,
+        what="4 runs of the 15-second job in the minute",
+    )
+    assert sorted(r["slot"] for r in fast_runs()) == [minute, minute + 15, minute + 30, minute + 45]
+    code, out = work.stop()  # SIGTERM: exit 0
     assert code == 0, out
     run = project.runs("job")[1]
-    assert run["slot"] == start_slot + 60
+    assert run["slot"] == minute
     assert run["outcome"] == "succeeded"
     assert run["started_at"] - run["slot"] < 10  # at second 0, not at the start's second offset
 
