@@ -20,6 +20,7 @@ from icc.errors import IccError, JobNotFoundError
 
 if TYPE_CHECKING:
     from icc.config import Config
+    from icc.runner import TickReport
     from icc.state.base import StateStore
 
 
@@ -139,14 +140,20 @@ def _exit(code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+def _print_json(document: Any) -> None:
+    """A command's ``--json`` output: one JSON document on stdout."""
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Show the difference, write nothing.")
 @click.option(
     "--prune", is_flag=True, help="Delete removed jobs and their history instead of marking them removed."
 )
 @click.option("--strict", is_flag=True, help="A plugin that fails to load is an error, not a warning.")
+@click.option("--json", "as_json", is_flag=True, help="The difference as one JSON document (docs/cli.md).")
 @click.pass_obj
-def scan(env: Env, dry_run: bool, prune: bool, strict: bool) -> None:
+def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> None:
     """Load plugins, validate every schedule and sync the jobs into the state store.
 
     Registers or removes the consumer cron jobs per consumers.mode. Nothing is written when anything is
@@ -195,27 +202,42 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool) -> None:
                     rec.plugin if rec else "-",
                 ]
             )
-    title = "icc scan (dry run: nothing written)" if dry_run else "icc scan"
-    ui.table(title, ["job", "change", "cron", "plugin"], rows, style_col=1)
     consumers = [n for n in by_name if n.startswith("consume:")]
-    if config.consumers.mode == "cron":
-        ui.say(
-            f"consumers: cron mode, {len(consumers)} consumer job(s) registered: {', '.join(consumers) or 'none'}"
+    if as_json:
+        _print_json(
+            {
+                "schema": 1,
+                "generated_at": facts.iso(time.time(), config.timezone),
+                "timezone": config.timezone,
+                "dry_run": dry_run,
+                "jobs": [dict(zip(("name", "change", "cron", "plugin"), row, strict=True)) for row in rows],
+                "consumers": {"mode": config.consumers.mode, "jobs": consumers},
+            }
         )
+    else:
+        title = "icc scan (dry run: nothing written)" if dry_run else "icc scan"
+        ui.table(title, ["job", "change", "cron", "plugin"], rows, style_col=1)
+    if config.consumers.mode == "cron":
+        if not as_json:
+            ui.say(
+                f"consumers: cron mode, {len(consumers)} consumer job(s) registered: "
+                f"{', '.join(consumers) or 'none'}"
+            )
         from icc.queue.builtin import minute_warning
 
         warning = minute_warning(config)
         if warning is not None:
             ui.say(f"warning: {warning}", err=True)
-    else:
+    elif not as_json:
         ui.say("consumers: service mode, no consumer cron jobs (run them with `icc systemd`)")
 
 
 @cli.command()
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing unless a job failed.")
 @click.option("--at", "at", metavar="TIME", help="Tick as if it were TIME (ISO 8601).")
+@click.option("--json", "as_json", is_flag=True, help="The tick as one JSON document (docs/cli.md).")
 @click.pass_obj
-def run(env: Env, quiet: bool, at: str | None) -> None:
+def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
     """One tick: run every job due now. Meant for crontab: `* * * * * icc run --quiet`."""
     from icc.execution import install_stop_handlers
     from icc.runner import Tick
@@ -224,6 +246,13 @@ def run(env: Env, quiet: bool, at: str | None) -> None:
     install_stop_handlers()
     report = Tick(config, at=_parse_at(at, config.timezone)).run()
     zone = config.timezone
+    if as_json:
+        for failure in report.plugin_failures:
+            ui.say(f"warning: plugin {failure}", err=True)
+        _print_json(_tick_data(report, zone))
+        if report.failed:
+            _exit(1)
+        return
     if report.locked_out:
         holder = report.held_by
         if not quiet:  # not a failure: the tick that holds the lock evaluates the minute
@@ -260,6 +289,33 @@ def run(env: Env, quiet: bool, at: str | None) -> None:
         )
     if report.failed:
         _exit(1)
+
+
+def _tick_data(report: TickReport, zone: str) -> dict[str, Any]:
+    """``icc run --json``: the tick's report, times in ISO 8601 in the configured zone."""
+    holder = report.held_by
+    return {
+        "schema": 1,
+        "slot": facts.iso(report.slot, zone),
+        "timezone": zone,
+        "locked_out": report.locked_out,
+        "held_by": None
+        if holder is None
+        else {"pid": holder.pid, "host": holder.host, "since": facts.iso(holder.since, zone)},
+        "failed": report.failed,
+        "runs": [
+            {
+                "job": r.job,
+                "outcome": r.outcome,
+                "slot": facts.iso(r.slot, zone),
+                "duration": r.duration,
+                "next_run": facts.iso(r.next_run, zone),
+                "background": r.background,
+                "detail": r.detail,
+            }
+            for r in report.rows
+        ],
+    }
 
 
 @cli.command()
@@ -540,19 +596,35 @@ def metrics(env: Env, textfile: Path | None) -> None:
 
 @cli.command(name="exec")
 @click.argument("job")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="The run as one JSON document, its output included; the live output goes to stderr.",
+)
 @click.pass_obj
-def exec_(env: Env, job: str) -> None:
+def exec_(env: Env, job: str, as_json: bool) -> None:
     """Run JOB now, in the foreground, recorded as a manual run."""
     from icc.runner import manual_run
 
     config = env.config
-    out = sys.stdout.buffer
+    out = sys.stderr.buffer if as_json else sys.stdout.buffer  # stdout holds only the JSON document
 
     def echo(chunk: bytes) -> None:  # the job's output, live, as it writes it
         out.write(chunk)
         out.flush()
 
     row, run_id = manual_run(config, job, echo=echo)
+    if as_json:
+        from icc.state.sqlite import SQLiteStateStore
+
+        store = SQLiteStateStore(config.state_dir)
+        run = store.run(run_id)
+        assert run is not None
+        _print_json({"job": row.job, **facts.run_data(run, config.timezone, {}, full=True)})
+        if row.outcome != "succeeded":
+            _exit(1)
+        return
     took = f" in {ui.fmt_duration(row.duration)}" if row.duration is not None else ""
     detail = f": {row.detail}" if row.detail else ""
     ui.say(f"icc exec: {row.job} run {run_id} {row.outcome}{took}{detail}")

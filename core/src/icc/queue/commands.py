@@ -233,7 +233,7 @@ def failed() -> None:
 
 @failed.command("list")
 @click.option("--queue", help="Only this queue.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of the messages (one document).")
 @click.pass_obj
 def failed_list(env: Any, queue: str | None, as_json: bool) -> None:
     """List failed messages, oldest failure first."""
@@ -243,8 +243,8 @@ def failed_list(env: Any, queue: str | None, as_json: bool) -> None:
         config = _config(env)
         messages = open_transport(config).failed_list(queue=queue)
         if as_json:
-            for message in messages:
-                click.echo(json.dumps(_as_dict(message), ensure_ascii=False))
+            document = [_as_dict(message, config.timezone) for message in messages]
+            click.echo(json.dumps(document, ensure_ascii=False, indent=2))
             return
         if not messages:
             click.echo("no failed messages")
@@ -269,17 +269,26 @@ def failed_list(env: Any, queue: str | None, as_json: bool) -> None:
         )
 
 
-def _as_dict(message: Any) -> dict[str, Any]:
+def _as_dict(message: Any, zone: str) -> dict[str, Any]:
+    """A failed message for ``--json``: times in ISO 8601 in the configured zone, as everywhere."""
+    from icc.facts import iso
+
+    errors = []
+    for record in message.errors:
+        entry = dict(record)
+        if isinstance(entry.get("at"), int | float):
+            entry["at"] = iso(entry["at"], zone)
+        errors.append(entry)
     return {
         "id": message.id,
         "queue": message.queue,
         "name": message.name,
         "payload": message.payload,
         "attempts": message.attempts,
-        "created_at": message.created_at,
-        "failed_at": message.failed_at,
+        "created_at": iso(message.created_at, zone),
+        "failed_at": iso(message.failed_at, zone),
         "reason": message.reason,
-        "errors": list(message.errors),
+        "errors": errors,
     }
 
 
@@ -298,7 +307,7 @@ def failed_show(env: Any, message_id: int, as_json: bool) -> None:
         if message is None:
             raise QueueError(f"no failed message with id {message_id}; see icc failed list")
         if as_json:
-            click.echo(json.dumps(_as_dict(message), ensure_ascii=False, indent=2))
+            click.echo(json.dumps(_as_dict(message, config.timezone), ensure_ascii=False, indent=2))
             return
         zone = config.timezone
         lines = [
