@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from icc import facts, ui
+from icc import logs as diagnostics
 from icc._version import __version__
 from icc.argv import icc_argv
 from icc.errors import IccError, JobNotFoundError
@@ -37,6 +38,14 @@ class Env:
             from icc.config import load_config
 
             self._config = load_config(self.config_path, export=True)  # .env reaches the tasks
+            diagnostics.set_zone(self._config.timezone)
+            diagnostics.logger.debug(
+                "config %s, state dir %s, timezone %s, environment %s",
+                self._config.path or "(none found: defaults)",
+                self._config.state_dir,
+                self._config.timezone,
+                self._config.environment,
+            )
         return self._config
 
 
@@ -46,10 +55,16 @@ class IccGroup(click.Group):
     _plugin_commands_loaded = False
 
     def invoke(self, ctx: click.Context) -> Any:
+        # Before anything can log: resolving a plugin's command (below) may warn already.
+        diagnostics.configure(
+            ctx.params.get("log_level"),
+            ctx.params.get("log_format") or "text",
+            verbose=bool(ctx.params.get("verbose")),
+        )
         try:
             return super().invoke(ctx)
         except IccError as exc:
-            ui.say(f"error: {exc}", err=True)
+            diagnostics.ensure().error("%s", exc)
             ctx.exit(exc.exit_code)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
@@ -77,7 +92,7 @@ class IccGroup(click.Group):
         host.register_commands(self)
         for failure in host.failures:
             if failure.hook == "register_commands":
-                ui.say(f"warning: plugin {failure.plugin} failed: {failure.error}", err=True)
+                diagnostics.ensure().warning("plugin %s failed: %s", failure.plugin, failure.error)
         return True
 
 
@@ -89,9 +104,26 @@ class IccGroup(click.Group):
     envvar="ICC_CONFIG",
     help="Config file (icc.toml or pyproject.toml); default: found by walking up from the working directory.",
 )
+@click.option("-v", "--verbose", is_flag=True, help="Debug lines too (the same as --log-level debug).")
+@click.option(
+    "--log-level",
+    type=click.Choice(diagnostics.LEVELS, case_sensitive=False),
+    envvar="ICC_LOG_LEVEL",
+    help="Least important diagnostic line shown on stderr; default: info (debug with -v).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(diagnostics.FORMATS),
+    default="text",
+    show_default=True,
+    envvar="ICC_LOG_FORMAT",
+    help="Diagnostics on stderr as plain lines, or one JSON object per line.",
+)
 @click.version_option(__version__, prog_name="icc")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None) -> None:
+def cli(
+    ctx: click.Context, config_path: Path | None, verbose: bool, log_level: str | None, log_format: str
+) -> None:
     """icc: plugin-based task runner. One crontab line, `* * * * * icc run`, drives every job."""
     ctx.obj = Env(config_path)
 
@@ -168,13 +200,12 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
     jobs = host.collect_jobs()
     host.collect_handlers()  # a handler name two plugins register is reported too
     for failure in host.failures:
-        ui.say(f"warning: plugin {failure.plugin} failed: {failure.error}", err=True)
+        diagnostics.logger.warning("plugin %s failed: %s", failure.plugin, failure.error)
     invalid = [f for f in host.failures if f.hook == "schedule"]
     if invalid:
-        ui.say(
-            "error: invalid schedules or a job name two plugins use; nothing was written. "
-            "Fix the plugins above and scan again.",
-            err=True,
+        diagnostics.logger.error(
+            "invalid schedules or a job name two plugins use; nothing was written. "
+            "Fix the plugins above and scan again."
         )
         _exit(2)
     failed_plugins = {f.plugin for f in host.failures}
@@ -227,7 +258,7 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
 
         warning = minute_warning(config)
         if warning is not None:
-            ui.say(f"warning: {warning}", err=True)
+            diagnostics.logger.warning("%s", warning)
     elif not as_json:
         ui.say("consumers: service mode, no consumer cron jobs (run them with `icc systemd`)")
 
@@ -248,7 +279,7 @@ def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
     zone = config.timezone
     if as_json:
         for failure in report.plugin_failures:
-            ui.say(f"warning: plugin {failure}", err=True)
+            diagnostics.logger.warning("plugin %s", failure)
         _print_json(_tick_data(report, zone))
         if report.failed:
             _exit(1)
@@ -264,7 +295,7 @@ def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
             ui.say(f"icc run: another tick is running ({who})")
         return
     for failure in report.plugin_failures:
-        ui.say(f"warning: plugin {failure}", err=True)
+        diagnostics.logger.warning("plugin %s", failure)
     if not report.rows:
         if not quiet:
             ui.say(f"icc run: nothing due at {ui.fmt_time(report.slot, zone)} ({zone})")

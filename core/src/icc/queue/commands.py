@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from icc import logs
 from icc.errors import IccError, QueueError
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except IccError as exc:
-        click.echo(f"error: {exc}", err=True)
+        logs.ensure().error("%s", exc)
         raise SystemExit(exc.exit_code) from None
 
 
@@ -126,15 +127,19 @@ def consume(
             validate_queue(config, queue)
         host = load_plugins(config)
         specs = host.collect_handlers()  # first: a handler name two plugins use is reported as a failure
+        log = logs.ensure()
         for failure in host.failures:
-            click.echo(f"warning: {failure}", err=True)
+            log.warning("%s", failure)
         for line in handler_queue_warnings(config, specs):
-            click.echo(f"warning: {line}", err=True)
+            log.warning("%s", line)
         handlers = {name: spec.handler for name, spec in specs.items()}
+        log.debug(
+            "consuming %s with handlers for %s", ", ".join(queues), ", ".join(sorted(handlers)) or "nothing"
+        )
 
         def hard_exit(stats: ConsumeStats) -> None:
             if not quiet:
-                click.echo(stats.summary())
+                log.info("%s", stats.summary())
             sys.stdout.flush()
             sys.stderr.flush()
 
@@ -152,13 +157,13 @@ def consume(
                 stop_when_empty=stop_when_empty,
                 grace=config.grace,
             ),
-            report=lambda line: click.echo(line, err=True),
+            report=lambda line: log.warning("%s", line, extra={"bare": True}),
             hard_exit=hard_exit,
             paused=_queues_paused(config),
         )
         stats = consumer.run()
         if not quiet:
-            click.echo(stats.summary())
+            log.info("%s", stats.summary())
 
 
 def _queues_paused(config: Config) -> Callable[[], bool]:
@@ -391,7 +396,7 @@ def _report_ids(done: list[int], asked: list[int] | None, many: str, one: str) -
         click.echo("no failed messages")
     missing = sorted(set(asked or ()) - set(done))
     if missing:
-        click.echo(f"error: no failed message with id {', '.join(map(str, missing))}", err=True)
+        logs.ensure().error("no failed message with id %s", ", ".join(map(str, missing)))
         sys.exit(1)
 
 
