@@ -101,3 +101,13 @@ def test_errors_stay_one_line_with_exit_2_in_both_formats(project: Project) -> N
     broken = project.icc("--log-format", "json", "status")
     assert broken.returncode == 2 and json.loads(broken.stderr)["level"] == "error"
     assert project.icc("--log-level", "loud", "status").returncode == 2  # click's usage error
+
+
+def test_status_warnings_are_log_lines_too(project: Project) -> None:
+    project.write_plugin(PLUGIN)
+    text = project.icc("status", check=True)
+    assert text.stderr == "warning: never scanned; run `icc scan`\n"
+    as_json = project.icc("--log-format", "json", "status", check=True)
+    assert as_json.stdout == text.stdout
+    entry = json.loads(as_json.stderr)
+    assert (entry["level"], entry["message"]) == ("warning", "never scanned; run `icc scan`")

@@ -536,11 +536,17 @@ def status(
     if not data["jobs"]:
         ui.say("no jobs yet: run `icc scan`")
     for err in data["plugin_errors"]:
-        ui.say(f"plugin error: {err['plugin']} ({err['distribution'] or 'local'}): {err['error']}", err=True)
+        diagnostics.logger.warning(
+            "plugin error: %s (%s): %s",
+            err["plugin"],
+            err["distribution"] or "local",
+            err["error"],
+            extra={"bare": True},
+        )
     if data["plugins_changed"]:
-        ui.say("warning: installed plugins changed since the last scan; run `icc scan`", err=True)
+        diagnostics.logger.warning("installed plugins changed since the last scan; run `icc scan`")
     if data["never_scanned"]:
-        ui.say("warning: never scanned; run `icc scan`", err=True)
+        diagnostics.logger.warning("never scanned; run `icc scan`")
 
 
 def _pause_line(paused: dict[str, Any]) -> str:
