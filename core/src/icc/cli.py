@@ -14,12 +14,14 @@ from zoneinfo import ZoneInfo
 import click
 
 from icc import facts, ui
+from icc import logs as diagnostics
 from icc._version import __version__
 from icc.argv import icc_argv
 from icc.errors import IccError, JobNotFoundError
 
 if TYPE_CHECKING:
     from icc.config import Config
+    from icc.runner import TickReport
     from icc.state.base import StateStore
 
 
@@ -36,6 +38,14 @@ class Env:
             from icc.config import load_config
 
             self._config = load_config(self.config_path, export=True)  # .env reaches the tasks
+            diagnostics.set_zone(self._config.timezone)
+            diagnostics.logger.debug(
+                "config %s, state dir %s, timezone %s, environment %s",
+                self._config.path or "(none found: defaults)",
+                self._config.state_dir,
+                self._config.timezone,
+                self._config.environment,
+            )
         return self._config
 
 
@@ -45,10 +55,16 @@ class IccGroup(click.Group):
     _plugin_commands_loaded = False
 
     def invoke(self, ctx: click.Context) -> Any:
+        # Before anything can log: resolving a plugin's command (below) may warn already.
+        diagnostics.configure(
+            ctx.params.get("log_level"),
+            ctx.params.get("log_format") or "text",
+            verbose=bool(ctx.params.get("verbose")),
+        )
         try:
             return super().invoke(ctx)
         except IccError as exc:
-            ui.say(f"error: {exc}", err=True)
+            diagnostics.ensure().error("%s", exc)
             ctx.exit(exc.exit_code)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
@@ -76,7 +92,7 @@ class IccGroup(click.Group):
         host.register_commands(self)
         for failure in host.failures:
             if failure.hook == "register_commands":
-                ui.say(f"warning: plugin {failure.plugin} failed: {failure.error}", err=True)
+                diagnostics.ensure().warning("plugin %s failed: %s", failure.plugin, failure.error)
         return True
 
 
@@ -88,9 +104,26 @@ class IccGroup(click.Group):
     envvar="ICC_CONFIG",
     help="Config file (icc.toml or pyproject.toml); default: found by walking up from the working directory.",
 )
+@click.option("-v", "--verbose", is_flag=True, help="Debug lines too (the same as --log-level debug).")
+@click.option(
+    "--log-level",
+    type=click.Choice(diagnostics.LEVELS, case_sensitive=False),
+    envvar="ICC_LOG_LEVEL",
+    help="Least important diagnostic line shown on stderr; default: info (debug with -v).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(diagnostics.FORMATS),
+    default="text",
+    show_default=True,
+    envvar="ICC_LOG_FORMAT",
+    help="Diagnostics on stderr as plain lines, or one JSON object per line.",
+)
 @click.version_option(__version__, prog_name="icc")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None) -> None:
+def cli(
+    ctx: click.Context, config_path: Path | None, verbose: bool, log_level: str | None, log_format: str
+) -> None:
     """icc: plugin-based task runner. One crontab line, `* * * * * icc run`, drives every job."""
     ctx.obj = Env(config_path)
 
@@ -139,14 +172,20 @@ def _exit(code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+def _print_json(document: Any) -> None:
+    """A command's ``--json`` output: one JSON document on stdout."""
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Show the difference, write nothing.")
 @click.option(
     "--prune", is_flag=True, help="Delete removed jobs and their history instead of marking them removed."
 )
 @click.option("--strict", is_flag=True, help="A plugin that fails to load is an error, not a warning.")
+@click.option("--json", "as_json", is_flag=True, help="The difference as one JSON document (docs/cli.md).")
 @click.pass_obj
-def scan(env: Env, dry_run: bool, prune: bool, strict: bool) -> None:
+def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> None:
     """Load plugins, validate every schedule and sync the jobs into the state store.
 
     Registers or removes the consumer cron jobs per consumers.mode. Nothing is written when anything is
@@ -161,13 +200,12 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool) -> None:
     jobs = host.collect_jobs()
     host.collect_handlers()  # a handler name two plugins register is reported too
     for failure in host.failures:
-        ui.say(f"warning: plugin {failure.plugin} failed: {failure.error}", err=True)
+        diagnostics.logger.warning("plugin %s failed: %s", failure.plugin, failure.error)
     invalid = [f for f in host.failures if f.hook == "schedule"]
     if invalid:
-        ui.say(
-            "error: invalid schedules or a job name two plugins use; nothing was written. "
-            "Fix the plugins above and scan again.",
-            err=True,
+        diagnostics.logger.error(
+            "invalid schedules or a job name two plugins use; nothing was written. "
+            "Fix the plugins above and scan again."
         )
         _exit(2)
     failed_plugins = {f.plugin for f in host.failures}
@@ -195,27 +233,42 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool) -> None:
                     rec.plugin if rec else "-",
                 ]
             )
-    title = "icc scan (dry run: nothing written)" if dry_run else "icc scan"
-    ui.table(title, ["job", "change", "cron", "plugin"], rows, style_col=1)
     consumers = [n for n in by_name if n.startswith("consume:")]
-    if config.consumers.mode == "cron":
-        ui.say(
-            f"consumers: cron mode, {len(consumers)} consumer job(s) registered: {', '.join(consumers) or 'none'}"
+    if as_json:
+        _print_json(
+            {
+                "schema": 1,
+                "generated_at": facts.iso(time.time(), config.timezone),
+                "timezone": config.timezone,
+                "dry_run": dry_run,
+                "jobs": [dict(zip(("name", "change", "cron", "plugin"), row, strict=True)) for row in rows],
+                "consumers": {"mode": config.consumers.mode, "jobs": consumers},
+            }
         )
+    else:
+        title = "icc scan (dry run: nothing written)" if dry_run else "icc scan"
+        ui.table(title, ["job", "change", "cron", "plugin"], rows, style_col=1)
+    if config.consumers.mode == "cron":
+        if not as_json:
+            ui.say(
+                f"consumers: cron mode, {len(consumers)} consumer job(s) registered: "
+                f"{', '.join(consumers) or 'none'}"
+            )
         from icc.queue.builtin import minute_warning
 
         warning = minute_warning(config)
         if warning is not None:
-            ui.say(f"warning: {warning}", err=True)
-    else:
+            diagnostics.logger.warning("%s", warning)
+    elif not as_json:
         ui.say("consumers: service mode, no consumer cron jobs (run them with `icc systemd`)")
 
 
 @cli.command()
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing unless a job failed.")
 @click.option("--at", "at", metavar="TIME", help="Tick as if it were TIME (ISO 8601).")
+@click.option("--json", "as_json", is_flag=True, help="The tick as one JSON document (docs/cli.md).")
 @click.pass_obj
-def run(env: Env, quiet: bool, at: str | None) -> None:
+def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
     """One tick: run every job due now. Meant for crontab: `* * * * * icc run --quiet`."""
     from icc.execution import install_stop_handlers
     from icc.runner import Tick
@@ -224,6 +277,13 @@ def run(env: Env, quiet: bool, at: str | None) -> None:
     install_stop_handlers()
     report = Tick(config, at=_parse_at(at, config.timezone)).run()
     zone = config.timezone
+    if as_json:
+        for failure in report.plugin_failures:
+            diagnostics.logger.warning("plugin %s", failure)
+        _print_json(_tick_data(report, zone))
+        if report.failed:
+            _exit(1)
+        return
     if report.locked_out:
         holder = report.held_by
         if not quiet:  # not a failure: the tick that holds the lock evaluates the minute
@@ -235,7 +295,7 @@ def run(env: Env, quiet: bool, at: str | None) -> None:
             ui.say(f"icc run: another tick is running ({who})")
         return
     for failure in report.plugin_failures:
-        ui.say(f"warning: plugin {failure}", err=True)
+        diagnostics.logger.warning("plugin %s", failure)
     if not report.rows:
         if not quiet:
             ui.say(f"icc run: nothing due at {ui.fmt_time(report.slot, zone)} ({zone})")
@@ -260,6 +320,33 @@ def run(env: Env, quiet: bool, at: str | None) -> None:
         )
     if report.failed:
         _exit(1)
+
+
+def _tick_data(report: TickReport, zone: str) -> dict[str, Any]:
+    """``icc run --json``: the tick's report, times in ISO 8601 in the configured zone."""
+    holder = report.held_by
+    return {
+        "schema": 1,
+        "slot": facts.iso(report.slot, zone),
+        "timezone": zone,
+        "locked_out": report.locked_out,
+        "held_by": None
+        if holder is None
+        else {"pid": holder.pid, "host": holder.host, "since": facts.iso(holder.since, zone)},
+        "failed": report.failed,
+        "runs": [
+            {
+                "job": r.job,
+                "outcome": r.outcome,
+                "slot": facts.iso(r.slot, zone),
+                "duration": r.duration,
+                "next_run": facts.iso(r.next_run, zone),
+                "background": r.background,
+                "detail": r.detail,
+            }
+            for r in report.rows
+        ],
+    }
 
 
 @cli.command()
@@ -449,11 +536,17 @@ def status(
     if not data["jobs"]:
         ui.say("no jobs yet: run `icc scan`")
     for err in data["plugin_errors"]:
-        ui.say(f"plugin error: {err['plugin']} ({err['distribution'] or 'local'}): {err['error']}", err=True)
+        diagnostics.logger.warning(
+            "plugin error: %s (%s): %s",
+            err["plugin"],
+            err["distribution"] or "local",
+            err["error"],
+            extra={"bare": True},
+        )
     if data["plugins_changed"]:
-        ui.say("warning: installed plugins changed since the last scan; run `icc scan`", err=True)
+        diagnostics.logger.warning("installed plugins changed since the last scan; run `icc scan`")
     if data["never_scanned"]:
-        ui.say("warning: never scanned; run `icc scan`", err=True)
+        diagnostics.logger.warning("never scanned; run `icc scan`")
 
 
 def _pause_line(paused: dict[str, Any]) -> str:
@@ -540,19 +633,35 @@ def metrics(env: Env, textfile: Path | None) -> None:
 
 @cli.command(name="exec")
 @click.argument("job")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="The run as one JSON document, its output included; the live output goes to stderr.",
+)
 @click.pass_obj
-def exec_(env: Env, job: str) -> None:
+def exec_(env: Env, job: str, as_json: bool) -> None:
     """Run JOB now, in the foreground, recorded as a manual run."""
     from icc.runner import manual_run
 
     config = env.config
-    out = sys.stdout.buffer
+    out = sys.stderr.buffer if as_json else sys.stdout.buffer  # stdout holds only the JSON document
 
     def echo(chunk: bytes) -> None:  # the job's output, live, as it writes it
         out.write(chunk)
         out.flush()
 
     row, run_id = manual_run(config, job, echo=echo)
+    if as_json:
+        from icc.state.sqlite import SQLiteStateStore
+
+        store = SQLiteStateStore(config.state_dir)
+        run = store.run(run_id)
+        assert run is not None
+        _print_json({"job": row.job, **facts.run_data(run, config.timezone, {}, full=True)})
+        if row.outcome != "succeeded":
+            _exit(1)
+        return
     took = f" in {ui.fmt_duration(row.duration)}" if row.duration is not None else ""
     detail = f": {row.detail}" if row.detail else ""
     ui.say(f"icc exec: {row.job} run {run_id} {row.outcome}{took}{detail}")

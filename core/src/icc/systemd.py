@@ -282,10 +282,13 @@ def systemd(env: Env, directory: Path | None, system: bool) -> None:
     )
     if config.consumers.mode != "service":
         where = f" in {source}" if (source := config.source("consumers.mode")) else ""
-        click.echo(
+        from icc.logs import ensure
+
+        ensure().warning(
+            "%s",
             f'note: consumers.mode is "{config.consumers.mode}"{where}, so `icc run` starts consumers too; '
             'set mode = "service" and run `icc scan` before enabling the consumer services',
-            err=True,
+            extra={"bare": True},
         )
     if directory is None:
         click.echo("\n".join(unit.text for unit in units), nl=False)

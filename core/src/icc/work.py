@@ -26,7 +26,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from icc import ui
+from icc import logs, ui
 from icc.errors import IccError
 from icc.execution import STOP, install_stop_handlers, stop_requested
 
@@ -79,7 +79,7 @@ def show(report: TickReport, zone: str, *, quiet: bool) -> None:
             ui.say(f"icc work: another tick is running ({who}); waiting for the next minute")
         return
     for failure in report.plugin_failures:
-        ui.say(f"warning: plugin {failure}", err=True)
+        logs.logger.warning("plugin %s", failure)
     if not report.rows or (quiet and not report.failed):
         return
     rows = [
@@ -151,7 +151,7 @@ def work(config: Config, *, quiet: bool = False, period: float = MINUTE) -> int:
         except IccError as exc:
             if first:
                 raise
-            ui.say(f"error: {exc}", err=True)
+            logs.logger.error("%s", exc)
         else:
             show(report, config.timezone, quiet=quiet)
         first = False

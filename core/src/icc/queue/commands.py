@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from icc import logs
 from icc.errors import IccError, QueueError
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except IccError as exc:
-        click.echo(f"error: {exc}", err=True)
+        logs.ensure().error("%s", exc)
         raise SystemExit(exc.exit_code) from None
 
 
@@ -126,15 +127,19 @@ def consume(
             validate_queue(config, queue)
         host = load_plugins(config)
         specs = host.collect_handlers()  # first: a handler name two plugins use is reported as a failure
+        log = logs.ensure()
         for failure in host.failures:
-            click.echo(f"warning: {failure}", err=True)
+            log.warning("%s", failure)
         for line in handler_queue_warnings(config, specs):
-            click.echo(f"warning: {line}", err=True)
+            log.warning("%s", line)
         handlers = {name: spec.handler for name, spec in specs.items()}
+        log.debug(
+            "consuming %s with handlers for %s", ", ".join(queues), ", ".join(sorted(handlers)) or "nothing"
+        )
 
         def hard_exit(stats: ConsumeStats) -> None:
             if not quiet:
-                click.echo(stats.summary())
+                log.info("%s", stats.summary())
             sys.stdout.flush()
             sys.stderr.flush()
 
@@ -152,13 +157,13 @@ def consume(
                 stop_when_empty=stop_when_empty,
                 grace=config.grace,
             ),
-            report=lambda line: click.echo(line, err=True),
+            report=lambda line: log.warning("%s", line, extra={"bare": True}),
             hard_exit=hard_exit,
             paused=_queues_paused(config),
         )
         stats = consumer.run()
         if not quiet:
-            click.echo(stats.summary())
+            log.info("%s", stats.summary())
 
 
 def _queues_paused(config: Config) -> Callable[[], bool]:
@@ -233,7 +238,7 @@ def failed() -> None:
 
 @failed.command("list")
 @click.option("--queue", help="Only this queue.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of the messages (one document).")
 @click.pass_obj
 def failed_list(env: Any, queue: str | None, as_json: bool) -> None:
     """List failed messages, oldest failure first."""
@@ -243,8 +248,8 @@ def failed_list(env: Any, queue: str | None, as_json: bool) -> None:
         config = _config(env)
         messages = open_transport(config).failed_list(queue=queue)
         if as_json:
-            for message in messages:
-                click.echo(json.dumps(_as_dict(message), ensure_ascii=False))
+            document = [_as_dict(message, config.timezone) for message in messages]
+            click.echo(json.dumps(document, ensure_ascii=False, indent=2))
             return
         if not messages:
             click.echo("no failed messages")
@@ -269,17 +274,26 @@ def failed_list(env: Any, queue: str | None, as_json: bool) -> None:
         )
 
 
-def _as_dict(message: Any) -> dict[str, Any]:
+def _as_dict(message: Any, zone: str) -> dict[str, Any]:
+    """A failed message for ``--json``: times in ISO 8601 in the configured zone, as everywhere."""
+    from icc.facts import iso
+
+    errors = []
+    for record in message.errors:
+        entry = dict(record)
+        if isinstance(entry.get("at"), int | float):
+            entry["at"] = iso(entry["at"], zone)
+        errors.append(entry)
     return {
         "id": message.id,
         "queue": message.queue,
         "name": message.name,
         "payload": message.payload,
         "attempts": message.attempts,
-        "created_at": message.created_at,
-        "failed_at": message.failed_at,
+        "created_at": iso(message.created_at, zone),
+        "failed_at": iso(message.failed_at, zone),
         "reason": message.reason,
-        "errors": list(message.errors),
+        "errors": errors,
     }
 
 
@@ -298,7 +312,7 @@ def failed_show(env: Any, message_id: int, as_json: bool) -> None:
         if message is None:
             raise QueueError(f"no failed message with id {message_id}; see icc failed list")
         if as_json:
-            click.echo(json.dumps(_as_dict(message), ensure_ascii=False, indent=2))
+            click.echo(json.dumps(_as_dict(message, config.timezone), ensure_ascii=False, indent=2))
             return
         zone = config.timezone
         lines = [
@@ -382,7 +396,7 @@ def _report_ids(done: list[int], asked: list[int] | None, many: str, one: str) -
         click.echo("no failed messages")
     missing = sorted(set(asked or ()) - set(done))
     if missing:
-        click.echo(f"error: no failed message with id {', '.join(map(str, missing))}", err=True)
+        logs.ensure().error("no failed message with id %s", ", ".join(map(str, missing)))
         sys.exit(1)
 
 
