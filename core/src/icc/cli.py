@@ -196,7 +196,9 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool) -> None:
                 ]
             )
     title = "icc scan (dry run: nothing written)" if dry_run else "icc scan"
-    ui.table(title, ["job", "change", "cron", "plugin"], rows, style_col=1)
+    ui.table(
+        title, [ui.Col("job", keep=True), ui.Col("change", keep=True), "cron", "plugin"], rows, style_col=1
+    )
     consumers = [n for n in by_name if n.startswith("consume:")]
     if config.consumers.mode == "cron":
         ui.say(
@@ -254,7 +256,14 @@ def run(env: Env, quiet: bool, at: str | None) -> None:
         ]
         ui.table(
             f"icc run {ui.fmt_time(report.slot, zone)} ({zone})",
-            ["job", "outcome", "slot", "took", "next run", "detail"],
+            [
+                ui.Col("job", keep=True),
+                ui.Col("outcome", keep=True),
+                ui.Col("slot", keep=True),
+                ui.Col("took", keep=True),
+                ui.Col("next run", keep=True, wide=100),  # narrower: `icc status` shows it
+                "detail",
+            ],
             rows,
             style_col=1,
         )
@@ -298,15 +307,17 @@ def _next_runs(
 OUTPUT_TAIL_LINES = 20  # lines of the last run's output `icc status JOB` shows
 
 
-def _last_run_cell(last: dict[str, Any] | None) -> str:
-    """``succeeded 2026-03-29 10:00 (1.2s)``; a run that never started (its command could not) shows its slot."""
+def _last_run_cell(last: dict[str, Any] | None, *, terminal: bool = False) -> str:
+    """``succeeded 2026-03-29 10:00 (1.2s)``; a run that never started (its command could not) shows its slot.
+    In a terminal two lines, ``succeeded 1.2s`` over the time, so the column stays narrow."""
     if last is None:
         return "-"
     if last["started_at"] is None:
-        return str(last["outcome"]) + (f" slot {last['slot'][:16].replace('T', ' ')}" if last["slot"] else "")
-    return (
-        f"{last['outcome']} {last['started_at'][:16].replace('T', ' ')} ({ui.fmt_duration(last['duration'])})"
-    )
+        when = f"slot {last['slot'][:16].replace('T', ' ')}" if last["slot"] else ""
+        return str(last["outcome"]) + ("\n" if terminal else " ") + when if when else str(last["outcome"])
+    when = last["started_at"][:16].replace("T", " ")
+    took = ui.fmt_duration(last["duration"])
+    return f"{last['outcome']} {took}\n{when}" if terminal else f"{last['outcome']} {when} ({took})"
 
 
 @cli.command()
@@ -387,7 +398,19 @@ def status(
                 ]
             )
         ui.table(
-            None, ["run", "kind", "outcome", "slot", "started", "took", "exit", "error"], rows, style_col=2
+            None,
+            [
+                ui.Col("run", keep=True),
+                ui.Col("kind", keep=True, wide=100),
+                ui.Col("outcome", keep=True),
+                ui.Col("slot", keep=True),
+                ui.Col("started", keep=True),
+                ui.Col("took", keep=True),
+                ui.Col("exit", keep=True, wide=100),
+                "error",
+            ],
+            rows,
+            style_col=2,
         )
         if ping_failure is not None:
             later = "; later pings worked" if ping_failure["ok_since"] else ""
@@ -408,41 +431,43 @@ def status(
         return
     if data["paused"] is not None:
         ui.say(_pause_line(data["paused"]))
+    terminal = ui.is_terminal()
     rows = []
     for j in data["jobs"]:
         last = j["last_run"]
         plugin = j["plugin"] + (f" ({j['distribution']} {j['version']})" if j["distribution"] else "")
         state = "removed" if j["removed"] else ("enabled" if j["enabled"] else "disabled")
         running = ", ".join(f"pid {r['pid']} since {r['since'][11:16]}" for r in j["running"]) or "-"
-        rows.append(
-            [
-                j["name"],
-                plugin,
-                f"{j['schedule']['description']}\n{j['schedule']['cron']}"
-                if ui.is_terminal()
-                else j["schedule"]["cron"],
-                state,
-                (j["next_run"] or "-")[:16].replace("T", " "),
-                _last_run_cell(last),
-                _last_run_cell(j["last_success"]),
-                _last_run_cell(j["last_failure"]),
-                running,
-                str(j["missed"]) if j["missed"] else "-",
-            ]
-        )
+        missed = str(j["missed"]) if j["missed"] else "-"
+        cells = [
+            j["name"],
+            plugin,
+            f"{j['schedule']['description']}\n{j['schedule']['cron']}" if terminal else j["schedule"]["cron"],
+            *(() if terminal else (state,)),
+            (j["next_run"] or "-")[:16].replace("T", " "),
+            _last_run_cell(last, terminal=terminal),
+            _last_run_cell(j["last_success"], terminal=terminal),
+            _last_run_cell(j["last_failure"], terminal=terminal),
+        ]
+        if terminal:  # state, running and missed in one column: a terminal may be 80 columns wide
+            notes = [state] if state != "enabled" else []
+            notes += [f"running {running}"] if j["running"] else []
+            notes += [f"missed {missed}"] if j["missed"] else []
+            rows.append([*cells, "\n".join(notes) or "-"])
+        else:
+            rows.append([*cells, running, missed])
     ui.table(
         f"icc status ({zone}, environment {config.environment})",
         [
-            "job",
-            "plugin",
+            ui.Col("job", keep=True),
+            ui.Col("plugin", wide=100),
             "schedule",
-            "state",
-            "next run",
-            "last run",
-            "last success",
-            "last failure",
-            "running",
-            "missed",
+            *(() if terminal else ("state",)),
+            ui.Col("next run", keep=True),
+            ui.Col("last run", keep=True),
+            ui.Col("last success", keep=True, wide=120),  # narrower: in `icc status JOB` and --json
+            ui.Col("last failure", keep=True, wide=120),
+            *(("notes",) if terminal else ("running", "missed")),
         ],
         rows,
     )

@@ -1,0 +1,105 @@
+"""Tables in an 80-column terminal (a real pseudo-terminal), in pipes (cron mail), and `icc status --timeline`."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import struct
+import subprocess
+import termios
+import unicodedata
+
+from projectkit import Project, at
+
+LONG = "nightly-warehouse-export-to-s3"  # 30 characters
+PLUGIN = f"""
+def ok():
+    pass
+
+def bad():
+    raise RuntimeError("the upstream warehouse refused the connection because " * 3)
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(ok, name="{LONG}").every_minute()
+    scheduler.add(bad, name="{LONG[:-1]}x").every_minute()
+    scheduler.add(ok, name="short").every_minute()
+"""
+TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def in_terminal(project: Project, *args: str, columns: int = 80) -> str:
+    """Run icc with its stdout on a pseudo-terminal of `columns` columns; the text it shows, ANSI removed."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = project.environ() | {"COLUMNS": str(columns), "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen(
+        project.argv(*args),
+        cwd=project.root,
+        env=env,
+        stdin=follower,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(leader)
+    return ANSI.sub("", b"".join(chunks).decode()).replace("\r\n", "\n")
+
+
+def assert_fits(text: str, columns: int, names: list[str]) -> None:
+    lines = text.splitlines()
+    for line in lines:
+        shown = sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in line)
+        assert shown <= columns, f"{shown} columns: {line!r}\n{text}"
+    for name in names:
+        assert any(name in line for line in lines), f"{name} broken or missing:\n{text}"
+    # Every time is whole on its line: no line ends in a piece of one (the rest folded to the next line).
+    for line in lines:
+        assert not re.search(r"\d{4}-\d\d-?\d?\d?$|\d{4}-\d\d-\d\d \d?\d?:?\d?$", line.rstrip()), text
+
+
+def test_tables_fit_an_80_column_terminal_with_long_names_and_times_unbroken(project: Project) -> None:
+    project.write_plugin(PLUGIN)
+    project.icc("scan", check=True)
+    names = [LONG, LONG[:-1] + "x", "short"]
+    shown = in_terminal(project, "run", "--at", at(1))
+    assert_fits(shown, 80, names)
+    assert len(TIME.findall(shown)) >= 3, shown  # every slot, whole
+    shown = in_terminal(project, "status")
+    assert_fits(shown, 80, names)
+    assert len(TIME.findall(shown)) >= 6, shown  # a next run and a last run per job
+    assert "last success" not in shown  # below 120 columns: in `icc status JOB` and --json
+    shown = in_terminal(project, "status", LONG[:-1] + "x").split("output of run")[
+        0
+    ]  # the job's own output: as is
+    assert_fits(shown, 80, [LONG[:-1] + "x"])
+    assert len(TIME.findall(shown)) >= 2, shown
+    wide = in_terminal(project, "status", columns=160)
+    assert_fits(wide, 160, names)
+    assert "last success" in wide and "last failure" in wide
+
+
+def test_piped_tables_are_full_lines_never_wrapped(project: Project) -> None:
+    project.write_plugin(PLUGIN)
+    project.icc("scan", check=True)
+    proc = project.icc("run", "--at", at(1), timeout=120)
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("nightly")]
+    assert len(rows) == 2 and all(TIME.search(r) for r in rows), proc.stdout
+    status = project.icc("status", check=True).stdout
+    row = next(line for line in status.splitlines() if line.startswith(LONG + " "))
+    assert len(row) > 120  # one line per job, every column: a mail reader wraps it, not icc
+    assert len(TIME.findall(row)) == 3  # next run, last run, last success
