@@ -103,3 +103,61 @@ def test_piped_tables_are_full_lines_never_wrapped(project: Project) -> None:
     row = next(line for line in status.splitlines() if line.startswith(LONG + " "))
     assert len(row) > 120  # one line per job, every column: a mail reader wraps it, not icc
     assert len(TIME.findall(row)) == 3  # next run, last run, last success
+
+
+TIMELINE_PLUGIN = """
+def ok():
+    pass
+
+def bad():
+    raise RuntimeError("boom")
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(ok, name="ok").every_hour()
+    scheduler.add(bad, name="bad").every_hour()
+    scheduler.add(ok, name="skipper").every_hour().skip(lambda: True)
+    scheduler.add(ok, name="idle").daily()
+"""
+
+
+def timeline_cells(text: str) -> dict[str, str]:
+    """``{job: the characters between its |…|}`` of `icc status --timeline`."""
+    return {
+        line.split()[0]: line[line.index("|") + 1 : line.rindex("|")]
+        for line in text.splitlines()
+        if line.count("|") == 2 and not line.startswith("job ")
+    }
+
+
+def test_timeline_shows_each_hour_s_outcome_at_its_position(project: Project) -> None:
+    project.write_plugin(TIMELINE_PLUGIN)
+    project.icc("scan", check=True)
+    for minutes in (0, 60, 180):  # 10:00, 11:00, 13:00: the 12:00 slot is missed
+        project.icc("run", "--at", at(minutes))
+    proc = project.icc("status", "--timeline", "--at", at(185), check=True)
+    cells = timeline_cells(proc.stdout)
+    # 24 cells of an hour ending with the one holding 13:05: 14:00 yesterday ... 13:00 today.
+    assert {len(c) for c in cells.values()} == {24}, proc.stdout
+    assert cells["ok"] == " " * 20 + "..m.", proc.stdout
+    assert cells["bad"] == " " * 20 + "FFmF", proc.stdout
+    assert cells["skipper"] == " " * 20 + "ssms", proc.stdout
+    assert cells["idle"] == " " * 24, proc.stdout
+    assert "legend: . succeeded  F failed  s skipped  m missed" in proc.stdout
+    axis = next(line for line in proc.stdout.splitlines() if line.startswith("job "))
+    assert axis[axis.index("|") + 1 :][10:12] == "00", axis  # midnight is the 11th cell (14:00 + 10 h)
+    only = timeline_cells(project.icc("status", "bad", "--timeline", "--at", at(185), check=True).stdout)
+    assert only == {"bad": cells["bad"]}
+
+
+def test_timeline_in_an_80_column_terminal_fits_with_long_names(project: Project) -> None:
+    project.write_plugin(PLUGIN)
+    project.icc("scan", check=True)
+    project.icc("run", "--at", at(1))
+    shown = in_terminal(project, "status", "--timeline", "--at", at(2))
+    assert_fits(shown, 80, [LONG, LONG[:-1] + "x", "short"])
+    cells = timeline_cells(shown)
+    assert {len(c) for c in cells.values()} == {24}, shown  # 30-minute cells would need 48 + 32 columns
+    assert cells[LONG].strip() == "." and cells[LONG[:-1] + "x"].strip() == "F", shown
+    wide = timeline_cells(in_terminal(project, "status", "--timeline", "--at", at(2), columns=140))
+    assert {len(c) for c in wide.values()} == {96}  # 15 minutes a cell when it fits

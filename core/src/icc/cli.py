@@ -334,9 +334,16 @@ def _last_run_cell(last: dict[str, Any] | None, *, terminal: bool = False) -> st
     callback=_optional_count,
     help="With JOB: its next N runs (sub-minute offsets included).",
 )
+@click.option("--timeline", is_flag=True, help="The last 24 hours of runs per job, one character a cell.")
 @click.pass_obj
 def status(
-    env: Env, job: str | None, as_json: bool, at: str | None, limit: int, next_count: int | None
+    env: Env,
+    job: str | None,
+    as_json: bool,
+    at: str | None,
+    limit: int,
+    next_count: int | None,
+    timeline: bool,
 ) -> None:
     """Every job: source, schedule, next run, last run, running now, missed slots; or JOB's last runs."""
     config = env.config
@@ -344,6 +351,11 @@ def status(
     if next_count is not None and job is None:
         raise IccError("--next needs a job: icc status JOB --next N")
     moment = _parse_at(at, zone)
+    if timeline:
+        if as_json or next_count is not None:
+            raise IccError("--timeline draws a picture: give it without --json and --next")
+        _timeline(config, job, moment)
+        return
     data = facts.status_data(config, moment)
     if job is not None:
         from icc.state.sqlite import SQLiteStateStore
@@ -479,6 +491,67 @@ def status(
         ui.say("warning: installed plugins changed since the last scan; run `icc scan`", err=True)
     if data["never_scanned"]:
         ui.say("warning: never scanned; run `icc scan`", err=True)
+
+
+TIMELINE_CHARS = {"succeeded": ".", "failed": "F", "skipped": "s", "missed": "m", "running": "r", None: " "}
+TIMELINE_STYLE = {"succeeded": "bold green", "failed": "bold white on red", "missed": "bold black on yellow"}
+TIMELINE_STYLE |= {"skipped": "dim", "running": "bold cyan"}
+
+
+def _timeline(config: Config, job: str | None, moment: datetime | None) -> None:
+    """``icc status --timeline``: a row of cells per job, the last 24 hours, one hour a cell (in a terminal the
+    finest of 15, 30 or 60 minutes that fits its width)."""
+    from icc.state.sqlite import SQLiteStateStore
+
+    if job is not None and SQLiteStateStore(config.state_dir).job(job) is None:
+        raise JobNotFoundError(f"no job named {job!r}; `icc status` lists them")
+    zone = ZoneInfo(config.timezone)
+    terminal = ui.is_terminal()
+    names = [job] if job is not None else [rec.name for rec in SQLiteStateStore(config.state_dir).jobs()]
+    name_width = max([len(n) for n in names] + [3])
+    minutes = 60
+    if terminal:
+        room = ui.console().width - name_width - 3
+        minutes = next((m for m in (15, 30) if facts.TIMELINE_HOURS * 60 // m <= room), 60)
+    data = facts.timeline(config, moment, minutes)
+    rows = [j for j in data["jobs"] if job is None or j["name"] == job]
+    start, cell = data["start_epoch"], minutes * 60
+    count = facts.TIMELINE_HOURS * 60 // minutes
+    axis = [" "] * count
+    for i in range(count):
+        local = datetime.fromtimestamp(start + i * cell, tz=UTC).astimezone(zone)
+        if local.minute == 0 and local.hour % 6 == 0 and i + 2 <= count and axis[i - 1 : i] != ["0"]:
+            axis[i : i + 2] = list(f"{local.hour:02d}")
+    end = data["end"][:16].replace("T", " ")
+    lines = [
+        f"icc status --timeline: 24 hours to {end} ({config.timezone}), {minutes} minutes a cell",
+        f"{'job':<{name_width}}  |{''.join(axis)}|",
+    ]
+    legend = "legend: . succeeded  F failed  s skipped  m missed  r running  (blank) no run"
+    if not terminal:
+        for row in rows:
+            lines.append(f"{row['name']:<{name_width}}  |{''.join(TIMELINE_CHARS[c] for c in row['cells'])}|")
+        click.echo("\n".join([*lines, legend]))
+    else:
+        _timeline_rows(lines, rows, name_width, legend)
+    if not rows:
+        ui.say("no jobs yet: run `icc scan`")
+
+
+def _timeline_rows(lines: list[str], rows: list[dict[str, Any]], name_width: int, legend: str) -> None:
+    """The timeline in a terminal: the same characters, coloured."""
+    from rich.text import Text
+
+    out = ui.console()
+    for line in lines:
+        out.print(line, markup=False, highlight=False)
+    for row in rows:
+        text = Text(f"{row['name']:<{name_width}}  |", no_wrap=True)
+        for c in row["cells"]:
+            text.append(TIMELINE_CHARS[c], style=TIMELINE_STYLE.get(c or "", ""))
+        text.append("|")
+        out.print(text)
+    out.print(legend, markup=False, highlight=False)
 
 
 def _pause_line(paused: dict[str, Any]) -> str:
