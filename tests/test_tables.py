@@ -8,6 +8,7 @@ import pty
 import re
 import struct
 import subprocess
+import sys
 import termios
 import unicodedata
 
@@ -161,3 +162,53 @@ def test_timeline_in_an_80_column_terminal_fits_with_long_names(project: Project
     assert cells[LONG].strip() == "." and cells[LONG[:-1] + "x"].strip() == "F", shown
     wide = timeline_cells(in_terminal(project, "status", "--timeline", "--at", at(2), columns=140))
     assert {len(c) for c in wide.values()} == {96}  # 15 minutes a cell when it fits
+
+
+# -- shell completion -----------------------------------------------------------------------------------------
+
+
+def complete(project: Project, *words: str, cwd: object = None) -> list[str]:
+    """What bash would offer for the last of `words`, by click's completion protocol in a real `icc` process."""
+    env = project.environ() | {
+        "_ICC_COMPLETE": "bash_complete",
+        "COMP_WORDS": " ".join(["icc", *words]),
+        "COMP_CWORD": str(len(words)),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "icc"],
+        cwd=cwd or project.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and proc.stderr == "", proc
+    return [line.split(",", 1)[1] for line in proc.stdout.splitlines() if line]
+
+
+def test_completion_offers_job_names_and_queue_names(project: Project) -> None:
+    project.write_config(
+        '[icc.consumers]\nmode = "service"\nqueues = ["mail", "async"]\n[icc.queues.reports]\n'
+    )
+    project.write_plugin(TIMELINE_PLUGIN)
+    assert complete(project, "exec", "") == []  # not scanned yet: no store, nothing to offer, no error
+    assert not project.state_dir.exists()  # and nothing made
+    project.icc("scan", check=True)
+    everything = ["bad", "idle", "ok", "skipper"]
+    for command in ("exec", "status", "logs", "enable", "disable"):
+        assert complete(project, command, "") == everything, command
+    assert complete(project, "exec", "s") == ["skipper"]
+    assert complete(project, "consume", "") == ["mail", "async", "reports"]
+    assert complete(project, "consume", "mail", "") == ["async", "reports"]
+    assert complete(project, "consume", "a") == ["async"]
+
+
+def test_completion_without_a_store_or_with_a_broken_configuration_does_not_fail(project: Project) -> None:
+    elsewhere = project.root.parent / "elsewhere"
+    elsewhere.mkdir()
+    assert complete(project, "exec", "", cwd=elsewhere) == []
+    assert complete(project, "consume", "", cwd=elsewhere) == ["mail", "async"]  # the default queues
+    assert "status" in complete(project, "st", cwd=elsewhere)
+    assert not (elsewhere / ".icc").exists()  # the default state directory was not made
+    project.config.write_text("[icc\nbroken = ")  # a broken configuration: nothing offered, no traceback
+    assert complete(project, "exec", "") == complete(project, "consume", "") == []

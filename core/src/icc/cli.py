@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from icc import facts, ui
+from icc import completion, facts, ui
 from icc._version import __version__
 from icc.argv import icc_argv
 from icc.errors import IccError, JobNotFoundError
@@ -321,7 +321,7 @@ def _last_run_cell(last: dict[str, Any] | None, *, terminal: bool = False) -> st
 
 
 @cli.command()
-@click.argument("job", required=False)
+@click.argument("job", required=False, shell_complete=completion.known_jobs)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema in docs/cli.md).")
 @click.option("--at", "at", metavar="TIME", help="Show next runs as seen at TIME (ISO 8601).")
 @click.option(
@@ -637,7 +637,7 @@ def metrics(env: Env, textfile: Path | None) -> None:
 
 
 @cli.command(name="exec")
-@click.argument("job")
+@click.argument("job", shell_complete=completion.jobs)
 @click.pass_obj
 def exec_(env: Env, job: str) -> None:
     """Run JOB now, in the foreground, recorded as a manual run."""
@@ -659,7 +659,7 @@ def exec_(env: Env, job: str) -> None:
 
 
 @cli.command()
-@click.argument("job")
+@click.argument("job", shell_complete=completion.known_jobs)
 @click.option(
     "--run",
     "run_id",
@@ -718,7 +718,7 @@ def _set_enabled(env: Env, job: str, enabled: bool) -> None:
 
 
 @cli.command()
-@click.argument("job")
+@click.argument("job", shell_complete=completion.jobs)
 @click.pass_obj
 def enable(env: Env, job: str) -> None:
     """Enable JOB (kept across scans)."""
@@ -726,7 +726,7 @@ def enable(env: Env, job: str) -> None:
 
 
 @cli.command()
-@click.argument("job")
+@click.argument("job", shell_complete=completion.jobs)
 @click.pass_obj
 def disable(env: Env, job: str) -> None:
     """Disable JOB (kept across scans): it is not run until enabled again."""
