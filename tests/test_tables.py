@@ -212,3 +212,11 @@ def test_completion_without_a_store_or_with_a_broken_configuration_does_not_fail
     assert not (elsewhere / ".icc").exists()  # the default state directory was not made
     project.config.write_text("[icc\nbroken = ")  # a broken configuration: nothing offered, no traceback
     assert complete(project, "exec", "") == complete(project, "consume", "") == []
+
+
+def test_timeline_refuses_json(project: Project) -> None:
+    project.write_plugin(TIMELINE_PLUGIN)
+    project.icc("scan", check=True)
+    proc = project.icc("status", "--timeline", "--json")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == "error: --timeline draws a picture: give it without --json and --next"

@@ -472,7 +472,7 @@ def status(
         f"icc status ({zone}, environment {config.environment})",
         [
             ui.Col("job", keep=True),
-            ui.Col("plugin", wide=100),
+            ui.Col("plugin", wide=140),
             "schedule",
             *(() if terminal else ("state",)),
             ui.Col("next run", keep=True),
