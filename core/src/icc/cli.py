@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from icc import facts, ui
+from icc import completion, facts, ui
 from icc import logs as diagnostics
 from icc._version import __version__
 from icc.argv import icc_argv
@@ -247,7 +247,12 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
         )
     else:
         title = "icc scan (dry run: nothing written)" if dry_run else "icc scan"
-        ui.table(title, ["job", "change", "cron", "plugin"], rows, style_col=1)
+        ui.table(
+            title,
+            [ui.Col("job", keep=True), ui.Col("change", keep=True), "cron", "plugin"],
+            rows,
+            style_col=1,
+        )
     if config.consumers.mode == "cron":
         if not as_json:
             ui.say(
@@ -314,7 +319,14 @@ def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
         ]
         ui.table(
             f"icc run {ui.fmt_time(report.slot, zone)} ({zone})",
-            ["job", "outcome", "slot", "took", "next run", "detail"],
+            [
+                ui.Col("job", keep=True),
+                ui.Col("outcome", keep=True),
+                ui.Col("slot", keep=True),
+                ui.Col("took", keep=True),
+                ui.Col("next run", keep=True, wide=100),  # narrower: `icc status` shows it
+                "detail",
+            ],
             rows,
             style_col=1,
         )
@@ -385,19 +397,21 @@ def _next_runs(
 OUTPUT_TAIL_LINES = 20  # lines of the last run's output `icc status JOB` shows
 
 
-def _last_run_cell(last: dict[str, Any] | None) -> str:
-    """``succeeded 2026-03-29 10:00 (1.2s)``; a run that never started (its command could not) shows its slot."""
+def _last_run_cell(last: dict[str, Any] | None, *, terminal: bool = False) -> str:
+    """``succeeded 2026-03-29 10:00 (1.2s)``; a run that never started (its command could not) shows its slot.
+    In a terminal two lines, ``succeeded 1.2s`` over the time, so the column stays narrow."""
     if last is None:
         return "-"
     if last["started_at"] is None:
-        return str(last["outcome"]) + (f" slot {last['slot'][:16].replace('T', ' ')}" if last["slot"] else "")
-    return (
-        f"{last['outcome']} {last['started_at'][:16].replace('T', ' ')} ({ui.fmt_duration(last['duration'])})"
-    )
+        when = f"slot {last['slot'][:16].replace('T', ' ')}" if last["slot"] else ""
+        return str(last["outcome"]) + ("\n" if terminal else " ") + when if when else str(last["outcome"])
+    when = last["started_at"][:16].replace("T", " ")
+    took = ui.fmt_duration(last["duration"])
+    return f"{last['outcome']} {took}\n{when}" if terminal else f"{last['outcome']} {when} ({took})"
 
 
 @cli.command()
-@click.argument("job", required=False)
+@click.argument("job", required=False, shell_complete=completion.known_jobs)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema in docs/cli.md).")
 @click.option("--at", "at", metavar="TIME", help="Show next runs as seen at TIME (ISO 8601).")
 @click.option(
@@ -410,9 +424,16 @@ def _last_run_cell(last: dict[str, Any] | None) -> str:
     callback=_optional_count,
     help="With JOB: its next N runs (sub-minute offsets included).",
 )
+@click.option("--timeline", is_flag=True, help="The last 24 hours of runs per job, one character a cell.")
 @click.pass_obj
 def status(
-    env: Env, job: str | None, as_json: bool, at: str | None, limit: int, next_count: int | None
+    env: Env,
+    job: str | None,
+    as_json: bool,
+    at: str | None,
+    limit: int,
+    next_count: int | None,
+    timeline: bool,
 ) -> None:
     """Every job: source, schedule, next run, last run, running now, missed slots; or JOB's last runs."""
     config = env.config
@@ -420,6 +441,11 @@ def status(
     if next_count is not None and job is None:
         raise IccError("--next needs a job: icc status JOB --next N")
     moment = _parse_at(at, zone)
+    if timeline:
+        if as_json or next_count is not None:
+            raise IccError("--timeline draws a picture: give it without --json and --next")
+        _timeline(config, job, moment)
+        return
     data = facts.status_data(config, moment)
     if job is not None:
         from icc.state.sqlite import SQLiteStateStore
@@ -474,7 +500,19 @@ def status(
                 ]
             )
         ui.table(
-            None, ["run", "kind", "outcome", "slot", "started", "took", "exit", "error"], rows, style_col=2
+            None,
+            [
+                ui.Col("run", keep=True),
+                ui.Col("kind", keep=True, wide=100),
+                ui.Col("outcome", keep=True),
+                ui.Col("slot", keep=True),
+                ui.Col("started", keep=True),
+                ui.Col("took", keep=True),
+                ui.Col("exit", keep=True, wide=100),
+                "error",
+            ],
+            rows,
+            style_col=2,
         )
         if ping_failure is not None:
             later = "; later pings worked" if ping_failure["ok_since"] else ""
@@ -495,41 +533,43 @@ def status(
         return
     if data["paused"] is not None:
         ui.say(_pause_line(data["paused"]))
+    terminal = ui.is_terminal()
     rows = []
     for j in data["jobs"]:
         last = j["last_run"]
         plugin = j["plugin"] + (f" ({j['distribution']} {j['version']})" if j["distribution"] else "")
         state = "removed" if j["removed"] else ("enabled" if j["enabled"] else "disabled")
         running = ", ".join(f"pid {r['pid']} since {r['since'][11:16]}" for r in j["running"]) or "-"
-        rows.append(
-            [
-                j["name"],
-                plugin,
-                f"{j['schedule']['description']}\n{j['schedule']['cron']}"
-                if ui.is_terminal()
-                else j["schedule"]["cron"],
-                state,
-                (j["next_run"] or "-")[:16].replace("T", " "),
-                _last_run_cell(last),
-                _last_run_cell(j["last_success"]),
-                _last_run_cell(j["last_failure"]),
-                running,
-                str(j["missed"]) if j["missed"] else "-",
-            ]
-        )
+        missed = str(j["missed"]) if j["missed"] else "-"
+        cells = [
+            j["name"],
+            plugin,
+            f"{j['schedule']['description']}\n{j['schedule']['cron']}" if terminal else j["schedule"]["cron"],
+            *(() if terminal else (state,)),
+            (j["next_run"] or "-")[:16].replace("T", " "),
+            _last_run_cell(last, terminal=terminal),
+            _last_run_cell(j["last_success"], terminal=terminal),
+            _last_run_cell(j["last_failure"], terminal=terminal),
+        ]
+        if terminal:  # state, running and missed in one column: a terminal may be 80 columns wide
+            notes = [state] if state != "enabled" else []
+            notes += [f"running {running}"] if j["running"] else []
+            notes += [f"missed {missed}"] if j["missed"] else []
+            rows.append([*cells, "\n".join(notes) or "-"])
+        else:
+            rows.append([*cells, running, missed])
     ui.table(
         f"icc status ({zone}, environment {config.environment})",
         [
-            "job",
-            "plugin",
+            ui.Col("job", keep=True),
+            ui.Col("plugin", wide=140),
             "schedule",
-            "state",
-            "next run",
-            "last run",
-            "last success",
-            "last failure",
-            "running",
-            "missed",
+            *(() if terminal else ("state",)),
+            ui.Col("next run", keep=True),
+            ui.Col("last run", keep=True),
+            ui.Col("last success", keep=True, wide=120),  # narrower: in `icc status JOB` and --json
+            ui.Col("last failure", keep=True, wide=120),
+            *(("notes",) if terminal else ("running", "missed")),
         ],
         rows,
     )
@@ -547,6 +587,67 @@ def status(
         diagnostics.logger.warning("installed plugins changed since the last scan; run `icc scan`")
     if data["never_scanned"]:
         diagnostics.logger.warning("never scanned; run `icc scan`")
+
+
+TIMELINE_CHARS = {"succeeded": ".", "failed": "F", "skipped": "s", "missed": "m", "running": "r", None: " "}
+TIMELINE_STYLE = {"succeeded": "bold green", "failed": "bold white on red", "missed": "bold black on yellow"}
+TIMELINE_STYLE |= {"skipped": "dim", "running": "bold cyan"}
+
+
+def _timeline(config: Config, job: str | None, moment: datetime | None) -> None:
+    """``icc status --timeline``: a row of cells per job, the last 24 hours, one hour a cell (in a terminal the
+    finest of 15, 30 or 60 minutes that fits its width)."""
+    from icc.state.sqlite import SQLiteStateStore
+
+    if job is not None and SQLiteStateStore(config.state_dir).job(job) is None:
+        raise JobNotFoundError(f"no job named {job!r}; `icc status` lists them")
+    zone = ZoneInfo(config.timezone)
+    terminal = ui.is_terminal()
+    names = [job] if job is not None else [rec.name for rec in SQLiteStateStore(config.state_dir).jobs()]
+    name_width = max([len(n) for n in names] + [3])
+    minutes = 60
+    if terminal:
+        room = ui.console().width - name_width - 3
+        minutes = next((m for m in (15, 30) if facts.TIMELINE_HOURS * 60 // m <= room), 60)
+    data = facts.timeline(config, moment, minutes)
+    rows = [j for j in data["jobs"] if job is None or j["name"] == job]
+    start, cell = data["start_epoch"], minutes * 60
+    count = facts.TIMELINE_HOURS * 60 // minutes
+    axis = [" "] * count
+    for i in range(count):
+        local = datetime.fromtimestamp(start + i * cell, tz=UTC).astimezone(zone)
+        if local.minute == 0 and local.hour % 6 == 0 and i + 2 <= count and axis[i - 1 : i] != ["0"]:
+            axis[i : i + 2] = list(f"{local.hour:02d}")
+    end = data["end"][:16].replace("T", " ")
+    lines = [
+        f"icc status --timeline: 24 hours to {end} ({config.timezone}), {minutes} minutes a cell",
+        f"{'job':<{name_width}}  |{''.join(axis)}|",
+    ]
+    legend = "legend: . succeeded  F failed  s skipped  m missed  r running  (blank) no run"
+    if not terminal:
+        for row in rows:
+            lines.append(f"{row['name']:<{name_width}}  |{''.join(TIMELINE_CHARS[c] for c in row['cells'])}|")
+        click.echo("\n".join([*lines, legend]))
+    else:
+        _timeline_rows(lines, rows, name_width, legend)
+    if not rows:
+        ui.say("no jobs yet: run `icc scan`")
+
+
+def _timeline_rows(lines: list[str], rows: list[dict[str, Any]], name_width: int, legend: str) -> None:
+    """The timeline in a terminal: the same characters, coloured."""
+    from rich.text import Text
+
+    out = ui.console()
+    for line in lines:
+        out.print(line, markup=False, highlight=False)
+    for row in rows:
+        text = Text(f"{row['name']:<{name_width}}  |", no_wrap=True)
+        for c in row["cells"]:
+            text.append(TIMELINE_CHARS[c], style=TIMELINE_STYLE.get(c or "", ""))
+        text.append("|")
+        out.print(text)
+    out.print(legend, markup=False, highlight=False)
 
 
 def _pause_line(paused: dict[str, Any]) -> str:
@@ -632,7 +733,7 @@ def metrics(env: Env, textfile: Path | None) -> None:
 
 
 @cli.command(name="exec")
-@click.argument("job")
+@click.argument("job", shell_complete=completion.jobs)
 @click.option(
     "--json",
     "as_json",
@@ -670,7 +771,7 @@ def exec_(env: Env, job: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("job")
+@click.argument("job", shell_complete=completion.known_jobs)
 @click.option(
     "--run",
     "run_id",
@@ -729,7 +830,7 @@ def _set_enabled(env: Env, job: str, enabled: bool) -> None:
 
 
 @cli.command()
-@click.argument("job")
+@click.argument("job", shell_complete=completion.jobs)
 @click.pass_obj
 def enable(env: Env, job: str) -> None:
     """Enable JOB (kept across scans)."""
@@ -737,7 +838,7 @@ def enable(env: Env, job: str) -> None:
 
 
 @cli.command()
-@click.argument("job")
+@click.argument("job", shell_complete=completion.jobs)
 @click.pass_obj
 def disable(env: Env, job: str) -> None:
     """Disable JOB (kept across scans): it is not run until enabled again."""

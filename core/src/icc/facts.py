@@ -172,6 +172,57 @@ def ping_failure(meta: str | None, zone: str) -> dict[str, Any] | None:
     }
 
 
+# -- timeline ---------------------------------------------------------------------------------------------------
+
+TIMELINE_HOURS = 24
+FAILED_OUTCOMES = ("failed", "timed_out", "abandoned", "stopped")
+# Which outcome a cell shows when it holds several runs: the one that needs looking at.
+CELL_PRIORITY = ("failed", "missed", "running", "skipped", "succeeded")
+
+
+def cell_outcome(outcome: str) -> str | None:
+    """A run's outcome as a timeline cell shows it: failed, missed, running, skipped or succeeded."""
+    if outcome in FAILED_OUTCOMES:
+        return "failed"
+    if outcome in ("running", "pending", "started"):
+        return "running"
+    return outcome if outcome in CELL_PRIORITY else None
+
+
+def timeline(config: Config, at: datetime | None, cell_minutes: int) -> dict[str, Any]:
+    """The last 24 hours of every job's runs in cells of ``cell_minutes`` (dividing 60 or a whole number of
+    hours), ending with the cell that holds ``at`` (default now); cells start on the project zone's clock.
+    Each cell is the outcome that most needs looking at among its runs (``CELL_PRIORITY``), or None."""
+    from icc.state.sqlite import SQLiteStateStore
+
+    zone = ZoneInfo(config.timezone)
+    now = (at or datetime.now(UTC)).astimezone(zone)
+    into_day = now.hour * 60 + now.minute
+    first = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    cell = cell_minutes * 60
+    end = first.timestamp() + (into_day // cell_minutes + 1) * cell
+    count = TIMELINE_HOURS * 60 // cell_minutes
+    start = end - count * cell
+    store = SQLiteStateStore(config.state_dir)
+    dead = dead_runs(config, store, store.unfinished())
+    cells: dict[str, list[str | None]] = {rec.name: [None] * count for rec in store.jobs()}
+    for run_id, job, when, outcome in store.outcomes_between(start, end):
+        shown_as = cell_outcome("abandoned" if run_id in dead else outcome)
+        row = cells.get(job)
+        if row is None or shown_as is None:
+            continue
+        i = int((when - start) // cell)
+        if row[i] is None or CELL_PRIORITY.index(shown_as) < CELL_PRIORITY.index(row[i] or "succeeded"):
+            row[i] = shown_as
+    return {
+        "start": iso(start, config.timezone),
+        "end": iso(end, config.timezone),
+        "start_epoch": start,
+        "cell_minutes": cell_minutes,
+        "jobs": [{"name": name, "cells": row} for name, row in cells.items()],
+    }
+
+
 # -- queues ---------------------------------------------------------------------------------------------------
 
 

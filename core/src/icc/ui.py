@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -70,30 +71,64 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+@dataclass(frozen=True)
+class Col:
+    """A table column. ``keep``: never wrapped nor shortened (job names, times: one word each line); the other
+    columns wrap or fold to the width left. ``wide``: shown only in terminals at least this many columns wide
+    (what it shows is in ``icc status JOB`` and ``--json``); pipes and cron mail always get every column."""
+
+    name: str
+    keep: bool = False
+    wide: int = 0
+
+
 def table(
-    title: str | None, columns: Sequence[str], rows: Sequence[Sequence[str]], *, style_col: int = -1
+    title: str | None,
+    columns: Sequence[str | Col],
+    rows: Sequence[Sequence[str]],
+    *,
+    style_col: int = -1,
 ) -> None:
-    """A rich table in a terminal; tab-free aligned plain text otherwise (for pipes, logs and cron mail)."""
+    """A rich table sized to the terminal; tab-free aligned plain text otherwise (pipes, logs, cron mail): full
+    lines, never wrapped, since a mail reader wraps them itself."""
+    cols = [c if isinstance(c, Col) else Col(c) for c in columns]
     if is_terminal():
+        from rich import box
         from rich.table import Table
 
-        t = Table(title=title, title_justify="left")
-        for col in columns:
-            t.add_column(col, overflow="fold")
+        out = console()
+        shown = [i for i, c in enumerate(cols) if out.width >= c.wide]
+        t = Table(
+            title=title,
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+            padding=(0, 1, 0, 0),  # a column gap of two: " " and the box's " " separator
+        )
+        for i in shown:
+            col = cols[i]
+            if col.keep:
+                longest = max((len(line) for r in rows for line in str(r[i]).splitlines()), default=0)
+                t.add_column(col.name, no_wrap=True, min_width=max(longest, len(col.name)))
+            else:
+                t.add_column(col.name, overflow="fold")
         for row in rows:
             cells = list(row)
             if 0 <= style_col < len(cells) and cells[style_col] in OUTCOME_STYLE:
                 style = OUTCOME_STYLE[cells[style_col]]
                 cells[style_col] = f"[{style}]{cells[style_col]}[/]"
-            t.add_row(*cells)
-        console().print(t)
+            t.add_row(*(cells[i] for i in shown))
+        out.print(t)
         return
-    widths = [max(len(str(c)) for c in col) for col in zip(columns, *rows, strict=False)]
-    out = sys.stdout
+    widths = [max(len(str(c)) for c in col) for col in zip([c.name for c in cols], *rows, strict=False)]
+    out_file = sys.stdout
     if title:
-        out.write(title + "\n")
-    for row in [list(columns), *map(list, rows)]:
-        out.write("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() + "\n")
+        out_file.write(title + "\n")
+    for row in [[c.name for c in cols], *map(list, rows)]:
+        out_file.write(
+            "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() + "\n"
+        )
 
 
 def say(message: str, *, err: bool = False, style: str | None = None) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from icc import logs
+from icc import completion, logs
 from icc.errors import IccError, QueueError
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def _seconds(option: str, value: float | None, *, positive: bool) -> float | Non
 
 
 @click.command()
-@click.argument("queues", nargs=-1)
+@click.argument("queues", nargs=-1, shell_complete=completion.queues)
 @click.option(
     "--time-limit",
     type=click.FloatRange(min=0, min_open=True),

@@ -174,6 +174,10 @@ class StateStore(Protocol):
     def latest_runs(self) -> dict[str, RunRecord]:
         """The newest finished or running run of every job (not counting missed/skipped rows)."""
 
+    def outcomes_between(self, since: float, until: float) -> list[tuple[int, str, float, str]]:
+        """``(run id, job, when, outcome)`` of the runs whose slot (a manual run: its start) is in
+        ``[since, until)``, oldest first: the data of ``icc status --timeline``."""
+
     def missed_counts(self, since: int, until: int) -> dict[str, int]:
         """How many slots each job missed from ``since`` to ``until`` (not those of an ``--at`` tick later on)."""
 

@@ -432,6 +432,14 @@ class SQLiteStateStore:
         )
         return {r.job: r for r in map(_run, rows)}
 
+    def outcomes_between(self, since: float, until: float) -> list[tuple[int, str, float, str]]:
+        rows = self._read(
+            "SELECT id, job, COALESCE(slot, started_at) AS t, outcome FROM runs "
+            "WHERE t >= ? AND t < ? ORDER BY t, id",
+            (since, until),
+        )
+        return [(int(i), str(j), float(t), str(o)) for i, j, t, o in rows]
+
     def missed_counts(self, since: int, until: int) -> dict[str, int]:
         rows = self._read(
             "SELECT job, COUNT(*) FROM runs WHERE outcome = 'missed' AND slot BETWEEN ? AND ? GROUP BY job",
