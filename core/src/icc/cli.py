@@ -306,30 +306,7 @@ def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
             ui.say(f"icc run: nothing due at {ui.fmt_time(report.slot, zone)} ({zone})")
         return
     if not quiet or report.failed:
-        rows = [
-            [
-                r.job,
-                r.outcome,
-                ui.fmt_slot(r.slot, zone),
-                ui.fmt_duration(r.duration),
-                ui.fmt_time(r.next_run, zone),
-                r.detail,
-            ]
-            for r in report.rows
-        ]
-        ui.table(
-            f"icc run {ui.fmt_time(report.slot, zone)} ({zone})",
-            [
-                ui.Col("job", keep=True),
-                ui.Col("outcome", keep=True),
-                ui.Col("slot", keep=True),
-                ui.Col("took", keep=True),
-                ui.Col("next run", keep=True, wide=100),  # narrower: `icc status` shows it
-                "detail",
-            ],
-            rows,
-            style_col=1,
-        )
+        ui.tick_table(f"icc run {ui.fmt_time(report.slot, zone)} ({zone})", report.rows, zone)
     if report.failed:
         _exit(1)
 

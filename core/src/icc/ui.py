@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from icc.runner import TickRow
+
 OUTCOME_STYLE = {
     "succeeded": "green",
     "started": "cyan",
@@ -136,3 +138,30 @@ def say(message: str, *, err: bool = False, style: str | None = None) -> None:
         console().print(message, style=style, markup=False)
     else:
         (sys.stderr if err else sys.stdout).write(message + "\n")
+
+
+def tick_table(title: str, rows: Sequence[TickRow], zone: str) -> None:
+    """A tick's table, as ``icc run`` and ``icc work`` print it."""
+    table(
+        title,
+        [
+            Col("job", keep=True),
+            Col("outcome", keep=True),
+            Col("slot", keep=True),
+            Col("took", keep=True),
+            Col("next run", keep=True, wide=100),  # narrower: `icc status` shows it
+            "detail",
+        ],
+        [
+            [
+                r.job,
+                r.outcome,
+                fmt_slot(r.slot, zone),
+                fmt_duration(r.duration),
+                fmt_time(r.next_run, zone),
+                r.detail,
+            ]
+            for r in rows
+        ],
+        style_col=1,
+    )

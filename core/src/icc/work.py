@@ -82,23 +82,7 @@ def show(report: TickReport, zone: str, *, quiet: bool) -> None:
         logs.logger.warning("plugin %s", failure)
     if not report.rows or (quiet and not report.failed):
         return
-    rows = [
-        [
-            r.job,
-            r.outcome,
-            ui.fmt_time(r.slot, zone),
-            ui.fmt_duration(r.duration),
-            ui.fmt_time(r.next_run, zone),
-            r.detail,
-        ]
-        for r in report.rows
-    ]
-    ui.table(
-        f"icc work {ui.fmt_time(report.slot, zone)} ({zone})",
-        ["job", "outcome", "slot", "took", "next run", "detail"],
-        rows,
-        style_col=1,
-    )
+    ui.tick_table(f"icc work {ui.fmt_time(report.slot, zone)} ({zone})", report.rows, zone)
 
 
 def announce_signals(grace: float) -> None:
