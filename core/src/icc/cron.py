@@ -767,3 +767,60 @@ class DueIndex:
                     result.extend(indices)
         result.sort()
         return result
+
+
+# -- the compiled form kept in a stored job definition ---------------------------------------------------------
+
+# Flags of a compiled form: bit 0, the day fields are ANDed (one of them starts with "*"); bit 1, the rule is
+# wildcard (real-time cadence through DST changes); bit 2, the day rule needs the full CronSpec (L, #, L5).
+_C_DAY_AND = 1
+_C_WILDCARD = 2
+_C_SLOW_DAYS = 4
+
+
+def compiled_form(rule: TimeRule) -> list[int] | None:
+    """The masks a fresh tick tests without parsing anything: ``[minutes, hours, dom, months, dow, flags,
+    window_start, window_end]`` (window -1 when there is none); None for a year rule (the tick then builds the
+    schedule)."""
+    if rule.years is not None:
+        return None
+    spec = rule.spec
+    flags = (_C_DAY_AND if spec.dom_star or spec.dow_star else 0) | (_C_WILDCARD if spec.wildcard else 0)
+    if spec.dom_last or spec.dow_nth or spec.dow_last:
+        flags |= _C_SLOW_DAYS
+    start, end = rule.window if rule.window is not None else (-1, -1)
+    return [spec.minutes, spec.hours, spec.dom, spec.months, spec.dow, flags, start, end]
+
+
+def compiled_matches(compiled: list[int], zone_name: str, at: datetime) -> bool | None:
+    """Whether the minute of the aware instant *at* is a run of a rule in its :func:`compiled_form`, with bit
+    tests only; None when only the full :class:`TimeRule` can tell (a DST change next to *at*, day rules with
+    L or #, a malformed form). Agrees with :meth:`TimeRule.matches` wherever it answers (tests/test_cron_compiled.py).
+    """
+    try:
+        minutes, hours, dom, months, dow, flags, start, end = compiled
+        zone = ZoneInfo(zone_name)
+    except (ValueError, TypeError, ZoneInfoNotFoundError, OSError):
+        return None
+    local = at.astimezone(zone)
+    hour, minute = local.hour, local.minute
+    if minutes >> minute & 1 and hours >> hour & 1 and months >> local.month & 1:
+        if flags & _C_SLOW_DAYS:
+            return None  # L, # and L5 need the month's shape: the full rule knows it
+        dom_ok = dom >> local.day & 1
+        dow_ok = dow >> (local.isoweekday() % 7) & 1
+        day_ok = (dom_ok and dow_ok) if flags & _C_DAY_AND else (dom_ok or dow_ok)
+        mod = hour * 60 + minute
+        if day_ok and (start < 0 or (start <= mod <= end if start <= end else (mod >= start or mod <= end))):
+            # Fixed-time rules run at the first pass of a repeated hour only: the second pass is the slow path.
+            return True if flags & _C_WILDCARD or not local.fold else None
+    if flags & _C_WILDCARD:
+        return False
+    # A fixed-time rule may still owe a time a spring-forward gap swallowed just before *at*: any wall-clock
+    # jump other than one minute sends it to the slow path.
+    before = (at - MINUTE).astimezone(zone)
+    return False if (mod_of(local) - mod_of(before)) % 1440 == 1 else None
+
+
+def mod_of(local: datetime) -> int:
+    return local.hour * 60 + local.minute

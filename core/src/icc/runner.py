@@ -350,6 +350,7 @@ class Tick:
             report.rows.append(TickRow(run.job, "abandoned", run.slot, detail=why))
 
     def _plan(self, report: TickReport) -> list[_Planned]:
+        from icc.cron import compiled_matches
         from icc.schedule import Schedule
 
         watermark = self.store.get_meta("watermark")
@@ -361,8 +362,20 @@ class Tick:
         paused = self._paused()
         next_dues: dict[str, int | None] = {}
         due: list[tuple[JobRecord, Schedule, list[int]]] = []
+        at = slot_datetime(self.slot)
         for record in self.store.jobs():
             if not record.enabled:
+                continue
+            compiled = record.definition.get("compiled")
+            if (
+                compiled is not None
+                and not backwards
+                and record.next_due
+                and record.next_due > self.slot
+                and compiled_matches(compiled, record.definition["schedule"]["zone"], at) is False
+            ):
+                # Not due, nothing to catch up, its next slot still stands: bit tests, no schedule built.
+                next_dues[record.name] = record.next_due
                 continue
             schedule = Schedule.from_definition(record.definition["schedule"])
             # next_due 0: never evaluated (new, changed or re-enabled): nothing before now counts as missed.
@@ -763,6 +776,12 @@ def manual_run(
 def record_definition(job: Job) -> dict[str, Any]:
     """What the state store keeps of a job: enough to schedule it, and to run a command, without plugins."""
     definition: dict[str, Any] = {"schedule": job.schedule.definition(), "description": job.description}
+    from icc.cron import compiled_form
+
+    compiled = compiled_form(job.schedule.time_rule)
+    if compiled is not None:
+        # The masks a fresh tick tests instead of parsing the expression (scan ignores this key when it compares).
+        definition["compiled"] = compiled
     if job.kind == "command":
         definition["argv"] = job.argv
     else:

@@ -39,10 +39,16 @@ class JobRecord:
     def same_definition(self, other: JobRecord) -> bool:
         return (
             self.kind == other.kind
-            and dict(self.definition) == dict(other.definition)
+            and _comparable(self.definition) == _comparable(other.definition)
             and (self.plugin, self.distribution, self.version)
             == (other.plugin, other.distribution, other.version)
         )
+
+
+def _comparable(definition: Mapping[str, Any]) -> dict[str, Any]:
+    """A definition without its ``compiled`` masks: derived data, so a scan after an upgrade that adds or
+    changes them does not report every job as changed (the store still rewrites the stored definition)."""
+    return {key: value for key, value in definition.items() if key != "compiled"}
 
 
 @dataclass(frozen=True)

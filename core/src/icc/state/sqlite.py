@@ -247,6 +247,9 @@ class SQLiteStateStore:
                         report.restored.append(name)
                     elif old.same_definition(rec):
                         report.unchanged.append(name)
+                        if dict(old.definition) != dict(rec.definition):
+                            # Only the derived "compiled" masks differ (a definition stored by an older icc).
+                            db.execute("UPDATE jobs SET definition = ? WHERE name = ?", (fields[1], name))
                         continue  # keep its next_due: slots missed before this scan stay visible
                     else:
                         report.changed.append(name)
