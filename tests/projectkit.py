@@ -127,3 +127,29 @@ class Project:
                 return
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}")
+
+
+class QueueProject(Project):
+    """A project whose local plugin ``module`` (source ``handlers``) registers queue handlers; ``config`` is
+    its icc.toml. Dispatches in-process and reads the queue database directly."""
+
+    def __init__(self, root: Path, config: str, handlers: str, module: str) -> None:
+        super().__init__(root, env={"QTEST_DIR": str(root)})
+        self.config.write_text(textwrap.dedent(config))
+        (root / f"{module}.py").write_text(handlers)
+        self.db_path = self.state_dir / "queue.sqlite3"
+        from icc.config import load_config
+
+        self.loaded = load_config(self.config)
+
+    def dispatch(self, name: str, payload: dict[str, Any], queue: str = "async") -> int:
+        from icc.queue.dispatch import dispatch
+
+        return dispatch(name, payload, queue=queue, config=self.loaded)
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        db = sqlite3.connect(self.db_path)
+        try:
+            return db.execute(sql, params).fetchall()
+        finally:
+            db.close()

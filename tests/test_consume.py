@@ -5,17 +5,13 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import textwrap
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from icc.config import load_config
-from icc.queue.dispatch import dispatch
-from projectkit import Project
+from projectkit import QueueProject
 
 HANDLERS = """
 import os, sqlite3, time
@@ -107,32 +103,11 @@ lease = 0.5
 """
 
 
-class QueueProject(Project):
-    """A project whose plugin `qhandlers` registers the queue handlers above; dispatches in-process."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(root, env={"QTEST_DIR": str(root)})
-        self.config.write_text(textwrap.dedent(CONFIG))
-        (root / "qhandlers.py").write_text(HANDLERS)
-        self.db_path = self.state_dir / "queue.sqlite3"
-        self.loaded = load_config(self.config)
-
-    def dispatch(self, name: str, payload: dict[str, Any], queue: str = "async") -> int:
-        return dispatch(name, payload, queue=queue, config=self.loaded)
-
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        db = sqlite3.connect(self.db_path)
-        try:
-            return db.execute(sql, params).fetchall()
-        finally:
-            db.close()
-
-
 @pytest.fixture
 def qp(tmp_path: Path) -> Iterator[QueueProject]:
     root = tmp_path / "proj"
     root.mkdir()
-    return QueueProject(root)
+    return QueueProject(root, CONFIG, HANDLERS, "qhandlers")
 
 
 def test_two_consumers_handle_10000_messages_exactly_once(qp: QueueProject) -> None:

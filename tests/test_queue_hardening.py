@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 from icc.config import Config, QueueConfig, load_config
 from icc.errors import QueueError
 from icc.queue import Consumer, Limits, dispatch, open_transport
-from projectkit import Project
+from projectkit import QueueProject
 
 HANDLERS = """
 import os, sys, time
@@ -98,23 +97,9 @@ lease = 30
 """
 
 
-class HardeningProject(Project):
+class HardeningProject(QueueProject):
     def __init__(self, root: Path) -> None:
-        super().__init__(root, env={"QTEST_DIR": str(root)})
-        self.config.write_text(textwrap.dedent(CONFIG))
-        (root / "hhandlers.py").write_text(HANDLERS)
-        self.db_path = self.state_dir / "queue.sqlite3"
-        self.loaded = load_config(self.config)
-
-    def dispatch(self, name: str, payload: dict[str, Any]) -> int:
-        return dispatch(name, payload, queue="async", config=self.loaded)
-
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        db = sqlite3.connect(self.db_path)
-        try:
-            return db.execute(sql, params).fetchall()
-        finally:
-            db.close()
+        super().__init__(root, CONFIG, HANDLERS, "hhandlers")
 
     def insert_row(self, payload: object, available_at: object = None, name: str = "record") -> None:
         now = time.time()
