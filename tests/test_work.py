@@ -97,14 +97,17 @@ def schedule(scheduler):
     assert project.marker_lines("next") == []
 
 
-def test_sigterm_stops_a_job_that_outlasts_the_grace_as_icc_run_does(project: Project) -> None:
-    scanned(
-        project,
-        """
+ENDLESS = """
 @icc.hookimpl
 def schedule(scheduler):
     scheduler.add(mark("endless", 600), name="endless").every_minute()
-""",
+"""
+
+
+def test_sigterm_stops_a_job_that_outlasts_the_grace_as_icc_run_does(project: Project) -> None:
+    scanned(
+        project,
+        ENDLESS,
     )
     work = Worker(project)
     project.wait_for(lambda: project.marker_lines("endless.started"), what="the job to start")
@@ -119,11 +122,7 @@ def schedule(scheduler):
 def test_a_second_signal_stops_the_running_job_at_once(project: Project) -> None:
     scanned(
         project,
-        """
-@icc.hookimpl
-def schedule(scheduler):
-    scheduler.add(mark("endless", 600), name="endless").every_minute()
-""",
+        ENDLESS,
         grace=600,
     )
     work = Worker(project)
