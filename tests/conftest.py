@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pgkit import pg_server, pg_url  # noqa: F401  (fixtures: a throw-away PostgreSQL server, a fresh database)
 from pingkit import ping_server  # noqa: F401  (a fixture: a real HTTP server recording pings)
 from projectkit import Project
 

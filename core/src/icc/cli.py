@@ -193,7 +193,7 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
     """
     from icc.plugins import installed_fingerprint, load_plugins
     from icc.runner import job_records
-    from icc.state.sqlite import SQLiteStateStore
+    from icc.stores import open_store
 
     config = env.config
     host = load_plugins(config, strict=strict)
@@ -209,7 +209,7 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
         )
         _exit(2)
     failed_plugins = {f.plugin for f in host.failures}
-    store = SQLiteStateStore(config.state_dir)
+    store = open_store(config)
     records = job_records(jobs)
     # A plugin that failed to import keeps its jobs: a broken deploy must not erase their history.
     kept = [r for r in store.jobs() if r.plugin in failed_plugins and r.name not in jobs]
@@ -425,12 +425,12 @@ def status(
         return
     data = facts.status_data(config, moment)
     if job is not None:
-        from icc.state.sqlite import SQLiteStateStore
+        from icc.stores import open_store
 
         entry = next((j for j in data["jobs"] if j["name"] == job), None)
         if entry is None:
             raise JobNotFoundError(f"no job named {job!r}; `icc status` lists them")
-        store = SQLiteStateStore(config.state_dir)
+        store = open_store(config)
         dead = facts.dead_runs(config, store, store.unfinished())
         runs = store.runs(job, limit=limit)
         ping_failure = facts.ping_failure(store.get_meta(f"ping:{job}"), zone)
@@ -574,13 +574,13 @@ TIMELINE_STYLE |= {"skipped": "dim", "running": "bold cyan"}
 def _timeline(config: Config, job: str | None, moment: datetime | None) -> None:
     """``icc status --timeline``: a row of cells per job, the last 24 hours, one hour a cell (in a terminal the
     finest of 15, 30 or 60 minutes that fits its width)."""
-    from icc.state.sqlite import SQLiteStateStore
+    from icc.stores import open_store
 
-    if job is not None and SQLiteStateStore(config.state_dir).job(job) is None:
+    if job is not None and open_store(config).job(job) is None:
         raise JobNotFoundError(f"no job named {job!r}; `icc status` lists them")
     zone = ZoneInfo(config.timezone)
     terminal = ui.is_terminal()
-    names = [job] if job is not None else [rec.name for rec in SQLiteStateStore(config.state_dir).jobs()]
+    names = [job] if job is not None else [rec.name for rec in open_store(config).jobs()]
     name_width = max([len(n) for n in names] + [3])
     minutes = 60
     if terminal:
@@ -652,7 +652,7 @@ def pause(env: Env, until: str | None, reason: str | None, queues: bool) -> None
     Jobs marked even_when_paused() still run; queue consumers keep consuming unless --queues.
     """
     from icc.state import pause as pauses
-    from icc.state.sqlite import SQLiteStateStore
+    from icc.stores import open_store
 
     config = env.config
     zone = config.timezone
@@ -663,7 +663,7 @@ def pause(env: Env, until: str | None, reason: str | None, queues: bool) -> None
             f"--until {until}: {ui.fmt_time(end.timestamp(), zone)} ({zone}) is in the past; give a later time, "
             "or leave --until out to pause until `icc resume`"
         )
-    store = SQLiteStateStore(config.state_dir)
+    store = open_store(config)
     before = pauses.current(store, now)
     record = pauses.Pause(
         since=before.since if before is not None else now,
@@ -681,10 +681,10 @@ def pause(env: Env, until: str | None, reason: str | None, queues: bool) -> None
 def resume(env: Env) -> None:
     """End `icc pause`: the next tick runs what is due again (the skipped slots stay skipped)."""
     from icc.state import pause as pauses
-    from icc.state.sqlite import SQLiteStateStore
+    from icc.stores import open_store
 
     config = env.config
-    old = pauses.clear(SQLiteStateStore(config.state_dir))
+    old = pauses.clear(open_store(config))
     if old is None or not old.in_force(time.time()):
         ui.say("icc was not paused")
         return
@@ -731,9 +731,9 @@ def exec_(env: Env, job: str, as_json: bool) -> None:
 
     row, run_id = manual_run(config, job, echo=echo)
     if as_json:
-        from icc.state.sqlite import SQLiteStateStore
+        from icc.stores import open_store
 
-        store = SQLiteStateStore(config.state_dir)
+        store = open_store(config)
         run = store.run(run_id)
         assert run is not None
         _print_json({"job": row.job, **facts.run_data(run, config.timezone, {}, full=True)})
@@ -760,10 +760,10 @@ def exec_(env: Env, job: str, as_json: bool) -> None:
 @click.pass_obj
 def logs(env: Env, job: str, run_id: int | None, as_json: bool) -> None:
     """Print the stored output of JOB's last run (or of run ID)."""
-    from icc.state.sqlite import SQLiteStateStore
+    from icc.stores import open_store
 
     config = env.config
-    store = SQLiteStateStore(config.state_dir)
+    store = open_store(config)
     if store.job(job) is None:
         known = ", ".join(r.name for r in store.jobs()) or "none (run `icc scan`)"
         raise JobNotFoundError(f"no job named {job!r}; known jobs: {known}")
@@ -792,9 +792,9 @@ def logs(env: Env, job: str, run_id: int | None, as_json: bool) -> None:
 
 def _set_enabled(env: Env, job: str, enabled: bool) -> None:
     from icc.runner import NOT_EVALUATED
-    from icc.state.sqlite import SQLiteStateStore
+    from icc.stores import open_store
 
-    store = SQLiteStateStore(env.config.state_dir)
+    store = open_store(env.config)
     record = store.job(job)
     if record is None or record.removed_at is not None:
         known = ", ".join(r.name for r in store.jobs()) or "none (run `icc scan`)"

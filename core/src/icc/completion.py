@@ -25,13 +25,13 @@ def _config(ctx: click.Context) -> Config | None:
 def _job_names(ctx: click.Context, incomplete: str, *, include_removed: bool) -> list[CompletionItem]:
     from click.shell_completion import CompletionItem
 
-    from icc.state.sqlite import FILENAME, SQLiteStateStore
+    from icc.stores import open_store, store_present
 
     config = _config(ctx)
-    if config is None or not (config.state_dir / FILENAME).is_file():
+    if config is None or not store_present(config):
         return []
     try:
-        store = SQLiteStateStore(config.state_dir)
+        store = open_store(config)
         try:
             names = [rec.name for rec in store.jobs(include_removed=include_removed)]
         finally:

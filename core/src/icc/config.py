@@ -26,6 +26,7 @@ __all__ = [
     "ConsumersConfig",
     "MonitorConfig",
     "QueueConfig",
+    "StoreConfig",
     "find_config_file",
     "load_config",
 ]
@@ -69,6 +70,26 @@ class MonitorConfig:
     timeout: float = 5.0  # seconds all the pings of one run event may take, retries included
 
 
+@dataclass(frozen=True)
+class StoreConfig:
+    """``[tool.icc.store]``: where state and queues live. No ``url``: embedded SQLite in ``state_dir``.
+
+    With a PostgreSQL ``url`` both the state store and the queues go there (see docs/several-servers.md).
+    ``host_id`` names this host among those sharing the store (default: a UUID kept in the state directory,
+    see :func:`icc.stores.host_id`); ``lease`` is how long a run stays owned by a host that stops renewing it.
+    """
+
+    url: str | None = None
+    schema: str = "icc"
+    host_id: str | None = None
+    lease: float = 60.0
+
+    @property
+    def shared(self) -> bool:
+        """True when the store is a database server several hosts may share."""
+        return self.url is not None
+
+
 def _default_queues() -> Mapping[str, QueueConfig]:
     return MappingProxyType({name: QueueConfig() for name in DEFAULT_QUEUES})
 
@@ -89,6 +110,7 @@ class Config:
     consumers: ConsumersConfig = field(default_factory=ConsumersConfig)
     queues: Mapping[str, QueueConfig] = field(default_factory=_default_queues)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     keep_runs: int = 100  # runs kept per job when pruning
     keep_skipped: int = 100  # missed and skipped rows kept per job, apart from the runs
     output_limit: int = 64 * 1024  # bytes of output stored per run: its head and its tail
@@ -274,9 +296,38 @@ MONITOR_KEYS: dict[str, Converter] = {
     "ping_url": _url,
     "timeout": _float(0, exclusive=True),
 }
-CORE_TABLES = ("consumers", "queues", "monitor")
-# Keys whose value may hold a secret (a ping key in a URL): errors show it redacted.
-_SECRET_KEYS = frozenset({"ping_url"})
+
+
+def _store_url(value: object, from_env: bool) -> object:
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid("a PostgreSQL URL (postgresql://user@host/dbname)")
+    text = value.strip()
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise _Invalid("a PostgreSQL URL starting with postgresql:// (without [icc.store] url: SQLite)")
+    return text
+
+
+def _identifier(value: object, from_env: bool) -> object:
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value.strip()):
+        raise _Invalid("a lower-case SQL name (letters, digits, underscores)")
+    return value.strip()
+
+
+def _host_id(value: object, from_env: bool) -> object:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}", value.strip()):
+        raise _Invalid("a host name of letters, digits and . _ - : @ (at most 128)")
+    return value.strip()
+
+
+STORE_KEYS: dict[str, Converter] = {
+    "url": _store_url,
+    "schema": _identifier,
+    "host_id": _host_id,
+    "lease": _float(5),
+}
+CORE_TABLES = ("consumers", "queues", "monitor", "store")
+# Keys whose value may hold a secret (a ping key in a URL, a database password): errors show it redacted.
+_SECRET_KEYS = frozenset({"ping_url", "url"})
 
 # ICC_<NAME> -> (table or None for the top level, key). `plugins` has no variable: ICC_PLUGINS limits
 # which plugins load (see icc.plugins). Plugin tables take ICC_<TABLE>__<KEY> (double underscore).
@@ -284,8 +335,13 @@ ENV_KEYS: dict[str, tuple[str | None, str]] = {
     **{f"ICC_{key.upper()}": (None, key) for key in CORE_KEYS if key != "plugins"},
     **{f"ICC_CONSUMERS_{key.upper()}": ("consumers", key) for key in CONSUMER_KEYS},
     **{f"ICC_MONITOR_{key.upper()}": ("monitor", key) for key in MONITOR_KEYS},
+    **{f"ICC_STORE_{key.upper()}": ("store", key) for key in STORE_KEYS},
 }
-_SECTION_KEYS: dict[str, dict[str, Converter]] = {"consumers": CONSUMER_KEYS, "monitor": MONITOR_KEYS}
+_SECTION_KEYS: dict[str, dict[str, Converter]] = {
+    "consumers": CONSUMER_KEYS,
+    "monitor": MONITOR_KEYS,
+    "store": STORE_KEYS,
+}
 
 
 def _shown_value(key: str, value: object) -> str:
@@ -497,6 +553,7 @@ def load_config(
     consumers_where = f"{where[:-1]}.consumers]"
     consumers = _check(core.pop("consumers", {}), CONSUMER_KEYS, consumers_where, origin)
     monitor = _check(core.pop("monitor", {}), MONITOR_KEYS, f"{where[:-1]}.monitor]", origin)
+    store = _check(core.pop("store", {}), STORE_KEYS, f"{where[:-1]}.store]", origin)
     queues: dict[str, QueueConfig] = {}
     for name, queue_table in core.pop("queues", {}).items():
         queue_where = f"{where[:-1]}.queues.{name}]"
@@ -528,7 +585,7 @@ def load_config(
         except _Invalid as exc:
             source = _variable_origin(name, env, dotenv)
             raise ConfigError(f"{source} must be {exc}, not {_shown_value(key, raw)}") from None
-        {None: core, "consumers": consumers, "monitor": monitor}[section][key] = value
+        {None: core, "consumers": consumers, "monitor": monitor, "store": store}[section][key] = value
         sources[key if section is None else f"{section}.{key}"] = _variable_origin(name, env, dotenv)
 
     if "state_dir" in core:
@@ -540,6 +597,7 @@ def load_config(
         root=root,
         consumers=ConsumersConfig(**consumers),
         monitor=MonitorConfig(**monitor),
+        store=StoreConfig(**store),
         queues=queues,
         tables={name: MappingProxyType(value) for name, value in plugin_tables.items()},
         sources=sources,

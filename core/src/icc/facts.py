@@ -81,10 +81,10 @@ def status_data(config: Config, at: datetime | None) -> dict[str, Any]:
     from icc.plugins import installed_fingerprint, load_plugins
     from icc.runner import next_due, slot_of
     from icc.schedule import Schedule
-    from icc.state.sqlite import SQLiteStateStore
+    from icc.stores import open_store
 
     zone = config.timezone
-    store = SQLiteStateStore(config.state_dir)
+    store = open_store(config)
     now = at or datetime.now(UTC)
     slot = slot_of(now)
     host = load_plugins(config)
@@ -193,7 +193,7 @@ def timeline(config: Config, at: datetime | None, cell_minutes: int) -> dict[str
     """The last 24 hours of every job's runs in cells of ``cell_minutes`` (dividing 60 or a whole number of
     hours), ending with the cell that holds ``at`` (default now); cells start on the project zone's clock.
     Each cell is the outcome that most needs looking at among its runs (``CELL_PRIORITY``), or None."""
-    from icc.state.sqlite import SQLiteStateStore
+    from icc.stores import open_store
 
     zone = ZoneInfo(config.timezone)
     now = (at or datetime.now(UTC)).astimezone(zone)
@@ -203,7 +203,7 @@ def timeline(config: Config, at: datetime | None, cell_minutes: int) -> dict[str
     end = first.timestamp() + (into_day // cell_minutes + 1) * cell
     count = TIMELINE_HOURS * 60 // cell_minutes
     start = end - count * cell
-    store = SQLiteStateStore(config.state_dir)
+    store = open_store(config)
     dead = dead_runs(config, store, store.unfinished())
     cells: dict[str, list[str | None]] = {rec.name: [None] * count for rec in store.jobs()}
     for run_id, job, when, outcome in store.outcomes_between(start, end):
@@ -230,15 +230,12 @@ def queue_stats(config: Config, now: float) -> dict[str, QueueStats]:
     """Every known queue (configured or holding messages), known ones first; a missing queue database is
     read as empty and not created."""
     from icc.queue.dispatch import known_queues
-    from icc.queue.sqlite import DATABASE_FILE, QueueStats, SqliteTransport
+    from icc.queue.sqlite import QueueStats
+    from icc.stores import open_transport, queues_present
 
     found: dict[str, QueueStats] = {}
-    if (config.state_dir / DATABASE_FILE).exists():
-        transport = SqliteTransport.open(config.state_dir)
-        try:
-            found = transport.stats(now)
-        finally:
-            transport.close()
+    if queues_present(config):
+        found = open_transport(config).stats(now)
     return {name: found.get(name) or QueueStats() for name in (*known_queues(config), *sorted(found))}
 
 
@@ -281,9 +278,9 @@ class Metrics:
 
 def metrics(config: Config, now: float) -> Metrics:
     """The facts ``icc metrics`` exports; no plugin is loaded."""
-    from icc.state.sqlite import SQLiteStateStore
+    from icc.stores import open_store
 
-    store = SQLiteStateStore(config.state_dir)
+    store = open_store(config)
     latest = store.latest_runs()
     kept = store.last_outcomes()
     counts = store.run_counts()

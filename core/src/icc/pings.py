@@ -232,10 +232,10 @@ def _record(job: str, event: str, failures: list[PingFailure]) -> None:
         return json.dumps(state, sort_keys=True)
 
     from icc.errors import StateError
-    from icc.state.sqlite import SQLiteStateStore
+    from icc.stores import open_store
 
     try:
-        store = SQLiteStateStore(_config.state_dir)
+        store = open_store(_config)
         try:
             # Pings that worked only matter after one that failed: most runs read, they do not write.
             if failures or last_failure(store.get_meta(META_PREFIX + job)) is not None:

@@ -48,6 +48,7 @@ from icc.locks import Holder, job_lock, pid_alive, tick_lock
 from icc.state.base import FAILURES, JobRecord, RunKind, RunRecord, StateStore
 from icc.state.dirs import state_dir_problem
 from icc.state.sqlite import FILENAME, SQLiteStateStore
+from icc.stores import open_store, store_label
 
 if TYPE_CHECKING:
     from icc.config import Config
@@ -225,16 +226,20 @@ class Tick:
         problem = state_dir_problem(config.state_dir)  # a planted link or a foreign directory first
         if problem is not None:
             raise StateError(problem)
-        if not self.db_path.exists():  # a tick never creates a store: it would have nothing to schedule
-            raise StateError(
-                f"no state store at {self.db_path} (never scanned, or deleted); nothing was run. "
-                "Run `icc scan` to register the jobs"
-            )
-        self.store: StateStore = SQLiteStateStore(config.state_dir)
-        self._identity = _file_identity(self.db_path) or (-1, -1)  # gone already: never intact
+        self._identity: tuple[int, int] | None = None  # SQLite: the database file's (device, inode)
+        if config.store.url is None:
+            if not self.db_path.exists():  # a tick never creates a store: it would have nothing to schedule
+                raise StateError(
+                    f"no state store at {self.db_path} (never scanned, or deleted); nothing was run. "
+                    "Run `icc scan` to register the jobs"
+                )
+            self.store: StateStore = SQLiteStateStore(config.state_dir)
+            self._identity = _file_identity(self.db_path) or (-1, -1)  # gone already: never intact
+        else:
+            self.store = open_store(config)
         if self.store.get_meta("plugins_fingerprint") is None:
             raise StateError(
-                f"the state store {self.db_path} was never scanned; nothing was run. "
+                f"the state store {store_label(config)} was never scanned; nothing was run. "
                 "Run `icc scan` to register the jobs"
             )
         self.host_name = socket.gethostname()
@@ -249,9 +254,11 @@ class Tick:
         """A new connection to the store this tick opened; never to a new one made in its place."""
         if not self._store_intact():
             raise StateError(f"the state database {self.db_path} was deleted or replaced")
-        return SQLiteStateStore(self.config.state_dir)
+        return open_store(self.config)
 
     def _store_intact(self) -> bool:
+        if self._identity is None:  # a database server: a lost connection is an error of its own
+            return True
         if not self._lost and _file_identity(self.db_path) != self._identity:
             self._lost = True
         return not self._lost
@@ -726,7 +733,7 @@ def manual_run(
     from icc.plugins import load_plugins
     from icc.schedule import Schedule
 
-    store = SQLiteStateStore(config.state_dir)
+    store = open_store(config)
     record = store.job(name)
     host = load_plugins(config)
     live = host.collect_jobs()

@@ -93,6 +93,13 @@ def consume_in_process(config: Config, queue: str) -> None:
 def queue_is_empty(config: Config, queue: str) -> bool:
     """True when ``queue`` holds no message at all (ready, delayed or leased): a read-only count that
     creates nothing. Any doubt (no trustworthy file, an error) is False: the consumer starts and reports."""
+    if config.store.url is not None:  # PostgreSQL: one count on the shared queues
+        from icc.stores import open_transport
+
+        try:
+            return open_transport(config).pending(queue) == 0
+        except Exception:
+            return False
     import sqlite3
 
     from icc.queue.sqlite import DATABASE_FILE

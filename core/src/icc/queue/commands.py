@@ -171,16 +171,17 @@ def _queues_paused(config: Config) -> Callable[[], bool]:
     import time
 
     from icc.state.pause import current
-    from icc.state.sqlite import FILENAME, SQLiteStateStore
+    from icc.state.base import StateStore
+    from icc.stores import open_store, store_present
 
-    store: SQLiteStateStore | None = None
+    store: StateStore | None = None
 
     def paused() -> bool:
         nonlocal store
         if store is None:
-            if not (config.state_dir / FILENAME).exists():
+            if not store_present(config):
                 return False  # never scanned: nothing can have paused it
-            store = SQLiteStateStore(config.state_dir)
+            store = open_store(config)
         found = current(store, time.time())
         return found is not None and found.queues
 

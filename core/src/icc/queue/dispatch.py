@@ -20,13 +20,14 @@ from icc.queue.sqlite import SqliteTransport
 
 if TYPE_CHECKING:
     from icc.config import Config
+    from icc.queue.transport import QueueBackend
 
 __all__ = ["SYNCHRONOUS_VARIABLE", "dispatch", "known_queues", "open_transport", "validate_queue"]
 
 SYNCHRONOUS_VARIABLE = "ICC_QUEUE_SYNCHRONOUS"
 
 _lock = threading.Lock()
-_transports: dict[Path, SqliteTransport] = {}
+_transports: dict[Path | tuple[str, str], QueueBackend] = {}
 _configs: dict[tuple[str, tuple[tuple[str, str], ...]], Config] = {}
 
 
@@ -56,19 +57,29 @@ def _synchronous() -> Literal["FULL", "NORMAL"]:
     raise QueueError(f"{SYNCHRONOUS_VARIABLE} must be FULL or NORMAL, not {value!r}")
 
 
-def open_transport(config: Config) -> SqliteTransport:
-    """The queue database of ``config.state_dir``, opened once per process.
+def open_transport(config: Config) -> QueueBackend:
+    """The queues of ``config``, opened once per process (and again in a forked child).
 
-    Durability is ``synchronous=FULL`` unless ``ICC_QUEUE_SYNCHRONOUS=NORMAL`` trades the last commits
-    before a power loss for throughput (see :mod:`icc.queue.sqlite`).
+    SQLite: the queue database of ``config.state_dir``; durability is ``synchronous=FULL`` unless
+    ``ICC_QUEUE_SYNCHRONOUS=NORMAL`` trades the last commits before a power loss for throughput (see
+    :mod:`icc.queue.sqlite`). With ``[icc.store] url``: the PostgreSQL transport (:mod:`icc.queue.postgres`).
     """
-    state_dir = config.state_dir  # already absolute: Config resolves it against its root
+    key: Path | tuple[str, str]
+    if config.store.url is not None:
+        key = (config.store.url, config.store.schema)
+    else:
+        key = config.state_dir  # already absolute: Config resolves it against its root
     with _lock:
-        transport = _transports.get(state_dir)
+        transport = _transports.get(key)
         if transport is not None and not transport.forked:
             return transport
-        transport = SqliteTransport.open(state_dir, synchronous=_synchronous())
-        _transports[state_dir] = transport
+        if config.store.url is not None:
+            from icc.queue.postgres import PostgresTransport
+
+            transport = PostgresTransport(config)
+        else:
+            transport = SqliteTransport.open(config.state_dir, synchronous=_synchronous())
+        _transports[key] = transport
         return transport
 
 

@@ -19,11 +19,14 @@ Contract, shared by every implementation:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from icc.queue.message import Envelope, ErrorRecord, FailedMessage
 
-__all__ = ["FailedStore", "Transport"]
+if TYPE_CHECKING:
+    from icc.queue.sqlite import QueueStats
+
+__all__ = ["FailedStore", "QueueBackend", "Transport"]
 
 
 @runtime_checkable
@@ -99,4 +102,26 @@ class FailedStore(Protocol):
 
     def failed_remove(self, ids: Sequence[int] | None = None) -> list[int]:
         """Delete failed messages for good; ``None``: all of them."""
+        ...
+
+
+class QueueBackend(Transport, FailedStore, Protocol):
+    """What :func:`icc.stores.open_transport` returns: a transport that is also the failed store, with the
+    operating side (``icc queue stats``, ``icc consume --stop``) and fork detection."""
+
+    @property
+    def forked(self) -> bool:
+        """True in a child process forked after this transport was opened: open a new one there."""
+        ...
+
+    def stats(self, now: float | None = None) -> dict[str, QueueStats]:
+        """Per queue that holds anything: ready, delayed, in flight (by owner), oldest age, failed."""
+        ...
+
+    def request_stop(self, now: float | None = None) -> float:
+        """Ask every consumer running now to stop after its current message; return the request's time."""
+        ...
+
+    def stop_requested_at(self) -> float | None:
+        """The time of the last stop request, or None."""
         ...

@@ -192,9 +192,9 @@ def notify(config: Config, mail: MailConfig, job: Job, run: RunContext, result: 
                 )
             return None if decision.state is None else json.dumps(decision.state, sort_keys=True)
 
-        from icc.state.sqlite import SQLiteStateStore
+        from icc.stores import open_store
 
-        store = SQLiteStateStore(config.state_dir)
+        store = open_store(config)
         try:
             # A success with no failure mail behind it changes nothing: a read, not a write, on most runs.
             if outcome in FAILED or store.get_meta(META_PREFIX + job.name) is not None:

@@ -1,0 +1,199 @@
+"""A throw-away PostgreSQL server for the tests, from the Debian packages (``initdb`` + ``pg_ctl``).
+
+One server per test session on a free loopback port (fsync off: the tests never survive a power cut), started as
+the ``postgres`` user through ``runuser`` when the tests run as root (PostgreSQL refuses to run as root). Each
+test gets a fresh database made from an empty template, so tests never see each other's rows.
+
+Without the binaries the PostgreSQL tests skip, unless ``ICC_REQUIRE_POSTGRES=1`` (set by ``.ci/run``): then a
+missing server fails the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REQUIRE_VARIABLE = "ICC_REQUIRE_POSTGRES"
+_counter = itertools.count(1)
+
+
+def _bindir() -> Path | None:
+    """Debian's versioned directory (newest), else wherever ``initdb`` is on PATH."""
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    if candidates:
+        return Path(candidates[-1]).parent
+    found = shutil.which("initdb")
+    return Path(found).parent if found else None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class PgServer:
+    """A running server: ``url(dbname)`` gives a libpq URL; ``admin(sql)`` runs SQL as the superuser."""
+
+    bindir: Path
+    datadir: Path
+    port: int
+    as_user: list[str]  # ["runuser", "-u", "postgres", "--"] when root, else []
+    user: str = "postgres"
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{dbname}"
+
+    def admin(self, sql: str, dbname: str = "postgres") -> str:
+        """Run ``sql`` through psql as the superuser; its output (unaligned, tuples only)."""
+        out = subprocess.run(
+            [
+                str(self.bindir / "psql"),
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                self.url(dbname),
+            ],
+            input=sql,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"psql failed: {out.stderr.strip()}")
+        return out.stdout.strip()
+
+    def new_database(self) -> str:
+        """A fresh, empty database (from the template); its name."""
+        name = f"t{os.getpid()}_{next(_counter)}"
+        self.admin(f'CREATE DATABASE "{name}" TEMPLATE icc_template')
+        return name
+
+    def drop_database(self, name: str) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def pg_ctl(self, *args: str) -> None:
+        subprocess.run(
+            [*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-w", "-t", "60", *args],
+            check=True,
+            capture_output=True,
+            timeout=90,
+        )
+
+    def restart(self) -> None:
+        self.pg_ctl("restart", "-m", "fast")
+
+
+def start_server() -> PgServer:
+    bindir = _bindir()
+    if bindir is None or not (bindir / "initdb").exists():
+        message = "PostgreSQL server binaries (initdb, pg_ctl) not found; apt-get install postgresql"
+        if os.environ.get(REQUIRE_VARIABLE) == "1":
+            pytest.fail(f"{message} ({REQUIRE_VARIABLE}=1 makes this a failure)", pytrace=False)
+        pytest.skip(message)
+    root = Path(tempfile.mkdtemp(prefix="icc-pg-"))
+    datadir = root / "data"
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres", "postgres")
+        os.chmod(root, 0o700)
+    subprocess.run(
+        [
+            *as_user,
+            str(bindir / "initdb"),
+            "-D",
+            str(datadir),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--locale=C",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    port = _free_port()
+    options = (
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
+        "-c full_page_writes=off -c max_connections=300 -c shared_buffers=64MB"
+    )
+    server = PgServer(bindir=bindir, datadir=datadir, port=port, as_user=as_user)
+    subprocess.run(
+        [
+            *as_user,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(datadir),
+            "-l",
+            str(root / "log"),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=90,
+    )
+    server.admin("CREATE DATABASE icc_template")
+    return server
+
+
+def stop_server(server: PgServer) -> None:
+    with contextlib.suppress(Exception):
+        server.pg_ctl("stop", "-m", "immediate")
+    shutil.rmtree(server.datadir.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    server = start_server()
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """A libpq URL of a fresh, empty database on the session's server."""
+    name = pg_server.new_database()
+    try:
+        yield pg_server.url(name)
+    finally:
+        pg_server.drop_database(name)
+
+
+def wait_for(predicate: object, timeout: float = 30.0) -> None:  # pragma: no cover - helper for slow servers
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(predicate) and predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
