@@ -170,8 +170,8 @@ def _queues_paused(config: Config) -> Callable[[], bool]:
     """Whether `icc pause --queues` is in force now (read from the state store, if there is one)."""
     import time
 
-    from icc.state.pause import current
     from icc.state.base import StateStore
+    from icc.state.pause import current
     from icc.stores import open_store, store_present
 
     store: StateStore | None = None
