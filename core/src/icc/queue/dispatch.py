@@ -64,11 +64,9 @@ def open_transport(config: Config) -> QueueBackend:
     ``ICC_QUEUE_SYNCHRONOUS=NORMAL`` trades the last commits before a power loss for throughput (see
     :mod:`icc.queue.sqlite`). With ``[icc.store] url``: the PostgreSQL transport (:mod:`icc.queue.postgres`).
     """
-    key: Path | tuple[str, str]
-    if config.store.url is not None:
-        key = (config.store.url, config.store.schema)
-    else:
-        key = config.state_dir  # already absolute: Config resolves it against its root
+    url = config.store.url
+    # The state directory is already absolute: Config resolves it against its root.
+    key: Path | tuple[str, str] = config.state_dir if url is None else (url, config.store.schema)
     with _lock:
         transport = _transports.get(key)
         if transport is not None and not transport.forked:
