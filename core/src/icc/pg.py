@@ -103,6 +103,12 @@ def connect(
             options=options,
             connect_timeout=CONNECT_TIMEOUT_S,
             prepare_threshold=None,  # no server-side prepared statements: pgbouncer in transaction mode
+            # A server that vanishes (partition, power loss) is noticed by TCP within about 30 s.
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+            tcp_user_timeout=30_000,
         )
     except driver.Error as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
