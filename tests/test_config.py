@@ -654,11 +654,11 @@ def test_host_id_is_made_once_private_and_stable_across_calls_and_processes(tmp_
         subprocess.Popen(
             [sys.executable, "-c", HOST_ID_SCRIPT, str(config_file)], stdout=subprocess.PIPE, text=True
         )
-        for _ in range(4)
+        for _ in range(8)
     ]
     made = {proc.communicate(timeout=60)[0].strip() for proc in procs}
     assert all(proc.returncode == 0 for proc in procs)
-    assert len(made) == 1  # four processes racing to make it agree on one
+    assert len(made) == 1  # eight processes racing to make it agree on one
     [first] = made
     path = tmp_path / "state" / HOST_ID_FILE
     assert path.read_text().strip() == first
@@ -677,3 +677,17 @@ def test_configured_host_id_wins_over_the_kept_one(tmp_path: Path) -> None:
     assert host_id(load_config(cwd=tmp_path, environ=NO_ENV)) == "web-1"
     assert host_id(load_config(cwd=tmp_path, environ={"ICC_STORE_HOST_ID": "web-2"})) == "web-2"
     assert (tmp_path / "state" / HOST_ID_FILE).read_text().strip() == kept  # left as it was
+
+
+def test_an_empty_host_id_file_left_by_a_crash_is_replaced_once_and_then_kept(tmp_path: Path) -> None:
+    from icc.stores import HOST_ID_FILE, host_id
+
+    write(tmp_path / "icc.toml", '[icc]\nstate_dir = "state"\n')
+    config = load_config(cwd=tmp_path, environ=NO_ENV)
+    host_id(config)
+    path = tmp_path / "state" / HOST_ID_FILE
+    path.write_text("")  # a process died between creating the file and writing it
+    first = host_id(config)
+    assert first and host_id(config) == first == path.read_text().strip()
+    assert oct(path.stat().st_mode & 0o777) == oct(0o600)
+    assert not [p.name for p in path.parent.iterdir() if p.name.startswith(f".{HOST_ID_FILE}")]
