@@ -312,3 +312,28 @@ def test_copy_from_sqlite_records_a_run_in_flight_as_abandoned(project: Project,
     project.icc("db", "copy-from-sqlite", check=True)
     [(outcome, ended, error)] = rows(pg_url, "SELECT outcome, ended_at, error FROM icc.runs WHERE slot = 42")
     assert outcome == "abandoned" and ended is not None and "in flight" in error
+
+
+def test_db_commands_take_the_password_from_pgpassword_and_never_show_it(
+    project: Project, pg_server: Any, pg_url: str
+) -> None:
+    _password_role(pg_server)
+    dbname = pg_url.rsplit("/", 1)[1]
+    use_store(project, f"postgresql://pwuser@127.0.0.1:{pg_server.port}/{dbname}")
+    project.env["PGPASSWORD"] = "right"
+    refused = project.icc("db", "migrate")  # pwuser may not create a schema in this database yet
+    assert refused.returncode == 2
+    [line] = refused.stderr.strip().splitlines()
+    assert "permission denied" in line and "Traceback" not in refused.stderr
+    assert rows(pg_url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'icc'") == [(0,)]
+
+    pg_server.admin(f'GRANT CREATE ON DATABASE "{dbname}" TO pwuser')
+    project.icc("db", "migrate", check=True)
+    use_store(project, f"postgresql://pwuser:right@127.0.0.1:{pg_server.port}/{dbname}")
+    del project.env["PGPASSWORD"]
+    shown = project.icc("db", "status", check=True)
+    assert f"pwuser:***@127.0.0.1:{pg_server.port}/{dbname}" in shown.stdout
+    assert "right@" not in shown.stdout
+    assert json.loads(project.icc("db", "status", "--json", check=True).stdout)["url"].startswith(
+        "postgresql://pwuser:***@"
+    )
