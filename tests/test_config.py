@@ -523,3 +523,171 @@ def test_export_adds_dotenv_variables_to_the_process_environment_without_overrid
     assert os.environ["ICCTEST_SET"] == "real"
     assert "ICC_ENVIRONMENT" not in os.environ  # configuration, not exported
     assert config.environment == "staging"
+
+
+# --- [icc.store] ------------------------------------------------------------------------------------
+
+
+def test_store_table_is_read(tmp_path: Path) -> None:
+    write(
+        tmp_path / "icc.toml",
+        '[icc.store]\nurl = "postgresql://icc@db.internal/app"\nschema = "tenant_a"\nhost_id = "web-1"\n'
+        "lease = 90\n",
+    )
+    store = load_config(cwd=tmp_path, environ=NO_ENV).store
+    assert (store.url, store.schema, store.host_id, store.lease) == (
+        "postgresql://icc@db.internal/app",
+        "tenant_a",
+        "web-1",
+        90.0,
+    )
+    assert store.shared
+
+
+def test_without_a_store_table_state_stays_in_sqlite(tmp_path: Path) -> None:
+    write(tmp_path / "icc.toml", "[icc]\n")
+    store = load_config(cwd=tmp_path, environ=NO_ENV).store
+    assert (store.url, store.schema, store.host_id, store.lease, store.shared) == (
+        None,
+        "icc",
+        None,
+        60.0,
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            'url = "mysql://db/app"',
+            "'url' in [icc.store] must be a PostgreSQL URL starting with postgresql://",
+        ),
+        ('url = ""', "'url' in [icc.store] must be a PostgreSQL URL (postgresql://user@host/dbname)"),
+        ("url = 5", "'url' in [icc.store] must be a PostgreSQL URL"),
+        ('schema = "Icc-Prod"', "'schema' in [icc.store] must be a lower-case SQL name"),
+        ('schema = "1abc"', "'schema' in [icc.store] must be a lower-case SQL name"),
+        ('host_id = "web 1"', "'host_id' in [icc.store] must be a host name of letters, digits"),
+        ('host_id = ""', "'host_id' in [icc.store] must be a host name of letters, digits"),
+        ("lease = 1", "'lease' in [icc.store] must be a number >= 5, not 1"),
+        ('lease = "60"', "'lease' in [icc.store] must be a number >= 5"),
+        ("lease = nan", "'lease' in [icc.store] must be a finite number >= 5"),
+        ("pool = 4", "'pool'"),
+    ],
+)
+def test_invalid_store_settings_are_one_line_errors_naming_the_key(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    config_file = write(tmp_path / "icc.toml", f"[icc.store]\n{line}\n")
+
+    with pytest.raises(ConfigError) as info:
+        load_config(cwd=tmp_path, environ=NO_ENV)
+    text = str(info.value)
+    assert text.startswith(f"{config_file}: ") and message in text
+    assert "\n" not in text
+
+
+def test_a_password_in_a_bad_store_url_is_never_printed(tmp_path: Path) -> None:
+    write(tmp_path / "icc.toml", '[icc.store]\nurl = "mysql://icc:hunter2-secret@db/app"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(cwd=tmp_path, environ=NO_ENV)
+    assert "hunter2-secret" not in str(info.value) and "***" in str(info.value)
+
+    write(tmp_path / "icc.toml", "[icc]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(cwd=tmp_path, environ={"ICC_STORE_URL": "http://icc:hunter2-secret@db/app"})
+    assert "ICC_STORE_URL" in str(info.value) and "hunter2-secret" not in str(info.value)
+
+
+def test_a_password_in_a_bad_store_url_is_not_printed_by_icc(project: Project) -> None:
+    project.write_config(extra='\n[icc.store]\nurl = "postgres:/icc:hunter2-secret@db/app"\n')
+    proc = project.icc("status")
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert "'url' in [icc.store]" in line
+    assert "hunter2-secret" not in proc.stderr + proc.stdout
+
+
+def test_store_variables_override_the_store_table(tmp_path: Path) -> None:
+    write(tmp_path / "icc.toml", '[icc.store]\nurl = "postgresql://file@db/app"\nlease = 60\n')
+    write(tmp_path / ".env", "ICC_STORE_SCHEMA=from_dotenv\nICC_STORE_URL=postgresql://dotenv@db/app\n")
+    config = load_config(
+        cwd=tmp_path,
+        environ={
+            "ICC_STORE_URL": "postgresql://env@db/app",
+            "ICC_STORE_LEASE": "120",
+            "ICC_STORE_HOST_ID": "h-2",
+        },
+    )
+    assert config.store.url == "postgresql://env@db/app"
+    assert config.store.schema == "from_dotenv"
+    assert config.store.lease == 120.0
+    assert config.store.host_id == "h-2"
+    assert "ICC_STORE_URL" in config.sources["store.url"]
+
+
+def test_store_url_from_the_environment_alone_selects_postgresql(tmp_path: Path) -> None:
+    write(tmp_path / "icc.toml", "[icc]\n")
+    config = load_config(cwd=tmp_path, environ={"ICC_STORE_URL": "postgresql://env@db/app"})
+    assert config.store.url == "postgresql://env@db/app" and config.store.shared
+
+
+def test_invalid_store_variable_is_an_error_naming_the_variable(tmp_path: Path) -> None:
+    write(tmp_path / "icc.toml", "[icc]\n")
+    with pytest.raises(ConfigError, match=r"ICC_STORE_LEASE.* must be a number >= 5, not '2'"):
+        load_config(cwd=tmp_path, environ={"ICC_STORE_LEASE": "2"})
+
+
+# --- icc.stores.host_id -----------------------------------------------------------------------------
+
+HOST_ID_SCRIPT = (
+    "import sys; from pathlib import Path; from icc.config import load_config; from icc.stores import host_id; "
+    "print(host_id(load_config(Path(sys.argv[1]), environ={})))"
+)
+
+
+def test_host_id_is_made_once_private_and_stable_across_calls_and_processes(tmp_path: Path) -> None:
+    from icc.stores import HOST_ID_FILE, host_id
+
+    config_file = write(tmp_path / "icc.toml", '[icc]\nstate_dir = "state"\n')
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", HOST_ID_SCRIPT, str(config_file)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(8)
+    ]
+    made = {proc.communicate(timeout=60)[0].strip() for proc in procs}
+    assert all(proc.returncode == 0 for proc in procs)
+    assert len(made) == 1  # eight processes racing to make it agree on one
+    [first] = made
+    path = tmp_path / "state" / HOST_ID_FILE
+    assert path.read_text().strip() == first
+    assert oct(path.stat().st_mode & 0o777) == oct(0o600)
+    config = load_config(config_file, environ=NO_ENV)
+    assert host_id(config) == host_id(config) == first
+    assert len(first) == 36 and first.count("-") == 4  # a UUID, not the hostname
+
+
+def test_configured_host_id_wins_over_the_kept_one(tmp_path: Path) -> None:
+    from icc.stores import HOST_ID_FILE, host_id
+
+    write(tmp_path / "icc.toml", '[icc]\nstate_dir = "state"\n')
+    kept = host_id(load_config(cwd=tmp_path, environ=NO_ENV))
+    write(tmp_path / "icc.toml", '[icc]\nstate_dir = "state"\n[icc.store]\nhost_id = "web-1"\n')
+    assert host_id(load_config(cwd=tmp_path, environ=NO_ENV)) == "web-1"
+    assert host_id(load_config(cwd=tmp_path, environ={"ICC_STORE_HOST_ID": "web-2"})) == "web-2"
+    assert (tmp_path / "state" / HOST_ID_FILE).read_text().strip() == kept  # left as it was
+
+
+def test_an_empty_host_id_file_left_by_a_crash_is_replaced_once_and_then_kept(tmp_path: Path) -> None:
+    from icc.stores import HOST_ID_FILE, host_id
+
+    write(tmp_path / "icc.toml", '[icc]\nstate_dir = "state"\n')
+    config = load_config(cwd=tmp_path, environ=NO_ENV)
+    host_id(config)
+    path = tmp_path / "state" / HOST_ID_FILE
+    path.write_text("")  # a process died between creating the file and writing it
+    first = host_id(config)
+    assert first and host_id(config) == first == path.read_text().strip()
+    assert oct(path.stat().st_mode & 0o777) == oct(0o600)
+    assert not [p.name for p in path.parent.iterdir() if p.name.startswith(f".{HOST_ID_FILE}")]

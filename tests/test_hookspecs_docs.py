@@ -68,10 +68,10 @@ def test_every_hook_is_exercised_by_a_test_fixture_plugin(hook: str) -> None:
 
 
 def test_every_core_config_key_and_variable_is_documented() -> None:
-    from icc.config import CONSUMER_KEYS, CORE_KEYS, ENV_KEYS, MONITOR_KEYS, QUEUE_KEYS
+    from icc.config import CONSUMER_KEYS, CORE_KEYS, ENV_KEYS, MONITOR_KEYS, QUEUE_KEYS, STORE_KEYS
 
     text = CONFIG_DOC.read_text()
-    for key in [*CORE_KEYS, *CONSUMER_KEYS, *QUEUE_KEYS, *MONITOR_KEYS]:
+    for key in [*CORE_KEYS, *CONSUMER_KEYS, *QUEUE_KEYS, *MONITOR_KEYS, *STORE_KEYS]:
         assert f"| `{key}` |" in text, f"docs/configuration.md has no row for {key}"
     for variable in ENV_KEYS:
         assert f"`{variable}`" in text, f"docs/configuration.md does not name {variable}"

@@ -865,3 +865,6 @@ cli.add_command(queue)
 from icc.systemd import systemd  # noqa: E402
 
 cli.add_command(systemd)
+from icc.dbcommands import db  # noqa: E402
+
+cli.add_command(db)

@@ -9,7 +9,8 @@ and reports what is wrong. Doubts: a key it does not know or a value it cannot v
 variable other than ``ICC_STATE_DIR``, ``ICC_TIMEZONE``, ``ICC_ENVIRONMENT`` (and the ones that are never
 configuration: ``ICC_CONFIG``, ``ICC_PLUGINS``, ``ICC_DISABLE_PLUGIN_AUTOLOAD``, plugin tables'
 ``ICC_<TABLE>__<KEY>``), a ``.env`` or ``.env.local`` that mentions ``ICC_`` or that the full loader would
-refuse (not UTF-8, a NUL byte).
+refuse (not UTF-8, a NUL byte), and an ``[icc.store]`` table: with ``url`` (or ``ICC_STORE_URL``) the state
+is in PostgreSQL, and the full tick reads it (a ``state.sqlite3`` left in the state directory is stale then).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 # Variables that are never configuration keys (icc.config.RESERVED_VARIABLES).
 _RESERVED = frozenset({"ICC_CONFIG", "ICC_PLUGINS", "ICC_DISABLE_PLUGIN_AUTOLOAD"})
-_CORE_TABLES = ("consumers", "queues", "monitor")
+_CORE_TABLES = ("consumers", "queues", "monitor", "store")
 MAX_OUTPUT_LIMIT = 16 * 1024**2
 
 
@@ -307,6 +308,8 @@ def read_config(config: str | None) -> tuple[str, str] | None:
         table = _icc_table(path) if path is not None else {}
         root = os.path.dirname(path) if path is not None else cwd
         for key, value in table.items():
+            if key == "store":  # [icc.store]: state may live in PostgreSQL; the full tick reads it
+                raise _Doubt
             if key == "consumers":
                 _check(value, CONSUMER_CHECKS)
             elif key == "monitor":

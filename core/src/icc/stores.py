@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from icc.errors import StateError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from icc.config import Config
     from icc.queue.transport import QueueBackend
     from icc.state.base import StateStore
@@ -57,25 +59,40 @@ def host_id(config: Config) -> str:
     if config.store.host_id:
         return config.store.host_id
     path = config.state_dir / HOST_ID_FILE
-    with contextlib.suppress(OSError):
-        text = path.read_text(encoding="ascii").strip()
-        if text:
-            return text
+    kept = _read_host_id(path)
+    if kept:
+        return kept
     new = str(uuid.uuid4())
     try:
         from icc.state.dirs import ensure_state_dir
 
         ensure_state_dir(config.state_dir)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:  # another process of this host made it first: use theirs
-        return path.read_text(encoding="ascii").strip() or new
+        # Written aside, then linked into place: the file appears complete or not at all, so a process racing
+        # this one never reads it empty, and the first link wins for every process of this host.
+        tmp = config.state_dir / f".{HOST_ID_FILE}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as fh:
+                fh.write(new + "\n")
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                if not _read_host_id(path):  # left empty by an older icc that died mid-write: replace it
+                    os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
     except (OSError, StateError):
         import socket
 
         return socket.gethostname()
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(new + "\n")
-    return new
+    return _read_host_id(path) or new
+
+
+def _read_host_id(path: Path) -> str:
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        return path.read_text(encoding="ascii").strip()
+    return ""
 
 
 def store_present(config: Config) -> bool:
