@@ -56,3 +56,44 @@ def make_config(tmp_path: Path, store_url: str | None) -> MakeConfig:
         return Config(path=None, root=tmp_path, state_dir=Path("state"), store=store)
 
     return make
+
+
+STATE_STAND_IN = '''
+# A stand-in for icc.state.postgres (the PostgreSQL state store, written on another branch) while it is
+# absent: `icc consume` reads the queue pause (`icc pause --queues`) from the state store's meta table.
+try:
+    import icc.state.postgres  # noqa: F401
+except ImportError:
+    import sys
+    import types
+
+    class PostgresStateStore:
+        def __init__(self, config):
+            import icc.pg
+
+            self._conn = icc.pg.connect(config, autocommit=True)
+            self._schema = config.store.schema
+
+        def get_meta(self, key):
+            row = self._conn.execute(
+                f'SELECT value FROM "{self._schema}".meta WHERE key = %s', (key,)
+            ).fetchone()
+            return row[0] if row else None
+
+    module = types.ModuleType("icc.state.postgres")
+    module.PostgresStateStore = PostgresStateStore
+    sys.modules["icc.state.postgres"] = module
+'''
+
+
+def state_stand_in(directory: Path) -> dict[str, str]:
+    """Environment for `icc` processes on a PostgreSQL store: while ``icc.state.postgres`` is not there
+    (another branch writes it), a ``sitecustomize`` in ``directory`` stands in for the little `icc consume`
+    needs of it. Once the real store is installed the stand-in does nothing."""
+    try:
+        import icc.state.postgres  # noqa: F401
+    except ImportError:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "sitecustomize.py").write_text(STATE_STAND_IN)
+        return {"PYTHONPATH": str(directory)}
+    return {}
