@@ -58,7 +58,7 @@ def make_config(tmp_path: Path, store_url: str | None) -> MakeConfig:
     return make
 
 
-STATE_STAND_IN = '''
+STATE_STAND_IN = """
 # A stand-in for icc.state.postgres (the PostgreSQL state store, written on another branch) while it is
 # absent: `icc consume` reads the queue pause (`icc pause --queues`) from the state store's meta table.
 try:
@@ -83,7 +83,7 @@ except ImportError:
     module = types.ModuleType("icc.state.postgres")
     module.PostgresStateStore = PostgresStateStore
     sys.modules["icc.state.postgres"] = module
-'''
+"""
 
 
 def state_stand_in(directory: Path) -> dict[str, str]:
