@@ -4,6 +4,7 @@ hand-written rows and errors without the password. The shared contract is tested
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -160,3 +161,27 @@ def test_a_database_without_the_schema_names_the_command_to_run(tmp_path: Path, 
     config = Config(path=None, root=tmp_path, store=StoreConfig(url=pg_url, host_id="t"))
     with pytest.raises(Exception, match="icc db migrate"):
         PostgresTransport(config)
+
+
+def restart(pg_server: PgServer) -> None:
+    """pg_ctl restart, its output (the new server's too) to the server's log, not to a pipe we would wait on."""
+    log = pg_server.datadir.parent / "log"
+    pg_ctl = [*pg_server.as_user, str(pg_server.bindir / "pg_ctl"), "-D", str(pg_server.datadir)]
+    subprocess.run(
+        [*pg_ctl, "-l", str(log), "-w", "-t", "60", "-m", "fast", "restart"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=90,
+    )
+
+
+def test_the_transport_carries_on_after_the_server_restarted(config: Config, pg_server: PgServer) -> None:
+    transport = open_transport(config)
+    first = dispatch("job", {"i": 1}, config=config)
+    restart(pg_server)
+    second = dispatch("job", {"i": 2}, config=config)
+    assert [e.id for e in transport.lease("async", owner="a", limit=10, lease=30)] == [first, second]
+    restart(pg_server)
+    transport.ack([first, second], owner="a")
+    assert transport.pending() == 0
