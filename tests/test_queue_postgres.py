@@ -185,3 +185,30 @@ def test_the_transport_carries_on_after_the_server_restarted(config: Config, pg_
     restart(pg_server)
     transport.ack([first, second], owner="a")
     assert transport.pending() == 0
+
+
+def test_a_connection_on_a_descriptor_past_1024_is_kept(config: Config, pg_server: PgServer) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip("cannot open 1,200 descriptors here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # an application with many files open
+    database = str(config.store.url).rsplit("/", 1)[1]
+
+    def backends() -> str:
+        return pg_server.admin(f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}'")
+
+    try:
+        transport = PostgresTransport(config)
+        transport.pending()
+        before = backends()
+        for i in range(3):
+            transport.send("async", "job", f'{{"i": {i}}}')
+        assert backends() == before  # the same connection throughout, not a new one per call
+        transport.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

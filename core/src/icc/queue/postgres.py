@@ -147,10 +147,11 @@ class PostgresTransport:
         """True when the server spoke on an idle connection: it can only be its farewell (terminated,
         shutting down) or the socket's end. One non-blocking poll, no round trip."""
         try:
-            readable, _w, _x = select.select([conn.fileno()], [], [], 0)
+            poller = select.poll()  # not select.select: an application may hold descriptors past 1024
+            poller.register(conn.fileno(), select.POLLIN)
+            return bool(poller.poll(0))
         except (OSError, ValueError):
             return True
-        return bool(readable)
 
     def _message(self, exc: BaseException) -> str:
         text = str(exc).strip()
