@@ -80,16 +80,25 @@ def test_three_hosts_drain_10000_messages_at_least_once_through_a_kill_9(tmp_pat
 
     consumers = [consume(host) for host in hosts]
     try:
-        hosts[0].wait_for(lambda: len(handled()) >= N // 3, timeout=60, what="a third of the messages")
         victim = consumers[1]
+        owner = f"%:{victim.pid}:%"  # a consumer's owner token is host:pid:random
+
+        def victim_holds_messages() -> bool:
+            return hosts[0].query("SELECT count(*) FROM messages WHERE lease_owner LIKE ?", (owner,)) != [
+                (0,)
+            ]
+
+        hosts[0].wait_for(
+            lambda: len(handled()) >= N // 3 and victim_holds_messages(),
+            timeout=60,
+            what="a third of the messages handled, and the victim in the middle of a batch",
+        )
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
         # What the dead host held: back after its lease, attempt counted again.
         held = {
             i - ids[0]
-            for (i,) in hosts[0].query(
-                "SELECT id FROM messages WHERE lease_owner LIKE ?", (f"%:{victim.pid}:%",)
-            )
+            for (i,) in hosts[0].query("SELECT id FROM messages WHERE lease_owner LIKE ?", (owner,))
         }
         consumers[1] = consume(hosts[1])  # the host restarts its consumer
         hosts[0].wait_for(
