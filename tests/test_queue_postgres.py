@@ -212,3 +212,36 @@ def test_a_connection_on_a_descriptor_past_1024_is_kept(config: Config, pg_serve
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_lease_whose_answer_was_lost_gives_its_batch_back_when_retried(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contextlib
+    from collections.abc import Iterator
+
+    import psycopg
+
+    transport = open_transport(config)
+    ids = [dispatch("job", {"i": i}, config=config) for i in range(3)]
+    real_tx = PostgresTransport._tx
+    broke: list[int] = []
+
+    @contextlib.contextmanager
+    def losing_tx(self: PostgresTransport, conn: Any) -> Iterator[Any]:
+        with real_tx(self, conn):
+            yield conn
+        if not broke:  # committed, then the connection dies before the answer arrives
+            broke.append(1)
+            conn.close()
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(PostgresTransport, "_tx", losing_tx)
+    batch = transport.lease("async", owner="a", limit=2, lease=30)
+    assert broke == [1]
+    assert [(e.id, e.attempts) for e in batch] == [(ids[0], 1), (ids[1], 1)]
+    transport.ack([e.id for e in batch], owner="a")
+    # Nothing stays held by "a" unknown to it: the lost try's batch came back, its attempts taken back.
+    assert [(e.id, e.attempts) for e in transport.lease("async", owner="b", limit=10, lease=30)] == [
+        (ids[2], 1)
+    ]

@@ -23,7 +23,8 @@ first use (and :attr:`forked` tells the dispatch cache to make a new transport).
 dropped (``pg_terminate_backend``, a restart) is noticed before the next statement (its socket turned
 readable while idle) and reopened; an operation that fails because the connection broke under it is
 retried once on a new connection when repeating it is safe (everything but ``send``, whose insert may have
-committed: it fails with a :class:`QueueError` saying so). Database errors become one-line
+committed: it fails with a :class:`QueueError` saying so; a retried ``lease`` first gives back what its owner
+holds, which the lost try may have taken). Database errors become one-line
 :class:`QueueError` messages without the password.
 
 No LISTEN/NOTIFY wake-up: consumers poll (``--sleep``), as with SQLite.
@@ -225,11 +226,26 @@ class PostgresTransport:
         self, queue: str, *, owner: str, limit: int, lease: float, ack: Sequence[int] = ()
     ) -> list[Envelope]:
         ack_ids = [i for i in ack if _is_row_id(i)]
+        tries = 0
 
         def op(conn: psycopg.Connection[Any]) -> list[Envelope]:
+            nonlocal tries
+            tries += 1
             with self._tx(conn):
                 if ack_ids:
                     self._delete(conn, ack_ids, owner)
+                if tries > 1:
+                    # The connection broke under the first try, perhaps after its commit: the batch it
+                    # took would be held by this owner unknown to it (and kept alive by its heartbeat).
+                    # Give back what the owner holds, as release() does, before leasing again.
+                    conn.execute(
+                        self._t(
+                            "UPDATE {s}.messages SET attempts = GREATEST(attempts - 1, 0), lease_owner = NULL, "
+                            "lease_batch = 0, available_at = LEAST(created_at, available_at) "
+                            f"WHERE lease_owner = %s AND available_at > {_NOW}"
+                        ),
+                        (owner,),
+                    )
                 if limit < 1:
                     return []
                 bad = self._lease_malformed(conn, queue, owner, lease)
