@@ -13,6 +13,7 @@ import pytest
 from pgkit import pg_server, pg_url  # noqa: F401  (fixtures: a throw-away PostgreSQL server, a fresh database)
 from pingkit import ping_server  # noqa: F401  (a fixture: a real HTTP server recording pings)
 from projectkit import Project
+from queuekit import backend, make_config, store_url  # noqa: F401  (fixtures: queue tests on SQLite and PostgreSQL)
 
 
 @pytest.fixture
