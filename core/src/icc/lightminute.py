@@ -29,7 +29,7 @@ that minute itself, with ``os``, ``time`` and ``sqlite3``:
    exit code, output and error by the rules of :func:`icc.execution.supervise`. It sleeps in ``select`` rather
    than polling.
 4. **The consumer** waits up to ``consumers.time_limit`` for messages as ``icc consume`` does: it looks at the
-   queue database (read-only, ``sqlite3`` only) every half second for a message it could lease, and for an
+   queue database (read-only, ``sqlite3`` only) every second for a message it could lease, and for an
    ``icc consume --stop`` made after it started. On an empty queue it prints the consumer's summary line
    ("consumed 0 messages ...; stopped: time limit of 20s reached") and exits 0. The moment a message is
    available (or the queue database is missing or cannot be read, which the real consumer reports), it
@@ -84,8 +84,11 @@ QUEUE_FILE = "queue.sqlite3"  # icc.queue.sqlite.DATABASE_FILE
 CONDITION_SAID_NO = (
     "a when/skip condition said no"  # the full tick's error for a run a skip() condition skipped
 )
-POLL = (
-    0.5  # seconds between two looks at the queue (the real consumer: messages every 1 s, control every 0.5 s)
+POLL = 1.0  # seconds between two looks at the queue (the real consumer's Limits.sleep)
+# One look: the last `icc consume --stop`, and whether a message could be leased now (icc.queue.sqlite).
+_POLL = (
+    "SELECT (SELECT value FROM control WHERE key = 'stop'),"
+    " EXISTS (SELECT 1 FROM messages WHERE queue = ? AND available_at <= ?)"
 )
 REPORT_TIMEOUT = 10.0  # seconds a supervisor has to report its pid (icc.execution.start_detached)
 
@@ -710,7 +713,9 @@ def _run(
                 _kill_group(pid, signal.SIGKILL)
                 kill_at = now + 3600
             wake = min(deadline, kill_at or deadline) - now
-            for key, _ in sel.select(timeout=max(0.01, min(wake, 1.0))):
+            # Asleep until its deadline: the consumer's output closing (its exit) wakes it. Once the consumer
+            # handed over, a process it started may hold that output open: look at its exit every second.
+            for key, _ in sel.select(timeout=max(0.01, min(wake, 1.0) if handed_over else wake)):
                 if key.fd == ctl_r:
                     if os.read(ctl_r, 16):
                         if not handed_over:
@@ -861,14 +866,10 @@ def _consume(
                 if db is None:
                     break  # no queue database to read: the real consumer opens (makes) it
                 try:
-                    row = db.execute("SELECT value FROM control WHERE key = 'stop'").fetchone()
-                    if row is not None and float(row[0]) >= started_wall:
+                    stop_at, ready = db.execute(_POLL, (job.queue, time.time())).fetchone()
+                    if stop_at is not None and float(stop_at) >= started_wall:
                         reason = "stop requested (icc consume --stop)"
                         break
-                    ready = db.execute(
-                        "SELECT 1 FROM messages WHERE queue = ? AND available_at <= ? LIMIT 1",
-                        (job.queue, time.time()),
-                    ).fetchone()
                 except (sqlite3.Error, TypeError, ValueError):
                     ready = True  # the real consumer says what is wrong
                 if ready:
