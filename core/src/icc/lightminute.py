@@ -352,7 +352,11 @@ def try_light_minute(config_path: str | None, slot: int, state_dir: str, db_path
             db.close()
     finally:
         os.close(lock)  # releases the tick lock: the runs start outside it, as the full tick's do
-    _start(planned, settings, config_path, state_dir, db_path)
+    try:
+        _start(planned, settings, config_path, state_dir, db_path)
+    except (OSError, sqlite3.Error) as exc:  # claimed, not started: the next tick records them abandoned
+        sys.stderr.write(f"error: icc run could not start the consumers: {exc}\n")
+        return 2
     return 0
 
 
@@ -721,7 +725,10 @@ def _run(
                         if not handed_over:
                             handed_over = True
                             _set_subreaper()
-                        os.write(ack_w, b"k")
+                        try:  # noqa: SIM105 (contextlib is not imported on the fast path)
+                            os.write(ack_w, b"k")
+                        except OSError:  # the consumer is gone already
+                            pass
                     else:
                         sel.unregister(ctl_r)
                     continue
