@@ -247,3 +247,60 @@ def test_the_light_minutes_defaults_are_icc_configs(tmp_path: Path) -> None:
         "time_limit": consumers.time_limit,
         "skip_empty": consumers.skip_empty,
     } == CONSUMER_DEFAULTS
+
+
+def test_sigterm_to_a_light_supervisor_stops_its_consumer_as_the_full_ticks_supervisor_does(
+    project: Project,
+) -> None:
+    cron_project(project, "time_limit = 60")
+    stopped = {}
+    for minute, argv in ((0, ("run", "--at", at(0))), (1, ("run", "--quiet", "--at", at(1)))):
+        project.icc(*argv, check=True)
+        supervisors = [running(project, minute, job)["pid"] for job in ("consume:mail", "consume:async")]
+        for pid in supervisors:
+            os.kill(pid, signal.SIGTERM)
+        stopped[minute] = ended(project, minute)
+    assert len(project.marker_lines("loaded")) == 2  # icc scan and the full tick: minute 1 was light
+
+    def seen(run: dict[str, Any]) -> tuple[Any, ...]:
+        # Not the exit code: the full tick's supervisor sends SIGTERM twice (its signal handler, then its loop),
+        # and its consumer, done already, sometimes dies of the second one (-15) instead of exiting 0.
+        output = re.sub(r"in \d+\.\ds;", "in N.Ns;", run["output"]).rstrip("\n")
+        return run["job"], run["outcome"], run["error"], output
+
+    assert [seen(r) for r in stopped[1]] == [seen(r) for r in stopped[0]]
+    assert stopped[1][0]["outcome"] == "stopped", stopped[1]
+    assert stopped[1][0]["error"] == "stopped: its background supervisor received SIGTERM"
+    assert stopped[1][0]["output"].endswith("; stopped: SIGTERM\n"), stopped[1]
+
+
+def test_queues_changed_since_the_scan_keep_the_full_tick(project: Project) -> None:
+    cron_project(project)
+    project.icc("run", "--at", at(0), check=True)
+    ended(project, 0)
+    loaded = len(project.marker_lines("loaded"))
+    project.write_config('[icc.consumers]\nmode = "cron"\nqueues = ["async"]\ntime_limit = 1\n')  # no scan
+    tick = project.icc("run", "--quiet", "--at", at(1))
+    assert len(project.marker_lines("loaded")) == loaded + 1  # the full tick, which says what is wrong
+    [mail] = [r for r in project.runs("consume:mail") if r["slot"] == slot(1)]
+    assert mail["outcome"] == "failed" and "run `icc scan`" in mail["error"], mail
+    assert tick.returncode == 1
+
+
+def test_the_light_minute_leaves_a_configured_store_to_the_full_tick(project: Project) -> None:
+    from icc.lightminute import try_light_minute
+
+    cron_project(project)
+    project.icc("run", "--at", at(0), check=True)
+    ended(project, 0)
+    before = project.runs()
+    text = project.config.read_text()
+    project.config.write_text(text + '\n[icc.store]\nurl = "postgresql://icc@127.0.0.1:9/icc"\n')
+    cwd = os.getcwd()
+    os.chdir(project.root)
+    try:
+        found = try_light_minute(str(project.config), slot(1), str(project.state_dir), str(project.db))
+    finally:
+        os.chdir(cwd)
+    assert found is None
+    assert project.runs() == before and meta(project, "watermark") == str(slot(0))
