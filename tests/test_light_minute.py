@@ -181,7 +181,9 @@ def test_a_message_dispatched_mid_minute_is_handled_by_the_light_consumer_with_t
     assert runs["consume:mail"]["output"].startswith("consumed 0 messages"), runs["consume:mail"]
 
 
-def test_a_killed_light_supervisor_is_recorded_abandoned_by_the_next_tick(project: Project) -> None:
+def test_a_killed_light_supervisor_is_recorded_abandoned_by_the_next_tick_and_a_killed_consumer_failed(
+    project: Project,
+) -> None:
     cron_project(project, "time_limit = 60")
     project.icc("run", "--at", at(0), check=True)
     running(project, 0, "consume:async")
@@ -192,10 +194,14 @@ def test_a_killed_light_supervisor_is_recorded_abandoned_by_the_next_tick(projec
     run = running(project, 1, "consume:async")
     os.kill(run["pid"], signal.SIGKILL)
     project.wait_for(lambda: not pid_alive(run["pid"]), what="the supervisor to die")
-    project.icc("consume", "--stop", check=True)  # the other queue's consumer ends on its own
+    # kill -9 of a consumer (not its supervisor): its supervisor records it, as for any background task.
+    mail = running(project, 1, "consume:mail")
+    os.kill(mail["task_pid"], signal.SIGKILL)
     project.wait_for(
-        lambda: project.runs("consume:mail")[-1]["outcome"] == "succeeded", what="consume:mail to end"
+        lambda: project.runs("consume:mail")[-1]["outcome"] != "running", what="consume:mail to end"
     )
+    killed = project.runs("consume:mail")[-1]
+    assert (killed["outcome"], killed["exit_code"], killed["error"]) == ("failed", -9, "killed by SIGKILL")
 
     project.icc("run", "--quiet", "--at", at(2), check=True)  # a run is unfinished: the full tick
     [abandoned] = [r for r in project.runs("consume:async") if r["slot"] == slot(1)]
