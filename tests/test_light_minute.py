@@ -310,3 +310,20 @@ def test_the_light_minute_leaves_a_configured_store_to_the_full_tick(project: Pr
         os.chdir(cwd)
     assert found is None
     assert project.runs() == before and meta(project, "watermark") == str(slot(0))
+
+
+def test_a_plugin_that_failed_at_the_scan_keeps_the_full_tick(project: Project) -> None:
+    project.write_config(
+        '[icc.consumers]\nmode = "cron"\ntime_limit = 1\n', plugins=("tasks_plugin", "no_such_plugin")
+    )
+    project.write_plugin(PLUGIN)
+    project.icc("scan", check=True)
+    assert (meta(project, "light_minute") or "").endswith("refused\ta plugin failed to load")
+    project.icc("run", "--at", at(0), check=True)
+    ended(project, 0)
+    loaded = len(project.marker_lines("loaded"))
+    tick = project.icc("run", "--quiet", "--at", at(1), check=True)
+    ended(project, 1)
+    # The full tick: it loads the plugins and says which one failed (the light minute could not).
+    assert len(project.marker_lines("loaded")) == loaded + 1
+    assert "no_such_plugin" in tick.stderr

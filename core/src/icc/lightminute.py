@@ -127,6 +127,14 @@ def scan_record(config: Config, host: PluginHost, jobs: Mapping[str, Job]) -> st
     job lock file, timeout) and the plugins with run hooks (with the settings that make them act), or why the
     light minute must not run at all (a plugin failed, a handler names an unknown queue: the consumer would
     print warnings only the plugins can tell)."""
+    try:
+        return _scan_record(config, host, jobs)
+    except Exception as exc:  # never breaks a scan: the light minute just does not apply
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line, no tab
+        return f"{_HEADER}\nrefused\t{why}"
+
+
+def _scan_record(config: Config, host: PluginHost, jobs: Mapping[str, Job]) -> str:
     from icc.locks import job_lock_name
     from icc.queue.builtin import ConsumerTask
     from icc.queue.commands import handler_queue_warnings
