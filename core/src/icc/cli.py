@@ -191,6 +191,7 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
     Registers or removes the consumer cron jobs per consumers.mode. Nothing is written when anything is
     invalid; jobs of a plugin that failed to load are kept as they were.
     """
+    from icc import lightminute
     from icc.plugins import installed_fingerprint, load_plugins
     from icc.runner import job_records
     from icc.stores import open_store
@@ -218,7 +219,11 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
         prune=prune,
         dry_run=dry_run,
         now=time.time(),
-        meta={"plugins_fingerprint": installed_fingerprint(config), "scanned_at": str(time.time())},
+        meta={
+            "plugins_fingerprint": installed_fingerprint(config),
+            "scanned_at": str(time.time()),
+            lightminute.META_KEY: lightminute.scan_record(config, host, jobs),
+        },
     )
     rows: list[list[str]] = []
     by_name = {r.name: r for r in records}

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from icc.errors import StateError
 from icc.locks import job_lock
@@ -282,12 +282,26 @@ def set_child_subreaper(on: bool) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0)
+        return bool(_libc().prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
+
+
+class _Process:
+    """What a process knows of itself: the C library (ctypes, loaded once: :func:`start_detached` loads it
+    before it forks, so twenty supervisors do not each pay for importing ctypes), and whether it is a fresh
+    detached supervisor, which has no child yet (no /proc scan needed to know which children were there)."""
+
+    libc: Any = None
+    childless = False
+
+
+def _libc() -> Any:
+    if _Process.libc is None:
+        import ctypes
+
+        _Process.libc = ctypes.CDLL(None, use_errno=True)
+    return _Process.libc
 
 
 def _children() -> set[int]:
@@ -386,7 +400,7 @@ def _supervise_locked(
         notes += spec.before()
     started = time.time()
     subreaper = set_child_subreaper(True)
-    before = _children() if subreaper else set()
+    before = _children() if subreaper and not _Process.childless else set()
     try:
         pid, read_fd, proc = _start(spec, close_fds)
     except OSError as exc:
@@ -531,6 +545,9 @@ def start_detached(
     limit, recording). No supervisor writes before its task starts, so twenty of them don't queue on the
     database's write lock before their tasks run.
     """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            _libc()  # once, here, rather than in each supervisor
     pipes: list[int] = []
     intermediates: list[int] = []
     for spec in specs:
@@ -570,6 +587,7 @@ def _detached_supervisor(
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         os.close(devnull)
+        _Process.childless = True  # forked just now: its first child is its run's task
         STOP.requested, STOP.pgid, STOP.who = False, None, "its background supervisor"
         install_stop_handlers()
         if spec.start_at is not None:

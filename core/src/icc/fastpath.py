@@ -102,8 +102,10 @@ def try_idle_tick(args: list[str]) -> int | None:
             return None
     except Exception:
         return None
-    if unfinished or paused or (earliest is not None and earliest <= slot):
+    if unfinished or paused:
         return None
+    if earliest is not None and earliest <= slot:
+        return _light_minute(config_path, quiet, slot, state_dir, db_path)
     if not quiet:
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(slot))
         nxt = (
@@ -113,3 +115,14 @@ def try_idle_tick(args: list[str]) -> int | None:
         )
         sys.stdout.write(f"icc run: nothing due at {when} UTC{nxt}\n")
     return 0
+
+
+def _light_minute(
+    config_path: str | None, quiet: bool, slot: int, state_dir: str, db_path: str
+) -> int | None:
+    """Something is due: when it is only the consumer cron jobs, :mod:`icc.lightminute` may run the minute."""
+    if not quiet:  # the full tick prints its table
+        return None
+    from icc.lightminute import try_light_minute
+
+    return try_light_minute(config_path, slot, state_dir, db_path)

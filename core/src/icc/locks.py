@@ -182,5 +182,10 @@ def job_lock(state_dir: Path, job: str) -> Lock:
     problem = state_dir_problem(locks)
     if problem is not None:
         raise StateError(problem)
+    return Lock(locks / job_lock_name(job))
+
+
+def job_lock_name(job: str) -> str:
+    """The file name of a job's lock in ``<state_dir>/locks``: the job name made safe, plus a hash."""
     digest = hashlib.sha1(job.encode(), usedforsecurity=False).hexdigest()[:10]
-    return Lock(locks / f"{_UNSAFE.sub('_', job)[:60]}-{digest}.lock")
+    return f"{_UNSAFE.sub('_', job)[:60]}-{digest}.lock"

@@ -48,6 +48,11 @@ _unanswered: dict[str, float] = {}
 
 _config: Config | None = None
 
+# The settings without which these hooks do nothing for a job that has no pings of its own (icc's consumer
+# jobs): with none of them set, the light cron minute (icc.lightminute) may run those jobs without loading
+# the plugins. docs/plugins.md.
+ICC_RUN_HOOK_SETTINGS = ("monitor.ping_url",)
+
 
 @dataclass(frozen=True)
 class Ping:

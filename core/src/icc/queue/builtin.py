@@ -57,9 +57,11 @@ class ConsumerTask:
             raise SystemExit(exc.exit_code) from None
 
 
-def consume_in_process(config: Config, queue: str) -> None:
+def consume_in_process(config: Config, queue: str, *, started: float | None = None) -> None:
     """What ``icc consume QUEUE --time-limit consumers.time_limit`` does, without starting an interpreter:
-    the same warnings on stderr, the same summary line on stdout, the same hard exit."""
+    the same warnings on stderr, the same summary line on stdout, the same hard exit. ``started``
+    (``time.monotonic()``): when the time limit began (the light minute's consumer, :mod:`icc.lightminute`,
+    waited before it loaded the plugins)."""
     from icc.plugins import loaded_host
     from icc.queue.commands import handler_queue_warnings
     from icc.queue.consumer import Consumer, ConsumeStats, Limits
@@ -87,7 +89,7 @@ def consume_in_process(config: Config, queue: str) -> None:
         report=lambda line: print(line, file=sys.stderr),
         hard_exit=hard_exit,
     )
-    print(consumer.run().summary())
+    print(consumer.run(started=started).summary())
 
 
 def queue_is_empty(config: Config, queue: str) -> bool:

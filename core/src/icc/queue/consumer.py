@@ -272,12 +272,14 @@ class Consumer:
 
     # --- the loop -------------------------------------------------------------------------------
 
-    def run(self, *, install_signal_handlers: bool = True) -> ConsumeStats:
+    def run(self, *, install_signal_handlers: bool = True, started: float | None = None) -> ConsumeStats:
         """Consume until a limit, a signal or :meth:`stop`; return what was done.
 
         With ``install_signal_handlers`` (in the main thread), SIGTERM and SIGINT stop the consumer and
-        a handler still running at the time limit is interrupted."""
-        started = self._started = time.monotonic()
+        a handler still running at the time limit is interrupted. ``started`` (``time.monotonic()``) counts
+        the time limit and the elapsed time from an earlier moment: the light minute's consumer waited for
+        messages before it became this one (:mod:`icc.lightminute`)."""
+        started = self._started = time.monotonic() if started is None else started
         deadline = started + self.limits.time_limit if self.limits.time_limit is not None else None
         if deadline is not None:
             self._interrupt_at = deadline

@@ -28,6 +28,11 @@ class _Config(Protocol):
     def source(self, key: str) -> str | None: ...
 
 
+# The setting without which after_run does nothing for a job with no email_output_* of its own (icc's consumer
+# jobs): unset, icc's light cron minute runs those jobs without loading the plugins (icc docs/plugins.md).
+ICC_RUN_HOOK_SETTINGS = ("mail.alert_to",)
+
+
 class _State:
     config: MailConfig | None = None
     icc: Config | None = None  # icc's whole configuration: the state directory, the queues, the time zone
