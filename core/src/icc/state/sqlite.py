@@ -321,7 +321,10 @@ class SQLiteStateStore:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('watermark', ?)", (str(slot),))
 
     # -- runs --------------------------------------------------------------------------------------------
-    def claim(self, job: str, slot: int, kind: RunKind, *, pid: int, host: str) -> int | None:
+    def claim(
+        self, job: str, slot: int, kind: RunKind, *, pid: int, host: str, scope: str = ""
+    ) -> int | None:
+        del scope  # one host uses this store: once per slot is once per host
         with self._write() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO runs (job, slot, kind, outcome, pid, host) VALUES (?, ?, ?, 'pending', ?, ?)",
@@ -339,8 +342,16 @@ class SQLiteStateStore:
             return cur.lastrowid
 
     def record(
-        self, job: str, slots: Sequence[int], outcome: Outcome, kind: RunKind, *, error: str | None = None
+        self,
+        job: str,
+        slots: Sequence[int],
+        outcome: Outcome,
+        kind: RunKind,
+        *,
+        error: str | None = None,
+        scope: str = "",
     ) -> list[int]:
+        del scope  # one host: see claim()
         now = time.time()
         recorded: list[int] = []
         with self._write() as db:
