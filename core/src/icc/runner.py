@@ -96,6 +96,16 @@ def due_slots(schedule: Schedule, start: int, end: int) -> list[int]:
     return found
 
 
+def run_host(config: Config) -> str:
+    """The host runs are recorded under: with a shared store this host's ``host_id`` (containers share hostnames,
+    and a tick judges only its own host's runs dead), else the hostname."""
+    if config.store.url is not None:
+        from icc.stores import host_id
+
+        return host_id(config)
+    return socket.gethostname()
+
+
 def why_abandoned(run: RunRecord, record: JobRecord | None, state_dir: Path, host_name: str) -> str | None:
     """Why an unfinished run on this host is dead (its process is gone), or None while it may still live."""
     if run.host not in (None, host_name) or pid_alive(run.pid):
@@ -242,7 +252,7 @@ class Tick:
                 f"the state store {store_label(config)} was never scanned; nothing was run. "
                 "Run `icc scan` to register the jobs"
             )
-        self.host_name = socket.gethostname()
+        self.host_name = run_host(config)
         self._plugins: PluginHost | None = None
         self._live: dict[str, Job] = {}
         self._recorded: list[
@@ -745,7 +755,7 @@ def manual_run(
     if job is None and (record is None or record.kind != "command"):
         known = ", ".join(sorted(set(live) | {r.name for r in store.jobs()})) or "none"
         raise JobNotFoundError(f"no job named {name!r}; known jobs: {known}")
-    run_id = store.start_manual(name, pid=os.getpid(), host=socket.gethostname())
+    run_id = store.start_manual(name, pid=os.getpid(), host=run_host(config))
     if job is None:
         assert record is not None
         job = standin_job(record)  # a command job whose plugin no longer loads: run from its record

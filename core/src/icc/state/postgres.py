@@ -92,8 +92,10 @@ class PostgresStateStore:
     def __init__(self, config: Config) -> None:
         if config.store.url is None:
             raise StateError("no [icc.store] url: this install keeps its state in SQLite")
+        from icc.state.dirs import ensure_state_dir
         from icc.stores import host_id
 
+        ensure_state_dir(config.state_dir)  # this host's locks and host id still live there
         self._config = config
         self._url: str = config.store.url
         self._schema = config.store.schema

@@ -1,0 +1,80 @@
+"""The runner and the CLI on a shared PostgreSQL store: several project directories (hosts, each with its own
+state directory and host_id) against one database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import migrated_url
+from projectkit import Project, at
+
+EVERY_MINUTE = """
+def mark(name):
+    def task():
+        with open(os.path.join(os.environ["MARKER_DIR"], name), "a") as f:
+            f.write(f"{os.getpid()}\\n")
+        print("ran", name)
+    task.__name__ = task.__qualname__ = name
+    return task
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(mark("a"), name="a").every_minute()
+    scheduler.add(mark("b"), name="b").every_minute().in_background()
+"""
+
+
+def host(tmp_path: Path, url: str, name: str, plugin: str = EVERY_MINUTE) -> Project:
+    proj = Project(tmp_path / name, store_url=url, host_id=name)
+    proj.root.mkdir()
+    proj.write_config()
+    proj.write_plugin(plugin)
+    return proj
+
+
+@pytest.fixture
+def shared_url(pg_url: str) -> str:
+    return migrated_url(pg_url)
+
+
+def test_runs_on_a_shared_store_are_recorded_under_the_host_id(tmp_path: Path, shared_url: str) -> None:
+    web1 = host(tmp_path, shared_url, "web-1")
+    web1.icc("scan", check=True)
+    web1.icc("run", "--at", at(0), check=True)
+    web1.wait_for(lambda: web1.marker_lines("b"), what="background job b")
+    web1.icc("exec", "a", check=True)
+    web1.wait_for(lambda: all(r["outcome"] == "succeeded" for r in web1.runs()), what="runs recorded")
+    assert {r["host"] for r in web1.runs()} == {"web-1"}
+
+
+def test_the_cli_works_on_a_shared_store(tmp_path: Path, shared_url: str) -> None:
+    web1 = host(tmp_path, shared_url, "web-1")
+    web2 = host(tmp_path, shared_url, "web-2")
+    web1.icc("scan", check=True)
+    web2.icc("run", "--at", at(0), check=True)  # another host sees the jobs the first one scanned
+    web2.wait_for(lambda: web2.marker_lines("b"), what="background job b")
+    status = web1.status()
+    assert {j["name"] for j in status["jobs"]} == {"a", "b"}
+    logs = web1.icc("logs", "a", check=True)
+    assert "ran a" in logs.stdout
+    web1.icc("pause", "--reason", "deploy", check=True)
+    assert "paused" in web2.icc("status", check=True).stdout.lower()
+    web2.icc("run", "--at", at(1), check=True)
+    assert len(web2.marker_lines("a")) == 1  # paused: nothing ran
+    web2.icc("resume", check=True)
+    web1.icc("disable", "a", check=True)
+    web2.icc("run", "--at", at(2), check=True)
+    assert len(web2.marker_lines("a")) == 1
+    assert [r["outcome"] for r in web1.runs("a")] == ["succeeded", "skipped"]
+
+
+def test_metrics_on_a_shared_store(tmp_path: Path, shared_url: str) -> None:
+    pytest.importorskip(
+        "icc.queue.postgres", reason="the PostgreSQL queue transport (metrics count queues too)"
+    )
+    web1 = host(tmp_path, shared_url, "web-1")
+    web1.icc("scan", check=True)
+    web1.icc("run", "--at", at(0), check=True)
+    metrics = web1.icc("metrics", check=True).stdout
+    assert 'icc_job_runs_total{job="a",outcome="succeeded"} 1' in metrics
