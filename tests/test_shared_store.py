@@ -78,3 +78,61 @@ def test_metrics_on_a_shared_store(tmp_path: Path, shared_url: str) -> None:
     web1.icc("run", "--at", at(0), check=True)
     metrics = web1.icc("metrics", check=True).stdout
     assert 'icc_job_runs_total{job="a",outcome="succeeded"} 1' in metrics
+
+
+def test_on_each_host_definition_round_trip_and_compiled_form_untouched() -> None:
+    from icc.cron import compiled_form
+    from icc.schedule import Schedule
+
+    plain, each = Schedule().every_minutes(5), Schedule().every_minutes(5).on_each_host()
+    assert each.per_host and not plain.per_host
+    assert "on_each_host" not in plain.definition()  # a job without it keeps the definition it had
+    assert each.definition() == {**plain.definition(), "on_each_host": True}
+    assert Schedule.from_definition(each.definition()).per_host
+    assert not Schedule.from_definition(plain.definition()).per_host
+    assert compiled_form(each.time_rule) == compiled_form(plain.time_rule)
+    assert each.expression == plain.expression and each.describe() == plain.describe()
+
+
+SCOPES = """
+def mark(name):
+    def task():
+        with open(os.path.join(os.environ["MARKERS"], name), "a") as f:
+            f.write(os.environ["HOST"] + "\\n")
+    task.__name__ = task.__qualname__ = name
+    return task
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(mark("once"), name="once").every_minute()
+    scheduler.add(mark("each"), name="each").every_minute().on_each_host()
+    scheduler.add(mark("each_bg"), name="each_bg").every_minute().on_each_host().in_background()
+"""
+
+
+def test_on_each_host_runs_once_per_host_other_jobs_once_in_the_cluster(
+    tmp_path: Path, shared_url: str
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    hosts = [host(tmp_path, shared_url, f"web-{i}", SCOPES) for i in (1, 2, 3)]
+    for proj in hosts:
+        proj.env.update({"MARKERS": str(markers), "HOST": str(proj.host_id)})
+    hosts[0].icc("scan", check=True)
+    for minute in (0, 1):
+        procs = [proj.popen("run", "--at", at(minute)) for proj in hosts]
+        for proc in procs:
+            _out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+    names = sorted(str(p.host_id) for p in hosts)
+
+    def lines(name: str) -> list[str]:
+        path = markers / name
+        return sorted(path.read_text().splitlines()) if path.exists() else []
+
+    hosts[0].wait_for(lambda: len(lines("each_bg")) == 6, what="every host's background run, twice")
+    assert len(lines("once")) == 2  # one run per slot in the whole cluster
+    assert lines("each") == sorted(names * 2)  # one per host per slot
+    assert lines("each_bg") == sorted(names * 2)
+    runs = hosts[0].runs("each")
+    assert sorted(r["host"] for r in runs) == sorted(names * 2)

@@ -403,7 +403,7 @@ class Tick:
             next_dues[record.name] = next_due(schedule, self.slot)
             if slots and schedule.check_conditions(self.config.environment):
                 if paused is not None and not paused.exempts(record.name, schedule.runs_when_paused):
-                    self._skip_paused(record.name, slots, report)
+                    self._skip_paused(record.name, schedule, slots, report)
                     continue
                 due.append((record, schedule, slots))
         planned: list[_Planned] = []
@@ -415,12 +415,21 @@ class Tick:
             planned.extend(self._apply_policy(record, schedule, slots, report))
         for item in planned:
             run_id = self.store.claim(
-                item.record.name, item.slot, item.kind, pid=os.getpid(), host=self.host_name
+                item.record.name,
+                item.slot,
+                item.kind,
+                pid=os.getpid(),
+                host=self.host_name,
+                scope=self._scope(item.schedule),
             )
             if run_id is not None:
                 item.run_id = run_id
         self.store.save_evaluation(next_dues, self.slot)
         return [p for p in planned if p.run_id]
+
+    def _scope(self, schedule: Schedule) -> str:
+        """The claim scope of a job's slots: this host for ``on_each_host()`` jobs, else the whole cluster."""
+        return self.host_name if schedule.per_host else ""
 
     def _paused(self) -> Pause | None:
         """The pause in force at this tick's slot; one that has ended is removed (it ends by itself)."""
@@ -433,10 +442,12 @@ class Tick:
             pause.clear_expired(self.store, self.slot)
         return found
 
-    def _skip_paused(self, name: str, slots: list[int], report: TickReport) -> None:
+    def _skip_paused(self, name: str, schedule: Schedule, slots: list[int], report: TickReport) -> None:
         from icc.state.pause import PAUSED_ERROR
 
-        recorded = self.store.record(name, slots, "skipped", "scheduled", error=PAUSED_ERROR)
+        recorded = self.store.record(
+            name, slots, "skipped", "scheduled", error=PAUSED_ERROR, scope=self._scope(schedule)
+        )
         self._note_recorded(name, recorded)
         if recorded:
             report.rows.append(_summary_row(name, "skipped", recorded, self.config.timezone, "paused"))
@@ -456,7 +467,14 @@ class Tick:
             elif policy == "once" and not current:
                 run_slots = [(missed[-1], "missed")]
                 missed = missed[:-1]
-            recorded = self.store.record(name, missed, "missed", "missed", error=f"missed ({policy} policy)")
+            recorded = self.store.record(
+                name,
+                missed,
+                "missed",
+                "missed",
+                error=f"missed ({policy} policy)",
+                scope=self._scope(schedule),
+            )
             self._note_recorded(name, recorded)
             if recorded:
                 report.rows.append(_summary_row(name, "missed", recorded, self.config.timezone))
@@ -471,7 +489,11 @@ class Tick:
             why = "a when/skip condition said no"
             for kind in ("missed", "scheduled"):
                 of_kind = [s for s, k in run_slots if k == kind]
-                if of_kind and (recorded := self.store.record(name, of_kind, "skipped", kind, error=why)):
+                if of_kind and (
+                    recorded := self.store.record(
+                        name, of_kind, "skipped", kind, error=why, scope=self._scope(schedule)
+                    )
+                ):
                     self._note_recorded(name, recorded)
                     report.rows.append(
                         _summary_row(name, "skipped", recorded, self.config.timezone, "condition")
@@ -600,7 +622,9 @@ class Tick:
         skipped: dict[tuple[str, str], list[int]] = {}
 
         def skip(item: _Planned, slots: list[int], why: str) -> None:
-            recorded = self.store.record(item.record.name, slots, "skipped", "scheduled", error=why)
+            recorded = self.store.record(
+                item.record.name, slots, "skipped", "scheduled", error=why, scope=self._scope(item.schedule)
+            )
             self._note_recorded(item.record.name, recorded)
             skipped.setdefault((item.record.name, why), []).extend(recorded)
 
@@ -630,7 +654,14 @@ class Tick:
             ):
                 skip(item, [when], "a when/skip condition said no")
                 continue
-            run_id = self.store.claim(name, when, "scheduled", pid=os.getpid(), host=self.host_name)
+            run_id = self.store.claim(
+                name,
+                when,
+                "scheduled",
+                pid=os.getpid(),
+                host=self.host_name,
+                scope=self._scope(item.schedule),
+            )
             if run_id is None:
                 continue  # another tick has this (job, slot)
             sub = _Planned(item.record, item.schedule, when, "scheduled", run_id)
