@@ -136,3 +136,50 @@ def test_on_each_host_runs_once_per_host_other_jobs_once_in_the_cluster(
     assert lines("each_bg") == sorted(names * 2)
     runs = hosts[0].runs("each")
     assert sorted(r["host"] for r in runs) == sorted(names * 2)
+
+
+HOLDS = """
+@icc.hookimpl
+def schedule(scheduler):
+    def hold():
+        open(os.path.join(os.environ["MARKERS"], "started-" + os.environ["HOST"]), "w").close()
+        release = os.path.join(os.environ["MARKERS"], "release")
+        deadline = time.time() + 60
+        while not os.path.exists(release) and time.time() < deadline:
+            time.sleep(0.05)
+    scheduler.add(hold, name="hold").every_minute().in_background()
+    scheduler.add(hold, name="hold_each").every_minute().in_background().on_each_host()
+"""
+
+
+def test_without_overlapping_holds_across_hosts(tmp_path: Path, shared_url: str) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    web1, web2 = (host(tmp_path, shared_url, name, HOLDS) for name in ("web-1", "web-2"))
+    for proj in (web1, web2):
+        proj.env.update({"MARKERS": str(markers), "HOST": str(proj.host_id)})
+    web1.icc("scan", check=True)
+    web1.icc("run", "--at", at(0), check=True)
+    web1.wait_for(lambda: (markers / "started-web-1").exists(), what="web-1's run started")
+    web1.wait_for(
+        lambda: {r["job"]: r["outcome"] for r in web1.runs()} == {"hold": "running", "hold_each": "running"},
+        what="both runs running",
+    )
+    web2.icc("run", "--at", at(1), check=True)  # the next slot, on the other host, while web-1's run lasts
+
+    def outcome(job: str, host_id: str) -> dict[str, object] | None:
+        found = [r for r in web1.runs(job) if r["host"] == host_id]
+        return found[-1] if found and found[-1]["outcome"] not in ("pending", "running") else None
+
+    web2.wait_for(lambda: outcome("hold", "web-2") is not None, what="web-2's run of hold recorded")
+    skipped = outcome("hold", "web-2")
+    assert skipped is not None and skipped["outcome"] == "skipped"
+    assert "still running on host web-1" in str(skipped["error"])
+    # A per-host job's runs on different hosts do not exclude each other.
+    web2.wait_for(lambda: (markers / "started-web-2").exists(), what="web-2's run of hold_each started")
+    (markers / "release").touch()
+    web1.wait_for(
+        lambda: not [r for r in web1.runs() if r["outcome"] in ("pending", "running")], what="all done"
+    )
+    assert [r["outcome"] for r in web1.runs("hold_each")] == ["succeeded", "succeeded"]
+    assert [r["outcome"] for r in web1.runs("hold")] == ["succeeded", "skipped"]

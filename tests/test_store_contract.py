@@ -371,3 +371,19 @@ def test_errors_are_one_line_state_errors_without_the_password(tmp_path: Path, p
         open_store(_config(tmp_path, url))  # no schema in this database
     message = str(err.value)
     assert "icc db migrate" in message and "s3cret" not in message and "\n" not in message
+
+
+def test_take_exclusive_keeps_one_running_run_per_job_and_scope(store: StateStore, config: Config) -> None:
+    first = store.claim("a", 60, "scheduled", pid=1, host="web-1")
+    second = store.claim("a", 120, "scheduled", pid=2, host="web-2")
+    other_scope = store.claim("a", 120, "scheduled", pid=3, host="web-3", scope="web-3")
+    assert first is not None and second is not None
+    assert store.take_exclusive(first, pid=11) is None
+    assert store.take_exclusive(first, pid=11) is None  # taken again by the same run: still its own
+    shared = config.store.url is not None
+    assert store.take_exclusive(second, pid=12) == ("host web-1, pid 11" if shared else None)
+    if shared:
+        assert store.run(second).outcome == "pending"  # type: ignore[union-attr]  # nothing written
+        assert other_scope is not None and store.take_exclusive(other_scope, pid=13) is None
+    store.finish(first, "succeeded", now=100.0)
+    assert store.take_exclusive(second, pid=12) is None

@@ -157,6 +157,12 @@ class StateStore(Protocol):
         """Delete the ``missed`` and ``skipped`` rows of slots at or after ``since`` (a tick at a later slot wrote
         them; the clock says those slots are still to come, and nothing ran for them); return how many."""
 
+    def take_exclusive(self, run_id: int, *, pid: int) -> str | None:
+        """Before the task of a ``without_overlapping()`` run starts: make it the one running exclusive run of
+        its job (in its claim scope) on every host sharing the store, under supervisor ``pid``. None when it is;
+        else who runs the other one (``"host web-1, pid 4242"``), and nothing is written. A store only one host
+        uses may return None at once (the job lock already keeps runs apart there)."""
+
     def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> None:
         """The run's supervisor (``pid``) started the task (``task_pid``); nothing is written when the run has
         already ended (another tick recorded it abandoned)."""

@@ -483,6 +483,38 @@ class PostgresStateStore:
             "DELETE FROM {schema}.runs WHERE slot >= %s AND outcome IN ('missed', 'skipped')", (since,)
         )
 
+    def take_exclusive(self, run_id: int, *, pid: int) -> str | None:
+        import psycopg
+
+        q = self._q
+
+        def work(conn: psycopg.Connection[Any]) -> str | None:
+            try:
+                with conn.transaction():  # a savepoint: a conflict leaves the transaction usable
+                    conn.execute(
+                        q(
+                            "UPDATE {schema}.runs SET outcome = 'running', exclusive = true, pid = %s, owner = %s, "
+                            f"lease_until = {_NOW} + %s WHERE id = %s AND outcome IN ('pending', 'running')"
+                        ),
+                        (pid, self.owner, self._lease, run_id),
+                    )
+                return None
+            except psycopg.errors.UniqueViolation:
+                row = conn.execute(
+                    q(
+                        "SELECT o.host, o.pid FROM {schema}.runs AS r JOIN {schema}.runs AS o "
+                        "ON o.job = r.job AND o.scope = r.scope AND o.outcome = 'running' AND o.exclusive "
+                        "WHERE r.id = %s"
+                    ),
+                    (run_id,),
+                ).fetchone()
+                if row is None:
+                    return "another host"
+                return f"host {row[0]}, pid {row[1]}"
+
+        # Idempotent: taken twice by the same run is taken (its own row is not a conflict).
+        return self._tx(work, doing="starting a run")
+
     def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> None:
         self._write(
             "UPDATE {schema}.runs SET outcome = 'running', pid = %s, task_pid = %s, started_at = %s, "
