@@ -183,3 +183,20 @@ def test_without_overlapping_holds_across_hosts(tmp_path: Path, shared_url: str)
     )
     assert [r["outcome"] for r in web1.runs("hold_each")] == ["succeeded", "succeeded"]
     assert [r["outcome"] for r in web1.runs("hold")] == ["succeeded", "skipped"]
+
+
+def test_the_idle_fast_path_never_reads_a_stale_sqlite_file_beside_a_postgresql_store(
+    tmp_path: Path, shared_url: str
+) -> None:
+    proj = Project(tmp_path / "moved")
+    proj.root.mkdir()
+    proj.write_config()
+    proj.write_plugin(EVERY_MINUTE.replace(".every_minute()", ".daily()"))
+    proj.icc("scan", check=True)
+    proj.icc("run", "--at", at(0), check=True)  # SQLite: nothing due before tomorrow
+    proj.store_url, proj.host_id = shared_url, "web-1"  # the project moves to PostgreSQL
+    proj.write_config()
+    proj.write_plugin(EVERY_MINUTE)
+    proj.icc("scan", check=True)
+    proj.icc("run", "--at", at(1), check=True)
+    assert len(proj.marker_lines("a")) == 1
