@@ -387,3 +387,15 @@ def test_take_exclusive_keeps_one_running_run_per_job_and_scope(store: StateStor
         assert other_scope is not None and store.take_exclusive(other_scope, pid=13) is None
     store.finish(first, "succeeded", now=100.0)
     assert store.take_exclusive(second, pid=12) is None
+
+
+def test_a_server_restart_is_survived_by_reconnecting(pg_config: Config, pg_server: object) -> None:
+    store = open_store(pg_config)
+    store.update_meta("x", lambda old: "before")
+    pg_server.restart()  # type: ignore[attr-defined]
+    assert store.get_meta("x") == "before"
+    store.finish(store.start_manual("a", pid=1, host="h"), "succeeded", now=1.0)
+    pg_server.restart()  # type: ignore[attr-defined]
+    store.set_enabled("a", False)  # an idempotent write
+    assert store.run_counts() == {"a": {"succeeded": 1}}
+    store.close()

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 # Variables that are never configuration keys (icc.config.RESERVED_VARIABLES).
 _RESERVED = frozenset({"ICC_CONFIG", "ICC_PLUGINS", "ICC_DISABLE_PLUGIN_AUTOLOAD"})
-_CORE_TABLES = ("consumers", "queues", "monitor")
+_CORE_TABLES = ("consumers", "queues", "monitor", "store")
 MAX_OUTPUT_LIMIT = 16 * 1024**2
 
 
