@@ -82,6 +82,11 @@ def _job(row: Sequence[Any]) -> JobRecord:
     )
 
 
+def _text(value: str) -> str:
+    """``value`` as PostgreSQL text can hold it (no NUL character; SQLite keeps those)."""
+    return value.replace("\x00", "\ufffd")
+
+
 class _DryRun(Exception):
     pass
 
@@ -570,7 +575,7 @@ class PostgresStateStore:
                     "lease_until = NULL, "
                     "started_at = CASE WHEN task_pid IS NULL THEN NULL ELSE started_at END WHERE id = %s"
                 ),
-                (outcome, now, exit_code, output.replace("\x00", "\ufffd"), error, run_id),
+                (outcome, now, exit_code, _text(output), None if error is None else _text(error), run_id),
             )
 
         # Idempotent: a second time finds it finished (not counted again) and writes the same values.
@@ -580,7 +585,7 @@ class PostgresStateStore:
         self._write(
             "UPDATE {schema}.runs SET error = CASE WHEN error IS NULL OR error = '' THEN %s "
             "ELSE error || '; ' || %s END WHERE id = %s",
-            (note, note, run_id),
+            (_text(note), _text(note), run_id),
             idempotent=False,
         )
 
