@@ -399,3 +399,15 @@ def test_a_server_restart_is_survived_by_reconnecting(pg_config: Config, pg_serv
     store.set_enabled("a", False)  # an idempotent write
     assert store.run_counts() == {"a": {"succeeded": 1}}
     store.close()
+
+
+def test_output_and_errors_with_a_nul_character_are_stored(store: StateStore) -> None:
+    run_id = store.start_manual("a", pid=1, host="h")
+    store.finish(run_id, "failed", now=1.0, output="a\x00b", error="bad\x00byte")
+    store.add_note(run_id, "note\x00")
+    run = store.run(run_id)
+    assert run is not None and run.outcome == "failed"
+    assert len(run.output) == 3 and run.output[0] == "a" and run.output[2] == "b"
+    assert (
+        run.error is not None and run.error.startswith("bad") and run.error.endswith("; note" + run.error[-1])
+    )
