@@ -200,3 +200,29 @@ def test_the_idle_fast_path_never_reads_a_stale_sqlite_file_beside_a_postgresql_
     proj.icc("scan", check=True)
     proj.icc("run", "--at", at(1), check=True)
     assert len(proj.marker_lines("a")) == 1
+
+
+PAUSED_EACH = """
+def noted(result):
+    with open(os.path.join(os.environ["MARKERS"], "after-" + os.environ["HOST"]), "a") as f:
+        f.write(result.outcome + "\\n")
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(lambda: None, name="each").every_minute().on_each_host().after(noted)
+"""
+
+
+def test_each_host_reports_only_its_own_rows_of_an_on_each_host_job(tmp_path: Path, shared_url: str) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    web1, web2 = (host(tmp_path, shared_url, name, PAUSED_EACH) for name in ("web-1", "web-2"))
+    for proj in (web1, web2):
+        proj.env.update({"MARKERS": str(markers), "HOST": str(proj.host_id)})
+    web1.icc("scan", check=True)
+    web1.icc("pause", check=True)
+    web1.icc("run", "--at", at(0), check=True)
+    web2.icc("run", "--at", at(0), check=True)
+    assert [r["outcome"] for r in web1.runs("each")] == ["skipped", "skipped"]
+    for name in ("web-1", "web-2"):  # each host's after callback ran once, for its own skipped slot
+        assert (markers / f"after-{name}").read_text().splitlines() == ["skipped"], name

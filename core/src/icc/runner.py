@@ -448,7 +448,7 @@ class Tick:
         recorded = self.store.record(
             name, slots, "skipped", "scheduled", error=PAUSED_ERROR, scope=self._scope(schedule)
         )
-        self._note_recorded(name, recorded)
+        self._note_recorded(name, recorded, self._scope(schedule))
         if recorded:
             report.rows.append(_summary_row(name, "skipped", recorded, self.config.timezone, "paused"))
 
@@ -475,7 +475,7 @@ class Tick:
                 error=f"missed ({policy} policy)",
                 scope=self._scope(schedule),
             )
-            self._note_recorded(name, recorded)
+            self._note_recorded(name, recorded, self._scope(schedule))
             if recorded:
                 report.rows.append(_summary_row(name, "missed", recorded, self.config.timezone))
         if not run_slots:
@@ -494,19 +494,23 @@ class Tick:
                         name, of_kind, "skipped", kind, error=why, scope=self._scope(schedule)
                     )
                 ):
-                    self._note_recorded(name, recorded)
+                    self._note_recorded(name, recorded, self._scope(schedule))
                     report.rows.append(
                         _summary_row(name, "skipped", recorded, self.config.timezone, "condition")
                     )
             return []
         return [_Planned(record, schedule, s, kind) for s, kind in run_slots]
 
-    def _note_recorded(self, name: str, slots: list[int]) -> None:
-        """Remember the rows just recorded for ``slots`` of job ``name``, to report them."""
+    def _note_recorded(self, name: str, slots: list[int], scope: str = "") -> None:
+        """Remember the rows just recorded for ``slots`` of job ``name`` (in claim ``scope``), to report them.
+
+        On a shared store an ``on_each_host()`` job's rows of the same slots from other hosts are left to them:
+        such a row carries its host (see PostgresStateStore.record), a cluster-wide one none."""
         if slots:
             wanted = set(slots)
+            host = scope if scope and self.config.store.url is not None else None
             rows = self.store.runs(name, limit=len(slots) + 16)
-            self._recorded.extend(sorted(r.id for r in rows if r.slot in wanted))
+            self._recorded.extend(sorted(r.id for r in rows if r.slot in wanted and r.host == host))
 
     # -- execution ------------------------------------------------------------------------------------------
     def _spec(self, item: _Planned) -> RunSpec | str:
@@ -625,7 +629,7 @@ class Tick:
             recorded = self.store.record(
                 item.record.name, slots, "skipped", "scheduled", error=why, scope=self._scope(item.schedule)
             )
-            self._note_recorded(item.record.name, recorded)
+            self._note_recorded(item.record.name, recorded, self._scope(item.schedule))
             skipped.setdefault((item.record.name, why), []).extend(recorded)
 
         for position, (when, _index, item) in enumerate(events):

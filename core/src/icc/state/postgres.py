@@ -471,10 +471,11 @@ class PostgresStateStore:
             for slot in slots:
                 row = conn.execute(
                     q(
-                        "INSERT INTO {schema}.runs (job, slot, scope, kind, outcome, ended_at, error) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id"
+                        # A host's own row (on_each_host) carries its host; a cluster-wide one none.
+                        "INSERT INTO {schema}.runs (job, slot, scope, kind, outcome, ended_at, error, host) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, NULLIF(%s, '')) ON CONFLICT DO NOTHING RETURNING id"
                     ),
-                    (job, slot, scope, kind, outcome, now, error),
+                    (job, slot, scope, kind, outcome, now, error, scope),
                 ).fetchone()
                 if row is not None:
                     recorded.append(slot)
