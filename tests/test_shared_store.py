@@ -226,3 +226,21 @@ def test_each_host_reports_only_its_own_rows_of_an_on_each_host_job(tmp_path: Pa
     assert [r["outcome"] for r in web1.runs("each")] == ["skipped", "skipped"]
     for name in ("web-1", "web-2"):  # each host's after callback ran once, for its own skipped slot
         assert (markers / f"after-{name}").read_text().splitlines() == ["skipped"], name
+
+
+def test_icc_exec_does_not_overlap_a_run_on_another_host(tmp_path: Path, shared_url: str) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    web1, web2 = (host(tmp_path, shared_url, name, HOLDS) for name in ("web-1", "web-2"))
+    for proj in (web1, web2):
+        proj.env.update({"MARKERS": str(markers), "HOST": str(proj.host_id)})
+    web1.icc("scan", check=True)
+    web1.icc("run", "--at", at(0), check=True)
+    web1.wait_for(lambda: (markers / "started-web-1").exists(), what="web-1's run started")
+    web1.wait_for(lambda: web1.runs("hold")[0]["outcome"] == "running", what="web-1's run running")
+    web2.icc("exec", "hold")
+    manual = [r for r in web1.runs("hold") if r["kind"] == "manual"]
+    assert [r["outcome"] for r in manual] == ["skipped"]
+    assert "still running on host web-1" in str(manual[0]["error"])
+    (markers / "release").touch()
+    web1.wait_for(lambda: web1.runs("hold")[0]["outcome"] == "succeeded", what="web-1's run done")
