@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from projectkit import QueueProject
-from queuekit import state_stand_in
 
 HANDLERS = """
 import os, sqlite3, time
@@ -117,7 +116,7 @@ def qp(tmp_path: Path, store_url: str | None) -> Iterator[QueueProject]:
     root.mkdir()
     project = QueueProject(root, CONFIG, HANDLERS, "qhandlers", store_url=store_url)
     if store_url is not None:
-        project.env.update(state_stand_in(tmp_path / "stand-in"), QTEST_STORE_URL=store_url)
+        project.env.update(QTEST_STORE_URL=store_url)
     return project
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from projectkit import QueueProject
-from queuekit import migrated, state_stand_in
+from queuekit import migrated
 
 N = 10_000
 LEASE = 2  # seconds: how long the killed host's messages stay out of reach
@@ -65,11 +65,8 @@ def test_three_hosts_drain_10000_messages_at_least_once_through_a_kill_9(tmp_pat
         hosts.append(QueueProject(root, CONFIG, HANDLERS, "mhandlers", store_url=pg_url, host_id=f"web-{n}"))
     ids = [hosts[0].dispatch("record", {"i": i}) for i in range(N)]
     assert ids == list(range(ids[0], ids[0] + N))  # the handlers find a message's row by its id
-    stand_in = state_stand_in(tmp_path / "stand-in")
     for host in hosts:
-        host.env.update(
-            stand_in, QTEST_STORE_URL=pg_url, QTEST_MARKER=str(marker), QTEST_FIRST_ID=str(ids[0])
-        )
+        host.env.update(QTEST_STORE_URL=pg_url, QTEST_MARKER=str(marker), QTEST_FIRST_ID=str(ids[0]))
 
     def consume(host: QueueProject) -> subprocess.Popen[str]:
         return host.popen("consume", "async", "--time-limit", "120", "--sleep", "0.2")
