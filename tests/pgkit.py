@@ -4,8 +4,9 @@ One server per test session on a free loopback port (fsync off: the tests never 
 the ``postgres`` user through ``runuser`` when the tests run as root (PostgreSQL refuses to run as root). Each
 test gets a fresh database made from an empty template, so tests never see each other's rows.
 
-Without the binaries the PostgreSQL tests skip, unless ``ICC_REQUIRE_POSTGRES=1`` (set by ``.ci/run``): then a
-missing server fails the run.
+Without the binaries the PostgreSQL tests skip, unless ``TESTS_REQUIRE_POSTGRES=1`` (set by ``.ci/run``): then a
+missing server fails the run. (Not an ``ICC_*`` name: those are icc's configuration, and the idle tick doubts
+ones it does not know.)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-REQUIRE_VARIABLE = "ICC_REQUIRE_POSTGRES"
+REQUIRE_VARIABLE = "TESTS_REQUIRE_POSTGRES"
 _counter = itertools.count(1)
 
 
