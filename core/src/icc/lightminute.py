@@ -153,7 +153,8 @@ def _scan_record(config: Config, host: PluginHost, jobs: Mapping[str, Job]) -> s
             not isinstance(job.task, ConsumerTask)
             or job.provenance.plugin != "icc.queue.builtin"
             or name != f"consume:{job.task.queue}"
-            or set(definition) - {*expected, "has_callbacks", "missed", "timeout", "zone"}
+            # on_each_host: every consumer job has it; the light minute runs on SQLite only (one host)
+            or set(definition) - {*expected, "has_callbacks", "missed", "on_each_host", "timeout", "zone"}
             or any(definition.get(key) != value for key, value in expected.items())
             or schedule.timeout_seconds is None
             or any(schedule.run_callbacks(w) for w in ("before", "after", "on_success", "on_failure"))
