@@ -10,21 +10,54 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from icc.errors import StateError
 from pgkit import pg_server, pg_url  # noqa: F401  (fixtures: a throw-away PostgreSQL server, a fresh database)
 from pingkit import ping_server  # noqa: F401  (a fixture: a real HTTP server recording pings)
 from projectkit import Project
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_stores: run the test's `project` on SQLite and on a PostgreSQL store"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_stores") and "project" in metafunc.fixturenames:
+        metafunc.parametrize("store_backend", ["sqlite", "postgres"])
+
+
 @pytest.fixture
-def project(tmp_path: Path) -> Iterator[Project]:
-    proj = Project(tmp_path / "proj")
+def store_backend() -> str:
+    """Where the `project` fixture keeps its state: "sqlite", or "postgres" for @pytest.mark.both_stores tests."""
+    return "sqlite"
+
+
+def migrated_url(url: str) -> str:
+    """``url`` with icc's schema applied (as `icc db migrate` would)."""
+    import icc.pg
+    from icc.config import Config, StoreConfig
+
+    config = Config(path=None, root=Path("."), store=StoreConfig(url=url, host_id="tests"))
+    conn = icc.pg.connect(config)
+    try:
+        icc.pg.migrate(conn, config.store.schema)
+    finally:
+        conn.close()
+    return url
+
+
+@pytest.fixture
+def project(tmp_path: Path, store_backend: str, request: pytest.FixtureRequest) -> Iterator[Project]:
+    url = migrated_url(request.getfixturevalue("pg_url")) if store_backend == "postgres" else None
+    proj = Project(tmp_path / "proj", store_url=url, host_id="host-a" if url else None)
     proj.root.mkdir()
     proj.write_config()
     yield proj
     # Leave no background run behind (the database may be the one a test broke on purpose).
     try:
-        runs = proj.runs() if proj.db.exists() else []
-    except sqlite3.DatabaseError:
+        runs = proj.runs() if proj.has_store() else []
+    except (sqlite3.DatabaseError, StateError):
         runs = []
     for run in runs:
         if run.get("task_pid") and run["outcome"] == "running":

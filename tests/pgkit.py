@@ -100,7 +100,8 @@ class PgServer:
         )
 
     def restart(self) -> None:
-        self.pg_ctl("restart", "-m", "fast")
+        # With its log file: without -l the new server keeps pg_ctl's output pipe open and pg_ctl never returns.
+        self.pg_ctl("restart", "-m", "fast", "-l", str(self.datadir.parent / "log"))
 
 
 def start_server() -> PgServer:

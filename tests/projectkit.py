@@ -34,6 +34,8 @@ class Project:
     root: Path
     extra_config: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    store_url: str | None = None  # a PostgreSQL store (its schema already migrated); None: SQLite in state/
+    host_id: str | None = None  # [icc.store] host_id, with store_url
 
     @property
     def config(self) -> Path:
@@ -46,6 +48,16 @@ class Project:
     @property
     def db(self) -> Path:
         return self.state_dir / "state.sqlite3"
+
+    def store_config(self) -> str:
+        """The ``[icc.store]`` table of a project on a PostgreSQL store; empty for SQLite."""
+        if self.store_url is None:
+            return ""
+        host = f'host_id = "{self.host_id}"\n' if self.host_id else ""
+        return f'\n[icc.store]\nurl = "{self.store_url}"\n{host}'
+
+    def has_store(self) -> bool:
+        return self.store_url is not None or self.db.exists()
 
     def write_config(self, extra: str = "", plugins: tuple[str, ...] = ("tasks_plugin",)) -> None:
         plugin_list = ", ".join(f'"{p}"' for p in plugins)
@@ -62,6 +74,7 @@ class Project:
             )
             + textwrap.dedent(extra)
             + ("" if "[icc.consumers]" in extra else '\n[icc.consumers]\nmode = "service"\n')
+            + self.store_config()
         )
 
     def write_plugin(self, body: str, name: str = "tasks_plugin") -> Path:
@@ -108,6 +121,8 @@ class Project:
         return json.loads(self.icc("status", "--json", check=True).stdout)
 
     def runs(self, job: str | None = None) -> list[dict[str, Any]]:
+        if self.store_url is not None:
+            return self._store_runs(job)
         db = sqlite3.connect(self.db)
         db.row_factory = sqlite3.Row
         try:
@@ -115,6 +130,21 @@ class Project:
             return [dict(r) for r in db.execute(sql, (job,) if job else ())]
         finally:
             db.close()
+
+    def _store_runs(self, job: str | None) -> list[dict[str, Any]]:
+        """The runs through the store's own code (PostgreSQL): the columns of a RunRecord, oldest first."""
+        from dataclasses import asdict
+
+        from icc.config import load_config
+        from icc.stores import open_store
+
+        store = open_store(load_config(self.config))
+        try:
+            names = [job] if job else [r.name for r in store.jobs(include_removed=True)]
+            found = [asdict(r) for name in names for r in store.runs(name, limit=100_000)]
+        finally:
+            store.close()
+        return sorted(found, key=lambda r: int(r["id"]))
 
     def marker_lines(self, name: str) -> list[str]:
         path = self.root / name

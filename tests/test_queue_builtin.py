@@ -33,6 +33,7 @@ def test_cron_mode_adds_one_consumer_job_per_queue(tmp_path: Path) -> None:
     schedule = job.schedule  # type: ignore[attr-defined]
     assert schedule.expression == "* * * * *"
     assert schedule.background and not schedule.overlapping
+    assert schedule.per_host  # on a shared store every host drains its queues
     assert "mail" in job.description  # type: ignore[attr-defined]
     assert job.provenance.plugin == "icc.queue.builtin"  # type: ignore[attr-defined]
 

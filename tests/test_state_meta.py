@@ -1,15 +1,15 @@
-"""``StateStore.update_meta``: the read-modify-write notifications keep their per-job state with."""
+"""``StateStore.update_meta``: the read-modify-write notifications keep their per-job state with (both backends)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from icc.state.sqlite import SQLiteStateStore
+from icc.config import Config
+from icc.stores import open_store
+from test_store_contract import config  # noqa: F401  (fixture: a fresh store of each backend)
 
 
-def test_update_meta_sees_the_stored_value_and_none_deletes_it(tmp_path: Path) -> None:
-    store = SQLiteStateStore(tmp_path)
+def test_update_meta_sees_the_stored_value_and_none_deletes_it(config: Config) -> None:  # noqa: F811
+    store = open_store(config)
     seen: list[str | None] = []
 
     def bump(old: str | None) -> str:
@@ -21,10 +21,11 @@ def test_update_meta_sees_the_stored_value_and_none_deletes_it(tmp_path: Path) -
     assert seen == [None, "1"]
     assert store.update_meta("mail.alert:job", lambda old: None) is None
     assert store.get_meta("mail.alert:job") is None
+    store.close()
 
 
-def test_update_meta_writes_nothing_when_the_change_raises(tmp_path: Path) -> None:
-    store = SQLiteStateStore(tmp_path)
+def test_update_meta_writes_nothing_when_the_change_raises(config: Config) -> None:  # noqa: F811
+    store = open_store(config)
     store.update_meta("ping:job", lambda old: "kept")
 
     def fails(old: str | None) -> str:
@@ -32,8 +33,12 @@ def test_update_meta_writes_nothing_when_the_change_raises(tmp_path: Path) -> No
 
     with pytest.raises(RuntimeError):
         store.update_meta("ping:job", fails)
+    with pytest.raises(RuntimeError):
+        store.update_meta("absent", fails)  # no placeholder left behind either
     assert store.get_meta("ping:job") == "kept"
+    assert store.get_meta("absent") is None
     store.update_meta(
         "other", lambda old: "written"
     )  # the connection is usable: the transaction was rolled back
-    assert SQLiteStateStore(tmp_path).get_meta("other") == "written"
+    assert open_store(config).get_meta("other") == "written"
+    store.close()

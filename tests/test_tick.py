@@ -1,4 +1,5 @@
-"""`icc run` end to end: real processes, real SQLite, time controlled with `--at`."""
+"""`icc run` end to end: real processes, real SQLite, time controlled with `--at`; the tests marked
+``both_stores`` run on a PostgreSQL store too."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def scanned(project: Project, plugin: str) -> None:
     project.icc("scan", check=True)
 
 
+@pytest.mark.both_stores
 def test_scan_registers_jobs_and_first_tick_runs_due_jobs_in_order(project: Project) -> None:
     scanned(project, EVERY_MINUTE)
     proc = project.icc("run", "--at", at(0), check=True)
@@ -43,6 +45,7 @@ def test_scan_registers_jobs_and_first_tick_runs_due_jobs_in_order(project: Proj
     assert [r["job"] for r in rows][:2] == ["a", "b"]
 
 
+@pytest.mark.both_stores
 def test_two_ticks_started_together_run_every_due_job_once(project: Project) -> None:
     scanned(project, EVERY_MINUTE)
     procs = [project.popen("run", "--at", at(0, 5)) for _ in range(2)]
@@ -90,6 +93,7 @@ def test_idle_tick_prints_one_line_and_loads_no_plugin(project: Project) -> None
     assert project.icc("run", "--at", at(0), "--quiet", check=True).stdout == ""
 
 
+@pytest.mark.both_stores
 def test_tick_killed_mid_job_leaves_no_stuck_lock_and_next_tick_records_abandoned(project: Project) -> None:
     scanned(
         project,
@@ -158,6 +162,7 @@ def test_tick_that_overruns_does_not_stop_other_jobs_from_starting_on_time(proje
     ("policy", "ran", "missed"),
     [("skip", [60], [15, 30, 45]), ("once", [60], [15, 30, 45]), ("all", [15, 30, 45, 60], [])],
 )
+@pytest.mark.both_stores
 def test_missed_hour_follows_the_jobs_missed_policy(
     project: Project, policy: str, ran: list[int], missed: list[int]
 ) -> None:
@@ -185,6 +190,7 @@ def test_missed_hour_follows_the_jobs_missed_policy(
         assert f"{len(missed)} slots" in missed_lines[0]
 
 
+@pytest.mark.both_stores
 def test_missed_once_runs_the_latest_missed_slot_when_the_current_one_is_not_due(project: Project) -> None:
     scanned(
         project,
@@ -205,6 +211,7 @@ def test_missed_once_runs_the_latest_missed_slot_when_the_current_one_is_not_due
     assert sorted(r["slot"] for r in rows if r["outcome"] == "missed") == [slot(15), slot(30)]
 
 
+@pytest.mark.both_stores
 def test_job_over_its_timeout_is_killed_with_its_children(project: Project) -> None:
     scanned(
         project,
@@ -312,6 +319,7 @@ def test_a_task_that_segfaults_or_exits_affects_only_its_own_run(project: Projec
     assert runs["fine"]["output"].strip() == "fine"
 
 
+@pytest.mark.both_stores
 def test_command_tasks_run_without_a_shell_and_record_exit_code_and_output(project: Project) -> None:
     scanned(
         project,
@@ -438,6 +446,7 @@ def test_scan_with_one_invalid_schedule_writes_nothing(project: Project) -> None
     assert after == before
 
 
+@pytest.mark.both_stores
 def test_scan_marks_vanished_jobs_removed_keeps_history_and_prune_deletes(project: Project) -> None:
     scanned(project, EVERY_MINUTE)
     project.icc("run", "--at", at(0), check=True)
@@ -467,6 +476,7 @@ def test_scan_marks_vanished_jobs_removed_keeps_history_and_prune_deletes(projec
     assert not project.runs("c")
 
 
+@pytest.mark.both_stores
 def test_exec_runs_a_job_now_as_a_manual_run(project: Project) -> None:
     scanned(project, EVERY_MINUTE)
     proc = project.icc("exec", "a", check=True)
@@ -476,6 +486,7 @@ def test_exec_runs_a_job_now_as_a_manual_run(project: Project) -> None:
     assert missing.returncode != 0 and "no job named 'nope'" in missing.stderr
 
 
+@pytest.mark.both_stores
 def test_disabled_job_does_not_run(project: Project) -> None:
     scanned(project, EVERY_MINUTE)
     project.icc("disable", "a", check=True)
@@ -493,6 +504,7 @@ def test_crontab_prints_one_line_with_absolute_paths(project: Project) -> None:
     assert str(project.config) in line and line.endswith("run --quiet")
 
 
+@pytest.mark.both_stores
 def test_status_json_schema(project: Project) -> None:
     scanned(project, EVERY_MINUTE)
     project.icc("run", "--at", at(0), check=True)
@@ -522,6 +534,7 @@ def test_status_plain_text_when_not_a_terminal(project: Project) -> None:
     assert "a" in out and "* * * * *" in out
 
 
+@pytest.mark.both_stores
 def test_timeout_kill_of_callable_records_timed_out(project: Project) -> None:
     scanned(
         project,
@@ -539,6 +552,7 @@ def test_timeout_kill_of_callable_records_timed_out(project: Project) -> None:
     assert project.runs("hang")[0]["outcome"] == "timed_out"
 
 
+@pytest.mark.both_stores
 def test_background_job_does_not_hold_up_the_tick(project: Project) -> None:
     scanned(
         project,
@@ -635,6 +649,7 @@ def _slow_background_run(project: Project) -> dict[str, Any]:
     return run
 
 
+@pytest.mark.both_stores
 def test_killed_background_supervisor_is_abandoned_and_its_task_stopped(project: Project) -> None:
     run = _slow_background_run(project)
     os.kill(run["pid"], signal.SIGKILL)

@@ -356,6 +356,13 @@ def _supervise(store: StateStore, spec: RunSpec, grace: float, notes: list[str])
             store.finish(spec.run_id, "skipped", now=time.time(), error=error)
             return Result("skipped", error=error)
     try:
+        if lock is not None:
+            # Across hosts sharing the store: the one running exclusive run of the job, by a unique index.
+            elsewhere = store.take_exclusive(spec.run_id, pid=os.getpid())
+            if elsewhere is not None:
+                error = f"skipped: the previous run is still running on {elsewhere}"
+                store.finish(spec.run_id, "skipped", now=time.time(), error=error)
+                return Result("skipped", error=error)
         return _supervise_locked(store, spec, grace, [lock.fd] if lock and lock.fd is not None else [], notes)
     finally:
         if lock is not None:

@@ -5,7 +5,6 @@ The commands only render these facts (a table, JSON, the Prometheus text format)
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -26,9 +25,9 @@ def iso(epoch: float | None, zone: str) -> str | None:
 
 def dead_runs(config: Config, store: StateStore, unfinished: list[RunRecord]) -> dict[int, str]:
     """Unfinished runs whose process is gone, with why: shown as the ``abandoned`` the next tick records."""
-    from icc.runner import why_abandoned
+    from icc.runner import run_host, why_abandoned
 
-    host_name = socket.gethostname()
+    host_name = run_host(config)
     return {
         run.id: f"{why} (the next tick records it)"
         for run in unfinished

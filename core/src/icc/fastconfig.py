@@ -314,6 +314,8 @@ def read_config(config: str | None) -> tuple[str, str] | None:
                 _check(value, CONSUMER_CHECKS)
             elif key == "monitor":
                 _check(value, MONITOR_CHECKS)
+            elif key == "store":
+                raise _Doubt  # [icc.store]: the state may live in PostgreSQL, which only the full tick reads
             elif key == "queues":
                 if not isinstance(value, dict):
                     raise _Doubt

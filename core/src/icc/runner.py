@@ -96,6 +96,16 @@ def due_slots(schedule: Schedule, start: int, end: int) -> list[int]:
     return found
 
 
+def run_host(config: Config) -> str:
+    """The host runs are recorded under: with a shared store this host's ``host_id`` (containers share hostnames,
+    and a tick judges only its own host's runs dead), else the hostname."""
+    if config.store.url is not None:
+        from icc.stores import host_id
+
+        return host_id(config)
+    return socket.gethostname()
+
+
 def why_abandoned(run: RunRecord, record: JobRecord | None, state_dir: Path, host_name: str) -> str | None:
     """Why an unfinished run on this host is dead (its process is gone), or None while it may still live."""
     if run.host not in (None, host_name) or pid_alive(run.pid):
@@ -242,7 +252,7 @@ class Tick:
                 f"the state store {store_label(config)} was never scanned; nothing was run. "
                 "Run `icc scan` to register the jobs"
             )
-        self.host_name = socket.gethostname()
+        self.host_name = run_host(config)
         self._plugins: PluginHost | None = None
         self._live: dict[str, Job] = {}
         self._recorded: list[
@@ -393,7 +403,7 @@ class Tick:
             next_dues[record.name] = next_due(schedule, self.slot)
             if slots and schedule.check_conditions(self.config.environment):
                 if paused is not None and not paused.exempts(record.name, schedule.runs_when_paused):
-                    self._skip_paused(record.name, slots, report)
+                    self._skip_paused(record.name, schedule, slots, report)
                     continue
                 due.append((record, schedule, slots))
         planned: list[_Planned] = []
@@ -405,12 +415,21 @@ class Tick:
             planned.extend(self._apply_policy(record, schedule, slots, report))
         for item in planned:
             run_id = self.store.claim(
-                item.record.name, item.slot, item.kind, pid=os.getpid(), host=self.host_name
+                item.record.name,
+                item.slot,
+                item.kind,
+                pid=os.getpid(),
+                host=self.host_name,
+                scope=self._scope(item.schedule),
             )
             if run_id is not None:
                 item.run_id = run_id
         self.store.save_evaluation(next_dues, self.slot)
         return [p for p in planned if p.run_id]
+
+    def _scope(self, schedule: Schedule) -> str:
+        """The claim scope of a job's slots: this host for ``on_each_host()`` jobs, else the whole cluster."""
+        return self.host_name if schedule.per_host else ""
 
     def _paused(self) -> Pause | None:
         """The pause in force at this tick's slot; one that has ended is removed (it ends by itself)."""
@@ -423,11 +442,13 @@ class Tick:
             pause.clear_expired(self.store, self.slot)
         return found
 
-    def _skip_paused(self, name: str, slots: list[int], report: TickReport) -> None:
+    def _skip_paused(self, name: str, schedule: Schedule, slots: list[int], report: TickReport) -> None:
         from icc.state.pause import PAUSED_ERROR
 
-        recorded = self.store.record(name, slots, "skipped", "scheduled", error=PAUSED_ERROR)
-        self._note_recorded(name, recorded)
+        recorded = self.store.record(
+            name, slots, "skipped", "scheduled", error=PAUSED_ERROR, scope=self._scope(schedule)
+        )
+        self._note_recorded(name, recorded, self._scope(schedule))
         if recorded:
             report.rows.append(_summary_row(name, "skipped", recorded, self.config.timezone, "paused"))
 
@@ -446,8 +467,15 @@ class Tick:
             elif policy == "once" and not current:
                 run_slots = [(missed[-1], "missed")]
                 missed = missed[:-1]
-            recorded = self.store.record(name, missed, "missed", "missed", error=f"missed ({policy} policy)")
-            self._note_recorded(name, recorded)
+            recorded = self.store.record(
+                name,
+                missed,
+                "missed",
+                "missed",
+                error=f"missed ({policy} policy)",
+                scope=self._scope(schedule),
+            )
+            self._note_recorded(name, recorded, self._scope(schedule))
             if recorded:
                 report.rows.append(_summary_row(name, "missed", recorded, self.config.timezone))
         if not run_slots:
@@ -461,20 +489,28 @@ class Tick:
             why = "a when/skip condition said no"
             for kind in ("missed", "scheduled"):
                 of_kind = [s for s, k in run_slots if k == kind]
-                if of_kind and (recorded := self.store.record(name, of_kind, "skipped", kind, error=why)):
-                    self._note_recorded(name, recorded)
+                if of_kind and (
+                    recorded := self.store.record(
+                        name, of_kind, "skipped", kind, error=why, scope=self._scope(schedule)
+                    )
+                ):
+                    self._note_recorded(name, recorded, self._scope(schedule))
                     report.rows.append(
                         _summary_row(name, "skipped", recorded, self.config.timezone, "condition")
                     )
             return []
         return [_Planned(record, schedule, s, kind) for s, kind in run_slots]
 
-    def _note_recorded(self, name: str, slots: list[int]) -> None:
-        """Remember the rows just recorded for ``slots`` of job ``name``, to report them."""
+    def _note_recorded(self, name: str, slots: list[int], scope: str = "") -> None:
+        """Remember the rows just recorded for ``slots`` of job ``name`` (in claim ``scope``), to report them.
+
+        On a shared store an ``on_each_host()`` job's rows of the same slots from other hosts are left to them:
+        such a row carries its host (see PostgresStateStore.record), a cluster-wide one none."""
         if slots:
             wanted = set(slots)
+            host = scope if scope and self.config.store.url is not None else None
             rows = self.store.runs(name, limit=len(slots) + 16)
-            self._recorded.extend(sorted(r.id for r in rows if r.slot in wanted))
+            self._recorded.extend(sorted(r.id for r in rows if r.slot in wanted and r.host == host))
 
     # -- execution ------------------------------------------------------------------------------------------
     def _spec(self, item: _Planned) -> RunSpec | str:
@@ -590,8 +626,10 @@ class Tick:
         skipped: dict[tuple[str, str], list[int]] = {}
 
         def skip(item: _Planned, slots: list[int], why: str) -> None:
-            recorded = self.store.record(item.record.name, slots, "skipped", "scheduled", error=why)
-            self._note_recorded(item.record.name, recorded)
+            recorded = self.store.record(
+                item.record.name, slots, "skipped", "scheduled", error=why, scope=self._scope(item.schedule)
+            )
+            self._note_recorded(item.record.name, recorded, self._scope(item.schedule))
             skipped.setdefault((item.record.name, why), []).extend(recorded)
 
         for position, (when, _index, item) in enumerate(events):
@@ -620,7 +658,14 @@ class Tick:
             ):
                 skip(item, [when], "a when/skip condition said no")
                 continue
-            run_id = self.store.claim(name, when, "scheduled", pid=os.getpid(), host=self.host_name)
+            run_id = self.store.claim(
+                name,
+                when,
+                "scheduled",
+                pid=os.getpid(),
+                host=self.host_name,
+                scope=self._scope(item.schedule),
+            )
             if run_id is None:
                 continue  # another tick has this (job, slot)
             sub = _Planned(item.record, item.schedule, when, "scheduled", run_id)
@@ -745,7 +790,7 @@ def manual_run(
     if job is None and (record is None or record.kind != "command"):
         known = ", ".join(sorted(set(live) | {r.name for r in store.jobs()})) or "none"
         raise JobNotFoundError(f"no job named {name!r}; known jobs: {known}")
-    run_id = store.start_manual(name, pid=os.getpid(), host=socket.gethostname())
+    run_id = store.start_manual(name, pid=os.getpid(), host=run_host(config))
     if job is None:
         assert record is not None
         job = standin_job(record)  # a command job whose plugin no longer loads: run from its record

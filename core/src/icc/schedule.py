@@ -89,6 +89,7 @@ _DEFINITION_KEYS = (
     "notify",
     "output",
     "even_when_paused",
+    "on_each_host",
     "seconds",
     "jitter",
     "missed_window",
@@ -198,6 +199,7 @@ class Schedule:
         }
         self._output_to: tuple[str, bool] | None = None
         self._even_when_paused = False
+        self._on_each_host = False
         self._seconds: int | None = None
         self._jitter = 0
         self._missed_window: int | None = None
@@ -484,6 +486,18 @@ class Schedule:
     def runs_when_paused(self) -> bool:
         """Whether :meth:`even_when_paused` was called."""
         return self._even_when_paused
+
+    def on_each_host(self) -> Schedule:
+        """With a store several hosts share (``[icc.store] url``): run once per host per slot, for host-local
+        work (caches, temporary files, this host's queue consumers). Without it a slot runs once in the whole
+        cluster. On the embedded SQLite store (one host) it changes nothing."""
+        self._on_each_host = True
+        return self
+
+    @property
+    def per_host(self) -> bool:
+        """Whether :meth:`on_each_host` was called."""
+        return self._on_each_host
 
     # -- notifications: mail (icc-mail) and heartbeat pings ------------------------------------------------------
 
@@ -812,6 +826,8 @@ class Schedule:
             definition["notify"] = notify
         if self._even_when_paused:
             definition["even_when_paused"] = True
+        if self._on_each_host:
+            definition["on_each_host"] = True
         if self._seconds is not None:
             definition["seconds"] = self._seconds
         if self._jitter:
@@ -867,6 +883,8 @@ class Schedule:
             schedule._output_file(output["path"], bool(output["append"]))
         if definition.get("even_when_paused", False):
             schedule.even_when_paused()
+        if definition.get("on_each_host", False):
+            schedule.on_each_host()
         if definition.get("seconds") is not None:
             schedule.every_seconds(definition["seconds"])
         if definition.get("jitter"):

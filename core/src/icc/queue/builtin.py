@@ -160,6 +160,7 @@ def schedule(scheduler: Scheduler) -> None:
                 description=f"drain the {queue!r} queue for up to {limit:g}s (consumers.mode = cron)",
             )
             .every_minute()
+            .on_each_host()  # with a shared store every host drains the queues
             .in_background()
             .without_overlapping()
             .timeout(consumer_timeout(config))

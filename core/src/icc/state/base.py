@@ -130,20 +130,38 @@ class StateStore(Protocol):
         went back, or an earlier ``--at``) ignores it and saves its own, so the watermark may move back."""
 
     # -- runs --------------------------------------------------------------------------------------------
-    def claim(self, job: str, slot: int, kind: RunKind, *, pid: int, host: str) -> int | None:
-        """Insert a pending run for (job, slot); None when that slot was claimed before."""
+    def claim(
+        self, job: str, slot: int, kind: RunKind, *, pid: int, host: str, scope: str = ""
+    ) -> int | None:
+        """Insert a pending run for (job, slot, scope); None when it was claimed before. ``scope`` is ``""`` for
+        once per slot across every host sharing the store, a host id for ``on_each_host()`` jobs (a store only
+        one host uses may ignore it)."""
 
     def start_manual(self, job: str, *, pid: int, host: str) -> int:
         """A pending run for ``icc exec``: no slot, never conflicts."""
 
     def record(
-        self, job: str, slots: Sequence[int], outcome: Outcome, kind: RunKind, *, error: str | None = None
+        self,
+        job: str,
+        slots: Sequence[int],
+        outcome: Outcome,
+        kind: RunKind,
+        *,
+        error: str | None = None,
+        scope: str = "",
     ) -> list[int]:
-        """Finished rows for missed or skipped slots, in one write; returns the slots not claimed before."""
+        """Finished rows for missed or skipped slots, in one write; returns the slots not claimed before (in
+        ``scope``, as for :meth:`claim`)."""
 
     def forget_unrun(self, since: int) -> int:
         """Delete the ``missed`` and ``skipped`` rows of slots at or after ``since`` (a tick at a later slot wrote
         them; the clock says those slots are still to come, and nothing ran for them); return how many."""
+
+    def take_exclusive(self, run_id: int, *, pid: int) -> str | None:
+        """Before the task of a ``without_overlapping()`` run starts: make it the one running exclusive run of
+        its job (in its claim scope) on every host sharing the store, under supervisor ``pid``. None when it is;
+        else who runs the other one (``"host web-1, pid 4242"``), and nothing is written. A store only one host
+        uses may return None at once (the job lock already keeps runs apart there)."""
 
     def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> None:
         """The run's supervisor (``pid``) started the task (``task_pid``); nothing is written when the run has

@@ -321,7 +321,10 @@ class SQLiteStateStore:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('watermark', ?)", (str(slot),))
 
     # -- runs --------------------------------------------------------------------------------------------
-    def claim(self, job: str, slot: int, kind: RunKind, *, pid: int, host: str) -> int | None:
+    def claim(
+        self, job: str, slot: int, kind: RunKind, *, pid: int, host: str, scope: str = ""
+    ) -> int | None:
+        del scope  # one host uses this store: once per slot is once per host
         with self._write() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO runs (job, slot, kind, outcome, pid, host) VALUES (?, ?, ?, 'pending', ?, ?)",
@@ -339,8 +342,16 @@ class SQLiteStateStore:
             return cur.lastrowid
 
     def record(
-        self, job: str, slots: Sequence[int], outcome: Outcome, kind: RunKind, *, error: str | None = None
+        self,
+        job: str,
+        slots: Sequence[int],
+        outcome: Outcome,
+        kind: RunKind,
+        *,
+        error: str | None = None,
+        scope: str = "",
     ) -> list[int]:
+        del scope  # one host: see claim()
         now = time.time()
         recorded: list[int] = []
         with self._write() as db:
@@ -362,6 +373,10 @@ class SQLiteStateStore:
                 "DELETE FROM runs WHERE slot >= ? AND outcome IN ('missed', 'skipped')", (since,)
             )
             return cur.rowcount
+
+    def take_exclusive(self, run_id: int, *, pid: int) -> str | None:
+        del run_id, pid  # one host: the job lock keeps runs apart
+        return None
 
     def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> None:
         with self._write() as db:

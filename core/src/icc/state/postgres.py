@@ -1,0 +1,670 @@
+"""The shared state store: jobs, runs (the claims) and meta in a PostgreSQL schema several hosts use at once.
+
+Same contract as :class:`~icc.state.sqlite.SQLiteStateStore`, method for method: each method is one transaction;
+a claim is ``INSERT … ON CONFLICT DO NOTHING RETURNING`` against the unique index ``runs_claim (job, slot,
+scope)``, so a (job, slot) is claimed once cluster-wide (once per host for ``on_each_host()`` jobs, whose
+claims carry the host's id as their scope). Runs carry an owner token (``host_id:pid``) and a lease measured
+on the server's clock, for the hosts that look after each other's runs.
+
+Connections: one per store, made with :func:`icc.pg.connect` (timeouts, ``application_name``), never shared
+across a fork. A store used in a forked child notices (its pid changed), leaves the parent's connection alone
+(its socket is replaced by ``/dev/null`` in the child, so not even a close reaches the parent's session) and
+opens its own. A connection the server dropped (``pg_terminate_backend``, a restart) is reopened once and the
+operation retried when that is safe: reads, idempotent writes, and any write that failed before its commit was
+sent. Every driver error becomes a one-line :class:`~icc.errors.StateError` without the password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from icc.errors import StateError
+from icc.pg import connect, render, require_current, shown_url
+from icc.state.base import FAILURES, JobRecord, Outcome, RunKind, RunRecord, SyncReport
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from icc.config import Config
+
+__all__ = ["PostgresStateStore"]
+
+T = TypeVar("T")
+
+_RUN_COLUMNS = (
+    "id, job, slot, kind, outcome, started_at, ended_at, exit_code, pid, host, output, error, task_pid"
+)
+_JOB_COLUMNS = "name, kind, definition, plugin, distribution, version, enabled, removed_at, next_due"
+_NOW = "extract(epoch from clock_timestamp())::double precision"  # the server's clock
+_COUNT_RUN = (
+    "INSERT INTO {schema}.run_counts (job, outcome, n) VALUES (%s, %s, 1) "
+    "ON CONFLICT (job, outcome) DO UPDATE SET n = {schema}.run_counts.n + 1"
+)
+_FAILURES_SQL = ", ".join(f"'{o}'" for o in sorted(FAILURES))
+
+# Stores of this process: a forked child disarms their connections at once (see _disarm_inherited).
+_LIVE: weakref.WeakSet[PostgresStateStore] = weakref.WeakSet()
+
+
+def _disarm_inherited() -> None:
+    """In a forked child: point every inherited connection's socket at /dev/null, so nothing this process does
+    with it (a query, a close, its finalizer at exit) can reach the parent's session."""
+    for store in list(_LIVE):
+        store._disarm()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_disarm_inherited)
+
+
+def _run(row: Sequence[Any]) -> RunRecord:
+    return RunRecord(*row)
+
+
+def _job(row: Sequence[Any]) -> JobRecord:
+    name, kind, definition, plugin, dist, version, enabled, removed_at, next_due = row
+    return JobRecord(
+        name=name,
+        kind=kind,
+        definition=json.loads(definition),
+        plugin=plugin,
+        distribution=dist,
+        version=version,
+        enabled=bool(enabled),
+        removed_at=removed_at,
+        next_due=next_due,
+    )
+
+
+def _text(value: str) -> str:
+    """``value`` as PostgreSQL text can hold it (no NUL character; SQLite keeps those)."""
+    return value.replace("\x00", "\ufffd")
+
+
+class _DryRun(Exception):
+    pass
+
+
+class PostgresStateStore:
+    """:class:`~icc.state.base.StateStore` on a PostgreSQL schema (``[icc.store] url``)."""
+
+    def __init__(self, config: Config) -> None:
+        if config.store.url is None:
+            raise StateError("no [icc.store] url: this install keeps its state in SQLite")
+        from icc.state.dirs import ensure_state_dir
+        from icc.stores import host_id
+
+        ensure_state_dir(config.state_dir)  # this host's locks and host id still live there
+        self._config = config
+        self._url: str = config.store.url
+        self._schema = config.store.schema
+        self._lease = float(config.store.lease)
+        self.host_id = host_id(config)
+        self._conn: psycopg.Connection[Any] | None = None
+        self._pid = os.getpid()
+        self._inherited: list[Any] = []  # a parent's disarmed connections: kept, never used
+        self._sql: dict[str, str] = {}
+        conn = self._connection()
+        try:
+            require_current(conn, self._schema, self._url)
+        except StateError:
+            self.close()
+            raise
+        except Exception as exc:  # a driver error while reading the schema's state
+            self.close()
+            raise self._error(exc, "opening it") from None
+        _LIVE.add(self)
+
+    # -- plumbing -----------------------------------------------------------------------------------------
+    @property
+    def owner(self) -> str:
+        """The owner token of this process's runs: ``host_id:pid``."""
+        return f"{self.host_id}:{os.getpid()}"
+
+    def _q(self, sql: str) -> str:
+        found = self._sql.get(sql)
+        if found is None:
+            found = self._sql[sql] = render(sql, self._schema)
+        return found
+
+    def _label(self) -> str:
+        return f"{shown_url(self._url)} (schema {self._schema})"
+
+    def _error(self, exc: BaseException, doing: str) -> StateError:
+        text = str(exc).strip()
+        detail = text.splitlines()[0] if text else type(exc).__name__
+        detail = detail.replace(self._url, shown_url(self._url))
+        return StateError(f"the PostgreSQL store {self._label()} failed {doing}: {detail}")
+
+    def _disarm(self) -> None:
+        """This is a forked child: the connection belongs to the parent. Keep it (its finalizer would close it)
+        with its socket replaced by /dev/null, and open a new one when needed."""
+        if self._pid == os.getpid():
+            return
+        conn, self._conn = self._conn, None
+        self._pid = os.getpid()
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            fd = conn.fileno()
+            devnull = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(devnull, fd)
+            finally:
+                os.close(devnull)
+        self._inherited.append(conn)
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._pid != os.getpid():
+            self._disarm()
+        conn = self._conn
+        if conn is not None and (conn.closed or conn.broken):
+            self._drop()
+            conn = None
+        if conn is None:
+            conn = self._conn = connect(self._config)
+        return conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _tx(
+        self,
+        work: Callable[[psycopg.Connection[Any]], T],
+        *,
+        doing: str,
+        idempotent: bool = True,
+        recover: Callable[[psycopg.Connection[Any]], T] | None = None,
+    ) -> T:
+        """Run ``work`` in one transaction. A connection lost on the way is reopened once and ``work`` run
+        again when that is safe: it failed before its commit was sent, or it is ``idempotent``; a commit whose
+        fate is unknown is settled by ``recover`` when given."""
+        import psycopg
+
+        for attempt in (0, 1):
+            conn = self._connection()
+            committing = False
+            try:
+                result = work(conn)
+                committing = True
+                conn.commit()
+                return result
+            except psycopg.Error as exc:
+                lost = conn.closed or conn.broken
+                if not lost:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.rollback()
+                    raise self._error(exc, doing) from None
+                self._drop()
+                if attempt == 1:
+                    raise self._error(exc, doing) from None
+                if committing and not idempotent:
+                    if recover is None:
+                        raise self._error(exc, doing) from None
+                    work = recover
+            except BaseException:
+                if not (conn.closed or conn.broken):
+                    with contextlib.suppress(psycopg.Error):
+                        conn.rollback()
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        def work(conn: psycopg.Connection[Any]) -> list[Any]:
+            return conn.execute(self._q(sql), params).fetchall()
+
+        return self._tx(work, doing="reading it")
+
+    def _write(self, sql: str, params: Sequence[Any] = (), *, idempotent: bool = True) -> int:
+        def work(conn: psycopg.Connection[Any]) -> int:
+            return conn.execute(self._q(sql), params).rowcount
+
+        return self._tx(work, doing="writing to it", idempotent=idempotent)
+
+    # -- jobs --------------------------------------------------------------------------------------------
+    def jobs(self, *, include_removed: bool = False) -> list[JobRecord]:
+        where = "" if include_removed else "WHERE removed_at IS NULL"
+        return [
+            _job(r) for r in self._read(f"SELECT {_JOB_COLUMNS} FROM {{schema}}.jobs {where} ORDER BY name")
+        ]
+
+    def job(self, name: str) -> JobRecord | None:
+        rows = self._read(f"SELECT {_JOB_COLUMNS} FROM {{schema}}.jobs WHERE name = %s", (name,))
+        return _job(rows[0]) if rows else None
+
+    def sync_jobs(
+        self, records: Sequence[JobRecord], *, prune: bool, dry_run: bool, now: float, meta: Mapping[str, str]
+    ) -> SyncReport:
+        wanted = {r.name: r for r in records}
+        q = self._q
+
+        def work(conn: psycopg.Connection[Any]) -> SyncReport:
+            report = SyncReport()
+            # One scan at a time: the jobs are read and rewritten under this lock.
+            conn.execute(q("LOCK TABLE {schema}.jobs IN SHARE ROW EXCLUSIVE MODE"))
+            rows = conn.execute(q(f"SELECT {_JOB_COLUMNS} FROM {{schema}}.jobs")).fetchall()
+            current = {r.name: r for r in map(_job, rows)}
+            for name, rec in wanted.items():
+                old = current.get(name)
+                fields = (
+                    rec.kind,
+                    json.dumps(rec.definition, sort_keys=True),
+                    rec.plugin,
+                    rec.distribution,
+                    rec.version,
+                    rec.next_due,
+                    now,
+                )
+                if old is None:
+                    report.added.append(name)
+                    conn.execute(
+                        q(
+                            "INSERT INTO {schema}.jobs (kind, definition, plugin, distribution, version, next_due,"
+                            " updated_at, name, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                        ),
+                        (*fields, name, now),
+                    )
+                    continue
+                if old.removed_at is not None:
+                    report.restored.append(name)
+                elif old.same_definition(rec):
+                    report.unchanged.append(name)
+                    if dict(old.definition) != dict(rec.definition):
+                        conn.execute(
+                            q("UPDATE {schema}.jobs SET definition = %s WHERE name = %s"), (fields[1], name)
+                        )
+                    continue
+                else:
+                    report.changed.append(name)
+                conn.execute(
+                    q(
+                        "UPDATE {schema}.jobs SET kind = %s, definition = %s, plugin = %s, distribution = %s,"
+                        " version = %s, next_due = %s, updated_at = %s, removed_at = NULL WHERE name = %s"
+                    ),
+                    (*fields, name),
+                )
+            for name, old in current.items():
+                if name in wanted:
+                    continue
+                if prune:
+                    report.pruned.append(name)
+                    conn.execute(q("DELETE FROM {schema}.jobs WHERE name = %s"), (name,))
+                    conn.execute(q("DELETE FROM {schema}.runs WHERE job = %s"), (name,))
+                elif old.removed_at is None:
+                    report.removed.append(name)
+                    conn.execute(
+                        q(
+                            "UPDATE {schema}.jobs SET removed_at = %s, next_due = NULL, updated_at = %s"
+                            " WHERE name = %s"
+                        ),
+                        (now, now, name),
+                    )
+            for key, value in meta.items():
+                conn.execute(
+                    q(
+                        "INSERT INTO {schema}.meta (key, value) VALUES (%s, %s)"
+                        " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+                    ),
+                    (key, value),
+                )
+            if dry_run:
+                raise _DryRun(report)
+            return report
+
+        try:
+            return self._tx(work, doing="syncing the jobs")
+        except _DryRun as dry:
+            report = dry.args[0]
+            assert isinstance(report, SyncReport)
+            return report
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        self._write(
+            "UPDATE {schema}.jobs SET enabled = %s, updated_at = %s WHERE name = %s",
+            (enabled, time.time(), name),
+        )
+
+    def set_next_due(self, updates: Mapping[str, int | None]) -> None:
+        if not updates:
+            return
+        self._next_dues(updates, None)
+
+    def _next_dues(self, updates: Mapping[str, int | None], watermark: int | None) -> None:
+        q = self._q
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            if updates:
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        q("UPDATE {schema}.jobs SET next_due = %s WHERE name = %s"),
+                        [(v, k) for k, v in updates.items()],
+                    )
+            if watermark is not None:
+                conn.execute(
+                    q(
+                        "INSERT INTO {schema}.meta (key, value) VALUES ('watermark', %s)"
+                        " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+                    ),
+                    (str(watermark),),
+                )
+
+        self._tx(work, doing="writing to it")
+
+    def earliest_due(self) -> int | None:
+        rows = self._read("SELECT MIN(next_due) FROM {schema}.jobs WHERE enabled AND removed_at IS NULL")
+        value = rows[0][0] if rows else None
+        return None if value is None else int(value)
+
+    # -- meta ---------------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM {schema}.meta WHERE key = %s", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def update_meta(self, key: str, change: Callable[[str | None], str | None]) -> str | None:
+        q = self._q
+
+        def work(conn: psycopg.Connection[Any]) -> str | None:
+            while True:
+                # A placeholder row for an absent key: a concurrent caller waits on it like on a row lock.
+                made = conn.execute(
+                    q(
+                        "INSERT INTO {schema}.meta (key, value) VALUES (%s, '') ON CONFLICT (key) DO NOTHING "
+                        "RETURNING 1"
+                    ),
+                    (key,),
+                ).fetchone()
+                if made is not None:
+                    current = None
+                    break
+                row = conn.execute(
+                    q("SELECT value FROM {schema}.meta WHERE key = %s FOR UPDATE"), (key,)
+                ).fetchone()
+                if row is not None:
+                    current = str(row[0])
+                    break
+                # Deleted between the two statements: try again.
+            value = change(current)
+            if value is None:
+                conn.execute(q("DELETE FROM {schema}.meta WHERE key = %s"), (key,))
+            else:
+                conn.execute(q("UPDATE {schema}.meta SET value = %s WHERE key = %s"), (value, key))
+            return value
+
+        # Not idempotent (``change`` may count): retried only when the commit was surely not sent.
+        return self._tx(work, doing="writing to it", idempotent=False)
+
+    def save_evaluation(self, next_dues: Mapping[str, int | None], slot: int) -> None:
+        self._next_dues(next_dues, slot)
+
+    # -- runs --------------------------------------------------------------------------------------------
+    def claim(
+        self, job: str, slot: int, kind: RunKind, *, pid: int, host: str, scope: str = ""
+    ) -> int | None:
+        q = self._q
+        owner = self.owner
+        params = (job, slot, scope, kind, pid, host, owner, self._lease)
+
+        def work(conn: psycopg.Connection[Any]) -> int | None:
+            row = conn.execute(
+                q(
+                    "INSERT INTO {schema}.runs (job, slot, scope, kind, outcome, pid, host, owner, lease_until) "
+                    f"VALUES (%s, %s, %s, %s, 'pending', %s, %s, %s, {_NOW} + %s) "
+                    "ON CONFLICT DO NOTHING RETURNING id"
+                ),
+                params,
+            ).fetchone()
+            return None if row is None else int(row[0])
+
+        def recover(conn: psycopg.Connection[Any]) -> int | None:
+            # The commit's fate is unknown: the claim is ours if the row is there, still pending, with our owner.
+            row = conn.execute(
+                q(
+                    "SELECT id FROM {schema}.runs WHERE job = %s AND slot = %s AND scope = %s "
+                    "AND outcome = 'pending' AND owner = %s AND pid = %s"
+                ),
+                (job, slot, scope, owner, pid),
+            ).fetchone()
+            return None if row is None else int(row[0])
+
+        return self._tx(work, doing="claiming a run", idempotent=False, recover=recover)
+
+    def start_manual(self, job: str, *, pid: int, host: str) -> int:
+        q = self._q
+
+        def work(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute(
+                q(
+                    "INSERT INTO {schema}.runs (job, slot, kind, outcome, pid, host, owner, lease_until) "
+                    f"VALUES (%s, NULL, 'manual', 'pending', %s, %s, %s, {_NOW} + %s) RETURNING id"
+                ),
+                (job, pid, host, self.owner, self._lease),
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+        return self._tx(work, doing="starting a run", idempotent=False)
+
+    def record(
+        self,
+        job: str,
+        slots: Sequence[int],
+        outcome: Outcome,
+        kind: RunKind,
+        *,
+        error: str | None = None,
+        scope: str = "",
+    ) -> list[int]:
+        q = self._q
+        now = time.time()
+
+        def work(conn: psycopg.Connection[Any]) -> list[int]:
+            recorded: list[int] = []
+            for slot in slots:
+                row = conn.execute(
+                    q(
+                        # A host's own row (on_each_host) carries its host; a cluster-wide one none.
+                        "INSERT INTO {schema}.runs (job, slot, scope, kind, outcome, ended_at, error, host) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, NULLIF(%s, '')) ON CONFLICT DO NOTHING RETURNING id"
+                    ),
+                    (job, slot, scope, kind, outcome, now, error, scope),
+                ).fetchone()
+                if row is not None:
+                    recorded.append(slot)
+                    conn.execute(q(_COUNT_RUN), (job, outcome))
+            return recorded
+
+        return self._tx(work, doing="recording runs", idempotent=False)
+
+    def forget_unrun(self, since: int) -> int:
+        return self._write(
+            "DELETE FROM {schema}.runs WHERE slot >= %s AND outcome IN ('missed', 'skipped')", (since,)
+        )
+
+    def take_exclusive(self, run_id: int, *, pid: int) -> str | None:
+        import psycopg
+
+        q = self._q
+
+        def work(conn: psycopg.Connection[Any]) -> str | None:
+            try:
+                with conn.transaction():  # a savepoint: a conflict leaves the transaction usable
+                    conn.execute(
+                        q(
+                            "UPDATE {schema}.runs SET outcome = 'running', exclusive = true, pid = %s, owner = %s, "
+                            f"lease_until = {_NOW} + %s WHERE id = %s AND outcome IN ('pending', 'running')"
+                        ),
+                        (pid, self.owner, self._lease, run_id),
+                    )
+                return None
+            except psycopg.errors.UniqueViolation:
+                row = conn.execute(
+                    q(
+                        "SELECT o.host, o.pid FROM {schema}.runs AS r JOIN {schema}.runs AS o "
+                        "ON o.job = r.job AND o.scope = r.scope AND o.outcome = 'running' AND o.exclusive "
+                        "WHERE r.id = %s"
+                    ),
+                    (run_id,),
+                ).fetchone()
+                if row is None:
+                    return "another host"
+                return f"host {row[0]}, pid {row[1]}"
+
+        # Idempotent: taken twice by the same run is taken (its own row is not a conflict).
+        return self._tx(work, doing="starting a run")
+
+    def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> None:
+        self._write(
+            "UPDATE {schema}.runs SET outcome = 'running', pid = %s, task_pid = %s, started_at = %s, "
+            f"owner = %s, lease_until = {_NOW} + %s "
+            "WHERE id = %s AND outcome IN ('pending', 'running')",
+            (pid, task_pid, now, self.owner, self._lease, run_id),
+        )
+
+    def hand_over(self, supervisors: Mapping[int, int], *, now: float) -> None:
+        if not supervisors:
+            return
+        q = self._q
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    q(
+                        "UPDATE {schema}.runs SET outcome = 'running', pid = %s, started_at = %s, "
+                        f"owner = %s, lease_until = {_NOW} + %s WHERE id = %s AND outcome = 'pending'"
+                    ),
+                    [
+                        (pid, now, f"{self.host_id}:{pid}", self._lease, run_id)
+                        for run_id, pid in supervisors.items()
+                    ],
+                )
+
+        self._tx(work, doing="writing to it")
+
+    def finish(
+        self,
+        run_id: int,
+        outcome: Outcome,
+        *,
+        now: float,
+        exit_code: int | None = None,
+        output: str = "",
+        error: str | None = None,
+    ) -> None:
+        q = self._q
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            row = conn.execute(
+                q(
+                    "SELECT job FROM {schema}.runs WHERE id = %s AND outcome IN ('pending', 'running') FOR UPDATE"
+                ),
+                (run_id,),
+            ).fetchone()
+            if row is not None:  # counted once, when it first finishes
+                conn.execute(q(_COUNT_RUN), (row[0], outcome))
+            conn.execute(
+                q(
+                    "UPDATE {schema}.runs SET outcome = %s, ended_at = %s, exit_code = %s, output = %s, error = %s, "
+                    "lease_until = NULL, "
+                    "started_at = CASE WHEN task_pid IS NULL THEN NULL ELSE started_at END WHERE id = %s"
+                ),
+                (outcome, now, exit_code, _text(output), None if error is None else _text(error), run_id),
+            )
+
+        # Idempotent: a second time finds it finished (not counted again) and writes the same values.
+        self._tx(work, doing="recording a run's end")
+
+    def add_note(self, run_id: int, note: str) -> None:
+        self._write(
+            "UPDATE {schema}.runs SET error = CASE WHEN error IS NULL OR error = '' THEN %s "
+            "ELSE error || '; ' || %s END WHERE id = %s",
+            (_text(note), _text(note), run_id),
+            idempotent=False,
+        )
+
+    def run(self, run_id: int) -> RunRecord | None:
+        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM {{schema}}.runs WHERE id = %s", (run_id,))
+        return _run(rows[0]) if rows else None
+
+    def unfinished(self) -> list[RunRecord]:
+        return [
+            _run(r)
+            for r in self._read(
+                f"SELECT {_RUN_COLUMNS} FROM {{schema}}.runs WHERE outcome IN ('pending', 'running') ORDER BY id"
+            )
+        ]
+
+    def runs(self, job: str, *, limit: int = 20) -> list[RunRecord]:
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM {{schema}}.runs WHERE job = %s ORDER BY id DESC LIMIT %s",
+            (job, limit),
+        )
+        return [_run(r) for r in rows]
+
+    def latest_runs(self) -> dict[str, RunRecord]:
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM {{schema}}.runs WHERE id IN (SELECT MAX(id) FROM {{schema}}.runs "
+            "WHERE outcome NOT IN ('missed', 'skipped', 'pending') GROUP BY job)"
+        )
+        return {r.job: r for r in map(_run, rows)}
+
+    def outcomes_between(self, since: float, until: float) -> list[tuple[int, str, float, str]]:
+        rows = self._read(
+            "SELECT id, job, t, outcome FROM (SELECT id, job, COALESCE(slot::double precision, started_at) AS t, "
+            "outcome FROM {schema}.runs) AS r WHERE t >= %s AND t < %s ORDER BY t, id",
+            (since, until),
+        )
+        return [(int(i), str(j), float(t), str(o)) for i, j, t, o in rows]
+
+    def missed_counts(self, since: int, until: int) -> dict[str, int]:
+        rows = self._read(
+            "SELECT job, COUNT(*) FROM {schema}.runs WHERE outcome = 'missed' AND slot BETWEEN %s AND %s "
+            "GROUP BY job",
+            (since, until),
+        )
+        return {str(job): int(count) for job, count in rows}
+
+    def run_counts(self) -> dict[str, dict[str, int]]:
+        found: dict[str, dict[str, int]] = {}
+        for job, outcome, n in self._read(
+            "SELECT job, outcome, n FROM {schema}.run_counts ORDER BY job, outcome"
+        ):
+            found.setdefault(str(job), {})[str(outcome)] = int(n)
+        return found
+
+    def last_outcomes(self) -> dict[str, dict[str, RunRecord]]:
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM {{schema}}.runs WHERE id IN ("
+            "SELECT MAX(id) FROM {schema}.runs WHERE outcome = 'succeeded' GROUP BY job "
+            f"UNION SELECT MAX(id) FROM {{schema}}.runs WHERE outcome IN ({_FAILURES_SQL}) GROUP BY job)"
+        )
+        found: dict[str, dict[str, RunRecord]] = {}
+        for run in map(_run, rows):
+            found.setdefault(run.job, {})["success" if run.outcome == "succeeded" else "failure"] = run
+        return found
+
+    def prune_runs(self, keep: int, keep_unrun: int = 100) -> int:
+        return self._write(
+            "DELETE FROM {schema}.runs WHERE outcome NOT IN ('pending', 'running') AND id IN ("
+            "SELECT id FROM (SELECT id, outcome IN ('missed', 'skipped') AS unrun, ROW_NUMBER() OVER ("
+            "PARTITION BY job, outcome IN ('missed', 'skipped') ORDER BY id DESC) AS n FROM {schema}.runs) AS r"
+            " WHERE (NOT unrun AND n > %s) OR (unrun AND n > %s))"
+            " AND id NOT IN (SELECT MAX(id) FROM {schema}.runs WHERE outcome = 'succeeded' GROUP BY job)"
+            f" AND id NOT IN (SELECT MAX(id) FROM {{schema}}.runs WHERE outcome IN ({_FAILURES_SQL}) GROUP BY job)",
+            (keep, keep_unrun),
+        )
+
+    def close(self) -> None:
+        _LIVE.discard(self)
+        if self._pid != os.getpid():
+            self._disarm()
+            return
+        self._drop()
