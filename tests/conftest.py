@@ -14,6 +14,7 @@ from icc.errors import StateError
 from pgkit import pg_server, pg_url  # noqa: F401  (fixtures: a throw-away PostgreSQL server, a fresh database)
 from pingkit import ping_server  # noqa: F401  (a fixture: a real HTTP server recording pings)
 from projectkit import Project
+from queuekit import backend, make_config, store_url  # noqa: F401  (fixtures: queue tests on SQLite and PostgreSQL)
 
 
 def pytest_configure(config: pytest.Config) -> None:

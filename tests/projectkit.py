@@ -161,13 +161,29 @@ class Project:
 
 class QueueProject(Project):
     """A project whose local plugin ``module`` (source ``handlers``) registers queue handlers; ``config`` is
-    its icc.toml. Dispatches in-process and reads the queue database directly."""
+    its icc.toml. Dispatches in-process and reads the queue database directly.
 
-    def __init__(self, root: Path, config: str, handlers: str, module: str) -> None:
+    ``store_url`` (a migrated PostgreSQL database) puts its queues there (``[icc.store] url``, with
+    ``host_id``); :meth:`query` then runs its SQL (``?`` placeholders) on that database's icc schema."""
+
+    def __init__(
+        self,
+        root: Path,
+        config: str,
+        handlers: str,
+        module: str,
+        *,
+        store_url: str | None = None,
+        host_id: str | None = None,
+    ) -> None:
         super().__init__(root, env={"QTEST_DIR": str(root)})
-        self.config.write_text(textwrap.dedent(config))
+        text = textwrap.dedent(config)
+        if store_url is not None:
+            text += f'\n[icc.store]\nurl = "{store_url}"\nhost_id = "{host_id or root.name}"\n'
+        self.config.write_text(text)
         (root / f"{module}.py").write_text(handlers)
         self.db_path = self.state_dir / "queue.sqlite3"
+        self.store_url = store_url
         from icc.config import load_config
 
         self.loaded = load_config(self.config)
@@ -178,6 +194,11 @@ class QueueProject(Project):
         return dispatch(name, payload, queue=queue, config=self.loaded)
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        if self.store_url is not None:
+            import psycopg
+
+            with psycopg.connect(self.store_url, options="-c search_path=icc", autocommit=True) as conn:
+                return [tuple(row) for row in conn.execute(sql.replace("?", "%s"), params).fetchall()]
         db = sqlite3.connect(self.db_path)
         try:
             return db.execute(sql, params).fetchall()

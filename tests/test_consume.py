@@ -1,4 +1,5 @@
-"""Queue consumers as real processes: `python -m icc consume` and `icc failed` against real SQLite."""
+"""Queue consumers as real processes: `python -m icc consume` and `icc failed` against real SQLite, and
+(``qp`` is parametrised over both transports) against PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from projectkit import QueueProject
+from queuekit import state_stand_in
 
 HANDLERS = """
 import os, sqlite3, time
@@ -30,6 +32,12 @@ def _log(name, text):
 
 
 def _attempts(name):
+    if os.environ.get("QTEST_STORE_URL"):
+        import psycopg
+
+        with psycopg.connect(os.environ["QTEST_STORE_URL"]) as conn:
+            sql = "SELECT attempts FROM icc.messages WHERE name = %s"
+            return conn.execute(sql, (name,)).fetchone()[0]
     db = sqlite3.connect(os.path.join(OUT, "state", "queue.sqlite3"))
     try:
         return db.execute("SELECT attempts FROM messages WHERE name = ?", (name,)).fetchone()[0]
@@ -104,13 +112,22 @@ lease = 0.5
 
 
 @pytest.fixture
-def qp(tmp_path: Path) -> Iterator[QueueProject]:
+def qp(tmp_path: Path, store_url: str | None) -> Iterator[QueueProject]:
     root = tmp_path / "proj"
     root.mkdir()
-    return QueueProject(root, CONFIG, HANDLERS, "qhandlers")
+    project = QueueProject(root, CONFIG, HANDLERS, "qhandlers", store_url=store_url)
+    if store_url is not None:
+        project.env.update(state_stand_in(tmp_path / "stand-in"), QTEST_STORE_URL=store_url)
+    return project
+
+
+def sqlite_only(qp: QueueProject, why: str) -> None:
+    if qp.store_url is not None:
+        pytest.skip(why)
 
 
 def test_two_consumers_handle_10000_messages_exactly_once(qp: QueueProject) -> None:
+    sqlite_only(qp, "PostgreSQL: test_queue_hosts.py drains 10,000 messages on three hosts")
     for i in range(10_000):
         qp.dispatch("record", {"i": i}, queue="mail")
     consumers = [qp.popen("consume", "mail", "--stop-when-empty", "--time-limit", "60") for _ in range(2)]
@@ -206,6 +223,7 @@ def test_sigterm_finishes_the_current_message_then_exits_0(qp: QueueProject) -> 
 
 
 def test_malformed_rows_are_reported_and_moved_to_failed(qp: QueueProject) -> None:
+    sqlite_only(qp, "rows written by hand into the SQLite file")
     qp.dispatch("record", {"i": 0})  # creates the database
     db = sqlite3.connect(qp.db_path)
     now = time.time()

@@ -1,4 +1,7 @@
-"""The queue in-process: dispatch validation, the SQLite transport's leases, backoff, sizes."""
+"""The queue in-process: dispatch validation, the transports' leases (SQLite and PostgreSQL), backoff, sizes.
+
+Every test taking ``config`` or ``make_config`` runs against both transports (tests/queuekit.py); the
+file-mode tests are about SQLite's files and run on it alone."""
 
 from __future__ import annotations
 
@@ -19,15 +22,12 @@ from icc.queue import Consumer, Limits, SqliteTransport, backoff, dispatch, max_
 from icc.queue.limits import parse_size, rss_bytes
 from icc.queue.message import MAX_PAYLOAD_BYTES, error_record
 from icc.queue.retry import RETRY_JITTER
-
-
-def make_config(tmp_path: Path, **queues: QueueConfig) -> Config:
-    return Config(path=None, root=tmp_path, state_dir=Path("state"), queues=queues)
+from queuekit import MakeConfig
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Config:
-    return make_config(tmp_path, **{"async": QueueConfig(retries=1, delay=0, lease=0.3)})
+def config(make_config: MakeConfig) -> Config:
+    return make_config(**{"async": QueueConfig(retries=1, delay=0, lease=0.3)})
 
 
 def consumer(config: Config, handlers: dict[str, Any], *queues: str, **limits: Any) -> Consumer:
@@ -141,8 +141,8 @@ def test_an_expired_lease_comes_back_alone_and_marked(config: Config) -> None:
     assert (again[ids[2]].attempts, again[ids[2]].crashed) == (2, False)
 
 
-def test_a_crash_in_a_batch_never_sends_its_neighbours_to_failed_unrun(tmp_path: Path) -> None:
-    config = make_config(tmp_path, **{"async": QueueConfig(retries=0, lease=0.3)})
+def test_a_crash_in_a_batch_never_sends_its_neighbours_to_failed_unrun(make_config: MakeConfig) -> None:
+    config = make_config(**{"async": QueueConfig(retries=0, lease=0.3)})
     transport = open_transport(config)
     for i in range(3):
         dispatch("job", {"i": i}, config=config)
@@ -177,8 +177,8 @@ def test_failed_retry_keeps_the_id_and_history_and_resets_attempts(config: Confi
     assert transport.failed_remove(None) == [message_id]
 
 
-def test_queues_are_consumed_in_the_order_given(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
+def test_queues_are_consumed_in_the_order_given(make_config: MakeConfig) -> None:
+    config = make_config()
     order: list[str] = []
     for _i in range(3):
         dispatch("job", {"q": "async"}, queue="async", config=config)

@@ -19,6 +19,7 @@ from icc.config import Config, QueueConfig, load_config
 from icc.errors import QueueError
 from icc.queue import Consumer, Limits, dispatch, open_transport
 from projectkit import QueueProject
+from queuekit import MakeConfig
 
 HANDLERS = """
 import os, sys, time
@@ -224,8 +225,8 @@ def test_the_first_lease_of_a_consumer_takes_one_message(hp: HardeningProject) -
     assert proc.returncode == 0
 
 
-def test_the_batch_grows_with_fast_handlers(tmp_path: Path) -> None:
-    config = Config(path=None, root=tmp_path, state_dir=Path("state"))
+def test_the_batch_grows_with_fast_handlers(make_config: MakeConfig) -> None:
+    config = make_config()
     transport = open_transport(config)
     for i in range(600):
         dispatch("fast", {"i": i}, config=config)
@@ -296,9 +297,9 @@ def test_a_handler_calling_sys_exit_fails_its_message_and_the_consumer_goes_on(h
     ("name", "payload"), [("job", {"text": "bad \ud800 text"}), ("job\udcff", {}), ("job", {"\ud800": 1})]
 )
 def test_dispatch_refuses_a_lone_surrogate_with_a_queue_error(
-    tmp_path: Path, name: str, payload: Any
+    make_config: MakeConfig, name: str, payload: Any
 ) -> None:
-    config = Config(path=None, root=tmp_path, state_dir=Path("state"))
+    config = make_config()
     with pytest.raises(QueueError, match="not valid Unicode"):
         dispatch(name, payload, config=config)
     assert open_transport(config).pending() == 0
@@ -359,13 +360,8 @@ def test_ids_and_limits_past_64_bits_are_refused_in_one_line(hp: HardeningProjec
 # --- reasons and registrations (item 20) ----------------------------------------------------------
 
 
-def test_the_failure_reason_does_not_count_an_expired_lease_as_a_handler_run(tmp_path: Path) -> None:
-    config = Config(
-        path=None,
-        root=tmp_path,
-        state_dir=Path("state"),
-        queues={"async": QueueConfig(retries=1, delay=0, lease=30)},
-    )
+def test_the_failure_reason_does_not_count_an_expired_lease_as_a_handler_run(make_config: MakeConfig) -> None:
+    config = make_config(**{"async": QueueConfig(retries=1, delay=0, lease=30)})
     transport = open_transport(config)
     first = dispatch("boom", {}, config=config)
     dispatch("boom", {}, config=config)
@@ -426,13 +422,10 @@ def test_scan_warns_when_a_hung_cron_consumer_could_outlive_its_minute(tmp_path:
     assert "warning: a hung consumer may run 65s" in loud.stderr
 
 
-def test_handler_errors_that_are_hard_to_record_fail_the_message_not_the_consumer(tmp_path: Path) -> None:
-    config = Config(
-        path=None,
-        root=tmp_path,
-        state_dir=Path("state"),
-        queues={"async": QueueConfig(retries=0, delay=0, lease=30)},
-    )
+def test_handler_errors_that_are_hard_to_record_fail_the_message_not_the_consumer(
+    make_config: MakeConfig,
+) -> None:
+    config = make_config(**{"async": QueueConfig(retries=0, delay=0, lease=30)})
 
     class Unprintable(Exception):
         def __str__(self) -> str:
