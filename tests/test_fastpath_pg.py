@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import icc.pg
 import psycopg
@@ -178,3 +179,37 @@ def test_fast_path_connection_settings_are_icc_pgs() -> None:
     ):
         assert getattr(fastpath_pg, name) == getattr(icc.pg, name), name
     assert fastpath_pg._migrations() == ",".join(str(m.version) for m in icc.pg.migrations())
+
+
+def test_fast_config_reader_checks_exactly_the_store_keys_of_icc_config() -> None:
+    from icc import config, fastconfig
+
+    assert set(fastconfig.STORE_CHECKS) == set(config.STORE_KEYS)
+
+
+def test_fast_config_reader_hands_over_a_store_table_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from icc import fastconfig
+
+    for key in ("ICC_STORE_URL", "ICC_CONFIG", "ICC_STATE_DIR", "ICC_TIMEZONE", "ICC_ENVIRONMENT"):
+        monkeypatch.delenv(key, raising=False)
+    path = tmp_path / "icc.toml"
+    path.write_text(
+        '[icc]\nstate_dir = "state"\n[icc.store]\nurl = "postgresql://icc@db/app"\nschema = "jobs"\n'
+    )
+    store: dict[str, object] = {}
+    assert fastconfig.read_config(str(path), store) == (str(tmp_path / "state"), "UTC")
+    assert store == {"url": "postgresql://icc@db/app", "schema": "jobs"}
+    url = 'url = "postgresql://icc@db/app"\n'
+    for bad in (
+        url + 'schema = "Jobs"',
+        url + 'host_id = "-web"',
+        url + "lease = 1",
+        'url = "mysql://db/app"',
+    ):
+        path.write_text(f"[icc]\n[icc.store]\n{bad}\n")
+        assert fastconfig.read_config(str(path), {}) is None, bad  # the full loader says what is wrong
+    path.write_text('[icc]\n[icc.store]\nurl = "postgresql://icc@db/app"\n')
+    monkeypatch.setenv("ICC_STORE_URL", "postgresql://icc@db/other")
+    assert fastconfig.read_config(str(path), {}) is None  # a store variable: the full loader merges it
