@@ -104,6 +104,16 @@ MONITOR_CHECKS: dict[str, Check] = {
     "ping_url": _url,
     "timeout": lambda v: _number(v, 0, exclusive=True),
 }
+_NAME = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+_HOST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:@-")
+# [icc.store], read only for the PostgreSQL idle tick: the same rules as icc.config's STORE_KEYS (values with
+# spaces around them, which the full loader strips, are a doubt).
+STORE_CHECKS: dict[str, Check] = {
+    "url": lambda v: isinstance(v, str) and v.startswith(("postgresql://", "postgres://")) and v == v.strip(),
+    "schema": lambda v: isinstance(v, str) and 0 < len(v) <= 63 and set(v) <= _NAME and not v[0].isdigit(),
+    "host_id": lambda v: isinstance(v, str) and 0 < len(v) <= 128 and set(v) <= _HOST and v[0] not in "_.:@-",
+    "lease": lambda v: _number(v, 5),
+}
 # The variables this reader understands (each a string the full loader checks with the same rule).
 ENV_CHECKS: dict[str, Check] = {
     "ICC_ENVIRONMENT": _text,
@@ -291,9 +301,10 @@ def _check_dotenv(root: str) -> None:
             raise _Doubt
 
 
-def read_config(config: str | None) -> tuple[str, str] | None:
+def read_config(config: str | None, store: dict[str, object] | None = None) -> tuple[str, str] | None:
     """``(state directory, time zone)`` of the configuration ``config`` (from ``--config``; None: look for
-    it), or None when the full loader must decide."""
+    it), or None when the full loader must decide. An ``[icc.store]`` table is a doubt, unless ``store`` is
+    given (the PostgreSQL idle tick, :mod:`icc.fastpath_pg`): then its checked keys are copied into it."""
     try:
         cwd = os.getcwd()
         if config is None and os.environ.get("ICC_CONFIG"):
@@ -309,7 +320,12 @@ def read_config(config: str | None) -> tuple[str, str] | None:
         root = os.path.dirname(path) if path is not None else cwd
         for key, value in table.items():
             if key == "store":  # [icc.store]: state may live in PostgreSQL; the full tick reads it
-                raise _Doubt
+                if store is None:
+                    raise _Doubt
+                _check(value, STORE_CHECKS)
+                assert isinstance(value, dict)
+                store.update(value)
+                continue
             if key == "consumers":
                 _check(value, CONSUMER_CHECKS)
             elif key == "monitor":

@@ -73,8 +73,10 @@ def try_idle_tick(args: list[str]) -> int | None:
         from icc.fastconfig import read_config
 
         config = read_config(config_path)
-        if config is None:
-            return None
+        if config is None:  # among the doubts: [icc.store], whose PostgreSQL idle tick has its own module
+            from icc.fastpath_pg import try_pg_idle_tick
+
+            return try_pg_idle_tick(config_path, quiet, at)
         state_dir, timezone = config
         db_path = os.path.join(state_dir, "state.sqlite3")
         if not _trusted(state_dir, db_path) or not os.path.isfile(db_path):
