@@ -184,16 +184,27 @@ class PostgresStateStore:
         doing: str,
         idempotent: bool = True,
         recover: Callable[[psycopg.Connection[Any]], T] | None = None,
+        single: bool = False,
     ) -> T:
         """Run ``work`` in one transaction. A connection lost on the way is reopened once and ``work`` run
         again when that is safe: it failed before its commit was sent, or it is ``idempotent``; a commit whose
-        fate is unknown is settled by ``recover`` when given."""
+        fate is unknown is settled by ``recover`` when given.
+
+        ``single``: ``work`` is one statement, run in autocommit (a statement is its own transaction): one round
+        trip instead of three (BEGIN, the statement, COMMIT). Its fate is unknown as soon as it is sent."""
         import psycopg
 
         for attempt in (0, 1):
             conn = self._connection()
-            committing = False
+            committing = single
             try:
+                if single:
+                    conn.autocommit = True
+                    try:
+                        return work(conn)
+                    finally:
+                        if not (conn.closed or conn.broken):
+                            conn.autocommit = False
                 result = work(conn)
                 committing = True
                 conn.commit()
@@ -222,7 +233,7 @@ class PostgresStateStore:
         def work(conn: psycopg.Connection[Any]) -> list[Any]:
             return conn.execute(self._q(sql), params).fetchall()
 
-        return self._tx(work, doing="reading it")
+        return self._tx(work, doing="reading it", single=True)
 
     def _write(self, sql: str, params: Sequence[Any] = (), *, idempotent: bool = True) -> int:
         def work(conn: psycopg.Connection[Any]) -> int:
@@ -425,17 +436,20 @@ class PostgresStateStore:
             return None if row is None else int(row[0])
 
         def recover(conn: psycopg.Connection[Any]) -> int | None:
-            # The commit's fate is unknown: the claim is ours if the row is there, still pending, with our owner.
+            # The insert's fate is unknown: the claim is ours if the row is there, still pending, with our owner;
+            # someone else's if another row is there; and when there is no row, nothing was committed: claim again.
             row = conn.execute(
                 q(
-                    "SELECT id FROM {schema}.runs WHERE job = %s AND slot = %s AND scope = %s "
-                    "AND outcome = 'pending' AND owner = %s AND pid = %s"
+                    "SELECT id, outcome = 'pending' AND owner = %s AND pid = %s FROM {schema}.runs "
+                    "WHERE job = %s AND slot = %s AND scope = %s"
                 ),
-                (job, slot, scope, owner, pid),
+                (owner, pid, job, slot, scope),
             ).fetchone()
-            return None if row is None else int(row[0])
+            if row is None:
+                return work(conn)
+            return int(row[0]) if row[1] else None
 
-        return self._tx(work, doing="claiming a run", idempotent=False, recover=recover)
+        return self._tx(work, doing="claiming a run", idempotent=False, recover=recover, single=True)
 
     def start_manual(self, job: str, *, pid: int, host: str) -> int:
         q = self._q
