@@ -114,3 +114,27 @@ def test_a_host_whose_clock_is_skewed_past_the_refusal_bound_claims_nothing(
     # The host with a good clock runs the slot.
     web1.icc("run", "--at", at(0), check=True)
     assert [r["outcome"] for r in web1.runs("a")] == ["succeeded"]
+
+
+def test_icc_work_on_a_host_whose_clock_is_skewed_past_the_refusal_bound_exits_2(
+    tmp_path: Path, shared_url: str
+) -> None:
+    web1 = host(tmp_path, shared_url, "web-1", skew="-90s")
+    web1.icc("scan", check=True)
+    done = web1.icc("work", timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "behind the database server's" in lines[0], done.stderr
+    assert web1.runs() == [] and web1.marker_lines("a") == []
+
+
+def test_a_sqlite_store_has_no_hosts_and_no_clock_offset(tmp_path: Path) -> None:
+    proj = Project(tmp_path / "solo")
+    proj.root.mkdir()
+    proj.write_config()
+    proj.write_plugin(PLUGIN)
+    proj.icc("scan", check=True)
+    done = proj.icc("run", "--at", at(0), check=True)
+    assert "clock" not in done.stderr
+    assert proj.status()["hosts"] == []
+    assert "icc_host_clock_offset_seconds{" not in proj.icc("metrics", check=True).stdout
