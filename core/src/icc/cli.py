@@ -557,6 +557,8 @@ def status(
     )
     if not data["jobs"]:
         ui.say("no jobs yet: run `icc scan`")
+    if data["hosts"]:
+        _hosts_table(data["hosts"])
     for err in data["plugin_errors"]:
         diagnostics.logger.warning(
             "plugin error: %s (%s): %s",
@@ -569,6 +571,40 @@ def status(
         diagnostics.logger.warning("installed plugins changed since the last scan; run `icc scan`")
     if data["never_scanned"]:
         diagnostics.logger.warning("never scanned; run `icc scan`")
+
+
+def _hosts_table(hosts: list[dict[str, Any]]) -> None:
+    """``icc status`` on a shared store: the hosts that tick on it and their clocks (icc.hostclock)."""
+    from icc.hostclock import REFUSE_SECONDS, WARN_SECONDS
+
+    rows = []
+    for h in hosts:
+        offset = h["clock_offset"]
+        note = "-"
+        if h["refused"]:
+            note = f"clock skewed past {REFUSE_SECONDS:.0f} s: its ticks refuse to run; sync it with NTP"
+        elif h["skewed"]:
+            note = f"clock skewed past {WARN_SECONDS:.0f} s: sync it with NTP"
+        rows.append(
+            [
+                h["host_id"] + (" (this host)" if h["this_host"] else ""),
+                h["hostname"],
+                (h["last_seen"] or "-")[:19].replace("T", " "),
+                f"{offset:+.1f} s",
+                note,
+            ]
+        )
+    ui.table(
+        "hosts",
+        [
+            ui.Col("host", keep=True),
+            "hostname",
+            ui.Col("last seen", keep=True),
+            ui.Col("clock offset", keep=True),
+            "clock",
+        ],
+        rows,
+    )
 
 
 TIMELINE_CHARS = {"succeeded": ".", "failed": "F", "skipped": "s", "missed": "m", "running": "r", None: " "}

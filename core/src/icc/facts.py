@@ -152,7 +152,29 @@ def status_data(config: Config, at: datetime | None) -> dict[str, Any]:
             for f in host.failures
         ],
         "jobs": jobs,
+        "hosts": hosts_data(config, store, zone),
     }
+
+
+def hosts_data(config: Config, store: StateStore, zone: str) -> list[dict[str, Any]]:
+    """The hosts ticking on a shared store (empty on SQLite): last seen on the server's clock, clock offset
+    (host minus server, seconds), ``skewed`` past the warning bound, ``refused`` past the one ticks refuse at."""
+    from icc.hostclock import REFUSE_SECONDS, skewed
+    from icc.runner import run_host
+
+    me = run_host(config)
+    return [
+        {
+            "host_id": h.host_id,
+            "hostname": h.hostname,
+            "last_seen": iso(h.last_seen, zone),
+            "clock_offset": round(h.clock_offset, 3),
+            "skewed": skewed(h.clock_offset),
+            "refused": abs(h.clock_offset) > REFUSE_SECONDS,
+            "this_host": h.host_id == me,
+        }
+        for h in store.hosts()
+    ]
 
 
 def ping_failure(meta: str | None, zone: str) -> dict[str, Any] | None:
@@ -273,6 +295,7 @@ class Metrics:
     queues: dict[str, QueueStats]
     paused: bool
     last_tick: float | None
+    clock_offsets: dict[str, float] = field(default_factory=dict)  # host id -> seconds (a shared store)
 
 
 def metrics(config: Config, now: float) -> Metrics:
@@ -309,4 +332,5 @@ def metrics(config: Config, now: float) -> Metrics:
         queues=queue_stats(config, now),
         paused=current_pause(store, now) is not None,
         last_tick=float(watermark) if watermark else None,
+        clock_offsets={h.host_id: h.clock_offset for h in store.hosts()},
     )

@@ -39,6 +39,11 @@ _FAMILIES = (
     ("icc_failed_messages", "gauge", "Messages of the queue that used up their retries."),
     ("icc_paused", "gauge", "1 while `icc pause` is in force."),
     ("icc_last_tick_timestamp_seconds", "gauge", "The minute the last full tick evaluated the schedules."),
+    (
+        "icc_host_clock_offset_seconds",
+        "gauge",
+        "A host's clock minus the database server's, measured by its last full tick (a shared store).",
+    ),
 )
 
 
@@ -80,6 +85,8 @@ def render(facts: Metrics) -> str:
         add("icc_failed_messages", stats.failed, queue=queue)
     add("icc_paused", 1 if facts.paused else 0)
     add("icc_last_tick_timestamp_seconds", facts.last_tick)
+    for host, offset in sorted(facts.clock_offsets.items()):
+        add("icc_host_clock_offset_seconds", round(offset, 3), host=host)
     lines: list[str] = []
     for name, kind, text in _FAMILIES:
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", *samples[name]]

@@ -42,7 +42,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from icc.errors import StateError
+from icc import hostclock
+from icc.errors import IccError, StateError
 from icc.execution import RunSpec, conclude, sleep_until, start_detached, stop_requested, supervise
 from icc.locks import Holder, job_lock, pid_alive, tick_lock
 from icc.state.base import FAILURES, JobRecord, RunKind, RunRecord, StateStore
@@ -253,6 +254,11 @@ class Tick:
                 "Run `icc scan` to register the jobs"
             )
         self.host_name = run_host(config)
+        try:  # a shared store: this host's row and its clock's offset; refused when far off (icc.hostclock)
+            self.clock_offset = hostclock.check(self.store)
+        except IccError:
+            self.store.close()
+            raise
         self._plugins: PluginHost | None = None
         self._live: dict[str, Job] = {}
         self._recorded: list[

@@ -76,6 +76,16 @@ class RunRecord:
         return max(0.0, self.ended_at - self.started_at)
 
 
+@dataclass(frozen=True)
+class HostRecord:
+    """A host that ticks on a shared store, as its last full tick recorded it."""
+
+    host_id: str
+    hostname: str
+    last_seen: float  # the database server's clock
+    clock_offset: float  # this host's clock minus the server's, seconds
+
+
 @dataclass
 class SyncReport:
     """What ``icc scan`` changed (or would change, with ``--dry-run``)."""
@@ -218,3 +228,12 @@ class StateStore(Protocol):
 
     def close(self) -> None:
         """Release the connection."""
+
+    # -- hosts (a store several hosts share) ------------------------------------------------------------------
+    def register_host(self, hostname: str) -> float | None:
+        """Record this host (its ``host_id``, ``hostname``, last seen on the store's clock) and measure its
+        clock against the store's: return host clock minus store clock in seconds, half the round trip
+        accounted. None for a store only one host uses (its clock is the host's own)."""
+
+    def hosts(self) -> list[HostRecord]:
+        """The hosts that ticked on this store, by host id; empty for a store only one host uses."""

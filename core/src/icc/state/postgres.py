@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from icc.errors import StateError
 from icc.pg import connect, render, require_current, shown_url
-from icc.state.base import FAILURES, JobRecord, Outcome, RunKind, RunRecord, SyncReport
+from icc.state.base import FAILURES, HostRecord, JobRecord, Outcome, RunKind, RunRecord, SyncReport
 
 if TYPE_CHECKING:
     import psycopg
@@ -682,3 +682,37 @@ class PostgresStateStore:
             self._disarm()
             return
         self._drop()
+
+    # -- hosts --------------------------------------------------------------------------------------------
+    def register_host(self, hostname: str) -> float | None:
+        def work(conn: psycopg.Connection[Any]) -> float:
+            # The server's clock read twice, the round trip with less delay kept (the first one of a
+            # transaction also carries its BEGIN); the server read it halfway through, give or take.
+            best: tuple[float, float, float] | None = None
+            for _ in range(2):
+                before = time.time()
+                row = conn.execute(f"SELECT {_NOW}").fetchone()
+                after = time.time()
+                if row is not None and (best is None or after - before < best[1] - best[0]):
+                    best = (before, after, float(row[0]))
+            assert best is not None
+            before, after, server = best
+            offset = (before + after) / 2 - server
+            conn.execute(
+                self._q(
+                    "INSERT INTO {schema}.hosts (host_id, hostname, last_seen, clock_offset) "
+                    f"VALUES (%s, %s, {_NOW}, %s) ON CONFLICT (host_id) DO UPDATE SET "
+                    "hostname = EXCLUDED.hostname, last_seen = EXCLUDED.last_seen, "
+                    "clock_offset = EXCLUDED.clock_offset"
+                ),
+                (self.host_id, _text(hostname), offset),
+            )
+            return offset
+
+        return self._tx(work, doing="recording this host")
+
+    def hosts(self) -> list[HostRecord]:
+        rows = self._read(
+            "SELECT host_id, hostname, last_seen, clock_offset FROM {schema}.hosts ORDER BY host_id"
+        )
+        return [HostRecord(str(h), str(n), float(s), float(o)) for h, n, s, o in rows]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from icc.errors import StateError
-from icc.state.base import FAILURES, JobRecord, Outcome, RunKind, RunRecord, SyncReport
+from icc.state.base import FAILURES, HostRecord, JobRecord, Outcome, RunKind, RunRecord, SyncReport
 from icc.state.diagnosis import database_error, is_corrupt, os_error
 from icc.state.dirs import check_state_file, ensure_state_dir, secure_file
 
@@ -506,6 +506,13 @@ class SQLiteStateStore:
 
     def close(self) -> None:
         self._db.close()
+
+    # -- hosts: one host uses this store, its clock is the store's -------------------------------------------
+    def register_host(self, hostname: str) -> float | None:
+        return None
+
+    def hosts(self) -> list[HostRecord]:
+        return []
 
 
 class _DryRun(Exception):
