@@ -2,7 +2,7 @@
 host is warned about (tick, status, metrics) and, past the larger bound, its ticks claim nothing.
 
 A host's clock is skewed for real with libfaketime (``LD_PRELOAD`` on the `icc` process, Debian package
-``faketime``). Without it these tests skip, unless ``ICC_REQUIRE_POSTGRES=1`` (``.ci/run`` installs it)."""
+``faketime``). Without it these tests skip, unless ``TESTS_REQUIRE_POSTGRES=1`` (``.ci/run`` installs it)."""
 
 from __future__ import annotations
 
