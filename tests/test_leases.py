@@ -194,19 +194,24 @@ def test_a_host_whose_connections_are_terminated_reconnects_and_keeps_its_lease(
 ) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
-    web1 = host(tmp_path, shared_url, "web-1", markers)
+    web1, web2 = host(tmp_path, shared_url, "web-1", markers), host(tmp_path, shared_url, "web-2", markers)
     web1.icc("scan", check=True)
     web1.icc("run", "--at", at(0), check=True)
-    running_run(web1)
+    run = running_run(web1)
     ended = time.monotonic() + LEASE * 2
     while time.monotonic() < ended:  # over two leases: only renewals on new connections keep it
         pg_server.admin(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'icc %web-1%'"
         )
         time.sleep(0.5)
+    expiry = lease_until(shared_url, run["id"])
+    assert expiry is not None and expiry > time.time()  # renewed (the server's clock is this machine's)
+    web2.icc("run", "--at", at(1), check=True)  # finds web-1's run alive: the next slot is skipped
+    assert [r["outcome"] for r in hold_runs(web1)][:1] == ["running"]
     assert not any(w == "term" for w, _h, _t in log(markers))
     (markers / "release-web-1").touch()
-    web1.wait_for(lambda: hold_runs(web1)[-1]["outcome"] == "succeeded", what="the run ends succeeded")
+    web1.wait_for(lambda: hold_runs(web1)[0]["outcome"] == "succeeded", what="the run ends succeeded")
+    assert [r["outcome"] for r in hold_runs(web1)] == ["succeeded", "skipped"]
 
 
 def test_a_supervisor_stopped_past_its_lease_cannot_overwrite_the_abandoned_record(
