@@ -236,3 +236,27 @@ def test_a_supervisor_stopped_past_its_lease_cannot_overwrite_the_abandoned_reco
     (markers / "release-web-2").touch()
     first = hold_runs(web2)[0]
     assert first["outcome"] == "abandoned" and "host web-1" in first["error"]
+
+
+def test_a_foreground_run_cut_off_is_stopped_and_recorded_stopped_once_the_database_is_back(
+    tmp_path: Path, shared_url: str, proxy: TcpProxy
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    parsed = urlparse(shared_url)
+    cut_url = proxy.url(parsed.path.lstrip("/"), user=parsed.username or "postgres")
+    web1 = host(tmp_path, cut_url, "web-1", markers)
+    web1.icc("scan", check=True)
+    proc = web1.popen("exec", "hold")  # icc exec: the foreground supervisor
+    try:
+        web1.wait_for(lambda: any(w == "start" for w, _h, _t in log(markers)), what="the run started")
+        proxy.blackhole()
+        web1.wait_for(
+            lambda: any(w == "term" for w, _h, _t in log(markers)), timeout=LEASE * 3, what="fenced"
+        )
+        proxy.heal()
+        proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    (run,) = hold_runs(web1)
+    assert run["outcome"] == "stopped" and "lost its lease" in run["error"]
