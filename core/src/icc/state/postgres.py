@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -112,6 +113,7 @@ class PostgresStateStore:
         self._sql: dict[str, str] = {}
         self._renewal: psycopg.Connection[Any] | None = None  # the lease renewal thread's own connection
         self._renewal_pid = os.getpid()
+        self._renewal_lock = threading.Lock()  # held while a renewal uses its connection
         conn = self._connection()
         try:
             require_current(conn, self._schema, self._url)
@@ -152,6 +154,7 @@ class PostgresStateStore:
         conn, self._conn = self._conn, None
         renewal, self._renewal = self._renewal, None
         self._pid = self._renewal_pid = os.getpid()
+        self._renewal_lock = threading.Lock()  # the parent's renewal thread is not here to release it
         for inherited in (conn, renewal):
             if inherited is None:
                 continue
@@ -677,7 +680,13 @@ class PostgresStateStore:
             self._disarm()
             return
         self._drop()
-        self._drop_renewal()
+        # Not while a renewal thread uses that connection (closing it under a running query is unsafe); a
+        # renewal that hangs keeps its connection until the process ends.
+        if self._renewal_lock.acquire(timeout=1.0):
+            try:
+                self._drop_renewal()
+            finally:
+                self._renewal_lock.release()
 
     # -- leases -------------------------------------------------------------------------------------------
     @property
@@ -687,12 +696,16 @@ class PostgresStateStore:
     def renew(self, run_ids: Sequence[int]) -> list[int]:
         """On a connection of its own (the renewal thread's), never the one the supervisor writes with: a hung
         statement there cannot delay a renewal, and a hung renewal cannot delay the supervisor."""
-        import psycopg
-
         if not run_ids:
             return []
         if self._renewal_pid != os.getpid():  # forked: the parent's renewal connection is left alone
             self._disarm()
+        with self._renewal_lock:
+            return self._renew(run_ids)
+
+    def _renew(self, run_ids: Sequence[int]) -> list[int]:
+        import psycopg
+
         conn = self._renewal
         if conn is not None and (conn.closed or conn.broken):
             self._drop_renewal()
