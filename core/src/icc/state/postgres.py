@@ -575,9 +575,9 @@ class PostgresStateStore:
             row = conn.execute(
                 q(
                     "SELECT job FROM {schema}.runs WHERE id = %s AND outcome IN ('pending', 'running') "
-                    "AND (%s OR host IS NULL OR host = %s) FOR UPDATE"
+                    "AND (%s OR host IS NULL OR host = %s OR left(owner, %s) = %s) FOR UPDATE"
                 ),
-                (run_id, outcome == "abandoned", self.host_id),
+                (run_id, outcome == "abandoned", self.host_id, len(self.host_id) + 1, f"{self.host_id}:"),
             ).fetchone()
             if row is None:
                 return  # finished already (by this host, or recorded abandoned by another): refused
@@ -715,10 +715,10 @@ class PostgresStateStore:
         try:
             rows = conn.execute(
                 self._q(
-                    f"UPDATE {{schema}}.runs SET lease_until = {_NOW} + %s WHERE id = ANY(%s) AND host = %s "
-                    "AND outcome IN ('pending', 'running') RETURNING id"
+                    f"UPDATE {{schema}}.runs SET lease_until = {_NOW} + %s WHERE id = ANY(%s) "
+                    "AND (host = %s OR left(owner, %s) = %s) AND outcome IN ('pending', 'running') RETURNING id"
                 ),
-                (self._lease, list(run_ids), self.host_id),
+                (self._lease, list(run_ids), self.host_id, len(self.host_id) + 1, f"{self.host_id}:"),
             ).fetchall()
             conn.commit()
         except psycopg.Error as exc:
