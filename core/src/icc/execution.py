@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from icc.errors import StateError
+from icc.leases import FENCE_GRACE, Leases
 from icc.locks import job_lock
 from icc.state.base import Outcome, RunRecord, StateStore
 
@@ -344,15 +345,33 @@ def _end_leftovers(before: set[int]) -> None:
             time.sleep(0.01)
 
 
-def supervise(store: StateStore, spec: RunSpec, *, grace: float = 10.0) -> Result:
-    """Run ``spec`` to its end, record it, then hand its result to ``spec.after``. The run row must exist."""
+def supervise(
+    store: StateStore, spec: RunSpec, *, grace: float = 10.0, leases: Leases | None = None
+) -> Result:
+    """Run ``spec`` to its end, record it, then hand its result to ``spec.after``. The run row must exist.
+
+    On a store with leases the run's lease is renewed meanwhile (by ``leases``, or by a renewer of its own),
+    and the task is stopped when the lease is lost (see :mod:`icc.leases`)."""
     notes: list[str] = []
-    result = _supervise(store, spec, grace, notes)
+    own = leases is None and store.lease is not None
+    if own:
+        leases = Leases(store)
+    if leases is not None:
+        leases.hold(spec.run_id)
+    try:
+        result = _supervise(store, spec, grace, notes, leases)
+    finally:
+        if leases is not None:
+            leases.release(spec.run_id)
+            if own:
+                leases.stop()
     conclude(store, spec.run_id, spec.after, spec.job, notes)
     return result
 
 
-def _supervise(store: StateStore, spec: RunSpec, grace: float, notes: list[str]) -> Result:
+def _supervise(
+    store: StateStore, spec: RunSpec, grace: float, notes: list[str], leases: Leases | None = None
+) -> Result:
     lock = None
     if not spec.overlapping and spec.state_dir is not None:
         try:
@@ -377,7 +396,8 @@ def _supervise(store: StateStore, spec: RunSpec, grace: float, notes: list[str])
                 error = f"skipped: the previous run is still running on {elsewhere}"
                 store.finish(spec.run_id, "skipped", now=time.time(), error=error)
                 return Result("skipped", error=error)
-        return _supervise_locked(store, spec, grace, [lock.fd] if lock and lock.fd is not None else [], notes)
+        fds = [lock.fd] if lock and lock.fd is not None else []
+        return _supervise_locked(store, spec, grace, fds, notes, leases)
     finally:
         if lock is not None:
             lock.release()
@@ -397,10 +417,19 @@ def _open_output_file(spec: RunSpec, notes: list[str]) -> int | None:
 
 
 def _supervise_locked(
-    store: StateStore, spec: RunSpec, grace: float, close_fds: list[int], notes: list[str]
+    store: StateStore,
+    spec: RunSpec,
+    grace: float,
+    close_fds: list[int],
+    notes: list[str],
+    leases: Leases | None = None,
 ) -> Result:
     if stop_requested():
         why = f"not started: {STOP.who} received {_signal_name(STOP.signum)}"
+        store.finish(spec.run_id, "skipped", now=time.time(), error=why)
+        return Result("skipped", error=why)
+    if leases is not None and (lost := leases.lost(spec.run_id)) is not None:
+        why = f"not started: {lost}"
         store.finish(spec.run_id, "skipped", now=time.time(), error=why)
         return Result("skipped", error=why)
     if spec.before is not None:
@@ -438,6 +467,7 @@ def _supervise_locked(
     deadline = started + spec.timeout if spec.timeout else None
     timed_out = False
     stop_sent_at: float | None = None
+    fenced: str | None = None  # why the run's lease was lost: its task was stopped
     kill_at: float | None = None
     status: int | None = None
     sel = selectors.DefaultSelector()
@@ -470,6 +500,11 @@ def _supervise_locked(
                 stop_sent_at = now
                 _kill_group(pid, signal.SIGTERM)
                 kill_at = min(kill_at or now + grace, now + grace)
+            if leases is not None and fenced is None and (fenced := leases.lost(spec.run_id)) is not None:
+                # Fencing: the task must be gone before the lease can pass and another host may run the job.
+                _kill_group(pid, signal.SIGTERM)
+                fence_kill = now + min(grace, leases.lease * FENCE_GRACE)
+                kill_at = fence_kill if kill_at is None else min(kill_at, fence_kill)
             if kill_at is not None and now >= kill_at:
                 _kill_group(pid, signal.SIGKILL)
                 kill_at = now + 3600  # sent; wait for the exit
@@ -511,7 +546,10 @@ def _supervise_locked(
     else:
         exit_code = os.WEXITSTATUS(status)
     outcome: Outcome
-    if timed_out:
+    if fenced is not None:
+        outcome = "stopped"
+        error = f"stopped: it lost its lease on the run, so its task was stopped ({fenced})"
+    elif timed_out:
         outcome = "timed_out"
         error = f"timed out after {spec.timeout:g}s; its process group was killed"
     # The handler may have killed it first; one that ended on its own within icc work's patience was not stopped.
@@ -523,8 +561,38 @@ def _supervise_locked(
     else:
         outcome = "failed"
         error = error or f"exit code {exit_code}"
-    store.finish(spec.run_id, outcome, now=ended, exit_code=exit_code, output=output, error=error)
+    if fenced is not None and leases is not None:
+        _finish_fenced(
+            store, spec.run_id, leases.lease, now=ended, exit_code=exit_code, output=output, error=error
+        )
+    else:
+        store.finish(spec.run_id, outcome, now=ended, exit_code=exit_code, output=output, error=error)
     return Result(outcome, exit_code, output, error, ended - started, pid)
+
+
+def _finish_fenced(
+    store: StateStore,
+    run_id: int,
+    lease: float,
+    *,
+    now: float,
+    exit_code: int | None,
+    output: str,
+    error: str | None,
+) -> None:
+    """Record a run whose lease was lost as ``stopped``, on a new connection (the old one may hang for good),
+    trying again for ``max(60 s, 3 leases)``. The store writes it only while no other host recorded the run
+    (abandoned): what another host recorded stays. Past the deadline nothing is written by this host."""
+    deadline = time.monotonic() + max(60.0, 3 * lease)
+    while True:
+        store.reconnect()
+        try:
+            store.finish(run_id, "stopped", now=now, exit_code=exit_code, output=output, error=error)
+            return
+        except StateError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(1.0)
 
 
 @dataclass
@@ -597,10 +665,15 @@ def _detached_supervisor(
         _Process.childless = True  # forked just now: its first child is its run's task
         STOP.requested, STOP.pgid, STOP.who = False, None, "its background supervisor"
         install_stop_handlers()
-        if spec.start_at is not None:
-            sleep_until(spec.start_at)  # jitter; a stop request meanwhile makes the run skipped, below
         store = open_store()
-        supervise(store, spec, grace=grace)
+        leases = Leases(store) if store.lease is not None else None
+        if spec.start_at is not None:
+            if leases is not None:
+                leases.hold(spec.run_id)  # its claim's lease is kept while it waits
+            sleep_until(spec.start_at)  # jitter; a stop request meanwhile makes the run skipped, below
+        supervise(store, spec, grace=grace, leases=leases)
+        if leases is not None:
+            leases.stop()
         store.close()
     finally:
         os._exit(0)

@@ -28,10 +28,11 @@ def dead_runs(config: Config, store: StateStore, unfinished: list[RunRecord]) ->
     from icc.runner import run_host, why_abandoned
 
     host_name = run_host(config)
+    expired = store.expired_leases() if unfinished else {}
     return {
         run.id: f"{why} (the next tick records it)"
         for run in unfinished
-        if (why := why_abandoned(run, store.job(run.job), config.state_dir, host_name)) is not None
+        if (why := why_abandoned(run, store.job(run.job), config.state_dir, host_name, expired)) is not None
     }
 
 

@@ -36,7 +36,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +54,7 @@ from icc.stores import open_store, store_label
 if TYPE_CHECKING:
     from icc.config import Config
     from icc.jobs import Job, RunContext, RunResult
+    from icc.leases import Leases
     from icc.plugins import PluginHost
     from icc.schedule import Schedule
     from icc.state.pause import Pause
@@ -107,8 +108,20 @@ def run_host(config: Config) -> str:
     return socket.gethostname()
 
 
-def why_abandoned(run: RunRecord, record: JobRecord | None, state_dir: Path, host_name: str) -> str | None:
-    """Why an unfinished run on this host is dead (its process is gone), or None while it may still live."""
+def why_abandoned(
+    run: RunRecord,
+    record: JobRecord | None,
+    state_dir: Path,
+    host_name: str,
+    expired: Mapping[int, str] | None = None,
+) -> str | None:
+    """Why an unfinished run is dead, or None while it may still live: its lease passed on the server's clock
+    (``expired``: run id -> the host that held it, from a shared store), or, on this host, its process is gone."""
+    if expired and run.id in expired:
+        return (
+            f"its lease expired: host {expired[run.id]} stopped renewing it (the host or its supervisor died, "
+            "hung, or lost the database)"
+        )
     if run.host not in (None, host_name) or pid_alive(run.pid):
         return None
     if (
@@ -259,6 +272,8 @@ class Tick:
         except IccError:
             self.store.close()
             raise
+
+        self._leases: Leases | None = None  # while a tick on a shared store runs its claims
         self._plugins: PluginHost | None = None
         self._live: dict[str, Job] = {}
         self._recorded: list[
@@ -358,11 +373,13 @@ class Tick:
         )
 
     def _recover_abandoned(self, report: TickReport) -> None:
-        for run in self.store.unfinished():
-            why = why_abandoned(run, self.store.job(run.job), self.config.state_dir, self.host_name)
+        unfinished = self.store.unfinished()
+        expired = self.store.expired_leases() if unfinished else {}
+        for run in unfinished:
+            why = why_abandoned(run, self.store.job(run.job), self.config.state_dir, self.host_name, expired)
             if why is None:
                 continue
-            if run.task_pid and pid_alive(run.task_pid):
+            if run.host in (None, self.host_name) and run.task_pid and pid_alive(run.task_pid):
                 # The supervisor died, its task lives on unsupervised: stop it, so the next run can't overlap.
                 with contextlib.suppress(OSError):
                     if os.getpgid(run.task_pid) == run.task_pid:
@@ -555,6 +572,22 @@ class Tick:
     def _execute(self, planned: list[_Planned], report: TickReport) -> None:
         if not planned or not self._store_intact():
             return
+        if self.store.lease is None:
+            self._execute_planned(planned, report)
+            return
+        # A shared store: the leases of this tick's claims are kept while they wait for their turn.
+        from icc.leases import Leases
+
+        self._leases = Leases(self.store)
+        for item in planned:
+            self._leases.hold(item.run_id)
+        try:
+            self._execute_planned(planned, report)
+        finally:
+            self._leases.stop()
+            self._leases = None
+
+    def _execute_planned(self, planned: list[_Planned], report: TickReport) -> None:
         foreground: list[tuple[_Planned, RunSpec]] = []
         background: list[tuple[_Planned, RunSpec]] = []
         for item in planned:
@@ -571,6 +604,9 @@ class Tick:
                     spec.start_at = float(item.slot + offset)  # its supervisor sleeps: nothing else waits
         if background:
             self._start_background(background, report)
+            if self._leases is not None:
+                for item, _spec in background:
+                    self._leases.release(item.run_id)  # their supervisors keep them from now on
         # Jittered foreground jobs in the order of their offsets (a stable sort: the others keep their order).
         foreground.sort(key=lambda pair: self._jitter(pair[0]))
         for item, spec in foreground:
@@ -598,7 +634,7 @@ class Tick:
         if not self._store_intact():
             return False  # its outcome could not be recorded, nor its claim kept: run nothing more
         try:
-            result = supervise(self.store, spec, grace=self.config.grace)
+            result = supervise(self.store, spec, grace=self.config.grace, leases=self._leases)
         except OSError:  # e.g. its job lock's directory went with the state directory
             if self._store_intact():
                 raise

@@ -237,3 +237,21 @@ class StateStore(Protocol):
 
     def hosts(self) -> list[HostRecord]:
         """The hosts that ticked on this store, by host id; empty for a store only one host uses."""
+
+    # -- leases (a store several hosts share) -----------------------------------------------------------------
+    @property
+    def lease(self) -> float | None:
+        """Seconds a run stays owned by its host without a renewal (server clock); None: no leases (a store
+        only this host uses, where the local checks of pid and job lock suffice)."""
+
+    def renew(self, run_ids: Sequence[int]) -> list[int]:
+        """Extend the leases of these runs of this host by :attr:`lease` from now on the server's clock, for those
+        still unfinished and held by this host; return the ids renewed. A store without leases returns those
+        still unfinished. Called from a thread of its own: it uses a connection of its own."""
+
+    def expired_leases(self) -> dict[int, str]:
+        """Unfinished runs whose lease passed on the server's clock: run id -> the host that held it."""
+
+    def reconnect(self) -> None:
+        """Drop the connection without waiting on it (it may hang: a host that lost its lease writes its run's
+        end on a new one); the next call opens a new one. A store without leases does nothing."""

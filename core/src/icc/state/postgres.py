@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -110,6 +111,9 @@ class PostgresStateStore:
         self._pid = os.getpid()
         self._inherited: list[Any] = []  # a parent's disarmed connections: kept, never used
         self._sql: dict[str, str] = {}
+        self._renewal: psycopg.Connection[Any] | None = None  # the lease renewal thread's own connection
+        self._renewal_pid = os.getpid()
+        self._renewal_lock = threading.Lock()  # held while a renewal uses its connection
         conn = self._connection()
         try:
             require_current(conn, self._schema, self._url)
@@ -148,17 +152,20 @@ class PostgresStateStore:
         if self._pid == os.getpid():
             return
         conn, self._conn = self._conn, None
-        self._pid = os.getpid()
-        if conn is None:
-            return
-        with contextlib.suppress(Exception):
-            fd = conn.fileno()
-            devnull = os.open(os.devnull, os.O_RDWR)
-            try:
-                os.dup2(devnull, fd)
-            finally:
-                os.close(devnull)
-        self._inherited.append(conn)
+        renewal, self._renewal = self._renewal, None
+        self._pid = self._renewal_pid = os.getpid()
+        self._renewal_lock = threading.Lock()  # the parent's renewal thread is not here to release it
+        for inherited in (conn, renewal):
+            if inherited is None:
+                continue
+            with contextlib.suppress(Exception):
+                fd = inherited.fileno()
+                devnull = os.open(os.devnull, os.O_RDWR)
+                try:
+                    os.dup2(devnull, fd)
+                finally:
+                    os.close(devnull)
+            self._inherited.append(inherited)
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._pid != os.getpid():
@@ -576,14 +583,19 @@ class PostgresStateStore:
         q = self._q
 
         def work(conn: psycopg.Connection[Any]) -> None:
+            # Compare-and-set: only an unfinished run is written, and only by the host holding it, but for
+            # ``abandoned``, which any host records once the lease passed. A fenced host's late finish thus
+            # never overwrites what another host recorded.
             row = conn.execute(
                 q(
-                    "SELECT job FROM {schema}.runs WHERE id = %s AND outcome IN ('pending', 'running') FOR UPDATE"
+                    "SELECT job FROM {schema}.runs WHERE id = %s AND outcome IN ('pending', 'running') "
+                    "AND (%s OR host IS NULL OR host = %s OR left(owner, %s) = %s) FOR UPDATE"
                 ),
-                (run_id,),
+                (run_id, outcome == "abandoned", self.host_id, len(self.host_id) + 1, f"{self.host_id}:"),
             ).fetchone()
-            if row is not None:  # counted once, when it first finishes
-                conn.execute(q(_COUNT_RUN), (row[0], outcome))
+            if row is None:
+                return  # finished already (by this host, or recorded abandoned by another): refused
+            conn.execute(q(_COUNT_RUN), (row[0], outcome))
             conn.execute(
                 q(
                     "UPDATE {schema}.runs SET outcome = %s, ended_at = %s, exit_code = %s, output = %s, error = %s, "
@@ -593,7 +605,7 @@ class PostgresStateStore:
                 (outcome, now, exit_code, _text(output), None if error is None else _text(error), run_id),
             )
 
-        # Idempotent: a second time finds it finished (not counted again) and writes the same values.
+        # Idempotent: a second time finds it finished and writes nothing.
         self._tx(work, doing="recording a run's end")
 
     def add_note(self, run_id: int, note: str) -> None:
@@ -682,6 +694,13 @@ class PostgresStateStore:
             self._disarm()
             return
         self._drop()
+        # Not while a renewal thread uses that connection (closing it under a running query is unsafe); a
+        # renewal that hangs keeps its connection until the process ends.
+        if self._renewal_lock.acquire(timeout=1.0):
+            try:
+                self._drop_renewal()
+            finally:
+                self._renewal_lock.release()
 
     # -- hosts --------------------------------------------------------------------------------------------
     def register_host(self, hostname: str) -> float | None:
@@ -716,3 +735,59 @@ class PostgresStateStore:
             "SELECT host_id, hostname, last_seen, clock_offset FROM {schema}.hosts ORDER BY host_id"
         )
         return [HostRecord(str(h), str(n), float(s), float(o)) for h, n, s, o in rows]
+
+    # -- leases -------------------------------------------------------------------------------------------
+    @property
+    def lease(self) -> float | None:
+        return self._lease
+
+    def renew(self, run_ids: Sequence[int]) -> list[int]:
+        """On a connection of its own (the renewal thread's), never the one the supervisor writes with: a hung
+        statement there cannot delay a renewal, and a hung renewal cannot delay the supervisor."""
+        if not run_ids:
+            return []
+        if self._renewal_pid != os.getpid():  # forked: the parent's renewal connection is left alone
+            self._disarm()
+        with self._renewal_lock:
+            return self._renew(run_ids)
+
+    def _renew(self, run_ids: Sequence[int]) -> list[int]:
+        import psycopg
+
+        conn = self._renewal
+        if conn is not None and (conn.closed or conn.broken):
+            self._drop_renewal()
+            conn = None
+        if conn is None:
+            conn = self._renewal = connect(self._config)
+        try:
+            rows = conn.execute(
+                self._q(
+                    f"UPDATE {{schema}}.runs SET lease_until = {_NOW} + %s WHERE id = ANY(%s) "
+                    "AND (host = %s OR left(owner, %s) = %s) AND outcome IN ('pending', 'running') RETURNING id"
+                ),
+                (self._lease, list(run_ids), self.host_id, len(self.host_id) + 1, f"{self.host_id}:"),
+            ).fetchall()
+            conn.commit()
+        except psycopg.Error as exc:
+            self._drop_renewal()
+            raise self._error(exc, "renewing the leases of its runs") from None
+        return [int(r[0]) for r in rows]
+
+    def _drop_renewal(self) -> None:
+        conn, self._renewal = self._renewal, None
+        if conn is not None and self._renewal_pid == os.getpid():
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def expired_leases(self) -> dict[int, str]:
+        rows = self._read(
+            "SELECT id, COALESCE(host, split_part(owner, ':', 1)) FROM {schema}.runs "
+            f"WHERE outcome IN ('pending', 'running') AND lease_until < {_NOW}"
+        )
+        return {int(i): str(h) for i, h in rows}
+
+    def reconnect(self) -> None:
+        if self._pid != os.getpid():
+            self._disarm()
+        self._drop()

@@ -514,6 +514,26 @@ class SQLiteStateStore:
     def hosts(self) -> list[HostRecord]:
         return []
 
+    # -- leases: none here (one host; its pid and job lock checks suffice) ----------------------------------
+    @property
+    def lease(self) -> float | None:
+        return None
+
+    def renew(self, run_ids: Sequence[int]) -> list[int]:
+        if not run_ids:
+            return []
+        marks = ", ".join("?" for _ in run_ids)
+        rows = self._read(
+            f"SELECT id FROM runs WHERE id IN ({marks}) AND outcome IN ('pending', 'running')", tuple(run_ids)
+        )
+        return [int(r[0]) for r in rows]
+
+    def expired_leases(self) -> dict[int, str]:
+        return {}
+
+    def reconnect(self) -> None:
+        return None
+
 
 class _DryRun(Exception):
     def __init__(self, report: SyncReport) -> None:

@@ -1,0 +1,262 @@
+"""Leases on the shared PostgreSQL store: renewal while a run lasts, runs of dead hosts recorded abandoned after
+their lease, and fencing of a live host that lost the database (its task stopped before its lease can pass, its
+late finish refused). Real ``icc`` processes per simulated host, a real server, ``[icc.store] lease = 5``; a log
+of start/stop times written by the task proves that no two runs of the exclusive job overlap."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+from conftest import migrated_url
+from projectkit import Project, at
+from proxykit import TcpProxy
+
+LEASE = 5.0
+
+HOLD = """
+import signal
+
+def hold():
+    host, markers = os.environ["HOST"], os.environ["MARKERS"]
+
+    def note(what):
+        with open(os.path.join(markers, "log"), "a") as f:
+            f.write(f"{what} {host} {time.time():.3f}\\n")
+
+    def on_term(signum, frame):
+        note("term")
+        os._exit(143)
+
+    signal.signal(signal.SIGTERM, on_term)
+    note("start")
+    release = os.path.join(markers, "release-" + host)
+    deadline = time.time() + 120
+    while not os.path.exists(release) and time.time() < deadline:
+        time.sleep(0.05)
+    note("end")
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(hold, name="hold").every_minute().in_background()
+"""
+
+
+@pytest.fixture
+def shared_url(pg_url: str) -> str:
+    return migrated_url(pg_url)
+
+
+def host(tmp_path: Path, url: str, name: str, markers: Path) -> Project:
+    proj = Project(tmp_path / name, store_url=url, host_id=name)
+    proj.root.mkdir()
+    proj.write_config()
+    with proj.config.open("a") as f:  # the [icc.store] table is the last one
+        f.write(f"lease = {LEASE:g}\n")
+    proj.write_plugin(HOLD)
+    proj.env.update({"MARKERS": str(markers), "HOST": name})
+    return proj
+
+
+def log(markers: Path) -> list[tuple[str, str, float]]:
+    path = markers / "log"
+    if not path.exists():
+        return []
+    return [(w, h, float(t)) for w, h, t in (line.split() for line in path.read_text().splitlines())]
+
+
+def intervals(markers: Path) -> list[tuple[str, float, float]]:
+    """Each run of the task: (host, start, end or stop time; still running: infinity)."""
+    found: list[tuple[str, float, float]] = []
+    open_: dict[str, float] = {}
+    for what, who, when in log(markers):
+        if what == "start":
+            open_[who] = when
+        elif who in open_:
+            found.append((who, open_.pop(who), when))
+    found += [(who, since, float("inf")) for who, since in open_.items()]
+    return found
+
+
+def assert_no_overlap(markers: Path) -> None:
+    runs = sorted(intervals(markers), key=lambda r: r[1])
+    for before, after in itertools.pairwise(runs):
+        assert before[2] <= after[1], f"runs overlap: {before} and {after}"
+
+
+def hold_runs(proj: Project) -> list[dict[str, Any]]:
+    return proj.runs("hold")
+
+
+def running_run(proj: Project) -> dict[str, Any]:
+    proj.wait_for(
+        lambda: [r for r in hold_runs(proj) if r["outcome"] == "running" and r["task_pid"]], what="run"
+    )
+    return next(r for r in hold_runs(proj) if r["outcome"] == "running")
+
+
+def wait_abandoned_in_status(proj: Project, dead_host: str) -> None:
+    """``icc status`` on ``proj`` shows the dead host's run abandoned once its lease passed."""
+
+    def shown() -> bool:
+        job = next(j for j in proj.status()["jobs"] if j["name"] == "hold")
+        last = job["last_run"]
+        return bool(last and last["outcome"] == "abandoned" and f"host {dead_host}" in (last["error"] or ""))
+
+    proj.wait_for(shown, timeout=LEASE * 4, what=f"{dead_host}'s run shown abandoned")
+
+
+def lease_until(url: str, run_id: int) -> float | None:
+    import psycopg
+
+    with psycopg.connect(url, options="-c search_path=icc", autocommit=True) as conn:
+        row = conn.execute("SELECT lease_until FROM runs WHERE id = %s", (run_id,)).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_host_killed_mid_run_is_recorded_abandoned_after_its_lease_and_the_next_slot_runs_elsewhere(
+    tmp_path: Path, shared_url: str
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    web1, web2 = host(tmp_path, shared_url, "web-1", markers), host(tmp_path, shared_url, "web-2", markers)
+    web1.icc("scan", check=True)
+    web1.icc("run", "--at", at(0), check=True)
+    run = running_run(web1)
+    os.kill(run["pid"], signal.SIGKILL)  # the host dies: its supervisor and its task
+    os.killpg(run["task_pid"], signal.SIGKILL)
+    wait_abandoned_in_status(web2, "web-1")
+    web2.icc("run", "--at", at(1), check=True)  # records it abandoned, runs the next slot
+    web2.wait_for(lambda: any(w == "start" and h == "web-2" for w, h, _t in log(markers)), what="web-2 runs")
+    (markers / "release-web-2").touch()
+    web2.wait_for(lambda: hold_runs(web2)[-1]["outcome"] == "succeeded", what="web-2's run done")
+    first, second = hold_runs(web2)
+    assert first["outcome"] == "abandoned" and "lease expired" in first["error"]
+    assert "host web-1" in first["error"]
+    assert (second["host"], second["outcome"]) == ("web-2", "succeeded")
+    assert [h for w, h, _t in log(markers) if w == "start"] == ["web-1", "web-2"]  # the dead slot not re-run
+
+
+@pytest.fixture
+def proxy(pg_server: Any) -> Iterator[TcpProxy]:
+    p = TcpProxy(pg_server.port)
+    yield p
+    p.close()
+
+
+def test_a_host_cut_off_from_the_database_fences_itself_and_its_late_finish_is_refused(
+    tmp_path: Path, shared_url: str, proxy: TcpProxy, pg_server: Any
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    parsed = urlparse(shared_url)
+    cut_url = proxy.url(parsed.path.lstrip("/"), user=parsed.username or "postgres")
+    web1, web2 = host(tmp_path, cut_url, "web-1", markers), host(tmp_path, shared_url, "web-2", markers)
+    web2.icc("scan", check=True)
+    web1.icc("run", "--at", at(0), check=True)
+    run = running_run(web2)
+    time.sleep(LEASE / 2)  # a renewal or two went through
+    proxy.blackhole()
+    web2.wait_for(lambda: any(w == "term" for w, _h, _t in log(markers)), timeout=LEASE * 3, what="fenced")
+    expiry = lease_until(shared_url, run["id"])
+    assert expiry is not None
+    stopped = next(t for w, _h, t in log(markers) if w == "term")
+    assert stopped < expiry  # the task was stopped before the lease could pass
+    wait_abandoned_in_status(web2, "web-1")
+    web2.icc("run", "--at", at(1), check=True)
+    web2.wait_for(lambda: any(w == "start" and h == "web-2" for w, h, _t in log(markers)), what="web-2 runs")
+    (markers / "release-web-2").touch()
+    web2.wait_for(lambda: hold_runs(web2)[-1]["outcome"] == "succeeded", what="web-2's run done")
+    proxy.heal()
+    web2.wait_for(lambda: pid_gone(run["pid"]), timeout=60, what="web-1's supervisor tried its late finish")
+    first = hold_runs(web2)[0]
+    assert first["outcome"] == "abandoned" and "host web-1" in first["error"]  # not overwritten
+    assert_no_overlap(markers)
+
+
+def test_a_host_whose_connections_are_terminated_reconnects_and_keeps_its_lease(
+    tmp_path: Path, shared_url: str, pg_server: Any
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    web1, web2 = host(tmp_path, shared_url, "web-1", markers), host(tmp_path, shared_url, "web-2", markers)
+    web1.icc("scan", check=True)
+    web1.icc("run", "--at", at(0), check=True)
+    run = running_run(web1)
+    ended = time.monotonic() + LEASE * 2
+    while time.monotonic() < ended:  # over two leases: only renewals on new connections keep it
+        pg_server.admin(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'icc %web-1%'"
+        )
+        time.sleep(0.5)
+    expiry = lease_until(shared_url, run["id"])
+    assert expiry is not None and expiry > time.time()  # renewed (the server's clock is this machine's)
+    web2.icc("run", "--at", at(1), check=True)  # finds web-1's run alive: the next slot is skipped
+    assert [r["outcome"] for r in hold_runs(web1)][:1] == ["running"]
+    assert not any(w == "term" for w, _h, _t in log(markers))
+    (markers / "release-web-1").touch()
+    web1.wait_for(lambda: hold_runs(web1)[0]["outcome"] == "succeeded", what="the run ends succeeded")
+    assert [r["outcome"] for r in hold_runs(web1)] == ["succeeded", "skipped"]
+
+
+def test_a_supervisor_stopped_past_its_lease_cannot_overwrite_the_abandoned_record(
+    tmp_path: Path, shared_url: str
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    web1, web2 = host(tmp_path, shared_url, "web-1", markers), host(tmp_path, shared_url, "web-2", markers)
+    web1.icc("scan", check=True)
+    web1.icc("run", "--at", at(0), check=True)
+    run = running_run(web1)
+    os.kill(run["pid"], signal.SIGSTOP)
+    try:
+        wait_abandoned_in_status(web2, "web-1")
+        web2.icc("run", "--at", at(1), check=True)
+        web2.wait_for(lambda: hold_runs(web2)[0]["outcome"] == "abandoned", what="recorded abandoned")
+    finally:
+        os.kill(run["pid"], signal.SIGCONT)
+    # Woken, it finds its lease lost: it stops its task and its finish is refused.
+    web1.wait_for(lambda: any(w == "term" and h == "web-1" for w, h, _t in log(markers)), what="web-1 fenced")
+    web1.wait_for(lambda: pid_gone(run["pid"]), timeout=60, what="web-1's supervisor ended")
+    (markers / "release-web-2").touch()
+    first = hold_runs(web2)[0]
+    assert first["outcome"] == "abandoned" and "host web-1" in first["error"]
+
+
+def test_a_foreground_run_cut_off_is_stopped_and_recorded_stopped_once_the_database_is_back(
+    tmp_path: Path, shared_url: str, proxy: TcpProxy
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    parsed = urlparse(shared_url)
+    cut_url = proxy.url(parsed.path.lstrip("/"), user=parsed.username or "postgres")
+    web1 = host(tmp_path, cut_url, "web-1", markers)
+    web1.icc("scan", check=True)
+    proc = web1.popen("exec", "hold")  # icc exec: the foreground supervisor
+    try:
+        web1.wait_for(lambda: any(w == "start" for w, _h, _t in log(markers)), what="the run started")
+        proxy.blackhole()
+        web1.wait_for(
+            lambda: any(w == "term" for w, _h, _t in log(markers)), timeout=LEASE * 3, what="fenced"
+        )
+        proxy.heal()
+        proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    (run,) = hold_runs(web1)
+    assert run["outcome"] == "stopped" and "lost its lease" in run["error"]
