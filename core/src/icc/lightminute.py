@@ -311,8 +311,10 @@ def _connect(db_path: str) -> sqlite3.Connection:
     return db
 
 
-def _queue_is_empty(state_dir: str, queue: str) -> bool:
-    """:func:`icc.queue.builtin.queue_is_empty` for SQLite: a read-only count; any doubt is False."""
+def sqlite_queue_is_empty(state_dir: str, queue: str) -> bool:
+    """Whether ``queue`` in the SQLite queue database of ``state_dir`` holds no message (ready, delayed or
+    leased): a read-only count that creates nothing; any doubt (no trustworthy file, an error) is False.
+    Used by the light minute and by :func:`icc.queue.builtin.queue_is_empty`."""
     from icc.state.dirs import state_dir_problem, state_file_problem
 
     path = os.path.join(state_dir, QUEUE_FILE)
@@ -390,7 +392,7 @@ def _plan(
         order = [f"consume:{q}" for q in settings.queues if f"consume:{q}" in due]
         to_run = order
         if settings.consumers["skip_empty"] is True:
-            empty = [n for n in order if _queue_is_empty(state_dir, n.partition(":")[2])]
+            empty = [n for n in order if sqlite_queue_is_empty(state_dir, n.partition(":")[2])]
             now = time.time()
             for name in empty:
                 cur = db.execute(

@@ -18,7 +18,6 @@ consumers.
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -102,27 +101,9 @@ def queue_is_empty(config: Config, queue: str) -> bool:
             return open_transport(config).pending(queue) == 0
         except Exception:
             return False
-    import sqlite3
+    from icc.lightminute import sqlite_queue_is_empty  # stdlib only at import
 
-    from icc.queue.sqlite import DATABASE_FILE
-    from icc.state.dirs import state_dir_problem, state_file_problem
-
-    path = config.state_dir / DATABASE_FILE
-    if state_dir_problem(config.state_dir) is not None:
-        return False
-    if not path.exists():
-        return not os.path.lexists(path)  # nothing was ever dispatched here (a dangling link: not sure)
-    if any(state_file_problem(f"{path}{suffix}") for suffix in ("", "-wal", "-shm")):
-        return False
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            (count,) = db.execute("SELECT count(*) FROM messages WHERE queue = ?", (queue,)).fetchone()
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return False
-    return int(count) == 0
+    return sqlite_queue_is_empty(str(config.state_dir), queue)
 
 
 # Seconds a consumer job's timeout leaves on top of the consumer's own time limit and grace: the
