@@ -31,14 +31,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,6 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 25
 GOAL = 3.0
 ICC = shutil.which("icc", path=str(Path(sys.executable).parent)) or "icc"
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_tick import measured, verdict  # noqa: E402  (the same timing as the SQLite benchmarks)
+
 _spec = importlib.util.spec_from_file_location("pgkit", ROOT / "tests" / "pgkit.py")
 assert _spec is not None and _spec.loader is not None
 pgkit = importlib.util.module_from_spec(_spec)
@@ -64,23 +65,6 @@ YEARLY_PLUGIN = """
             # Mixed schedules, none due in the next minutes: 1 January at various times.
             scheduler.add(task, name=f"job-{i}").yearly().at(i % 24, i % 60)
     """
-
-
-def verdict(met: bool) -> str:
-    return "met" if met else "NOT met"
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def measured(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and CPU seconds (user + system) of one command."""
-    cpu = children_cpu()
-    start = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start, children_cpu() - cpu
 
 
 def project(root: Path, store: str = "") -> dict[str, str]:

@@ -63,6 +63,24 @@ def _trusted(state_dir: str, db_path: str) -> bool:
     return all(state_file_problem(db_path + s) is None for s in ("", "-wal", "-shm"))
 
 
+def tick_slot(at: str | None, timezone: str) -> int | None:
+    """The minute a tick at ``at`` (``--at``, naive times in ``timezone``; None: now) is for, in epoch seconds;
+    None outside what icc schedules (the full command says so). Raises ValueError for a malformed ``at``."""
+    if at is None:
+        now = time.time()
+    else:
+        from datetime import datetime
+
+        moment = datetime.fromisoformat(at)
+        if moment.tzinfo is None:
+            from zoneinfo import ZoneInfo
+
+            moment = moment.replace(tzinfo=ZoneInfo(timezone))
+        now = moment.timestamp()
+    slot = int(now) - int(now) % 60
+    return slot if 86400 <= slot <= 253402300740 else None
+
+
 def try_idle_tick(args: list[str]) -> int | None:
     """Exit code of an idle tick, or None when the full ``icc run`` must handle it."""
     parsed = _parse(args)
@@ -81,19 +99,8 @@ def try_idle_tick(args: list[str]) -> int | None:
         db_path = os.path.join(state_dir, "state.sqlite3")
         if not _trusted(state_dir, db_path) or not os.path.isfile(db_path):
             return None
-        if at is None:
-            now = time.time()
-        else:
-            from datetime import datetime
-
-            moment = datetime.fromisoformat(at)
-            if moment.tzinfo is None:
-                from zoneinfo import ZoneInfo
-
-                moment = moment.replace(tzinfo=ZoneInfo(timezone))
-            now = moment.timestamp()
-        slot = int(now) - int(now) % 60
-        if not 86400 <= slot <= 253402300740:  # outside what icc schedules: the full command says so
+        slot = tick_slot(at, timezone)
+        if slot is None:
             return None
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
         try:

@@ -200,19 +200,10 @@ def try_pg_idle_tick(config_path: str | None, quiet: bool, at: str | None) -> in
         schema = store.get("schema", "icc")
         if host is None or not isinstance(schema, str):
             return None
-        if at is None:
-            now = time.time()
-        else:
-            from datetime import datetime
+        from icc.fastpath import tick_slot  # loaded already: the idle tick starts there
 
-            moment = datetime.fromisoformat(at)
-            if moment.tzinfo is None:
-                from zoneinfo import ZoneInfo
-
-                moment = moment.replace(tzinfo=ZoneInfo(timezone))
-            now = moment.timestamp()
-        slot = int(now) - int(now) % 60
-        if not 86400 <= slot <= 253402300740:  # outside what icc schedules: the full command says so
+        slot = tick_slot(at, timezone)
+        if slot is None:
             return None
         answers = _ask(url, schema, host)
         if answers is None:
