@@ -33,10 +33,12 @@ def register_handlers(register):
     register("record", record, queue="async")
 """
 
+# The hook is slow on purpose: the supervisor calls it after recording the outcome, so a test must wait for it.
 AFTER_RUN = """
 
 @icc.hookimpl
 def after_run(job, run, result):
+    __import__("time").sleep(0.3)
     with open(os.path.join(os.environ["MARKER_DIR"], "after_run"), "a") as f:
         f.write(f"{job.name} {result.outcome}\\n")
 """
@@ -51,7 +53,10 @@ def cron_project(
 
 
 def ended(project: Project, minute: int) -> list[dict[str, Any]]:
-    """The consumer runs of the tick at ``minute`` once they have all ended."""
+    """The consumer runs of the tick at ``minute`` once they have all ended and their supervisors have exited.
+
+    A supervisor records the outcome first and calls the ``after_run`` hooks after: a test that counts what
+    the hooks wrote waits for the supervisors, not only for the outcomes."""
 
     def mine() -> list[dict[str, Any]]:
         return [r for r in project.runs() if r["slot"] == slot(minute)]
@@ -60,6 +65,11 @@ def ended(project: Project, minute: int) -> list[dict[str, Any]]:
         lambda: bool(mine()) and all(r["outcome"] not in ("pending", "running") for r in mine()),
         timeout=60,
         what=f"the consumer runs of minute {minute} to end",
+    )
+    project.wait_for(
+        lambda: not any(pid_alive(r["pid"]) for r in mine()),
+        timeout=60,
+        what=f"the supervisors of minute {minute} to exit",
     )
     return mine()
 
