@@ -260,3 +260,43 @@ def test_a_foreground_run_cut_off_is_stopped_and_recorded_stopped_once_the_datab
         proc.kill()
     (run,) = hold_runs(web1)
     assert run["outcome"] == "stopped" and "lost its lease" in run["error"]
+
+
+def test_a_run_is_fenced_even_while_the_record_that_its_task_started_is_still_on_its_way(
+    tmp_path: Path, shared_url: str
+) -> None:
+    """The database stops answering just as the task starts (here: a trigger holds the supervisor's
+    'running' update, and with it the row's lock, for 12 s; on a cut network the statement would hang up to
+    the TCP timeout). The supervisor must still watch its lease from the task's first moment: the task is
+    stopped after 2/3 of the lease, while that update is still waiting, not after it returns."""
+    import psycopg
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    with psycopg.connect(shared_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION icc.slow_start() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.task_pid IS NOT NULL AND OLD.task_pid IS NULL THEN PERFORM pg_sleep(12); END IF; "
+            "RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER slow_start BEFORE UPDATE ON icc.runs FOR EACH ROW EXECUTE FUNCTION icc.slow_start()"
+        )
+    web1 = host(tmp_path, shared_url, "web-1", markers)
+    web1.icc("scan", check=True)
+    proc = web1.popen("exec", "hold")
+    try:
+        web1.wait_for(
+            lambda: any(w == "term" for w, _h, _t in log(markers)), timeout=LEASE * 3, what="fenced"
+        )
+        with psycopg.connect(shared_url, autocommit=True) as conn:
+            waiting = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE "
+                "'UPDATE \"icc\".runs SET outcome = ''running''%task_pid%'"
+            ).fetchone()
+        assert waiting == (1,), "fenced only after the 'running' update had returned"
+        proc.communicate(timeout=90)
+    finally:
+        proc.kill()
+    (run,) = hold_runs(web1)
+    assert run["outcome"] == "stopped" and "lost its lease" in run["error"], run

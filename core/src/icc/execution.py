@@ -20,6 +20,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -445,7 +446,7 @@ def _supervise_locked(
         why = f"could not start {spec.argv!r}: {exc.strerror or exc}"
         store.finish(spec.run_id, "failed", now=time.time(), error=why)
         return Result("failed", error=why)
-    store.mark_running(spec.run_id, pid=os.getpid(), task_pid=pid, now=started)
+    marked = _mark_running(store, spec.run_id, task_pid=pid, now=started, leases=leases)
     STOP.pgid = pid
     kept = OutputKeeper(spec.output_limit)
     out_fd = _open_output_file(spec, notes)
@@ -536,6 +537,8 @@ def _supervise_locked(
             _end_leftovers(before)
             set_child_subreaper(False)
     ended = time.time()
+    if (problem := marked()) is not None and fenced is None:
+        notes.append(f"could not record that its task started: {problem}")
     output = kept.text()
     assert status is not None
     exit_code: int | None
@@ -568,6 +571,35 @@ def _supervise_locked(
     else:
         store.finish(spec.run_id, outcome, now=ended, exit_code=exit_code, output=output, error=error)
     return Result(outcome, exit_code, output, error, ended - started, pid)
+
+
+def _mark_running(
+    store: StateStore, run_id: int, *, task_pid: int, now: float, leases: Leases | None
+) -> Callable[[], str | None]:
+    """Record that the run's task started; returns a call that waits for that record and says what went wrong.
+
+    On a store with leases the record is written by a thread of its own, so that the supervisor watches the
+    lease from the task's first moment: a database that stops answering while the record is on its way (a cut
+    network holds a statement up to the TCP timeout) must not keep the supervisor from fencing its task."""
+    if leases is None:
+        store.mark_running(run_id, pid=os.getpid(), task_pid=task_pid, now=now)
+        return lambda: None
+    failed: list[str] = []
+
+    def mark() -> None:
+        try:
+            store.mark_running(run_id, pid=os.getpid(), task_pid=task_pid, now=now)
+        except Exception as exc:  # reported with the run; the lease decides whether the task may go on
+            failed.append(str(exc))
+
+    thread = threading.Thread(target=mark, name="icc-mark-running", daemon=True)
+    thread.start()
+
+    def done() -> str | None:
+        thread.join()  # before the store is used again: the connection is not shared between threads
+        return failed[0] if failed else None
+
+    return done
 
 
 def _finish_fenced(
