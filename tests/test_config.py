@@ -406,7 +406,7 @@ def test_config_path_too_long_for_the_system_is_one_line_naming_it(project: Proj
 
     assert proc.returncode == 2
     [line] = proc.stderr.splitlines()
-    assert line.startswith(f"error: {project.root}/xxx")
+    assert line.startswith(f"error: {project.root}/x")  # then elided: how many x stay depends on the root
     assert "(5000 characters" not in line  # the length counts the whole path
     assert "characters): cannot use this config file: File name too long" in line
 
