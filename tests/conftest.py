@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from icc.errors import StateError
-from pgkit import pg_server, pg_url  # noqa: F401  (fixtures: a throw-away PostgreSQL server, a fresh database)
+from pgkit import pg_server, pg_url, pgbouncer  # noqa: F401  (fixtures: a throw-away PostgreSQL server, a fresh database, pgbouncer)
 from pingkit import ping_server  # noqa: F401  (a fixture: a real HTTP server recording pings)
 from projectkit import Project
 from queuekit import backend, make_config, store_url  # noqa: F401  (fixtures: queue tests on SQLite and PostgreSQL)

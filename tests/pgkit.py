@@ -199,3 +199,93 @@ def wait_for(predicate: object, timeout: float = 30.0) -> None:  # pragma: no co
             return
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+def _pgbouncer_binary() -> str | None:
+    return shutil.which("pgbouncer") or next(
+        (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.path.exists(p)), None
+    )
+
+
+@dataclass
+class PgBouncer:
+    """A pgbouncer in transaction mode in front of a :class:`PgServer`: ``url(dbname)`` reaches any of the
+    server's databases through it. Two server connections per database and user, so that clients really share
+    them: consecutive transactions of one client may land on different server sessions."""
+
+    root: Path
+    port: int
+    user: str = "postgres"
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{dbname}"
+
+
+def start_pgbouncer(server: PgServer, *, ignore_options: bool = True) -> PgBouncer:
+    """Start pgbouncer (as the ``postgres`` user when root: it refuses to run as root). ``ignore_options``:
+    whether its ini has ``ignore_startup_parameters = options``, as docs/several-servers.md says to set."""
+    binary = _pgbouncer_binary()
+    if binary is None:
+        message = "pgbouncer not found; apt-get install pgbouncer"
+        if os.environ.get(REQUIRE_VARIABLE) == "1":
+            pytest.fail(f"{message} ({REQUIRE_VARIABLE}=1 makes this a failure)", pytrace=False)
+        pytest.skip(message)
+    root = Path(tempfile.mkdtemp(prefix="icc-pgbouncer-"))
+    port = _free_port()
+    (root / "users.txt").write_text(f'"{server.user}" ""\n')
+    (root / "pgbouncer.ini").write_text(
+        f"""[databases]
+* = host=127.0.0.1 port={server.port}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir = {root}
+auth_type = trust
+auth_file = {root}/users.txt
+pool_mode = transaction
+default_pool_size = 2
+max_client_conn = 500
+server_reset_query =
+ignore_startup_parameters = {"options" if ignore_options else ""}
+logfile = {root}/pgbouncer.log
+pidfile = {root}/pgbouncer.pid
+"""
+    )
+    as_user = server.as_user
+    if as_user:
+        for path in (root, *root.iterdir()):
+            shutil.chown(path, "postgres", "postgres")
+    subprocess.run(
+        [*as_user, binary, "-d", str(root / "pgbouncer.ini")], check=True, capture_output=True, timeout=30
+    )
+    bouncer = PgBouncer(root=root, port=port, user=server.user)
+    deadline = time.monotonic() + 30
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return bouncer
+        if time.monotonic() > deadline:
+            log = root / "pgbouncer.log"
+            raise RuntimeError(f"pgbouncer did not start: {log.read_text() if log.exists() else 'no log'}")
+        time.sleep(0.05)
+
+
+def stop_pgbouncer(bouncer: PgBouncer) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        pid = int((bouncer.root / "pgbouncer.pid").read_text())
+        os.kill(pid, 15)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)
+            time.sleep(0.05)
+    shutil.rmtree(bouncer.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_server: PgServer) -> Iterator[PgBouncer]:
+    bouncer = start_pgbouncer(pg_server)
+    try:
+        yield bouncer
+    finally:
+        stop_pgbouncer(bouncer)

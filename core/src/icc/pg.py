@@ -112,6 +112,12 @@ def connect(
         )
     except driver.Error as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "unsupported startup parameter: options" in str(exc):
+            # pgbouncer refuses the options icc's timeouts travel in, unless told to drop them.
+            detail += (
+                " (a connection pooler such as pgbouncer: add `ignore_startup_parameters = options` to its "
+                "ini and set the timeouts on the role, see the pgbouncer section of docs/several-servers.md)"
+            )
         raise StateError(
             f"cannot connect to the PostgreSQL store {shown_url(url)}: {detail.replace(url, shown_url(url))}"
         ) from None
