@@ -263,12 +263,13 @@ def test_a_foreground_run_cut_off_is_stopped_and_recorded_stopped_once_the_datab
 
 
 def test_a_run_is_fenced_even_while_the_record_that_its_task_started_is_still_on_its_way(
-    tmp_path: Path, shared_url: str
+    tmp_path: Path, shared_url: str, proxy: TcpProxy
 ) -> None:
-    """The database stops answering just as the task starts (here: a trigger holds the supervisor's
-    'running' update, and with it the row's lock, for 12 s; on a cut network the statement would hang up to
-    the TCP timeout). The supervisor must still watch its lease from the task's first moment: the task is
-    stopped after 2/3 of the lease, while that update is still waiting, not after it returns."""
+    """The network is cut just as the task starts, while the supervisor's 'running' update is on its way (a
+    trigger holds that update 12 s, so the cut lands inside it every run): its answer never arrives. The
+    supervisor must still watch its lease from the task's first moment (the task is stopped after 2/3 of the
+    lease, while that update still waits), and must not wait for the lost answer afterwards: it records the
+    run stopped on a new connection once the network is back, and exits."""
     import psycopg
 
     markers = tmp_path / "markers"
@@ -282,20 +283,32 @@ def test_a_run_is_fenced_even_while_the_record_that_its_task_started_is_still_on
         conn.execute(
             "CREATE TRIGGER slow_start BEFORE UPDATE ON icc.runs FOR EACH ROW EXECUTE FUNCTION icc.slow_start()"
         )
-    web1 = host(tmp_path, shared_url, "web-1", markers)
-    web1.icc("scan", check=True)
-    proc = web1.popen("exec", "hold")
-    try:
-        web1.wait_for(
-            lambda: any(w == "term" for w, _h, _t in log(markers)), timeout=LEASE * 3, what="fenced"
-        )
+
+    def starting() -> int:
         with psycopg.connect(shared_url, autocommit=True) as conn:
-            waiting = conn.execute(
+            row = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE "
                 "'UPDATE \"icc\".runs SET outcome = ''running''%task_pid%'"
             ).fetchone()
-        assert waiting == (1,), "fenced only after the 'running' update had returned"
-        proc.communicate(timeout=90)
+        assert row is not None
+        return int(row[0])
+
+    parsed = urlparse(shared_url)
+    web1 = host(
+        tmp_path, proxy.url(parsed.path.lstrip("/"), user=parsed.username or "postgres"), "web-1", markers
+    )
+    web1.icc("scan", check=True)
+    proc = web1.popen("exec", "hold")
+    try:
+        web1.wait_for(lambda: starting() == 1, what="the 'running' update on its way")
+        proxy.blackhole()
+        web1.wait_for(
+            lambda: any(w == "term" for w, _h, _t in log(markers)), timeout=LEASE * 3, what="fenced"
+        )
+        assert starting() == 1, "fenced only after the 'running' update had returned"
+        web1.wait_for(lambda: starting() == 0, what="the update's answer sent, into the cut")
+        proxy.heal()
+        proc.communicate(timeout=60)  # the lost answer is not waited for
     finally:
         proc.kill()
     (run,) = hold_runs(web1)

@@ -224,7 +224,9 @@ def test_consumers_on_two_hosts_drain_a_queue_through_pgbouncer(tmp_path: Path, 
         for proc in consumers:
             proc.terminate()
         outputs = [proc.communicate(timeout=30) for proc in consumers]
-    assert [proc.returncode for proc in consumers] == [0, 0], outputs
+    # 0, or SIGTERM's own -15 for a consumer still starting when the other had drained the queue already.
+    assert all(proc.returncode in (0, -15) for proc in consumers), outputs
+    assert sum(int(out[1].split()[1]) for out in outputs if out[1].startswith("consumed ")) >= n, outputs
     handled = Counter(int(line) for line in marker.read_text().split())
     assert set(handled) == set(range(n))  # at least once each
     assert count(bounced, "failed") == 0

@@ -537,7 +537,7 @@ def _supervise_locked(
             _end_leftovers(before)
             set_child_subreaper(False)
     ended = time.time()
-    if (problem := marked()) is not None and fenced is None:
+    if (problem := marked(fenced is not None)) is not None and fenced is None:
         notes.append(f"could not record that its task started: {problem}")
     output = kept.text()
     assert status is not None
@@ -573,17 +573,22 @@ def _supervise_locked(
     return Result(outcome, exit_code, output, error, ended - started, pid)
 
 
+FENCED_PATIENCE = 1.0  # seconds a fenced supervisor waits for its 'running' record before it writes 'stopped'
+
+
 def _mark_running(
     store: StateStore, run_id: int, *, task_pid: int, now: float, leases: Leases | None
-) -> Callable[[], str | None]:
+) -> Callable[[bool], str | None]:
     """Record that the run's task started; returns a call that waits for that record and says what went wrong.
 
     On a store with leases the record is written by a thread of its own, so that the supervisor watches the
     lease from the task's first moment: a database that stops answering while the record is on its way (a cut
-    network holds a statement up to the TCP timeout) must not keep the supervisor from fencing its task."""
+    network can hold a statement for good) must not keep the supervisor from fencing its task. Once fenced,
+    the supervisor waits for that record only briefly: the fenced outcome is written on a new connection, and
+    closing the old one ends the wait of the thread still blocked on it."""
     if leases is None:
         store.mark_running(run_id, pid=os.getpid(), task_pid=task_pid, now=now)
-        return lambda: None
+        return lambda _fenced: None
     failed: list[str] = []
 
     def mark() -> None:
@@ -595,8 +600,11 @@ def _mark_running(
     thread = threading.Thread(target=mark, name="icc-mark-running", daemon=True)
     thread.start()
 
-    def done() -> str | None:
-        thread.join()  # before the store is used again: the connection is not shared between threads
+    def done(fenced: bool) -> str | None:
+        # Before the store is used again (a connection is not shared between threads), unless fenced.
+        thread.join(FENCED_PATIENCE if fenced else None)
+        if thread.is_alive():
+            return "the database did not answer"
         return failed[0] if failed else None
 
     return done

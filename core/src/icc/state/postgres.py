@@ -243,10 +243,14 @@ class PostgresStateStore:
         return self._tx(work, doing="reading it", single=True)
 
     def _write(self, sql: str, params: Sequence[Any] = (), *, idempotent: bool = True) -> int:
+        """One statement, in autocommit: one round trip, and no transaction left open holding its row locks
+        when the connection is cut before the answer arrives (it would hold them until the server's
+        idle_in_transaction_session_timeout)."""
+
         def work(conn: psycopg.Connection[Any]) -> int:
             return conn.execute(self._q(sql), params).rowcount
 
-        return self._tx(work, doing="writing to it", idempotent=idempotent)
+        return self._tx(work, doing="writing to it", idempotent=idempotent, single=True)
 
     # -- jobs --------------------------------------------------------------------------------------------
     def jobs(self, *, include_removed: bool = False) -> list[JobRecord]:
