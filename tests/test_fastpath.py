@@ -161,6 +161,8 @@ CONFIGS = [
     '[icc.consumers]\nmode = "cron"\nqueues = ["mail"]\ntime_limit = 0\n',
     '[icc.consumers]\nmode = "daemon"\n',
     "[icc.consumers]\nbogus = 1\n",
+    "[icc.consumers]\nnotify = false\n",
+    "[icc.consumers]\nnotify = true\n",  # needs [icc.store] url: the full loader's error
     "[icc.queues.mail]\nretries = 2\ndelay = 0\nmultiplier = 0.5\n",
     "[icc.queues.mail]\nlease = 1\nmax_delay = 3\n",
     "[icc.queues]\nmail = 1\n",
