@@ -91,15 +91,16 @@ def test_with_notify_a_dispatch_wakes_an_idle_consumer_long_before_its_sleep_end
     host, proc = consumer
     for i in range(3):
         host.dispatch("record", {"i": i})
+        wanted = [str(n) for n in range(i + 1)]
         # --sleep 30: only the notification can have it handled within 10 s.
-        wait_until(lambda: host.marker_lines("handled") == [str(n) for n in range(i + 1)], 10, f"message {i}")
+        wait_until(lambda: host.marker_lines("handled") == wanted, 10, f"message {i}")  # noqa: B023
     assert proc.poll() is None
 
 
 def test_sigterm_during_a_listen_wait_stops_the_consumer_promptly(
     consumer: tuple[QueueProject, subprocess.Popen[str]],
 ) -> None:
-    host, proc = consumer
+    _host, proc = consumer
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=10)  # --sleep 30: a wait that ignored the signal would take longer
     assert proc.returncode == 0, err
@@ -114,14 +115,18 @@ def test_a_killed_listen_connection_falls_back_to_polling_and_listens_again(
     pg_server.admin(f"SELECT pg_terminate_backend({first})")
     host.dispatch("record", {"i": 0})
     # Not lost: handled once the consumer listens again (every 5 s) or polls (30 s), whichever comes first.
-    wait_until(lambda: host.marker_lines("handled") == ["0"], 45, "the message sent while the listener was down")
+    wait_until(
+        lambda: host.marker_lines("handled") == ["0"], 45, "the message sent while the listener was down"
+    )
     wait_until(lambda: listeners(pg_url) not in ([], [first]), 30, "a new LISTEN connection")
     time.sleep(0.5)
     host.dispatch("record", {"i": 1})
-    wait_until(lambda: host.marker_lines("handled") == ["0", "1"], 10, "the message sent once it listens again")
+    wait_until(
+        lambda: host.marker_lines("handled") == ["0", "1"], 10, "the message sent once it listens again"
+    )
     assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=10)
+    _out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     warnings = [line for line in err.splitlines() if "while listening for new messages" in line]
     assert len(warnings) == 1, err
