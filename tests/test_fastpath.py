@@ -138,6 +138,19 @@ def test_dotenv_without_icc_variables_keeps_the_fast_path(project: Project) -> N
     assert "icc.config" not in imported(proc)
 
 
+def test_consumers_notify_false_keeps_the_fast_path_and_true_without_a_store_is_the_full_loaders_error(
+    project: Project,
+) -> None:
+    idle(project)
+    text = project.config.read_text()
+    project.config.write_text(text + "\n[icc.consumers]\nnotify = false\n")
+    proc = tick(project, "--at", at(0))
+    assert "nothing due" in proc.stdout
+    assert "icc.config" not in imported(proc)
+    project.config.write_text(text + "\n[icc.consumers]\nnotify = true\n")
+    one_line_error(project.icc("run", "--at", at(0)), "needs a PostgreSQL store")
+
+
 # -- the reader against the full loader, in process ------------------------------------------------------------
 def test_fast_reader_knows_exactly_the_full_loaders_keys() -> None:
     assert set(fastconfig.CORE_CHECKS) == set(full.CORE_KEYS)

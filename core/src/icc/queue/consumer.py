@@ -12,6 +12,11 @@ heartbeat thread extends their lease; a watchdog thread gives back the rest of t
 handler runs long. A consumer that stops (limits, SIGTERM) acknowledges what it handled and releases
 what it never started, taking back their attempts.
 
+An idle consumer sleeps ``Limits.sleep`` between polls, in short steps so that limits, signals and
+:meth:`Consumer.stop` are noticed quickly. A transport with a ``wait(queues, timeout)`` method (PostgreSQL with
+``[icc.consumers] notify``) spends those steps waiting for a notification instead, and leases again as soon as
+one names one of its queues; a :class:`QueueError` from it is reported once and the consumer polls.
+
 The time limit is hard. A handler still running at the limit is interrupted: the watchdog sends the main
 thread a signal whose handler raises :class:`HandlerInterrupted` (a ``BaseException``, so ``except
 Exception`` in a handler does not swallow it); the message is retried or failed like any failure, with
