@@ -143,11 +143,12 @@ def test_consumers_notify_false_keeps_the_fast_path_and_true_without_a_store_is_
 ) -> None:
     idle(project)
     text = project.config.read_text()
-    project.config.write_text(text + "\n[icc.consumers]\nnotify = false\n")
+    assert "[icc.consumers]\n" in text
+    project.config.write_text(text.replace("[icc.consumers]\n", "[icc.consumers]\nnotify = false\n"))
     proc = tick(project, "--at", at(0))
     assert "nothing due" in proc.stdout
     assert "icc.config" not in imported(proc)
-    project.config.write_text(text + "\n[icc.consumers]\nnotify = true\n")
+    project.config.write_text(text.replace("[icc.consumers]\n", "[icc.consumers]\nnotify = true\n"))
     one_line_error(project.icc("run", "--at", at(0)), "needs a PostgreSQL store")
 
 
