@@ -138,6 +138,20 @@ def test_dotenv_without_icc_variables_keeps_the_fast_path(project: Project) -> N
     assert "icc.config" not in imported(proc)
 
 
+def test_consumers_notify_false_keeps_the_fast_path_and_true_without_a_store_is_the_full_loaders_error(
+    project: Project,
+) -> None:
+    idle(project)
+    text = project.config.read_text()
+    assert "[icc.consumers]\n" in text
+    project.config.write_text(text.replace("[icc.consumers]\n", "[icc.consumers]\nnotify = false\n"))
+    proc = tick(project, "--at", at(0))
+    assert "nothing due" in proc.stdout
+    assert "icc.config" not in imported(proc)
+    project.config.write_text(text.replace("[icc.consumers]\n", "[icc.consumers]\nnotify = true\n"))
+    one_line_error(project.icc("run", "--at", at(0)), "needs a PostgreSQL store")
+
+
 # -- the reader against the full loader, in process ------------------------------------------------------------
 def test_fast_reader_knows_exactly_the_full_loaders_keys() -> None:
     assert set(fastconfig.CORE_CHECKS) == set(full.CORE_KEYS)
@@ -161,6 +175,8 @@ CONFIGS = [
     '[icc.consumers]\nmode = "cron"\nqueues = ["mail"]\ntime_limit = 0\n',
     '[icc.consumers]\nmode = "daemon"\n',
     "[icc.consumers]\nbogus = 1\n",
+    "[icc.consumers]\nnotify = false\n",
+    "[icc.consumers]\nnotify = true\n",  # needs [icc.store] url: the full loader's error
     "[icc.queues.mail]\nretries = 2\ndelay = 0\nmultiplier = 0.5\n",
     "[icc.queues.mail]\nlease = 1\nmax_delay = 3\n",
     "[icc.queues]\nmail = 1\n",

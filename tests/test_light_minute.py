@@ -262,6 +262,7 @@ def test_the_light_minutes_defaults_are_icc_configs(tmp_path: Path) -> None:
         "queues": list(consumers.queues),
         "time_limit": consumers.time_limit,
         "skip_empty": consumers.skip_empty,
+        "notify": consumers.notify,
     } == CONSUMER_DEFAULTS
 
 

@@ -49,6 +49,7 @@ class ConsumersConfig:
     queues: tuple[str, ...] = DEFAULT_QUEUES
     time_limit: float = 20.0
     skip_empty: bool = False  # no consumer for a queue with no message in it that minute
+    notify: bool = False  # PostgreSQL only: LISTEN/NOTIFY wakes idle consumers (polling stays the fallback)
 
 
 @dataclass(frozen=True)
@@ -284,6 +285,7 @@ CONSUMER_KEYS: dict[str, Converter] = {
     "queues": _names,
     "time_limit": _float(0, exclusive=True),
     "skip_empty": _bool,
+    "notify": _bool,
 }
 QUEUE_KEYS: dict[str, Converter] = {
     "retries": _int(0),
@@ -588,6 +590,12 @@ def load_config(
         {None: core, "consumers": consumers, "monitor": monitor, "store": store}[section][key] = value
         sources[key if section is None else f"{section}.{key}"] = _variable_origin(name, env, dotenv)
 
+    if consumers.get("notify") is True and store.get("url") is None:
+        origin = sources.get("consumers.notify") or origin
+        raise ConfigError(
+            f"{origin}: notify = true in {consumers_where} needs a PostgreSQL store: set [icc.store] url, or "
+            "remove notify (with SQLite consumers poll, see --sleep)"
+        )
     if "state_dir" in core:
         core["state_dir"] = Path(core["state_dir"])
     if export:

@@ -92,6 +92,7 @@ CONSUMER_CHECKS: dict[str, Check] = {
     "queues": _names,
     "time_limit": lambda v: _number(v, 0, exclusive=True),
     "skip_empty": lambda v: isinstance(v, bool),
+    "notify": lambda v: isinstance(v, bool),  # true without [icc.store] is the full loader's error
 }
 QUEUE_CHECKS: dict[str, Check] = {
     "retries": lambda v: _integer(v, 0),
@@ -328,6 +329,8 @@ def read_config(config: str | None, store: dict[str, object] | None = None) -> t
                 continue
             if key == "consumers":
                 _check(value, CONSUMER_CHECKS)
+                if isinstance(value, dict) and value.get("notify") is True and "store" not in table:
+                    raise _Doubt  # notify needs PostgreSQL: the full loader says so
             elif key == "monitor":
                 _check(value, MONITOR_CHECKS)
             elif key == "store":

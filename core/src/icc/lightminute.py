@@ -79,6 +79,7 @@ CONSUMER_DEFAULTS: dict[str, object] = {
     "queues": ["mail", "async"],
     "time_limit": 20.0,
     "skip_empty": False,
+    "notify": False,
 }
 QUEUE_FILE = "queue.sqlite3"  # icc.queue.sqlite.DATABASE_FILE
 CONDITION_SAID_NO = (

@@ -12,6 +12,11 @@ heartbeat thread extends their lease; a watchdog thread gives back the rest of t
 handler runs long. A consumer that stops (limits, SIGTERM) acknowledges what it handled and releases
 what it never started, taking back their attempts.
 
+An idle consumer sleeps ``Limits.sleep`` between polls, in short steps so that limits, signals and
+:meth:`Consumer.stop` are noticed quickly. A transport with a ``wait(queues, timeout)`` method (PostgreSQL with
+``[icc.consumers] notify``) spends those steps waiting for a notification instead, and leases again as soon as
+one names one of its queues; a :class:`QueueError` from it is reported once and the consumer polls.
+
 The time limit is hard. A handler still running at the limit is interrupted: the watchdog sends the main
 thread a signal whose handler raises :class:`HandlerInterrupted` (a ``BaseException``, so ``except
 Exception`` in a handler does not swallow it); the message is retried or failed like any failure, with
@@ -36,7 +41,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Protocol
 
-from icc.errors import UnrecoverableMessageError
+from icc.errors import QueueError, UnrecoverableMessageError
 from icc.queue.limits import rss_bytes
 from icc.queue.message import Envelope, ErrorRecord, decode_payload, error_record
 from icc.queue.retry import RetryPolicy, backoff, max_attempts
@@ -305,7 +310,7 @@ class Consumer:
                         if self.limits.stop_when_empty:
                             self.stats.stop_reason = "queues paused"
                             break
-                        self._idle(deadline, at_least=_CONTROL_INTERVAL)
+                        self._idle(deadline, at_least=_CONTROL_INTERVAL, wake=False)
                         continue
                     batch = self._next_batch()
                     if not batch:
@@ -417,15 +422,33 @@ class Consumer:
                 raise
         self._last_ack = time.monotonic()
 
-    def _idle(self, deadline: float | None, *, at_least: float = 0.0) -> None:
+    def _idle(self, deadline: float | None, *, at_least: float = 0.0, wake: bool = True) -> None:
+        """Sleep ``limits.sleep`` (at least ``at_least``), cut short by a stop, the time limit, and, when
+        ``wake`` and the transport can (PostgreSQL with ``notify``), a new message on one of the queues."""
         end = time.monotonic() + max(0.0, self.limits.sleep, at_least)
         if deadline is not None:
             end = min(end, deadline)
+        waiter: Callable[[Sequence[str], float], bool | None] | None = (
+            getattr(self.transport, "wait", None) if wake else None
+        )
         while self._stop_reason is None:
             remaining = end - time.monotonic()
             if remaining <= 0:
                 return
-            self._wake.wait(min(_IDLE_STEP, remaining))
+            step = min(_IDLE_STEP, remaining)
+            if waiter is not None:
+                # Short steps on the LISTEN connection, as without it: signals, stop() and limits stay prompt.
+                try:
+                    woken = waiter(self.queues, step)
+                except QueueError as exc:  # polling instead; the transport listens again later
+                    self.report(str(exc))
+                    woken = None
+                if woken:
+                    return
+                if woken is not None:
+                    continue
+                # None: no LISTEN now (it failed; the transport tries again later): sleep the step.
+            self._wake.wait(step)
 
     def _heartbeat(self, stop: threading.Event) -> None:
         interval = max(0.05, min(self.policy(q).lease for q in self.queues) / 3)

@@ -27,12 +27,21 @@ committed: it fails with a :class:`QueueError` saying so; a retried ``lease`` fi
 holds, which the lost try may have taken). Database errors become one-line
 :class:`QueueError` messages without the password.
 
-No LISTEN/NOTIFY wake-up: consumers poll (``--sleep``), as with SQLite.
+Wake-up (``[icc.consumers] notify = true``, off by default): a dispatch that is due at once, a release and a
+``failed_retry`` also call ``pg_notify(<channel>, <queue>)`` in the same statement (delivered on commit, never
+for a rolled back insert); the channel is :func:`channel` of the schema. A consumer with nothing to do then
+waits on a LISTEN connection of its own (:meth:`PostgresTransport.wait`, opened on its first idle wait) for at
+most its poll sleep, and leases again at once when one of its queues is named. Polling stays the only path
+that must work: delayed and retried messages become due without a notification, and a LISTEN connection that
+fails is closed, reported once (:class:`QueueError` from :meth:`~PostgresTransport.wait`), and tried again
+after :data:`LISTEN_RETRY` seconds while the consumer polls. NOTIFY takes a global lock at commit, which
+serialises the committing transactions that notify: that is why it is opt-in.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import select
@@ -57,12 +66,25 @@ if TYPE_CHECKING:
 
     from icc.config import Config
 
-__all__ = ["PostgresTransport"]
+__all__ = ["LISTEN_RETRY", "PostgresTransport", "channel"]
 
 T = TypeVar("T")
 
 _NOW = "extract(epoch from clock_timestamp())::double precision"
 _MAX_ID = 2**63
+
+
+# Seconds between two tries to LISTEN again after the LISTEN connection failed (the consumer polls meanwhile).
+LISTEN_RETRY = 5.0
+
+
+def channel(schema: str) -> str:
+    """The NOTIFY channel of the queues in ``schema``: ``icc_<schema>_queue``, or a digest of the schema when
+    that is longer than PostgreSQL's 63-byte names. Lower-case letters, digits and underscores only."""
+    name = f"icc_{schema}_queue"
+    if len(name) > 63:
+        name = f"icc_{hashlib.sha256(schema.encode()).hexdigest()[:32]}_queue"
+    return name
 
 
 def _is_row_id(value: int) -> bool:
@@ -108,6 +130,13 @@ class PostgresTransport:
         self._conn: psycopg.Connection[Any] | None = None
         self._conn_pid = 0
         self._inherited: list[object] = []  # a parent's connections: never used nor closed here
+        self.notify = config.consumers.notify
+        self._channel = channel(config.store.schema)
+        # The LISTEN connection of a waiting consumer (only ever used by the thread that waits).
+        self._listener: psycopg.Connection[Any] | None = None
+        self._listener_pid = 0
+        self._listen_after = 0.0  # time.monotonic() before which no new LISTEN is tried
+        self._listen_failing = False  # reported once; quiet until it listens again
         conn = self._connection()
         try:
             require_current(conn, config.store.schema, self._url)
@@ -214,9 +243,15 @@ class PostgresTransport:
             "INSERT INTO {s}.messages (queue, name, payload, created_at, available_at) "
             f"SELECT %s, %s, %s, now.t, now.t + %s FROM (SELECT {_NOW} AS t) AS now RETURNING id"
         )
+        params: tuple[Any, ...] = (queue, name, payload, float(delay))
+        if self.notify and not delay > 0:
+            # One statement, one transaction: the notification is delivered when the insert commits. A delayed
+            # message wakes nobody: it becomes due later, and polling finds it.
+            sql = f"WITH m AS ({sql}) SELECT m.id, pg_notify(%s, %s) FROM m"
+            params = (*params, self._channel, queue)
 
         def op(conn: psycopg.Connection[Any]) -> int:
-            row = conn.execute(sql, (queue, name, payload, float(delay))).fetchone()
+            row = conn.execute(sql, params).fetchone()
             assert row is not None
             return int(row[0])
 
@@ -357,7 +392,11 @@ class PostgresTransport:
             "UPDATE {s}.messages SET attempts = GREATEST(attempts - 1, 0), lease_owner = NULL, lease_batch = 0, "
             "available_at = LEAST(created_at, available_at) WHERE lease_owner = %s AND id = ANY(%s)"
         )
-        self._run(lambda conn: conn.execute(sql, (owner, ids)))
+        params: tuple[Any, ...] = (owner, ids)
+        if self.notify:  # available again at once: wake the consumers waiting for them
+            sql = f"WITH r AS ({sql} RETURNING queue) SELECT pg_notify(%s, q) FROM (SELECT DISTINCT queue AS q FROM r) AS d"
+            params = (*params, self._channel)
+        self._run(lambda conn: conn.execute(sql, params))
 
     def extend(self, *, owner: str, lease: float) -> int:
         sql = self._t(f"UPDATE {{s}}.messages SET available_at = {_NOW} + %s WHERE lease_owner = %s")
@@ -530,6 +569,87 @@ class PostgresTransport:
             if conn is not None and self._conn_pid == os.getpid():
                 with contextlib.suppress(Exception):
                     conn.close()
+        self._drop_listener()
+
+    # --- the wake-up: LISTEN ---------------------------------------------------------------------
+
+    def wait(self, queues: Sequence[str], timeout: float) -> bool | None:
+        """Wait up to ``timeout`` seconds for a notification naming one of ``queues``.
+
+        True: one came (or listening has just begun, so what was sent before it must be looked for now):
+        lease again. False: the time passed without one. None: no wake-up here (``notify`` is off, or the
+        LISTEN connection failed and is not tried again yet): the caller sleeps as it would without it.
+        Raises :class:`QueueError` (one line) when the LISTEN connection cannot be opened or breaks, once until
+        it listens again; tries again every :data:`LISTEN_RETRY` seconds. Only the thread that waits calls it.
+        """
+        if not self.notify:
+            return None
+        listener = self._listener
+        if listener is not None and self._listener_pid != os.getpid():
+            self._inherited.append(listener)  # a parent's: never used nor closed here
+            listener = self._listener = None
+        fresh = False
+        if listener is None:
+            if time.monotonic() < self._listen_after:
+                return None
+            listener = self._listen()
+            if listener is None:
+                return None
+            fresh = True
+        psycopg = self._psycopg
+        try:
+            wanted = set(queues)
+            woken = fresh
+            wait = 0.0 if fresh else max(0.0, timeout)
+            while True:
+                got = False
+                for note in listener.notifies(timeout=wait, stop_after=1):
+                    got = True
+                    if note.channel == self._channel and note.payload in wanted:
+                        woken = True
+                if not got:
+                    return woken
+                wait = 0.0  # drain what else is there, without waiting
+        except psycopg.Error as exc:
+            self._drop_listener()
+            self._listen_failed(self._message(exc))
+            return None
+
+    def _listen(self) -> psycopg.Connection[Any] | None:
+        from icc.pg import connect
+
+        try:
+            conn = connect(self._config, purpose="consume-listen", autocommit=True)
+        except Exception as exc:  # StateError from icc.pg: keep its one line
+            self._listen_failed(str(exc))
+            return None
+        try:
+            conn.execute(f'LISTEN "{self._channel}"')
+        except self._psycopg.Error as exc:
+            with contextlib.suppress(Exception):
+                conn.close()
+            self._listen_failed(self._message(exc))
+            return None
+        self._listener, self._listener_pid = conn, os.getpid()
+        self._listen_failing = False
+        return conn
+
+    def _listen_failed(self, problem: str) -> None:
+        """Poll for :data:`LISTEN_RETRY` seconds, then try again; the first failure in a row is raised."""
+        self._listen_after = time.monotonic() + LISTEN_RETRY
+        if self._listen_failing:
+            return
+        self._listen_failing = True
+        raise QueueError(
+            f"{problem} (while listening for new messages: polling instead, trying to listen again every "
+            f"{LISTEN_RETRY:g}s)"
+        )
+
+    def _drop_listener(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None and self._listener_pid == os.getpid():
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def _delete(self, conn: psycopg.Connection[Any], ids: Sequence[int], owner: str) -> None:
         conn.execute(
@@ -610,6 +730,14 @@ class PostgresTransport:
                         (moved,),
                     )
                     conn.execute(self._t("DELETE FROM {s}.failed WHERE id = ANY(%s)"), (moved,))
+                    if self.notify:
+                        conn.execute(
+                            self._t(
+                                "SELECT pg_notify(%s, q) FROM "
+                                "(SELECT DISTINCT queue AS q FROM {s}.messages WHERE id = ANY(%s)) AS d"
+                            ),
+                            (self._channel, moved),
+                        )
                 return moved
 
         return self._run(op)
