@@ -35,6 +35,12 @@ def sleepy(payload):
     with open(os.path.join(os.environ["MARKER_DIR"], "started"), "a") as f:
         f.write("started\\n")
     time.sleep(payload["sleep"])
+    if payload.get("until"):  # runs until the test creates this file (at most 60 s)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.path.join(os.environ["MARKER_DIR"], payload["until"])):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
     with open(os.path.join(os.environ["MARKER_DIR"], "finished"), "a") as f:
         f.write("finished\\n")
 
@@ -225,12 +231,16 @@ def test_queue_stats_counts_ready_delayed_in_flight_and_failed(project: Project)
 
 def test_stop_workers_stops_a_running_consumer_after_its_current_message(project: Project) -> None:
     scanned(project)
-    send(project, "sleepy", {"sleep": 1})
+    # The first message runs until the stop request is made (a fixed sleep alone would race `icc queue
+    # stop-workers` starting up on a loaded machine: the consumer would take the second message first), and
+    # for at least 1 s, past the consumer's 0.5 s between looks at the stop requests.
+    send(project, "sleepy", {"sleep": 1, "until": "go"})
     send(project, "sleepy", {"sleep": 0})
     worker = project.popen("consume", "async", "--time-limit", "60")
     project.wait_for(lambda: project.marker_lines("started"), what="the first handler to start")
     stopped = project.icc("queue", "stop-workers", check=True)
     assert "stop" in stopped.stdout
+    (project.root / "go").touch()
     _out, err = worker.communicate(timeout=30)
     assert worker.returncode == 0, err
     assert "stop requested" in err  # the summary is a log line

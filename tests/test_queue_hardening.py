@@ -65,9 +65,11 @@ def hang_catching_everything(payload):
             _log("swallowed", "x")
 
 
-def slow(payload):
+def slow(payload):  # runs until the test creates OUT/go (at most 60 s)
     _log("started", str(payload["i"]))
-    time.sleep(0.5)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(os.path.join(OUT, "go")) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def quits(payload):
@@ -215,10 +217,12 @@ def test_the_first_lease_of_a_consumer_takes_one_message(hp: HardeningProject) -
         hp.dispatch("slow", {"i": i})
     proc = hp.popen("consume", "async", "--time-limit", "30")
     try:
+        # The first handler runs until the test says go: a fixed sleep would let a slow test see the next batch.
         hp.wait_for(lambda: hp.marker_lines("started") == ["0"], what="the first handler")
         # The others wait for a second consumer (or this one's next, measured, batch).
         assert hp.query("SELECT count(*) FROM messages WHERE lease_owner IS NOT NULL") == [(1,)]
         proc.send_signal(signal.SIGTERM)
+        (hp.root / "go").touch()
         proc.communicate(timeout=30)
     finally:
         proc.kill()

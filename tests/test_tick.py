@@ -129,8 +129,11 @@ def test_tick_that_overruns_does_not_stop_other_jobs_from_starting_on_time(proje
     scanned(
         project,
         """
-        def slow():
-            time.sleep(6)
+        def slow():  # runs until the test has ticked minutes 1-3 (not a fixed time: a loaded machine is slow)
+            release = os.path.join(os.environ["MARKER_DIR"], "release")
+            deadline = time.monotonic() + 60
+            while not os.path.exists(release) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
         def quick():
             with open(os.path.join(os.environ["MARKER_DIR"], "quick"), "a") as f:
@@ -155,7 +158,9 @@ def test_tick_that_overruns_does_not_stop_other_jobs_from_starting_on_time(proje
     # `slow` is still running from minute 0, so its later slots were skipped, not run twice at once.
     slow = project.runs("slow")
     assert [r["outcome"] for r in slow if r["slot"] != slot(0)] == ["skipped"] * 3
+    (project.root / "release").touch()
     first.communicate(timeout=30)
+    assert first.returncode == 0
 
 
 @pytest.mark.parametrize(
@@ -557,8 +562,11 @@ def test_background_job_does_not_hold_up_the_tick(project: Project) -> None:
     scanned(
         project,
         """
-        def slow():
-            time.sleep(5)
+        def slow():  # runs until the test releases it (at most 60 s): a tick waiting for it would not return
+            release = os.path.join(os.environ["MARKER_DIR"], "release")
+            deadline = time.monotonic() + 60
+            while not os.path.exists(release) and time.monotonic() < deadline:
+                time.sleep(0.05)
             open(os.path.join(os.environ["MARKER_DIR"], "bg-done"), "w").close()
 
         @icc.hookimpl
@@ -573,6 +581,7 @@ def test_background_job_does_not_hold_up_the_tick(project: Project) -> None:
     (run,) = project.runs("slow")
     assert run["outcome"] == "running"
     os.kill(run["pid"], 0)
+    (project.root / "release").touch()
     project.wait_for(lambda: (project.root / "bg-done").exists(), timeout=20, what="background run")
     project.wait_for(lambda: project.runs("slow")[0]["outcome"] == "succeeded", what="recorded")
 
@@ -595,8 +604,12 @@ def schedule(scheduler):
     for name in ("bg1", "bg2", "bg3"):
         scheduler.add(report(name), name=name).every_minute().in_background()
 
+# Slow on purpose: a background supervisor records the outcome first and calls the hooks after, so a test
+# waits for the supervisor to exit.
 @icc.hookimpl
 def after_run(job, run, result):
+    if job.name != "fg":
+        time.sleep(1)
     with open(os.path.join(os.environ["MARKER_DIR"], "after-" + job.name), "a") as f:
         f.write(f"{result.outcome}\\n")
 """
@@ -608,6 +621,8 @@ def test_background_runs_are_detached_supervisors_forked_from_the_tick(project: 
     project.icc("run", "--at", at(0), check=True)
     for name in ("bg1", "bg2", "bg3"):
         project.wait_for(lambda n=name: project.runs(n)[0]["outcome"] == "succeeded", what=f"{name} recorded")
+        # The supervisor calls the after_run hooks after recording the outcome: wait for it to exit.
+        project.wait_for(lambda n=name: not pid_alive(project.runs(n)[0]["pid"]), what=f"{name}'s supervisor")
     # One import of the plugin for the whole tick: the supervisors were forked from it, not started afresh.
     assert len(project.marker_lines("imported")) == 1
     own_session = os.getsid(0)

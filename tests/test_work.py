@@ -239,7 +239,12 @@ def schedule(scheduler):
     assert lock.try_acquire()
     work = Worker(project, "--tick-every", "2")
     try:
-        time.sleep(3)  # at least one tick while the lock is held
+        # At least one tick while the lock is held (waited for: a loaded machine starts `icc work` slowly).
+        project.wait_for(
+            lambda: "another tick is running" in work.stdout() + work.err.read_text(),
+            timeout=60,
+            what="a tick to find the tick lock held",
+        )
         assert project.runs("job") == []
     finally:
         lock.release()

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from conftest import StartServer
 
 PLUGIN = """
+import time
+
 import icc
 
 def boom():
@@ -33,7 +35,9 @@ def fine():
 @icc.hookimpl
 def schedule(scheduler):
     scheduler.add(boom, name="probe.boom")
-    scheduler.add(bg_boom, name="probe.bg").in_background()
+    # Slow on purpose: the supervisor records the outcome, then calls this callback, then the plugins'
+    # after_run hooks (icc-mail's queues the alert): the test must wait for the supervisor, not the outcome.
+    scheduler.add(bg_boom, name="probe.bg").in_background().after(lambda result: time.sleep(2))
     scheduler.add(fine, name="probe.fine")
 """
 
@@ -47,13 +51,24 @@ def icc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def pid_alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def finished(root: Path, job: str) -> bool:
+    """The job's last run has an outcome AND its supervisor has exited: a supervisor records the outcome first
+    and calls the ``after_run`` hooks (which queue the alert) after."""
     db = sqlite3.connect(root / "state" / "state.sqlite3")
     try:
-        row = db.execute("SELECT outcome FROM runs WHERE job = ? ORDER BY id DESC", (job,)).fetchone()
+        row = db.execute("SELECT outcome, pid FROM runs WHERE job = ? ORDER BY id DESC", (job,)).fetchone()
     finally:
         db.close()
-    return row is not None and row[0] not in ("pending", "running")
+    return row is not None and row[0] not in ("pending", "running") and not (row[1] and pid_alive(row[1]))
 
 
 def test_failed_foreground_and_background_runs_of_a_real_tick_each_send_one_alert(
