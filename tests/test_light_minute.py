@@ -266,6 +266,16 @@ def test_the_light_minutes_defaults_are_icc_configs(tmp_path: Path) -> None:
     } == CONSUMER_DEFAULTS
 
 
+def catches_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGTERM (its SigCgt mask in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught, 16) & (1 << (signal.SIGTERM - 1)))
+
+
 def test_sigterm_to_a_light_supervisor_stops_its_consumer_as_the_full_ticks_supervisor_does(
     project: Project,
 ) -> None:
@@ -273,7 +283,14 @@ def test_sigterm_to_a_light_supervisor_stops_its_consumer_as_the_full_ticks_supe
     stopped = {}
     for minute, argv in ((0, ("run", "--at", at(0))), (1, ("run", "--quiet", "--at", at(1)))):
         project.icc(*argv, check=True)
-        supervisors = [running(project, minute, job)["pid"] for job in ("consume:mail", "consume:async")]
+        runs = [running(project, minute, job) for job in ("consume:mail", "consume:async")]
+        # A consumer catches SIGTERM once it is consuming; before, the signal's default action kills it
+        # without its summary line. Wait for the handler, as an operator's SIGTERM would come minutes later.
+        project.wait_for(
+            lambda runs=runs: all(catches_sigterm(r["task_pid"]) for r in runs),
+            what="the consumers to catch SIGTERM",
+        )
+        supervisors = [r["pid"] for r in runs]
         for pid in supervisors:
             os.kill(pid, signal.SIGTERM)
         stopped[minute] = ended(project, minute)
