@@ -23,6 +23,17 @@ UNRUN: frozenset[str] = frozenset({"missed", "skipped"})  # slots nothing ran fo
 
 
 @dataclass(frozen=True)
+class Claim:
+    """One (job, slot) a tick means to run, for :meth:`StateStore.claim_many`; ``scope`` as for
+    :meth:`StateStore.claim`."""
+
+    job: str
+    slot: int
+    kind: RunKind
+    scope: str = ""
+
+
+@dataclass(frozen=True)
 class JobRecord:
     """A job as the state store keeps it: enough to evaluate its schedule without importing its plugin."""
 
@@ -146,6 +157,11 @@ class StateStore(Protocol):
         """Insert a pending run for (job, slot, scope); None when it was claimed before. ``scope`` is ``""`` for
         once per slot across every host sharing the store, a host id for ``on_each_host()`` jobs (a store only
         one host uses may ignore it)."""
+
+    def claim_many(self, claims: Sequence[Claim], *, pid: int, host: str) -> list[int | None]:
+        """:meth:`claim` for each of ``claims`` in one write (one statement, one round trip, on a shared store):
+        the run id of each claim won, None for each claimed before (by anyone, or earlier in ``claims``), in
+        the order of ``claims``. A claim is won exactly once cluster-wide, as with :meth:`claim`."""
 
     def start_manual(self, job: str, *, pid: int, host: str) -> int:
         """A pending run for ``icc exec``: no slot, never conflicts."""
