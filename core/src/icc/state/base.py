@@ -1,8 +1,8 @@
 """The state store protocol: what the scanner, the tick and ``icc status`` need from storage.
 
 Kept narrow on purpose so that a PostgreSQL store for multi-server installs can follow: every method is one
-transaction, and the only cross-process guarantee the tick relies on is :meth:`StateStore.claim` inserting a
-(job, slot) row at most once.
+transaction, and the only cross-process guarantee the tick relies on is :meth:`StateStore.claim` (and
+:meth:`StateStore.claim_many`, the same for a batch) inserting a (job, slot) row at most once.
 """
 
 from __future__ import annotations
