@@ -244,3 +244,45 @@ def test_icc_exec_does_not_overlap_a_run_on_another_host(tmp_path: Path, shared_
     assert "still running on host web-1" in str(manual[0]["error"])
     (markers / "release").touch()
     web1.wait_for(lambda: web1.runs("hold")[0]["outcome"] == "succeeded", what="web-1's run done")
+
+
+MANY_JOBS = """
+def mark(name):
+    def task():
+        with open(os.path.join(os.environ["MARKER_DIR"], "order"), "a") as f:
+            f.write(name + "\\n")
+    task.__name__ = task.__qualname__ = name
+    return task
+
+@icc.hookimpl
+def schedule(scheduler):
+    for n in range(25):
+        name = f"job-{24 - n:02d}"  # defined in reverse name order: the plan follows the definitions
+        scheduler.add(mark(name), name=name).every_minute()
+"""
+
+
+def test_a_tick_claims_all_its_due_jobs_in_one_statement(tmp_path: Path, shared_url: str) -> None:
+    """25 jobs due at once: one INSERT into runs for all of their claims (a statement-level trigger counts the
+    INSERT statements), and the foreground jobs still run one by one in plan order."""
+    import psycopg
+
+    with psycopg.connect(shared_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.run_inserts (n integer NOT NULL)")
+        conn.execute(
+            "CREATE FUNCTION public.count_run_insert() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN INSERT INTO public.run_inserts VALUES (1); RETURN NULL; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER count_inserts AFTER INSERT ON icc.runs "
+            "FOR EACH STATEMENT EXECUTE FUNCTION public.count_run_insert()"
+        )
+    web1 = host(tmp_path, shared_url, "web-1", MANY_JOBS)
+    web1.icc("scan", check=True)
+    web1.icc("run", "--at", at(0), check=True)
+    expected = [f"job-{24 - n:02d}" for n in range(25)]
+    assert web1.marker_lines("order") == expected
+    assert sorted(r["job"] for r in web1.runs() if r["outcome"] == "succeeded") == sorted(expected)
+    with psycopg.connect(shared_url) as conn:
+        row = conn.execute("SELECT count(*) FROM public.run_inserts").fetchone()
+    assert row is not None and row[0] == 1

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from icc.config import Config, StoreConfig
-from icc.state.base import JobRecord, StateStore
+from icc.state.base import Claim, JobRecord, StateStore
 from icc.stores import open_store
 
 BACKENDS = ["sqlite", "postgres"]
@@ -180,6 +180,94 @@ def test_claim_from_many_processes_at_once_has_one_winner(config: Config, store:
     assert [r.id for r in store.runs("contended")] == winners
 
 
+def test_claim_many_wins_each_unclaimed_pair_once_in_the_order_given(store: StateStore) -> None:
+    assert store.claim_many([], pid=1, host="h") == []
+    taken = store.claim("b", 60, "scheduled", pid=9, host="other")
+    assert taken is not None
+    claims = [
+        Claim("c", 60, "scheduled"),
+        Claim("b", 60, "scheduled"),  # claimed before
+        Claim("a", 60, "missed"),
+        Claim("c", 60, "scheduled"),  # a duplicate later in the batch
+        Claim("a", 120, "scheduled"),
+    ]
+    won = store.claim_many(claims, pid=1, host="h")
+    assert [w is not None for w in won] == [True, False, True, False, True]
+    assert len({w for w in won if w is not None}) == 3
+    for claim, run_id in zip(claims, won, strict=True):
+        if run_id is not None:
+            run = store.run(run_id)
+            assert run is not None
+            assert (run.job, run.slot, run.kind, run.outcome, run.pid, run.host) == (
+                claim.job,
+                claim.slot,
+                claim.kind,
+                "pending",
+                1,
+                "h",
+            )
+    # Each pair is now claimed: by claim_many as by claim.
+    assert store.claim_many(claims[:1], pid=2, host="h2") == [None]
+    assert store.claim("a", 120, "scheduled", pid=2, host="h2") is None
+    assert store.runs("b")[0].id == taken
+
+
+def test_claim_many_in_its_scope(store: StateStore, config: Config) -> None:
+    """As claim(): a host's scope is apart from the cluster-wide one on a shared store; one scope on a local one."""
+    shared = config.store.url is not None
+    won = store.claim_many(
+        [
+            Claim("a", 60, "scheduled", ""),
+            Claim("a", 60, "scheduled", "host-b"),
+            Claim("a", 60, "scheduled", "host-c"),
+        ],
+        pid=1,
+        host="h",
+    )
+    assert [w is not None for w in won] == [True, shared, shared]
+    again = store.claim_many(
+        [Claim("a", 60, "scheduled", "host-b"), Claim("a", 60, "scheduled", "host-d")], pid=2, host="h"
+    )
+    assert [w is not None for w in again] == [False, shared]
+
+
+def _claim_many_in_process(root: Path, url: str | None, index: int, barrier: object, results: object) -> None:
+    import random
+
+    store = open_store(_config(root, url, host=f"host-{os.getpid()}"))
+    # Overlapping batches in a different order in each process: every pair is wanted by 2 to 4 processes.
+    keys = [(f"job-{n:03d}", 600) for n in range(index * 10, index * 10 + 40)]
+    random.Random(index).shuffle(keys)
+    claims = [Claim(job, slot, "scheduled") for job, slot in keys]
+    barrier.wait()  # type: ignore[attr-defined]
+    got = store.claim_many(claims, pid=os.getpid(), host=f"h{os.getpid()}")
+    results.put([(c.job, run_id) for c, run_id in zip(claims, got, strict=True) if run_id is not None])  # type: ignore[attr-defined]
+    store.close()
+
+
+def test_claim_many_from_many_processes_on_overlapping_batches_wins_each_pair_once(
+    config: Config, store: StateStore
+) -> None:
+    ctx = multiprocessing.get_context("fork")
+    count = 6
+    barrier, results = ctx.Barrier(count), ctx.Queue()
+    procs = [
+        ctx.Process(target=_claim_many_in_process, args=(config.root, config.store.url, i, barrier, results))
+        for i in range(count)
+    ]
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0] * count
+    won = [pair for batch in got for pair in batch]
+    wanted = {f"job-{n:03d}" for n in range((count - 1) * 10 + 40)}
+    assert sorted(job for job, _ in won) == sorted(wanted)  # each pair won exactly once
+    for job, run_id in won:
+        assert [r.id for r in store.runs(job)] == [run_id]
+
+
 def test_record_writes_unclaimed_slots_only_and_forget_unrun_deletes_them(store: StateStore) -> None:
     store.claim("a", 120, "scheduled", pid=1, host="h")
     assert store.record("a", [60, 120, 180], "missed", "missed", error="missed (skip policy)") == [60, 180]
@@ -336,6 +424,42 @@ def test_a_connection_the_server_dropped_is_reopened_and_the_work_done(pg_config
     assert run_id is not None and store.run(run_id) is not None
     assert _terminate_others(pg_config) == 1
     assert store.update_meta("n", lambda old: "1") == "1"
+    store.close()
+
+
+def test_claim_many_on_a_connection_lost_keeps_its_own_committed_claims_and_claims_the_rest_again(
+    pg_config: Config,
+) -> None:
+    """The batch's fate is unknown when its connection is lost: rows there that are ours (pending, our owner
+    and pid) are won, another's rows are not, and the pairs with no row are claimed again."""
+    import icc.pg
+
+    store = open_store(pg_config)
+    store.update_meta("n", lambda old: "1")  # the store's connection is open
+    conn = icc.pg.connect(pg_config, autocommit=True)
+    owner = store.owner  # type: ignore[attr-defined]
+    insert = (
+        "INSERT INTO icc.runs (job, slot, scope, kind, outcome, pid, host, owner) "
+        "VALUES (%s, 60, '', 'scheduled', %s, %s, 'h', %s)"
+    )
+    conn.execute(insert, ("ours", "pending", 7, owner))  # as if the lost statement had committed it
+    conn.execute(insert, ("theirs", "pending", 8, "host-b:8"))
+    conn.execute(insert, ("ours-but-done", "succeeded", 7, owner))
+    conn.close()
+    assert _terminate_others(pg_config) == 1
+    claims = [Claim(job, 60, "scheduled") for job in ("missing", "ours", "theirs", "ours-but-done")]
+    won = store.claim_many(claims, pid=7, host="h")
+    assert won[0] is not None and [r.id for r in store.runs("missing")] == [won[0]]
+    assert won[1] is not None and [r.id for r in store.runs("ours")] == [won[1]]
+    assert won[2:] == [None, None]
+    assert len(store.runs("theirs")) == 1
+    conn = icc.pg.connect(pg_config, autocommit=True)
+    row = conn.execute(  # leased and owned as claim() leases and owns its run
+        "SELECT owner, lease_until > extract(epoch from clock_timestamp()) FROM icc.runs WHERE id = %s",
+        (won[0],),
+    ).fetchone()
+    conn.close()
+    assert row == (owner, True)
     store.close()
 
 

@@ -1,8 +1,8 @@
 """The state store protocol: what the scanner, the tick and ``icc status`` need from storage.
 
 Kept narrow on purpose so that a PostgreSQL store for multi-server installs can follow: every method is one
-transaction, and the only cross-process guarantee the tick relies on is :meth:`StateStore.claim` inserting a
-(job, slot) row at most once.
+transaction, and the only cross-process guarantee the tick relies on is :meth:`StateStore.claim` (and
+:meth:`StateStore.claim_many`, the same for a batch) inserting a (job, slot) row at most once.
 """
 
 from __future__ import annotations
@@ -20,6 +20,17 @@ FINISHED: frozenset[str] = frozenset(
 )
 FAILURES: frozenset[str] = frozenset({"failed", "timed_out", "abandoned"})  # on_failure, alerts, last failure
 UNRUN: frozenset[str] = frozenset({"missed", "skipped"})  # slots nothing ran for: pruned by their own limit
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One (job, slot) a tick means to run, for :meth:`StateStore.claim_many`; ``scope`` as for
+    :meth:`StateStore.claim`."""
+
+    job: str
+    slot: int
+    kind: RunKind
+    scope: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,6 +157,11 @@ class StateStore(Protocol):
         """Insert a pending run for (job, slot, scope); None when it was claimed before. ``scope`` is ``""`` for
         once per slot across every host sharing the store, a host id for ``on_each_host()`` jobs (a store only
         one host uses may ignore it)."""
+
+    def claim_many(self, claims: Sequence[Claim], *, pid: int, host: str) -> list[int | None]:
+        """:meth:`claim` for each of ``claims`` in one write (one statement, one round trip, on a shared store):
+        the run id of each claim won, None for each claimed before (by anyone, or earlier in ``claims``), in
+        the order of ``claims``. A claim is won exactly once cluster-wide, as with :meth:`claim`."""
 
     def start_manual(self, job: str, *, pid: int, host: str) -> int:
         """A pending run for ``icc exec``: no slot, never conflicts."""

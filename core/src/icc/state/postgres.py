@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from icc.errors import StateError
 from icc.pg import connect, render, require_current, shown_url
-from icc.state.base import FAILURES, HostRecord, JobRecord, Outcome, RunKind, RunRecord, SyncReport
+from icc.state.base import FAILURES, Claim, HostRecord, JobRecord, Outcome, RunKind, RunRecord, SyncReport
 
 if TYPE_CHECKING:
     import psycopg
@@ -461,6 +461,72 @@ class PostgresStateStore:
             return int(row[0]) if row[1] else None
 
         return self._tx(work, doing="claiming a run", idempotent=False, recover=recover, single=True)
+
+    def claim_many(self, claims: Sequence[Claim], *, pid: int, host: str) -> list[int | None]:
+        if not claims:
+            return []
+        q = self._q
+        owner = self.owner
+        # The first of duplicates is the one that may win. The rows go in (job, slot, scope) order, the same
+        # on every host: two batches racing on the same rows wait for each other in one order, never in a cycle.
+        first: dict[tuple[str, int, str], Claim] = {}
+        for c in claims:
+            first.setdefault((c.job, c.slot, c.scope), c)
+        keys = sorted(first)
+        ids: dict[tuple[str, int, str], int] = {}
+
+        def insert(conn: psycopg.Connection[Any], todo: list[tuple[str, int, str]]) -> None:
+            rows = conn.execute(
+                q(
+                    "INSERT INTO {schema}.runs (job, slot, scope, kind, outcome, pid, host, owner, lease_until) "
+                    f"SELECT c.job, c.slot, c.scope, c.kind, 'pending', %s, %s, %s, {_NOW} + %s "
+                    "FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[]) AS c(job, slot, scope, kind) "
+                    "ON CONFLICT DO NOTHING RETURNING id, job, slot, scope"
+                ),
+                (
+                    pid,
+                    host,
+                    owner,
+                    self._lease,
+                    [k[0] for k in todo],
+                    [k[1] for k in todo],
+                    [k[2] for k in todo],
+                    [first[k].kind for k in todo],
+                ),
+            ).fetchall()
+            for run_id, job, slot, scope in rows:
+                ids[(job, int(slot), scope)] = int(run_id)
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            insert(conn, keys)
+
+        def recover(conn: psycopg.Connection[Any]) -> None:
+            # The statement's fate is unknown (it is one statement: all of it was committed or none). A row
+            # there, still pending, with our owner and pid is ours; another's row is not; the claims with no
+            # row were not committed: claim them again.
+            rows = conn.execute(
+                q(
+                    "SELECT r.id, r.job, r.slot, r.scope, r.outcome = 'pending' AND r.owner = %s AND r.pid = %s "
+                    "FROM {schema}.runs r JOIN unnest(%s::text[], %s::bigint[], %s::text[]) AS c(job, slot, scope) "
+                    "ON r.job = c.job AND r.slot = c.slot AND r.scope = c.scope"
+                ),
+                (owner, pid, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
+            ).fetchall()
+            present: set[tuple[str, int, str]] = set()
+            for run_id, job, slot, scope, mine in rows:
+                key = (job, int(slot), scope)
+                present.add(key)
+                if mine:
+                    ids[key] = int(run_id)
+            missing = [k for k in keys if k not in present]
+            if missing:
+                insert(conn, missing)
+
+        self._tx(work, doing="claiming runs", idempotent=False, recover=recover, single=True)
+        won: list[int | None] = []
+        for c in claims:
+            won.append(ids.pop((c.job, c.slot, c.scope), None))  # popped: a later duplicate gets None
+        return won
 
     def start_manual(self, job: str, *, pid: int, host: str) -> int:
         q = self._q

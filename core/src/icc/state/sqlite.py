@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from icc.errors import StateError
-from icc.state.base import FAILURES, HostRecord, JobRecord, Outcome, RunKind, RunRecord, SyncReport
+from icc.state.base import FAILURES, Claim, HostRecord, JobRecord, Outcome, RunKind, RunRecord, SyncReport
 from icc.state.diagnosis import database_error, is_corrupt, os_error
 from icc.state.dirs import check_state_file, ensure_state_dir, secure_file
 
@@ -331,6 +331,21 @@ class SQLiteStateStore:
                 (job, slot, kind, pid, host),
             )
             return cur.lastrowid if cur.rowcount == 1 else None
+
+    def claim_many(self, claims: Sequence[Claim], *, pid: int, host: str) -> list[int | None]:
+        # One write transaction; scope ignored, as by claim(). A duplicate later in the batch is ignored too.
+        won: list[int | None] = []
+        if not claims:
+            return won
+        with self._write() as db:
+            for c in claims:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO runs (job, slot, kind, outcome, pid, host) "
+                    "VALUES (?, ?, ?, 'pending', ?, ?)",
+                    (c.job, c.slot, c.kind, pid, host),
+                )
+                won.append(cur.lastrowid if cur.rowcount == 1 else None)
+        return won
 
     def start_manual(self, job: str, *, pid: int, host: str) -> int:
         with self._write() as db:
