@@ -41,7 +41,6 @@ Run: ``nox -s bench -- bench/bench_claims.py``. Needs the PostgreSQL server bina
 from __future__ import annotations
 
 import functools
-import importlib.util
 import multiprocessing
 import statistics
 import sys
@@ -64,11 +63,8 @@ ROUNDS = 5
 MODES = ("batch", "single")  # claim_many as a tick claims; claim one by one
 SLOT = 1_893_456_000  # 2030-01-01 00:00 UTC: any slot does; the same for every host
 GOAL = 3.0
-_spec = importlib.util.spec_from_file_location("pgkit", ROOT / "tests" / "pgkit.py")
-assert _spec is not None and _spec.loader is not None
-pgkit = importlib.util.module_from_spec(_spec)
-sys.modules["pgkit"] = pgkit  # dataclasses look their module up there
-_spec.loader.exec_module(pgkit)
+sys.path.insert(0, str(ROOT / "tests"))
+import pgkit  # noqa: E402  (the tests' throw-away PostgreSQL server)
 
 CTX = multiprocessing.get_context("fork")
 

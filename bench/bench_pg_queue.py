@@ -41,7 +41,6 @@ bench/bench_pg_queue.py N`` once the nox session has been created. Needs the Pos
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import multiprocessing
 import statistics
@@ -61,11 +60,8 @@ from icc.queue.dispatch import open_transport
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 4
 ROUNDS = 3
-_spec = importlib.util.spec_from_file_location("pgkit", ROOT / "tests" / "pgkit.py")
-assert _spec is not None and _spec.loader is not None
-pgkit = importlib.util.module_from_spec(_spec)
-sys.modules["pgkit"] = pgkit  # dataclasses look their module up there
-_spec.loader.exec_module(pgkit)
+sys.path.insert(0, str(ROOT / "tests"))
+import pgkit  # noqa: E402  (the tests' throw-away PostgreSQL server)
 
 CTX = multiprocessing.get_context("fork")
 logging.getLogger("procrastinate").setLevel(logging.ERROR)  # its warning about an App in __main__

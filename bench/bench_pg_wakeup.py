@@ -20,7 +20,6 @@ bench/bench_pg_wakeup.py N``. Needs the PostgreSQL server binaries (Debian: ``ap
 
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing
 import random
 import statistics
@@ -39,11 +38,8 @@ from icc.queue.dispatch import open_transport
 
 ROOT = Path(__file__).resolve().parent.parent
 SLEEP = 1.0  # icc consume's default --sleep
-_spec = importlib.util.spec_from_file_location("pgkit", ROOT / "tests" / "pgkit.py")
-assert _spec is not None and _spec.loader is not None
-pgkit = importlib.util.module_from_spec(_spec)
-sys.modules["pgkit"] = pgkit  # dataclasses look their module up there
-_spec.loader.exec_module(pgkit)
+sys.path.insert(0, str(ROOT / "tests"))
+import pgkit  # noqa: E402  (the tests' throw-away PostgreSQL server)
 
 CTX = multiprocessing.get_context("fork")
 
