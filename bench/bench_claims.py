@@ -1,7 +1,7 @@
 """Claims: 4 simulated hosts x 1,000 jobs due in one slot, on PostgreSQL against the embedded SQLite store.
 
 Each round, 4 worker processes (forked; each opens its own store after the fork, then waits at a start line)
-claim the same 1,000 (job, slot) pairs through ``icc.stores.open_store(config)``, in two ways, both measured on
+claim the same 1,000 (job, slot) pairs through ``icc.store.open_store(config)``, in two ways, both measured on
 both stores (the same work on each side):
 
 - as a tick claims them (``batch``): one ``claim_many(...)`` call with the 1,000 claims, in plan (name) order;
@@ -51,10 +51,10 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
-import icc.pg
+import icc.store.postgres.connection
 from icc.config import Config, StoreConfig
-from icc.state.base import Claim
-from icc.stores import open_store
+from icc.store import open_store
+from icc.store.protocol import Claim
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTS = 4
@@ -145,8 +145,8 @@ def bench_postgres(server: Any, tmp: Path, mode: str) -> tuple[float, list[str],
     database = server.new_database()
     url = server.url(database)
     setup = config_for(tmp, url, 0)
-    conn = icc.pg.connect(setup)
-    icc.pg.migrate(conn, setup.store.schema)
+    conn = icc.store.postgres.connection.connect(setup)
+    icc.store.postgres.connection.migrate(conn, setup.store.schema)
     conn.close()
     directories = [tmp / f"pg-host-{host}" for host in range(HOSTS)]  # each host its own state directory
     for directory in directories:

@@ -176,7 +176,7 @@ def main() -> None:
     blocks = [sample[r * block : (r + 1) * block] for r in range(ROUNDS)]
 
     # 1. Per schedule, from scratch.
-    # The compiled form is what `icc scan` stores with each job (icc.runner.record_definition), built once.
+    # The compiled form is what `icc scan` stores with each job (icc.tick.coordinator.record_definition), built once.
     stored = [[(s.definition(), compiled_form(s.time_rule)) for s in b] for b in blocks]
     rows = [from_scratch(d, slots[r % SLOTS]) for r, d in enumerate(stored)]
     icc_scratch = statistics.median(r[0] for r in rows)

@@ -51,7 +51,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
-import icc.pg
+import icc.store.postgres.connection
 import procrastinate
 from icc.config import Config, StoreConfig
 from icc.queue import Consumer, Limits, dispatch
@@ -96,8 +96,8 @@ def bench_icc(server: Any, directory: Path, n: int) -> tuple[float, float]:
     database = server.new_database()
     url = server.url(database)
     config = icc_config(url, directory)
-    conn = icc.pg.connect(config)
-    icc.pg.migrate(conn, config.store.schema)
+    conn = icc.store.postgres.connection.connect(config)
+    icc.store.postgres.connection.migrate(conn, config.store.schema)
     conn.close()
     open_transport(config)  # connected before the clock starts, as procrastinate's app is opened
 

@@ -6,8 +6,8 @@ PostgreSQL store (a throw-away server from tests/pgkit.py: initdb, fsync off, a 
 migrated with ``icc db migrate``, the jobs registered with ``icc scan``, one full tick run). Each round runs, in
 a rotating order:
 
-- ``icc run --quiet`` on SQLite: the idle fast path (icc.fastpath: one read-only SQLite query);
-- ``icc run --quiet`` on PostgreSQL: the PostgreSQL idle path (icc.fastpath_pg: libpq through ctypes, one
+- ``icc run --quiet`` on SQLite: the idle fast path (icc.tick.idle: one read-only SQLite query);
+- ``icc run --quiet`` on PostgreSQL: the PostgreSQL idle path (icc.store.postgres.idle: libpq through ctypes, one
   connection and one query over loopback TCP, no psycopg);
 - the same PostgreSQL tick through the full command (``ICC_STORE_URL`` set to the same URL is a doubt for the
   fast config reader, so the full ``icc run`` answers: click, psycopg, the store): what an idle tick on
@@ -139,8 +139,8 @@ def main() -> None:
         return statistics.median(row[name][column] / row[base][column] for row in rows)
 
     labels = {
-        "sqlite": "idle tick, SQLite (icc.fastpath)",
-        "postgres": "idle tick, PostgreSQL (icc.fastpath_pg)",
+        "sqlite": "idle tick, SQLite (icc.tick.idle)",
+        "postgres": "idle tick, PostgreSQL (icc.store.postgres.idle)",
         "full": "idle tick, PostgreSQL, full command",
         "psycopg": 'python -c "import psycopg"',
     }

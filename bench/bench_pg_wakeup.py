@@ -31,7 +31,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
-import icc.pg
+import icc.store.postgres.connection
 from icc.config import Config, ConsumersConfig, StoreConfig
 from icc.queue import Consumer, Limits, dispatch
 from icc.queue.dispatch import open_transport
@@ -87,8 +87,8 @@ def main() -> None:
             for notify in (True, False):
                 url = server.url(server.new_database())
                 config = configs[notify] = config_for(url, Path(tmp), notify)
-                conn = icc.pg.connect(config)
-                icc.pg.migrate(conn, config.store.schema)
+                conn = icc.store.postgres.connection.connect(config)
+                icc.store.postgres.connection.migrate(conn, config.store.schema)
                 conn.close()
                 ready = CTX.Event()
                 queues[notify] = CTX.Queue()

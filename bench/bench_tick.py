@@ -10,7 +10,7 @@
    Goal: idle tick at most 1.5x ``python -c "import sqlite3"``.
 2. The default minute. With ``consumers.mode = "cron"`` (the default) the ``consume:mail`` and
    ``consume:async`` jobs are due every minute, so the common minute is not idle. When nothing else is due,
-   ``icc run --quiet`` runs the light minute (icc.lightminute): it claims and records the two runs without
+   ``icc run --quiet`` runs the light minute (icc.tick.light): it claims and records the two runs without
    loading click or the plugins and starts two background supervisors, each forking a consumer that waits up
    to S seconds for messages, polling the queue database once a second (the plugins are loaded only when a
    message arrives, never here). Measured with empty queues and every installed plugin (autoload on:

@@ -36,13 +36,13 @@ def store_backend() -> str:
 
 def migrated_url(url: str) -> str:
     """``url`` with icc's schema applied (as `icc db migrate` would)."""
-    import icc.pg
+    import icc.store.postgres.connection
     from icc.config import Config, StoreConfig
 
     config = Config(path=None, root=Path("."), store=StoreConfig(url=url, host_id="tests"))
-    conn = icc.pg.connect(config)
+    conn = icc.store.postgres.connection.connect(config)
     try:
-        icc.pg.migrate(conn, config.store.schema)
+        icc.store.postgres.connection.migrate(conn, config.store.schema)
     finally:
         conn.close()
     return url

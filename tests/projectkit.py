@@ -136,7 +136,7 @@ class Project:
         from dataclasses import asdict
 
         from icc.config import load_config
-        from icc.stores import open_store
+        from icc.store import open_store
 
         store = open_store(load_config(self.config))
         try:

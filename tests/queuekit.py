@@ -20,12 +20,12 @@ MakeConfig = Callable[..., Config]
 
 def migrated(url: str, schema: str = "icc") -> None:
     """Apply icc's schema to the database at ``url``."""
-    import icc.pg
+    import icc.store.postgres.connection
 
     config = Config(path=None, root=Path("/"), store=StoreConfig(url=url, schema=schema, host_id="test"))
-    conn = icc.pg.connect(config)
+    conn = icc.store.postgres.connection.connect(config)
     try:
-        icc.pg.migrate(conn, schema)
+        icc.store.postgres.connection.migrate(conn, schema)
     finally:
         conn.close()
 

@@ -12,7 +12,7 @@ import sys
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if "run" in args[:3]:
-        from icc.fastpath import try_idle_tick
+        from icc.tick.idle import try_idle_tick
 
         code = try_idle_tick(args)
         if code is not None:

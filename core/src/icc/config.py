@@ -65,7 +65,7 @@ class QueueConfig:
 
 @dataclass(frozen=True)
 class MonitorConfig:
-    """``[tool.icc.monitor]``: heartbeat pings for every job (see :mod:`icc.pings`)."""
+    """``[tool.icc.monitor]``: heartbeat pings for every job (see :mod:`icc.notify.pings`)."""
 
     ping_url: str | None = None  # "{job}" is replaced by the URL-quoted job name
     timeout: float = 5.0  # seconds all the pings of one run event may take, retries included
@@ -77,7 +77,7 @@ class StoreConfig:
 
     With a PostgreSQL ``url`` both the state store and the queues go there (see docs/several-servers.md).
     ``host_id`` names this host among those sharing the store (default: a UUID kept in the state directory,
-    see :func:`icc.stores.host_id`); ``lease`` is how long a run stays owned by a host that stops renewing it.
+    see :func:`icc.store.host_id`); ``lease`` is how long a run stays owned by a host that stops renewing it.
     """
 
     url: str | None = None

@@ -175,7 +175,7 @@ def _simple_number(text: str, low: int, high: int) -> int | None:
 def _simple_mask(index: int, value: str) -> int | None:
     """The bitmask of a field written in plain numeric cron syntax (``*``, ``*/s``, ``a``, ``a-b``, ``a-b/s``
     and lists of them), or None for anything else (names, ``L``, ``#``, ``?``, ``a/s``, leading zeros, Sunday as
-    7, a range that wraps), which croniter parses. Equal to croniter's reading (tests/test_cron_simple.py), but
+    7, a range that wraps), which croniter parses. Equal to croniter's reading (tests/model/test_cron_simple.py), but
     about a hundred times faster and without importing croniter: scans and fresh ticks compile every stored
     expression."""
     if value == "*":
@@ -795,7 +795,7 @@ def compiled_form(rule: TimeRule) -> list[int] | None:
 def compiled_matches(compiled: list[int], zone_name: str, at: datetime) -> bool | None:
     """Whether the minute of the aware instant *at* is a run of a rule in its :func:`compiled_form`, with bit
     tests only; None when only the full :class:`TimeRule` can tell (a DST change next to *at*, day rules with
-    L or #, a malformed form). Agrees with :meth:`TimeRule.matches` wherever it answers (tests/test_cron_compiled.py).
+    L or #, a malformed form). Agrees with :meth:`TimeRule.matches` wherever it answers (tests/model/test_cron_compiled.py).
     """
     try:
         minutes, hours, dom, months, dow, flags, start, end = compiled

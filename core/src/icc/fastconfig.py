@@ -73,7 +73,7 @@ def _timezone(value: object) -> bool:
 
 
 # What each key of icc.config accepts, as a yes/no check (the messages are the full loader's business).
-# tests/test_fastpath.py pins that these are exactly icc.config's keys: a key added there and not here
+# tests/tick/test_fastpath.py pins that these are exactly icc.config's keys: a key added there and not here
 # makes the idle tick fall through (slower, never wrong).
 CORE_CHECKS: dict[str, Check] = {
     "environment": _text,
@@ -131,7 +131,7 @@ class _Doubt(Exception):
 # tomllib costs more to import (typing, its regular expressions) than the rest of the idle tick. A config
 # file is usually a few tables of plain keys with simple values, which _simple_toml reads; for anything else
 # (dotted keys, escapes, floats, multi-line values, a table or key defined twice...) it returns None and
-# tomllib reads the file. tests/test_fastpath.py pins that whatever it returns equals tomllib's result.
+# tomllib reads the file. tests/tick/test_fastpath.py pins that whatever it returns equals tomllib's result.
 
 _BARE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
@@ -305,7 +305,7 @@ def _check_dotenv(root: str) -> None:
 def read_config(config: str | None, store: dict[str, object] | None = None) -> tuple[str, str] | None:
     """``(state directory, time zone)`` of the configuration ``config`` (from ``--config``; None: look for
     it), or None when the full loader must decide. An ``[icc.store]`` table is a doubt, unless ``store`` is
-    given (the PostgreSQL idle tick, :mod:`icc.fastpath_pg`): then its checked keys are copied into it."""
+    given (the PostgreSQL idle tick, :mod:`icc.store.postgres.idle`): then its checked keys are copied into it."""
     try:
         cwd = os.getcwd()
         if config is None and os.environ.get("ICC_CONFIG"):

@@ -26,8 +26,8 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from icc.errors import StateError
-from icc.state.diagnosis import os_error
-from icc.state.dirs import state_dir_problem
+from icc.statedir import state_dir_problem
+from icc.store.sqlite.diagnosis import os_error
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _RECORD_SIZE = (

@@ -10,7 +10,7 @@ stderr, one line per record:
   zone before), ``level``, ``logger``, ``message``.
 
 The ``icc`` logger does not propagate: an application that configures the root logger does not see icc's lines
-twice. The idle fast path (``icc.fastpath``) never imports this module.
+twice. The idle fast path (``icc.tick.idle``) never imports this module.
 """
 
 from __future__ import annotations

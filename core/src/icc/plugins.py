@@ -93,7 +93,7 @@ ENTRY_POINT_GROUP = "icc.tasks"
 
 # icc's own plugins, by module name, loaded after every other plugin. A module that does not exist
 # (yet) is skipped without a word.
-BUILTIN_PLUGINS: list[str] = ["icc.queue.builtin", "icc.pings"]
+BUILTIN_PLUGINS: list[str] = ["icc.queue.builtin", "icc.notify.pings"]
 
 Source = Literal["entry-point", "local", "builtin"]
 

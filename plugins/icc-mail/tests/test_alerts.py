@@ -20,7 +20,7 @@ from icc.errors import ConfigError
 from icc.jobs import Job, RunContext, RunResult
 from icc.plugins import PluginHost, load_plugins
 from icc.schedule import Schedule
-from icc.state.sqlite import SQLiteStateStore
+from icc.store.sqlite.state import SQLiteStateStore
 from icc_mail.alerts import decide
 from icc_mail.config import parse_config
 

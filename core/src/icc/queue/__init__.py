@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from icc.queue.consumer import Consumer, ConsumeStats, Handler, HandlerInterrupted, Limits
 from icc.queue.dispatch import dispatch, open_transport
 from icc.queue.message import MAX_PAYLOAD_BYTES, Envelope, ErrorRecord, FailedMessage
 from icc.queue.retry import backoff, max_attempts
-from icc.queue.sqlite import SqliteTransport
 from icc.queue.transport import FailedStore, Transport
+
+if TYPE_CHECKING:
+    from icc.store.sqlite.queues import SqliteTransport
+
+
+def __getattr__(name: str) -> Any:
+    # lazy: the SQLite transport lives in icc.store.sqlite, which imports icc.queue.message (a cycle if eager)
+    if name == "SqliteTransport":
+        from icc.store.sqlite.queues import SqliteTransport
+
+        return SqliteTransport
+    raise AttributeError(f"module 'icc.queue' has no attribute {name!r}")
+
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",

@@ -59,10 +59,10 @@ class ConsumerTask:
 def consume_in_process(config: Config, queue: str, *, started: float | None = None) -> None:
     """What ``icc consume QUEUE --time-limit consumers.time_limit`` does, without starting an interpreter:
     the same warnings on stderr, the same summary line on stdout, the same hard exit. ``started``
-    (``time.monotonic()``): when the time limit began (the light minute's consumer, :mod:`icc.lightminute`,
+    (``time.monotonic()``): when the time limit began (the light minute's consumer, :mod:`icc.tick.light`,
     waited before it loaded the plugins)."""
+    from icc.cli.queue import handler_queue_warnings
     from icc.plugins import loaded_host
-    from icc.queue.commands import handler_queue_warnings
     from icc.queue.consumer import Consumer, ConsumeStats, Limits
     from icc.queue.dispatch import open_transport, validate_queue
 
@@ -95,13 +95,13 @@ def queue_is_empty(config: Config, queue: str) -> bool:
     """True when ``queue`` holds no message at all (ready, delayed or leased): a read-only count that
     creates nothing. Any doubt (no trustworthy file, an error) is False: the consumer starts and reports."""
     if config.store.url is not None:  # PostgreSQL: one count on the shared queues
-        from icc.stores import open_transport
+        from icc.store import open_transport
 
         try:
             return open_transport(config).pending(queue) == 0
         except Exception:
             return False
-    from icc.lightminute import sqlite_queue_is_empty  # stdlib only at import
+    from icc.tick.light import sqlite_queue_is_empty  # stdlib only at import
 
     return sqlite_queue_is_empty(str(config.state_dir), queue)
 

@@ -283,7 +283,7 @@ class Consumer:
         With ``install_signal_handlers`` (in the main thread), SIGTERM and SIGINT stop the consumer and
         a handler still running at the time limit is interrupted. ``started`` (``time.monotonic()``) counts
         the time limit and the elapsed time from an earlier moment: the light minute's consumer waited for
-        messages before it became this one (:mod:`icc.lightminute`)."""
+        messages before it became this one (:mod:`icc.tick.light`)."""
         started = self._started = time.monotonic() if started is None else started
         deadline = started + self.limits.time_limit if self.limits.time_limit is not None else None
         if deadline is not None:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from icc.errors import QueueError
 from icc.queue.message import encode_payload, is_finite_delay, validate_name
-from icc.queue.sqlite import SqliteTransport
 
 if TYPE_CHECKING:
     from icc.config import Config
@@ -62,7 +61,7 @@ def open_transport(config: Config) -> QueueBackend:
 
     SQLite: the queue database of ``config.state_dir``; durability is ``synchronous=FULL`` unless
     ``ICC_QUEUE_SYNCHRONOUS=NORMAL`` trades the last commits before a power loss for throughput (see
-    :mod:`icc.queue.sqlite`). With ``[icc.store] url``: the PostgreSQL transport (:mod:`icc.queue.postgres`).
+    :mod:`icc.store.sqlite.queues`). With ``[icc.store] url``: the PostgreSQL transport (:mod:`icc.store.postgres.queues`).
     """
     url = config.store.url
     # The state directory is already absolute: Config resolves it against its root.
@@ -72,10 +71,12 @@ def open_transport(config: Config) -> QueueBackend:
         if transport is not None and not transport.forked:
             return transport
         if config.store.url is not None:
-            from icc.queue.postgres import PostgresTransport
+            from icc.store.postgres.queues import PostgresTransport
 
             transport = PostgresTransport(config)
         else:
+            from icc.store.sqlite.queues import SqliteTransport  # lazy: icc.queue.message <-> the transport
+
             transport = SqliteTransport.open(config.state_dir, synchronous=_synchronous())
         _transports[key] = transport
         return transport

@@ -1,6 +1,6 @@
 """The transport protocol: the few operations the consumer, ``icc.dispatch`` and ``icc failed`` need.
 
-The embedded SQLite transport (:mod:`icc.queue.sqlite`) implements it; PostgreSQL (``FOR UPDATE SKIP
+The embedded SQLite transport (:mod:`icc.store.sqlite.queues`) implements it; PostgreSQL (``FOR UPDATE SKIP
 LOCKED``) and Redis transports for multi-server installs can follow without touching the consumer.
 
 Contract, shared by every implementation:
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from icc.queue.message import Envelope, ErrorRecord, FailedMessage
 
 if TYPE_CHECKING:
-    from icc.queue.sqlite import QueueStats
+    from icc.store.sqlite.queues import QueueStats
 
 __all__ = ["FailedStore", "QueueBackend", "Transport"]
 
@@ -106,7 +106,7 @@ class FailedStore(Protocol):
 
 
 class QueueBackend(Transport, FailedStore, Protocol):
-    """What :func:`icc.stores.open_transport` returns: a transport that is also the failed store, with the
+    """What :func:`icc.store.open_transport` returns: a transport that is also the failed store, with the
     operating side (``icc queue stats``, ``icc consume --stop``) and fork detection."""
 
     @property

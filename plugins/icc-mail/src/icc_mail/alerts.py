@@ -192,7 +192,7 @@ def notify(config: Config, mail: MailConfig, job: Job, run: RunContext, result: 
                 )
             return None if decision.state is None else json.dumps(decision.state, sort_keys=True)
 
-        from icc.stores import open_store
+        from icc.store import open_store
 
         store = open_store(config)
         try:

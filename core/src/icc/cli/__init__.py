@@ -1,0 +1,913 @@
+"""The ``icc`` command group. Rendering goes through :mod:`icc.cli.render`."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+from zoneinfo import ZoneInfo
+
+import click
+
+from icc import logs as diagnostics
+from icc import report as facts
+from icc._version import __version__
+from icc.cli import completion
+from icc.cli import render as ui
+from icc.cli.argv import icc_argv
+from icc.errors import IccError, JobNotFoundError
+
+if TYPE_CHECKING:
+    from icc.config import Config
+    from icc.store.protocol import StateStore
+    from icc.tick.coordinator import TickReport
+
+
+class Env:
+    """The click context object: the ``--config`` option and the configuration, loaded on first use."""
+
+    def __init__(self, config_path: Path | None) -> None:
+        self.config_path = config_path
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            from icc.config import load_config
+
+            self._config = load_config(self.config_path, export=True)  # .env reaches the tasks
+            diagnostics.set_zone(self._config.timezone)
+            diagnostics.logger.debug(
+                "config %s, state dir %s, timezone %s, environment %s",
+                self._config.path or "(none found: defaults)",
+                self._config.state_dir,
+                self._config.timezone,
+                self._config.environment,
+            )
+        return self._config
+
+
+class IccGroup(click.Group):
+    """Prints an :class:`~icc.errors.IccError` as one clear line (no traceback) and exits non-zero."""
+
+    _plugin_commands_loaded = False
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # Before anything can log: resolving a plugin's command (below) may warn already.
+        diagnostics.configure(
+            ctx.params.get("log_level"),
+            ctx.params.get("log_format") or "text",
+            verbose=bool(ctx.params.get("verbose")),
+        )
+        try:
+            return super().invoke(ctx)
+        except IccError as exc:
+            diagnostics.ensure().error("%s", exc)
+            ctx.exit(exc.exit_code)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and self._load_plugin_commands(ctx):
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugin_commands(ctx)
+        return super().list_commands(ctx)
+
+    def _load_plugin_commands(self, ctx: click.Context) -> bool:
+        """Plugins' ``register_commands``: only when a name is not a core command, or for the command list."""
+        if self._plugin_commands_loaded:
+            return False
+        self._plugin_commands_loaded = True
+        from icc.config import load_config
+        from icc.plugins import load_plugins
+
+        try:
+            host = load_plugins(load_config(ctx.find_root().params.get("config_path"), export=True))
+        except IccError:
+            return False  # the command itself will report a broken config
+        host.register_commands(self)
+        for failure in host.failures:
+            if failure.hook == "register_commands":
+                diagnostics.ensure().warning("plugin %s failed: %s", failure.plugin, failure.error)
+        return True
+
+
+@click.group(cls=IccGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="ICC_CONFIG",
+    help="Config file (icc.toml or pyproject.toml); default: found by walking up from the working directory.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Debug lines too (the same as --log-level debug).")
+@click.option(
+    "--log-level",
+    type=click.Choice(diagnostics.LEVELS, case_sensitive=False),
+    envvar="ICC_LOG_LEVEL",
+    help="Least important diagnostic line shown on stderr; default: info (debug with -v).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(diagnostics.FORMATS),
+    default="text",
+    show_default=True,
+    envvar="ICC_LOG_FORMAT",
+    help="Diagnostics on stderr as plain lines, or one JSON object per line.",
+)
+@click.version_option(__version__, prog_name="icc")
+@click.pass_context
+def cli(
+    ctx: click.Context, config_path: Path | None, verbose: bool, log_level: str | None, log_format: str
+) -> None:
+    """icc: plugin-based task runner. One crontab line, `* * * * * icc run`, drives every job."""
+    ctx.obj = Env(config_path)
+
+
+AT_FIRST, AT_LAST = 86400, 253402300740  # 1970-01-02 00:00 and 9999-12-31 23:59 UTC
+
+
+def _parse_at(value: str | None, zone: str, option: str = "--at") -> datetime | None:
+    """``--at``: ISO 8601; without an offset it is read in the configured zone."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 time, e.g. 2026-03-29T02:30", param_hint=option
+        ) from exc
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(zone))
+    if not AT_FIRST <= moment.timestamp() <= AT_LAST:
+        raise click.BadParameter(
+            f"{value!r} is outside the times icc can schedule (1970-01-02 to 9999-12-31 23:59 UTC)",
+            param_hint=option,
+        )
+    return moment
+
+
+SQLITE_MAX_INT = 2**63 - 1
+
+
+def _count(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """A count given on the command line: 1 to 2^63 - 1 (what the store can hold), else one line and exit 2."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= SQLITE_MAX_INT:
+        raise IccError(f"{param.opts[0]} {value}: must be a whole number from 1 to {SQLITE_MAX_INT}")
+    return number
+
+
+def _optional_count(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    return None if value is None else _count(ctx, param, value)
+
+
+def _exit(code: int) -> NoReturn:
+    raise SystemExit(code)
+
+
+def _print_json(document: Any) -> None:
+    """A command's ``--json`` output: one JSON document on stdout."""
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Show the difference, write nothing.")
+@click.option(
+    "--prune", is_flag=True, help="Delete removed jobs and their history instead of marking them removed."
+)
+@click.option("--strict", is_flag=True, help="A plugin that fails to load is an error, not a warning.")
+@click.option("--json", "as_json", is_flag=True, help="The difference as one JSON document (docs/cli.md).")
+@click.pass_obj
+def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> None:
+    """Load plugins, validate every schedule and sync the jobs into the state store.
+
+    Registers or removes the consumer cron jobs per consumers.mode. Nothing is written when anything is
+    invalid; jobs of a plugin that failed to load are kept as they were.
+    """
+    from icc.plugins import installed_fingerprint, load_plugins
+    from icc.store import open_store
+    from icc.tick import light as lightminute
+    from icc.tick.coordinator import job_records
+
+    config = env.config
+    host = load_plugins(config, strict=strict)
+    jobs = host.collect_jobs()
+    host.collect_handlers()  # a handler name two plugins register is reported too
+    for failure in host.failures:
+        diagnostics.logger.warning("plugin %s failed: %s", failure.plugin, failure.error)
+    invalid = [f for f in host.failures if f.hook == "schedule"]
+    if invalid:
+        diagnostics.logger.error(
+            "invalid schedules or a job name two plugins use; nothing was written. "
+            "Fix the plugins above and scan again."
+        )
+        _exit(2)
+    failed_plugins = {f.plugin for f in host.failures}
+    store = open_store(config)
+    records = job_records(jobs)
+    # A plugin that failed to import keeps its jobs: a broken deploy must not erase their history.
+    kept = [r for r in store.jobs() if r.plugin in failed_plugins and r.name not in jobs]
+    report = store.sync_jobs(
+        [*records, *kept],
+        prune=prune,
+        dry_run=dry_run,
+        now=time.time(),
+        meta={
+            "plugins_fingerprint": installed_fingerprint(config),
+            "scanned_at": str(time.time()),
+            lightminute.META_KEY: lightminute.scan_record(config, host, jobs),
+        },
+    )
+    rows: list[list[str]] = []
+    by_name = {r.name: r for r in records}
+    for change in ("added", "changed", "restored", "removed", "pruned", "unchanged"):
+        for name in getattr(report, change):
+            rec = by_name.get(name)
+            rows.append(
+                [
+                    name,
+                    change,
+                    rec.definition["schedule"]["expression"] if rec else "-",
+                    rec.plugin if rec else "-",
+                ]
+            )
+    consumers = [n for n in by_name if n.startswith("consume:")]
+    if as_json:
+        _print_json(
+            {
+                "schema": 1,
+                "generated_at": facts.iso(time.time(), config.timezone),
+                "timezone": config.timezone,
+                "dry_run": dry_run,
+                "jobs": [dict(zip(("name", "change", "cron", "plugin"), row, strict=True)) for row in rows],
+                "consumers": {"mode": config.consumers.mode, "jobs": consumers},
+            }
+        )
+    else:
+        title = "icc scan (dry run: nothing written)" if dry_run else "icc scan"
+        ui.table(
+            title,
+            [ui.Col("job", keep=True), ui.Col("change", keep=True), "cron", "plugin"],
+            rows,
+            style_col=1,
+        )
+    if config.consumers.mode == "cron":
+        if not as_json:
+            ui.say(
+                f"consumers: cron mode, {len(consumers)} consumer job(s) registered: "
+                f"{', '.join(consumers) or 'none'}"
+            )
+        from icc.queue.builtin import minute_warning
+
+        warning = minute_warning(config)
+        if warning is not None:
+            diagnostics.logger.warning("%s", warning)
+    elif not as_json:
+        ui.say("consumers: service mode, no consumer cron jobs (run them with `icc systemd`)")
+
+
+@cli.command()
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing unless a job failed.")
+@click.option("--at", "at", metavar="TIME", help="Tick as if it were TIME (ISO 8601).")
+@click.option("--json", "as_json", is_flag=True, help="The tick as one JSON document (docs/cli.md).")
+@click.pass_obj
+def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
+    """One tick: run every job due now. Meant for crontab: `* * * * * icc run --quiet`."""
+    from icc.supervise.supervisor import install_stop_handlers
+    from icc.tick.coordinator import Tick
+
+    config = env.config
+    install_stop_handlers()
+    report = Tick(config, at=_parse_at(at, config.timezone)).run()
+    zone = config.timezone
+    if as_json:
+        for failure in report.plugin_failures:
+            diagnostics.logger.warning("plugin %s", failure)
+        _print_json(_tick_data(report, zone))
+        if report.failed:
+            _exit(1)
+        return
+    if report.locked_out:
+        holder = report.held_by
+        if not quiet:  # not a failure: the tick that holds the lock evaluates the minute
+            who = (
+                "its holder did not say who it is"
+                if holder is None
+                else f"pid {holder.pid} on {holder.host} since {ui.fmt_time(holder.since, zone)}"
+            )
+            ui.say(f"icc run: another tick is running ({who})")
+        return
+    for failure in report.plugin_failures:
+        diagnostics.logger.warning("plugin %s", failure)
+    if not report.rows:
+        if not quiet:
+            ui.say(f"icc run: nothing due at {ui.fmt_time(report.slot, zone)} ({zone})")
+        return
+    if not quiet or report.failed:
+        ui.tick_table(f"icc run {ui.fmt_time(report.slot, zone)} ({zone})", report.rows, zone)
+    if report.failed:
+        _exit(1)
+
+
+def _tick_data(report: TickReport, zone: str) -> dict[str, Any]:
+    """``icc run --json``: the tick's report, times in ISO 8601 in the configured zone."""
+    holder = report.held_by
+    return {
+        "schema": 1,
+        "slot": facts.iso(report.slot, zone),
+        "timezone": zone,
+        "locked_out": report.locked_out,
+        "held_by": None
+        if holder is None
+        else {"pid": holder.pid, "host": holder.host, "since": facts.iso(holder.since, zone)},
+        "failed": report.failed,
+        "runs": [
+            {
+                "job": r.job,
+                "outcome": r.outcome,
+                "slot": facts.iso(r.slot, zone),
+                "duration": r.duration,
+                "next_run": facts.iso(r.next_run, zone),
+                "background": r.background,
+                "detail": r.detail,
+            }
+            for r in report.rows
+        ],
+    }
+
+
+@cli.command()
+@click.option("--quiet", "-q", is_flag=True, help="Print a tick's table only when a job failed.")
+@click.option("--tick-every", "period", type=click.FloatRange(min=1), default=60.0, hidden=True)
+@click.pass_obj
+def work(env: Env, quiet: bool, period: float) -> None:
+    """Foreground scheduler: a tick at every minute boundary, until SIGTERM or SIGINT.
+
+    For containers, development and systemd (`icc systemd`): use it instead of the crontab line. Each tick is
+    the one `icc run` runs; its table goes to stdout. On SIGTERM/SIGINT it starts nothing new, lets a running
+    job finish within `grace` seconds (then stops it as `icc run` does) and exits 0.
+    """
+    from icc.tick.work import work as work_loop
+
+    _exit(work_loop(env.config, quiet=quiet, period=period))
+
+
+def _next_runs(
+    store: StateStore, job: str, zone: str, after: datetime, count: int
+) -> tuple[list[datetime], int]:
+    """``--next``: the job's next ``count`` runs after ``after`` (``Schedule.next_runs``; none while it is
+    disabled or removed), and the seconds its runs start after their slot (jitter)."""
+    from icc.schedule import Schedule
+
+    record = store.job(job)
+    if record is None:
+        return [], 0
+    schedule = Schedule.from_definition(record.definition["schedule"], default_timezone=zone)
+    offset = schedule.start_offset(job)
+    if not record.enabled or record.removed_at is not None:
+        return [], offset
+    return schedule.next_runs(after, min(count, 1000)), offset
+
+
+OUTPUT_TAIL_LINES = 20  # lines of the last run's output `icc status JOB` shows
+
+
+def _last_run_cell(last: dict[str, Any] | None, *, terminal: bool = False) -> str:
+    """``succeeded 2026-03-29 10:00 (1.2s)``; a run that never started (its command could not) shows its slot.
+    In a terminal two lines, ``succeeded 1.2s`` over the time, so the column stays narrow."""
+    if last is None:
+        return "-"
+    if last["started_at"] is None:
+        when = f"slot {last['slot'][:16].replace('T', ' ')}" if last["slot"] else ""
+        return str(last["outcome"]) + ("\n" if terminal else " ") + when if when else str(last["outcome"])
+    when = last["started_at"][:16].replace("T", " ")
+    took = ui.fmt_duration(last["duration"])
+    return f"{last['outcome']} {took}\n{when}" if terminal else f"{last['outcome']} {when} ({took})"
+
+
+@cli.command()
+@click.argument("job", required=False, shell_complete=completion.known_jobs)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema in docs/cli.md).")
+@click.option("--at", "at", metavar="TIME", help="Show next runs as seen at TIME (ISO 8601).")
+@click.option(
+    "--limit", default="20", show_default=True, metavar="INTEGER", callback=_count, help="Runs shown for JOB."
+)
+@click.option(
+    "--next",
+    "next_count",
+    metavar="N",
+    callback=_optional_count,
+    help="With JOB: its next N runs (sub-minute offsets included).",
+)
+@click.option("--timeline", is_flag=True, help="The last 24 hours of runs per job, one character a cell.")
+@click.pass_obj
+def status(
+    env: Env,
+    job: str | None,
+    as_json: bool,
+    at: str | None,
+    limit: int,
+    next_count: int | None,
+    timeline: bool,
+) -> None:
+    """Every job: source, schedule, next run, last run, running now, missed slots; or JOB's last runs."""
+    config = env.config
+    zone = config.timezone
+    if next_count is not None and job is None:
+        raise IccError("--next needs a job: icc status JOB --next N")
+    moment = _parse_at(at, zone)
+    if timeline:
+        if as_json or next_count is not None:
+            raise IccError("--timeline draws a picture: give it without --json and --next")
+        _timeline(config, job, moment)
+        return
+    data = facts.status_data(config, moment)
+    if job is not None:
+        from icc.store import open_store
+
+        entry = next((j for j in data["jobs"] if j["name"] == job), None)
+        if entry is None:
+            raise JobNotFoundError(f"no job named {job!r}; `icc status` lists them")
+        store = open_store(config)
+        dead = facts.dead_runs(config, store, store.unfinished())
+        runs = store.runs(job, limit=limit)
+        ping_failure = facts.ping_failure(store.get_meta(f"ping:{job}"), zone)
+        upcoming: list[datetime] = []
+        offset = 0
+        if next_count is not None:
+            upcoming, offset = _next_runs(store, job, zone, moment or datetime.now(UTC), next_count)
+        if as_json:
+            entry["runs"] = [facts.run_data(r, zone, dead, full=True) for r in runs]
+            entry["ping_failure"] = ping_failure
+            if next_count is not None:
+                entry["next_runs"] = [u.astimezone(ZoneInfo(zone)).isoformat() for u in upcoming]
+                entry["start_offset"] = offset
+            click.echo(json.dumps(entry, indent=2))
+            return
+        state = "removed" if entry["removed"] else ("enabled" if entry["enabled"] else "disabled")
+        if data["paused"] is not None:
+            ui.say(_pause_line(data["paused"]))
+        ui.say(
+            f"{job}: {entry['schedule']['description']} [{entry['schedule']['cron']}], plugin {entry['plugin']}, "
+            f"{state}"
+        )
+        ui.say(f"last success: {_last_run_cell(entry['last_success'])}")
+        ui.say(f"last failure: {_last_run_cell(entry['last_failure'])}")
+        if next_count is not None:
+            late = f" (each starts {offset}s later: jitter)" if offset else ""
+            ui.say(f"next {len(upcoming)} runs{late}:" if upcoming else "next runs: none left")
+            for upcoming_at in upcoming:
+                shown_at = upcoming_at.astimezone(ZoneInfo(zone))
+                click.echo("  " + shown_at.strftime("%Y-%m-%d %H:%M" + (":%S" if shown_at.second else "")))
+        rows = []
+        for r in runs:
+            outcome, error = facts.shown(r, dead)
+            rows.append(
+                [
+                    str(r.id),
+                    r.kind,
+                    outcome,
+                    ui.fmt_slot(r.slot, zone),
+                    ui.fmt_time(r.started_at, zone),
+                    ui.fmt_duration(r.duration),
+                    str(r.exit_code if r.exit_code is not None else "-"),
+                    error or "",
+                ]
+            )
+        ui.table(
+            None,
+            [
+                ui.Col("run", keep=True),
+                ui.Col("kind", keep=True, wide=100),
+                ui.Col("outcome", keep=True),
+                ui.Col("slot", keep=True),
+                ui.Col("started", keep=True),
+                ui.Col("took", keep=True),
+                ui.Col("exit", keep=True, wide=100),
+                "error",
+            ],
+            rows,
+            style_col=2,
+        )
+        if ping_failure is not None:
+            later = "; later pings worked" if ping_failure["ok_since"] else ""
+            ui.say(
+                f"ping failed {(ping_failure['at'] or '?')[:19].replace('T', ' ')} ({ping_failure['event']}): "
+                f"{ping_failure['error']}{later}"
+            )
+        shown = next((r for r in runs if r.outcome not in ("missed", "skipped", "pending")), None)
+        if shown is not None and shown.output:
+            lines = shown.output.rstrip("\n").splitlines()
+            ui.say(
+                f"output of run {shown.id} (last {min(len(lines), OUTPUT_TAIL_LINES)} lines; `icc logs {job}`):"
+            )
+            click.echo("\n".join(lines[-OUTPUT_TAIL_LINES:]))
+        return
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    if data["paused"] is not None:
+        ui.say(_pause_line(data["paused"]))
+    terminal = ui.is_terminal()
+    rows = []
+    for j in data["jobs"]:
+        last = j["last_run"]
+        plugin = j["plugin"] + (f" ({j['distribution']} {j['version']})" if j["distribution"] else "")
+        state = "removed" if j["removed"] else ("enabled" if j["enabled"] else "disabled")
+        running = ", ".join(f"pid {r['pid']} since {r['since'][11:16]}" for r in j["running"]) or "-"
+        missed = str(j["missed"]) if j["missed"] else "-"
+        cells = [
+            j["name"],
+            plugin,
+            f"{j['schedule']['description']}\n{j['schedule']['cron']}" if terminal else j["schedule"]["cron"],
+            *(() if terminal else (state,)),
+            (j["next_run"] or "-")[:16].replace("T", " "),
+            _last_run_cell(last, terminal=terminal),
+            _last_run_cell(j["last_success"], terminal=terminal),
+            _last_run_cell(j["last_failure"], terminal=terminal),
+        ]
+        if terminal:  # state, running and missed in one column: a terminal may be 80 columns wide
+            notes = [state] if state != "enabled" else []
+            notes += [f"running {running}"] if j["running"] else []
+            notes += [f"missed {missed}"] if j["missed"] else []
+            rows.append([*cells, "\n".join(notes) or "-"])
+        else:
+            rows.append([*cells, running, missed])
+    ui.table(
+        f"icc status ({zone}, environment {config.environment})",
+        [
+            ui.Col("job", keep=True),
+            ui.Col("plugin", wide=140),
+            "schedule",
+            *(() if terminal else ("state",)),
+            ui.Col("next run", keep=True),
+            ui.Col("last run", keep=True),
+            ui.Col("last success", keep=True, wide=120),  # narrower: in `icc status JOB` and --json
+            ui.Col("last failure", keep=True, wide=120),
+            *(("notes",) if terminal else ("running", "missed")),
+        ],
+        rows,
+    )
+    if not data["jobs"]:
+        ui.say("no jobs yet: run `icc scan`")
+    if data["hosts"]:
+        _hosts_table(data["hosts"])
+    for err in data["plugin_errors"]:
+        diagnostics.logger.warning(
+            "plugin error: %s (%s): %s",
+            err["plugin"],
+            err["distribution"] or "local",
+            err["error"],
+            extra={"bare": True},
+        )
+    if data["plugins_changed"]:
+        diagnostics.logger.warning("installed plugins changed since the last scan; run `icc scan`")
+    if data["never_scanned"]:
+        diagnostics.logger.warning("never scanned; run `icc scan`")
+
+
+def _hosts_table(hosts: list[dict[str, Any]]) -> None:
+    """``icc status`` on a shared store: the hosts that tick on it and their clocks (icc.hosts)."""
+    from icc.hosts import REFUSE_SECONDS, WARN_SECONDS
+
+    rows = []
+    for h in hosts:
+        offset = h["clock_offset"]
+        note = "-"
+        if h["refused"]:
+            note = f"clock skewed past {REFUSE_SECONDS:.0f} s: its ticks refuse to run; sync it with NTP"
+        elif h["skewed"]:
+            note = f"clock skewed past {WARN_SECONDS:.0f} s: sync it with NTP"
+        rows.append(
+            [
+                h["host_id"] + (" (this host)" if h["this_host"] else ""),
+                h["hostname"],
+                (h["last_seen"] or "-")[:19].replace("T", " "),
+                f"{offset:+.1f} s",
+                note,
+            ]
+        )
+    ui.table(
+        "hosts",
+        [
+            ui.Col("host", keep=True),
+            "hostname",
+            ui.Col("last seen", keep=True),
+            ui.Col("clock offset", keep=True),
+            "clock",
+        ],
+        rows,
+    )
+
+
+TIMELINE_CHARS = {"succeeded": ".", "failed": "F", "skipped": "s", "missed": "m", "running": "r", None: " "}
+TIMELINE_STYLE = {"succeeded": "bold green", "failed": "bold white on red", "missed": "bold black on yellow"}
+TIMELINE_STYLE |= {"skipped": "dim", "running": "bold cyan"}
+
+
+def _timeline(config: Config, job: str | None, moment: datetime | None) -> None:
+    """``icc status --timeline``: a row of cells per job, the last 24 hours, one hour a cell (in a terminal the
+    finest of 15, 30 or 60 minutes that fits its width)."""
+    from icc.store import open_store
+
+    if job is not None and open_store(config).job(job) is None:
+        raise JobNotFoundError(f"no job named {job!r}; `icc status` lists them")
+    zone = ZoneInfo(config.timezone)
+    terminal = ui.is_terminal()
+    names = [job] if job is not None else [rec.name for rec in open_store(config).jobs()]
+    name_width = max([len(n) for n in names] + [3])
+    minutes = 60
+    if terminal:
+        room = ui.console().width - name_width - 3
+        minutes = next((m for m in (15, 30) if facts.TIMELINE_HOURS * 60 // m <= room), 60)
+    data = facts.timeline(config, moment, minutes)
+    rows = [j for j in data["jobs"] if job is None or j["name"] == job]
+    start, cell = data["start_epoch"], minutes * 60
+    count = facts.TIMELINE_HOURS * 60 // minutes
+    axis = [" "] * count
+    for i in range(count):
+        local = datetime.fromtimestamp(start + i * cell, tz=UTC).astimezone(zone)
+        if local.minute == 0 and local.hour % 6 == 0 and i + 2 <= count and axis[i - 1 : i] != ["0"]:
+            axis[i : i + 2] = list(f"{local.hour:02d}")
+    end = data["end"][:16].replace("T", " ")
+    lines = [
+        f"icc status --timeline: 24 hours to {end} ({config.timezone}), {minutes} minutes a cell",
+        f"{'job':<{name_width}}  |{''.join(axis)}|",
+    ]
+    legend = "legend: . succeeded  F failed  s skipped  m missed  r running  (blank) no run"
+    if not terminal:
+        for row in rows:
+            lines.append(f"{row['name']:<{name_width}}  |{''.join(TIMELINE_CHARS[c] for c in row['cells'])}|")
+        click.echo("\n".join([*lines, legend]))
+    else:
+        _timeline_rows(lines, rows, name_width, legend)
+    if not rows:
+        ui.say("no jobs yet: run `icc scan`")
+
+
+def _timeline_rows(lines: list[str], rows: list[dict[str, Any]], name_width: int, legend: str) -> None:
+    """The timeline in a terminal: the same characters, coloured."""
+    from rich.text import Text
+
+    out = ui.console()
+    for line in lines:
+        out.print(line, markup=False, highlight=False)
+    for row in rows:
+        text = Text(f"{row['name']:<{name_width}}  |", no_wrap=True)
+        for c in row["cells"]:
+            text.append(TIMELINE_CHARS[c], style=TIMELINE_STYLE.get(c or "", ""))
+        text.append("|")
+        out.print(text)
+    out.print(legend, markup=False, highlight=False)
+
+
+def _pause_line(paused: dict[str, Any]) -> str:
+    """``PAUSED since 2026-03-29 10:00, until 12:00 (queues too): deploy``."""
+
+    def short(value: str) -> str:
+        return value[:16].replace("T", " ")
+
+    until = f", until {short(paused['until'])}" if paused["until"] else ", until `icc resume`"
+    queues = " (queues too)" if paused["queues"] else ""
+    reason = f": {paused['reason']}" if paused["reason"] else ""
+    return f"PAUSED since {short(paused['since'])}{until}{queues}{reason}"
+
+
+@cli.command()
+@click.option("--until", "until", metavar="TIME", help="End the pause by itself at TIME (ISO 8601).")
+@click.option("--reason", metavar="TEXT", help="Why, shown by `icc status`.")
+@click.option(
+    "--queues", is_flag=True, help="Pause the queue consumers too (`icc consume` waits, consume:* jobs skip)."
+)
+@click.pass_obj
+def pause(env: Env, until: str | None, reason: str | None, queues: bool) -> None:
+    """Run nothing until `icc resume` (or --until): due slots are recorded skipped (paused).
+
+    Jobs marked even_when_paused() still run; queue consumers keep consuming unless --queues.
+    """
+    from icc import pause as pauses
+    from icc.store import open_store
+
+    config = env.config
+    zone = config.timezone
+    now = time.time()
+    end = _parse_at(until, zone, "--until")
+    if end is not None and end.timestamp() <= now:
+        raise IccError(
+            f"--until {until}: {ui.fmt_time(end.timestamp(), zone)} ({zone}) is in the past; give a later time, "
+            "or leave --until out to pause until `icc resume`"
+        )
+    store = open_store(config)
+    before = pauses.current(store, now)
+    record = pauses.Pause(
+        since=before.since if before is not None else now,
+        until=None if end is None else end.timestamp(),
+        reason=reason,
+        queues=queues,
+    )
+    pauses.set_pause(store, record)
+    line = _pause_line(facts.pause_data(record, zone) or {})
+    ui.say(("pause updated: " if before is not None else "") + line)
+
+
+@cli.command()
+@click.pass_obj
+def resume(env: Env) -> None:
+    """End `icc pause`: the next tick runs what is due again (the skipped slots stay skipped)."""
+    from icc import pause as pauses
+    from icc.store import open_store
+
+    config = env.config
+    old = pauses.clear(open_store(config))
+    if old is None or not old.in_force(time.time()):
+        ui.say("icc was not paused")
+        return
+    ui.say(f"resumed (paused since {ui.fmt_time(old.since, config.timezone)})")
+
+
+@cli.command()
+@click.option(
+    "--textfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write them to this file atomically, for node_exporter's textfile collector (e.g. icc.prom).",
+)
+@click.pass_obj
+def metrics(env: Env, textfile: Path | None) -> None:
+    """Jobs, queues and the pause in the Prometheus text format."""
+    from icc.cli.metrics import render, write_textfile
+
+    text = render(facts.metrics(env.config, time.time()))
+    if textfile is None:
+        click.echo(text, nl=False)
+    else:
+        write_textfile(textfile, text)
+
+
+@cli.command(name="exec")
+@click.argument("job", shell_complete=completion.jobs)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="The run as one JSON document, its output included; the live output goes to stderr.",
+)
+@click.pass_obj
+def exec_(env: Env, job: str, as_json: bool) -> None:
+    """Run JOB now, in the foreground, recorded as a manual run."""
+    from icc.tick.coordinator import manual_run
+
+    config = env.config
+    out = sys.stderr.buffer if as_json else sys.stdout.buffer  # stdout holds only the JSON document
+
+    def echo(chunk: bytes) -> None:  # the job's output, live, as it writes it
+        out.write(chunk)
+        out.flush()
+
+    row, run_id = manual_run(config, job, echo=echo)
+    if as_json:
+        from icc.store import open_store
+
+        store = open_store(config)
+        run = store.run(run_id)
+        assert run is not None
+        _print_json({"job": row.job, **facts.run_data(run, config.timezone, {}, full=True)})
+        if row.outcome != "succeeded":
+            _exit(1)
+        return
+    took = f" in {ui.fmt_duration(row.duration)}" if row.duration is not None else ""
+    detail = f": {row.detail}" if row.detail else ""
+    ui.say(f"icc exec: {row.job} run {run_id} {row.outcome}{took}{detail}")
+    if row.outcome != "succeeded":
+        _exit(1)
+
+
+@cli.command()
+@click.argument("job", shell_complete=completion.known_jobs)
+@click.option(
+    "--run",
+    "run_id",
+    metavar="ID",
+    callback=_optional_count,
+    help="This run of JOB (an id from `icc status JOB`); default: its last run.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The run as JSON, its output included.")
+@click.pass_obj
+def logs(env: Env, job: str, run_id: int | None, as_json: bool) -> None:
+    """Print the stored output of JOB's last run (or of run ID)."""
+    from icc.store import open_store
+
+    config = env.config
+    store = open_store(config)
+    if store.job(job) is None:
+        known = ", ".join(r.name for r in store.jobs()) or "none (run `icc scan`)"
+        raise JobNotFoundError(f"no job named {job!r}; known jobs: {known}")
+    if run_id is None:
+        run = next(
+            (r for r in store.runs(job, limit=1000) if r.outcome not in ("missed", "skipped", "pending")),
+            None,
+        )
+        if run is None:
+            raise JobNotFoundError(
+                f"job {job!r} has no run with output yet; `icc status {job}` lists its runs"
+            )
+    else:
+        run = store.run(run_id)
+        if run is None or run.job != job:
+            raise JobNotFoundError(f"job {job!r} has no run {run_id}; `icc status {job}` lists its runs")
+    if as_json:
+        dead = facts.dead_runs(config, store, store.unfinished())
+        click.echo(
+            json.dumps({"job": job, **facts.run_data(run, config.timezone, dead, full=True)}, indent=2)
+        )
+        return
+    if run.output:
+        click.echo(run.output, nl=not run.output.endswith("\n"))
+
+
+def _set_enabled(env: Env, job: str, enabled: bool) -> None:
+    from icc.store import open_store
+    from icc.tick.coordinator import NOT_EVALUATED
+
+    store = open_store(env.config)
+    record = store.job(job)
+    if record is None or record.removed_at is not None:
+        known = ", ".join(r.name for r in store.jobs()) or "none (run `icc scan`)"
+        raise JobNotFoundError(f"no job named {job!r}; known jobs: {known}")
+    store.set_enabled(job, enabled)
+    if enabled:
+        # Slots that passed while it was disabled are not "missed": the next tick starts from its own slot.
+        store.set_next_due({job: NOT_EVALUATED})
+    ui.say(f"{job}: {'enabled' if enabled else 'disabled'}")
+
+
+@cli.command()
+@click.argument("job", shell_complete=completion.jobs)
+@click.pass_obj
+def enable(env: Env, job: str) -> None:
+    """Enable JOB (kept across scans)."""
+    _set_enabled(env, job, True)
+
+
+@cli.command()
+@click.argument("job", shell_complete=completion.jobs)
+@click.pass_obj
+def disable(env: Env, job: str) -> None:
+    """Disable JOB (kept across scans): it is not run until enabled again."""
+    _set_enabled(env, job, False)
+
+
+def crontab_line(config: Config) -> str:
+    """The crontab line for ``config``, escaped for cron: a bare ``%`` would end the command there."""
+    from icc.errors import ConfigError
+
+    if config.path is None:
+        raise ConfigError(
+            f"icc crontab: no config file found in {Path.cwd()} or above (icc.toml, or pyproject.toml with "
+            "[tool.icc]), so the line would run on an empty state in cron's working directory; run it from "
+            "the project's directory or pass --config"
+        )
+    argv = icc_argv(config)
+    for arg in argv:
+        if "\n" in arg or "\r" in arg:
+            raise ConfigError(
+                f"icc crontab: {arg!r} contains a line break, which a crontab line cannot hold; "
+                "move the project or its environment to a path without one"
+            )
+    command = shlex.join([*argv, "run", "--quiet"])
+    if "\\%" in command:
+        raise ConfigError(
+            f"icc crontab: {command!r} has a backslash before a '%', which cron cannot pass on; "
+            "move the project or its environment to a path without one"
+        )
+    # cron turns an unescaped % into a newline (the rest becomes the command's stdin); \% is a literal %.
+    return "* * * * * " + command.replace("%", "\\%")
+
+
+@cli.command()
+@click.pass_obj
+def crontab(env: Env) -> None:
+    """Print the one crontab line to install (`crontab -e`). Run it from the project or pass --config."""
+    click.echo(crontab_line(env.config))
+
+
+# --- commands contributed by other modules (one line each) ---
+from icc.cli.queue import consume, failed, queue  # noqa: E402
+
+cli.add_command(consume)
+cli.add_command(failed)
+cli.add_command(queue)
+from icc.cli.systemd import systemd  # noqa: E402
+
+cli.add_command(systemd)
+from icc.cli.db import db  # noqa: E402
+
+cli.add_command(db)

@@ -1,0 +1,167 @@
+"""Terminal rendering (rich): tables in a terminal, plain aligned text when stdout is not one.
+
+rich is imported only when something is drawn on a terminal: a tick that starts jobs should not pay for it
+before they start, and output to a pipe or cron mail never needs it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from icc.tick.coordinator import TickRow
+
+OUTCOME_STYLE = {
+    "succeeded": "green",
+    "started": "cyan",
+    "running": "cyan",
+    "pending": "cyan",
+    "failed": "bold red",
+    "timed_out": "bold red",
+    "stopped": "red",
+    "abandoned": "yellow",
+    "skipped": "dim",
+    "missed": "yellow",
+    "added": "green",
+    "changed": "yellow",
+    "removed": "red",
+    "pruned": "red",
+    "restored": "green",
+    "unchanged": "dim",
+}
+
+
+def console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def fmt_time(epoch: float | None, zone: str) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, tz=UTC).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
+
+
+def fmt_slot(slot: int | None, zone: str) -> str:
+    """A run's slot: its minute, with the seconds for a sub-minute job's offset (``2026-03-29 10:00:15``)."""
+    if slot is None or slot % 60 == 0:
+        return fmt_time(slot, zone)
+    return datetime.fromtimestamp(slot, tz=UTC).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+@dataclass(frozen=True)
+class Col:
+    """A table column. ``keep``: never wrapped nor shortened (job names, times: one word each line); the other
+    columns wrap or fold to the width left. ``wide``: shown only in terminals at least this many columns wide
+    (what it shows is in ``icc status JOB`` and ``--json``); pipes and cron mail always get every column."""
+
+    name: str
+    keep: bool = False
+    wide: int = 0
+
+
+def table(
+    title: str | None,
+    columns: Sequence[str | Col],
+    rows: Sequence[Sequence[str]],
+    *,
+    style_col: int = -1,
+) -> None:
+    """A rich table sized to the terminal; tab-free aligned plain text otherwise (pipes, logs, cron mail): full
+    lines, never wrapped, since a mail reader wraps them itself."""
+    cols = [c if isinstance(c, Col) else Col(c) for c in columns]
+    if is_terminal():
+        from rich import box
+        from rich.table import Table
+
+        out = console()
+        shown = [i for i, c in enumerate(cols) if out.width >= c.wide]
+        t = Table(
+            title=title,
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+            padding=(0, 1, 0, 0),  # a column gap of two: " " and the box's " " separator
+        )
+        for i in shown:
+            col = cols[i]
+            if col.keep:
+                longest = max((len(line) for r in rows for line in str(r[i]).splitlines()), default=0)
+                t.add_column(col.name, no_wrap=True, min_width=max(longest, len(col.name)))
+            else:
+                t.add_column(col.name, overflow="fold")
+        for row in rows:
+            cells = list(row)
+            if 0 <= style_col < len(cells) and cells[style_col] in OUTCOME_STYLE:
+                style = OUTCOME_STYLE[cells[style_col]]
+                cells[style_col] = f"[{style}]{cells[style_col]}[/]"
+            t.add_row(*(cells[i] for i in shown))
+        out.print(t)
+        return
+    widths = [max(len(str(c)) for c in col) for col in zip([c.name for c in cols], *rows, strict=False)]
+    out_file = sys.stdout
+    if title:
+        out_file.write(title + "\n")
+    for row in [[c.name for c in cols], *map(list, rows)]:
+        out_file.write(
+            "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() + "\n"
+        )
+
+
+def say(message: str, *, err: bool = False, style: str | None = None) -> None:
+    if is_terminal() and not err:
+        console().print(message, style=style, markup=False)
+    else:
+        (sys.stderr if err else sys.stdout).write(message + "\n")
+
+
+def tick_table(title: str, rows: Sequence[TickRow], zone: str) -> None:
+    """A tick's table, as ``icc run`` and ``icc work`` print it."""
+    table(
+        title,
+        [
+            Col("job", keep=True),
+            Col("outcome", keep=True),
+            Col("slot", keep=True),
+            Col("took", keep=True),
+            Col("next run", keep=True, wide=100),  # narrower: `icc status` shows it
+            "detail",
+        ],
+        [
+            [
+                r.job,
+                r.outcome,
+                fmt_slot(r.slot, zone),
+                fmt_duration(r.duration),
+                fmt_time(r.next_run, zone),
+                r.detail,
+            ]
+            for r in rows
+        ],
+        style_col=1,
+    )

@@ -1,0 +1,1 @@
+"""Notifications: heartbeat pings (``icc.notify.pings``), alert mail and notification URLs."""

@@ -1,1 +1,0 @@
-"""The state store: jobs, runs, claims and the tick watermark."""

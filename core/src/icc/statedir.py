@@ -1,0 +1,125 @@
+"""The state directory: created 0700, refused when another user owns it or others may write to it.
+
+icc never changes the mode of a directory it did not create (``state_dir = "."`` must not lock up a project
+root), never follows a symbolic link another user planted, and never opens a state file through one. The checks
+are stat calls only, so the idle tick (:mod:`icc.tick.idle`) makes them too.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from icc.errors import StateError
+
+TYPE_CHECKING = False  # not typing's: the idle tick does not import typing
+if TYPE_CHECKING:  # pathlib is not imported at run time: the idle tick passes strings
+    from pathlib import Path
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def _resolve_link(path: Path | str, what: str) -> tuple[os.stat_result | None, str | None]:
+    """``lstat`` of ``path``, or ``stat`` of its target when it is a link of this user's; a problem otherwise."""
+    uid = os.getuid()
+    try:
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            if info.st_uid != uid:
+                return None, (
+                    f"{what} {path} is a symbolic link owned by uid {info.st_uid}, not by you (uid {uid}); "
+                    "icc does not follow it: remove it, or point state_dir to a directory of your own"
+                )
+            try:
+                info = os.stat(path)
+            except FileNotFoundError:
+                return (
+                    None,
+                    f"{what} {path} is a symbolic link to nothing; remove it or point it at a directory",
+                )
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"cannot use the {what} {path}: {exc.strerror}; check state_dir"
+    return info, None
+
+
+def state_dir_problem(path: Path | str) -> str | None:
+    """Why ``path`` must not be used as the state directory; None when it is fine or does not exist yet."""
+    info, problem = _resolve_link(path, "state directory")
+    if info is None:
+        return problem
+    uid = os.getuid()
+    if not stat.S_ISDIR(info.st_mode):
+        return f"state directory {path} is not a directory; point state_dir elsewhere"
+    if info.st_uid != uid:
+        return (
+            f"state directory {path} is owned by uid {info.st_uid}, not by you (uid {uid}); "
+            "run icc as its owner or point state_dir to a directory of your own"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return (
+            f"state directory {path} is writable by other users (mode {stat.S_IMODE(info.st_mode):o}), "
+            f"who could forge its state; fix it with: chmod 700 {path}, or point state_dir to a directory "
+            "of its own"
+        )
+    return None
+
+
+def state_file_problem(path: Path | str) -> str | None:
+    """Why the state file ``path`` must not be opened; None when it is fine or does not exist yet."""
+    info, problem = _resolve_link(path, "state file")
+    if info is None:
+        return problem
+    uid = os.getuid()
+    if not stat.S_ISREG(info.st_mode):
+        return f"state file {path} is not a regular file; move it away (icc creates it again)"
+    if info.st_uid != uid:
+        return (
+            f"state file {path} is owned by uid {info.st_uid}, not by you (uid {uid}); "
+            f"run icc as its owner, or give it back with: chown {uid} {path}"
+        )
+    return None
+
+
+def ensure_state_dir(path: Path) -> Path:
+    """Create ``path`` (mode 0700) if missing, and check that only this user can use it.
+
+    An existing directory keeps its mode: icc did not create it, so it is not icc's to change.
+    """
+    problem = state_dir_problem(path)
+    if problem is None and not os.path.lexists(path):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.mkdir(path, DIR_MODE)
+        except FileExistsError:
+            pass  # made by another process meanwhile: checked below like any existing directory
+        except OSError as exc:
+            raise StateError(
+                f"cannot create the state directory {path}: {exc.strerror}; check state_dir"
+            ) from exc
+        problem = state_dir_problem(path)
+    if problem is not None:
+        raise StateError(problem)
+    return path
+
+
+def check_state_file(path: Path) -> None:
+    """Raise :class:`StateError` when ``path`` is a foreign link, not a regular file, or someone else's."""
+    problem = state_file_problem(path)
+    if problem is not None:
+        raise StateError(problem)
+
+
+def secure_file(path: Path) -> None:
+    """Make a file of the state directory 0600 (sqlite creates files with the umask's mode).
+
+    Only a regular file of this user's is changed: never the target of a symbolic link.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) != FILE_MODE:
+        os.chmod(path, FILE_MODE)

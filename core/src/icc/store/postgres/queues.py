@@ -1,0 +1,753 @@
+"""The PostgreSQL transport: the queues of several hosts in one database (``[icc.store] url``).
+
+The same contract as the embedded SQLite transport (:mod:`icc.queue.transport`), on the tables of
+``icc/store/postgres/migrations/0001_init.sql`` (``messages``, ``failed``, ``control`` in the configured schema):
+
+* ``lease`` takes rows with ``SELECT … FOR UPDATE SKIP LOCKED`` and marks them leased (attempt counted,
+  owner, expiry) in the same transaction, so consumers on every host share a queue without waiting for
+  each other and never take the same row twice. An expired lease comes back alone with
+  ``redelivered=True`` and a "lease expired" history record; a row whose ``available_at`` is NaN (written
+  by hand: never due) is leased alone as ``malformed`` for the consumer to move to failed.
+* ``fail`` inserts the failed record and deletes the message in one transaction, ``failed_retry`` the
+  reverse (the id is kept); acknowledgements delete only rows the owner still holds.
+* Times that decide availability and lease expiry are the database server's clock
+  (``extract(epoch from clock_timestamp())``), so hosts whose clocks disagree still agree on when a lease
+  expired. Times handed in by the caller (``stats(now)``, ``request_stop(now)``) and handed out
+  (``stop_requested_at``) are on this host's clock, translated through the offset measured in the same
+  round trip.
+
+Connections: one per process and transport, opened by :func:`icc.store.postgres.connection.connect` (timeouts,
+``application_name``; no server-side prepared statements, so pgbouncer in transaction mode works). A child
+forked after the transport was opened never uses or closes the parent's connection: it opens its own on
+first use (and :attr:`forked` tells the dispatch cache to make a new transport). A connection the server
+dropped (``pg_terminate_backend``, a restart) is noticed before the next statement (its socket turned
+readable while idle) and reopened; an operation that fails because the connection broke under it is
+retried once on a new connection when repeating it is safe (everything but ``send``, whose insert may have
+committed: it fails with a :class:`QueueError` saying so; a retried ``lease`` first gives back what its owner
+holds, which the lost try may have taken). Database errors become one-line
+:class:`QueueError` messages without the password.
+
+Wake-up (``[icc.consumers] notify = true``, off by default): a dispatch that is due at once, a release and a
+``failed_retry`` also call ``pg_notify(<channel>, <queue>)`` in the same statement (delivered on commit, never
+for a rolled back insert); the channel is :func:`channel` of the schema. A consumer with nothing to do then
+waits on a LISTEN connection of its own (:meth:`PostgresTransport.wait`, opened on its first idle wait) for at
+most its poll sleep, and leases again at once when one of its queues is named. Polling stays the only path
+that must work: delayed and retried messages become due without a notification, and a LISTEN connection that
+fails is closed, reported once (:class:`QueueError` from :meth:`~PostgresTransport.wait`), and tried again
+after :data:`LISTEN_RETRY` seconds while the consumer polls. NOTIFY takes a global lock at commit, which
+serialises the committing transactions that notify: that is why it is opt-in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import select
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from icc.errors import QueueError
+from icc.queue.message import (
+    Envelope,
+    ErrorRecord,
+    FailedMessage,
+    decode_history,
+    encode_history,
+    error_record,
+)
+from icc.store.sqlite.queues import QueueStats
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from icc.config import Config
+
+__all__ = ["LISTEN_RETRY", "PostgresTransport", "channel"]
+
+T = TypeVar("T")
+
+_NOW = "extract(epoch from clock_timestamp())::double precision"
+_MAX_ID = 2**63
+
+
+# Seconds between two tries to LISTEN again after the LISTEN connection failed (the consumer polls meanwhile).
+LISTEN_RETRY = 5.0
+
+
+def channel(schema: str) -> str:
+    """The NOTIFY channel of the queues in ``schema``: ``icc_<schema>_queue``, or a digest of the schema when
+    that is longer than PostgreSQL's 63-byte names. Lower-case letters, digits and underscores only."""
+    name = f"icc_{schema}_queue"
+    if len(name) > 63:
+        name = f"icc_{hashlib.sha256(schema.encode()).hexdigest()[:32]}_queue"
+    return name
+
+
+def _is_row_id(value: int) -> bool:
+    return -_MAX_ID <= value < _MAX_ID
+
+
+def _number(value: object, default: float = 0.0) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+
+
+def _clean(text: str) -> str:
+    """Text PostgreSQL accepts: no NUL, no lone surrogates."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class _Lost(Exception):
+    """The connection broke under an operation (wraps the driver's error)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class PostgresTransport:
+    """The queues of ``config.store`` in PostgreSQL. Thread-safe: one connection behind a lock, shared by
+    the consumer loop and its heartbeat thread."""
+
+    def __init__(self, config: Config) -> None:
+        from icc.store.postgres.connection import _driver, quoted, require_current, shown_url
+
+        assert config.store.url is not None
+        self._config = config
+        self._url = config.store.url
+        self._label = f"the PostgreSQL queue store {shown_url(self._url)}"
+        self._shown = shown_url(self._url)
+        self._schema = quoted(config.store.schema)
+        self._psycopg = _driver()
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._conn_pid = 0
+        self._inherited: list[object] = []  # a parent's connections: never used nor closed here
+        self.notify = config.consumers.notify
+        self._channel = channel(config.store.schema)
+        # The LISTEN connection of a waiting consumer (only ever used by the thread that waits).
+        self._listener: psycopg.Connection[Any] | None = None
+        self._listener_pid = 0
+        self._listen_after = 0.0  # time.monotonic() before which no new LISTEN is tried
+        self._listen_failing = False  # reported once; quiet until it listens again
+        conn = self._connection()
+        try:
+            require_current(conn, config.store.schema, self._url)
+        except self._psycopg.Error as exc:
+            raise QueueError(self._message(exc)) from None
+
+    def _t(self, sql: str) -> str:
+        return sql.replace("{s}", self._schema)
+
+    # --- the connection ---------------------------------------------------------------------------
+
+    @property
+    def forked(self) -> bool:
+        """True in a child process forked after this transport was opened: open a new one there."""
+        return os.getpid() != self._pid
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        conn = self._conn
+        if conn is not None and self._conn_pid != os.getpid():
+            self._inherited.append(conn)  # the parent's: dropping it would be fine, closing it not
+            conn = self._conn = None
+        if conn is not None and (conn.closed or conn.broken or self._dropped(conn)):
+            with contextlib.suppress(Exception):
+                conn.close()
+            conn = self._conn = None
+        if conn is None:
+            from icc.store.postgres.connection import connect
+
+            try:
+                conn = connect(self._config, autocommit=True)
+            except Exception as exc:  # StateError from icc.store.postgres.connection: keep its one line
+                raise QueueError(str(exc)) from None
+            self._conn, self._conn_pid = conn, os.getpid()
+        return conn
+
+    @staticmethod
+    def _dropped(conn: psycopg.Connection[Any]) -> bool:
+        """True when the server spoke on an idle connection: it can only be its farewell (terminated,
+        shutting down) or the socket's end. One non-blocking poll, no round trip."""
+        try:
+            poller = select.poll()  # not select.select: an application may hold descriptors past 1024
+            poller.register(conn.fileno(), select.POLLIN)
+            return bool(poller.poll(0))
+        except (OSError, ValueError):
+            return True
+
+    def _message(self, exc: BaseException) -> str:
+        text = str(exc).strip()
+        detail = text.splitlines()[0] if text else type(exc).__name__
+        detail = detail.replace(self._url, self._shown)
+        return f"{self._label}: {detail}"
+
+    def _run(self, operation: Callable[[psycopg.Connection[Any]], T], *, repeatable: bool = True) -> T:
+        """Run ``operation`` on this process's connection; reopen a dropped connection and, when
+        ``repeatable``, try once more. Database errors become a one-line :class:`QueueError`."""
+        psycopg = self._psycopg
+        with self._lock:
+            for attempt in (1, 2):
+                conn = self._connection()
+                try:
+                    return operation(conn)
+                except psycopg.Error as exc:
+                    lost = (
+                        conn.broken
+                        or conn.closed
+                        or (
+                            isinstance(exc, psycopg.OperationalError)
+                            and (exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P")))
+                        )
+                    )
+                    if not lost:
+                        raise QueueError(self._message(exc)) from None
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                    self._conn = None
+                    if attempt == 2:
+                        raise QueueError(self._message(exc)) from None
+                    if not repeatable:
+                        raise QueueError(
+                            f"{self._message(exc)} (the connection broke while the message was being "
+                            "stored: it may or may not have been queued)"
+                        ) from None
+                except (OverflowError, ValueError) as exc:  # a number past 64 bits, NUL in text
+                    raise QueueError(self._message(exc)) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextlib.contextmanager
+    def _tx(self, conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+        with conn.transaction():
+            yield conn
+
+    def _clock(self, conn: psycopg.Connection[Any]) -> float:
+        """This host's clock minus the server's, seconds (half the round trip of error at most)."""
+        before = time.time()
+        row = conn.execute(f"SELECT {_NOW}").fetchone()
+        after = time.time()
+        assert row is not None
+        return (before + after) / 2 - float(row[0])
+
+    # --- Transport ------------------------------------------------------------------------------
+
+    def send(self, queue: str, name: str, payload: str, *, delay: float = 0.0) -> int:
+        sql = self._t(
+            "INSERT INTO {s}.messages (queue, name, payload, created_at, available_at) "
+            f"SELECT %s, %s, %s, now.t, now.t + %s FROM (SELECT {_NOW} AS t) AS now RETURNING id"
+        )
+        params: tuple[Any, ...] = (queue, name, payload, float(delay))
+        if self.notify and not delay > 0:
+            # One statement, one transaction: the notification is delivered when the insert commits. A delayed
+            # message wakes nobody: it becomes due later, and polling finds it.
+            sql = f"WITH m AS ({sql}) SELECT m.id, pg_notify(%s, %s) FROM m"
+            params = (*params, self._channel, queue)
+
+        def op(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute(sql, params).fetchone()
+            assert row is not None
+            return int(row[0])
+
+        return self._run(op, repeatable=False)
+
+    def lease(
+        self, queue: str, *, owner: str, limit: int, lease: float, ack: Sequence[int] = ()
+    ) -> list[Envelope]:
+        ack_ids = [i for i in ack if _is_row_id(i)]
+        tries = 0
+
+        def op(conn: psycopg.Connection[Any]) -> list[Envelope]:
+            nonlocal tries
+            tries += 1
+            with self._tx(conn):
+                if ack_ids:
+                    self._delete(conn, ack_ids, owner)
+                if tries > 1:
+                    # The connection broke under the first try, perhaps after its commit: the batch it
+                    # took would be held by this owner unknown to it (and kept alive by its heartbeat).
+                    # Give back what the owner holds, as release() does, before leasing again.
+                    conn.execute(
+                        self._t(
+                            "UPDATE {s}.messages SET attempts = GREATEST(attempts - 1, 0), lease_owner = NULL, "
+                            "lease_batch = 0, available_at = LEAST(created_at, available_at) "
+                            f"WHERE lease_owner = %s AND available_at > {_NOW}"
+                        ),
+                        (owner,),
+                    )
+                if limit < 1:
+                    return []
+                bad = self._lease_malformed(conn, queue, owner, lease)
+                if bad is not None:
+                    return [bad]
+                rows = conn.execute(
+                    self._t(
+                        "SELECT id, name, payload, attempts, created_at, lease_owner, lease_batch, now.t "
+                        f"FROM {{s}}.messages, (SELECT {_NOW} AS t) AS now "
+                        "WHERE queue = %s AND available_at <= now.t ORDER BY available_at, id LIMIT %s "
+                        "FOR UPDATE OF messages SKIP LOCKED"
+                    ),
+                    (queue, limit),
+                ).fetchall()
+                if not rows:
+                    return []
+                if rows[0][5] is not None:
+                    # An expired lease: it comes back alone, so that if it kills its consumer again no
+                    # other message shares the blame (and the attempt counted for it).
+                    taken = rows[:1]
+                else:
+                    taken = []
+                    for row in rows:
+                        if row[5] is not None:
+                            break
+                        taken.append(row)
+                ids = [row[0] for row in taken]
+                now = float(taken[0][7])
+                conn.execute(
+                    self._t(
+                        "UPDATE {s}.messages SET attempts = attempts + 1, lease_owner = %s, "
+                        f"available_at = {_NOW} + %s, lease_batch = %s WHERE id = ANY(%s)"
+                    ),
+                    (owner, float(lease), len(ids), ids),
+                )
+                envelopes = []
+                for message_id, name, payload, attempts, created_at, previous_owner, batch, _now in taken:
+                    attempts = int(attempts)
+                    redelivered = previous_owner is not None
+                    crashed = redelivered and int(batch) <= 1
+                    if redelivered:
+                        if crashed:
+                            why = "lease expired: the consumer died or was killed while handling it"
+                        else:
+                            why = (
+                                f"lease expired: the consumer died or was killed while it held this message "
+                                f"in a batch of {batch} (its handler may not have run)"
+                            )
+                        self._append_error(conn, message_id, error_record(attempts, why, at=now))
+                    envelopes.append(
+                        Envelope(
+                            id=int(message_id),
+                            queue=queue,
+                            name=name,
+                            payload=payload,
+                            attempts=attempts + 1,
+                            created_at=float(created_at),
+                            redelivered=redelivered,
+                            crashed=crashed,
+                        )
+                    )
+                return envelopes
+
+        return self._run(op)
+
+    def _lease_malformed(
+        self, conn: psycopg.Connection[Any], queue: str, owner: str, lease: float
+    ) -> Envelope | None:
+        """A row whose ``available_at`` is NaN (written by hand) is never due: leased alone so that the
+        consumer moves it to failed. NaN sorts after every number; the index finds it cheaply."""
+        row = conn.execute(
+            self._t(
+                "SELECT id, name, payload, attempts, created_at FROM {s}.messages "
+                "WHERE queue = %s AND available_at = 'NaN' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+            ),
+            (queue,),
+        ).fetchone()
+        if row is None:
+            return None
+        message_id, name, payload, attempts, created_at = row
+        conn.execute(
+            self._t(
+                "UPDATE {s}.messages SET attempts = attempts + 1, lease_owner = %s, "
+                f"available_at = {_NOW} + %s, lease_batch = 1 WHERE id = %s"
+            ),
+            (owner, float(lease), message_id),
+        )
+        return Envelope(
+            id=int(message_id),
+            queue=queue,
+            name=name,
+            payload=payload,
+            attempts=int(attempts) + 1,
+            created_at=_number(created_at),
+            malformed="available_at 'NaN' is not a number of seconds, so it was never due",
+        )
+
+    def ack(self, ids: Sequence[int], *, owner: str) -> None:
+        ids = [i for i in ids if _is_row_id(i)]
+        if ids:
+            self._run(lambda conn: self._delete(conn, ids, owner))
+
+    def release(self, ids: Sequence[int], *, owner: str) -> None:
+        ids = [i for i in ids if _is_row_id(i)]
+        if not ids:
+            return
+        # Back at its place in the queue (created_at), as if never leased.
+        sql = self._t(
+            "UPDATE {s}.messages SET attempts = GREATEST(attempts - 1, 0), lease_owner = NULL, lease_batch = 0, "
+            "available_at = LEAST(created_at, available_at) WHERE lease_owner = %s AND id = ANY(%s)"
+        )
+        params: tuple[Any, ...] = (owner, ids)
+        if self.notify:  # available again at once: wake the consumers waiting for them
+            sql = f"WITH r AS ({sql} RETURNING queue) SELECT pg_notify(%s, q) FROM (SELECT DISTINCT queue AS q FROM r) AS d"
+            params = (*params, self._channel)
+        self._run(lambda conn: conn.execute(sql, params))
+
+    def extend(self, *, owner: str, lease: float) -> int:
+        sql = self._t(f"UPDATE {{s}}.messages SET available_at = {_NOW} + %s WHERE lease_owner = %s")
+        return self._run(lambda conn: conn.execute(sql, (float(lease), owner)).rowcount)
+
+    def retry(self, envelope: Envelope, error: ErrorRecord, *, owner: str, delay: float) -> bool:
+        def op(conn: psycopg.Connection[Any]) -> bool:
+            with self._tx(conn):
+                row = conn.execute(
+                    self._t("SELECT errors FROM {s}.messages WHERE id = %s AND lease_owner = %s FOR UPDATE"),
+                    (envelope.id, owner),
+                ).fetchone()
+                if row is None:
+                    return False  # the lease was lost: whoever holds it now decides
+                history = decode_history(row[0])
+                history.append(error)
+                conn.execute(
+                    self._t(
+                        f"UPDATE {{s}}.messages SET available_at = {_NOW} + %s, lease_owner = NULL, "
+                        "lease_batch = 0, errors = %s WHERE id = %s"
+                    ),
+                    (float(delay), _clean(encode_history(history)), envelope.id),
+                )
+                return True
+
+        return self._run(op)
+
+    def fail(
+        self,
+        envelope: Envelope,
+        reason: str | Callable[[list[ErrorRecord]], str],
+        error: ErrorRecord | None = None,
+        *,
+        owner: str,
+        attempts: int | None = None,
+    ) -> str | None:
+        def op(conn: psycopg.Connection[Any]) -> str | None:
+            with self._tx(conn):
+                row = conn.execute(
+                    self._t(
+                        "SELECT queue, name, payload, attempts, created_at, errors FROM {s}.messages "
+                        "WHERE id = %s AND lease_owner = %s FOR UPDATE"
+                    ),
+                    (envelope.id, owner),
+                ).fetchone()
+                if row is None:
+                    return None
+                queue, name, payload, stored_attempts, created_at, errors = row
+                history = decode_history(errors)
+                if error is not None:
+                    history.append(error)
+                why = reason if isinstance(reason, str) else reason(history)
+                why = _clean(why)
+                # Insert first, delete second, one transaction: the message is never in neither table.
+                # ON CONFLICT: ids are never reused, so a clash can only be a stale copy of this message.
+                conn.execute(
+                    self._t(
+                        "INSERT INTO {s}.failed (id, queue, name, payload, created_at, failed_at, attempts, "
+                        f"reason, errors) VALUES (%s, %s, %s, %s, %s, {_NOW}, %s, %s, %s) "
+                        "ON CONFLICT (id) DO UPDATE SET queue = EXCLUDED.queue, name = EXCLUDED.name, "
+                        "payload = EXCLUDED.payload, created_at = EXCLUDED.created_at, "
+                        "failed_at = EXCLUDED.failed_at, attempts = EXCLUDED.attempts, "
+                        "reason = EXCLUDED.reason, errors = EXCLUDED.errors"
+                    ),
+                    (
+                        envelope.id,
+                        queue,
+                        name,
+                        payload,
+                        created_at,
+                        int(stored_attempts) if attempts is None else attempts,
+                        why,
+                        _clean(encode_history(history)),
+                    ),
+                )
+                conn.execute(self._t("DELETE FROM {s}.messages WHERE id = %s"), (envelope.id,))
+                return why
+
+        return self._run(op)
+
+    def pending(self, queue: str | None = None) -> int:
+        params: tuple[str, ...] = ()
+        if queue is None:
+            sql = self._t("SELECT count(*) FROM {s}.messages")
+        else:
+            sql, params = self._t("SELECT count(*) FROM {s}.messages WHERE queue = %s"), (queue,)
+
+        def op(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute(sql, params).fetchone()
+            return int(row[0]) if row else 0
+
+        return self._run(op)
+
+    # --- operating: stats and stop requests ------------------------------------------------------
+
+    def stats(self, now: float | None = None) -> dict[str, QueueStats]:
+        """Per queue that holds anything: ready, delayed, in flight (by owner), oldest age, failed.
+        ``now`` is on this host's clock (default: the server's now)."""
+
+        def op(conn: psycopg.Connection[Any]) -> tuple[float, list[Any], list[Any]]:
+            if now is None:
+                row = conn.execute(f"SELECT {_NOW}").fetchone()
+                assert row is not None
+                at = float(row[0])
+            else:
+                at = now - self._clock(conn)
+            rows = conn.execute(
+                self._t(
+                    "SELECT queue, lease_owner, available_at > %s AS later, count(*), min(created_at) "
+                    "FROM {s}.messages GROUP BY queue, lease_owner, later"
+                ),
+                (at,),
+            ).fetchall()
+            failed = conn.execute(self._t("SELECT queue, count(*) FROM {s}.failed GROUP BY queue")).fetchall()
+            return at, rows, failed
+
+        at, rows, failed = self._run(op)
+        found: dict[str, QueueStats] = {}
+        for queue, owner, later, count, oldest in rows:
+            entry = found.setdefault(queue, QueueStats())
+            if not later:
+                entry.ready += count  # an expired lease is available again: ready
+            elif owner is None:
+                entry.delayed += count
+            else:
+                entry.in_flight += count
+                entry.owners[owner] = entry.owners.get(owner, 0) + count
+            age = max(0.0, at - _number(oldest, at)) if oldest is not None and math.isfinite(oldest) else 0.0
+            entry.oldest_age = age if entry.oldest_age is None else max(entry.oldest_age, age)
+        for queue, count in failed:
+            found.setdefault(queue, QueueStats()).failed += count
+        return found
+
+    def request_stop(self, now: float | None = None) -> float:
+        """Ask every consumer running now (on every host) to stop after its current message; return the
+        request's time on this host's clock. Stored on the server's clock."""
+
+        def op(conn: psycopg.Connection[Any]) -> float:
+            offset = self._clock(conn)
+            at = time.time() if now is None else now
+            conn.execute(
+                self._t(
+                    "INSERT INTO {s}.control (key, value) VALUES ('stop', %s) "
+                    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+                ),
+                (at - offset,),
+            )
+            return at
+
+        return self._run(op)
+
+    def stop_requested_at(self) -> float | None:
+        """The time of the last stop request on this host's clock, or None."""
+
+        def op(conn: psycopg.Connection[Any]) -> float | None:
+            before = time.time()
+            row = conn.execute(
+                self._t(f"SELECT (SELECT value FROM {{s}}.control WHERE key = 'stop'), {_NOW}")
+            ).fetchone()
+            after = time.time()
+            if row is None or row[0] is None:
+                return None
+            return float(row[0]) + ((before + after) / 2 - float(row[1]))
+
+        return self._run(op)
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None and self._conn_pid == os.getpid():
+                with contextlib.suppress(Exception):
+                    conn.close()
+        self._drop_listener()
+
+    # --- the wake-up: LISTEN ---------------------------------------------------------------------
+
+    def wait(self, queues: Sequence[str], timeout: float) -> bool | None:
+        """Wait up to ``timeout`` seconds for a notification naming one of ``queues``.
+
+        True: one came (or listening has just begun, so what was sent before it must be looked for now):
+        lease again. False: the time passed without one. None: no wake-up here (``notify`` is off, or the
+        LISTEN connection failed and is not tried again yet): the caller sleeps as it would without it.
+        Raises :class:`QueueError` (one line) when the LISTEN connection cannot be opened or breaks, once until
+        it listens again; tries again every :data:`LISTEN_RETRY` seconds. Only the thread that waits calls it.
+        """
+        if not self.notify:
+            return None
+        listener = self._listener
+        if listener is not None and self._listener_pid != os.getpid():
+            self._inherited.append(listener)  # a parent's: never used nor closed here
+            listener = self._listener = None
+        fresh = False
+        if listener is None:
+            if time.monotonic() < self._listen_after:
+                return None
+            listener = self._listen()
+            if listener is None:
+                return None
+            fresh = True
+        psycopg = self._psycopg
+        try:
+            wanted = set(queues)
+            woken = fresh
+            wait = 0.0 if fresh else max(0.0, timeout)
+            while True:
+                got = False
+                for note in listener.notifies(timeout=wait, stop_after=1):
+                    got = True
+                    if note.channel == self._channel and note.payload in wanted:
+                        woken = True
+                if not got:
+                    return woken
+                wait = 0.0  # drain what else is there, without waiting
+        except psycopg.Error as exc:
+            self._drop_listener()
+            self._listen_failed(self._message(exc))
+            return None
+
+    def _listen(self) -> psycopg.Connection[Any] | None:
+        from icc.store.postgres.connection import connect
+
+        try:
+            conn = connect(self._config, purpose="consume-listen", autocommit=True)
+        except Exception as exc:  # StateError from icc.store.postgres.connection: keep its one line
+            self._listen_failed(str(exc))
+            return None
+        try:
+            conn.execute(f'LISTEN "{self._channel}"')
+        except self._psycopg.Error as exc:
+            with contextlib.suppress(Exception):
+                conn.close()
+            self._listen_failed(self._message(exc))
+            return None
+        self._listener, self._listener_pid = conn, os.getpid()
+        self._listen_failing = False
+        return conn
+
+    def _listen_failed(self, problem: str) -> None:
+        """Poll for :data:`LISTEN_RETRY` seconds, then try again; the first failure in a row is raised."""
+        self._listen_after = time.monotonic() + LISTEN_RETRY
+        if self._listen_failing:
+            return
+        self._listen_failing = True
+        raise QueueError(
+            f"{problem} (while listening for new messages: polling instead, trying to listen again every "
+            f"{LISTEN_RETRY:g}s)"
+        )
+
+    def _drop_listener(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None and self._listener_pid == os.getpid():
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _delete(self, conn: psycopg.Connection[Any], ids: Sequence[int], owner: str) -> None:
+        conn.execute(
+            self._t("DELETE FROM {s}.messages WHERE lease_owner = %s AND id = ANY(%s)"), (owner, list(ids))
+        )
+
+    def _append_error(self, conn: psycopg.Connection[Any], message_id: int, record: ErrorRecord) -> None:
+        row = conn.execute(self._t("SELECT errors FROM {s}.messages WHERE id = %s"), (message_id,)).fetchone()
+        history = decode_history(row[0] if row else None)
+        history.append(record)
+        conn.execute(
+            self._t("UPDATE {s}.messages SET errors = %s WHERE id = %s"),
+            (_clean(encode_history(history)), message_id),
+        )
+
+    # --- FailedStore ----------------------------------------------------------------------------
+
+    _FAILED_COLUMNS = "id, queue, name, payload, attempts, created_at, failed_at, reason, errors"
+
+    @staticmethod
+    def _failed(row: Sequence[Any]) -> FailedMessage:
+        message_id, queue, name, payload, attempts, created_at, failed_at, reason, errors = row
+        return FailedMessage(
+            id=int(message_id),
+            queue=queue,
+            name=name,
+            payload=payload,
+            attempts=int(attempts),
+            created_at=float(created_at),
+            failed_at=float(failed_at),
+            reason=reason,
+            errors=tuple(decode_history(errors)),
+        )
+
+    def failed_list(self, *, queue: str | None = None, limit: int | None = None) -> list[FailedMessage]:
+        sql = f"SELECT {self._FAILED_COLUMNS} FROM {{s}}.failed"
+        params: list[Any] = []
+        if queue is not None:
+            sql += " WHERE queue = %s"
+            params.append(queue)
+        sql += " ORDER BY failed_at, id"
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(min(max(limit, 0), _MAX_ID - 1))
+        query = self._t(sql)
+        return [self._failed(row) for row in self._run(lambda conn: conn.execute(query, params).fetchall())]
+
+    def failed_get(self, message_id: int) -> FailedMessage | None:
+        if not _is_row_id(message_id):
+            return None  # past 64-bit integers: no message has it
+        sql = self._t(f"SELECT {self._FAILED_COLUMNS} FROM {{s}}.failed WHERE id = %s")
+        rows = self._run(lambda conn: conn.execute(sql, (message_id,)).fetchall())
+        return self._failed(rows[0]) if rows else None
+
+    def _failed_ids(self, conn: psycopg.Connection[Any], ids: Sequence[int] | None) -> list[int]:
+        if ids is None:
+            rows = conn.execute(self._t("SELECT id FROM {s}.failed ORDER BY id FOR UPDATE")).fetchall()
+        else:
+            wanted = [i for i in dict.fromkeys(ids) if _is_row_id(i)]
+            rows = conn.execute(
+                self._t("SELECT id FROM {s}.failed WHERE id = ANY(%s) ORDER BY id FOR UPDATE"), (wanted,)
+            ).fetchall()
+        return [int(row[0]) for row in rows]
+
+    def failed_retry(self, ids: Sequence[int] | None = None) -> list[int]:
+        def op(conn: psycopg.Connection[Any]) -> list[int]:
+            with self._tx(conn):
+                moved = self._failed_ids(conn, ids)
+                if moved:
+                    # Back into the queue first, then out of failed, in one transaction. Attempts start
+                    # again from zero; the error history stays with the message.
+                    conn.execute(
+                        self._t(
+                            "INSERT INTO {s}.messages (id, queue, name, payload, created_at, available_at, "
+                            f"attempts, errors) SELECT id, queue, name, payload, created_at, {_NOW}, 0, errors "
+                            "FROM {s}.failed WHERE id = ANY(%s)"
+                        ),
+                        (moved,),
+                    )
+                    conn.execute(self._t("DELETE FROM {s}.failed WHERE id = ANY(%s)"), (moved,))
+                    if self.notify:
+                        conn.execute(
+                            self._t(
+                                "SELECT pg_notify(%s, q) FROM "
+                                "(SELECT DISTINCT queue AS q FROM {s}.messages WHERE id = ANY(%s)) AS d"
+                            ),
+                            (self._channel, moved),
+                        )
+                return moved
+
+        return self._run(op)
+
+    def failed_remove(self, ids: Sequence[int] | None = None) -> list[int]:
+        def op(conn: psycopg.Connection[Any]) -> list[int]:
+            with self._tx(conn):
+                removed = self._failed_ids(conn, ids)
+                if removed:
+                    conn.execute(self._t("DELETE FROM {s}.failed WHERE id = ANY(%s)"), (removed,))
+                return removed
+
+        return self._run(op)

@@ -1,0 +1,863 @@
+"""The shared state store: jobs, runs (the claims) and meta in a PostgreSQL schema several hosts use at once.
+
+Same contract as :class:`~icc.store.sqlite.state.SQLiteStateStore`, method for method: each method is one transaction;
+a claim is ``INSERT … ON CONFLICT DO NOTHING RETURNING`` against the unique index ``runs_claim (job, slot,
+scope)``, so a (job, slot) is claimed once cluster-wide (once per host for ``on_each_host()`` jobs, whose
+claims carry the host's id as their scope). Runs carry an owner token (``host_id:pid``) and a lease measured
+on the server's clock, for the hosts that look after each other's runs.
+
+Connections: one per store, made with :func:`icc.store.postgres.connection.connect` (timeouts, ``application_name``), never shared
+across a fork. A store used in a forked child notices (its pid changed), leaves the parent's connection alone
+(its socket is replaced by ``/dev/null`` in the child, so not even a close reaches the parent's session) and
+opens its own. A connection the server dropped (``pg_terminate_backend``, a restart) is reopened once and the
+operation retried when that is safe: reads, idempotent writes, and any write that failed before its commit was
+sent. Every driver error becomes a one-line :class:`~icc.errors.StateError` without the password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from icc.errors import StateError
+from icc.store.postgres.connection import connect, render, require_current, shown_url
+from icc.store.protocol import FAILURES, Claim, HostRecord, JobRecord, Outcome, RunKind, RunRecord, SyncReport
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from icc.config import Config
+
+__all__ = ["PostgresStateStore"]
+
+T = TypeVar("T")
+
+_RUN_COLUMNS = (
+    "id, job, slot, kind, outcome, started_at, ended_at, exit_code, pid, host, output, error, task_pid"
+)
+_JOB_COLUMNS = "name, kind, definition, plugin, distribution, version, enabled, removed_at, next_due"
+_NOW = "extract(epoch from clock_timestamp())::double precision"  # the server's clock
+_COUNT_RUN = (
+    "INSERT INTO {schema}.run_counts (job, outcome, n) VALUES (%s, %s, 1) "
+    "ON CONFLICT (job, outcome) DO UPDATE SET n = {schema}.run_counts.n + 1"
+)
+_FAILURES_SQL = ", ".join(f"'{o}'" for o in sorted(FAILURES))
+
+# Stores of this process: a forked child disarms their connections at once (see _disarm_inherited).
+_LIVE: weakref.WeakSet[PostgresStateStore] = weakref.WeakSet()
+
+
+def _disarm_inherited() -> None:
+    """In a forked child: point every inherited connection's socket at /dev/null, so nothing this process does
+    with it (a query, a close, its finalizer at exit) can reach the parent's session."""
+    for store in list(_LIVE):
+        store._disarm()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_disarm_inherited)
+
+
+def _run(row: Sequence[Any]) -> RunRecord:
+    return RunRecord(*row)
+
+
+def _job(row: Sequence[Any]) -> JobRecord:
+    name, kind, definition, plugin, dist, version, enabled, removed_at, next_due = row
+    return JobRecord(
+        name=name,
+        kind=kind,
+        definition=json.loads(definition),
+        plugin=plugin,
+        distribution=dist,
+        version=version,
+        enabled=bool(enabled),
+        removed_at=removed_at,
+        next_due=next_due,
+    )
+
+
+def _text(value: str) -> str:
+    """``value`` as PostgreSQL text can hold it (no NUL character; SQLite keeps those)."""
+    return value.replace("\x00", "\ufffd")
+
+
+class _DryRun(Exception):
+    pass
+
+
+class PostgresStateStore:
+    """:class:`~icc.store.protocol.StateStore` on a PostgreSQL schema (``[icc.store] url``)."""
+
+    def __init__(self, config: Config) -> None:
+        if config.store.url is None:
+            raise StateError("no [icc.store] url: this install keeps its state in SQLite")
+        from icc.statedir import ensure_state_dir
+        from icc.store import host_id
+
+        ensure_state_dir(config.state_dir)  # this host's locks and host id still live there
+        self._config = config
+        self._url: str = config.store.url
+        self._schema = config.store.schema
+        self._lease = float(config.store.lease)
+        self.host_id = host_id(config)
+        self._conn: psycopg.Connection[Any] | None = None
+        self._pid = os.getpid()
+        self._inherited: list[Any] = []  # a parent's disarmed connections: kept, never used
+        self._sql: dict[str, str] = {}
+        self._renewal: psycopg.Connection[Any] | None = None  # the lease renewal thread's own connection
+        self._renewal_pid = os.getpid()
+        self._renewal_lock = threading.Lock()  # held while a renewal uses its connection
+        conn = self._connection()
+        try:
+            require_current(conn, self._schema, self._url)
+        except StateError:
+            self.close()
+            raise
+        except Exception as exc:  # a driver error while reading the schema's state
+            self.close()
+            raise self._error(exc, "opening it") from None
+        _LIVE.add(self)
+
+    # -- plumbing -----------------------------------------------------------------------------------------
+    @property
+    def owner(self) -> str:
+        """The owner token of this process's runs: ``host_id:pid``."""
+        return f"{self.host_id}:{os.getpid()}"
+
+    def _q(self, sql: str) -> str:
+        found = self._sql.get(sql)
+        if found is None:
+            found = self._sql[sql] = render(sql, self._schema)
+        return found
+
+    def _label(self) -> str:
+        return f"{shown_url(self._url)} (schema {self._schema})"
+
+    def _error(self, exc: BaseException, doing: str) -> StateError:
+        text = str(exc).strip()
+        detail = text.splitlines()[0] if text else type(exc).__name__
+        detail = detail.replace(self._url, shown_url(self._url))
+        return StateError(f"the PostgreSQL store {self._label()} failed {doing}: {detail}")
+
+    def _disarm(self) -> None:
+        """This is a forked child: the connection belongs to the parent. Keep it (its finalizer would close it)
+        with its socket replaced by /dev/null, and open a new one when needed."""
+        if self._pid == os.getpid():
+            return
+        conn, self._conn = self._conn, None
+        renewal, self._renewal = self._renewal, None
+        self._pid = self._renewal_pid = os.getpid()
+        self._renewal_lock = threading.Lock()  # the parent's renewal thread is not here to release it
+        for inherited in (conn, renewal):
+            if inherited is None:
+                continue
+            with contextlib.suppress(Exception):
+                fd = inherited.fileno()
+                devnull = os.open(os.devnull, os.O_RDWR)
+                try:
+                    os.dup2(devnull, fd)
+                finally:
+                    os.close(devnull)
+            self._inherited.append(inherited)
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._pid != os.getpid():
+            self._disarm()
+        conn = self._conn
+        if conn is not None and (conn.closed or conn.broken):
+            self._drop()
+            conn = None
+        if conn is None:
+            conn = self._conn = connect(self._config)
+        return conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def _tx(
+        self,
+        work: Callable[[psycopg.Connection[Any]], T],
+        *,
+        doing: str,
+        idempotent: bool = True,
+        recover: Callable[[psycopg.Connection[Any]], T] | None = None,
+        single: bool = False,
+    ) -> T:
+        """Run ``work`` in one transaction. A connection lost on the way is reopened once and ``work`` run
+        again when that is safe: it failed before its commit was sent, or it is ``idempotent``; a commit whose
+        fate is unknown is settled by ``recover`` when given.
+
+        ``single``: ``work`` is one statement, run in autocommit (a statement is its own transaction): one round
+        trip instead of three (BEGIN, the statement, COMMIT). Its fate is unknown as soon as it is sent."""
+        import psycopg
+
+        for attempt in (0, 1):
+            conn = self._connection()
+            committing = single
+            try:
+                if single:
+                    conn.autocommit = True
+                    try:
+                        return work(conn)
+                    finally:
+                        if not (conn.closed or conn.broken):
+                            conn.autocommit = False
+                result = work(conn)
+                committing = True
+                conn.commit()
+                return result
+            except psycopg.Error as exc:
+                lost = conn.closed or conn.broken
+                if not lost:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.rollback()
+                    raise self._error(exc, doing) from None
+                self._drop()
+                if attempt == 1:
+                    raise self._error(exc, doing) from None
+                if committing and not idempotent:
+                    if recover is None:
+                        raise self._error(exc, doing) from None
+                    work = recover
+            except BaseException:
+                if not (conn.closed or conn.broken):
+                    with contextlib.suppress(psycopg.Error):
+                        conn.rollback()
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        def work(conn: psycopg.Connection[Any]) -> list[Any]:
+            return conn.execute(self._q(sql), params).fetchall()
+
+        return self._tx(work, doing="reading it", single=True)
+
+    def _write(self, sql: str, params: Sequence[Any] = (), *, idempotent: bool = True) -> int:
+        """One statement, in autocommit: one round trip, and no transaction left open holding its row locks
+        when the connection is cut before the answer arrives (it would hold them until the server's
+        idle_in_transaction_session_timeout)."""
+
+        def work(conn: psycopg.Connection[Any]) -> int:
+            return conn.execute(self._q(sql), params).rowcount
+
+        return self._tx(work, doing="writing to it", idempotent=idempotent, single=True)
+
+    # -- jobs --------------------------------------------------------------------------------------------
+    def jobs(self, *, include_removed: bool = False) -> list[JobRecord]:
+        where = "" if include_removed else "WHERE removed_at IS NULL"
+        return [
+            _job(r) for r in self._read(f"SELECT {_JOB_COLUMNS} FROM {{schema}}.jobs {where} ORDER BY name")
+        ]
+
+    def job(self, name: str) -> JobRecord | None:
+        rows = self._read(f"SELECT {_JOB_COLUMNS} FROM {{schema}}.jobs WHERE name = %s", (name,))
+        return _job(rows[0]) if rows else None
+
+    def sync_jobs(
+        self, records: Sequence[JobRecord], *, prune: bool, dry_run: bool, now: float, meta: Mapping[str, str]
+    ) -> SyncReport:
+        wanted = {r.name: r for r in records}
+        q = self._q
+
+        def work(conn: psycopg.Connection[Any]) -> SyncReport:
+            report = SyncReport()
+            # One scan at a time: the jobs are read and rewritten under this lock.
+            conn.execute(q("LOCK TABLE {schema}.jobs IN SHARE ROW EXCLUSIVE MODE"))
+            rows = conn.execute(q(f"SELECT {_JOB_COLUMNS} FROM {{schema}}.jobs")).fetchall()
+            current = {r.name: r for r in map(_job, rows)}
+            for name, rec in wanted.items():
+                old = current.get(name)
+                fields = (
+                    rec.kind,
+                    json.dumps(rec.definition, sort_keys=True),
+                    rec.plugin,
+                    rec.distribution,
+                    rec.version,
+                    rec.next_due,
+                    now,
+                )
+                if old is None:
+                    report.added.append(name)
+                    conn.execute(
+                        q(
+                            "INSERT INTO {schema}.jobs (kind, definition, plugin, distribution, version, next_due,"
+                            " updated_at, name, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                        ),
+                        (*fields, name, now),
+                    )
+                    continue
+                if old.removed_at is not None:
+                    report.restored.append(name)
+                elif old.same_definition(rec):
+                    report.unchanged.append(name)
+                    if dict(old.definition) != dict(rec.definition):
+                        conn.execute(
+                            q("UPDATE {schema}.jobs SET definition = %s WHERE name = %s"), (fields[1], name)
+                        )
+                    continue
+                else:
+                    report.changed.append(name)
+                conn.execute(
+                    q(
+                        "UPDATE {schema}.jobs SET kind = %s, definition = %s, plugin = %s, distribution = %s,"
+                        " version = %s, next_due = %s, updated_at = %s, removed_at = NULL WHERE name = %s"
+                    ),
+                    (*fields, name),
+                )
+            for name, old in current.items():
+                if name in wanted:
+                    continue
+                if prune:
+                    report.pruned.append(name)
+                    conn.execute(q("DELETE FROM {schema}.jobs WHERE name = %s"), (name,))
+                    conn.execute(q("DELETE FROM {schema}.runs WHERE job = %s"), (name,))
+                elif old.removed_at is None:
+                    report.removed.append(name)
+                    conn.execute(
+                        q(
+                            "UPDATE {schema}.jobs SET removed_at = %s, next_due = NULL, updated_at = %s"
+                            " WHERE name = %s"
+                        ),
+                        (now, now, name),
+                    )
+            for key, value in meta.items():
+                conn.execute(
+                    q(
+                        "INSERT INTO {schema}.meta (key, value) VALUES (%s, %s)"
+                        " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+                    ),
+                    (key, value),
+                )
+            if dry_run:
+                raise _DryRun(report)
+            return report
+
+        try:
+            return self._tx(work, doing="syncing the jobs")
+        except _DryRun as dry:
+            report = dry.args[0]
+            assert isinstance(report, SyncReport)
+            return report
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        self._write(
+            "UPDATE {schema}.jobs SET enabled = %s, updated_at = %s WHERE name = %s",
+            (enabled, time.time(), name),
+        )
+
+    def set_next_due(self, updates: Mapping[str, int | None]) -> None:
+        if not updates:
+            return
+        self._next_dues(updates, None)
+
+    def _next_dues(self, updates: Mapping[str, int | None], watermark: int | None) -> None:
+        q = self._q
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            if updates:
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        q("UPDATE {schema}.jobs SET next_due = %s WHERE name = %s"),
+                        [(v, k) for k, v in updates.items()],
+                    )
+            if watermark is not None:
+                conn.execute(
+                    q(
+                        "INSERT INTO {schema}.meta (key, value) VALUES ('watermark', %s)"
+                        " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+                    ),
+                    (str(watermark),),
+                )
+
+        self._tx(work, doing="writing to it")
+
+    def earliest_due(self) -> int | None:
+        rows = self._read("SELECT MIN(next_due) FROM {schema}.jobs WHERE enabled AND removed_at IS NULL")
+        value = rows[0][0] if rows else None
+        return None if value is None else int(value)
+
+    # -- meta ---------------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM {schema}.meta WHERE key = %s", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def update_meta(self, key: str, change: Callable[[str | None], str | None]) -> str | None:
+        q = self._q
+
+        def work(conn: psycopg.Connection[Any]) -> str | None:
+            while True:
+                # A placeholder row for an absent key: a concurrent caller waits on it like on a row lock.
+                made = conn.execute(
+                    q(
+                        "INSERT INTO {schema}.meta (key, value) VALUES (%s, '') ON CONFLICT (key) DO NOTHING "
+                        "RETURNING 1"
+                    ),
+                    (key,),
+                ).fetchone()
+                if made is not None:
+                    current = None
+                    break
+                row = conn.execute(
+                    q("SELECT value FROM {schema}.meta WHERE key = %s FOR UPDATE"), (key,)
+                ).fetchone()
+                if row is not None:
+                    current = str(row[0])
+                    break
+                # Deleted between the two statements: try again.
+            value = change(current)
+            if value is None:
+                conn.execute(q("DELETE FROM {schema}.meta WHERE key = %s"), (key,))
+            else:
+                conn.execute(q("UPDATE {schema}.meta SET value = %s WHERE key = %s"), (value, key))
+            return value
+
+        # Not idempotent (``change`` may count): retried only when the commit was surely not sent.
+        return self._tx(work, doing="writing to it", idempotent=False)
+
+    def save_evaluation(self, next_dues: Mapping[str, int | None], slot: int) -> None:
+        self._next_dues(next_dues, slot)
+
+    # -- runs --------------------------------------------------------------------------------------------
+    def claim(
+        self, job: str, slot: int, kind: RunKind, *, pid: int, host: str, scope: str = ""
+    ) -> int | None:
+        q = self._q
+        owner = self.owner
+        params = (job, slot, scope, kind, pid, host, owner, self._lease)
+
+        def work(conn: psycopg.Connection[Any]) -> int | None:
+            row = conn.execute(
+                q(
+                    "INSERT INTO {schema}.runs (job, slot, scope, kind, outcome, pid, host, owner, lease_until) "
+                    f"VALUES (%s, %s, %s, %s, 'pending', %s, %s, %s, {_NOW} + %s) "
+                    "ON CONFLICT DO NOTHING RETURNING id"
+                ),
+                params,
+            ).fetchone()
+            return None if row is None else int(row[0])
+
+        def recover(conn: psycopg.Connection[Any]) -> int | None:
+            # The insert's fate is unknown: the claim is ours if the row is there, still pending, with our owner;
+            # someone else's if another row is there; and when there is no row, nothing was committed: claim again.
+            row = conn.execute(
+                q(
+                    "SELECT id, outcome = 'pending' AND owner = %s AND pid = %s FROM {schema}.runs "
+                    "WHERE job = %s AND slot = %s AND scope = %s"
+                ),
+                (owner, pid, job, slot, scope),
+            ).fetchone()
+            if row is None:
+                return work(conn)
+            return int(row[0]) if row[1] else None
+
+        return self._tx(work, doing="claiming a run", idempotent=False, recover=recover, single=True)
+
+    def claim_many(self, claims: Sequence[Claim], *, pid: int, host: str) -> list[int | None]:
+        if not claims:
+            return []
+        q = self._q
+        owner = self.owner
+        # The first of duplicates is the one that may win. The rows go in (job, slot, scope) order, the same
+        # on every host: two batches racing on the same rows wait for each other in one order, never in a cycle.
+        first: dict[tuple[str, int, str], Claim] = {}
+        for c in claims:
+            first.setdefault((c.job, c.slot, c.scope), c)
+        keys = sorted(first)
+        ids: dict[tuple[str, int, str], int] = {}
+
+        def insert(conn: psycopg.Connection[Any], todo: list[tuple[str, int, str]]) -> None:
+            rows = conn.execute(
+                q(
+                    "INSERT INTO {schema}.runs (job, slot, scope, kind, outcome, pid, host, owner, lease_until) "
+                    f"SELECT c.job, c.slot, c.scope, c.kind, 'pending', %s, %s, %s, {_NOW} + %s "
+                    "FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[]) AS c(job, slot, scope, kind) "
+                    "ON CONFLICT DO NOTHING RETURNING id, job, slot, scope"
+                ),
+                (
+                    pid,
+                    host,
+                    owner,
+                    self._lease,
+                    [k[0] for k in todo],
+                    [k[1] for k in todo],
+                    [k[2] for k in todo],
+                    [first[k].kind for k in todo],
+                ),
+            ).fetchall()
+            for run_id, job, slot, scope in rows:
+                ids[(job, int(slot), scope)] = int(run_id)
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            insert(conn, keys)
+
+        def recover(conn: psycopg.Connection[Any]) -> None:
+            # The statement's fate is unknown (it is one statement: all of it was committed or none). A row
+            # there, still pending, with our owner and pid is ours; another's row is not; the claims with no
+            # row were not committed: claim them again.
+            rows = conn.execute(
+                q(
+                    "SELECT r.id, r.job, r.slot, r.scope, r.outcome = 'pending' AND r.owner = %s AND r.pid = %s "
+                    "FROM {schema}.runs r JOIN unnest(%s::text[], %s::bigint[], %s::text[]) AS c(job, slot, scope) "
+                    "ON r.job = c.job AND r.slot = c.slot AND r.scope = c.scope"
+                ),
+                (owner, pid, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
+            ).fetchall()
+            present: set[tuple[str, int, str]] = set()
+            for run_id, job, slot, scope, mine in rows:
+                key = (job, int(slot), scope)
+                present.add(key)
+                if mine:
+                    ids[key] = int(run_id)
+            missing = [k for k in keys if k not in present]
+            if missing:
+                insert(conn, missing)
+
+        self._tx(work, doing="claiming runs", idempotent=False, recover=recover, single=True)
+        won: list[int | None] = []
+        for c in claims:
+            won.append(ids.pop((c.job, c.slot, c.scope), None))  # popped: a later duplicate gets None
+        return won
+
+    def start_manual(self, job: str, *, pid: int, host: str) -> int:
+        q = self._q
+
+        def work(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute(
+                q(
+                    "INSERT INTO {schema}.runs (job, slot, kind, outcome, pid, host, owner, lease_until) "
+                    f"VALUES (%s, NULL, 'manual', 'pending', %s, %s, %s, {_NOW} + %s) RETURNING id"
+                ),
+                (job, pid, host, self.owner, self._lease),
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+        return self._tx(work, doing="starting a run", idempotent=False)
+
+    def record(
+        self,
+        job: str,
+        slots: Sequence[int],
+        outcome: Outcome,
+        kind: RunKind,
+        *,
+        error: str | None = None,
+        scope: str = "",
+    ) -> list[int]:
+        q = self._q
+        now = time.time()
+
+        def work(conn: psycopg.Connection[Any]) -> list[int]:
+            recorded: list[int] = []
+            for slot in slots:
+                row = conn.execute(
+                    q(
+                        # A host's own row (on_each_host) carries its host; a cluster-wide one none.
+                        "INSERT INTO {schema}.runs (job, slot, scope, kind, outcome, ended_at, error, host) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, NULLIF(%s, '')) ON CONFLICT DO NOTHING RETURNING id"
+                    ),
+                    (job, slot, scope, kind, outcome, now, error, scope),
+                ).fetchone()
+                if row is not None:
+                    recorded.append(slot)
+                    conn.execute(q(_COUNT_RUN), (job, outcome))
+            return recorded
+
+        return self._tx(work, doing="recording runs", idempotent=False)
+
+    def forget_unrun(self, since: int) -> int:
+        return self._write(
+            "DELETE FROM {schema}.runs WHERE slot >= %s AND outcome IN ('missed', 'skipped')", (since,)
+        )
+
+    def take_exclusive(self, run_id: int, *, pid: int) -> str | None:
+        import psycopg
+
+        q = self._q
+
+        def work(conn: psycopg.Connection[Any]) -> str | None:
+            try:
+                with conn.transaction():  # a savepoint: a conflict leaves the transaction usable
+                    conn.execute(
+                        q(
+                            "UPDATE {schema}.runs SET outcome = 'running', exclusive = true, pid = %s, owner = %s, "
+                            f"lease_until = {_NOW} + %s WHERE id = %s AND outcome IN ('pending', 'running')"
+                        ),
+                        (pid, self.owner, self._lease, run_id),
+                    )
+                return None
+            except psycopg.errors.UniqueViolation:
+                row = conn.execute(
+                    q(
+                        "SELECT o.host, o.pid FROM {schema}.runs AS r JOIN {schema}.runs AS o "
+                        "ON o.job = r.job AND o.scope = r.scope AND o.outcome = 'running' AND o.exclusive "
+                        "WHERE r.id = %s"
+                    ),
+                    (run_id,),
+                ).fetchone()
+                if row is None:
+                    return "another host"
+                return f"host {row[0]}, pid {row[1]}"
+
+        # Idempotent: taken twice by the same run is taken (its own row is not a conflict).
+        return self._tx(work, doing="starting a run")
+
+    def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> None:
+        self._write(
+            "UPDATE {schema}.runs SET outcome = 'running', pid = %s, task_pid = %s, started_at = %s, "
+            f"owner = %s, lease_until = {_NOW} + %s "
+            "WHERE id = %s AND outcome IN ('pending', 'running')",
+            (pid, task_pid, now, self.owner, self._lease, run_id),
+        )
+
+    def hand_over(self, supervisors: Mapping[int, int], *, now: float) -> None:
+        if not supervisors:
+            return
+        q = self._q
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    q(
+                        "UPDATE {schema}.runs SET outcome = 'running', pid = %s, started_at = %s, "
+                        f"owner = %s, lease_until = {_NOW} + %s WHERE id = %s AND outcome = 'pending'"
+                    ),
+                    [
+                        (pid, now, f"{self.host_id}:{pid}", self._lease, run_id)
+                        for run_id, pid in supervisors.items()
+                    ],
+                )
+
+        self._tx(work, doing="writing to it")
+
+    def finish(
+        self,
+        run_id: int,
+        outcome: Outcome,
+        *,
+        now: float,
+        exit_code: int | None = None,
+        output: str = "",
+        error: str | None = None,
+    ) -> None:
+        q = self._q
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            # Compare-and-set: only an unfinished run is written, and only by the host holding it, but for
+            # ``abandoned``, which any host records once the lease passed. A fenced host's late finish thus
+            # never overwrites what another host recorded.
+            row = conn.execute(
+                q(
+                    "SELECT job FROM {schema}.runs WHERE id = %s AND outcome IN ('pending', 'running') "
+                    "AND (%s OR host IS NULL OR host = %s OR left(owner, %s) = %s) FOR UPDATE"
+                ),
+                (run_id, outcome == "abandoned", self.host_id, len(self.host_id) + 1, f"{self.host_id}:"),
+            ).fetchone()
+            if row is None:
+                return  # finished already (by this host, or recorded abandoned by another): refused
+            conn.execute(q(_COUNT_RUN), (row[0], outcome))
+            conn.execute(
+                q(
+                    "UPDATE {schema}.runs SET outcome = %s, ended_at = %s, exit_code = %s, output = %s, error = %s, "
+                    "lease_until = NULL, "
+                    "started_at = CASE WHEN task_pid IS NULL THEN NULL ELSE started_at END WHERE id = %s"
+                ),
+                (outcome, now, exit_code, _text(output), None if error is None else _text(error), run_id),
+            )
+
+        # Idempotent: a second time finds it finished and writes nothing.
+        self._tx(work, doing="recording a run's end")
+
+    def add_note(self, run_id: int, note: str) -> None:
+        self._write(
+            "UPDATE {schema}.runs SET error = CASE WHEN error IS NULL OR error = '' THEN %s "
+            "ELSE error || '; ' || %s END WHERE id = %s",
+            (_text(note), _text(note), run_id),
+            idempotent=False,
+        )
+
+    def run(self, run_id: int) -> RunRecord | None:
+        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM {{schema}}.runs WHERE id = %s", (run_id,))
+        return _run(rows[0]) if rows else None
+
+    def unfinished(self) -> list[RunRecord]:
+        return [
+            _run(r)
+            for r in self._read(
+                f"SELECT {_RUN_COLUMNS} FROM {{schema}}.runs WHERE outcome IN ('pending', 'running') ORDER BY id"
+            )
+        ]
+
+    def runs(self, job: str, *, limit: int = 20) -> list[RunRecord]:
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM {{schema}}.runs WHERE job = %s ORDER BY id DESC LIMIT %s",
+            (job, limit),
+        )
+        return [_run(r) for r in rows]
+
+    def latest_runs(self) -> dict[str, RunRecord]:
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM {{schema}}.runs WHERE id IN (SELECT MAX(id) FROM {{schema}}.runs "
+            "WHERE outcome NOT IN ('missed', 'skipped', 'pending') GROUP BY job)"
+        )
+        return {r.job: r for r in map(_run, rows)}
+
+    def outcomes_between(self, since: float, until: float) -> list[tuple[int, str, float, str]]:
+        rows = self._read(
+            "SELECT id, job, t, outcome FROM (SELECT id, job, COALESCE(slot::double precision, started_at) AS t, "
+            "outcome FROM {schema}.runs) AS r WHERE t >= %s AND t < %s ORDER BY t, id",
+            (since, until),
+        )
+        return [(int(i), str(j), float(t), str(o)) for i, j, t, o in rows]
+
+    def missed_counts(self, since: int, until: int) -> dict[str, int]:
+        rows = self._read(
+            "SELECT job, COUNT(*) FROM {schema}.runs WHERE outcome = 'missed' AND slot BETWEEN %s AND %s "
+            "GROUP BY job",
+            (since, until),
+        )
+        return {str(job): int(count) for job, count in rows}
+
+    def run_counts(self) -> dict[str, dict[str, int]]:
+        found: dict[str, dict[str, int]] = {}
+        for job, outcome, n in self._read(
+            "SELECT job, outcome, n FROM {schema}.run_counts ORDER BY job, outcome"
+        ):
+            found.setdefault(str(job), {})[str(outcome)] = int(n)
+        return found
+
+    def last_outcomes(self) -> dict[str, dict[str, RunRecord]]:
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM {{schema}}.runs WHERE id IN ("
+            "SELECT MAX(id) FROM {schema}.runs WHERE outcome = 'succeeded' GROUP BY job "
+            f"UNION SELECT MAX(id) FROM {{schema}}.runs WHERE outcome IN ({_FAILURES_SQL}) GROUP BY job)"
+        )
+        found: dict[str, dict[str, RunRecord]] = {}
+        for run in map(_run, rows):
+            found.setdefault(run.job, {})["success" if run.outcome == "succeeded" else "failure"] = run
+        return found
+
+    def prune_runs(self, keep: int, keep_unrun: int = 100) -> int:
+        return self._write(
+            "DELETE FROM {schema}.runs WHERE outcome NOT IN ('pending', 'running') AND id IN ("
+            "SELECT id FROM (SELECT id, outcome IN ('missed', 'skipped') AS unrun, ROW_NUMBER() OVER ("
+            "PARTITION BY job, outcome IN ('missed', 'skipped') ORDER BY id DESC) AS n FROM {schema}.runs) AS r"
+            " WHERE (NOT unrun AND n > %s) OR (unrun AND n > %s))"
+            " AND id NOT IN (SELECT MAX(id) FROM {schema}.runs WHERE outcome = 'succeeded' GROUP BY job)"
+            f" AND id NOT IN (SELECT MAX(id) FROM {{schema}}.runs WHERE outcome IN ({_FAILURES_SQL}) GROUP BY job)",
+            (keep, keep_unrun),
+        )
+
+    def close(self) -> None:
+        _LIVE.discard(self)
+        if self._pid != os.getpid():
+            self._disarm()
+            return
+        self._drop()
+        # Not while a renewal thread uses that connection (closing it under a running query is unsafe); a
+        # renewal that hangs keeps its connection until the process ends.
+        if self._renewal_lock.acquire(timeout=1.0):
+            try:
+                self._drop_renewal()
+            finally:
+                self._renewal_lock.release()
+
+    # -- hosts --------------------------------------------------------------------------------------------
+    def register_host(self, hostname: str) -> float | None:
+        def work(conn: psycopg.Connection[Any]) -> float:
+            # The server's clock read twice, the round trip with less delay kept (the first one of a
+            # transaction also carries its BEGIN); the server read it halfway through, give or take.
+            best: tuple[float, float, float] | None = None
+            for _ in range(2):
+                before = time.time()
+                row = conn.execute(f"SELECT {_NOW}").fetchone()
+                after = time.time()
+                if row is not None and (best is None or after - before < best[1] - best[0]):
+                    best = (before, after, float(row[0]))
+            assert best is not None
+            before, after, server = best
+            offset = (before + after) / 2 - server
+            conn.execute(
+                self._q(
+                    "INSERT INTO {schema}.hosts (host_id, hostname, last_seen, clock_offset) "
+                    f"VALUES (%s, %s, {_NOW}, %s) ON CONFLICT (host_id) DO UPDATE SET "
+                    "hostname = EXCLUDED.hostname, last_seen = EXCLUDED.last_seen, "
+                    "clock_offset = EXCLUDED.clock_offset"
+                ),
+                (self.host_id, _text(hostname), offset),
+            )
+            return offset
+
+        return self._tx(work, doing="recording this host")
+
+    def hosts(self) -> list[HostRecord]:
+        rows = self._read(
+            "SELECT host_id, hostname, last_seen, clock_offset FROM {schema}.hosts ORDER BY host_id"
+        )
+        return [HostRecord(str(h), str(n), float(s), float(o)) for h, n, s, o in rows]
+
+    # -- leases -------------------------------------------------------------------------------------------
+    @property
+    def lease(self) -> float | None:
+        return self._lease
+
+    def renew(self, run_ids: Sequence[int]) -> list[int]:
+        """On a connection of its own (the renewal thread's), never the one the supervisor writes with: a hung
+        statement there cannot delay a renewal, and a hung renewal cannot delay the supervisor."""
+        if not run_ids:
+            return []
+        if self._renewal_pid != os.getpid():  # forked: the parent's renewal connection is left alone
+            self._disarm()
+        with self._renewal_lock:
+            return self._renew(run_ids)
+
+    def _renew(self, run_ids: Sequence[int]) -> list[int]:
+        import psycopg
+
+        conn = self._renewal
+        if conn is not None and (conn.closed or conn.broken):
+            self._drop_renewal()
+            conn = None
+        if conn is None:
+            conn = self._renewal = connect(self._config)
+        try:
+            rows = conn.execute(
+                self._q(
+                    f"UPDATE {{schema}}.runs SET lease_until = {_NOW} + %s WHERE id = ANY(%s) "
+                    "AND (host = %s OR left(owner, %s) = %s) AND outcome IN ('pending', 'running') RETURNING id"
+                ),
+                (self._lease, list(run_ids), self.host_id, len(self.host_id) + 1, f"{self.host_id}:"),
+            ).fetchall()
+            conn.commit()
+        except psycopg.Error as exc:
+            self._drop_renewal()
+            raise self._error(exc, "renewing the leases of its runs") from None
+        return [int(r[0]) for r in rows]
+
+    def _drop_renewal(self) -> None:
+        conn, self._renewal = self._renewal, None
+        if conn is not None and self._renewal_pid == os.getpid():
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def expired_leases(self) -> dict[int, str]:
+        rows = self._read(
+            "SELECT id, COALESCE(host, split_part(owner, ':', 1)) FROM {schema}.runs "
+            f"WHERE outcome IN ('pending', 'running') AND lease_until < {_NOW}"
+        )
+        return {int(i): str(h) for i, h in rows}
+
+    def reconnect(self) -> None:
+        if self._pid != os.getpid():
+            self._disarm()
+        self._drop()

@@ -1,0 +1,634 @@
+"""The embedded transport: SQLite in its own file, ``<state_dir>/queue.sqlite3``.
+
+Its own file, not the state store's, so that a busy queue never holds up the tick's writes.
+
+Durability: WAL journal, ``synchronous=FULL`` by default. In WAL mode ``NORMAL`` keeps the database
+consistent but may lose the last transactions on power loss or an OS crash — a message
+``icc.dispatch`` already returned an id for could vanish, which icc promises never happens. ``FULL``
+syncs the WAL on every commit; consumers lease and acknowledge in batches, so they pay that sync per
+batch, not per message. ``NORMAL`` can be chosen explicitly (the benchmark does, to compare with huey at
+equal durability).
+
+Every write is one ``BEGIN IMMEDIATE`` transaction: the write lock is taken up front, so two consumers
+never both read the same available rows and then fight to upgrade their locks; ``busy_timeout`` makes
+them queue up for it instead of failing.
+
+One column, ``available_at``, says when a row may be leased: its dispatch time plus delay, its retry time,
+or — while it is leased — its lease expiry. An expired lease therefore needs no sweeper: the row is
+simply available again, and ``lease_owner`` still set tells that it was redelivered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from icc.errors import QueueError
+from icc.queue.message import (
+    Envelope,
+    ErrorRecord,
+    FailedMessage,
+    decode_history,
+    encode_history,
+    error_record,
+)
+from icc.statedir import ensure_state_dir, secure_file
+
+__all__ = ["DATABASE_FILE", "QueueStats", "SqliteTransport"]
+
+DATABASE_FILE = "queue.sqlite3"
+SCHEMA_VERSION = 1
+# SQLite before 3.32 allows 999 bound parameters per statement.
+_CHUNK = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: a failed message keeps its id
+    queue        TEXT    NOT NULL,
+    name         TEXT    NOT NULL,
+    payload      TEXT    NOT NULL,                   -- JSON object
+    created_at   REAL    NOT NULL,
+    available_at REAL    NOT NULL,                   -- leasable from (while leased: the lease expiry)
+    attempts     INTEGER NOT NULL DEFAULT 0,         -- deliveries so far, counted when leased
+    lease_owner  TEXT,                               -- the consumer holding it, NULL when not leased
+    lease_batch  INTEGER NOT NULL DEFAULT 0,         -- how many messages that lease took together
+    errors       TEXT    NOT NULL DEFAULT '[]'       -- JSON list of error records
+);
+CREATE INDEX IF NOT EXISTS messages_queue_available ON messages (queue, available_at);
+CREATE INDEX IF NOT EXISTS messages_lease_owner ON messages (lease_owner) WHERE lease_owner IS NOT NULL;
+CREATE TABLE IF NOT EXISTS failed (
+    id         INTEGER PRIMARY KEY,                  -- the message's id
+    queue      TEXT    NOT NULL,
+    name       TEXT    NOT NULL,
+    payload    TEXT    NOT NULL,                     -- as it was stored, even when malformed
+    created_at REAL    NOT NULL,
+    failed_at  REAL    NOT NULL,
+    attempts   INTEGER NOT NULL,
+    reason     TEXT    NOT NULL,
+    errors     TEXT    NOT NULL DEFAULT '[]'
+);
+-- Requests to running consumers: 'stop' holds the time of the last `icc consume --stop`.
+CREATE TABLE IF NOT EXISTS control (
+    key   TEXT PRIMARY KEY,
+    value REAL NOT NULL
+);
+"""
+
+_LEASE_SELECT = (
+    "SELECT id, name, payload, attempts, created_at, lease_owner, lease_batch FROM messages "
+    "WHERE queue = ? AND available_at <= ? ORDER BY available_at, id LIMIT ?"
+)
+
+
+def _marks(count: int) -> str:
+    return ",".join("?" * count)
+
+
+def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]
+
+
+def _text(value: object) -> str:
+    """A column that should hold text, as text: rows written by hand may hold anything."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return repr(value)  # not JSON: the consumer reports it as malformed
+    return "" if value is None else repr(value) if not isinstance(value, int | float) else str(value)
+
+
+def _is_row_id(value: int) -> bool:
+    return -(2**63) <= value < 2**63
+
+
+def _decode_text(data: bytes) -> str | bytes:
+    """SQLite TEXT as str; bytes that are not UTF-8 stay bytes (a hand-written row), so that reading
+    them never fails a whole lease: the consumer reports such a row as malformed."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+
+
+def _unusable(path: Path, exc: BaseException) -> str:
+    return (
+        f"the queue database {path} cannot be read ({exc}): it is damaged or not a queue database. "
+        "Restore it from a backup, or move it away to start an empty queue"
+    )
+
+
+def _init_schema(conn: sqlite3.Connection, path: Path) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise QueueError(
+            f"the queue database {path} was written by a newer icc (schema {version}); upgrade icc"
+        )
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _create(path: Path) -> bool:
+    """Create the database at ``path`` complete, if it does not exist; True if this call created it.
+
+    It is built under a temporary name and linked into place, so ``path`` never exists half made: an
+    empty file there is then always a damaged database, never a new one. The file is 0600 from the
+    start (SQLite would follow the umask, and the -wal and -shm files copy the database's mode).
+    """
+    if path.exists():
+        return False
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.new")
+    os.close(os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    try:
+        conn = sqlite3.connect(str(tmp), isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("BEGIN IMMEDIATE")
+            _init_schema(conn, tmp)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()  # checkpoints the WAL into the file
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False  # another process made it first
+        except OSError:
+            # No hard links on this file system: create it in place (an empty file for a moment).
+            try:
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                return False
+        return True
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{tmp}{suffix}")
+
+
+@dataclass
+class QueueStats:
+    """One queue's messages now (``icc queue stats``)."""
+
+    ready: int = 0
+    delayed: int = 0
+    in_flight: int = 0
+    owners: dict[str, int] = field(default_factory=dict)  # consumer -> messages it holds
+    oldest_age: float | None = None  # seconds since the oldest unacknowledged message was dispatched
+    failed: int = 0
+
+    @property
+    def messages(self) -> int:
+        """Not yet acknowledged: ready, delayed and in flight."""
+        return self.ready + self.delayed + self.in_flight
+
+
+def _number(value: object, default: float = 0.0) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+
+
+class SqliteTransport:
+    """The SQLite queue database of one state directory. Thread-safe: one connection behind a lock,
+    shared by the consumer loop and its heartbeat thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        busy_timeout: float = 30.0,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}")
+        self.path = path
+        self.synchronous = synchronous
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        try:
+            created = _create(path)
+            if not created and path.stat().st_size == 0:
+                # icc creates the file complete (see _create): an empty one was truncated or replaced.
+                raise QueueError(
+                    f"the queue database {path} is empty (0 bytes): it was truncated or replaced, so the "
+                    "messages it held are gone. Restore it from a backup, or delete it to start an empty queue"
+                )
+            secure_file(path)
+            self._conn = sqlite3.connect(
+                str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            self._conn.text_factory = _decode_text
+        except (OSError, sqlite3.Error) as exc:
+            raise QueueError(f"cannot open the queue database {path}: {exc}") from exc
+        try:
+            self._set_wal(busy_timeout)
+            self._conn.execute(f"PRAGMA synchronous = {synchronous}")
+            with self._write() as conn:
+                _init_schema(conn, path)
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise QueueError(_unusable(path, exc)) from None
+        except BaseException:
+            self._conn.close()
+            raise
+        for suffix in ("-wal", "-shm"):
+            secure_file(path.with_name(path.name + suffix))
+
+    @classmethod
+    def open(cls, state_dir: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> SqliteTransport:
+        """The queue database of ``state_dir`` (created 0700, the file 0600)."""
+        ensure_state_dir(state_dir)
+        return cls(state_dir / DATABASE_FILE, synchronous=synchronous)
+
+    def _set_wal(self, timeout: float) -> None:
+        # Switching a new database to WAL needs the write lock, and the busy handler does not cover
+        # that upgrade: two processes opening a fresh database at once would see "database is locked".
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise QueueError(f"cannot open the queue database {self.path}: {exc}") from exc
+                time.sleep(0.01)
+                continue
+            except sqlite3.DatabaseError as exc:  # not a database at all
+                raise QueueError(_unusable(self.path, exc)) from None
+            if str(mode).lower() != "wal":
+                raise QueueError(
+                    f"the queue database {self.path} cannot use WAL journaling (got {mode!r}); "
+                    "put state_dir on a local file system"
+                )
+            return
+
+    @property
+    def forked(self) -> bool:
+        """True in a child process forked after this transport was opened: open a new one there."""
+        return os.getpid() != self._pid
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    if conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise QueueError(f"queue database {self.path}: {exc}") from exc
+            except OverflowError as exc:  # a number past SQLite's 64-bit integers
+                raise QueueError(f"queue database {self.path}: {exc}") from None
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise QueueError(f"queue database {self.path}: {exc}") from exc
+            except OverflowError as exc:
+                raise QueueError(f"queue database {self.path}: {exc}") from None
+
+    # --- Transport ------------------------------------------------------------------------------
+
+    def send(self, queue: str, name: str, payload: str, *, delay: float = 0.0) -> int:
+        now = time.time()
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO messages (queue, name, payload, created_at, available_at) VALUES (?, ?, ?, ?, ?)",
+                (queue, name, payload, now, now + delay),
+            )
+            message_id = cursor.lastrowid
+        assert message_id is not None
+        return message_id
+
+    def lease(
+        self, queue: str, *, owner: str, limit: int, lease: float, ack: Sequence[int] = ()
+    ) -> list[Envelope]:
+        with self._write() as conn:
+            self._delete(conn, ack, owner)
+            if limit < 1:
+                return []
+            now = time.time()
+            bad = self._lease_malformed(conn, queue, owner, now, lease)
+            if bad is not None:
+                return [bad]
+            rows = conn.execute(_LEASE_SELECT, (queue, now, limit)).fetchall()
+            if not rows:
+                return []
+            if rows[0][5] is not None:
+                # An expired lease: it comes back alone, so that if it kills its consumer again no
+                # other message shares the blame (and the attempt counted for it).
+                taken = rows[:1]
+            else:
+                taken = []
+                for row in rows:
+                    if row[5] is not None:
+                        break
+                    taken.append(row)
+            ids = [row[0] for row in taken]
+            conn.execute(
+                "UPDATE messages SET attempts = attempts + 1, lease_owner = ?, available_at = ?, "
+                f"lease_batch = ? WHERE id IN ({_marks(len(ids))})",
+                (owner, now + lease, len(ids), *ids),
+            )
+            envelopes = []
+            for message_id, name, payload, attempts, created_at, previous_owner, batch in taken:
+                attempts = int(_number(attempts))
+                redelivered = previous_owner is not None
+                crashed = redelivered and int(_number(batch)) <= 1
+                if redelivered:
+                    if crashed:
+                        why = "lease expired: the consumer died or was killed while handling it"
+                    else:
+                        why = (
+                            f"lease expired: the consumer died or was killed while it held this message "
+                            f"in a batch of {batch} (its handler may not have run)"
+                        )
+                    self._append_error(conn, message_id, error_record(attempts, why, at=now))
+                envelopes.append(
+                    Envelope(
+                        id=message_id,
+                        queue=queue,
+                        name=_text(name),
+                        payload=_text(payload),
+                        attempts=attempts + 1,
+                        created_at=_number(created_at),
+                        redelivered=redelivered,
+                        crashed=crashed,
+                    )
+                )
+            return envelopes
+
+    @staticmethod
+    def _lease_malformed(
+        conn: sqlite3.Connection, queue: str, owner: str, now: float, lease: float
+    ) -> Envelope | None:
+        """A row whose ``available_at`` is not a number (written by hand), leased alone so that the
+        consumer moves it to failed. Text and blobs sort after every number, so such a row would
+        otherwise never be available; this range of the index finds them cheaply."""
+        row = conn.execute(
+            "SELECT id, name, payload, attempts, created_at, available_at FROM messages "
+            "WHERE queue = ? AND available_at >= '' ORDER BY available_at, id LIMIT 1",
+            (queue,),
+        ).fetchone()
+        if row is None:
+            return None
+        message_id, name, payload, attempts, created_at, available_at = row
+        conn.execute(
+            "UPDATE messages SET attempts = attempts + 1, lease_owner = ?, available_at = ?, lease_batch = 1 "
+            "WHERE id = ?",
+            (owner, now + lease, message_id),
+        )
+        shown = available_at if isinstance(available_at, str) else repr(available_at)
+        return Envelope(
+            id=message_id,
+            queue=queue,
+            name=_text(name),
+            payload=_text(payload),
+            attempts=int(_number(attempts)) + 1,
+            created_at=_number(created_at),
+            malformed=f"available_at {shown[:80]!r} is not a number of seconds, so it was never due",
+        )
+
+    def ack(self, ids: Sequence[int], *, owner: str) -> None:
+        if ids:
+            with self._write() as conn:
+                self._delete(conn, ids, owner)
+
+    def release(self, ids: Sequence[int], *, owner: str) -> None:
+        if not ids:
+            return
+        with self._write() as conn:
+            for chunk in _chunks(ids):
+                # Back at its place in the queue (created_at), as if never leased.
+                conn.execute(
+                    "UPDATE messages SET attempts = MAX(attempts - 1, 0), lease_owner = NULL, lease_batch = 0, "
+                    f"available_at = MIN(created_at, available_at) WHERE lease_owner = ? "
+                    f"AND id IN ({_marks(len(chunk))})",
+                    (owner, *chunk),
+                )
+
+    def extend(self, *, owner: str, lease: float) -> int:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE messages SET available_at = ? WHERE lease_owner = ?", (time.time() + lease, owner)
+            )
+            return cursor.rowcount
+
+    def retry(self, envelope: Envelope, error: ErrorRecord, *, owner: str, delay: float) -> bool:
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT errors FROM messages WHERE id = ? AND lease_owner = ?", (envelope.id, owner)
+            ).fetchone()
+            if row is None:
+                return False  # the lease was lost: whoever holds it now decides
+            history = decode_history(row[0])
+            history.append(error)
+            conn.execute(
+                "UPDATE messages SET available_at = ?, lease_owner = NULL, lease_batch = 0, errors = ? "
+                "WHERE id = ?",
+                (time.time() + delay, encode_history(history), envelope.id),
+            )
+            return True
+
+    def fail(
+        self,
+        envelope: Envelope,
+        reason: str | Callable[[list[ErrorRecord]], str],
+        error: ErrorRecord | None = None,
+        *,
+        owner: str,
+        attempts: int | None = None,
+    ) -> str | None:
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT queue, name, payload, attempts, created_at, errors FROM messages "
+                "WHERE id = ? AND lease_owner = ?",
+                (envelope.id, owner),
+            ).fetchone()
+            if row is None:
+                return None
+            queue, name, payload, stored_attempts, created_at, errors = row
+            history = decode_history(errors)
+            if error is not None:
+                history.append(error)
+            if not isinstance(reason, str):
+                reason = reason(history)
+            reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates
+            # Insert first, delete second, one transaction: the message is never in neither table.
+            # OR REPLACE: ids are never reused, so a clash can only be a stale copy of this message.
+            conn.execute(
+                "INSERT OR REPLACE INTO failed (id, queue, name, payload, created_at, failed_at, attempts, "
+                "reason, errors) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    envelope.id,
+                    _text(queue),
+                    _text(name),
+                    _text(payload),
+                    _number(created_at),
+                    time.time(),
+                    int(_number(stored_attempts)) if attempts is None else attempts,
+                    reason,
+                    encode_history(history),
+                ),
+            )
+            conn.execute("DELETE FROM messages WHERE id = ?", (envelope.id,))
+            return reason
+
+    def pending(self, queue: str | None = None) -> int:
+        if queue is None:
+            rows = self._read("SELECT count(*) FROM messages")
+        else:
+            rows = self._read("SELECT count(*) FROM messages WHERE queue = ?", (queue,))
+        return int(rows[0][0])
+
+    # --- operating: stats and stop requests ------------------------------------------------------
+
+    def stats(self, now: float | None = None) -> dict[str, QueueStats]:
+        """Per queue that holds anything: ready, delayed, in flight (by owner), oldest age, failed."""
+        now = time.time() if now is None else now
+        found: dict[str, QueueStats] = {}
+
+        def of(queue: str) -> QueueStats:
+            return found.setdefault(_text(queue), QueueStats())
+
+        rows = self._read(
+            "SELECT queue, lease_owner, available_at > ? AS later, COUNT(*), MIN(created_at) FROM messages "
+            "GROUP BY queue, lease_owner, later",
+            (now,),
+        )
+        for queue, owner, later, count, oldest in rows:
+            entry = of(queue)
+            if not later:
+                entry.ready += count  # an expired lease is available again: ready
+            elif owner is None:
+                entry.delayed += count
+            else:
+                entry.in_flight += count
+                entry.owners[_text(owner)] = entry.owners.get(_text(owner), 0) + count
+            age = max(0.0, now - _number(oldest, now))
+            entry.oldest_age = age if entry.oldest_age is None else max(entry.oldest_age, age)
+        for queue, count in self._read("SELECT queue, COUNT(*) FROM failed GROUP BY queue"):
+            of(queue).failed += count
+        return found
+
+    def request_stop(self, now: float | None = None) -> float:
+        """Ask every consumer running now to stop after its current message; return the request's time."""
+        at = time.time() if now is None else now
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO control (key, value) VALUES ('stop', ?)", (at,))
+        return at
+
+    def stop_requested_at(self) -> float | None:
+        """The time of the last stop request, or None."""
+        rows = self._read("SELECT value FROM control WHERE key = 'stop'")
+        return _number(rows[0][0]) if rows else None
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @staticmethod
+    def _delete(conn: sqlite3.Connection, ids: Sequence[int], owner: str) -> None:
+        for chunk in _chunks(ids):
+            conn.execute(
+                f"DELETE FROM messages WHERE lease_owner = ? AND id IN ({_marks(len(chunk))})",
+                (owner, *chunk),
+            )
+
+    @staticmethod
+    def _append_error(conn: sqlite3.Connection, message_id: int, record: ErrorRecord) -> None:
+        row = conn.execute("SELECT errors FROM messages WHERE id = ?", (message_id,)).fetchone()
+        history = decode_history(row[0] if row else None)
+        history.append(record)
+        conn.execute("UPDATE messages SET errors = ? WHERE id = ?", (encode_history(history), message_id))
+
+    # --- FailedStore ----------------------------------------------------------------------------
+
+    _FAILED_COLUMNS = "id, queue, name, payload, attempts, created_at, failed_at, reason, errors"
+
+    @staticmethod
+    def _failed(row: Sequence[Any]) -> FailedMessage:
+        message_id, queue, name, payload, attempts, created_at, failed_at, reason, errors = row
+        return FailedMessage(
+            id=int(message_id),
+            queue=_text(queue),
+            name=_text(name),
+            payload=_text(payload),
+            attempts=int(_number(attempts)),
+            created_at=_number(created_at),
+            failed_at=_number(failed_at),
+            reason=_text(reason),
+            errors=tuple(decode_history(errors)),
+        )
+
+    def failed_list(self, *, queue: str | None = None, limit: int | None = None) -> list[FailedMessage]:
+        sql = f"SELECT {self._FAILED_COLUMNS} FROM failed"
+        params: list[Any] = []
+        if queue is not None:
+            sql += " WHERE queue = ?"
+            params.append(queue)
+        sql += " ORDER BY failed_at, id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [self._failed(row) for row in self._read(sql, params)]
+
+    def failed_get(self, message_id: int) -> FailedMessage | None:
+        if not _is_row_id(message_id):
+            return None  # past SQLite's 64-bit integers: no message has it
+        rows = self._read(f"SELECT {self._FAILED_COLUMNS} FROM failed WHERE id = ?", (message_id,))
+        return self._failed(rows[0]) if rows else None
+
+    def _failed_ids(self, conn: sqlite3.Connection, ids: Sequence[int] | None) -> list[int]:
+        if ids is None:
+            return [row[0] for row in conn.execute("SELECT id FROM failed ORDER BY id")]
+        found: list[int] = []
+        for chunk in _chunks([i for i in dict.fromkeys(ids) if _is_row_id(i)]):
+            found += [
+                row[0]
+                for row in conn.execute(f"SELECT id FROM failed WHERE id IN ({_marks(len(chunk))})", chunk)
+            ]
+        return sorted(found)
+
+    def failed_retry(self, ids: Sequence[int] | None = None) -> list[int]:
+        now = time.time()
+        with self._write() as conn:
+            moved = self._failed_ids(conn, ids)
+            for chunk in _chunks(moved):
+                marks = _marks(len(chunk))
+                # Back into the queue first, then out of failed, in one transaction. Attempts start
+                # again from zero; the error history stays with the message.
+                conn.execute(
+                    "INSERT INTO messages (id, queue, name, payload, created_at, available_at, attempts, errors) "
+                    f"SELECT id, queue, name, payload, created_at, ?, 0, errors FROM failed WHERE id IN ({marks})",
+                    (now, *chunk),
+                )
+                conn.execute(f"DELETE FROM failed WHERE id IN ({marks})", chunk)
+            return moved
+
+    def failed_remove(self, ids: Sequence[int] | None = None) -> list[int]:
+        with self._write() as conn:
+            removed = self._failed_ids(conn, ids)
+            for chunk in _chunks(removed):
+                conn.execute(f"DELETE FROM failed WHERE id IN ({_marks(len(chunk))})", chunk)
+            return removed

@@ -1,0 +1,559 @@
+"""The embedded state store: one SQLite file in the state directory.
+
+WAL journal, a busy timeout and ``BEGIN IMMEDIATE`` for every write, so concurrent ticks, ``icc exec`` and
+``icc status`` serialise on the database instead of failing. The file is created atomically (schema built in a
+temporary file, then hard-linked into place), so an existing file without icc's schema is never mistaken for a
+new, empty store: it is a :class:`~icc.errors.StateError` and nothing is written to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from icc.errors import StateError
+from icc.statedir import check_state_file, ensure_state_dir, secure_file
+from icc.store.protocol import FAILURES, Claim, HostRecord, JobRecord, Outcome, RunKind, RunRecord, SyncReport
+from icc.store.sqlite.diagnosis import database_error, is_corrupt, os_error
+
+SCHEMA_VERSION = "1"
+FILENAME = "state.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE jobs (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    plugin TEXT NOT NULL,
+    distribution TEXT,
+    version TEXT,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    removed_at REAL,
+    next_due INTEGER,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    job TEXT NOT NULL,
+    slot INTEGER,
+    kind TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    started_at REAL,
+    ended_at REAL,
+    exit_code INTEGER,
+    pid INTEGER,
+    host TEXT,
+    output TEXT NOT NULL DEFAULT '',
+    error TEXT,
+    task_pid INTEGER
+);
+-- The claim: a (job, slot) pair is inserted at most once, by whichever tick gets there first.
+CREATE UNIQUE INDEX runs_claim ON runs (job, slot) WHERE slot IS NOT NULL;
+CREATE INDEX runs_job ON runs (job, id);
+CREATE INDEX runs_unfinished ON runs (outcome) WHERE outcome IN ('pending', 'running');
+"""
+
+# Runs per (job, outcome) since the store was made, for `icc metrics` (`icc_job_runs_total`): kept apart from
+# the runs table, which history pruning shortens. Made on first open, so older stores get it too.
+_COUNTS = (
+    "CREATE TABLE IF NOT EXISTS run_counts ("
+    "job TEXT NOT NULL, outcome TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (job, outcome))"
+)
+_COUNT_RUN = (
+    "INSERT INTO run_counts (job, outcome, n) VALUES (?, ?, 1) "
+    "ON CONFLICT (job, outcome) DO UPDATE SET n = n + 1"
+)
+
+_RUN_COLUMNS = (
+    "id, job, slot, kind, outcome, started_at, ended_at, exit_code, pid, host, output, error, task_pid"
+)
+
+
+def _run(row: sqlite3.Row | tuple[Any, ...]) -> RunRecord:
+    return RunRecord(*row)
+
+
+def _grouped(rows: list[Any]) -> dict[str, dict[str, int]]:
+    found: dict[str, dict[str, int]] = {}
+    for job, outcome, n in rows:
+        found.setdefault(job, {})[outcome] = n
+    return found
+
+
+def _job(row: sqlite3.Row | tuple[Any, ...]) -> JobRecord:
+    name, kind, definition, plugin, dist, version, enabled, removed_at, next_due = row
+    return JobRecord(
+        name=name,
+        kind=kind,
+        definition=json.loads(definition),
+        plugin=plugin,
+        distribution=dist,
+        version=version,
+        enabled=bool(enabled),
+        removed_at=removed_at,
+        next_due=next_due,
+    )
+
+
+_JOB_COLUMNS = "name, kind, definition, plugin, distribution, version, enabled, removed_at, next_due"
+
+
+class SQLiteStateStore:
+    """:class:`~icc.store.protocol.StateStore` on an SQLite file."""
+
+    def __init__(self, state_dir: Path, *, timeout: float = 30.0) -> None:
+        ensure_state_dir(state_dir)
+        self.path = state_dir / FILENAME
+        self._timeout = timeout
+        for suffix in ("", "-wal", "-shm"):
+            check_state_file(self.path.with_name(self.path.name + suffix))
+        if not self.path.exists():
+            self._create(timeout)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._error(exc, "opening it") from exc
+        try:
+            # Read before anything that could write: an emptied or foreign file stays as it is.
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.Error as exc:
+            self._db.close()
+            if "no such table" in str(exc) and not is_corrupt(self.path):
+                raise StateError(
+                    f"state database {self.path} is not an icc state database (it has no meta table: emptied, "
+                    f"or another program's file); it was left untouched. Move it away (mv {self.path} "
+                    f"{self.path}.broken) and run `icc scan` to start a new one"
+                ) from exc
+            raise self._error(exc, "opening it") from exc
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise self._error(exc, "opening it") from exc
+        if row is None or row[0] != SCHEMA_VERSION:
+            self._db.close()
+            raise StateError(
+                f"state database {self.path} has schema version {row[0] if row else 'none'}, "
+                f"this icc needs {SCHEMA_VERSION}; upgrade icc or move the file away"
+            )
+        with contextlib.suppress(sqlite3.Error):  # a store icc cannot write still reads (run_counts: none)
+            self._db.execute(_COUNTS)
+        for suffix in ("-wal", "-shm"):
+            secure_file(self.path.with_name(self.path.name + suffix))
+
+    def _error(self, exc: BaseException, doing: str) -> StateError:
+        """What is wrong, from the SQLite error and a look at the file (only corruption advises moving it)."""
+        return database_error(self.path, exc, doing=doing, timeout=self._timeout)
+
+    def _create(self, timeout: float) -> None:
+        """Build the schema in a temporary file and link it into place: never a half-made store."""
+        tmp = self.path.with_name(f".{FILENAME}.{os.getpid()}.tmp")
+        old_umask = os.umask(0o077)
+        try:
+            db = sqlite3.connect(tmp, timeout=timeout, isolation_level=None)
+            try:
+                db.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            finally:
+                db.close()
+            secure_file(tmp)
+            with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+                os.link(tmp, self.path)
+        except sqlite3.Error as exc:
+            raise database_error(self.path, exc, doing="creating it", timeout=timeout) from exc
+        except OSError as exc:
+            raise os_error(self.path, exc, doing="creating the state database") from exc
+        finally:
+            os.umask(old_umask)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._error(exc, "starting a write") from exc
+        try:
+            yield self._db
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._error(exc, "writing to it") from exc
+            raise
+        else:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise self._error(exc, "writing to it") from exc
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc, "reading it") from exc
+
+    # -- jobs --------------------------------------------------------------------------------------------
+    def jobs(self, *, include_removed: bool = False) -> list[JobRecord]:
+        where = "" if include_removed else "WHERE removed_at IS NULL"
+        return [_job(r) for r in self._read(f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY name")]
+
+    def job(self, name: str) -> JobRecord | None:
+        rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE name = ?", (name,))
+        return _job(rows[0]) if rows else None
+
+    def sync_jobs(
+        self, records: Sequence[JobRecord], *, prune: bool, dry_run: bool, now: float, meta: Mapping[str, str]
+    ) -> SyncReport:
+        report = SyncReport()
+        wanted = {r.name: r for r in records}
+        try:
+            with self._write() as db:
+                current = {
+                    r.name: r for r in (_job(row) for row in db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs"))
+                }
+                for name, rec in wanted.items():
+                    old = current.get(name)
+                    fields = (
+                        rec.kind,
+                        json.dumps(rec.definition, sort_keys=True),
+                        rec.plugin,
+                        rec.distribution,
+                        rec.version,
+                        rec.next_due,
+                        now,
+                    )
+                    if old is None:
+                        report.added.append(name)
+                        db.execute(
+                            "INSERT INTO jobs (kind, definition, plugin, distribution, version, next_due, "
+                            "updated_at, name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (*fields, name, now),
+                        )
+                        continue
+                    if old.removed_at is not None:
+                        report.restored.append(name)
+                    elif old.same_definition(rec):
+                        report.unchanged.append(name)
+                        if dict(old.definition) != dict(rec.definition):
+                            # Only the derived "compiled" masks differ (a definition stored by an older icc).
+                            db.execute("UPDATE jobs SET definition = ? WHERE name = ?", (fields[1], name))
+                        continue  # keep its next_due: slots missed before this scan stay visible
+                    else:
+                        report.changed.append(name)
+                    db.execute(
+                        "UPDATE jobs SET kind = ?, definition = ?, plugin = ?, distribution = ?, version = ?, "
+                        "next_due = ?, updated_at = ?, removed_at = NULL WHERE name = ?",
+                        (*fields, name),
+                    )
+                for name, old in current.items():
+                    if name in wanted:
+                        continue
+                    if prune:
+                        report.pruned.append(name)
+                        db.execute("DELETE FROM jobs WHERE name = ?", (name,))
+                        db.execute("DELETE FROM runs WHERE job = ?", (name,))
+                    elif old.removed_at is None:
+                        report.removed.append(name)
+                        db.execute(
+                            "UPDATE jobs SET removed_at = ?, next_due = NULL, updated_at = ? WHERE name = ?",
+                            (now, now, name),
+                        )
+                for key, value in meta.items():
+                    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+                if dry_run:
+                    raise _DryRun(report)
+        except _DryRun:
+            pass  # rolled back: nothing written
+        return report
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET enabled = ?, updated_at = ? WHERE name = ?",
+                (int(enabled), time.time(), name),
+            )
+
+    def set_next_due(self, updates: Mapping[str, int | None]) -> None:
+        if not updates:
+            return
+        with self._write() as db:
+            db.executemany(
+                "UPDATE jobs SET next_due = ? WHERE name = ?", [(v, k) for k, v in updates.items()]
+            )
+
+    def earliest_due(self) -> int | None:
+        rows = self._read("SELECT MIN(next_due) FROM jobs WHERE enabled = 1 AND removed_at IS NULL")
+        return rows[0][0] if rows else None
+
+    # -- meta ---------------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def update_meta(self, key: str, change: Callable[[str | None], str | None]) -> str | None:
+        with self._write() as db:  # BEGIN IMMEDIATE: the read below is already under the write lock
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            value = change(row[0] if row else None)
+            if value is None:
+                db.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+            return value
+
+    def save_evaluation(self, next_dues: Mapping[str, int | None], slot: int) -> None:
+        with self._write() as db:
+            db.executemany(
+                "UPDATE jobs SET next_due = ? WHERE name = ?", [(v, k) for k, v in next_dues.items()]
+            )
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('watermark', ?)", (str(slot),))
+
+    # -- runs --------------------------------------------------------------------------------------------
+    def claim(
+        self, job: str, slot: int, kind: RunKind, *, pid: int, host: str, scope: str = ""
+    ) -> int | None:
+        del scope  # one host uses this store: once per slot is once per host
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO runs (job, slot, kind, outcome, pid, host) VALUES (?, ?, ?, 'pending', ?, ?)",
+                (job, slot, kind, pid, host),
+            )
+            return cur.lastrowid if cur.rowcount == 1 else None
+
+    def claim_many(self, claims: Sequence[Claim], *, pid: int, host: str) -> list[int | None]:
+        # One write transaction; scope ignored, as by claim(). A duplicate later in the batch is ignored too.
+        won: list[int | None] = []
+        if not claims:
+            return won
+        with self._write() as db:
+            for c in claims:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO runs (job, slot, kind, outcome, pid, host) "
+                    "VALUES (?, ?, ?, 'pending', ?, ?)",
+                    (c.job, c.slot, c.kind, pid, host),
+                )
+                won.append(cur.lastrowid if cur.rowcount == 1 else None)
+        return won
+
+    def start_manual(self, job: str, *, pid: int, host: str) -> int:
+        with self._write() as db:
+            cur = db.execute(  # started_at is set when its task starts (mark_running), like any run
+                "INSERT INTO runs (job, slot, kind, outcome, pid, host) VALUES (?, NULL, 'manual', 'pending', ?, ?)",
+                (job, pid, host),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def record(
+        self,
+        job: str,
+        slots: Sequence[int],
+        outcome: Outcome,
+        kind: RunKind,
+        *,
+        error: str | None = None,
+        scope: str = "",
+    ) -> list[int]:
+        del scope  # one host: see claim()
+        now = time.time()
+        recorded: list[int] = []
+        with self._write() as db:
+            for slot in slots:
+                cur = db.execute(
+                    # Never started: no started_at, so no duration either.
+                    "INSERT OR IGNORE INTO runs (job, slot, kind, outcome, ended_at, error) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (job, slot, kind, outcome, now, error),
+                )
+                if cur.rowcount == 1:
+                    recorded.append(slot)
+                    db.execute(_COUNT_RUN, (job, outcome))
+        return recorded
+
+    def forget_unrun(self, since: int) -> int:
+        with self._write() as db:
+            cur = db.execute(
+                "DELETE FROM runs WHERE slot >= ? AND outcome IN ('missed', 'skipped')", (since,)
+            )
+            return cur.rowcount
+
+    def take_exclusive(self, run_id: int, *, pid: int) -> str | None:
+        del run_id, pid  # one host: the job lock keeps runs apart
+        return None
+
+    def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE runs SET outcome = 'running', pid = ?, task_pid = ?, started_at = ? "
+                "WHERE id = ? AND outcome IN ('pending', 'running')",
+                (pid, task_pid, now, run_id),
+            )
+
+    def hand_over(self, supervisors: Mapping[int, int], *, now: float) -> None:
+        with self._write() as db:
+            db.executemany(
+                "UPDATE runs SET outcome = 'running', pid = ?, started_at = ? WHERE id = ? AND outcome = 'pending'",
+                [(pid, now, run_id) for run_id, pid in supervisors.items()],
+            )
+
+    def finish(
+        self,
+        run_id: int,
+        outcome: Outcome,
+        *,
+        now: float,
+        exit_code: int | None = None,
+        output: str = "",
+        error: str | None = None,
+    ) -> None:
+        with self._write() as db:
+            row = db.execute(
+                "SELECT job FROM runs WHERE id = ? AND outcome IN ('pending', 'running')", (run_id,)
+            ).fetchone()
+            if row is not None:  # counted once, when it first finishes
+                db.execute(_COUNT_RUN, (row[0], outcome))
+            db.execute(
+                # A run whose task never started (no task_pid: skipped, could not start, abandoned before its
+                # task started) has no start time and so no duration, even if a tick handed it over.
+                "UPDATE runs SET outcome = ?, ended_at = ?, exit_code = ?, output = ?, error = ?, "
+                "started_at = CASE WHEN task_pid IS NULL THEN NULL ELSE started_at END WHERE id = ?",
+                (outcome, now, exit_code, output, error, run_id),
+            )
+
+    def add_note(self, run_id: int, note: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE runs SET error = CASE WHEN error IS NULL OR error = '' THEN ? ELSE error || '; ' || ? END "
+                "WHERE id = ?",
+                (note, note, run_id),
+            )
+
+    def run(self, run_id: int) -> RunRecord | None:
+        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        return _run(rows[0]) if rows else None
+
+    def unfinished(self) -> list[RunRecord]:
+        return [
+            _run(r)
+            for r in self._read(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE outcome IN ('pending', 'running') ORDER BY id"
+            )
+        ]
+
+    def runs(self, job: str, *, limit: int = 20) -> list[RunRecord]:
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE job = ? ORDER BY id DESC LIMIT ?", (job, limit)
+        )
+        return [_run(r) for r in rows]
+
+    def latest_runs(self) -> dict[str, RunRecord]:
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ("
+            "SELECT MAX(id) FROM runs WHERE outcome NOT IN ('missed', 'skipped', 'pending') GROUP BY job)"
+        )
+        return {r.job: r for r in map(_run, rows)}
+
+    def outcomes_between(self, since: float, until: float) -> list[tuple[int, str, float, str]]:
+        rows = self._read(
+            "SELECT id, job, COALESCE(slot, started_at) AS t, outcome FROM runs "
+            "WHERE t >= ? AND t < ? ORDER BY t, id",
+            (since, until),
+        )
+        return [(int(i), str(j), float(t), str(o)) for i, j, t, o in rows]
+
+    def missed_counts(self, since: int, until: int) -> dict[str, int]:
+        rows = self._read(
+            "SELECT job, COUNT(*) FROM runs WHERE outcome = 'missed' AND slot BETWEEN ? AND ? GROUP BY job",
+            (since, until),
+        )
+        return {job: count for job, count in rows}
+
+    def run_counts(self) -> dict[str, dict[str, int]]:
+        try:
+            rows = self._db.execute("SELECT job, outcome, n FROM run_counts ORDER BY job, outcome").fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return {}  # a store this icc could not add the table to (read-only)
+            raise self._error(exc, "reading it") from exc
+        except sqlite3.Error as exc:
+            raise self._error(exc, "reading it") from exc
+        return _grouped(rows)
+
+    def last_outcomes(self) -> dict[str, dict[str, RunRecord]]:
+        failures = ", ".join(f"'{o}'" for o in sorted(FAILURES))
+        rows = self._read(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ("
+            "SELECT MAX(id) FROM runs WHERE outcome = 'succeeded' GROUP BY job "
+            f"UNION SELECT MAX(id) FROM runs WHERE outcome IN ({failures}) GROUP BY job)"
+        )
+        found: dict[str, dict[str, RunRecord]] = {}
+        for run in map(_run, rows):
+            found.setdefault(run.job, {})["success" if run.outcome == "succeeded" else "failure"] = run
+        return found
+
+    def prune_runs(self, keep: int, keep_unrun: int = 100) -> int:
+        failures = ", ".join(f"'{o}'" for o in sorted(FAILURES))
+        with self._write() as db:
+            # Real runs and unrun slots (missed, skipped) are counted apart: an hour of missed minutes never
+            # pushes out a real run. The last success and the last failure of a job are always kept.
+            cur = db.execute(
+                "DELETE FROM runs WHERE outcome NOT IN ('pending', 'running') AND id IN ("
+                "SELECT id FROM (SELECT id, outcome IN ('missed', 'skipped') AS unrun, ROW_NUMBER() OVER ("
+                "PARTITION BY job, outcome IN ('missed', 'skipped') ORDER BY id DESC) AS n FROM runs)"
+                " WHERE (unrun = 0 AND n > ?) OR (unrun = 1 AND n > ?))"
+                " AND id NOT IN (SELECT MAX(id) FROM runs WHERE outcome = 'succeeded' GROUP BY job)"
+                f" AND id NOT IN (SELECT MAX(id) FROM runs WHERE outcome IN ({failures}) GROUP BY job)",
+                (keep, keep_unrun),
+            )
+            return cur.rowcount
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- hosts: one host uses this store, its clock is the store's -------------------------------------------
+    def register_host(self, hostname: str) -> float | None:
+        return None
+
+    def hosts(self) -> list[HostRecord]:
+        return []
+
+    # -- leases: none here (one host; its pid and job lock checks suffice) ----------------------------------
+    @property
+    def lease(self) -> float | None:
+        return None
+
+    def renew(self, run_ids: Sequence[int]) -> list[int]:
+        if not run_ids:
+            return []
+        marks = ", ".join("?" for _ in run_ids)
+        rows = self._read(
+            f"SELECT id FROM runs WHERE id IN ({marks}) AND outcome IN ('pending', 'running')", tuple(run_ids)
+        )
+        return [int(r[0]) for r in rows]
+
+    def expired_leases(self) -> dict[int, str]:
+        return {}
+
+    def reconnect(self) -> None:
+        return None
+
+
+class _DryRun(Exception):
+    def __init__(self, report: SyncReport) -> None:
+        self.report = report
+
+
+def open_store(state_dir: Path) -> SQLiteStateStore:
+    return SQLiteStateStore(state_dir)

@@ -1,0 +1,749 @@
+"""Running one job once, isolated in its own process group, under its job lock, with a time limit.
+
+The supervisor (the tick itself for foreground jobs, a detached process for background ones) forks the task
+into a new session, so a task that raises, calls ``sys.exit`` or ``os._exit``, segfaults or hangs affects only
+its own run, and a timeout can kill the task together with every process it started (SIGTERM to the process
+group, a grace period, then SIGKILL). Command tasks run as argv lists, never through a shell.
+
+A task can leave its process group (``setsid``, a daemonizing double fork). On Linux the supervisor is a child
+subreaper while a run lasts (``prctl(PR_SET_CHILD_SUBREAPER)``): such an escaped descendant is reparented to the
+supervisor rather than to pid 1 when its parent exits, so at the end of the run (normal end, timeout or stop) the
+supervisor kills and reaps every process that became its child during the run. Elsewhere this is a no-op and
+only the task's process group is ended.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from icc.errors import StateError
+from icc.locks import job_lock
+from icc.store.protocol import Outcome, RunRecord, StateStore
+from icc.supervise.leases import FENCE_GRACE, Leases
+
+if TYPE_CHECKING:
+    from icc.jobs import RunResult
+
+OUTPUT_LIMIT = 64 * 1024  # bytes of output stored per run by default: its head and its tail
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+# Seconds to kill and reap what a run left behind: a task that forks without end cannot hold its supervisor.
+LEFTOVER_DEADLINE = 5.0
+
+
+@dataclass
+class RunSpec:
+    """What the supervisor needs to run a job: no plugin objects but the callable itself."""
+
+    job: str
+    run_id: int
+    argv: list[str] | None = None
+    func: Callable[[], object] | None = None
+    timeout: float | None = None
+    overlapping: bool = False
+    cwd: Path | None = None
+    state_dir: Path | None = None  # where the job lock lives
+    # Observers: each returns a line per hook or callback that raised, stored with the run.
+    before: Callable[[], list[str]] | None = None
+    after: Callable[[RunResult], list[str]] | None = None
+    output_limit: int = OUTPUT_LIMIT
+    output_to: Path | None = None  # send_output_to / append_output_to, absolute
+    output_append: bool = False
+    echo: Callable[[bytes], None] | None = None  # icc exec: each chunk of output as it arrives
+    start_at: float | None = None  # jitter: a background supervisor sleeps until this epoch time first
+
+
+@dataclass
+class Result:
+    outcome: Outcome
+    exit_code: int | None = None
+    output: str = ""
+    error: str | None = None
+    duration: float | None = None  # None: the task never started
+    pid: int | None = None
+
+
+class OutputKeeper:
+    """What is stored of a run's output: the whole of it up to ``limit`` bytes; past that, its first and its
+    last ``limit // 2`` bytes with a line saying how much was left out between them."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.head = bytearray()
+        self.tail: deque[bytes] = deque()
+        self.tail_size = 0
+        self.total = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        half = self.limit // 2
+        if len(self.head) < half:
+            room = half - len(self.head)
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if not chunk:
+            return
+        self.tail.append(chunk)
+        self.tail_size += len(chunk)
+        while self.tail and self.tail_size - len(self.tail[0]) >= self.limit - half:
+            self.tail_size -= len(self.tail.popleft())
+
+    def text(self) -> str:
+        if self.limit <= 0:
+            return ""
+        tail = b"".join(self.tail)
+        if self.total <= self.limit:  # nothing was dropped
+            return (bytes(self.head) + tail).decode("utf-8", errors="replace")
+        kept_tail = tail[-(self.limit - len(self.head)) :]
+        left_out = self.total - len(self.head) - len(kept_tail)
+        return (
+            bytes(self.head).decode("utf-8", errors="replace")
+            + f"\n[... {left_out} bytes of output left out ...]\n"
+            + kept_tail.decode("utf-8", errors="replace")
+        )
+
+
+def run_result(record: RunRecord) -> RunResult:
+    """The :class:`icc.RunResult` of a stored run."""
+    from icc.jobs import RunResult
+
+    def moment(epoch: float | None) -> datetime | None:
+        return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC)
+
+    return RunResult(
+        outcome=record.outcome,
+        exit_code=record.exit_code,
+        error=record.error,
+        output=record.output,
+        duration=record.duration,
+        started_at=moment(record.started_at),
+        ended_at=moment(record.ended_at),
+    )
+
+
+def conclude(
+    store: StateStore,
+    run_id: int,
+    after: Callable[[RunResult], list[str]] | None,
+    job: str,
+    notes: list[str] | None = None,
+) -> None:
+    """After a run was recorded: hand its result to the observers; store (and print) what failed among them."""
+    notes = list(notes or [])
+    if after is not None:
+        record = store.run(run_id)
+        if record is not None:
+            notes += after(run_result(record))
+    if notes:
+        for note in notes:
+            with contextlib.suppress(OSError, ValueError):
+                print(f"warning: {job} (run {run_id}): {note}", file=sys.stderr, flush=True)
+        store.add_note(run_id, "; ".join(notes))
+
+
+class _Stop:
+    """Set by the SIGTERM/SIGINT handler of ``icc run``: start nothing new, stop what runs."""
+
+    requested = False
+    signum = signal.SIGTERM
+    pgid: int | None = None
+    who = "icc run"  # the process that received it, for the run's error
+    stop_at = 0.0  # when the running task is stopped (icc work leaves it its grace to finish on its own)
+
+
+STOP = _Stop()
+
+
+def stop_requested() -> bool:
+    """Read at each step (a function, so the signal handler's change is never assumed away)."""
+    return STOP.requested
+
+
+def sleep_until(moment: float) -> bool:
+    """Sleep until the epoch time *moment*, waking early for a stop request; True when *moment* was reached."""
+    while not stop_requested():
+        left = moment - time.time()
+        if left <= 0:
+            return True
+        time.sleep(min(left, 0.2))
+    return False
+
+
+def install_stop_handlers(patience: float = 0.0) -> None:
+    """SIGTERM/SIGINT: start nothing new; stop the running task ``patience`` seconds later (at once on a
+    second signal): SIGTERM to its process group, SIGKILL after the grace."""
+
+    def handler(signum: int, _frame: object) -> None:
+        now = time.time()
+        STOP.stop_at = now + patience if not STOP.requested else now
+        STOP.requested = True
+        STOP.signum = signal.Signals(signum)
+        if STOP.pgid is not None and now >= STOP.stop_at:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(STOP.pgid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+def _run_callable_child(func: Callable[[], object], write_fd: int, close_fds: list[int]) -> None:
+    """In the forked child: become a process group of its own, run the task, exit. Never returns."""
+    code = 1
+    try:
+        os.setsid()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        for fd in close_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(write_fd, 1)
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        try:
+            func()
+            code = 0
+        except SystemExit as exc:
+            if exc.code is None or exc.code == 0:
+                code = 0
+            elif isinstance(exc.code, int):
+                code = exc.code & 0xFF or 1
+            else:
+                print(exc.code, file=sys.stderr)
+                code = 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _start(spec: RunSpec, close_fds: list[int]) -> tuple[int, int, subprocess.Popen[bytes] | None]:
+    """Start the task; returns (pid, read end of its output pipe, Popen for commands)."""
+    if spec.argv is not None:
+        proc = subprocess.Popen(
+            spec.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=spec.cwd,
+            close_fds=True,
+        )
+        assert proc.stdout is not None
+        return proc.pid, proc.stdout.fileno(), proc
+    assert spec.func is not None
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child never returns
+        os.close(read_fd)
+        _run_callable_child(spec.func, write_fd, close_fds)
+    os.close(write_fd)
+    return pid, read_fd, None
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def set_child_subreaper(on: bool) -> bool:
+    """Linux: make this process a child subreaper (or stop being one); False where that is not possible.
+
+    A subreaper adopts its orphaned descendants instead of pid 1, so a task that daemonizes cannot escape its
+    supervisor. Only :func:`supervise` sets it, for the length of one run, and turns it off again: it is never
+    on while :func:`start_detached` forks, so the tick never adopts the background supervisors it orphans on
+    purpose (and a forked child does not inherit it, so they don't either).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(_libc().prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+class _Process:
+    """What a process knows of itself: the C library (ctypes, loaded once: :func:`start_detached` loads it
+    before it forks, so twenty supervisors do not each pay for importing ctypes), and whether it is a fresh
+    detached supervisor, which has no child yet (no /proc scan needed to know which children were there)."""
+
+    libc: Any = None
+    childless = False
+
+
+def _libc() -> Any:
+    if _Process.libc is None:
+        import ctypes
+
+        _Process.libc = ctypes.CDLL(None, use_errno=True)
+    return _Process.libc
+
+
+def _children() -> set[int]:
+    """This process's children (zombies too), from /proc (where the ``children`` files may not exist)."""
+    me = os.getpid()
+    found: set[int] = set()
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                data = stat.read()
+        except OSError:
+            continue  # gone meanwhile
+        fields = data.rpartition(b")")[2].split()  # the command name in (...) may hold spaces and ')'
+        if len(fields) > 1 and fields[1] == str(me).encode():
+            found.add(int(name))
+    return found
+
+
+def _end_leftovers(before: set[int]) -> None:
+    """Kill and reap every process that became this subreaper's child during the run, until none is left.
+
+    Only direct children are killed: their pids cannot be reused until they are reaped, so nothing else is
+    ever hit. Killing one hands its own children to this process, and the next round takes them.
+    """
+    deadline = time.monotonic() + LEFTOVER_DEADLINE
+    while (left := _children() - before) and time.monotonic() < deadline:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in left:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        if _children() & left:
+            time.sleep(0.01)
+
+
+def supervise(
+    store: StateStore, spec: RunSpec, *, grace: float = 10.0, leases: Leases | None = None
+) -> Result:
+    """Run ``spec`` to its end, record it, then hand its result to ``spec.after``. The run row must exist.
+
+    On a store with leases the run's lease is renewed meanwhile (by ``leases``, or by a renewer of its own),
+    and the task is stopped when the lease is lost (see :mod:`icc.supervise.leases`)."""
+    notes: list[str] = []
+    own = leases is None and store.lease is not None
+    if own:
+        leases = Leases(store)
+    if leases is not None:
+        leases.hold(spec.run_id)
+    try:
+        result = _supervise(store, spec, grace, notes, leases)
+    finally:
+        if leases is not None:
+            leases.release(spec.run_id)
+            if own:
+                leases.stop()
+    conclude(store, spec.run_id, spec.after, spec.job, notes)
+    return result
+
+
+def _supervise(
+    store: StateStore, spec: RunSpec, grace: float, notes: list[str], leases: Leases | None = None
+) -> Result:
+    lock = None
+    if not spec.overlapping and spec.state_dir is not None:
+        try:
+            lock = job_lock(spec.state_dir, spec.job)
+            acquired = lock.try_acquire()
+        except StateError as exc:  # a broken lock file fails this run only, never the whole tick
+            store.finish(spec.run_id, "failed", now=time.time(), error=str(exc))
+            return Result("failed", error=str(exc))
+        if not acquired:
+            holder = lock.holder()
+            since = ""
+            if holder is not None:
+                since = f" (pid {holder.pid} since {time.strftime('%H:%M:%S', time.localtime(holder.since))})"
+            error = f"skipped: the previous run is still running{since}"
+            store.finish(spec.run_id, "skipped", now=time.time(), error=error)
+            return Result("skipped", error=error)
+    try:
+        if lock is not None:
+            # Across hosts sharing the store: the one running exclusive run of the job, by a unique index.
+            elsewhere = store.take_exclusive(spec.run_id, pid=os.getpid())
+            if elsewhere is not None:
+                error = f"skipped: the previous run is still running on {elsewhere}"
+                store.finish(spec.run_id, "skipped", now=time.time(), error=error)
+                return Result("skipped", error=error)
+        fds = [lock.fd] if lock and lock.fd is not None else []
+        return _supervise_locked(store, spec, grace, fds, notes, leases)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _open_output_file(spec: RunSpec, notes: list[str]) -> int | None:
+    """The run's output file (send_output_to / append_output_to), created 0600; None (and a note) when it
+    cannot be opened: the run goes on, its output is still stored."""
+    if spec.output_to is None:
+        return None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if spec.output_append else os.O_TRUNC)
+    try:
+        return os.open(spec.output_to, flags, 0o600)
+    except OSError as exc:
+        notes.append(f"could not open its output file {spec.output_to}: {exc.strerror or exc}")
+        return None
+
+
+def _supervise_locked(
+    store: StateStore,
+    spec: RunSpec,
+    grace: float,
+    close_fds: list[int],
+    notes: list[str],
+    leases: Leases | None = None,
+) -> Result:
+    if stop_requested():
+        why = f"not started: {STOP.who} received {_signal_name(STOP.signum)}"
+        store.finish(spec.run_id, "skipped", now=time.time(), error=why)
+        return Result("skipped", error=why)
+    if leases is not None and (lost := leases.lost(spec.run_id)) is not None:
+        why = f"not started: {lost}"
+        store.finish(spec.run_id, "skipped", now=time.time(), error=why)
+        return Result("skipped", error=why)
+    if spec.before is not None:
+        notes += spec.before()
+    started = time.time()
+    subreaper = set_child_subreaper(True)
+    before = _children() if subreaper and not _Process.childless else set()
+    try:
+        pid, read_fd, proc = _start(spec, close_fds)
+    except OSError as exc:
+        if subreaper:
+            set_child_subreaper(False)
+        why = f"could not start {spec.argv!r}: {exc.strerror or exc}"
+        store.finish(spec.run_id, "failed", now=time.time(), error=why)
+        return Result("failed", error=why)
+    marked = _mark_running(store, spec.run_id, task_pid=pid, now=started, leases=leases)
+    STOP.pgid = pid
+    kept = OutputKeeper(spec.output_limit)
+    out_fd = _open_output_file(spec, notes)
+
+    def take(chunk: bytes) -> None:
+        nonlocal out_fd
+        kept.add(chunk)
+        if spec.echo is not None:
+            with contextlib.suppress(OSError, ValueError):
+                spec.echo(chunk)
+        if out_fd is not None:
+            try:
+                os.write(out_fd, chunk)
+            except OSError as exc:
+                notes.append(f"could not write its output file {spec.output_to}: {exc.strerror or exc}")
+                os.close(out_fd)
+                out_fd = None
+
+    deadline = started + spec.timeout if spec.timeout else None
+    timed_out = False
+    stop_sent_at: float | None = None
+    fenced: str | None = None  # why the run's lease was lost: its task was stopped
+    kill_at: float | None = None
+    status: int | None = None
+    sel = selectors.DefaultSelector()
+    sel.register(read_fd, selectors.EVENT_READ)
+    pipe_open = True
+    try:
+        while True:
+            now = time.time()
+            if status is None:
+                waited, st = os.waitpid(pid, os.WNOHANG)
+                if waited == pid:
+                    status = st
+            if status is not None and not pipe_open:
+                break
+            if status is not None:
+                # The task is gone; collect what is still buffered, but don't wait for grandchildren
+                # that kept the pipe open.
+                while pipe_open and sel.select(timeout=0.05):
+                    chunk = os.read(read_fd, 65536)
+                    if not chunk:
+                        pipe_open = False
+                    else:
+                        take(chunk)
+                break
+            if deadline is not None and now >= deadline and kill_at is None:
+                timed_out = True
+                _kill_group(pid, signal.SIGTERM)
+                kill_at = now + grace
+            if stop_requested() and stop_sent_at is None and now >= STOP.stop_at:
+                stop_sent_at = now
+                _kill_group(pid, signal.SIGTERM)
+                kill_at = min(kill_at or now + grace, now + grace)
+            if leases is not None and fenced is None and (fenced := leases.lost(spec.run_id)) is not None:
+                # Fencing: the task must be gone before the lease can pass and another host may run the job.
+                _kill_group(pid, signal.SIGTERM)
+                fence_kill = now + min(grace, leases.lease * FENCE_GRACE)
+                kill_at = fence_kill if kill_at is None else min(kill_at, fence_kill)
+            if kill_at is not None and now >= kill_at:
+                _kill_group(pid, signal.SIGKILL)
+                kill_at = now + 3600  # sent; wait for the exit
+            if pipe_open:
+                for _key, _ in sel.select(timeout=0.05):
+                    chunk = os.read(read_fd, 65536)
+                    if not chunk:
+                        pipe_open = False
+                        sel.unregister(read_fd)
+                        break
+                    take(chunk)
+            else:
+                time.sleep(0.02)
+    finally:
+        STOP.pgid = None
+        sel.close()
+        if out_fd is not None:
+            os.close(out_fd)
+        if proc is not None:
+            proc.returncode = 0  # reaped above; keep Popen from waiting again
+            assert proc.stdout is not None
+            proc.stdout.close()
+        else:
+            os.close(read_fd)
+        # Whatever the task left in its process group goes with it, and so does every process it started
+        # that left the group (setsid, double fork): as a subreaper, this process has adopted them.
+        _kill_group(pid, signal.SIGKILL)
+        if subreaper:
+            _end_leftovers(before)
+            set_child_subreaper(False)
+    ended = time.time()
+    if (problem := marked(fenced is not None)) is not None and fenced is None:
+        notes.append(f"could not record that its task started: {problem}")
+    output = kept.text()
+    assert status is not None
+    exit_code: int | None
+    error: str | None = None
+    if os.WIFSIGNALED(status):
+        exit_code = -os.WTERMSIG(status)
+        error = f"killed by {_signal_name(os.WTERMSIG(status))}"
+    else:
+        exit_code = os.WEXITSTATUS(status)
+    outcome: Outcome
+    if fenced is not None:
+        outcome = "stopped"
+        error = f"stopped: it lost its lease on the run, so its task was stopped ({fenced})"
+    elif timed_out:
+        outcome = "timed_out"
+        error = f"timed out after {spec.timeout:g}s; its process group was killed"
+    # The handler may have killed it first; one that ended on its own within icc work's patience was not stopped.
+    elif stop_sent_at is not None or (stop_requested() and STOP.stop_at <= ended):
+        outcome = "stopped"
+        error = f"stopped: {STOP.who} received {_signal_name(STOP.signum)}"
+    elif exit_code == 0:
+        outcome = "succeeded"
+    else:
+        outcome = "failed"
+        error = error or f"exit code {exit_code}"
+    if fenced is not None and leases is not None:
+        _finish_fenced(
+            store, spec.run_id, leases.lease, now=ended, exit_code=exit_code, output=output, error=error
+        )
+    else:
+        store.finish(spec.run_id, outcome, now=ended, exit_code=exit_code, output=output, error=error)
+    return Result(outcome, exit_code, output, error, ended - started, pid)
+
+
+FENCED_PATIENCE = 1.0  # seconds a fenced supervisor waits for its 'running' record before it writes 'stopped'
+
+
+def _mark_running(
+    store: StateStore, run_id: int, *, task_pid: int, now: float, leases: Leases | None
+) -> Callable[[bool], str | None]:
+    """Record that the run's task started; returns a call that waits for that record and says what went wrong.
+
+    On a store with leases the record is written by a thread of its own, so that the supervisor watches the
+    lease from the task's first moment: a database that stops answering while the record is on its way (a cut
+    network can hold a statement for good) must not keep the supervisor from fencing its task. Once fenced,
+    the supervisor waits for that record only briefly: the fenced outcome is written on a new connection, and
+    closing the old one ends the wait of the thread still blocked on it."""
+    if leases is None:
+        store.mark_running(run_id, pid=os.getpid(), task_pid=task_pid, now=now)
+        return lambda _fenced: None
+    failed: list[str] = []
+
+    def mark() -> None:
+        try:
+            store.mark_running(run_id, pid=os.getpid(), task_pid=task_pid, now=now)
+        except Exception as exc:  # reported with the run; the lease decides whether the task may go on
+            failed.append(str(exc))
+
+    thread = threading.Thread(target=mark, name="icc-mark-running", daemon=True)
+    thread.start()
+
+    def done(fenced: bool) -> str | None:
+        # Before the store is used again (a connection is not shared between threads), unless fenced.
+        thread.join(FENCED_PATIENCE if fenced else None)
+        if thread.is_alive():
+            return "the database did not answer"
+        return failed[0] if failed else None
+
+    return done
+
+
+def _finish_fenced(
+    store: StateStore,
+    run_id: int,
+    lease: float,
+    *,
+    now: float,
+    exit_code: int | None,
+    output: str,
+    error: str | None,
+) -> None:
+    """Record a run whose lease was lost as ``stopped``, on a new connection (the old one may hang for good),
+    trying again for ``max(60 s, 3 leases)``. The store writes it only while no other host recorded the run
+    (abandoned): what another host recorded stays. Past the deadline nothing is written by this host."""
+    deadline = time.monotonic() + max(60.0, 3 * lease)
+    while True:
+        store.reconnect()
+        try:
+            store.finish(run_id, "stopped", now=now, exit_code=exit_code, output=output, error=error)
+            return
+        except StateError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(1.0)
+
+
+@dataclass
+class Detached:
+    """What became of one background run handed to :func:`start_detached`."""
+
+    pid: int | None = None  # its supervisor's pid: the run is running
+    error: str | None = None  # why not
+    leave: bool = False  # record nothing: its supervisor may still start it
+
+
+def start_detached(
+    specs: list[RunSpec],
+    open_store: Callable[[], StateStore],
+    *,
+    grace: float,
+    report_timeout: float = 10.0,
+) -> list[Detached]:
+    """Start one detached supervisor per spec; return each one's pid, or why it did not start.
+
+    The caller must hold no SQLite connection: each supervisor is forked from it (so the plugins are not
+    loaded again) and opens its own connection; a connection must never cross a fork. Every supervisor is
+    double-forked into a session of its own (no zombie, not in the tick's process group) and reports its pid
+    on a pipe before it touches the state store, then supervises its run like a foreground one (job lock, time
+    limit, recording). No supervisor writes before its task starts, so twenty of them don't queue on the
+    database's write lock before their tasks run.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            _libc()  # once, here, rather than in each supervisor
+    pipes: list[int] = []
+    intermediates: list[int] = []
+    for spec in specs:
+        read_fd, write_fd = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, which never returns
+            code = 0
+            try:
+                os.close(read_fd)
+                for fd in pipes:
+                    os.close(fd)
+                os.setsid()
+                if os.fork() == 0:
+                    _detached_supervisor(spec, open_store, grace, write_fd)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        pipes.append(read_fd)
+        intermediates.append(pid)
+    for pid in intermediates:
+        os.waitpid(pid, 0)  # each exits as soon as it has forked its supervisor
+    return _collect_reports(pipes, report_timeout)
+
+
+def _detached_supervisor(
+    spec: RunSpec, open_store: Callable[[], StateStore], grace: float, write_fd: int
+) -> None:
+    """In the detached grandchild: report its pid, supervise the run. Never returns."""
+    try:
+        os.write(write_fd, f"{os.getpid()}\n".encode())
+        os.close(write_fd)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        _Process.childless = True  # forked just now: its first child is its run's task
+        STOP.requested, STOP.pgid, STOP.who = False, None, "its background supervisor"
+        install_stop_handlers()
+        store = open_store()
+        leases = Leases(store) if store.lease is not None else None
+        if spec.start_at is not None:
+            if leases is not None:
+                leases.hold(spec.run_id)  # its claim's lease is kept while it waits
+            sleep_until(spec.start_at)  # jitter; a stop request meanwhile makes the run skipped, below
+        supervise(store, spec, grace=grace, leases=leases)
+        if leases is not None:
+            leases.stop()
+        store.close()
+    finally:
+        os._exit(0)
+
+
+def _collect_reports(pipes: list[int], timeout: float) -> list[Detached]:
+    """Read every supervisor's pid from its pipe, until EOF or ``timeout``."""
+    buffers: dict[int, bytes] = {fd: b"" for fd in pipes}
+    closed: set[int] = set()
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        for fd in pipes:
+            sel.register(fd, selectors.EVENT_READ)
+        while sel.get_map() and (left := deadline - time.monotonic()) > 0:
+            for key, _ in sel.select(timeout=left):
+                fd = int(key.fd)
+                chunk = os.read(fd, 4096)
+                buffers[fd] += chunk
+                if not chunk:
+                    closed.add(fd)
+                    sel.unregister(fd)
+    results: list[Detached] = []
+    for fd in pipes:
+        os.close(fd)
+        text = buffers[fd].decode("utf-8", errors="replace").strip()
+        if text.isdigit():
+            results.append(Detached(pid=int(text)))
+        elif fd in closed:
+            results.append(Detached(error="its supervisor exited before starting the run"))
+        else:
+            # Leave the run alone: its supervisor may still start it; if not, the next tick abandons it.
+            results.append(Detached(error=f"its supervisor did not report within {timeout:g}s", leave=True))
+    return results

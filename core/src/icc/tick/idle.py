@@ -1,0 +1,137 @@
+"""The idle tick: ``icc run`` when nothing is due, in a few milliseconds more than Python's own start.
+
+Only stdlib, a light config reader (:mod:`icc.fastconfig`) and one read-only SQLite query: every job's next slot is stored by the last
+full tick (or scan), so "is anything due?" is ``MIN(next_due) <= slot``. Those next slots were computed at the
+watermark, so they only answer for a slot at or after it: an earlier slot (the clock went back, or an earlier
+``--at`` than the last tick's) goes to the full tick, which evaluates from scratch. Anything unusual (an unknown
+option, a config error, no state yet or never scanned, a run in progress that may need recovering, an ``icc
+pause``) returns None and the full command handles it, with its proper error messages.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import time
+
+_QUERY = (
+    "SELECT (SELECT MIN(next_due) FROM jobs WHERE enabled = 1 AND removed_at IS NULL),"
+    " (SELECT COUNT(*) FROM runs WHERE outcome IN ('pending', 'running')),"
+    " (SELECT value FROM meta WHERE key = 'watermark'),"
+    " (SELECT value FROM meta WHERE key = 'plugins_fingerprint'),"
+    " (SELECT COUNT(*) FROM meta WHERE key = 'pause')"  # icc pause: the full tick records the skipped slots
+)
+
+
+def _parse(args: list[str]) -> tuple[str | None, bool, str | None] | None:
+    config: str | None = None
+    quiet = False
+    at: str | None = None
+    seen_run = False
+    it = iter(args)
+    for arg in it:
+        if arg == "run" and not seen_run:
+            seen_run = True
+        elif arg in ("-q", "--quiet") and seen_run:
+            quiet = True
+        elif arg == "--at" and seen_run:
+            at = next(it, None)
+            if at is None:
+                return None
+        elif arg.startswith("--at=") and seen_run:
+            at = arg[5:]
+        elif arg == "--config" and not seen_run:
+            value = next(it, None)
+            if value is None:
+                return None
+            config = value
+        elif arg.startswith("--config=") and not seen_run:
+            config = arg[9:]
+        else:
+            return None
+    return (config, quiet, at) if seen_run else None
+
+
+def _trusted(state_dir: str, db_path: str) -> bool:
+    """The same owner, mode and link checks as every other command (stat calls only); the full command
+    reports what is wrong."""
+    from icc.statedir import state_dir_problem, state_file_problem
+
+    if state_dir_problem(state_dir) is not None:
+        return False
+    return all(state_file_problem(db_path + s) is None for s in ("", "-wal", "-shm"))
+
+
+def tick_slot(at: str | None, timezone: str) -> int | None:
+    """The minute a tick at ``at`` (``--at``, naive times in ``timezone``; None: now) is for, in epoch seconds;
+    None outside what icc schedules (the full command says so). Raises ValueError for a malformed ``at``."""
+    if at is None:
+        now = time.time()
+    else:
+        from datetime import datetime
+
+        moment = datetime.fromisoformat(at)
+        if moment.tzinfo is None:
+            from zoneinfo import ZoneInfo
+
+            moment = moment.replace(tzinfo=ZoneInfo(timezone))
+        now = moment.timestamp()
+    slot = int(now) - int(now) % 60
+    return slot if 86400 <= slot <= 253402300740 else None
+
+
+def try_idle_tick(args: list[str]) -> int | None:
+    """Exit code of an idle tick, or None when the full ``icc run`` must handle it."""
+    parsed = _parse(args)
+    if parsed is None:
+        return None
+    config_path, quiet, at = parsed
+    try:
+        from icc.fastconfig import read_config
+
+        config = read_config(config_path)
+        if config is None:  # among the doubts: [icc.store], whose PostgreSQL idle tick has its own module
+            from icc.store.postgres.idle import try_pg_idle_tick
+
+            return try_pg_idle_tick(config_path, quiet, at)
+        state_dir, timezone = config
+        db_path = os.path.join(state_dir, "state.sqlite3")
+        if not _trusted(state_dir, db_path) or not os.path.isfile(db_path):
+            return None
+        slot = tick_slot(at, timezone)
+        if slot is None:
+            return None
+        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+        try:
+            earliest, unfinished, watermark, scanned, paused = db.execute(_QUERY).fetchone()
+        finally:
+            db.close()
+        if scanned is None or (watermark is not None and slot < int(watermark)):
+            return None
+    except Exception:
+        return None
+    if unfinished or paused:
+        return None
+    if earliest is not None and earliest <= slot:
+        return _light_minute(config_path, quiet, slot, state_dir, db_path)
+    if not quiet:
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(slot))
+        nxt = (
+            ""
+            if earliest is None
+            else f"; next slot {time.strftime('%Y-%m-%d %H:%M', time.gmtime(earliest))} UTC"
+        )
+        sys.stdout.write(f"icc run: nothing due at {when} UTC{nxt}\n")
+    return 0
+
+
+def _light_minute(
+    config_path: str | None, quiet: bool, slot: int, state_dir: str, db_path: str
+) -> int | None:
+    """Something is due: when it is only the consumer cron jobs, :mod:`icc.tick.light` may run the minute."""
+    if not quiet:  # the full tick prints its table
+        return None
+    from icc.tick.light import try_light_minute
+
+    return try_light_minute(config_path, slot, state_dir, db_path)
