@@ -154,3 +154,24 @@ def test_output_file_that_is_a_directory_fails_the_run(project: Project) -> None
     project.icc("run", "--at", at(0), timeout=60)
     run = last_run(project, "logged")
     assert run["outcome"] == "failed" and "is a directory, not a regular file" in str(run["error"])
+
+
+# -- item 3: icc metrics --textfile ---------------------------------------------------------------------------------
+def test_metrics_textfile_never_follows_a_link_planted_at_a_predictable_temp_name(tmp_path: Path) -> None:
+    from icc.metrics import write_textfile
+
+    directory = tmp_path / "textfile"
+    directory.mkdir()
+    victim = tmp_path / "secret.txt"
+    victim.write_text("secret\n")
+    victim.chmod(0o600)
+    for name in (f".icc.prom.{os.getpid()}.tmp", f".icc.prom.{os.getpid()}"):  # the old name, and a guess
+        (directory / name).symlink_to(victim)
+    target = directory / "icc.prom"
+    write_textfile(target, "icc_paused 0\n")
+    assert victim.read_text() == "secret\n"
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+    assert target.read_text() == "icc_paused 0\n"
+    assert not target.is_symlink() and stat.S_IMODE(target.stat().st_mode) == 0o644
+    leftovers = sorted(p.name for p in directory.iterdir() if not p.is_symlink())
+    assert leftovers == ["icc.prom"]
