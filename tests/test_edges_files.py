@@ -175,3 +175,53 @@ def test_metrics_textfile_never_follows_a_link_planted_at_a_predictable_temp_nam
     assert not target.is_symlink() and stat.S_IMODE(target.stat().st_mode) == 0o644
     leftovers = sorted(p.name for p in directory.iterdir() if not p.is_symlink())
     assert leftovers == ["icc.prom"]
+
+
+# -- items 5 and 11: what add() refuses ----------------------------------------------------------------------------
+def _scan_refuses(project: Project, plugin: str, *needles: str) -> None:
+    project.write_plugin(plugin)
+    proc = project.icc("scan")
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    line = next((x for x in proc.stderr.splitlines() if "failed:" in x), "")
+    for needle in needles:
+        assert needle in line, (needle, proc.stderr)
+    assert not project.db.exists() or project.runs() == []
+
+
+def test_command_argument_with_a_nul_byte_is_refused_at_add(project: Project) -> None:
+    _scan_refuses(
+        project,
+        """
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(["echo", "a\\x00b"], name="nul").every_minute()
+        """,
+        "job 'nul': command argument 1 'a\\x00b' contains a NUL byte",
+    )
+
+
+def test_job_name_with_a_lone_surrogate_is_refused_at_add(project: Project) -> None:
+    _scan_refuses(
+        project,
+        """
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(["true"], name="sur\\udc80x").every_minute()
+        """,
+        "job name 'sur\\udc80x' is not valid",
+        "lone surrogate",
+    )
+
+
+@pytest.mark.parametrize("name", ["bell\\x07", "esc\\x1b[2J", "line\\nbreak", "del\\x7f", "c1\\x9b"])
+def test_job_name_with_a_control_character_is_refused_at_add(project: Project, name: str) -> None:
+    _scan_refuses(
+        project,
+        f"""
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(["true"], name="{name}").every_minute()
+        """,
+        "is not valid: control character",
+    )
