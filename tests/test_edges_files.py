@@ -225,3 +225,105 @@ def test_job_name_with_a_control_character_is_refused_at_add(project: Project, n
         """,
         "is not valid: control character",
     )
+
+
+# -- item 12: numbers without bounds ------------------------------------------------------------------------------
+# (table, key, lowest, highest, integer): every numeric setting of icc.config.
+NUMERIC_SETTINGS = [
+    (None, "keep_runs", 1, 1_000_000, True),
+    (None, "keep_skipped", 0, 1_000_000, True),
+    (None, "missed_window", 0, 525_600, True),
+    (None, "grace", 0, 3600, False),
+    ("consumers", "time_limit", 0, 86_400, False),
+    ("queues.mail", "retries", 0, 1000, True),
+    ("queues.mail", "delay", 0, 604_800, False),
+    ("queues.mail", "multiplier", 1, 100, False),
+    ("queues.mail", "max_delay", 0, 604_800, False),
+    ("queues.mail", "lease", 0, 86_400, False),
+    ("monitor", "timeout", 0, 600, False),
+    ("store", "lease", 5, 86_400, False),
+]
+
+
+def _toml(table: str | None, key: str, value: object) -> str:
+    header = "[icc]\n" if table is None else f"[icc.{table}]\n"
+    extra = 'url = "postgresql://u@h/d"\n' if table == "store" else ""
+    return f"{header}{extra}{key} = {value}\n"
+
+
+@pytest.mark.parametrize(("table", "key", "low", "high", "integer"), NUMERIC_SETTINGS)
+def test_every_numeric_setting_has_a_range_checked_at_load(
+    tmp_path: Path, table: str | None, key: str, low: int, high: int, integer: bool
+) -> None:
+    from icc.config import ConfigError, load_config
+
+    config_file = tmp_path / "icc.toml"
+    config_file.write_text(_toml(table, key, high))
+    load_config(config_file, environ={})  # the highest value is allowed
+    for beyond in (high + 1, 10**30, 99999999999999999999999):
+        config_file.write_text(_toml(table, key, beyond))
+        with pytest.raises(ConfigError) as info:
+            load_config(config_file, environ={})
+        message = str(info.value)
+        assert f"{key!r} in [icc{'.' + table if table else ''}] must be" in message, message
+        assert f" {low} to {high}" in message, message  # "from 0 to" or "above 0 to"
+        assert "\n" not in message
+
+
+@pytest.mark.parametrize(("table", "key", "low", "high", "integer"), NUMERIC_SETTINGS)
+def test_idle_tick_config_reader_has_the_same_ranges(
+    table: str | None, key: str, low: int, high: int, integer: bool
+) -> None:
+    from icc import fastconfig
+
+    checks = {
+        None: fastconfig.CORE_CHECKS,
+        "consumers": fastconfig.CONSUMER_CHECKS,
+        "queues.mail": fastconfig.QUEUE_CHECKS,
+        "monitor": fastconfig.MONITOR_CHECKS,
+        "store": fastconfig.STORE_CHECKS,
+    }[table]
+    assert checks[key](high) and not checks[key](high + 1) and not checks[key](10**400)
+
+
+def test_keep_runs_variable_beyond_its_range_is_one_line_not_a_crash_at_prune(project: Project) -> None:
+    project.write_plugin(
+        """
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(["true"], name="ok").every_minute()
+        """
+    )
+    project.icc("scan", check=True)
+    project.env["ICC_KEEP_RUNS"] = "99999999999999999999999"
+    proc = project.icc("run", "--at", at(0))
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and "OverflowError" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "ICC_KEEP_RUNS must be an integer from 1 to 1000000" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("build", "needle"),
+    [
+        (lambda s: s.timeout(10**400), "timeout <an integer of 1329 bits> is not valid"),
+        (lambda s: s.timeout(30 * 86_400 + 1), "at most 2592000 (30 days)"),
+        (lambda s: s.missed_window(525_601), "0-525600"),
+        (lambda s: s.missed_window(10**5000), "missed_window(<an integer of 16610 bits>)"),
+        (lambda s: s.set_minute(10**5000), "minute <an integer of 16610 bits>"),
+        (lambda s: s.set_year(10**5000), "year <an integer of 16610 bits>"),
+        (lambda s: s.every_minutes(10**5000), "every_minutes(<an integer"),
+        (lambda s: s.jitter(10**5000), "jitter(<an integer"),
+        (lambda s: s.every_seconds(10**5000), "every_seconds(<an integer"),
+    ],
+)
+def test_every_numeric_schedule_argument_out_of_range_is_a_schedule_error(build: object, needle: str) -> None:
+    from icc.errors import ScheduleError
+    from icc.schedule import Schedule
+
+    assert callable(build)
+    with pytest.raises(ScheduleError) as info:
+        build(Schedule())
+    assert needle in str(info.value), str(info.value)
+    assert Schedule().timeout(30 * 86_400).timeout_seconds == 30 * 86_400
