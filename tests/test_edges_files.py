@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -327,3 +328,85 @@ def test_every_numeric_schedule_argument_out_of_range_is_a_schedule_error(build:
         build(Schedule())
     assert needle in str(info.value), str(info.value)
     assert Schedule().timeout(30 * 86_400).timeout_seconds == 30 * 86_400
+
+
+# -- item 10: escape sequences from job output on a terminal --------------------------------------------------------
+HOSTILE = "before\x1b[2J\x1b]0;pwned\x07\rafter\tTAB\x9b"
+ESCAPED = "before\\x1b[2J\\x1b]0;pwned\\x07\\x0dafter\tTAB\\x9b"
+
+
+def on_a_terminal(project: Project, *args: str) -> str:
+    """``icc ARGS`` with stdout on a pseudo-terminal (stderr a pipe): what the terminal received, as text."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            project.argv(*args),
+            cwd=project.root,
+            env={**project.environ(), "COLUMNS": "200", "TERM": "xterm"},
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=subprocess.PIPE,
+        )
+        os.close(slave)
+        slave = -1
+        received = bytearray()
+        while True:  # until the child has exited and closed its side: EIO
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            received += chunk
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    finally:
+        os.close(master)
+        if slave != -1:
+            os.close(slave)
+    return received.decode("utf-8", "replace").replace("\r\n", "\n")
+
+
+@pytest.fixture
+def hostile_output(project: Project) -> Project:
+    project.write_plugin(
+        f"""
+        def hostile():
+            sys.stdout.write({HOSTILE!r} + "\\n")
+            raise RuntimeError({HOSTILE!r})
+
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(hostile, name="hostile").every_minute()
+        """
+    )
+    project.icc("scan", check=True)
+    project.icc("exec", "hostile")
+    return project
+
+
+@pytest.mark.parametrize("command", ["logs", "status"])
+def test_job_output_is_shown_escaped_on_a_terminal(hostile_output: Project, command: str) -> None:
+    seen = on_a_terminal(hostile_output, command, "hostile")
+    assert "\x1b[2J" not in seen and "\x07" not in seen and "\x9b" not in seen
+    assert ESCAPED in seen, seen
+
+
+@pytest.mark.parametrize("command", ["logs", "status"])
+def test_raw_keeps_the_output_bytes_on_a_terminal(hostile_output: Project, command: str) -> None:
+    seen = on_a_terminal(hostile_output, command, "hostile", "--raw")
+    assert "before\x1b[2J\x1b]0;pwned\x07" in seen
+
+
+def test_job_output_into_a_pipe_is_unchanged(hostile_output: Project) -> None:
+    proc = subprocess.run(
+        hostile_output.argv("logs", "hostile"),
+        cwd=hostile_output.root,
+        env=hostile_output.environ(),
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    assert (HOSTILE + "\n").encode() in proc.stdout
