@@ -4,8 +4,11 @@ temp file, NUL bytes and lone surrogates in jobs, numbers without bounds, and es
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -87,6 +90,63 @@ def test_output_file_symlink_planted_by_another_user_is_refused_and_its_target_k
     run = last_run(project, "logged")
     assert run["outcome"] == "failed"
     assert "symbolic link owned by uid 65534" in str(run["error"]), run["error"]
+    assert last_run(project, "later")["outcome"] == "succeeded"
+
+
+ATTACKER = 12345  # a third user: icc runs as NOBODY, the victim
+
+
+@pytest.fixture
+def nobody_project() -> Iterator[Project]:
+    """A project owned by NOBODY, outside root's private pytest directory, for icc run as NOBODY."""
+    base = Path(tempfile.mkdtemp(prefix="icc-nobody-"))
+    base.chmod(0o755)
+    project = Project(base / "proj")
+    project.root.mkdir()
+    project.write_config()
+    try:
+        yield project
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def icc_as_nobody(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
+    for path in [project.root, *project.root.rglob("*")]:
+        if path.lstat().st_uid == 0:
+            os.lchown(path, NOBODY, NOBODY)
+    env = {**project.environ(), "HOME": str(project.root), "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run(
+        ["setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups", *project.argv(*args)],
+        cwd=project.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@needs_root
+def test_output_file_link_planted_by_another_user_is_refused_when_icc_runs_unprivileged(
+    nobody_project: Project,
+) -> None:
+    """As issue 18 tried it: icc as an unprivileged user, a second user as the attacker."""
+    project = nobody_project
+    project.write_plugin(OUTPUT_JOBS.format(path="shared/job.log"))
+    victim = project.root / "important.txt"
+    victim.write_text("precious\n")
+    victim.chmod(0o600)
+    assert icc_as_nobody(project, "scan").returncode == 0
+    shared = project.root / "shared"
+    shared.mkdir(mode=0o755)
+    (shared / "job.log").symlink_to(victim)
+    os.lchown(shared / "job.log", ATTACKER, ATTACKER)
+    os.chown(shared, ATTACKER, ATTACKER)
+    proc = icc_as_nobody(project, "run", "--at", at(0))
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert victim.read_text() == "precious\n"
+    run = last_run(project, "logged")
+    assert run["outcome"] == "failed"
+    assert f"owned by uid {ATTACKER}" in str(run["error"]), run["error"]
     assert last_run(project, "later")["outcome"] == "succeeded"
 
 
