@@ -370,12 +370,18 @@ def test_send_and_append_output_to_a_file(project: Project) -> None:
     assert sent.read_text() == "hello ?\n"  # replaced at each run
     assert appended.read_text() == "cmd\nerr\ncmd\nerr\n"
     assert sent.stat().st_mode & 0o777 == 0o600 and appended.stat().st_mode & 0o777 == 0o600
-    # A file that cannot be written does not stop the run; the reason is stored with it.
+    # A file that cannot be opened does not stop the run; the reason is stored with it.
     sent.unlink()
-    sent.mkdir()  # a directory where the file should be (a permission would not stop root)
+    (project.root / "logs").rename(project.root / "gone")  # its directory is missing
     project.icc("exec", "sent", check=True)
     run = project.runs("sent")[-1]
     assert run["outcome"] == "succeeded" and "could not open its output file" in run["error"]
+    # Something that is not a regular file (a directory, a FIFO) is refused: the run fails, not started.
+    (project.root / "logs").mkdir()
+    sent.mkdir()
+    assert project.icc("exec", "sent").returncode == 1
+    run = project.runs("sent")[-1]
+    assert run["outcome"] == "failed" and "is a directory, not a regular file" in run["error"]
 
 
 # --- history --------------------------------------------------------------------------------------------

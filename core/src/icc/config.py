@@ -162,37 +162,38 @@ def _str(value: object, from_env: bool) -> object:
     return value.strip()
 
 
-def _int(minimum: int) -> Converter:
+def _int(minimum: int, maximum: int) -> Converter:
+    expected = f"an integer from {minimum} to {maximum}"
+
     def convert(value: object, from_env: bool) -> object:
         if from_env and isinstance(value, str):
             try:
                 value = int(value.strip())
             except ValueError:
-                raise _Invalid(f"an integer >= {minimum}") from None
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise _Invalid(f"an integer >= {minimum}")
+                raise _Invalid(expected) from None
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            raise _Invalid(expected)
         return value
 
     return convert
 
 
-def _float(minimum: float, *, exclusive: bool = False) -> Converter:
-    bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
+def _float(minimum: float, maximum: float, *, exclusive: bool = False) -> Converter:
+    low = f"above {minimum:g}" if exclusive else f"from {minimum:g}"
+    expected = f"a number {low} to {maximum:g}"
 
     def convert(value: object, from_env: bool) -> object:
         if from_env and isinstance(value, str):
             try:
                 value = float(value.strip())
             except ValueError:
-                raise _Invalid(f"a number {bound}") from None
+                raise _Invalid(expected) from None
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _Invalid(f"a number {bound}")
-        number = float(value)
-        if number != number or number in (float("inf"), float("-inf")):
-            raise _Invalid(f"a finite number {bound}")
-        if number < minimum or (exclusive and number == minimum):
-            raise _Invalid(f"a number {bound}")
-        return number
+            raise _Invalid(expected)
+        # Compared before float(): an integer too large for a float is out of range, not an OverflowError.
+        if value != value or not minimum <= value <= maximum or (exclusive and value == minimum):
+            raise _Invalid(expected)
+        return float(value)
 
     return convert
 
@@ -269,34 +270,46 @@ def _table(value: object, from_env: bool) -> object:
     return value
 
 
+# Upper bounds of the numeric settings (docs/configuration.md lists them): a value past one is a mistake, and an
+# unbounded one reaches SQLite or the clock arithmetic as an OverflowError at every tick.
+MAX_KEEP = 1_000_000  # keep_runs, keep_skipped: rows per job
+MAX_MISSED_WINDOW = 525_600  # minutes: a year, as Schedule.missed_window()
+MAX_GRACE = 3600.0  # seconds between SIGTERM and SIGKILL
+MAX_TIME_LIMIT = 86_400.0  # seconds a consumer runs
+MAX_RETRIES = 1000
+MAX_DELAY = 604_800.0  # seconds: a week (delay, max_delay)
+MAX_MULTIPLIER = 100.0
+MAX_LEASE = 86_400.0  # seconds (queue lease, store lease)
+MAX_PING_TIMEOUT = 600.0
+
 CORE_KEYS: dict[str, Converter] = {
     "environment": _str,
     "timezone": _timezone,
     "state_dir": _str,
     "plugins": _names,
-    "keep_runs": _int(1),
-    "keep_skipped": _int(0),
+    "keep_runs": _int(1, MAX_KEEP),
+    "keep_skipped": _int(0, MAX_KEEP),
     "output_limit": _output_size,
-    "missed_window": _int(0),
-    "grace": _float(0),
+    "missed_window": _int(0, MAX_MISSED_WINDOW),
+    "grace": _float(0, MAX_GRACE),
 }
 CONSUMER_KEYS: dict[str, Converter] = {
     "mode": _mode,
     "queues": _names,
-    "time_limit": _float(0, exclusive=True),
+    "time_limit": _float(0, MAX_TIME_LIMIT, exclusive=True),
     "skip_empty": _bool,
     "notify": _bool,
 }
 QUEUE_KEYS: dict[str, Converter] = {
-    "retries": _int(0),
-    "delay": _float(0),
-    "multiplier": _float(1),
-    "max_delay": _float(0),
-    "lease": _float(0, exclusive=True),
+    "retries": _int(0, MAX_RETRIES),
+    "delay": _float(0, MAX_DELAY),
+    "multiplier": _float(1, MAX_MULTIPLIER),
+    "max_delay": _float(0, MAX_DELAY),
+    "lease": _float(0, MAX_LEASE, exclusive=True),
 }
 MONITOR_KEYS: dict[str, Converter] = {
     "ping_url": _url,
-    "timeout": _float(0, exclusive=True),
+    "timeout": _float(0, MAX_PING_TIMEOUT, exclusive=True),
 }
 
 
@@ -325,7 +338,7 @@ STORE_KEYS: dict[str, Converter] = {
     "url": _store_url,
     "schema": _identifier,
     "host_id": _host_id,
-    "lease": _float(5),
+    "lease": _float(5, MAX_LEASE),
 }
 CORE_TABLES = ("consumers", "queues", "monitor", "store")
 # Keys whose value may hold a secret (a ping key in a URL, a database password): errors show it redacted.

@@ -33,17 +33,16 @@ def _text(value: object) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
-def _number(value: object, minimum: float, exclusive: bool = False) -> bool:
+def _number(value: object, minimum: float, maximum: float, exclusive: bool = False) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
-    number = float(value)
-    if number != number or number in (float("inf"), float("-inf")):
+    if value != value or not minimum <= value <= maximum:  # no float(): a huge integer is out of range
         return False
-    return number > minimum if exclusive else number >= minimum
+    return value > minimum if exclusive else True
 
 
-def _integer(value: object, minimum: int) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int) and value >= minimum
+def _integer(value: object, minimum: int, maximum: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and minimum <= value <= maximum
 
 
 def _names(value: object) -> bool:
@@ -72,7 +71,8 @@ def _timezone(value: object) -> bool:
     return True
 
 
-# What each key of icc.config accepts, as a yes/no check (the messages are the full loader's business).
+# What each key of icc.config accepts, as a yes/no check (the messages are the full loader's business), with
+# the same bounds (icc.config.MAX_*; tests/system/test_edges_files.py pins that they agree).
 # tests/tick/test_fastpath.py pins that these are exactly icc.config's keys: a key added there and not here
 # makes the idle tick fall through (slower, never wrong).
 CORE_CHECKS: dict[str, Check] = {
@@ -80,30 +80,30 @@ CORE_CHECKS: dict[str, Check] = {
     "timezone": _timezone,
     "state_dir": _text,
     "plugins": _names,
-    "keep_runs": lambda v: _integer(v, 1),
-    "keep_skipped": lambda v: _integer(v, 0),
+    "keep_runs": lambda v: _integer(v, 1, 1_000_000),
+    "keep_skipped": lambda v: _integer(v, 0, 1_000_000),
     # A size with a unit ("64KiB") is a doubt: the full loader parses it.
-    "output_limit": lambda v: _integer(v, 0) and isinstance(v, int) and v <= MAX_OUTPUT_LIMIT,
-    "missed_window": lambda v: _integer(v, 0),
-    "grace": lambda v: _number(v, 0),
+    "output_limit": lambda v: _integer(v, 0, MAX_OUTPUT_LIMIT),
+    "missed_window": lambda v: _integer(v, 0, 525_600),
+    "grace": lambda v: _number(v, 0, 3600),
 }
 CONSUMER_CHECKS: dict[str, Check] = {
     "mode": lambda v: isinstance(v, str) and v.strip() in ("cron", "service"),
     "queues": _names,
-    "time_limit": lambda v: _number(v, 0, exclusive=True),
+    "time_limit": lambda v: _number(v, 0, 86_400, exclusive=True),
     "skip_empty": lambda v: isinstance(v, bool),
     "notify": lambda v: isinstance(v, bool),  # true without [icc.store] is the full loader's error
 }
 QUEUE_CHECKS: dict[str, Check] = {
-    "retries": lambda v: _integer(v, 0),
-    "delay": lambda v: _number(v, 0),
-    "multiplier": lambda v: _number(v, 1),
-    "max_delay": lambda v: _number(v, 0),
-    "lease": lambda v: _number(v, 0, exclusive=True),
+    "retries": lambda v: _integer(v, 0, 1000),
+    "delay": lambda v: _number(v, 0, 604_800),
+    "multiplier": lambda v: _number(v, 1, 100),
+    "max_delay": lambda v: _number(v, 0, 604_800),
+    "lease": lambda v: _number(v, 0, 86_400, exclusive=True),
 }
 MONITOR_CHECKS: dict[str, Check] = {
     "ping_url": _url,
-    "timeout": lambda v: _number(v, 0, exclusive=True),
+    "timeout": lambda v: _number(v, 0, 600, exclusive=True),
 }
 _NAME = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 _HOST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:@-")
@@ -113,7 +113,7 @@ STORE_CHECKS: dict[str, Check] = {
     "url": lambda v: isinstance(v, str) and v.startswith(("postgresql://", "postgres://")) and v == v.strip(),
     "schema": lambda v: isinstance(v, str) and 0 < len(v) <= 63 and set(v) <= _NAME and not v[0].isdigit(),
     "host_id": lambda v: isinstance(v, str) and 0 < len(v) <= 128 and set(v) <= _HOST and v[0] not in "_.:@-",
-    "lease": lambda v: _number(v, 5),
+    "lease": lambda v: _number(v, 5, 86_400),
 }
 # The variables this reader understands (each a string the full loader checks with the same rule).
 ENV_CHECKS: dict[str, Check] = {

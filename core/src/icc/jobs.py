@@ -7,6 +7,8 @@ parameter) or an argv list, run without a shell.
 from __future__ import annotations
 
 import inspect
+import os
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -106,6 +108,42 @@ def default_name(task: Callable[..., object]) -> str:
     return f"{module}:{qualname}"
 
 
+def _check_name(name: object) -> None:
+    """A job name keys the job in the store, in crontab lines, tables and mail: text that encodes as UTF-8 (no
+    lone surrogate), without control characters or surrounding spaces."""
+    if not isinstance(name, str) or not name or name != name.strip():
+        raise ScheduleError(f"job name {name!r} must be a non-empty string, without surrounding spaces")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ScheduleError(
+            f"job name {name!r} is not valid: {name[exc.start]!r} at position {exc.start} cannot be stored as "
+            "UTF-8 (a lone surrogate); give a name of plain text"
+        ) from None
+    bad = next((i for i, c in enumerate(name) if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        raise ScheduleError(
+            f"job name {name!r} is not valid: control character {name[bad]!r} at position {bad}; give a name of "
+            "plain text"
+        )
+
+
+def _check_argv(name: str, argv: Sequence[str]) -> None:
+    """Every argument of a command must reach ``execve``: no NUL byte, nothing the file system encoding rejects."""
+    for index, arg in enumerate(argv):
+        problem = "a NUL byte" if "\0" in arg else None
+        if problem is None:
+            try:
+                os.fsencode(arg)
+            except UnicodeEncodeError:
+                problem = "a character the file system encoding cannot pass (a lone surrogate)"
+        if problem is not None:
+            raise ScheduleError(
+                f"job {name!r}: command argument {index} {arg!r} contains {problem}; no program can receive "
+                "it: remove it"
+            )
+
+
 class Scheduler:
     """Handed to every plugin's ``schedule`` hook; ``add`` returns the task's :class:`Schedule`."""
 
@@ -142,8 +180,9 @@ class Scheduler:
                 f"a task is a callable or a non-empty argv list of strings, not {task!r} "
                 "(commands run without a shell: write ['prog', 'arg'], not 'prog arg')"
             )
-        if not job_name or job_name != job_name.strip():
-            raise ScheduleError(f"job name {job_name!r} must be non-empty, without surrounding spaces")
+        _check_name(job_name)
+        if not callable(task):
+            _check_argv(job_name, task)
         existing = self.jobs.get(job_name)
         if existing is not None:
             first, second = existing.provenance.plugin, self._provenance.plugin

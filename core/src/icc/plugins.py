@@ -62,13 +62,14 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NoReturn, Protocol, TypeVar
 
 import pluggy
 
 from icc import hookspecs
 from icc._version import DISTRIBUTION, __version__
-from icc.errors import PluginError
+from icc.errors import PluginError, ScheduleError
 from icc.hookspecs import Handler
 from icc.jobs import Job, Provenance, RunContext, RunResult, Scheduler
 
@@ -290,6 +291,23 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def _check_output_files(jobs: Mapping[str, Job], config: Config) -> None:
+    """A ``send_output_to``/``append_output_to`` path in the state directory is a :class:`ScheduleError`: each
+    run would overwrite the store (``send_output_to(".icc/state.sqlite3")``)."""
+    from icc.statedir import in_state_dir
+
+    for name, job in jobs.items():
+        if job.schedule.output_to is None:
+            continue
+        path, append = job.schedule.output_to
+        if in_state_dir(config.root / Path(path).expanduser(), config.state_dir):
+            which = "append_output_to" if append else "send_output_to"
+            raise ScheduleError(
+                f"job {name!r}: {which}({path!r}) is inside the state directory {config.state_dir}; each run "
+                "would overwrite icc's own store: write the output elsewhere"
+            )
+
+
 class PluginHost:
     """The loaded plugins and the isolated calls to their hooks. Build it with :func:`load_plugins`."""
 
@@ -463,6 +481,7 @@ class PluginHost:
                 )
                 try:
                     call(scheduler=scheduler)
+                    _check_output_files(scheduler.jobs, self.config)
                 except BaseException as exc:
                     self._failed(info, exc, "schedule")
                     continue

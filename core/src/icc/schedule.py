@@ -9,7 +9,6 @@ Pure: no I/O. The time arithmetic, including the daylight-saving policy, lives i
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +37,8 @@ Callback = Callable[[], object]
 MISSED_POLICIES = ("skip", "once", "all")
 SECOND_INTERVALS = (1, 2, 5, 10, 15, 20, 30)  # every_seconds(n): the divisors of 60 below 60 Laravel offers
 MAX_JITTER = 59  # seconds: a jittered run still starts inside its minute
+MAX_TIMEOUT = 30 * 86_400  # seconds: timeout() at most 30 days
+MAX_MISSED_WINDOW = 525_600  # minutes: a year
 
 _MINUTE, _HOUR, _DAY, _MONTH, _DOW = range(5)
 _TIME = re.compile(r"(\d{1,2}):(\d{2})")
@@ -139,11 +140,22 @@ def _parse_time(which: str, value: object) -> str:
     )
 
 
+def _shown(value: object) -> str:
+    """``repr(value)`` for a message; an integer past 64 bits is described (its repr may not even be allowed)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"<an integer of {value.bit_length()} bits>"
+    return repr(value)
+
+
 def _field_text(index: int, rule: Rule) -> str:
     """The user's value for one field as text, validated; numbers become their decimal string."""
     if isinstance(rule, bool) or not isinstance(rule, (int, str)):
         raise ScheduleError(
             f"{FIELD_NAMES[index]} {rule!r} is not valid: give a number or cron syntax as a string"
+        )
+    if isinstance(rule, int) and rule.bit_length() > 64:
+        raise ScheduleError(
+            f"{FIELD_NAMES[index]} {_shown(rule)} is not valid: give a number in the field's range or cron syntax"
         )
     text = str(rule).strip()
     if not text or any(c.isspace() for c in text):
@@ -249,9 +261,13 @@ class Schedule:
 
     def set_year(self, rule: Rule) -> Schedule:
         """Only in these years, 0-9999 (``2025``, ``"2025-2030"``, ``"*/2"``); ``"*"`` lifts the restriction."""
-        if isinstance(rule, bool) or not isinstance(rule, (int, str)):
+        if (
+            isinstance(rule, bool)
+            or not isinstance(rule, (int, str))
+            or (isinstance(rule, int) and not 0 <= rule <= 9999)
+        ):
             raise ScheduleError(
-                f"year {rule!r} is not valid: give a number 0-9999 or cron syntax as a string"
+                f"year {_shown(rule)} is not valid: give a number 0-9999 or cron syntax as a string"
             )
         text = str(rule).strip()
         if text == "*":
@@ -268,7 +284,7 @@ class Schedule:
     def _interval(value: object, unit: str, high: int, instead: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
             raise ScheduleError(
-                f"every_{unit}s({value!r}) is not valid: the interval is 1-{high} {unit}s; "
+                f"every_{unit}s({_shown(value)}) is not valid: the interval is 1-{high} {unit}s; "
                 f"for longer intervals use {instead}"
             )
         return value
@@ -412,14 +428,18 @@ class Schedule:
         return self
 
     def timeout(self, seconds: float) -> Schedule:
-        """Kill a run past this many seconds (> 0)."""
+        """Kill a run past this many seconds: more than 0, at most 30 days (2592000)."""
+        # Compared before any float(): an integer too large for a float is out of range, not an OverflowError.
         if (
             isinstance(seconds, bool)
             or not isinstance(seconds, (int, float))
-            or not math.isfinite(seconds)
-            or seconds <= 0
+            or seconds != seconds
+            or not 0 < seconds <= MAX_TIMEOUT
         ):
-            raise ScheduleError(f"timeout {seconds!r} is not valid: give a number of seconds greater than 0")
+            raise ScheduleError(
+                f"timeout {_shown(seconds)} is not valid: give a number of seconds greater than 0, at most "
+                f"{MAX_TIMEOUT} (30 days)"
+            )
         self._timeout = float(seconds)
         return self
 
@@ -428,7 +448,7 @@ class Schedule:
         matches: ``every_seconds(15)`` runs at :00, :15, :30 and :45. The cron fields are left as they are."""
         if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds not in SECOND_INTERVALS:
             raise ScheduleError(
-                f"every_seconds({seconds!r}) is not valid: give one of {', '.join(map(str, SECOND_INTERVALS))} "
+                f"every_seconds({_shown(seconds)}) is not valid: give one of {', '.join(map(str, SECOND_INTERVALS))} "
                 "(a divisor of 60); for a minute or more use every_minute() or every_minutes()"
             )
         if self._jitter:
@@ -449,7 +469,7 @@ class Schedule:
         ``seconds`` 0-59 (0: none); a jittered run always starts within its minute."""
         if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 <= seconds <= MAX_JITTER:
             raise ScheduleError(
-                f"jitter({seconds!r}) is not valid: give whole seconds 0-{MAX_JITTER}; a run starts within "
+                f"jitter({_shown(seconds)}) is not valid: give whole seconds 0-{MAX_JITTER}; a run starts within "
                 "its minute"
             )
         if seconds and self._seconds is not None:
@@ -463,9 +483,9 @@ class Schedule:
     def missed_window(self, minutes: int) -> Schedule:
         """How far back (minutes) this job's missed slots are considered, instead of the configured
         ``missed_window``: ``missed_window(24 * 60).missed("once")`` catches up a daily job after a day down."""
-        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 0 <= minutes <= 525_600:
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 0 <= minutes <= MAX_MISSED_WINDOW:
             raise ScheduleError(
-                f"missed_window({minutes!r}) is not valid: give whole minutes 0-525600 (a year)"
+                f"missed_window({_shown(minutes)}) is not valid: give whole minutes 0-{MAX_MISSED_WINDOW} (a year)"
             )
         self._missed_window = minutes
         return self

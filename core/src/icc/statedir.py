@@ -123,3 +123,139 @@ def secure_file(path: Path) -> None:
         return
     if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) != FILE_MODE:
         os.chmod(path, FILE_MODE)
+
+
+# -- run output files (send_output_to / append_output_to) --------------------------------------------------------
+# The state directory's rule, applied to a file icc writes for a job: no symbolic link another user planted is
+# followed, and no directory another user (root aside) owns, or others may write to without the sticky bit, is
+# trusted, since whoever can write there can swap the file for a link or a FIFO between a check and the open.
+
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _kind(mode: int) -> str:
+    return next((text for test, text in _KINDS if test(mode)), "not a regular file")
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def in_state_dir(path: Path | str, state_dir: Path | str) -> bool:
+    """Whether ``path`` is the state directory or in it, links resolved (what ``icc scan`` refuses as output)."""
+    return _inside(os.path.realpath(path), os.path.realpath(state_dir))
+
+
+def _output_dir_problem(directory: str, path: str) -> str | None:
+    """Why the directory of output file ``path`` cannot be trusted; None when it is fine or does not exist."""
+    uid = os.getuid()
+    try:
+        link = os.lstat(directory)
+        info = os.stat(directory) if stat.S_ISLNK(link.st_mode) else link
+    except OSError:
+        return None  # the open reports a missing directory
+    if stat.S_ISLNK(link.st_mode) and link.st_uid not in (uid, 0):
+        return (
+            f"output file {path}: its directory {directory} is a symbolic link owned by uid {link.st_uid}, not "
+            "by you; icc does not follow it: write the output to a directory of your own"
+        )
+    if info.st_uid not in (uid, 0):
+        return (
+            f"output file {path}: its directory {directory} is owned by uid {info.st_uid}, not by you (uid "
+            f"{uid}), who could replace the file with a link; write the output to a directory of your own"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+        return (
+            f"output file {path}: its directory {directory} is writable by other users (mode "
+            f"{stat.S_IMODE(info.st_mode):o}), who could replace the file with a link; fix it with: chmod go-w "
+            f"{directory}, or write the output to a directory of your own"
+        )
+    return None
+
+
+def output_file_problem(path: Path | str, state_dir: Path | str | None = None) -> str | None:
+    """Why icc must not write a run's output to ``path``; None when it may (or the open will say why not).
+
+    Refused: a path inside the state directory (the output would overwrite the store), a symbolic link owned by
+    another user, an untrusted directory (:func:`_output_dir_problem`, for the link's target too), and anything
+    but a regular file: a FIFO would block the supervisor, a device or socket is never a log.
+    """
+    text = os.fspath(path)
+    uid = os.getuid()
+    try:
+        real = os.path.realpath(text)
+        if state_dir is not None and in_state_dir(real, state_dir):
+            return (
+                f"output file {text} is inside the state directory {state_dir}: the output would overwrite "
+                "icc's own store; write it elsewhere"
+            )
+    except (OSError, ValueError) as exc:
+        return f"output file {text} cannot be used: {exc}"
+    problem = _output_dir_problem(os.path.dirname(os.path.abspath(text)), text)
+    if problem is not None:
+        return problem
+    try:
+        info = os.lstat(text)
+    except OSError:
+        return None  # missing (icc creates it), or the open reports why it cannot be used
+    if stat.S_ISLNK(info.st_mode):
+        if info.st_uid != uid:
+            return (
+                f"output file {text} is a symbolic link owned by uid {info.st_uid}, not by you (uid {uid}); "
+                "icc does not follow it: remove it, or write the output elsewhere"
+            )
+        problem = _output_dir_problem(os.path.dirname(real), text)
+        if problem is not None:
+            return problem
+        try:
+            info = os.stat(text)
+        except OSError:
+            return None  # a link of yours to nothing: the open creates its target
+    if not stat.S_ISREG(info.st_mode):
+        return (
+            f"output file {text} is {_kind(info.st_mode)}, not a regular file; icc writes output only to "
+            "regular files: remove it, or write the output elsewhere"
+        )
+    return None
+
+
+def open_output_file(path: Path | str, append: bool) -> int:
+    """Open a run's output file for writing (created 0600), without ever blocking or following a planted link.
+
+    ``O_NONBLOCK`` makes opening a FIFO fail or return at once instead of waiting for a reader; ``O_NOFOLLOW``
+    refuses a link that appeared after :func:`output_file_problem` looked (a link of this user's is followed);
+    only a regular file is kept. Raises :class:`OSError` when it cannot be opened, :class:`StateError` when
+    what is there must not be written.
+    """
+    text = os.fspath(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+    if append:
+        flags |= os.O_APPEND
+    try:
+        info = os.lstat(text)
+        own_link = stat.S_ISLNK(info.st_mode) and info.st_uid == os.getuid()
+    except FileNotFoundError:
+        own_link = False
+    if not own_link:
+        flags |= os.O_NOFOLLOW
+    fd = os.open(text, flags, FILE_MODE)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise StateError(
+                f"output file {text} is {_kind(info.st_mode)}, not a regular file; remove it, or write the "
+                "output elsewhere"
+            )
+        os.set_blocking(fd, True)
+        if not append:
+            os.ftruncate(fd, 0)  # only now: truncating is for a regular file that passed the checks
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -409,6 +409,11 @@ def _last_run_cell(last: dict[str, Any] | None, *, terminal: bool = False) -> st
     help="With JOB: its next N runs (sub-minute offsets included).",
 )
 @click.option("--timeline", is_flag=True, help="The last 24 hours of runs per job, one character a cell.")
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="With JOB: its output and errors as stored, control characters too (on a terminal).",
+)
 @click.pass_obj
 def status(
     env: Env,
@@ -418,6 +423,7 @@ def status(
     limit: int,
     next_count: int | None,
     timeline: bool,
+    raw: bool,
 ) -> None:
     """Every job: source, schedule, next run, last run, running now, missed slots; or JOB's last runs."""
     config = env.config
@@ -480,7 +486,7 @@ def status(
                     ui.fmt_time(r.started_at, zone),
                     ui.fmt_duration(r.duration),
                     str(r.exit_code if r.exit_code is not None else "-"),
-                    error or "",
+                    ui.for_terminal(error or "", raw),
                 ]
             )
         ui.table(
@@ -506,11 +512,11 @@ def status(
             )
         shown = next((r for r in runs if r.outcome not in ("missed", "skipped", "pending")), None)
         if shown is not None and shown.output:
-            lines = shown.output.rstrip("\n").splitlines()
+            lines = ui.for_terminal(shown.output, raw).rstrip("\n").splitlines()
             ui.say(
                 f"output of run {shown.id} (last {min(len(lines), OUTPUT_TAIL_LINES)} lines; `icc logs {job}`):"
             )
-            click.echo("\n".join(lines[-OUTPUT_TAIL_LINES:]))
+            click.echo("\n".join(lines[-OUTPUT_TAIL_LINES:]), color=True)  # color: never stripped
         return
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -800,9 +806,14 @@ def exec_(env: Env, job: str, as_json: bool) -> None:
     help="This run of JOB (an id from `icc status JOB`); default: its last run.",
 )
 @click.option("--json", "as_json", is_flag=True, help="The run as JSON, its output included.")
+@click.option(
+    "--raw", is_flag=True, help="On a terminal too, the output as stored: control characters unescaped."
+)
 @click.pass_obj
-def logs(env: Env, job: str, run_id: int | None, as_json: bool) -> None:
-    """Print the stored output of JOB's last run (or of run ID)."""
+def logs(env: Env, job: str, run_id: int | None, as_json: bool, raw: bool) -> None:
+    """Print the stored output of JOB's last run (or of run ID).
+
+    On a terminal, control characters (but newline and tab) are shown escaped (\\x1b) unless --raw."""
     from icc.store import open_store
 
     config = env.config
@@ -830,7 +841,8 @@ def logs(env: Env, job: str, run_id: int | None, as_json: bool) -> None:
         )
         return
     if run.output:
-        click.echo(run.output, nl=not run.output.endswith("\n"))
+        # color=True: click would strip what looks like a colour code into a pipe; the output goes out as stored.
+        click.echo(ui.for_terminal(run.output, raw), nl=not run.output.endswith("\n"), color=True)
 
 
 def _set_enabled(env: Env, job: str, enabled: bool) -> None:

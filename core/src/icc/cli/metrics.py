@@ -1,7 +1,7 @@
 """``icc metrics``: the Prometheus text exposition format (version 0.0.4), written by hand.
 
-Written to stdout, or with ``--textfile`` atomically (a temporary file in the same directory, then a rename) for
-node_exporter's textfile collector, which must never read half a file. The file is made 0644: node_exporter
+Written to stdout, or with ``--textfile`` atomically (a temporary file in the same directory made by ``mkstemp``,
+then a rename) for node_exporter's textfile collector, which must never read half a file. The file is made 0644: node_exporter
 usually runs as its own user, and the metrics hold job and queue names only, no output or payloads.
 """
 
@@ -94,20 +94,27 @@ def render(facts: Metrics) -> str:
 
 
 def write_textfile(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically (node_exporter reads ``*.prom`` files at any moment)."""
+    """Replace ``path`` with ``text`` atomically (node_exporter reads ``*.prom`` files at any moment).
+
+    The temporary file is made by :func:`tempfile.mkstemp` (``O_EXCL``, a random name): never a file or link
+    someone planted at a name they could predict, in a directory others may write to."""
+    import tempfile
+
     directory = path.parent
-    tmp = directory / f".{path.name}.{os.getpid()}.tmp"  # not *.prom: the collector skips it
+    tmp: str | None = None
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        # Not *.prom: the collector skips it.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            os.fchmod(fd, 0o644)  # not the umask's: node_exporter reads it as another user
+            os.fchmod(fd, 0o644)  # not mkstemp's 0600: node_exporter reads it as another user
             out.write(text)
             out.flush()
             os.fsync(fd)
         os.replace(tmp, path)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise IccError(
             f"icc metrics --textfile {path}: cannot write it ({exc.strerror or exc}); give a file in an "
             "existing directory you can write to, e.g. node_exporter's --collector.textfile.directory"

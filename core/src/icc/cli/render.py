@@ -48,6 +48,22 @@ def is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
+# Control characters but line feed and tab (C0, DEL, C1), shown as \xNN: a job's output may hold escape
+# sequences that clear the screen, rewrite lines or retitle the window of whoever reads it in a terminal.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (0x09, 0x0A)}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character but ``\\n`` and ``\\t`` written as ``\\xNN`` (``\\x1b``)."""
+    return text.translate(_CONTROLS)
+
+
+def for_terminal(text: str, raw: bool = False) -> str:
+    """What ``icc status JOB`` and ``icc logs`` print of a job's text: escaped on a terminal unless ``raw``;
+    unchanged into a pipe or file, where the bytes are what the reader asked for."""
+    return text if raw or not is_terminal() else escape_controls(text)
+
+
 def fmt_time(epoch: float | None, zone: str) -> str:
     if epoch is None:
         return "-"

@@ -406,15 +406,20 @@ def _supervise(
 
 def _open_output_file(spec: RunSpec, notes: list[str]) -> int | None:
     """The run's output file (send_output_to / append_output_to), created 0600; None (and a note) when it
-    cannot be opened: the run goes on, its output is still stored."""
+    cannot be opened: the run goes on, its output is still stored. The open never blocks (a FIFO) and never
+    follows another user's link (:func:`icc.statedir.open_output_file`); an unsafe path was refused before
+    the run started (:func:`icc.tick.coordinator.set_output_file`)."""
     if spec.output_to is None:
         return None
-    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if spec.output_append else os.O_TRUNC)
+    from icc.statedir import open_output_file
+
     try:
-        return os.open(spec.output_to, flags, 0o600)
+        return open_output_file(spec.output_to, spec.output_append)
     except OSError as exc:
         notes.append(f"could not open its output file {spec.output_to}: {exc.strerror or exc}")
-        return None
+    except StateError as exc:
+        notes.append(f"could not open its output file: {exc}")
+    return None
 
 
 def _supervise_locked(

@@ -545,7 +545,8 @@ class Tick:
             state_dir=self.config.state_dir,
             output_limit=self.config.output_limit,
         )
-        set_output_file(spec, item.schedule, self.config.root)
+        if (problem := set_output_file(spec, item.schedule, self.config.root)) is not None:
+            return problem
         ctx = run_context(
             record.name, item.run_id, item.slot, item.kind, item.schedule.zone, self.config.environment
         )
@@ -772,12 +773,19 @@ class Tick:
         conclude(self.store, item.run_id, found[1] if found else None, item.record.name)
 
 
-def set_output_file(spec: RunSpec, schedule: Schedule, root: Path) -> None:
-    """``send_output_to`` / ``append_output_to``: the file, relative to the project root."""
+def set_output_file(spec: RunSpec, schedule: Schedule, root: Path) -> str | None:
+    """``send_output_to`` / ``append_output_to``: the file, relative to the project root; why the run must not
+    start when the path is unsafe (a FIFO, another user's link or directory, inside the state directory)."""
     if schedule.output_to is not None:
+        from icc.statedir import output_file_problem
+
         path, append = schedule.output_to
         spec.output_to = root / Path(path).expanduser()
         spec.output_append = append
+        problem = output_file_problem(spec.output_to, spec.state_dir)
+        if problem is not None:
+            return f"not started: {problem}"
+    return None
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:
@@ -848,7 +856,10 @@ def manual_run(
         output_limit=config.output_limit,
         echo=echo,
     )
-    set_output_file(spec, schedule, config.root)
+    if (problem := set_output_file(spec, schedule, config.root)) is not None:
+        store.finish(run_id, "failed", now=time.time(), error=problem)
+        store.close()
+        return TickRow(name, "failed", None, detail=problem), run_id
     if job.kind == "command":
         spec.argv = job.argv
     else:
