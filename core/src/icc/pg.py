@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from icc.errors import StateError
 
@@ -37,6 +37,7 @@ __all__ = [
     "connect",
     "migrate",
     "migrations",
+    "redacted",
     "require_current",
     "schema_status",
     "shown_url",
@@ -49,9 +50,13 @@ CONNECT_TIMEOUT_S = 10
 
 
 def shown_url(url: str) -> str:
-    """``url`` without its password, for messages: ``postgresql://icc:***@db/app``."""
+    """``url`` without its password, for messages: ``postgresql://icc:***@db/app``. A user name libpq cannot
+    decode (a bad ``%`` escape: perhaps a password typed where the user goes) is hidden too."""
     try:
         parts = urlsplit(url)
+        if parts.username is not None and _BAD_ESCAPE.search(parts.username):
+            host = parts.netloc.rpartition("@")[2]
+            return urlunsplit(parts._replace(netloc=f"***@{host}"))
         if parts.password is None:
             return url
         user = parts.username or ""
@@ -59,6 +64,60 @@ def shown_url(url: str) -> str:
         return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
     except ValueError:
         return "postgresql://***"
+
+
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_QUOTED = re.compile(r'"([^"]*)"')
+# A password part shorter than this is redacted only where a message quotes it whole: replacing every "ab"
+# would garble messages while hiding nothing a guess would not find.
+_SHORTEST_SECRET = 4
+
+
+def _userinfos(url: str) -> set[str]:
+    """The user info of ``url`` as urllib reads it (up to the last ``@`` of the authority) and as libpq does (up
+    to the first ``@`` before the first ``/``): with an unencoded ``@``, ``/`` or ``?`` in a password they differ."""
+    rest = url.partition("://")[2]
+    found: set[str] = set()
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        netloc = ""
+    if "@" in netloc:
+        found.add(netloc.rpartition("@")[0])
+    authority = rest.split("/", 1)[0]
+    if "@" in authority:
+        found.add(authority.partition("@")[0])
+        found.add(authority.rpartition("@")[0])
+    return {info for info in found if info}
+
+
+def redacted(text: str, url: str) -> str:
+    """``text`` (a libpq or psycopg message) safe to print: ``url`` shown as :func:`shown_url`, and any part of
+    its user info (the password, the user name, the whole user info; as written and percent-decoded) replaced by
+    ``***``. libpq quotes what it cannot parse (``invalid percent-encoded token: "S3cret%ZZ"``) and cron mails
+    stderr, so a connection error must never carry the password."""
+    text = text.replace(url, shown_url(url))
+    secrets: set[str] = set()  # redacted wherever they appear
+    names: set[str] = set()  # redacted where a message quotes one whole ("role "icc" does not exist")
+    for info in _userinfos(url):
+        user, colon, password = info.partition(":")
+        names.update({user, unquote(user)})
+        if colon:  # a user info without a password is the user name alone
+            for value in (info, unquote(info), password, unquote(password)):
+                (secrets if len(value) >= _SHORTEST_SECRET else names).add(value)
+    secrets.discard("")
+    names.discard("")
+
+    def quoted(match: re.Match[str]) -> str:
+        token = match.group(1)
+        if token in names or token in secrets or any(secret in token for secret in secrets):
+            return '"***"'
+        return match.group(0)
+
+    text = _QUOTED.sub(quoted, text)
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def _driver() -> Any:  # the psycopg module
@@ -119,7 +178,7 @@ def connect(
                 "ini and set the timeouts on the role, see the pgbouncer section of docs/several-servers.md)"
             )
         raise StateError(
-            f"cannot connect to the PostgreSQL store {shown_url(url)}: {detail.replace(url, shown_url(url))}"
+            f"cannot connect to the PostgreSQL store {shown_url(url)}: {redacted(detail, url)}"
         ) from None
     return conn
 

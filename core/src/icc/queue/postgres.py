@@ -122,7 +122,6 @@ class PostgresTransport:
         self._config = config
         self._url = config.store.url
         self._label = f"the PostgreSQL queue store {shown_url(self._url)}"
-        self._shown = shown_url(self._url)
         self._schema = quoted(config.store.schema)
         self._psycopg = _driver()
         self._lock = threading.Lock()
@@ -186,8 +185,9 @@ class PostgresTransport:
     def _message(self, exc: BaseException) -> str:
         text = str(exc).strip()
         detail = text.splitlines()[0] if text else type(exc).__name__
-        detail = detail.replace(self._url, self._shown)
-        return f"{self._label}: {detail}"
+        from icc.pg import redacted
+
+        return f"{self._label}: {redacted(detail, self._url)}"
 
     def _run(self, operation: Callable[[psycopg.Connection[Any]], T], *, repeatable: bool = True) -> T:
         """Run ``operation`` on this process's connection; reopen a dropped connection and, when
