@@ -163,6 +163,13 @@ def test_a_database_without_the_schema_names_the_command_to_run(tmp_path: Path, 
         PostgresTransport(config)
 
 
+def test_dispatch_to_a_database_without_the_schema_raises_queue_error(tmp_path: Path, pg_url: str) -> None:
+    # icc.dispatch documents QueueError: application code catching it must not miss a StateError.
+    config = Config(path=None, root=tmp_path, store=StoreConfig(url=pg_url, host_id="t"))
+    with pytest.raises(QueueError, match=r"has no icc schema yet; run `icc db migrate`"):
+        dispatch("report.render", {"id": 1}, config=config)
+
+
 def restart(pg_server: PgServer) -> None:
     """pg_ctl restart, its output (the new server's too) to the server's log, not to a pipe we would wait on."""
     log = pg_server.datadir.parent / "log"

@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from icc.errors import QueueError
+from icc.errors import QueueError, StateError
 from icc.queue.message import (
     Envelope,
     ErrorRecord,
@@ -141,6 +141,10 @@ class PostgresTransport:
             require_current(conn, config.store.schema, self._url)
         except self._psycopg.Error as exc:
             raise QueueError(self._message(exc)) from None
+        except (
+            StateError
+        ) as exc:  # no schema, or another icc's: icc.dispatch raises QueueError, as documented
+            raise QueueError(str(exc)) from None
 
     def _t(self, sql: str) -> str:
         return sql.replace("{s}", self._schema)
