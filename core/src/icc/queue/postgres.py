@@ -141,9 +141,7 @@ class PostgresTransport:
             require_current(conn, config.store.schema, self._url)
         except self._psycopg.Error as exc:
             raise QueueError(self._message(exc)) from None
-        except (
-            StateError
-        ) as exc:  # no schema, or another icc's: icc.dispatch raises QueueError, as documented
+        except StateError as exc:  # no schema, or a newer icc's: icc.dispatch raises QueueError only
             raise QueueError(str(exc)) from None
 
     def _t(self, sql: str) -> str:
