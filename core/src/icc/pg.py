@@ -16,6 +16,7 @@ unknown schema with the command to run.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -41,6 +42,7 @@ __all__ = [
     "require_current",
     "schema_status",
     "shown_url",
+    "timeouts",
 ]
 
 STATEMENT_TIMEOUT_MS = 30_000
@@ -137,11 +139,21 @@ def quoted(schema: str) -> str:
     return f'"{schema}"'
 
 
+def timeouts(limit: float | None = None) -> tuple[int, int, int]:
+    """``(statement_timeout ms, lock_timeout ms, connect_timeout s)`` for work that must end within ``limit``
+    seconds (a consumer's time limit): icc's defaults, shortened to the limit (libpq waits at least 2 s)."""
+    if limit is None or not math.isfinite(limit):
+        return STATEMENT_TIMEOUT_MS, LOCK_TIMEOUT_MS, CONNECT_TIMEOUT_S
+    statement = int(min(STATEMENT_TIMEOUT_MS, max(1000.0, limit * 1000)))
+    return statement, min(LOCK_TIMEOUT_MS, statement), int(min(CONNECT_TIMEOUT_S, max(2, math.ceil(limit))))
+
+
 def connect(
-    config: Config, *, purpose: str | None = None, autocommit: bool = False
+    config: Config, *, purpose: str | None = None, autocommit: bool = False, limit: float | None = None
 ) -> psycopg.Connection[Any]:
-    """A new connection to ``config.store.url`` with icc's timeouts; a one-line :class:`StateError` when the
-    server cannot be reached (the password is never shown)."""
+    """A new connection to ``config.store.url`` with icc's timeouts (shortened to ``limit`` seconds, see
+    :func:`timeouts`); a one-line :class:`StateError` when the server cannot be reached (the password is never
+    shown)."""
     url = config.store.url
     if url is None:
         raise StateError("no [icc.store] url: this install keeps its state in SQLite")
@@ -150,8 +162,9 @@ def connect(
     from icc.stores import host_id
 
     application = f"icc {command} {host_id(config)}"[:63]
+    statement_ms, lock_ms, connect_s = timeouts(limit)
     options = (
-        f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS} "
+        f"-c statement_timeout={statement_ms} -c lock_timeout={lock_ms} "
         f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
     )
     try:
@@ -160,7 +173,7 @@ def connect(
             autocommit=autocommit,
             application_name=application,
             options=options,
-            connect_timeout=CONNECT_TIMEOUT_S,
+            connect_timeout=connect_s,
             prepare_threshold=None,  # no server-side prepared statements: pgbouncer in transaction mode
             # A server that vanishes (partition, power loss) is noticed by TCP within about 30 s.
             keepalives=1,

@@ -115,7 +115,7 @@ class PostgresTransport:
     """The queues of ``config.store`` in PostgreSQL. Thread-safe: one connection behind a lock, shared by
     the consumer loop and its heartbeat thread."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, limit: float | None = None) -> None:
         from icc.pg import _driver, quoted, require_current, shown_url
 
         assert config.store.url is not None
@@ -129,6 +129,7 @@ class PostgresTransport:
         self._conn: psycopg.Connection[Any] | None = None
         self._conn_pid = 0
         self._inherited: list[object] = []  # a parent's connections: never used nor closed here
+        self._limit = limit  # a consumer's time limit (limit_time): its connections' timeouts fit in it
         self.notify = config.consumers.notify
         self._channel = channel(config.store.schema)
         # The LISTEN connection of a waiting consumer (only ever used by the thread that waits).
@@ -167,7 +168,7 @@ class PostgresTransport:
             from icc.pg import connect
 
             try:
-                conn = connect(self._config, autocommit=True)
+                conn = connect(self._config, autocommit=True, limit=self._limit)
             except Exception as exc:  # StateError from icc.pg: keep its one line
                 raise QueueError(str(exc)) from None
             self._conn, self._conn_pid = conn, os.getpid()
@@ -237,6 +238,13 @@ class PostgresTransport:
         after = time.time()
         assert row is not None
         return (before + after) / 2 - float(row[0])
+
+    def limit_time(self, seconds: float) -> None:
+        """A consumer with ``seconds`` to run: the connections opened from now on get statement, lock and connect
+        timeouts that fit (:func:`icc.pg.timeouts`). The open one keeps its own: a ``SET`` would outlive this
+        process on a pgbouncer's server connection. No timeout of the server's reaches a frozen server: that is
+        the consumer's guard's to deal with."""
+        self._limit = seconds
 
     # --- Transport ------------------------------------------------------------------------------
 
@@ -621,7 +629,7 @@ class PostgresTransport:
         from icc.pg import connect
 
         try:
-            conn = connect(self._config, purpose="consume-listen", autocommit=True)
+            conn = connect(self._config, purpose="consume-listen", autocommit=True, limit=self._limit)
         except Exception as exc:  # StateError from icc.pg: keep its one line
             self._listen_failed(str(exc))
             return None
