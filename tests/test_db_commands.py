@@ -186,6 +186,16 @@ def test_a_store_url_libpq_cannot_parse_is_reported_without_its_user_info(
     assert "invalid percent-encoded token" in proc.stderr, proc.stderr
 
 
+def test_redacted_hides_each_part_of_the_user_info_and_nothing_else() -> None:
+    from icc.pg import redacted
+
+    url = "postgresql://icc:p%40ss%2Fw0rd@db.internal/app"
+    assert redacted("p@ss/w0rd, p%40ss%2Fw0rd, icc:p@ss/w0rd", url) == "***, ***, ***"
+    assert redacted('password authentication failed for user "icc"', url).endswith('for user "***"')
+    assert redacted('relation "icc.runs" does not exist', url) == 'relation "icc.runs" does not exist'
+    assert redacted(f"no answer from {url}", url) == "no answer from postgresql://icc:***@db.internal/app"
+
+
 def test_dispatch_to_a_store_url_libpq_cannot_parse_hides_the_password(project: Project) -> None:
     project.write_config(extra='\n[icc.store]\nurl = "postgresql://icc:S3cret%ZZ@127.0.0.1:1/app"\n')
     code = "import icc\ntry:\n    icc.dispatch('x', {})\nexcept icc.QueueError as exc:\n    print(exc)\n"
