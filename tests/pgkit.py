@@ -39,6 +39,25 @@ def _bindir() -> Path | None:
     return Path(found).parent if found else None
 
 
+# Where Debian and Fedora keep runuser: cron's and some shells' PATH leave /usr/sbin out.
+RUNUSER_PATHS = ("/usr/sbin/runuser", "/sbin/runuser")
+
+
+def as_postgres() -> list[str]:
+    """The argv prefix that runs a command as ``postgres``: [] unless root (PostgreSQL refuses to run as root).
+
+    As root without ``runuser`` (on PATH or in /usr/sbin) the PostgreSQL tests skip, saying why."""
+    if os.geteuid() != 0:
+        return []
+    runuser = shutil.which("runuser") or next((p for p in RUNUSER_PATHS if os.access(p, os.X_OK)), None)
+    if runuser is None:
+        pytest.skip(
+            "the tests run as root and PostgreSQL refuses to: runuser (util-linux) is needed to start the "
+            f"server as postgres, and it is neither on PATH nor at {' or '.join(RUNUSER_PATHS)}"
+        )
+    return [runuser, "-u", "postgres", "--"]
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -52,7 +71,7 @@ class PgServer:
     bindir: Path
     datadir: Path
     port: int
-    as_user: list[str]  # ["runuser", "-u", "postgres", "--"] when root, else []
+    as_user: list[str]  # ["/usr/sbin/runuser", "-u", "postgres", "--"] when root, else []
     user: str = "postgres"
 
     def url(self, dbname: str = "postgres") -> str:
@@ -112,11 +131,10 @@ def start_server() -> PgServer:
         if os.environ.get(REQUIRE_VARIABLE) == "1":
             pytest.fail(f"{message} ({REQUIRE_VARIABLE}=1 makes this a failure)", pytrace=False)
         pytest.skip(message)
+    as_user = as_postgres()
     root = Path(tempfile.mkdtemp(prefix="icc-pg-"))
     datadir = root / "data"
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        as_user = ["runuser", "-u", "postgres", "--"]
+    if as_user:
         shutil.chown(root, "postgres", "postgres")
         os.chmod(root, 0o700)
     subprocess.run(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +165,50 @@ def test_db_commands_that_cannot_connect_print_one_line_without_the_password(
     assert "cannot connect" in lines[0] and "pwuser:***@127.0.0.1" in lines[0]
     if problem == "wrong password":
         assert "password authentication failed" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["run"], ["status"], ["consume", "async", "--time-limit", "1"], ["db", "status"], ["db", "migrate"]],
+)
+@pytest.mark.parametrize(
+    "userinfo", ["icc:S3cret%ZZ", "S3cret%ZZ", "icc:S3cret%ZZ@x", "icc:%53%33cret%ZZ"], ids=str
+)
+def test_a_store_url_libpq_cannot_parse_is_reported_without_its_user_info(
+    project: Project, command: list[str], userinfo: str
+) -> None:
+    # libpq quotes the token it cannot decode ("invalid percent-encoded token: "S3cret%ZZ""), every minute in
+    # cron's mail: no part of the user info, as written or decoded, may reach the output.
+    project.write_config(extra=f'\n[icc.store]\nurl = "postgresql://{userinfo}@127.0.0.1:1/app"\n')
+    proc = project.icc(*command)
+    assert proc.returncode != 0
+    assert "S3cret" not in proc.stdout + proc.stderr and "%ZZ" not in proc.stdout + proc.stderr
+    assert "invalid percent-encoded token" in proc.stderr, proc.stderr
+
+
+def test_redacted_hides_each_part_of_the_user_info_and_nothing_else() -> None:
+    from icc.store.postgres.connection import redacted
+
+    url = "postgresql://icc:p%40ss%2Fw0rd@db.internal/app"
+    assert redacted("p@ss/w0rd, p%40ss%2Fw0rd, icc:p@ss/w0rd", url) == "***, ***, ***"
+    assert redacted('password authentication failed for user "icc"', url).endswith('for user "***"')
+    assert redacted('relation "icc.runs" does not exist', url) == 'relation "icc.runs" does not exist'
+    assert redacted(f"no answer from {url}", url) == "no answer from postgresql://icc:***@db.internal/app"
+
+
+def test_dispatch_to_a_store_url_libpq_cannot_parse_hides_the_password(project: Project) -> None:
+    project.write_config(extra='\n[icc.store]\nurl = "postgresql://icc:S3cret%ZZ@127.0.0.1:1/app"\n')
+    code = "import icc\ntry:\n    icc.dispatch('x', {})\nexcept icc.QueueError as exc:\n    print(exc)\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=project.root,
+        env=project.environ(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "invalid percent-encoded token" in proc.stdout and "S3cret" not in proc.stdout + proc.stderr
 
 
 def test_db_migrate_without_psycopg_gives_the_install_hint(

@@ -7,13 +7,21 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from icc import ConfigError
-from icc.config import Config, ConsumersConfig, QueueConfig, find_config_file, load_config
+from icc.config import (
+    MAIL_QUEUE_DEFAULTS,
+    Config,
+    ConsumersConfig,
+    QueueConfig,
+    find_config_file,
+    load_config,
+)
 from icc.queue.dispatch import dispatch
 from projectkit import Project, at
 
@@ -63,7 +71,7 @@ def test_no_config_file_gives_defaults_rooted_at_the_working_directory(tmp_path:
     assert config.state_dir == tmp_path / ".icc"
     assert (config.environment, config.timezone, config.plugins) == ("production", "UTC", ())
     assert config.consumers == ConsumersConfig("cron", ("mail", "async"), 20.0)
-    assert dict(config.queues) == {"mail": QueueConfig(), "async": QueueConfig()}
+    assert dict(config.queues) == {"mail": MAIL_QUEUE_DEFAULTS, "async": QueueConfig()}
     assert (config.keep_runs, config.missed_window, config.grace) == (100, 60, 10.0)
     assert dict(config.tables) == {}
 
@@ -125,7 +133,7 @@ def test_full_pyproject_table_is_read(tmp_path: Path) -> None:
     assert (config.keep_runs, config.missed_window, config.grace) == (5, 0, 2.5)
     assert config.consumers == ConsumersConfig("service", ("mail",), 30.0)
     assert config.queue("reports") == QueueConfig(retries=10, lease=300.0)
-    assert config.queue("mail") == QueueConfig(delay=5.0)
+    assert config.queue("mail") == replace(MAIL_QUEUE_DEFAULTS, delay=5.0)  # the mail queue's other defaults
     assert config.queue("async") == QueueConfig()
     assert config.queue("not-configured") == QueueConfig()
     assert config.tables == {"mail": {"dsn": "smtp://localhost:25"}}

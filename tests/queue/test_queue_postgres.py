@@ -163,6 +163,13 @@ def test_a_database_without_the_schema_names_the_command_to_run(tmp_path: Path, 
         PostgresTransport(config)
 
 
+def test_dispatch_to_a_database_without_the_schema_raises_queue_error(tmp_path: Path, pg_url: str) -> None:
+    # icc.dispatch documents QueueError: application code catching it must not miss a StateError.
+    config = Config(path=None, root=tmp_path, store=StoreConfig(url=pg_url, host_id="t"))
+    with pytest.raises(QueueError, match=r"has no icc schema yet; run `icc db migrate`"):
+        dispatch("report.render", {"id": 1}, config=config)
+
+
 def restart(pg_server: PgServer) -> None:
     """pg_ctl restart, its output (the new server's too) to the server's log, not to a pipe we would wait on."""
     log = pg_server.datadir.parent / "log"
@@ -245,3 +252,78 @@ def test_a_lease_whose_answer_was_lost_gives_its_batch_back_when_retried(
     assert [(e.id, e.attempts) for e in transport.lease("async", owner="b", limit=10, lease=30)] == [
         (ids[2], 1)
     ]
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "with-a-message"])
+def test_a_consumer_whose_server_stops_answering_exits_soon_after_its_time_limit(
+    tmp_path: Path, pg_server: PgServer, pg_url: str, busy: bool
+) -> None:
+    # A frozen server (or a partition the kernel does not notice: the proxy's kernel acknowledges everything)
+    # answers nothing, so no timeout of the server's and no TCP timeout fires: only the consumer's own guard.
+    from projectkit import Project
+    from proxykit import TcpProxy
+
+    migrated(pg_url)
+    proxy = TcpProxy(pg_server.port)
+    try:
+        project = Project(tmp_path / "proj", store_url=proxy.url(pg_url.rsplit("/", 1)[1]), host_id="h1")
+        project.root.mkdir()
+        project.write_config(extra='\n[icc.consumers]\nmode = "service"\n')
+        project.write_plugin(
+            """
+            @icc.hookimpl
+            def register_handlers(register):
+                register("job.slow", lambda payload: time.sleep(0.5))
+            """
+        )
+        if busy:  # frozen while it acknowledges a handled message, with the next one leased
+            for n in range(20):
+                dispatch(
+                    "job.slow",
+                    {"n": n},
+                    config=Config(path=None, root=tmp_path, store=StoreConfig(url=pg_url)),
+                )
+        proc = project.popen("consume", "async", "--time-limit", "3", "--sleep", "0.2")
+        try:
+            project.wait_for(lambda: _consumer_polled(pg_server, pg_url), what="the consumer's first lease")
+            proxy.blackhole()
+            try:
+                out, err = proc.communicate(timeout=60)  # before: still waiting after 600 s
+            except subprocess.TimeoutExpired:
+                raise AssertionError(
+                    "the consumer was still waiting for the frozen server 60 s later"
+                ) from None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    finally:
+        proxy.close()
+    assert proc.returncode == 1, out + err
+    assert "past the time limit of 3s; exiting without it" in err, err
+    assert "the queue database did not answer" in out + err
+
+
+def _consumer_polled(pg_server: PgServer, pg_url: str) -> bool:
+    """The consumer is past its start-up (the schema check): it asked for stop requests, or leased."""
+    database = pg_url.rsplit("/", 1)[1]
+    found = pg_server.admin(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'icc % h1' "
+        f"AND datname = '{database}' AND (query LIKE '%.control %' OR query LIKE '%.messages%' "
+        "OR query = 'COMMIT' OR query LIKE 'SET statement_timeout%')"
+    )
+    return int(found) > 0
+
+
+def test_a_consumers_connections_get_timeouts_that_fit_its_time_limit(config: Config) -> None:
+    from icc.store.postgres.connection import timeouts
+
+    assert timeouts(None) == (30_000, 10_000, 10)  # icc's defaults: dispatch, ticks, icc db
+    assert timeouts(8) == (8_000, 8_000, 8)
+    assert timeouts(0.2) == (1_000, 1_000, 2)  # libpq waits 2 s at least
+    transport = PostgresTransport(config, limit=8)
+    show = "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')"
+    assert transport._run(lambda conn: conn.execute(show).fetchone()) == ("8s", "8s")
+    transport.limit_time(3)  # for the connections opened from now on
+    transport._run(lambda conn: conn.close())
+    assert transport._run(lambda conn: conn.execute(show).fetchone()) == ("3s", "3s")

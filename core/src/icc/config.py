@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -29,6 +29,7 @@ __all__ = [
     "StoreConfig",
     "find_config_file",
     "load_config",
+    "queue_defaults",
 ]
 
 CONFIG_FILE = "icc.toml"
@@ -91,8 +92,21 @@ class StoreConfig:
         return self.url is not None
 
 
+# The mail queue waits out an SMTP outage as mail servers do (RFC 5321 section 4.5.4.1: give up after days, not
+# seconds): 1, 2, 4 ... 128 minutes, then every 4 hours: 13 retries over 24 h 15 min (at least 18 h with the
+# jitter). A mail is rarely worth less a day later; a message of ``async`` usually is, so it keeps 1 s, 2 s, 4 s.
+MAIL_QUEUE_DEFAULTS = QueueConfig(retries=13, delay=60.0, multiplier=2.0, max_delay=4 * 3600.0)
+_QUEUE_DEFAULTS: Mapping[str, QueueConfig] = MappingProxyType({"mail": MAIL_QUEUE_DEFAULTS})
+
+
+def queue_defaults(name: str) -> QueueConfig:
+    """The settings of queue ``name`` before its ``[queues.<name>]`` table: the mail queue's own, else the
+    common defaults. A table changes only the keys it sets."""
+    return _QUEUE_DEFAULTS.get(name) or QueueConfig()
+
+
 def _default_queues() -> Mapping[str, QueueConfig]:
-    return MappingProxyType({name: QueueConfig() for name in DEFAULT_QUEUES})
+    return MappingProxyType({name: queue_defaults(name) for name in DEFAULT_QUEUES})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,7 +140,7 @@ class Config:
         root = Path(self.root).absolute()
         object.__setattr__(self, "root", root)
         object.__setattr__(self, "state_dir", root / Path(self.state_dir).expanduser())
-        queues = {name: QueueConfig() for name in DEFAULT_QUEUES}
+        queues = {name: queue_defaults(name) for name in DEFAULT_QUEUES}
         queues.update(self.queues)
         object.__setattr__(self, "queues", MappingProxyType(queues))
         object.__setattr__(self, "tables", MappingProxyType(dict(self.tables)))
@@ -140,7 +154,7 @@ class Config:
 
     def queue(self, name: str) -> QueueConfig:
         """The settings of queue ``name``; defaults for a queue that is not configured."""
-        return self.queues.get(name) or QueueConfig()
+        return self.queues.get(name) or queue_defaults(name)
 
 
 # --- key schema -------------------------------------------------------------------------------------
@@ -574,7 +588,7 @@ def load_config(
         queue_where = f"{where[:-1]}.queues.{name}]"
         if not isinstance(queue_table, dict):
             raise ConfigError(f"{origin}: 'queues.{name}' must be a table: write {queue_where}")
-        queues[name] = QueueConfig(**_check(queue_table, QUEUE_KEYS, queue_where, origin))
+        queues[name] = replace(queue_defaults(name), **_check(queue_table, QUEUE_KEYS, queue_where, origin))
 
     # .env, .env.local, then the real environment: later wins.
     dotenv = _dotenv(root)

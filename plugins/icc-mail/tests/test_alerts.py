@@ -227,3 +227,64 @@ def test_alert_settings_from_variables() -> None:
     )
     assert config.alert_to == ("ops@example.org", "dev@example.org")
     assert config.alert_interval == 5400
+
+
+def test_an_alert_for_output_past_the_queue_limit_is_mailed_with_its_head_and_tail(
+    tmp_path: Path, start_smtp: StartServer
+) -> None:
+    server = start_smtp()
+    config = project(tmp_path / "proj", server.port, 'alert_to = ["ops@example.org"]\nalert_interval = 60\n')
+    host = host_for(config)
+    job = Job("probe.noisy", lambda: None, Schedule())
+    output = "HEAD\n" + "\x01" * 70_000 + "\nTAIL"  # 420 kB of JSON escapes: past the 256 KiB a message holds
+    ran(host, job, "failed", 0, output=output, error="E" * 50_000)
+    ran(host, job, "failed", 2, output=output)  # the state moved on: the next alert is mailed too
+    assert queued(config) == 2
+    consume(config)
+    assert len(server.received) == 2
+    body = text_of(server.received[0])
+    assert body.startswith(f"probe.noisy failed on {HOST}")
+    assert "HEAD" in body and "TAIL" in body
+    assert f"the stored output is {len(output)} characters ({len(output)} bytes)" in body
+    assert "the error is 50000 characters" in body
+    assert "icc logs probe.noisy shows all that icc stored" in body
+    assert body.count("\x01") < 20_000
+
+
+def test_an_alert_the_queue_refuses_is_mailed_without_its_output(
+    tmp_path: Path, start_smtp: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import icc_mail.alerts
+
+    server = start_smtp()
+    config = project(tmp_path / "proj", server.port, 'alert_to = ["ops@example.org"]\n')
+    host = host_for(config)
+    monkeypatch.setattr(icc_mail.alerts, "ALERT_OUTPUT_CHARS", 10**6)  # the capped mail is too big still
+    ran(host, Job("probe.noisy", lambda: None, Schedule()), "failed", 0, output="\x01" * 70_000)
+    consume(config)
+    [got] = server.received
+    assert got.message["Subject"] == f"[icc] probe.noisy failed on {HOST}"
+    body = text_of(got)
+    assert "The error and the output are left out: the mail with them could not be queued." in body
+    assert "\x01" not in body
+
+
+def test_an_alert_that_cannot_be_queued_is_recorded_on_the_run_and_tried_again(
+    tmp_path: Path, start_smtp: StartServer
+) -> None:
+    server = start_smtp()
+    config = project(tmp_path / "proj", server.port, 'alert_to = ["ops@example.org"]\n')
+    (config.state_dir / "queue.sqlite3").write_bytes(b"")  # a truncated queue database: icc refuses it
+    host = host_for(config)
+    job = Job("probe.boom", lambda: None, Schedule())
+    started = BASE
+    result = RunResult("failed", exit_code=1, output="x\n", started_at=started, ended_at=started)
+    notes = host.call_after_run(job, RunContext(job.name, 1, started, "scheduled", "production"), result)
+    [note] = notes
+    assert note.startswith("after_run hook of plugin 'icc-mail' failed: MailError: the mail about probe.boom")
+    assert "could not be queued" in note and "queue.sqlite3" in note
+    (config.state_dir / "queue.sqlite3").unlink()  # the queue is back: the next failure sends the first alert
+    host = host_for(config)
+    ran(host, job, "failed", 1)
+    consume(config)
+    assert [r.message["Subject"] for r in server.received] == [f"[icc] probe.boom failed on {HOST}"]

@@ -153,3 +153,45 @@ def test_mail_server_down_is_retried_then_delivered_when_it_is_back(
     wait_for(lambda: server.received, "the SMTP server to receive the mail")
     assert server.received[0].message["Subject"] == "Grüße aus Köln ✓"
     wait_for(lambda: project.attempts() == [], "the message to leave the queue")
+
+
+def test_mail_queue_retries_outlive_an_smtp_outage_of_a_day_by_default(tmp_path: Path) -> None:
+    from icc.config import load_config
+    from icc.queue.retry import backoff, max_attempts
+
+    (tmp_path / "icc.toml").write_text('[icc.mail]\nsender = "shop@example.org"\n')
+    mail = load_config(cwd=tmp_path, environ={}).queue("mail")
+    for key in (None, "mail:1", "mail:2", "mail:3"):  # without jitter, and three messages' jitters
+        waits = [backoff(mail, attempt, key) for attempt in range(1, max_attempts(mail))]
+        assert waits[0] >= 45  # a minute, less up to a quarter of jitter: not 1 s
+        assert max(waits) <= 4 * 3600  # never a wait of more than 4 hours
+        assert 18 * 3600 <= sum(waits) <= 26 * 3600  # about a day before the mail goes to `icc failed`
+    # A table changes only what it sets; other queues keep 1 s, 2 s, 4 s.
+    (tmp_path / "icc.toml").write_text("[icc.queues.mail]\nretries = 2\n")
+    config = load_config(cwd=tmp_path, environ={})
+    assert (config.queue("mail").retries, config.queue("mail").delay) == (2, 60.0)
+    assert [backoff(config.queue("async"), n) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]
+
+
+def test_mail_server_down_keeps_the_mail_queued_for_a_minute_not_seconds(
+    tmp_path: Path, unused_port: int
+) -> None:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "icc.toml").write_text(
+        f'[icc]\nstate_dir = "state"\n\n[icc.mail]\ndsn = "smtp://127.0.0.1:{unused_port}?timeout=2"\n'
+        'sender = "shop@example.org"\n'
+    )
+    project = Project.__new__(Project)
+    project.root = root
+    project.send_mail()
+    before = time.time()
+    project.icc("consume", "mail", "--time-limit", "4")
+    db = sqlite3.connect(root / "state" / "queue.sqlite3")
+    try:
+        [(attempts, available_at)] = db.execute("SELECT attempts, available_at FROM messages").fetchall()
+    finally:
+        db.close()
+    assert attempts == 1  # one delivery in 4 s: the retry waits about a minute
+    assert available_at - before >= 45
+    assert "no failed messages" in project.icc("failed", "list")

@@ -59,7 +59,7 @@ def _connection(config: Config, purpose: str) -> Iterator[psycopg.Connection[Any
         detail = text.splitlines()[0] if text else type(exc).__name__
         raise StateError(
             f"icc {purpose}: the PostgreSQL store {pg.shown_url(url)} (schema {config.store.schema!r}) "
-            f"refused: {detail.replace(url, pg.shown_url(url))}"
+            f"refused: {pg.redacted(detail, url)}"
         ) from None
     finally:
         conn.close()

@@ -145,7 +145,7 @@ def consume(
             sys.stderr.flush()
 
         consumer = Consumer(
-            open_transport(config),
+            open_transport(config, limit=time_limit),
             handlers,
             queues,
             policy=config.queue,

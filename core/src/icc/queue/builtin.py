@@ -80,7 +80,8 @@ def consume_in_process(config: Config, queue: str, *, started: float | None = No
         sys.stderr.flush()
 
     consumer = Consumer(
-        open_transport(config),  # opened here, after the forks: a new connection of this process
+        # Opened here, after the forks: a new connection of this process, with timeouts that fit the time limit.
+        open_transport(config, limit=config.consumers.time_limit),
         {name: spec.handler for name, spec in specs.items()},
         (queue,),
         policy=config.queue,

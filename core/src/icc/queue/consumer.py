@@ -25,6 +25,13 @@ interruption, or it is blocked where signals cannot reach it) is abandoned: when
 process (``hard_exit`` given, as ``icc consume`` does), the watchdog records the message's failure,
 acknowledges and releases what it holds, and ends the process with ``os._exit``. Code that holds the GIL
 (a long C call) stops even the watchdog; the cron job's timeout kills the process group then.
+
+A queue database that stops answering (a frozen server, a partition the kernel does not notice) holds the
+consumer in a call to its transport, where no signal helps. The transport is told the time limit
+(``limit_time(seconds)``: PostgreSQL derives its connect, statement and lock timeouts from it), and a guard
+thread ends a consumer that owns its process :func:`stuck_bound` seconds past its time limit when it is
+still waiting there (and ``grace`` later when a handler runs, should the watchdog be stuck too): the messages it
+leased come back when their lease expires.
 """
 
 from __future__ import annotations
@@ -86,6 +93,12 @@ _ACK_INTERVAL = 1.0
 _IDLE_STEP = 0.1
 # Seconds between two looks at the control requests (`icc consume --stop`, `icc pause --queues`).
 _CONTROL_INTERVAL = 0.5
+
+
+def stuck_bound(grace: float) -> float:
+    """Seconds past its time limit after which a consumer still waiting for its queue database (no handler
+    running) ends its process: half the grace, between 1 and 5 seconds."""
+    return max(1.0, min(5.0, max(0.0, grace) / 2))
 
 
 class QueuePolicy(RetryPolicy, Protocol):
@@ -290,6 +303,7 @@ class Consumer:
             self._interrupt_at = deadline
             self._interrupt_why = f"still running at the consumer's time limit of {self.limits.time_limit:g}s"
         threads_stop = threading.Event()
+        finished = threading.Event()  # set once the last acknowledgement is written: the guard stands down
         threads = [
             threading.Thread(target=target, args=(threads_stop,), name=name, daemon=True)
             for target, name in (
@@ -297,10 +311,19 @@ class Consumer:
                 (self._watchdog, "icc-queue-watchdog"),
             )
         ]
+        if deadline is not None and self.hard_exit is not None:
+            threads.append(
+                threading.Thread(
+                    target=self._guard, args=(finished, deadline), name="icc-queue-guard", daemon=True
+                )
+            )
         with self._signals(install_signal_handlers):
             for thread in threads:
                 thread.start()
             try:
+                limit_time = getattr(self.transport, "limit_time", None)
+                if deadline is not None and limit_time is not None:
+                    limit_time(max(0.0, deadline - time.monotonic()))
                 while True:
                     reason = self._limit_reached(deadline)
                     if reason is not None:
@@ -356,12 +379,38 @@ class Consumer:
                     self._flush_acks()
                     self._release_rest()
                 finally:
+                    finished.set()
                     with self._state:
                         self._holding = False
                     for thread in threads:
                         thread.join(timeout=5)
                     self.stats.elapsed = time.monotonic() - started
         return self.stats
+
+    def _guard(self, finished: threading.Event, deadline: float) -> None:
+        """End the process when the consumer is still at work :func:`stuck_bound` seconds past its time
+        limit with no handler running: it waits for a queue database that stopped answering. A running
+        handler is the watchdog's to interrupt and abandon; past ``grace`` more, the watchdog is stuck too."""
+        until = deadline + stuck_bound(self.limits.grace)
+        last = until + max(0.0, self.limits.grace)
+        while not finished.wait(max(0.0, until - time.monotonic())):
+            now = time.monotonic()
+            if self._current is not None and now < last:
+                until = now + _WATCH_STEP  # a handler runs: the watchdog interrupts or abandons it
+                continue
+            what = "its queue database" if self._current is None else "its handler and its queue database"
+            self.report(
+                f"still waiting for {what} {now - deadline:.1f}s past the time limit of "
+                f"{self.limits.time_limit or 0:g}s; exiting without it (the messages it leased come back when "
+                "their lease expires)"
+            )
+            self.stats.stop_reason = (
+                f"time limit of {self.limits.time_limit or 0:g}s reached; the queue database did not answer"
+            )
+            self.stats.elapsed = now - self._started
+            if self.hard_exit is not None:
+                self.hard_exit(self.stats)
+            os._exit(HUNG_EXIT_CODE)
 
     def _release_rest(self) -> None:
         with self._state:

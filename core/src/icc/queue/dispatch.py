@@ -56,12 +56,13 @@ def _synchronous() -> Literal["FULL", "NORMAL"]:
     raise QueueError(f"{SYNCHRONOUS_VARIABLE} must be FULL or NORMAL, not {value!r}")
 
 
-def open_transport(config: Config) -> QueueBackend:
+def open_transport(config: Config, *, limit: float | None = None) -> QueueBackend:
     """The queues of ``config``, opened once per process (and again in a forked child).
 
     SQLite: the queue database of ``config.state_dir``; durability is ``synchronous=FULL`` unless
     ``ICC_QUEUE_SYNCHRONOUS=NORMAL`` trades the last commits before a power loss for throughput (see
     :mod:`icc.store.sqlite.queues`). With ``[icc.store] url``: the PostgreSQL transport (:mod:`icc.store.postgres.queues`).
+    ``limit``: a consumer's time limit; the PostgreSQL transport shortens its connections' timeouts to fit.
     """
     url = config.store.url
     # The state directory is already absolute: Config resolves it against its root.
@@ -69,11 +70,14 @@ def open_transport(config: Config) -> QueueBackend:
     with _lock:
         transport = _transports.get(key)
         if transport is not None and not transport.forked:
+            limit_time = getattr(transport, "limit_time", None)
+            if limit is not None and limit_time is not None:
+                limit_time(limit)
             return transport
         if config.store.url is not None:
             from icc.store.postgres.queues import PostgresTransport
 
-            transport = PostgresTransport(config)
+            transport = PostgresTransport(config, limit=limit)
         else:
             from icc.store.sqlite.queues import SqliteTransport  # lazy: icc.queue.message <-> the transport
 

@@ -7,14 +7,20 @@ failure mail sends a "recovered" mail and ends the episode. The state lives in t
 ``mail.alert:<job>``) and is changed in one write transaction per run, so concurrent background supervisors
 see each other's decisions: two failures at once never send two first mails. The mail is queued inside that
 transaction: should queueing fail, the state is not changed and the next failure tries again (at-least-once).
+
+An alert always fits in a queue message: it carries the head and the tail of the run's output and error (with
+their total size), and should it still be refused (too big, or text the mail cannot carry) a minimal alert
+without them is queued instead. Only a queue that cannot be written at all leaves an alert unqueued: the hook
+then fails with one line saying so, which icc records on the run (``icc status JOB``), and logs it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,6 +40,12 @@ __all__ = ["FAILED", "META_PREFIX", "RAN", "Decision", "decide", "notify"]
 FAILED = frozenset({"failed", "timed_out", "abandoned"})
 RAN = frozenset({"succeeded", "failed", "timed_out", "abandoned", "stopped"})  # runs that ended, not missed
 META_PREFIX = "mail.alert:"
+# The most of a run's output and of its error an alert carries: half from the head, half from the tail. Even as
+# control characters (6 bytes of JSON each) that is far below the queue's 256 KiB per message.
+ALERT_OUTPUT_CHARS = 16 * 1024
+ALERT_ERROR_CHARS = 8 * 1024
+
+log = logging.getLogger("icc_mail")
 
 Kind = Literal["first", "repeat", "recovered"]
 
@@ -83,7 +95,22 @@ def _when(moment: datetime | float | None, zone: str) -> str:
     return moment.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
-def _body(job: Job, run: RunContext, result: RunResult, host: str, zone: str, headline: str) -> str:
+def _capped(text: str, limit: int, what: str, job: str) -> str:
+    """``text`` whole, or its head and tail with a line saying how much is left out of how much."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    size = len(text.encode("utf-8", "surrogatepass"))
+    return (
+        f"{text[:half]}\n[... {len(text) - 2 * half} characters left out here: the {what} is {len(text)} "
+        f"characters ({size} bytes); icc logs {job} shows all that icc stored ...]\n{text[-half:]}"
+    )
+
+
+def _body(
+    job: Job, run: RunContext, result: RunResult, host: str, zone: str, headline: str, *, full: bool = True
+) -> str:
+    """The mail's text; ``full`` False leaves out the error and the output (an alert the queue refused)."""
     duration = "-" if result.duration is None else f"{result.duration:.1f}s"
     lines = [
         headline,
@@ -98,33 +125,63 @@ def _body(job: Job, run: RunContext, result: RunResult, host: str, zone: str, he
         f"took:      {duration}",
         f"exit code: {'-' if result.exit_code is None else result.exit_code}",
     ]
+    if not full:
+        lines += ["", "The error and the output are left out: the mail with them could not be queued."]
+        lines += ["", f"More: icc status {job.name}", ""]
+        return "\n".join(lines)
     if result.error:
-        lines += ["", "Error:", result.error.rstrip("\n")]
-    output = (result.output or "").rstrip("\n")
+        lines += ["", "Error:", _capped(result.error.rstrip("\n"), ALERT_ERROR_CHARS, "error", job.name)]
+    output = _capped((result.output or "").rstrip("\n"), ALERT_OUTPUT_CHARS, "stored output", job.name)
     lines += ["", "Output (the stored tail):", output] if output else ["", "No output."]
     lines += ["", f"More: icc status {job.name}", ""]
     return "\n".join(lines)
 
 
-def _queue(config: Config, to: Sequence[str], subject: str, text: str, job: str, outcome: str) -> int:
+def _queue(
+    config: Config,
+    to: Sequence[str],
+    subject: str,
+    text: Callable[[bool], str],
+    job: str,
+    outcome: str,
+) -> int:
+    """Queue the mail with ``text(True)``; should the queue or the mail refuse it (too big, a lone surrogate),
+    the minimal ``text(False)``. Raises :class:`MailError` saying so when neither could be queued."""
+    from icc.errors import QueueError
     from icc.queue.dispatch import dispatch
 
+    from icc_mail.errors import MailError
     from icc_mail.message import Mail
 
-    mail = Mail.from_payload(
-        {
-            "to": list(to),
-            "subject": _header_text(subject),
-            "text": text,
-            "headers": {
-                "Auto-Submitted": "auto-generated",  # RFC 3834: no vacation replies to alerts
-                "X-Icc-Job": _header_text(job),
-                "X-Icc-Outcome": outcome,
-            },
-        }
-    )
-    message_id: int = dispatch(MESSAGE_NAME, mail.to_payload(), queue=QUEUE, config=config)
-    return message_id
+    def queue(body: str) -> int:
+        mail = Mail.from_payload(
+            {
+                "to": list(to),
+                "subject": _header_text(subject),
+                "text": body,
+                "headers": {
+                    "Auto-Submitted": "auto-generated",  # RFC 3834: no vacation replies to alerts
+                    "X-Icc-Job": _header_text(job),
+                    "X-Icc-Outcome": outcome,
+                },
+            }
+        )
+        message_id: int = dispatch(MESSAGE_NAME, mail.to_payload(), queue=QUEUE, config=config)
+        return message_id
+
+    try:
+        return queue(text(True))
+    except (QueueError, MailError) as exc:
+        log.warning("mail about %s: sending it without its output and error, as it was refused: %s", job, exc)
+        first = exc
+    try:
+        return queue(text(False))
+    except (QueueError, MailError) as exc:
+        problem = f"the mail about {job} ({outcome}) to {', '.join(to)} could not be queued: {exc}"
+        if str(exc) != str(first):
+            problem += f" (with its output: {first})"
+        log.error("%s", problem)
+        raise MailError(problem) from None
 
 
 def _failure_mail(
@@ -159,7 +216,12 @@ def _failure_mail(
             f"{not_mailed}."
         )
     return _queue(
-        config, to, subject, _body(job, run, result, host, zone, headline), job.name, result.outcome
+        config,
+        to,
+        subject,
+        lambda full: _body(job, run, result, host, zone, headline, full=full),
+        job.name,
+        result.outcome,
     )
 
 
@@ -207,9 +269,11 @@ def notify(config: Config, mail: MailConfig, job: Job, run: RunContext, result: 
     if output_to and outcome in RAN:
         host = socket.gethostname()
         what = outcome.replace("_", " ")
-        text = _body(
-            job, run, result, host, config.timezone, f"Output of {job.name}, which {what} on {host}."
-        )
+        headline = f"Output of {job.name}, which {what} on {host}."
+
+        def text(full: bool) -> str:
+            return _body(job, run, result, host, config.timezone, headline, full=full)
+
         queued.append(
             _queue(config, output_to, f"[icc] {job.name} {what} on {host}", text, job.name, outcome)
         )

@@ -16,13 +16,14 @@ unknown schema with the command to run.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from icc.errors import StateError
 
@@ -37,9 +38,11 @@ __all__ = [
     "connect",
     "migrate",
     "migrations",
+    "redacted",
     "require_current",
     "schema_status",
     "shown_url",
+    "timeouts",
 ]
 
 STATEMENT_TIMEOUT_MS = 30_000
@@ -49,9 +52,13 @@ CONNECT_TIMEOUT_S = 10
 
 
 def shown_url(url: str) -> str:
-    """``url`` without its password, for messages: ``postgresql://icc:***@db/app``."""
+    """``url`` without its password, for messages: ``postgresql://icc:***@db/app``. A user name libpq cannot
+    decode (a bad ``%`` escape: perhaps a password typed where the user goes) is hidden too."""
     try:
         parts = urlsplit(url)
+        if parts.username is not None and _BAD_ESCAPE.search(parts.username):
+            host = parts.netloc.rpartition("@")[2]
+            return urlunsplit(parts._replace(netloc=f"***@{host}"))
         if parts.password is None:
             return url
         user = parts.username or ""
@@ -59,6 +66,60 @@ def shown_url(url: str) -> str:
         return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
     except ValueError:
         return "postgresql://***"
+
+
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_QUOTED = re.compile(r'"([^"]*)"')
+# A password part shorter than this is redacted only where a message quotes it whole: replacing every "ab"
+# would garble messages while hiding nothing a guess would not find.
+_SHORTEST_SECRET = 4
+
+
+def _userinfos(url: str) -> set[str]:
+    """The user info of ``url`` as urllib reads it (up to the last ``@`` of the authority) and as libpq does (up
+    to the first ``@`` before the first ``/``): with an unencoded ``@``, ``/`` or ``?`` in a password they differ."""
+    rest = url.partition("://")[2]
+    found: set[str] = set()
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        netloc = ""
+    if "@" in netloc:
+        found.add(netloc.rpartition("@")[0])
+    authority = rest.split("/", 1)[0]
+    if "@" in authority:
+        found.add(authority.partition("@")[0])
+        found.add(authority.rpartition("@")[0])
+    return {info for info in found if info}
+
+
+def redacted(text: str, url: str) -> str:
+    """``text`` (a libpq or psycopg message) safe to print: ``url`` shown as :func:`shown_url`, and any part of
+    its user info (the password, the user name, the whole user info; as written and percent-decoded) replaced by
+    ``***``. libpq quotes what it cannot parse (``invalid percent-encoded token: "S3cret%ZZ"``) and cron mails
+    stderr, so a connection error must never carry the password."""
+    text = text.replace(url, shown_url(url))
+    secrets: set[str] = set()  # redacted wherever they appear
+    names: set[str] = set()  # redacted where a message quotes one whole ("role "icc" does not exist")
+    for info in _userinfos(url):
+        user, colon, password = info.partition(":")
+        names.update({user, unquote(user)})
+        if colon:  # a user info without a password is the user name alone
+            for value in (info, unquote(info), password, unquote(password)):
+                (secrets if len(value) >= _SHORTEST_SECRET else names).add(value)
+    secrets.discard("")
+    names.discard("")
+
+    def quoted(match: re.Match[str]) -> str:
+        token = match.group(1)
+        if token in names or token in secrets or any(secret in token for secret in secrets):
+            return '"***"'
+        return match.group(0)
+
+    text = _QUOTED.sub(quoted, text)
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def _driver() -> Any:  # the psycopg module
@@ -78,11 +139,21 @@ def quoted(schema: str) -> str:
     return f'"{schema}"'
 
 
+def timeouts(limit: float | None = None) -> tuple[int, int, int]:
+    """``(statement_timeout ms, lock_timeout ms, connect_timeout s)`` for work that must end within ``limit``
+    seconds (a consumer's time limit): icc's defaults, shortened to the limit (libpq waits at least 2 s)."""
+    if limit is None or not math.isfinite(limit):
+        return STATEMENT_TIMEOUT_MS, LOCK_TIMEOUT_MS, CONNECT_TIMEOUT_S
+    statement = int(min(STATEMENT_TIMEOUT_MS, max(1000.0, limit * 1000)))
+    return statement, min(LOCK_TIMEOUT_MS, statement), int(min(CONNECT_TIMEOUT_S, max(2, math.ceil(limit))))
+
+
 def connect(
-    config: Config, *, purpose: str | None = None, autocommit: bool = False
+    config: Config, *, purpose: str | None = None, autocommit: bool = False, limit: float | None = None
 ) -> psycopg.Connection[Any]:
-    """A new connection to ``config.store.url`` with icc's timeouts; a one-line :class:`StateError` when the
-    server cannot be reached (the password is never shown)."""
+    """A new connection to ``config.store.url`` with icc's timeouts (shortened to ``limit`` seconds, see
+    :func:`timeouts`); a one-line :class:`StateError` when the server cannot be reached (the password is never
+    shown)."""
     url = config.store.url
     if url is None:
         raise StateError("no [icc.store] url: this install keeps its state in SQLite")
@@ -91,8 +162,9 @@ def connect(
     from icc.store import host_id
 
     application = f"icc {command} {host_id(config)}"[:63]
+    statement_ms, lock_ms, connect_s = timeouts(limit)
     options = (
-        f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS} "
+        f"-c statement_timeout={statement_ms} -c lock_timeout={lock_ms} "
         f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
     )
     try:
@@ -101,7 +173,7 @@ def connect(
             autocommit=autocommit,
             application_name=application,
             options=options,
-            connect_timeout=CONNECT_TIMEOUT_S,
+            connect_timeout=connect_s,
             prepare_threshold=None,  # no server-side prepared statements: pgbouncer in transaction mode
             # A server that vanishes (partition, power loss) is noticed by TCP within about 30 s.
             keepalives=1,
@@ -119,7 +191,7 @@ def connect(
                 "ini and set the timeouts on the role, see the pgbouncer section of docs/several-servers.md)"
             )
         raise StateError(
-            f"cannot connect to the PostgreSQL store {shown_url(url)}: {detail.replace(url, shown_url(url))}"
+            f"cannot connect to the PostgreSQL store {shown_url(url)}: {redacted(detail, url)}"
         ) from None
     return conn
 

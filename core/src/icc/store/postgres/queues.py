@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from icc.errors import QueueError
+from icc.errors import QueueError, StateError
 from icc.queue.message import (
     Envelope,
     ErrorRecord,
@@ -115,14 +115,13 @@ class PostgresTransport:
     """The queues of ``config.store`` in PostgreSQL. Thread-safe: one connection behind a lock, shared by
     the consumer loop and its heartbeat thread."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, limit: float | None = None) -> None:
         from icc.store.postgres.connection import _driver, quoted, require_current, shown_url
 
         assert config.store.url is not None
         self._config = config
         self._url = config.store.url
         self._label = f"the PostgreSQL queue store {shown_url(self._url)}"
-        self._shown = shown_url(self._url)
         self._schema = quoted(config.store.schema)
         self._psycopg = _driver()
         self._lock = threading.Lock()
@@ -130,6 +129,7 @@ class PostgresTransport:
         self._conn: psycopg.Connection[Any] | None = None
         self._conn_pid = 0
         self._inherited: list[object] = []  # a parent's connections: never used nor closed here
+        self._limit = limit  # a consumer's time limit (limit_time): its connections' timeouts fit in it
         self.notify = config.consumers.notify
         self._channel = channel(config.store.schema)
         # The LISTEN connection of a waiting consumer (only ever used by the thread that waits).
@@ -142,6 +142,8 @@ class PostgresTransport:
             require_current(conn, config.store.schema, self._url)
         except self._psycopg.Error as exc:
             raise QueueError(self._message(exc)) from None
+        except StateError as exc:  # no schema, or a newer icc's: icc.dispatch raises QueueError only
+            raise QueueError(str(exc)) from None
 
     def _t(self, sql: str) -> str:
         return sql.replace("{s}", self._schema)
@@ -166,7 +168,7 @@ class PostgresTransport:
             from icc.store.postgres.connection import connect
 
             try:
-                conn = connect(self._config, autocommit=True)
+                conn = connect(self._config, autocommit=True, limit=self._limit)
             except Exception as exc:  # StateError from icc.store.postgres.connection: keep its one line
                 raise QueueError(str(exc)) from None
             self._conn, self._conn_pid = conn, os.getpid()
@@ -186,8 +188,9 @@ class PostgresTransport:
     def _message(self, exc: BaseException) -> str:
         text = str(exc).strip()
         detail = text.splitlines()[0] if text else type(exc).__name__
-        detail = detail.replace(self._url, self._shown)
-        return f"{self._label}: {detail}"
+        from icc.store.postgres.connection import redacted
+
+        return f"{self._label}: {redacted(detail, self._url)}"
 
     def _run(self, operation: Callable[[psycopg.Connection[Any]], T], *, repeatable: bool = True) -> T:
         """Run ``operation`` on this process's connection; reopen a dropped connection and, when
@@ -235,6 +238,13 @@ class PostgresTransport:
         after = time.time()
         assert row is not None
         return (before + after) / 2 - float(row[0])
+
+    def limit_time(self, seconds: float) -> None:
+        """A consumer with ``seconds`` to run: the connections opened from now on get statement, lock and connect
+        timeouts that fit (:func:`icc.store.postgres.connection.timeouts`). The open one keeps its own: a ``SET`` would outlive this
+        process on a pgbouncer's server connection. No timeout of the server's reaches a frozen server: that is
+        the consumer's guard's to deal with."""
+        self._limit = seconds
 
     # --- Transport ------------------------------------------------------------------------------
 
@@ -619,7 +629,7 @@ class PostgresTransport:
         from icc.store.postgres.connection import connect
 
         try:
-            conn = connect(self._config, purpose="consume-listen", autocommit=True)
+            conn = connect(self._config, purpose="consume-listen", autocommit=True, limit=self._limit)
         except Exception as exc:  # StateError from icc.store.postgres.connection: keep its one line
             self._listen_failed(str(exc))
             return None

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from icc.errors import StateError
-from icc.store.postgres.connection import connect, render, require_current, shown_url
+from icc.store.postgres.connection import connect, redacted, render, require_current, shown_url
 from icc.store.protocol import FAILURES, Claim, HostRecord, JobRecord, Outcome, RunKind, RunRecord, SyncReport
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ class PostgresStateStore:
     def _error(self, exc: BaseException, doing: str) -> StateError:
         text = str(exc).strip()
         detail = text.splitlines()[0] if text else type(exc).__name__
-        detail = detail.replace(self._url, shown_url(self._url))
+        detail = redacted(detail, self._url)
         return StateError(f"the PostgreSQL store {self._label()} failed {doing}: {detail}")
 
     def _disarm(self) -> None:
