@@ -8,13 +8,13 @@ PostgreSQL URL both the state store and the queue transport go to that database 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import uuid
-from typing import TYPE_CHECKING
 
 from icc.errors import StateError
 
+# This module is the parent of every backend module, so the idle ticks (icc.store.postgres.idle) and the light
+# minute (icc.store.protocol, icc.store.sqlite.diagnosis) import it: it imports only what they load anyway.
+TYPE_CHECKING = False  # not typing's: importing typing costs more than the PostgreSQL idle tick's query
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -56,6 +56,9 @@ def host_id(config: Config) -> str:
     ``[icc.store] host_id`` when set; else a UUID made once and kept in ``<state_dir>/host_id`` (0600), never
     the bare hostname (containers share hostnames). Without a writable state directory: the hostname.
     """
+    import contextlib  # lazy: see the top of this module
+    import uuid  # lazy: uuid imports platform
+
     if config.store.host_id:
         return config.store.host_id
     path = config.state_dir / HOST_ID_FILE
@@ -90,6 +93,8 @@ def host_id(config: Config) -> str:
 
 
 def _read_host_id(path: Path) -> str:
+    import contextlib  # lazy: see the top of this module
+
     with contextlib.suppress(OSError, UnicodeDecodeError):
         return path.read_text(encoding="ascii").strip()
     return ""
