@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from icc.locks import tick_lock
 from icc.tick.coordinator import slot_of
-from icc.tick.work import scaled
+from icc.cli.work import scaled
 from projectkit import Project
 
 JOBS = """
