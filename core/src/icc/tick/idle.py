@@ -15,6 +15,8 @@ import sqlite3
 import sys
 import time
 
+from icc.slots import tick_slot
+
 _QUERY = (
     "SELECT (SELECT MIN(next_due) FROM jobs WHERE enabled = 1 AND removed_at IS NULL),"
     " (SELECT COUNT(*) FROM runs WHERE outcome IN ('pending', 'running')),"
@@ -61,24 +63,6 @@ def _trusted(state_dir: str, db_path: str) -> bool:
     if state_dir_problem(state_dir) is not None:
         return False
     return all(state_file_problem(db_path + s) is None for s in ("", "-wal", "-shm"))
-
-
-def tick_slot(at: str | None, timezone: str) -> int | None:
-    """The minute a tick at ``at`` (``--at``, naive times in ``timezone``; None: now) is for, in epoch seconds;
-    None outside what icc schedules (the full command says so). Raises ValueError for a malformed ``at``."""
-    if at is None:
-        now = time.time()
-    else:
-        from datetime import datetime
-
-        moment = datetime.fromisoformat(at)
-        if moment.tzinfo is None:
-            from zoneinfo import ZoneInfo
-
-            moment = moment.replace(tzinfo=ZoneInfo(timezone))
-        now = moment.timestamp()
-    slot = int(now) - int(now) % 60
-    return slot if 86400 <= slot <= 253402300740 else None
 
 
 def try_idle_tick(args: list[str]) -> int | None:
