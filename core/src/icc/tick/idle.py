@@ -76,9 +76,9 @@ def try_idle_tick(args: list[str]) -> int | None:
 
         config = read_config(config_path)
         if config is None:  # among the doubts: [icc.store], whose PostgreSQL idle tick has its own module
-            from icc.store.postgres.idle import try_pg_idle_tick
+            from icc.store import idle_tick  # lazy: only a configuration with [icc.store] gets here
 
-            return try_pg_idle_tick(config_path, quiet, at)
+            return idle_tick(config_path, quiet, at)
         state_dir, timezone = config
         db_path = os.path.join(state_dir, "state.sqlite3")
         if not _trusted(state_dir, db_path) or not os.path.isfile(db_path):
