@@ -37,10 +37,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check."""
+    """ruff check, ruff format --check, and the import contracts (lint-imports: docs/architecture.md)."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # grimp reads the source; icc need not be installed in this session, only found.
+    session.run("lint-imports", env={"PYTHONPATH": str(ROOT / "core" / "src")})
 
 
 @nox.session

@@ -28,6 +28,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("store_backend", ["sqlite", "postgres"])
 
 
+# Folders of tests/ whose tests start real icc processes, servers (PostgreSQL, pgbouncer, SMTP, HTTP) or
+# virtual environments, the plugins' suites, and the property sweeps (properties/): all marked `slow`, so `nox -s tests -- -m "not slow"` is the quick inner loop (the
+# model tests and the architecture checks; the time is in the README). A file elsewhere marks its slow tests.
+SLOW_FOLDERS = frozenset({"system", "tick", "supervise", "store", "queue", "cli", "notify", "properties"})
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            folder = item.path.resolve().relative_to(TESTS).parts[0]
+        except ValueError:  # a plugin's tests (plugins/*/tests): real SMTP servers and ticks
+            folder = "system"
+        if folder in SLOW_FOLDERS:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def store_backend() -> str:
     """Where the `project` fixture keeps its state: "sqlite", or "postgres" for @pytest.mark.both_stores tests."""

@@ -8,6 +8,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from icc import Schedule
 from icc.cron import compiled_form, compiled_matches
 from projectkit import Project, at
@@ -41,6 +42,7 @@ STARTS = [
 ]
 
 
+@pytest.mark.slow  # minute by minute through a year of DST changes in several zones
 def test_compiled_form_agrees_with_the_full_rule_through_dst_changes() -> None:
     answered = 0
     for expression in EXPRESSIONS:

@@ -341,7 +341,7 @@ def test_wildcard_job_runs_in_the_second_pass_of_a_repeated_hour_across_midnight
     ]
 
 
-# -- Where cronsim is wrong (the sweep in tests/model/test_dst_sweep.py leaves these out; cronsim_known_wrong) ----------
+# -- Where cronsim is wrong (the sweep in tests/properties/test_dst_sweep.py leaves these out; cronsim_known_wrong) ----------
 
 
 def test_lord_howe_wildcard_job_after_the_30_minute_shift_runs_on_the_hour() -> None:

@@ -26,8 +26,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from icc.errors import StateError
-from icc.statedir import state_dir_problem
-from icc.store.sqlite.diagnosis import os_error
+from icc.statedir import os_error, state_dir_problem
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _RECORD_SIZE = (

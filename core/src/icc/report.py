@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo
 if TYPE_CHECKING:
     from icc.config import Config
     from icc.pause import Pause
+    from icc.queue.transport import QueueStats
     from icc.store.protocol import RunRecord, StateStore
-    from icc.store.sqlite.queues import QueueStats
 
 
 def iso(epoch: float | None, zone: str) -> str | None:
@@ -252,8 +252,8 @@ def queue_stats(config: Config, now: float) -> dict[str, QueueStats]:
     """Every known queue (configured or holding messages), known ones first; a missing queue database is
     read as empty and not created."""
     from icc.queue.dispatch import known_queues
+    from icc.queue.transport import QueueStats
     from icc.store import open_transport, queues_present
-    from icc.store.sqlite.queues import QueueStats
 
     found: dict[str, QueueStats] = {}
     if queues_present(config):

@@ -7,6 +7,7 @@ are stat calls only, so the idle tick (:mod:`icc.tick.idle`) makes them too.
 
 from __future__ import annotations
 
+import errno  # built in: costs the idle tick nothing
 import os
 import stat
 
@@ -259,3 +260,22 @@ def open_output_file(path: Path | str, append: bool) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def os_error(path: Path, exc: OSError, *, doing: str) -> StateError:
+    """The one-line error for an :class:`OSError` on the state file or lock file ``path``."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return StateError(
+            f"cannot write {path} ({doing}): {exc.strerror} (the disk or your quota is full); "
+            "nothing was lost: free some space and run again"
+        )
+    if exc.errno == errno.EROFS:
+        return StateError(
+            f"cannot write {path} ({doing}): it is on a read-only file system; remount it read-write "
+            "or point state_dir to a writable place"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return StateError(
+            f"cannot use {path} ({doing}): {exc.strerror}; give yourself read and write access: chmod u+rw {path}"
+        )
+    return StateError(f"cannot use {path} ({doing}): {exc.strerror or exc}; check state_dir and its files")

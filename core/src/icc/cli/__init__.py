@@ -356,7 +356,7 @@ def work(env: Env, quiet: bool, period: float) -> None:
     the one `icc run` runs; its table goes to stdout. On SIGTERM/SIGINT it starts nothing new, lets a running
     job finish within `grace` seconds (then stops it as `icc run` does) and exits 0.
     """
-    from icc.tick.work import work as work_loop
+    from icc.cli.work import work as work_loop
 
     _exit(work_loop(env.config, quiet=quiet, period=period))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -18,7 +18,6 @@ from icc.errors import IccError, QueueError
 
 if TYPE_CHECKING:
     from icc.config import Config
-    from icc.plugins import HandlerSpec
     from icc.queue.consumer import ConsumeStats
 
 __all__ = ["consume", "failed", "queue"]
@@ -119,7 +118,7 @@ def consume(
     with _user_errors():
         from icc.plugins import load_plugins
         from icc.queue.consumer import Consumer, Limits
-        from icc.queue.dispatch import open_transport, validate_queue
+        from icc.queue.dispatch import handler_queue_warnings, open_transport, validate_queue
 
         time_limit = _seconds("--time-limit", time_limit, positive=True)
         sleep = _seconds("--sleep", sleep, positive=False) or 0.0
@@ -199,24 +198,6 @@ def _request_stop(env: Any) -> None:
         finally:
             transport.close()
         click.echo("asked every running consumer to stop after its current message")
-
-
-def handler_queue_warnings(config: Config, specs: Mapping[str, HandlerSpec]) -> list[str]:
-    """A handler registered for a queue that is not configured: reported, not refused.
-
-    Consumers find handlers by message name, whatever the queue, so such a handler still runs for
-    messages dispatched to a real queue; refusing it would stop every consumer over one plugin's typo.
-    But ``icc.dispatch`` to that queue fails, so it is most likely a mistake worth a line."""
-    from icc.queue.dispatch import known_queues
-
-    known = known_queues(config)
-    return [
-        f"plugin {spec.provenance.plugin} registers handler {name!r} for queue {spec.queue!r}, which is not "
-        f"configured (queues: {', '.join(known)}); messages cannot be dispatched to it. Fix the plugin's "
-        f"queue= or add a [queues.{spec.queue}] table"
-        for name, spec in sorted(specs.items())
-        if spec.queue not in known
-    ]
 
 
 # --- icc failed ---------------------------------------------------------------------------------------

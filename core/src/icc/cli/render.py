@@ -9,9 +9,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
+
+from icc.slots import fmt_slot as fmt_slot  # re-exported: ui.fmt_slot
+from icc.slots import fmt_time as fmt_time  # re-exported: ui.fmt_time
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -62,19 +63,6 @@ def for_terminal(text: str, raw: bool = False) -> str:
     """What ``icc status JOB`` and ``icc logs`` print of a job's text: escaped on a terminal unless ``raw``;
     unchanged into a pipe or file, where the bytes are what the reader asked for."""
     return text if raw or not is_terminal() else escape_controls(text)
-
-
-def fmt_time(epoch: float | None, zone: str) -> str:
-    if epoch is None:
-        return "-"
-    return datetime.fromtimestamp(epoch, tz=UTC).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
-
-
-def fmt_slot(slot: int | None, zone: str) -> str:
-    """A run's slot: its minute, with the seconds for a sub-minute job's offset (``2026-03-29 10:00:15``)."""
-    if slot is None or slot % 60 == 0:
-        return fmt_time(slot, zone)
-    return datetime.fromtimestamp(slot, tz=UTC).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def fmt_duration(seconds: float | None) -> str:

@@ -23,14 +23,14 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from icc.errors import ConfigError, IccError
 
 if TYPE_CHECKING:
-    from icc.cli import Env
+    from icc.config import Config
 
 __all__ = [
     "CONSUMER_TIME_LIMIT",
@@ -261,7 +261,7 @@ def next_steps(units: Sequence[Unit], *, system: bool, user: str) -> list[str]:
     help="System services (for /etc/systemd/system) that run as you; default: user services.",
 )
 @click.pass_obj
-def systemd(env: Env, directory: Path | None, system: bool) -> None:
+def systemd(env: Any, directory: Path | None, system: bool) -> None:  # env: icc.cli.Env, as in cli.queue
     """Unit files that run the queue consumers (and optionally the scheduler, `icc work`) under systemd.
 
     Prints them, or writes them with --write DIR and prints the systemctl commands to run next.
@@ -269,7 +269,7 @@ def systemd(env: Env, directory: Path | None, system: bool) -> None:
     """
     from icc.cli.argv import icc_argv
 
-    config = env.config
+    config: Config = env.config
     user = getpass.getuser()
     units = render_units(
         icc_argv(config),

@@ -22,6 +22,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from icc.hookspecs import hookimpl
+from icc.store import queue_is_empty
 
 if TYPE_CHECKING:
     from icc.config import Config
@@ -61,10 +62,9 @@ def consume_in_process(config: Config, queue: str, *, started: float | None = No
     the same warnings on stderr, the same summary line on stdout, the same hard exit. ``started``
     (``time.monotonic()``): when the time limit began (the light minute's consumer, :mod:`icc.tick.light`,
     waited before it loaded the plugins)."""
-    from icc.cli.queue import handler_queue_warnings
     from icc.plugins import loaded_host
     from icc.queue.consumer import Consumer, ConsumeStats, Limits
-    from icc.queue.dispatch import open_transport, validate_queue
+    from icc.queue.dispatch import handler_queue_warnings, open_transport, validate_queue
 
     validate_queue(config, queue)
     host = loaded_host(config)
@@ -90,21 +90,6 @@ def consume_in_process(config: Config, queue: str, *, started: float | None = No
         hard_exit=hard_exit,
     )
     print(consumer.run(started=started).summary())
-
-
-def queue_is_empty(config: Config, queue: str) -> bool:
-    """True when ``queue`` holds no message at all (ready, delayed or leased): a read-only count that
-    creates nothing. Any doubt (no trustworthy file, an error) is False: the consumer starts and reports."""
-    if config.store.url is not None:  # PostgreSQL: one count on the shared queues
-        from icc.store import open_transport
-
-        try:
-            return open_transport(config).pending(queue) == 0
-        except Exception:
-            return False
-    from icc.tick.light import sqlite_queue_is_empty  # stdlib only at import
-
-    return sqlite_queue_is_empty(str(config.state_dir), queue)
 
 
 # Seconds a consumer job's timeout leaves on top of the consumer's own time limit and grace: the

@@ -11,28 +11,48 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from icc.errors import QueueError
 from icc.queue.message import encode_payload, is_finite_delay, validate_name
+from icc.store import SYNCHRONOUS_VARIABLE, open_transport
 
 if TYPE_CHECKING:
     from icc.config import Config
-    from icc.queue.transport import QueueBackend
+    from icc.plugins import HandlerSpec
 
-__all__ = ["SYNCHRONOUS_VARIABLE", "dispatch", "known_queues", "open_transport", "validate_queue"]
-
-SYNCHRONOUS_VARIABLE = "ICC_QUEUE_SYNCHRONOUS"
+__all__ = [
+    "SYNCHRONOUS_VARIABLE",
+    "dispatch",
+    "handler_queue_warnings",
+    "known_queues",
+    "open_transport",
+    "validate_queue",
+]
 
 _lock = threading.Lock()
-_transports: dict[Path | tuple[str, str], QueueBackend] = {}
 _configs: dict[tuple[str, tuple[tuple[str, str], ...]], Config] = {}
 
 
 def known_queues(config: Config) -> tuple[str, ...]:
     """The queues of ``consumers.queues`` and of ``[queues.<name>]`` tables, in that order."""
     return tuple(dict.fromkeys((*config.consumers.queues, *config.queues)))
+
+
+def handler_queue_warnings(config: Config, specs: Mapping[str, HandlerSpec]) -> list[str]:
+    """A handler registered for a queue that is not configured: reported, not refused.
+
+    Consumers find handlers by message name, whatever the queue, so such a handler still runs for
+    messages dispatched to a real queue; refusing it would stop every consumer over one plugin's typo.
+    But ``icc.dispatch`` to that queue fails, so it is most likely a mistake worth a line."""
+    known = known_queues(config)
+    return [
+        f"plugin {spec.provenance.plugin} registers handler {name!r} for queue {spec.queue!r}, which is not "
+        f"configured (queues: {', '.join(known)}); messages cannot be dispatched to it. Fix the plugin's "
+        f"queue= or add a [queues.{spec.queue}] table"
+        for name, spec in sorted(specs.items())
+        if spec.queue not in known
+    ]
 
 
 def validate_queue(config: Config, queue: object) -> str:
@@ -45,45 +65,6 @@ def validate_queue(config: Config, queue: object) -> str:
             f"{origin or 'consumers.queues'} or give it a [queues.{queue}] table{where}"
         )
     return queue
-
-
-def _synchronous() -> Literal["FULL", "NORMAL"]:
-    value = os.environ.get(SYNCHRONOUS_VARIABLE, "FULL").strip().upper() or "FULL"
-    if value == "FULL":
-        return "FULL"
-    if value == "NORMAL":
-        return "NORMAL"
-    raise QueueError(f"{SYNCHRONOUS_VARIABLE} must be FULL or NORMAL, not {value!r}")
-
-
-def open_transport(config: Config, *, limit: float | None = None) -> QueueBackend:
-    """The queues of ``config``, opened once per process (and again in a forked child).
-
-    SQLite: the queue database of ``config.state_dir``; durability is ``synchronous=FULL`` unless
-    ``ICC_QUEUE_SYNCHRONOUS=NORMAL`` trades the last commits before a power loss for throughput (see
-    :mod:`icc.store.sqlite.queues`). With ``[icc.store] url``: the PostgreSQL transport (:mod:`icc.store.postgres.queues`).
-    ``limit``: a consumer's time limit; the PostgreSQL transport shortens its connections' timeouts to fit.
-    """
-    url = config.store.url
-    # The state directory is already absolute: Config resolves it against its root.
-    key: Path | tuple[str, str] = config.state_dir if url is None else (url, config.store.schema)
-    with _lock:
-        transport = _transports.get(key)
-        if transport is not None and not transport.forked:
-            limit_time = getattr(transport, "limit_time", None)
-            if limit is not None and limit_time is not None:
-                limit_time(limit)
-            return transport
-        if config.store.url is not None:
-            from icc.store.postgres.queues import PostgresTransport
-
-            transport = PostgresTransport(config, limit=limit)
-        else:
-            from icc.store.sqlite.queues import SqliteTransport  # lazy: icc.queue.message <-> the transport
-
-            transport = SqliteTransport.open(config.state_dir, synchronous=_synchronous())
-        _transports[key] = transport
-        return transport
 
 
 def _config() -> Config:

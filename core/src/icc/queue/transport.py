@@ -19,14 +19,29 @@ Contract, shared by every implementation:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from icc.queue.message import Envelope, ErrorRecord, FailedMessage
 
-if TYPE_CHECKING:
-    from icc.store.sqlite.queues import QueueStats
+__all__ = ["FailedStore", "QueueBackend", "QueueStats", "Transport"]
 
-__all__ = ["FailedStore", "QueueBackend", "Transport"]
+
+@dataclass
+class QueueStats:
+    """One queue's messages now (``icc queue stats``)."""
+
+    ready: int = 0
+    delayed: int = 0
+    in_flight: int = 0
+    owners: dict[str, int] = field(default_factory=dict)  # consumer -> messages it holds
+    oldest_age: float | None = None  # seconds since the oldest unacknowledged message was dispatched
+    failed: int = 0
+
+    @property
+    def messages(self) -> int:
+        """Not yet acknowledged: ready, delayed and in flight."""
+        return self.ready + self.delayed + self.in_flight
 
 
 @runtime_checkable

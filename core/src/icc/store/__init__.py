@@ -8,15 +8,19 @@ PostgreSQL URL both the state store and the queue transport go to that database 
 
 from __future__ import annotations
 
-import contextlib
+import _thread
 import os
-import uuid
-from typing import TYPE_CHECKING
 
-from icc.errors import StateError
+from icc.errors import QueueError
+from icc.store.host import HOST_ID_FILE as HOST_ID_FILE  # re-exported
+from icc.store.host import host_id as host_id  # re-exported
 
+# This module is the parent of every backend module, so the idle ticks (icc.store.postgres.idle) and the light
+# minute (icc.store.protocol, icc.store.sqlite.diagnosis) import it: it imports only what they load anyway.
+TYPE_CHECKING = False  # not typing's: importing typing costs more than the PostgreSQL idle tick's query
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Literal
 
     from icc.config import Config
     from icc.queue.transport import QueueBackend
@@ -24,16 +28,24 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "HOST_ID_FILE",
+    "SYNCHRONOUS_VARIABLE",
     "host_id",
+    "idle_tick",
     "is_shared",
     "open_store",
     "open_transport",
+    "queue_is_empty",
     "queues_present",
+    "sqlite_queue_is_empty",
     "store_label",
     "store_present",
 ]
 
-HOST_ID_FILE = "host_id"
+SYNCHRONOUS_VARIABLE = "ICC_QUEUE_SYNCHRONOUS"
+
+_lock = _thread.allocate_lock()  # not threading's: importing threading costs the idle ticks
+_transports: dict[Path | tuple[str, str], QueueBackend] = {}
 
 
 def is_shared(config: Config) -> bool:
@@ -48,51 +60,6 @@ def store_label(config: Config) -> str:
     from icc.store.postgres.connection import shown_url
 
     return f"{shown_url(config.store.url)} (schema {config.store.schema})"
-
-
-def host_id(config: Config) -> str:
-    """This host's stable identity among the hosts sharing a store.
-
-    ``[icc.store] host_id`` when set; else a UUID made once and kept in ``<state_dir>/host_id`` (0600), never
-    the bare hostname (containers share hostnames). Without a writable state directory: the hostname.
-    """
-    if config.store.host_id:
-        return config.store.host_id
-    path = config.state_dir / HOST_ID_FILE
-    kept = _read_host_id(path)
-    if kept:
-        return kept
-    new = str(uuid.uuid4())
-    try:
-        from icc.statedir import ensure_state_dir
-
-        ensure_state_dir(config.state_dir)
-        # Written aside, then linked into place: the file appears complete or not at all, so a process racing
-        # this one never reads it empty, and the first link wins for every process of this host.
-        tmp = config.state_dir / f".{HOST_ID_FILE}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as fh:
-                fh.write(new + "\n")
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                if not _read_host_id(path):  # left empty by an older icc that died mid-write: replace it
-                    os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-    except (OSError, StateError):
-        import socket
-
-        return socket.gethostname()
-    return _read_host_id(path) or new
-
-
-def _read_host_id(path: Path) -> str:
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        return path.read_text(encoding="ascii").strip()
-    return ""
 
 
 def store_present(config: Config) -> bool:
@@ -125,8 +92,68 @@ def open_store(config: Config) -> StateStore:
     return SQLiteStateStore(config.state_dir)
 
 
-def open_transport(config: Config) -> QueueBackend:
-    """The queue transport of ``config`` (also the failed-message store), opened once per process."""
-    from icc.queue.dispatch import open_transport as cached
+def _synchronous() -> Literal["FULL", "NORMAL"]:
+    value = os.environ.get(SYNCHRONOUS_VARIABLE, "FULL").strip().upper() or "FULL"
+    if value == "FULL":
+        return "FULL"
+    if value == "NORMAL":
+        return "NORMAL"
+    raise QueueError(f"{SYNCHRONOUS_VARIABLE} must be FULL or NORMAL, not {value!r}")
 
-    return cached(config)
+
+def open_transport(config: Config, *, limit: float | None = None) -> QueueBackend:
+    """The queue transport of ``config`` (also the failed-message store), opened once per process (and
+    again in a forked child, where an inherited connection must not be used).
+
+    SQLite: the queue database of ``config.state_dir``; durability is ``synchronous=FULL`` unless
+    ``ICC_QUEUE_SYNCHRONOUS=NORMAL`` trades the last commits before a power loss for throughput (see
+    :mod:`icc.store.sqlite.queues`). With ``[icc.store] url``: the PostgreSQL transport (:mod:`icc.store.postgres.queues`).
+    ``limit``: a consumer's time limit; the PostgreSQL transport shortens its connections' timeouts to fit.
+    """
+    url = config.store.url
+    # The state directory is already absolute: Config resolves it against its root.
+    key: Path | tuple[str, str] = config.state_dir if url is None else (url, config.store.schema)
+    with _lock:
+        transport = _transports.get(key)
+        if transport is not None and not transport.forked:
+            limit_time = getattr(transport, "limit_time", None)
+            if limit is not None and limit_time is not None:
+                limit_time(limit)
+            return transport
+        if config.store.url is not None:
+            from icc.store.postgres.queues import PostgresTransport
+
+            transport = PostgresTransport(config, limit=limit)
+        else:
+            from icc.store.sqlite.queues import SqliteTransport
+
+            transport = SqliteTransport.open(config.state_dir, synchronous=_synchronous())
+        _transports[key] = transport
+        return transport
+
+
+def idle_tick(config_path: str | None, quiet: bool, at: str | None) -> int | None:
+    """The idle tick on a PostgreSQL store (:mod:`icc.store.postgres.idle`): the exit code, or None when the
+    full ``icc run`` must handle it. :mod:`icc.tick.idle` hands over when the configuration names a store URL."""
+    from icc.store.postgres.idle import try_pg_idle_tick  # lazy: libpq through ctypes, only on that store
+
+    return try_pg_idle_tick(config_path, quiet, at)
+
+
+def sqlite_queue_is_empty(state_dir: str, queue: str) -> bool:
+    """Whether ``queue`` of the SQLite queue database in ``state_dir`` holds no message; any doubt is False
+    (:mod:`icc.store.sqlite.idle`: the light minute asks without loading a configuration)."""
+    from icc.store.sqlite.idle import sqlite_queue_is_empty as empty  # lazy: only the light minute asks
+
+    return empty(state_dir, queue)
+
+
+def queue_is_empty(config: Config, queue: str) -> bool:
+    """True when ``queue`` holds no message at all (ready, delayed or leased): a read-only count that
+    creates nothing. Any doubt (no trustworthy file, an error) is False: the consumer starts and reports."""
+    if config.store.url is not None:  # PostgreSQL: one count on the shared queues
+        try:
+            return open_transport(config).pending(queue) == 0
+        except Exception:
+            return False
+    return sqlite_queue_is_empty(str(config.state_dir), queue)

@@ -351,7 +351,7 @@ class Tick:
             conclude(self.store, run.id, found[1] if found else None, run.job)
 
     def _lost_message(self, planned: list[_Planned], report: TickReport) -> str:
-        from icc.cli.render import fmt_time
+        from icc.slots import fmt_time
 
         zone = self.config.timezone
         rows = {(r.job, r.slot): r for r in report.rows}
@@ -651,7 +651,7 @@ class Tick:
         """The later offsets of the sub-minute jobs whose minute this tick owns, each claimed and started at its
         time (at once when not in real time), until the minute ends. An offset whose time passed while the tick
         was busy is recorded skipped: a sub-minute run never starts late."""
-        from icc.cli.render import fmt_slot
+        from icc.slots import fmt_slot
 
         zone = self.config.timezone
         first = len(self._recorded)
@@ -799,7 +799,7 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
 def _summary_row(name: str, outcome: str, slots: list[int], zone: str, detail: str = "") -> TickRow:
     """One table row for many recorded slots of a job (an hour of missed minutes is one line, not sixty)."""
     if len(slots) > 1:
-        from icc.cli.render import fmt_slot
+        from icc.slots import fmt_slot
 
         span = f"{len(slots)} slots, {fmt_slot(slots[0], zone)} to {fmt_slot(slots[-1], zone)}"
         detail = f"{detail}; {span}" if detail else span

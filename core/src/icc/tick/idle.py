@@ -15,6 +15,8 @@ import sqlite3
 import sys
 import time
 
+from icc.slots import tick_slot
+
 _QUERY = (
     "SELECT (SELECT MIN(next_due) FROM jobs WHERE enabled = 1 AND removed_at IS NULL),"
     " (SELECT COUNT(*) FROM runs WHERE outcome IN ('pending', 'running')),"
@@ -63,24 +65,6 @@ def _trusted(state_dir: str, db_path: str) -> bool:
     return all(state_file_problem(db_path + s) is None for s in ("", "-wal", "-shm"))
 
 
-def tick_slot(at: str | None, timezone: str) -> int | None:
-    """The minute a tick at ``at`` (``--at``, naive times in ``timezone``; None: now) is for, in epoch seconds;
-    None outside what icc schedules (the full command says so). Raises ValueError for a malformed ``at``."""
-    if at is None:
-        now = time.time()
-    else:
-        from datetime import datetime
-
-        moment = datetime.fromisoformat(at)
-        if moment.tzinfo is None:
-            from zoneinfo import ZoneInfo
-
-            moment = moment.replace(tzinfo=ZoneInfo(timezone))
-        now = moment.timestamp()
-    slot = int(now) - int(now) % 60
-    return slot if 86400 <= slot <= 253402300740 else None
-
-
 def try_idle_tick(args: list[str]) -> int | None:
     """Exit code of an idle tick, or None when the full ``icc run`` must handle it."""
     parsed = _parse(args)
@@ -92,9 +76,9 @@ def try_idle_tick(args: list[str]) -> int | None:
 
         config = read_config(config_path)
         if config is None:  # among the doubts: [icc.store], whose PostgreSQL idle tick has its own module
-            from icc.store.postgres.idle import try_pg_idle_tick
+            from icc.store import idle_tick  # lazy: only a configuration with [icc.store] gets here
 
-            return try_pg_idle_tick(config_path, quiet, at)
+            return idle_tick(config_path, quiet, at)
         state_dir, timezone = config
         db_path = os.path.join(state_dir, "state.sqlite3")
         if not _trusted(state_dir, db_path) or not os.path.isfile(db_path):

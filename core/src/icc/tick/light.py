@@ -53,6 +53,8 @@ import sqlite3
 import sys
 import time
 
+from icc.store import sqlite_queue_is_empty
+
 TYPE_CHECKING = False  # not typing's: the fast path does not import typing
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -136,9 +138,9 @@ def scan_record(config: Config, host: PluginHost, jobs: Mapping[str, Job]) -> st
 
 
 def _scan_record(config: Config, host: PluginHost, jobs: Mapping[str, Job]) -> str:
-    from icc.cli.queue import handler_queue_warnings
     from icc.locks import job_lock_name
     from icc.queue.builtin import ConsumerTask
+    from icc.queue.dispatch import handler_queue_warnings
 
     lines = [_HEADER]
     if host.failures:
@@ -310,30 +312,6 @@ def _connect(db_path: str) -> sqlite3.Connection:
     db = sqlite3.connect(db_path, timeout=30.0, isolation_level=None)
     db.execute("PRAGMA synchronous=NORMAL")  # as icc.store.sqlite.state opens it
     return db
-
-
-def sqlite_queue_is_empty(state_dir: str, queue: str) -> bool:
-    """Whether ``queue`` in the SQLite queue database of ``state_dir`` holds no message (ready, delayed or
-    leased): a read-only count that creates nothing; any doubt (no trustworthy file, an error) is False.
-    Used by the light minute and by :func:`icc.queue.builtin.queue_is_empty`."""
-    from icc.statedir import state_dir_problem, state_file_problem
-
-    path = os.path.join(state_dir, QUEUE_FILE)
-    if state_dir_problem(state_dir) is not None:
-        return False
-    if not os.path.exists(path):
-        return not os.path.lexists(path)
-    if any(state_file_problem(f"{path}{suffix}") for suffix in ("", "-wal", "-shm")):
-        return False
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            (count,) = db.execute("SELECT count(*) FROM messages WHERE queue = ?", (queue,)).fetchone()
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return False
-    return int(count) == 0
 
 
 def try_light_minute(config_path: str | None, slot: int, state_dir: str, db_path: str) -> int | None:

@@ -159,7 +159,7 @@ def connect(
         raise StateError("no [icc.store] url: this install keeps its state in SQLite")
     driver = _driver()
     command = purpose or (os.path.basename(sys.argv[1]) if len(sys.argv) > 1 else "icc")
-    from icc.store import host_id
+    from icc.store.host import host_id
 
     application = f"icc {command} {host_id(config)}"[:63]
     statement_ms, lock_ms, connect_s = timeouts(limit)

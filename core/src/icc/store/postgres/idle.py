@@ -200,7 +200,7 @@ def try_pg_idle_tick(config_path: str | None, quiet: bool, at: str | None) -> in
         schema = store.get("schema", "icc")
         if host is None or not isinstance(schema, str):
             return None
-        from icc.tick.idle import tick_slot  # loaded already: the idle tick starts there
+        from icc.slots import tick_slot  # loaded already: icc.tick.idle imports it
 
         slot = tick_slot(at, timezone)
         if slot is None:

@@ -59,7 +59,7 @@ from icc.queue.message import (
     encode_history,
     error_record,
 )
-from icc.store.sqlite.queues import QueueStats
+from icc.queue.transport import QueueStats
 
 if TYPE_CHECKING:
     import psycopg

@@ -99,7 +99,7 @@ class PostgresStateStore:
         if config.store.url is None:
             raise StateError("no [icc.store] url: this install keeps its state in SQLite")
         from icc.statedir import ensure_state_dir
-        from icc.store import host_id
+        from icc.store.host import host_id
 
         ensure_state_dir(config.state_dir)  # this host's locks and host id still live there
         self._config = config

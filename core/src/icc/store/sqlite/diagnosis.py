@@ -8,7 +8,6 @@ the file away (losing its history); everything else names what is actually wrong
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import sqlite3
 import stat
@@ -153,22 +152,3 @@ def database_error(path: Path, exc: BaseException, *, doing: str, timeout: float
         f"state database {path} could not be used while {doing} ({exc}); it was left untouched "
         "(an integrity check finds it intact)"
     )
-
-
-def os_error(path: Path, exc: OSError, *, doing: str) -> StateError:
-    """The one-line error for an :class:`OSError` on the state file or lock file ``path``."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return StateError(
-            f"cannot write {path} ({doing}): {exc.strerror} (the disk or your quota is full); "
-            "nothing was lost: free some space and run again"
-        )
-    if exc.errno == errno.EROFS:
-        return StateError(
-            f"cannot write {path} ({doing}): it is on a read-only file system; remount it read-write "
-            "or point state_dir to a writable place"
-        )
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return StateError(
-            f"cannot use {path} ({doing}): {exc.strerror}; give yourself read and write access: chmod u+rw {path}"
-        )
-    return StateError(f"cannot use {path} ({doing}): {exc.strerror or exc}; check state_dir and its files")

@@ -26,7 +26,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +38,7 @@ from icc.queue.message import (
     encode_history,
     error_record,
 )
+from icc.queue.transport import QueueStats as QueueStats  # re-exported: it was defined here
 from icc.statedir import ensure_state_dir, secure_file
 
 __all__ = ["DATABASE_FILE", "QueueStats", "SqliteTransport"]
@@ -175,23 +175,6 @@ def _create(path: Path) -> bool:
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"{tmp}{suffix}")
-
-
-@dataclass
-class QueueStats:
-    """One queue's messages now (``icc queue stats``)."""
-
-    ready: int = 0
-    delayed: int = 0
-    in_flight: int = 0
-    owners: dict[str, int] = field(default_factory=dict)  # consumer -> messages it holds
-    oldest_age: float | None = None  # seconds since the oldest unacknowledged message was dispatched
-    failed: int = 0
-
-    @property
-    def messages(self) -> int:
-        """Not yet acknowledged: ready, delayed and in flight."""
-        return self.ready + self.delayed + self.in_flight
 
 
 def _number(value: object, default: float = 0.0) -> float:

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from icc.errors import StateError
-from icc.statedir import check_state_file, ensure_state_dir, secure_file
+from icc.statedir import check_state_file, ensure_state_dir, os_error, secure_file
 from icc.store.protocol import FAILURES, Claim, HostRecord, JobRecord, Outcome, RunKind, RunRecord, SyncReport
-from icc.store.sqlite.diagnosis import database_error, is_corrupt, os_error
+from icc.store.sqlite.diagnosis import database_error, is_corrupt
 
 SCHEMA_VERSION = "1"
 FILENAME = "state.sqlite3"

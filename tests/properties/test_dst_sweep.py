@@ -9,7 +9,7 @@ an instant near it and an expression (often aimed at the transition's day and ho
 
 The CI run is derandomized and bounded. For a wider sweep, run many seeds::
 
-    ICC_DST_SWEEP_SEEDS=1-50 ICC_DST_SWEEP_EXAMPLES=2000 .venv/bin/pytest -q tests/model/test_dst_sweep.py
+    ICC_DST_SWEEP_SEEDS=1-50 ICC_DST_SWEEP_EXAMPLES=2000 .venv/bin/pytest -q tests/properties/test_dst_sweep.py
 
 Where cronsim is known to be wrong the example is left out (``cronsim_known_wrong``) and icc's answer is pinned by
 an explicit test in tests/model/test_dst.py.

@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from icc.cli.work import scaled
 from icc.locks import tick_lock
 from icc.tick.coordinator import slot_of
-from icc.tick.work import scaled
 from projectkit import Project
 
 JOBS = """

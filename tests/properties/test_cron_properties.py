@@ -1,6 +1,6 @@
 """Property tests of the cron engine over generated expressions and instants, with cronsim as the oracle.
 
-These draw from a few zones at any time; tests/model/test_dst_sweep.py draws from every zone near its transitions.
+These draw from a few zones at any time; tests/properties/test_dst_sweep.py draws from every zone near its transitions.
 """
 
 from __future__ import annotations

@@ -1,0 +1,77 @@
+"""The house by role stays mapped and layered: docs/architecture.md names every module under core/src/icc,
+the import-linter contracts of pyproject.toml hold, and no two modules import each other."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "core" / "src"
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+
+
+def modules() -> list[str]:
+    """Every module and package under core/src/icc, dotted."""
+    names = []
+    for path in sorted((SRC / "icc").rglob("*.py")):
+        parts = path.relative_to(SRC).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def test_every_module_under_core_src_icc_is_named_in_the_architecture_page() -> None:
+    text = ARCHITECTURE.read_text()
+    named = set(re.findall(r"`(icc(?:\.\w+)*)`", text)) | set(re.findall(r"\b(icc(?:\.\w+)+)\b", text))
+    missing = [name for name in modules() if name not in named and name != "icc"]
+    assert not missing, f"docs/architecture.md does not name: {', '.join(missing)}"
+
+
+def test_the_architecture_page_is_in_the_site_navigation() -> None:
+    assert "architecture.md" in (ROOT / "mkdocs.yml").read_text()
+
+
+def _lint_imports() -> str:
+    scripts = Path(sysconfig.get_path("scripts"))
+    command = scripts / "lint-imports"
+    if not command.exists():
+        pytest.skip("import-linter is not installed (the lint and test dependency groups have it)")
+    return str(command)
+
+
+def test_the_import_contracts_hold() -> None:
+    """Layers, only icc.store naming a backend, the queue's model below the store, no cycles."""
+    proc = subprocess.run(
+        [_lint_imports(), "--no-cache"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "0 broken" in proc.stdout
+
+
+def test_no_two_modules_import_each_other() -> None:
+    """A cycle of imports between modules, found in grimp's graph: function-level imports and those under
+    TYPE_CHECKING count too (a type-only cycle still ties two modules together)."""
+    grimp = pytest.importorskip("grimp")
+    sys.path.insert(0, str(SRC))
+    try:
+        graph = grimp.build_graph("icc", exclude_type_checking_imports=False, cache_dir=None)
+    finally:
+        sys.path.remove(str(SRC))
+    cycles = []
+    for module in sorted(graph.modules):
+        for imported in sorted(graph.find_modules_directly_imported_by(module)):
+            chain = graph.find_shortest_chain(importer=imported, imported=module)
+            if chain is not None:
+                cycles.append(" -> ".join((module, *chain)))
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
