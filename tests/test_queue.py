@@ -106,6 +106,36 @@ def test_dispatch_finds_the_configuration_like_the_command_does(
     assert [e.id for e in leased] == [first]
 
 
+def test_dispatch_outside_a_project_raises_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cwd, home = tmp_path / "elsewhere", tmp_path / "home"
+    cwd.mkdir()
+    home.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("HOME", str(home))
+    for name in [name for name in os.environ if name.startswith("ICC_")]:
+        monkeypatch.delenv(name)
+    with pytest.raises(QueueError, match=r"no icc project found from .*elsewhere: set ICC_CONFIG"):
+        dispatch("job", {"i": 1})
+    assert list(tmp_path.rglob("*")) == [cwd, home]
+
+
+def test_dispatch_reloads_the_configuration_when_its_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_file = tmp_path / "icc.toml"
+    config_file.write_text('[icc]\nstate_dir = "one"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ICC_CONFIG", raising=False)
+    dispatch("job", {"i": 1})
+    config_file.write_text('[icc]\nstate_dir = "two"\n')
+    os.utime(config_file, ns=(0, config_file.stat().st_mtime_ns + 1_000_000_000))  # a later mtime, surely
+    dispatch("job", {"i": 2})
+    assert (tmp_path / "one" / "queue.sqlite3").is_file()
+    assert open_transport(load_config()).pending("async") == 1  # the second went to "two"
+
+
 # --- transport ---------------------------------------------------------------------------------------
 
 
