@@ -502,6 +502,17 @@ class SqliteTransport:
             conn.execute("DELETE FROM messages WHERE id = ?", (envelope.id,))
             return reason
 
+    def available(self, queues: Sequence[str], now: float | None = None) -> bool:
+        """Whether any of ``queues`` has a message a lease would take now (or a malformed row it would
+        move to failed): one read, no write lock. The consumer asks before leasing while it is idle."""
+        marks = _marks(len(queues))
+        rows = self._read(
+            f"SELECT EXISTS (SELECT 1 FROM messages WHERE queue IN ({marks}) AND available_at <= ?) "
+            f"OR EXISTS (SELECT 1 FROM messages WHERE queue IN ({marks}) AND available_at >= '')",
+            (*queues, time.time() if now is None else now, *queues),
+        )
+        return bool(rows[0][0])
+
     def pending(self, queue: str | None = None) -> int:
         if queue is None:
             rows = self._read("SELECT count(*) FROM messages")
