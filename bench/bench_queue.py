@@ -7,7 +7,10 @@ per-round ratios (icc's throughput / huey's: above 1 means icc is faster).
 Equal on both sides:
 - Durability: WAL with ``synchronous=NORMAL`` (icc's default is FULL; set here through
   ``ICC_QUEUE_SYNCHRONOUS``; huey's connection defaults to SQLite's FULL and is set to NORMAL here).
-- Dispatch: one write transaction per message on both.
+- Dispatch: one write transaction per message on both. icc's side is the documented call,
+  ``icc.dispatch(name, payload)`` with no ``config=``, run in the project's directory: it finds the config
+  from the working directory (cached per process; checked against the config file's modification time on
+  every call) as an application's call does. (An earlier version passed ``config=``, skipping that lookup.)
 - The loop: huey's ``Worker.loop`` is called exactly once per message (it dequeues one task each call), so
   no idle back-off sleep falls inside the timed section; icc's ``Consumer`` stops when the queue is empty.
 
@@ -41,11 +44,14 @@ import threading
 import time
 from pathlib import Path
 
+import icc
 from huey import SqliteHuey
 from huey.consumer import Worker
-from icc.config import Config
-from icc.queue import Consumer, Limits, dispatch
+from icc.config import load_config
+from icc.queue import Consumer, Limits
 from icc.queue.dispatch import SYNCHRONOUS_VARIABLE, open_transport
+
+DISPATCH_GOAL = 1.5
 
 
 def bench_huey(directory: Path, n: int) -> tuple[float, float]:
@@ -76,15 +82,25 @@ def bench_huey(directory: Path, n: int) -> tuple[float, float]:
 
 def bench_icc(directory: Path, n: int, synchronous: str) -> tuple[float, float]:
     os.environ[SYNCHRONOUS_VARIABLE] = synchronous
-    config = Config(path=None, root=directory, state_dir=Path(f"icc-{synchronous.lower()}"))
-    # A fresh state directory per call, so the cached transport is opened with this durability.
-    transport = open_transport(config)
-    assert transport.synchronous == synchronous
+    # A project of its own per call (a fresh state directory, so the transport is opened with this
+    # durability), entered as an application would be run in it: the documented call finds its config
+    # from the working directory, as in a web worker.
+    root = directory / f"icc-{synchronous.lower()}"
+    root.mkdir()
+    (root / "icc.toml").write_text('[icc]\nstate_dir = "state"\n')
+    previous = os.getcwd()
+    os.chdir(root)
+    try:
+        config = load_config()
+        transport = open_transport(config)
+        assert transport.synchronous == synchronous
 
-    started = time.perf_counter()
-    for i in range(n):
-        dispatch("noop", {"i": i}, queue="async", config=config)
-    dispatched = time.perf_counter() - started
+        started = time.perf_counter()
+        for i in range(n):
+            icc.dispatch("noop", {"i": i})  # the documented call: no config=, no queue=
+        dispatched = time.perf_counter() - started
+    finally:
+        os.chdir(previous)
 
     handled = 0
 
@@ -140,6 +156,12 @@ def main() -> None:
     print(
         f"goal, icc consumes at least 2x as fast as huey (both NORMAL; batched vs one by one): "
         f"{goal} ({consume:.2f}x)"
+    )
+    sent = ratio("icc", 0)
+    goal = "met" if sent >= DISPATCH_GOAL else "NOT met"
+    print(
+        f"goal, the documented icc.dispatch(name, payload) at least {DISPATCH_GOAL:g}x huey's dispatch "
+        f"(both NORMAL; one transaction per message on both): {goal} ({sent:.2f}x)"
     )
 
 
