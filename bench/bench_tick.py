@@ -7,7 +7,13 @@
    imports icc's fast path and config loader and reads the config file; that is the overhead the ratio
    shows. The three commands run in rounds, in a rotating order within each round; the ratio is the median
    of the per-round ratios (paired: same round, same machine state).
-   Goal: idle tick at most 1.5x ``python -c "import sqlite3"``.
+   Goal: idle tick at most 1.2x ``python -c "import sqlite3"``.
+1b. Service mode's idle consumers. In service mode the idle tick is not all that runs: ``icc systemd`` keeps
+   one ``icc consume <queue> --time-limit=3600`` per queue running, polling empty queues. Two of them (mail
+   and async) are started in the idle project; once past start-up, their CPU (all threads, from Linux's
+   per-thread schedstat, nanoseconds) is read over windows of 10 s, scaled to a minute, and each window is
+   paired with the median CPU of 3 idle ticks measured right after it.
+   Goal: two idle consumers cost at most 1x an idle tick's CPU per minute.
 2. The default minute. With ``consumers.mode = "cron"`` (the default) the ``consume:mail`` and
    ``consume:async`` jobs are due every minute, so the common minute is not idle. When nothing else is due,
    ``icc run --quiet`` runs the light minute (icc.tick.light): it claims and records the two runs without
@@ -27,9 +33,9 @@
    the 3 s measurement).
 3. Background start-up. A tick with 20 due ``in_background()`` jobs; the time from launching ``icc run``
    until every one of the 20 tasks has started (each writes its start time), and until ``icc run``
-   returned; the median and the worst of the rounds. Goal: all 20 started within 0.5 s of the tick's start
-   in every round (judged on the worst round). An absolute goal, so it depends on the machine and its load;
-   the ratio to ``python -c "import sqlite3"`` (from 1) is printed for scale.
+   returned; the median and the worst of the rounds. Each round is paired with ``python -c "import
+   sqlite3"`` measured just before it. Goal: all 20 started within 6x that floor in each of the 10 rounds
+   (judged on the worst round's ratio).
 4. Catching up (no goal). With 200 every-minute jobs, the tick after an hour without ticks (11,800 slots
    recorded missed) against a tick one minute after the last, as a ratio. Both ticks run the same 200
    foreground jobs (which dominate their time); the difference is the missed slots recorded.
@@ -50,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,14 +64,18 @@ from pathlib import Path
 ROUNDS = 25
 MINUTE_ROUNDS = 3
 SCALE_ROUNDS = 2
-BACKGROUND_ROUNDS = 7
+BACKGROUND_ROUNDS = 10
 CATCH_UP_ROUNDS = 2  # each tick runs 200 foreground jobs: seconds per tick
 TIME_LIMIT = 3.0  # consumers.time_limit in the default-minute bench (icc's default: 20)
 SCALE_LIMIT = 9.0
 DEFAULT_LIMIT = 20.0
-IDLE_GOAL = 1.5
+IDLE_GOAL = 1.2
 MINUTE_GOAL = 3.0
-BACKGROUND_GOAL = 0.5
+BACKGROUND_GOAL = 6.0  # x python -c "import sqlite3", measured in the same round
+SERVICE_GOAL = 1.0  # two idle service consumers' CPU per minute, in idle ticks' CPU
+SERVICE_WINDOWS = 3
+SERVICE_WINDOW = 10.0  # seconds per window
+SERVICE_QUEUES = ("mail", "async")
 ICC = shutil.which("icc", path=str(Path(sys.executable).parent)) or "icc"
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -122,9 +133,15 @@ def measured(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, fl
 
 
 def project(
-    root: Path, plugin: str, consumers: str = 'mode = "service"', autoload: bool = False
+    root: Path,
+    plugin: str,
+    consumers: str = 'mode = "service"',
+    autoload: bool = False,
+    files: dict[str, str] | None = None,
 ) -> dict[str, str]:
     root.mkdir(parents=True)
+    for name, text in (files or {}).items():  # written before the scan, which imports the plugin
+        (root / name).write_text(text)
     (root / "icc.toml").write_text(
         f'[icc]\nstate_dir = "state"\nplugins = ["bench_plugin"]\n[icc.consumers]\n{consumers}\n'
     )
@@ -155,7 +172,7 @@ class IdleProject:
 
 
 def idle(tmp: Path, idle_project: IdleProject) -> float:
-    """Section 1; returns the median wall time of `python -c "import sqlite3"` (a floor for section 3)."""
+    """Section 1; returns the median wall time of `python -c "import sqlite3"`."""
     root, env = idle_project.root, idle_project.env
     commands: dict[str, Callable[[], tuple[float, float]]] = {
         "pass": lambda: measured([sys.executable, "-c", "pass"], root, env),
@@ -195,6 +212,80 @@ def idle(tmp: Path, idle_project: IdleProject) -> float:
         f"   goal: idle tick at most {IDLE_GOAL}x python -c 'import sqlite3': {verdict(ratio <= IDLE_GOAL)}"
     )
     return wall("sqlite3")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds of a live process, all its threads, in nanoseconds' precision (Linux schedstat; the tick
+    counters of /proc/<pid>/stat count in 10 ms steps, too coarse for an idle process over seconds)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:  # a thread that just ended
+            continue
+    return total / 1e9
+
+
+def service_consumers(idle_project: IdleProject) -> None:
+    """Section 1b: service mode's idle cost is not only the tick: `icc systemd` runs one `icc consume <queue>`
+    per queue all the time. Two idle consumers' CPU per minute, against an idle tick's CPU."""
+    print()
+    print(
+        f"1b. service mode: two idle `icc consume` consumers ({', '.join(SERVICE_QUEUES)}; empty queues, "
+        f"--time-limit 3600 as icc systemd runs them),\n    CPU over {SERVICE_WINDOWS} windows of "
+        f"{SERVICE_WINDOW:g} s, each paired with 3 idle ticks measured right after it"
+    )
+    if not os.path.exists(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/schedstat"):
+        print("    not measured: needs Linux's /proc/<pid>/task/<tid>/schedstat")
+        print(
+            f"    goal: two idle consumers at most {SERVICE_GOAL:g}x an idle tick's CPU: NOT met (not measured)"
+        )
+        return
+    root, env = idle_project.root, idle_project.env
+    consumers = [
+        subprocess.Popen(
+            [ICC, "consume", queue, "--time-limit", "3600", "--quiet"],
+            cwd=root,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        for queue in SERVICE_QUEUES
+    ]
+    try:
+        queue_db = root / "state" / "queue.sqlite3"
+        deadline = time.monotonic() + 60
+        while not queue_db.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(3)  # past start-up (imports, plugins, the first polls): idle from here on
+        rows = []
+        for _ in range(SERVICE_WINDOWS):
+            before = sum(process_cpu(c.pid) for c in consumers)
+            started = time.monotonic()
+            time.sleep(SERVICE_WINDOW)
+            per_minute = (
+                (sum(process_cpu(c.pid) for c in consumers) - before) / (time.monotonic() - started) * 60
+            )
+            tick = statistics.median(idle_project.tick()[1] for _ in range(3))
+            rows.append((per_minute, tick))
+        for c in consumers:
+            if c.poll() is not None:
+                raise RuntimeError(f"a consumer ended during the measurement (exit {c.returncode})")
+    finally:
+        for c in consumers:
+            c.terminate()
+        for c in consumers:
+            c.wait(60)
+    consumers_cpu = statistics.median(r[0] for r in rows)
+    tick_cpu = statistics.median(r[1] for r in rows)
+    ratio = statistics.median(r[0] / r[1] for r in rows)
+    print(f"    {'two idle consumers, CPU per minute':44}{consumers_cpu * 1e3:8.1f}ms")
+    print(f"    {'idle tick, CPU':44}{tick_cpu * 1e3:8.1f}ms")
+    print(f"    {'two consumers per minute / idle tick':44}{ratio:9.2f}x")
+    print(
+        f"    goal: two idle consumers cost at most {SERVICE_GOAL:g}x an idle tick's CPU per minute: "
+        f"{verdict(ratio <= SERVICE_GOAL)}"
+    )
 
 
 class CronMinute:
@@ -276,7 +367,7 @@ def default_minute(tmp: Path, idle_project: IdleProject, subreaper: bool) -> Non
     )
 
 
-def background(tmp: Path, floor: float) -> None:
+def background(tmp: Path) -> None:
     """Section 3."""
     root = tmp / "background"
     env = project(
@@ -298,10 +389,11 @@ def background(tmp: Path, floor: float) -> None:
         """,
     )
     markers = [root / f"started-{i}" for i in range(20)]
-    returns, firsts, lasts = [], [], []
+    returns, firsts, lasts, floors = [], [], [], []
     for minute in range(BACKGROUND_ROUNDS):
         for m in markers:
             m.unlink(missing_ok=True)
+        floors.append(measured([sys.executable, "-c", "import sqlite3"], root, env)[0])
         at = f"2030-01-01T10:{minute:02d}:00+00:00"  # a new slot each round: every job is due again
         launched = time.time()
         subprocess.run([ICC, "run", "--quiet", "--at", at], cwd=root, env=env, check=True)
@@ -314,8 +406,12 @@ def background(tmp: Path, floor: float) -> None:
         lasts.append(max(starts) - launched)
         reap_all()  # the supervisors, reparented here when this process is the subreaper
     worst, last = max(lasts), statistics.median(lasts)
+    ratios = [a / f for a, f in zip(lasts, floors, strict=True)]
     print()
-    print(f"3. 20 due background jobs, one tick ({BACKGROUND_ROUNDS} rounds)")
+    print(
+        f"3. 20 due background jobs, one tick ({BACKGROUND_ROUNDS} rounds, each paired with "
+        'python -c "import sqlite3")'
+    )
     print(f"   {'':38}{'median':>10}{'worst':>10}")
     print(
         f"   {'icc run returned after':38}{statistics.median(returns) * 1e3:8.1f}ms{max(returns) * 1e3:8.1f}ms"
@@ -324,10 +420,11 @@ def background(tmp: Path, floor: float) -> None:
         f"   {'first task started after':38}{statistics.median(firsts) * 1e3:8.1f}ms{max(firsts) * 1e3:8.1f}ms"
     )
     print(f"   {'all 20 tasks started after':38}{last * 1e3:8.1f}ms{worst * 1e3:8.1f}ms")
-    print(f"   {'all 20 started / import sqlite3':38}{last / floor:9.2f}x{worst / floor:9.2f}x  (no goal)")
+    print(f"   {'python -c import sqlite3 (same round)':38}{statistics.median(floors) * 1e3:8.1f}ms")
+    print(f"   {'all 20 started / import sqlite3':38}{statistics.median(ratios):9.2f}x{max(ratios):9.2f}x")
     print(
-        f"   goal: all 20 started within {BACKGROUND_GOAL * 1e3:.0f} ms in every round (the worst): "
-        f"{verdict(worst <= BACKGROUND_GOAL)}"
+        f"   goal: all 20 started within {BACKGROUND_GOAL:g}x python -c 'import sqlite3' in each of "
+        f"{BACKGROUND_ROUNDS} rounds (the worst): {verdict(max(ratios) <= BACKGROUND_GOAL)}"
     )
 
 
@@ -367,9 +464,10 @@ def main() -> None:
     subreaper = become_subreaper()
     with tempfile.TemporaryDirectory() as tmp:
         idle_project = IdleProject(Path(tmp))
-        floor = idle(Path(tmp), idle_project)
+        idle(Path(tmp), idle_project)
+        service_consumers(idle_project)
         default_minute(Path(tmp), idle_project, subreaper)
-        background(Path(tmp), floor)
+        background(Path(tmp))
         catch_up(Path(tmp))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import sqlite3
 import stat
 import threading
 import time
@@ -104,6 +105,36 @@ def test_dispatch_finds_the_configuration_like_the_command_does(
     # The delayed one is not leasable yet.
     leased = transport.lease("reports", owner="t", limit=10, lease=5)
     assert [e.id for e in leased] == [first]
+
+
+def test_dispatch_outside_a_project_raises_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cwd, home = tmp_path / "elsewhere", tmp_path / "home"
+    cwd.mkdir()
+    home.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("HOME", str(home))
+    for name in [name for name in os.environ if name.startswith("ICC_")]:
+        monkeypatch.delenv(name)
+    with pytest.raises(QueueError, match=r"no icc project found from .*elsewhere: set ICC_CONFIG"):
+        dispatch("job", {"i": 1})
+    assert list(tmp_path.rglob("*")) == [cwd, home]
+
+
+def test_dispatch_reloads_the_configuration_when_its_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_file = tmp_path / "icc.toml"
+    config_file.write_text('[icc]\nstate_dir = "one"\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ICC_CONFIG", raising=False)
+    dispatch("job", {"i": 1})
+    config_file.write_text('[icc]\nstate_dir = "two"\n')
+    os.utime(config_file, ns=(0, config_file.stat().st_mtime_ns + 1_000_000_000))  # a later mtime, surely
+    dispatch("job", {"i": 2})
+    assert (tmp_path / "one" / "queue.sqlite3").is_file()
+    assert open_transport(load_config()).pending("async") == 1  # the second went to "two"
 
 
 # --- transport ---------------------------------------------------------------------------------------
@@ -221,6 +252,64 @@ def test_the_heartbeat_keeps_a_long_handler_leased(config: Config) -> None:  # l
 
     stats = consumer(config, {"job": long}).run(install_signal_handlers=False)
     assert stats.handled == 1 and calls == [1]
+
+
+def _sqlite_config(tmp_path: Path) -> Config:
+    return Config(path=None, root=tmp_path, state_dir=Path("state"))
+
+
+def test_an_idle_sqlite_consumer_polls_without_taking_the_write_lock(tmp_path: Path) -> None:
+    config = _sqlite_config(tmp_path)
+    open_transport(config)  # the database exists
+    holder = sqlite3.connect(tmp_path / "state" / "queue.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a long writer: a backup, an admin command, a burst of dispatches
+    try:
+        c = consumer(config, {}, time_limit=None, stop_when_empty=False, sleep=0.05)
+        runner = threading.Thread(target=c.run, kwargs={"install_signal_handlers": False})
+        runner.start()
+        # The consumer looks at its control requests once per loop (at most every 0.5 s): a second look
+        # means it went round its idle loop, poll included, while the write lock was held. A consumer that
+        # leases to poll waits on the lock instead (up to its 30 s busy timeout).
+        first = second = -math.inf
+        deadline = time.monotonic() + 15
+        while second == -math.inf and time.monotonic() < deadline:
+            checked = c._control_checked
+            if first == -math.inf:
+                first = checked
+            elif checked != first:
+                second = checked
+            time.sleep(0.01)
+        c.stop()
+        assert second != -math.inf, "the idle consumer waited for the write lock"
+        runner.join(timeout=15)
+        assert not runner.is_alive() and c.stats.stop_reason == "stopped"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_an_idle_sqlite_consumer_takes_a_message_once_it_is_available(tmp_path: Path) -> None:
+    config = _sqlite_config(tmp_path)
+    taken = threading.Event()
+    seen: list[int] = []
+
+    def job(payload: dict[str, Any]) -> None:
+        seen.append(payload["i"])
+        if len(seen) == 2:
+            taken.set()
+
+    c = consumer(config, {"job": job}, time_limit=None, stop_when_empty=False, sleep=0.05)
+    runner = threading.Thread(target=c.run, kwargs={"install_signal_handlers": False})
+    runner.start()
+    try:
+        dispatch("job", {"i": 1}, config=config, delay=0.3)  # not available at first: polled until it is
+        dispatch("job", {"i": 2}, config=config)
+        assert taken.wait(30)
+    finally:
+        c.stop()
+        runner.join(timeout=30)
+    assert seen == [2, 1] and c.stats.handled == 2
+    assert open_transport(config).pending() == 0
 
 
 def test_the_database_file_is_private(tmp_path: Path) -> None:

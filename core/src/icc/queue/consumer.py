@@ -82,6 +82,8 @@ _SLOW_HANDLER = 1.0
 # How often (seconds) the watchdog looks at the running handler, at most (it wakes on time for the
 # moments it knows of: the slow-handler mark and the interruption).
 _WATCH_STEP = 0.25
+# How long the watchdog of an idle consumer (no batch leased) sleeps before it looks again anyway.
+_IDLE_WATCH = 30.0
 # The signal the watchdog interrupts a handler with (delivered to the main thread).
 INTERRUPT_SIGNAL = signal.SIGUSR2
 # The exit code of a consumer that abandoned a handler which ignored its interruption.
@@ -198,6 +200,8 @@ class Consumer:
         self._held_lease = 0.0
         self._valid_until = 0.0
         self._state = threading.Lock()
+        # Set while a batch is leased: the watchdog has nothing to watch without one, and waits on it.
+        self._leased = threading.Event()
         # Shared with the watchdog thread (under _state): the leased messages not started yet, the
         # message whose handler runs now and since when, and when a running handler is interrupted.
         self._rest: list[int] = []
@@ -375,6 +379,7 @@ class Consumer:
                     self._release_rest()
             finally:
                 threads_stop.set()
+                self._leased.set()  # the watchdog, idle, waits on it
                 try:
                     self._flush_acks()
                     self._release_rest()
@@ -430,6 +435,14 @@ class Consumer:
 
     def _next_batch(self) -> list[Envelope]:
         acks = self._take_acks()
+        probe: Callable[[Sequence[str]], bool] | None = getattr(self.transport, "available", None)
+        if not acks and probe is not None and not probe(self.queues):
+            # Nothing to lease and nothing to acknowledge: a read, not a write transaction (SQLite). An
+            # idle consumer then takes no write lock and writes nothing between its polls.
+            with self._state:
+                self._holding = False
+                self._leased.clear()
+            return []
         try:
             for queue in self.queues:
                 lease = self.policy(queue).lease
@@ -442,11 +455,13 @@ class Consumer:
                     self._last_batch = len(batch)
                     with self._state:
                         self._holding = True
+                        self._leased.set()
                         self._held_lease = lease
                         self._valid_until = leased_at + lease
                     return batch
             with self._state:
                 self._holding = False
+                self._leased.clear()
             return []
         finally:
             if acks:  # the lease failed before acknowledging: keep them for the next try
@@ -484,6 +499,11 @@ class Consumer:
             remaining = end - time.monotonic()
             if remaining <= 0:
                 return
+            if waiter is None:
+                # stop() (from a signal handler, another thread or the watchdog) sets _wake: one wait for
+                # the whole sleep is as prompt as short steps, and an idle consumer wakes once per poll.
+                self._wake.wait(remaining)
+                continue
             step = min(_IDLE_STEP, remaining)
             if waiter is not None:
                 # Short steps on the LISTEN connection, as without it: signals, stop() and limits stay prompt.
@@ -525,6 +545,10 @@ class Consumer:
         unwind = max(grace / 2, 0.5)  # an interrupted handler's time to return
         wait = _WATCH_STEP
         while not stop.wait(max(0.01, wait)):
+            if not self._leased.is_set():
+                # Idle: no batch, so no handler to watch; wake when one is leased, not every step.
+                self._leased.wait(_IDLE_WATCH)
+                continue
             now = time.monotonic()
             wait = _WATCH_STEP
             with self._state:

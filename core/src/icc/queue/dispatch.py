@@ -2,7 +2,8 @@
 
 Cheap to import and to call: no plugin loading, no click or rich. The configuration is found the way the
 ``icc`` command finds it (``ICC_CONFIG``, or walking up from the working directory) and remembered per
-working directory and ``ICC_*`` environment; the opened queue database is kept per state directory
+working directory and ``ICC_*`` environment (and loaded again when the config file changes); outside a
+project it raises instead of creating state. The opened queue database is kept per state directory
 (and reopened in a forked child, where an inherited SQLite connection must not be used).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from icc.errors import QueueError
@@ -31,7 +33,7 @@ __all__ = [
 ]
 
 _lock = threading.Lock()
-_configs: dict[tuple[str, tuple[tuple[str, str], ...]], Config] = {}
+_configs: dict[tuple[str, tuple[tuple[bytes, bytes], ...]], tuple[Config, int | None]] = {}
 
 
 def known_queues(config: Config) -> tuple[str, ...]:
@@ -67,16 +69,49 @@ def validate_queue(config: Config, queue: object) -> str:
     return queue
 
 
+def _environment() -> tuple[tuple[bytes, bytes], ...]:
+    """The ``ICC_*`` variables, as a cache key. Read from ``os.environ``'s own bytes mapping where it has
+    one (CPython on POSIX): decoding every variable through ``os.environ.items()`` on each dispatch costs
+    more than the dispatch's own write."""
+    data = getattr(os.environ, "_data", None)
+    if isinstance(data, dict):
+        return tuple(item for item in data.items() if item[0][:4] == b"ICC_")
+    return tuple((k.encode(), v.encode()) for k, v in os.environ.items() if k.startswith("ICC_"))
+
+
+def _mtime(path: Path | None) -> int | None:
+    if path is None:
+        return None
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
 def _config() -> Config:
+    """The configuration ``icc`` would use here: ``ICC_CONFIG``, or the first ``icc.toml`` (or
+    ``pyproject.toml`` with ``[tool.icc]``) walking up from the working directory.
+
+    Remembered per working directory and ``ICC_*`` environment, and loaded again when the config file's
+    modification time changes. Raises :class:`icc.QueueError` when there is no project: a message put in a
+    queue database no consumer reads would be lost silently.
+    """
+    cwd = os.getcwd()
+    key = (cwd, _environment())
+    with _lock:
+        cached = _configs.get(key)
+    if cached is not None and _mtime(cached[0].path) == cached[1]:
+        return cached[0]
     from icc.config import load_config
 
-    key = (os.getcwd(), tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("ICC_"))))
+    config = load_config(cwd=Path(cwd))
+    if config.path is None:
+        raise QueueError(
+            f"no icc project found from {cwd}: set ICC_CONFIG or run inside the project "
+            "(a directory with icc.toml, or pyproject.toml with [tool.icc], or below it)"
+        )
     with _lock:
-        config = _configs.get(key)
-    if config is None:
-        config = load_config()
-        with _lock:
-            _configs[key] = config
+        _configs[key] = (config, _mtime(config.path))
     return config
 
 
@@ -93,7 +128,8 @@ def dispatch(
     The message is durable when this returns. ``delay`` (seconds) holds it back before its first
     delivery. ``config`` overrides the configuration found from the environment. Raises
     :class:`icc.QueueError`, writing nothing, for a payload that is not a JSON object or is larger than
-    :data:`icc.queue.message.MAX_PAYLOAD_BYTES`, and for an unknown queue.
+    :data:`icc.queue.message.MAX_PAYLOAD_BYTES`, for an unknown queue, and when no ``config`` is given and no
+    project configuration can be found (creating nothing).
     """
     validate_name(name)
     text = encode_payload(payload)

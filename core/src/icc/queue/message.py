@@ -101,6 +101,10 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
+# json.dumps with any non-default argument builds an encoder per call; dispatch encodes every message.
+_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
+
 def encode_payload(payload: object) -> str:
     """The JSON text of ``payload``; a :class:`QueueError` for anything that is not a JSON object or is too big."""
     if not isinstance(payload, Mapping):
@@ -111,7 +115,7 @@ def encode_payload(payload: object) -> str:
     try:
         # allow_nan=False: NaN and Infinity are not JSON, and other consumers (PostgreSQL's jsonb, other
         # languages) would refuse them. sort_keys is not needed: payloads are read, not compared.
-        text = json.dumps(payload, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        text = _ENCODER.encode(payload)
     except (TypeError, ValueError) as exc:
         raise QueueError(
             f"the message payload is not JSON-serialisable: {exc}; send plain dicts, lists, strings, "

@@ -294,11 +294,19 @@ class SqliteTransport:
 
     def send(self, queue: str, name: str, payload: str, *, delay: float = 0.0) -> int:
         now = time.time()
-        with self._write() as conn:
-            cursor = conn.execute(
-                "INSERT INTO messages (queue, name, payload, created_at, available_at) VALUES (?, ?, ?, ?, ?)",
-                (queue, name, payload, now, now + delay),
-            )
+        # One statement in autocommit mode is its own write transaction, committed (and synced, at FULL)
+        # before it returns: as durable as BEGIN IMMEDIATE … COMMIT, in one call instead of three.
+        with self._lock:
+            try:
+                cursor = self._conn.execute(
+                    "INSERT INTO messages (queue, name, payload, created_at, available_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (queue, name, payload, now, now + delay),
+                )
+            except sqlite3.Error as exc:
+                raise QueueError(f"queue database {self.path}: {exc}") from exc
+            except OverflowError as exc:  # a delay past SQLite's 64-bit numbers
+                raise QueueError(f"queue database {self.path}: {exc}") from None
             message_id = cursor.lastrowid
         assert message_id is not None
         return message_id
@@ -476,6 +484,17 @@ class SqliteTransport:
             )
             conn.execute("DELETE FROM messages WHERE id = ?", (envelope.id,))
             return reason
+
+    def available(self, queues: Sequence[str], now: float | None = None) -> bool:
+        """Whether any of ``queues`` has a message a lease would take now (or a malformed row it would
+        move to failed): one read, no write lock. The consumer asks before leasing while it is idle."""
+        marks = _marks(len(queues))
+        rows = self._read(
+            f"SELECT EXISTS (SELECT 1 FROM messages WHERE queue IN ({marks}) AND available_at <= ?) "
+            f"OR EXISTS (SELECT 1 FROM messages WHERE queue IN ({marks}) AND available_at >= '')",
+            (*queues, time.time() if now is None else now, *queues),
+        )
+        return bool(rows[0][0])
 
     def pending(self, queue: str | None = None) -> int:
         if queue is None:
