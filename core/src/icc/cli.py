@@ -192,7 +192,8 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
     invalid; jobs of a plugin that failed to load are kept as they were.
     """
     from icc import lightminute
-    from icc.plugins import installed_fingerprint, load_plugins
+    from icc.fastpath import DRIFT_META_KEY
+    from icc.plugins import drift_stamp, installed_fingerprint, load_plugins
     from icc.runner import job_records
     from icc.stores import open_store
 
@@ -223,6 +224,7 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
             "plugins_fingerprint": installed_fingerprint(config),
             "scanned_at": str(time.time()),
             lightminute.META_KEY: lightminute.scan_record(config, host, jobs),
+            DRIFT_META_KEY: drift_stamp(config, host),
         },
     )
     rows: list[list[str]] = []
@@ -281,6 +283,7 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
 def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
     """One tick: run every job due now. Meant for crontab: `* * * * * icc run --quiet`."""
     from icc.execution import install_stop_handlers
+    from icc.fastpath import LOCK_HELD_NOTICE, drift_line, held_for
     from icc.runner import Tick
 
     config = env.config
@@ -302,10 +305,22 @@ def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
                 if holder is None
                 else f"pid {holder.pid} on {holder.host} since {ui.fmt_time(holder.since, zone)}"
             )
-            ui.say(f"icc run: another tick is running ({who})")
+            held = report.lock_held_for
+            stuck = (
+                f"; it has held the tick lock for {held_for(held)}: is it stuck? `icc status` shows it"
+                if held is not None and held > LOCK_HELD_NOTICE
+                else ""
+            )
+            ui.say(f"icc run: another tick is running ({who}){stuck}")
         return
     for failure in report.plugin_failures:
         diagnostics.logger.warning("plugin %s", failure)
+    if report.rescan:
+        diagnostics.logger.warning(
+            "icc run: plugins changed, and the tick's own scan failed: %s", report.rescan
+        )
+    if report.drift is not None and not quiet:
+        ui.say(drift_line(report.drift))
     if not report.rows:
         if not quiet:
             ui.say(f"icc run: nothing due at {ui.fmt_time(report.slot, zone)} ({zone})")
@@ -328,6 +343,7 @@ def _tick_data(report: TickReport, zone: str) -> dict[str, Any]:
         if holder is None
         else {"pid": holder.pid, "host": holder.host, "since": facts.iso(holder.since, zone)},
         "failed": report.failed,
+        "drift": report.drift,
         "runs": [
             {
                 "job": r.job,
@@ -567,6 +583,17 @@ def status(
             err["error"],
             extra={"bare": True},
         )
+    if data["tick_lock"] is not None and data["tick_lock"]["stuck"]:
+        lock = data["tick_lock"]
+        who = "an unknown process" if lock["pid"] is None else f"pid {lock['pid']} on {lock['host']}"
+        diagnostics.logger.warning(
+            "the tick lock has been held for %s by %s (since %s): is a tick stuck?",
+            ui.fmt_duration(lock["held_seconds"]),
+            who,
+            lock["since"][:19].replace("T", " "),
+        )
+    if data["drift"] is not None and not data["plugins_changed"]:
+        diagnostics.logger.warning("plugins changed since the last scan (%s); run `icc scan`", data["drift"])
     if data["plugins_changed"]:
         diagnostics.logger.warning("installed plugins changed since the last scan; run `icc scan`")
     if data["never_scanned"]:

@@ -78,7 +78,8 @@ def pause_data(pause: Pause | None, zone: str) -> dict[str, Any] | None:
 
 def status_data(config: Config, at: datetime | None) -> dict[str, Any]:
     """Everything ``icc status`` shows (``--json`` prints it as it is)."""
-    from icc.plugins import installed_fingerprint, load_plugins
+    from icc.fastpath import DRIFT_META_KEY
+    from icc.plugins import installed_fingerprint, load_plugins, plugins_drift
     from icc.runner import next_due, slot_of
     from icc.schedule import Schedule
     from icc.stores import open_store
@@ -134,6 +135,8 @@ def status_data(config: Config, at: datetime | None) -> dict[str, Any]:
         )
     watermark = store.get_meta("watermark")
     scanned = store.get_meta("plugins_fingerprint")
+    changed = scanned is not None and scanned != installed_fingerprint(config)
+    drift = plugins_drift(config, store.get_meta(DRIFT_META_KEY), scanned)
     return {
         "schema": 1,
         "generated_at": now.astimezone(ZoneInfo(zone)).isoformat(),
@@ -141,8 +144,10 @@ def status_data(config: Config, at: datetime | None) -> dict[str, Any]:
         "environment": config.environment,
         "state_dir": str(config.state_dir),
         "last_tick": iso(int(watermark), zone) if watermark else None,
-        "plugins_changed": scanned is not None and scanned != installed_fingerprint(config),
+        "plugins_changed": changed,
         "never_scanned": scanned is None,
+        "drift": drift,
+        "tick_lock": tick_lock_data(config, zone),
         "paused": pause_data(current_pause(store, now.timestamp()), zone),
         "plugins": [
             {"name": p.name, "distribution": p.distribution, "version": p.version, "source": p.source}
@@ -154,6 +159,25 @@ def status_data(config: Config, at: datetime | None) -> dict[str, Any]:
         ],
         "jobs": jobs,
         "hosts": hosts_data(config, store, zone),
+    }
+
+
+def tick_lock_data(config: Config, zone: str) -> dict[str, Any] | None:
+    """Who holds the tick lock now and for how long (:func:`icc.fastpath.tick_lock_held`), or None when it is
+    free; ``stuck`` past a minute (a tick says so then)."""
+    from icc.fastpath import LOCK_HELD_NOTICE, tick_lock_held
+
+    held = tick_lock_held(str(config.state_dir))
+    if held is None:
+        return None
+    since, pid, host = held
+    seconds = max(0.0, datetime.now(UTC).timestamp() - since)
+    return {
+        "pid": pid,
+        "host": host,
+        "since": iso(since, zone),
+        "held_seconds": round(seconds, 1),
+        "stuck": seconds > LOCK_HELD_NOTICE,
     }
 
 
@@ -297,6 +321,8 @@ class Metrics:
     paused: bool
     last_tick: float | None
     clock_offsets: dict[str, float] = field(default_factory=dict)  # host id -> seconds (a shared store)
+    plugins_drifted: bool = False  # the plugins changed since the last scan (icc.fastpath.drift)
+    tick_lock_held: float = 0.0  # seconds the tick lock has been held (0: free)
 
 
 def metrics(config: Config, now: float) -> Metrics:
@@ -327,8 +353,17 @@ def metrics(config: Config, now: float) -> Metrics:
                 running=running.get(rec.name, 0),
             )
         )
+    from icc.fastpath import DRIFT_META_KEY, tick_lock_held
+    from icc.plugins import plugins_drift
+
     watermark = store.get_meta("watermark")
+    held = tick_lock_held(str(config.state_dir))
     return Metrics(
+        plugins_drifted=plugins_drift(
+            config, store.get_meta(DRIFT_META_KEY), store.get_meta("plugins_fingerprint")
+        )
+        is not None,
+        tick_lock_held=0.0 if held is None else max(0.0, now - held[0]),
         jobs=jobs,
         queues=queue_stats(config, now),
         paused=current_pause(store, now) is not None,
