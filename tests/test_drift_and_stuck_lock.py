@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 from projectkit import Project, at
 from prometheus_client.parser import text_string_to_metric_families
@@ -221,3 +222,33 @@ def test_tick_lock_record_of_a_finished_tick_is_not_a_held_lock(project: Project
     scanned(project, TWO_JOBS)
     project.icc("run", "--at", at(0), check=True)  # leaves its holder record in the released lock file
     assert project.status()["tick_lock"] is None
+
+
+# -- the report records -----------------------------------------------------------------------------------
+
+
+def test_status_json_is_the_frozen_report_records_to_json(project: Project) -> None:
+    import dataclasses
+
+    import pytest
+    from icc import facts
+    from icc.config import load_config
+
+    scanned(project, TWO_JOBS)
+    project.icc("run", "--at", at(0), check=True)
+    shown = json.loads(project.icc("status", "--json", "--at", at(1), check=True).stdout)
+    old = dict(os.environ)
+    os.environ.update(project.environ())
+    try:
+        report = facts.status(load_config(project.config), datetime.fromisoformat(at(1)))
+    finally:  # leave this process as it was: the plugin module imported, the root on sys.path
+        os.environ.clear()
+        os.environ.update(old)
+        sys.modules.pop("tasks_plugin", None)
+        while str(project.root) in sys.path:
+            sys.path.remove(str(project.root))
+    assert report.to_json() == shown
+    job = report.job("a")
+    assert job is not None and job.last_run is not None and job.last_run.outcome == "succeeded"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.missed = 3  # type: ignore[misc]

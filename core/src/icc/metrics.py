@@ -81,10 +81,10 @@ def render(facts: Metrics) -> str:
             add("icc_job_runs_total", count, job=job.name, outcome=outcome)
         add("icc_job_missed_total", job.runs.get("missed", 0), job=job.name)
         add("icc_job_running", job.running, job=job.name)
-    for queue, stats in facts.queues.items():
-        add("icc_queue_messages", stats.messages, queue=queue)
-        add("icc_queue_oldest_message_age_seconds", stats.oldest_age or 0.0, queue=queue)
-        add("icc_failed_messages", stats.failed, queue=queue)
+    for q in facts.queues:
+        add("icc_queue_messages", q.messages, queue=q.queue)
+        add("icc_queue_oldest_message_age_seconds", q.oldest_age or 0.0, queue=q.queue)
+        add("icc_failed_messages", q.failed, queue=q.queue)
     add("icc_paused", 1 if facts.paused else 0)
     add("icc_last_tick_timestamp_seconds", facts.last_tick)
     for host, offset in sorted(facts.clock_offsets.items()):
