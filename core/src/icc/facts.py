@@ -422,15 +422,17 @@ def status(config: Config, at: datetime | None) -> StatusReport:
         )
     watermark = store.get_meta("watermark")
     scanned = store.get_meta("plugins_fingerprint")
+    changed = scanned is not None and scanned != installed_fingerprint(config)
+    drift = plugins_drift(config, store.get_meta(DRIFT_META_KEY), scanned)
     return StatusReport(
         generated_at=now,
         timezone=zone,
         environment=config.environment,
         state_dir=str(config.state_dir),
         last_tick=int(watermark) if watermark else None,
-        plugins_changed=scanned is not None and scanned != installed_fingerprint(config),
+        plugins_changed=changed,
         never_scanned=scanned is None,
-        drift=plugins_drift(config, store.get_meta(DRIFT_META_KEY), scanned),
+        drift=drift or ("installed plugin distributions changed" if changed else None),
         tick_lock=tick_lock(config),
         paused=PauseReport.of(current_pause(store, now.timestamp())),
         plugins=tuple(PluginReport(p.name, p.distribution, p.version, p.source) for p in host.plugins),
