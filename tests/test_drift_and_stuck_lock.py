@@ -259,3 +259,30 @@ def test_status_json_is_the_frozen_report_records_to_json(project: Project) -> N
     assert job is not None and job.last_run is not None and job.last_run.outcome == "succeeded"
     with pytest.raises(dataclasses.FrozenInstanceError):
         job.missed = 3  # type: ignore[misc]
+
+
+def test_an_unrelated_install_into_site_packages_is_not_drift_and_the_tick_refreshes_the_stamp(
+    project: Project,
+) -> None:
+    scanned(project, NIGHTLY)
+    project.icc("run", "--at", at(0), check=True)
+
+    def stamp() -> str:
+        db = sqlite3.connect(project.db)
+        try:
+            (value,) = db.execute("SELECT value FROM meta WHERE key = 'drift_stamp'").fetchone()
+        finally:
+            db.close()
+        return str(value)
+
+    packages = next(line.split("\t")[1] for line in stamp().splitlines() if line.startswith("dir\t"))
+    before = os.stat(packages)
+    try:  # as an install of some other distribution does: the directory's mtime moves, no plugin changes
+        os.utime(packages, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+        tick = project.icc("run", "--at", at(1), check=True)
+        assert "plugins changed" not in tick.stdout, tick.stdout
+        assert f"dir\t{packages}\t{before.st_mtime_ns + 1_000_000_000}" in stamp()
+        assert project.status()["drift"] is None
+        assert metric(project, "icc_plugins_drifted") == 0
+    finally:
+        os.utime(packages, ns=(before.st_atime_ns, before.st_mtime_ns))
