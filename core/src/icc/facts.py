@@ -288,7 +288,7 @@ class StatusReport:
     last_tick: float | None
     plugins_changed: bool  # the installed plugin distributions differ from the last scan's
     never_scanned: bool
-    drift: str | None  # why the plugins changed since the last scan (icc.plugins.plugins_drift)
+    drift: str | None  # why the plugins changed since the last scan (icc.fastpath.plugins_drift)
     tick_lock: TickLockReport | None
     paused: PauseReport | None
     plugins: tuple[PluginReport, ...]
@@ -367,8 +367,8 @@ def pause_data(pause: Pause | None, zone: str) -> dict[str, Any] | None:
 
 def status(config: Config, at: datetime | None) -> StatusReport:
     """Everything ``icc status`` shows, from the store and the plugins (loaded to report their errors)."""
-    from icc.fastpath import DRIFT_META_KEY
-    from icc.plugins import installed_fingerprint, load_plugins, plugins_drift
+    from icc.fastpath import DRIFT_META_KEY, plugins_drift
+    from icc.plugins import installed_fingerprint, load_plugins
     from icc.runner import next_due, slot_of
     from icc.schedule import Schedule
     from icc.stores import open_store
@@ -701,8 +701,7 @@ def metrics(config: Config, now: float) -> Metrics:
                 running=running.get(rec.name, 0),
             )
         )
-    from icc.fastpath import DRIFT_META_KEY, tick_lock_held
-    from icc.plugins import plugins_drift
+    from icc.fastpath import DRIFT_META_KEY, plugins_drift, tick_lock_held
 
     watermark = store.get_meta("watermark")
     held = tick_lock_held(str(config.state_dir))

@@ -15,6 +15,10 @@ import sqlite3
 import sys
 import time
 
+TYPE_CHECKING = False  # not typing's: the idle tick does not import typing
+if TYPE_CHECKING:
+    from icc.config import Config
+
 _QUERY = (
     "SELECT (SELECT MIN(next_due) FROM jobs WHERE enabled = 1 AND removed_at IS NULL),"
     " (SELECT COUNT(*) FROM runs WHERE outcome IN ('pending', 'running')),"
@@ -188,6 +192,35 @@ def drift(stamp: str | None) -> str | None:
         if kind == "dir" and len(fields) == 2 and str(info.st_mtime_ns) != fields[1] and changed is None:
             changed = f"packages: {fields[0]} changed"
     return changed
+
+
+def plugins_drift(config: Config, stamp: str | None, scanned: str | None) -> str | None:
+    """Why the plugins changed since the last scan (:func:`drift`; when only a package directory changed,
+    confirmed with the installed metadata, :func:`icc.plugins.installed_fingerprint`), or None. With no stamp
+    (a scan by an icc that stored none) the installed metadata alone says. No plugin is imported, and
+    :mod:`icc.plugins` only when a package directory changed or there is no stamp."""
+    why = drift(stamp)
+    if why is not None and not why.startswith("packages:"):
+        return why
+    if scanned is None or (why is None and stamp is not None):
+        return None
+    from icc.plugins import installed_fingerprint
+
+    return "installed plugin distributions changed" if scanned != installed_fingerprint(config) else None
+
+
+def refreshed_stamp(stamp: str) -> str:
+    """``stamp`` with its package directories' mtimes as they are now (their change was not a plugin's)."""
+    import contextlib  # the full tick's: the idle path never refreshes
+
+    lines = stamp.split("\n")
+    for i, line in enumerate(lines):
+        kind, _, rest = line.partition("\t")
+        if kind == "dir":
+            path = rest.split("\t")[0]
+            with contextlib.suppress(OSError):  # gone: drift() says so
+                lines[i] = f"dir\t{path}\t{os.stat(path).st_mtime_ns}"
+    return "\n".join(lines)
 
 
 def _flocked(dev: int, ino: int) -> bool | None:

@@ -89,7 +89,6 @@ __all__ = [
     "drift_stamp",
     "installed_fingerprint",
     "load_plugins",
-    "plugins_drift",
 ]
 
 ENTRY_POINT_GROUP = "icc.tasks"
@@ -245,35 +244,6 @@ def drift_stamp(config: Config, host: PluginHost) -> str:
 
 
 DRIFT_HEADER = "icc drift 1"  # icc.fastpath's _DRIFT_HEADER
-
-
-def refreshed_stamp(stamp: str) -> str:
-    """``stamp`` with its package directories' mtimes as they are now (their change was not a plugin's)."""
-    lines = stamp.split("\n")
-    for i, line in enumerate(lines):
-        kind, _, path = line.partition("\t")
-        if kind == "dir":
-            path = path.split("\t")[0]
-            with contextlib.suppress(OSError):
-                lines[i] = f"dir\t{path}\t{os.stat(path).st_mtime_ns}"
-    return "\n".join(lines)
-
-
-def plugins_drift(config: Config, stamp: str | None, scanned: str | None) -> str | None:
-    """Why the plugins changed since the last scan (:func:`icc.fastpath.drift`, confirmed with the installed
-    metadata when only a package directory changed), or None. No plugin is imported."""
-    from icc.fastpath import drift
-
-    why = drift(stamp)
-    if why is not None and not why.startswith("packages:"):
-        return why
-    if (
-        scanned is not None
-        and (why is not None or stamp is None)
-        and scanned != installed_fingerprint(config)
-    ):
-        return "installed plugin distributions changed"
-    return None
 
 
 def _selected(environ: Mapping[str, str]) -> set[str] | None:

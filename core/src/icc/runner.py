@@ -370,8 +370,7 @@ class Tick:
         ``[icc] scan = "auto"`` the tick then rescans in a child process, bounded by ``scan_timeout``, and
         goes on with the stored jobs when that scan fails. A package directory that changed without a plugin
         distribution changing (an unrelated install) refreshes the stamp, so the idle tick stays idle."""
-        from icc.fastpath import DRIFT_META_KEY
-        from icc.plugins import plugins_drift, refreshed_stamp
+        from icc.fastpath import DRIFT_META_KEY, plugins_drift, refreshed_stamp
 
         stamp = self.store.get_meta(DRIFT_META_KEY)
         if stamp is None:  # scanned by an icc that wrote no stamp: `icc status` compares the fingerprint
@@ -386,17 +385,9 @@ class Tick:
         if self.config.scan != "auto":
             return
         report.rescan = rescan(self.config)
-        if report.rescan == "":
-            report.drift = (
-                None
-                if plugins_drift(
-                    self.config,
-                    self.store.get_meta(DRIFT_META_KEY),
-                    self.store.get_meta("plugins_fingerprint"),
-                )
-                is None
-                else report.drift
-            )
+        if report.rescan == "":  # the scan stored a new stamp: whatever still differs is drift still
+            stamp = self.store.get_meta(DRIFT_META_KEY)
+            report.drift = plugins_drift(self.config, stamp, self.store.get_meta("plugins_fingerprint"))
 
     def _observers(
         self, record: JobRecord, ctx: RunContext
