@@ -1,6 +1,10 @@
 """What ``icc status``, ``icc metrics`` and ``icc queue stats`` report, gathered in one place.
 
-The commands only render these facts (a table, JSON, the Prometheus text format); nothing here prints.
+Typed, frozen records built from the store (:func:`status`, :func:`job_detail`, :func:`queues`,
+:func:`metrics`, :func:`timeline`): :class:`StatusReport` bundles :class:`JobReport` (with its
+:class:`RunReport` s), :class:`PauseReport`, :class:`HostReport`, :class:`TickLockReport`, the plugins and the
+drift; each record's ``to_json()`` is its documented ``--json`` layout. The commands only render these records
+(a table, JSON, the Prometheus text format); nothing here prints.
 """
 
 from __future__ import annotations
@@ -360,11 +364,6 @@ def current_pause(store: StateStore, now: float) -> Pause | None:
     return current(store, now)
 
 
-def pause_data(pause: Pause | None, zone: str) -> dict[str, Any] | None:
-    found = PauseReport.of(pause)
-    return None if found is None else found.to_json(zone)
-
-
 def status(config: Config, at: datetime | None) -> StatusReport:
     """Everything ``icc status`` shows, from the store and the plugins (loaded to report their errors)."""
     from icc.fastpath import DRIFT_META_KEY, plugins_drift
@@ -442,11 +441,6 @@ def status(config: Config, at: datetime | None) -> StatusReport:
         jobs=tuple(jobs),
         hosts=hosts(config, store),
     )
-
-
-def status_data(config: Config, at: datetime | None) -> dict[str, Any]:
-    """``icc status --json``: :meth:`StatusReport.to_json` of :func:`status`."""
-    return status(config, at).to_json()
 
 
 def job_detail(
