@@ -319,7 +319,7 @@ def test_label_values_are_escaped_as_the_format_requires() -> None:
     from icc.report import JobMetrics, Metrics
 
     name = 'line\nbreak "quoted" back\\slash'
-    text = render(Metrics([JobMetrics(name, runs={"succeeded": 3})], {}, paused=False, last_tick=None))
+    text = render(Metrics((JobMetrics(name, runs={"succeeded": 3}),), (), paused=False, last_tick=None))
     assert sample(families(text), "icc_job_runs_total", job=name, outcome="succeeded") == 3
     assert (
         "\nicc_last_tick_timestamp_seconds " not in text

@@ -111,7 +111,14 @@ def test_tick_killed_mid_job_leaves_no_stuck_lock_and_next_tick_records_abandone
         """,
     )
     tick = project.popen("run", "--at", at(0))
-    project.wait_for(lambda: (project.root / "started").exists(), what="slow job to start")
+    # The task is forked before its run is recorded running: wait for both, or the kill may come in between.
+    project.wait_for(
+        lambda: (
+            (project.root / "started").exists()
+            and any(r["outcome"] == "running" for r in project.runs("slow"))
+        ),
+        what="slow job to start and be recorded running",
+    )
     tick.send_signal(signal.SIGKILL)
     tick.communicate(timeout=10)
     running = [r for r in project.runs("slow") if r["outcome"] == "running"]

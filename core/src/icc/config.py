@@ -131,6 +131,8 @@ class Config:
     output_limit: int = 64 * 1024  # bytes of output stored per run: its head and its tail
     missed_window: int = 60  # minutes: how far back missed slots are considered
     grace: float = 10.0  # seconds between SIGTERM and SIGKILL
+    scan: str = "manual"  # "auto": a tick that finds the plugins changed since the last scan rescans
+    scan_timeout: float = 120.0  # seconds a tick's own scan (scan = "auto") may take
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     # "key" or "table.key" -> where a value was set by a variable: "environment variable ICC_MAIL__DSN" or
     # "/app/.env.local: ICC_CONSUMERS_QUEUES". Keys from the file are not in it.
@@ -278,6 +280,15 @@ def _output_size(value: object, from_env: bool) -> object:
     return size
 
 
+SCAN_MODES = ("manual", "auto")
+
+
+def _scan(value: object, from_env: bool) -> object:
+    if not isinstance(value, str) or value.strip() not in SCAN_MODES:
+        raise _Invalid('"manual" (a tick only says the plugins changed) or "auto" (a tick rescans then)')
+    return value.strip()
+
+
 def _table(value: object, from_env: bool) -> object:
     if not isinstance(value, dict):
         raise _Invalid("a table")
@@ -306,6 +317,8 @@ CORE_KEYS: dict[str, Converter] = {
     "output_limit": _output_size,
     "missed_window": _int(0, MAX_MISSED_WINDOW),
     "grace": _float(0, MAX_GRACE),
+    "scan": _scan,
+    "scan_timeout": _float(0, 3600, exclusive=True),
 }
 CONSUMER_KEYS: dict[str, Converter] = {
     "mode": _mode,

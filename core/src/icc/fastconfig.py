@@ -86,6 +86,8 @@ CORE_CHECKS: dict[str, Check] = {
     "output_limit": lambda v: _integer(v, 0, MAX_OUTPUT_LIMIT),
     "missed_window": lambda v: _integer(v, 0, 525_600),
     "grace": lambda v: _number(v, 0, 3600),
+    "scan": lambda v: isinstance(v, str) and v.strip() in ("manual", "auto"),
+    "scan_timeout": lambda v: _number(v, 0, 3600, exclusive=True),
 }
 CONSUMER_CHECKS: dict[str, Check] = {
     "mode": lambda v: isinstance(v, str) and v.strip() in ("cron", "service"),
@@ -120,6 +122,7 @@ ENV_CHECKS: dict[str, Check] = {
     "ICC_ENVIRONMENT": _text,
     "ICC_TIMEZONE": _timezone,
     "ICC_STATE_DIR": _text,
+    "ICC_SCAN": lambda v: isinstance(v, str) and v.strip() in ("manual", "auto"),
 }
 
 
@@ -302,7 +305,9 @@ def _check_dotenv(root: str) -> None:
             raise _Doubt
 
 
-def read_config(config: str | None, store: dict[str, object] | None = None) -> tuple[str, str] | None:
+def read_config(
+    config: str | None, store: dict[str, object] | None = None, settings: dict[str, object] | None = None
+) -> tuple[str, str] | None:
     """``(state directory, time zone)`` of the configuration ``config`` (from ``--config``; None: look for
     it), or None when the full loader must decide. An ``[icc.store]`` table is a doubt, unless ``store`` is
     given (the PostgreSQL idle tick, :mod:`icc.store.postgres.idle`): then its checked keys are copied into it."""
@@ -344,17 +349,19 @@ def read_config(config: str | None, store: dict[str, object] | None = None) -> t
                 check = CORE_CHECKS.get(key)
                 if check is None or not check(value):
                     raise _Doubt
-        settings = {key: value for key, value in table.items() if isinstance(value, str)}
+        found = {key: value for key, value in table.items() if isinstance(value, str)}
         for name, value in os.environ.items():
             if not name.startswith("ICC_") or name in _RESERVED or "__" in name[4:]:
                 continue  # never configuration, or a plugin table's variable (handed over unchecked)
             check = ENV_CHECKS.get(name)
             if check is None or not check(value):
                 raise _Doubt
-            settings[name[4:].lower()] = value
+            found[name[4:].lower()] = value
         _check_dotenv(root)
     except (_Doubt, OSError, ValueError, UnicodeDecodeError):  # TOMLDecodeError is a ValueError
         return None
-    state_dir = os.path.expanduser(str(settings.get("state_dir", ".icc")).strip())
-    timezone = str(settings.get("timezone", "UTC")).strip()
+    state_dir = os.path.expanduser(str(found.get("state_dir", ".icc")).strip())
+    timezone = str(found.get("timezone", "UTC")).strip()
+    if settings is not None:  # what else the idle tick needs: [icc] scan
+        settings["scan"] = str(found.get("scan", "manual")).strip()
     return os.path.join(root, state_dir), timezone

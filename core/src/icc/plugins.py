@@ -86,6 +86,7 @@ __all__ = [
     "PluginHost",
     "PluginInfo",
     "StrictPluginError",
+    "drift_stamp",
     "installed_fingerprint",
     "load_plugins",
 ]
@@ -197,6 +198,52 @@ def _fingerprint(entry_points: list[importlib.metadata.EntryPoint], config: Conf
 def installed_fingerprint(config: Config) -> str:
     """What :meth:`PluginHost.fingerprint` returns, from installed metadata only: no plugin is imported."""
     return _fingerprint(_entry_points(), config)
+
+
+def _module_files(module: str, root: Path | None) -> list[str]:
+    """The source files of a plugin module as the scan found it: its file, or every ``.py`` file of its
+    package; a local module that failed to import is looked for under ``root``."""
+    loaded = sys.modules.get(module)
+    file = getattr(loaded, "__file__", None)
+    if not isinstance(file, str) and root is not None:
+        base = root.joinpath(*module.split("."))
+        file = next((str(p) for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
+    if not isinstance(file, str):
+        return []
+    if os.path.basename(file) != "__init__.py":
+        return [file]
+    found: list[str] = []
+    for folder, dirs, names in os.walk(os.path.dirname(file)):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        found += [os.path.join(folder, n) for n in sorted(names) if n.endswith(".py")]
+    return found
+
+
+def drift_stamp(config: Config, host: PluginHost) -> str:
+    """The ``drift_stamp`` meta value a scan stores, for :func:`icc.tick.idle.drift` to compare with stat
+    calls: the config file's and the plugin modules' mtimes and sizes, and the mtimes of the ``site-packages``
+    directories on ``sys.path`` (an install or removal there changes them)."""
+    files = [str(config.path)] if config.path is not None else []
+    for info in host.plugins:
+        if info.source != "builtin":
+            module = info.module.partition(":")[0].strip()
+            files += _module_files(module, config.root if info.source == "local" else None)
+    for failure in host.failures:  # a local module that failed to import: fixing it is a change too
+        if failure.distribution is None and failure.plugin in config.plugins:
+            files += _module_files(failure.plugin, config.root)
+    lines = [DRIFT_HEADER]
+    for file in dict.fromkeys(files):
+        with contextlib.suppress(OSError):
+            info_ = os.stat(file)
+            lines.append(f"file\t{file}\t{info_.st_mtime_ns}\t{info_.st_size}")
+    for entry in dict.fromkeys(sys.path):
+        if os.path.basename(entry) in ("site-packages", "dist-packages") and os.path.isdir(entry):
+            with contextlib.suppress(OSError):
+                lines.append(f"dir\t{entry}\t{os.stat(entry).st_mtime_ns}")
+    return "\n".join(line for line in lines if line.count("\t") <= 3 and "\n" not in line)
+
+
+DRIFT_HEADER = "icc drift 1"  # icc.tick.idle's _DRIFT_HEADER
 
 
 def _selected(environ: Mapping[str, str]) -> set[str] | None:

@@ -1,16 +1,23 @@
 """What ``icc status``, ``icc metrics`` and ``icc queue stats`` report, gathered in one place.
 
-The commands only render these facts (a table, JSON, the Prometheus text format); nothing here prints.
+Typed, frozen records built from the store (:func:`status`, :func:`job_detail`, :func:`queues`,
+:func:`metrics`, :func:`timeline`): :class:`StatusReport` bundles :class:`JobReport` (with its
+:class:`RunReport` s), :class:`PauseReport`, :class:`HostReport`, :class:`TickLockReport`, the plugins and the
+drift; each record's ``to_json()`` is its documented ``--json`` layout. The commands only render these records
+(a table, JSON, the Prometheus text format); nothing here prints.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from icc.config import Config
     from icc.pause import Pause
     from icc.queue.transport import QueueStats
@@ -36,27 +43,319 @@ def dead_runs(config: Config, store: StateStore, unfinished: list[RunRecord]) ->
     }
 
 
-def shown(run: RunRecord, dead: dict[int, str]) -> tuple[str, str | None]:
+def shown(run: RunRecord, dead: Mapping[int, str]) -> tuple[str, str | None]:
     """A run's outcome and error as status shows them."""
     return ("abandoned", dead[run.id]) if run.id in dead else (run.outcome, run.error)
 
 
-def run_data(run: RunRecord, zone: str, dead: dict[int, str], *, full: bool = False) -> dict[str, Any]:
-    outcome, error = shown(run, dead)
-    data: dict[str, Any] = {
-        "id": run.id,
-        "kind": run.kind,
-        "outcome": outcome,
-        "slot": iso(run.slot, zone),
-        "started_at": iso(run.started_at, zone),
-        "ended_at": iso(run.ended_at, zone),
-        "duration": run.duration,
-        "exit_code": run.exit_code,
-        "error": error,
-    }
-    if full:
-        data |= {"pid": run.task_pid or run.pid, "output": run.output}
-    return data
+def run_data(run: RunRecord, zone: str, dead: Mapping[int, str], *, full: bool = False) -> dict[str, Any]:
+    """A run as ``--json`` shows it (``icc logs``, ``icc exec``): :meth:`RunReport.to_json`."""
+    return RunReport.of(run, dead).to_json(zone, full=full)
+
+
+# -- the records ------------------------------------------------------------------------------------------------
+# Typed, frozen facts; times are epoch seconds. ``to_json(zone)`` gives the documented ``--json`` layout (times in
+# ISO 8601 in ``zone``); the commands render the rest.
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """One run (or a missed or skipped slot) as status shows it: an unfinished run whose process is gone is
+    ``abandoned``, with why (the next tick records it so)."""
+
+    id: int
+    kind: str
+    outcome: str
+    slot: int | None
+    started_at: float | None
+    ended_at: float | None
+    duration: float | None
+    exit_code: int | None
+    error: str | None
+    pid: int | None = None  # the task's own process, else its supervisor's
+    output: str = ""
+
+    @classmethod
+    def of(cls, run: RunRecord, dead: Mapping[int, str]) -> RunReport:
+        outcome, error = shown(run, dead)
+        return cls(
+            id=run.id,
+            kind=run.kind,
+            outcome=outcome,
+            slot=run.slot,
+            started_at=run.started_at,
+            ended_at=run.ended_at,
+            duration=run.duration,
+            exit_code=run.exit_code,
+            error=error,
+            pid=run.task_pid or run.pid,
+            output=run.output,
+        )
+
+    def to_json(self, zone: str, *, full: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "outcome": self.outcome,
+            "slot": iso(self.slot, zone),
+            "started_at": iso(self.started_at, zone),
+            "ended_at": iso(self.ended_at, zone),
+            "duration": self.duration,
+            "exit_code": self.exit_code,
+            "error": self.error,
+        }
+        if full:
+            data |= {"pid": self.pid, "output": self.output}
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class RunningReport:
+    """A run of a job running now."""
+
+    run_id: int
+    pid: int | None
+    since: float | None
+
+    def to_json(self, zone: str) -> dict[str, Any]:
+        return {"run_id": self.run_id, "pid": self.pid, "since": iso(self.since, zone)}
+
+
+@dataclass(frozen=True, slots=True)
+class JobReport:
+    """A job of the state store (removed ones included) with its schedule, next run and recent runs."""
+
+    name: str
+    kind: str
+    plugin: str
+    distribution: str | None
+    version: str | None
+    description: str | None
+    cron: str
+    schedule_text: str  # the schedule in words: "daily at 03:30"
+    zone: str
+    background: bool
+    enabled: bool
+    removed: bool
+    next_run: float | None
+    last_run: RunReport | None
+    last_success: RunReport | None
+    last_failure: RunReport | None
+    running: tuple[RunningReport, ...]
+    missed: int  # slots recorded missed within the missed window
+
+    @property
+    def state(self) -> str:
+        return "removed" if self.removed else ("enabled" if self.enabled else "disabled")
+
+    def to_json(self, zone: str) -> dict[str, Any]:
+        def run(report: RunReport | None) -> dict[str, Any] | None:
+            return None if report is None else report.to_json(zone)
+
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "plugin": self.plugin,
+            "distribution": self.distribution,
+            "version": self.version,
+            "description": self.description,
+            "schedule": {
+                "cron": self.cron,
+                "description": self.schedule_text,
+                "timezone": self.zone,
+                "background": self.background,
+            },
+            "enabled": self.enabled,
+            "removed": self.removed,
+            "next_run": iso(self.next_run, zone),
+            "last_run": run(self.last_run),
+            "last_success": run(self.last_success),
+            "last_failure": run(self.last_failure),
+            "running": [r.to_json(zone) for r in self.running],
+            "missed": self.missed,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PauseReport:
+    """``icc pause`` in force."""
+
+    since: float
+    until: float | None
+    reason: str | None
+    queues: bool
+
+    @classmethod
+    def of(cls, pause: Pause | None) -> PauseReport | None:
+        return None if pause is None else cls(pause.since, pause.until, pause.reason, pause.queues)
+
+    def to_json(self, zone: str) -> dict[str, Any]:
+        return {
+            "since": iso(self.since, zone),
+            "until": iso(self.until, zone),
+            "reason": self.reason,
+            "queues": self.queues,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class HostReport:
+    """A host ticking on a shared store: last seen on the server's clock, its clock's offset (host minus
+    server, seconds), ``skewed`` past the warning bound, ``refused`` past the one ticks refuse at."""
+
+    host_id: str
+    hostname: str
+    last_seen: float
+    clock_offset: float
+    skewed: bool
+    refused: bool
+    this_host: bool
+
+    def to_json(self, zone: str) -> dict[str, Any]:
+        return {
+            "host_id": self.host_id,
+            "hostname": self.hostname,
+            "last_seen": iso(self.last_seen, zone),
+            "clock_offset": round(self.clock_offset, 3),
+            "skewed": self.skewed,
+            "refused": self.refused,
+            "this_host": self.this_host,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TickLockReport:
+    """The tick lock while a process holds it (:func:`icc.tick.idle.tick_lock_held`); ``stuck`` past a minute,
+    when a tick says so."""
+
+    pid: int | None  # None: its holder record cannot be read
+    host: str | None
+    since: float
+    held_seconds: float
+
+    @property
+    def stuck(self) -> bool:
+        from icc.tick.idle import LOCK_HELD_NOTICE
+
+        return self.held_seconds > LOCK_HELD_NOTICE
+
+    def to_json(self, zone: str) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "host": self.host,
+            "since": iso(self.since, zone),
+            "held_seconds": round(self.held_seconds, 1),
+            "stuck": self.stuck,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PluginReport:
+    name: str
+    distribution: str | None
+    version: str | None
+    source: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PluginErrorReport:
+    plugin: str
+    distribution: str | None
+    hook: str | None
+    error: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "plugin": self.plugin,
+            "distribution": self.distribution,
+            "hook": self.hook,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """Everything ``icc status`` shows; ``to_json()`` is ``icc status --json``."""
+
+    generated_at: datetime
+    timezone: str
+    environment: str
+    state_dir: str
+    last_tick: float | None
+    plugins_changed: bool  # the installed plugin distributions differ from the last scan's
+    never_scanned: bool
+    drift: str | None  # why the plugins changed since the last scan (icc.tick.idle.plugins_drift)
+    tick_lock: TickLockReport | None
+    paused: PauseReport | None
+    plugins: tuple[PluginReport, ...]
+    plugin_errors: tuple[PluginErrorReport, ...]
+    jobs: tuple[JobReport, ...]
+    hosts: tuple[HostReport, ...]
+
+    def job(self, name: str) -> JobReport | None:
+        return next((j for j in self.jobs if j.name == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        zone = self.timezone
+        return {
+            "schema": 1,
+            "generated_at": self.generated_at.astimezone(ZoneInfo(zone)).isoformat(),
+            "timezone": zone,
+            "environment": self.environment,
+            "state_dir": self.state_dir,
+            "last_tick": iso(self.last_tick, zone),
+            "plugins_changed": self.plugins_changed,
+            "never_scanned": self.never_scanned,
+            "drift": self.drift,
+            "tick_lock": None if self.tick_lock is None else self.tick_lock.to_json(zone),
+            "paused": None if self.paused is None else self.paused.to_json(zone),
+            "plugins": [p.to_json() for p in self.plugins],
+            "plugin_errors": [f.to_json() for f in self.plugin_errors],
+            "jobs": [j.to_json(zone) for j in self.jobs],
+            "hosts": [h.to_json(zone) for h in self.hosts],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PingFailureReport:
+    """A job's last failed heartbeat ping (URLs redacted); ``ok_since``: a later ping worked."""
+
+    at: float | None
+    event: object
+    error: object
+    ok_since: bool
+
+    def to_json(self, zone: str) -> dict[str, Any]:
+        return {"at": iso(self.at, zone), "event": self.event, "error": self.error, "ok_since": self.ok_since}
+
+
+@dataclass(frozen=True, slots=True)
+class JobDetailReport:
+    """``icc status JOB``: the job, its last runs (output included), its last failed ping, its next runs."""
+
+    job: JobReport
+    runs: tuple[RunReport, ...]
+    ping_failure: PingFailureReport | None
+    paused: PauseReport | None
+    next_runs: tuple[datetime, ...] | None  # with --next: the next N runs (none while disabled or removed)
+    start_offset: int  # seconds its runs start after their slot (jitter)
+
+    def to_json(self, zone: str) -> dict[str, Any]:
+        data = self.job.to_json(zone)
+        data["runs"] = [r.to_json(zone, full=True) for r in self.runs]
+        data["ping_failure"] = None if self.ping_failure is None else self.ping_failure.to_json(zone)
+        if self.next_runs is not None:
+            data["next_runs"] = [u.astimezone(ZoneInfo(zone)).isoformat() for u in self.next_runs]
+            data["start_offset"] = self.start_offset
+        return data
 
 
 def current_pause(store: StateStore, now: float) -> Pause | None:
@@ -65,23 +364,13 @@ def current_pause(store: StateStore, now: float) -> Pause | None:
     return current(store, now)
 
 
-def pause_data(pause: Pause | None, zone: str) -> dict[str, Any] | None:
-    if pause is None:
-        return None
-    return {
-        "since": iso(pause.since, zone),
-        "until": iso(pause.until, zone),
-        "reason": pause.reason,
-        "queues": pause.queues,
-    }
-
-
-def status_data(config: Config, at: datetime | None) -> dict[str, Any]:
-    """Everything ``icc status`` shows (``--json`` prints it as it is)."""
+def status(config: Config, at: datetime | None) -> StatusReport:
+    """Everything ``icc status`` shows, from the store and the plugins (loaded to report their errors)."""
     from icc.plugins import installed_fingerprint, load_plugins
     from icc.schedule import Schedule
     from icc.store import open_store
     from icc.tick.coordinator import next_due, slot_of
+    from icc.tick.idle import DRIFT_META_KEY, plugins_drift
 
     zone = config.timezone
     store = open_store(config)
@@ -92,13 +381,13 @@ def status_data(config: Config, at: datetime | None) -> dict[str, Any]:
     host.collect_handlers()
     latest = store.latest_runs()
     last_outcomes = store.last_outcomes()
-    running: dict[str, list[dict[str, Any]]] = {}
+    running: dict[str, list[RunningReport]] = {}
     unfinished = store.unfinished()
     dead = dead_runs(config, store, unfinished)
     for run in unfinished:
         if run.outcome == "running" and run.id not in dead:
             running.setdefault(run.job, []).append(
-                {"run_id": run.id, "pid": run.task_pid or run.pid, "since": iso(run.started_at, zone)}
+                RunningReport(run.id, run.task_pid or run.pid, run.started_at)
             )
     missed = store.missed_counts(slot - config.missed_window * 60, slot)
     jobs = []
@@ -109,76 +398,121 @@ def status_data(config: Config, at: datetime | None) -> dict[str, Any]:
         kept = last_outcomes.get(rec.name, {})
         nxt = next_due(schedule, slot) if rec.enabled and rec.removed_at is None else None
         jobs.append(
-            {
-                "name": rec.name,
-                "kind": rec.kind,
-                "plugin": rec.plugin,
-                "distribution": rec.distribution,
-                "version": rec.version,
-                "description": rec.definition.get("description"),
-                "schedule": {
-                    "cron": schedule.expression,
-                    "description": schedule.describe(),
-                    "timezone": schedule.zone,
-                    "background": schedule.background,
-                },
-                "enabled": rec.enabled,
-                "removed": rec.removed_at is not None,
-                "next_run": iso(nxt, zone),
-                "last_run": None if last is None else run_data(last, zone, dead),
-                "last_success": run_data(kept["success"], zone, dead) if "success" in kept else None,
-                "last_failure": run_data(kept["failure"], zone, dead) if "failure" in kept else None,
-                "running": running.get(rec.name, []),
-                "missed": missed.get(rec.name, 0),
-            }
+            JobReport(
+                name=rec.name,
+                kind=rec.kind,
+                plugin=rec.plugin,
+                distribution=rec.distribution,
+                version=rec.version,
+                description=rec.definition.get("description"),
+                cron=schedule.expression,
+                schedule_text=schedule.describe(),
+                zone=schedule.zone,
+                background=schedule.background,
+                enabled=rec.enabled,
+                removed=rec.removed_at is not None,
+                next_run=nxt,
+                last_run=None if last is None else RunReport.of(last, dead),
+                last_success=RunReport.of(kept["success"], dead) if "success" in kept else None,
+                last_failure=RunReport.of(kept["failure"], dead) if "failure" in kept else None,
+                running=tuple(running.get(rec.name, ())),
+                missed=missed.get(rec.name, 0),
+            )
         )
     watermark = store.get_meta("watermark")
     scanned = store.get_meta("plugins_fingerprint")
-    return {
-        "schema": 1,
-        "generated_at": now.astimezone(ZoneInfo(zone)).isoformat(),
-        "timezone": zone,
-        "environment": config.environment,
-        "state_dir": str(config.state_dir),
-        "last_tick": iso(int(watermark), zone) if watermark else None,
-        "plugins_changed": scanned is not None and scanned != installed_fingerprint(config),
-        "never_scanned": scanned is None,
-        "paused": pause_data(current_pause(store, now.timestamp()), zone),
-        "plugins": [
-            {"name": p.name, "distribution": p.distribution, "version": p.version, "source": p.source}
-            for p in host.plugins
-        ],
-        "plugin_errors": [
-            {"plugin": f.plugin, "distribution": f.distribution, "hook": f.hook, "error": f.error}
-            for f in host.failures
-        ],
-        "jobs": jobs,
-        "hosts": hosts_data(config, store, zone),
-    }
+    changed = scanned is not None and scanned != installed_fingerprint(config)
+    drift = plugins_drift(config, store.get_meta(DRIFT_META_KEY), scanned)
+    return StatusReport(
+        generated_at=now,
+        timezone=zone,
+        environment=config.environment,
+        state_dir=str(config.state_dir),
+        last_tick=int(watermark) if watermark else None,
+        plugins_changed=changed,
+        never_scanned=scanned is None,
+        drift=drift or ("installed plugin distributions changed" if changed else None),
+        tick_lock=tick_lock(config),
+        paused=PauseReport.of(current_pause(store, now.timestamp())),
+        plugins=tuple(PluginReport(p.name, p.distribution, p.version, p.source) for p in host.plugins),
+        plugin_errors=tuple(
+            PluginErrorReport(f.plugin, f.distribution, f.hook, f.error) for f in host.failures
+        ),
+        jobs=tuple(jobs),
+        hosts=hosts(config, store),
+    )
 
 
-def hosts_data(config: Config, store: StateStore, zone: str) -> list[dict[str, Any]]:
-    """The hosts ticking on a shared store (empty on SQLite): last seen on the server's clock, clock offset
-    (host minus server, seconds), ``skewed`` past the warning bound, ``refused`` past the one ticks refuse at."""
+def job_detail(
+    config: Config, report: StatusReport, job: str, limit: int, next_count: int | None, after: datetime
+) -> JobDetailReport | None:
+    """``icc status JOB``: the job of ``report``, its last ``limit`` runs, its last failed ping and, with
+    ``next_count``, its next runs after ``after``; None when there is no such job."""
+    from icc.schedule import Schedule
+    from icc.store import open_store
+
+    found = report.job(job)
+    if found is None:
+        return None
+    store = open_store(config)
+    dead = dead_runs(config, store, store.unfinished())
+    runs = tuple(RunReport.of(r, dead) for r in store.runs(job, limit=limit))
+    upcoming: tuple[datetime, ...] | None = None
+    offset = 0
+    record = store.job(job)
+    if next_count is not None:
+        upcoming = ()
+        if record is not None:
+            schedule = Schedule.from_definition(
+                record.definition["schedule"], default_timezone=config.timezone
+            )
+            offset = schedule.start_offset(job)
+            if record.enabled and record.removed_at is None:
+                upcoming = tuple(schedule.next_runs(after, min(next_count, 1000)))
+    return JobDetailReport(
+        job=found,
+        runs=runs,
+        ping_failure=ping_failure(store.get_meta(f"ping:{job}")),
+        paused=report.paused,
+        next_runs=upcoming,
+        start_offset=offset,
+    )
+
+
+def tick_lock(config: Config, now: float | None = None) -> TickLockReport | None:
+    """Who holds the tick lock now and for how long (:func:`icc.tick.idle.tick_lock_held`), or None when it is
+    free. Never takes the lock."""
+    from icc.tick.idle import tick_lock_held
+
+    held = tick_lock_held(str(config.state_dir))
+    if held is None:
+        return None
+    since, pid, host = held
+    moment = datetime.now(UTC).timestamp() if now is None else now
+    return TickLockReport(pid=pid, host=host, since=since, held_seconds=max(0.0, moment - since))
+
+
+def hosts(config: Config, store: StateStore) -> tuple[HostReport, ...]:
+    """The hosts ticking on a shared store (empty on SQLite)."""
     from icc.hosts import REFUSE_SECONDS, skewed
     from icc.tick.coordinator import run_host
 
     me = run_host(config)
-    return [
-        {
-            "host_id": h.host_id,
-            "hostname": h.hostname,
-            "last_seen": iso(h.last_seen, zone),
-            "clock_offset": round(h.clock_offset, 3),
-            "skewed": skewed(h.clock_offset),
-            "refused": abs(h.clock_offset) > REFUSE_SECONDS,
-            "this_host": h.host_id == me,
-        }
+    return tuple(
+        HostReport(
+            host_id=h.host_id,
+            hostname=h.hostname,
+            last_seen=h.last_seen,
+            clock_offset=h.clock_offset,
+            skewed=skewed(h.clock_offset),
+            refused=abs(h.clock_offset) > REFUSE_SECONDS,
+            this_host=h.host_id == me,
+        )
         for h in store.hosts()
-    ]
+    )
 
 
-def ping_failure(meta: str | None, zone: str) -> dict[str, Any] | None:
+def ping_failure(meta: str | None) -> PingFailureReport | None:
     """The job's last failed heartbeat ping (URLs redacted), from its ``ping:<job>`` meta value."""
     from icc.notify.pings import last_failure
 
@@ -186,12 +520,12 @@ def ping_failure(meta: str | None, zone: str) -> dict[str, Any] | None:
     if failed is None:
         return None
     at = failed.get("at")
-    return {
-        "at": iso(at if isinstance(at, int | float) else None, zone),
-        "event": failed.get("event"),
-        "error": failed.get("error"),
-        "ok_since": failed["ok_since"],
-    }
+    return PingFailureReport(
+        at=at if isinstance(at, int | float) else None,
+        event=failed.get("event"),
+        error=failed.get("error"),
+        ok_since=bool(failed["ok_since"]),
+    )
 
 
 # -- timeline ---------------------------------------------------------------------------------------------------
@@ -261,42 +595,76 @@ def queue_stats(config: Config, now: float) -> dict[str, QueueStats]:
     return {name: found.get(name) or QueueStats() for name in (*known_queues(config), *sorted(found))}
 
 
-def queue_stats_data(stats: dict[str, QueueStats]) -> list[dict[str, Any]]:
-    return [
-        {
-            "queue": name,
-            "messages": s.messages,
-            "ready": s.ready,
-            "delayed": s.delayed,
-            "in_flight": s.in_flight,
-            "owners": dict(sorted(s.owners.items())),
-            "oldest_age": s.oldest_age,
-            "failed": s.failed,
+@dataclass(frozen=True, slots=True)
+class QueueReport:
+    """One queue now (``icc queue stats``): messages not yet acknowledged (ready, delayed, in flight), which
+    consumers hold how many, the oldest one's age in seconds, and the failed ones."""
+
+    queue: str
+    messages: int
+    ready: int
+    delayed: int
+    in_flight: int
+    owners: Mapping[str, int]
+    oldest_age: float | None
+    failed: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "messages": self.messages,
+            "ready": self.ready,
+            "delayed": self.delayed,
+            "in_flight": self.in_flight,
+            "owners": dict(self.owners),
+            "oldest_age": self.oldest_age,
+            "failed": self.failed,
         }
-        for name, s in stats.items()
-    ]
+
+
+def queues(config: Config, now: float) -> tuple[QueueReport, ...]:
+    """:func:`queue_stats` as records."""
+    return tuple(
+        QueueReport(
+            queue=name,
+            messages=s.messages,
+            ready=s.ready,
+            delayed=s.delayed,
+            in_flight=s.in_flight,
+            owners=MappingProxyType(dict(sorted(s.owners.items()))),
+            oldest_age=s.oldest_age,
+            failed=s.failed,
+        )
+        for name, s in queue_stats(config, now).items()
+    )
 
 
 # -- metrics ----------------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class JobMetrics:
+    """A job's figures for ``icc metrics``."""
+
     name: str
     last_success: float | None = None
     last_run: float | None = None
     last_duration: float | None = None
-    runs: dict[str, int] = field(default_factory=dict)
+    runs: Mapping[str, int] = field(default_factory=dict)  # outcome -> count, kept apart from the history
     running: int = 0
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Metrics:
-    jobs: list[JobMetrics]
-    queues: dict[str, QueueStats]
+    """Everything ``icc metrics`` exports; no plugin is loaded to make it."""
+
+    jobs: tuple[JobMetrics, ...]
+    queues: tuple[QueueReport, ...]
     paused: bool
     last_tick: float | None
     clock_offsets: dict[str, float] = field(default_factory=dict)  # host id -> seconds (a shared store)
+    plugins_drifted: bool = False  # the plugins changed since the last scan (icc.tick.idle.drift)
+    tick_lock_held: float = 0.0  # seconds the tick lock has been held (0: free)
 
 
 def metrics(config: Config, now: float) -> Metrics:
@@ -327,10 +695,18 @@ def metrics(config: Config, now: float) -> Metrics:
                 running=running.get(rec.name, 0),
             )
         )
+    from icc.tick.idle import DRIFT_META_KEY, plugins_drift, tick_lock_held
+
     watermark = store.get_meta("watermark")
+    held = tick_lock_held(str(config.state_dir))
     return Metrics(
-        jobs=jobs,
-        queues=queue_stats(config, now),
+        jobs=tuple(jobs),
+        plugins_drifted=plugins_drift(
+            config, store.get_meta(DRIFT_META_KEY), store.get_meta("plugins_fingerprint")
+        )
+        is not None,
+        tick_lock_held=0.0 if held is None else max(0.0, now - held[0]),
+        queues=queues(config, now),
         paused=current_pause(store, now) is not None,
         last_tick=float(watermark) if watermark else None,
         clock_offsets={h.host_id: h.clock_offset for h in store.hosts()},

@@ -23,7 +23,6 @@ from icc.errors import IccError, JobNotFoundError
 
 if TYPE_CHECKING:
     from icc.config import Config
-    from icc.store.protocol import StateStore
     from icc.tick.coordinator import TickReport
 
 
@@ -193,10 +192,11 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
     Registers or removes the consumer cron jobs per consumers.mode. Nothing is written when anything is
     invalid; jobs of a plugin that failed to load are kept as they were.
     """
-    from icc.plugins import installed_fingerprint, load_plugins
+    from icc.plugins import drift_stamp, installed_fingerprint, load_plugins
     from icc.store import open_store
     from icc.tick import light as lightminute
     from icc.tick.coordinator import job_records
+    from icc.tick.idle import DRIFT_META_KEY
 
     config = env.config
     host = load_plugins(config, strict=strict)
@@ -225,6 +225,7 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
             "plugins_fingerprint": installed_fingerprint(config),
             "scanned_at": str(time.time()),
             lightminute.META_KEY: lightminute.scan_record(config, host, jobs),
+            DRIFT_META_KEY: drift_stamp(config, host),
         },
     )
     rows: list[list[str]] = []
@@ -284,6 +285,7 @@ def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
     """One tick: run every job due now. Meant for crontab: `* * * * * icc run --quiet`."""
     from icc.supervise.supervisor import install_stop_handlers
     from icc.tick.coordinator import Tick
+    from icc.tick.idle import LOCK_HELD_NOTICE, drift_line, held_for
 
     config = env.config
     install_stop_handlers()
@@ -304,10 +306,22 @@ def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
                 if holder is None
                 else f"pid {holder.pid} on {holder.host} since {ui.fmt_time(holder.since, zone)}"
             )
-            ui.say(f"icc run: another tick is running ({who})")
+            held = report.lock_held_for
+            stuck = (
+                f"; it has held the tick lock for {held_for(held)}: is it stuck? `icc status` shows it"
+                if held is not None and held > LOCK_HELD_NOTICE
+                else ""
+            )
+            ui.say(f"icc run: another tick is running ({who}){stuck}")
         return
     for failure in report.plugin_failures:
         diagnostics.logger.warning("plugin %s", failure)
+    if report.rescan:
+        diagnostics.logger.warning(
+            "icc run: plugins changed, and the tick's own scan failed: %s", report.rescan
+        )
+    if report.drift is not None and not quiet:
+        ui.say(drift_line(report.drift))
     if not report.rows:
         if not quiet:
             ui.say(f"icc run: nothing due at {ui.fmt_time(report.slot, zone)} ({zone})")
@@ -330,6 +344,7 @@ def _tick_data(report: TickReport, zone: str) -> dict[str, Any]:
         if holder is None
         else {"pid": holder.pid, "host": holder.host, "since": facts.iso(holder.since, zone)},
         "failed": report.failed,
+        "drift": report.drift,
         "runs": [
             {
                 "job": r.job,
@@ -361,37 +376,26 @@ def work(env: Env, quiet: bool, period: float) -> None:
     _exit(work_loop(env.config, quiet=quiet, period=period))
 
 
-def _next_runs(
-    store: StateStore, job: str, zone: str, after: datetime, count: int
-) -> tuple[list[datetime], int]:
-    """``--next``: the job's next ``count`` runs after ``after`` (``Schedule.next_runs``; none while it is
-    disabled or removed), and the seconds its runs start after their slot (jitter)."""
-    from icc.schedule import Schedule
-
-    record = store.job(job)
-    if record is None:
-        return [], 0
-    schedule = Schedule.from_definition(record.definition["schedule"], default_timezone=zone)
-    offset = schedule.start_offset(job)
-    if not record.enabled or record.removed_at is not None:
-        return [], offset
-    return schedule.next_runs(after, min(count, 1000)), offset
+def _local(epoch: float | None, zone: str, width: int = 16) -> str:
+    """``2026-03-29 10:00`` (``width`` 19: with seconds), in ``zone``; ``-`` for None."""
+    shown = facts.iso(epoch, zone)
+    return "-" if shown is None else shown[:width].replace("T", " ")
 
 
 OUTPUT_TAIL_LINES = 20  # lines of the last run's output `icc status JOB` shows
 
 
-def _last_run_cell(last: dict[str, Any] | None, *, terminal: bool = False) -> str:
+def _last_run_cell(last: facts.RunReport | None, zone: str, *, terminal: bool = False) -> str:
     """``succeeded 2026-03-29 10:00 (1.2s)``; a run that never started (its command could not) shows its slot.
     In a terminal two lines, ``succeeded 1.2s`` over the time, so the column stays narrow."""
     if last is None:
         return "-"
-    if last["started_at"] is None:
-        when = f"slot {last['slot'][:16].replace('T', ' ')}" if last["slot"] else ""
-        return str(last["outcome"]) + ("\n" if terminal else " ") + when if when else str(last["outcome"])
-    when = last["started_at"][:16].replace("T", " ")
-    took = ui.fmt_duration(last["duration"])
-    return f"{last['outcome']} {took}\n{when}" if terminal else f"{last['outcome']} {when} ({took})"
+    if last.started_at is None:
+        when = f"slot {_local(last.slot, zone)}" if last.slot is not None else ""
+        return last.outcome + ("\n" if terminal else " ") + when if when else last.outcome
+    when = _local(last.started_at, zone)
+    took = ui.fmt_duration(last.duration)
+    return f"{last.outcome} {took}\n{when}" if terminal else f"{last.outcome} {when} ({took})"
 
 
 @cli.command()
@@ -436,120 +440,117 @@ def status(
             raise IccError("--timeline draws a picture: give it without --json and --next")
         _timeline(config, job, moment)
         return
-    data = facts.status_data(config, moment)
+    report = facts.status(config, moment)
     if job is not None:
-        from icc.store import open_store
-
-        entry = next((j for j in data["jobs"] if j["name"] == job), None)
-        if entry is None:
+        detail = facts.job_detail(config, report, job, limit, next_count, moment or datetime.now(UTC))
+        if detail is None:
             raise JobNotFoundError(f"no job named {job!r}; `icc status` lists them")
-        store = open_store(config)
-        dead = facts.dead_runs(config, store, store.unfinished())
-        runs = store.runs(job, limit=limit)
-        ping_failure = facts.ping_failure(store.get_meta(f"ping:{job}"), zone)
-        upcoming: list[datetime] = []
-        offset = 0
-        if next_count is not None:
-            upcoming, offset = _next_runs(store, job, zone, moment or datetime.now(UTC), next_count)
         if as_json:
-            entry["runs"] = [facts.run_data(r, zone, dead, full=True) for r in runs]
-            entry["ping_failure"] = ping_failure
-            if next_count is not None:
-                entry["next_runs"] = [u.astimezone(ZoneInfo(zone)).isoformat() for u in upcoming]
-                entry["start_offset"] = offset
-            click.echo(json.dumps(entry, indent=2))
+            click.echo(json.dumps(detail.to_json(zone), indent=2))
             return
-        state = "removed" if entry["removed"] else ("enabled" if entry["enabled"] else "disabled")
-        if data["paused"] is not None:
-            ui.say(_pause_line(data["paused"]))
-        ui.say(
-            f"{job}: {entry['schedule']['description']} [{entry['schedule']['cron']}], plugin {entry['plugin']}, "
-            f"{state}"
-        )
-        ui.say(f"last success: {_last_run_cell(entry['last_success'])}")
-        ui.say(f"last failure: {_last_run_cell(entry['last_failure'])}")
-        if next_count is not None:
-            late = f" (each starts {offset}s later: jitter)" if offset else ""
-            ui.say(f"next {len(upcoming)} runs{late}:" if upcoming else "next runs: none left")
-            for upcoming_at in upcoming:
-                shown_at = upcoming_at.astimezone(ZoneInfo(zone))
-                click.echo("  " + shown_at.strftime("%Y-%m-%d %H:%M" + (":%S" if shown_at.second else "")))
-        rows = []
-        for r in runs:
-            outcome, error = facts.shown(r, dead)
-            rows.append(
-                [
-                    str(r.id),
-                    r.kind,
-                    outcome,
-                    ui.fmt_slot(r.slot, zone),
-                    ui.fmt_time(r.started_at, zone),
-                    ui.fmt_duration(r.duration),
-                    str(r.exit_code if r.exit_code is not None else "-"),
-                    ui.for_terminal(error or "", raw),
-                ]
-            )
-        ui.table(
-            None,
-            [
-                ui.Col("run", keep=True),
-                ui.Col("kind", keep=True, wide=100),
-                ui.Col("outcome", keep=True),
-                ui.Col("slot", keep=True),
-                ui.Col("started", keep=True),
-                ui.Col("took", keep=True),
-                ui.Col("exit", keep=True, wide=100),
-                "error",
-            ],
-            rows,
-            style_col=2,
-        )
-        if ping_failure is not None:
-            later = "; later pings worked" if ping_failure["ok_since"] else ""
-            ui.say(
-                f"ping failed {(ping_failure['at'] or '?')[:19].replace('T', ' ')} ({ping_failure['event']}): "
-                f"{ping_failure['error']}{later}"
-            )
-        shown = next((r for r in runs if r.outcome not in ("missed", "skipped", "pending")), None)
-        if shown is not None and shown.output:
-            lines = ui.for_terminal(shown.output, raw).rstrip("\n").splitlines()
-            ui.say(
-                f"output of run {shown.id} (last {min(len(lines), OUTPUT_TAIL_LINES)} lines; `icc logs {job}`):"
-            )
-            click.echo("\n".join(lines[-OUTPUT_TAIL_LINES:]), color=True)  # color: never stripped
+        _job_detail(detail, zone, raw)
         return
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json.dumps(report.to_json(), indent=2))
         return
-    if data["paused"] is not None:
-        ui.say(_pause_line(data["paused"]))
+    _status_table(report, zone)
+
+
+def _job_detail(detail: facts.JobDetailReport, zone: str, raw: bool = False) -> None:
+    """``icc status JOB``: a few lines about the job, a table of its last runs, the last run's output tail
+    (control characters escaped on a terminal unless ``raw``)."""
+    entry = detail.job
+    if detail.paused is not None:
+        ui.say(_pause_line(detail.paused, zone))
+    ui.say(f"{entry.name}: {entry.schedule_text} [{entry.cron}], plugin {entry.plugin}, {entry.state}")
+    ui.say(f"last success: {_last_run_cell(entry.last_success, zone)}")
+    ui.say(f"last failure: {_last_run_cell(entry.last_failure, zone)}")
+    if detail.next_runs is not None:
+        offset = detail.start_offset
+        late = f" (each starts {offset}s later: jitter)" if offset else ""
+        ui.say(f"next {len(detail.next_runs)} runs{late}:" if detail.next_runs else "next runs: none left")
+        for upcoming_at in detail.next_runs:
+            shown_at = upcoming_at.astimezone(ZoneInfo(zone))
+            click.echo("  " + shown_at.strftime("%Y-%m-%d %H:%M" + (":%S" if shown_at.second else "")))
+    rows = [
+        [
+            str(r.id),
+            r.kind,
+            r.outcome,
+            ui.fmt_slot(r.slot, zone),
+            ui.fmt_time(r.started_at, zone),
+            ui.fmt_duration(r.duration),
+            str(r.exit_code if r.exit_code is not None else "-"),
+            ui.for_terminal(r.error or "", raw),
+        ]
+        for r in detail.runs
+    ]
+    ui.table(
+        None,
+        [
+            ui.Col("run", keep=True),
+            ui.Col("kind", keep=True, wide=100),
+            ui.Col("outcome", keep=True),
+            ui.Col("slot", keep=True),
+            ui.Col("started", keep=True),
+            ui.Col("took", keep=True),
+            ui.Col("exit", keep=True, wide=100),
+            "error",
+        ],
+        rows,
+        style_col=2,
+    )
+    failed = detail.ping_failure
+    if failed is not None:
+        later = "; later pings worked" if failed.ok_since else ""
+        at = "?" if failed.at is None else _local(failed.at, zone, 19)
+        ui.say(f"ping failed {at} ({failed.event}): {failed.error}{later}")
+    # Not a missed, skipped or pending row: those have no output.
+    last = next((r for r in detail.runs if r.outcome not in ("missed", "skipped", "pending")), None)
+    if last is not None and last.output:
+        lines = ui.for_terminal(last.output, raw).rstrip("\n").splitlines()
+        ui.say(
+            f"output of run {last.id} (last {min(len(lines), OUTPUT_TAIL_LINES)} lines; `icc logs {entry.name}`):"
+        )
+        click.echo("\n".join(lines[-OUTPUT_TAIL_LINES:]), color=True)  # color: never stripped
+
+
+def _status_table(report: facts.StatusReport, zone: str) -> None:
+    """``icc status``: a row per job, the hosts of a shared store, then the warnings."""
+    if report.paused is not None:
+        ui.say(_pause_line(report.paused, zone))
     terminal = ui.is_terminal()
     rows = []
-    for j in data["jobs"]:
-        last = j["last_run"]
-        plugin = j["plugin"] + (f" ({j['distribution']} {j['version']})" if j["distribution"] else "")
-        state = "removed" if j["removed"] else ("enabled" if j["enabled"] else "disabled")
-        running = ", ".join(f"pid {r['pid']} since {r['since'][11:16]}" for r in j["running"]) or "-"
-        missed = str(j["missed"]) if j["missed"] else "-"
+    for j in report.jobs:
+        plugin = j.plugin + (f" ({j.distribution} {j.version})" if j.distribution else "")
+        state = j.state
+        running = (
+            ", ".join(
+                f"pid {r.pid} since {'?' if r.since is None else _local(r.since, zone)[11:16]}"
+                for r in j.running
+            )
+            or "-"
+        )
+        missed = str(j.missed) if j.missed else "-"
         cells = [
-            j["name"],
+            j.name,
             plugin,
-            f"{j['schedule']['description']}\n{j['schedule']['cron']}" if terminal else j["schedule"]["cron"],
+            f"{j.schedule_text}\n{j.cron}" if terminal else j.cron,
             *(() if terminal else (state,)),
-            (j["next_run"] or "-")[:16].replace("T", " "),
-            _last_run_cell(last, terminal=terminal),
-            _last_run_cell(j["last_success"], terminal=terminal),
-            _last_run_cell(j["last_failure"], terminal=terminal),
+            _local(j.next_run, zone),
+            _last_run_cell(j.last_run, zone, terminal=terminal),
+            _last_run_cell(j.last_success, zone, terminal=terminal),
+            _last_run_cell(j.last_failure, zone, terminal=terminal),
         ]
         if terminal:  # state, running and missed in one column: a terminal may be 80 columns wide
             notes = [state] if state != "enabled" else []
-            notes += [f"running {running}"] if j["running"] else []
-            notes += [f"missed {missed}"] if j["missed"] else []
+            notes += [f"running {running}"] if j.running else []
+            notes += [f"missed {missed}"] if j.missed else []
             rows.append([*cells, "\n".join(notes) or "-"])
         else:
             rows.append([*cells, running, missed])
     ui.table(
-        f"icc status ({zone}, environment {config.environment})",
+        f"icc status ({zone}, environment {report.environment})",
         [
             ui.Col("job", keep=True),
             ui.Col("plugin", wide=140),
@@ -563,42 +564,52 @@ def status(
         ],
         rows,
     )
-    if not data["jobs"]:
+    if not report.jobs:
         ui.say("no jobs yet: run `icc scan`")
-    if data["hosts"]:
-        _hosts_table(data["hosts"])
-    for err in data["plugin_errors"]:
+    if report.hosts:
+        _hosts_table(report.hosts, zone)
+    for err in report.plugin_errors:
         diagnostics.logger.warning(
             "plugin error: %s (%s): %s",
-            err["plugin"],
-            err["distribution"] or "local",
-            err["error"],
+            err.plugin,
+            err.distribution or "local",
+            err.error,
             extra={"bare": True},
         )
-    if data["plugins_changed"]:
+    lock = report.tick_lock
+    if lock is not None and lock.stuck:
+        who = "an unknown process" if lock.pid is None else f"pid {lock.pid} on {lock.host}"
+        diagnostics.logger.warning(
+            "the tick lock has been held for %s by %s (since %s): is a tick stuck?",
+            ui.fmt_duration(lock.held_seconds),
+            who,
+            _local(lock.since, zone, 19),
+        )
+    if report.drift is not None and not report.plugins_changed:
+        diagnostics.logger.warning("plugins changed since the last scan (%s); run `icc scan`", report.drift)
+    if report.plugins_changed:
         diagnostics.logger.warning("installed plugins changed since the last scan; run `icc scan`")
-    if data["never_scanned"]:
+    if report.never_scanned:
         diagnostics.logger.warning("never scanned; run `icc scan`")
 
 
-def _hosts_table(hosts: list[dict[str, Any]]) -> None:
+def _hosts_table(hosts: tuple[facts.HostReport, ...], zone: str) -> None:
     """``icc status`` on a shared store: the hosts that tick on it and their clocks (icc.hosts)."""
     from icc.hosts import REFUSE_SECONDS, WARN_SECONDS
 
     rows = []
     for h in hosts:
-        offset = h["clock_offset"]
         note = "-"
-        if h["refused"]:
+        if h.refused:
             note = f"clock skewed past {REFUSE_SECONDS:.0f} s: its ticks refuse to run; sync it with NTP"
-        elif h["skewed"]:
+        elif h.skewed:
             note = f"clock skewed past {WARN_SECONDS:.0f} s: sync it with NTP"
         rows.append(
             [
-                h["host_id"] + (" (this host)" if h["this_host"] else ""),
-                h["hostname"],
-                (h["last_seen"] or "-")[:19].replace("T", " "),
-                f"{offset:+.1f} s",
+                h.host_id + (" (this host)" if h.this_host else ""),
+                h.hostname,
+                _local(h.last_seen, zone, 19),
+                f"{round(h.clock_offset, 3):+.1f} s",
                 note,
             ]
         )
@@ -676,16 +687,12 @@ def _timeline_rows(lines: list[str], rows: list[dict[str, Any]], name_width: int
     out.print(legend, markup=False, highlight=False)
 
 
-def _pause_line(paused: dict[str, Any]) -> str:
+def _pause_line(paused: facts.PauseReport, zone: str) -> str:
     """``PAUSED since 2026-03-29 10:00, until 12:00 (queues too): deploy``."""
-
-    def short(value: str) -> str:
-        return value[:16].replace("T", " ")
-
-    until = f", until {short(paused['until'])}" if paused["until"] else ", until `icc resume`"
-    queues = " (queues too)" if paused["queues"] else ""
-    reason = f": {paused['reason']}" if paused["reason"] else ""
-    return f"PAUSED since {short(paused['since'])}{until}{queues}{reason}"
+    until = f", until {_local(paused.until, zone)}" if paused.until is not None else ", until `icc resume`"
+    queues = " (queues too)" if paused.queues else ""
+    reason = f": {paused.reason}" if paused.reason else ""
+    return f"PAUSED since {_local(paused.since, zone)}{until}{queues}{reason}"
 
 
 @cli.command()
@@ -721,7 +728,9 @@ def pause(env: Env, until: str | None, reason: str | None, queues: bool) -> None
         queues=queues,
     )
     pauses.set_pause(store, record)
-    line = _pause_line(facts.pause_data(record, zone) or {})
+    shown = facts.PauseReport.of(record)
+    assert shown is not None
+    line = _pause_line(shown, zone)
     ui.say(("pause updated: " if before is not None else "") + line)
 
 

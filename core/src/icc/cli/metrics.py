@@ -44,6 +44,8 @@ _FAMILIES = (
         "gauge",
         "A host's clock minus the database server's, measured by its last full tick (a shared store).",
     ),
+    ("icc_plugins_drifted", "gauge", "1 when the plugins or the config file changed since the last scan."),
+    ("icc_tick_lock_held_seconds", "gauge", "How long the tick lock has been held (0 when it is free)."),
 )
 
 
@@ -79,14 +81,16 @@ def render(facts: Metrics) -> str:
             add("icc_job_runs_total", count, job=job.name, outcome=outcome)
         add("icc_job_missed_total", job.runs.get("missed", 0), job=job.name)
         add("icc_job_running", job.running, job=job.name)
-    for queue, stats in facts.queues.items():
-        add("icc_queue_messages", stats.messages, queue=queue)
-        add("icc_queue_oldest_message_age_seconds", stats.oldest_age or 0.0, queue=queue)
-        add("icc_failed_messages", stats.failed, queue=queue)
+    for q in facts.queues:
+        add("icc_queue_messages", q.messages, queue=q.queue)
+        add("icc_queue_oldest_message_age_seconds", q.oldest_age or 0.0, queue=q.queue)
+        add("icc_failed_messages", q.failed, queue=q.queue)
     add("icc_paused", 1 if facts.paused else 0)
     add("icc_last_tick_timestamp_seconds", facts.last_tick)
     for host, offset in sorted(facts.clock_offsets.items()):
         add("icc_host_clock_offset_seconds", round(offset, 3), host=host)
+    add("icc_plugins_drifted", 1 if facts.plugins_drifted else 0)
+    add("icc_tick_lock_held_seconds", round(facts.tick_lock_held, 3))
     lines: list[str] = []
     for name, kind, text in _FAMILIES:
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", *samples[name]]

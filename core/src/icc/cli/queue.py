@@ -410,24 +410,23 @@ def queue_stats(env: Any, as_json: bool) -> None:
 
     with _user_errors():
         from icc.cli import render as ui
-        from icc.report import queue_stats as gather
-        from icc.report import queue_stats_data
+        from icc.report import queues
 
-        data = queue_stats_data(gather(_config(env), time.time()))
+        found = queues(_config(env), time.time())
         if as_json:
-            click.echo(json.dumps(data, indent=2))
+            click.echo(json.dumps([q.to_json() for q in found], indent=2))
             return
         rows = [
             [
-                q["queue"],
-                str(q["ready"]),
-                str(q["delayed"]),
-                str(q["in_flight"]),
-                _age(q["oldest_age"]),
-                str(q["failed"]),
-                ", ".join(f"{owner} ({n})" for owner, n in q["owners"].items()) or "-",
+                q.queue,
+                str(q.ready),
+                str(q.delayed),
+                str(q.in_flight),
+                _age(q.oldest_age),
+                str(q.failed),
+                ", ".join(f"{owner} ({n})" for owner, n in q.owners.items()) or "-",
             ]
-            for q in data
+            for q in found
         ]
         ui.table(
             "icc queue stats", ["queue", "ready", "delayed", "in flight", "oldest", "failed", "held by"], rows

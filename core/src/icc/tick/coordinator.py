@@ -223,10 +223,47 @@ class TickReport:
     held_by: Holder | None = None  # who, when its record could be read
     plugin_failures: list[str] = field(default_factory=list)
     abandoned: list[str] = field(default_factory=list)
+    lock_held_for: float | None = None  # locked out: seconds the holder has held the tick lock, when known
+    drift: str | None = None  # why the plugins changed since the last scan (icc.tick.idle.drift)
+    rescan: str | None = None  # [icc] scan = "auto": why the tick's own scan failed ("" when it worked)
 
     @property
     def failed(self) -> bool:
         return any(r.outcome in ("failed", "timed_out", "stopped") for r in self.rows)
+
+
+def rescan(config: Config) -> str:
+    """``icc scan`` in a child process of its own session, killed with its group after ``scan_timeout``
+    seconds (a plugin import that hangs cannot hang the tick): "" when it worked, else why not, in one line."""
+    import signal
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "icc"]
+    if config.path is not None:
+        argv += ["--config", str(config.path)]
+    try:
+        child = subprocess.Popen(
+            [*argv, "scan", "--json"],
+            cwd=config.root,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return f"cannot start `icc scan`: {exc.strerror or exc}"
+    try:
+        _, err = child.communicate(timeout=config.scan_timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        return f"`icc scan` did not finish within scan_timeout ({config.scan_timeout:g} s): it was stopped"
+    if child.returncode == 0:
+        return ""
+    last = next((line for line in reversed(err.decode(errors="replace").splitlines()) if line.strip()), "")
+    return f"`icc scan` exited {child.returncode}" + (f": {last.strip()}" if last else "")
 
 
 @dataclass
@@ -311,8 +348,11 @@ class Tick:
         if not lock.try_acquire():
             report.locked_out = True
             report.held_by = lock.holder()
+            if report.held_by is not None:
+                report.lock_held_for = max(0.0, time.time() - report.held_by.since)
             return report
         try:
+            self._check_drift(report)
             self._recover_abandoned(report)
             planned = self._plan(report)
         finally:
@@ -324,6 +364,30 @@ class Tick:
         if planned or self._recorded:
             self.store.prune_runs(self.config.keep_runs, self.config.keep_skipped)
         return report
+
+    def _check_drift(self, report: TickReport) -> None:
+        """Whether the plugins changed since the last scan (stat calls against the scan's stamp); with
+        ``[icc] scan = "auto"`` the tick then rescans in a child process, bounded by ``scan_timeout``, and
+        goes on with the stored jobs when that scan fails. A package directory that changed without a plugin
+        distribution changing (an unrelated install) refreshes the stamp, so the idle tick stays idle."""
+        from icc.tick.idle import DRIFT_META_KEY, plugins_drift, refreshed_stamp
+
+        stamp = self.store.get_meta(DRIFT_META_KEY)
+        if stamp is None:  # scanned by an icc that wrote no stamp: `icc status` compares the fingerprint
+            return
+        why = plugins_drift(self.config, stamp, self.store.get_meta("plugins_fingerprint"))
+        if why is None:
+            fresh = refreshed_stamp(stamp)
+            if fresh != stamp:
+                self.store.update_meta(DRIFT_META_KEY, lambda old: fresh if old == stamp else old)
+            return
+        report.drift = why
+        if self.config.scan != "auto":
+            return
+        report.rescan = rescan(self.config)
+        if report.rescan == "":  # the scan stored a new stamp: whatever still differs is drift still
+            stamp = self.store.get_meta(DRIFT_META_KEY)
+            report.drift = plugins_drift(self.config, stamp, self.store.get_meta("plugins_fingerprint"))
 
     def _observers(
         self, record: JobRecord, ctx: RunContext

@@ -42,7 +42,9 @@ A ``kill -9`` of a supervisor leaves its run ``running`` with a dead pid: the ne
 is unfinished) and records it ``abandoned``, killing its consumer's process group, as for any run.
 
 What the light minute does not see: a plugin installed or a plugin's code changed since the last ``icc scan``
-(``icc status`` says the plugins changed: scan again). Its hooks and handlers are used once a message arrives.
+(``icc status`` says the plugins changed: scan again; with ``[icc] scan = "auto"`` :mod:`icc.fastpath` notices
+it first and leaves the minute to the full tick, which rescans). Its hooks and handlers are used once a message
+arrives.
 """
 
 from __future__ import annotations

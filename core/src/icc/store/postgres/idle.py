@@ -49,7 +49,8 @@ _QUERY = (
     # on_each_host() jobs: the full tick. strpos over the JSON text: a superset (a job named so counts too).
     " (SELECT COUNT(*) FROM {s}.jobs WHERE enabled AND removed_at IS NULL"
     " AND strpos(definition, 'on_each_host') > 0),"
-    " (SELECT string_agg(version::text, ',' ORDER BY version) FROM {s}.migrations)"
+    " (SELECT string_agg(version::text, ',' ORDER BY version) FROM {s}.migrations),"
+    " (SELECT value FROM {s}.meta WHERE key = 'drift_stamp')"
 )
 
 
@@ -189,7 +190,8 @@ def try_pg_idle_tick(config_path: str | None, quiet: bool, at: str | None) -> in
         from icc.statedir import state_dir_problem
 
         store: dict[str, object] = {}
-        config = read_config(config_path, store)
+        settings: dict[str, object] = {}
+        config = read_config(config_path, store, settings)
         url = store.get("url")
         if config is None or not isinstance(url, str):
             return None
@@ -208,7 +210,7 @@ def try_pg_idle_tick(config_path: str | None, quiet: bool, at: str | None) -> in
         answers = _ask(url, schema, host)
         if answers is None:
             return None
-        earliest, unfinished, watermark, scanned, paused, per_host, applied = answers
+        earliest, unfinished, watermark, scanned, paused, per_host, applied, stamp = answers
         if scanned is None or applied is None or applied != _migrations():
             return None
         if watermark is not None and slot < int(watermark):
@@ -217,8 +219,19 @@ def try_pg_idle_tick(config_path: str | None, quiet: bool, at: str | None) -> in
             return None
         if earliest is not None and int(earliest) <= slot:
             return None
+        from icc.tick.idle import LOCK_HELD_NOTICE, drift, drift_line, lock_held_line, tick_lock_held
+
+        scan_auto = settings.get("scan") == "auto"
+        why = drift(stamp) if scan_auto or not quiet else None  # as icc.tick.idle's idle tick
+        if why is not None and (scan_auto or why.startswith("packages:")):
+            return None
     except Exception:
         return None
     if not quiet:
+        held = tick_lock_held(state_dir, LOCK_HELD_NOTICE)
+        if held is not None:
+            sys.stdout.write(lock_held_line(*held, time.time()) + "\n")
+        if why is not None:
+            sys.stdout.write(drift_line(why) + "\n")
         _say_idle(slot, timezone)
     return 0
