@@ -225,7 +225,7 @@ class HostReport:
 
 @dataclass(frozen=True, slots=True)
 class TickLockReport:
-    """The tick lock while a process holds it (:func:`icc.tick.idle.tick_lock_held`); ``stuck`` past a minute,
+    """The tick lock while a process holds it (:func:`icc.tickwatch.tick_lock_held`); ``stuck`` past a minute,
     when a tick says so."""
 
     pid: int | None  # None: its holder record cannot be read
@@ -235,7 +235,7 @@ class TickLockReport:
 
     @property
     def stuck(self) -> bool:
-        from icc.tick.idle import LOCK_HELD_NOTICE
+        from icc.tickwatch import LOCK_HELD_NOTICE
 
         return self.held_seconds > LOCK_HELD_NOTICE
 
@@ -370,7 +370,8 @@ def status(config: Config, at: datetime | None) -> StatusReport:
     from icc.schedule import Schedule
     from icc.store import open_store
     from icc.tick.coordinator import next_due, slot_of
-    from icc.tick.idle import DRIFT_META_KEY, plugins_drift
+    from icc.tick.idle import plugins_drift
+    from icc.tickwatch import DRIFT_META_KEY
 
     zone = config.timezone
     store = open_store(config)
@@ -480,9 +481,9 @@ def job_detail(
 
 
 def tick_lock(config: Config, now: float | None = None) -> TickLockReport | None:
-    """Who holds the tick lock now and for how long (:func:`icc.tick.idle.tick_lock_held`), or None when it is
+    """Who holds the tick lock now and for how long (:func:`icc.tickwatch.tick_lock_held`), or None when it is
     free. Never takes the lock."""
-    from icc.tick.idle import tick_lock_held
+    from icc.tickwatch import tick_lock_held
 
     held = tick_lock_held(str(config.state_dir))
     if held is None:
@@ -663,7 +664,7 @@ class Metrics:
     paused: bool
     last_tick: float | None
     clock_offsets: dict[str, float] = field(default_factory=dict)  # host id -> seconds (a shared store)
-    plugins_drifted: bool = False  # the plugins changed since the last scan (icc.tick.idle.drift)
+    plugins_drifted: bool = False  # the plugins changed since the last scan (icc.tickwatch.drift)
     tick_lock_held: float = 0.0  # seconds the tick lock has been held (0: free)
 
 
@@ -695,7 +696,8 @@ def metrics(config: Config, now: float) -> Metrics:
                 running=running.get(rec.name, 0),
             )
         )
-    from icc.tick.idle import DRIFT_META_KEY, plugins_drift, tick_lock_held
+    from icc.tick.idle import plugins_drift
+    from icc.tickwatch import DRIFT_META_KEY, tick_lock_held
 
     watermark = store.get_meta("watermark")
     held = tick_lock_held(str(config.state_dir))

@@ -196,7 +196,7 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
     from icc.store import open_store
     from icc.tick import light as lightminute
     from icc.tick.coordinator import job_records
-    from icc.tick.idle import DRIFT_META_KEY
+    from icc.tickwatch import DRIFT_META_KEY
 
     config = env.config
     host = load_plugins(config, strict=strict)
@@ -285,7 +285,7 @@ def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
     """One tick: run every job due now. Meant for crontab: `* * * * * icc run --quiet`."""
     from icc.supervise.supervisor import install_stop_handlers
     from icc.tick.coordinator import Tick
-    from icc.tick.idle import LOCK_HELD_NOTICE, drift_line, held_for
+    from icc.tickwatch import LOCK_HELD_NOTICE, drift_line, held_for
 
     config = env.config
     install_stop_handlers()

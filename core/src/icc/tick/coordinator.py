@@ -224,7 +224,7 @@ class TickReport:
     plugin_failures: list[str] = field(default_factory=list)
     abandoned: list[str] = field(default_factory=list)
     lock_held_for: float | None = None  # locked out: seconds the holder has held the tick lock, when known
-    drift: str | None = None  # why the plugins changed since the last scan (icc.tick.idle.drift)
+    drift: str | None = None  # why the plugins changed since the last scan (icc.tickwatch.drift)
     rescan: str | None = None  # [icc] scan = "auto": why the tick's own scan failed ("" when it worked)
 
     @property
@@ -370,7 +370,8 @@ class Tick:
         ``[icc] scan = "auto"`` the tick then rescans in a child process, bounded by ``scan_timeout``, and
         goes on with the stored jobs when that scan fails. A package directory that changed without a plugin
         distribution changing (an unrelated install) refreshes the stamp, so the idle tick stays idle."""
-        from icc.tick.idle import DRIFT_META_KEY, plugins_drift, refreshed_stamp
+        from icc.tick.idle import plugins_drift, refreshed_stamp
+        from icc.tickwatch import DRIFT_META_KEY
 
         stamp = self.store.get_meta(DRIFT_META_KEY)
         if stamp is None:  # scanned by an icc that wrote no stamp: `icc status` compares the fingerprint

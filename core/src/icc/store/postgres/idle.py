@@ -219,7 +219,7 @@ def try_pg_idle_tick(config_path: str | None, quiet: bool, at: str | None) -> in
             return None
         if earliest is not None and int(earliest) <= slot:
             return None
-        from icc.tick.idle import LOCK_HELD_NOTICE, drift, drift_line, lock_held_line, tick_lock_held
+        from icc.tickwatch import LOCK_HELD_NOTICE, drift, drift_line, lock_held_line, tick_lock_held
 
         scan_auto = settings.get("scan") == "auto"
         why = drift(stamp) if scan_auto or not quiet else None  # as icc.tick.idle's idle tick
