@@ -220,3 +220,12 @@ def test_timeline_refuses_json(project: Project) -> None:
     proc = project.icc("status", "--timeline", "--json")
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip() == "error: --timeline draws a picture: give it without --json and --next"
+
+
+def test_counts_are_pluralised_only_when_not_one() -> None:
+    from icc import ui
+
+    assert ui.plural(1, "failed message") == "1 failed message"
+    assert ui.plural(0, "failed message") == "0 failed messages"
+    assert ui.plural(3, "consumer job") == "3 consumer jobs"
+    assert ui.plural(2, "entry", "entries") == "2 entries"

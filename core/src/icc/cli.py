@@ -209,11 +209,22 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
             "Fix the plugins above and scan again."
         )
         _exit(2)
-    failed_plugins = {f.plugin for f in host.failures}
+    # A plugin that failed to load, or was left out (ICC_DISABLE_PLUGIN_AUTOLOAD, ICC_PLUGINS), keeps its
+    # jobs: a broken deploy or a plugin left out for a while must not erase their history. --prune asks.
+    unloaded = dict(host.not_loaded)
+    for failure in host.failures:
+        unloaded.setdefault(failure.plugin, "failed to load")
     store = open_store(config)
     records = job_records(jobs)
-    # A plugin that failed to import keeps its jobs: a broken deploy must not erase their history.
-    kept = [r for r in store.jobs() if r.plugin in failed_plugins and r.name not in jobs]
+    kept = [] if prune else [r for r in store.jobs() if r.plugin in unloaded and r.name not in jobs]
+    for plugin in sorted({r.plugin for r in kept}):
+        count = sum(r.plugin == plugin for r in kept)
+        diagnostics.logger.warning(
+            "kept %s of plugin %s: %s; `icc scan --prune` removes them",
+            ui.plural(count, "job"),
+            plugin,
+            unloaded[plugin],
+        )
     report = store.sync_jobs(
         [*records, *kept],
         prune=prune,
@@ -226,14 +237,15 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
         },
     )
     rows: list[list[str]] = []
-    by_name = {r.name: r for r in records}
+    by_name = {r.name: r for r in [*records, *kept]}
+    kept_names = {r.name for r in kept}
     for change in ("added", "changed", "restored", "removed", "pruned", "unchanged"):
         for name in getattr(report, change):
             rec = by_name.get(name)
             rows.append(
                 [
                     name,
-                    change,
+                    "kept" if name in kept_names else change,
                     rec.definition["schedule"]["expression"] if rec else "-",
                     rec.plugin if rec else "-",
                 ]
@@ -261,7 +273,7 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
     if config.consumers.mode == "cron":
         if not as_json:
             ui.say(
-                f"consumers: cron mode, {len(consumers)} consumer job(s) registered: "
+                f"consumers: cron mode, {ui.plural(len(consumers), 'consumer job')} registered: "
                 f"{', '.join(consumers) or 'none'}"
             )
         from icc.queue.builtin import minute_warning
@@ -462,7 +474,7 @@ def status(
         ui.say(f"last failure: {_last_run_cell(entry['last_failure'])}")
         if next_count is not None:
             late = f" (each starts {offset}s later: jitter)" if offset else ""
-            ui.say(f"next {len(upcoming)} runs{late}:" if upcoming else "next runs: none left")
+            ui.say(f"next {ui.plural(len(upcoming), 'run')}{late}:" if upcoming else "next runs: none left")
             for upcoming_at in upcoming:
                 shown_at = upcoming_at.astimezone(ZoneInfo(zone))
                 click.echo("  " + shown_at.strftime("%Y-%m-%d %H:%M" + (":%S" if shown_at.second else "")))
