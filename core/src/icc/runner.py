@@ -634,14 +634,23 @@ class Tick:
             if self._store_intact():
                 raise
             return False
+        outcome, detail = result.outcome, result.error or ""
+        if result.outcome == "stopped" and self.store.lease is not None:
+            # A host frozen past its lease stops its task when it wakes, but another host recorded the run
+            # first (abandoned) and its record stays: the row says what the store says.
+            with contextlib.suppress(StateError):
+                stored = self.store.run(item.run_id)
+                if stored is not None and stored.outcome not in ("stopped", "pending", "running"):
+                    outcome = stored.outcome
+                    detail = f"{stored.error or stored.outcome}; this host stopped its task when it woke"
         report.rows.append(
             TickRow(
                 item.record.name,
-                result.outcome,
+                outcome,
                 item.slot,
                 duration=result.duration,
                 next_run=next_due(item.schedule, self.slot),
-                detail=result.error or "",
+                detail=detail,
             )
         )
         return True
