@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from icc import hostclock
 from icc.errors import IccError, StateError
-from icc.execution import RunSpec, conclude, sleep_until, start_detached, stop_requested, supervise
+from icc.execution import STOP, RunSpec, conclude, sleep_until, start_detached, stop_requested, supervise
 from icc.locks import Holder, job_lock, pid_alive, tick_lock
 from icc.state.base import FAILURES, Claim, JobRecord, RunKind, RunRecord, StateStore
 from icc.state.dirs import state_dir_problem
@@ -686,7 +686,7 @@ class Tick:
             if stop or (self.realtime and time.time() >= end):
                 if self._store_intact():
                     why = (
-                        "skipped: icc run was asked to stop"
+                        f"skipped: {STOP.who} was asked to stop"
                         if stop
                         else "skipped: the minute ended before the tick got to it"
                     )
@@ -733,7 +733,7 @@ class Tick:
     def _start_background(self, background: list[tuple[_Planned, RunSpec]], report: TickReport) -> None:
         if stop_requested():
             for item, _spec in background:
-                why = "not started: icc run was asked to stop"
+                why = f"not started: {STOP.who} was asked to stop"
                 self.store.finish(item.run_id, "skipped", now=time.time(), error=why)
                 report.rows.append(TickRow(item.record.name, "skipped", item.slot, detail=why))
                 self._conclude_unstarted(item)
