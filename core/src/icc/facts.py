@@ -288,6 +288,8 @@ class JobMetrics:
     last_duration: float | None = None
     runs: dict[str, int] = field(default_factory=dict)
     running: int = 0
+    ping_failing: bool = False  # its last heartbeat ping failed and none worked since
+    ping_failed_at: float | None = None  # when a heartbeat ping of it last failed
 
 
 @dataclass
@@ -313,10 +315,14 @@ def metrics(config: Config, now: float) -> Metrics:
     for run in unfinished:
         if run.outcome == "running" and run.id not in dead:
             running[run.job] = running.get(run.job, 0) + 1
+    from icc.pings import META_PREFIX, last_failure
+
     jobs = []
     for rec in store.jobs():
         last = latest.get(rec.name)
         success = kept.get(rec.name, {}).get("success")
+        ping = last_failure(store.get_meta(META_PREFIX + rec.name))
+        ping_at = ping.get("at") if ping is not None else None
         jobs.append(
             JobMetrics(
                 rec.name,
@@ -325,6 +331,8 @@ def metrics(config: Config, now: float) -> Metrics:
                 last_duration=None if last is None else last.duration,
                 runs=counts.get(rec.name, {}),
                 running=running.get(rec.name, 0),
+                ping_failing=ping is not None and not ping["ok_since"],
+                ping_failed_at=float(ping_at) if isinstance(ping_at, int | float) else None,
             )
         )
     watermark = store.get_meta("watermark")
