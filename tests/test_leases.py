@@ -342,3 +342,35 @@ def test_a_woken_frozen_tick_shows_the_run_abandoned_as_the_store_keeps_it_not_s
     [row] = [line for line in out.splitlines() if line.lstrip().startswith("hold")]
     assert "abandoned" in row and "stopped " not in row.split("abandoned")[0], out + err
     assert "this host stopped its task when it woke" in out, out + err
+
+
+def test_pg_stat_activity_names_the_icc_command_and_host_not_the_config_option(
+    tmp_path: Path, shared_url: str
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    h1 = host(tmp_path, shared_url, "h1", markers)
+    h1.write_plugin(
+        """
+import psycopg
+
+def look():
+    with psycopg.connect(os.environ["DB"], autocommit=True) as conn:
+        names = [r[0] for r in conn.execute(
+            "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'icc %'"
+        )]
+    with open(os.path.join(os.environ["MARKERS"], "names"), "w") as f:
+        f.write("\\n".join(names))
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(look, name="look").every_minute()
+"""
+    )
+    h1.env["DB"] = shared_url
+    h1.icc("scan", check=True)
+    assert h1.argv("run")[3:5] == ["--config", str(h1.config)]  # the option comes before the command
+    h1.icc("run", "--at", at(0), check=True)
+    names = set((markers / "names").read_text().splitlines())
+    assert "icc run h1" in names, names
+    assert not any("--config" in name for name in names), names
