@@ -626,7 +626,10 @@ def _supervise(job: _Job, settings: _Settings, config_path: str | None, state_di
             holder = Lock(Path(job.lock_path)).holder()
             since = ""
             if holder is not None:
-                since = f" (pid {holder.pid} since {time.strftime('%H:%M:%S', time.localtime(holder.since))})"
+                zone = os.environ.get("ICC_TIMEZONE", "").strip() or str(
+                    settings.table.get("timezone", "UTC")
+                )
+                since = f" ({holder.describe(zone)})"
             error = f"skipped: the previous run is still running{since}"
             _finish(db, job.run_id, "skipped", time.time(), None, "", error)
             return
