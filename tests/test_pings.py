@@ -196,7 +196,8 @@ def test_ping_url_config_is_validated_and_never_printed_in_full(tmp_path: Path) 
     assert KEY not in str(info.value)
     (tmp_path / "icc.toml").write_text('[icc.monitor]\npings_url = "https://hc-ping.com/x"\n')
     with pytest.raises(
-        ConfigError, match=r"unknown key 'pings_url' in \[icc.monitor\]; known keys: ping_url"
+        ConfigError,
+        match=r"unknown key 'pings_url' in \[icc.monitor\]; did you mean 'ping_url'\? known keys: ping_url",
     ):
         load_config(cwd=tmp_path)
     (tmp_path / "icc.toml").write_text("[icc]\n")
