@@ -375,7 +375,9 @@ def _next_runs(
     store: StateStore, job: str, zone: str, after: datetime, count: int
 ) -> tuple[list[datetime], int]:
     """``--next``: the job's next ``count`` runs after ``after`` (``Schedule.next_runs``; none while it is
-    disabled or removed), and the seconds its runs start after their slot (jitter)."""
+    disabled or removed), and the seconds its runs start after their slot (jitter). A slot that already has a
+    row (a sub-minute offset recorded skipped when its tick was stopped, or one that ran) is not listed: it
+    will not run again."""
     from icc.schedule import Schedule
 
     record = store.job(job)
@@ -385,7 +387,11 @@ def _next_runs(
     offset = schedule.start_offset(job)
     if not record.enabled or record.removed_at is not None:
         return [], offset
-    return schedule.next_runs(after, min(count, 1000)), offset
+    count = min(count, 1000)
+    since = after.timestamp()
+    recorded = {r.slot for r in store.runs(job, limit=200) if r.slot is not None and r.slot > since}
+    upcoming = schedule.next_runs(after, count + len(recorded))
+    return [u for u in upcoming if int(u.timestamp()) not in recorded][:count], offset
 
 
 OUTPUT_TAIL_LINES = 20  # lines of the last run's output `icc status JOB` shows
