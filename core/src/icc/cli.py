@@ -398,16 +398,22 @@ OUTPUT_TAIL_LINES = 20  # lines of the last run's output `icc status JOB` shows
 
 
 def _last_run_cell(last: dict[str, Any] | None, *, terminal: bool = False) -> str:
-    """``succeeded 2026-03-29 10:00 (1.2s)``; a run that never started (its command could not) shows its slot.
-    In a terminal two lines, ``succeeded 1.2s`` over the time, so the column stays narrow."""
+    """``succeeded started 2026-03-29 10:00:02 (1.2s)``: when it really started, labelled, and its slot too when
+    that is another minute (a run of an ``--at`` tick, a catch-up: ``..., slot 2026-03-31 03:00``); a run that
+    never started (its command could not) shows its slot. In a terminal a line each, ``succeeded 1.2s`` first, so
+    the column stays narrow."""
     if last is None:
         return "-"
+    slot = f"slot {last['slot'][:16].replace('T', ' ')}" if last["slot"] else ""
     if last["started_at"] is None:
-        when = f"slot {last['slot'][:16].replace('T', ' ')}" if last["slot"] else ""
-        return str(last["outcome"]) + ("\n" if terminal else " ") + when if when else str(last["outcome"])
-    when = last["started_at"][:16].replace("T", " ")
+        return str(last["outcome"]) + ("\n" if terminal else " ") + slot if slot else str(last["outcome"])
+    started = last["started_at"].replace("T", " ")
+    if slot and last["slot"][:16] == last["started_at"][:16]:
+        slot = ""  # started in its own minute: the start says it
     took = ui.fmt_duration(last["duration"])
-    return f"{last['outcome']} {took}\n{when}" if terminal else f"{last['outcome']} {when} ({took})"
+    if terminal:
+        return f"{last['outcome']} {took}\nstarted {started[:16]}" + (f"\n{slot}" if slot else "")
+    return f"{last['outcome']} started {started[:19]} ({took})" + (f", {slot}" if slot else "")
 
 
 @cli.command()
