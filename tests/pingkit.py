@@ -15,6 +15,7 @@ class Hit:
     method: str
     path: str
     body: bytes
+    authorization: str | None = None
 
 
 @dataclass
@@ -25,6 +26,7 @@ class PingServer:
     status: int = 200
     hang: threading.Event | None = None
     url: str = ""
+    location: str | None = None  # sent as the Location header (with status 302, a redirect)
 
 
 @pytest.fixture
@@ -35,10 +37,12 @@ def ping_server() -> Iterator[PingServer]:
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            state.hits.append(Hit(self.command, self.path, body))
+            state.hits.append(Hit(self.command, self.path, body, self.headers.get("Authorization")))
             if state.hang is not None:
                 state.hang.wait(60)  # the server hangs for up to 60 s
             self.send_response(state.status)
+            if state.location is not None:
+                self.send_header("Location", state.location)
             self.send_header("Content-Length", "2")
             self.end_headers()
             self.wfile.write(b"OK")

@@ -242,3 +242,74 @@ def test_plugin_whose_attributes_raise_when_registered_fails_only_that_plugin(pr
     assert scan.returncode == 0, scan.stderr
     assert "plugin opaque failed: RuntimeError: no attributes for you" in scan.stderr
     assert "tick" in {j["name"] for j in project.status()["jobs"]}
+
+
+INSTALLED = """
+import icc
+
+def nightly():
+    pass
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(nightly, name="acme-nightly").daily()
+    scheduler.add(nightly, name="acme-hourly").every_minutes(30)
+"""
+
+
+def _installed_plugin(project: Project, body: str = INSTALLED) -> None:
+    """Install the distribution acme-tasks (entry point "acme") into a site directory on PYTHONPATH."""
+    site = project.root / "site-packages"
+    info = site / "acme_tasks-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-tasks\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[icc.tasks]\nacme = acme_tasks\n")
+    (site / "acme_tasks.py").write_text(body)
+    project.env.update({"PYTHONPATH": str(site), "ICC_DISABLE_PLUGIN_AUTOLOAD": "0", "ICC_PLUGINS": "acme"})
+
+
+def _present(project: Project) -> set[str]:
+    return {j["name"] for j in project.status()["jobs"] if not j["removed"]}
+
+
+def test_scan_keeps_the_jobs_of_a_plugin_left_out_by_disable_plugin_autoload(project: Project) -> None:
+    _installed_plugin(project)
+    project.icc("scan", check=True)
+    assert {"acme-nightly", "acme-hourly"} <= _present(project)
+
+    del project.env["ICC_PLUGINS"]
+    project.env["ICC_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    proc = project.icc("scan", check=True)
+    assert "kept 2 jobs of plugin acme: not loaded (ICC_DISABLE_PLUGIN_AUTOLOAD)" in proc.stderr
+    assert "acme-nightly" in proc.stdout and "kept" in proc.stdout
+    assert {"acme-nightly", "acme-hourly"} <= _present(project)
+    scan_json = json.loads(project.icc("scan", "--json", check=True).stdout)
+    assert {j["name"]: j["change"] for j in scan_json["jobs"]}["acme-hourly"] == "kept"
+
+    proc = project.icc("scan", "--prune", check=True)
+    assert "kept" not in proc.stderr
+    assert not {"acme-nightly", "acme-hourly"} & {j["name"] for j in project.status()["jobs"]}
+
+
+def test_scan_keeps_the_jobs_of_a_plugin_that_failed_to_import_unless_pruned(project: Project) -> None:
+    _installed_plugin(project)
+    project.icc("scan", check=True)
+    (project.root / "site-packages" / "acme_tasks.py").write_text("import icc_module_that_does_not_exist\n")
+
+    proc = project.icc("scan", check=True)
+    assert "kept 2 jobs of plugin acme: failed to load" in proc.stderr
+    assert {"acme-nightly", "acme-hourly"} <= _present(project)
+
+    project.icc("scan", "--prune", check=True)
+    assert not {"acme-nightly", "acme-hourly"} & {j["name"] for j in project.status()["jobs"]}
+
+
+def test_scan_keeps_the_jobs_of_a_local_plugin_left_out_by_icc_plugins(project: Project) -> None:
+    project.write_plugin(
+        "@icc.hookimpl\ndef schedule(scheduler):\n    scheduler.add(['true'], name='local-job').daily()\n"
+    )
+    project.icc("scan", check=True)
+    project.env["ICC_PLUGINS"] = ""
+    proc = project.icc("scan", check=True)
+    assert "kept 1 job of plugin tasks_plugin: not loaded (not named in ICC_PLUGINS)" in proc.stderr
+    assert "local-job" in _present(project)

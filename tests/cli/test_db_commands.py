@@ -273,7 +273,7 @@ def test_copy_from_sqlite_moves_jobs_runs_meta_and_messages_keeping_ids(
     use_store(project, pg_url)
     project.icc("db", "migrate", check=True)
     proc = project.icc("db", "copy-from-sqlite", check=True)
-    assert "copied 3 jobs" in proc.stdout and "3 messages and 1 failed messages" in proc.stdout
+    assert "copied 3 jobs" in proc.stdout and "3 messages and 1 failed message from" in proc.stdout
 
     jobs = rows(pg_url, "SELECT name, definition, enabled, next_due FROM icc.jobs ORDER BY name")
     assert jobs == [(n, d, bool(e), nd) for n, d, e, nd in jobs_before]

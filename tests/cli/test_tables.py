@@ -11,8 +11,9 @@ import subprocess
 import sys
 import termios
 import unicodedata
+from datetime import UTC, datetime, timedelta
 
-from projectkit import Project, at
+from projectkit import BASE, Project, at
 
 LONG = "nightly-warehouse-export-to-s3"  # 30 characters
 PLUGIN = f"""
@@ -103,7 +104,8 @@ def test_piped_tables_are_full_lines_never_wrapped(project: Project) -> None:
     status = project.icc("status", check=True).stdout
     row = next(line for line in status.splitlines() if line.startswith(LONG + " "))
     assert len(row) > 120  # one line per job, every column: a mail reader wraps it, not icc
-    assert len(TIME.findall(row)) == 3  # next run, last run, last success
+    # next run; last run and last success each: when it started and (an --at tick's run) its slot
+    assert len(TIME.findall(row)) == 5
 
 
 TIMELINE_PLUGIN = """
@@ -220,3 +222,34 @@ def test_timeline_refuses_json(project: Project) -> None:
     proc = project.icc("status", "--timeline", "--json")
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip() == "error: --timeline draws a picture: give it without --json and --next"
+
+
+def test_counts_are_pluralised_only_when_not_one() -> None:
+    from icc.cli import render as ui
+
+    assert ui.plural(1, "failed message") == "1 failed message"
+    assert ui.plural(0, "failed message") == "0 failed messages"
+    assert ui.plural(3, "consumer job") == "3 consumer jobs"
+    assert ui.plural(2, "entry", "entries") == "2 entries"
+
+
+def test_status_after_an_at_tick_labels_start_times_and_slots(project: Project) -> None:
+    project.write_plugin(
+        """
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(["true"], name="ok").every_minute()
+        """
+    )
+    project.icc("scan", check=True)
+    project.icc("run", "--at", at(1), check=True)
+    started = project.runs("ok")[0]["started_at"]
+    status = project.icc("status", check=True).stdout
+    row = next(line for line in status.splitlines() if line.startswith("ok "))
+    when = datetime.fromtimestamp(started, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    slot = (BASE + timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M")
+    assert f"succeeded started {when} (" in row and f"slot {slot}" in row, row
+    job = project.icc("status", "ok", check=True).stdout
+    assert f"last success: succeeded started {when} (" in job and f", slot {slot}" in job, job
+    shown = in_terminal(project, "status")
+    assert f"started {when[:16]}" in shown and f"slot {slot}" in shown, shown

@@ -373,3 +373,35 @@ def _parent(pid: int) -> int:
         return int((Path("/proc") / str(pid) / "stat").read_bytes().rpartition(b")")[2].split()[1])
     except (OSError, IndexError, ValueError):
         return -1
+
+
+def test_sighup_stops_work_like_sigterm_with_its_stop_line_and_exit_0(project: Project) -> None:
+    scanned(project, ENDLESS)
+    work = Worker(project)
+    project.wait_for(lambda: project.marker_lines("endless.started"), what="the job to start")
+    code, out = work.stop(signal.SIGHUP)
+    assert code == 0, out
+    assert "icc work: received SIGHUP: starting nothing new" in out
+    assert "icc work: stopped (SIGHUP), exiting" in out
+    [run] = project.runs("endless")
+    assert (run["outcome"], run["error"]) == ("stopped", "stopped: icc work received SIGHUP")
+
+
+def test_sub_minute_offsets_skipped_by_a_stop_name_icc_work_not_icc_run(project: Project) -> None:
+    scanned(
+        project,
+        """
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(mark("slow", 3), name="slow").every_minute()
+    scheduler.add(mark("poll"), name="poll").every_seconds(15)
+""",
+        grace=20,
+    )
+    work = Worker(project, "--tick-every", "600")  # one tick only: the scaled minute outlasts the test
+    project.wait_for(lambda: project.marker_lines("slow.started"), what="the slow job to start")
+    code, out = work.stop()
+    assert code == 0, out
+    errors = {r["error"] for r in project.runs("poll") if r["outcome"] == "skipped"}
+    assert errors, project.runs("poll")
+    assert all("icc work" in e and "icc run" not in e for e in errors), errors

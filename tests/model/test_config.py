@@ -165,30 +165,36 @@ def test_config_built_directly_resolves_state_dir_and_default_queues(tmp_path: P
 # --- errors -----------------------------------------------------------------------------------------
 
 
-def test_unknown_key_is_an_error_naming_the_key_and_the_file(tmp_path: Path) -> None:
+def test_unknown_key_is_an_error_naming_the_key_the_file_and_the_closest_key(tmp_path: Path) -> None:
     config_file = write(tmp_path / "pyproject.toml", '[tool.icc]\ntimezon = "UTC"\n')
 
     with pytest.raises(ConfigError) as info:
         load_config(cwd=tmp_path, environ=NO_ENV)
 
     message = str(info.value)
-    assert message.startswith(f"{config_file}: unknown key 'timezon' in [tool.icc]; known keys:")
-    assert "timezone" in message
+    assert message.startswith(
+        f"{config_file}: unknown key 'timezon' in [tool.icc]; did you mean 'timezone'? known keys:"
+    )
 
 
 @pytest.mark.parametrize(
-    ("text", "where"),
+    ("text", "where", "close"),
     [
-        ('[icc.consumers]\nmod = "cron"\n', "[icc.consumers]"),
-        ("[icc.queues.reports]\nretry = 3\n", "[icc.queues.reports]"),
+        ('[icc.consumers]\nmod = "cron"\n', "[icc.consumers]", "mode"),
+        ("[icc.queues.reports]\nretry = 3\n", "[icc.queues.reports]", "retries"),
     ],
 )
-def test_unknown_key_in_core_tables_is_an_error(tmp_path: Path, text: str, where: str) -> None:
+def test_unknown_key_in_core_tables_is_an_error_with_the_closest_key(
+    tmp_path: Path, text: str, where: str, close: str
+) -> None:
     write(tmp_path / "icc.toml", text)
 
     with pytest.raises(ConfigError) as info:
         load_config(cwd=tmp_path, environ=NO_ENV)
-    assert f"icc.toml: unknown key '{text.split()[1]}' in {where}; known keys:" in str(info.value)
+    assert (
+        f"icc.toml: unknown key '{text.split()[1]}' in {where}; did you mean '{close}'? known keys:"
+        in str(info.value)
+    )
 
 
 def test_setting_outside_the_icc_table_is_an_error(tmp_path: Path) -> None:

@@ -88,3 +88,10 @@ def test_due_index_agrees_with_matches_for_every_schedule() -> None:
 def test_due_index_accepts_time_rules() -> None:
     rule = TimeRule(compile_expression("0 12 * * *"), "UTC")
     assert DueIndex([rule, rule]).due(datetime(2025, 1, 1, 12, 0)) == [0, 1]
+
+
+def test_cron_expression_with_one_field_says_one_field_not_one_fields() -> None:
+    with pytest.raises(ScheduleError, match=r"has 1 field; it needs exactly 5"):
+        compile_expression("*/5")
+    with pytest.raises(ScheduleError, match=r"has 3 fields; it needs exactly 5"):
+        compile_expression("* * *")

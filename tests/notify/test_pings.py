@@ -23,6 +23,7 @@ from icc.schedule import Schedule
 from icc.store.sqlite.state import SQLiteStateStore
 from icc.urls import redact
 from pingkit import PingServer
+from projectkit import Project, at
 
 KEY = "0f3c9a1e-5b7d-4e2a-9c8b-1d2e3f4a5b6c"  # a ping key: never printed in full
 
@@ -195,7 +196,8 @@ def test_ping_url_config_is_validated_and_never_printed_in_full(tmp_path: Path) 
     assert KEY not in str(info.value)
     (tmp_path / "icc.toml").write_text('[icc.monitor]\npings_url = "https://hc-ping.com/x"\n')
     with pytest.raises(
-        ConfigError, match=r"unknown key 'pings_url' in \[icc.monitor\]; known keys: ping_url"
+        ConfigError,
+        match=r"unknown key 'pings_url' in \[icc.monitor\]; did you mean 'ping_url'\? known keys: ping_url",
     ):
         load_config(cwd=tmp_path)
     (tmp_path / "icc.toml").write_text("[icc]\n")
@@ -225,3 +227,95 @@ def test_redact_keeps_host_and_placeholder_only() -> None:
         == "https://***@cronitor.link:8443/***?***"
     )
     assert redact("not a url") == "***"
+
+
+def test_a_redirect_to_an_ftp_url_is_not_followed(tmp_path: Path, ping_server: PingServer) -> None:
+    import socket
+
+    with socket.socket() as ftp:  # where the redirect points: a listener nobody may connect to
+        ftp.bind(("127.0.0.1", 0))
+        ftp.listen(1)
+        ftp.setblocking(False)
+        ping_server.status = 302
+        ping_server.location = f"ftp://127.0.0.1:{ftp.getsockname()[1]}/{KEY}"
+        host = host_for(tmp_path, f"{ping_server.url}/{KEY}/{{job}}", timeout=2)
+        host.call_after_run(job("moved"), context("moved"), RunResult("succeeded"))
+        with pytest.raises(BlockingIOError):
+            ftp.accept()  # nothing connected: the redirect was refused
+    assert len(ping_server.hits) == 1  # refused for good: not asked again
+    state = ping_meta(tmp_path, "moved")
+    assert state is not None and "redirect refused to a ftp: URL" in json.dumps(state)
+    assert KEY not in json.dumps(state)
+
+
+def test_a_redirect_to_another_http_path_is_still_followed(tmp_path: Path, ping_server: PingServer) -> None:
+    ping_server.status = 302
+    ping_server.location = f"{ping_server.url}/elsewhere"
+    host = host_for(tmp_path, f"{ping_server.url}/{KEY}/{{job}}", timeout=2)
+
+    host.call_before_run(job("moved"), context("moved"))
+    # The server answers 302 every time, so urllib gives up after its redirect limit: each hop was followed.
+    assert "/elsewhere" in {h.path for h in ping_server.hits}
+
+
+def test_user_info_in_a_ping_url_is_sent_as_basic_auth_and_left_out_of_the_host(
+    tmp_path: Path, ping_server: PingServer
+) -> None:
+    import base64
+
+    url = ping_server.url.replace("http://", "http://monitor:s%40cret@")
+    host = host_for(tmp_path, f"{url}/{KEY}/{{job}}", timeout=5)
+    host.call_before_run(job("authed"), context("authed"))
+    [hit] = ping_server.hits
+    assert hit.path == f"/{KEY}/authed/start"
+    assert hit.authorization == "Basic " + base64.b64encode(b"monitor:s@cret").decode()
+    assert ping_meta(tmp_path, "authed") is None  # no failure recorded
+
+
+def test_basic_auth_of_a_ping_url_is_not_sent_on_to_a_redirects_host(
+    tmp_path: Path, ping_server: PingServer
+) -> None:
+    ping_server.status = 302
+    ping_server.location = ping_server.url.replace("127.0.0.1", "localhost") + "/elsewhere"
+    url = ping_server.url.replace("http://", "http://monitor:secret@")
+    host = host_for(tmp_path, f"{url}/{KEY}/{{job}}", timeout=2)
+    host.call_before_run(job("authed"), context("authed"))
+    first = [h.authorization for h in ping_server.hits if h.path != "/elsewhere"]
+    moved = [h.authorization for h in ping_server.hits if h.path == "/elsewhere"]
+    assert first and all(first)  # each attempt at the configured URL carries it
+    assert moved and not any(moved)  # never the redirect's (another host)
+
+
+def test_quiet_ticks_with_the_monitoring_endpoint_down_warn_once_an_hour_and_status_and_metrics_show_it(
+    project: Project,
+) -> None:
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on: every ping is refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    project.write_config(f'[icc.monitor]\nping_url = "http://127.0.0.1:{port}/{KEY}/{{job}}"\ntimeout = 2\n')
+    project.write_plugin(
+        """
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(["true"], name="a").every_minute()
+            scheduler.add(["true"], name="b").every_minute()
+        """
+    )
+    project.icc("scan", check=True)
+    first = project.icc("run", "--quiet", "--at", at(0), check=True)
+    lines = [line for line in first.stderr.splitlines() if "ping" in line]
+    assert len(lines) == 1, first.stderr  # one endpoint, one line (not 2 per job)
+    assert (
+        f"pings to http://127.0.0.1:{port} are failing" in lines[0] and "not repeated for an hour" in lines[0]
+    )
+    assert KEY not in first.stderr
+    second = project.icc("run", "--quiet", "--at", at(1), check=True)
+    assert "ping" not in second.stderr, second.stderr
+    assert second.stdout == ""
+
+    assert "ping failed" in project.icc("status", "a", check=True).stdout
+    metrics = project.icc("metrics", check=True).stdout
+    assert 'icc_job_ping_failing{job="a"} 1' in metrics and 'icc_job_ping_failing{job="b"} 1' in metrics
+    assert 'icc_job_ping_last_failure_timestamp_seconds{job="a"}' in metrics

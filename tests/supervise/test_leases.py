@@ -313,3 +313,64 @@ def test_a_run_is_fenced_even_while_the_record_that_its_task_started_is_still_on
         proc.kill()
     (run,) = hold_runs(web1)
     assert run["outcome"] == "stopped" and "lost its lease" in run["error"], run
+
+
+def test_a_woken_frozen_tick_shows_the_run_abandoned_as_the_store_keeps_it_not_stopped(
+    tmp_path: Path, shared_url: str
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    web1, web2 = host(tmp_path, shared_url, "web-1", markers), host(tmp_path, shared_url, "web-2", markers)
+    web1.write_plugin(HOLD.replace(".every_minute().in_background()", ".every_minute()"))  # foreground
+    web1.icc("scan", check=True)
+    tick = web1.popen("run", "--at", at(0))
+    try:
+        run = running_run(web1)
+        assert run["pid"] == tick.pid  # the tick supervises its foreground run
+        os.kill(tick.pid, signal.SIGSTOP)
+        try:
+            wait_abandoned_in_status(web2, "web-1")
+            (markers / "release-web-2").touch()  # web-2 runs the next slot in its foreground: done at once
+            web2.icc("run", "--at", at(1), check=True)
+            assert hold_runs(web2)[0]["outcome"] == "abandoned"
+        finally:
+            os.kill(tick.pid, signal.SIGCONT)
+        out, err = tick.communicate(timeout=120)
+    finally:
+        tick.kill()
+    assert hold_runs(web2)[0]["outcome"] == "abandoned"
+    [row] = [line for line in out.splitlines() if line.lstrip().startswith("hold")]
+    assert "abandoned" in row and "stopped " not in row.split("abandoned")[0], out + err
+    assert "this host stopped its task when it woke" in out, out + err
+
+
+def test_pg_stat_activity_names_the_icc_command_and_host_not_the_config_option(
+    tmp_path: Path, shared_url: str
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    h1 = host(tmp_path, shared_url, "h1", markers)
+    h1.write_plugin(
+        """
+import psycopg
+
+def look():
+    with psycopg.connect(os.environ["DB"], autocommit=True) as conn:
+        names = [r[0] for r in conn.execute(
+            "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'icc %'"
+        )]
+    with open(os.path.join(os.environ["MARKERS"], "names"), "w") as f:
+        f.write("\\n".join(names))
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(look, name="look").every_minute()
+"""
+    )
+    h1.env["DB"] = shared_url
+    h1.icc("scan", check=True)
+    assert h1.argv("run")[3:5] == ["--config", str(h1.config)]  # the option comes before the command
+    h1.icc("run", "--at", at(0), check=True)
+    names = set((markers / "names").read_text().splitlines())
+    assert "icc run h1" in names, names
+    assert not any("--config" in name for name in names), names

@@ -73,3 +73,29 @@ def test_the_readme_commands_install_nox_where_pep_668_allows_it(tmp_path: Path)
             assert "externally-managed-environment" not in output, f"{command!r}: {output}"
             if not is_pip:
                 assert ran.returncode == 0, f"{argv}: {output}"
+
+
+DOCS = README.parent / "docs"
+
+
+def test_readme_and_the_docs_index_link_every_docs_page() -> None:
+    pages = sorted(p.name for p in DOCS.glob("*.md") if p.name != "index.md")
+    readme = README.read_text(encoding="utf-8")
+    index = (DOCS / "index.md").read_text(encoding="utf-8")
+    assert [p for p in pages if f"(docs/{p})" not in readme] == []
+    assert [p for p in pages if f"({p})" not in index] == []
+
+
+def test_readme_test_section_names_faketime() -> None:
+    section = README.read_text(encoding="utf-8").split("## Two commands", 1)[1].split("\n## ", 1)[0]
+    assert "libfaketime" in section and "`faketime`" in section
+
+
+def test_docs_link_only_files_in_the_repository() -> None:
+    for page in [README, *DOCS.glob("*.md")]:
+        text = page.read_text(encoding="utf-8")
+        assert "DESIGN.md" not in text, page
+        for target in re.findall(r"\]\(([^)#:]+\.md)(?:#[^)]*)?\)", text):
+            assert (page.parent / target).exists(), (
+                f"{page.name} links {target}, which is not in the repository"
+            )

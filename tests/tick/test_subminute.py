@@ -343,3 +343,32 @@ def test_status_next_lists_the_schedules_next_runs(project: Project) -> None:
     assert hourly["next_runs"] == [r.isoformat() for r in Schedule().every_hour().next_runs(moment, 2)]
     bad = project.icc("status", "--next", "5")
     assert bad.returncode == 2 and "--next" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_status_next_leaves_out_offsets_already_recorded_skipped(project: Project) -> None:
+    project.config.write_text(project.config.read_text().replace("grace = 1\n", "grace = 0\n"))
+    scanned(
+        project,
+        """
+        def hold():
+            open(os.path.join(os.environ["MARKER_DIR"], "holding"), "w").close()
+            time.sleep(600)
+
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(hold, name="hold").every_minute()
+            scheduler.add(mark("quarter"), name="quarter").every_seconds(15)
+        """,
+    )
+    proc = project.popen("run", "--at", at(0))
+    try:
+        project.wait_for(lambda: (project.root / "holding").exists(), what="the foreground job to start")
+        proc.send_signal(signal.SIGTERM)  # the tick stops: the minute's later offsets are recorded skipped
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    skipped = slots_of(project, "quarter", "skipped")
+    assert {slot(0) + 15, slot(0) + 30, slot(0) + 45} <= set(skipped)
+    shown = project.icc("status", "quarter", "--next", "3", "--at", at(0, 1), "--json", check=True)
+    expected = [datetime.fromtimestamp(slot(1) + s, tz=UTC).isoformat() for s in (0, 15, 30)]
+    assert json.loads(shown.stdout)["next_runs"] == expected

@@ -437,9 +437,22 @@ def test_state_files_are_private(project: Project) -> None:
             assert path.stat().st_mode & 0o077 == 0, path
 
 
+def stored_jobs(project: Project) -> list[tuple[Any, ...]]:
+    """The jobs table and the last scan's time as stored: unlike `icc status`, nothing in it is computed from the clock (a next run
+    read on both sides of a minute boundary would differ)."""
+    import sqlite3
+
+    db = sqlite3.connect(project.db)
+    try:
+        jobs = db.execute("SELECT * FROM jobs ORDER BY name").fetchall()
+        return jobs + db.execute("SELECT * FROM meta WHERE key = 'scanned_at'").fetchall()
+    finally:
+        db.close()
+
+
 def test_scan_with_one_invalid_schedule_writes_nothing(project: Project) -> None:
     scanned(project, EVERY_MINUTE)
-    before = {j["name"]: j for j in project.status()["jobs"]}
+    before = stored_jobs(project)
     project.write_plugin(
         """
         def fine():
@@ -454,8 +467,7 @@ def test_scan_with_one_invalid_schedule_writes_nothing(project: Project) -> None
     proc = project.icc("scan")
     assert proc.returncode != 0
     assert "minute" in proc.stderr
-    after = {j["name"]: j for j in project.status()["jobs"]}
-    assert after == before
+    assert stored_jobs(project) == before
 
 
 @pytest.mark.both_stores
@@ -723,3 +735,46 @@ def test_other_tick_holding_the_lock_is_reported(project: Project) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_overlap_skip_names_the_holders_start_with_its_date_in_the_projects_zone(project: Project) -> None:
+    import json
+    import re
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    project.config.write_text(
+        project.config.read_text().replace('timezone = "UTC"', 'timezone = "Asia/Kathmandu"')
+    )
+    project.env["TZ"] = "UTC"  # the host's own zone is another one
+    scanned(
+        project,
+        """
+        def slow():
+            open(os.path.join(os.environ["MARKER_DIR"], "started"), "w").close()
+            while not os.path.exists(os.path.join(os.environ["MARKER_DIR"], "release")):
+                time.sleep(0.05)
+
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(slow, name="slow").every_minute().in_background()
+        """,
+    )
+    project.icc("run", "--at", at(0), check=True)
+    try:
+        project.wait_for(lambda: (project.root / "started").exists(), what="the first run to start")
+        [lock] = [p for p in (project.state_dir / "locks").iterdir() if p.read_bytes().strip()]
+        since = json.loads(lock.read_bytes().decode().strip())["since"]
+        project.icc("run", "--at", at(1), check=True)
+        project.wait_for(
+            lambda: any(r["outcome"] == "skipped" for r in project.runs("slow")), what="the overlap skip"
+        )
+    finally:
+        (project.root / "release").touch()
+    [skipped] = [r for r in project.runs("slow") if r["outcome"] == "skipped"]
+    shown = datetime.fromtimestamp(since, tz=UTC).astimezone(ZoneInfo("Asia/Kathmandu"))
+    expected = shown.strftime("%Y-%m-%d %H:%M:%S") + " +0545"
+    assert re.fullmatch(
+        rf"skipped: the previous run is still running \(pid \d+ since {re.escape(expected)}\)",
+        skipped["error"],
+    ), skipped["error"]

@@ -488,8 +488,12 @@ def _check(
     for key, value in table.items():
         convert = schema.get(key)
         if convert is None:
+            import difflib
+
+            close = difflib.get_close_matches(str(key), list(schema), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigError(
-                f"{origin}: unknown key {key!r} in {where}; known keys: {', '.join(sorted(schema))}"
+                f"{origin}: unknown key {key!r} in {where}; {hint}known keys: {', '.join(sorted(schema))}"
             )
         try:
             values[key] = convert(value, False)

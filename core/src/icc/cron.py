@@ -121,8 +121,9 @@ def split_expression(expression: str) -> tuple[str, str, str, str, str]:
         text = alias
     parts = text.split()
     if len(parts) != 5:
+        fields = "1 field" if len(parts) == 1 else f"{len(parts)} fields"
         raise ScheduleError(
-            f"cron expression {expression!r} has {len(parts)} fields; it needs exactly 5: "
+            f"cron expression {expression!r} has {fields}; it needs exactly 5: "
             "minute hour day-of-month month day-of-week (for example '30 4 * * 1')"
         )
     return parts[0], parts[1], parts[2], parts[3], parts[4]

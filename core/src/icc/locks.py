@@ -42,6 +42,20 @@ class Holder:
     host: str
     since: float
 
+    def describe(self, zone: str | None) -> str:
+        """``pid 4242 since 2026-12-07 03:00:05 CET``: when it took the lock, with the date, in ``zone`` (the
+        project's; the host's own when None or not a known zone)."""
+        from datetime import datetime
+
+        moment = datetime.fromtimestamp(self.since).astimezone()
+        if zone:
+            import contextlib
+            from zoneinfo import ZoneInfo
+
+            with contextlib.suppress(ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
+                moment = moment.astimezone(ZoneInfo(zone))
+        return f"pid {self.pid} since {moment.strftime('%Y-%m-%d %H:%M:%S %Z')}"
+
 
 def _write_holder(fd: int) -> None:
     data = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode()

@@ -98,3 +98,8 @@ def set_zone(zone: str) -> None:
     """The configured zone, for the ``time`` of JSON lines."""
     global _zone
     _zone = zone
+
+
+def zone() -> str | None:
+    """The configured zone, once the command loaded the configuration (forked processes inherit it)."""
+    return _zone

@@ -42,7 +42,8 @@ instead. A hook implementation whose name matches no hook (``def shedule(...)``)
 closest hook name.
 
 Environment: ``ICC_DISABLE_PLUGIN_AUTOLOAD=1`` loads no entry points; ``ICC_PLUGINS=a,b`` loads only the
-named entry points and local modules (built-ins always load; an empty value loads none).
+named entry points and local modules (built-ins always load; an empty value loads none). The plugins left
+out this way are in :attr:`PluginHost.not_loaded`: ``icc scan`` keeps their jobs.
 """
 
 from __future__ import annotations
@@ -366,6 +367,8 @@ class PluginHost:
         self.failures: list[PluginFailure] = []
         # Job and handler names two plugins claim, with why: neither plugin's gets them.
         self.left_out: dict[str, str] = {}
+        # Plugins that exist but were not loaded on purpose, with why: ``icc scan`` keeps their jobs.
+        self.not_loaded: dict[str, str] = {}
         self._infos: dict[str, PluginInfo] = {}
         self._fingerprint = ""
         self._configured = False
@@ -686,13 +689,16 @@ def load_plugins(
     entry_points = _entry_points()
     host._fingerprint = _fingerprint(entry_points, config)
     autoload = env.get("ICC_DISABLE_PLUGIN_AUTOLOAD", "").strip().lower() in _FALSE
-    if autoload:
-        for ep in entry_points:
-            if selected is not None and ep.name not in selected:
-                continue
-            found.add(ep.name)
-            distribution, version = _dist(ep)
-            host._load(PluginInfo(ep.name, distribution, version, "entry-point", ep.value), ep.load)
+    for ep in entry_points:
+        if not autoload:
+            host.not_loaded[ep.name] = "not loaded (ICC_DISABLE_PLUGIN_AUTOLOAD)"
+            continue
+        if selected is not None and ep.name not in selected:
+            host.not_loaded[ep.name] = "not loaded (not named in ICC_PLUGINS)"
+            continue
+        found.add(ep.name)
+        distribution, version = _dist(ep)
+        host._load(PluginInfo(ep.name, distribution, version, "entry-point", ep.value), ep.load)
 
     if config.plugins:
         root = str(config.root)
@@ -701,6 +707,7 @@ def load_plugins(
         importlib.invalidate_caches()
         for module in config.plugins:
             if selected is not None and module not in selected:
+                host.not_loaded[module] = "not loaded (not named in ICC_PLUGINS)"
                 continue
             found.add(module)
             host._load(

@@ -469,7 +469,15 @@ def job_detail(
             )
             offset = schedule.start_offset(job)
             if record.enabled and record.removed_at is None:
-                upcoming = tuple(schedule.next_runs(after, min(next_count, 1000)))
+                # A slot that already has a row (a sub-minute offset recorded skipped when its tick was stopped,
+                # or one that ran) is not listed: it will not run again.
+                count = min(next_count, 1000)
+                since = after.timestamp()
+                recorded = {
+                    r.slot for r in store.runs(job, limit=200) if r.slot is not None and r.slot > since
+                }
+                found_runs = schedule.next_runs(after, count + len(recorded))
+                upcoming = tuple(u for u in found_runs if int(u.timestamp()) not in recorded)[:count]
     return JobDetailReport(
         job=found,
         runs=runs,
@@ -653,6 +661,8 @@ class JobMetrics:
     last_duration: float | None = None
     runs: Mapping[str, int] = field(default_factory=dict)  # outcome -> count, kept apart from the history
     running: int = 0
+    ping_failing: bool = False  # its last heartbeat ping failed and none worked since
+    ping_failed_at: float | None = None  # when a heartbeat ping of it last failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -682,10 +692,14 @@ def metrics(config: Config, now: float) -> Metrics:
     for run in unfinished:
         if run.outcome == "running" and run.id not in dead:
             running[run.job] = running.get(run.job, 0) + 1
+    from icc.notify.pings import META_PREFIX, last_failure
+
     jobs = []
     for rec in store.jobs():
         last = latest.get(rec.name)
         success = kept.get(rec.name, {}).get("success")
+        ping = last_failure(store.get_meta(META_PREFIX + rec.name))
+        ping_at = ping.get("at") if ping is not None else None
         jobs.append(
             JobMetrics(
                 rec.name,
@@ -694,6 +708,8 @@ def metrics(config: Config, now: float) -> Metrics:
                 last_duration=None if last is None else last.duration,
                 runs=counts.get(rec.name, {}),
                 running=running.get(rec.name, 0),
+                ping_failing=ping is not None and not ping["ok_since"],
+                ping_failed_at=float(ping_at) if isinstance(ping_at, int | float) else None,
             )
         )
     from icc.tick.idle import plugins_drift

@@ -8,10 +8,11 @@ user info and ``?***`` for a query. Standard library only: the configuration imp
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Collection
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-__all__ = ["JOB_PLACEHOLDER", "redact", "url_problem"]
+__all__ = ["JOB_PLACEHOLDER", "basic_auth", "redact", "url_problem"]
 
 JOB_PLACEHOLDER = "{job}"
 
@@ -57,3 +58,19 @@ def redact(url: str, keep: Collection[str] = ()) -> str:
             segments.append("***")
     path = "/" + "/".join(segments) if segments else ""
     return f"{parts.scheme}://{netloc}{path}" + ("?***" if parts.query else "")
+
+
+def basic_auth(url: str) -> tuple[str, str | None]:
+    """``url`` without its user info, and that user info as an HTTP ``Authorization`` header value (``Basic
+    ...``), or None when the URL has none. ``https://user:s%40cret@host/p`` gives ``https://host/p`` and the
+    header for user ``user``, password ``s@cret``: a URL's user info is never sent as part of a host name."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url, None
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at:
+        return url, None
+    user, _colon, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
+    return urlunsplit(parts._replace(netloc=hostport)), f"Basic {token}"

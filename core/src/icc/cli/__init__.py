@@ -211,11 +211,22 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
             "Fix the plugins above and scan again."
         )
         _exit(2)
-    failed_plugins = {f.plugin for f in host.failures}
+    # A plugin that failed to load, or was left out (ICC_DISABLE_PLUGIN_AUTOLOAD, ICC_PLUGINS), keeps its
+    # jobs: a broken deploy or a plugin left out for a while must not erase their history. --prune asks.
+    unloaded = dict(host.not_loaded)
+    for failure in host.failures:
+        unloaded.setdefault(failure.plugin, "failed to load")
     store = open_store(config)
     records = job_records(jobs)
-    # A plugin that failed to import keeps its jobs: a broken deploy must not erase their history.
-    kept = [r for r in store.jobs() if r.plugin in failed_plugins and r.name not in jobs]
+    kept = [] if prune else [r for r in store.jobs() if r.plugin in unloaded and r.name not in jobs]
+    for plugin in sorted({r.plugin for r in kept}):
+        count = sum(r.plugin == plugin for r in kept)
+        diagnostics.logger.warning(
+            "kept %s of plugin %s: %s; `icc scan --prune` removes them",
+            ui.plural(count, "job"),
+            plugin,
+            unloaded[plugin],
+        )
     report = store.sync_jobs(
         [*records, *kept],
         prune=prune,
@@ -229,14 +240,15 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
         },
     )
     rows: list[list[str]] = []
-    by_name = {r.name: r for r in records}
+    by_name = {r.name: r for r in [*records, *kept]}
+    kept_names = {r.name for r in kept}
     for change in ("added", "changed", "restored", "removed", "pruned", "unchanged"):
         for name in getattr(report, change):
             rec = by_name.get(name)
             rows.append(
                 [
                     name,
-                    change,
+                    "kept" if name in kept_names else change,
                     rec.definition["schedule"]["expression"] if rec else "-",
                     rec.plugin if rec else "-",
                 ]
@@ -264,7 +276,7 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
     if config.consumers.mode == "cron":
         if not as_json:
             ui.say(
-                f"consumers: cron mode, {len(consumers)} consumer job(s) registered: "
+                f"consumers: cron mode, {ui.plural(len(consumers), 'consumer job')} registered: "
                 f"{', '.join(consumers) or 'none'}"
             )
         from icc.queue.builtin import minute_warning
@@ -386,16 +398,22 @@ OUTPUT_TAIL_LINES = 20  # lines of the last run's output `icc status JOB` shows
 
 
 def _last_run_cell(last: facts.RunReport | None, zone: str, *, terminal: bool = False) -> str:
-    """``succeeded 2026-03-29 10:00 (1.2s)``; a run that never started (its command could not) shows its slot.
-    In a terminal two lines, ``succeeded 1.2s`` over the time, so the column stays narrow."""
+    """``succeeded started 2026-03-29 10:00:02 (1.2s)``: when it really started, labelled, and its slot too when
+    that is another minute (a run of an ``--at`` tick, a catch-up: ``..., slot 2026-03-31 03:00``); a run that
+    never started (its command could not) shows its slot. In a terminal a line each, ``succeeded 1.2s`` first, so
+    the column stays narrow."""
     if last is None:
         return "-"
+    slot = f"slot {_local(last.slot, zone)}" if last.slot is not None else ""
     if last.started_at is None:
-        when = f"slot {_local(last.slot, zone)}" if last.slot is not None else ""
-        return last.outcome + ("\n" if terminal else " ") + when if when else last.outcome
-    when = _local(last.started_at, zone)
+        return last.outcome + ("\n" if terminal else " ") + slot if slot else last.outcome
+    started = _local(last.started_at, zone, 19)
+    if slot and _local(last.slot, zone) == started[:16]:
+        slot = ""  # started in its own minute: the start says it
     took = ui.fmt_duration(last.duration)
-    return f"{last.outcome} {took}\n{when}" if terminal else f"{last.outcome} {when} ({took})"
+    if terminal:
+        return f"{last.outcome} {took}\nstarted {started[:16]}" + (f"\n{slot}" if slot else "")
+    return f"{last.outcome} started {started} ({took})" + (f", {slot}" if slot else "")
 
 
 @cli.command()
@@ -468,7 +486,11 @@ def _job_detail(detail: facts.JobDetailReport, zone: str, raw: bool = False) -> 
     if detail.next_runs is not None:
         offset = detail.start_offset
         late = f" (each starts {offset}s later: jitter)" if offset else ""
-        ui.say(f"next {len(detail.next_runs)} runs{late}:" if detail.next_runs else "next runs: none left")
+        ui.say(
+            f"next {ui.plural(len(detail.next_runs), 'run')}{late}:"
+            if detail.next_runs
+            else "next runs: none left"
+        )
         for upcoming_at in detail.next_runs:
             shown_at = upcoming_at.astimezone(ZoneInfo(zone))
             click.echo("  " + shown_at.strftime("%Y-%m-%d %H:%M" + (":%S" if shown_at.second else "")))

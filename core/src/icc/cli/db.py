@@ -341,7 +341,10 @@ def copy_from_sqlite(env: Any, state_dir: Path | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"from": str(source), "to": where, "copied": counts}, indent=2))
         return
+    from icc.cli.render import plural
+
     click.echo(
-        f"copied {counts['jobs']} jobs, {counts['runs']} runs, {counts['messages']} messages and "
-        f"{counts['failed']} failed messages from {source} to {where}"
+        f"copied {plural(counts['jobs'], 'job')}, {plural(counts['runs'], 'run')}, "
+        f"{plural(counts['messages'], 'message')} and {plural(counts['failed'], 'failed message')} "
+        f"from {source} to {where}"
     )

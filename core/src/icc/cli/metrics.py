@@ -26,6 +26,8 @@ _FAMILIES = (
     ("icc_job_runs_total", "counter", "Finished runs and recorded slots of the job, by outcome."),
     ("icc_job_missed_total", "counter", "Slots of the job recorded missed."),
     ("icc_job_running", "gauge", "Runs of the job running now."),
+    ("icc_job_ping_failing", "gauge", "1 when the job's last heartbeat ping failed and none worked since."),
+    ("icc_job_ping_last_failure_timestamp_seconds", "gauge", "When a heartbeat ping of the job last failed."),
     (
         "icc_queue_messages",
         "gauge",
@@ -81,6 +83,8 @@ def render(facts: Metrics) -> str:
             add("icc_job_runs_total", count, job=job.name, outcome=outcome)
         add("icc_job_missed_total", job.runs.get("missed", 0), job=job.name)
         add("icc_job_running", job.running, job=job.name)
+        add("icc_job_ping_failing", 1 if job.ping_failing else 0, job=job.name)
+        add("icc_job_ping_last_failure_timestamp_seconds", job.ping_failed_at, job=job.name)
     for q in facts.queues:
         add("icc_queue_messages", q.messages, queue=q.queue)
         add("icc_queue_oldest_message_age_seconds", q.oldest_age or 0.0, queue=q.queue)

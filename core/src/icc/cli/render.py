@@ -36,6 +36,7 @@ OUTCOME_STYLE = {
     "pruned": "red",
     "restored": "green",
     "unchanged": "dim",
+    "kept": "yellow",
 }
 
 
@@ -43,6 +44,11 @@ def console(stderr: bool = False) -> Console:
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """``count`` and ``word``, in the plural unless it is one: "1 failed message", "2 failed messages"."""
+    return f"{count} {word if count == 1 else (words or word + 's')}"
 
 
 def is_terminal() -> bool:

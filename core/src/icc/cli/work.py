@@ -8,7 +8,7 @@ next boundary is followed at once by a tick for the minute it ended in (late, as
 the boundaries it ran past are not ticked one by one: that tick's missed-slot policy handles their slots, as
 for a host that was down.
 
-SIGTERM/SIGINT: nothing new is started; a running foreground job may finish within ``grace`` seconds, then it
+SIGTERM/SIGINT/SIGHUP: nothing new is started; a running foreground job may finish within ``grace`` seconds, then it
 is stopped as ``icc run`` stops it (SIGTERM to its process group, SIGKILL after ``grace``); a second signal
 stops it at once. Then ``icc work`` exits 0.
 
@@ -106,10 +106,18 @@ def announce_signals(grace: float) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    # SIGHUP (the terminal closed, or a service manager's reload) stops it the same way, with its stop line; the
+    # processes it forks (tasks, supervisors) get the default action back, as from cron.
+    signal.signal(signal.SIGHUP, handler)
+    os.register_at_fork(after_in_child=_default_sighup)
+
+
+def _default_sighup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def work(config: Config, *, quiet: bool = False, period: float = MINUTE) -> int:
-    """Tick at every minute boundary until SIGTERM/SIGINT; returns the exit code (0).
+    """Tick at every minute boundary until SIGTERM/SIGINT/SIGHUP; returns the exit code (0).
 
     An error in the first tick (a store never scanned, a broken state directory) is raised: the set-up is
     wrong. A later one is printed and the loop goes on with the next minute.

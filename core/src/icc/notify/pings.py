@@ -8,26 +8,36 @@ with ``without_pings()``; its own URLs (``ping_before``, ``then_ping``, ``ping_o
 
 A ping never fails a run and never holds it up for long: all the pings of one event share ``[monitor]
 timeout`` (5 s) with their retries; what is not answered by then is given up. A failure is recorded in the state
-store (meta key ``ping:<job>``) and shown by ``icc status JOB``. URLs are shown redacted (:func:`icc.urls.redact`).
+store (meta key ``ping:<job>``) and shown by ``icc status JOB`` and ``icc metrics``; the log gets one warning per
+endpoint (scheme, host and port) at most every :data:`WARN_EVERY` seconds across every process sharing the store
+(meta key ``ping.warned:<endpoint>``), so a monitoring service that is down does not make cron mail every minute.
+URLs are shown redacted (:func:`icc.urls.redact`).
+
+Only http and https are followed on a redirect, and never from https to http. User info in a URL
+(``https://user:secret@host/...``) is sent as HTTP basic authentication, to that host only (not on a redirect).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from icc._version import __version__
 from icc.hookspecs import hookimpl
-from icc.urls import JOB_PLACEHOLDER, redact
+from icc.urls import JOB_PLACEHOLDER, basic_auth, redact
 
 if TYPE_CHECKING:
+    import urllib.request
+    from http.client import HTTPMessage
+
     from icc.config import Config
     from icc.jobs import Job, RunContext, RunResult
 
@@ -41,7 +51,10 @@ BODY_LIMIT = 10_000  # bytes of output sent (healthchecks.io keeps the first 10,
 ATTEMPTS = 3
 META_PREFIX = "ping:"
 QUIET_HOST = 60.0  # seconds a host that left a ping unanswered is not asked again by this process
+WARN_EVERY = 3600.0  # seconds between two warnings in the log about failed pings to one endpoint
+WARNED_PREFIX = "ping.warned:"
 _TIMED_OUT = "timed out"
+REDIRECT_REFUSED = "redirect refused"
 
 # host -> monotonic time until which it is not asked: a tick with many jobs waits for a hung service once.
 _unanswered: dict[str, float] = {}
@@ -122,13 +135,16 @@ def _request_once(ping: Ping, body: bytes, timeout: float) -> str | None:
     import urllib.error
     import urllib.request
 
+    url, authorization = basic_auth(ping.url)
     request = urllib.request.Request(  # noqa: S310  # http(s) only: checked where the URL was given
-        ping.url,
+        url,
         data=body or None,  # GET without a body, POST with one
         headers={"User-Agent": f"icc/{__version__}", "Content-Type": "text/plain; charset=utf-8"},
     )
+    if authorization is not None:
+        request.add_unredirected_header("Authorization", authorization)  # never sent on to a redirect's host
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with _opener().open(request, timeout=timeout) as response:
             response.read(1024)
             return None
     except urllib.error.HTTPError as exc:
@@ -144,8 +160,42 @@ def _request_once(ping: Ping, body: bytes, timeout: float) -> str | None:
         return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+@functools.cache
+def _opener() -> urllib.request.OpenerDirector:
+    """urllib's opener, with redirects followed to http and https URLs only, and never from https to http."""
+    import urllib.error
+    import urllib.request
+
+    class RedirectHandler(urllib.request.HTTPRedirectHandler):
+        def redirect_request(
+            self,
+            req: urllib.request.Request,
+            fp: IO[bytes],
+            code: int,
+            msg: str,
+            headers: HTTPMessage,
+            newurl: str,
+        ) -> urllib.request.Request | None:
+            old_scheme = urlsplit(req.full_url).scheme.lower()
+            new_scheme = urlsplit(newurl).scheme.lower()
+            if new_scheme not in ("http", "https") or (old_scheme == "https" and new_scheme == "http"):
+                raise urllib.error.HTTPError(
+                    req.full_url,
+                    code,
+                    f"{REDIRECT_REFUSED} to a {new_scheme}: URL (only http and https are followed, never from "
+                    "https to http)",
+                    headers,
+                    fp,
+                )
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    return urllib.request.build_opener(RedirectHandler)
+
+
 def _permanent(error: str) -> bool:
-    """A 4xx answer other than 408 and 429 will not change by asking again."""
+    """A 4xx answer other than 408 and 429, or a refused redirect, will not change by asking again."""
+    if REDIRECT_REFUSED in error:
+        return True
     return error.startswith("HTTP 4") and not error.startswith(("HTTP 408", "HTTP 429"))
 
 
@@ -211,10 +261,21 @@ def _host(url: str) -> str:
         return ""
 
 
-def _record(job: str, event: str, failures: list[PingFailure]) -> None:
-    """Keep the last failure (or the last success) in the state store for ``icc status JOB``."""
+def _endpoint(ping: Ping) -> str:
+    """Where a ping goes, as it may be shown: ``https://hc-ping.com`` (scheme, host and port; no secret)."""
+    try:
+        parts = urlsplit(ping.shown)
+    except ValueError:
+        return "***"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}" if parts.scheme else "***"
+
+
+def _record(job: str, event: str, failures: list[PingFailure]) -> list[str]:
+    """Keep the last failure (or the last success) in the state store for ``icc status JOB``; returns the
+    endpoints of ``failures`` whose warning is due (none printed about them for :data:`WARN_EVERY` seconds, by
+    any process sharing the store), each claimed in the store so that only this process prints it."""
     if _config is None:
-        return
+        return sorted({_endpoint(f.ping) for f in failures})
     now = time.time()
 
     def change(old: str | None) -> str | None:
@@ -236,23 +297,41 @@ def _record(job: str, event: str, failures: list[PingFailure]) -> None:
             state["ok_at"] = now
         return json.dumps(state, sort_keys=True)
 
+    stamp = repr(now)
+
+    def warned(old: str | None) -> str | None:
+        try:
+            last = float(old) if old else None
+        except ValueError:
+            last = None
+        return stamp if last is None or not 0 <= now - last < WARN_EVERY else old
+
     from icc.errors import StateError
     from icc.store import open_store
 
+    due: list[str] = []
     try:
         store = open_store(_config)
         try:
             # Pings that worked only matter after one that failed: most runs read, they do not write.
             if failures or last_failure(store.get_meta(META_PREFIX + job)) is not None:
                 store.update_meta(META_PREFIX + job, change)
+            for endpoint in sorted({_endpoint(f.ping) for f in failures}):
+                if store.update_meta(WARNED_PREFIX + endpoint, warned) == stamp:
+                    due.append(endpoint)
         finally:
             store.close()
     except StateError as exc:  # never fails the run: say it where the run's log goes
         log.warning("could not record the pings of %s: %s", job, exc)
+        return sorted({_endpoint(f.ping) for f in failures})
+    return due
 
 
 def ping(job: Job, event: str, body: bytes = b"") -> list[PingFailure]:
-    """Send the pings of ``event`` for ``job`` and record how they went; returns the failures."""
+    """Send the pings of ``event`` for ``job`` and record how they went; returns the failures.
+
+    Each failure is logged at DEBUG (`-v`); a WARNING names each failing endpoint at most every :data:`WARN_EVERY`
+    seconds (see :func:`_record`)."""
     config = _config
     ping_url = config.monitor.ping_url if config is not None else None
     timeout = config.monitor.timeout if config is not None else 5.0
@@ -261,9 +340,23 @@ def ping(job: Job, event: str, body: bytes = b"") -> list[PingFailure]:
         return []
     failures = send(pings, body, timeout=timeout)
     for failure in failures:
-        log.warning("ping %s for %s (%s) failed: %s", failure.ping.shown, job.name, event, failure.error)
+        log.debug("ping %s for %s (%s) failed: %s", failure.ping.shown, job.name, event, failure.error)
+    due = sorted({_endpoint(f.ping) for f in failures})
     with contextlib.suppress(Exception):  # recording is best effort, a run is never broken by it
-        _record(job.name, event, failures)
+        due = _record(job.name, event, failures)
+    for endpoint in due:
+        failure = next(f for f in failures if _endpoint(f.ping) == endpoint)
+        log.warning(
+            "pings to %s are failing (%s for %s, %s: %s); not repeated for %s: see `icc status %s` and "
+            "icc_job_ping_failing in `icc metrics`",
+            endpoint,
+            failure.ping.shown,
+            job.name,
+            event,
+            " ".join(failure.error.split()),
+            "an hour" if WARN_EVERY == 3600 else f"{WARN_EVERY:g}s",
+            job.name,
+        )
     return failures
 
 

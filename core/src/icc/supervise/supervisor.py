@@ -385,7 +385,9 @@ def _supervise(
             holder = lock.holder()
             since = ""
             if holder is not None:
-                since = f" (pid {holder.pid} since {time.strftime('%H:%M:%S', time.localtime(holder.since))})"
+                from icc import logs
+
+                since = f" ({holder.describe(logs.zone())})"
             error = f"skipped: the previous run is still running{since}"
             store.finish(spec.run_id, "skipped", now=time.time(), error=error)
             return Result("skipped", error=error)

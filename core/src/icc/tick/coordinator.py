@@ -49,7 +49,15 @@ from icc.statedir import state_dir_problem
 from icc.store import open_store, store_label
 from icc.store.protocol import FAILURES, Claim, JobRecord, RunKind, RunRecord, StateStore
 from icc.store.sqlite.state import FILENAME, SQLiteStateStore
-from icc.supervise.supervisor import RunSpec, conclude, sleep_until, start_detached, stop_requested, supervise
+from icc.supervise.supervisor import (
+    STOP,
+    RunSpec,
+    conclude,
+    sleep_until,
+    start_detached,
+    stop_requested,
+    supervise,
+)
 
 if TYPE_CHECKING:
     from icc.config import Config
@@ -700,14 +708,23 @@ class Tick:
             if self._store_intact():
                 raise
             return False
+        outcome, detail = result.outcome, result.error or ""
+        if result.outcome == "stopped" and self.store.lease is not None:
+            # A host frozen past its lease stops its task when it wakes, but another host recorded the run
+            # first (abandoned) and its record stays: the row says what the store says.
+            with contextlib.suppress(StateError):
+                stored = self.store.run(item.run_id)
+                if stored is not None and stored.outcome not in ("stopped", "pending", "running"):
+                    outcome = stored.outcome
+                    detail = f"{stored.error or stored.outcome}; this host stopped its task when it woke"
         report.rows.append(
             TickRow(
                 item.record.name,
-                result.outcome,
+                outcome,
                 item.slot,
                 duration=result.duration,
                 next_run=next_due(item.schedule, self.slot),
-                detail=result.error or "",
+                detail=detail,
             )
         )
         return True
@@ -743,7 +760,7 @@ class Tick:
             if stop or (self.realtime and time.time() >= end):
                 if self._store_intact():
                     why = (
-                        "skipped: icc run was asked to stop"
+                        f"skipped: {STOP.who} was asked to stop"
                         if stop
                         else "skipped: the minute ended before the tick got to it"
                     )
@@ -790,7 +807,7 @@ class Tick:
     def _start_background(self, background: list[tuple[_Planned, RunSpec]], report: TickReport) -> None:
         if stop_requested():
             for item, _spec in background:
-                why = "not started: icc run was asked to stop"
+                why = f"not started: {STOP.who} was asked to stop"
                 self.store.finish(item.run_id, "skipped", now=time.time(), error=why)
                 report.rows.append(TickRow(item.record.name, "skipped", item.slot, detail=why))
                 self._conclude_unstarted(item)

@@ -42,7 +42,7 @@ A ``kill -9`` of a supervisor leaves its run ``running`` with a dead pid: the ne
 is unfinished) and records it ``abandoned``, killing its consumer's process group, as for any run.
 
 What the light minute does not see: a plugin installed or a plugin's code changed since the last ``icc scan``
-(``icc status`` says the plugins changed: scan again; with ``[icc] scan = "auto"`` :mod:`icc.fastpath` notices
+(``icc status`` says the plugins changed: scan again; with ``[icc] scan = "auto"`` :mod:`icc.tick.idle` notices
 it first and leaves the minute to the full tick, which rescans). Its hooks and handlers are used once a message
 arrives.
 """
@@ -606,7 +606,10 @@ def _supervise(job: _Job, settings: _Settings, config_path: str | None, state_di
             holder = Lock(Path(job.lock_path)).holder()
             since = ""
             if holder is not None:
-                since = f" (pid {holder.pid} since {time.strftime('%H:%M:%S', time.localtime(holder.since))})"
+                zone = os.environ.get("ICC_TIMEZONE", "").strip() or str(
+                    settings.table.get("timezone", "UTC")
+                )
+                since = f" ({holder.describe(zone)})"
             error = f"skipped: the previous run is still running{since}"
             _finish(db, job.run_id, "skipped", time.time(), None, "", error)
             return

@@ -148,6 +148,21 @@ def timeouts(limit: float | None = None) -> tuple[int, int, int]:
     return statement, min(LOCK_TIMEOUT_MS, statement), int(min(CONNECT_TIMEOUT_S, max(2, math.ceil(limit))))
 
 
+def _command() -> str:
+    """The icc command this process runs (``run``, ``db migrate``), for ``application_name``: from click's
+    context (global options such as ``--config h1`` come before the command); outside the ``icc`` command
+    (``icc.dispatch()`` in an application), the program's name."""
+    click = sys.modules.get("click")
+    ctx = click.get_current_context(silent=True) if click is not None else None
+    names: list[str] = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    if names:
+        return " ".join(reversed(names))
+    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "icc"
+
+
 def connect(
     config: Config, *, purpose: str | None = None, autocommit: bool = False, limit: float | None = None
 ) -> psycopg.Connection[Any]:
@@ -158,7 +173,7 @@ def connect(
     if url is None:
         raise StateError("no [icc.store] url: this install keeps its state in SQLite")
     driver = _driver()
-    command = purpose or (os.path.basename(sys.argv[1]) if len(sys.argv) > 1 else "icc")
+    command = purpose or _command()
     from icc.store.host import host_id
 
     application = f"icc {command} {host_id(config)}"[:63]
