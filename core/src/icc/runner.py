@@ -450,14 +450,16 @@ class Tick:
         return self.host_name if schedule.per_host else ""
 
     def _paused(self) -> Pause | None:
-        """The pause in force at this tick's slot; one that has ended is removed (it ends by itself)."""
+        """The pause in force at this tick's slot; one that has ended is removed (it ends by itself), but only
+        when it ended on the real clock too: a tick ``--at`` a later instant runs what is due there, yet never
+        lifts the pause for the real ticks."""
         from icc.state import pause
 
         if self.store.get_meta(pause.META_KEY) is None:
             return None
         found = pause.current(self.store, self.slot)
         if found is None:
-            pause.clear_expired(self.store, self.slot)
+            pause.clear_expired(self.store, min(self.slot, time.time()))
         return found
 
     def _skip_paused(self, name: str, schedule: Schedule, slots: list[int], report: TickReport) -> None:
