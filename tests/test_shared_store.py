@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import migrated_url
-from projectkit import Project, at
+from projectkit import Project, at, slot
 
 EVERY_MINUTE = """
 def mark(name):
@@ -286,3 +286,34 @@ def test_a_tick_claims_all_its_due_jobs_in_one_statement(tmp_path: Path, shared_
     with psycopg.connect(shared_url) as conn:
         row = conn.execute("SELECT count(*) FROM public.run_inserts").fetchone()
     assert row is not None and row[0] == 1
+
+
+EXCLUSIVE = """
+def a():
+    with open(os.path.join(os.environ["MARKER_DIR"], "a"), "a") as f:
+        f.write(f"{os.getpid()}\\n")
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(a, name="a").every_minute().without_overlapping()
+"""
+
+
+def test_a_late_hosts_tick_deletes_no_other_hosts_rows_and_leaves_no_slot_without_one(
+    tmp_path: Path, shared_url: str
+) -> None:
+    web1 = host(tmp_path, shared_url, "web-1", EXCLUSIVE)
+    web2 = host(tmp_path, shared_url, "web-2", EXCLUSIVE)
+    web1.icc("scan", check=True)
+    web1.icc("run", "--at", at(10), check=True)
+    web1.icc("run", "--at", at(15), check=True)  # web-1 records minutes 11 to 14 missed
+    before = {(r["slot"], r["outcome"], r["host"]) for r in web1.runs("a")}
+    web2.icc("run", "--at", at(12), check=True)  # web-2 is behind: a frozen host's late tick
+    web2.icc("run", "--at", at(16), check=True)
+    rows = {r["slot"]: r for r in web1.runs("a")}
+    assert sorted(rows) == [slot(m) for m in range(10, 17)]  # every slot has its row
+    assert before <= {
+        (r["slot"], r["outcome"], r["host"]) for r in web1.runs("a")
+    }  # nothing of web-1's deleted
+    assert [rows[s]["outcome"] for s in sorted(rows)] == ["succeeded"] + ["missed"] * 4 + ["succeeded"] * 2
+    assert len(web1.marker_lines("a")) == 2 and len(web2.marker_lines("a")) == 1

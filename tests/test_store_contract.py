@@ -282,6 +282,13 @@ def test_record_writes_unclaimed_slots_only_and_forget_unrun_deletes_them(store:
     assert sorted(r.slot for r in store.runs("a") if r.slot is not None) == [60, 120]
 
 
+def test_forget_unrun_keeps_skipped_rows_they_are_decisions(store: StateStore) -> None:
+    assert store.record("a", [240], "skipped", "scheduled", error="paused") == [240]
+    assert store.record("a", [300], "missed", "missed") == [300]
+    assert store.forget_unrun(120) == 1
+    assert [(r.slot, r.outcome) for r in store.runs("a")] == [(240, "skipped")]
+
+
 def test_run_life_mark_running_hand_over_finish_and_notes(store: StateStore) -> None:
     a = store.claim("a", 60, "scheduled", pid=1, host="h")
     b = store.claim("b", 60, "scheduled", pid=1, host="h")

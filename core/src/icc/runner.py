@@ -393,12 +393,22 @@ class Tick:
         from icc.cron import compiled_matches
         from icc.schedule import Schedule
 
-        watermark = self.store.get_meta("watermark")
+        stored = self.store.get_meta("watermark")
+        watermark = None if stored is None else int(stored)
         # The stored next slots were computed at the watermark: at an earlier slot they say nothing.
-        backwards = watermark is not None and self.slot < int(watermark)
+        backwards = watermark is not None and self.slot < watermark
+        rewind = False
         if backwards:
-            # Slots from here on that the later tick recorded missed or skipped did not run: they are due again.
-            self.store.forget_unrun(self.slot)
+            # The store's clock: this host's, or on a shared store the server's (it judges who ran ahead).
+            now = slot_of(datetime.fromtimestamp(time.time() - (self.clock_offset or 0.0), UTC))
+            # A watermark ahead of the clock: a tick ran ahead (an --at ahead, a clock stepped back since). Its
+            # cache is no good to anyone, and the slots it recorded missed that are still to come did not run:
+            # this host's such rows are deleted, so those slots run when the clock reaches them. A watermark at
+            # or behind the clock: this tick is late (a frozen host, an --at in the past); every row stays a
+            # fact (skipped rows always do) and the cache is left to the ticks that are on time.
+            rewind = watermark is not None and watermark > now
+            if rewind:
+                self.store.forget_unrun(max(self.slot, now))
         paused = self._paused()
         next_dues: dict[str, int | None] = {}
         due: list[tuple[JobRecord, Schedule, list[int]]] = []
@@ -442,7 +452,8 @@ class Tick:
         for item, run_id in zip(planned, won, strict=True):
             if run_id is not None:
                 item.run_id = run_id
-        self.store.save_evaluation(next_dues, self.slot)
+        if rewind or not backwards:
+            self.store.save_evaluation(next_dues, self.slot)
         return [p for p in planned if p.run_id]
 
     def _scope(self, schedule: Schedule) -> str:

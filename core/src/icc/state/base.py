@@ -180,8 +180,11 @@ class StateStore(Protocol):
         ``scope``, as for :meth:`claim`)."""
 
     def forget_unrun(self, since: int) -> int:
-        """Delete the ``missed`` and ``skipped`` rows of slots at or after ``since`` (a tick at a later slot wrote
-        them; the clock says those slots are still to come, and nothing ran for them); return how many."""
+        """Delete the ``missed`` rows this host recorded for slots at or after ``since`` (a tick that ran ahead of
+        the clock wrote them; those slots are still to come, and nothing ran for them); return how many.
+
+        ``skipped`` rows (paused, overlapping, a condition) record a decision and are never deleted, nor is any
+        row another host recorded."""
 
     def take_exclusive(self, run_id: int, *, pid: int) -> str | None:
         """Before the task of a ``without_overlapping()`` run starts: make it the one running exclusive run of

@@ -383,10 +383,9 @@ class SQLiteStateStore:
         return recorded
 
     def forget_unrun(self, since: int) -> int:
+        # One host writes this store: every missed row is this host's. Skipped rows are decisions: kept.
         with self._write() as db:
-            cur = db.execute(
-                "DELETE FROM runs WHERE slot >= ? AND outcome IN ('missed', 'skipped')", (since,)
-            )
+            cur = db.execute("DELETE FROM runs WHERE slot >= ? AND outcome = 'missed'", (since,))
             return cur.rowcount
 
     def take_exclusive(self, run_id: int, *, pid: int) -> str | None:
