@@ -35,18 +35,19 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import stat
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from icc import hostclock
 from icc.errors import IccError, StateError
 from icc.execution import RunSpec, conclude, sleep_until, start_detached, stop_requested, supervise
 from icc.locks import Holder, job_lock, pid_alive, tick_lock
-from icc.state.base import FAILURES, Claim, JobRecord, RunKind, RunRecord, StateStore
+from icc.state.base import FAILURES, FINISHED, Claim, JobRecord, Outcome, RunKind, RunRecord, StateStore
 from icc.state.dirs import state_dir_problem
 from icc.state.sqlite import FILENAME, SQLiteStateStore
 from icc.stores import open_store, store_label
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
 
 NOT_EVALUATED = 0  # next_due of a job no tick has evaluated yet
 LATE_OFFSET = 1.0  # seconds: a sub-minute offset the tick reaches this late (its second is over) is skipped
+AHEAD_OFFSETS = 12  # offsets a minute (every_seconds(5)) up to which a busy tick hands them out ahead
 
 
 def slot_of(moment: datetime) -> int:
@@ -280,12 +282,17 @@ class Tick:
             int
         ] = []  # runs this tick recorded itself (abandoned, missed, skipped): to report
         self._lost = False  # the database file was deleted or replaced under this tick
+        self._journal: OutcomeJournal | None = None  # while its runs run: outcomes the store could not take
+        self._pid = os.getpid()
 
     def _open_store(self) -> StateStore:
         """A new connection to the store this tick opened; never to a new one made in its place."""
         if not self._store_intact():
             raise StateError(f"the state database {self.db_path} was deleted or replaced")
-        return open_store(self.config)
+        store = open_store(self.config)
+        if self._journal is not None and os.getpid() == self._pid:  # the tick's own, not a supervisor's
+            return cast("StateStore", _Journaled(store, self._journal))
+        return store
 
     def _store_intact(self) -> bool:
         if self._identity is None:  # a database server: a lost connection is an error of its own
@@ -313,12 +320,29 @@ class Tick:
             report.held_by = lock.holder()
             return report
         try:
+            self._record_journal(report)
             self._recover_abandoned(report)
             planned = self._plan(report)
         finally:
             lock.release()
         self._report_recorded(report)
-        self._execute(planned, report)
+        # A local store: space for the outcomes it may not be able to take (a full disk), reserved now.
+        journal = OutcomeJournal.reserve(self.config.state_dir) if planned and self._identity else None
+        if journal is not None:
+            self._journal = journal
+            self.store = cast("StateStore", _Journaled(self.store, journal))
+        try:
+            self._execute(planned, report)
+        except StateError as exc:
+            if not self._store_intact():
+                raise
+            raise StateError(self._stopped_message(exc, planned, report, journal)) from None
+        finally:
+            if journal is not None:
+                self._journal = None
+                journal.close()
+                if isinstance(self.store, _Journaled):
+                    self.store = self.store.store
         if not self._store_intact():
             raise StateError(self._lost_message(planned, report))
         if planned or self._recorded:
@@ -372,6 +396,75 @@ class Tick:
             "Restore the state directory from a backup, or run `icc scan` to start a new one"
         )
 
+    def _stopped_message(
+        self, exc: StateError, planned: list[_Planned], report: TickReport, journal: OutcomeJournal | None
+    ) -> str:
+        """What a tick that the store stopped part way did, run by run (the store's own words say "nothing was
+        lost" of the write that failed, which is not all there is to say here). The runs it claimed and never
+        started are kept in the journal as skipped, so the next tick releases them with the reason."""
+        from icc.ui import fmt_time
+
+        reason = _reason(exc)
+        zone = self.config.timezone
+        rows = {(r.job, r.slot) for r in report.rows}
+        kept = {int(e["run"]): e for e in (journal.entries if journal is not None else [])}
+        told = []
+        for item in planned:
+            name, slot = item.record.name, item.slot
+            if (name, slot) in rows:
+                continue  # ran or started, and recorded
+            entry = kept.get(item.run_id)
+            if entry is not None and entry["outcome"] == "abandoned":
+                told.append(f"{name} at {fmt_time(slot, zone)} was started; its outcome is lost")
+                continue
+            if entry is not None:
+                told.append(
+                    f"{name} at {fmt_time(slot, zone)} ran: {entry['outcome']}, not recorded yet (kept in "
+                    f"{journal.path if journal else JOURNAL}; the next tick records it)"
+                )
+                continue
+            why = f"not started: the tick stopped before it ({reason})"
+            if journal is not None and journal.add({"run": item.run_id, "outcome": "skipped", "error": why}):
+                told.append(
+                    f"{name} at {fmt_time(slot, zone)} was not started (the next tick records it skipped)"
+                )
+            else:
+                told.append(f"{name} at {fmt_time(slot, zone)} was not started")
+        what = "; ".join(told) or "every run it claimed is recorded"
+        return f"this tick stopped part way: {reason}: {what}. Free the space; the next tick records the rest"
+
+    def _record_journal(self, report: TickReport) -> None:
+        """Record what the last tick kept in the journal (outcomes its store could not take), then empty it. A
+        run recorded since (by another tick) is left as it is."""
+        if self._identity is None:
+            return  # the journal is kept only for a local store
+        entries = read_journal(self.config.state_dir)
+        if not entries:
+            return
+        for entry in entries:
+            try:
+                run_id, outcome = int(entry["run"]), str(entry["outcome"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            run = self.store.run(run_id)
+            if run is None or run.outcome not in ("pending", "running") or outcome not in FINISHED:
+                continue
+            error = entry.get("error")
+            late = "recorded by the next tick: the store could not take it when the run ended"
+            if outcome != "skipped":
+                error = f"{error}; {late}" if error else late
+            self.store.finish(
+                run_id,
+                cast("Outcome", outcome),
+                now=float(entry.get("ended_at") or time.time()),
+                exit_code=entry.get("exit_code"),
+                output=str(entry.get("output") or ""),
+                error=error,
+            )
+            self._recorded.append(run_id)
+            report.rows.append(TickRow(run.job, outcome, run.slot, detail=error or ""))
+        clear_journal(self.config.state_dir)
+
     def _recover_abandoned(self, report: TickReport) -> None:
         unfinished = self.store.unfinished()
         expired = self.store.expired_leases() if unfinished else {}
@@ -384,6 +477,12 @@ class Tick:
                 with contextlib.suppress(OSError):
                     if os.getpgid(run.task_pid) == run.task_pid:
                         os.killpg(run.task_pid, 9)
+            if run.outcome == "pending":  # its task never started: release the claim, it is no failure
+                why = f"not started: {why}"
+                self.store.finish(run.id, "skipped", now=time.time(), error=why)
+                self._recorded.append(run.id)
+                report.rows.append(TickRow(run.job, "skipped", run.slot, detail=why))
+                continue
             self.store.finish(run.id, "abandoned", now=time.time(), error=why)
             self._recorded.append(run.id)
             report.abandoned.append(run.job)
@@ -410,30 +509,56 @@ class Tick:
             if rewind:
                 self.store.forget_unrun(max(self.slot, now))
         paused = self._paused()
-        next_dues: dict[str, int | None] = {}
+        next_dues: dict[str, int | None] = {}  # only those that changed are written back
         due: list[tuple[JobRecord, Schedule, list[int]]] = []
         at = slot_datetime(self.slot)
-        for record in self.store.jobs():
+        # On a shared store each host keeps its own progress through its on_each_host() jobs: the shared next slot
+        # says only where the cluster is, and a host that was down still owes a row for each of its own slots.
+        progress = self._host_progress() if self.config.store.url is not None else None
+        own: dict[
+            str, list[Any]
+        ] = {}  # this host's progress to save: job -> [next slot, schedule fingerprint]
+        host_behind = progress is not None and self.slot < progress.get("watermark", self.slot)
+        # Only the jobs that may be due (next slot reached, never evaluated, or per host) are read and decoded; an
+        # earlier slot than the watermark says nothing about the stored next slots, so it reads them all.
+        records = self.store.jobs() if backwards else self.store.due_jobs(self.slot)
+        for record in records:
             if not record.enabled:
                 continue
+            stored_next, behind = record.next_due, backwards
+            per_host = progress is not None and bool(record.definition["schedule"].get("on_each_host"))
+            fingerprint = 0
+            if per_host:
+                assert progress is not None
+                fingerprint = _fingerprint(record.definition["schedule"])
+                entry = progress.get("jobs", {}).get(record.name)
+                known = isinstance(entry, list) and len(entry) == 2 and entry[1] == fingerprint
+                # Never evaluated here, changed since, or re-enabled (the shared slot reset): nothing is missed.
+                stored_next = entry[0] if known and record.next_due != NOT_EVALUATED else NOT_EVALUATED
+                behind = host_behind
             compiled = record.definition.get("compiled")
             if (
                 compiled is not None
-                and not backwards
-                and record.next_due
-                and record.next_due > self.slot
+                and not behind
+                and stored_next
+                and stored_next > self.slot
                 and compiled_matches(compiled, record.definition["schedule"]["zone"], at) is False
             ):
                 # Not due, nothing to catch up, its next slot still stands: bit tests, no schedule built.
-                next_dues[record.name] = record.next_due
+                if per_host:
+                    own[record.name] = [stored_next, fingerprint]
                 continue
             schedule = Schedule.from_definition(record.definition["schedule"])
             # next_due 0: never evaluated (new, changed or re-enabled): nothing before now counts as missed.
-            start = self.slot if backwards or not record.next_due else min(record.next_due, self.slot)
+            start = self.slot if behind or not stored_next else min(stored_next, self.slot)
             window = schedule.missed_window_minutes
             start = max(start, self.slot - (self.config.missed_window if window is None else window) * 60)
             slots = due_slots(schedule, start, self.slot)
-            next_dues[record.name] = next_due(schedule, self.slot)
+            nxt = next_due(schedule, self.slot)
+            if nxt != record.next_due:
+                next_dues[record.name] = nxt
+            if per_host:
+                own[record.name] = [nxt, fingerprint]
             if slots and schedule.check_conditions(self.config.environment):
                 if paused is not None and not paused.exempts(record.name, schedule.runs_when_paused):
                     self._skip_paused(record.name, schedule, slots, report)
@@ -454,7 +579,42 @@ class Tick:
                 item.run_id = run_id
         if rewind or not backwards:
             self.store.save_evaluation(next_dues, self.slot)
+        if progress is not None and (own or progress.get("jobs")):
+            self._save_host_progress(own)
         return [p for p in planned if p.run_id]
+
+    def _progress_key(self) -> str:
+        return f"progress:{self.host_name}"
+
+    def _host_progress(self) -> dict[str, Any]:
+        """This host's progress through its ``on_each_host()`` jobs on a shared store: ``{"watermark": slot,
+        "jobs": {name: [next slot, schedule fingerprint]}}`` (empty when it has none, or it cannot be read)."""
+        import json
+
+        text = self.store.get_meta(self._progress_key())
+        try:
+            found = json.loads(text) if text else {}
+        except ValueError:
+            found = {}
+        return found if isinstance(found, dict) else {}
+
+    def _save_host_progress(self, jobs: dict[str, list[Any]]) -> None:
+        """Keep this host's progress: at a slot earlier than its own watermark only the jobs it evaluated move."""
+        import json
+
+        def change(old: str | None) -> str:
+            try:
+                previous = json.loads(old) if old else {}
+            except ValueError:
+                previous = {}
+            if not isinstance(previous, dict):
+                previous = {}
+            mark = previous.get("watermark")
+            if isinstance(mark, int) and mark > self.slot:
+                return json.dumps({"watermark": mark, "jobs": {**previous.get("jobs", {}), **jobs}})
+            return json.dumps({"watermark": self.slot, "jobs": jobs})
+
+        self.store.update_meta(self._progress_key(), change)
 
     def _scope(self, schedule: Schedule) -> str:
         """The claim scope of a job's slots: this host for ``on_each_host()`` jobs, else the whole cluster."""
@@ -615,6 +775,14 @@ class Tick:
             if self._leases is not None:
                 for item, _spec in background:
                     self._leases.release(item.run_id)  # their supervisors keep them from now on
+        owned = [
+            item
+            for item in planned
+            if item.schedule.seconds is not None and item.slot == self.slot and item.kind == "scheduled"
+        ]
+        ahead: set[str] = set()
+        if self.realtime and (foreground or any(not item.schedule.background for item in owned)):
+            ahead = self._start_offsets_ahead(owned, report)  # a foreground run would hold them up
         # Jittered foreground jobs in the order of their offsets (a stable sort: the others keep their order).
         foreground.sort(key=lambda pair: self._jitter(pair[0]))
         for item, spec in foreground:
@@ -622,11 +790,7 @@ class Tick:
                 sleep_until(item.slot + offset)  # a stop request wakes it; the run is then recorded skipped
             if not self._run_foreground(item, spec, report):
                 return
-        owned = [
-            item
-            for item in planned
-            if item.schedule.seconds is not None and item.slot == self.slot and item.kind == "scheduled"
-        ]
+        owned = [item for item in owned if item.record.name not in ahead]
         if owned:
             self._run_offsets(owned, report)
 
@@ -658,6 +822,79 @@ class Tick:
             )
         )
         return True
+
+    def _start_offsets_ahead(self, owned: list[_Planned], report: TickReport) -> set[str]:
+        """The later offsets of this minute's background sub-minute jobs, claimed and handed to their detached
+        supervisors now, each sleeping until its second (as for ``jitter()``): a foreground run in this tick must
+        not make them late. An offset already past is recorded skipped, never started late. Returns the jobs
+        whose offsets are all handled here."""
+        from icc.ui import fmt_slot
+
+        first = len(self._recorded)
+        handled: set[str] = set()
+        starts: list[tuple[_Planned, RunSpec]] = []
+        stopped = False
+        for item in owned:
+            if stopped:
+                break
+            if not item.schedule.background or len(item.schedule.offsets()) > AHEAD_OFFSETS:
+                continue  # every 1 to 4 seconds: too many sleeping supervisors (and connections); as before
+            name, scope = item.record.name, self._scope(item.schedule)
+            handled.add(name)
+            live = self._live.get(name)
+            late: list[int] = []
+            for offset in item.schedule.offsets()[1:]:
+                when = item.slot + offset
+                if stop_requested() or not self._store_intact():
+                    stopped = True  # the offsets not handled yet are _run_offsets' to record
+                    break
+                if time.time() >= when + LATE_OFFSET:
+                    late.append(when)
+                    continue
+                if (
+                    live is not None
+                    and live.schedule.has_callbacks
+                    and not live.schedule.check_conditions(self.config.environment)
+                ):
+                    recorded = self.store.record(
+                        name,
+                        [when],
+                        "skipped",
+                        "scheduled",
+                        error="a when/skip condition said no",
+                        scope=scope,
+                    )
+                    self._note_recorded(name, recorded, scope)
+                    continue
+                run_id = self.store.claim(
+                    name, when, "scheduled", pid=os.getpid(), host=self.host_name, scope=scope
+                )
+                if run_id is None:
+                    continue  # another tick has this (job, slot)
+                sub = _Planned(item.record, item.schedule, when, "scheduled", run_id)
+                spec = self._spec(sub)
+                if isinstance(spec, str):
+                    self.store.finish(run_id, "failed", now=time.time(), error=spec)
+                    report.rows.append(TickRow(name, "failed", when, detail=spec))
+                    self._conclude_unstarted(sub)
+                    continue
+                spec.start_at = float(when)  # its supervisor sleeps until its second
+                starts.append((sub, spec))
+            if stopped:
+                handled.discard(name)
+            if late:
+                why = "skipped: its time passed while the tick was busy; never started late"
+                recorded = self.store.record(name, late, "skipped", "scheduled", error=why, scope=scope)
+                self._note_recorded(name, recorded, scope)
+                if recorded:
+                    detail = (
+                        why if len(recorded) > 1 else f"{why} ({fmt_slot(recorded[0], self.config.timezone)})"
+                    )
+                    report.rows.append(_summary_row(name, "skipped", recorded, self.config.timezone, detail))
+        if starts:
+            self._start_background(starts, report)
+        self._report_recorded(report, first)
+        return handled
 
     def _run_offsets(self, owned: list[_Planned], report: TickReport) -> None:
         """The later offsets of the sub-minute jobs whose minute this tick owns, each claimed and started at its
@@ -785,12 +1022,181 @@ class Tick:
         conclude(self.store, item.run_id, found[1] if found else None, item.record.name)
 
 
+JOURNAL = "outcomes.journal"  # in the state directory: what the store could not take, for the next tick
+JOURNAL_SIZE = 64 * 1024  # reserved before the runs start: writing into it needs no free space
+JOURNAL_OUTPUT = 4096  # characters of a run's output kept there (its tail)
+
+
+class OutcomeJournal:
+    """Outcomes a tick could not write to its store (a full disk), kept in a file whose space was reserved before
+    the tick started its runs, so that writing them needs no free space; the next tick records them.
+
+    One writer: the tick (its foreground runs). The file is JSON, ended by a NUL byte; a NUL first byte is
+    empty."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd = fd
+        self.entries: list[dict[str, Any]] = []
+
+    @classmethod
+    def reserve(cls, state_dir: Path) -> OutcomeJournal | None:
+        """Open the journal and make sure its space is allocated; None when that cannot be done (then a lost
+        outcome stays lost, as before)."""
+        from icc.state.dirs import state_file_problem
+
+        path = state_dir / JOURNAL
+        if state_file_problem(path) is not None:
+            return None
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            fd = os.open(path, flags, 0o600)
+        except OSError:
+            return None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+                raise OSError("not this user's regular file")
+            if info.st_size < JOURNAL_SIZE:
+                if info.st_size == 0:
+                    os.pwrite(fd, b"\0", 0)
+                os.posix_fallocate(fd, 0, JOURNAL_SIZE)
+        except OSError:
+            os.close(fd)
+            return None
+        return cls(path, fd)
+
+    def add(self, entry: dict[str, Any]) -> bool:
+        """Keep ``entry``; False when it could not be written (then it is not kept either)."""
+        self.entries.append(entry)
+        if self._write():
+            return True
+        self.entries.pop()
+        return False
+
+    def _write(self) -> bool:
+        import json
+
+        entries = [dict(e) for e in self.entries]
+        data = json.dumps(entries).encode()
+        for entry in entries:  # too long: the outputs go first, the outcomes stay
+            if len(data) < JOURNAL_SIZE:
+                break
+            entry["output"] = ""
+            data = json.dumps(entries).encode()
+        if len(data) >= JOURNAL_SIZE:
+            return False
+        try:
+            os.pwrite(self._fd, data + b"\0", 0)
+            os.fsync(self._fd)
+        except OSError:
+            return False
+        return True
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+def read_journal(state_dir: Path) -> list[dict[str, Any]]:
+    """The outcomes a tick kept in the journal (empty when none, or it cannot be read)."""
+    import json
+
+    from icc.state.dirs import state_file_problem
+
+    path = state_dir / JOURNAL
+    if state_file_problem(path) is not None:
+        return []
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return []
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return []
+        data = os.pread(fd, JOURNAL_SIZE, 0).split(b"\0", 1)[0]
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+    try:
+        found = json.loads(data) if data else []
+    except ValueError:
+        return []
+    return [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
+
+
+def clear_journal(state_dir: Path) -> None:
+    """Empty the journal in place (its space stays reserved)."""
+    try:
+        fd = os.open(state_dir / JOURNAL, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.pwrite(fd, b"\0", 0)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class _Journaled:
+    """A state store whose ``finish`` keeps the outcome in the journal when the store cannot take it (and still
+    raises: the tick stops). Everything else goes to the store."""
+
+    def __init__(self, store: StateStore, journal: OutcomeJournal) -> None:
+        self.store = store
+        self._journal = journal
+
+    def finish(
+        self,
+        run_id: int,
+        outcome: Outcome,
+        *,
+        now: float,
+        exit_code: int | None = None,
+        output: str = "",
+        error: str | None = None,
+    ) -> None:
+        try:
+            self.store.finish(run_id, outcome, now=now, exit_code=exit_code, output=output, error=error)
+        except StateError:
+            entry = {"run": run_id, "outcome": outcome, "ended_at": now, "exit_code": exit_code}
+            self._journal.add({**entry, "output": output[-JOURNAL_OUTPUT:], "error": error})
+            raise
+
+    def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> None:
+        try:
+            self.store.mark_running(run_id, pid=pid, task_pid=task_pid, now=now)
+        except StateError as exc:
+            why = f"its task started, but the store could not take that nor its outcome ({_reason(exc)})"
+            self._journal.add({"run": run_id, "outcome": "abandoned", "ended_at": now, "error": why})
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def _reason(exc: StateError) -> str:
+    """The store's error without its advice for a single write ("nothing was lost"): a tick did more."""
+    return str(exc).split("; nothing was lost")[0].split("; nothing was changed")[0]
+
+
 def set_output_file(spec: RunSpec, schedule: Schedule, root: Path) -> None:
     """``send_output_to`` / ``append_output_to``: the file, relative to the project root."""
     if schedule.output_to is not None:
         path, append = schedule.output_to
         spec.output_to = root / Path(path).expanduser()
         spec.output_append = append
+
+
+def _fingerprint(schedule: Mapping[str, Any]) -> int:
+    """A short checksum of a stored schedule definition: a host's progress through a changed one is void."""
+    import json
+    import zlib
+
+    return zlib.crc32(json.dumps(schedule, sort_keys=True).encode())
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:

@@ -116,6 +116,12 @@ class StateStore(Protocol):
     def jobs(self, *, include_removed: bool = False) -> list[JobRecord]:
         """All jobs, by name."""
 
+    def due_jobs(self, slot: int) -> list[JobRecord]:
+        """The enabled, present jobs a tick at ``slot`` must evaluate, by name: next slot reached (``next_due``
+        at or before ``slot``), never evaluated (0) or none (NULL); a shared store adds every ``on_each_host()``
+        job, whose progress each host keeps itself. Read through an index on ``next_due``: a tick's planning does
+        not grow with the jobs that are not due."""
+
     def job(self, name: str) -> JobRecord | None:
         """One job, removed or not."""
 

@@ -259,6 +259,16 @@ class PostgresStateStore:
             _job(r) for r in self._read(f"SELECT {_JOB_COLUMNS} FROM {{schema}}.jobs {where} ORDER BY name")
         ]
 
+    def due_jobs(self, slot: int) -> list[JobRecord]:
+        # on_each_host() jobs always: each host keeps its own progress through them (strpos over the JSON text
+        # is a superset, as in icc.fastpath_pg; the tick reads the definition itself).
+        rows = self._read(
+            f"SELECT {_JOB_COLUMNS} FROM {{schema}}.jobs WHERE removed_at IS NULL AND enabled "
+            "AND (next_due IS NULL OR next_due <= %s OR strpos(definition, 'on_each_host') > 0) ORDER BY name",
+            (slot,),
+        )
+        return [_job(r) for r in rows]
+
     def job(self, name: str) -> JobRecord | None:
         rows = self._read(f"SELECT {_JOB_COLUMNS} FROM {{schema}}.jobs WHERE name = %s", (name,))
         return _job(rows[0]) if rows else None

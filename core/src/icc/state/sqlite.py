@@ -67,6 +67,9 @@ _COUNTS = (
     "CREATE TABLE IF NOT EXISTS run_counts ("
     "job TEXT NOT NULL, outcome TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (job, outcome))"
 )
+# The due column: a tick reads only the jobs whose next slot it reached (issue 17). Made on open too, so a state
+# file an older icc made gets it (CREATE INDEX IF NOT EXISTS writes nothing when it is there).
+_DUE_INDEX = "CREATE INDEX IF NOT EXISTS jobs_next_due ON jobs (next_due)"
 _COUNT_RUN = (
     "INSERT INTO run_counts (job, outcome, n) VALUES (?, ?, 1) "
     "ON CONFLICT (job, outcome) DO UPDATE SET n = n + 1"
@@ -147,6 +150,8 @@ class SQLiteStateStore:
             )
         with contextlib.suppress(sqlite3.Error):  # a store icc cannot write still reads (run_counts: none)
             self._db.execute(_COUNTS)
+        with contextlib.suppress(sqlite3.Error):  # likewise: without the index a tick reads the same rows
+            self._db.execute(_DUE_INDEX)
         for suffix in ("-wal", "-shm"):
             secure_file(self.path.with_name(self.path.name + suffix))
 
@@ -209,6 +214,14 @@ class SQLiteStateStore:
     def jobs(self, *, include_removed: bool = False) -> list[JobRecord]:
         where = "" if include_removed else "WHERE removed_at IS NULL"
         return [_job(r) for r in self._read(f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY name")]
+
+    def due_jobs(self, slot: int) -> list[JobRecord]:
+        rows = self._read(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE removed_at IS NULL AND enabled = 1 "
+            "AND (next_due IS NULL OR next_due <= ?) ORDER BY name",
+            (slot,),
+        )
+        return [_job(r) for r in rows]
 
     def job(self, name: str) -> JobRecord | None:
         rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE name = ?", (name,))
