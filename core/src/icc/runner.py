@@ -37,7 +37,7 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -441,7 +441,9 @@ class Tick:
         entries = read_journal(self.config.state_dir)
         if not entries:
             return
+        done: set[Any] = set()
         for entry in entries:
+            done.add(entry.get("run"))
             try:
                 run_id, outcome = int(entry["run"]), str(entry["outcome"])
             except (KeyError, TypeError, ValueError):
@@ -463,7 +465,7 @@ class Tick:
             )
             self._recorded.append(run_id)
             report.rows.append(TickRow(run.job, outcome, run.slot, detail=error or ""))
-        clear_journal(self.config.state_dir)
+        forget_journal(self.config.state_dir, done)
 
     def _recover_abandoned(self, report: TickReport) -> None:
         unfinished = self.store.unfinished()
@@ -1031,66 +1033,43 @@ class OutcomeJournal:
     """Outcomes a tick could not write to its store (a full disk), kept in a file whose space was reserved before
     the tick started its runs, so that writing them needs no free space; the next tick records them.
 
-    One writer: the tick (its foreground runs). The file is JSON, ended by a NUL byte; a NUL first byte is
-    empty."""
+    The file is JSON, ended by a NUL byte (a NUL first byte: empty). Ticks that overlap (one whose runs overran
+    the minute) share it: every change is made under an exclusive ``flock``, reading what is there first."""
 
     def __init__(self, path: Path, fd: int) -> None:
         self.path = path
         self._fd = fd
-        self.entries: list[dict[str, Any]] = []
+        self.entries: list[dict[str, Any]] = []  # what this tick kept
 
     @classmethod
     def reserve(cls, state_dir: Path) -> OutcomeJournal | None:
         """Open the journal and make sure its space is allocated; None when that cannot be done (then a lost
         outcome stays lost, as before)."""
-        from icc.state.dirs import state_file_problem
-
-        path = state_dir / JOURNAL
-        if state_file_problem(path) is not None:
-            return None
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-        try:
-            fd = os.open(path, flags, 0o600)
-        except OSError:
+        fd = _open_journal(state_dir, create=True)
+        if fd is None:
             return None
         try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
-                raise OSError("not this user's regular file")
-            if info.st_size < JOURNAL_SIZE:
-                if info.st_size == 0:
-                    os.pwrite(fd, b"\0", 0)
-                os.posix_fallocate(fd, 0, JOURNAL_SIZE)
+            with _journal_locked(fd):
+                size = os.fstat(fd).st_size
+                if size < JOURNAL_SIZE:
+                    if size == 0:
+                        os.pwrite(fd, b"\0", 0)
+                    os.posix_fallocate(fd, 0, JOURNAL_SIZE)
         except OSError:
             os.close(fd)
             return None
-        return cls(path, fd)
+        return cls(state_dir / JOURNAL, fd)
 
     def add(self, entry: dict[str, Any]) -> bool:
-        """Keep ``entry``; False when it could not be written (then it is not kept either)."""
-        self.entries.append(entry)
-        if self._write():
-            return True
-        self.entries.pop()
-        return False
-
-    def _write(self) -> bool:
-        import json
-
-        entries = [dict(e) for e in self.entries]
-        data = json.dumps(entries).encode()
-        for entry in entries:  # too long: the outputs go first, the outcomes stay
-            if len(data) < JOURNAL_SIZE:
-                break
-            entry["output"] = ""
-            data = json.dumps(entries).encode()
-        if len(data) >= JOURNAL_SIZE:
-            return False
+        """Keep ``entry`` (one per run: a later one replaces it); False when it could not be written."""
         try:
-            os.pwrite(self._fd, data + b"\0", 0)
-            os.fsync(self._fd)
+            with _journal_locked(self._fd):
+                kept = [e for e in _journal_load(self._fd) if e.get("run") != entry["run"]]
+                if not _journal_store(self._fd, [*kept, entry]):
+                    return False
         except OSError:
             return False
+        self.entries.append(entry)
         return True
 
     def close(self) -> None:
@@ -1098,27 +1077,43 @@ class OutcomeJournal:
             os.close(self._fd)
 
 
-def read_journal(state_dir: Path) -> list[dict[str, Any]]:
-    """The outcomes a tick kept in the journal (empty when none, or it cannot be read)."""
-    import json
-
+def _open_journal(state_dir: Path, *, create: bool = False) -> int | None:
+    """The journal's descriptor: this user's regular file, never through a link or a FIFO; None when not."""
     from icc.state.dirs import state_file_problem
 
     path = state_dir / JOURNAL
     if state_file_problem(path) is not None:
-        return []
+        return None
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | (os.O_CREAT if create else 0)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(path, flags, 0o600)
     except OSError:
-        return []
+        return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return []
-        data = os.pread(fd, JOURNAL_SIZE, 0).split(b"\0", 1)[0]
+        info = os.fstat(fd)
     except OSError:
-        return []
-    finally:
+        info = None
+    if info is None or not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
         os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def _journal_locked(fd: int) -> Iterator[None]:
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _journal_load(fd: int) -> list[dict[str, Any]]:
+    import json
+
+    data = os.pread(fd, JOURNAL_SIZE, 0).split(b"\0", 1)[0]
     try:
         found = json.loads(data) if data else []
     except ValueError:
@@ -1126,15 +1121,46 @@ def read_journal(state_dir: Path) -> list[dict[str, Any]]:
     return [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
 
 
-def clear_journal(state_dir: Path) -> None:
-    """Empty the journal in place (its space stays reserved)."""
+def _journal_store(fd: int, entries: list[dict[str, Any]]) -> bool:
+    """Write ``entries`` over the journal, in its reserved space; False when they do not fit."""
+    import json
+
+    entries = [dict(e) for e in entries]
+    data = json.dumps(entries).encode()
+    for entry in entries:  # too long: the outputs go first, the outcomes stay
+        if len(data) < JOURNAL_SIZE:
+            break
+        entry["output"] = ""
+        data = json.dumps(entries).encode()
+    if len(data) >= JOURNAL_SIZE:
+        return False
+    os.pwrite(fd, data + b"\0", 0)
+    os.fsync(fd)
+    return True
+
+
+def read_journal(state_dir: Path) -> list[dict[str, Any]]:
+    """The outcomes ticks kept in the journal (empty when none, or it cannot be read)."""
+    fd = _open_journal(state_dir)
+    if fd is None:
+        return []
     try:
-        fd = os.open(state_dir / JOURNAL, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        with _journal_locked(fd):
+            return _journal_load(fd)
     except OSError:
+        return []
+    finally:
+        os.close(fd)
+
+
+def forget_journal(state_dir: Path, run_ids: set[int]) -> None:
+    """Take the entries of ``run_ids`` (recorded now) out of the journal; others a tick added meanwhile stay."""
+    fd = _open_journal(state_dir)
+    if fd is None:
         return
     try:
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            os.pwrite(fd, b"\0", 0)
+        with _journal_locked(fd):
+            _journal_store(fd, [e for e in _journal_load(fd) if e.get("run") not in run_ids])
     except OSError:
         pass
     finally:
