@@ -520,7 +520,8 @@ class Tick:
         own: dict[
             str, list[Any]
         ] = {}  # this host's progress to save: job -> [next slot, schedule fingerprint]
-        host_behind = progress is not None and self.slot < progress.get("watermark", self.slot)
+        own_mark = progress.get("watermark") if progress is not None else None
+        host_behind = isinstance(own_mark, int) and self.slot < own_mark
         # Only the jobs that may be due (next slot reached, never evaluated, or per host) are read and decoded; an
         # earlier slot than the watermark says nothing about the stored next slots, so it reads them all.
         records = self.store.jobs() if backwards else self.store.due_jobs(self.slot)
@@ -533,10 +534,13 @@ class Tick:
             if per_host:
                 assert progress is not None
                 fingerprint = _fingerprint(record.definition["schedule"])
-                entry = progress.get("jobs", {}).get(record.name)
-                known = isinstance(entry, list) and len(entry) == 2 and entry[1] == fingerprint
+                jobs = progress.get("jobs")
+                entry = jobs.get(record.name) if isinstance(jobs, dict) else None
                 # Never evaluated here, changed since, or re-enabled (the shared slot reset): nothing is missed.
-                stored_next = entry[0] if known and record.next_due != NOT_EVALUATED else NOT_EVALUATED
+                pair: list[Any] = entry if isinstance(entry, list) and len(entry) == 2 else [None, None]
+                valid = pair[1] == fingerprint and record.next_due != NOT_EVALUATED
+                first = pair[0] if valid else NOT_EVALUATED
+                stored_next = first if first is None or isinstance(first, int) else NOT_EVALUATED
                 behind = host_behind
             compiled = record.definition.get("compiled")
             if (
@@ -611,9 +615,11 @@ class Tick:
                 previous = {}
             if not isinstance(previous, dict):
                 previous = {}
-            mark = previous.get("watermark")
+            mark, kept = previous.get("watermark"), previous.get("jobs")
             if isinstance(mark, int) and mark > self.slot:
-                return json.dumps({"watermark": mark, "jobs": {**previous.get("jobs", {}), **jobs}})
+                return json.dumps(
+                    {"watermark": mark, "jobs": {**(kept if isinstance(kept, dict) else {}), **jobs}}
+                )
             return json.dumps({"watermark": self.slot, "jobs": jobs})
 
         self.store.update_meta(self._progress_key(), change)
