@@ -334,8 +334,8 @@ class Tick:
         try:
             self._execute(planned, report)
         except StateError as exc:
-            if not self._store_intact():
-                raise
+            if self._identity is None or not self._store_intact():
+                raise  # a database server's error is its own (a lost connection); a lost file is told below
             raise StateError(self._stopped_message(exc, planned, report, journal)) from None
         finally:
             if journal is not None:
