@@ -7,11 +7,15 @@ Order of a tick:
 3. Under the tick lock: record runs whose supervisor died as ``abandoned``; evaluate every job's due slots
    from its stored definition (no plugin import), apply its ``missed`` policy to slots missed since its last
    evaluation (within ``missed_window``); only if something is due, load the plugins to get the callables and
-   evaluate ``when``/``skip``; claim every (job, slot) in the state store; store each job's next slot and the
-   watermark (the slot they were computed from). They are a cache for ticks at that slot or later: a tick at
-   an earlier slot (the clock went back, or an earlier ``--at``) evaluates from its own slot, as if every job
-   were new, and saves the cache from there; the claims still keep it from running a (job, slot) twice, and the
-   ``missed``/``skipped`` rows the later tick wrote from that slot on are deleted (nothing ran for those slots).
+   evaluate ``when``/``skip``; claim every (job, slot) in the state store; store the next slots that changed and
+   the watermark (the slot they were computed from). Only the jobs whose next slot the tick reached are read
+   (``due_jobs``, through an index). The next slots are a cache for ticks at that slot or later: a tick at an
+   earlier slot (the clock went back, an earlier ``--at``, a late host) evaluates from its own slot, as if every
+   job were new; the claims and recorded rows keep it from running a (job, slot) twice. Only when the watermark
+   is ahead of the clock does it save the cache from its slot and delete this host's ``missed`` rows of slots
+   still to come (a tick that ran ahead wrote them); ``skipped`` rows and other hosts' rows are never deleted.
+   On a shared store each host keeps its own progress through its ``on_each_host()`` jobs (meta
+   ``progress:<host_id>``).
 4. Release the tick lock, so the next minute's tick can start jobs on time even if this one overruns.
 5. Start background runs, then run foreground jobs in declaration order. Each background run gets a detached
    supervisor forked from the tick (plugins already loaded; the tick's SQLite connection is closed around the
@@ -20,7 +24,9 @@ Order of a tick:
    sleeping until each.
 6. Sub-minute jobs (``every_seconds``): the tick that claimed a job's second-0 slot owns its minute. After the
    runs above it claims and starts each later offset (slot = minute + offset) at its time, until the minute
-   ends; an offset whose time passed while the tick was busy is recorded ``skipped``, never started late.
+   ends; an offset whose time passed while the tick was busy is recorded ``skipped``, never started late. With
+   a foreground run to make, a background job's offsets (every 5 s or slower) are claimed before it and handed
+   to supervisors that sleep until their second.
 
 A tick for an instant given with ``--at`` (``realtime`` False) never sleeps: jitter is not waited for and every
 offset of the minute is run at once, in order.
