@@ -47,7 +47,11 @@ def test_db_migrate_applies_the_schema_once_then_is_up_to_date(project: Project,
     assert {"jobs", "runs", "meta", "messages", "failed", "migrations"} <= tables(pg_url)
     second = project.icc("db", "migrate", check=True)
     assert "up to date" in second.stdout and "applied" not in second.stdout
-    assert rows(pg_url, "SELECT version FROM icc.migrations") == [(1,)]
+    assert rows(pg_url, "SELECT version FROM icc.migrations ORDER BY version") == [(1,), (2,)]
+    # 0002: the due column is indexed (a tick reads only the jobs it reached).
+    assert rows(
+        pg_url, "SELECT indexname FROM pg_indexes WHERE tablename = 'jobs' AND indexname = 'jobs_next_due'"
+    )
 
 
 def test_db_migrate_from_three_processes_at_once_applies_each_migration_once(
@@ -65,7 +69,9 @@ def test_db_migrate_from_three_processes_at_once_applies_each_migration_once(
     applied = [out for out, _err in results if "applied 0001_init" in out]
     assert len(applied) == 1, results
     assert sum("up to date" in out for out, _err in results) == 2, results
-    assert rows(pg_url, "SELECT version, name FROM icc.migrations") == [(1, "init")]
+    assert rows(pg_url, "SELECT version, name FROM icc.migrations ORDER BY version") == [
+        (m.version, m.name) for m in migrations()
+    ]
     assert {"jobs", "runs", "messages", "failed"} <= tables(pg_url)
 
 
@@ -87,7 +93,7 @@ def test_db_status_before_migrate_exits_1_and_names_the_command(project: Project
     assert "icc db migrate" in proc.stdout
     document = json.loads(project.icc("db", "status", "--json").stdout)
     assert document["current"] is False
-    assert document["pending"] == [{"version": 1, "name": "init"}]
+    assert document["pending"] == [{"version": m.version, "name": m.name} for m in migrations()]
     assert document["run"] == "icc db migrate"
 
 
@@ -99,7 +105,7 @@ def test_db_status_after_migrate_lists_applied_migrations_with_dates(project: Pr
     document = json.loads(project.icc("db", "status", "--json", check=True).stdout)
     assert document["current"] is True and document["run"] is None
     assert document["schema"] == "icc" and document["url"] == pg_url
-    [applied] = document["applied"]
+    applied = document["applied"][0]
     assert applied["version"] == 1 and applied["name"] == "init"
     assert applied["applied_at"].endswith("+00:00")  # ISO 8601 in the configured zone (UTC)
     assert len(document["applied"]) == len(migrations())

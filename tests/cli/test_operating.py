@@ -112,7 +112,23 @@ def test_a_pause_with_until_ends_by_itself_at_the_first_tick_past_it(project: Pr
     assert outcomes(project, "a")[slot(1)] == ("skipped", "paused")
     project.icc("run", "--at", at(3))  # the pause ends at this minute
     assert outcomes(project, "a")[slot(3)][0] == "succeeded"
-    assert project.status()["paused"] is None
+    # An --at tick does not lift it for real: on the real clock (two days before at(3)) it is still in force.
+    assert project.status()["paused"] is not None
+    later = json.loads(project.icc("status", "--json", "--at", at(3), check=True).stdout)
+    assert later["paused"] is None
+
+
+def test_an_at_tick_past_a_pause_end_runs_its_slot_but_never_ends_the_pause(project: Project) -> None:
+    scanned(project)
+    project.icc("pause", "--until", at(3), check=True)
+    project.icc("run", "--at", at(60 * 24 * 150))  # five months later: the pause is over there
+    assert project.status()["paused"]["until"] is not None  # but not on the real clock: it stays
+    before = len(project.marker_lines("a"))
+    proc = project.icc("run")  # a real tick: still paused
+    assert "skipped" in proc.stdout
+    assert len(project.marker_lines("a")) == before
+    real = [r for r in project.runs("a") if r["slot"] < slot(0)]
+    assert [(r["outcome"], r["error"]) for r in real] == [("skipped", "paused")]
 
 
 def test_a_paused_store_with_nothing_due_still_goes_to_the_full_tick(project: Project) -> None:

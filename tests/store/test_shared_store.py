@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import migrated_url
-from projectkit import Project, at
+from projectkit import Project, at, slot
 
 EVERY_MINUTE = """
 def mark(name):
@@ -286,3 +286,75 @@ def test_a_tick_claims_all_its_due_jobs_in_one_statement(tmp_path: Path, shared_
     with psycopg.connect(shared_url) as conn:
         row = conn.execute("SELECT count(*) FROM public.run_inserts").fetchone()
     assert row is not None and row[0] == 1
+
+
+EXCLUSIVE = """
+def a():
+    with open(os.path.join(os.environ["MARKER_DIR"], "a"), "a") as f:
+        f.write(f"{os.getpid()}\\n")
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(a, name="a").every_minute().without_overlapping()
+"""
+
+
+def test_a_late_hosts_tick_deletes_no_other_hosts_rows_and_leaves_no_slot_without_one(
+    tmp_path: Path, shared_url: str
+) -> None:
+    web1 = host(tmp_path, shared_url, "web-1", EXCLUSIVE)
+    web2 = host(tmp_path, shared_url, "web-2", EXCLUSIVE)
+    web1.icc("scan", check=True)
+    web1.icc("run", "--at", at(10), check=True)
+    web1.icc("run", "--at", at(15), check=True)  # web-1 records minutes 11 to 14 missed
+    before = {(r["slot"], r["outcome"], r["host"]) for r in web1.runs("a")}
+    web2.icc("run", "--at", at(12), check=True)  # web-2 is behind: a frozen host's late tick
+    web2.icc("run", "--at", at(16), check=True)
+    rows = {r["slot"]: r for r in web1.runs("a")}
+    assert sorted(rows) == [slot(m) for m in range(10, 17)]  # every slot has its row
+    assert before <= {
+        (r["slot"], r["outcome"], r["host"]) for r in web1.runs("a")
+    }  # nothing of web-1's deleted
+    assert [rows[s]["outcome"] for s in sorted(rows)] == ["succeeded"] + ["missed"] * 4 + ["succeeded"] * 2
+    assert len(web1.marker_lines("a")) == 2 and len(web2.marker_lines("a")) == 1
+
+
+EACH_HOST = """
+def mark(name):
+    def task(ctx):
+        with open(os.path.join(os.environ["MARKER_DIR"], name), "a") as f:
+            f.write(f"{int(ctx.slot.timestamp())}\\n")
+    task.__name__ = task.__qualname__ = name
+    return task
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(mark("each"), name="each").every_minute().on_each_host()
+    scheduler.add(mark("once"), name="once").every_minute().on_each_host().missed("once")
+"""
+
+
+def test_a_host_that_was_down_keeps_its_own_progress_through_on_each_host_jobs(
+    tmp_path: Path, shared_url: str
+) -> None:
+    web1 = host(tmp_path, shared_url, "web-1", EACH_HOST)
+    web2 = host(tmp_path, shared_url, "web-2", EACH_HOST)
+    web1.icc("scan", check=True)
+    for project in (web1, web2):
+        project.icc("run", "--at", at(0), check=True)
+    for minute in range(1, 6):
+        web1.icc("run", "--at", at(minute), check=True)
+    web2.icc("run", "--at", at(5), check=True)  # web-2 was down for minutes 1 to 4
+    rows = [(r["job"], r["host"], r["slot"], r["outcome"], r["kind"]) for r in web1.runs()]
+    for job in ("each", "once"):
+        for name in ("web-1", "web-2"):
+            mine = sorted((s, o, k) for j, h, s, o, k in rows if j == job and h == name)
+            assert [s for s, _o, _k in mine] == [slot(m) for m in range(6)], (job, name)  # one row per slot
+    web2_each = {s: o for j, h, s, o, _k in rows if j == "each" and h == "web-2"}
+    assert [web2_each[slot(m)] for m in range(6)] == ["succeeded"] + ["missed"] * 4 + ["succeeded"]
+    web2_once = {s: (o, k) for j, h, s, o, k in rows if j == "once" and h == "web-2"}
+    # missed("once") with the current slot due: that run is the catch-up, the rest are recorded missed.
+    assert [web2_once[slot(m)] for m in range(1, 6)] == [("missed", "missed")] * 4 + [
+        ("succeeded", "scheduled")
+    ]
+    assert web2.marker_lines("each") == [str(slot(0)), str(slot(5))]

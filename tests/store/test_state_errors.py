@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from icc.errors import StateError
 from icc.store.sqlite.state import SQLiteStateStore
-from projectkit import Project, at
+from projectkit import Project, at, slot
 from statekit import CAN_DROP, IS_ROOT, NOBODY, TWO_JOBS, icc_unprivileged, one_line_error, scanned
 
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (mounts, files owned by another user)")
@@ -182,6 +182,88 @@ def test_full_disk_is_one_line_and_nothing_is_lost(project: Project, small_disk:
     db = sqlite3.connect(project.db)
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     db.close()
+
+
+FILLS_THE_DISK = """
+def filler():
+    with open(os.path.join(os.environ["MARKER_DIR"], "filler"), "a") as f:
+        f.write("ran\\n")
+    if not os.path.exists(os.path.join(os.environ["MARKER_DIR"], "fill")):
+        return
+    import sqlite3
+    db = sqlite3.connect(os.path.join(os.environ["FILL_DIR"], "state.sqlite3"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # until the tick recorded that it runs: the run has started for sure
+        if db.execute("SELECT 1 FROM runs WHERE job = 'filler' AND outcome = 'running'").fetchone():
+            break
+        time.sleep(0.05)
+    db.close()
+    fd = os.open(os.path.join(os.environ["FILL_DIR"], "filler"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+def after():
+    with open(os.path.join(os.environ["MARKER_DIR"], "after"), "a") as f:
+        f.write("ran\\n")
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(filler, name="filler").every_minute()
+    scheduler.add(after, name="after").every_minute()
+"""
+
+
+@needs_root
+def test_disk_full_mid_tick_says_what_happened_and_the_next_tick_records_the_outcome_and_releases_claims(
+    project: Project, small_disk: Path
+) -> None:
+    scanned(project, FILLS_THE_DISK)
+    project.env["FILL_DIR"] = str(small_disk)
+    project.icc("run", "--at", at(0), check=True)  # both ran
+    (project.root / "fill").touch()  # from now on the first job fills the disk
+    # An open connection keeps the -wal and -shm files in place, so the tick gets as far as recording.
+    keeper = sqlite3.connect(project.db)
+    try:
+        keeper.execute("SELECT COUNT(*) FROM runs").fetchone()
+        line = one_line_error(project.icc("run", "--at", at(1)), "stopped part way", "full")
+        assert "nothing was lost" not in line
+        assert "filler" in line and "ran: succeeded, not recorded yet" in line
+        assert "after" in line and "was not started" in line
+        assert len(project.marker_lines("after")) == 1  # it never ran at minute 1
+        (small_disk / "filler").unlink()  # space returns
+        (project.root / "fill").unlink()
+        project.icc("run", "--at", at(2), check=True)
+    finally:
+        keeper.close()
+    runs = {(r["job"], r["slot"]): r for r in project.runs()}
+    filler = runs[("filler", slot(1))]
+    assert filler["outcome"] == "succeeded" and "recorded by the next tick" in filler["error"]
+    after = runs[("after", slot(1))]
+    assert after["outcome"] == "skipped" and "not started" in after["error"] and "full" in after["error"]
+    assert not any(r["outcome"] == "abandoned" for r in runs.values())
+    assert runs[("after", slot(2))]["outcome"] == "succeeded"
+
+
+def test_a_claim_whose_tick_died_before_starting_it_is_released_skipped_not_abandoned(
+    project: Project,
+) -> None:
+    scanned(project)
+    project.icc("run", "--at", at(0), check=True)
+    db = sqlite3.connect(project.db)
+    with db:  # what a tick killed between its claims and its first run leaves: a pending claim, its pid gone
+        db.execute(
+            "INSERT INTO runs (job, slot, kind, outcome, pid, host) VALUES ('a', ?, 'scheduled', 'pending', ?, ?)",
+            (int(slot(1)), 2**22 + 12345, os.uname().nodename),
+        )
+    db.close()
+    project.icc("run", "--at", at(2), check=True)
+    (run,) = [r for r in project.runs("a") if r["slot"] == slot(1)]
+    assert run["outcome"] == "skipped" and run["error"].startswith("not started: ")
 
 
 @needs_root

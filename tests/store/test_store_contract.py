@@ -282,6 +282,13 @@ def test_record_writes_unclaimed_slots_only_and_forget_unrun_deletes_them(store:
     assert sorted(r.slot for r in store.runs("a") if r.slot is not None) == [60, 120]
 
 
+def test_forget_unrun_keeps_skipped_rows_they_are_decisions(store: StateStore) -> None:
+    assert store.record("a", [240], "skipped", "scheduled", error="paused") == [240]
+    assert store.record("a", [300], "missed", "missed") == [300]
+    assert store.forget_unrun(120) == 1
+    assert [(r.slot, r.outcome) for r in store.runs("a")] == [(240, "skipped")]
+
+
 def test_run_life_mark_running_hand_over_finish_and_notes(store: StateStore) -> None:
     a = store.claim("a", 60, "scheduled", pid=1, host="h")
     b = store.claim("b", 60, "scheduled", pid=1, host="h")
@@ -535,3 +542,53 @@ def test_output_and_errors_with_a_nul_character_are_stored(store: StateStore) ->
     assert (
         run.error is not None and run.error.startswith("bad") and run.error.endswith("; note" + run.error[-1])
     )
+
+
+def test_due_jobs_reads_only_the_jobs_a_tick_reached_by_name(store: StateStore) -> None:
+    records = [
+        _rec("b-due", next_due=600),
+        _rec("a-new", next_due=0),  # never evaluated
+        _rec("c-later", next_due=660),
+        _rec("d-disabled", next_due=60),
+        _rec("e-removed", next_due=60),
+        _rec("f-each", next_due=900),
+    ]
+    records[-1] = JobRecord(
+        name="f-each",
+        kind="command",
+        definition={"schedule": {"expression": "* * * * *", "on_each_host": True}, "argv": ["true"]},
+        plugin="p",
+        next_due=900,
+    )
+    store.sync_jobs(records, prune=False, dry_run=False, now=1.0, meta={})
+    store.set_enabled("d-disabled", False)
+    store.sync_jobs(
+        [r for r in records if r.name != "e-removed"], prune=False, dry_run=False, now=2.0, meta={}
+    )
+    due = [job.name for job in store.due_jobs(600)]
+    # A shared store adds every on_each_host() job: each host keeps its own progress through them.
+    assert due == (["a-new", "b-due", "f-each"] if store.lease is not None else ["a-new", "b-due"])
+    assert [job.name for job in store.due_jobs(660)][:3] == ["a-new", "b-due", "c-later"]
+
+
+def test_an_older_state_file_gains_the_due_index_and_the_due_query_uses_it(tmp_path: Path) -> None:
+    import sqlite3
+
+    from icc.store.sqlite.state import SQLiteStateStore
+
+    SQLiteStateStore(tmp_path / "state").close()
+    path = tmp_path / "state" / "state.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("DROP INDEX jobs_next_due")  # as an icc before the index made it
+    db.close()
+    SQLiteStateStore(tmp_path / "state").close()
+    db = sqlite3.connect(path)
+    try:
+        plan = db.execute(
+            "EXPLAIN QUERY PLAN SELECT name FROM jobs WHERE removed_at IS NULL AND enabled = 1 "
+            "AND (next_due IS NULL OR next_due <= 0)"
+        ).fetchall()
+    finally:
+        db.close()
+    searches = [row[3] for row in plan if row[3].startswith(("SEARCH", "SCAN"))]
+    assert searches and all("jobs_next_due" in row for row in searches), plan

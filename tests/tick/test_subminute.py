@@ -185,6 +185,40 @@ def test_a_real_time_tick_runs_offsets_on_time_skips_passed_ones_and_waits_for_j
         assert run["started_at"] >= minute + offset
 
 
+def test_background_offsets_start_on_time_while_a_long_foreground_run_holds_the_tick(
+    project: Project,
+) -> None:
+    scanned(
+        project,
+        """
+        def long_fg(ctx):
+            with open(os.path.join(os.environ["MARKER_DIR"], "long_fg"), "a") as f:
+                f.write(f"{int(ctx.slot.timestamp())}\\n")
+            time.sleep(17)  # past the background job's offsets 5, 10 and 15
+
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(long_fg, name="long_fg").every_minute()
+            scheduler.add(mark("fives"), name="fives").every_seconds(5).in_background()
+        """,
+    )
+    if time.time() % 60 > 3:  # start early in a minute
+        time.sleep(60 - time.time() % 60 + 0.2)
+    project.icc("run", "--quiet", check=True)
+    minute = project.runs("long_fg")[0]["slot"]
+    project.wait_for(
+        lambda: len([r for r in project.runs("fives") if r["outcome"] not in ("pending", "running")]) == 12,
+        timeout=90,
+        what="every offset of the minute recorded",
+    )
+    fives = {r["slot"] - minute: r for r in project.runs("fives")}
+    assert sorted(fives) == list(range(0, 60, 5))
+    assert {k: r["outcome"] for k, r in fives.items() if r["outcome"] != "succeeded"} == {}
+    assert all(r["started_at"] >= r["slot"] for r in fives.values())  # never early
+    (fg,) = project.runs("long_fg")
+    assert [k for k in (5, 10, 15) if fives[k]["started_at"] < fg["ended_at"]] == [5, 10, 15]
+
+
 def test_sigterm_ends_a_real_time_tick_and_records_the_offsets_left_skipped(project: Project) -> None:
     scanned(
         project,

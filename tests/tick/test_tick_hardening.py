@@ -136,6 +136,44 @@ def test_slots_a_later_tick_recorded_missed_run_when_the_clock_reaches_them(proj
     assert len(project.marker_lines("a")) == 5
 
 
+def test_slots_skipped_while_paused_never_run_after_an_earlier_tick_even_under_missed_all(
+    project: Project,
+) -> None:
+    scanned(project, ONE_JOB.replace(".every_minute()", '.every_minute().missed("all")'))
+    project.icc("run", "--at", at(9), check=True)
+    project.icc("pause", check=True)
+    for minute in (10, 11, 12):
+        project.icc("run", "--at", at(minute), check=True)
+    project.icc("resume", check=True)
+    project.icc("run", "--at", at(10), check=True)  # an earlier slot: a clock stepped back, an earlier --at
+    assert len(project.marker_lines("a")) == 1
+    project.icc("run", "--at", at(13), check=True)  # missed("all") catches up nothing that was skipped
+    rows = {r["slot"]: (r["outcome"], r["error"]) for r in project.runs("a")}
+    assert rows == {
+        slot(9): ("succeeded", None),
+        slot(10): ("skipped", "paused"),
+        slot(11): ("skipped", "paused"),
+        slot(12): ("skipped", "paused"),
+        slot(13): ("succeeded", None),
+    }
+    assert len(project.marker_lines("a")) == 2
+
+
+def test_a_late_tick_deletes_no_missed_row_and_runs_no_missed_slot(project: Project) -> None:
+    scanned(project)
+    now = int(time.time())
+    base = now - now % 60 - 20 * 60  # twenty minutes ago: every slot below is in the past
+    minute = lambda m: datetime.fromtimestamp(base + m * 60, UTC).isoformat()  # noqa: E731
+    project.icc("run", "--at", minute(0), check=True)
+    project.icc("run", "--at", minute(5), check=True)  # minutes 1 to 4 missed: facts
+    project.icc("run", "--at", minute(2), check=True)  # late (an --at in the past, a frozen host)
+    rows = {r["slot"]: r["outcome"] for r in project.runs("a")}
+    assert rows == {base + m * 60: o for m, o in enumerate(["succeeded"] + ["missed"] * 4 + ["succeeded"])}
+    assert len(project.marker_lines("a")) == 2
+    project.icc("run", "--at", minute(6), check=True)  # the cache was left as the on-time tick wrote it
+    assert project.runs("a")[-1]["slot"] == base + 6 * 60 and len(project.marker_lines("a")) == 3
+
+
 # -- 3. a state store that was never scanned, or is lost -------------------------------------------------------
 
 

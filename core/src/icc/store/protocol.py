@@ -116,6 +116,12 @@ class StateStore(Protocol):
     def jobs(self, *, include_removed: bool = False) -> list[JobRecord]:
         """All jobs, by name."""
 
+    def due_jobs(self, slot: int) -> list[JobRecord]:
+        """The enabled, present jobs a tick at ``slot`` must evaluate, by name: next slot reached (``next_due``
+        at or before ``slot``), never evaluated (0) or none (NULL); a shared store adds every ``on_each_host()``
+        job, whose progress each host keeps itself. Read through an index on ``next_due``: a tick's planning does
+        not grow with the jobs that are not due."""
+
     def job(self, name: str) -> JobRecord | None:
         """One job, removed or not."""
 
@@ -180,8 +186,11 @@ class StateStore(Protocol):
         ``scope``, as for :meth:`claim`)."""
 
     def forget_unrun(self, since: int) -> int:
-        """Delete the ``missed`` and ``skipped`` rows of slots at or after ``since`` (a tick at a later slot wrote
-        them; the clock says those slots are still to come, and nothing ran for them); return how many."""
+        """Delete the ``missed`` rows this host recorded for slots at or after ``since`` (a tick that ran ahead of
+        the clock wrote them; those slots are still to come, and nothing ran for them); return how many.
+
+        ``skipped`` rows (paused, overlapping, a condition) record a decision and are never deleted, nor is any
+        row another host recorded."""
 
     def take_exclusive(self, run_id: int, *, pid: int) -> str | None:
         """Before the task of a ``without_overlapping()`` run starts: make it the one running exclusive run of

@@ -7,11 +7,15 @@ Order of a tick:
 3. Under the tick lock: record runs whose supervisor died as ``abandoned``; evaluate every job's due slots
    from its stored definition (no plugin import), apply its ``missed`` policy to slots missed since its last
    evaluation (within ``missed_window``); only if something is due, load the plugins to get the callables and
-   evaluate ``when``/``skip``; claim every (job, slot) in the state store; store each job's next slot and the
-   watermark (the slot they were computed from). They are a cache for ticks at that slot or later: a tick at
-   an earlier slot (the clock went back, or an earlier ``--at``) evaluates from its own slot, as if every job
-   were new, and saves the cache from there; the claims still keep it from running a (job, slot) twice, and the
-   ``missed``/``skipped`` rows the later tick wrote from that slot on are deleted (nothing ran for those slots).
+   evaluate ``when``/``skip``; claim every (job, slot) in the state store; store the next slots that changed and
+   the watermark (the slot they were computed from). Only the jobs whose next slot the tick reached are read
+   (``due_jobs``, through an index). The next slots are a cache for ticks at that slot or later: a tick at an
+   earlier slot (the clock went back, an earlier ``--at``, a late host) evaluates from its own slot, as if every
+   job were new; the claims and recorded rows keep it from running a (job, slot) twice. Only when the watermark
+   is ahead of the clock does it save the cache from its slot and delete this host's ``missed`` rows of slots
+   still to come (a tick that ran ahead wrote them); ``skipped`` rows and other hosts' rows are never deleted.
+   On a shared store each host keeps its own progress through its ``on_each_host()`` jobs (meta
+   ``progress:<host_id>``).
 4. Release the tick lock, so the next minute's tick can start jobs on time even if this one overruns.
 5. Start background runs, then run foreground jobs in declaration order. Each background run gets a detached
    supervisor forked from the tick (plugins already loaded; the tick's SQLite connection is closed around the
@@ -20,7 +24,9 @@ Order of a tick:
    sleeping until each.
 6. Sub-minute jobs (``every_seconds``): the tick that claimed a job's second-0 slot owns its minute. After the
    runs above it claims and starts each later offset (slot = minute + offset) at its time, until the minute
-   ends; an offset whose time passed while the tick was busy is recorded ``skipped``, never started late.
+   ends; an offset whose time passed while the tick was busy is recorded ``skipped``, never started late. With
+   a foreground run to make, a background job's offsets (every 5 s or slower) are claimed before it and handed
+   to supervisors that sleep until their second.
 
 A tick for an instant given with ``--at`` (``realtime`` False) never sleeps: jitter is not waited for and every
 offset of the minute is run at once, in order.
@@ -40,14 +46,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from icc import hosts as hostclock
 from icc.errors import IccError, StateError
 from icc.locks import Holder, job_lock, pid_alive, tick_lock
 from icc.statedir import state_dir_problem
 from icc.store import open_store, store_label
-from icc.store.protocol import FAILURES, Claim, JobRecord, RunKind, RunRecord, StateStore
+from icc.store.protocol import FAILURES, FINISHED, Claim, JobRecord, Outcome, RunKind, RunRecord, StateStore
 from icc.store.sqlite.state import FILENAME, SQLiteStateStore
 from icc.supervise.supervisor import (
     STOP,
@@ -57,6 +63,14 @@ from icc.supervise.supervisor import (
     start_detached,
     stop_requested,
     supervise,
+)
+from icc.tick.journal import (
+    JOURNAL,
+    OutcomeJournal,
+    _Journaled,
+    _reason,
+    forget_journal,
+    read_journal,
 )
 
 if TYPE_CHECKING:
@@ -70,6 +84,7 @@ if TYPE_CHECKING:
 
 NOT_EVALUATED = 0  # next_due of a job no tick has evaluated yet
 LATE_OFFSET = 1.0  # seconds: a sub-minute offset the tick reaches this late (its second is over) is skipped
+AHEAD_OFFSETS = 12  # offsets a minute (every_seconds(5)) up to which a busy tick hands them out ahead
 
 
 def slot_of(moment: datetime) -> int:
@@ -325,12 +340,17 @@ class Tick:
             int
         ] = []  # runs this tick recorded itself (abandoned, missed, skipped): to report
         self._lost = False  # the database file was deleted or replaced under this tick
+        self._journal: OutcomeJournal | None = None  # while its runs run: outcomes the store could not take
+        self._pid = os.getpid()
 
     def _open_store(self) -> StateStore:
         """A new connection to the store this tick opened; never to a new one made in its place."""
         if not self._store_intact():
             raise StateError(f"the state database {self.db_path} was deleted or replaced")
-        return open_store(self.config)
+        store = open_store(self.config)
+        if self._journal is not None and os.getpid() == self._pid:  # the tick's own, not a supervisor's
+            return cast("StateStore", _Journaled(store, self._journal))
+        return store
 
     def _store_intact(self) -> bool:
         if self._identity is None:  # a database server: a lost connection is an error of its own
@@ -360,13 +380,30 @@ class Tick:
                 report.lock_held_for = max(0.0, time.time() - report.held_by.since)
             return report
         try:
+            self._record_journal(report)
             self._check_drift(report)
             self._recover_abandoned(report)
             planned = self._plan(report)
         finally:
             lock.release()
         self._report_recorded(report)
-        self._execute(planned, report)
+        # A local store: space for the outcomes it may not be able to take (a full disk), reserved now.
+        journal = OutcomeJournal.reserve(self.config.state_dir) if planned and self._identity else None
+        if journal is not None:
+            self._journal = journal
+            self.store = cast("StateStore", _Journaled(self.store, journal))
+        try:
+            self._execute(planned, report)
+        except StateError as exc:
+            if self._identity is None or not self._store_intact():
+                raise  # a database server's error is its own (a lost connection); a lost file is told below
+            raise StateError(self._stopped_message(exc, planned, report, journal)) from None
+        finally:
+            if journal is not None:
+                self._journal = None
+                journal.close()
+                if isinstance(self.store, _Journaled):
+                    self.store = self.store.store
         if not self._store_intact():
             raise StateError(self._lost_message(planned, report))
         if planned or self._recorded:
@@ -445,6 +482,77 @@ class Tick:
             "Restore the state directory from a backup, or run `icc scan` to start a new one"
         )
 
+    def _stopped_message(
+        self, exc: StateError, planned: list[_Planned], report: TickReport, journal: OutcomeJournal | None
+    ) -> str:
+        """What a tick that the store stopped part way did, run by run (the store's own words say "nothing was
+        lost" of the write that failed, which is not all there is to say here). The runs it claimed and never
+        started are kept in the journal as skipped, so the next tick releases them with the reason."""
+        from icc.slots import fmt_time
+
+        reason = _reason(exc)
+        zone = self.config.timezone
+        rows = {(r.job, r.slot) for r in report.rows}
+        kept = {int(e["run"]): e for e in (journal.entries if journal is not None else [])}
+        told = []
+        for item in planned:
+            name, slot = item.record.name, item.slot
+            if (name, slot) in rows:
+                continue  # ran or started, and recorded
+            entry = kept.get(item.run_id)
+            if entry is not None and entry["outcome"] == "abandoned":
+                told.append(f"{name} at {fmt_time(slot, zone)} was started; its outcome is lost")
+                continue
+            if entry is not None:
+                told.append(
+                    f"{name} at {fmt_time(slot, zone)} ran: {entry['outcome']}, not recorded yet (kept in "
+                    f"{journal.path if journal else JOURNAL}; the next tick records it)"
+                )
+                continue
+            why = f"not started: the tick stopped before it ({reason})"
+            if journal is not None and journal.add({"run": item.run_id, "outcome": "skipped", "error": why}):
+                told.append(
+                    f"{name} at {fmt_time(slot, zone)} was not started (the next tick records it skipped)"
+                )
+            else:
+                told.append(f"{name} at {fmt_time(slot, zone)} was not started")
+        what = "; ".join(told) or "every run it claimed is recorded"
+        return f"this tick stopped part way: {reason}: {what}. Free the space; the next tick records the rest"
+
+    def _record_journal(self, report: TickReport) -> None:
+        """Record what the last tick kept in the journal (outcomes its store could not take), then empty it. A
+        run recorded since (by another tick) is left as it is."""
+        if self._identity is None:
+            return  # the journal is kept only for a local store
+        entries = read_journal(self.config.state_dir)
+        if not entries:
+            return
+        done: set[Any] = set()
+        for entry in entries:
+            done.add(entry.get("run"))
+            try:
+                run_id, outcome = int(entry["run"]), str(entry["outcome"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            run = self.store.run(run_id)
+            if run is None or run.outcome not in ("pending", "running") or outcome not in FINISHED:
+                continue
+            error = entry.get("error")
+            late = "recorded by the next tick: the store could not take it when the run ended"
+            if outcome != "skipped":
+                error = f"{error}; {late}" if error else late
+            self.store.finish(
+                run_id,
+                cast("Outcome", outcome),
+                now=float(entry.get("ended_at") or time.time()),
+                exit_code=entry.get("exit_code"),
+                output=str(entry.get("output") or ""),
+                error=error,
+            )
+            self._recorded.append(run_id)
+            report.rows.append(TickRow(run.job, outcome, run.slot, detail=error or ""))
+        forget_journal(self.config.state_dir, done)
+
     def _recover_abandoned(self, report: TickReport) -> None:
         unfinished = self.store.unfinished()
         expired = self.store.expired_leases() if unfinished else {}
@@ -457,6 +565,12 @@ class Tick:
                 with contextlib.suppress(OSError):
                     if os.getpgid(run.task_pid) == run.task_pid:
                         os.killpg(run.task_pid, 9)
+            if run.outcome == "pending":  # its task never started: release the claim, it is no failure
+                why = f"not started: {why}"
+                self.store.finish(run.id, "skipped", now=time.time(), error=why)
+                self._recorded.append(run.id)
+                report.rows.append(TickRow(run.job, "skipped", run.slot, detail=why))
+                continue
             self.store.finish(run.id, "abandoned", now=time.time(), error=why)
             self._recorded.append(run.id)
             report.abandoned.append(run.job)
@@ -466,37 +580,77 @@ class Tick:
         from icc.cron import compiled_matches
         from icc.schedule import Schedule
 
-        watermark = self.store.get_meta("watermark")
+        stored = self.store.get_meta("watermark")
+        watermark = None if stored is None else int(stored)
         # The stored next slots were computed at the watermark: at an earlier slot they say nothing.
-        backwards = watermark is not None and self.slot < int(watermark)
+        backwards = watermark is not None and self.slot < watermark
+        rewind = False
         if backwards:
-            # Slots from here on that the later tick recorded missed or skipped did not run: they are due again.
-            self.store.forget_unrun(self.slot)
+            # The store's clock: this host's, or on a shared store the server's (it judges who ran ahead).
+            now = slot_of(datetime.fromtimestamp(time.time() - (self.clock_offset or 0.0), UTC))
+            # A watermark ahead of the clock: a tick ran ahead (an --at ahead, a clock stepped back since). Its
+            # cache is no good to anyone, and the slots it recorded missed that are still to come did not run:
+            # this host's such rows are deleted, so those slots run when the clock reaches them. A watermark at
+            # or behind the clock: this tick is late (a frozen host, an --at in the past); every row stays a
+            # fact (skipped rows always do) and the cache is left to the ticks that are on time.
+            rewind = watermark is not None and watermark > now
+            if rewind:
+                self.store.forget_unrun(max(self.slot, now))
         paused = self._paused()
-        next_dues: dict[str, int | None] = {}
+        next_dues: dict[str, int | None] = {}  # only those that changed are written back
         due: list[tuple[JobRecord, Schedule, list[int]]] = []
         at = slot_datetime(self.slot)
-        for record in self.store.jobs():
+        # On a shared store each host keeps its own progress through its on_each_host() jobs: the shared next slot
+        # says only where the cluster is, and a host that was down still owes a row for each of its own slots.
+        progress = self._host_progress() if self.config.store.url is not None else None
+        own: dict[
+            str, list[Any]
+        ] = {}  # this host's progress to save: job -> [next slot, schedule fingerprint]
+        own_mark = progress.get("watermark") if progress is not None else None
+        host_behind = isinstance(own_mark, int) and self.slot < own_mark
+        # Only the jobs that may be due (next slot reached, never evaluated, or per host) are read and decoded; an
+        # earlier slot than the watermark says nothing about the stored next slots, so it reads them all.
+        records = self.store.jobs() if backwards else self.store.due_jobs(self.slot)
+        for record in records:
             if not record.enabled:
                 continue
+            stored_next, behind = record.next_due, backwards
+            per_host = progress is not None and bool(record.definition["schedule"].get("on_each_host"))
+            fingerprint = 0
+            if per_host:
+                assert progress is not None
+                fingerprint = _fingerprint(record.definition["schedule"])
+                jobs = progress.get("jobs")
+                entry = jobs.get(record.name) if isinstance(jobs, dict) else None
+                # Never evaluated here, changed since, or re-enabled (the shared slot reset): nothing is missed.
+                pair: list[Any] = entry if isinstance(entry, list) and len(entry) == 2 else [None, None]
+                valid = pair[1] == fingerprint and record.next_due != NOT_EVALUATED
+                first = pair[0] if valid else NOT_EVALUATED
+                stored_next = first if first is None or isinstance(first, int) else NOT_EVALUATED
+                behind = host_behind
             compiled = record.definition.get("compiled")
             if (
                 compiled is not None
-                and not backwards
-                and record.next_due
-                and record.next_due > self.slot
+                and not behind
+                and stored_next
+                and stored_next > self.slot
                 and compiled_matches(compiled, record.definition["schedule"]["zone"], at) is False
             ):
                 # Not due, nothing to catch up, its next slot still stands: bit tests, no schedule built.
-                next_dues[record.name] = record.next_due
+                if per_host:
+                    own[record.name] = [stored_next, fingerprint]
                 continue
             schedule = Schedule.from_definition(record.definition["schedule"])
             # next_due 0: never evaluated (new, changed or re-enabled): nothing before now counts as missed.
-            start = self.slot if backwards or not record.next_due else min(record.next_due, self.slot)
+            start = self.slot if behind or not stored_next else min(stored_next, self.slot)
             window = schedule.missed_window_minutes
             start = max(start, self.slot - (self.config.missed_window if window is None else window) * 60)
             slots = due_slots(schedule, start, self.slot)
-            next_dues[record.name] = next_due(schedule, self.slot)
+            nxt = next_due(schedule, self.slot)
+            if nxt != record.next_due:
+                next_dues[record.name] = nxt
+            if per_host:
+                own[record.name] = [nxt, fingerprint]
             if slots and schedule.check_conditions(self.config.environment):
                 if paused is not None and not paused.exempts(record.name, schedule.runs_when_paused):
                     self._skip_paused(record.name, schedule, slots, report)
@@ -515,22 +669,62 @@ class Tick:
         for item, run_id in zip(planned, won, strict=True):
             if run_id is not None:
                 item.run_id = run_id
-        self.store.save_evaluation(next_dues, self.slot)
+        if rewind or not backwards:
+            self.store.save_evaluation(next_dues, self.slot)
+        if progress is not None and (own or progress.get("jobs")):
+            self._save_host_progress(own)
         return [p for p in planned if p.run_id]
+
+    def _progress_key(self) -> str:
+        return f"progress:{self.host_name}"
+
+    def _host_progress(self) -> dict[str, Any]:
+        """This host's progress through its ``on_each_host()`` jobs on a shared store: ``{"watermark": slot,
+        "jobs": {name: [next slot, schedule fingerprint]}}`` (empty when it has none, or it cannot be read)."""
+        import json
+
+        text = self.store.get_meta(self._progress_key())
+        try:
+            found = json.loads(text) if text else {}
+        except ValueError:
+            found = {}
+        return found if isinstance(found, dict) else {}
+
+    def _save_host_progress(self, jobs: dict[str, list[Any]]) -> None:
+        """Keep this host's progress: at a slot earlier than its own watermark only the jobs it evaluated move."""
+        import json
+
+        def change(old: str | None) -> str:
+            try:
+                previous = json.loads(old) if old else {}
+            except ValueError:
+                previous = {}
+            if not isinstance(previous, dict):
+                previous = {}
+            mark, kept = previous.get("watermark"), previous.get("jobs")
+            if isinstance(mark, int) and mark > self.slot:
+                return json.dumps(
+                    {"watermark": mark, "jobs": {**(kept if isinstance(kept, dict) else {}), **jobs}}
+                )
+            return json.dumps({"watermark": self.slot, "jobs": jobs})
+
+        self.store.update_meta(self._progress_key(), change)
 
     def _scope(self, schedule: Schedule) -> str:
         """The claim scope of a job's slots: this host for ``on_each_host()`` jobs, else the whole cluster."""
         return self.host_name if schedule.per_host else ""
 
     def _paused(self) -> Pause | None:
-        """The pause in force at this tick's slot; one that has ended is removed (it ends by itself)."""
+        """The pause in force at this tick's slot; one that has ended is removed (it ends by itself), but only
+        when it ended on the real clock too: a tick ``--at`` a later instant runs what is due there, yet never
+        lifts the pause for the real ticks."""
         from icc import pause
 
         if self.store.get_meta(pause.META_KEY) is None:
             return None
         found = pause.current(self.store, self.slot)
         if found is None:
-            pause.clear_expired(self.store, self.slot)
+            pause.clear_expired(self.store, min(self.slot, time.time()))
         return found
 
     def _skip_paused(self, name: str, schedule: Schedule, slots: list[int], report: TickReport) -> None:
@@ -676,6 +870,14 @@ class Tick:
             if self._leases is not None:
                 for item, _spec in background:
                     self._leases.release(item.run_id)  # their supervisors keep them from now on
+        owned = [
+            item
+            for item in planned
+            if item.schedule.seconds is not None and item.slot == self.slot and item.kind == "scheduled"
+        ]
+        ahead: set[str] = set()
+        if self.realtime and (foreground or any(not item.schedule.background for item in owned)):
+            ahead = self._start_offsets_ahead(owned, report)  # a foreground run would hold them up
         # Jittered foreground jobs in the order of their offsets (a stable sort: the others keep their order).
         foreground.sort(key=lambda pair: self._jitter(pair[0]))
         for item, spec in foreground:
@@ -683,11 +885,7 @@ class Tick:
                 sleep_until(item.slot + offset)  # a stop request wakes it; the run is then recorded skipped
             if not self._run_foreground(item, spec, report):
                 return
-        owned = [
-            item
-            for item in planned
-            if item.schedule.seconds is not None and item.slot == self.slot and item.kind == "scheduled"
-        ]
+        owned = [item for item in owned if item.record.name not in ahead]
         if owned:
             self._run_offsets(owned, report)
 
@@ -728,6 +926,79 @@ class Tick:
             )
         )
         return True
+
+    def _start_offsets_ahead(self, owned: list[_Planned], report: TickReport) -> set[str]:
+        """The later offsets of this minute's background sub-minute jobs, claimed and handed to their detached
+        supervisors now, each sleeping until its second (as for ``jitter()``): a foreground run in this tick must
+        not make them late. An offset already past is recorded skipped, never started late. Returns the jobs
+        whose offsets are all handled here."""
+        from icc.slots import fmt_slot
+
+        first = len(self._recorded)
+        handled: set[str] = set()
+        starts: list[tuple[_Planned, RunSpec]] = []
+        stopped = False
+        for item in owned:
+            if stopped:
+                break
+            if not item.schedule.background or len(item.schedule.offsets()) > AHEAD_OFFSETS:
+                continue  # every 1 to 4 seconds: too many sleeping supervisors (and connections); as before
+            name, scope = item.record.name, self._scope(item.schedule)
+            handled.add(name)
+            live = self._live.get(name)
+            late: list[int] = []
+            for offset in item.schedule.offsets()[1:]:
+                when = item.slot + offset
+                if stop_requested() or not self._store_intact():
+                    stopped = True  # the offsets not handled yet are _run_offsets' to record
+                    break
+                if time.time() >= when + LATE_OFFSET:
+                    late.append(when)
+                    continue
+                if (
+                    live is not None
+                    and live.schedule.has_callbacks
+                    and not live.schedule.check_conditions(self.config.environment)
+                ):
+                    recorded = self.store.record(
+                        name,
+                        [when],
+                        "skipped",
+                        "scheduled",
+                        error="a when/skip condition said no",
+                        scope=scope,
+                    )
+                    self._note_recorded(name, recorded, scope)
+                    continue
+                run_id = self.store.claim(
+                    name, when, "scheduled", pid=os.getpid(), host=self.host_name, scope=scope
+                )
+                if run_id is None:
+                    continue  # another tick has this (job, slot)
+                sub = _Planned(item.record, item.schedule, when, "scheduled", run_id)
+                spec = self._spec(sub)
+                if isinstance(spec, str):
+                    self.store.finish(run_id, "failed", now=time.time(), error=spec)
+                    report.rows.append(TickRow(name, "failed", when, detail=spec))
+                    self._conclude_unstarted(sub)
+                    continue
+                spec.start_at = float(when)  # its supervisor sleeps until its second
+                starts.append((sub, spec))
+            if stopped:
+                handled.discard(name)
+            if late:
+                why = "skipped: its time passed while the tick was busy; never started late"
+                recorded = self.store.record(name, late, "skipped", "scheduled", error=why, scope=scope)
+                self._note_recorded(name, recorded, scope)
+                if recorded:
+                    detail = (
+                        why if len(recorded) > 1 else f"{why} ({fmt_slot(recorded[0], self.config.timezone)})"
+                    )
+                    report.rows.append(_summary_row(name, "skipped", recorded, self.config.timezone, detail))
+        if starts:
+            self._start_background(starts, report)
+        self._report_recorded(report, first)
+        return handled
 
     def _run_offsets(self, owned: list[_Planned], report: TickReport) -> None:
         """The later offsets of the sub-minute jobs whose minute this tick owns, each claimed and started at its
@@ -868,6 +1139,14 @@ def set_output_file(spec: RunSpec, schedule: Schedule, root: Path) -> str | None
         if problem is not None:
             return f"not started: {problem}"
     return None
+
+
+def _fingerprint(schedule: Mapping[str, Any]) -> int:
+    """A short checksum of a stored schedule definition: a host's progress through a changed one is void."""
+    import json
+    import zlib
+
+    return zlib.crc32(json.dumps(schedule, sort_keys=True).encode())
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:

@@ -259,6 +259,16 @@ class PostgresStateStore:
             _job(r) for r in self._read(f"SELECT {_JOB_COLUMNS} FROM {{schema}}.jobs {where} ORDER BY name")
         ]
 
+    def due_jobs(self, slot: int) -> list[JobRecord]:
+        # on_each_host() jobs always: each host keeps its own progress through them (strpos over the JSON text
+        # is a superset, as in icc.store.postgres.idle; the tick reads the definition itself).
+        rows = self._read(
+            f"SELECT {_JOB_COLUMNS} FROM {{schema}}.jobs WHERE removed_at IS NULL AND enabled "
+            "AND (next_due IS NULL OR next_due <= %s OR strpos(definition, 'on_each_host') > 0) ORDER BY name",
+            (slot,),
+        )
+        return [_job(r) for r in rows]
+
     def job(self, name: str) -> JobRecord | None:
         rows = self._read(f"SELECT {_JOB_COLUMNS} FROM {{schema}}.jobs WHERE name = %s", (name,))
         return _job(rows[0]) if rows else None
@@ -556,17 +566,19 @@ class PostgresStateStore:
     ) -> list[int]:
         q = self._q
         now = time.time()
+        owner = self.owner
 
         def work(conn: psycopg.Connection[Any]) -> list[int]:
             recorded: list[int] = []
             for slot in slots:
                 row = conn.execute(
                     q(
-                        # A host's own row (on_each_host) carries its host; a cluster-wide one none.
-                        "INSERT INTO {schema}.runs (job, slot, scope, kind, outcome, ended_at, error, host) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, NULLIF(%s, '')) ON CONFLICT DO NOTHING RETURNING id"
+                        # A host's own row (on_each_host) carries its host; a cluster-wide one none. The owner
+                        # says which host recorded it (forget_unrun deletes only this host's missed rows).
+                        "INSERT INTO {schema}.runs (job, slot, scope, kind, outcome, ended_at, error, host, owner) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, NULLIF(%s, ''), %s) ON CONFLICT DO NOTHING RETURNING id"
                     ),
-                    (job, slot, scope, kind, outcome, now, error, scope),
+                    (job, slot, scope, kind, outcome, now, error, scope, owner),
                 ).fetchone()
                 if row is not None:
                     recorded.append(slot)
@@ -576,8 +588,10 @@ class PostgresStateStore:
         return self._tx(work, doing="recording runs", idempotent=False)
 
     def forget_unrun(self, since: int) -> int:
+        # Only the missed rows this host recorded: another host's rows, and skipped rows (decisions), are kept.
         return self._write(
-            "DELETE FROM {schema}.runs WHERE slot >= %s AND outcome IN ('missed', 'skipped')", (since,)
+            "DELETE FROM {schema}.runs WHERE slot >= %s AND outcome = 'missed' AND left(owner, %s) = %s",
+            (since, len(self.host_id) + 1, f"{self.host_id}:"),
         )
 
     def take_exclusive(self, run_id: int, *, pid: int) -> str | None:

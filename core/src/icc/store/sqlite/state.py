@@ -67,6 +67,9 @@ _COUNTS = (
     "CREATE TABLE IF NOT EXISTS run_counts ("
     "job TEXT NOT NULL, outcome TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (job, outcome))"
 )
+# The due column: a tick reads only the jobs whose next slot it reached (issue 17). Made on open too, so a state
+# file an older icc made gets it (CREATE INDEX IF NOT EXISTS writes nothing when it is there).
+_DUE_INDEX = "CREATE INDEX IF NOT EXISTS jobs_next_due ON jobs (next_due)"
 _COUNT_RUN = (
     "INSERT INTO run_counts (job, outcome, n) VALUES (?, ?, 1) "
     "ON CONFLICT (job, outcome) DO UPDATE SET n = n + 1"
@@ -147,6 +150,8 @@ class SQLiteStateStore:
             )
         with contextlib.suppress(sqlite3.Error):  # a store icc cannot write still reads (run_counts: none)
             self._db.execute(_COUNTS)
+        with contextlib.suppress(sqlite3.Error):  # likewise: without the index a tick reads the same rows
+            self._db.execute(_DUE_INDEX)
         for suffix in ("-wal", "-shm"):
             secure_file(self.path.with_name(self.path.name + suffix))
 
@@ -209,6 +214,15 @@ class SQLiteStateStore:
     def jobs(self, *, include_removed: bool = False) -> list[JobRecord]:
         where = "" if include_removed else "WHERE removed_at IS NULL"
         return [_job(r) for r in self._read(f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY name")]
+
+    def due_jobs(self, slot: int) -> list[JobRecord]:
+        # No ORDER BY: sorting by name would walk the name index over every row; the due ones are few.
+        rows = self._read(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE removed_at IS NULL AND enabled = 1 "
+            "AND (next_due IS NULL OR next_due <= ?)",
+            (slot,),
+        )
+        return sorted(map(_job, rows), key=lambda job: job.name)
 
     def job(self, name: str) -> JobRecord | None:
         rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE name = ?", (name,))
@@ -383,10 +397,9 @@ class SQLiteStateStore:
         return recorded
 
     def forget_unrun(self, since: int) -> int:
+        # One host writes this store: every missed row is this host's. Skipped rows are decisions: kept.
         with self._write() as db:
-            cur = db.execute(
-                "DELETE FROM runs WHERE slot >= ? AND outcome IN ('missed', 'skipped')", (since,)
-            )
+            cur = db.execute("DELETE FROM runs WHERE slot >= ? AND outcome = 'missed'", (since,))
             return cur.rowcount
 
     def take_exclusive(self, run_id: int, *, pid: int) -> str | None:
