@@ -54,7 +54,8 @@ class RunSpec:
     func: Callable[[], object] | None = None
     timeout: float | None = None
     overlapping: bool = False
-    cwd: Path | None = None
+    cwd: Path | None = None  # the project root: every process of the run starts there
+    config_path: Path | None = None  # the config file in use: ICC_CONFIG of every process of the run
     state_dir: Path | None = None  # where the job lock lives
     # Observers: each returns a line per hook or callback that raised, stored with the run.
     before: Callable[[], list[str]] | None = None
@@ -64,6 +65,7 @@ class RunSpec:
     output_append: bool = False
     echo: Callable[[bytes], None] | None = None  # icc exec: each chunk of output as it arrives
     start_at: float | None = None  # jitter: a background supervisor sleeps until this epoch time first
+    title_suffix: str = ""  # the process titles' tail, e.g. " (slot 03:00)"
 
 
 @dataclass
@@ -206,11 +208,52 @@ def _signal_name(num: int) -> str:
         return f"signal {num}"
 
 
-def _run_callable_child(func: Callable[[], object], write_fd: int, close_fds: list[int]) -> None:
-    """In the forked child: become a process group of its own, run the task, exit. Never returns."""
+def enter_run_context(cwd: Path | None, config_path: Path | None) -> None:
+    """In a forked process of a run (task, callback, hook, predicate): start in the project root with
+    ``ICC_CONFIG`` naming the config file in use, so ``icc.dispatch()`` finds the project's queues whatever
+    directory the tick was started from (cron starts it in ``/`` or ``$HOME``)."""
+    if cwd is not None:
+        with contextlib.suppress(OSError):  # a root that went away: the task says what it misses
+            os.chdir(cwd)
+    if config_path is not None:
+        os.environ["ICC_CONFIG"] = str(config_path)
+
+
+def run_environment(config_path: Path | None) -> dict[str, str] | None:
+    """The environment of a command task: icc's own, with ``ICC_CONFIG`` (None: icc's own as it is)."""
+    if config_path is None:
+        return None
+    return {**os.environ, "ICC_CONFIG": str(config_path)}
+
+
+ERROR_TEXT_LIMIT = (
+    1000  # characters of an exception's text kept as the run's error (all of it is in the output)
+)
+
+
+def exception_text(exc: BaseException) -> str:
+    """``"ExceptionType: message"`` on one line, as a run's error; the traceback stays in its output."""
+    message = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= ERROR_TEXT_LIMIT else text[: ERROR_TEXT_LIMIT - 3] + "..."
+
+
+def _run_callable_child(
+    func: Callable[[], object],
+    write_fd: int,
+    close_fds: list[int],
+    error_fd: int | None = None,
+    spec: RunSpec | None = None,
+) -> None:
+    """In the forked child: become a process group of its own, run the task, exit. Never returns.
+
+    When the task raises, the exception's one-line text goes to ``error_fd`` (the run's error)."""
     code = 1
     try:
         os.setsid()
+        if spec is not None:
+            enter_run_context(spec.cwd, spec.config_path)
+            set_title(f"icc: job {spec.job}{spec.title_suffix}")
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         for fd in close_fds:
@@ -232,9 +275,12 @@ def _run_callable_child(func: Callable[[], object], write_fd: int, close_fds: li
             else:
                 print(exc.code, file=sys.stderr)
                 code = 1
-        except BaseException:
+        except BaseException as exc:
             traceback.print_exc()
             code = 1
+            if error_fd is not None:
+                with contextlib.suppress(Exception):
+                    os.write(error_fd, exception_text(exc).encode("utf-8", errors="replace")[:4096])
     finally:
         with contextlib.suppress(Exception):
             sys.stdout.flush()
@@ -242,8 +288,22 @@ def _run_callable_child(func: Callable[[], object], write_fd: int, close_fds: li
         os._exit(code)
 
 
-def _start(spec: RunSpec, close_fds: list[int]) -> tuple[int, int, subprocess.Popen[bytes] | None]:
-    """Start the task; returns (pid, read end of its output pipe, Popen for commands)."""
+def set_title(title: str) -> None:
+    """Name this (forked) process in ps/top, when setproctitle is installed (imported only here: it costs
+    import time, and only forked processes have something to say)."""
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    with contextlib.suppress(Exception):
+        setproctitle.setproctitle(title)
+
+
+def _start(
+    spec: RunSpec, close_fds: list[int]
+) -> tuple[int, int, subprocess.Popen[bytes] | None, int | None]:
+    """Start the task; returns (pid, read end of its output pipe, Popen for commands, read end of the pipe
+    a callable's exception text comes on)."""
     if spec.argv is not None:
         proc = subprocess.Popen(
             spec.argv,
@@ -252,20 +312,38 @@ def _start(spec: RunSpec, close_fds: list[int]) -> tuple[int, int, subprocess.Po
             stderr=subprocess.STDOUT,
             start_new_session=True,
             cwd=spec.cwd,
+            env=run_environment(spec.config_path),
             close_fds=True,
         )
         assert proc.stdout is not None
-        return proc.pid, proc.stdout.fileno(), proc
+        return proc.pid, proc.stdout.fileno(), proc, None
     assert spec.func is not None
     read_fd, write_fd = os.pipe()
+    error_r, error_w = os.pipe()
+    os.set_blocking(error_r, False)  # read once the task is gone; a daemonized grandchild may hold it open
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child never returns
         os.close(read_fd)
-        _run_callable_child(spec.func, write_fd, close_fds)
+        os.close(error_r)
+        _run_callable_child(spec.func, write_fd, close_fds, error_w, spec)
     os.close(write_fd)
-    return pid, read_fd, None
+    os.close(error_w)
+    return pid, read_fd, None, error_r
+
+
+def _read_error_text(fd: int | None) -> str | None:
+    """What a callable task wrote on its error pipe before it exited (its exception's text), if anything."""
+    if fd is None:
+        return None
+    try:
+        data = os.read(fd, 4096)
+    except OSError:  # nothing written (EAGAIN)
+        data = b""
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", errors="replace").strip() or None
 
 
 def _kill_group(pgid: int, sig: int) -> None:
@@ -439,7 +517,7 @@ def _supervise_locked(
     subreaper = set_child_subreaper(True)
     before = _children() if subreaper and not _Process.childless else set()
     try:
-        pid, read_fd, proc = _start(spec, close_fds)
+        pid, read_fd, proc, error_fd = _start(spec, close_fds)
     except OSError as exc:
         if subreaper:
             set_child_subreaper(False)
@@ -548,6 +626,7 @@ def _supervise_locked(
         error = f"killed by {_signal_name(os.WTERMSIG(status))}"
     else:
         exit_code = os.WEXITSTATUS(status)
+    raised = _read_error_text(error_fd)
     outcome: Outcome
     if fenced is not None:
         outcome = "stopped"
@@ -563,7 +642,8 @@ def _supervise_locked(
         outcome = "succeeded"
     else:
         outcome = "failed"
-        error = error or f"exit code {exit_code}"
+        # A callable that raised: its exception's text (its traceback is in the output).
+        error = error or (raised if raised and exit_code == 1 else f"exit code {exit_code}")
     if fenced is not None and leases is not None:
         _finish_fenced(
             store, spec.run_id, leases.lease, now=ended, exit_code=exit_code, output=output, error=error

@@ -542,6 +542,7 @@ class Tick:
             timeout=definition["schedule"].get("timeout"),
             overlapping=bool(definition["schedule"].get("overlapping", False)),
             cwd=self.config.root,
+            config_path=self.config.path,
             state_dir=self.config.state_dir,
             output_limit=self.config.output_limit,
         )
@@ -842,6 +843,7 @@ def manual_run(
         timeout=schedule.timeout_seconds,
         overlapping=schedule.overlapping,
         cwd=config.root,
+        config_path=config.path,
         state_dir=config.state_dir,
         before=before,
         after=after,
