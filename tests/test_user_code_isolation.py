@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import time
 
+import pytest
 from projectkit import Project, at
 
 
@@ -133,3 +134,197 @@ def wait_until(predicate: object, timeout: float = 30.0, what: str = "condition"
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+FAST_LIMIT = "callback_timeout = 1\n"  # [icc]: a hanging callback, hook or predicate is killed after 1 s
+
+MARK = """
+def mark(name, text="ran"):
+    with open(os.path.join(os.environ["MARKER_DIR"], name), "a") as f:
+        f.write(f"{text}\\n")
+"""
+
+
+def hanging(kind: str) -> str:
+    """A plugin whose first job hangs in a callback, hook or predicate (``kind``); a later job marks 'later'."""
+    first = {
+        "after": 'scheduler.add(first, name="first").every_minute().after(lambda result: time.sleep(3600))',
+        "after_run": 'scheduler.add(first, name="first").every_minute()',
+        "when": 'scheduler.add(first, name="first").every_minute().when(lambda: time.sleep(3600))',
+        "exit_callback": 'scheduler.add(first, name="first").every_minute().after(lambda result: os._exit(7))',
+        "exit_hook": 'scheduler.add(first, name="first").every_minute()',
+    }[kind]
+    hook = {
+        "after_run": "time.sleep(3600)",
+        "exit_hook": "os._exit(7)",
+    }.get(kind, "pass")
+    return (
+        MARK
+        + f"""
+def first():
+    mark("first")
+
+def later():
+    mark("later")
+
+@icc.hookimpl
+def schedule(scheduler):
+    {first}
+    scheduler.add(later, name="later").every_minute()
+
+@icc.hookimpl
+def after_run(job, run, result):
+    if job.name == "first":
+        {hook}
+"""
+    )
+
+
+@pytest.mark.parametrize("kind", ["after", "after_run", "when"])
+def test_hanging_callback_hook_or_predicate_is_killed_at_its_limit_and_the_tick_goes_on(
+    project: Project, kind: str
+) -> None:
+    scanned(project, hanging(kind), FAST_LIMIT)
+    proc = run_at(project, 0, timeout=60)  # bounded: the tick does not wait for the hanging code
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert project.marker_lines("later") == ["ran"]
+    (run,) = project.runs("first")
+    if kind == "when":
+        assert (run["outcome"], project.marker_lines("first")) == ("skipped", [])
+        assert run["error"] == "a when/skip condition said no"
+        assert "killed at its time limit of 1s" in run["output"]
+    else:
+        assert run["outcome"] == "succeeded"
+        assert "killed at its time limit of 1s" in run["error"]
+    # The next tick runs as usual.
+    assert run_at(project, 1, timeout=60).returncode == 0
+    assert project.marker_lines("later") == ["ran", "ran"]
+
+
+@pytest.mark.parametrize("kind", ["exit_callback", "exit_hook"])
+def test_callback_or_hook_calling_os_exit_only_adds_a_note(project: Project, kind: str) -> None:
+    scanned(project, hanging(kind))
+    proc = run_at(project, 0, "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    json.loads(proc.stdout)
+    assert project.marker_lines("later") == ["ran"]
+    (run,) = project.runs("first")
+    assert run["outcome"] == "succeeded"
+    # A hook's os._exit is caught by icc's plugin guard, a callback's ends its own child: a note either way.
+    assert "exited with code 7" in run["error"] or "called os._exit(7)" in run["error"]
+
+
+PRINTING = """
+def job():
+    pass
+
+def yes():
+    print("WHEN-SAYS-YES")
+    return True
+
+def no():
+    print("SKIP-SAYS-NO")
+    return False
+
+@icc.hookimpl
+def schedule(scheduler):
+    (
+        scheduler.add(job, name="chatty")
+        .every_minute()
+        .when(yes)
+        .skip(no)
+        .before(lambda ctx: print("BEFORE-CALLBACK"))
+        .after(lambda result: print("AFTER-CALLBACK", result.outcome))
+    )
+
+@icc.hookimpl
+def after_run(job, run, result):
+    print("AFTER-RUN-HOOK")
+"""
+PRINTED = ("WHEN-SAYS-YES", "SKIP-SAYS-NO", "BEFORE-CALLBACK", "AFTER-CALLBACK", "AFTER-RUN-HOOK")
+
+
+def test_printing_predicates_and_callbacks_go_to_the_runs_output_not_to_icc_run(project: Project) -> None:
+    scanned(project, PRINTING)
+    proc = run_at(project, 0, "--json")
+    assert proc.returncode == 0, proc.stderr
+    json.loads(proc.stdout)  # valid JSON: nothing printed into it
+    for text in PRINTED:
+        assert text not in proc.stdout + proc.stderr
+    quiet = run_at(project, 1, "--quiet")
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    logs = project.icc("logs", "chatty", check=True).stdout
+    for text in PRINTED:
+        assert text in logs, (text, logs)
+    assert "AFTER-CALLBACK succeeded" in logs
+
+
+def test_missed_slots_collapsed_make_one_after_run_call_with_the_count(project: Project) -> None:
+    scanned(
+        project,
+        MARK
+        + """
+def job():
+    pass
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(job, name="job").every_minute().missed("skip")
+
+@icc.hookimpl
+def after_run(job, run, result):
+    if result.outcome == "missed":
+        mark("missed-calls", result.error)
+""",
+    )
+    run_at(project, 0)
+    run_at(project, 6)  # minutes 1 to 5 were missed
+    assert len([r for r in project.runs("job") if r["outcome"] == "missed"]) == 5
+    wait_until(lambda: project.marker_lines("missed-calls"), what="the concluder's after_run call")
+    wait_until(lambda: not concluder_running(project), what="the concluder to exit")
+    (line,) = project.marker_lines("missed-calls")
+    assert line.startswith("missed 5 slots (skip policy)"), line
+
+
+def concluder_running(project: Project) -> bool:
+    import os
+
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if b"icc: conclude" in cmdline:
+            return True
+    return False
+
+
+def test_plugin_import_that_hangs_fails_only_that_run_and_the_next_tick_goes_on(project: Project) -> None:
+    scanned(
+        project,
+        """
+        def job():
+            pass
+
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(job, name="job").every_minute().timeout(2)
+        """,
+    )
+    # The plugin is changed to hang on import after the scan (a deploy, a network mount).
+    project.write_plugin(
+        """
+        if os.environ.get("ICC_CONFIG"):
+            time.sleep(3600)
+        """
+    )
+    proc = run_at(project, 0, timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    (run,) = project.runs("job")
+    assert run["outcome"] == "failed"
+    assert "did not load within 2s" in run["error"]
+    assert run_at(project, 1, timeout=60).returncode == 1
+    assert len(project.runs("job")) == 2

@@ -117,6 +117,7 @@ class Config:
     output_limit: int = 64 * 1024  # bytes of output stored per run: its head and its tail
     missed_window: int = 60  # minutes: how far back missed slots are considered
     grace: float = 10.0  # seconds between SIGTERM and SIGKILL
+    callback_timeout: float = 30.0  # seconds each when()/skip(), callback and run hook may take
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     # "key" or "table.key" -> where a value was set by a variable: "environment variable ICC_MAIL__DSN" or
     # "/app/.env.local: ICC_CONSUMERS_QUEUES". Keys from the file are not in it.
@@ -195,6 +196,27 @@ def _float(minimum: float, *, exclusive: bool = False) -> Converter:
         return number
 
     return convert
+
+
+def _seconds_range(low: float, high: float) -> Converter:
+    """A number of seconds in (low, high]."""
+    within = _float(low, exclusive=True)
+    expected = f"a number of seconds > {low:g} and <= {high:g}"
+
+    def convert(value: object, from_env: bool) -> object:
+        try:
+            number = within(value, from_env)
+        except _Invalid:
+            raise _Invalid(expected) from None
+        assert isinstance(number, float)
+        if number > high:
+            raise _Invalid(expected)
+        return number
+
+    return convert
+
+
+MAX_CALLBACK_TIMEOUT = 3600.0
 
 
 def _names(value: object, from_env: bool) -> object:
@@ -279,6 +301,7 @@ CORE_KEYS: dict[str, Converter] = {
     "output_limit": _output_size,
     "missed_window": _int(0),
     "grace": _float(0),
+    "callback_timeout": _seconds_range(0, MAX_CALLBACK_TIMEOUT),
 }
 CONSUMER_KEYS: dict[str, Converter] = {
     "mode": _mode,

@@ -1,6 +1,7 @@
 """Running one job once, isolated in its own process group, under its job lock, with a time limit.
 
-The supervisor (the tick itself for foreground jobs, a detached process for background ones) forks the task
+The supervisor (a process forked from the tick: waited for by the tick for a foreground run, detached for a
+background one; ``icc exec`` itself for a manual run) forks the task
 into a new session, so a task that raises, calls ``sys.exit`` or ``os._exit``, segfaults or hangs affects only
 its own run, and a timeout can kill the task together with every process it started (SIGTERM to the process
 group, a grace period, then SIGKILL). Command tasks run as argv lists, never through a shell.
@@ -10,6 +11,10 @@ subreaper while a run lasts (``prctl(PR_SET_CHILD_SUBREAPER)``): such an escaped
 supervisor rather than to pid 1 when its parent exits, so at the end of the run (normal end, timeout or stop) the
 supervisor kills and reaps every process that became its child during the run. Elsewhere this is a no-op and
 only the task's process group is ended.
+
+User code around the task (``when()``/``skip()``, callbacks, run hooks) runs in the supervisor's children too,
+one process each, bounded by ``callback_timeout`` (:func:`run_bounded`). Every process of a run starts in the
+project root with ``ICC_CONFIG`` set (:func:`enter_run_context`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +71,12 @@ class RunSpec:
     echo: Callable[[bytes], None] | None = None  # icc exec: each chunk of output as it arrives
     start_at: float | None = None  # jitter: a background supervisor sleeps until this epoch time first
     title_suffix: str = ""  # the process titles' tail, e.g. " (slot 03:00)"
+    # In the run's supervisor, before anything else: import the plugins, get the task, its callbacks and hooks,
+    # evaluate when()/skip(). Returns (outcome, error) when the run must not start (recorded so), else None.
+    prepare: Callable[[RunSpec], tuple[Outcome, str] | None] | None = None
+    # Output of user code before the task (predicates, before callbacks): stored first.
+    preamble: bytearray = field(default_factory=bytearray)
+    notices: list[str] = field(default_factory=list)  # for icc run's warnings: plugins that failed to load
 
 
 @dataclass
@@ -142,13 +153,21 @@ def conclude(
     after: Callable[[RunResult], list[str]] | None,
     job: str,
     notes: list[str] | None = None,
+    *,
+    result: RunResult | None = None,
+    output: bytearray | None = None,
 ) -> None:
-    """After a run was recorded: hand its result to the observers; store (and print) what failed among them."""
+    """After a run was recorded: hand its result (``result``, or the stored run's) to the observers; store
+    (and print) what failed among them, and store what they printed (collected in ``output``)."""
     notes = list(notes or [])
     if after is not None:
-        record = store.run(run_id)
-        if record is not None:
-            notes += after(run_result(record))
+        if result is None:
+            record = store.run(run_id)
+            result = run_result(record) if record is not None else None
+        if result is not None:
+            notes += after(result)
+    if output:
+        store.add_output(run_id, output.decode("utf-8", errors="replace"))
     if notes:
         for note in notes:
             with contextlib.suppress(OSError, ValueError):
@@ -164,6 +183,7 @@ class _Stop:
     pgid: int | None = None
     who = "icc run"  # the process that received it, for the run's error
     stop_at = 0.0  # when the running task is stopped (icc work leaves it its grace to finish on its own)
+    supervisor: int | None = None  # icc run: the foreground run's supervisor, which gets the signal passed on
 
 
 STOP = _Stop()
@@ -196,6 +216,9 @@ def install_stop_handlers(patience: float = 0.0) -> None:
         if STOP.pgid is not None and now >= STOP.stop_at:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(STOP.pgid, signal.SIGTERM)
+        if STOP.supervisor is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(STOP.supervisor, signum)
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
@@ -438,14 +461,25 @@ def supervise(
     if leases is not None:
         leases.hold(spec.run_id)
     try:
-        result = _supervise(store, spec, grace, notes, leases)
+        verdict = spec.prepare(spec) if spec.prepare is not None else None
+        if verdict is not None:  # not started: the plugin did not load, or a when/skip condition said no
+            outcome, why = verdict
+            store.finish(spec.run_id, outcome, now=time.time(), output=_preamble(spec), error=why)
+            result = Result(outcome, error=why)
+        else:
+            result = _supervise(store, spec, grace, notes, leases)
     finally:
         if leases is not None:
             leases.release(spec.run_id)
             if own:
                 leases.stop()
-    conclude(store, spec.run_id, spec.after, spec.job, notes)
+    spec.preamble.clear()  # what the after callbacks print is collected here, once the run is recorded
+    conclude(store, spec.run_id, spec.after, spec.job, notes, output=spec.preamble)
     return result
+
+
+def _preamble(spec: RunSpec) -> str:
+    return spec.preamble.decode("utf-8", errors="replace")
 
 
 def _supervise(
@@ -527,6 +561,8 @@ def _supervise_locked(
     marked = _mark_running(store, spec.run_id, task_pid=pid, now=started, leases=leases)
     STOP.pgid = pid
     kept = OutputKeeper(spec.output_limit)
+    if spec.preamble:
+        kept.add(bytes(spec.preamble))
     out_fd = _open_output_file(spec, notes)
 
     def take(chunk: bytes) -> None:
@@ -651,6 +687,247 @@ def _supervise_locked(
     else:
         store.finish(spec.run_id, outcome, now=ended, exit_code=exit_code, output=output, error=error)
     return Result(outcome, exit_code, output, error, ended - started, pid)
+
+
+def run_in_supervisor(
+    spec: RunSpec, open_store: Callable[[], StateStore], *, grace: float
+) -> tuple[int, list[str]]:
+    """Run ``spec`` in a supervisor process forked from the caller (the tick), and wait for it to exit
+    (``waitpid``, no polling); returns its exit code and its ``spec.notices``. The supervisor records the
+    run's outcome.
+
+    The caller must hold no SQLite connection (one must never cross a fork). The supervisor stays in the
+    caller's process group; a stop request to the caller is passed on to it (:data:`STOP`)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            _libc()  # once, in the tick, rather than in each supervisor
+    parent = os.getpid()
+    notices_r, notices_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which never returns
+        code = 0
+        try:
+            # Part of the tick: a tick killed with SIGKILL takes its foreground supervisor with it, as when the
+            # tick supervised the run itself (the next tick records the run abandoned and ends its task).
+            _die_with_parent(parent)
+            os.close(notices_r)
+            _Process.childless = True  # forked just now: its first child is what it starts
+            devnull = os.open(os.devnull, os.O_RDWR)
+            os.dup2(devnull, 0)
+            os.dup2(devnull, 1)  # icc run's stdout is its table or JSON: nothing of a run goes there
+            os.close(devnull)
+            set_title(f"icc: supervise {spec.job}{spec.title_suffix}")
+            store = open_store()
+            supervise(store, spec, grace=grace)
+            store.close()
+            if spec.notices:
+                os.set_blocking(notices_w, False)  # never held by a tick that does not read yet
+                with contextlib.suppress(OSError):
+                    os.write(notices_w, "\n".join(spec.notices).encode("utf-8", errors="replace")[:60000])
+        except BaseException:
+            with contextlib.suppress(Exception):
+                traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(notices_w)
+    STOP.supervisor = pid
+    try:
+        _pid, status = os.waitpid(pid, 0)
+    finally:
+        STOP.supervisor = None
+    os.set_blocking(notices_r, False)
+    try:
+        text = os.read(notices_r, 65536).decode("utf-8", errors="replace")
+    except OSError:
+        text = ""
+    finally:
+        os.close(notices_r)
+    return os.waitstatus_to_exitcode(status), [line for line in text.split("\n") if line]
+
+
+def spawn_detached(work: Callable[[], object]) -> None:
+    """Run ``work()`` in a detached process (double fork, a session of its own, no stdio), and return at once.
+    The caller must hold no SQLite connection. Used for the tick's concluder: nothing it does holds the tick."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which never returns
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                try:
+                    devnull = os.open(os.devnull, os.O_RDWR)
+                    for fd in (0, 1, 2):
+                        os.dup2(devnull, fd)
+                    os.close(devnull)
+                    for sig in (signal.SIGTERM, signal.SIGINT):
+                        signal.signal(sig, signal.SIG_DFL)
+                    work()
+                finally:
+                    os._exit(0)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)  # the intermediate exits as soon as it has forked
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGKILL this process when its parent dies; exit now if it already has."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+@dataclass
+class Bounded:
+    """What became of one piece of user code run by :func:`run_bounded`."""
+
+    value: object = None  # what it returned (predicates: whether it said yes)
+    note: str | None = None  # why it did not return: it raised, exited or was killed at its limit
+
+
+def run_bounded(
+    label: str,
+    fn: Callable[[], object],
+    *,
+    limit: float,
+    output: bytearray,
+    cwd: Path | None = None,
+    config_path: Path | None = None,
+    title: str = "",
+) -> Bounded:
+    """Run ``fn()`` in a forked child of its own session, in the run's context, for at most ``limit`` seconds.
+
+    Its stdout and stderr are appended to ``output`` (under a line naming ``label``); a child still running at
+    its limit is killed with its process group. A child that raises, exits or is killed only makes a note: this
+    process (the run's supervisor) goes on. The returned value is a boolean's truth for predicates, else None."""
+    read_fd, write_fd = os.pipe()
+    value_r, value_w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which never returns
+        code = 1
+        try:
+            os.setsid()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            os.close(read_fd)
+            os.close(value_r)
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.close(devnull)
+            os.dup2(write_fd, 1)
+            os.dup2(write_fd, 2)
+            os.close(write_fd)
+            enter_run_context(cwd, config_path)
+            if title:
+                set_title(title)
+            try:
+                answer = fn()
+                os.write(value_w, b"1" if answer else b"0")
+                code = 0
+            except SystemExit as exc:
+                if exc.code is None or exc.code == 0:
+                    code = 0
+                    os.write(value_w, b"0")
+                else:
+                    code = exc.code & 0xFF or 1 if isinstance(exc.code, int) else 1
+                    os.write(value_w, b"X" + f"exited with code {code}".encode())
+            except BaseException as exc:
+                traceback.print_exc()
+                os.write(value_w, b"E" + exception_text(exc).encode("utf-8", errors="replace")[:4000])
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+    os.close(write_fd)
+    os.close(value_w)
+    deadline = time.monotonic() + limit
+    chunks = bytearray()
+    timed_out = False
+    with selectors.DefaultSelector() as sel:
+        sel.register(read_fd, selectors.EVENT_READ)
+        open_ = True
+        while open_:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            for _key, _ in sel.select(timeout=left):
+                chunk = os.read(read_fd, 65536)
+                if not chunk:
+                    open_ = False
+                    break
+                chunks += chunk
+    status = _wait_until(pid, deadline) if not timed_out else None
+    if status is None:
+        timed_out = True
+    _kill_group(pid, signal.SIGKILL)  # at its limit, or what it left running in its session
+    if status is None:
+        _pid, status = os.waitpid(pid, 0)
+    if not timed_out:  # collect what is still buffered, without waiting for grandchildren holding the pipe
+        with selectors.DefaultSelector() as sel:
+            sel.register(read_fd, selectors.EVENT_READ)
+            while sel.select(timeout=0):
+                chunk = os.read(read_fd, 65536)
+                if not chunk:
+                    break
+                chunks += chunk
+    os.close(read_fd)
+    os.set_blocking(value_r, False)
+    try:
+        answer = os.read(value_r, 4096)
+    except OSError:
+        answer = b""
+    os.close(value_r)
+    if chunks:
+        output += f"--- {label} printed: ---\n".encode()
+        output += chunks if chunks.endswith(b"\n") else chunks + b"\n"
+    if timed_out:
+        return Bounded(note=f"{label} was killed at its time limit of {limit:g}s (callback_timeout)")
+    if answer[:1] == b"E":
+        return Bounded(note=f"{label} failed: {answer[1:].decode('utf-8', errors='replace')}")
+    if answer[:1] == b"X":
+        return Bounded(note=f"{label} {answer[1:].decode('utf-8', errors='replace')}")
+    if answer[:1] in (b"0", b"1"):
+        return Bounded(value=answer == b"1")
+    if os.WIFSIGNALED(status):
+        return Bounded(note=f"{label} was killed by {_signal_name(os.WTERMSIG(status))}")
+    return Bounded(note=f"{label} exited with code {os.waitstatus_to_exitcode(status)}")
+
+
+def _wait_until(pid: int, deadline: float) -> int | None:
+    """Wait for child ``pid`` until ``deadline`` (monotonic); its wait status, or None when it still runs.
+    Blocks on a pidfd where there is one (Linux); else looks every 10 ms."""
+    fd: int | None = None
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.pidfd_open(pid)
+    try:
+        while True:
+            waited, status = os.waitpid(pid, os.WNOHANG)
+            if waited == pid:
+                return status
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            if fd is not None:
+                with selectors.DefaultSelector() as sel:
+                    sel.register(fd, selectors.EVENT_READ)
+                    sel.select(timeout=left)
+            else:
+                time.sleep(min(left, 0.01))
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 FENCED_PATIENCE = 1.0  # seconds a fenced supervisor waits for its 'running' record before it writes 'stopped'

@@ -86,6 +86,7 @@ CORE_CHECKS: dict[str, Check] = {
     "output_limit": lambda v: _integer(v, 0) and isinstance(v, int) and v <= MAX_OUTPUT_LIMIT,
     "missed_window": lambda v: _integer(v, 0),
     "grace": lambda v: _number(v, 0),
+    "callback_timeout": lambda v: _number(v, 0, exclusive=True) and float(v) <= 3600,  # type: ignore[arg-type]
 }
 CONSUMER_CHECKS: dict[str, Check] = {
     "mode": lambda v: isinstance(v, str) and v.strip() in ("cron", "service"),
