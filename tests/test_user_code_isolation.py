@@ -12,6 +12,7 @@ import json
 import sqlite3
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from projectkit import Project, at
@@ -328,3 +329,28 @@ def test_plugin_import_that_hangs_fails_only_that_run_and_the_next_tick_goes_on(
     assert "did not load within 2s" in run["error"]
     assert run_at(project, 1, timeout=60).returncode == 1
     assert len(project.runs("job")) == 2
+
+
+def test_a_run_that_leaves_nothing_behind_does_not_scan_proc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from icc import execution
+    from icc.state.sqlite import SQLiteStateStore
+
+    scans: list[str] = []
+    real_children = execution._children
+
+    def counted() -> set[int]:
+        scans.append("scan")
+        return real_children()
+
+    monkeypatch.setattr(execution, "_children", counted)
+    store = SQLiteStateStore(tmp_path / "state")
+    try:
+        run_id = store.start_manual("job", pid=0, host="here")
+        spec = execution.RunSpec(job="job", run_id=run_id, argv=["true"], overlapping=True)
+        result = execution.supervise(store, spec, grace=1)
+    finally:
+        store.close()
+    assert result.outcome == "succeeded"
+    assert scans == []  # nothing was left: waitid said so, no listing of /proc before or after the run

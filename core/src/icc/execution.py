@@ -429,6 +429,18 @@ def _children() -> set[int]:
     return found
 
 
+def _has_children() -> bool:
+    """Whether this process has a child (running or a zombie), without reaping it (``WNOWAIT``) and without
+    reading /proc: after its task is reaped, a supervisor that has none left has nothing to kill."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    except (OSError, AttributeError):
+        return True  # cannot tell: look in /proc
+    return True
+
+
 def _end_leftovers(before: set[int]) -> None:
     """Kill and reap every process that became this subreaper's child during the run, until none is left.
 
@@ -549,7 +561,8 @@ def _supervise_locked(
         notes += spec.before()
     started = time.time()
     subreaper = set_child_subreaper(True)
-    before = _children() if subreaper and not _Process.childless else set()
+    # A fresh supervisor has no child yet, nor has a process without children: no /proc scan to know them.
+    before = _children() if subreaper and not _Process.childless and _has_children() else set()
     try:
         pid, read_fd, proc, error_fd = _start(spec, close_fds)
     except OSError as exc:
@@ -587,6 +600,11 @@ def _supervise_locked(
     status: int | None = None
     sel = selectors.DefaultSelector()
     sel.register(read_fd, selectors.EVENT_READ)
+    # The task's exit wakes the loop (a pidfd, Linux), rather than a sleep once its output pipe is closed.
+    pidfd: int | None = None
+    with contextlib.suppress(OSError, AttributeError):
+        pidfd = os.pidfd_open(pid)
+        sel.register(pidfd, selectors.EVENT_READ)
     pipe_open = True
     try:
         while True:
@@ -595,6 +613,10 @@ def _supervise_locked(
                 waited, st = os.waitpid(pid, os.WNOHANG)
                 if waited == pid:
                     status = st
+                    if pidfd is not None:
+                        sel.unregister(pidfd)
+                        os.close(pidfd)
+                        pidfd = None
             if status is not None and not pipe_open:
                 break
             if status is not None:
@@ -623,8 +645,10 @@ def _supervise_locked(
             if kill_at is not None and now >= kill_at:
                 _kill_group(pid, signal.SIGKILL)
                 kill_at = now + 3600  # sent; wait for the exit
-            if pipe_open:
-                for _key, _ in sel.select(timeout=0.05):
+            if pipe_open or pidfd is not None:
+                for key, _ in sel.select(timeout=0.05):
+                    if key.fd != read_fd:
+                        continue  # the task exited: waitpid above reaps it
                     chunk = os.read(read_fd, 65536)
                     if not chunk:
                         pipe_open = False
@@ -632,9 +656,11 @@ def _supervise_locked(
                         break
                     take(chunk)
             else:
-                time.sleep(0.02)
+                time.sleep(0.02)  # no pidfd (not Linux): look again shortly
     finally:
         STOP.pgid = None
+        if pidfd is not None:
+            os.close(pidfd)
         sel.close()
         if out_fd is not None:
             os.close(out_fd)
@@ -648,7 +674,8 @@ def _supervise_locked(
         # that left the group (setsid, double fork): as a subreaper, this process has adopted them.
         _kill_group(pid, signal.SIGKILL)
         if subreaper:
-            _end_leftovers(before)
+            if _has_children():  # only then is there something to find in /proc
+                _end_leftovers(before)
             set_child_subreaper(False)
     ended = time.time()
     if (problem := marked(fenced is not None)) is not None and fenced is None:
