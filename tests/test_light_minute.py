@@ -355,3 +355,33 @@ def test_a_plugin_that_failed_at_the_scan_keeps_the_full_tick(project: Project) 
     # The full tick: it loads the plugins and says which one failed (the light minute could not).
     assert len(project.marker_lines("loaded")) == loaded + 1
     assert "no_such_plugin" in tick.stderr
+
+
+CONTEXT_PLUGIN = """
+def where(payload):
+    with open(os.path.join(os.environ["MARKER_DIR"], "where"), "a") as f:
+        f.write(f"{os.getcwd()} {os.environ.get('ICC_CONFIG')}\\n")
+
+@icc.hookimpl
+def register_handlers(register):
+    register("where", where, queue="async")
+"""
+
+
+def test_the_light_consumer_of_a_tick_started_in_root_handles_messages_in_the_project_root_with_icc_config(
+    project: Project,
+) -> None:
+    import subprocess
+
+    cron_project(project, "time_limit = 4", plugin=CONTEXT_PLUGIN)
+    project.icc("run", "--at", at(0), check=True)
+    ended(project, 0)
+    tick = subprocess.run(
+        project.argv("run", "--quiet", "--at", at(1)), cwd="/", env=project.environ(), capture_output=True
+    )
+    assert tick.returncode == 0, tick.stderr
+    running(project, 1, "consume:async")
+    dispatch("where", {}, queue="async", config=load_config(project.config))
+    project.wait_for(lambda: project.marker_lines("where"), timeout=30, what="the message to be handled")
+    assert project.marker_lines("where") == [f"{project.root} {project.config}"]
+    ended(project, 1)
