@@ -354,3 +354,38 @@ def test_a_run_that_leaves_nothing_behind_does_not_scan_proc(
         store.close()
     assert result.outcome == "succeeded"
     assert scans == []  # nothing was left: waitid said so, no listing of /proc before or after the run
+
+
+TITLES = """
+def title(pid="self"):
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\\0", b" ").decode().strip()
+
+def note(name, text):
+    with open(os.path.join(os.environ["MARKER_DIR"], name), "a") as f:
+        f.write(text + "\\n")
+
+def job():
+    note("titles", title())
+    note("titles", title(os.getppid()))
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(job, name="nightly").every_minute().after(lambda result: note("titles", title()))
+    scheduler.add(job, name="bg").every_minute().in_background()
+"""
+
+
+def test_processes_of_a_run_are_titled_with_their_role_job_and_slot(project: Project) -> None:
+    scanned(project, TITLES)
+    assert run_at(project, 0).returncode == 0
+    wait_until(lambda: len(project.marker_lines("titles")) == 5, what="every title")
+    titles = project.marker_lines("titles")
+    for expected in (
+        "icc: job nightly (slot 10:00)",
+        "icc: supervise nightly (slot 10:00)",
+        "icc: callback after nightly (slot 10:00)",
+        "icc: job bg (slot 10:00)",
+        "icc: supervise bg (slot 10:00)",
+    ):
+        assert expected in titles, (expected, titles)

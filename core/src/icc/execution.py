@@ -1087,6 +1087,7 @@ def _detached_supervisor(
             os.dup2(devnull, fd)
         os.close(devnull)
         _Process.childless = True  # forked just now: its first child is its run's task
+        set_title(f"icc: supervise {spec.job}{spec.title_suffix}")
         STOP.requested, STOP.pgid, STOP.who = False, None, "its background supervisor"
         install_stop_handlers()
         store = open_store()
