@@ -20,6 +20,7 @@ project root with ``ICC_CONFIG`` set (:func:`enter_run_context`).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import selectors
 import signal
@@ -718,10 +719,11 @@ def _supervise_locked(
 
 def run_in_supervisor(
     spec: RunSpec, open_store: Callable[[], StateStore], *, grace: float
-) -> tuple[int, list[str]]:
+) -> tuple[int, Result | None, list[str]]:
     """Run ``spec`` in a supervisor process forked from the caller (the tick), and wait for it to exit
-    (``waitpid``, no polling); returns its exit code and its ``spec.notices``. The supervisor records the
-    run's outcome.
+    (``waitpid``, no polling); returns its exit code, the run's result as it told (None when it did not) and its
+    ``spec.notices``. The supervisor records the run's outcome; the result also reaches a tick whose store
+    was lost meanwhile, to say what ran.
 
     The caller must hold no SQLite connection (one must never cross a fork). The supervisor stays in the
     caller's process group; a stop request to the caller is passed on to it (:data:`STOP`)."""
@@ -747,12 +749,17 @@ def run_in_supervisor(
             os.close(devnull)
             set_title(f"icc: supervise {spec.job}{spec.title_suffix}")
             store = open_store()
-            supervise(store, spec, grace=grace)
+            result = supervise(store, spec, grace=grace)
             store.close()
-            if spec.notices:
-                os.set_blocking(notices_w, False)  # never held by a tick that does not read yet
-                with contextlib.suppress(OSError):
-                    os.write(notices_w, "\n".join(spec.notices).encode("utf-8", errors="replace")[:60000])
+            told: dict[str, Any] = {
+                "outcome": result.outcome,
+                "error": result.error,
+                "duration": result.duration,
+                "notices": spec.notices[:100],
+            }
+            os.set_blocking(notices_w, False)  # never held by a tick that does not read yet
+            with contextlib.suppress(OSError):
+                os.write(notices_w, json.dumps(told).encode())
         except BaseException:
             with contextlib.suppress(Exception):
                 traceback.print_exc()
@@ -766,13 +773,18 @@ def run_in_supervisor(
     finally:
         STOP.supervisor = None
     os.set_blocking(notices_r, False)
+    heard: Any = None
     try:
-        text = os.read(notices_r, 65536).decode("utf-8", errors="replace")
-    except OSError:
-        text = ""
+        heard = json.loads(os.read(notices_r, 65536) or b"null")
+    except (OSError, ValueError):
+        pass
     finally:
         os.close(notices_r)
-    return os.waitstatus_to_exitcode(status), [line for line in text.split("\n") if line]
+    code = os.waitstatus_to_exitcode(status)
+    if not isinstance(heard, dict):
+        return code, None, []
+    result = Result(heard["outcome"], error=heard["error"], duration=heard["duration"])
+    return code, result, [str(n) for n in heard["notices"]]
 
 
 def spawn_detached(work: Callable[[], object]) -> None:

@@ -775,7 +775,7 @@ class Tick:
         if sqlite:
             self.store.close()  # no SQLite connection may cross the fork
         try:
-            code, notices = run_in_supervisor(spec, self._open_store, grace=self.config.grace)
+            code, told, notices = run_in_supervisor(spec, self._open_store, grace=self.config.grace)
             # Plugins that failed to load in the supervisor: icc run warns once about each.
             report.plugin_failures += [n for n in notices if n not in report.plugin_failures]
         finally:
@@ -783,6 +783,16 @@ class Tick:
                 with contextlib.suppress(StateError):  # lost: reported at the end of the tick
                     self.store = self._open_store()
         if self._lost:
+            if told is not None:  # what ran, for the tick's error: its outcome could not be recorded
+                report.rows.append(
+                    TickRow(
+                        item.record.name,
+                        told.outcome,
+                        item.slot,
+                        duration=told.duration,
+                        detail=told.error or "",
+                    )
+                )
             return False
         run = self.store.run(item.run_id)
         if run is None:
