@@ -741,6 +741,9 @@ def run_in_supervisor(
             # Part of the tick: a tick killed with SIGKILL takes its foreground supervisor with it, as when the
             # tick supervised the run itself (the next tick records the run abandoned and ends its task).
             _die_with_parent(parent)
+            # A process group of its own: a stop signal reaches it once, passed on by the tick (STOP.supervisor),
+            # not a second time from a terminal's Ctrl-C to the tick's group (a second signal means "now").
+            os.setpgid(0, 0)
             os.close(notices_r)
             _Process.childless = True  # forked just now: its first child is what it starts
             devnull = os.open(os.devnull, os.O_RDWR)
