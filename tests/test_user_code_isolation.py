@@ -389,3 +389,31 @@ def test_processes_of_a_run_are_titled_with_their_role_job_and_slot(project: Pro
         "icc: supervise bg (slot 10:00)",
     ):
         assert expected in titles, (expected, titles)
+
+
+def test_a_callback_that_leaves_a_process_holding_its_output_does_not_hold_the_run(project: Project) -> None:
+    scanned(
+        project,
+        MARK
+        + """
+import subprocess
+
+def job():
+    pass
+
+def spawn(result):
+    subprocess.Popen(["sleep", "3600"])  # inherits the callback's stdout and stderr
+    mark("spawned")
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(job, name="job").every_minute().after(spawn)
+    scheduler.add(job, name="later").every_minute()
+""",
+        "callback_timeout = 3600\n",
+    )
+    proc = run_at(project, 0, timeout=90)  # far less than the callback's limit: its exit ended the wait
+    assert proc.returncode == 0, proc.stderr
+    (run,) = project.runs("job")
+    assert run["outcome"] == "succeeded" and run["error"] is None
+    assert [r["outcome"] for r in project.runs("later")] == ["succeeded"]

@@ -896,20 +896,30 @@ def run_bounded(
     deadline = time.monotonic() + limit
     chunks = bytearray()
     timed_out = False
+    pidfd: int | None = None
     with selectors.DefaultSelector() as sel:
         sel.register(read_fd, selectors.EVENT_READ)
+        # Its exit ends the wait too: a process it started in the background may hold the pipe open.
+        with contextlib.suppress(OSError, AttributeError):
+            pidfd = os.pidfd_open(pid)
+            sel.register(pidfd, selectors.EVENT_READ)
         open_ = True
         while open_:
             left = deadline - time.monotonic()
             if left <= 0:
                 timed_out = True
                 break
-            for _key, _ in sel.select(timeout=left):
+            for key, _ in sel.select(timeout=left):
+                if key.fd != read_fd:
+                    open_ = False  # it exited; what it wrote is drained below
+                    break
                 chunk = os.read(read_fd, 65536)
                 if not chunk:
                     open_ = False
                     break
                 chunks += chunk
+    if pidfd is not None:
+        os.close(pidfd)
     status = _wait_until(pid, deadline) if not timed_out else None
     if status is None:
         timed_out = True
