@@ -73,6 +73,7 @@ def test_no_config_file_gives_defaults_rooted_at_the_working_directory(tmp_path:
     assert config.consumers == ConsumersConfig("cron", ("mail", "async"), 20.0)
     assert dict(config.queues) == {"mail": MAIL_QUEUE_DEFAULTS, "async": QueueConfig()}
     assert (config.keep_runs, config.missed_window, config.grace) == (100, 60, 10.0)
+    assert config.callback_timeout == 30.0
     assert dict(config.tables) == {}
 
 
@@ -211,6 +212,14 @@ def test_setting_outside_the_icc_table_is_an_error(tmp_path: Path) -> None:
         ('keep_runs = "10"', "'keep_runs' in [icc] must be an integer from 1 to 1000000, not '10'"),
         ("keep_runs = 0", "'keep_runs' in [icc] must be an integer from 1 to 1000000, not 0"),
         ("grace = -1", "'grace' in [icc] must be a number from 0 to 3600, not -1"),
+        (
+            "callback_timeout = 0",
+            "'callback_timeout' in [icc] must be a number above 0 to 3600, not 0",
+        ),
+        (
+            "callback_timeout = 7200",
+            "'callback_timeout' in [icc] must be a number above 0 to 3600, not 7200",
+        ),
         ('plugins = "myapp.tasks"', "'plugins' in [icc] must be a list of names"),
         ("environment = 3", "'environment' in [icc] must be a non-empty string, not 3"),
         ('consumers = "cron"', "'consumers' in [icc] must be a table"),

@@ -133,6 +133,7 @@ class Config:
     grace: float = 10.0  # seconds between SIGTERM and SIGKILL
     scan: str = "manual"  # "auto": a tick that finds the plugins changed since the last scan rescans
     scan_timeout: float = 120.0  # seconds a tick's own scan (scan = "auto") may take
+    callback_timeout: float = 30.0  # seconds each when()/skip(), callback and run hook may take
     tables: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
     # "key" or "table.key" -> where a value was set by a variable: "environment variable ICC_MAIL__DSN" or
     # "/app/.env.local: ICC_CONSUMERS_QUEUES". Keys from the file are not in it.
@@ -212,6 +213,9 @@ def _float(minimum: float, maximum: float, *, exclusive: bool = False) -> Conver
         return float(value)
 
     return convert
+
+
+MAX_CALLBACK_TIMEOUT = 3600.0
 
 
 def _names(value: object, from_env: bool) -> object:
@@ -319,6 +323,7 @@ CORE_KEYS: dict[str, Converter] = {
     "grace": _float(0, MAX_GRACE),
     "scan": _scan,
     "scan_timeout": _float(0, 3600, exclusive=True),
+    "callback_timeout": _float(0, MAX_CALLBACK_TIMEOUT, exclusive=True),
 }
 CONSUMER_KEYS: dict[str, Converter] = {
     "mode": _mode,

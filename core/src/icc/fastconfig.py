@@ -88,6 +88,7 @@ CORE_CHECKS: dict[str, Check] = {
     "grace": lambda v: _number(v, 0, 3600),
     "scan": lambda v: isinstance(v, str) and v.strip() in ("manual", "auto"),
     "scan_timeout": lambda v: _number(v, 0, 3600, exclusive=True),
+    "callback_timeout": lambda v: _number(v, 0, 3600, exclusive=True),
 }
 CONSUMER_CHECKS: dict[str, Check] = {
     "mode": lambda v: isinstance(v, str) and v.strip() in ("cron", "service"),

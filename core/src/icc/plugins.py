@@ -620,6 +620,11 @@ class PluginHost:
         Returns a line for each that raised, for the run's record."""
         return self._call_run_hook("after_run", job=job, run=run, result=result, outcome=result.outcome)
 
+    def hook_calls(self, hook: str) -> list[tuple[str, Callable[..., object]]]:
+        """Each plugin's implementation of ``hook`` as (plugin name, call(**kwargs)), in load order: a run's
+        supervisor calls each in a bounded child process of its own."""
+        return [(info.name, call) for info, call in self._impls(hook)]
+
     def _call_run_hook(self, hook: str, **kwargs: object) -> list[str]:
         problems: list[str] = []
         for info, call in self._impls(hook):

@@ -733,6 +733,10 @@ class Schedule:
             return False
         return all(callback() for callback in self._when) and not any(callback() for callback in self._skip)
 
+    def conditions(self) -> tuple[tuple[Callback, ...], tuple[Callback, ...]]:
+        """The when() and the skip() callbacks, for a run's supervisor to call one at a time."""
+        return tuple(self._when), tuple(self._skip)
+
     def is_due(self, at: datetime, environment: str | None = None) -> bool:
         """``matches(at) and check_conditions(environment)``; callbacks run only when the time matches."""
         return self.matches(at) and self.check_conditions(environment)

@@ -57,9 +57,10 @@ class JobRecord:
 
 
 def _comparable(definition: Mapping[str, Any]) -> dict[str, Any]:
-    """A definition without its ``compiled`` masks: derived data, so a scan after an upgrade that adds or
-    changes them does not report every job as changed (the store still rewrites the stored definition)."""
-    return {key: value for key, value in definition.items() if key != "compiled"}
+    """A definition without its ``compiled`` masks and declaration ``order``: derived data, so a scan after an
+    upgrade that adds or changes them, or a job declared in a new place, does not report jobs as changed (the
+    store still rewrites the stored definition)."""
+    return {key: value for key, value in definition.items() if key not in ("compiled", "order")}
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,9 @@ class StateStore(Protocol):
 
     def add_note(self, run_id: int, note: str) -> None:
         """Append ``note`` (a hook or callback that failed) to the run's error; the outcome stays."""
+
+    def add_output(self, run_id: int, output: str) -> None:
+        """Append ``output`` (what a callback or hook printed after the run was recorded) to the run's output."""
 
     def run(self, run_id: int) -> RunRecord | None:
         """One run by id."""

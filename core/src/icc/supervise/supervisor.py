@@ -1,6 +1,7 @@
 """Running one job once, isolated in its own process group, under its job lock, with a time limit.
 
-The supervisor (the tick itself for foreground jobs, a detached process for background ones) forks the task
+The supervisor (a process forked from the tick: waited for by the tick for a foreground run, detached for a
+background one; ``icc exec`` itself for a manual run) forks the task
 into a new session, so a task that raises, calls ``sys.exit`` or ``os._exit``, segfaults or hangs affects only
 its own run, and a timeout can kill the task together with every process it started (SIGTERM to the process
 group, a grace period, then SIGKILL). Command tasks run as argv lists, never through a shell.
@@ -10,11 +11,16 @@ subreaper while a run lasts (``prctl(PR_SET_CHILD_SUBREAPER)``): such an escaped
 supervisor rather than to pid 1 when its parent exits, so at the end of the run (normal end, timeout or stop) the
 supervisor kills and reaps every process that became its child during the run. Elsewhere this is a no-op and
 only the task's process group is ended.
+
+User code around the task (``when()``/``skip()``, callbacks, run hooks) runs in the supervisor's children too,
+one process each, bounded by ``callback_timeout`` (:func:`run_bounded`). Every process of a run starts in the
+project root with ``ICC_CONFIG`` set (:func:`enter_run_context`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import selectors
 import signal
@@ -25,7 +31,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,7 +60,8 @@ class RunSpec:
     func: Callable[[], object] | None = None
     timeout: float | None = None
     overlapping: bool = False
-    cwd: Path | None = None
+    cwd: Path | None = None  # the project root: every process of the run starts there
+    config_path: Path | None = None  # the config file in use: ICC_CONFIG of every process of the run
     state_dir: Path | None = None  # where the job lock lives
     # Observers: each returns a line per hook or callback that raised, stored with the run.
     before: Callable[[], list[str]] | None = None
@@ -64,6 +71,13 @@ class RunSpec:
     output_append: bool = False
     echo: Callable[[bytes], None] | None = None  # icc exec: each chunk of output as it arrives
     start_at: float | None = None  # jitter: a background supervisor sleeps until this epoch time first
+    title_suffix: str = ""  # the process titles' tail, e.g. " (slot 03:00)"
+    # In the run's supervisor, before anything else: import the plugins, get the task, its callbacks and hooks,
+    # evaluate when()/skip(). Returns (outcome, error) when the run must not start (recorded so), else None.
+    prepare: Callable[[RunSpec], tuple[Outcome, str] | None] | None = None
+    # Output of user code before the task (predicates, before callbacks): stored first.
+    preamble: bytearray = field(default_factory=bytearray)
+    notices: list[str] = field(default_factory=list)  # for icc run's warnings: plugins that failed to load
 
 
 @dataclass
@@ -140,13 +154,21 @@ def conclude(
     after: Callable[[RunResult], list[str]] | None,
     job: str,
     notes: list[str] | None = None,
+    *,
+    result: RunResult | None = None,
+    output: bytearray | None = None,
 ) -> None:
-    """After a run was recorded: hand its result to the observers; store (and print) what failed among them."""
+    """After a run was recorded: hand its result (``result``, or the stored run's) to the observers; store
+    (and print) what failed among them, and store what they printed (collected in ``output``)."""
     notes = list(notes or [])
     if after is not None:
-        record = store.run(run_id)
-        if record is not None:
-            notes += after(run_result(record))
+        if result is None:
+            record = store.run(run_id)
+            result = run_result(record) if record is not None else None
+        if result is not None:
+            notes += after(result)
+    if output:
+        store.add_output(run_id, output.decode("utf-8", errors="replace"))
     if notes:
         for note in notes:
             with contextlib.suppress(OSError, ValueError):
@@ -162,6 +184,7 @@ class _Stop:
     pgid: int | None = None
     who = "icc run"  # the process that received it, for the run's error
     stop_at = 0.0  # when the running task is stopped (icc work leaves it its grace to finish on its own)
+    supervisor: int | None = None  # icc run: the foreground run's supervisor, which gets the signal passed on
 
 
 STOP = _Stop()
@@ -194,6 +217,9 @@ def install_stop_handlers(patience: float = 0.0) -> None:
         if STOP.pgid is not None and now >= STOP.stop_at:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(STOP.pgid, signal.SIGTERM)
+        if STOP.supervisor is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(STOP.supervisor, signum)
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
@@ -206,11 +232,52 @@ def _signal_name(num: int) -> str:
         return f"signal {num}"
 
 
-def _run_callable_child(func: Callable[[], object], write_fd: int, close_fds: list[int]) -> None:
-    """In the forked child: become a process group of its own, run the task, exit. Never returns."""
+def enter_run_context(cwd: Path | None, config_path: Path | None) -> None:
+    """In a forked process of a run (task, callback, hook, predicate): start in the project root with
+    ``ICC_CONFIG`` naming the config file in use, so ``icc.dispatch()`` finds the project's queues whatever
+    directory the tick was started from (cron starts it in ``/`` or ``$HOME``)."""
+    if cwd is not None:
+        with contextlib.suppress(OSError):  # a root that went away: the task says what it misses
+            os.chdir(cwd)
+    if config_path is not None:
+        os.environ["ICC_CONFIG"] = str(config_path)
+
+
+def run_environment(config_path: Path | None) -> dict[str, str] | None:
+    """The environment of a command task: icc's own, with ``ICC_CONFIG`` (None: icc's own as it is)."""
+    if config_path is None:
+        return None
+    return {**os.environ, "ICC_CONFIG": str(config_path)}
+
+
+ERROR_TEXT_LIMIT = (
+    1000  # characters of an exception's text kept as the run's error (all of it is in the output)
+)
+
+
+def exception_text(exc: BaseException) -> str:
+    """``"ExceptionType: message"`` on one line, as a run's error; the traceback stays in its output."""
+    message = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= ERROR_TEXT_LIMIT else text[: ERROR_TEXT_LIMIT - 3] + "..."
+
+
+def _run_callable_child(
+    func: Callable[[], object],
+    write_fd: int,
+    close_fds: list[int],
+    error_fd: int | None = None,
+    spec: RunSpec | None = None,
+) -> None:
+    """In the forked child: become a process group of its own, run the task, exit. Never returns.
+
+    When the task raises, the exception's one-line text goes to ``error_fd`` (the run's error)."""
     code = 1
     try:
         os.setsid()
+        if spec is not None:
+            enter_run_context(spec.cwd, spec.config_path)
+            set_title(f"icc: job {spec.job}{spec.title_suffix}")
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         for fd in close_fds:
@@ -232,9 +299,12 @@ def _run_callable_child(func: Callable[[], object], write_fd: int, close_fds: li
             else:
                 print(exc.code, file=sys.stderr)
                 code = 1
-        except BaseException:
+        except BaseException as exc:
             traceback.print_exc()
             code = 1
+            if error_fd is not None:
+                with contextlib.suppress(Exception):
+                    os.write(error_fd, exception_text(exc).encode("utf-8", errors="replace")[:4096])
     finally:
         with contextlib.suppress(Exception):
             sys.stdout.flush()
@@ -242,8 +312,22 @@ def _run_callable_child(func: Callable[[], object], write_fd: int, close_fds: li
         os._exit(code)
 
 
-def _start(spec: RunSpec, close_fds: list[int]) -> tuple[int, int, subprocess.Popen[bytes] | None]:
-    """Start the task; returns (pid, read end of its output pipe, Popen for commands)."""
+def set_title(title: str) -> None:
+    """Name this (forked) process in ps/top, when setproctitle is installed (imported only here: it costs
+    import time, and only forked processes have something to say)."""
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    with contextlib.suppress(Exception):
+        setproctitle.setproctitle(title)
+
+
+def _start(
+    spec: RunSpec, close_fds: list[int]
+) -> tuple[int, int, subprocess.Popen[bytes] | None, int | None]:
+    """Start the task; returns (pid, read end of its output pipe, Popen for commands, read end of the pipe
+    a callable's exception text comes on)."""
     if spec.argv is not None:
         proc = subprocess.Popen(
             spec.argv,
@@ -252,20 +336,38 @@ def _start(spec: RunSpec, close_fds: list[int]) -> tuple[int, int, subprocess.Po
             stderr=subprocess.STDOUT,
             start_new_session=True,
             cwd=spec.cwd,
+            env=run_environment(spec.config_path),
             close_fds=True,
         )
         assert proc.stdout is not None
-        return proc.pid, proc.stdout.fileno(), proc
+        return proc.pid, proc.stdout.fileno(), proc, None
     assert spec.func is not None
     read_fd, write_fd = os.pipe()
+    error_r, error_w = os.pipe()
+    os.set_blocking(error_r, False)  # read once the task is gone; a daemonized grandchild may hold it open
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child never returns
         os.close(read_fd)
-        _run_callable_child(spec.func, write_fd, close_fds)
+        os.close(error_r)
+        _run_callable_child(spec.func, write_fd, close_fds, error_w, spec)
     os.close(write_fd)
-    return pid, read_fd, None
+    os.close(error_w)
+    return pid, read_fd, None, error_r
+
+
+def _read_error_text(fd: int | None) -> str | None:
+    """What a callable task wrote on its error pipe before it exited (its exception's text), if anything."""
+    if fd is None:
+        return None
+    try:
+        data = os.read(fd, 4096)
+    except OSError:  # nothing written (EAGAIN)
+        data = b""
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", errors="replace").strip() or None
 
 
 def _kill_group(pgid: int, sig: int) -> None:
@@ -328,6 +430,18 @@ def _children() -> set[int]:
     return found
 
 
+def _has_children() -> bool:
+    """Whether this process has a child (running or a zombie), without reaping it (``WNOWAIT``) and without
+    reading /proc: after its task is reaped, a supervisor that has none left has nothing to kill."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    except (OSError, AttributeError):
+        return True  # cannot tell: look in /proc
+    return True
+
+
 def _end_leftovers(before: set[int]) -> None:
     """Kill and reap every process that became this subreaper's child during the run, until none is left.
 
@@ -360,14 +474,25 @@ def supervise(
     if leases is not None:
         leases.hold(spec.run_id)
     try:
-        result = _supervise(store, spec, grace, notes, leases)
+        verdict = spec.prepare(spec) if spec.prepare is not None else None
+        if verdict is not None:  # not started: the plugin did not load, or a when/skip condition said no
+            outcome, why = verdict
+            store.finish(spec.run_id, outcome, now=time.time(), output=_preamble(spec), error=why)
+            result = Result(outcome, error=why)
+        else:
+            result = _supervise(store, spec, grace, notes, leases)
     finally:
         if leases is not None:
             leases.release(spec.run_id)
             if own:
                 leases.stop()
-    conclude(store, spec.run_id, spec.after, spec.job, notes)
+    spec.preamble.clear()  # what the after callbacks print is collected here, once the run is recorded
+    conclude(store, spec.run_id, spec.after, spec.job, notes, output=spec.preamble)
     return result
+
+
+def _preamble(spec: RunSpec) -> str:
+    return spec.preamble.decode("utf-8", errors="replace")
 
 
 def _supervise(
@@ -444,9 +569,10 @@ def _supervise_locked(
         notes += spec.before()
     started = time.time()
     subreaper = set_child_subreaper(True)
-    before = _children() if subreaper and not _Process.childless else set()
+    # A fresh supervisor has no child yet, nor has a process without children: no /proc scan to know them.
+    before = _children() if subreaper and not _Process.childless and _has_children() else set()
     try:
-        pid, read_fd, proc = _start(spec, close_fds)
+        pid, read_fd, proc, error_fd = _start(spec, close_fds)
     except OSError as exc:
         if subreaper:
             set_child_subreaper(False)
@@ -456,6 +582,8 @@ def _supervise_locked(
     marked = _mark_running(store, spec.run_id, task_pid=pid, now=started, leases=leases)
     STOP.pgid = pid
     kept = OutputKeeper(spec.output_limit)
+    if spec.preamble:
+        kept.add(bytes(spec.preamble))
     out_fd = _open_output_file(spec, notes)
 
     def take(chunk: bytes) -> None:
@@ -480,6 +608,11 @@ def _supervise_locked(
     status: int | None = None
     sel = selectors.DefaultSelector()
     sel.register(read_fd, selectors.EVENT_READ)
+    # The task's exit wakes the loop (a pidfd, Linux), rather than a sleep once its output pipe is closed.
+    pidfd: int | None = None
+    with contextlib.suppress(OSError, AttributeError):
+        pidfd = os.pidfd_open(pid)
+        sel.register(pidfd, selectors.EVENT_READ)
     pipe_open = True
     try:
         while True:
@@ -488,6 +621,10 @@ def _supervise_locked(
                 waited, st = os.waitpid(pid, os.WNOHANG)
                 if waited == pid:
                     status = st
+                    if pidfd is not None:
+                        sel.unregister(pidfd)
+                        os.close(pidfd)
+                        pidfd = None
             if status is not None and not pipe_open:
                 break
             if status is not None:
@@ -516,8 +653,10 @@ def _supervise_locked(
             if kill_at is not None and now >= kill_at:
                 _kill_group(pid, signal.SIGKILL)
                 kill_at = now + 3600  # sent; wait for the exit
-            if pipe_open:
-                for _key, _ in sel.select(timeout=0.05):
+            if pipe_open or pidfd is not None:
+                for key, _ in sel.select(timeout=0.05):
+                    if key.fd != read_fd:
+                        continue  # the task exited: waitpid above reaps it
                     chunk = os.read(read_fd, 65536)
                     if not chunk:
                         pipe_open = False
@@ -525,9 +664,11 @@ def _supervise_locked(
                         break
                     take(chunk)
             else:
-                time.sleep(0.02)
+                time.sleep(0.02)  # no pidfd (not Linux): look again shortly
     finally:
         STOP.pgid = None
+        if pidfd is not None:
+            os.close(pidfd)
         sel.close()
         if out_fd is not None:
             os.close(out_fd)
@@ -541,7 +682,8 @@ def _supervise_locked(
         # that left the group (setsid, double fork): as a subreaper, this process has adopted them.
         _kill_group(pid, signal.SIGKILL)
         if subreaper:
-            _end_leftovers(before)
+            if _has_children():  # only then is there something to find in /proc
+                _end_leftovers(before)
             set_child_subreaper(False)
     ended = time.time()
     if (problem := marked(fenced is not None)) is not None and fenced is None:
@@ -555,6 +697,7 @@ def _supervise_locked(
         error = f"killed by {_signal_name(os.WTERMSIG(status))}"
     else:
         exit_code = os.WEXITSTATUS(status)
+    raised = _read_error_text(error_fd)
     outcome: Outcome
     if fenced is not None:
         outcome = "stopped"
@@ -570,7 +713,8 @@ def _supervise_locked(
         outcome = "succeeded"
     else:
         outcome = "failed"
-        error = error or f"exit code {exit_code}"
+        # A callable that raised: its exception's text (its traceback is in the output).
+        error = error or (raised if raised and exit_code == 1 else f"exit code {exit_code}")
     if fenced is not None and leases is not None:
         _finish_fenced(
             store, spec.run_id, leases.lease, now=ended, exit_code=exit_code, output=output, error=error
@@ -578,6 +722,271 @@ def _supervise_locked(
     else:
         store.finish(spec.run_id, outcome, now=ended, exit_code=exit_code, output=output, error=error)
     return Result(outcome, exit_code, output, error, ended - started, pid)
+
+
+def run_in_supervisor(
+    spec: RunSpec, open_store: Callable[[], StateStore], *, grace: float
+) -> tuple[int, Result | None, list[str]]:
+    """Run ``spec`` in a supervisor process forked from the caller (the tick), and wait for it to exit
+    (``waitpid``, no polling); returns its exit code, the run's result as it told (None when it did not) and its
+    ``spec.notices``. The supervisor records the run's outcome; the result also reaches a tick whose store
+    was lost meanwhile, to say what ran.
+
+    The caller must hold no SQLite connection (one must never cross a fork). The supervisor stays in the
+    caller's process group; a stop request to the caller is passed on to it (:data:`STOP`)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            _libc()  # once, in the tick, rather than in each supervisor
+    parent = os.getpid()
+    notices_r, notices_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which never returns
+        code = 0
+        try:
+            # Part of the tick: a tick killed with SIGKILL takes its foreground supervisor with it, as when the
+            # tick supervised the run itself (the next tick records the run abandoned and ends its task).
+            _die_with_parent(parent)
+            # A process group of its own: a stop signal reaches it once, passed on by the tick (STOP.supervisor),
+            # not a second time from a terminal's Ctrl-C to the tick's group (a second signal means "now").
+            os.setpgid(0, 0)
+            os.close(notices_r)
+            _Process.childless = True  # forked just now: its first child is what it starts
+            devnull = os.open(os.devnull, os.O_RDWR)
+            os.dup2(devnull, 0)
+            os.dup2(devnull, 1)  # icc run's stdout is its table or JSON: nothing of a run goes there
+            os.close(devnull)
+            set_title(f"icc: supervise {spec.job}{spec.title_suffix}")
+            store = open_store()
+            result = supervise(store, spec, grace=grace)
+            store.close()
+            told: dict[str, Any] = {
+                "outcome": result.outcome,
+                "error": result.error,
+                "duration": result.duration,
+                "notices": spec.notices[:100],
+            }
+            os.set_blocking(notices_w, False)  # never held by a tick that does not read yet
+            with contextlib.suppress(OSError):
+                os.write(notices_w, json.dumps(told).encode())
+        except BaseException:
+            with contextlib.suppress(Exception):
+                traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(notices_w)
+    STOP.supervisor = pid
+    try:
+        _pid, status = os.waitpid(pid, 0)
+    finally:
+        STOP.supervisor = None
+    os.set_blocking(notices_r, False)
+    heard: Any = None
+    try:
+        heard = json.loads(os.read(notices_r, 65536) or b"null")
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(notices_r)
+    code = os.waitstatus_to_exitcode(status)
+    if not isinstance(heard, dict):
+        return code, None, []
+    result = Result(heard["outcome"], error=heard["error"], duration=heard["duration"])
+    return code, result, [str(n) for n in heard["notices"]]
+
+
+def spawn_detached(work: Callable[[], object]) -> None:
+    """Run ``work()`` in a detached process (double fork, a session of its own, no stdio), and return at once.
+    The caller must hold no SQLite connection. Used for the tick's concluder: nothing it does holds the tick."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which never returns
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                try:
+                    devnull = os.open(os.devnull, os.O_RDWR)
+                    for fd in (0, 1, 2):
+                        os.dup2(devnull, fd)
+                    os.close(devnull)
+                    for sig in (signal.SIGTERM, signal.SIGINT):
+                        signal.signal(sig, signal.SIG_DFL)
+                    work()
+                finally:
+                    os._exit(0)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)  # the intermediate exits as soon as it has forked
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGKILL this process when its parent dies; exit now if it already has."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+@dataclass
+class Bounded:
+    """What became of one piece of user code run by :func:`run_bounded`."""
+
+    value: object = None  # what it returned (predicates: whether it said yes)
+    note: str | None = None  # why it did not return: it raised, exited or was killed at its limit
+
+
+def run_bounded(
+    label: str,
+    fn: Callable[[], object],
+    *,
+    limit: float,
+    output: bytearray,
+    cwd: Path | None = None,
+    config_path: Path | None = None,
+    title: str = "",
+) -> Bounded:
+    """Run ``fn()`` in a forked child of its own session, in the run's context, for at most ``limit`` seconds.
+
+    Its stdout and stderr are appended to ``output`` (under a line naming ``label``); a child still running at
+    its limit is killed with its process group. A child that raises, exits or is killed only makes a note: this
+    process (the run's supervisor) goes on. The returned value is a boolean's truth for predicates, else None."""
+    read_fd, write_fd = os.pipe()
+    value_r, value_w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which never returns
+        code = 1
+        try:
+            os.setsid()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            os.close(read_fd)
+            os.close(value_r)
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.close(devnull)
+            os.dup2(write_fd, 1)
+            os.dup2(write_fd, 2)
+            os.close(write_fd)
+            enter_run_context(cwd, config_path)
+            if title:
+                set_title(title)
+            try:
+                answer = fn()
+                os.write(value_w, b"1" if answer else b"0")
+                code = 0
+            except SystemExit as exc:
+                if exc.code is None or exc.code == 0:
+                    code = 0
+                    os.write(value_w, b"0")
+                else:
+                    code = exc.code & 0xFF or 1 if isinstance(exc.code, int) else 1
+                    os.write(value_w, b"X" + f"exited with code {code}".encode())
+            except BaseException as exc:
+                traceback.print_exc()
+                os.write(value_w, b"E" + exception_text(exc).encode("utf-8", errors="replace")[:4000])
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+    os.close(write_fd)
+    os.close(value_w)
+    deadline = time.monotonic() + limit
+    chunks = bytearray()
+    timed_out = False
+    pidfd: int | None = None
+    with selectors.DefaultSelector() as sel:
+        sel.register(read_fd, selectors.EVENT_READ)
+        # Its exit ends the wait too: a process it started in the background may hold the pipe open.
+        with contextlib.suppress(OSError, AttributeError):
+            pidfd = os.pidfd_open(pid)
+            sel.register(pidfd, selectors.EVENT_READ)
+        open_ = True
+        while open_:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            for key, _ in sel.select(timeout=left):
+                if key.fd != read_fd:
+                    open_ = False  # it exited; what it wrote is drained below
+                    break
+                chunk = os.read(read_fd, 65536)
+                if not chunk:
+                    open_ = False
+                    break
+                chunks += chunk
+    if pidfd is not None:
+        os.close(pidfd)
+    status = _wait_until(pid, deadline) if not timed_out else None
+    if status is None:
+        timed_out = True
+    _kill_group(pid, signal.SIGKILL)  # at its limit, or what it left running in its session
+    if status is None:
+        _pid, status = os.waitpid(pid, 0)
+    if not timed_out:  # collect what is still buffered, without waiting for grandchildren holding the pipe
+        with selectors.DefaultSelector() as sel:
+            sel.register(read_fd, selectors.EVENT_READ)
+            while sel.select(timeout=0):
+                chunk = os.read(read_fd, 65536)
+                if not chunk:
+                    break
+                chunks += chunk
+    os.close(read_fd)
+    os.set_blocking(value_r, False)
+    try:
+        answer = os.read(value_r, 4096)
+    except OSError:
+        answer = b""
+    os.close(value_r)
+    if chunks:
+        output += f"--- {label} printed: ---\n".encode()
+        output += chunks if chunks.endswith(b"\n") else chunks + b"\n"
+    if timed_out:
+        return Bounded(note=f"{label} was killed at its time limit of {limit:g}s (callback_timeout)")
+    if answer[:1] == b"E":
+        return Bounded(note=f"{label} failed: {answer[1:].decode('utf-8', errors='replace')}")
+    if answer[:1] == b"X":
+        return Bounded(note=f"{label} {answer[1:].decode('utf-8', errors='replace')}")
+    if answer[:1] in (b"0", b"1"):
+        return Bounded(value=answer == b"1")
+    if os.WIFSIGNALED(status):
+        return Bounded(note=f"{label} was killed by {_signal_name(os.WTERMSIG(status))}")
+    return Bounded(note=f"{label} exited with code {os.waitstatus_to_exitcode(status)}")
+
+
+def _wait_until(pid: int, deadline: float) -> int | None:
+    """Wait for child ``pid`` until ``deadline`` (monotonic); its wait status, or None when it still runs.
+    Blocks on a pidfd where there is one (Linux); else looks every 10 ms."""
+    fd: int | None = None
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.pidfd_open(pid)
+    try:
+        while True:
+            waited, status = os.waitpid(pid, os.WNOHANG)
+            if waited == pid:
+                return status
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            if fd is not None:
+                with selectors.DefaultSelector() as sel:
+                    sel.register(fd, selectors.EVENT_READ)
+                    sel.select(timeout=left)
+            else:
+                time.sleep(min(left, 0.01))
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 FENCED_PATIENCE = 1.0  # seconds a fenced supervisor waits for its 'running' record before it writes 'stopped'
@@ -710,6 +1119,7 @@ def _detached_supervisor(
             os.dup2(devnull, fd)
         os.close(devnull)
         _Process.childless = True  # forked just now: its first child is its run's task
+        set_title(f"icc: supervise {spec.job}{spec.title_suffix}")
         STOP.requested, STOP.pgid, STOP.who = False, None, "its background supervisor"
         install_stop_handlers()
         store = open_store()

@@ -17,9 +17,12 @@ Order of a tick:
    On a shared store each host keeps its own progress through its ``on_each_host()`` jobs (meta
    ``progress:<host_id>``).
 4. Release the tick lock, so the next minute's tick can start jobs on time even if this one overruns.
-5. Start background runs, then run foreground jobs in declaration order. Each background run gets a detached
-   supervisor forked from the tick (plugins already loaded; the tick's SQLite connection is closed around the
-   forks, since a connection must never cross one). A ``jitter()`` job starts its offset after the minute: a
+5. Start background runs, then run foreground jobs in declaration order (stored by the scan). Each run gets a
+   supervisor forked from the tick (the tick's SQLite connection is closed around the forks, since a connection
+   must never cross one): detached for a background run, waited for (``waitpid``) for a foreground one. The
+   supervisor, never the tick, imports the plugins, evaluates ``when``/``skip`` and runs the callbacks and hooks
+   (each in a bounded child: :func:`bounded_observers`); the rows the tick records itself get theirs from a
+   detached concluder (:func:`conclude_recorded`). The tick runs no user code. A ``jitter()`` job starts its offset after the minute: a
    background one's supervisor sleeps until then, foreground ones run in the order of their offsets, the tick
    sleeping until each.
 6. Sub-minute jobs (``every_seconds``): the tick that claimed a job's second-0 slot owns its minute. After the
@@ -43,8 +46,9 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -59,7 +63,11 @@ from icc.supervise.supervisor import (
     STOP,
     RunSpec,
     conclude,
+    enter_run_context,
+    run_bounded,
+    run_in_supervisor,
     sleep_until,
+    spawn_detached,
     start_detached,
     stop_requested,
     supervise,
@@ -79,6 +87,7 @@ if TYPE_CHECKING:
     from icc.pause import Pause
     from icc.plugins import PluginHost
     from icc.schedule import Schedule
+    from icc.store.protocol import Outcome
     from icc.supervise.leases import Leases
 
 
@@ -183,23 +192,47 @@ def _callback_name(fn: object) -> str:
     return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
 
 
-def observers(
-    host: PluginHost | None, job: Job, ctx: RunContext
+def bounded_observers(
+    host: PluginHost | None, job: Job, ctx: RunContext, config: Config, spec: RunSpec
 ) -> tuple[Callable[[], list[str]], Callable[[RunResult], list[str]]]:
-    """The ``before`` and ``after`` of a run: the job's own callbacks, then every plugin's ``before_run`` /
-    ``after_run``. Each returns a line per callback or hook that raised; none of them changes the run."""
+    """The ``before`` and ``after`` of a run, for its supervisor: the job's own callbacks, then every plugin's
+    ``before_run`` / ``after_run``, each in a child process of its own, in the project root with ``ICC_CONFIG``,
+    for at most ``callback_timeout`` seconds, its output collected into ``spec.preamble`` (stored with the run).
+    Each returns a line per callback or hook that raised, exited or was killed; none of them changes the run."""
     schedule = job.schedule
 
-    def call(which: str, fn: Callable[[Any], object], arg: object) -> list[str]:
-        try:
-            fn(arg)
-        except BaseException as exc:  # an observer never breaks a run nor the tick
-            return [f"{which} callback {_callback_name(fn)} failed: {type(exc).__name__}: {exc}"]
-        return []
+    def bounded(label: str, title: str, fn: Callable[[], object]) -> list[str]:
+        done = run_bounded(
+            label,
+            fn,
+            limit=config.callback_timeout,
+            output=spec.preamble,
+            cwd=config.root,
+            config_path=config.path,
+            title=f"icc: {title} {job.name}{spec.title_suffix}",
+        )
+        return [done.note] if done.note else []
+
+    def callbacks(which: str, arg: object) -> list[str]:
+        return [
+            note
+            for fn in schedule.run_callbacks(which)
+            for note in bounded(
+                f"{which} callback {_callback_name(fn)}", f"callback {which}", partial(fn, arg)
+            )
+        ]
+
+    def hooks(hook: str, **kwargs: object) -> list[str]:
+        if host is None:
+            return []
+        return [
+            note
+            for plugin, call in host.hook_calls(hook)
+            for note in bounded(f"{hook} hook of plugin {plugin!r}", f"hook {hook}", partial(call, **kwargs))
+        ]
 
     def before() -> list[str]:
-        notes = [n for fn in schedule.run_callbacks("before") for n in call("before", fn, ctx)]
-        return notes + (host.call_before_run(job, ctx) if host is not None else [])
+        return callbacks("before", ctx) + hooks("before_run", job=job, run=ctx)
 
     def after(result: RunResult) -> list[str]:
         which = ["after"]
@@ -207,10 +240,170 @@ def observers(
             which.append("on_success")
         elif result.outcome in FAILURES:
             which.append("on_failure")
-        notes = [n for w in which for fn in schedule.run_callbacks(w) for n in call(w, fn, result)]
-        return notes + (host.call_after_run(job, ctx, result) if host is not None else [])
+        notes = [note for w in which for note in callbacks(w, result)]
+        return notes + hooks("after_run", job=job, run=ctx, result=result, outcome=result.outcome)
 
     return before, after
+
+
+PLUGIN_LOAD_LIMIT = (
+    60.0  # seconds a run's supervisor waits for the plugins to load, for a job without timeout()
+)
+CONDITION_SAID_NO = "a when/skip condition said no"
+
+
+def slot_title(slot: int | None, zone: str) -> str:
+    """The tail of a run's process titles: `` (slot 03:00)`` in the job's zone, `` (manual)`` without slot."""
+    if slot is None:
+        return " (manual)"
+    from zoneinfo import ZoneInfo
+
+    moment = slot_datetime(slot).astimezone(ZoneInfo(zone))
+    return f" (slot {moment.strftime('%H:%M:%S' if slot % 60 else '%H:%M')})"
+
+
+def prepare_run(
+    spec: RunSpec, config: Config, record: JobRecord, slot: int | None, kind: RunKind
+) -> tuple[Outcome, str] | None:
+    """In the run's supervisor, and only there: import the plugins (within the job's timeout, or
+    :data:`PLUGIN_LOAD_LIMIT`), get the task, its callbacks and run hooks, and evaluate ``when()``/``skip()``,
+    each predicate in a bounded child. Returns (outcome, error) when the task must not start, else None."""
+    zone = record.definition["schedule"].get("zone", config.timezone)
+    ctx = run_context(record.name, spec.run_id, slot, kind, zone, config.environment)
+    enter_run_context(config.root, config.path)  # a plugin's import-time code sees the run's context too
+    limit = spec.timeout or PLUGIN_LOAD_LIMIT
+    loaded = load_within(config, limit)
+    if loaded is None:  # a plugin's import hangs: this run fails, the tick and the other runs go on
+        return "failed", (
+            f"its plugins did not load within {limit:g}s (an import hangs?); the task was not started. "
+            "Run `icc scan` to see which plugin"
+        )
+    host, live = loaded
+    spec.notices += [f"{f.plugin}: {f.error}" for f in host.failures]
+    job = live.get(record.name)
+    spec.before, spec.after = bounded_observers(host, job or standin_job(record), ctx, config, spec)
+    if record.kind != "command":
+        if job is None:
+            failures = "; ".join(f"{f.plugin}: {f.error}" for f in host.failures) or "it is no longer defined"
+            return (
+                "failed",
+                f"job {record.name!r} could not be loaded from its plugin ({failures}); run `icc scan`",
+            )
+        spec.func = _bind(job, ctx)
+    if job is not None and job.schedule.has_callbacks and not _conditions_pass(job, config, spec):
+        return "skipped", CONDITION_SAID_NO
+    return None
+
+
+def load_within(config: Config, limit: float) -> tuple[PluginHost, dict[str, Job]] | None:
+    """The plugins and their jobs, loaded in this (forked) process; None when that took longer than ``limit``
+    seconds (SIGALRM interrupts an import that hangs in Python code)."""
+    import signal
+
+    from icc.plugins import load_plugins
+
+    fired: list[bool] = []
+
+    def on_alarm(_signum: int, _frame: object) -> None:
+        fired.append(True)
+        raise TimeoutError(f"loading the plugins took longer than {limit:g}s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        host = load_plugins(config)
+        live = host.collect_jobs()
+    except TimeoutError:
+        fired.append(True)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    # A plugin's loader records an exception as its failure: the flag says whether the limit was reached.
+    return None if fired else (host, live)
+
+
+def conclude_recorded(config: Config, run_ids: list[int]) -> None:
+    """The concluder, a detached process forked by the tick after its writes: the callbacks and ``after_run``
+    hooks of the rows the tick recorded itself (missed, skipped by a pause, abandoned, not started), each
+    bounded as in a run's supervisor. Consecutive rows of one job with the same outcome and error (missed
+    slots collapsed, a paused hour) make one call, for the latest row, whose ``RunResult.error`` carries the
+    count: ``missed 5 slots (skip policy), 10:00 to 10:04``."""
+    from icc.supervise.supervisor import run_result, set_title
+
+    set_title(f"icc: conclude {len(run_ids)} recorded runs")
+    enter_run_context(config.root, config.path)
+    loaded = load_within(config, PLUGIN_LOAD_LIMIT)
+    if loaded is None:
+        return
+    host, live = loaded
+    store = open_store(config)
+    try:
+        groups: list[list[RunRecord]] = []
+        for run_id in run_ids:
+            run = store.run(run_id)
+            if run is None:
+                continue
+            last = groups[-1][-1] if groups else None
+            if (
+                last is not None
+                and run.outcome in ("missed", "skipped")
+                and (last.job, last.outcome, last.error) == (run.job, run.outcome, run.error)
+            ):
+                groups[-1].append(run)
+            else:
+                groups.append([run])
+        for group in groups:
+            run = group[-1]
+            record = store.job(run.job)
+            if record is None:
+                continue
+            zone = record.definition["schedule"].get("zone", config.timezone)
+            ctx = run_context(run.job, run.id, run.slot, run.kind, zone, config.environment)
+            spec = RunSpec(job=run.job, run_id=run.id, title_suffix=slot_title(run.slot, zone))
+            job = live.get(run.job) or standin_job(record)
+            _before, after = bounded_observers(host, job, ctx, config, spec)
+            result = run_result(run)
+            if len(group) > 1:
+                result = replace(result, error=_collapsed_error(group, zone))
+            conclude(store, run.id, after, run.job, result=result, output=spec.preamble)
+    finally:
+        store.close()
+
+
+def _collapsed_error(group: list[RunRecord], zone: str) -> str:
+    """The error one call stands for: ``missed 5 slots (skip policy), 10:00 to 10:04``."""
+    from zoneinfo import ZoneInfo
+
+    def hhmm(slot: int | None) -> str:
+        return "?" if slot is None else slot_datetime(slot).astimezone(ZoneInfo(zone)).strftime("%H:%M")
+
+    error = group[-1].error or group[-1].outcome
+    span = f"{hhmm(group[0].slot)} to {hhmm(group[-1].slot)}"
+    if error.startswith("missed"):
+        return f"missed {len(group)} slots{error[len('missed') :]}, {span}"
+    return f"{error}: {len(group)} slots, {span}"
+
+
+def _conditions_pass(job: Job, config: Config, spec: RunSpec) -> bool:
+    """``when()``/``skip()``, each in a bounded child whose output goes to the run's; one that raises, exits or
+    hangs counts as a no (with a note in the run's output)."""
+    whens, skips = job.schedule.conditions()
+    for which, fn, wanted in [*(("when", f, True) for f in whens), *(("skip", f, False) for f in skips)]:
+        done = run_bounded(
+            f"{which}() condition {_callback_name(fn)}",
+            fn,
+            limit=config.callback_timeout,
+            output=spec.preamble,
+            cwd=config.root,
+            config_path=config.path,
+            title=f"icc: condition {job.name}{spec.title_suffix}",
+        )
+        if done.note is not None:
+            spec.preamble += f"{done.note}; counted as a no\n".encode()
+            return False
+        if bool(done.value) is not wanted:
+            return False
+    return True
 
 
 def run_context(
@@ -334,8 +527,6 @@ class Tick:
             raise
 
         self._leases: Leases | None = None  # while a tick on a shared store runs its claims
-        self._plugins: PluginHost | None = None
-        self._live: dict[str, Job] = {}
         self._recorded: list[
             int
         ] = []  # runs this tick recorded itself (abandoned, missed, skipped): to report
@@ -359,16 +550,6 @@ class Tick:
             self._lost = True
         return not self._lost
 
-    # -- plugins, loaded only when something is due ---------------------------------------------------------
-    def _load_plugins(self, report: TickReport) -> None:
-        if self._plugins is not None:
-            return
-        from icc.plugins import load_plugins
-
-        self._plugins = load_plugins(self.config)
-        self._live = self._plugins.collect_jobs()
-        report.plugin_failures = self._failure_texts()
-
     # -- the tick -------------------------------------------------------------------------------------------
     def run(self) -> TickReport:
         report = TickReport(self.slot)
@@ -386,7 +567,7 @@ class Tick:
             planned = self._plan(report)
         finally:
             lock.release()
-        self._report_recorded(report)
+        concluded = self._spawn_concluder(0)
         # A local store: space for the outcomes it may not be able to take (a full disk), reserved now.
         journal = OutcomeJournal.reserve(self.config.state_dir) if planned and self._identity else None
         if journal is not None:
@@ -408,6 +589,7 @@ class Tick:
             raise StateError(self._lost_message(planned, report))
         if planned or self._recorded:
             self.store.prune_runs(self.config.keep_runs, self.config.keep_skipped)
+        self._spawn_concluder(concluded)
         return report
 
     def _check_drift(self, report: TickReport) -> None:
@@ -435,30 +617,22 @@ class Tick:
             stamp = self.store.get_meta(DRIFT_META_KEY)
             report.drift = plugins_drift(self.config, stamp, self.store.get_meta("plugins_fingerprint"))
 
-    def _observers(
-        self, record: JobRecord, ctx: RunContext
-    ) -> tuple[Callable[[], list[str]], Callable[[RunResult], list[str]]] | None:
-        """The run's callbacks and hooks; None when no plugin is loaded (then there is nothing to call)."""
-        if self._plugins is None:
-            return None
-        return observers(self._plugins, self._live.get(record.name) or standin_job(record), ctx)
-
-    def _report_recorded(self, report: TickReport, since: int = 0) -> None:
-        """``after_run`` and the job's callbacks for the runs this tick recorded itself (abandoned, missed,
-        skipped by a condition), from the ``since``-th on. Plugins are loaded only when there is one, so an idle
-        tick stays light."""
-        if len(self._recorded) <= since or not self._store_intact():
-            return
-        self._load_plugins(report)
-        for run_id in self._recorded[since:]:
-            run = self.store.run(run_id)
-            record = self.store.job(run.job) if run is not None else None
-            if run is None or record is None:
-                continue
-            zone = record.definition["schedule"].get("zone", self.config.timezone)
-            ctx = run_context(run.job, run.id, run.slot, run.kind, zone, self.config.environment)
-            found = self._observers(record, ctx)
-            conclude(self.store, run.id, found[1] if found else None, run.job)
+    def _spawn_concluder(self, since: int) -> int:
+        """The callbacks and hooks of the rows this tick recorded itself, from the ``since``-th on, run by a
+        detached concluder process (:func:`conclude_recorded`), never by the tick. Returns how many are done."""
+        ids = self._recorded[since:]
+        if not ids or not self._store_intact():
+            return len(self._recorded)
+        sqlite = self._identity is not None
+        if sqlite:
+            self.store.close()  # no SQLite connection may cross the fork
+        try:
+            spawn_detached(partial(conclude_recorded, self.config, ids))
+        finally:
+            if sqlite:
+                with contextlib.suppress(StateError):  # lost: reported at the end of the tick
+                    self.store = self._open_store()
+        return len(self._recorded)
 
     def _lost_message(self, planned: list[_Planned], report: TickReport) -> str:
         from icc.slots import fmt_time
@@ -657,10 +831,8 @@ class Tick:
                     continue
                 due.append((record, schedule, slots))
         planned: list[_Planned] = []
-        if due:
-            self._load_plugins(report)
-            order = {name: i for i, name in enumerate(self._live)}
-            due.sort(key=lambda item: (order.get(item[0].name, len(order)), item[0].name))
+        # Declaration order, as stored by the scan (no plugin is imported by the tick).
+        due.sort(key=lambda item: (item[0].definition.get("order", len(due)), item[0].name))
         for record, schedule, slots in due:
             planned.extend(self._apply_policy(record, schedule, slots, report))
         # All of the tick's claims in one write (one round trip on a shared store); a claim lost leaves its item out.
@@ -763,27 +935,7 @@ class Tick:
             self._note_recorded(name, recorded, self._scope(schedule))
             if recorded:
                 report.rows.append(_summary_row(name, "missed", recorded, self.config.timezone))
-        if not run_slots:
-            return []
-        live = self._live.get(name)
-        if (
-            live is not None
-            and live.schedule.has_callbacks
-            and not live.schedule.check_conditions(self.config.environment)
-        ):
-            why = "a when/skip condition said no"
-            for kind in ("missed", "scheduled"):
-                of_kind = [s for s, k in run_slots if k == kind]
-                if of_kind and (
-                    recorded := self.store.record(
-                        name, of_kind, "skipped", kind, error=why, scope=self._scope(schedule)
-                    )
-                ):
-                    self._note_recorded(name, recorded, self._scope(schedule))
-                    report.rows.append(
-                        _summary_row(name, "skipped", recorded, self.config.timezone, "condition")
-                    )
-            return []
+        # when()/skip() are the run's supervisor's business: the tick runs no user code.
         return [_Planned(record, schedule, s, kind) for s, kind in run_slots]
 
     def _note_recorded(self, name: str, slots: list[int], scope: str = "") -> None:
@@ -799,9 +951,9 @@ class Tick:
 
     # -- execution ------------------------------------------------------------------------------------------
     def _spec(self, item: _Planned) -> RunSpec | str:
-        """The run's spec, or why it cannot run."""
+        """The run's spec: what its supervisor needs to import the job's plugin and run it; or why it must not
+        start (an unsafe output file)."""
         record = item.record
-        live = self._live.get(record.name)
         definition = record.definition
         spec = RunSpec(
             job=record.name,
@@ -809,28 +961,17 @@ class Tick:
             timeout=definition["schedule"].get("timeout"),
             overlapping=bool(definition["schedule"].get("overlapping", False)),
             cwd=self.config.root,
+            config_path=self.config.path,
             state_dir=self.config.state_dir,
             output_limit=self.config.output_limit,
         )
         if (problem := set_output_file(spec, item.schedule, self.config.root)) is not None:
             return problem
-        ctx = run_context(
-            record.name, item.run_id, item.slot, item.kind, item.schedule.zone, self.config.environment
-        )
+        spec.title_suffix = slot_title(item.slot, item.schedule.zone)
         if record.kind == "command":
             spec.argv = list(definition["argv"])
-        elif live is None:
-            failures = "; ".join(self._failure_texts()) or "it is no longer defined"
-            return f"job {record.name!r} could not be loaded from its plugin ({failures}); run `icc scan`"
-        else:
-            spec.func = _bind(live, ctx)
-        found = self._observers(record, ctx)
-        if found is not None:
-            spec.before, spec.after = found
+        spec.prepare = partial(prepare_run, config=self.config, record=record, slot=item.slot, kind=item.kind)
         return spec
-
-    def _failure_texts(self) -> list[str]:
-        return [f"{f.plugin}: {f.error}" for f in self._plugins.failures] if self._plugins else []
 
     def _execute(self, planned: list[_Planned], report: TickReport) -> None:
         if not planned or not self._store_intact():
@@ -900,27 +1041,59 @@ class Tick:
         """Run one foreground job to its end and report it; False when the tick must start nothing more."""
         if not self._store_intact():
             return False  # its outcome could not be recorded, nor its claim kept: run nothing more
+        if self._leases is not None:
+            self._leases.release(item.run_id)  # its supervisor keeps it from now on
+        sqlite = self._identity is not None
+        if sqlite:
+            self.store.close()  # no SQLite connection may cross the fork
         try:
-            result = supervise(self.store, spec, grace=self.config.grace, leases=self._leases)
-        except OSError:  # e.g. its job lock's directory went with the state directory
-            if self._store_intact():
-                raise
+            code, told, notices = run_in_supervisor(spec, self._open_store, grace=self.config.grace)
+            # Plugins that failed to load in the supervisor: icc run warns once about each.
+            report.plugin_failures += [n for n in notices if n not in report.plugin_failures]
+        finally:
+            if sqlite:
+                with contextlib.suppress(StateError):  # lost: reported at the end of the tick
+                    self.store = self._open_store()
+        if self._lost:
+            if told is not None:  # what ran, for the tick's error: its outcome could not be recorded
+                report.rows.append(
+                    TickRow(
+                        item.record.name,
+                        told.outcome,
+                        item.slot,
+                        duration=told.duration,
+                        detail=told.error or "",
+                    )
+                )
             return False
-        outcome, detail = result.outcome, result.error or ""
-        if result.outcome == "stopped" and self.store.lease is not None:
-            # A host frozen past its lease stops its task when it wakes, but another host recorded the run
-            # first (abandoned) and its record stays: the row says what the store says.
-            with contextlib.suppress(StateError):
-                stored = self.store.run(item.run_id)
-                if stored is not None and stored.outcome not in ("stopped", "pending", "running"):
-                    outcome = stored.outcome
-                    detail = f"{stored.error or stored.outcome}; this host stopped its task when it woke"
+        run = self.store.run(item.run_id)
+        if run is None:
+            return True  # pruned or forgotten meanwhile by another tick: nothing to show
+        if run.outcome in ("pending", "running"):
+            # The supervisor died without recording the run (killed, or icc itself failed): say so now.
+            if run.task_pid and run.host in (None, self.host_name):
+                with contextlib.suppress(OSError):
+                    if os.getpgid(run.task_pid) == run.task_pid:
+                        os.killpg(run.task_pid, 9)
+            why = f"its supervisor exited with code {code} without recording an outcome"
+            self.store.finish(item.run_id, "abandoned", now=time.time(), error=why)
+            run = self.store.run(item.run_id)
+            assert run is not None
+        detail = run.error or ""
+        if (
+            told is not None
+            and told.outcome == "stopped"
+            and run.outcome not in ("stopped", "pending", "running")
+        ):
+            # A host frozen past its lease stops its task when it wakes, but another host recorded the run first
+            # (abandoned) and its record stays: the row says what the store says, and what this host did.
+            detail = f"{run.error or run.outcome}; this host stopped its task when it woke"
         report.rows.append(
             TickRow(
                 item.record.name,
-                outcome,
+                run.outcome,
                 item.slot,
-                duration=result.duration,
+                duration=run.duration,
                 next_run=next_due(item.schedule, self.slot),
                 detail=detail,
             )
@@ -945,7 +1118,6 @@ class Tick:
                 continue  # every 1 to 4 seconds: too many sleeping supervisors (and connections); as before
             name, scope = item.record.name, self._scope(item.schedule)
             handled.add(name)
-            live = self._live.get(name)
             late: list[int] = []
             for offset in item.schedule.offsets()[1:]:
                 when = item.slot + offset
@@ -954,21 +1126,6 @@ class Tick:
                     break
                 if time.time() >= when + LATE_OFFSET:
                     late.append(when)
-                    continue
-                if (
-                    live is not None
-                    and live.schedule.has_callbacks
-                    and not live.schedule.check_conditions(self.config.environment)
-                ):
-                    recorded = self.store.record(
-                        name,
-                        [when],
-                        "skipped",
-                        "scheduled",
-                        error="a when/skip condition said no",
-                        scope=scope,
-                    )
-                    self._note_recorded(name, recorded, scope)
                     continue
                 run_id = self.store.claim(
                     name, when, "scheduled", pid=os.getpid(), host=self.host_name, scope=scope
@@ -997,7 +1154,7 @@ class Tick:
                     report.rows.append(_summary_row(name, "skipped", recorded, self.config.timezone, detail))
         if starts:
             self._start_background(starts, report)
-        self._report_recorded(report, first)
+        self._spawn_concluder(first)
         return handled
 
     def _run_offsets(self, owned: list[_Planned], report: TickReport) -> None:
@@ -1007,7 +1164,6 @@ class Tick:
         from icc.slots import fmt_slot
 
         zone = self.config.timezone
-        first = len(self._recorded)
         end = self.slot + 60
         events = sorted(
             (item.slot + offset, index, item)
@@ -1041,14 +1197,6 @@ class Tick:
             if self.realtime and time.time() >= when + LATE_OFFSET:
                 skip(item, [when], "skipped: its time passed while the tick was busy; never started late")
                 continue
-            live = self._live.get(name)
-            if (
-                live is not None
-                and live.schedule.has_callbacks
-                and not live.schedule.check_conditions(self.config.environment)
-            ):
-                skip(item, [when], "a when/skip condition said no")
-                continue
             run_id = self.store.claim(
                 name,
                 when,
@@ -1073,7 +1221,6 @@ class Tick:
             if slots:
                 detail = why if len(slots) > 1 else f"{why} ({fmt_slot(slots[0], zone)})"
                 report.rows.append(_summary_row(name, "skipped", slots, zone, detail))
-        self._report_recorded(report, first)
 
     def _start_background(self, background: list[tuple[_Planned, RunSpec]], report: TickReport) -> None:
         if stop_requested():
@@ -1118,12 +1265,8 @@ class Tick:
             report.rows.append(TickRow(name, state, item.slot, next_run=nxt, detail=detail, background=True))
 
     def _conclude_unstarted(self, item: _Planned) -> None:
-        """``after_run`` for a run the tick recorded without starting it."""
-        ctx = run_context(
-            item.record.name, item.run_id, item.slot, item.kind, item.schedule.zone, self.config.environment
-        )
-        found = self._observers(item.record, ctx)
-        conclude(self.store, item.run_id, found[1] if found else None, item.record.name)
+        """``after_run`` for a run the tick recorded without starting it: the concluder's business."""
+        self._recorded.append(item.run_id)
 
 
 def set_output_file(spec: RunSpec, schedule: Schedule, root: Path) -> str | None:
@@ -1204,23 +1347,23 @@ def manual_run(
     else:
         schedule = job.schedule
     ctx = run_context(name, run_id, None, "manual", schedule.zone, config.environment)
-    before, after = observers(host, job, ctx)
     spec = RunSpec(
         job=name,
         run_id=run_id,
         timeout=schedule.timeout_seconds,
         overlapping=schedule.overlapping,
         cwd=config.root,
+        config_path=config.path,
         state_dir=config.state_dir,
-        before=before,
-        after=after,
         output_limit=config.output_limit,
         echo=echo,
+        title_suffix=" (manual)",
     )
     if (problem := set_output_file(spec, schedule, config.root)) is not None:
         store.finish(run_id, "failed", now=time.time(), error=problem)
         store.close()
         return TickRow(name, "failed", None, detail=problem), run_id
+    spec.before, spec.after = bounded_observers(host, job, ctx, config, spec)
     if job.kind == "command":
         spec.argv = job.argv
     else:
@@ -1253,16 +1396,17 @@ def record_definition(job: Job) -> dict[str, Any]:
 
 
 def job_records(jobs: dict[str, Job]) -> list[JobRecord]:
-    """Records for the state store; ``next_due`` 0 makes the next tick evaluate them from its own slot."""
+    """Records for the state store; ``next_due`` 0 makes the next tick evaluate them from its own slot. Each
+    definition keeps the job's declaration ``order``: the tick runs foreground jobs in it without plugins."""
     return [
         JobRecord(
             name=job.name,
             kind=job.kind,
-            definition=record_definition(job),
+            definition={**record_definition(job), "order": index},
             plugin=job.provenance.plugin,
             distribution=job.provenance.distribution,
             version=job.provenance.version,
             next_due=NOT_EVALUATED,
         )
-        for job in jobs.values()
+        for index, job in enumerate(jobs.values())
     ]

@@ -222,6 +222,7 @@ class _Settings:
             raise _NotLight  # the full loader's business
         self.time_limit = float(self.consumers["time_limit"])
         self.grace = float(self.core["grace"])  # type: ignore[arg-type]
+        self.path: str | None = None  # the config file: the consumer's ICC_CONFIG, its directory its cwd
 
     def acts(self, setting: str) -> bool:
         """Whether ``table.key`` is set (in the file or by ``ICC_TABLE__KEY`` / ``ICC_TABLE_KEY``)."""
@@ -246,7 +247,9 @@ def _settings(config_path: str | None) -> _Settings:
     table = fastconfig._icc_table(path) if path is not None else {}
     if "store" in table or any(name.startswith("ICC_STORE") for name in os.environ):
         raise _NotLight  # PostgreSQL (or a doubt about it): the full tick's
-    return _Settings(table)
+    settings = _Settings(table)
+    settings.path = None if path is None else os.path.abspath(path)
+    return settings
 
 
 # --- kernel locks, as icc.locks takes them ---------------------------------------------------------------
@@ -832,6 +835,12 @@ def _consumer(
         os.dup2(out_w, 1)
         os.dup2(out_w, 2)
         os.close(out_w)
+        if settings.path is not None:  # the run's context, as for every task: the project root, ICC_CONFIG
+            try:  # noqa: SIM105 (contextlib is not imported on the fast path)
+                os.chdir(os.path.dirname(settings.path))
+            except OSError:
+                pass
+            os.environ["ICC_CONFIG"] = settings.path
         code = _consume(job, settings, config_path, state_dir, ctl_w, ack_r)
     finally:
         try:

@@ -700,6 +700,13 @@ class PostgresStateStore:
             idempotent=False,
         )
 
+    def add_output(self, run_id: int, output: str) -> None:
+        self._write(
+            "UPDATE {schema}.runs SET output = COALESCE(output, '') || %s WHERE id = %s",
+            (_text(output), run_id),
+            idempotent=False,
+        )
+
     def run(self, run_id: int) -> RunRecord | None:
         rows = self._read(f"SELECT {_RUN_COLUMNS} FROM {{schema}}.runs WHERE id = %s", (run_id,))
         return _run(rows[0]) if rows else None

@@ -453,6 +453,10 @@ class SQLiteStateStore:
                 (note, note, run_id),
             )
 
+    def add_output(self, run_id: int, output: str) -> None:
+        with self._write() as db:
+            db.execute("UPDATE runs SET output = COALESCE(output, '') || ? WHERE id = ?", (output, run_id))
+
     def run(self, run_id: int) -> RunRecord | None:
         rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
         return _run(rows[0]) if rows else None
