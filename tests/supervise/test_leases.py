@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import psutil
 import pytest
 from conftest import migrated_url
 from projectkit import Project, at
@@ -326,15 +327,17 @@ def test_a_woken_frozen_tick_shows_the_run_abandoned_as_the_store_keeps_it_not_s
     tick = web1.popen("run", "--at", at(0))
     try:
         run = running_run(web1)
-        assert run["pid"] == tick.pid  # the tick supervises its foreground run
-        os.kill(tick.pid, signal.SIGSTOP)
+        # The run's supervisor, forked from the tick, keeps its lease: freeze it (and the task with it).
+        supervisor = run["pid"]
+        assert psutil.Process(supervisor).ppid() == tick.pid
+        os.kill(supervisor, signal.SIGSTOP)
         try:
             wait_abandoned_in_status(web2, "web-1")
             (markers / "release-web-2").touch()  # web-2 runs the next slot in its foreground: done at once
             web2.icc("run", "--at", at(1), check=True)
             assert hold_runs(web2)[0]["outcome"] == "abandoned"
         finally:
-            os.kill(tick.pid, signal.SIGCONT)
+            os.kill(supervisor, signal.SIGCONT)
         out, err = tick.communicate(timeout=120)
     finally:
         tick.kill()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -331,29 +332,38 @@ def test_plugin_import_that_hangs_fails_only_that_run_and_the_next_tick_goes_on(
     assert len(project.runs("job")) == 2
 
 
-def test_a_run_that_leaves_nothing_behind_does_not_scan_proc(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from icc.store.sqlite.state import SQLiteStateStore
-    from icc.supervise import supervisor as execution
+def test_a_run_that_leaves_nothing_behind_does_not_scan_proc(tmp_path: Path) -> None:
+    # In a fresh process, as a supervisor is: the test's own process may have children of earlier tests left
+    # (pytest-xdist workers do), and a supervisor with a child left scans /proc, rightly.
+    code = f"""
+from pathlib import Path
 
-    scans: list[str] = []
-    real_children = execution._children
+from icc.store.sqlite.state import SQLiteStateStore
+from icc.supervise import supervisor as execution
 
-    def counted() -> set[int]:
-        scans.append("scan")
-        return real_children()
+scans = []
+real_children = execution._children
 
-    monkeypatch.setattr(execution, "_children", counted)
-    store = SQLiteStateStore(tmp_path / "state")
-    try:
-        run_id = store.start_manual("job", pid=0, host="here")
-        spec = execution.RunSpec(job="job", run_id=run_id, argv=["true"], overlapping=True)
-        result = execution.supervise(store, spec, grace=1)
-    finally:
-        store.close()
-    assert result.outcome == "succeeded"
-    assert scans == []  # nothing was left: waitid said so, no listing of /proc before or after the run
+def counted():
+    scans.append("scan")
+    return real_children()
+
+execution._children = counted
+store = SQLiteStateStore(Path({str(tmp_path / "state")!r}))
+try:
+    run_id = store.start_manual("job", pid=0, host="here")
+    spec = execution.RunSpec(job="job", run_id=run_id, argv=["true"], overlapping=True)
+    result = execution.supervise(store, spec, grace=1)
+finally:
+    store.close()
+print(result.outcome, len(scans))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    # Nothing was left: waitid said so, no listing of /proc before or after the run.
+    assert done.stdout.split() == ["succeeded", "0"], done.stdout + done.stderr
 
 
 TITLES = """
