@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from icc.store.protocol import FAILURES, JobRecord, RunRecord, SyncReport
+from icc.store.protocol import FAILURES, JobRecord, Outcome, RunKind, RunRecord, SyncReport
 
 T = TypeVar("T")
 
@@ -33,6 +33,12 @@ RUN_COLUMNS = (
 JOB_COLUMNS = "name, kind, definition, plugin, distribution, version, enabled, removed_at, next_due"
 FAILURES_SQL = ", ".join(f"'{o}'" for o in sorted(FAILURES))
 SET_META = "INSERT INTO {schema}.meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+
+# Runs per (job, outcome), counted once when a run is recorded or first finishes (`icc_job_runs_total`).
+COUNT_RUN = (
+    "INSERT INTO {schema}.run_counts (job, outcome, n) VALUES (%s, %s, 1) "
+    "ON CONFLICT (job, outcome) DO UPDATE SET n = {schema}.run_counts.n + 1"
+)
 
 
 def run_record(row: Sequence[Any]) -> RunRecord:
@@ -76,6 +82,7 @@ class SqlStateStore:
     """What both SQL state stores say the same way. A backend supplies the dialect methods below."""
 
     _TRUE = "true"  # a true boolean as the database stores it (SQLite: 1)
+    _SLOT_SECONDS = "slot::double precision"  # a slot (an integer) as seconds, to compare with a start time
 
     # -- the dialect: each backend's own ------------------------------------------------------------------
     def _q(self, sql: str) -> str:
@@ -101,6 +108,21 @@ class SqlStateStore:
     def _lock_jobs(self, conn: Any) -> None:
         """Inside a scan's transaction, before the jobs are read: one scan at a time."""
         raise NotImplementedError
+
+    def _record_row(self, conn: Any, row: tuple[Any, ...]) -> bool:
+        """Inside :meth:`record`'s transaction: insert the never-started row of one slot, ``row`` being (job, slot,
+        kind, outcome, now, error, scope), unless that slot has a row already; whether it was inserted."""
+        raise NotImplementedError
+
+    # Inside finish(): what else picks the run (rendered SQL after "outcome IN ('pending', 'running')") and its
+    # parameters, and what else its end sets.
+    def _finish_guard(self, run_id: int, outcome: Outcome) -> tuple[str, tuple[Any, ...]]:
+        return "", ()
+
+    _FINISH_SETS = ""
+    # Whether a run that has finished already is left as it is (True) or written again (SQLite, one host: the
+    # last finish is what the run shows).
+    _FINISHED_STAYS = True
 
     def _text(self, value: str) -> str:
         """``value`` as the database's text can hold it."""
@@ -242,6 +264,74 @@ class SqlStateStore:
         return str(rows[0][0]) if rows else None
 
     # -- runs --------------------------------------------------------------------------------------------
+    def record(
+        self,
+        job: str,
+        slots: Sequence[int],
+        outcome: Outcome,
+        kind: RunKind,
+        *,
+        error: str | None = None,
+        scope: str = "",
+    ) -> list[int]:
+        q = self._q
+        now = time.time()
+
+        def work(conn: Any) -> list[int]:
+            recorded: list[int] = []
+            for slot in slots:
+                if self._record_row(conn, (job, slot, kind, outcome, now, error, scope)):
+                    recorded.append(slot)
+                    conn.execute(q(COUNT_RUN), (job, outcome))
+            return recorded
+
+        return self._transaction(work, doing="recording runs", idempotent=False)
+
+    def finish(
+        self,
+        run_id: int,
+        outcome: Outcome,
+        *,
+        now: float,
+        exit_code: int | None = None,
+        output: str = "",
+        error: str | None = None,
+    ) -> None:
+        q = self._q
+        guard, guard_params = self._finish_guard(run_id, outcome)
+
+        def work(conn: Any) -> None:
+            row = conn.execute(
+                q(
+                    f"SELECT job FROM {{schema}}.runs WHERE id = %s AND outcome IN ('pending', 'running'){guard}"
+                ),
+                (run_id, *guard_params),
+            ).fetchone()
+            if row is not None:  # counted once, when it first finishes
+                conn.execute(q(COUNT_RUN), (row[0], outcome))
+            elif self._FINISHED_STAYS:
+                return  # finished already: refused
+            conn.execute(
+                # A run whose task never started (no task_pid: skipped, could not start, abandoned before its
+                # task started) has no start time and so no duration, even if a tick handed it over.
+                q(
+                    "UPDATE {schema}.runs SET outcome = %s, ended_at = %s, exit_code = %s, output = %s, error = %s, "
+                    f"{self._FINISH_SETS}"
+                    "started_at = CASE WHEN task_pid IS NULL THEN NULL ELSE started_at END WHERE id = %s"
+                ),
+                (
+                    outcome,
+                    now,
+                    exit_code,
+                    self._text(output),
+                    None if error is None else self._text(error),
+                    run_id,
+                ),
+            )
+
+        # Idempotent: a second time finds it finished (and where a finished run stays, writes nothing).
+        self._transaction(work, doing="recording a run's end")
+
     def add_note(self, run_id: int, note: str) -> None:
         self._write(
             "UPDATE {schema}.runs SET error = CASE WHEN error IS NULL OR error = '' THEN %s "
@@ -275,6 +365,14 @@ class SqlStateStore:
             "WHERE outcome NOT IN ('missed', 'skipped', 'pending') GROUP BY job)"
         )
         return {r.job: r for r in map(run_record, rows)}
+
+    def outcomes_between(self, since: float, until: float) -> list[tuple[int, str, float, str]]:
+        rows = self._read(
+            f"SELECT id, job, t, outcome FROM (SELECT id, job, COALESCE({self._SLOT_SECONDS}, started_at) AS t, "
+            "outcome FROM {schema}.runs) AS r WHERE t >= %s AND t < %s ORDER BY t, id",
+            (since, until),
+        )
+        return [(int(i), str(j), float(t), str(o)) for i, j, t, o in rows]
 
     def missed_counts(self, since: int, until: int) -> dict[str, int]:
         rows = self._read(

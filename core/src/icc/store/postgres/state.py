@@ -39,10 +39,6 @@ __all__ = ["PostgresStateStore"]
 T = TypeVar("T")
 
 _NOW = "extract(epoch from clock_timestamp())::double precision"  # the server's clock
-_COUNT_RUN = (
-    "INSERT INTO {schema}.run_counts (job, outcome, n) VALUES (%s, %s, 1) "
-    "ON CONFLICT (job, outcome) DO UPDATE SET n = {schema}.run_counts.n + 1"
-)
 # Stores of this process: a forked child disarms their connections at once (see _disarm_inherited).
 _LIVE: weakref.WeakSet[PostgresStateStore] = weakref.WeakSet()
 
@@ -399,38 +395,18 @@ class PostgresStateStore(SqlStateStore):
 
         return self._tx(work, doing="starting a run", idempotent=False)
 
-    def record(
-        self,
-        job: str,
-        slots: Sequence[int],
-        outcome: Outcome,
-        kind: RunKind,
-        *,
-        error: str | None = None,
-        scope: str = "",
-    ) -> list[int]:
-        q = self._q
-        now = time.time()
-        owner = self.owner
-
-        def work(conn: psycopg.Connection[Any]) -> list[int]:
-            recorded: list[int] = []
-            for slot in slots:
-                row = conn.execute(
-                    q(
-                        # A host's own row (on_each_host) carries its host; a cluster-wide one none. The owner
-                        # says which host recorded it (forget_unrun deletes only this host's missed rows).
-                        "INSERT INTO {schema}.runs (job, slot, scope, kind, outcome, ended_at, error, host, owner) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, NULLIF(%s, ''), %s) ON CONFLICT DO NOTHING RETURNING id"
-                    ),
-                    (job, slot, scope, kind, outcome, now, error, scope, owner),
-                ).fetchone()
-                if row is not None:
-                    recorded.append(slot)
-                    conn.execute(q(_COUNT_RUN), (job, outcome))
-            return recorded
-
-        return self._tx(work, doing="recording runs", idempotent=False)
+    def _record_row(self, conn: Any, row: tuple[Any, ...]) -> bool:
+        job, slot, kind, outcome, now, error, scope = row
+        found = conn.execute(
+            self._q(
+                # A host's own row (on_each_host) carries its host; a cluster-wide one none. The owner says which
+                # host recorded it (forget_unrun deletes only this host's missed rows).
+                "INSERT INTO {schema}.runs (job, slot, scope, kind, outcome, ended_at, error, host, owner) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, NULLIF(%s, ''), %s) ON CONFLICT DO NOTHING RETURNING id"
+            ),
+            (job, slot, scope, kind, outcome, now, error, scope, self.owner),
+        ).fetchone()
+        return found is not None
 
     def forget_unrun(self, since: int) -> int:
         # Only the missed rows this host recorded: another host's rows, and skipped rows (decisions), are kept.
@@ -499,51 +475,18 @@ class PostgresStateStore(SqlStateStore):
 
         self._tx(work, doing="writing to it")
 
-    def finish(
-        self,
-        run_id: int,
-        outcome: Outcome,
-        *,
-        now: float,
-        exit_code: int | None = None,
-        output: str = "",
-        error: str | None = None,
-    ) -> None:
-        q = self._q
-
-        def work(conn: psycopg.Connection[Any]) -> None:
-            # Compare-and-set: only an unfinished run is written, and only by the host holding it, but for
-            # ``abandoned``, which any host records once the lease passed. A fenced host's late finish thus
-            # never overwrites what another host recorded.
-            row = conn.execute(
-                q(
-                    "SELECT job FROM {schema}.runs WHERE id = %s AND outcome IN ('pending', 'running') "
-                    "AND (%s OR host IS NULL OR host = %s OR left(owner, %s) = %s) FOR UPDATE"
-                ),
-                (run_id, outcome == "abandoned", self.host_id, len(self.host_id) + 1, f"{self.host_id}:"),
-            ).fetchone()
-            if row is None:
-                return  # finished already (by this host, or recorded abandoned by another): refused
-            conn.execute(q(_COUNT_RUN), (row[0], outcome))
-            conn.execute(
-                q(
-                    "UPDATE {schema}.runs SET outcome = %s, ended_at = %s, exit_code = %s, output = %s, error = %s, "
-                    "lease_until = NULL, "
-                    "started_at = CASE WHEN task_pid IS NULL THEN NULL ELSE started_at END WHERE id = %s"
-                ),
-                (outcome, now, exit_code, _text(output), None if error is None else _text(error), run_id),
-            )
-
-        # Idempotent: a second time finds it finished and writes nothing.
-        self._tx(work, doing="recording a run's end")
-
-    def outcomes_between(self, since: float, until: float) -> list[tuple[int, str, float, str]]:
-        rows = self._read(
-            "SELECT id, job, t, outcome FROM (SELECT id, job, COALESCE(slot::double precision, started_at) AS t, "
-            "outcome FROM {schema}.runs) AS r WHERE t >= %s AND t < %s ORDER BY t, id",
-            (since, until),
+    # Compare-and-set: only an unfinished run is written, and only by the host holding it, but for ``abandoned``,
+    # which any host records once the lease passed. A fenced host's late finish thus never overwrites what
+    # another host recorded.
+    def _finish_guard(self, run_id: int, outcome: Outcome) -> tuple[str, tuple[Any, ...]]:
+        return " AND (%s OR host IS NULL OR host = %s OR left(owner, %s) = %s) FOR UPDATE", (
+            outcome == "abandoned",
+            self.host_id,
+            len(self.host_id) + 1,
+            f"{self.host_id}:",
         )
-        return [(int(i), str(j), float(t), str(o)) for i, j, t, o in rows]
+
+    _FINISH_SETS = "lease_until = NULL, "
 
     def close(self) -> None:
         _LIVE.discard(self)

@@ -11,14 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from icc.errors import StateError
 from icc.statedir import check_state_file, ensure_state_dir, os_error, secure_file
-from icc.store.protocol import Claim, HostRecord, JobRecord, Outcome, RunKind
+from icc.store.protocol import Claim, HostRecord, JobRecord, RunKind
 from icc.store.sql import JOB_COLUMNS, SqlStateStore, grouped_counts, job_record
 from icc.store.sqlite.diagnosis import database_error, is_corrupt
 
@@ -72,10 +71,6 @@ _COUNTS = (
 # The due column: a tick reads only the jobs whose next slot it reached (issue 17). Made on open too, so a state
 # file an older icc made gets it (CREATE INDEX IF NOT EXISTS writes nothing when it is there).
 _DUE_INDEX = "CREATE INDEX IF NOT EXISTS jobs_next_due ON jobs (next_due)"
-_COUNT_RUN = (
-    "INSERT INTO run_counts (job, outcome, n) VALUES (?, ?, 1) "
-    "ON CONFLICT (job, outcome) DO UPDATE SET n = n + 1"
-)
 
 
 class SQLiteStateStore(SqlStateStore):
@@ -83,6 +78,8 @@ class SQLiteStateStore(SqlStateStore):
     :class:`~icc.store.sql.SqlStateStore`."""
 
     _TRUE = "1"
+    _SLOT_SECONDS = "slot"
+    _FINISHED_STAYS = False  # one host: a later finish of the same run is what it shows, as it always was
 
     def __init__(self, state_dir: Path, *, timeout: float = 30.0) -> None:
         ensure_state_dir(state_dir)
@@ -266,31 +263,14 @@ class SQLiteStateStore(SqlStateStore):
             assert cur.lastrowid is not None
             return cur.lastrowid
 
-    def record(
-        self,
-        job: str,
-        slots: Sequence[int],
-        outcome: Outcome,
-        kind: RunKind,
-        *,
-        error: str | None = None,
-        scope: str = "",
-    ) -> list[int]:
-        del scope  # one host: see claim()
-        now = time.time()
-        recorded: list[int] = []
-        with self._writing() as db:
-            for slot in slots:
-                cur = db.execute(
-                    # Never started: no started_at, so no duration either.
-                    "INSERT OR IGNORE INTO runs (job, slot, kind, outcome, ended_at, error) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (job, slot, kind, outcome, now, error),
-                )
-                if cur.rowcount == 1:
-                    recorded.append(slot)
-                    db.execute(_COUNT_RUN, (job, outcome))
-        return recorded
+    def _record_row(self, conn: Any, row: tuple[Any, ...]) -> bool:
+        job, slot, kind, outcome, now, error, _scope = row  # the scope: one host, see claim()
+        cur = conn.execute(
+            # Never started: no started_at, so no duration either.
+            "INSERT OR IGNORE INTO runs (job, slot, kind, outcome, ended_at, error) VALUES (?, ?, ?, ?, ?, ?)",
+            (job, slot, kind, outcome, now, error),
+        )
+        return bool(cur.rowcount == 1)
 
     def forget_unrun(self, since: int) -> int:
         # One host writes this store: every missed row is this host's. Skipped rows are decisions: kept.
@@ -316,38 +296,6 @@ class SQLiteStateStore(SqlStateStore):
                 "UPDATE runs SET outcome = 'running', pid = ?, started_at = ? WHERE id = ? AND outcome = 'pending'",
                 [(pid, now, run_id) for run_id, pid in supervisors.items()],
             )
-
-    def finish(
-        self,
-        run_id: int,
-        outcome: Outcome,
-        *,
-        now: float,
-        exit_code: int | None = None,
-        output: str = "",
-        error: str | None = None,
-    ) -> None:
-        with self._writing() as db:
-            row = db.execute(
-                "SELECT job FROM runs WHERE id = ? AND outcome IN ('pending', 'running')", (run_id,)
-            ).fetchone()
-            if row is not None:  # counted once, when it first finishes
-                db.execute(_COUNT_RUN, (row[0], outcome))
-            db.execute(
-                # A run whose task never started (no task_pid: skipped, could not start, abandoned before its
-                # task started) has no start time and so no duration, even if a tick handed it over.
-                "UPDATE runs SET outcome = ?, ended_at = ?, exit_code = ?, output = ?, error = ?, "
-                "started_at = CASE WHEN task_pid IS NULL THEN NULL ELSE started_at END WHERE id = ?",
-                (outcome, now, exit_code, output, error, run_id),
-            )
-
-    def outcomes_between(self, since: float, until: float) -> list[tuple[int, str, float, str]]:
-        rows = self._read(
-            "SELECT id, job, COALESCE(slot, started_at) AS t, outcome FROM runs "
-            "WHERE t >= ? AND t < ? ORDER BY t, id",
-            (since, until),
-        )
-        return [(int(i), str(j), float(t), str(o)) for i, j, t, o in rows]
 
     def run_counts(self) -> dict[str, dict[str, int]]:
         try:
