@@ -208,6 +208,34 @@ def test_failed_retry_keeps_the_id_and_history_and_resets_attempts(config: Confi
     assert transport.failed_remove(None) == [message_id]
 
 
+def test_fail_replaces_a_stale_failed_record_of_the_same_id(config: Config) -> None:
+    """Ids are never reused, so a failed record with the message's id is a stale copy of it: fail() writes over it
+    (icc.store.sqlqueue says that insert once for both transports)."""
+    transport: Any = open_transport(config)
+    message_id = dispatch("job", {"i": 1}, config=config)
+    transport._transaction(  # planted through the transport's own connection, on either backend
+        lambda conn: conn.execute(
+            transport._t(
+                "INSERT INTO {s}.failed (id, queue, name, payload, created_at, failed_at, attempts, reason, errors) "
+                "VALUES (%s, 'old', 'old', '{}', 1.0, 1.0, 9, 'stale', '[]')"
+            ),
+            (message_id,),
+        )
+    )
+    [leased] = transport.lease("async", owner="a", limit=10, lease=30)
+    assert transport.fail(leased, "boom", error_record(1, "boom"), owner="a") == "boom"
+    [failed] = transport.failed_list()
+    assert (failed.id, failed.queue, failed.name, failed.reason, failed.attempts, len(failed.errors)) == (
+        message_id,
+        "async",
+        "job",
+        "boom",
+        1,
+        1,
+    )
+    assert transport.pending() == 0
+
+
 def test_queues_are_consumed_in_the_order_given(make_config: MakeConfig) -> None:
     config = make_config()
     order: list[str] = []

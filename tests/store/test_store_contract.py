@@ -326,6 +326,24 @@ def test_run_life_mark_running_hand_over_finish_and_notes(store: StateStore) -> 
     assert store.run(999999) is None
 
 
+def test_a_later_finish_of_a_finished_run_rewrites_it_on_sqlite_and_is_refused_on_postgres(
+    store: StateStore, config: Config
+) -> None:
+    """The one difference the shared finish() keeps (icc.store.sql): one host's SQLite store shows the last
+    finish of a run; the shared store never lets a late finish overwrite what was recorded. Counted once on both."""
+    run_id = store.claim("a", 60, "scheduled", pid=1, host="h")
+    assert run_id is not None
+    store.finish(run_id, "abandoned", now=110.0, error="its supervisor died")
+    store.finish(run_id, "succeeded", now=120.0, exit_code=0, output="late\n")
+    run = store.run(run_id)
+    assert run is not None
+    if config.store.url is None:
+        assert (run.outcome, run.exit_code, run.output, run.ended_at) == ("succeeded", 0, "late\n", 120.0)
+    else:
+        assert (run.outcome, run.error, run.ended_at) == ("abandoned", "its supervisor died", 110.0)
+    assert store.run_counts() == {"a": {"abandoned": 1}}
+
+
 def test_runs_latest_last_outcomes_and_timeline(store: StateStore) -> None:
     ids = []
     for slot, outcome in [(60, "succeeded"), (120, "failed"), (180, "succeeded"), (240, "timed_out")]:

@@ -53,13 +53,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from icc.errors import QueueError, StateError
 from icc.queue.message import (
     Envelope,
-    ErrorRecord,
-    FailedMessage,
-    decode_history,
-    encode_history,
-    error_record,
 )
 from icc.queue.transport import QueueStats
+from icc.store.sqlqueue import SqlTransport, envelope, is_row_id, lease_batch, number
 
 if TYPE_CHECKING:
     import psycopg
@@ -87,17 +83,6 @@ def channel(schema: str) -> str:
     return name
 
 
-def _is_row_id(value: int) -> bool:
-    return -_MAX_ID <= value < _MAX_ID
-
-
-def _number(value: object, default: float = 0.0) -> float:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return default
-
-
 def _clean(text: str) -> str:
     """Text PostgreSQL accepts: no NUL, no lone surrogates."""
     return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
@@ -111,9 +96,12 @@ class _Lost(Exception):
         self.error = error
 
 
-class PostgresTransport:
+class PostgresTransport(SqlTransport):
     """The queues of ``config.store`` in PostgreSQL. Thread-safe: one connection behind a lock, shared by
-    the consumer loop and its heartbeat thread."""
+    the consumer loop and its heartbeat thread. What it shares with the SQLite transport is in
+    :class:`~icc.store.sqlqueue.SqlTransport`."""
+
+    _FOR_UPDATE = " FOR UPDATE"
 
     def __init__(self, config: Config, *, limit: float | None = None) -> None:
         from icc.store.postgres.connection import _driver, quoted, require_current, shown_url
@@ -145,8 +133,36 @@ class PostgresTransport:
         except StateError as exc:  # no schema, or a newer icc's: icc.dispatch raises QueueError only
             raise QueueError(str(exc)) from None
 
+    # --- the dialect (see icc.store.sqlqueue) ---------------------------------------------------------
+
     def _t(self, sql: str) -> str:
         return sql.replace("{s}", self._schema)
+
+    def _transaction(self, op: Callable[[psycopg.Connection[Any]], T]) -> T:
+        def run(conn: psycopg.Connection[Any]) -> T:
+            with self._tx(conn):
+                return op(conn)
+
+        return self._run(run)
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        query = self._t(sql)
+        return self._run(lambda conn: conn.execute(query, params).fetchall())
+
+    def _at(self, delay: float) -> tuple[str, float]:
+        return f"{_NOW} + %s", float(delay)
+
+    def _clean(self, text: str) -> str:
+        return _clean(text)
+
+    def _limit_param(self, limit: int) -> int:
+        return min(max(limit, 0), _MAX_ID - 1)
+
+    @staticmethod
+    def _age(at: float, oldest: object) -> float:
+        if oldest is None or not math.isfinite(oldest):  # type: ignore[arg-type]
+            return 0.0
+        return max(0.0, at - number(oldest, at))
 
     # --- the connection ---------------------------------------------------------------------------
 
@@ -270,7 +286,7 @@ class PostgresTransport:
     def lease(
         self, queue: str, *, owner: str, limit: int, lease: float, ack: Sequence[int] = ()
     ) -> list[Envelope]:
-        ack_ids = [i for i in ack if _is_row_id(i)]
+        ack_ids = [i for i in ack if is_row_id(i)]
         tries = 0
 
         def op(conn: psycopg.Connection[Any]) -> list[Envelope]:
@@ -305,18 +321,9 @@ class PostgresTransport:
                     ),
                     (queue, limit),
                 ).fetchall()
-                if not rows:
+                taken = lease_batch(rows)
+                if not taken:
                     return []
-                if rows[0][5] is not None:
-                    # An expired lease: it comes back alone, so that if it kills its consumer again no
-                    # other message shares the blame (and the attempt counted for it).
-                    taken = rows[:1]
-                else:
-                    taken = []
-                    for row in rows:
-                        if row[5] is not None:
-                            break
-                        taken.append(row)
                 ids = [row[0] for row in taken]
                 now = float(taken[0][7])
                 conn.execute(
@@ -326,33 +333,7 @@ class PostgresTransport:
                     ),
                     (owner, float(lease), len(ids), ids),
                 )
-                envelopes = []
-                for message_id, name, payload, attempts, created_at, previous_owner, batch, _now in taken:
-                    attempts = int(attempts)
-                    redelivered = previous_owner is not None
-                    crashed = redelivered and int(batch) <= 1
-                    if redelivered:
-                        if crashed:
-                            why = "lease expired: the consumer died or was killed while handling it"
-                        else:
-                            why = (
-                                f"lease expired: the consumer died or was killed while it held this message "
-                                f"in a batch of {batch} (its handler may not have run)"
-                            )
-                        self._append_error(conn, message_id, error_record(attempts, why, at=now))
-                    envelopes.append(
-                        Envelope(
-                            id=int(message_id),
-                            queue=queue,
-                            name=name,
-                            payload=payload,
-                            attempts=attempts + 1,
-                            created_at=float(created_at),
-                            redelivered=redelivered,
-                            crashed=crashed,
-                        )
-                    )
-                return envelopes
+                return self._envelopes(conn, queue, taken, now)
 
         return self._run(op)
 
@@ -370,31 +351,24 @@ class PostgresTransport:
         ).fetchone()
         if row is None:
             return None
-        message_id, name, payload, attempts, created_at = row
         conn.execute(
             self._t(
                 "UPDATE {s}.messages SET attempts = attempts + 1, lease_owner = %s, "
                 f"available_at = {_NOW} + %s, lease_batch = 1 WHERE id = %s"
             ),
-            (owner, float(lease), message_id),
+            (owner, float(lease), row[0]),
         )
-        return Envelope(
-            id=int(message_id),
-            queue=queue,
-            name=name,
-            payload=payload,
-            attempts=int(attempts) + 1,
-            created_at=_number(created_at),
-            malformed="available_at 'NaN' is not a number of seconds, so it was never due",
+        return envelope(
+            queue, row, malformed="available_at 'NaN' is not a number of seconds, so it was never due"
         )
 
     def ack(self, ids: Sequence[int], *, owner: str) -> None:
-        ids = [i for i in ids if _is_row_id(i)]
+        ids = [i for i in ids if is_row_id(i)]
         if ids:
             self._run(lambda conn: self._delete(conn, ids, owner))
 
     def release(self, ids: Sequence[int], *, owner: str) -> None:
-        ids = [i for i in ids if _is_row_id(i)]
+        ids = [i for i in ids if is_row_id(i)]
         if not ids:
             return
         # Back at its place in the queue (created_at), as if never leased.
@@ -411,81 +385,6 @@ class PostgresTransport:
     def extend(self, *, owner: str, lease: float) -> int:
         sql = self._t(f"UPDATE {{s}}.messages SET available_at = {_NOW} + %s WHERE lease_owner = %s")
         return self._run(lambda conn: conn.execute(sql, (float(lease), owner)).rowcount)
-
-    def retry(self, envelope: Envelope, error: ErrorRecord, *, owner: str, delay: float) -> bool:
-        def op(conn: psycopg.Connection[Any]) -> bool:
-            with self._tx(conn):
-                row = conn.execute(
-                    self._t("SELECT errors FROM {s}.messages WHERE id = %s AND lease_owner = %s FOR UPDATE"),
-                    (envelope.id, owner),
-                ).fetchone()
-                if row is None:
-                    return False  # the lease was lost: whoever holds it now decides
-                history = decode_history(row[0])
-                history.append(error)
-                conn.execute(
-                    self._t(
-                        f"UPDATE {{s}}.messages SET available_at = {_NOW} + %s, lease_owner = NULL, "
-                        "lease_batch = 0, errors = %s WHERE id = %s"
-                    ),
-                    (float(delay), _clean(encode_history(history)), envelope.id),
-                )
-                return True
-
-        return self._run(op)
-
-    def fail(
-        self,
-        envelope: Envelope,
-        reason: str | Callable[[list[ErrorRecord]], str],
-        error: ErrorRecord | None = None,
-        *,
-        owner: str,
-        attempts: int | None = None,
-    ) -> str | None:
-        def op(conn: psycopg.Connection[Any]) -> str | None:
-            with self._tx(conn):
-                row = conn.execute(
-                    self._t(
-                        "SELECT queue, name, payload, attempts, created_at, errors FROM {s}.messages "
-                        "WHERE id = %s AND lease_owner = %s FOR UPDATE"
-                    ),
-                    (envelope.id, owner),
-                ).fetchone()
-                if row is None:
-                    return None
-                queue, name, payload, stored_attempts, created_at, errors = row
-                history = decode_history(errors)
-                if error is not None:
-                    history.append(error)
-                why = reason if isinstance(reason, str) else reason(history)
-                why = _clean(why)
-                # Insert first, delete second, one transaction: the message is never in neither table.
-                # ON CONFLICT: ids are never reused, so a clash can only be a stale copy of this message.
-                conn.execute(
-                    self._t(
-                        "INSERT INTO {s}.failed (id, queue, name, payload, created_at, failed_at, attempts, "
-                        f"reason, errors) VALUES (%s, %s, %s, %s, %s, {_NOW}, %s, %s, %s) "
-                        "ON CONFLICT (id) DO UPDATE SET queue = EXCLUDED.queue, name = EXCLUDED.name, "
-                        "payload = EXCLUDED.payload, created_at = EXCLUDED.created_at, "
-                        "failed_at = EXCLUDED.failed_at, attempts = EXCLUDED.attempts, "
-                        "reason = EXCLUDED.reason, errors = EXCLUDED.errors"
-                    ),
-                    (
-                        envelope.id,
-                        queue,
-                        name,
-                        payload,
-                        created_at,
-                        int(stored_attempts) if attempts is None else attempts,
-                        why,
-                        _clean(encode_history(history)),
-                    ),
-                )
-                conn.execute(self._t("DELETE FROM {s}.messages WHERE id = %s"), (envelope.id,))
-                return why
-
-        return self._run(op)
 
     def pending(self, queue: str | None = None) -> int:
         params: tuple[str, ...] = ()
@@ -524,21 +423,7 @@ class PostgresTransport:
             return at, rows, failed
 
         at, rows, failed = self._run(op)
-        found: dict[str, QueueStats] = {}
-        for queue, owner, later, count, oldest in rows:
-            entry = found.setdefault(queue, QueueStats())
-            if not later:
-                entry.ready += count  # an expired lease is available again: ready
-            elif owner is None:
-                entry.delayed += count
-            else:
-                entry.in_flight += count
-                entry.owners[owner] = entry.owners.get(owner, 0) + count
-            age = max(0.0, at - _number(oldest, at)) if oldest is not None and math.isfinite(oldest) else 0.0
-            entry.oldest_age = age if entry.oldest_age is None else max(entry.oldest_age, age)
-        for queue, count in failed:
-            found.setdefault(queue, QueueStats()).failed += count
-        return found
+        return self._tally(at, rows, failed)
 
     def request_stop(self, now: float | None = None) -> float:
         """Ask every consumer running now (on every host) to stop after its current message; return the
@@ -666,59 +551,13 @@ class PostgresTransport:
             self._t("DELETE FROM {s}.messages WHERE lease_owner = %s AND id = ANY(%s)"), (owner, list(ids))
         )
 
-    def _append_error(self, conn: psycopg.Connection[Any], message_id: int, record: ErrorRecord) -> None:
-        row = conn.execute(self._t("SELECT errors FROM {s}.messages WHERE id = %s"), (message_id,)).fetchone()
-        history = decode_history(row[0] if row else None)
-        history.append(record)
-        conn.execute(
-            self._t("UPDATE {s}.messages SET errors = %s WHERE id = %s"),
-            (_clean(encode_history(history)), message_id),
-        )
-
     # --- FailedStore ----------------------------------------------------------------------------
-
-    _FAILED_COLUMNS = "id, queue, name, payload, attempts, created_at, failed_at, reason, errors"
-
-    @staticmethod
-    def _failed(row: Sequence[Any]) -> FailedMessage:
-        message_id, queue, name, payload, attempts, created_at, failed_at, reason, errors = row
-        return FailedMessage(
-            id=int(message_id),
-            queue=queue,
-            name=name,
-            payload=payload,
-            attempts=int(attempts),
-            created_at=float(created_at),
-            failed_at=float(failed_at),
-            reason=reason,
-            errors=tuple(decode_history(errors)),
-        )
-
-    def failed_list(self, *, queue: str | None = None, limit: int | None = None) -> list[FailedMessage]:
-        sql = f"SELECT {self._FAILED_COLUMNS} FROM {{s}}.failed"
-        params: list[Any] = []
-        if queue is not None:
-            sql += " WHERE queue = %s"
-            params.append(queue)
-        sql += " ORDER BY failed_at, id"
-        if limit is not None:
-            sql += " LIMIT %s"
-            params.append(min(max(limit, 0), _MAX_ID - 1))
-        query = self._t(sql)
-        return [self._failed(row) for row in self._run(lambda conn: conn.execute(query, params).fetchall())]
-
-    def failed_get(self, message_id: int) -> FailedMessage | None:
-        if not _is_row_id(message_id):
-            return None  # past 64-bit integers: no message has it
-        sql = self._t(f"SELECT {self._FAILED_COLUMNS} FROM {{s}}.failed WHERE id = %s")
-        rows = self._run(lambda conn: conn.execute(sql, (message_id,)).fetchall())
-        return self._failed(rows[0]) if rows else None
 
     def _failed_ids(self, conn: psycopg.Connection[Any], ids: Sequence[int] | None) -> list[int]:
         if ids is None:
             rows = conn.execute(self._t("SELECT id FROM {s}.failed ORDER BY id FOR UPDATE")).fetchall()
         else:
-            wanted = [i for i in dict.fromkeys(ids) if _is_row_id(i)]
+            wanted = [i for i in dict.fromkeys(ids) if is_row_id(i)]
             rows = conn.execute(
                 self._t("SELECT id FROM {s}.failed WHERE id = ANY(%s) ORDER BY id FOR UPDATE"), (wanted,)
             ).fetchall()

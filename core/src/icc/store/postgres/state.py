@@ -17,7 +17,6 @@ sent. Every driver error becomes a one-line :class:`~icc.errors.StateError` with
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 import time
@@ -27,7 +26,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from icc.errors import StateError
 from icc.store.postgres.connection import connect, redacted, render, require_current, shown_url
-from icc.store.protocol import FAILURES, Claim, HostRecord, JobRecord, Outcome, RunKind, RunRecord, SyncReport
+from icc.store.protocol import Claim, HostRecord, JobRecord, Outcome, RunKind
+from icc.store.sql import JOB_COLUMNS, SqlStateStore, job_record
 
 if TYPE_CHECKING:
     import psycopg
@@ -38,17 +38,7 @@ __all__ = ["PostgresStateStore"]
 
 T = TypeVar("T")
 
-_RUN_COLUMNS = (
-    "id, job, slot, kind, outcome, started_at, ended_at, exit_code, pid, host, output, error, task_pid"
-)
-_JOB_COLUMNS = "name, kind, definition, plugin, distribution, version, enabled, removed_at, next_due"
 _NOW = "extract(epoch from clock_timestamp())::double precision"  # the server's clock
-_COUNT_RUN = (
-    "INSERT INTO {schema}.run_counts (job, outcome, n) VALUES (%s, %s, 1) "
-    "ON CONFLICT (job, outcome) DO UPDATE SET n = {schema}.run_counts.n + 1"
-)
-_FAILURES_SQL = ", ".join(f"'{o}'" for o in sorted(FAILURES))
-
 # Stores of this process: a forked child disarms their connections at once (see _disarm_inherited).
 _LIVE: weakref.WeakSet[PostgresStateStore] = weakref.WeakSet()
 
@@ -64,36 +54,14 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_disarm_inherited)
 
 
-def _run(row: Sequence[Any]) -> RunRecord:
-    return RunRecord(*row)
-
-
-def _job(row: Sequence[Any]) -> JobRecord:
-    name, kind, definition, plugin, dist, version, enabled, removed_at, next_due = row
-    return JobRecord(
-        name=name,
-        kind=kind,
-        definition=json.loads(definition),
-        plugin=plugin,
-        distribution=dist,
-        version=version,
-        enabled=bool(enabled),
-        removed_at=removed_at,
-        next_due=next_due,
-    )
-
-
 def _text(value: str) -> str:
     """``value`` as PostgreSQL text can hold it (no NUL character; SQLite keeps those)."""
     return value.replace("\x00", "\ufffd")
 
 
-class _DryRun(Exception):
-    pass
-
-
-class PostgresStateStore:
-    """:class:`~icc.store.protocol.StateStore` on a PostgreSQL schema (``[icc.store] url``)."""
+class PostgresStateStore(SqlStateStore):
+    """:class:`~icc.store.protocol.StateStore` on a PostgreSQL schema (``[icc.store] url``); the SQL both stores
+    share is in :class:`~icc.store.sql.SqlStateStore`."""
 
     def __init__(self, config: Config) -> None:
         if config.store.url is None:
@@ -236,6 +204,19 @@ class PostgresStateStore:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _transaction(self, work: Callable[[Any], T], *, doing: str, idempotent: bool = True) -> T:
+        return self._tx(work, doing=doing, idempotent=idempotent)
+
+    def _executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with conn.cursor() as cur:
+            cur.executemany(sql, rows)
+
+    def _lock_jobs(self, conn: Any) -> None:
+        conn.execute(self._q("LOCK TABLE {schema}.jobs IN SHARE ROW EXCLUSIVE MODE"))
+
+    def _text(self, value: str) -> str:
+        return _text(value)
+
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         def work(conn: psycopg.Connection[Any]) -> list[Any]:
             return conn.execute(self._q(sql), params).fetchall()
@@ -253,154 +234,17 @@ class PostgresStateStore:
         return self._tx(work, doing="writing to it", idempotent=idempotent, single=True)
 
     # -- jobs --------------------------------------------------------------------------------------------
-    def jobs(self, *, include_removed: bool = False) -> list[JobRecord]:
-        where = "" if include_removed else "WHERE removed_at IS NULL"
-        return [
-            _job(r) for r in self._read(f"SELECT {_JOB_COLUMNS} FROM {{schema}}.jobs {where} ORDER BY name")
-        ]
-
     def due_jobs(self, slot: int) -> list[JobRecord]:
         # on_each_host() jobs always: each host keeps its own progress through them (strpos over the JSON text
         # is a superset, as in icc.store.postgres.idle; the tick reads the definition itself).
         rows = self._read(
-            f"SELECT {_JOB_COLUMNS} FROM {{schema}}.jobs WHERE removed_at IS NULL AND enabled "
+            f"SELECT {JOB_COLUMNS} FROM {{schema}}.jobs WHERE removed_at IS NULL AND enabled "
             "AND (next_due IS NULL OR next_due <= %s OR strpos(definition, 'on_each_host') > 0) ORDER BY name",
             (slot,),
         )
-        return [_job(r) for r in rows]
-
-    def job(self, name: str) -> JobRecord | None:
-        rows = self._read(f"SELECT {_JOB_COLUMNS} FROM {{schema}}.jobs WHERE name = %s", (name,))
-        return _job(rows[0]) if rows else None
-
-    def sync_jobs(
-        self, records: Sequence[JobRecord], *, prune: bool, dry_run: bool, now: float, meta: Mapping[str, str]
-    ) -> SyncReport:
-        wanted = {r.name: r for r in records}
-        q = self._q
-
-        def work(conn: psycopg.Connection[Any]) -> SyncReport:
-            report = SyncReport()
-            # One scan at a time: the jobs are read and rewritten under this lock.
-            conn.execute(q("LOCK TABLE {schema}.jobs IN SHARE ROW EXCLUSIVE MODE"))
-            rows = conn.execute(q(f"SELECT {_JOB_COLUMNS} FROM {{schema}}.jobs")).fetchall()
-            current = {r.name: r for r in map(_job, rows)}
-            for name, rec in wanted.items():
-                old = current.get(name)
-                fields = (
-                    rec.kind,
-                    json.dumps(rec.definition, sort_keys=True),
-                    rec.plugin,
-                    rec.distribution,
-                    rec.version,
-                    rec.next_due,
-                    now,
-                )
-                if old is None:
-                    report.added.append(name)
-                    conn.execute(
-                        q(
-                            "INSERT INTO {schema}.jobs (kind, definition, plugin, distribution, version, next_due,"
-                            " updated_at, name, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                        ),
-                        (*fields, name, now),
-                    )
-                    continue
-                if old.removed_at is not None:
-                    report.restored.append(name)
-                elif old.same_definition(rec):
-                    report.unchanged.append(name)
-                    if dict(old.definition) != dict(rec.definition):
-                        conn.execute(
-                            q("UPDATE {schema}.jobs SET definition = %s WHERE name = %s"), (fields[1], name)
-                        )
-                    continue
-                else:
-                    report.changed.append(name)
-                conn.execute(
-                    q(
-                        "UPDATE {schema}.jobs SET kind = %s, definition = %s, plugin = %s, distribution = %s,"
-                        " version = %s, next_due = %s, updated_at = %s, removed_at = NULL WHERE name = %s"
-                    ),
-                    (*fields, name),
-                )
-            for name, old in current.items():
-                if name in wanted:
-                    continue
-                if prune:
-                    report.pruned.append(name)
-                    conn.execute(q("DELETE FROM {schema}.jobs WHERE name = %s"), (name,))
-                    conn.execute(q("DELETE FROM {schema}.runs WHERE job = %s"), (name,))
-                elif old.removed_at is None:
-                    report.removed.append(name)
-                    conn.execute(
-                        q(
-                            "UPDATE {schema}.jobs SET removed_at = %s, next_due = NULL, updated_at = %s"
-                            " WHERE name = %s"
-                        ),
-                        (now, now, name),
-                    )
-            for key, value in meta.items():
-                conn.execute(
-                    q(
-                        "INSERT INTO {schema}.meta (key, value) VALUES (%s, %s)"
-                        " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
-                    ),
-                    (key, value),
-                )
-            if dry_run:
-                raise _DryRun(report)
-            return report
-
-        try:
-            return self._tx(work, doing="syncing the jobs")
-        except _DryRun as dry:
-            report = dry.args[0]
-            assert isinstance(report, SyncReport)
-            return report
-
-    def set_enabled(self, name: str, enabled: bool) -> None:
-        self._write(
-            "UPDATE {schema}.jobs SET enabled = %s, updated_at = %s WHERE name = %s",
-            (enabled, time.time(), name),
-        )
-
-    def set_next_due(self, updates: Mapping[str, int | None]) -> None:
-        if not updates:
-            return
-        self._next_dues(updates, None)
-
-    def _next_dues(self, updates: Mapping[str, int | None], watermark: int | None) -> None:
-        q = self._q
-
-        def work(conn: psycopg.Connection[Any]) -> None:
-            if updates:
-                with conn.cursor() as cur:
-                    cur.executemany(
-                        q("UPDATE {schema}.jobs SET next_due = %s WHERE name = %s"),
-                        [(v, k) for k, v in updates.items()],
-                    )
-            if watermark is not None:
-                conn.execute(
-                    q(
-                        "INSERT INTO {schema}.meta (key, value) VALUES ('watermark', %s)"
-                        " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
-                    ),
-                    (str(watermark),),
-                )
-
-        self._tx(work, doing="writing to it")
-
-    def earliest_due(self) -> int | None:
-        rows = self._read("SELECT MIN(next_due) FROM {schema}.jobs WHERE enabled AND removed_at IS NULL")
-        value = rows[0][0] if rows else None
-        return None if value is None else int(value)
+        return [job_record(r) for r in rows]
 
     # -- meta ---------------------------------------------------------------------------------------------
-    def get_meta(self, key: str) -> str | None:
-        rows = self._read("SELECT value FROM {schema}.meta WHERE key = %s", (key,))
-        return str(rows[0][0]) if rows else None
-
     def update_meta(self, key: str, change: Callable[[str | None], str | None]) -> str | None:
         q = self._q
 
@@ -433,9 +277,6 @@ class PostgresStateStore:
 
         # Not idempotent (``change`` may count): retried only when the commit was surely not sent.
         return self._tx(work, doing="writing to it", idempotent=False)
-
-    def save_evaluation(self, next_dues: Mapping[str, int | None], slot: int) -> None:
-        self._next_dues(next_dues, slot)
 
     # -- runs --------------------------------------------------------------------------------------------
     def claim(
@@ -554,38 +395,18 @@ class PostgresStateStore:
 
         return self._tx(work, doing="starting a run", idempotent=False)
 
-    def record(
-        self,
-        job: str,
-        slots: Sequence[int],
-        outcome: Outcome,
-        kind: RunKind,
-        *,
-        error: str | None = None,
-        scope: str = "",
-    ) -> list[int]:
-        q = self._q
-        now = time.time()
-        owner = self.owner
-
-        def work(conn: psycopg.Connection[Any]) -> list[int]:
-            recorded: list[int] = []
-            for slot in slots:
-                row = conn.execute(
-                    q(
-                        # A host's own row (on_each_host) carries its host; a cluster-wide one none. The owner
-                        # says which host recorded it (forget_unrun deletes only this host's missed rows).
-                        "INSERT INTO {schema}.runs (job, slot, scope, kind, outcome, ended_at, error, host, owner) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, NULLIF(%s, ''), %s) ON CONFLICT DO NOTHING RETURNING id"
-                    ),
-                    (job, slot, scope, kind, outcome, now, error, scope, owner),
-                ).fetchone()
-                if row is not None:
-                    recorded.append(slot)
-                    conn.execute(q(_COUNT_RUN), (job, outcome))
-            return recorded
-
-        return self._tx(work, doing="recording runs", idempotent=False)
+    def _record_row(self, conn: Any, row: tuple[Any, ...]) -> bool:
+        job, slot, kind, outcome, now, error, scope = row
+        found = conn.execute(
+            self._q(
+                # A host's own row (on_each_host) carries its host; a cluster-wide one none. The owner says which
+                # host recorded it (forget_unrun deletes only this host's missed rows).
+                "INSERT INTO {schema}.runs (job, slot, scope, kind, outcome, ended_at, error, host, owner) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, NULLIF(%s, ''), %s) ON CONFLICT DO NOTHING RETURNING id"
+            ),
+            (job, slot, scope, kind, outcome, now, error, scope, self.owner),
+        ).fetchone()
+        return found is not None
 
     def forget_unrun(self, since: int) -> int:
         # Only the missed rows this host recorded: another host's rows, and skipped rows (decisions), are kept.
@@ -654,130 +475,18 @@ class PostgresStateStore:
 
         self._tx(work, doing="writing to it")
 
-    def finish(
-        self,
-        run_id: int,
-        outcome: Outcome,
-        *,
-        now: float,
-        exit_code: int | None = None,
-        output: str = "",
-        error: str | None = None,
-    ) -> None:
-        q = self._q
-
-        def work(conn: psycopg.Connection[Any]) -> None:
-            # Compare-and-set: only an unfinished run is written, and only by the host holding it, but for
-            # ``abandoned``, which any host records once the lease passed. A fenced host's late finish thus
-            # never overwrites what another host recorded.
-            row = conn.execute(
-                q(
-                    "SELECT job FROM {schema}.runs WHERE id = %s AND outcome IN ('pending', 'running') "
-                    "AND (%s OR host IS NULL OR host = %s OR left(owner, %s) = %s) FOR UPDATE"
-                ),
-                (run_id, outcome == "abandoned", self.host_id, len(self.host_id) + 1, f"{self.host_id}:"),
-            ).fetchone()
-            if row is None:
-                return  # finished already (by this host, or recorded abandoned by another): refused
-            conn.execute(q(_COUNT_RUN), (row[0], outcome))
-            conn.execute(
-                q(
-                    "UPDATE {schema}.runs SET outcome = %s, ended_at = %s, exit_code = %s, output = %s, error = %s, "
-                    "lease_until = NULL, "
-                    "started_at = CASE WHEN task_pid IS NULL THEN NULL ELSE started_at END WHERE id = %s"
-                ),
-                (outcome, now, exit_code, _text(output), None if error is None else _text(error), run_id),
-            )
-
-        # Idempotent: a second time finds it finished and writes nothing.
-        self._tx(work, doing="recording a run's end")
-
-    def add_note(self, run_id: int, note: str) -> None:
-        self._write(
-            "UPDATE {schema}.runs SET error = CASE WHEN error IS NULL OR error = '' THEN %s "
-            "ELSE error || '; ' || %s END WHERE id = %s",
-            (_text(note), _text(note), run_id),
-            idempotent=False,
+    # Compare-and-set: only an unfinished run is written, and only by the host holding it, but for ``abandoned``,
+    # which any host records once the lease passed. A fenced host's late finish thus never overwrites what
+    # another host recorded.
+    def _finish_guard(self, run_id: int, outcome: Outcome) -> tuple[str, tuple[Any, ...]]:
+        return " AND (%s OR host IS NULL OR host = %s OR left(owner, %s) = %s) FOR UPDATE", (
+            outcome == "abandoned",
+            self.host_id,
+            len(self.host_id) + 1,
+            f"{self.host_id}:",
         )
 
-    def add_output(self, run_id: int, output: str) -> None:
-        self._write(
-            "UPDATE {schema}.runs SET output = COALESCE(output, '') || %s WHERE id = %s",
-            (_text(output), run_id),
-            idempotent=False,
-        )
-
-    def run(self, run_id: int) -> RunRecord | None:
-        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM {{schema}}.runs WHERE id = %s", (run_id,))
-        return _run(rows[0]) if rows else None
-
-    def unfinished(self) -> list[RunRecord]:
-        return [
-            _run(r)
-            for r in self._read(
-                f"SELECT {_RUN_COLUMNS} FROM {{schema}}.runs WHERE outcome IN ('pending', 'running') ORDER BY id"
-            )
-        ]
-
-    def runs(self, job: str, *, limit: int = 20) -> list[RunRecord]:
-        rows = self._read(
-            f"SELECT {_RUN_COLUMNS} FROM {{schema}}.runs WHERE job = %s ORDER BY id DESC LIMIT %s",
-            (job, limit),
-        )
-        return [_run(r) for r in rows]
-
-    def latest_runs(self) -> dict[str, RunRecord]:
-        rows = self._read(
-            f"SELECT {_RUN_COLUMNS} FROM {{schema}}.runs WHERE id IN (SELECT MAX(id) FROM {{schema}}.runs "
-            "WHERE outcome NOT IN ('missed', 'skipped', 'pending') GROUP BY job)"
-        )
-        return {r.job: r for r in map(_run, rows)}
-
-    def outcomes_between(self, since: float, until: float) -> list[tuple[int, str, float, str]]:
-        rows = self._read(
-            "SELECT id, job, t, outcome FROM (SELECT id, job, COALESCE(slot::double precision, started_at) AS t, "
-            "outcome FROM {schema}.runs) AS r WHERE t >= %s AND t < %s ORDER BY t, id",
-            (since, until),
-        )
-        return [(int(i), str(j), float(t), str(o)) for i, j, t, o in rows]
-
-    def missed_counts(self, since: int, until: int) -> dict[str, int]:
-        rows = self._read(
-            "SELECT job, COUNT(*) FROM {schema}.runs WHERE outcome = 'missed' AND slot BETWEEN %s AND %s "
-            "GROUP BY job",
-            (since, until),
-        )
-        return {str(job): int(count) for job, count in rows}
-
-    def run_counts(self) -> dict[str, dict[str, int]]:
-        found: dict[str, dict[str, int]] = {}
-        for job, outcome, n in self._read(
-            "SELECT job, outcome, n FROM {schema}.run_counts ORDER BY job, outcome"
-        ):
-            found.setdefault(str(job), {})[str(outcome)] = int(n)
-        return found
-
-    def last_outcomes(self) -> dict[str, dict[str, RunRecord]]:
-        rows = self._read(
-            f"SELECT {_RUN_COLUMNS} FROM {{schema}}.runs WHERE id IN ("
-            "SELECT MAX(id) FROM {schema}.runs WHERE outcome = 'succeeded' GROUP BY job "
-            f"UNION SELECT MAX(id) FROM {{schema}}.runs WHERE outcome IN ({_FAILURES_SQL}) GROUP BY job)"
-        )
-        found: dict[str, dict[str, RunRecord]] = {}
-        for run in map(_run, rows):
-            found.setdefault(run.job, {})["success" if run.outcome == "succeeded" else "failure"] = run
-        return found
-
-    def prune_runs(self, keep: int, keep_unrun: int = 100) -> int:
-        return self._write(
-            "DELETE FROM {schema}.runs WHERE outcome NOT IN ('pending', 'running') AND id IN ("
-            "SELECT id FROM (SELECT id, outcome IN ('missed', 'skipped') AS unrun, ROW_NUMBER() OVER ("
-            "PARTITION BY job, outcome IN ('missed', 'skipped') ORDER BY id DESC) AS n FROM {schema}.runs) AS r"
-            " WHERE (NOT unrun AND n > %s) OR (unrun AND n > %s))"
-            " AND id NOT IN (SELECT MAX(id) FROM {schema}.runs WHERE outcome = 'succeeded' GROUP BY job)"
-            f" AND id NOT IN (SELECT MAX(id) FROM {{schema}}.runs WHERE outcome IN ({_FAILURES_SQL}) GROUP BY job)",
-            (keep, keep_unrun),
-        )
+    _FINISH_SETS = "lease_until = NULL, "
 
     def close(self) -> None:
         _LIVE.discard(self)

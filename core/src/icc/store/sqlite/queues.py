@@ -27,21 +27,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from icc.errors import QueueError
-from icc.queue.message import (
-    Envelope,
-    ErrorRecord,
-    FailedMessage,
-    decode_history,
-    encode_history,
-    error_record,
-)
+from icc.queue.message import Envelope
 from icc.queue.transport import QueueStats as QueueStats  # re-exported: it was defined here
 from icc.statedir import ensure_state_dir, secure_file
+from icc.store.sqlqueue import SqlTransport, envelope, is_row_id, lease_batch, number
 
 __all__ = ["DATABASE_FILE", "QueueStats", "SqliteTransport"]
+
+T = TypeVar("T")
 
 DATABASE_FILE = "queue.sqlite3"
 SCHEMA_VERSION = 1
@@ -94,22 +90,6 @@ def _marks(count: int) -> str:
 def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
     for start in range(0, len(ids), _CHUNK):
         yield ids[start : start + _CHUNK]
-
-
-def _text(value: object) -> str:
-    """A column that should hold text, as text: rows written by hand may hold anything."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return repr(value)  # not JSON: the consumer reports it as malformed
-    return "" if value is None else repr(value) if not isinstance(value, int | float) else str(value)
-
-
-def _is_row_id(value: int) -> bool:
-    return -(2**63) <= value < 2**63
 
 
 def _decode_text(data: bytes) -> str | bytes:
@@ -177,16 +157,10 @@ def _create(path: Path) -> bool:
                 os.unlink(f"{tmp}{suffix}")
 
 
-def _number(value: object, default: float = 0.0) -> float:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return default
-
-
-class SqliteTransport:
+class SqliteTransport(SqlTransport):
     """The SQLite queue database of one state directory. Thread-safe: one connection behind a lock,
-    shared by the consumer loop and its heartbeat thread."""
+    shared by the consumer loop and its heartbeat thread. What it shares with the PostgreSQL transport is in
+    :class:`~icc.store.sqlqueue.SqlTransport`."""
 
     def __init__(
         self,
@@ -201,6 +175,7 @@ class SqliteTransport:
         self.synchronous = synchronous
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._sql: dict[str, str] = {}  # rendered SQL (see _t)
         try:
             created = _create(path)
             if not created and path.stat().st_size == 0:
@@ -281,10 +256,24 @@ class SqliteTransport:
             except OverflowError as exc:  # a number past SQLite's 64-bit integers
                 raise QueueError(f"queue database {self.path}: {exc}") from None
 
+    # -- the dialect (see icc.store.sqlqueue) ---------------------------------------------------------
+    def _t(self, sql: str) -> str:
+        found = self._sql.get(sql)
+        if found is None:
+            found = self._sql[sql] = sql.replace("{s}.", "").replace("%s", "?")
+        return found
+
+    def _transaction(self, op: Callable[[Any], T]) -> T:
+        with self._write() as conn:
+            return op(conn)
+
+    def _at(self, delay: float) -> tuple[str, float]:
+        return "%s", time.time() + delay
+
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
             try:
-                return self._conn.execute(sql, params).fetchall()
+                return self._conn.execute(self._t(sql), params).fetchall()
             except sqlite3.Error as exc:
                 raise QueueError(f"queue database {self.path}: {exc}") from exc
             except OverflowError as exc:
@@ -322,52 +311,16 @@ class SqliteTransport:
             bad = self._lease_malformed(conn, queue, owner, now, lease)
             if bad is not None:
                 return [bad]
-            rows = conn.execute(_LEASE_SELECT, (queue, now, limit)).fetchall()
-            if not rows:
+            taken = lease_batch(conn.execute(_LEASE_SELECT, (queue, now, limit)).fetchall())
+            if not taken:
                 return []
-            if rows[0][5] is not None:
-                # An expired lease: it comes back alone, so that if it kills its consumer again no
-                # other message shares the blame (and the attempt counted for it).
-                taken = rows[:1]
-            else:
-                taken = []
-                for row in rows:
-                    if row[5] is not None:
-                        break
-                    taken.append(row)
             ids = [row[0] for row in taken]
             conn.execute(
                 "UPDATE messages SET attempts = attempts + 1, lease_owner = ?, available_at = ?, "
                 f"lease_batch = ? WHERE id IN ({_marks(len(ids))})",
                 (owner, now + lease, len(ids), *ids),
             )
-            envelopes = []
-            for message_id, name, payload, attempts, created_at, previous_owner, batch in taken:
-                attempts = int(_number(attempts))
-                redelivered = previous_owner is not None
-                crashed = redelivered and int(_number(batch)) <= 1
-                if redelivered:
-                    if crashed:
-                        why = "lease expired: the consumer died or was killed while handling it"
-                    else:
-                        why = (
-                            f"lease expired: the consumer died or was killed while it held this message "
-                            f"in a batch of {batch} (its handler may not have run)"
-                        )
-                    self._append_error(conn, message_id, error_record(attempts, why, at=now))
-                envelopes.append(
-                    Envelope(
-                        id=message_id,
-                        queue=queue,
-                        name=_text(name),
-                        payload=_text(payload),
-                        attempts=attempts + 1,
-                        created_at=_number(created_at),
-                        redelivered=redelivered,
-                        crashed=crashed,
-                    )
-                )
-            return envelopes
+            return self._envelopes(conn, queue, taken, now)
 
     @staticmethod
     def _lease_malformed(
@@ -383,20 +336,16 @@ class SqliteTransport:
         ).fetchone()
         if row is None:
             return None
-        message_id, name, payload, attempts, created_at, available_at = row
+        message_id, available_at = row[0], row[5]
         conn.execute(
             "UPDATE messages SET attempts = attempts + 1, lease_owner = ?, available_at = ?, lease_batch = 1 "
             "WHERE id = ?",
             (owner, now + lease, message_id),
         )
         shown = available_at if isinstance(available_at, str) else repr(available_at)
-        return Envelope(
-            id=message_id,
-            queue=queue,
-            name=_text(name),
-            payload=_text(payload),
-            attempts=int(_number(attempts)) + 1,
-            created_at=_number(created_at),
+        return envelope(
+            queue,
+            row,
             malformed=f"available_at {shown[:80]!r} is not a number of seconds, so it was never due",
         )
 
@@ -425,66 +374,6 @@ class SqliteTransport:
             )
             return cursor.rowcount
 
-    def retry(self, envelope: Envelope, error: ErrorRecord, *, owner: str, delay: float) -> bool:
-        with self._write() as conn:
-            row = conn.execute(
-                "SELECT errors FROM messages WHERE id = ? AND lease_owner = ?", (envelope.id, owner)
-            ).fetchone()
-            if row is None:
-                return False  # the lease was lost: whoever holds it now decides
-            history = decode_history(row[0])
-            history.append(error)
-            conn.execute(
-                "UPDATE messages SET available_at = ?, lease_owner = NULL, lease_batch = 0, errors = ? "
-                "WHERE id = ?",
-                (time.time() + delay, encode_history(history), envelope.id),
-            )
-            return True
-
-    def fail(
-        self,
-        envelope: Envelope,
-        reason: str | Callable[[list[ErrorRecord]], str],
-        error: ErrorRecord | None = None,
-        *,
-        owner: str,
-        attempts: int | None = None,
-    ) -> str | None:
-        with self._write() as conn:
-            row = conn.execute(
-                "SELECT queue, name, payload, attempts, created_at, errors FROM messages "
-                "WHERE id = ? AND lease_owner = ?",
-                (envelope.id, owner),
-            ).fetchone()
-            if row is None:
-                return None
-            queue, name, payload, stored_attempts, created_at, errors = row
-            history = decode_history(errors)
-            if error is not None:
-                history.append(error)
-            if not isinstance(reason, str):
-                reason = reason(history)
-            reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates
-            # Insert first, delete second, one transaction: the message is never in neither table.
-            # OR REPLACE: ids are never reused, so a clash can only be a stale copy of this message.
-            conn.execute(
-                "INSERT OR REPLACE INTO failed (id, queue, name, payload, created_at, failed_at, attempts, "
-                "reason, errors) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    envelope.id,
-                    _text(queue),
-                    _text(name),
-                    _text(payload),
-                    _number(created_at),
-                    time.time(),
-                    int(_number(stored_attempts)) if attempts is None else attempts,
-                    reason,
-                    encode_history(history),
-                ),
-            )
-            conn.execute("DELETE FROM messages WHERE id = ?", (envelope.id,))
-            return reason
-
     def available(self, queues: Sequence[str], now: float | None = None) -> bool:
         """Whether any of ``queues`` has a message a lease would take now (or a malformed row it would
         move to failed): one read, no write lock. The consumer asks before leasing while it is idle."""
@@ -508,30 +397,12 @@ class SqliteTransport:
     def stats(self, now: float | None = None) -> dict[str, QueueStats]:
         """Per queue that holds anything: ready, delayed, in flight (by owner), oldest age, failed."""
         now = time.time() if now is None else now
-        found: dict[str, QueueStats] = {}
-
-        def of(queue: str) -> QueueStats:
-            return found.setdefault(_text(queue), QueueStats())
-
         rows = self._read(
             "SELECT queue, lease_owner, available_at > ? AS later, COUNT(*), MIN(created_at) FROM messages "
             "GROUP BY queue, lease_owner, later",
             (now,),
         )
-        for queue, owner, later, count, oldest in rows:
-            entry = of(queue)
-            if not later:
-                entry.ready += count  # an expired lease is available again: ready
-            elif owner is None:
-                entry.delayed += count
-            else:
-                entry.in_flight += count
-                entry.owners[_text(owner)] = entry.owners.get(_text(owner), 0) + count
-            age = max(0.0, now - _number(oldest, now))
-            entry.oldest_age = age if entry.oldest_age is None else max(entry.oldest_age, age)
-        for queue, count in self._read("SELECT queue, COUNT(*) FROM failed GROUP BY queue"):
-            of(queue).failed += count
-        return found
+        return self._tally(now, rows, self._read("SELECT queue, COUNT(*) FROM failed GROUP BY queue"))
 
     def request_stop(self, now: float | None = None) -> float:
         """Ask every consumer running now to stop after its current message; return the request's time."""
@@ -543,7 +414,7 @@ class SqliteTransport:
     def stop_requested_at(self) -> float | None:
         """The time of the last stop request, or None."""
         rows = self._read("SELECT value FROM control WHERE key = 'stop'")
-        return _number(rows[0][0]) if rows else None
+        return number(rows[0][0]) if rows else None
 
     def close(self) -> None:
         with self._lock:
@@ -557,55 +428,13 @@ class SqliteTransport:
                 (owner, *chunk),
             )
 
-    @staticmethod
-    def _append_error(conn: sqlite3.Connection, message_id: int, record: ErrorRecord) -> None:
-        row = conn.execute("SELECT errors FROM messages WHERE id = ?", (message_id,)).fetchone()
-        history = decode_history(row[0] if row else None)
-        history.append(record)
-        conn.execute("UPDATE messages SET errors = ? WHERE id = ?", (encode_history(history), message_id))
-
     # --- FailedStore ----------------------------------------------------------------------------
-
-    _FAILED_COLUMNS = "id, queue, name, payload, attempts, created_at, failed_at, reason, errors"
-
-    @staticmethod
-    def _failed(row: Sequence[Any]) -> FailedMessage:
-        message_id, queue, name, payload, attempts, created_at, failed_at, reason, errors = row
-        return FailedMessage(
-            id=int(message_id),
-            queue=_text(queue),
-            name=_text(name),
-            payload=_text(payload),
-            attempts=int(_number(attempts)),
-            created_at=_number(created_at),
-            failed_at=_number(failed_at),
-            reason=_text(reason),
-            errors=tuple(decode_history(errors)),
-        )
-
-    def failed_list(self, *, queue: str | None = None, limit: int | None = None) -> list[FailedMessage]:
-        sql = f"SELECT {self._FAILED_COLUMNS} FROM failed"
-        params: list[Any] = []
-        if queue is not None:
-            sql += " WHERE queue = ?"
-            params.append(queue)
-        sql += " ORDER BY failed_at, id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return [self._failed(row) for row in self._read(sql, params)]
-
-    def failed_get(self, message_id: int) -> FailedMessage | None:
-        if not _is_row_id(message_id):
-            return None  # past SQLite's 64-bit integers: no message has it
-        rows = self._read(f"SELECT {self._FAILED_COLUMNS} FROM failed WHERE id = ?", (message_id,))
-        return self._failed(rows[0]) if rows else None
 
     def _failed_ids(self, conn: sqlite3.Connection, ids: Sequence[int] | None) -> list[int]:
         if ids is None:
             return [row[0] for row in conn.execute("SELECT id FROM failed ORDER BY id")]
         found: list[int] = []
-        for chunk in _chunks([i for i in dict.fromkeys(ids) if _is_row_id(i)]):
+        for chunk in _chunks([i for i in dict.fromkeys(ids) if is_row_id(i)]):
             found += [
                 row[0]
                 for row in conn.execute(f"SELECT id FROM failed WHERE id IN ({_marks(len(chunk))})", chunk)

@@ -9,18 +9,19 @@ new, empty store: it is a :class:`~icc.errors.StateError` and nothing is written
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from icc.errors import StateError
 from icc.statedir import check_state_file, ensure_state_dir, os_error, secure_file
-from icc.store.protocol import FAILURES, Claim, HostRecord, JobRecord, Outcome, RunKind, RunRecord, SyncReport
+from icc.store.protocol import Claim, HostRecord, JobRecord, RunKind
+from icc.store.sql import JOB_COLUMNS, SqlStateStore, grouped_counts, job_record
 from icc.store.sqlite.diagnosis import database_error, is_corrupt
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = "1"
 FILENAME = "state.sqlite3"
@@ -70,52 +71,21 @@ _COUNTS = (
 # The due column: a tick reads only the jobs whose next slot it reached (issue 17). Made on open too, so a state
 # file an older icc made gets it (CREATE INDEX IF NOT EXISTS writes nothing when it is there).
 _DUE_INDEX = "CREATE INDEX IF NOT EXISTS jobs_next_due ON jobs (next_due)"
-_COUNT_RUN = (
-    "INSERT INTO run_counts (job, outcome, n) VALUES (?, ?, 1) "
-    "ON CONFLICT (job, outcome) DO UPDATE SET n = n + 1"
-)
-
-_RUN_COLUMNS = (
-    "id, job, slot, kind, outcome, started_at, ended_at, exit_code, pid, host, output, error, task_pid"
-)
 
 
-def _run(row: sqlite3.Row | tuple[Any, ...]) -> RunRecord:
-    return RunRecord(*row)
+class SQLiteStateStore(SqlStateStore):
+    """:class:`~icc.store.protocol.StateStore` on an SQLite file; the SQL both stores share is in
+    :class:`~icc.store.sql.SqlStateStore`."""
 
-
-def _grouped(rows: list[Any]) -> dict[str, dict[str, int]]:
-    found: dict[str, dict[str, int]] = {}
-    for job, outcome, n in rows:
-        found.setdefault(job, {})[outcome] = n
-    return found
-
-
-def _job(row: sqlite3.Row | tuple[Any, ...]) -> JobRecord:
-    name, kind, definition, plugin, dist, version, enabled, removed_at, next_due = row
-    return JobRecord(
-        name=name,
-        kind=kind,
-        definition=json.loads(definition),
-        plugin=plugin,
-        distribution=dist,
-        version=version,
-        enabled=bool(enabled),
-        removed_at=removed_at,
-        next_due=next_due,
-    )
-
-
-_JOB_COLUMNS = "name, kind, definition, plugin, distribution, version, enabled, removed_at, next_due"
-
-
-class SQLiteStateStore:
-    """:class:`~icc.store.protocol.StateStore` on an SQLite file."""
+    _TRUE = "1"
+    _SLOT_SECONDS = "slot"
+    _FINISHED_STAYS = False  # one host: a later finish of the same run is what it shows, as it always was
 
     def __init__(self, state_dir: Path, *, timeout: float = 30.0) -> None:
         ensure_state_dir(state_dir)
         self.path = state_dir / FILENAME
         self._timeout = timeout
+        self._sql: dict[str, str] = {}  # rendered SQL (see _q)
         for suffix in ("", "-wal", "-shm"):
             check_state_file(self.path.with_name(self.path.name + suffix))
         if not self.path.exists():
@@ -182,8 +152,34 @@ class SQLiteStateStore:
             with contextlib.suppress(OSError):
                 tmp.unlink()
 
+    # -- the dialect (see icc.store.sql) -----------------------------------------------------------------
+    def _q(self, sql: str) -> str:
+        found = self._sql.get(sql)
+        if found is None:
+            found = self._sql[sql] = sql.replace("{schema}.", "").replace("%s", "?")
+        return found
+
+    def _bool(self, value: bool) -> Any:
+        return int(value)
+
+    def _write(self, sql: str, params: Sequence[Any] = (), *, idempotent: bool = True) -> int:
+        del idempotent  # a local file: no connection to lose between a commit and its answer
+        with self._writing() as db:
+            return db.execute(self._q(sql), params).rowcount
+
+    def _transaction(self, work: Callable[[Any], T], *, doing: str, idempotent: bool = True) -> T:
+        del doing, idempotent  # as in _write: every failed write reads "writing to it"
+        with self._writing() as db:
+            return work(db)
+
+    def _executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        conn.executemany(sql, rows)
+
+    def _lock_jobs(self, conn: Any) -> None:
+        pass  # BEGIN IMMEDIATE: the whole scan is under the write lock already
+
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _writing(self) -> Iterator[sqlite3.Connection]:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -206,119 +202,23 @@ class SQLiteStateStore:
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
-            return self._db.execute(sql, params).fetchall()
+            return self._db.execute(self._q(sql), params).fetchall()
         except sqlite3.Error as exc:
             raise self._error(exc, "reading it") from exc
 
     # -- jobs --------------------------------------------------------------------------------------------
-    def jobs(self, *, include_removed: bool = False) -> list[JobRecord]:
-        where = "" if include_removed else "WHERE removed_at IS NULL"
-        return [_job(r) for r in self._read(f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY name")]
-
     def due_jobs(self, slot: int) -> list[JobRecord]:
         # No ORDER BY: sorting by name would walk the name index over every row; the due ones are few.
         rows = self._read(
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE removed_at IS NULL AND enabled = 1 "
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE removed_at IS NULL AND enabled = 1 "
             "AND (next_due IS NULL OR next_due <= ?)",
             (slot,),
         )
-        return sorted(map(_job, rows), key=lambda job: job.name)
-
-    def job(self, name: str) -> JobRecord | None:
-        rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE name = ?", (name,))
-        return _job(rows[0]) if rows else None
-
-    def sync_jobs(
-        self, records: Sequence[JobRecord], *, prune: bool, dry_run: bool, now: float, meta: Mapping[str, str]
-    ) -> SyncReport:
-        report = SyncReport()
-        wanted = {r.name: r for r in records}
-        try:
-            with self._write() as db:
-                current = {
-                    r.name: r for r in (_job(row) for row in db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs"))
-                }
-                for name, rec in wanted.items():
-                    old = current.get(name)
-                    fields = (
-                        rec.kind,
-                        json.dumps(rec.definition, sort_keys=True),
-                        rec.plugin,
-                        rec.distribution,
-                        rec.version,
-                        rec.next_due,
-                        now,
-                    )
-                    if old is None:
-                        report.added.append(name)
-                        db.execute(
-                            "INSERT INTO jobs (kind, definition, plugin, distribution, version, next_due, "
-                            "updated_at, name, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            (*fields, name, now),
-                        )
-                        continue
-                    if old.removed_at is not None:
-                        report.restored.append(name)
-                    elif old.same_definition(rec):
-                        report.unchanged.append(name)
-                        if dict(old.definition) != dict(rec.definition):
-                            # Only the derived "compiled" masks differ (a definition stored by an older icc).
-                            db.execute("UPDATE jobs SET definition = ? WHERE name = ?", (fields[1], name))
-                        continue  # keep its next_due: slots missed before this scan stay visible
-                    else:
-                        report.changed.append(name)
-                    db.execute(
-                        "UPDATE jobs SET kind = ?, definition = ?, plugin = ?, distribution = ?, version = ?, "
-                        "next_due = ?, updated_at = ?, removed_at = NULL WHERE name = ?",
-                        (*fields, name),
-                    )
-                for name, old in current.items():
-                    if name in wanted:
-                        continue
-                    if prune:
-                        report.pruned.append(name)
-                        db.execute("DELETE FROM jobs WHERE name = ?", (name,))
-                        db.execute("DELETE FROM runs WHERE job = ?", (name,))
-                    elif old.removed_at is None:
-                        report.removed.append(name)
-                        db.execute(
-                            "UPDATE jobs SET removed_at = ?, next_due = NULL, updated_at = ? WHERE name = ?",
-                            (now, now, name),
-                        )
-                for key, value in meta.items():
-                    db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
-                if dry_run:
-                    raise _DryRun(report)
-        except _DryRun:
-            pass  # rolled back: nothing written
-        return report
-
-    def set_enabled(self, name: str, enabled: bool) -> None:
-        with self._write() as db:
-            db.execute(
-                "UPDATE jobs SET enabled = ?, updated_at = ? WHERE name = ?",
-                (int(enabled), time.time(), name),
-            )
-
-    def set_next_due(self, updates: Mapping[str, int | None]) -> None:
-        if not updates:
-            return
-        with self._write() as db:
-            db.executemany(
-                "UPDATE jobs SET next_due = ? WHERE name = ?", [(v, k) for k, v in updates.items()]
-            )
-
-    def earliest_due(self) -> int | None:
-        rows = self._read("SELECT MIN(next_due) FROM jobs WHERE enabled = 1 AND removed_at IS NULL")
-        return rows[0][0] if rows else None
+        return sorted(map(job_record, rows), key=lambda job: job.name)
 
     # -- meta ---------------------------------------------------------------------------------------------
-    def get_meta(self, key: str) -> str | None:
-        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
-        return rows[0][0] if rows else None
-
     def update_meta(self, key: str, change: Callable[[str | None], str | None]) -> str | None:
-        with self._write() as db:  # BEGIN IMMEDIATE: the read below is already under the write lock
+        with self._writing() as db:  # BEGIN IMMEDIATE: the read below is already under the write lock
             row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
             value = change(row[0] if row else None)
             if value is None:
@@ -327,19 +227,12 @@ class SQLiteStateStore:
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
             return value
 
-    def save_evaluation(self, next_dues: Mapping[str, int | None], slot: int) -> None:
-        with self._write() as db:
-            db.executemany(
-                "UPDATE jobs SET next_due = ? WHERE name = ?", [(v, k) for k, v in next_dues.items()]
-            )
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('watermark', ?)", (str(slot),))
-
     # -- runs --------------------------------------------------------------------------------------------
     def claim(
         self, job: str, slot: int, kind: RunKind, *, pid: int, host: str, scope: str = ""
     ) -> int | None:
         del scope  # one host uses this store: once per slot is once per host
-        with self._write() as db:
+        with self._writing() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO runs (job, slot, kind, outcome, pid, host) VALUES (?, ?, ?, 'pending', ?, ?)",
                 (job, slot, kind, pid, host),
@@ -351,7 +244,7 @@ class SQLiteStateStore:
         won: list[int | None] = []
         if not claims:
             return won
-        with self._write() as db:
+        with self._writing() as db:
             for c in claims:
                 cur = db.execute(
                     "INSERT OR IGNORE INTO runs (job, slot, kind, outcome, pid, host) "
@@ -362,7 +255,7 @@ class SQLiteStateStore:
         return won
 
     def start_manual(self, job: str, *, pid: int, host: str) -> int:
-        with self._write() as db:
+        with self._writing() as db:
             cur = db.execute(  # started_at is set when its task starts (mark_running), like any run
                 "INSERT INTO runs (job, slot, kind, outcome, pid, host) VALUES (?, NULL, 'manual', 'pending', ?, ?)",
                 (job, pid, host),
@@ -370,35 +263,18 @@ class SQLiteStateStore:
             assert cur.lastrowid is not None
             return cur.lastrowid
 
-    def record(
-        self,
-        job: str,
-        slots: Sequence[int],
-        outcome: Outcome,
-        kind: RunKind,
-        *,
-        error: str | None = None,
-        scope: str = "",
-    ) -> list[int]:
-        del scope  # one host: see claim()
-        now = time.time()
-        recorded: list[int] = []
-        with self._write() as db:
-            for slot in slots:
-                cur = db.execute(
-                    # Never started: no started_at, so no duration either.
-                    "INSERT OR IGNORE INTO runs (job, slot, kind, outcome, ended_at, error) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (job, slot, kind, outcome, now, error),
-                )
-                if cur.rowcount == 1:
-                    recorded.append(slot)
-                    db.execute(_COUNT_RUN, (job, outcome))
-        return recorded
+    def _record_row(self, conn: Any, row: tuple[Any, ...]) -> bool:
+        job, slot, kind, outcome, now, error, _scope = row  # the scope: one host, see claim()
+        cur = conn.execute(
+            # Never started: no started_at, so no duration either.
+            "INSERT OR IGNORE INTO runs (job, slot, kind, outcome, ended_at, error) VALUES (?, ?, ?, ?, ?, ?)",
+            (job, slot, kind, outcome, now, error),
+        )
+        return bool(cur.rowcount == 1)
 
     def forget_unrun(self, since: int) -> int:
         # One host writes this store: every missed row is this host's. Skipped rows are decisions: kept.
-        with self._write() as db:
+        with self._writing() as db:
             cur = db.execute("DELETE FROM runs WHERE slot >= ? AND outcome = 'missed'", (since,))
             return cur.rowcount
 
@@ -407,7 +283,7 @@ class SQLiteStateStore:
         return None
 
     def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> None:
-        with self._write() as db:
+        with self._writing() as db:
             db.execute(
                 "UPDATE runs SET outcome = 'running', pid = ?, task_pid = ?, started_at = ? "
                 "WHERE id = ? AND outcome IN ('pending', 'running')",
@@ -415,87 +291,11 @@ class SQLiteStateStore:
             )
 
     def hand_over(self, supervisors: Mapping[int, int], *, now: float) -> None:
-        with self._write() as db:
+        with self._writing() as db:
             db.executemany(
                 "UPDATE runs SET outcome = 'running', pid = ?, started_at = ? WHERE id = ? AND outcome = 'pending'",
                 [(pid, now, run_id) for run_id, pid in supervisors.items()],
             )
-
-    def finish(
-        self,
-        run_id: int,
-        outcome: Outcome,
-        *,
-        now: float,
-        exit_code: int | None = None,
-        output: str = "",
-        error: str | None = None,
-    ) -> None:
-        with self._write() as db:
-            row = db.execute(
-                "SELECT job FROM runs WHERE id = ? AND outcome IN ('pending', 'running')", (run_id,)
-            ).fetchone()
-            if row is not None:  # counted once, when it first finishes
-                db.execute(_COUNT_RUN, (row[0], outcome))
-            db.execute(
-                # A run whose task never started (no task_pid: skipped, could not start, abandoned before its
-                # task started) has no start time and so no duration, even if a tick handed it over.
-                "UPDATE runs SET outcome = ?, ended_at = ?, exit_code = ?, output = ?, error = ?, "
-                "started_at = CASE WHEN task_pid IS NULL THEN NULL ELSE started_at END WHERE id = ?",
-                (outcome, now, exit_code, output, error, run_id),
-            )
-
-    def add_note(self, run_id: int, note: str) -> None:
-        with self._write() as db:
-            db.execute(
-                "UPDATE runs SET error = CASE WHEN error IS NULL OR error = '' THEN ? ELSE error || '; ' || ? END "
-                "WHERE id = ?",
-                (note, note, run_id),
-            )
-
-    def add_output(self, run_id: int, output: str) -> None:
-        with self._write() as db:
-            db.execute("UPDATE runs SET output = COALESCE(output, '') || ? WHERE id = ?", (output, run_id))
-
-    def run(self, run_id: int) -> RunRecord | None:
-        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
-        return _run(rows[0]) if rows else None
-
-    def unfinished(self) -> list[RunRecord]:
-        return [
-            _run(r)
-            for r in self._read(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE outcome IN ('pending', 'running') ORDER BY id"
-            )
-        ]
-
-    def runs(self, job: str, *, limit: int = 20) -> list[RunRecord]:
-        rows = self._read(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE job = ? ORDER BY id DESC LIMIT ?", (job, limit)
-        )
-        return [_run(r) for r in rows]
-
-    def latest_runs(self) -> dict[str, RunRecord]:
-        rows = self._read(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ("
-            "SELECT MAX(id) FROM runs WHERE outcome NOT IN ('missed', 'skipped', 'pending') GROUP BY job)"
-        )
-        return {r.job: r for r in map(_run, rows)}
-
-    def outcomes_between(self, since: float, until: float) -> list[tuple[int, str, float, str]]:
-        rows = self._read(
-            "SELECT id, job, COALESCE(slot, started_at) AS t, outcome FROM runs "
-            "WHERE t >= ? AND t < ? ORDER BY t, id",
-            (since, until),
-        )
-        return [(int(i), str(j), float(t), str(o)) for i, j, t, o in rows]
-
-    def missed_counts(self, since: int, until: int) -> dict[str, int]:
-        rows = self._read(
-            "SELECT job, COUNT(*) FROM runs WHERE outcome = 'missed' AND slot BETWEEN ? AND ? GROUP BY job",
-            (since, until),
-        )
-        return {job: count for job, count in rows}
 
     def run_counts(self) -> dict[str, dict[str, int]]:
         try:
@@ -506,35 +306,7 @@ class SQLiteStateStore:
             raise self._error(exc, "reading it") from exc
         except sqlite3.Error as exc:
             raise self._error(exc, "reading it") from exc
-        return _grouped(rows)
-
-    def last_outcomes(self) -> dict[str, dict[str, RunRecord]]:
-        failures = ", ".join(f"'{o}'" for o in sorted(FAILURES))
-        rows = self._read(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN ("
-            "SELECT MAX(id) FROM runs WHERE outcome = 'succeeded' GROUP BY job "
-            f"UNION SELECT MAX(id) FROM runs WHERE outcome IN ({failures}) GROUP BY job)"
-        )
-        found: dict[str, dict[str, RunRecord]] = {}
-        for run in map(_run, rows):
-            found.setdefault(run.job, {})["success" if run.outcome == "succeeded" else "failure"] = run
-        return found
-
-    def prune_runs(self, keep: int, keep_unrun: int = 100) -> int:
-        failures = ", ".join(f"'{o}'" for o in sorted(FAILURES))
-        with self._write() as db:
-            # Real runs and unrun slots (missed, skipped) are counted apart: an hour of missed minutes never
-            # pushes out a real run. The last success and the last failure of a job are always kept.
-            cur = db.execute(
-                "DELETE FROM runs WHERE outcome NOT IN ('pending', 'running') AND id IN ("
-                "SELECT id FROM (SELECT id, outcome IN ('missed', 'skipped') AS unrun, ROW_NUMBER() OVER ("
-                "PARTITION BY job, outcome IN ('missed', 'skipped') ORDER BY id DESC) AS n FROM runs)"
-                " WHERE (unrun = 0 AND n > ?) OR (unrun = 1 AND n > ?))"
-                " AND id NOT IN (SELECT MAX(id) FROM runs WHERE outcome = 'succeeded' GROUP BY job)"
-                f" AND id NOT IN (SELECT MAX(id) FROM runs WHERE outcome IN ({failures}) GROUP BY job)",
-                (keep, keep_unrun),
-            )
-            return cur.rowcount
+        return grouped_counts(rows)
 
     def close(self) -> None:
         self._db.close()
@@ -565,11 +337,6 @@ class SQLiteStateStore:
 
     def reconnect(self) -> None:
         return None
-
-
-class _DryRun(Exception):
-    def __init__(self, report: SyncReport) -> None:
-        self.report = report
 
 
 def open_store(state_dir: Path) -> SQLiteStateStore:

@@ -1,0 +1,419 @@
+"""The state store's SQL, said once for both backends: what SQLite and PostgreSQL do the same way.
+
+:class:`SqlStateStore` holds every query and every piece of row decoding the two stores share (huey's
+``BaseSqlStorage`` is the model). Its SQL is written once, in PostgreSQL's spelling: ``%s`` placeholders and
+tables as ``{schema}.name``; each backend renders it in :meth:`SqlStateStore._q` (SQLite: ``?`` and no schema).
+What differs stays in the backends, as small methods:
+
+- :meth:`~SqlStateStore._read`: one read statement's rows;
+- :meth:`~SqlStateStore._write`: one write statement, its row count;
+- :meth:`~SqlStateStore._transaction`: several statements in one transaction (SQLite: ``BEGIN IMMEDIATE``;
+  PostgreSQL: a retry on a lost connection when that is safe);
+- :meth:`~SqlStateStore._lock_jobs` and :meth:`~SqlStateStore._executemany`: a scan's lock, a batch;
+- :attr:`~SqlStateStore._TRUE`, :meth:`~SqlStateStore._text`: a boolean as stored, text as the database keeps it.
+
+The claims, leases, hosts and everything that carries an owner stay whole in each backend: there the two do
+different things (one host against many), not the same thing in two spellings.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from icc.store.protocol import FAILURES, JobRecord, Outcome, RunKind, RunRecord, SyncReport
+
+T = TypeVar("T")
+
+RUN_COLUMNS = (
+    "id, job, slot, kind, outcome, started_at, ended_at, exit_code, pid, host, output, error, task_pid"
+)
+JOB_COLUMNS = "name, kind, definition, plugin, distribution, version, enabled, removed_at, next_due"
+FAILURES_SQL = ", ".join(f"'{o}'" for o in sorted(FAILURES))
+SET_META = "INSERT INTO {schema}.meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+
+# Runs per (job, outcome), counted once when a run is recorded or first finishes (`icc_job_runs_total`).
+COUNT_RUN = (
+    "INSERT INTO {schema}.run_counts (job, outcome, n) VALUES (%s, %s, 1) "
+    "ON CONFLICT (job, outcome) DO UPDATE SET n = {schema}.run_counts.n + 1"
+)
+
+
+def run_record(row: Sequence[Any]) -> RunRecord:
+    """A ``runs`` row (``RUN_COLUMNS``) as a record."""
+    return RunRecord(*row)
+
+
+def job_record(row: Sequence[Any]) -> JobRecord:
+    """A ``jobs`` row (``JOB_COLUMNS``) as a record."""
+    name, kind, definition, plugin, dist, version, enabled, removed_at, next_due = row
+    return JobRecord(
+        name=name,
+        kind=kind,
+        definition=json.loads(definition),
+        plugin=plugin,
+        distribution=dist,
+        version=version,
+        enabled=bool(enabled),
+        removed_at=removed_at,
+        next_due=next_due,
+    )
+
+
+def grouped_counts(rows: Sequence[Any]) -> dict[str, dict[str, int]]:
+    """``(job, outcome, n)`` rows as ``{job: {outcome: n}}``."""
+    found: dict[str, dict[str, int]] = {}
+    for job, outcome, n in rows:
+        found.setdefault(str(job), {})[str(outcome)] = int(n)
+    return found
+
+
+class DryRun(Exception):
+    """Raised inside a scan's transaction to roll it back, carrying what it would have done."""
+
+    def __init__(self, report: SyncReport) -> None:
+        super().__init__(report)
+        self.report = report
+
+
+class SqlStateStore:
+    """What both SQL state stores say the same way. A backend supplies the dialect methods below."""
+
+    _TRUE = "true"  # a true boolean as the database stores it (SQLite: 1)
+    _SLOT_SECONDS = "slot::double precision"  # a slot (an integer) as seconds, to compare with a start time
+
+    # -- the dialect: each backend's own ------------------------------------------------------------------
+    def _q(self, sql: str) -> str:
+        """``sql`` (``%s`` placeholders, ``{schema}.table``) rendered for this database."""
+        raise NotImplementedError
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """The rows of one read statement (``sql`` not yet rendered)."""
+        raise NotImplementedError
+
+    def _write(self, sql: str, params: Sequence[Any] = (), *, idempotent: bool = True) -> int:
+        """One write statement (``sql`` not yet rendered), committed; its row count."""
+        raise NotImplementedError
+
+    def _transaction(self, work: Callable[[Any], T], *, doing: str, idempotent: bool = True) -> T:
+        """``work(connection)`` in one write transaction: committed when it returns, rolled back when it raises."""
+        raise NotImplementedError
+
+    def _executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One rendered statement for each of ``rows``, inside a transaction."""
+        raise NotImplementedError
+
+    def _lock_jobs(self, conn: Any) -> None:
+        """Inside a scan's transaction, before the jobs are read: one scan at a time."""
+        raise NotImplementedError
+
+    def _record_row(self, conn: Any, row: tuple[Any, ...]) -> bool:
+        """Inside :meth:`record`'s transaction: insert the never-started row of one slot, ``row`` being (job, slot,
+        kind, outcome, now, error, scope), unless that slot has a row already; whether it was inserted."""
+        raise NotImplementedError
+
+    # Inside finish(): what else picks the run (rendered SQL after "outcome IN ('pending', 'running')") and its
+    # parameters, and what else its end sets.
+    def _finish_guard(self, run_id: int, outcome: Outcome) -> tuple[str, tuple[Any, ...]]:
+        return "", ()
+
+    _FINISH_SETS = ""
+    # Whether a run that has finished already is left as it is (True) or written again (SQLite, one host: the
+    # last finish is what the run shows).
+    _FINISHED_STAYS = True
+
+    def _text(self, value: str) -> str:
+        """``value`` as the database's text can hold it."""
+        return value
+
+    def _bool(self, value: bool) -> Any:
+        """``value`` as a parameter for a boolean column."""
+        return value
+
+    # -- jobs --------------------------------------------------------------------------------------------
+    def jobs(self, *, include_removed: bool = False) -> list[JobRecord]:
+        where = "" if include_removed else "WHERE removed_at IS NULL"
+        return [
+            job_record(r)
+            for r in self._read(f"SELECT {JOB_COLUMNS} FROM {{schema}}.jobs {where} ORDER BY name")
+        ]
+
+    def job(self, name: str) -> JobRecord | None:
+        rows = self._read(f"SELECT {JOB_COLUMNS} FROM {{schema}}.jobs WHERE name = %s", (name,))
+        return job_record(rows[0]) if rows else None
+
+    def sync_jobs(
+        self, records: Sequence[JobRecord], *, prune: bool, dry_run: bool, now: float, meta: Mapping[str, str]
+    ) -> SyncReport:
+        wanted = {r.name: r for r in records}
+        q = self._q
+
+        def work(conn: Any) -> SyncReport:
+            report = SyncReport()
+            self._lock_jobs(conn)
+            rows = conn.execute(q(f"SELECT {JOB_COLUMNS} FROM {{schema}}.jobs")).fetchall()
+            current = {r.name: r for r in map(job_record, rows)}
+            for name, rec in wanted.items():
+                old = current.get(name)
+                fields = (
+                    rec.kind,
+                    json.dumps(rec.definition, sort_keys=True),
+                    rec.plugin,
+                    rec.distribution,
+                    rec.version,
+                    rec.next_due,
+                    now,
+                )
+                if old is None:
+                    report.added.append(name)
+                    conn.execute(
+                        q(
+                            "INSERT INTO {schema}.jobs (kind, definition, plugin, distribution, version, next_due,"
+                            " updated_at, name, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                        ),
+                        (*fields, name, now),
+                    )
+                    continue
+                if old.removed_at is not None:
+                    report.restored.append(name)
+                elif old.same_definition(rec):
+                    report.unchanged.append(name)
+                    if dict(old.definition) != dict(rec.definition):
+                        # Only the derived "compiled" masks differ (a definition stored by an older icc).
+                        conn.execute(
+                            q("UPDATE {schema}.jobs SET definition = %s WHERE name = %s"), (fields[1], name)
+                        )
+                    continue  # keep its next_due: slots missed before this scan stay visible
+                else:
+                    report.changed.append(name)
+                conn.execute(
+                    q(
+                        "UPDATE {schema}.jobs SET kind = %s, definition = %s, plugin = %s, distribution = %s,"
+                        " version = %s, next_due = %s, updated_at = %s, removed_at = NULL WHERE name = %s"
+                    ),
+                    (*fields, name),
+                )
+            for name, old in current.items():
+                if name in wanted:
+                    continue
+                if prune:
+                    report.pruned.append(name)
+                    conn.execute(q("DELETE FROM {schema}.jobs WHERE name = %s"), (name,))
+                    conn.execute(q("DELETE FROM {schema}.runs WHERE job = %s"), (name,))
+                elif old.removed_at is None:
+                    report.removed.append(name)
+                    conn.execute(
+                        q(
+                            "UPDATE {schema}.jobs SET removed_at = %s, next_due = NULL, updated_at = %s"
+                            " WHERE name = %s"
+                        ),
+                        (now, now, name),
+                    )
+            for key, value in meta.items():
+                conn.execute(q(SET_META), (key, value))
+            if dry_run:
+                raise DryRun(report)
+            return report
+
+        try:
+            return self._transaction(work, doing="syncing the jobs")
+        except DryRun as dry:
+            return dry.report  # rolled back: nothing written
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        self._write(
+            "UPDATE {schema}.jobs SET enabled = %s, updated_at = %s WHERE name = %s",
+            (self._bool(enabled), time.time(), name),
+        )
+
+    def set_next_due(self, updates: Mapping[str, int | None]) -> None:
+        if not updates:
+            return
+        self._next_dues(updates, None)
+
+    def save_evaluation(self, next_dues: Mapping[str, int | None], slot: int) -> None:
+        self._next_dues(next_dues, slot)
+
+    def _next_dues(self, updates: Mapping[str, int | None], watermark: int | None) -> None:
+        q = self._q
+
+        def work(conn: Any) -> None:
+            if updates:
+                self._executemany(
+                    conn,
+                    q("UPDATE {schema}.jobs SET next_due = %s WHERE name = %s"),
+                    [(v, k) for k, v in updates.items()],
+                )
+            if watermark is not None:
+                conn.execute(q(SET_META), ("watermark", str(watermark)))
+
+        self._transaction(work, doing="writing to it")
+
+    def earliest_due(self) -> int | None:
+        rows = self._read(
+            f"SELECT MIN(next_due) FROM {{schema}}.jobs WHERE enabled = {self._TRUE} AND removed_at IS NULL"
+        )
+        value = rows[0][0] if rows else None
+        return None if value is None else int(value)
+
+    # -- meta ---------------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM {schema}.meta WHERE key = %s", (key,))
+        return str(rows[0][0]) if rows else None
+
+    # -- runs --------------------------------------------------------------------------------------------
+    def record(
+        self,
+        job: str,
+        slots: Sequence[int],
+        outcome: Outcome,
+        kind: RunKind,
+        *,
+        error: str | None = None,
+        scope: str = "",
+    ) -> list[int]:
+        q = self._q
+        now = time.time()
+
+        def work(conn: Any) -> list[int]:
+            recorded: list[int] = []
+            for slot in slots:
+                if self._record_row(conn, (job, slot, kind, outcome, now, error, scope)):
+                    recorded.append(slot)
+                    conn.execute(q(COUNT_RUN), (job, outcome))
+            return recorded
+
+        return self._transaction(work, doing="recording runs", idempotent=False)
+
+    def finish(
+        self,
+        run_id: int,
+        outcome: Outcome,
+        *,
+        now: float,
+        exit_code: int | None = None,
+        output: str = "",
+        error: str | None = None,
+    ) -> None:
+        q = self._q
+        guard, guard_params = self._finish_guard(run_id, outcome)
+
+        def work(conn: Any) -> None:
+            row = conn.execute(
+                q(
+                    f"SELECT job FROM {{schema}}.runs WHERE id = %s AND outcome IN ('pending', 'running'){guard}"
+                ),
+                (run_id, *guard_params),
+            ).fetchone()
+            if row is not None:  # counted once, when it first finishes
+                conn.execute(q(COUNT_RUN), (row[0], outcome))
+            elif self._FINISHED_STAYS:
+                return  # finished already: refused
+            conn.execute(
+                # A run whose task never started (no task_pid: skipped, could not start, abandoned before its
+                # task started) has no start time and so no duration, even if a tick handed it over.
+                q(
+                    "UPDATE {schema}.runs SET outcome = %s, ended_at = %s, exit_code = %s, output = %s, error = %s, "
+                    f"{self._FINISH_SETS}"
+                    "started_at = CASE WHEN task_pid IS NULL THEN NULL ELSE started_at END WHERE id = %s"
+                ),
+                (
+                    outcome,
+                    now,
+                    exit_code,
+                    self._text(output),
+                    None if error is None else self._text(error),
+                    run_id,
+                ),
+            )
+
+        # Idempotent: a second time finds it finished (and where a finished run stays, writes nothing).
+        self._transaction(work, doing="recording a run's end")
+
+    def add_note(self, run_id: int, note: str) -> None:
+        self._write(
+            "UPDATE {schema}.runs SET error = CASE WHEN error IS NULL OR error = '' THEN %s "
+            "ELSE error || '; ' || %s END WHERE id = %s",
+            (self._text(note), self._text(note), run_id),
+            idempotent=False,
+        )
+
+    def add_output(self, run_id: int, output: str) -> None:
+        self._write(
+            "UPDATE {schema}.runs SET output = COALESCE(output, '') || %s WHERE id = %s",
+            (self._text(output), run_id),
+            idempotent=False,
+        )
+
+    def run(self, run_id: int) -> RunRecord | None:
+        rows = self._read(f"SELECT {RUN_COLUMNS} FROM {{schema}}.runs WHERE id = %s", (run_id,))
+        return run_record(rows[0]) if rows else None
+
+    def unfinished(self) -> list[RunRecord]:
+        return [
+            run_record(r)
+            for r in self._read(
+                f"SELECT {RUN_COLUMNS} FROM {{schema}}.runs WHERE outcome IN ('pending', 'running') ORDER BY id"
+            )
+        ]
+
+    def runs(self, job: str, *, limit: int = 20) -> list[RunRecord]:
+        rows = self._read(
+            f"SELECT {RUN_COLUMNS} FROM {{schema}}.runs WHERE job = %s ORDER BY id DESC LIMIT %s",
+            (job, limit),
+        )
+        return [run_record(r) for r in rows]
+
+    def latest_runs(self) -> dict[str, RunRecord]:
+        rows = self._read(
+            f"SELECT {RUN_COLUMNS} FROM {{schema}}.runs WHERE id IN (SELECT MAX(id) FROM {{schema}}.runs "
+            "WHERE outcome NOT IN ('missed', 'skipped', 'pending') GROUP BY job)"
+        )
+        return {r.job: r for r in map(run_record, rows)}
+
+    def outcomes_between(self, since: float, until: float) -> list[tuple[int, str, float, str]]:
+        rows = self._read(
+            f"SELECT id, job, t, outcome FROM (SELECT id, job, COALESCE({self._SLOT_SECONDS}, started_at) AS t, "
+            "outcome FROM {schema}.runs) AS r WHERE t >= %s AND t < %s ORDER BY t, id",
+            (since, until),
+        )
+        return [(int(i), str(j), float(t), str(o)) for i, j, t, o in rows]
+
+    def missed_counts(self, since: int, until: int) -> dict[str, int]:
+        rows = self._read(
+            "SELECT job, COUNT(*) FROM {schema}.runs WHERE outcome = 'missed' AND slot BETWEEN %s AND %s "
+            "GROUP BY job",
+            (since, until),
+        )
+        return {str(job): int(count) for job, count in rows}
+
+    def run_counts(self) -> dict[str, dict[str, int]]:
+        return grouped_counts(
+            self._read("SELECT job, outcome, n FROM {schema}.run_counts ORDER BY job, outcome")
+        )
+
+    def last_outcomes(self) -> dict[str, dict[str, RunRecord]]:
+        rows = self._read(
+            f"SELECT {RUN_COLUMNS} FROM {{schema}}.runs WHERE id IN ("
+            "SELECT MAX(id) FROM {schema}.runs WHERE outcome = 'succeeded' GROUP BY job "
+            f"UNION SELECT MAX(id) FROM {{schema}}.runs WHERE outcome IN ({FAILURES_SQL}) GROUP BY job)"
+        )
+        found: dict[str, dict[str, RunRecord]] = {}
+        for run in map(run_record, rows):
+            found.setdefault(run.job, {})["success" if run.outcome == "succeeded" else "failure"] = run
+        return found
+
+    def prune_runs(self, keep: int, keep_unrun: int = 100) -> int:
+        # Real runs and unrun slots (missed, skipped) are counted apart: an hour of missed minutes never pushes
+        # out a real run. The last success and the last failure of a job are always kept.
+        return self._write(
+            "DELETE FROM {schema}.runs WHERE outcome NOT IN ('pending', 'running') AND id IN ("
+            "SELECT id FROM (SELECT id, outcome IN ('missed', 'skipped') AS unrun, ROW_NUMBER() OVER ("
+            "PARTITION BY job, outcome IN ('missed', 'skipped') ORDER BY id DESC) AS n FROM {schema}.runs) AS r"
+            " WHERE (NOT unrun AND n > %s) OR (unrun AND n > %s))"
+            " AND id NOT IN (SELECT MAX(id) FROM {schema}.runs WHERE outcome = 'succeeded' GROUP BY job)"
+            f" AND id NOT IN (SELECT MAX(id) FROM {{schema}}.runs WHERE outcome IN ({FAILURES_SQL}) GROUP BY job)",
+            (keep, keep_unrun),
+        )
