@@ -100,3 +100,54 @@ def test_a_job_its_plugin_no_longer_defines_fails_with_the_clear_error_when_only
     )
     assert "other_plugin" not in project.marker_lines("imported.txt")
     assert project.marker_lines("after_run.txt") == ["mine failed"]
+
+
+QUIET_HOOKS = (
+    IMPORTED
+    + """
+ICC_RUN_HOOK_SETTINGS = ("hooks.target",)
+
+@icc.hookimpl
+def after_run(job, run, result, outcome):
+    with open(os.path.join(os.environ["MARKER_DIR"], "after_run.txt"), "a") as f:
+        f.write(f"{job.name} {outcome}\\n")
+"""
+)
+
+NOTIFIED = """
+def mine():
+    pass
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(mine, name="mine").every_minute()
+    scheduler.add(mine, name="told").every_minute().email_output_to("ops@example.com")
+"""
+
+
+def settings_gated(project: Project, extra: str = "") -> None:
+    project.write_config(extra, plugins=("tasks_plugin", "hooks_plugin"))
+    project.write_plugin(NOTIFIED, "tasks_plugin")
+    project.write_plugin(QUIET_HOOKS, "hooks_plugin")
+    project.icc("scan", check=True)
+    (project.root / "imported.txt").unlink()
+
+
+def test_run_hooks_whose_settings_are_unset_are_not_loaded_for_a_job_without_notifications_of_its_own(
+    project: Project,
+) -> None:
+    settings_gated(project)
+    proc = project.icc("run", "--at", at(0))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [r["outcome"] for r in project.runs("mine")] == ["succeeded"]
+    # "mine" has no notification settings: the hook plugin is not imported for it, nor called;
+    # "told" has its own (email_output_to): the hook is called for it.
+    assert project.marker_lines("after_run.txt") == ["told succeeded"]
+    assert project.marker_lines("imported.txt").count("hooks_plugin") == 1
+
+
+def test_run_hooks_whose_settings_are_set_are_called_for_every_job(project: Project) -> None:
+    settings_gated(project, '\n[icc.hooks]\ntarget = "somewhere"\n')
+    proc = project.icc("run", "--at", at(0))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(project.marker_lines("after_run.txt")) == ["mine succeeded", "told succeeded"]

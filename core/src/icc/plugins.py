@@ -54,7 +54,6 @@ import faulthandler
 import functools
 import hashlib
 import importlib
-import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -75,6 +74,8 @@ from icc.hookspecs import Handler
 from icc.jobs import Job, Provenance, RunContext, RunResult, Scheduler
 
 if TYPE_CHECKING:
+    import importlib.metadata
+
     import click
 
     from icc.config import Config
@@ -174,6 +175,8 @@ def _entry_points() -> list[importlib.metadata.EntryPoint]:
     A distribution seen twice on ``sys.path`` (``lib64`` a symlink to ``lib``) yields its entry points
     twice; only the first is kept.
     """
+    import importlib.metadata  # not on a run's path with local plugins only (load_only)
+
     seen: set[tuple[str, str]] = set()
     unique: list[importlib.metadata.EntryPoint] = []
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -771,19 +774,35 @@ RUN_HOOKS = ("before_run", "after_run")
 
 def run_hook_plugins(host: PluginHost) -> str:
     """What ``icc scan`` stores under :data:`icc.tickwatch.RUN_HOOKS_META_KEY`: the loaded plugins that implement
-    ``before_run`` or ``after_run``, as a JSON list of ``[name, distribution]`` in load order, then those that
-    failed or were left out (whether they have run hooks is unknown). A run's supervisor loads these and the
+    ``before_run`` or ``after_run``, as a JSON list of ``[name, distribution, settings]`` in load order (settings:
+    its ``ICC_RUN_HOOK_SETTINGS``, or null), then those that failed or were left out (whether they have run
+    hooks is unknown). A run's supervisor loads these and the
     job's own plugin, no other (:func:`load_only`)."""
     import json
 
     with_hooks = {
         impl.plugin_name for hook in RUN_HOOKS for impl in getattr(host.pm.hook, hook).get_hookimpls()
     }
-    listed = [[p.name, p.distribution] for p in host.plugins if p.name in with_hooks]
+    listed: list[list[Any]] = [
+        [p.name, p.distribution, _hook_settings(host.pm.get_plugin(p.name))]
+        for p in host.plugins
+        if p.name in with_hooks
+    ]
     # A plugin that failed or was left out here may have run hooks where the tick runs: a run loads it too.
     unknown = {f.plugin: f.distribution for f in host.failures} | dict.fromkeys(host.not_loaded)
-    listed += [[name, dist] for name, dist in unknown.items() if name not in {n for n, _ in listed}]
+    listed += [[name, dist, None] for name, dist in unknown.items() if name not in {n[0] for n in listed}]
     return json.dumps(listed)
+
+
+def _hook_settings(plugin: object) -> list[str] | None:
+    """A plugin's ``ICC_RUN_HOOK_SETTINGS`` (the settings without which its run hooks do nothing for a job
+    with no notification settings of its own), or None when it declares none (or not as ``"table.key"``)."""
+    settings = getattr(plugin, "ICC_RUN_HOOK_SETTINGS", None)
+    if not isinstance(settings, tuple | list) or not all(
+        isinstance(s, str) and s.count(".") == 1 for s in settings
+    ):
+        return None
+    return list(settings)
 
 
 def load_only(
@@ -841,6 +860,8 @@ def load_only(
 def _entry_point(name: str, distribution: str | None) -> importlib.metadata.EntryPoint | None:
     """The ``icc.tasks`` entry point ``name``: from ``distribution``'s own metadata when it is installed,
     else from every distribution's."""
+    import importlib.metadata
+
     if distribution is not None:
         try:
             found = importlib.metadata.distribution(distribution).entry_points.select(

@@ -152,15 +152,26 @@ def drift_line(why: str) -> str:
     return f'icc run: plugins changed since the last scan ({why}); run `icc scan`, or set [icc] scan = "auto"'
 
 
-def parse_run_hook_plugins(text: str | None) -> dict[str, str | None] | None:
-    """The stored :func:`icc.plugins.run_hook_plugins` as {name: distribution}; None when there is none (scanned by an
-    icc that did not store it) or it does not parse: then a run loads every plugin."""
+def parse_run_hook_plugins(text: str | None) -> list[tuple[str, str | None, tuple[str, ...] | None]] | None:
+    """The stored :func:`icc.plugins.run_hook_plugins` as (name, distribution, settings or None) in load order;
+    None when there is none (scanned by an icc that did not store it) or it does not parse: then a run loads
+    every plugin."""
     import json  # only when something is due
 
     if text is None:
         return None
     try:
-        items = json.loads(text)
-        return {str(name): (None if dist is None else str(dist)) for name, dist in items}
+        found = []
+        for item in json.loads(text):
+            name, dist, *rest = item
+            settings = rest[0] if rest else None
+            found.append(
+                (
+                    str(name),
+                    None if dist is None else str(dist),
+                    None if settings is None else tuple(str(s) for s in settings),
+                )
+            )
+        return found
     except (ValueError, TypeError):
         return None

@@ -562,7 +562,7 @@ class Tick:
         self._journal: OutcomeJournal | None = None  # while its runs run: outcomes the store could not take
         self._pid = os.getpid()
         self._plugins_current = False  # the drift stamp says the plugins are as the last scan saw them
-        self._hooks: tuple[Mapping[str, str | None] | None] | None = None  # (_hook_plugins(),) once read
+        self._hooks: tuple[list[tuple[str, str | None, tuple[str, ...] | None]] | None] | None = None
 
     def _open_store(self) -> StateStore:
         """A new connection to the store this tick opened; never to a new one made in its place."""
@@ -649,15 +649,27 @@ class Tick:
             report.drift = plugins_drift(self.config, stamp, self.store.get_meta("plugins_fingerprint"))
             self._plugins_current = report.drift is None
 
-    def _hook_plugins(self) -> Mapping[str, str | None] | None:
+    def _hook_plugins(self, record: JobRecord | None = None) -> Mapping[str, str | None] | None:
         """The plugins with run hooks the last scan stored, for the supervisors (they load those and the
-        job's own plugin); None while the plugins may have changed since (drift, or no stamp): they load all."""
+        job's own plugin); None while the plugins may have changed since (drift, or no stamp): they load all.
+
+        For ``record``, a job with no notification settings of its own, without the plugins whose
+        ``ICC_RUN_HOOK_SETTINGS`` are all unset: their hooks would do nothing for it (icc's pings without
+        ``monitor.ping_url``, icc-mail without ``mail.alert_to``), so they are neither imported nor called."""
         if self._hooks is None:
             from icc.tickwatch import RUN_HOOKS_META_KEY, parse_run_hook_plugins
 
             stored = self.store.get_meta(RUN_HOOKS_META_KEY) if self._plugins_current else None
             self._hooks = (parse_run_hook_plugins(stored),)
-        return self._hooks[0]
+        found = self._hooks[0]
+        if found is None:
+            return None
+        own = record is None or bool(record.definition.get("schedule", {}).get("notify"))
+        return {
+            name: dist
+            for name, dist, settings in found
+            if own or settings is None or any(_setting_is_set(self.config, s) for s in settings)
+        }
 
     def _spawn_concluder(self, since: int) -> int:
         """The callbacks and hooks of the rows this tick recorded itself, from the ``since``-th on, run by a
@@ -1019,7 +1031,7 @@ class Tick:
             record=record,
             slot=item.slot,
             kind=item.kind,
-            hook_plugins=self._hook_plugins(),
+            hook_plugins=self._hook_plugins(record),
         )
         return spec
 
@@ -1332,6 +1344,17 @@ def set_output_file(spec: RunSpec, schedule: Schedule, root: Path) -> str | None
         if problem is not None:
             return f"not started: {problem}"
     return None
+
+
+def _setting_is_set(config: Config, setting: str) -> bool:
+    """Whether ``table.key`` (an ``ICC_RUN_HOOK_SETTINGS`` entry) is set in ``config``, by the file or by its
+    variable: ``monitor.ping_url``, ``mail.alert_to``."""
+    from icc.config import CORE_TABLES
+
+    table, _, key = setting.partition(".")
+    section: Any = getattr(config, table, None) if table in CORE_TABLES else config.tables.get(table)
+    value = section.get(key) if isinstance(section, Mapping) else getattr(section, key, None)
+    return value not in (None, "", [], ())
 
 
 def _fingerprint(schedule: Mapping[str, Any]) -> int:
