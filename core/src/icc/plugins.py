@@ -54,7 +54,6 @@ import faulthandler
 import functools
 import hashlib
 import importlib
-import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -75,6 +74,8 @@ from icc.hookspecs import Handler
 from icc.jobs import Job, Provenance, RunContext, RunResult, Scheduler
 
 if TYPE_CHECKING:
+    import importlib.metadata
+
     import click
 
     from icc.config import Config
@@ -89,6 +90,7 @@ __all__ = [
     "StrictPluginError",
     "drift_stamp",
     "installed_fingerprint",
+    "load_only",
     "load_plugins",
 ]
 
@@ -173,6 +175,8 @@ def _entry_points() -> list[importlib.metadata.EntryPoint]:
     A distribution seen twice on ``sys.path`` (``lib64`` a symlink to ``lib``) yields its entry points
     twice; only the first is kept.
     """
+    import importlib.metadata  # not on a run's path with local plugins only (load_only)
+
     seen: set[tuple[str, str]] = set()
     unique: list[importlib.metadata.EntryPoint] = []
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -546,6 +550,24 @@ class PluginHost:
             self._jobs = jobs
         return dict(self._jobs)
 
+    def jobs_of(self, plugin: str) -> dict[str, Job]:
+        """The jobs of one loaded plugin: its ``schedule`` hook alone is called (a run's supervisor needs
+        its own job, not every plugin's). A hook that raises is recorded as in :meth:`collect_jobs`."""
+        for info, call in self._impls("schedule"):
+            if info.name != plugin:
+                continue
+            scheduler = Scheduler(
+                timezone=self.config.timezone, environment=self.config.environment, provenance=info.provenance
+            )
+            try:
+                call(scheduler=scheduler)
+                _check_output_files(scheduler.jobs, self.config)
+            except BaseException as exc:
+                self._failed(info, exc, "schedule")
+                return {}
+            return dict(scheduler.jobs)
+        return {}
+
     def collect_handlers(self) -> dict[str, HandlerSpec]:
         """Every plugin's queue message handlers by name. A name registered by two plugins is left out (in
         :attr:`left_out`) and reported as a ``register_handlers`` failure naming both."""
@@ -745,6 +767,114 @@ def load_plugins(
     global _loaded
     _loaded = host
     return host
+
+
+RUN_HOOKS = ("before_run", "after_run")
+
+
+def run_hook_plugins(host: PluginHost) -> str:
+    """What ``icc scan`` stores under :data:`icc.tickwatch.RUN_HOOKS_META_KEY`: the loaded plugins that implement
+    ``before_run`` or ``after_run``, as a JSON list of ``[name, distribution, settings]`` in load order (settings:
+    its ``ICC_RUN_HOOK_SETTINGS``, or null), then those that failed or were left out (whether they have run
+    hooks is unknown). A run's supervisor loads these and the
+    job's own plugin, no other (:func:`load_only`)."""
+    import json
+
+    with_hooks = {
+        impl.plugin_name for hook in RUN_HOOKS for impl in getattr(host.pm.hook, hook).get_hookimpls()
+    }
+    listed: list[list[Any]] = [
+        [p.name, p.distribution, _hook_settings(host.pm.get_plugin(p.name))]
+        for p in host.plugins
+        if p.name in with_hooks
+    ]
+    # A plugin that failed or was left out here may have run hooks where the tick runs: a run loads it too.
+    unknown = {f.plugin: f.distribution for f in host.failures} | dict.fromkeys(host.not_loaded)
+    listed += [[name, dist, None] for name, dist in unknown.items() if name not in {n[0] for n in listed}]
+    return json.dumps(listed)
+
+
+def _hook_settings(plugin: object) -> list[str] | None:
+    """A plugin's ``ICC_RUN_HOOK_SETTINGS`` (the settings without which its run hooks do nothing for a job
+    with no notification settings of its own), or None when it declares none (or not as ``"table.key"``)."""
+    settings = getattr(plugin, "ICC_RUN_HOOK_SETTINGS", None)
+    if not isinstance(settings, tuple | list) or not all(
+        isinstance(s, str) and s.count(".") == 1 for s in settings
+    ):
+        return None
+    return list(settings)
+
+
+def load_only(
+    config: Config, wanted: Mapping[str, str | None], *, environ: Mapping[str, str] | None = None
+) -> PluginHost:
+    """Load just the plugins named in ``wanted`` ({plugin name: distribution, None for a local module}), in
+    the order :func:`load_plugins` would, and call their ``configure`` hooks: a run's supervisor needs its
+    job's plugin and the plugins with run hooks, not every plugin. An entry point is looked up in its own
+    distribution's metadata (no scan of every installed distribution). ``ICC_PLUGINS`` and
+    ``ICC_DISABLE_PLUGIN_AUTOLOAD`` apply as in :func:`load_plugins`. A plugin that is no longer installed or
+    configured is a failure in :attr:`PluginHost.failures`. The host is not the one :func:`loaded_host`
+    returns (a queue consumer needs every plugin's handlers)."""
+    env = os.environ if environ is None else environ
+    host = PluginHost(config)
+    selected = _selected(env)
+    autoload = env.get("ICC_DISABLE_PLUGIN_AUTOLOAD", "").strip().lower() in _FALSE
+    names = [n for n in wanted if selected is None or n in selected]
+    builtins = [n for n in BUILTIN_PLUGINS if n in names]
+    local = [n for n in config.plugins if n in names and n not in builtins]
+    for name in sorted(set(names) - set(builtins) - set(local)):
+        if not autoload:
+            host.not_loaded[name] = "not loaded (ICC_DISABLE_PLUGIN_AUTOLOAD)"
+            continue
+        ep = _entry_point(name, wanted[name])
+        if ep is None:
+            host._record(
+                PluginInfo(name, wanted[name], None, "entry-point", name),
+                "no installed icc.tasks entry point or configured local module has this name "
+                "(uninstalled, or removed from [icc] plugins?)",
+            )
+            continue
+        distribution, version = _dist(ep)
+        host._load(PluginInfo(ep.name, distribution, version, "entry-point", ep.value), ep.load)
+    if local:
+        root = str(config.root)
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        importlib.invalidate_caches()
+    for module in local:
+        host._load(
+            PluginInfo(module, None, None, "local", module),
+            functools.partial(importlib.import_module, module),
+        )
+    for module in builtins:
+        if _builtin_exists(module):
+            host._load(
+                PluginInfo(module, DISTRIBUTION, __version__, "builtin", module),
+                functools.partial(importlib.import_module, module),
+            )
+    host._check_pending()
+    host.configure()
+    return host
+
+
+def _entry_point(name: str, distribution: str | None) -> importlib.metadata.EntryPoint | None:
+    """The ``icc.tasks`` entry point ``name``: from ``distribution``'s own metadata when it is installed,
+    else from every distribution's."""
+    import importlib.metadata
+
+    if distribution is not None:
+        try:
+            found = importlib.metadata.distribution(distribution).entry_points.select(
+                group=ENTRY_POINT_GROUP, name=name
+            )
+        except importlib.metadata.PackageNotFoundError:
+            found = None
+        if found:
+            return next(iter(found))
+    for ep in _entry_points():
+        if ep.name == name:
+            return ep
+    return None
 
 
 # The host load_plugins built last in this process (forked children inherit it).

@@ -14,6 +14,9 @@ LOCK_HELD_NOTICE = 60.0  # seconds the tick lock may be held before a tick says 
 
 
 DRIFT_META_KEY = "drift_stamp"
+# The plugins with before_run/after_run hooks, stored by `icc scan` (icc.plugins.run_hook_plugins): a run's
+# supervisor loads those and its job's own plugin while the plugins have not drifted.
+RUN_HOOKS_META_KEY = "run_hook_plugins"
 _DRIFT_HEADER = "icc drift 1"
 
 
@@ -147,3 +150,28 @@ def lock_held_line(since: float, pid: int | None, host: str | None, now: float) 
 def drift_line(why: str) -> str:
     """The line a tick prints when the plugins changed since the last scan (``why``: :func:`drift`)."""
     return f'icc run: plugins changed since the last scan ({why}); run `icc scan`, or set [icc] scan = "auto"'
+
+
+def parse_run_hook_plugins(text: str | None) -> list[tuple[str, str | None, tuple[str, ...] | None]] | None:
+    """The stored :func:`icc.plugins.run_hook_plugins` as (name, distribution, settings or None) in load order;
+    None when there is none (scanned by an icc that did not store it) or it does not parse: then a run loads
+    every plugin."""
+    import json  # only when something is due
+
+    if text is None:
+        return None
+    try:
+        found = []
+        for item in json.loads(text):
+            name, dist, *rest = item
+            settings = rest[0] if rest else None
+            found.append(
+                (
+                    str(name),
+                    None if dist is None else str(dist),
+                    None if settings is None else tuple(str(s) for s in settings),
+                )
+            )
+        return found
+    except (ValueError, TypeError):
+        return None

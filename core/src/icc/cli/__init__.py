@@ -192,11 +192,11 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
     Registers or removes the consumer cron jobs per consumers.mode. Nothing is written when anything is
     invalid; jobs of a plugin that failed to load are kept as they were.
     """
-    from icc.plugins import drift_stamp, installed_fingerprint, load_plugins
+    from icc.plugins import drift_stamp, installed_fingerprint, load_plugins, run_hook_plugins
     from icc.store import open_store
     from icc.tick import light as lightminute
     from icc.tick.coordinator import job_records
-    from icc.tickwatch import DRIFT_META_KEY
+    from icc.tickwatch import DRIFT_META_KEY, RUN_HOOKS_META_KEY
 
     config = env.config
     host = load_plugins(config, strict=strict)
@@ -237,6 +237,7 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
             "scanned_at": str(time.time()),
             lightminute.META_KEY: lightminute.scan_record(config, host, jobs),
             DRIFT_META_KEY: drift_stamp(config, host),
+            RUN_HOOKS_META_KEY: run_hook_plugins(host),
         },
     )
     rows: list[list[str]] = []

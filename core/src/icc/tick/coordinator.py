@@ -263,16 +263,26 @@ def slot_title(slot: int | None, zone: str) -> str:
 
 
 def prepare_run(
-    spec: RunSpec, config: Config, record: JobRecord, slot: int | None, kind: RunKind
+    spec: RunSpec,
+    config: Config,
+    record: JobRecord,
+    slot: int | None,
+    kind: RunKind,
+    hook_plugins: Mapping[str, str | None] | None = None,
 ) -> tuple[Outcome, str] | None:
     """In the run's supervisor, and only there: import the plugins (within the job's timeout, or
     :data:`PLUGIN_LOAD_LIMIT`), get the task, its callbacks and run hooks, and evaluate ``when()``/``skip()``,
-    each predicate in a bounded child. Returns (outcome, error) when the task must not start, else None."""
+    each predicate in a bounded child. Returns (outcome, error) when the task must not start, else None.
+
+    ``hook_plugins`` (the plugins with run hooks, as the last scan stored them, when the plugins did not
+    change since): only those and the job's own plugin are imported, and only its ``schedule`` hook is
+    called. None: every plugin is loaded."""
     zone = record.definition["schedule"].get("zone", config.timezone)
     ctx = run_context(record.name, spec.run_id, slot, kind, zone, config.environment)
     enter_run_context(config.root, config.path)  # a plugin's import-time code sees the run's context too
     limit = spec.timeout or PLUGIN_LOAD_LIMIT
-    loaded = load_within(config, limit)
+    only = None if hook_plugins is None else {record.plugin: record.distribution, **hook_plugins}
+    loaded = load_within(config, limit, only, record.plugin)
     if loaded is None:  # a plugin's import hangs: this run fails, the tick and the other runs go on
         return "failed", (
             f"its plugins did not load within {limit:g}s (an import hangs?); the task was not started. "
@@ -295,12 +305,18 @@ def prepare_run(
     return None
 
 
-def load_within(config: Config, limit: float) -> tuple[PluginHost, dict[str, Job]] | None:
+def load_within(
+    config: Config,
+    limit: float,
+    only: Mapping[str, str | None] | None = None,
+    jobs_of: str | None = None,
+) -> tuple[PluginHost, dict[str, Job]] | None:
     """The plugins and their jobs, loaded in this (forked) process; None when that took longer than ``limit``
-    seconds (SIGALRM interrupts an import that hangs in Python code)."""
+    seconds (SIGALRM interrupts an import that hangs in Python code). ``only``: just these plugins
+    ({name: distribution}, :func:`icc.plugins.load_only`), and with ``jobs_of`` just that plugin's jobs."""
     import signal
 
-    from icc.plugins import load_plugins
+    from icc.plugins import load_only, load_plugins
 
     fired: list[bool] = []
 
@@ -311,8 +327,8 @@ def load_within(config: Config, limit: float) -> tuple[PluginHost, dict[str, Job
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, limit)
     try:
-        host = load_plugins(config)
-        live = host.collect_jobs()
+        host = load_plugins(config) if only is None else load_only(config, only)
+        live = host.collect_jobs() if only is None or jobs_of is None else host.jobs_of(jobs_of)
     except TimeoutError:
         fired.append(True)
     finally:
@@ -322,17 +338,29 @@ def load_within(config: Config, limit: float) -> tuple[PluginHost, dict[str, Job
     return None if fired else (host, live)
 
 
-def conclude_recorded(config: Config, run_ids: list[int]) -> None:
+def conclude_recorded(
+    config: Config, run_ids: list[int], hook_plugins: Mapping[str, str | None] | None = None
+) -> None:
     """The concluder, a detached process forked by the tick after its writes: the callbacks and ``after_run``
     hooks of the rows the tick recorded itself (missed, skipped by a pause, abandoned, not started), each
     bounded as in a run's supervisor. Consecutive rows of one job with the same outcome and error (missed
     slots collapsed, a paused hour) make one call, for the latest row, whose ``RunResult.error`` carries the
-    count: ``missed 5 slots (skip policy), 10:00 to 10:04``."""
+    count: ``missed 5 slots (skip policy), 10:00 to 10:04``. With ``hook_plugins`` (as for
+    :func:`prepare_run`) only those and the jobs' own plugins are loaded."""
     from icc.supervise.supervisor import run_result, set_title
 
     set_title(f"icc: conclude {len(run_ids)} recorded runs")
     enter_run_context(config.root, config.path)
-    loaded = load_within(config, PLUGIN_LOAD_LIMIT)
+    only: dict[str, str | None] | None = None
+    if hook_plugins is not None:
+        store = open_store(config)
+        try:
+            runs = [store.run(run_id) for run_id in run_ids]
+            records = [store.job(name) for name in {run.job for run in runs if run is not None}]
+        finally:
+            store.close()
+        only = {r.plugin: r.distribution for r in records if r is not None} | dict(hook_plugins)
+    loaded = load_within(config, PLUGIN_LOAD_LIMIT, only)
     if loaded is None:
         return
     host, live = loaded
@@ -533,6 +561,8 @@ class Tick:
         self._lost = False  # the database file was deleted or replaced under this tick
         self._journal: OutcomeJournal | None = None  # while its runs run: outcomes the store could not take
         self._pid = os.getpid()
+        self._plugins_current = False  # the drift stamp says the plugins are as the last scan saw them
+        self._hooks: tuple[list[tuple[str, str | None, tuple[str, ...] | None]] | None] | None = None
 
     def _open_store(self) -> StateStore:
         """A new connection to the store this tick opened; never to a new one made in its place."""
@@ -605,6 +635,7 @@ class Tick:
             return
         why = plugins_drift(self.config, stamp, self.store.get_meta("plugins_fingerprint"))
         if why is None:
+            self._plugins_current = True
             fresh = refreshed_stamp(stamp)
             if fresh != stamp:
                 self.store.update_meta(DRIFT_META_KEY, lambda old: fresh if old == stamp else old)
@@ -616,6 +647,29 @@ class Tick:
         if report.rescan == "":  # the scan stored a new stamp: whatever still differs is drift still
             stamp = self.store.get_meta(DRIFT_META_KEY)
             report.drift = plugins_drift(self.config, stamp, self.store.get_meta("plugins_fingerprint"))
+            self._plugins_current = report.drift is None
+
+    def _hook_plugins(self, record: JobRecord | None = None) -> Mapping[str, str | None] | None:
+        """The plugins with run hooks the last scan stored, for the supervisors (they load those and the
+        job's own plugin); None while the plugins may have changed since (drift, or no stamp): they load all.
+
+        For ``record``, a job with no notification settings of its own, without the plugins whose
+        ``ICC_RUN_HOOK_SETTINGS`` are all unset: their hooks would do nothing for it (icc's pings without
+        ``monitor.ping_url``, icc-mail without ``mail.alert_to``), so they are neither imported nor called."""
+        if self._hooks is None:
+            from icc.tickwatch import RUN_HOOKS_META_KEY, parse_run_hook_plugins
+
+            stored = self.store.get_meta(RUN_HOOKS_META_KEY) if self._plugins_current else None
+            self._hooks = (parse_run_hook_plugins(stored),)
+        found = self._hooks[0]
+        if found is None:
+            return None
+        own = record is None or bool(record.definition.get("schedule", {}).get("notify"))
+        return {
+            name: dist
+            for name, dist, settings in found
+            if own or settings is None or any(_setting_is_set(self.config, s) for s in settings)
+        }
 
     def _spawn_concluder(self, since: int) -> int:
         """The callbacks and hooks of the rows this tick recorded itself, from the ``since``-th on, run by a
@@ -623,11 +677,12 @@ class Tick:
         ids = self._recorded[since:]
         if not ids or not self._store_intact():
             return len(self._recorded)
+        hooks = self._hook_plugins()
         sqlite = self._identity is not None
         if sqlite:
             self.store.close()  # no SQLite connection may cross the fork
         try:
-            spawn_detached(partial(conclude_recorded, self.config, ids))
+            spawn_detached(partial(conclude_recorded, self.config, ids, hooks))
         finally:
             if sqlite:
                 with contextlib.suppress(StateError):  # lost: reported at the end of the tick
@@ -970,7 +1025,14 @@ class Tick:
         spec.title_suffix = slot_title(item.slot, item.schedule.zone)
         if record.kind == "command":
             spec.argv = list(definition["argv"])
-        spec.prepare = partial(prepare_run, config=self.config, record=record, slot=item.slot, kind=item.kind)
+        spec.prepare = partial(
+            prepare_run,
+            config=self.config,
+            record=record,
+            slot=item.slot,
+            kind=item.kind,
+            hook_plugins=self._hook_plugins(record),
+        )
         return spec
 
     def _execute(self, planned: list[_Planned], report: TickReport) -> None:
@@ -1282,6 +1344,17 @@ def set_output_file(spec: RunSpec, schedule: Schedule, root: Path) -> str | None
         if problem is not None:
             return f"not started: {problem}"
     return None
+
+
+def _setting_is_set(config: Config, setting: str) -> bool:
+    """Whether ``table.key`` (an ``ICC_RUN_HOOK_SETTINGS`` entry) is set in ``config``, by the file or by its
+    variable: ``monitor.ping_url``, ``mail.alert_to``."""
+    from icc.config import CORE_TABLES
+
+    table, _, key = setting.partition(".")
+    section: Any = getattr(config, table, None) if table in CORE_TABLES else config.tables.get(table)
+    value = section.get(key) if isinstance(section, Mapping) else getattr(section, key, None)
+    return value not in (None, "", [], ())
 
 
 def _fingerprint(schedule: Mapping[str, Any]) -> int:
