@@ -741,10 +741,15 @@ def run_in_supervisor(
             _libc()  # once, in the tick, rather than in each supervisor
     parent = os.getpid()
     notices_r, notices_w = os.pipe()
+    # icc work stops on SIGHUP as on SIGTERM, and passes it on; its at-fork hook gives forked processes the
+    # default SIGHUP back (tasks, as from cron), so the supervisor takes the tick's handler back here.
+    hup = signal.getsignal(signal.SIGHUP)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child, which never returns
         code = 0
         try:
+            if callable(hup):
+                signal.signal(signal.SIGHUP, hup)
             # Part of the tick: a tick killed with SIGKILL takes its foreground supervisor with it, as when the
             # tick supervised the run itself (the next tick records the run abandoned and ends its task).
             _die_with_parent(parent)
