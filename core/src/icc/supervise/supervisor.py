@@ -875,6 +875,9 @@ def run_bounded(
                 signal.signal(sig, signal.SIG_DFL)
             os.close(read_fd)
             os.close(value_r)
+            from icc import logs  # lazy: loaded already in a supervisor (the tick configured it)
+
+            logs.keep_stderr()  # icc's own warnings (failing pings) still reach the tick's stderr
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
             os.close(devnull)
