@@ -775,6 +775,11 @@ def run_in_supervisor(
             os.set_blocking(notices_w, False)  # never held by a tick that does not read yet
             with contextlib.suppress(OSError):
                 os.write(notices_w, json.dumps(told).encode())
+        except StateError as exc:  # the store failed (a full disk): one line, or none when the tick tells it
+            if not getattr(exc, "journaled", False):
+                with contextlib.suppress(Exception):
+                    print(f"error: the supervisor of {spec.job} (run {spec.run_id}): {exc}", file=sys.stderr)
+            code = 1
         except BaseException:
             with contextlib.suppress(Exception):
                 traceback.print_exc()
