@@ -249,6 +249,46 @@ def test_disk_full_mid_tick_says_what_happened_and_the_next_tick_records_the_out
     assert runs[("after", slot(2))]["outcome"] == "succeeded"
 
 
+@needs_root
+def test_disk_full_when_a_background_run_ends_keeps_its_outcome_for_the_next_tick_not_abandoned(
+    project: Project, small_disk: Path
+) -> None:
+    # The filler waits while the "hold" marker is there (the tick is done when it goes): only its supervisor
+    # meets the full disk.
+    waits = FILLS_THE_DISK.replace(
+        "def filler():\n",
+        "def filler():\n"
+        '    while os.path.exists(os.path.join(os.environ["MARKER_DIR"], "hold")):\n'
+        "        time.sleep(0.05)\n",
+    )
+    scanned(project, waits.replace('name="filler")', 'name="filler").in_background()'))
+    project.env["FILL_DIR"] = str(small_disk)
+    hold = project.root / "hold"
+    hold.touch()
+    (project.root / "fill").touch()
+    keeper = sqlite3.connect(project.db)  # keeps the -wal and -shm files in place
+    try:
+        keeper.execute("SELECT COUNT(*) FROM runs").fetchone()
+        try:
+            project.icc("run", "--at", at(0), check=True)
+        finally:
+            hold.unlink()
+        journal = small_disk / "outcomes.journal"
+        project.wait_for(
+            lambda: b'"outcome": "succeeded"' in journal.read_bytes(),
+            what="its supervisor to keep the outcome",
+        )
+        (small_disk / "filler").unlink()  # space returns
+        (project.root / "fill").unlink()
+        project.icc("run", "--at", at(1), check=True)
+        ended = ("succeeded", "failed", "abandoned")
+        project.wait_for(lambda: all(r["outcome"] in ended for r in project.runs("filler")), what="the runs")
+    finally:
+        keeper.close()
+    filler = {r["slot"]: r for r in project.runs("filler")}[slot(0)]
+    assert filler["outcome"] == "succeeded" and "recorded by the next tick" in filler["error"]
+
+
 def test_a_claim_whose_tick_died_before_starting_it_is_released_skipped_not_abandoned(
     project: Project,
 ) -> None:

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, TextIO
 
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("text", "json")
@@ -28,6 +29,7 @@ PREFIX = {logging.WARNING: "warning: ", logging.ERROR: "error: ", logging.CRITIC
 
 logger = logging.getLogger("icc")
 _zone: str | None = None  # the configured time zone, once known
+_stream: TextIO | None = None  # where the lines go instead of sys.stderr (see keep_stderr)
 
 
 class _Stderr(logging.Handler):
@@ -36,7 +38,7 @@ class _Stderr(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = self.format(record)
-            stream = sys.stderr
+            stream = _stream if _stream is not None else sys.stderr
             stream.write(line + "\n")
             stream.flush()
         except Exception:  # logging must never take the command down
@@ -85,6 +87,17 @@ def configure(
     logger.addHandler(handler)
     logger.setLevel(chosen.upper())
     logger.propagate = False
+
+
+def keep_stderr() -> None:
+    """In a forked process about to point its stderr at a run's output (a bounded callback or hook): keep icc's
+    own lines going to the stderr it has now, the tick's (an operator hears a warning such as failing pings),
+    while what user code prints goes to the run's output. Call before the ``dup2``."""
+    global _stream
+    try:
+        _stream = open(os.dup(2), "w", encoding="utf-8", errors="replace")  # noqa: SIM115 - lives with the process
+    except OSError:
+        _stream = None
 
 
 def ensure() -> logging.Logger:

@@ -741,10 +741,15 @@ def run_in_supervisor(
             _libc()  # once, in the tick, rather than in each supervisor
     parent = os.getpid()
     notices_r, notices_w = os.pipe()
+    # icc work stops on SIGHUP as on SIGTERM, and passes it on; its at-fork hook gives forked processes the
+    # default SIGHUP back (tasks, as from cron), so the supervisor takes the tick's handler back here.
+    hup = signal.getsignal(signal.SIGHUP)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child, which never returns
         code = 0
         try:
+            if callable(hup):
+                signal.signal(signal.SIGHUP, hup)
             # Part of the tick: a tick killed with SIGKILL takes its foreground supervisor with it, as when the
             # tick supervised the run itself (the next tick records the run abandoned and ends its task).
             _die_with_parent(parent)
@@ -770,6 +775,11 @@ def run_in_supervisor(
             os.set_blocking(notices_w, False)  # never held by a tick that does not read yet
             with contextlib.suppress(OSError):
                 os.write(notices_w, json.dumps(told).encode())
+        except StateError as exc:  # the store failed (a full disk): one line, or none when the tick tells it
+            if not getattr(exc, "journaled", False):
+                with contextlib.suppress(Exception):
+                    print(f"error: the supervisor of {spec.job} (run {spec.run_id}): {exc}", file=sys.stderr)
+            code = 1
         except BaseException:
             with contextlib.suppress(Exception):
                 traceback.print_exc()
@@ -870,6 +880,9 @@ def run_bounded(
                 signal.signal(sig, signal.SIG_DFL)
             os.close(read_fd)
             os.close(value_r)
+            from icc import logs  # lazy: loaded already in a supervisor (the tick configured it)
+
+            logs.keep_stderr()  # icc's own warnings (failing pings) still reach the tick's stderr
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
             os.close(devnull)

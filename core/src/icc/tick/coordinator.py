@@ -569,8 +569,11 @@ class Tick:
         if not self._store_intact():
             raise StateError(f"the state database {self.db_path} was deleted or replaced")
         store = open_store(self.config)
-        if self._journal is not None and os.getpid() == self._pid:  # the tick's own, not a supervisor's
-            return cast("StateStore", _Journaled(store, self._journal))
+        journal = self._journal
+        if journal is not None and os.getpid() != self._pid:
+            journal = journal.reopen()  # a supervisor's: the journal on a descriptor of its own
+        if journal is not None:  # a finish the store cannot take (a full disk) is kept for the next tick
+            return cast("StateStore", _Journaled(store, journal))
         return store
 
     def _store_intact(self) -> bool:
@@ -722,7 +725,11 @@ class Tick:
         reason = _reason(exc)
         zone = self.config.timezone
         rows = {(r.job, r.slot) for r in report.rows}
-        kept = {int(e["run"]): e for e in (journal.entries if journal is not None else [])}
+        kept: dict[int, dict[str, Any]] = {}
+        for item in planned:  # kept by this tick or by a supervisor it forked
+            entry = journal.kept(item.run_id) if journal is not None else None
+            if entry is not None:
+                kept[item.run_id] = entry
         told = []
         for item in planned:
             name, slot = item.record.name, item.slot
@@ -1131,6 +1138,11 @@ class Tick:
         run = self.store.run(item.run_id)
         if run is None:
             return True  # pruned or forgotten meanwhile by another tick: nothing to show
+        kept = self._journal.kept(item.run_id) if self._journal is not None else None
+        if run.outcome in ("pending", "running") and kept is not None:
+            # Its supervisor could not record how it ended (a full disk) and kept that in the journal: the tick
+            # stops here and says so, run by run; the next tick records it.
+            raise StateError(str(kept.get("why") or "the state store could not record a run's outcome"))
         if run.outcome in ("pending", "running"):
             # The supervisor died without recording the run (killed, or icc itself failed): say so now.
             if run.task_pid and run.host in (None, self.host_name):

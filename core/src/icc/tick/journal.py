@@ -67,6 +67,24 @@ class OutcomeJournal:
         self.entries.append(entry)
         return True
 
+    def reopen(self) -> OutcomeJournal | None:
+        """The same journal on a descriptor of its own, for a supervisor forked from the tick: a ``flock`` is
+        held per open file, so one shared across the fork would not keep the two from writing at once."""
+        fd = _open_journal(self.path.parent)
+        return None if fd is None else OutcomeJournal(self.path, fd)
+
+    def kept(self, run_id: int) -> dict[str, Any] | None:
+        """What is kept for ``run_id``, by this tick or by a supervisor it forked; None when nothing."""
+        for entry in self.entries:
+            if entry.get("run") == run_id:
+                return entry
+        try:
+            with _journal_locked(self._fd):
+                found = _journal_load(self._fd)
+        except OSError:
+            return None
+        return next((e for e in found if e.get("run") == run_id), None)
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self._fd)
@@ -179,9 +197,16 @@ class _Journaled:
     ) -> None:
         try:
             self.store.finish(run_id, outcome, now=now, exit_code=exit_code, output=output, error=error)
-        except StateError:
-            entry = {"run": run_id, "outcome": outcome, "ended_at": now, "exit_code": exit_code}
-            self._journal.add({**entry, "output": output[-JOURNAL_OUTPUT:], "error": error})
+        except StateError as exc:
+            # "why": the store's words, for the tick that waits on this run's supervisor (it stops part way).
+            entry: dict[str, Any] = {
+                "run": run_id,
+                "outcome": outcome,
+                "ended_at": now,
+                "exit_code": exit_code,
+            }
+            entry |= {"output": output[-JOURNAL_OUTPUT:], "error": error, "why": _reason(exc)}
+            exc.journaled = self._journal.add(entry)  # type: ignore[attr-defined]
             raise
 
     def mark_running(self, run_id: int, *, pid: int, task_pid: int | None, now: float) -> None:
@@ -189,7 +214,14 @@ class _Journaled:
             self.store.mark_running(run_id, pid=pid, task_pid=task_pid, now=now)
         except StateError as exc:
             why = f"its task started, but the store could not take that nor its outcome ({_reason(exc)})"
-            self._journal.add({"run": run_id, "outcome": "abandoned", "ended_at": now, "error": why})
+            entry = {
+                "run": run_id,
+                "outcome": "abandoned",
+                "ended_at": now,
+                "error": why,
+                "why": _reason(exc),
+            }
+            exc.journaled = self._journal.add(entry)  # type: ignore[attr-defined]
             raise
 
     def __getattr__(self, name: str) -> Any:
