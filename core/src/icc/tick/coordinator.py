@@ -281,8 +281,12 @@ def prepare_run(
     ctx = run_context(record.name, spec.run_id, slot, kind, zone, config.environment)
     enter_run_context(config.root, config.path)  # a plugin's import-time code sees the run's context too
     limit = spec.timeout or PLUGIN_LOAD_LIMIT
-    only = None if hook_plugins is None else {record.plugin: record.distribution, **hook_plugins}
-    loaded = load_within(config, limit, only, record.plugin)
+    # The consumer jobs (icc.queue.builtin) are defined from every plugin's handlers, and their consumers load
+    # every plugin anyway: for them, and when the plugins changed since the scan, every plugin is loaded.
+    only = None
+    if hook_plugins is not None and record.plugin != "icc.queue.builtin":
+        only = {record.plugin: record.distribution, **hook_plugins}
+    loaded = load_within(config, limit, only, None if only is None else record.plugin)
     if loaded is None:  # a plugin's import hangs: this run fails, the tick and the other runs go on
         return "failed", (
             f"its plugins did not load within {limit:g}s (an import hangs?); the task was not started. "
