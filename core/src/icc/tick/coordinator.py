@@ -281,10 +281,12 @@ def prepare_run(
     ctx = run_context(record.name, spec.run_id, slot, kind, zone, config.environment)
     enter_run_context(config.root, config.path)  # a plugin's import-time code sees the run's context too
     limit = spec.timeout or PLUGIN_LOAD_LIMIT
-    # The consumer jobs (icc.queue.builtin) are defined from every plugin's handlers, and their consumers load
-    # every plugin anyway: for them, and when the plugins changed since the scan, every plugin is loaded.
+    from icc.plugins import JOBS_FROM_EVERY_PLUGIN  # lazy: the supervisor's, loaded with the plugins below
+
+    # Every plugin is loaded when the plugins changed since the scan, and for a job defined from every plugin
+    # (a consumer job: its consumer needs every plugin's handlers anyway).
     only = None
-    if hook_plugins is not None and record.plugin != "icc.queue.builtin":
+    if hook_plugins is not None and record.plugin not in JOBS_FROM_EVERY_PLUGIN:
         only = {record.plugin: record.distribution, **hook_plugins}
     loaded = load_within(config, limit, only, None if only is None else record.plugin)
     if loaded is None:  # a plugin's import hangs: this run fails, the tick and the other runs go on
