@@ -1404,6 +1404,10 @@ def _summary_row(name: str, outcome: str, slots: list[int], zone: str, detail: s
 def _bind(job: Job, ctx: Any) -> Callable[[], object]:
     task = job.task
     assert callable(task)
+    given = job.schedule.call_args
+    if given is not None:  # args(): the task gets them, as JSON gives them back, instead of the context
+        args, kwargs = given
+        return lambda: task(*args, **kwargs)
     if job.takes_context():
         return lambda: task(ctx)
     return task
