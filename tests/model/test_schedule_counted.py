@@ -3,6 +3,7 @@ one-line errors, in the hidden contract suite's style (DESIGN.md, Round 3 contra
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -34,7 +35,7 @@ def test_every_keeps_real_time_spacing_across_a_dst_change() -> None:
     schedule = S(default_timezone="Europe/Berlin").every(minutes=90)
     runs = [r.astimezone(UTC) for r in schedule.next_runs(datetime(2025, 3, 29, 20, 0, tzinfo=BERLIN), 8)]
     # Compared in UTC: Python subtracts two datetimes of one zone on the wall clock.
-    assert all(b - a == timedelta(minutes=90) for a, b in zip(runs, runs[1:], strict=False))
+    assert all(b - a == timedelta(minutes=90) for a, b in itertools.pairwise(runs))
     assert all(r.tzinfo is not None and r.astimezone(UTC).minute in (0, 30) for r in runs)
 
 
