@@ -156,3 +156,46 @@ def test_scan_refuses_bad_counted_schedules_with_one_line_and_writes_nothing(
     assert message in proc.stdout + proc.stderr
     assert [ln for ln in (proc.stdout + proc.stderr).splitlines() if message in ln]
     assert not project.has_store() or not project.runs()
+
+
+@pytest.mark.both_stores
+def test_once_whose_moment_passed_before_its_first_tick_runs_at_the_next_slot_once(project: Project) -> None:
+    body = """
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(mark("past"), name="past").once().starting(BASE.replace(year=2020)){extra}
+"""
+    scanned(project, body.format(extra=""))
+    ticks(project, 0, 1)
+    assert minutes_after_base(project, "past") == [0]
+    # Changed: evaluated afresh as a new job would be; the stored decision keeps it from running again.
+    scanned(project, body.format(extra=".timeout(60)"))
+    ticks(project, 2, 3)
+    assert minutes_after_base(project, "past") == [0]
+    assert len(project.marker_lines("past")) == 1
+
+
+def test_once_whose_moment_passed_with_missed_skip_does_not_run(project: Project) -> None:
+    scanned(
+        project,
+        """
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(mark("never"), name="never").once().starting(BASE.replace(year=2020)).missed("skip")
+""",
+    )
+    ticks(project, 0, 1)
+    assert project.marker_lines("never") == []
+
+
+def test_once_missed_beyond_its_window_stays_decided_after_a_changed_rescan(project: Project) -> None:
+    body = """
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(mark("gone"), name="gone").once().starting(BASE.replace(minute=2)){extra}
+"""
+    scanned(project, body.format(extra=""))
+    ticks(project, 0, 200)  # down from 10:01 to 13:19: past the missed window (120 minutes)
+    scanned(project, body.format(extra=".timeout(60)"))
+    ticks(project, 201, 202)
+    assert project.marker_lines("gone") == []
