@@ -54,3 +54,68 @@ def test_errors_name_the_file_and_line_in_one_line(text: str, message: str) -> N
         parse_crontab(text, "c")
     assert str(info.value).startswith(message.split(" ")[0]) and message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def _plugin_jobs(tmp_path, text: str, timezone: str = "UTC"):  # type: ignore[no-untyped-def]
+    from types import MappingProxyType
+
+    import icc.crontab
+    from icc.config import Config
+    from icc.jobs import Scheduler
+
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "crontab").write_text(text)
+    config = Config(
+        path=None,
+        root=tmp_path,
+        timezone=timezone,
+        tables=MappingProxyType({"crontab": MappingProxyType({"files": ["deploy/crontab"]})}),
+    )
+    icc.crontab.configure(config)
+    scheduler = Scheduler(timezone=timezone)
+    icc.crontab.schedule(scheduler)
+    return scheduler.jobs
+
+
+def test_the_plugin_reads_the_configured_file_with_debian_dst_rules(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    jobs = _plugin_jobs(
+        tmp_path, "30 2 * * * nightly\nCRON_TZ=America/New_York\n*/30 * * * * poll\n", "Europe/Berlin"
+    )
+    nightly, poll = jobs["crontab:deploy/crontab:1"], jobs["crontab:deploy/crontab:3"]
+    assert nightly.argv == ["/bin/sh", "-c", "nightly"] and nightly.description == "nightly"
+    berlin = ZoneInfo("Europe/Berlin")
+    # A fixed job swallowed by the spring-forward gap runs once at the first minute after it; once on fall back.
+    assert nightly.schedule.next_runs(datetime(2025, 3, 29, 12, 0, tzinfo=berlin), 2) == [
+        datetime(2025, 3, 30, 3, 0, tzinfo=berlin),
+        datetime(2025, 3, 31, 2, 30, tzinfo=berlin),
+    ]
+    assert len(nightly.schedule.next_runs(datetime(2025, 10, 25, 12, 0, tzinfo=berlin), 2)) == 2
+    assert nightly.schedule.next_runs(datetime(2025, 10, 25, 12, 0, tzinfo=berlin), 2)[1].day == 27
+    assert poll.schedule.zone == "America/New_York"
+
+
+def test_the_plugin_refuses_unknown_keys_and_missing_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from types import MappingProxyType
+
+    import icc.crontab
+    from icc import ConfigError
+    from icc.config import Config
+
+    bad = Config(
+        path=None, root=tmp_path, tables=MappingProxyType({"crontab": MappingProxyType({"file": "x"})})
+    )
+    with pytest.raises(ConfigError, match=r"\[icc.crontab\]: unknown key 'file'"):
+        icc.crontab.configure(bad)
+    with pytest.raises(ConfigError, match="deploy/other does not exist"):
+        config = Config(
+            path=None,
+            root=tmp_path,
+            tables=MappingProxyType({"crontab": MappingProxyType({"files": ["deploy/other"]})}),
+        )
+        icc.crontab.configure(config)
+        from icc.jobs import Scheduler
+
+        icc.crontab.schedule(Scheduler())
