@@ -109,13 +109,13 @@ def test_the_plugin_refuses_unknown_keys_and_missing_files(tmp_path) -> None:  #
     )
     with pytest.raises(ConfigError, match=r"\[icc.crontab\]: unknown key 'file'"):
         icc.crontab.configure(bad)
-    with pytest.raises(ConfigError, match="deploy/other does not exist"):
-        config = Config(
-            path=None,
-            root=tmp_path,
-            tables=MappingProxyType({"crontab": MappingProxyType({"files": ["deploy/other"]})}),
-        )
-        icc.crontab.configure(config)
-        from icc.jobs import Scheduler
+    from icc.jobs import Scheduler
 
+    config = Config(
+        path=None,
+        root=tmp_path,
+        tables=MappingProxyType({"crontab": MappingProxyType({"files": ["deploy/other"]})}),
+    )
+    icc.crontab.configure(config)
+    with pytest.raises(ConfigError, match="deploy/other does not exist"):
         icc.crontab.schedule(Scheduler())
