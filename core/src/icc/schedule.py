@@ -545,6 +545,8 @@ class Schedule:
         matters), or None."""
         if self._once and self._starting is None:
             return "once() needs starting(datetime): the moment of its one run"
+        if self._once and self._seconds is not None:
+            return f"once() runs one slot: drop every_seconds({self._seconds})"
         return None
 
     # -- recorded options for the runner ------------------------------------------------------------------------
