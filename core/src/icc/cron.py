@@ -609,6 +609,8 @@ class TimeRule:
     @property
     def has_times(self) -> bool:
         """Whether any minute of the day passes the cron fields, the window and the unless window."""
+        if self.unless is None:
+            return self.spec.first_minute(0, self.window) is not None
         return self._first_minute(0) is not None
 
     def _first_minute(self, from_mod: int) -> int | None:
@@ -676,7 +678,11 @@ class TimeRule:
         mod = start.hour * 60 + start.minute
         while day <= end.date():
             if self._date_ok(day.year, day.month, day.day):
-                found = self._first_minute(mod)
+                found = (
+                    self.spec.first_minute(mod, self.window)
+                    if self.unless is None
+                    else self._first_minute(mod)
+                )
                 if found is not None and datetime.combine(day, time(found // 60, found % 60)) < end:
                     return True
             day += DAY
@@ -817,7 +823,11 @@ class TimeRule:
                 if hit is not None:
                     return hit
             else:
-                minute = self._first_minute(mod)
+                minute = (
+                    self.spec.first_minute(mod, self.window)
+                    if self.unless is None
+                    else self._first_minute(mod)
+                )
                 if minute is not None:
                     return datetime.combine(day, time(minute // 60, minute % 60), tzinfo=zone)
             if day == date.max:
