@@ -2,7 +2,8 @@
 
 ``[icc.crontab] files = ["deploy/crontab"]`` (relative to the project root) makes each command line of each file a
 job named ``crontab:<file>:<line>``, run as cron runs it: ``["/bin/sh", "-c", command]`` (the shell from a
-``SHELL=`` line when one is given). What a user crontab holds is understood the way Debian's cron reads it:
+``SHELL=`` line when one is given), in the background (the lines due in a minute start together, as cron starts
+them) and never overlapping itself (icc's default). What a user crontab holds is understood the way Debian's cron reads it:
 
 - ``NAME=value`` lines (spaces around ``=`` allowed, the value optionally in matching quotes) set the
   environment of the lines after them; ``CRON_TZ=Zone`` also sets the zone their schedules are read in.
@@ -218,9 +219,11 @@ def schedule(scheduler: Scheduler) -> None:
             raise ConfigError(f"[icc.crontab] files: {label} cannot be read: {exc}") from None
         for entry in parse_crontab(text, label):
             try:
+                # In the background, as cron starts every line of a minute at once; never overlapping itself.
                 job = scheduler.add(entry.argv, name=entry.name, description=entry.command).cron(
                     entry.expression
                 )
+                job.in_background()
                 if entry.zone is not None:
                     job.timezone(entry.zone)
             except IccError as exc:
