@@ -128,7 +128,9 @@ def test_mistakes_in_counted_methods_are_one_line_schedule_errors(build, message
 def test_once_without_starting_is_a_problem_for_scan() -> None:
     assert S().once().problem() == "once() needs starting(datetime): the moment of its one run"
     assert S().once().starting(T0).problem() is None
-    assert S().once().starting(T0).every_seconds(10).problem() == "once() runs one slot: drop every_seconds(10)"
+    assert (
+        S().once().starting(T0).every_seconds(10).problem() == "once() runs one slot: drop every_seconds(10)"
+    )
 
 
 def test_once_runs_at_starting_and_never_again() -> None:
