@@ -20,7 +20,7 @@ import calendar
 import functools
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -510,10 +510,22 @@ def _is_transition_day(zone: ZoneInfo, day: date) -> bool:
     )
 
 
+def _epoch_minute(moment: datetime) -> int:
+    """Whole minutes since the Unix epoch of an aware *moment* (floored)."""
+    return int(moment.timestamp() // 60)
+
+
+def _window_holds(window: tuple[int, int], mod: int) -> bool:
+    """Whether minute-of-day *mod* is inside the inclusive *window* (start > end crosses midnight)."""
+    start, end = window
+    return start <= mod <= end if start <= end else (mod >= start or mod <= end)
+
+
 class SlotContext:
     """One minute slot read in one zone: everything a rule needs to decide, computed once per zone."""
 
     __slots__ = (
+        "_epoch",
         "_gap",
         "_gap_known",
         "_local",
@@ -537,6 +549,7 @@ class SlotContext:
         self._zone = zone
         self._gap: tuple[datetime, datetime] | None = None
         self._gap_known = False
+        self._epoch: int | None = None
         self.year = local.year
         self.month = local.month
         self.day = local.day
@@ -547,6 +560,13 @@ class SlotContext:
         self.dim = _days_in_month(local.year, local.month)
         # The second pass through a repeated (fall-back) hour; zoneinfo sets fold=1 only there.
         self.repeat = local.fold == 1 and local.replace(fold=0).utcoffset() != local.utcoffset()
+
+    @property
+    def epoch_minute(self) -> int:
+        """The slot as whole minutes since the Unix epoch (UTC): what every()/starting()/once() count in."""
+        if self._epoch is None:
+            self._epoch = _epoch_minute(self._local)
+        return self._epoch
 
     @property
     def gap(self) -> tuple[datetime, datetime] | None:
@@ -576,14 +596,38 @@ class TimeRule:
     years: int | None = None  # bitmask over years, None for every year
     window: tuple[int, int] | None = None  # minutes of the day, inclusive; start > end crosses midnight
     zone: ZoneInfo = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+    # every(): a run every ``period`` minutes counted in UTC from ``start`` (the epoch when None); the cron
+    # fields are then all ``*`` and only the filters (years, window, unless) read the wall clock.
+    period: int = 0
+    start: int | None = None  # starting(): minutes since the epoch (UTC); no run before it
+    once: bool = False  # once(): only the first run at or after ``start``
+    unless: tuple[int, int] | None = None  # unless_between(): minutes of the day excluded, inclusive
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "zone", get_zone(self.zone_name))
 
     @property
     def has_times(self) -> bool:
-        """Whether any minute of the day passes both the cron fields and the window."""
-        return self.spec.first_minute(0, self.window) is not None
+        """Whether any minute of the day passes the cron fields, the window and the unless window."""
+        if self.unless is None:
+            return self.spec.first_minute(0, self.window) is not None
+        return self._first_minute(0) is not None
+
+    def _first_minute(self, from_mod: int) -> int | None:
+        """The first minute of the day at or after *from_mod* that the fields and both windows allow."""
+        mod = from_mod
+        for _ in range(4):  # the unless window moves the start at most twice
+            found = self.spec.first_minute(mod, self.window)
+            if found is None or self.unless is None or not _window_holds(self.unless, found):
+                return found
+            start, end = self.unless
+            if start <= end or found <= end:
+                mod = end + 1  # past the window (or its morning part, when it crosses midnight)
+            else:
+                return None  # the window runs to midnight
+            if mod >= 1440:
+                return None
+        return None
 
     def _window_ok(self, mod: int) -> bool:
         window = self.window
@@ -607,13 +651,26 @@ class TimeRule:
             and spec.day_masks[ctx.first_wd * 4 + ctx.dim - 28] >> ctx.day & 1
             and (self.years is None or self.years >> ctx.year & 1)
             and (self.window is None or self._window_ok(ctx.mod))
+            and (self.unless is None or not _window_holds(self.unless, ctx.mod))
         ):
             # A fixed-time job runs at the first occurrence of a repeated wall-clock time only.
-            return spec.wildcard or not ctx.repeat
-        if spec.wildcard:
+            hit = spec.wildcard or not ctx.repeat
+        elif spec.wildcard:
             return False
-        gap = ctx.gap
-        return gap is not None and self._gap_hit(*gap)
+        else:
+            gap = ctx.gap
+            hit = gap is not None and self._gap_hit(*gap)
+        if not hit or (self.start is None and not self.period):
+            return hit
+        return self._counted_ok(ctx.epoch_minute)
+
+    def _counted_ok(self, minute: int) -> bool:
+        """The real-time part of a rule (every, starting, once) for the epoch minute of a slot the rest allows."""
+        if self.start is not None and minute < self.start:
+            return False
+        if self.period and (minute - (self.start or 0)) % self.period:
+            return False
+        return not self.once or minute == _first_slot(self)
 
     def _gap_hit(self, start: datetime, end: datetime) -> bool:
         """Whether a wall-clock time in [start, end) would have run: fixed jobs run at the first minute after."""
@@ -621,7 +678,11 @@ class TimeRule:
         mod = start.hour * 60 + start.minute
         while day <= end.date():
             if self._date_ok(day.year, day.month, day.day):
-                found = self.spec.first_minute(mod, self.window)
+                found = (
+                    self.spec.first_minute(mod, self.window)
+                    if self.unless is None
+                    else self._first_minute(mod)
+                )
                 if found is not None and datetime.combine(day, time(found // 60, found % 60)) < end:
                     return True
             day += DAY
@@ -689,6 +750,46 @@ class TimeRule:
 
     def next_after(self, after: datetime) -> datetime | None:
         """The first run strictly after *after*, aware in the rule's zone; None when there is none."""
+        if self.start is None and not self.period:
+            return self._next_cron(after)
+        zone = self.zone
+        try:
+            local = after.replace(tzinfo=zone) if after.tzinfo is None else after
+            after_minute = _epoch_minute(local)
+        except (OverflowError, ValueError):
+            return None
+        if self.once:
+            first = _first_slot(self)
+            return None if first is None or first <= after_minute else _from_epoch_minute(first, zone)
+        if self.start is not None and after_minute < self.start - 1:
+            after_minute = self.start - 1
+        if not self.period:
+            try:
+                return self._next_cron(_from_epoch_minute(after_minute, zone))
+            except (OverflowError, ValueError):
+                return None
+        return self._next_counted(after_minute)
+
+    def _next_counted(self, after_minute: int) -> datetime | None:
+        """every(): the first aligned minute after *after_minute* that the filters (years, windows) allow."""
+        period, anchor = self.period, self.start or 0
+        filters = replace(self, period=0, start=None, once=False)
+        minute = after_minute + 1
+        for _ in range(_COUNTED_STEPS):
+            minute = anchor + -(-(minute - anchor) // period) * period  # aligned, rounding up
+            try:
+                candidate = _from_epoch_minute(minute, self.zone)
+            except (OverflowError, ValueError):
+                return None
+            if filters.matches(candidate):
+                return candidate
+            allowed = filters.next_after(candidate)  # skip the minutes the filters refuse in one step
+            if allowed is None:
+                return None
+            minute = _epoch_minute(allowed)
+        return None
+
+    def _next_cron(self, after: datetime) -> datetime | None:
         zone = self.zone
         if not self.has_times:
             return None
@@ -722,7 +823,11 @@ class TimeRule:
                 if hit is not None:
                     return hit
             else:
-                minute = self.spec.first_minute(mod, self.window)
+                minute = (
+                    self.spec.first_minute(mod, self.window)
+                    if self.unless is None
+                    else self._first_minute(mod)
+                )
                 if minute is not None:
                     return datetime.combine(day, time(minute // 60, minute % 60), tzinfo=zone)
             if day == date.max:
@@ -730,6 +835,22 @@ class TimeRule:
             day += DAY
             mod = 0
         return None
+
+
+_COUNTED_STEPS = 20_000  # every(): aligned minutes tried past refused ones before next_after gives up (None)
+
+
+def _from_epoch_minute(minute: int, zone: ZoneInfo) -> datetime:
+    return datetime.fromtimestamp(minute * 60, UTC).astimezone(zone)
+
+
+@functools.lru_cache(maxsize=1024)
+def _first_slot(rule: TimeRule) -> int | None:
+    """once(): the epoch minute of the one run, the first the rule without once() has at or after its start."""
+    if rule.start is None:
+        return None
+    found = replace(rule, once=False).next_after(_from_epoch_minute(rule.start - 1, rule.zone))
+    return None if found is None else _epoch_minute(found)
 
 
 class HasTimeRule(Protocol):
@@ -785,6 +906,8 @@ def compiled_form(rule: TimeRule) -> list[int] | None:
     schedule)."""
     if rule.years is not None:
         return None
+    if rule.period or rule.start is not None or rule.unless is not None:
+        return None  # every(), starting(), once() and unless_between(): the full rule decides
     spec = rule.spec
     flags = (_C_DAY_AND if spec.dom_star or spec.dow_star else 0) | (_C_WILDCARD if spec.wildcard else 0)
     if spec.dom_last or spec.dow_nth or spec.dow_last:

@@ -98,7 +98,7 @@ ENTRY_POINT_GROUP = "icc.tasks"
 
 # icc's own plugins, by module name, loaded after every other plugin. A module that does not exist
 # (yet) is skipped without a word.
-BUILTIN_PLUGINS: list[str] = ["icc.queue.builtin", "icc.notify.pings"]
+BUILTIN_PLUGINS: list[str] = ["icc.queue.builtin", "icc.notify.pings", "icc.crontab"]
 # Plugins whose jobs are defined from every plugin (the consumer jobs, from every plugin's handlers): a run of
 # one of their jobs loads every plugin, never only its own (tick.coordinator.prepare_run).
 JOBS_FROM_EVERY_PLUGIN = frozenset({"icc.queue.builtin"})
@@ -363,6 +363,17 @@ def _check_output_files(jobs: Mapping[str, Job], config: Config) -> None:
             )
 
 
+def _check_schedules(jobs: Mapping[str, Job]) -> None:
+    """What a schedule method cannot refuse when called, because a later call may complete it (``once()`` before
+    ``starting()``), or because it depends on the task (``args()`` of a command): a :class:`ScheduleError`."""
+    for name, job in jobs.items():
+        problem = job.schedule.problem()
+        if problem is None and job.kind == "command" and job.schedule.call_args is not None:
+            problem = "args() is for callable tasks; put a command's arguments in its argv list"
+        if problem is not None:
+            raise ScheduleError(f"job {name!r}: {problem}")
+
+
 class PluginHost:
     """The loaded plugins and the isolated calls to their hooks. Build it with :func:`load_plugins`."""
 
@@ -539,6 +550,7 @@ class PluginHost:
                 try:
                     call(scheduler=scheduler)
                     _check_output_files(scheduler.jobs, self.config)
+                    _check_schedules(scheduler.jobs)
                 except BaseException as exc:
                     self._failed(info, exc, "schedule")
                     continue
@@ -565,6 +577,7 @@ class PluginHost:
             try:
                 call(scheduler=scheduler)
                 _check_output_files(scheduler.jobs, self.config)
+                _check_schedules(scheduler.jobs)
             except BaseException as exc:
                 self._failed(info, exc, "schedule")
                 return {}

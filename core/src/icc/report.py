@@ -143,6 +143,7 @@ class JobReport:
     last_failure: RunReport | None
     running: tuple[RunningReport, ...]
     missed: int  # slots recorded missed within the missed window
+    args: dict[str, Any] | None = None  # args(): {"args": [...], "kwargs": {...}} as stored at scan
 
     @property
     def state(self) -> str:
@@ -173,6 +174,7 @@ class JobReport:
             "last_failure": run(self.last_failure),
             "running": [r.to_json(zone) for r in self.running],
             "missed": self.missed,
+            "args": self.args,
         }
 
 
@@ -418,6 +420,7 @@ def status(config: Config, at: datetime | None) -> StatusReport:
                 last_failure=RunReport.of(kept["failure"], dead) if "failure" in kept else None,
                 running=tuple(running.get(rec.name, ())),
                 missed=missed.get(rec.name, 0),
+                args=rec.definition["schedule"].get("args"),
             )
         )
     watermark = store.get_meta("watermark")

@@ -9,6 +9,8 @@ Pure: no I/O. The time arithmetic, including the daylight-saving policy, lives i
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +41,9 @@ SECOND_INTERVALS = (1, 2, 5, 10, 15, 20, 30)  # every_seconds(n): the divisors o
 MAX_JITTER = 59  # seconds: a jittered run still starts inside its minute
 MAX_TIMEOUT = 30 * 86_400  # seconds: timeout() at most 30 days
 MAX_MISSED_WINDOW = 525_600  # minutes: a year
+MAX_EVERY_MINUTES = 525_600  # every(minutes=n): at most a year
+MAX_EVERY_HOURS = 8_760  # every(hours=n): at most a year
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _MINUTE, _HOUR, _DAY, _MONTH, _DOW = range(5)
 _TIME = re.compile(r"(\d{1,2}):(\d{2})")
@@ -94,6 +99,11 @@ _DEFINITION_KEYS = (
     "seconds",
     "jitter",
     "missed_window",
+    "every",
+    "starting",
+    "once",
+    "unless_between",
+    "args",
 )
 # The lists of Notifications, by definition key (also the methods that fill them).
 _NOTIFY_LISTS = (
@@ -103,6 +113,10 @@ _NOTIFY_LISTS = (
     "then_ping",
     "ping_on_success",
     "ping_on_failure",
+)
+_EVERY_AND_CRON = (
+    "every() cannot be combined with the cron-style methods (every_minutes(), every_hour(), daily(), at(), "
+    "on_mondays(), set_minute(), cron(), ...): every() counts real minutes from starting(); keep one of them"
 )
 _ADDRESS = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+")
 
@@ -124,7 +138,7 @@ class Notifications:
     pings: bool = True
 
 
-def _parse_time(which: str, value: object) -> str:
+def _parse_time(which: str, value: object, method: str = "between") -> str:
     """``"H:MM"``/``"HH:MM"`` or a :class:`datetime.time` as ``"HH:MM"``."""
     if isinstance(value, dt_time):
         return f"{value.hour:02d}:{value.minute:02d}"
@@ -135,8 +149,8 @@ def _parse_time(which: str, value: object) -> str:
             if hour <= 23 and minute <= 59:
                 return f"{hour:02d}:{minute:02d}"
     raise ScheduleError(
-        f"between() {which} {value!r} is not a valid time: give 'HH:MM' with hour 0-23 and minute 0-59, "
-        "for example between('22:00', '06:00')"
+        f"{method}() {which} {value!r} is not a valid time: give 'HH:MM' with hour 0-23 and minute 0-59, "
+        f"for example {method}('22:00', '06:00')"
     )
 
 
@@ -215,10 +229,18 @@ class Schedule:
         self._seconds: int | None = None
         self._jitter = 0
         self._missed_window: int | None = None
+        self._every: int | None = None  # every(): minutes
+        self._starting: datetime | None = None
+        self._once = False
+        self._missed_given = False  # missed() called: once() then keeps the policy given
+        self._unless: tuple[str, str] | None = None
+        self._args: tuple[list[Any], dict[str, Any]] | None = None
 
     # -- fields -------------------------------------------------------------------------------------------------
 
     def _set_fields(self, fields: tuple[str, str, str, str, str]) -> Schedule:
+        if self._every is not None:
+            raise ScheduleError(_EVERY_AND_CRON)
         # Compiling the whole expression catches combinations no single field shows, such as day 30 in February.
         compile_expression(" ".join(fields))
         self._fields = fields
@@ -410,6 +432,123 @@ class Schedule:
         self._skip.append(callback)
         return self
 
+    # -- counted in real time: every(), starting(), once(); and unless_between() -------------------------------------
+
+    def every(self, *, minutes: int | None = None, hours: int | None = None) -> Schedule:
+        """Every *minutes* (1-525600) or *hours* (1-8760), counted in UTC from :meth:`starting` (the Unix epoch
+        when not given): ``every(minutes=90)``, ``every(hours=36)``. For periods that do not divide the hour or
+        the day; real minutes, so daylight saving time never stretches or shortens a period. Does not combine
+        with the cron-style methods (``daily()``, ``at()``, ``set_minute()``, ``cron()``, ...) nor with
+        ``every_seconds()``; ``between()``, ``unless_between()``, ``set_year()`` and ``environments()`` filter
+        its runs."""
+        given = [
+            (unit, value) for unit, value in (("minutes", minutes), ("hours", hours)) if value is not None
+        ]
+        if len(given) != 1:
+            raise ScheduleError(
+                "every() takes one of minutes=n or hours=n, e.g. every(minutes=90) or every(hours=36)"
+            )
+        unit, value = given[0]
+        high = MAX_EVERY_MINUTES if unit == "minutes" else MAX_EVERY_HOURS
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise ScheduleError(
+                f"every({unit}={_shown(value)}) is not valid: give whole {unit} 1-{high} (at most a year)"
+            )
+        if self._fields != self._default:
+            raise ScheduleError(_EVERY_AND_CRON)
+        if self._seconds is not None:
+            raise ScheduleError(
+                f"every({unit}={value}) cannot be combined with every_seconds({self._seconds}): drop one of them"
+            )
+        self._every = value if unit == "minutes" else value * 60
+        self._rule = None
+        return self
+
+    def starting(self, moment: datetime) -> Schedule:
+        """The anchor of :meth:`every` and the moment of :meth:`once`'s run; with other schedules, no run before
+        it. A datetime (a naive one is read in the schedule's zone); a moment inside a minute means the next
+        minute."""
+        if not isinstance(moment, datetime):
+            raise ScheduleError(
+                f"starting({_shown(moment)}) is not valid: give a datetime, e.g. "
+                "starting(datetime(2026, 1, 1, 6, 0, tzinfo=ZoneInfo('Europe/Berlin')))"
+            )
+        self._starting = moment
+        self._rule = None
+        return self
+
+    def once(self) -> Schedule:
+        """A one-off job: its first run at or after :meth:`starting` (required), recorded, never again. Missed
+        while nothing ticked, it runs once late within the missed window (``missed("skip")`` keeps it from
+        that)."""
+        self._once = True
+        self._rule = None
+        return self
+
+    def unless_between(self, start: str | dt_time, end: str | dt_time) -> Schedule:
+        """Not between two wall-clock times, both inclusive: the inverse of :meth:`between`;
+        ``unless_between("22:00", "06:00")`` crosses midnight. A later call replaces an earlier one."""
+        window = (_parse_time("start", start, "unless_between"), _parse_time("end", end, "unless_between"))
+        self._unless = window
+        self._rule = None
+        return self
+
+    def args(self, *args: Any, **kwargs: Any) -> Schedule:
+        """Arguments for a callable task: ``task(*args, **kwargs)`` in its run. JSON values only (str, int,
+        float, bool, None, lists, dicts with string keys): they are stored at scan and shown by ``icc status``;
+        the task gets them as JSON gives them back (a tuple as a list)."""
+        for where, value in [*((f"argument {i}", v) for i, v in enumerate(args)), *kwargs.items()]:
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise ScheduleError(
+                    f"args(): {where if where.startswith('argument') else f'keyword {where!r}'} "
+                    f"({type(value).__name__}) is not JSON-serialisable ({exc}): pass str, int, float, bool, "
+                    "None, lists or dicts with string keys"
+                ) from None
+        stored = json.loads(json.dumps([list(args), kwargs], allow_nan=False))
+        self._args = (stored[0], stored[1])
+        return self
+
+    @property
+    def call_args(self) -> tuple[list[Any], dict[str, Any]] | None:
+        """``(args, kwargs)`` from :meth:`args` as JSON gives them back, or None."""
+        if self._args is None:
+            return None
+        return json.loads(json.dumps(self._args[0])), json.loads(json.dumps(self._args[1]))
+
+    @property
+    def every_minutes_count(self) -> int | None:
+        """The :meth:`every` period in minutes, or None."""
+        return self._every
+
+    @property
+    def starting_at(self) -> datetime | None:
+        """The :meth:`starting` moment, aware (a naive one read in the schedule's zone), or None."""
+        moment = self._starting
+        if moment is None:
+            return None
+        return moment.replace(tzinfo=get_zone(self.zone)) if moment.tzinfo is None else moment
+
+    @property
+    def one_off(self) -> bool:
+        """Whether :meth:`once` was called."""
+        return self._once
+
+    @property
+    def unless_times(self) -> tuple[str, str] | None:
+        """``("HH:MM", "HH:MM")`` from :meth:`unless_between`, or None."""
+        return self._unless
+
+    def problem(self) -> str | None:
+        """What makes this schedule unusable as a whole (checked at scan, where the order of the calls no longer
+        matters), or None."""
+        if self._once and self._starting is None:
+            return "once() needs starting(datetime): the moment of its one run"
+        if self._once and self._seconds is not None:
+            return f"once() runs one slot: drop every_seconds({self._seconds})"
+        return None
+
     # -- recorded options for the runner ------------------------------------------------------------------------
 
     def in_background(self) -> Schedule:
@@ -456,6 +595,10 @@ class Schedule:
                 f"every_seconds({seconds}) cannot be combined with jitter({self._jitter}): a sub-minute job "
                 "runs at fixed offsets; drop one of them"
             )
+        if self._every is not None:
+            raise ScheduleError(
+                f"every_seconds({seconds}) cannot be combined with every(minutes={self._every}): drop one of them"
+            )
         self._seconds = seconds
         return self
 
@@ -495,6 +638,7 @@ class Schedule:
         if policy not in MISSED_POLICIES:
             raise ScheduleError(f"missed policy {policy!r} is not valid: give one of 'skip', 'once', 'all'")
         self._missed = policy
+        self._missed_given = True
         return self
 
     def even_when_paused(self) -> Schedule:
@@ -673,7 +817,9 @@ class Schedule:
 
     @property
     def missed_policy(self) -> str:
-        return self._missed
+        """The missed() policy; a once() job without one is ``"once"`` (its one run runs late, within the
+        missed window)."""
+        return "once" if self._once and not self._missed_given else self._missed
 
     @property
     def seconds(self) -> int | None:
@@ -721,7 +867,27 @@ class Schedule:
                 window = (_minutes_of_day(self._between[0]), _minutes_of_day(self._between[1]))
             years = parse_years(self._year) if self._year is not None else None
             self._rule = TimeRule(self.spec, self.zone, years, window)
+            if (
+                self._every is not None
+                or self._starting is not None
+                or self._once
+                or self._unless is not None
+            ):
+                self._rule = self._counted_rule(self._rule)
         return self._rule
+
+    def _counted_rule(self, rule: TimeRule) -> TimeRule:
+        """The rule with every(), starting(), once() and unless_between() added."""
+        from dataclasses import replace  # lazy: only schedules that use these methods need it
+
+        moment = self.starting_at
+        start = None if moment is None else math.ceil(moment.timestamp() / 60)
+        unless = None
+        if self._unless is not None:
+            unless = (_minutes_of_day(self._unless[0]), _minutes_of_day(self._unless[1]))
+        if self._once and start is None:
+            raise ScheduleError(self.problem() or "")
+        return replace(rule, period=self._every or 0, start=start, once=self._once, unless=unless)
 
     def matches(self, at: datetime) -> bool:
         """Whether the minute of *at* is a run: cron fields, year and between, DST-aware."""
@@ -771,8 +937,12 @@ class Schedule:
     def describe(self) -> str:
         """The schedule in words: "every 5 minutes", "daily at 03:30 (Europe/Berlin)"."""
         parts = [self._describe_fields()]
+        if self._every is not None or self._starting is not None or self._once:
+            parts[0] = self._describe_counted(parts[0])
         if self._between is not None:
             parts.append(f"between {self._between[0]} and {self._between[1]}")
+        if self._unless is not None:
+            parts.append(f"not between {self._unless[0]} and {self._unless[1]}")
         if self._year is not None:
             plural = "" if self._year.isdigit() else "s"
             parts.append(f"in year{plural} {self._year}")
@@ -788,6 +958,24 @@ class Schedule:
         if self._zone is not None:
             text += f" ({self._zone})"
         return text
+
+    def _describe_counted(self, fields: str) -> str:
+        """every(), starting() and once() in words: "every 90 minutes from 1970-01-01 00:00 UTC"."""
+        moment = self.starting_at
+        shown = "1970-01-01 00:00 UTC"
+        if moment is not None:
+            minute = math.ceil(moment.timestamp() / 60) * 60  # a moment inside a minute: its next minute
+            local = datetime.fromtimestamp(minute, UTC).astimezone(get_zone(self.zone))
+            shown = f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
+        if self._every is not None:
+            n = self._every
+            fields = f"every {n // 60} hours" if n % 60 == 0 else f"every {n} minutes"
+            fields = {"every 1 minutes": "every minute", "every 1 hours": "every hour"}.get(fields, fields)
+        if not self._once:
+            return f"{fields} from {shown}"
+        if self._every is None and fields == "every minute":
+            return f"once at {shown}"
+        return f"once, the first of {fields} from {shown}"
 
     def _describe_fields(self) -> str:
         minute, hour, day, month, dow = self._fields
@@ -835,7 +1023,7 @@ class Schedule:
             "background": self._background,
             "overlapping": self._overlapping,
             "timeout": self._timeout,
-            "missed": self._missed,
+            "missed": self.missed_policy,
             "has_callbacks": self.has_callbacks,
         }
         # Only when set: a job without them keeps the definition it had before these settings existed.
@@ -858,6 +1046,17 @@ class Schedule:
             definition["jitter"] = self._jitter
         if self._missed_window is not None:
             definition["missed_window"] = self._missed_window
+        if self._every is not None:
+            definition["every"] = self._every
+        moment = self.starting_at
+        if moment is not None:
+            definition["starting"] = moment.astimezone(UTC).isoformat()
+        if self._once:
+            definition["once"] = True
+        if self._unless is not None:
+            definition["unless_between"] = list(self._unless)
+        if self._args is not None:
+            definition["args"] = {"args": self._args[0], "kwargs": self._args[1]}
         return definition
 
     @classmethod
@@ -915,6 +1114,25 @@ class Schedule:
             schedule.jitter(definition["jitter"])
         if definition.get("missed_window") is not None:
             schedule.missed_window(definition["missed_window"])
+        if definition.get("every") is not None:
+            schedule.every(minutes=definition["every"])
+        if definition.get("starting") is not None:
+            try:
+                schedule.starting(datetime.fromisoformat(definition["starting"]))
+            except (TypeError, ValueError):
+                raise ScheduleError(
+                    f"schedule definition 'starting' {definition['starting']!r} is not an ISO 8601 datetime"
+                ) from None
+        if definition.get("once"):
+            schedule.once()
+        if definition.get("unless_between") is not None:
+            start, end = definition["unless_between"]
+            schedule.unless_between(start, end)
+        stored_args = definition.get("args")
+        if stored_args is not None:
+            if not isinstance(stored_args, dict) or not isinstance(stored_args.get("kwargs"), dict):
+                raise ScheduleError("schedule definition 'args' must be a dict with keys args and kwargs")
+            schedule.args(*stored_args.get("args", ()), **stored_args["kwargs"])
         return schedule
 
     def __repr__(self) -> str:

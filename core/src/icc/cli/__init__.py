@@ -482,6 +482,10 @@ def _job_detail(detail: facts.JobDetailReport, zone: str, raw: bool = False) -> 
     if detail.paused is not None:
         ui.say(_pause_line(detail.paused, zone))
     ui.say(f"{entry.name}: {entry.schedule_text} [{entry.cron}], plugin {entry.plugin}, {entry.state}")
+    if entry.args is not None:
+        shown = [json.dumps(a) for a in entry.args["args"]]
+        shown += [f"{k}={json.dumps(v)}" for k, v in entry.args["kwargs"].items()]
+        ui.say(f"args: ({', '.join(shown)})")
     ui.say(f"last success: {_last_run_cell(entry.last_success, zone)}")
     ui.say(f"last failure: {_last_run_cell(entry.last_failure, zone)}")
     if detail.next_runs is not None:

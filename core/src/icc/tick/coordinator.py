@@ -92,6 +92,7 @@ if TYPE_CHECKING:
 
 
 NOT_EVALUATED = 0  # next_due of a job no tick has evaluated yet
+ONCE_META_PREFIX = "once:"  # meta key of a once() job whose one run was decided: its slot
 LATE_OFFSET = 1.0  # seconds: a sub-minute offset the tick reaches this late (its second is over) is skipped
 AHEAD_OFFSETS = 12  # offsets a minute (every_seconds(5)) up to which a busy tick hands them out ahead
 
@@ -888,6 +889,10 @@ class Tick:
             window = schedule.missed_window_minutes
             start = max(start, self.slot - (self.config.missed_window if window is None else window) * 60)
             slots = due_slots(schedule, start, self.slot)
+            once_key = None
+            if schedule.one_off:
+                once_key = ONCE_META_PREFIX + record.name + (f"@{self.host_name}" if per_host else "")
+                slots = self._once_slots(once_key, schedule, slots, stored_next)
             nxt = next_due(schedule, self.slot)
             if nxt != record.next_due:
                 next_dues[record.name] = nxt
@@ -897,6 +902,8 @@ class Tick:
                 if paused is not None and not paused.exempts(record.name, schedule.runs_when_paused):
                     self._skip_paused(record.name, schedule, slots, report)
                     continue
+                if once_key is not None:  # decided: run (or recorded missed by its policy), never again
+                    self._once_decided(once_key, slots[-1])
                 due.append((record, schedule, slots))
         planned: list[_Planned] = []
         # Declaration order, as stored by the scan (no plugin is imported by the tick).
@@ -914,6 +921,29 @@ class Tick:
         if progress is not None and (own or progress.get("jobs")):
             self._save_host_progress(own)
         return [p for p in planned if p.run_id]
+
+    def _once_slots(
+        self, key: str, schedule: Schedule, slots: list[int], stored_next: int | None
+    ) -> list[int]:
+        """A ``once()`` job's slots at this tick: none once its run was decided (meta ``once:<job>``, kept across
+        scans and history pruning); its one slot when due; and this tick's slot when that one had already passed
+        before any tick evaluated the job (added, or changed, after its moment), unless ``missed("skip")``."""
+        if self.store.get_meta(key) is not None:
+            return []
+        if slots:
+            return slots
+        first = schedule.time_rule.next_after(datetime(1, 1, 2, tzinfo=UTC))
+        if first is None or slot_of(first) >= self.slot:
+            return []
+        if stored_next != NOT_EVALUATED:
+            # Passed beyond its missed window while nothing ticked: decided too, so that a changed definition
+            # (evaluated afresh) does not run it now.
+            self._once_decided(key, slot_of(first))
+            return []
+        return [] if schedule.missed_policy == "skip" else [self.slot]
+
+    def _once_decided(self, key: str, slot: int) -> None:
+        self.store.update_meta(key, lambda _old: str(slot))
 
     def _progress_key(self) -> str:
         return f"progress:{self.host_name}"
@@ -1404,6 +1434,10 @@ def _summary_row(name: str, outcome: str, slots: list[int], zone: str, detail: s
 def _bind(job: Job, ctx: Any) -> Callable[[], object]:
     task = job.task
     assert callable(task)
+    given = job.schedule.call_args
+    if given is not None:  # args(): the task gets them, as JSON gives them back, instead of the context
+        args, kwargs = given
+        return lambda: task(*args, **kwargs)
     if job.takes_context():
         return lambda: task(ctx)
     return task
