@@ -10,6 +10,7 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 MANAGE_PY = """\
 #!/usr/bin/env python
@@ -43,6 +44,18 @@ TIME_ZONE = {time_zone!r}
 ICC = {icc!r}
 {extra}
 """
+
+
+def pg_database(url: str) -> dict[str, Any]:
+    """Django's DATABASES entry for a libpq URL of tests/pgkit.py."""
+    parts = urlsplit(url)
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parts.path.lstrip("/"),
+        "USER": parts.username,
+        "HOST": parts.hostname,
+        "PORT": parts.port,
+    }
 
 
 def _clean_env() -> dict[str, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from frameworkkit import DjangoSite
+from frameworkkit import DjangoSite, pg_database
 from pgkit import PgServer
 from projectkit import at
 
@@ -31,17 +31,6 @@ ORM_TASKS = """
     def schedule(scheduler):
         scheduler.add(add_user, name="add-user").every_minutes(1)
 """
-
-
-def pg_database(url: str) -> dict[str, object]:
-    parts = urlsplit(url)
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": parts.path.lstrip("/"),
-        "USER": parts.username,
-        "HOST": parts.hostname,
-        "PORT": parts.port,
-    }
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
