@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -84,6 +85,8 @@ class DjangoSite:
         (self.root / "manage.py").write_text(MANAGE_PY)
         self.write_settings()
         for app in self.apps:
+            if importlib.util.find_spec(app) is not None:  # an installed app (django_tasks)
+                continue
             (self.root / app).mkdir(exist_ok=True)
             (self.root / app / "__init__.py").write_text("")
 

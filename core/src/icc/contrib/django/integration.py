@@ -20,6 +20,8 @@ from icc.errors import ConfigError, ScheduleError
 
 NAME = "django"
 TASKS_MODULE = "icc_tasks"
+TASKS_PLUGIN = "icc.contrib.django.tasks"
+TASKS_BACKEND = f"{TASKS_PLUGIN}.IccTaskBackend"
 
 # How this process was started as `manage.py icc ...` (set by the management command): argv[0] and directory.
 _invoked: tuple[str, str] | None = None
@@ -86,7 +88,11 @@ def config_table() -> framework.ConfigTable:
     if "timezone" not in table and getattr(settings, "TIME_ZONE", None):
         table["timezone"] = settings.TIME_ZONE
     plugins = list(table.get("plugins") or ())
-    table["plugins"] = plugins + [m for m in task_modules() if m not in plugins]
+    found = task_modules()
+    tasks = getattr(settings, "TASKS", None) or {}
+    if any(isinstance(b, Mapping) and b.get("BACKEND") == TASKS_BACKEND for b in tasks.values()):
+        found.append(TASKS_PLUGIN)  # the handler of Django's tasks
+    table["plugins"] = plugins + [m for m in found if m not in plugins]
     store = table.get("store")
     if isinstance(store, Mapping) and "database" in store:
         store = dict(store)
