@@ -261,3 +261,34 @@ def test_dispatch_on_commit_refuses_a_bad_message_at_once(tmp_path: Path) -> Non
         "try:\n    dispatch_on_commit('note', {}, queue='nope')\nexcept Exception as e:\n    print(type(e).__name__)\n",
     )
     assert proc.stdout.split() == ["QueueError", "QueueError"]
+
+
+def test_store_database_url_carries_the_databases_settings_quoted(tmp_path: Path) -> None:
+    other = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "shop db",
+        "USER": "shop",
+        "PASSWORD": "p@ss:w/rd?#",
+        "HOST": "db.internal",
+        "PORT": "6432",
+        "OPTIONS": {"sslmode": "require"},
+    }
+    site = DjangoSite(tmp_path, extra=f"DATABASES['other'] = {other!r}")
+    out = site.shell("""
+        from psycopg.conninfo import conninfo_to_dict
+        from icc.contrib.django.integration import database_url
+        parts = conninfo_to_dict(database_url("other"))
+        print(sorted(parts.items()))
+    """)
+    assert out.strip() == str(
+        sorted(
+            {
+                "dbname": "shop db",
+                "user": "shop",
+                "password": "p@ss:w/rd?#",
+                "host": "db.internal",
+                "port": "6432",
+                "sslmode": "require",
+            }.items()
+        )
+    )

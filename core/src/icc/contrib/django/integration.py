@@ -5,6 +5,7 @@ user code, management commands as jobs, and ``manage.py icc`` as the way icc is 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import shlex
@@ -27,9 +28,9 @@ TASKS_BACKEND = f"{TASKS_PLUGIN}.IccTaskBackend"
 _invoked: tuple[str, str] | None = None
 
 
-def task_modules() -> list[str]:
-    """Every installed app's ``icc_tasks`` module, in ``INSTALLED_APPS`` order (found, not imported: an import
-    error is reported by icc's plugin host like any plugin failure)."""
+@functools.cache
+def _found_task_modules() -> tuple[str, ...]:
+    """Looked for once per process: the installed apps do not change after ``django.setup()``."""
     from django.apps import apps
 
     found: list[str] = []
@@ -38,7 +39,13 @@ def task_modules() -> list[str]:
         with contextlib.suppress(ImportError, ValueError):
             if importlib.util.find_spec(module) is not None:
                 found.append(module)
-    return found
+    return tuple(found)
+
+
+def task_modules() -> list[str]:
+    """Every installed app's ``icc_tasks`` module, in ``INSTALLED_APPS`` order (found, not imported: an import
+    error is reported by icc's plugin host like any plugin failure)."""
+    return list(_found_task_modules())
 
 
 def database_url(alias: str) -> str:
