@@ -147,3 +147,44 @@ def test_crontab_line_calls_flask_icc_from_crons_bare_environment(webapp: FlaskA
     )
     assert proc.returncode == 0, proc.stderr
     each_in_its_own_context(notes(webapp), "job")
+
+
+def test_init_app_in_an_application_factory(tmp_path: Path) -> None:
+    app = FlaskApp(tmp_path)
+    app.write(
+        "webapp.py",
+        """
+        from flask import Flask
+
+        from icc.contrib.flask import Icc
+
+        icc_ext = Icc()
+
+
+        def create_app():
+            app = Flask(__name__)
+            app.config["GREETING"] = "hello from the factory"
+            app.config["ICC"] = {"state_dir": "state", "plugins": ["webapp_tasks"]}
+            icc_ext.init_app(app)
+            return app
+        """,
+    )
+    app.write(
+        "webapp_tasks.py",
+        """
+        import icc
+        from flask import current_app
+
+
+        def job():
+            print(current_app.config["GREETING"])
+
+
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(job, name="job").daily()
+        """,
+    )
+    app.flask("icc", "scan")
+    app.flask("icc", "exec", "job")
+    assert "hello from the factory" in app.flask("icc", "logs", "job").stdout
