@@ -551,6 +551,21 @@ def _export(dotenv: Mapping[str, tuple[str, Path]]) -> None:
                 ) from None
 
 
+def _framework_table(table: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    """A framework setting's copy of ``[icc]``: a mapping whose tables are mappings (dicts, as TOML gives)."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{origin} must be a dict with icc.toml's keys, not {type(table).__name__}")
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, tuple):
+            return list(value)
+        return value
+
+    return {str(k): plain(v) for k, v in table.items()}
+
+
 def load_config(
     path: Path | None = None,
     *,
@@ -568,6 +583,7 @@ def load_config(
     """
     env = os.environ if environ is None else environ
     cwd = (cwd or Path.cwd()).absolute()
+    held = None
     if path is None and env.get("ICC_CONFIG"):
         path = Path(env["ICC_CONFIG"])
     if path is not None:
@@ -587,15 +603,21 @@ def load_config(
                 f"{path}: is not a file; point --config or ICC_CONFIG to icc.toml or pyproject.toml"
             )
     else:
-        path = find_config_file(cwd)
+        from icc import framework  # lazy: only without a config file named
+
+        held = framework.config_table()  # a framework's settings (Django's ICC) win over a file found
+        path = None if held is not None else find_config_file(cwd)
 
     table: dict[str, Any] = {}
     root = cwd
+    origin = str(path) if path is not None else "defaults"
+    where = _table_label(path) if path is not None else "[icc]"
     if path is not None:
         root = path.parent
         table = _icc_table(path, _read_toml(path))
-    origin = str(path) if path is not None else "defaults"
-    where = _table_label(path) if path is not None else "[icc]"
+    elif held is not None:
+        root, origin = held.root, held.origin
+        table = _framework_table(held.table, origin)
 
     core_table = {k: v for k, v in table.items() if not isinstance(v, dict) or k in CORE_TABLES}
     plugin_tables = {k: dict(v) for k, v in table.items() if isinstance(v, dict) and k not in CORE_TABLES}

@@ -192,3 +192,21 @@ class Scheduler:
         task_value: Task = task if callable(task) else tuple(task)
         self.jobs[job_name] = Job(job_name, task_value, schedule, description, self._provenance)
         return schedule
+
+    def command(self, name: str, *args: object, **options: object) -> Schedule:
+        """A job that runs the framework's management command ``name`` with ``args`` and ``options``
+        (Django: ``call_command(name, *args, **options)`` in the job's process, its output kept as the run's).
+        Its job name is the command line (``manage.py clearsessions``). Needs a framework integration
+        (``icc.contrib.django`` in ``INSTALLED_APPS``)."""
+        from icc import framework  # lazy: only plugins that schedule commands
+
+        if not isinstance(name, str) or not name:
+            raise ScheduleError(f"scheduler.command() needs a command name, not {name!r}")
+        try:
+            task, job_name = framework.command_task(name, args, dict(options))
+        except LookupError:
+            raise ScheduleError(
+                f"scheduler.command({name!r}) needs a framework that runs management commands: add "
+                "'icc.contrib.django' to INSTALLED_APPS and run icc as `python manage.py icc ...`"
+            ) from None
+        return self.add(task, name=job_name)

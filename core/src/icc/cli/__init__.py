@@ -915,9 +915,10 @@ def disable(env: Env, job: str) -> None:
 
 def crontab_line(config: Config) -> str:
     """The crontab line for ``config``, escaped for cron: a bare ``%`` would end the command there."""
+    from icc import framework  # lazy: icc crontab only
     from icc.errors import ConfigError
 
-    if config.path is None:
+    if config.path is None and framework.argv() is None:
         raise ConfigError(
             f"icc crontab: no config file found in {Path.cwd()} or above (icc.toml, or pyproject.toml with "
             "[tool.icc]), so the line would run on an empty state in cron's working directory; run it from "

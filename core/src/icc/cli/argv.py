@@ -11,7 +11,13 @@ if TYPE_CHECKING:
 
 
 def icc_argv(config: Config) -> list[str]:
-    """How to call this install's icc: the script beside this interpreter, with the config made absolute."""
+    """How to call this install's icc: the script beside this interpreter, with the config made absolute; or
+    what a framework says (``manage.py icc``, with its settings module and directory)."""
+    from icc import framework  # lazy: crontab lines and units only
+
+    called = framework.argv()
+    if called is not None:
+        return called
     script = Path(sys.executable).parent / "icc"
     argv = [str(script)] if script.exists() else [sys.executable, "-m", "icc"]
     if config.path is not None:

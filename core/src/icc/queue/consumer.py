@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Protocol
 
+from icc import framework
 from icc.errors import QueueError, UnrecoverableMessageError
 from icc.queue.limits import rss_bytes
 from icc.queue.message import Envelope, ErrorRecord, decode_payload, error_record
@@ -657,7 +658,8 @@ class Consumer:
             self._current_started = time.monotonic()
             self._current = envelope
             try:
-                handler(payload)
+                with framework.user_code():  # a framework's app context; its stale connections closed
+                    handler(payload)
             finally:
                 self._current = None
         except KeyboardInterrupt:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from icc import framework
 from icc.errors import QueueError
 from icc.queue.message import encode_payload, is_finite_delay, validate_name
 from icc.store import SYNCHRONOUS_VARIABLE, open_transport
@@ -105,7 +106,7 @@ def _config() -> Config:
     from icc.config import load_config
 
     config = load_config(cwd=Path(cwd))
-    if config.path is None:
+    if config.path is None and framework.config_table() is None:
         raise QueueError(
             f"no icc project found from {cwd}: set ICC_CONFIG or run inside the project "
             "(a directory with icc.toml, or pyproject.toml with [tool.icc], or below it)"

@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from icc import framework
 from icc.errors import StateError
 from icc.locks import job_lock
 from icc.store.protocol import Outcome, RunRecord, StateStore
@@ -289,7 +290,8 @@ def _run_callable_child(
         os.dup2(write_fd, 2)
         os.close(write_fd)
         try:
-            func()
+            with framework.user_code():  # a framework's app context; its stale connections closed
+                func()
             code = 0
         except SystemExit as exc:
             if exc.code is None or exc.code == 0:
@@ -893,7 +895,8 @@ def run_bounded(
             if title:
                 set_title(title)
             try:
-                answer = fn()
+                with framework.user_code():
+                    answer = fn()
                 os.write(value_w, b"1" if answer else b"0")
                 code = 0
             except SystemExit as exc:

@@ -490,7 +490,9 @@ def rescan(config: Config) -> str:
     import subprocess
     import sys
 
-    argv = [sys.executable, "-m", "icc"]
+    from icc import framework  # lazy: a rescan only
+
+    argv = framework.argv() or [sys.executable, "-m", "icc"]
     if config.path is not None:
         argv += ["--config", str(config.path)]
     try:

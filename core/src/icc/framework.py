@@ -1,0 +1,125 @@
+"""The framework seam: what a web framework's integration (``icc.contrib.django``, ``icc.contrib.flask``) adds to
+icc's own processes, without icc importing it.
+
+An integration :func:`install`\\ s a :class:`Framework` in the process that loads it (Django's
+``AppConfig.ready()``, Flask's ``Icc(app)``); every process icc forks from there inherits it. icc then:
+
+- takes its configuration from the framework's settings (:func:`config_table`) when no config file is named;
+- calls ``before_fork`` before every ``os.fork()`` of the process (database connections must not cross a fork);
+- runs every piece of user code (a job's callable, a predicate, a callback, a run hook, a queue handler) inside
+  ``around()`` (:func:`user_code`): an application context, stale connections closed before and after;
+- builds ``scheduler.command(...)`` jobs with ``command`` (a management command run in the job's process);
+- calls icc again (crontab lines, systemd units, the tick's own scan) with ``argv``.
+
+Standard library only: the idle paths may import this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ConfigTable",
+    "Framework",
+    "argv",
+    "command_task",
+    "config_table",
+    "install",
+    "installed",
+    "user_code",
+]
+
+
+@dataclass(frozen=True)
+class ConfigTable:
+    """icc's configuration held by the framework's settings: the same keys as ``[icc]`` in ``icc.toml``."""
+
+    table: Mapping[str, Any]
+    root: Path  # the project directory: relative paths (state_dir) are read from it, runs start in it
+    origin: str  # where it is set, for messages: "Django setting ICC (mysite.settings)"
+
+
+@dataclass(frozen=True)
+class Framework:
+    """One framework's hooks into icc; each is optional."""
+
+    name: str
+    before_fork: Callable[[], None] | None = None
+    around: Callable[[], contextlib.AbstractContextManager[object]] | None = None
+    config: Callable[[], ConfigTable | None] | None = None
+    # command(name, args, options) -> (the job's callable, its default job name)
+    command: Callable[[str, tuple[Any, ...], dict[str, Any]], tuple[Callable[[], object], str]] | None = None
+    argv: Callable[[], list[str]] | None = None  # how to call this project's icc again
+
+
+_installed: dict[str, Framework] = {}
+_fork_hook_registered = False
+
+
+def _before_fork() -> None:
+    for framework in list(_installed.values()):
+        if framework.before_fork is not None:
+            with contextlib.suppress(Exception):  # a fork must not fail over a connection that will not close
+                framework.before_fork()
+
+
+def install(framework: Framework) -> None:
+    """Install ``framework`` in this process (again: replaces the one of the same name)."""
+    global _fork_hook_registered
+    _installed[framework.name] = framework
+    if not _fork_hook_registered:
+        os.register_at_fork(before=_before_fork)
+        _fork_hook_registered = True
+
+
+def uninstall(name: str) -> None:
+    """Remove the framework ``name`` (tests; an application that stops using it)."""
+    _installed.pop(name, None)
+
+
+def installed() -> tuple[Framework, ...]:
+    return tuple(_installed.values())
+
+
+@contextlib.contextmanager
+def user_code() -> Iterator[None]:
+    """Around one piece of user code: every installed framework's ``around()``, in install order."""
+    with contextlib.ExitStack() as stack:
+        for framework in list(_installed.values()):
+            if framework.around is not None:
+                stack.enter_context(framework.around())
+        yield
+
+
+def config_table() -> ConfigTable | None:
+    """The configuration the first installed framework holds, or None."""
+    for framework in _installed.values():
+        if framework.config is not None:
+            found = framework.config()
+            if found is not None:
+                return found
+    return None
+
+
+def command_task(
+    name: str, args: tuple[Any, ...], options: dict[str, Any]
+) -> tuple[Callable[[], object], str]:
+    """The job of ``scheduler.command(name, *args, **options)``; raises LookupError without a framework that
+    runs commands."""
+    for framework in _installed.values():
+        if framework.command is not None:
+            return framework.command(name, args, options)
+    raise LookupError(name)
+
+
+def argv() -> list[str] | None:
+    """How to call icc again in this project, when a framework says (``manage.py icc``), else None."""
+    for framework in _installed.values():
+        if framework.argv is not None:
+            return framework.argv()
+    return None
