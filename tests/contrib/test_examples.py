@@ -1,4 +1,4 @@
-"""examples/django_site and examples/flask_app run as their READMEs say, with real processes: `manage.py icc`
+"""examples/django-shop and examples/flask-shop run as their READMEs say, with real processes: `manage.py icc`
 and `flask icc` scans, ticks and consumers, on SQLite and (the Django site) on PostgreSQL."""
 
 from __future__ import annotations
@@ -46,10 +46,10 @@ def base_env() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])
-def test_django_site_example_runs_jobs_messages_and_tasks(
+def test_django_shop_example_runs_jobs_messages_and_tasks(
     store: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    root = copy("django_site", tmp_path)
+    root = copy("django-shop", tmp_path)
     env = base_env()
     if store == "postgres":
         env["SHOP_POSTGRES_URL"] = request.getfixturevalue("pg_url")
@@ -75,8 +75,8 @@ def test_django_site_example_runs_jobs_messages_and_tasks(
     manage("icc", "exec", "manage.py clearsessions")
 
 
-def test_flask_app_example_runs_a_job_and_a_handler_in_the_app_context(tmp_path: Path) -> None:
-    root = copy("flask_app", tmp_path)
+def test_flask_shop_example_runs_a_job_and_a_handler_in_the_app_context(tmp_path: Path) -> None:
+    root = copy("flask-shop", tmp_path)
     flask = runner(root, [sys.executable, "-m", "flask", "--app", "app"], base_env())
     flask("icc", "scan")
     assert "nightly-report" in flask("icc", "status")
