@@ -98,7 +98,7 @@ ENTRY_POINT_GROUP = "icc.tasks"
 
 # icc's own plugins, by module name, loaded after every other plugin. A module that does not exist
 # (yet) is skipped without a word.
-BUILTIN_PLUGINS: list[str] = ["icc.queue.builtin", "icc.notify.pings"]
+BUILTIN_PLUGINS: list[str] = ["icc.queue.builtin", "icc.notify.pings", "icc.notify.notifications"]
 # Plugins whose jobs are defined from every plugin (the consumer jobs, from every plugin's handlers): a run of
 # one of their jobs loads every plugin, never only its own (tick.coordinator.prepare_run).
 JOBS_FROM_EVERY_PLUGIN = frozenset({"icc.queue.builtin"})

@@ -39,6 +39,7 @@ SECOND_INTERVALS = (1, 2, 5, 10, 15, 20, 30)  # every_seconds(n): the divisors o
 MAX_JITTER = 59  # seconds: a jittered run still starts inside its minute
 MAX_TIMEOUT = 30 * 86_400  # seconds: timeout() at most 30 days
 MAX_MISSED_WINDOW = 525_600  # minutes: a year
+MAX_EXPECT_SUCCESS = 366 * 86_400  # seconds: expect_success_within() at most a year
 
 _MINUTE, _HOUR, _DAY, _MONTH, _DOW = range(5)
 _TIME = re.compile(r"(\d{1,2}):(\d{2})")
@@ -94,6 +95,7 @@ _DEFINITION_KEYS = (
     "seconds",
     "jitter",
     "missed_window",
+    "expect_success_within",
 )
 # The lists of Notifications, by definition key (also the methods that fill them).
 _NOTIFY_LISTS = (
@@ -103,6 +105,7 @@ _NOTIFY_LISTS = (
     "then_ping",
     "ping_on_success",
     "ping_on_failure",
+    "notify_on_failure",
 )
 _ADDRESS = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+")
 
@@ -122,6 +125,13 @@ class Notifications:
     ping_on_success: tuple[str, ...] = ()
     ping_on_failure: tuple[str, ...] = ()
     pings: bool = True
+    notify_on_failure: tuple[str, ...] = ()  # apprise URLs (icc.notify.notifications)
+
+
+def _notify_shown(url: object) -> str:
+    from icc.urls import redact
+
+    return repr(redact(url)) if isinstance(url, str) else repr(url)
 
 
 def _parse_time(which: str, value: object) -> str:
@@ -215,6 +225,7 @@ class Schedule:
         self._seconds: int | None = None
         self._jitter = 0
         self._missed_window: int | None = None
+        self._expect_success_within: int | None = None
 
     # -- fields -------------------------------------------------------------------------------------------------
 
@@ -587,7 +598,49 @@ class Schedule:
             ping_on_success=get("ping_on_success", ()),
             ping_on_failure=get("ping_on_failure", ()),
             pings=self._pings,
+            notify_on_failure=get("notify_on_failure", ()),
         )
+
+    def notify_on_failure(self, *urls: str) -> Schedule:
+        """Send a notification to these apprise URLs (``json://``, ``slack://``, ``mailto://``, ...) for each
+        failed, timed-out or abandoned run and when the job goes stale, flood-limited (icc.notify.notifications).
+        The syntax is checked here; apprise checks each URL at scan."""
+        from icc.urls import notify_url_problem
+
+        if not urls:
+            raise ScheduleError(
+                "notify_on_failure() needs at least one URL, e.g. notify_on_failure('json://host/')"
+            )
+        for url in urls:
+            problem = notify_url_problem(url)
+            if problem is not None:
+                raise ScheduleError(f"notify_on_failure({_notify_shown(url)}) is not valid: give {problem}")
+        self._notify["notify_on_failure"] = tuple(
+            dict.fromkeys((*self._notify.get("notify_on_failure", ()), *urls))
+        )
+        return self
+
+    def expect_success_within(self, seconds: int) -> Schedule:
+        """A freshness check (a dead man's switch): the job is stale when its last success is older than this
+        many seconds, counted from its first scan when it never succeeded. The next tick on any host alerts
+        once per episode (mail, pings' ``/fail``, notification URLs); ``icc check`` and ``icc_job_stale`` say so."""
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or seconds != seconds
+            or not 0 < seconds <= MAX_EXPECT_SUCCESS
+        ):
+            raise ScheduleError(
+                f"expect_success_within({_shown(seconds)}) is not valid: give seconds greater than 0, at most "
+                f"{MAX_EXPECT_SUCCESS} (a year)"
+            )
+        self._expect_success_within = max(1, int(seconds))
+        return self
+
+    @property
+    def stale_after(self) -> int | None:
+        """The seconds given to :meth:`expect_success_within`, or None."""
+        return self._expect_success_within
 
     # -- knowing what happened: run callbacks and the output file -------------------------------------------------
 
@@ -858,6 +911,8 @@ class Schedule:
             definition["jitter"] = self._jitter
         if self._missed_window is not None:
             definition["missed_window"] = self._missed_window
+        if self._expect_success_within is not None:
+            definition["expect_success_within"] = self._expect_success_within
         return definition
 
     @classmethod
@@ -915,6 +970,8 @@ class Schedule:
             schedule.jitter(definition["jitter"])
         if definition.get("missed_window") is not None:
             schedule.missed_window(definition["missed_window"])
+        if definition.get("expect_success_within") is not None:
+            schedule.expect_success_within(definition["expect_success_within"])
         return schedule
 
     def __repr__(self) -> str:

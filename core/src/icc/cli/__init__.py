@@ -22,7 +22,10 @@ from icc.cli.argv import icc_argv
 from icc.errors import IccError, JobNotFoundError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from icc.config import Config
+    from icc.jobs import Job
     from icc.tick.coordinator import TickReport
 
 
@@ -178,6 +181,17 @@ def _print_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, ensure_ascii=False))
 
 
+def _notify_url_problem(jobs: Mapping[str, Job]) -> str | None:
+    """The first job's ``notify_on_failure`` URL apprise does not accept (checked at scan), or None."""
+    from icc.notify.notifications import check_urls
+
+    for name, job in sorted(jobs.items()):
+        problem = check_urls(job.schedule.notifications.notify_on_failure)
+        if problem is not None:
+            return f"job {name!r}: {problem}"
+    return None
+
+
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Show the difference, write nothing.")
 @click.option(
@@ -205,6 +219,10 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
     for failure in host.failures:
         diagnostics.logger.warning("plugin %s failed: %s", failure.plugin, failure.error)
     invalid = [f for f in host.failures if f.hook == "schedule"]
+    notify_problem = _notify_url_problem(jobs)
+    if notify_problem is not None:
+        diagnostics.logger.error("%s; nothing was written", notify_problem)
+        _exit(2)
     if invalid:
         diagnostics.logger.error(
             "invalid schedules or a job name two plugins use; nothing was written. "
