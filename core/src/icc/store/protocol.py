@@ -255,6 +255,10 @@ class StateStore(Protocol):
         """Keep the newest ``keep`` runs and the newest ``keep_unrun`` missed or skipped rows per job, and always
         its last success and last failure; return how many were deleted."""
 
+    def prune_old_runs(self, before: float, limit: int) -> int:
+        """Delete at most ``limit`` finished runs and unrun slots that ended before ``before`` (epoch seconds),
+        the oldest first, keeping each job's last success and last failure (``[icc] keep_runs_days``)."""
+
     def close(self) -> None:
         """Release the connection."""
 

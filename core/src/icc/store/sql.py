@@ -417,3 +417,15 @@ class SqlStateStore:
             f" AND id NOT IN (SELECT MAX(id) FROM {{schema}}.runs WHERE outcome IN ({FAILURES_SQL}) GROUP BY job)",
             (keep, keep_unrun),
         )
+
+    def prune_old_runs(self, before: float, limit: int) -> int:
+        # The oldest first (ids grow with time), at most ``limit`` rows a call: a tick never deletes a million
+        # rows at once; the next ticks take the rest. The last success and the last failure are kept.
+        return self._write(
+            "DELETE FROM {schema}.runs WHERE id IN (SELECT id FROM {schema}.runs"
+            " WHERE outcome NOT IN ('pending', 'running') AND COALESCE(ended_at, started_at, slot) < %s"
+            " AND id NOT IN (SELECT MAX(id) FROM {schema}.runs WHERE outcome = 'succeeded' GROUP BY job)"
+            f" AND id NOT IN (SELECT MAX(id) FROM {{schema}}.runs WHERE outcome IN ({FAILURES_SQL}) GROUP BY job)"
+            " ORDER BY id LIMIT %s)",
+            (before, limit),
+        )

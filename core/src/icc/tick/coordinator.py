@@ -94,6 +94,7 @@ if TYPE_CHECKING:
 NOT_EVALUATED = 0  # next_due of a job no tick has evaluated yet
 LATE_OFFSET = 1.0  # seconds: a sub-minute offset the tick reaches this late (its second is over) is skipped
 AHEAD_OFFSETS = 12  # offsets a minute (every_seconds(5)) up to which a busy tick hands them out ahead
+PRUNE_BATCH = 1000  # [icc] keep_runs_days: the most rows one tick deletes by age (the next ticks take the rest)
 
 
 def slot_of(moment: datetime) -> int:
@@ -628,6 +629,9 @@ class Tick:
             raise StateError(self._lost_message(planned, report))
         if planned or self._recorded:
             self.store.prune_runs(self.config.keep_runs, self.config.keep_skipped)
+            if self.config.keep_runs_days is not None:
+                before = time.time() - self.config.keep_runs_days * 86_400
+                self.store.prune_old_runs(before, PRUNE_BATCH)
         self._spawn_concluder(concluded)
         return report
 
