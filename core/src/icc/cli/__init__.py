@@ -258,6 +258,10 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
             RUN_HOOKS_META_KEY: run_hook_plugins(host),
         },
     )
+    if not dry_run:
+        from icc.notify import freshness
+
+        freshness.record_scan(store, records, time.time())
     rows: list[list[str]] = []
     by_name = {r.name: r for r in [*records, *kept]}
     kept_names = {r.name for r in kept}

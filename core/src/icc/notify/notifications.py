@@ -181,7 +181,9 @@ def queue_notifications(
                 "title": _title(job, outcome, host, decision),
                 "type": "success" if decision.kind == "recovered" else "failure",
             }
-            transport = open_transport(config)  # icc.queue's dispatch() is a sibling layer: the transport itself
+            transport = open_transport(
+                config
+            )  # icc.queue's dispatch() is a sibling layer: the transport itself
             for url in urls:
                 text = json.dumps({**payload, "url": url}, allow_nan=False)
                 queued.append(transport.send(QUEUE, MESSAGE_NAME, text, delay=0.0))

@@ -94,7 +94,9 @@ if TYPE_CHECKING:
 NOT_EVALUATED = 0  # next_due of a job no tick has evaluated yet
 LATE_OFFSET = 1.0  # seconds: a sub-minute offset the tick reaches this late (its second is over) is skipped
 AHEAD_OFFSETS = 12  # offsets a minute (every_seconds(5)) up to which a busy tick hands them out ahead
-PRUNE_BATCH = 1000  # [icc] keep_runs_days: the most rows one tick deletes by age (the next ticks take the rest)
+PRUNE_BATCH = (
+    1000  # [icc] keep_runs_days: the most rows one tick deletes by age (the next ticks take the rest)
+)
 
 
 def slot_of(moment: datetime) -> int:
@@ -632,8 +634,23 @@ class Tick:
             if self.config.keep_runs_days is not None:
                 before = time.time() - self.config.keep_runs_days * 86_400
                 self.store.prune_old_runs(before, PRUNE_BATCH)
+        self._check_freshness()
         self._spawn_concluder(concluded)
         return report
+
+    def _check_freshness(self) -> None:
+        """Alert the jobs gone stale (``expect_success_within``) once ``stale.next`` has passed: the alerts are
+        queued, never sent here (icc.notify.freshness). A store that fails here never fails the tick."""
+        from icc.notify import freshness
+
+        now = time.time()
+        try:
+            if freshness.due(self.store, now):
+                freshness.check(self.config, self.store, now)
+        except StateError as exc:
+            import logging  # lazy: only when the store failed here
+
+            logging.getLogger(__name__).warning("the freshness check could not run: %s", exc)
 
     def _check_drift(self, report: TickReport) -> None:
         """Whether the plugins changed since the last scan (stat calls against the scan's stamp); with

@@ -28,7 +28,9 @@ _QUERY = (
     " (SELECT value FROM meta WHERE key = 'watermark'),"
     " (SELECT value FROM meta WHERE key = 'plugins_fingerprint'),"
     " (SELECT COUNT(*) FROM meta WHERE key = 'pause'),"  # icc pause: the full tick records the skipped slots
-    " (SELECT value FROM meta WHERE key = 'drift_stamp')"
+    " (SELECT value FROM meta WHERE key = 'drift_stamp'),"
+    # expect_success_within: the earliest moment a job goes stale unalerted (icc.notify.freshness)
+    " (SELECT value FROM meta WHERE key = 'stale.next')"
 )
 
 
@@ -95,11 +97,15 @@ def try_idle_tick(args: list[str]) -> int | None:
             return None
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
         try:
-            earliest, unfinished, watermark, scanned, paused, stamp = db.execute(_QUERY).fetchone()
+            earliest, unfinished, watermark, scanned, paused, stamp, stale_next = db.execute(
+                _QUERY
+            ).fetchone()
         finally:
             db.close()
         if scanned is None or (watermark is not None and slot < int(watermark)):
             return None
+        if stale_next is not None and float(stale_next) <= time.time():
+            return None  # a job went stale: the full tick alerts (icc.notify.freshness)
     except Exception:
         return None
     if unfinished or paused:

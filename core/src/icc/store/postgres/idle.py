@@ -50,7 +50,9 @@ _QUERY = (
     " (SELECT COUNT(*) FROM {s}.jobs WHERE enabled AND removed_at IS NULL"
     " AND strpos(definition, 'on_each_host') > 0),"
     " (SELECT string_agg(version::text, ',' ORDER BY version) FROM {s}.migrations),"
-    " (SELECT value FROM {s}.meta WHERE key = 'drift_stamp')"
+    " (SELECT value FROM {s}.meta WHERE key = 'drift_stamp'),"
+    # expect_success_within: the earliest moment a job goes stale unalerted (icc.notify.freshness)
+    " (SELECT value FROM {s}.meta WHERE key = 'stale.next')"
 )
 
 
@@ -210,7 +212,7 @@ def try_pg_idle_tick(config_path: str | None, quiet: bool, at: str | None) -> in
         answers = _ask(url, schema, host)
         if answers is None:
             return None
-        earliest, unfinished, watermark, scanned, paused, per_host, applied, stamp = answers
+        earliest, unfinished, watermark, scanned, paused, per_host, applied, stamp, stale_next = answers
         if scanned is None or applied is None or applied != _migrations():
             return None
         if watermark is not None and slot < int(watermark):
@@ -219,6 +221,8 @@ def try_pg_idle_tick(config_path: str | None, quiet: bool, at: str | None) -> in
             return None
         if earliest is not None and int(earliest) <= slot:
             return None
+        if stale_next is not None and float(stale_next) <= time.time():
+            return None  # a job went stale: the full tick alerts
         from icc.tickwatch import LOCK_HELD_NOTICE, drift, drift_line, lock_held_line, tick_lock_held
 
         scan_auto = settings.get("scan") == "auto"

@@ -1,0 +1,117 @@
+"""Freshness (``expect_success_within``, icc.notify.freshness): real scans and ticks, the real ``mail`` queue and
+consumer, apprise's ``json://`` and the pings' ``/fail`` against a real HTTP server, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from icc.config import load_config
+from icc.errors import ScheduleError
+from icc.notify import freshness
+from icc.schedule import Schedule
+from icc.store import open_store, open_transport
+from pingkit import PingServer
+from projectkit import Project, at
+
+KEY = "f00dfeed"
+
+
+def nightly(within: float, when: str = ".daily().at(3)") -> str:
+    return f"""
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(["true"], name="nightly"){when}.expect_success_within({within})
+        """
+
+
+def configure(project: Project, server: PingServer) -> None:
+    url = server.url.replace("http://", "json://") + "/hook"
+    project.write_config(
+        f'\n[icc.monitor]\nping_url = "{server.url}/{KEY}/{{job}}"\n\n[icc.notify]\nurls = ["{url}"]\n'
+    )
+
+
+def messages(project: Project) -> list[str]:
+    """The names of the messages waiting on the mail queue."""
+    stats = open_transport(load_config(project.config)).stats().get("mail")
+    return [] if stats is None else ["x"] * stats.messages
+
+
+def stale_next(project: Project) -> float | None:
+    store = open_store(load_config(project.config))
+    try:
+        value = store.get_meta(freshness.NEXT_KEY)
+    finally:
+        store.close()
+    return None if value is None else float(json.loads(value))
+
+
+@pytest.mark.both_stores
+def test_a_job_that_never_succeeded_goes_stale_and_the_next_tick_alerts_once(
+    project: Project, ping_server: PingServer
+) -> None:
+    configure(project, ping_server)
+    project.write_plugin(nightly(1))
+    project.icc("scan", check=True)
+    due = stale_next(project)
+    assert due is not None
+    project.wait_for(lambda: time.time() > due + 0.01, what="the job's window to pass")
+    project.icc("run", "--at", at(1), check=True)  # nothing due: the idle tick hands the minute over
+    assert len(messages(project)) == 2  # the notification and the pings' /fail (and mail) message
+    assert stale_next(project) is None  # nothing else can go stale before it succeeds again
+    out = project.icc("run", "--at", at(2), check=True).stdout
+    assert "nothing due" in out  # idle again
+    assert len(messages(project)) == 2  # once per episode
+    project.icc("consume", "mail", "--stop-when-empty", "--time-limit", "60", check=True)
+    paths = sorted(hit.path for hit in ping_server.hits)
+    assert paths == [f"/{KEY}/nightly/fail", "/hook"]
+    [hook] = [json.loads(h.body) for h in ping_server.hits if h.path == "/hook"]
+    assert hook["title"].startswith("[icc] nightly is stale on ")
+    assert "outcome: stale" in hook["message"]
+    assert "no success within 1s (last success: never)" in hook["message"]
+
+
+@pytest.mark.both_stores
+def test_several_hosts_checking_the_same_episode_alert_it_once(project: Project) -> None:
+    project.write_plugin(nightly(1))
+    project.icc("scan", check=True)
+    config = load_config(project.config)
+    due = stale_next(project)
+    assert due is not None
+    project.wait_for(lambda: time.time() > due + 0.01, what="the job's window to pass")
+    first, second = open_store(config), open_store(config)  # two hosts' connections to one store
+    try:
+        assert freshness.check(config, first, time.time()) == ["nightly"]
+        assert freshness.check(config, second, time.time()) == []
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.both_stores
+def test_a_fresh_job_leaves_the_idle_tick_idle_and_a_success_restarts_the_episode(project: Project) -> None:
+    project.write_plugin(nightly(3600, ".every_minute()"))
+    project.icc("scan", check=True)
+    due = stale_next(project)
+    assert due is not None and due > time.time() + 3000
+    project.icc("run", "--at", at(1), check=True)  # the job runs and succeeds
+    store = open_store(load_config(project.config))
+    try:
+        [item] = freshness.freshness(store, time.time())
+    finally:
+        store.close()
+    assert item.job == "nightly" and not item.stale and item.last_success is not None
+    assert item.stale_at == pytest.approx(item.last_success + 3600)
+
+
+def test_expect_success_within_takes_positive_seconds_with_one_line() -> None:
+    with pytest.raises(
+        ScheduleError, match=r"^expect_success_within\(0\) is not valid: give seconds greater than 0"
+    ):
+        Schedule().expect_success_within(0)
+    with pytest.raises(ScheduleError, match="is not valid"):
+        Schedule().expect_success_within("1h")  # type: ignore[arg-type]
+    schedule = Schedule().expect_success_within(7200)
+    assert Schedule.from_definition(schedule.definition()).stale_after == 7200
