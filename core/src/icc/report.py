@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from icc.config import Config
     from icc.pause import Pause
     from icc.queue.transport import QueueStats
-    from icc.store.protocol import RunRecord, StateStore
+    from icc.store.protocol import DurationHistogram, RunRecord, StateStore
 
 
 def iso(epoch: float | None, zone: str) -> str | None:
@@ -663,6 +663,9 @@ class JobMetrics:
     running: int = 0
     ping_failing: bool = False  # its last heartbeat ping failed and none worked since
     ping_failed_at: float | None = None  # when a heartbeat ping of it last failed
+    last_failure: float | None = None  # when its last failed, timed-out or abandoned run ended
+    durations: DurationHistogram | None = None  # its runs' durations (icc_job_duration_seconds)
+    stale: bool | None = None  # expect_success_within overdue; None: the job has no freshness check
 
 
 @dataclass(frozen=True, slots=True)
@@ -686,18 +689,25 @@ def metrics(config: Config, now: float) -> Metrics:
     latest = store.latest_runs()
     kept = store.last_outcomes()
     counts = store.run_counts()
+    durations = store.duration_counts()
     unfinished = store.unfinished()
     dead = dead_runs(config, store, unfinished)
     running: dict[str, int] = {}
     for run in unfinished:
         if run.outcome == "running" and run.id not in dead:
             running[run.job] = running.get(run.job, 0) + 1
+    from icc.notify.freshness import freshness
     from icc.notify.pings import META_PREFIX, last_failure
+    from icc.store.protocol import duration_histogram
 
+    records = store.jobs()
+    stale = {item.job: item.stale for item in freshness(store, now, records)}
     jobs = []
-    for rec in store.jobs():
+    for rec in records:
         last = latest.get(rec.name)
         success = kept.get(rec.name, {}).get("success")
+        failure = kept.get(rec.name, {}).get("failure")
+        job_counts = counts.get(rec.name, {})
         ping = last_failure(store.get_meta(META_PREFIX + rec.name))
         ping_at = ping.get("at") if ping is not None else None
         jobs.append(
@@ -706,10 +716,13 @@ def metrics(config: Config, now: float) -> Metrics:
                 last_success=None if success is None else (success.ended_at or success.started_at),
                 last_run=None if last is None else (last.started_at or last.ended_at),
                 last_duration=None if last is None else last.duration,
-                runs=counts.get(rec.name, {}),
+                runs=job_counts,
                 running=running.get(rec.name, 0),
                 ping_failing=ping is not None and not ping["ok_since"],
                 ping_failed_at=float(ping_at) if isinstance(ping_at, int | float) else None,
+                last_failure=None if failure is None else (failure.ended_at or failure.started_at),
+                durations=duration_histogram(durations.get(rec.name, {})),
+                stale=stale.get(rec.name),
             )
         )
     from icc.tick.idle import plugins_drift
