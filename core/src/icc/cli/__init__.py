@@ -812,6 +812,34 @@ def metrics(env: Env, textfile: Path | None) -> None:
         write_textfile(textfile, text)
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: ok, problems and what was checked.")
+@click.pass_obj
+def check(env: Env, as_json: bool) -> None:
+    """Exit 0 when all is well, 2 with one line per problem: for health checks (Docker, Nagios, Kubernetes).
+
+    Checks that the store answers, that a tick ran on this host in the last 2 minutes, that no tick lock is
+    stuck, and that no job with expect_success_within is stale. Loads no plugin, writes nothing.
+    """
+    config = env.config
+    report = facts.check(config, time.time())
+    problems = report.problems(config.timezone)
+    if as_json:
+        _print_json(report.to_json(config.timezone))
+    else:
+        for line in problems or [_check_ok_line(report)]:
+            click.echo(line)
+    if problems:
+        _exit(2)
+
+
+def _check_ok_line(report: facts.CheckReport) -> str:
+    age = report.tick_age
+    fresh = f", {ui.plural(report.jobs_checked, 'freshness check')} passed" if report.jobs_checked else ""
+    lock = "tick lock free" if report.tick_lock is None else "a tick is running"
+    return f"ok: store answers, last tick {0 if age is None else int(age)}s ago, {lock}{fresh}"
+
+
 @cli.command(name="exec")
 @click.argument("job", shell_complete=completion.jobs)
 @click.option(

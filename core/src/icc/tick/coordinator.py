@@ -594,7 +594,10 @@ class Tick:
 
     # -- the tick -------------------------------------------------------------------------------------------
     def run(self) -> TickReport:
+        from icc.tickwatch import stamp_tick
+
         report = TickReport(self.slot)
+        stamp_tick(str(self.config.state_dir))  # `icc check`: a tick began (and below: it ended)
         lock = tick_lock(self.config.state_dir)
         if not lock.try_acquire():
             report.locked_out = True
@@ -635,6 +638,7 @@ class Tick:
                 before = time.time() - self.config.keep_runs_days * 86_400
                 self.store.prune_old_runs(before, PRUNE_BATCH)
         self._check_freshness()
+        stamp_tick(str(self.config.state_dir))
         self._spawn_concluder(concluded)
         return report
 

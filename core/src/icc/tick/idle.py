@@ -16,7 +16,7 @@ import sys
 import time
 
 from icc.slots import tick_slot
-from icc.tickwatch import LOCK_HELD_NOTICE, drift, drift_line, lock_held_line, tick_lock_held
+from icc.tickwatch import LOCK_HELD_NOTICE, drift, drift_line, lock_held_line, stamp_tick, tick_lock_held
 
 TYPE_CHECKING = False  # not typing's: the idle tick does not import typing
 if TYPE_CHECKING:
@@ -92,6 +92,7 @@ def try_idle_tick(args: list[str]) -> int | None:
         db_path = os.path.join(state_dir, "state.sqlite3")
         if not _trusted(state_dir, db_path) or not os.path.isfile(db_path):
             return None
+        stamp_tick(state_dir)  # `icc check`: a tick ran (the idle tick writes nothing else)
         slot = tick_slot(at, timezone)
         if slot is None:
             return None

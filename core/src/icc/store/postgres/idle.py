@@ -200,6 +200,9 @@ def try_pg_idle_tick(config_path: str | None, quiet: bool, at: str | None) -> in
         state_dir, timezone = config
         if not os.path.isdir(state_dir) or state_dir_problem(state_dir) is not None:
             return None
+        from icc.tickwatch import stamp_tick  # loaded already: icc.tick.idle imports it
+
+        stamp_tick(state_dir)  # `icc check`: a tick ran (the idle tick writes nothing else)
         host = _host_id(store, state_dir)
         schema = store.get("schema", "icc")
         if host is None or not isinstance(schema, str):
