@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -73,7 +74,10 @@ def test_a_failed_run_notifies_the_configured_url_with_job_outcome_slot_error_ou
     assert "error: RuntimeError: the disk is full" in message
     assert "step 2: about to fail" in message  # the output's tail
     assert f"host: {socket.gethostname()}" in message
-    Path("/tmp/notify-payload.json").write_text(json.dumps(payload, indent=2))
+    evidence = os.environ.get("NOTIFY_EVIDENCE")  # the session note's material: the payload as received
+    if evidence:
+        with open(evidence, "a") as out:
+            out.write(f"```json\n{json.dumps(payload, indent=2)}\n```\n\n")
 
 
 @pytest.mark.both_stores

@@ -285,7 +285,7 @@ def stale_mail(config: Config, mail: MailConfig, job: str, alert: Mapping[str, A
     host = str(alert.get("host") or socket.gethostname())
     subject = f"[icc] {job} is stale (noticed on {host})"
     lines = [
-        f"{job} has not succeeded within {alert.get('within')}s: {alert.get('error')}.",
+        f"{job} is stale: {alert.get('error')}.",
         "",
         f"job:          {job}",
         "outcome:      stale",
