@@ -74,6 +74,81 @@ def test_a_job_that_never_succeeded_goes_stale_and_the_next_tick_alerts_once(
 
 
 @pytest.mark.both_stores
+def test_a_success_ends_the_episode_and_the_next_staleness_is_alerted_again(
+    project: Project, ping_server: PingServer
+) -> None:
+    configure(project, ping_server)
+    project.write_plugin(nightly(1))  # daily at 3: only `icc exec` runs it here
+    project.icc("scan", check=True)
+    for minute in (1, 2):
+        due = stale_next(project)
+        assert due is not None
+        project.wait_for(lambda due=due: time.time() > due + 0.01, what="the job's window to pass")
+        project.icc("run", "--at", at(minute), check=True)  # idle otherwise: stale.next hands it over
+        assert stale_next(project) is None
+        if minute == 1:
+            project.icc("exec", "nightly", check=True)  # a success: a new episode begins
+    project.icc("consume", "mail", "--stop-when-empty", "--time-limit", "60", check=True)
+    paths = sorted(hit.path for hit in ping_server.hits if hit.path.endswith(("/fail", "/hook")))
+    assert paths == [f"/{KEY}/nightly/fail"] * 2 + ["/hook"] * 3  # stale, recovered, stale again
+    titles = [json.loads(h.body)["title"] for h in ping_server.hits if h.path == "/hook"]
+    assert [t.split(" on ")[0] for t in titles] == [
+        "[icc] nightly is stale",
+        "[icc] nightly recovered",
+        "[icc] nightly is stale",
+    ]
+
+
+def stale_messages(project: Project) -> int:
+    """``notify.stale`` messages queued so far (one per alerted episode)."""
+    if project.store_url is not None:
+        import psycopg
+
+        with psycopg.connect(project.store_url, autocommit=True) as conn:
+            row = conn.execute("SELECT COUNT(*) FROM icc.messages WHERE name = 'notify.stale'").fetchone()
+    else:
+        import sqlite3
+
+        db = sqlite3.connect(project.state_dir / "queue.sqlite3")
+        try:
+            row = db.execute("SELECT COUNT(*) FROM messages WHERE name = 'notify.stale'").fetchone()
+        finally:
+            db.close()
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.both_stores
+def test_a_scheduled_success_of_a_job_without_notifications_rearms_the_freshness_check(
+    project: Project,
+) -> None:
+    project.write_plugin(
+        """
+        @icc.hookimpl
+        def schedule(scheduler):
+            def flaky():
+                if not os.path.exists(os.path.join(os.environ["MARKER_DIR"], "ok")):
+                    raise RuntimeError("not yet")
+            scheduler.add(flaky, name="flaky").every_minute().expect_success_within(1)
+        """
+    )
+    project.icc("scan", check=True)
+    due = stale_next(project)
+    assert due is not None
+    project.wait_for(lambda: time.time() > due + 0.01, what="the job's window to pass")
+    project.icc("run", "--at", at(1))  # fails, and the tick alerts the first episode
+    assert stale_messages(project) == 1 and stale_next(project) is None
+    (project.root / "ok").write_text("")
+    project.icc("run", "--at", at(2), check=True)  # a scheduled success, by its supervisor
+    project.wait_for(lambda: stale_next(project) is not None, what="the success to re-arm stale.next")
+    due = stale_next(project)
+    assert due is not None
+    (project.root / "ok").unlink()
+    project.wait_for(lambda: time.time() > due + 0.01, what="the job's window to pass again")
+    project.icc("run", "--at", at(3))
+    assert stale_messages(project) == 2  # the second episode
+
+
+@pytest.mark.both_stores
 def test_several_hosts_checking_the_same_episode_alert_it_once(project: Project) -> None:
     project.write_plugin(nightly(1))
     project.icc("scan", check=True)

@@ -698,7 +698,9 @@ class Tick:
         found = self._hooks[0]
         if found is None:
             return None
-        own = record is None or bool(record.definition.get("schedule", {}).get("notify"))
+        schedule = record.definition.get("schedule", {}) if record is not None else {}
+        # notification settings of its own, or a freshness check (icc.notify.freshness acts on its successes)
+        own = record is None or bool(schedule.get("notify") or schedule.get("expect_success_within"))
         return {
             name: dist
             for name, dist, settings in found
