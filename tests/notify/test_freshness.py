@@ -190,3 +190,25 @@ def test_expect_success_within_takes_positive_seconds_with_one_line() -> None:
         Schedule().expect_success_within("1h")  # type: ignore[arg-type]
     schedule = Schedule().expect_success_within(7200)
     assert Schedule.from_definition(schedule.definition()).stale_after == 7200
+
+
+def test_a_stale_alert_that_cannot_be_queued_is_given_back_and_queued_by_a_later_check(
+    project: Project,
+) -> None:
+    project.write_plugin(nightly(1))
+    project.icc("scan", check=True)
+    due = stale_next(project)
+    assert due is not None
+    project.wait_for(lambda: time.time() > due + 0.01, what="the job's window to pass")
+    config = load_config(project.config)
+    blocker = project.state_dir / "queue.sqlite3"
+    blocker.mkdir()  # the queue database cannot be opened: nothing can be queued
+    store = open_store(config)
+    try:
+        assert freshness.check(config, store, time.time()) == []
+        assert stale_next(project) == pytest.approx(due)  # still due: the next tick tries again
+        blocker.rmdir()
+        assert freshness.check(config, store, time.time()) == ["nightly"]
+        assert stale_next(project) is None
+    finally:
+        store.close()

@@ -72,12 +72,6 @@ class Freshness:
     stale: bool
     alerted: bool  # this episode was alerted already
 
-    @property
-    def age(self) -> float | None:
-        """Seconds since the last success (or since the first scan), at ``stale_at - within + age``."""
-        start = self.last_success if self.last_success is not None else self.seen
-        return None if start is None else max(0.0, time.time() - start)
-
 
 def within(record: JobRecord) -> int | None:
     """The job's ``expect_success_within`` seconds, from its stored definition."""
@@ -167,7 +161,9 @@ def _loads(value: str | None) -> object:
 def check(config: Config, store: StateStore, now: float) -> list[str]:
     """Alert each job that went stale and whose episode no host has alerted yet; returns their names.
 
-    Called by the full tick when :func:`due`. Recomputes ``stale.next``."""
+    Called by the full tick when :func:`due`. Recomputes ``stale.next``. An alert that cannot be queued gives
+    its claim back, so a later tick tries again (at least once)."""
+    before = store.get_meta(NEXT_KEY)
     found = freshness(store, now)
     token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
     claimed: list[Freshness] = []
@@ -184,15 +180,34 @@ def check(config: Config, store: StateStore, now: float) -> list[str]:
 
         if _state(store.update_meta(FRESH_PREFIX + item.job, claim)).get("by") == token:
             claimed.append(item)
+    alerted: list[Freshness] = []
     for item in claimed:
         try:
             _alert(config, store, item, now)
-        except Exception as exc:  # never breaks the tick; the episode stays claimed, the log says why
-            log.warning("could not queue the stale alert of %s: %s", item.job, exc)
-    rest = [f for f in found if f not in claimed]
-    value = _next(rest)
-    store.update_meta(NEXT_KEY, lambda _old: value)
-    return [item.job for item in claimed]
+            alerted.append(item)
+        except Exception as exc:  # never breaks the tick: the claim is given back, a later tick tries again
+            log.warning("could not queue the stale alert of %s: %s; the next tick tries again", item.job, exc)
+
+            def unclaim(old: str | None) -> str | None:
+                state = _state(old)
+                if state.get("by") != token:
+                    return old
+                return json.dumps(
+                    {k: v for k, v in state.items() if k not in ("alerted", "by")}, sort_keys=True
+                )
+
+            store.update_meta(FRESH_PREFIX + item.job, unclaim)
+    value = _next(f for f in found if f not in alerted)
+
+    def recompute(old: str | None) -> str | None:
+        # A success recorded meanwhile may have brought stale.next forward (after_success): keep the earlier.
+        moved = _number(_loads(old)) if old != before else None
+        if moved is None:
+            return value
+        return repr(moved) if value is None or moved < float(value) else value
+
+    store.update_meta(NEXT_KEY, recompute)
+    return [item.job for item in alerted]
 
 
 @hookimpl
