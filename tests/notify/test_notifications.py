@@ -174,6 +174,19 @@ def test_scan_refuses_a_notify_on_failure_url_apprise_does_not_know(project: Pro
     assert "is not one apprise knows" in proc.stderr + proc.stdout
 
 
+def test_scan_refuses_a_configured_url_apprise_does_not_know(project: Project) -> None:
+    project.write_config(notify_config("nosuchservice://hooks.example.org/SECRET"))
+    project.write_plugin(FAILING)
+    proc = project.icc("scan")
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert (
+        "[icc.notify] urls: notification URL nosuchservice://hooks.example.org/*** is not one apprise knows"
+        in line
+    )
+    assert "SECRET" not in proc.stderr
+
+
 def test_a_configured_url_without_apprise_is_a_one_line_config_error(
     project: Project, tmp_path: Path
 ) -> None:

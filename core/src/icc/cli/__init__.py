@@ -181,10 +181,14 @@ def _print_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, ensure_ascii=False))
 
 
-def _notify_url_problem(jobs: Mapping[str, Job]) -> str | None:
-    """The first job's ``notify_on_failure`` URL apprise does not accept (checked at scan), or None."""
+def _notify_url_problem(config: Config, jobs: Mapping[str, Job]) -> str | None:
+    """The first ``[icc.notify] urls`` or job ``notify_on_failure`` URL apprise does not accept (checked at
+    scan), or None."""
     from icc.notify.notifications import check_urls
 
+    problem = check_urls(config.notify.urls)
+    if problem is not None:
+        return f"[icc.notify] urls: {problem}"
     for name, job in sorted(jobs.items()):
         problem = check_urls(job.schedule.notifications.notify_on_failure)
         if problem is not None:
@@ -219,7 +223,7 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
     for failure in host.failures:
         diagnostics.logger.warning("plugin %s failed: %s", failure.plugin, failure.error)
     invalid = [f for f in host.failures if f.hook == "schedule"]
-    notify_problem = _notify_url_problem(jobs)
+    notify_problem = _notify_url_problem(config, jobs)
     if notify_problem is not None:
         diagnostics.logger.error("%s; nothing was written", notify_problem)
         _exit(2)
