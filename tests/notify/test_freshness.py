@@ -188,6 +188,8 @@ def test_expect_success_within_takes_positive_seconds_with_one_line() -> None:
         Schedule().expect_success_within(0)
     with pytest.raises(ScheduleError, match="is not valid"):
         Schedule().expect_success_within("1h")  # type: ignore[arg-type]
+    with pytest.raises(ScheduleError, match="at most 31622400"):
+        Schedule().expect_success_within(10**400)  # no OverflowError
     schedule = Schedule().expect_success_within(7200)
     assert Schedule.from_definition(schedule.definition()).stale_after == 7200
 
