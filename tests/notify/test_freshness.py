@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from icc.config import load_config
@@ -214,3 +215,28 @@ def test_a_stale_alert_that_cannot_be_queued_is_given_back_and_queued_by_a_later
         assert stale_next(project) is None
     finally:
         store.close()
+
+
+def test_two_hosts_ticking_at_once_on_a_shared_store_alert_a_stale_job_once(
+    tmp_path: Path, pg_url: str
+) -> None:
+    from conftest import migrated_url
+
+    url = migrated_url(pg_url)
+    hosts = []
+    for name in ("host-a", "host-b"):
+        host = Project(tmp_path / name, store_url=url, host_id=name)
+        host.root.mkdir()
+        host.write_config()
+        host.write_plugin(nightly(1))
+        hosts.append(host)
+    hosts[0].icc("scan", check=True)
+    due = stale_next(hosts[0])
+    assert due is not None
+    hosts[0].wait_for(lambda: time.time() > due + 0.01, what="the job's window to pass")
+    ticks = [host.popen("run", "--at", at(1)) for host in hosts]  # both hosts tick the same minute
+    for tick in ticks:
+        out, err = tick.communicate(timeout=120)
+        assert tick.returncode == 0, out + err
+    assert stale_messages(hosts[0]) == 1
+    assert stale_next(hosts[1]) is None
