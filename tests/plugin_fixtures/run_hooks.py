@@ -16,3 +16,8 @@ def before_run(job: Any, run: Any) -> None:
 def after_run(job: Any, run: Any, result: Any) -> None:
     CALLS.append(("after", result.outcome))
     raise RuntimeError("metrics server down")
+
+
+@icc.hookimpl
+def job_stale(job: str, alert: Any) -> None:
+    CALLS.append(("stale", job))

@@ -121,7 +121,9 @@ def comparable(run: dict[str, Any]) -> dict[str, Any]:
 def counts(project: Project) -> dict[tuple[str, str], int]:
     db = sqlite3.connect(project.db)
     try:
-        return {(j, o): n for j, o, n in db.execute("SELECT job, outcome, n FROM run_counts")}
+        # "~..." rows are icc_job_duration_seconds' buckets and sum, kept beside the outcome counts
+        rows = db.execute("SELECT job, outcome, n FROM run_counts WHERE outcome NOT LIKE '~%'")
+        return {(j, o): n for j, o, n in rows}
     finally:
         db.close()
 

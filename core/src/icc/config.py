@@ -25,6 +25,7 @@ __all__ = [
     "Config",
     "ConsumersConfig",
     "MonitorConfig",
+    "NotifyConfig",
     "QueueConfig",
     "StoreConfig",
     "find_config_file",
@@ -70,6 +71,15 @@ class MonitorConfig:
 
     ping_url: str | None = None  # "{job}" is replaced by the URL-quoted job name
     timeout: float = 5.0  # seconds all the pings of one run event may take, retries included
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """``[tool.icc.notify]``: notification URLs (apprise syntax) for every job (see
+    :mod:`icc.notify.notifications`); ``interval``: seconds between two notifications about one failing job."""
+
+    urls: tuple[str, ...] = ()
+    interval: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -126,7 +136,9 @@ class Config:
     queues: Mapping[str, QueueConfig] = field(default_factory=_default_queues)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     keep_runs: int = 100  # runs kept per job when pruning
+    keep_runs_days: float | None = None  # runs older than this many days are pruned too (batched)
     keep_skipped: int = 100  # missed and skipped rows kept per job, apart from the runs
     output_limit: int = 64 * 1024  # bytes of output stored per run: its head and its tail
     missed_window: int = 60  # minutes: how far back missed slots are considered
@@ -310,6 +322,8 @@ MAX_DELAY = 604_800.0  # seconds: a week (delay, max_delay)
 MAX_MULTIPLIER = 100.0
 MAX_LEASE = 86_400.0  # seconds (queue lease, store lease)
 MAX_PING_TIMEOUT = 600.0
+MAX_KEEP_DAYS = 36_600.0  # keep_runs_days: a century
+MAX_NOTIFY_INTERVAL = 30 * 86_400.0
 
 CORE_KEYS: dict[str, Converter] = {
     "environment": _str,
@@ -318,6 +332,7 @@ CORE_KEYS: dict[str, Converter] = {
     "plugins": _names,
     "keep_runs": _int(1, MAX_KEEP),
     "keep_skipped": _int(0, MAX_KEEP),
+    "keep_runs_days": _float(0, MAX_KEEP_DAYS, exclusive=True),
     "output_limit": _output_size,
     "missed_window": _int(0, MAX_MISSED_WINDOW),
     "grace": _float(0, MAX_GRACE),
@@ -342,6 +357,26 @@ QUEUE_KEYS: dict[str, Converter] = {
 MONITOR_KEYS: dict[str, Converter] = {
     "ping_url": _url,
     "timeout": _float(0, MAX_PING_TIMEOUT, exclusive=True),
+}
+
+
+def _notify_urls(value: object, from_env: bool) -> object:
+    from icc.urls import notify_url_problem, redact
+
+    items = [part.strip() for part in value.split(",")] if from_env and isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise _Invalid('a list of apprise URLs, e.g. ["json://hooks.example.org/icc"]')
+    for item in items:
+        problem = notify_url_problem(item)
+        if problem is not None:
+            shown = repr(redact(item)) if isinstance(item, str) else repr(item)
+            raise _Invalid(f"a list of apprise URLs; {shown} is not one: give {problem}")
+    return tuple(dict.fromkeys(items))
+
+
+NOTIFY_KEYS: dict[str, Converter] = {
+    "urls": _notify_urls,
+    "interval": _float(0, MAX_NOTIFY_INTERVAL),
 }
 
 
@@ -372,9 +407,9 @@ STORE_KEYS: dict[str, Converter] = {
     "host_id": _host_id,
     "lease": _float(5, MAX_LEASE),
 }
-CORE_TABLES = ("consumers", "queues", "monitor", "store")
+CORE_TABLES = ("consumers", "queues", "monitor", "store", "notify")
 # Keys whose value may hold a secret (a ping key in a URL, a database password): errors show it redacted.
-_SECRET_KEYS = frozenset({"ping_url", "url"})
+_SECRET_KEYS = frozenset({"ping_url", "url", "urls"})
 
 # ICC_<NAME> -> (table or None for the top level, key). `plugins` has no variable: ICC_PLUGINS limits
 # which plugins load (see icc.plugins). Plugin tables take ICC_<TABLE>__<KEY> (double underscore).
@@ -383,11 +418,13 @@ ENV_KEYS: dict[str, tuple[str | None, str]] = {
     **{f"ICC_CONSUMERS_{key.upper()}": ("consumers", key) for key in CONSUMER_KEYS},
     **{f"ICC_MONITOR_{key.upper()}": ("monitor", key) for key in MONITOR_KEYS},
     **{f"ICC_STORE_{key.upper()}": ("store", key) for key in STORE_KEYS},
+    **{f"ICC_NOTIFY_{key.upper()}": ("notify", key) for key in NOTIFY_KEYS},
 }
 _SECTION_KEYS: dict[str, dict[str, Converter]] = {
     "consumers": CONSUMER_KEYS,
     "monitor": MONITOR_KEYS,
     "store": STORE_KEYS,
+    "notify": NOTIFY_KEYS,
 }
 
 
@@ -397,6 +434,10 @@ def _shown_value(key: str, value: object) -> str:
         from icc.urls import redact
 
         return repr(redact(value))
+    if key in _SECRET_KEYS and isinstance(value, list | tuple):
+        from icc.urls import redact
+
+        return repr([redact(item) if isinstance(item, str) else item for item in value])
     return repr(value)
 
 
@@ -627,6 +668,7 @@ def load_config(
     consumers = _check(core.pop("consumers", {}), CONSUMER_KEYS, consumers_where, origin)
     monitor = _check(core.pop("monitor", {}), MONITOR_KEYS, f"{where[:-1]}.monitor]", origin)
     store = _check(core.pop("store", {}), STORE_KEYS, f"{where[:-1]}.store]", origin)
+    notify = _check(core.pop("notify", {}), NOTIFY_KEYS, f"{where[:-1]}.notify]", origin)
     queues: dict[str, QueueConfig] = {}
     for name, queue_table in core.pop("queues", {}).items():
         queue_where = f"{where[:-1]}.queues.{name}]"
@@ -658,7 +700,9 @@ def load_config(
         except _Invalid as exc:
             source = _variable_origin(name, env, dotenv)
             raise ConfigError(f"{source} must be {exc}, not {_shown_value(key, raw)}") from None
-        {None: core, "consumers": consumers, "monitor": monitor, "store": store}[section][key] = value
+        {None: core, "consumers": consumers, "monitor": monitor, "store": store, "notify": notify}[section][
+            key
+        ] = value
         sources[key if section is None else f"{section}.{key}"] = _variable_origin(name, env, dotenv)
 
     if consumers.get("notify") is True and store.get("url") is None:
@@ -667,6 +711,13 @@ def load_config(
             f"{origin}: notify = true in {consumers_where} needs a PostgreSQL store: set [icc.store] url, or "
             "remove notify (with SQLite consumers poll, see --sleep)"
         )
+    if notify.get("urls"):
+        from icc.urls import apprise_missing
+
+        missing = apprise_missing()
+        if missing is not None:
+            where_set = sources.get("notify.urls") or f"{origin}: urls in {where[:-1]}.notify]"
+            raise ConfigError(f"{where_set}: {missing}")
     if "state_dir" in core:
         core["state_dir"] = Path(core["state_dir"])
     if export:
@@ -677,6 +728,7 @@ def load_config(
         consumers=ConsumersConfig(**consumers),
         monitor=MonitorConfig(**monitor),
         store=StoreConfig(**store),
+        notify=NotifyConfig(**notify),
         queues=queues,
         tables={name: MappingProxyType(value) for name, value in plugin_tables.items()},
         sources=sources,

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 # Variables that are never configuration keys (icc.config.RESERVED_VARIABLES).
 _RESERVED = frozenset({"ICC_CONFIG", "ICC_PLUGINS", "ICC_DISABLE_PLUGIN_AUTOLOAD"})
-_CORE_TABLES = ("consumers", "queues", "monitor", "store")
+_CORE_TABLES = ("consumers", "queues", "monitor", "store", "notify")
 MAX_OUTPUT_LIMIT = 16 * 1024**2
 
 
@@ -89,6 +89,7 @@ CORE_CHECKS: dict[str, Check] = {
     "scan": lambda v: isinstance(v, str) and v.strip() in ("manual", "auto"),
     "scan_timeout": lambda v: _number(v, 0, 3600, exclusive=True),
     "callback_timeout": lambda v: _number(v, 0, 3600, exclusive=True),
+    "keep_runs_days": lambda v: _number(v, 0, 36_600, exclusive=True),
 }
 CONSUMER_CHECKS: dict[str, Check] = {
     "mode": lambda v: isinstance(v, str) and v.strip() in ("cron", "service"),
@@ -107,6 +108,20 @@ QUEUE_CHECKS: dict[str, Check] = {
 MONITOR_CHECKS: dict[str, Check] = {
     "ping_url": _url,
     "timeout": lambda v: _number(v, 0, 600, exclusive=True),
+}
+
+
+def _notify_urls(value: object) -> bool:
+    if not isinstance(value, list) or not value:
+        return False
+    from icc.urls import apprise_missing, notify_url_problem  # paid only by a config with notification URLs
+
+    return all(notify_url_problem(url) is None for url in value) and apprise_missing() is None
+
+
+NOTIFY_CHECKS: dict[str, Check] = {
+    "urls": _notify_urls,
+    "interval": lambda v: _number(v, 0, 30 * 86_400),
 }
 _NAME = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 _HOST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:@-")
@@ -339,6 +354,8 @@ def read_config(
                     raise _Doubt  # notify needs PostgreSQL: the full loader says so
             elif key == "monitor":
                 _check(value, MONITOR_CHECKS)
+            elif key == "notify":
+                _check(value, NOTIFY_CHECKS)
             elif key == "store":
                 raise _Doubt  # [icc.store]: the state may live in PostgreSQL, which only the full tick reads
             elif key == "queues":

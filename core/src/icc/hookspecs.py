@@ -7,7 +7,7 @@ Implement only the hooks you need, with only the parameters you use. Each spec h
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
@@ -124,4 +124,19 @@ def after_run(job: Job, run: RunContext, result: RunResult, outcome: str) -> Non
     :param result: an :class:`icc.RunResult`: outcome, exit code, error, stored output, duration, start and end.
     :param outcome: deprecated, ``result.outcome``; kept so implementations written for
         ``after_run(job, run, outcome)`` keep working.
+    """
+
+
+@hookspec
+def job_stale(job: str, alert: Mapping[str, Any]) -> None:
+    """Called once per staleness episode of a job with ``expect_success_within`` (icc's freshness check):
+    its last success is older than that, or it never succeeded since its first scan.
+
+    Called in the consumer of the ``mail`` queue (never in the tick), after the pings' ``/fail``; icc-mail
+    mails ``mail.alert_to`` here. An exception here is reported and never retried.
+
+    :param job: the job's name.
+    :param alert: ``job``, ``outcome`` (``"stale"``), ``error`` (what is overdue, one line), ``host`` (the
+        host whose tick noticed), ``stale_since`` (ISO time, UTC), ``last_success`` (epoch seconds or None)
+        and ``within`` (the seconds given to ``expect_success_within``).
     """

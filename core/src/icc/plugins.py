@@ -98,7 +98,13 @@ ENTRY_POINT_GROUP = "icc.tasks"
 
 # icc's own plugins, by module name, loaded after every other plugin. A module that does not exist
 # (yet) is skipped without a word.
-BUILTIN_PLUGINS: list[str] = ["icc.queue.builtin", "icc.notify.pings", "icc.crontab"]
+BUILTIN_PLUGINS: list[str] = [
+    "icc.queue.builtin",
+    "icc.notify.pings",
+    "icc.notify.notifications",
+    "icc.notify.freshness",
+    "icc.crontab",
+]
 # Plugins whose jobs are defined from every plugin (the consumer jobs, from every plugin's handlers): a run of
 # one of their jobs loads every plugin, never only its own (tick.coordinator.prepare_run).
 JOBS_FROM_EVERY_PLUGIN = frozenset({"icc.queue.builtin"})
@@ -662,6 +668,10 @@ class PluginHost:
         """Each plugin's implementation of ``hook`` as (plugin name, call(**kwargs)), in load order: a run's
         supervisor calls each in a bounded child process of its own."""
         return [(info.name, call) for info, call in self._impls(hook)]
+
+    def call_job_stale(self, job: str, alert: Mapping[str, Any]) -> list[str]:
+        """Every plugin's ``job_stale`` (icc.notify.freshness); one that raises is reported, never retried."""
+        return self._call_run_hook("job_stale", job=job, alert=alert)
 
     def _call_run_hook(self, hook: str, **kwargs: object) -> list[str]:
         problems: list[str] = []

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from icc.config import Config
     from icc.pause import Pause
     from icc.queue.transport import QueueStats
-    from icc.store.protocol import RunRecord, StateStore
+    from icc.store.protocol import DurationHistogram, RunRecord, StateStore
 
 
 def iso(epoch: float | None, zone: str) -> str | None:
@@ -666,6 +666,9 @@ class JobMetrics:
     running: int = 0
     ping_failing: bool = False  # its last heartbeat ping failed and none worked since
     ping_failed_at: float | None = None  # when a heartbeat ping of it last failed
+    last_failure: float | None = None  # when its last failed, timed-out or abandoned run ended
+    durations: DurationHistogram | None = None  # its runs' durations (icc_job_duration_seconds)
+    stale: bool | None = None  # expect_success_within overdue; None: the job has no freshness check
 
 
 @dataclass(frozen=True, slots=True)
@@ -689,18 +692,25 @@ def metrics(config: Config, now: float) -> Metrics:
     latest = store.latest_runs()
     kept = store.last_outcomes()
     counts = store.run_counts()
+    durations = store.duration_counts()
     unfinished = store.unfinished()
     dead = dead_runs(config, store, unfinished)
     running: dict[str, int] = {}
     for run in unfinished:
         if run.outcome == "running" and run.id not in dead:
             running[run.job] = running.get(run.job, 0) + 1
+    from icc.notify.freshness import freshness
     from icc.notify.pings import META_PREFIX, last_failure
+    from icc.store.protocol import duration_histogram
 
+    records = store.jobs()
+    stale = {item.job: item.stale for item in freshness(store, now, records)}
     jobs = []
-    for rec in store.jobs():
+    for rec in records:
         last = latest.get(rec.name)
         success = kept.get(rec.name, {}).get("success")
+        failure = kept.get(rec.name, {}).get("failure")
+        job_counts = counts.get(rec.name, {})
         ping = last_failure(store.get_meta(META_PREFIX + rec.name))
         ping_at = ping.get("at") if ping is not None else None
         jobs.append(
@@ -709,10 +719,13 @@ def metrics(config: Config, now: float) -> Metrics:
                 last_success=None if success is None else (success.ended_at or success.started_at),
                 last_run=None if last is None else (last.started_at or last.ended_at),
                 last_duration=None if last is None else last.duration,
-                runs=counts.get(rec.name, {}),
+                runs=job_counts,
                 running=running.get(rec.name, 0),
                 ping_failing=ping is not None and not ping["ok_since"],
                 ping_failed_at=float(ping_at) if isinstance(ping_at, int | float) else None,
+                last_failure=None if failure is None else (failure.ended_at or failure.started_at),
+                durations=duration_histogram(durations.get(rec.name, {})),
+                stale=stale.get(rec.name),
             )
         )
     from icc.tick.idle import plugins_drift
@@ -731,4 +744,124 @@ def metrics(config: Config, now: float) -> Metrics:
         paused=current_pause(store, now) is not None,
         last_tick=float(watermark) if watermark else None,
         clock_offsets={h.host_id: h.clock_offset for h in store.hosts()},
+    )
+
+
+# -- icc check ----------------------------------------------------------------------------------------------------
+
+RECENT_TICK = 120.0  # seconds: cron starts `icc run` every minute, so one missed minute passes and two fail
+
+
+@dataclass(frozen=True, slots=True)
+class StaleJobReport:
+    job: str
+    within: int
+    last_success: float | None
+    stale_since: float | None
+
+    def line(self, zone: str) -> str:
+        last = "never" if self.last_success is None else _short_time(self.last_success, zone)
+        return f"stale: {self.job} has not succeeded within {self.within}s (last success: {last})"
+
+    def to_json(self, zone: str) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "within": self.within,
+            "last_success": iso(self.last_success, zone),
+            "stale_since": iso(self.stale_since, zone),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """What ``icc check`` says: healthy when ``problems`` is empty (exit 0), else exit 2, one line each."""
+
+    checked_at: float
+    store_error: str | None  # the store could not be opened or read
+    last_tick: float | None  # when a tick last ran on this host (icc.tickwatch.TICK_STAMP)
+    tick_lock: TickLockReport | None
+    stale: tuple[StaleJobReport, ...]
+    jobs_checked: int  # jobs with expect_success_within
+
+    @property
+    def tick_age(self) -> float | None:
+        return None if self.last_tick is None else max(0.0, self.checked_at - self.last_tick)
+
+    def problems(self, zone: str) -> list[str]:
+        found: list[str] = []
+        if self.store_error is not None:
+            found.append(f"store: {self.store_error}")
+        age = self.tick_age
+        if age is None:
+            found.append(
+                "tick: no `icc run` has ticked on this host yet; install the line `icc crontab` prints"
+            )
+        elif age > RECENT_TICK:
+            found.append(
+                f"tick: the last tick ran {_ago(age)} ago (more than {RECENT_TICK:g}s): is cron running the line "
+                "`icc crontab` prints?"
+            )
+        if self.tick_lock is not None and self.tick_lock.stuck:
+            who = f"pid {self.tick_lock.pid}" if self.tick_lock.pid is not None else "an unknown process"
+            found.append(
+                f"tick lock: held for {_ago(self.tick_lock.held_seconds)} by {who}"
+                f"{' on ' + self.tick_lock.host if self.tick_lock.host else ''}: a tick is stuck"
+            )
+        found += [item.line(zone) for item in self.stale]
+        return found
+
+    def to_json(self, zone: str) -> dict[str, Any]:
+        problems = self.problems(zone)
+        return {
+            "ok": not problems,
+            "problems": problems,
+            "checked_at": iso(self.checked_at, zone),
+            "store": "ok" if self.store_error is None else self.store_error,
+            "last_tick": iso(self.last_tick, zone),
+            "last_tick_age_seconds": None if self.tick_age is None else round(self.tick_age, 1),
+            "recent_tick_seconds": RECENT_TICK,
+            "tick_lock": None if self.tick_lock is None else self.tick_lock.to_json(zone),
+            "freshness_checked": self.jobs_checked,
+            "stale": [item.to_json(zone) for item in self.stale],
+        }
+
+
+def _ago(seconds: float) -> str:
+    from icc.tickwatch import held_for
+
+    return held_for(seconds)
+
+
+def _short_time(epoch: float, zone: str) -> str:
+    return datetime.fromtimestamp(epoch, tz=UTC).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def check(config: Config, now: float) -> CheckReport:
+    """``icc check``'s facts: the store answers, a tick ran recently on this host, the tick lock is not stuck,
+    and no job with ``expect_success_within`` is stale. No plugin is loaded; nothing is written."""
+    from icc.errors import IccError
+    from icc.notify.freshness import freshness
+    from icc.store import open_store
+    from icc.tickwatch import last_tick
+
+    store_error: str | None = None
+    stale: tuple[StaleJobReport, ...] = ()
+    checked = 0
+    try:
+        store = open_store(config)
+        try:
+            found = freshness(store, now)
+        finally:
+            store.close()
+        checked = len(found)
+        stale = tuple(StaleJobReport(f.job, f.within, f.last_success, f.stale_at) for f in found if f.stale)
+    except IccError as exc:
+        store_error = " ".join(str(exc).split())
+    return CheckReport(
+        checked_at=now,
+        store_error=store_error,
+        last_tick=last_tick(str(config.state_dir)),
+        tick_lock=tick_lock(config, now),
+        stale=stale,
+        jobs_checked=checked,
     )

@@ -44,6 +44,7 @@ MAX_MISSED_WINDOW = 525_600  # minutes: a year
 MAX_EVERY_MINUTES = 525_600  # every(minutes=n): at most a year
 MAX_EVERY_HOURS = 8_760  # every(hours=n): at most a year
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_EXPECT_SUCCESS = 366 * 86_400  # seconds: expect_success_within() at most a year
 
 _MINUTE, _HOUR, _DAY, _MONTH, _DOW = range(5)
 _TIME = re.compile(r"(\d{1,2}):(\d{2})")
@@ -104,6 +105,7 @@ _DEFINITION_KEYS = (
     "once",
     "unless_between",
     "args",
+    "expect_success_within",
 )
 # The lists of Notifications, by definition key (also the methods that fill them).
 _NOTIFY_LISTS = (
@@ -113,6 +115,7 @@ _NOTIFY_LISTS = (
     "then_ping",
     "ping_on_success",
     "ping_on_failure",
+    "notify_on_failure",
 )
 _EVERY_AND_CRON = (
     "every() cannot be combined with the cron-style methods (every_minutes(), every_hour(), daily(), at(), "
@@ -136,6 +139,13 @@ class Notifications:
     ping_on_success: tuple[str, ...] = ()
     ping_on_failure: tuple[str, ...] = ()
     pings: bool = True
+    notify_on_failure: tuple[str, ...] = ()  # apprise URLs (icc.notify.notifications)
+
+
+def _notify_shown(url: object) -> str:
+    from icc.urls import redact
+
+    return repr(redact(url)) if isinstance(url, str) else repr(url)
 
 
 def _parse_time(which: str, value: object, method: str = "between") -> str:
@@ -235,6 +245,7 @@ class Schedule:
         self._missed_given = False  # missed() called: once() then keeps the policy given
         self._unless: tuple[str, str] | None = None
         self._args: tuple[list[Any], dict[str, Any]] | None = None
+        self._expect_success_within: int | None = None
 
     # -- fields -------------------------------------------------------------------------------------------------
 
@@ -731,7 +742,49 @@ class Schedule:
             ping_on_success=get("ping_on_success", ()),
             ping_on_failure=get("ping_on_failure", ()),
             pings=self._pings,
+            notify_on_failure=get("notify_on_failure", ()),
         )
+
+    def notify_on_failure(self, *urls: str) -> Schedule:
+        """Send a notification to these apprise URLs (``json://``, ``slack://``, ``mailto://``, ...) for each
+        failed, timed-out or abandoned run and when the job goes stale, flood-limited (icc.notify.notifications).
+        The syntax is checked here; apprise checks each URL at scan."""
+        from icc.urls import notify_url_problem
+
+        if not urls:
+            raise ScheduleError(
+                "notify_on_failure() needs at least one URL, e.g. notify_on_failure('json://host/')"
+            )
+        for url in urls:
+            problem = notify_url_problem(url)
+            if problem is not None:
+                raise ScheduleError(f"notify_on_failure({_notify_shown(url)}) is not valid: give {problem}")
+        self._notify["notify_on_failure"] = tuple(
+            dict.fromkeys((*self._notify.get("notify_on_failure", ()), *urls))
+        )
+        return self
+
+    def expect_success_within(self, seconds: int) -> Schedule:
+        """A freshness check (a dead man's switch): the job is stale when its last success is older than this
+        many seconds, counted from its first scan when it never succeeded. The next tick on any host alerts
+        once per episode (mail, pings' ``/fail``, notification URLs); ``icc check`` and ``icc_job_stale`` say so."""
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or seconds != seconds
+            or not 0 < seconds <= MAX_EXPECT_SUCCESS
+        ):
+            raise ScheduleError(
+                f"expect_success_within({_shown(seconds)}) is not valid: give seconds greater than 0, at most "
+                f"{MAX_EXPECT_SUCCESS} (a year)"
+            )
+        self._expect_success_within = max(1, int(seconds))
+        return self
+
+    @property
+    def stale_after(self) -> int | None:
+        """The seconds given to :meth:`expect_success_within`, or None."""
+        return self._expect_success_within
 
     # -- knowing what happened: run callbacks and the output file -------------------------------------------------
 
@@ -1057,6 +1110,8 @@ class Schedule:
             definition["unless_between"] = list(self._unless)
         if self._args is not None:
             definition["args"] = {"args": self._args[0], "kwargs": self._args[1]}
+        if self._expect_success_within is not None:
+            definition["expect_success_within"] = self._expect_success_within
         return definition
 
     @classmethod
@@ -1133,6 +1188,8 @@ class Schedule:
             if not isinstance(stored_args, dict) or not isinstance(stored_args.get("kwargs"), dict):
                 raise ScheduleError("schedule definition 'args' must be a dict with keys args and kwargs")
             schedule.args(*stored_args.get("args", ()), **stored_args["kwargs"])
+        if definition.get("expect_success_within") is not None:
+            schedule.expect_success_within(definition["expect_success_within"])
         return schedule
 
     def __repr__(self) -> str:

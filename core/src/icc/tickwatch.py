@@ -13,6 +13,37 @@ import time
 LOCK_HELD_NOTICE = 60.0  # seconds the tick lock may be held before a tick says so
 
 
+# Every tick (idle, light or full) marks the time it ran as this file's mtime in the state directory: one
+# utime call, no database write. `icc check` reads it (a tick's own record: the idle ticks write nothing else).
+TICK_STAMP = "tick.stamp"
+
+
+def stamp_tick(state_dir: str) -> None:
+    """Set ``tick.stamp``'s mtime to now (made 0600 when missing). Never through a link (utime on the link
+    itself), never opening an existing file, never failing a tick: a stamp that cannot be set is not set."""
+    path = os.path.join(state_dir, TICK_STAMP)
+    try:
+        os.utime(path, follow_symlinks=False)
+        return
+    except FileNotFoundError:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    except OSError:
+        return
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError:
+        return
+    os.close(fd)
+
+
+def last_tick(state_dir: str) -> float | None:
+    """When a tick last ran on this host (``tick.stamp``'s mtime), or None: no tick since this icc."""
+    try:
+        return os.lstat(os.path.join(state_dir, TICK_STAMP)).st_mtime
+    except OSError:
+        return None
+
+
 DRIFT_META_KEY = "drift_stamp"
 # The plugins with before_run/after_run hooks, stored by `icc scan` (icc.plugins.run_hook_plugins): a run's
 # supervisor loads those and its job's own plugin while the plugins have not drifted.

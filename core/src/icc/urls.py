@@ -12,7 +12,7 @@ import base64
 from collections.abc import Collection
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-__all__ = ["JOB_PLACEHOLDER", "basic_auth", "redact", "url_problem"]
+__all__ = ["JOB_PLACEHOLDER", "apprise_missing", "basic_auth", "notify_url_problem", "redact", "url_problem"]
 
 JOB_PLACEHOLDER = "{job}"
 
@@ -30,6 +30,33 @@ def url_problem(value: object) -> str | None:
         return "an http:// or https:// URL"
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         return "an http:// or https:// URL with a host"
+    return None
+
+
+def apprise_missing() -> str | None:
+    """Why notification URLs cannot be used here (apprise is not installed), or None. Looks, imports nothing."""
+    import importlib.util  # lazy: only with notification URLs configured
+
+    try:
+        spec = importlib.util.find_spec("apprise")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return "notification URLs need apprise, which is not installed: pip install 'icc-runner[notify]'"
+    return None
+
+
+def notify_url_problem(value: object) -> str | None:
+    """Why ``value`` is not an apprise URL (``scheme://...``), or None when it looks like one. The syntax only:
+    apprise itself checks the URL at scan (:mod:`icc.notify.notifications`)."""
+    hint = "an apprise URL such as 'json://host/path', 'slack://...' or 'mailto://...'"
+    if not isinstance(value, str) or not value.strip():
+        return hint
+    if any(c.isspace() or ord(c) < 32 for c in value):
+        return f"{hint}, without spaces or control characters"
+    scheme, sep, rest = value.partition("://")
+    if not sep or not rest or not scheme[:1].isalpha() or not all(c.isalnum() or c in "+.-" for c in scheme):
+        return hint
     return None
 
 

@@ -288,3 +288,29 @@ def test_an_alert_that_cannot_be_queued_is_recorded_on_the_run_and_tried_again(
     ran(host, job, "failed", 1)
     consume(config)
     assert [r.message["Subject"] for r in server.received] == [f"[icc] probe.boom failed on {HOST}"]
+
+
+def test_a_stale_job_mails_alert_to_once_through_the_job_stale_hook(
+    tmp_path: Path, start_smtp: StartServer
+) -> None:
+    server = start_smtp()
+    config = project(tmp_path / "proj", server.port, 'alert_to = ["Ops <ops@example.org>"]\n')
+    host = host_for(config)
+    alert = {
+        "job": "nightly.export",
+        "outcome": "stale",
+        "error": "no success within 3600s (last success: never); stale since 2026-11-22T11:00:00Z",
+        "host": HOST,
+        "stale_since": "2026-11-22T11:00:00Z",
+        "last_success": None,
+        "within": 3600,
+    }
+    assert host.call_job_stale("nightly.export", alert) == []
+    assert queued(config) == 1
+    consume(config)
+    [mail] = server.received
+    assert mail.message["Subject"] == f"[icc] nightly.export is stale (noticed on {HOST})"
+    assert mail.message["X-Icc-Outcome"] == "stale"
+    body = text_of(mail)
+    assert "no success within 3600s (last success: never)" in body
+    assert "stale since:  2026-11-22T11:00:00Z" in body

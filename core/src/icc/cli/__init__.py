@@ -22,7 +22,10 @@ from icc.cli.argv import icc_argv
 from icc.errors import IccError, JobNotFoundError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from icc.config import Config
+    from icc.jobs import Job
     from icc.tick.coordinator import TickReport
 
 
@@ -178,6 +181,21 @@ def _print_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, ensure_ascii=False))
 
 
+def _notify_url_problem(config: Config, jobs: Mapping[str, Job]) -> str | None:
+    """The first ``[icc.notify] urls`` or job ``notify_on_failure`` URL apprise does not accept (checked at
+    scan), or None."""
+    from icc.notify.notifications import check_urls
+
+    problem = check_urls(config.notify.urls)
+    if problem is not None:
+        return f"[icc.notify] urls: {problem}"
+    for name, job in sorted(jobs.items()):
+        problem = check_urls(job.schedule.notifications.notify_on_failure)
+        if problem is not None:
+            return f"job {name!r}: {problem}"
+    return None
+
+
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Show the difference, write nothing.")
 @click.option(
@@ -205,6 +223,10 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
     for failure in host.failures:
         diagnostics.logger.warning("plugin %s failed: %s", failure.plugin, failure.error)
     invalid = [f for f in host.failures if f.hook == "schedule"]
+    notify_problem = _notify_url_problem(config, jobs)
+    if notify_problem is not None:
+        diagnostics.logger.error("%s; nothing was written", notify_problem)
+        _exit(2)
     if invalid:
         diagnostics.logger.error(
             "invalid schedules or a job name two plugins use; nothing was written. "
@@ -240,6 +262,10 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
             RUN_HOOKS_META_KEY: run_hook_plugins(host),
         },
     )
+    if not dry_run:
+        from icc.notify import freshness
+
+        freshness.record_scan(store, records, time.time())
     rows: list[list[str]] = []
     by_name = {r.name: r for r in [*records, *kept]}
     kept_names = {r.name for r in kept}
@@ -792,6 +818,34 @@ def metrics(env: Env, textfile: Path | None) -> None:
         click.echo(text, nl=False)
     else:
         write_textfile(textfile, text)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: ok, problems and what was checked.")
+@click.pass_obj
+def check(env: Env, as_json: bool) -> None:
+    """Exit 0 when all is well, 2 with one line per problem: for health checks (Docker, Nagios, Kubernetes).
+
+    Checks that the store answers, that a tick ran on this host in the last 2 minutes, that no tick lock is
+    stuck, and that no job with expect_success_within is stale. Loads no plugin, writes nothing.
+    """
+    config = env.config
+    report = facts.check(config, time.time())
+    problems = report.problems(config.timezone)
+    if as_json:
+        _print_json(report.to_json(config.timezone))
+    else:
+        for line in problems or [_check_ok_line(report)]:
+            click.echo(line)
+    if problems:
+        _exit(2)
+
+
+def _check_ok_line(report: facts.CheckReport) -> str:
+    age = report.tick_age
+    fresh = f", {ui.plural(report.jobs_checked, 'freshness check')} passed" if report.jobs_checked else ""
+    lock = "tick lock free" if report.tick_lock is None else "a tick is running"
+    return f"ok: store answers, last tick {0 if age is None else int(age)}s ago, {lock}{fresh}"
 
 
 @cli.command(name="exec")

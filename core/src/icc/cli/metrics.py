@@ -29,6 +29,13 @@ _FAMILIES = (
     ("icc_job_ping_failing", "gauge", "1 when the job's last heartbeat ping failed and none worked since."),
     ("icc_job_ping_last_failure_timestamp_seconds", "gauge", "When a heartbeat ping of the job last failed."),
     (
+        "icc_job_last_failure_timestamp_seconds",
+        "gauge",
+        "When the job's last failed, timed-out or abandoned run ended.",
+    ),
+    ("icc_job_duration_seconds", "histogram", "How long the job's runs took (every run whose task started)."),
+    ("icc_job_stale", "gauge", "1 when the job's expect_success_within is overdue (jobs with one only)."),
+    (
         "icc_queue_messages",
         "gauge",
         "Messages of the queue not yet acknowledged (ready, delayed, in flight).",
@@ -64,6 +71,11 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() and abs(value) < 2**53 else repr(float(value))
 
 
+def _bound(value: float) -> str:
+    """A histogram bucket's ``le`` as Prometheus's own clients write it: ``0.1``, ``60.0``, ``+Inf``."""
+    return "+Inf" if math.isinf(value) else repr(float(value))
+
+
 def _labels(**labels: str) -> str:
     return "{" + ",".join(f'{k}="{escape_label(v)}"' for k, v in labels.items()) + "}"
 
@@ -85,6 +97,19 @@ def render(facts: Metrics) -> str:
         add("icc_job_running", job.running, job=job.name)
         add("icc_job_ping_failing", 1 if job.ping_failing else 0, job=job.name)
         add("icc_job_ping_last_failure_timestamp_seconds", job.ping_failed_at, job=job.name)
+        add("icc_job_last_failure_timestamp_seconds", job.last_failure, job=job.name)
+        if job.durations is not None:
+            family = "icc_job_duration_seconds"
+            for bound, cumulative in job.durations.buckets:
+                samples[family].append(
+                    f"{family}_bucket{_labels(job=job.name, le=_bound(bound))} {_number(cumulative)}"
+                )
+            samples[family].append(
+                f"{family}_sum{_labels(job=job.name)} {_number(round(job.durations.sum, 3))}"
+            )
+            samples[family].append(f"{family}_count{_labels(job=job.name)} {_number(job.durations.count)}")
+        if job.stale is not None:
+            add("icc_job_stale", 1 if job.stale else 0, job=job.name)
     for q in facts.queues:
         add("icc_queue_messages", q.messages, queue=q.queue)
         add("icc_queue_oldest_message_age_seconds", q.oldest_age or 0.0, queue=q.queue)

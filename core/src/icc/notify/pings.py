@@ -25,9 +25,9 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from icc._version import __version__
@@ -41,7 +41,17 @@ if TYPE_CHECKING:
     from icc.config import Config
     from icc.jobs import Job, RunContext, RunResult
 
-__all__ = ["FAILED", "RAN", "Ping", "PingFailure", "after_run", "before_run", "pings_for", "send"]
+__all__ = [
+    "FAILED",
+    "RAN",
+    "Ping",
+    "PingFailure",
+    "after_run",
+    "before_run",
+    "fail_urls",
+    "pings_for",
+    "send",
+]
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +126,16 @@ def pings_for(job: Job, event: str, ping_url: str | None) -> list[Ping]:
         if event in FAILED:
             own += notify.ping_on_failure
     found += [Ping(url, redact(url)) for url in own]
+    return list(dict.fromkeys(found))
+
+
+def fail_urls(job: str, notify: Mapping[str, Any], ping_url: str | None) -> list[str]:
+    """The ``/fail`` URLs of ``job`` from its stored ``notify`` definition: ``[monitor] ping_url``'s (unless
+    ``without_pings()``) and its own ``ping_on_failure``; a stale job (:mod:`icc.notify.freshness`) pings them."""
+    found: list[str] = []
+    if ping_url and notify.get("pings", True) is not False:
+        found.append(_global(ping_url, job, "/fail").url)
+    found += [url for url in notify.get("ping_on_failure", ()) if isinstance(url, str)]
     return list(dict.fromkeys(found))
 
 

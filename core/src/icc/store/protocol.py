@@ -21,6 +21,43 @@ FINISHED: frozenset[str] = frozenset(
 FAILURES: frozenset[str] = frozenset({"failed", "timed_out", "abandoned"})  # on_failure, alerts, last failure
 UNRUN: frozenset[str] = frozenset({"missed", "skipped"})  # slots nothing ran for: pruned by their own limit
 
+# icc_job_duration_seconds, a histogram: the upper bounds (seconds) of its buckets, from a tenth of a second to a
+# day. Each run whose task started and ended adds one to its bucket's count and its milliseconds to the sum, kept
+# in ``run_counts`` beside the outcome counts (as pseudo-outcomes starting with ``~``), apart from the history.
+DURATION_BUCKETS: tuple[float, ...] = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600, 7200, 21600, 86400)
+TIMED_OUTCOMES: frozenset[str] = frozenset({"succeeded", "failed", "timed_out", "stopped"})
+DURATION_PREFIX = "~le:"
+DURATION_SUM_KEY = "~sum_ms"
+
+
+def duration_counts(seconds: float) -> tuple[str, int]:
+    """The ``run_counts`` key of the bucket ``seconds`` falls in (the smallest bound at or above it), and
+    ``seconds`` in whole milliseconds for the sum."""
+    bound = next((b for b in DURATION_BUCKETS if seconds <= b), None)
+    return f"{DURATION_PREFIX}{'+Inf' if bound is None else f'{bound:g}'}", round(seconds * 1000)
+
+
+@dataclass(frozen=True)
+class DurationHistogram:
+    """A job's run durations: cumulative counts per upper bound (the last one ``inf``), their count and sum."""
+
+    buckets: tuple[tuple[float, int], ...]
+    count: int
+    sum: float
+
+
+def duration_histogram(counts: Mapping[str, int]) -> DurationHistogram | None:
+    """From a job's ``run_counts`` (:meth:`StateStore.run_counts`), or None when no run was timed."""
+    per = {key[len(DURATION_PREFIX) :]: n for key, n in counts.items() if key.startswith(DURATION_PREFIX)}
+    if not per:
+        return None
+    total = 0
+    buckets: list[tuple[float, int]] = []
+    for bound in (*DURATION_BUCKETS, float("inf")):
+        total += per.get("+Inf" if bound == float("inf") else f"{bound:g}", 0)
+        buckets.append((bound, total))
+    return DurationHistogram(tuple(buckets), total, counts.get(DURATION_SUM_KEY, 0) / 1000)
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -247,6 +284,10 @@ class StateStore(Protocol):
     def run_counts(self) -> dict[str, dict[str, int]]:
         """Finished runs and recorded slots per job and outcome since the store was made (not pruned)."""
 
+    def duration_counts(self) -> dict[str, dict[str, int]]:
+        """Per job, its runs' durations as ``run_counts`` keeps them: ``{"~le:<bound>": n, "~sum_ms": ms}``
+        (:func:`duration_histogram` reads them); counted once when a run whose task started first finishes."""
+
     def last_outcomes(self) -> dict[str, dict[str, RunRecord]]:
         """Per job, its newest ``succeeded`` run and its newest failure (``failed``, ``timed_out``,
         ``abandoned``), under the keys ``"success"`` and ``"failure"`` (absent when there is none)."""
@@ -254,6 +295,10 @@ class StateStore(Protocol):
     def prune_runs(self, keep: int, keep_unrun: int = 100) -> int:
         """Keep the newest ``keep`` runs and the newest ``keep_unrun`` missed or skipped rows per job, and always
         its last success and last failure; return how many were deleted."""
+
+    def prune_old_runs(self, before: float, limit: int) -> int:
+        """Delete at most ``limit`` finished runs and unrun slots that ended before ``before`` (epoch seconds),
+        the oldest first, keeping each job's last success and last failure (``[icc] keep_runs_days``)."""
 
     def close(self) -> None:
         """Release the connection."""

@@ -23,7 +23,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from icc.store.protocol import FAILURES, JobRecord, Outcome, RunKind, RunRecord, SyncReport
+from icc.store.protocol import (
+    DURATION_SUM_KEY,
+    FAILURES,
+    TIMED_OUTCOMES,
+    JobRecord,
+    Outcome,
+    RunKind,
+    RunRecord,
+    SyncReport,
+    duration_counts,
+)
 
 T = TypeVar("T")
 
@@ -38,6 +48,11 @@ SET_META = "INSERT INTO {schema}.meta (key, value) VALUES (%s, %s) ON CONFLICT (
 COUNT_RUN = (
     "INSERT INTO {schema}.run_counts (job, outcome, n) VALUES (%s, %s, 1) "
     "ON CONFLICT (job, outcome) DO UPDATE SET n = {schema}.run_counts.n + 1"
+)
+
+ADD_COUNT = (
+    "INSERT INTO {schema}.run_counts (job, outcome, n) VALUES (%s, %s, %s) "
+    "ON CONFLICT (job, outcome) DO UPDATE SET n = {schema}.run_counts.n + EXCLUDED.n"
 )
 
 
@@ -62,11 +77,13 @@ def job_record(row: Sequence[Any]) -> JobRecord:
     )
 
 
-def grouped_counts(rows: Sequence[Any]) -> dict[str, dict[str, int]]:
-    """``(job, outcome, n)`` rows as ``{job: {outcome: n}}``."""
+def grouped_counts(rows: Sequence[Any], *, durations: bool = False) -> dict[str, dict[str, int]]:
+    """``(job, outcome, n)`` rows as ``{job: {outcome: n}}``: the outcomes, or with ``durations`` only the
+    duration histogram's pseudo-outcomes (``~le:...``, ``~sum_ms``, see ``DURATION_BUCKETS``)."""
     found: dict[str, dict[str, int]] = {}
     for job, outcome, n in rows:
-        found.setdefault(str(job), {})[str(outcome)] = int(n)
+        if str(outcome).startswith("~") == durations:
+            found.setdefault(str(job), {})[str(outcome)] = int(n)
     return found
 
 
@@ -303,12 +320,18 @@ class SqlStateStore:
         def work(conn: Any) -> None:
             row = conn.execute(
                 q(
-                    f"SELECT job FROM {{schema}}.runs WHERE id = %s AND outcome IN ('pending', 'running'){guard}"
+                    "SELECT job, started_at, task_pid FROM {schema}.runs WHERE id = %s AND outcome IN "
+                    f"('pending', 'running'){guard}"
                 ),
                 (run_id, *guard_params),
             ).fetchone()
             if row is not None:  # counted once, when it first finishes
                 conn.execute(q(COUNT_RUN), (row[0], outcome))
+                if row[1] is not None and row[2] is not None and outcome in TIMED_OUTCOMES:
+                    # icc_job_duration_seconds: the run's bucket and the sum (ms), kept apart from the history
+                    bucket, millis = duration_counts(max(0.0, now - float(row[1])))
+                    conn.execute(q(ADD_COUNT), (row[0], bucket, 1))
+                    conn.execute(q(ADD_COUNT), (row[0], DURATION_SUM_KEY, millis))
             elif self._FINISHED_STAYS:
                 return  # finished already: refused
             conn.execute(
@@ -389,6 +412,12 @@ class SqlStateStore:
         )
         return {str(job): int(count) for job, count in rows}
 
+    def duration_counts(self) -> dict[str, dict[str, int]]:
+        return grouped_counts(
+            self._read("SELECT job, outcome, n FROM {schema}.run_counts ORDER BY job, outcome"),
+            durations=True,
+        )
+
     def run_counts(self) -> dict[str, dict[str, int]]:
         return grouped_counts(
             self._read("SELECT job, outcome, n FROM {schema}.run_counts ORDER BY job, outcome")
@@ -416,4 +445,16 @@ class SqlStateStore:
             " AND id NOT IN (SELECT MAX(id) FROM {schema}.runs WHERE outcome = 'succeeded' GROUP BY job)"
             f" AND id NOT IN (SELECT MAX(id) FROM {{schema}}.runs WHERE outcome IN ({FAILURES_SQL}) GROUP BY job)",
             (keep, keep_unrun),
+        )
+
+    def prune_old_runs(self, before: float, limit: int) -> int:
+        # The oldest first (ids grow with time), at most ``limit`` rows a call: a tick never deletes a million
+        # rows at once; the next ticks take the rest. The last success and the last failure are kept.
+        return self._write(
+            "DELETE FROM {schema}.runs WHERE id IN (SELECT id FROM {schema}.runs"
+            " WHERE outcome NOT IN ('pending', 'running') AND COALESCE(ended_at, started_at, slot) < %s"
+            " AND id NOT IN (SELECT MAX(id) FROM {schema}.runs WHERE outcome = 'succeeded' GROUP BY job)"
+            f" AND id NOT IN (SELECT MAX(id) FROM {{schema}}.runs WHERE outcome IN ({FAILURES_SQL}) GROUP BY job)"
+            " ORDER BY id LIMIT %s)",
+            (before, limit),
         )

@@ -95,6 +95,9 @@ NOT_EVALUATED = 0  # next_due of a job no tick has evaluated yet
 ONCE_META_PREFIX = "once:"  # meta key of a once() job whose one run was decided: its slot
 LATE_OFFSET = 1.0  # seconds: a sub-minute offset the tick reaches this late (its second is over) is skipped
 AHEAD_OFFSETS = 12  # offsets a minute (every_seconds(5)) up to which a busy tick hands them out ahead
+PRUNE_BATCH = (
+    1000  # [icc] keep_runs_days: the most rows one tick deletes by age (the next ticks take the rest)
+)
 
 
 def slot_of(moment: datetime) -> int:
@@ -594,7 +597,10 @@ class Tick:
 
     # -- the tick -------------------------------------------------------------------------------------------
     def run(self) -> TickReport:
+        from icc.tickwatch import stamp_tick
+
         report = TickReport(self.slot)
+        stamp_tick(str(self.config.state_dir))  # `icc check`: a tick began (and below: it ended)
         lock = tick_lock(self.config.state_dir)
         if not lock.try_acquire():
             report.locked_out = True
@@ -631,8 +637,27 @@ class Tick:
             raise StateError(self._lost_message(planned, report))
         if planned or self._recorded:
             self.store.prune_runs(self.config.keep_runs, self.config.keep_skipped)
+            if self.config.keep_runs_days is not None:
+                before = time.time() - self.config.keep_runs_days * 86_400
+                self.store.prune_old_runs(before, PRUNE_BATCH)
+        self._check_freshness()
+        stamp_tick(str(self.config.state_dir))
         self._spawn_concluder(concluded)
         return report
+
+    def _check_freshness(self) -> None:
+        """Alert the jobs gone stale (``expect_success_within``) once ``stale.next`` has passed: the alerts are
+        queued, never sent here (icc.notify.freshness). A store that fails here never fails the tick."""
+        from icc.notify import freshness
+
+        now = time.time()
+        try:
+            if freshness.due(self.store, now):
+                freshness.check(self.config, self.store, now)
+        except StateError as exc:
+            import logging  # lazy: only when the store failed here
+
+            logging.getLogger(__name__).warning("the freshness check could not run: %s", exc)
 
     def _check_drift(self, report: TickReport) -> None:
         """Whether the plugins changed since the last scan (stat calls against the scan's stamp); with
@@ -676,7 +701,9 @@ class Tick:
         found = self._hooks[0]
         if found is None:
             return None
-        own = record is None or bool(record.definition.get("schedule", {}).get("notify"))
+        schedule = record.definition.get("schedule", {}) if record is not None else {}
+        # notification settings of its own, or a freshness check (icc.notify.freshness acts on its successes)
+        own = record is None or bool(schedule.get("notify") or schedule.get("expect_success_within"))
         return {
             name: dist
             for name, dist, settings in found

@@ -16,7 +16,7 @@ import sys
 import time
 
 from icc.slots import tick_slot
-from icc.tickwatch import LOCK_HELD_NOTICE, drift, drift_line, lock_held_line, tick_lock_held
+from icc.tickwatch import LOCK_HELD_NOTICE, drift, drift_line, lock_held_line, stamp_tick, tick_lock_held
 
 TYPE_CHECKING = False  # not typing's: the idle tick does not import typing
 if TYPE_CHECKING:
@@ -28,7 +28,9 @@ _QUERY = (
     " (SELECT value FROM meta WHERE key = 'watermark'),"
     " (SELECT value FROM meta WHERE key = 'plugins_fingerprint'),"
     " (SELECT COUNT(*) FROM meta WHERE key = 'pause'),"  # icc pause: the full tick records the skipped slots
-    " (SELECT value FROM meta WHERE key = 'drift_stamp')"
+    " (SELECT value FROM meta WHERE key = 'drift_stamp'),"
+    # expect_success_within: the earliest moment a job goes stale unalerted (icc.notify.freshness)
+    " (SELECT value FROM meta WHERE key = 'stale.next')"
 )
 
 
@@ -90,16 +92,21 @@ def try_idle_tick(args: list[str]) -> int | None:
         db_path = os.path.join(state_dir, "state.sqlite3")
         if not _trusted(state_dir, db_path) or not os.path.isfile(db_path):
             return None
+        stamp_tick(state_dir)  # `icc check`: a tick ran (the idle tick writes nothing else)
         slot = tick_slot(at, timezone)
         if slot is None:
             return None
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
         try:
-            earliest, unfinished, watermark, scanned, paused, stamp = db.execute(_QUERY).fetchone()
+            earliest, unfinished, watermark, scanned, paused, stamp, stale_next = db.execute(
+                _QUERY
+            ).fetchone()
         finally:
             db.close()
         if scanned is None or (watermark is not None and slot < int(watermark)):
             return None
+        if stale_next is not None and float(stale_next) <= time.time():
+            return None  # a job went stale: the full tick alerts (icc.notify.freshness)
     except Exception:
         return None
     if unfinished or paused:

@@ -20,7 +20,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -278,3 +278,23 @@ def notify(config: Config, mail: MailConfig, job: Job, run: RunContext, result: 
             _queue(config, output_to, f"[icc] {job.name} {what} on {host}", text, job.name, outcome)
         )
     return queued
+
+
+def stale_mail(config: Config, mail: MailConfig, job: str, alert: Mapping[str, Any]) -> int:
+    """Queue the mail about a job gone stale (no success within its ``expect_success_within``)."""
+    host = str(alert.get("host") or socket.gethostname())
+    subject = f"[icc] {job} is stale (noticed on {host})"
+    lines = [
+        f"{job} is stale: {alert.get('error')}.",
+        "",
+        f"job:          {job}",
+        "outcome:      stale",
+        f"stale since:  {alert.get('stale_since')}",
+        f"noticed on:   {host}",
+        "",
+        "One mail per episode: the next comes after it succeeds and goes stale again.",
+        f"More: icc status {job}; icc check",
+        "",
+    ]
+    text = "\n".join(lines)
+    return _queue(config, mail.alert_to, subject, lambda _full: text, job, "stale")

@@ -77,3 +77,13 @@ def after_run(job: Job, run: RunContext, result: RunResult) -> None:
     from icc_mail.alerts import notify
 
     notify(_State.icc, _State.config, job, run, result)
+
+
+@icc.hookimpl
+def job_stale(job: str, alert: Mapping[str, Any]) -> None:
+    """A job gone stale (icc's ``expect_success_within``): one mail to ``mail.alert_to`` per episode."""
+    if _State.config is None or _State.icc is None or not _State.config.alert_to:
+        return
+    from icc_mail.alerts import stale_mail
+
+    stale_mail(_State.icc, _State.config, job, alert)

@@ -50,7 +50,9 @@ _QUERY = (
     " (SELECT COUNT(*) FROM {s}.jobs WHERE enabled AND removed_at IS NULL"
     " AND strpos(definition, 'on_each_host') > 0),"
     " (SELECT string_agg(version::text, ',' ORDER BY version) FROM {s}.migrations),"
-    " (SELECT value FROM {s}.meta WHERE key = 'drift_stamp')"
+    " (SELECT value FROM {s}.meta WHERE key = 'drift_stamp'),"
+    # expect_success_within: the earliest moment a job goes stale unalerted (icc.notify.freshness)
+    " (SELECT value FROM {s}.meta WHERE key = 'stale.next')"
 )
 
 
@@ -198,6 +200,9 @@ def try_pg_idle_tick(config_path: str | None, quiet: bool, at: str | None) -> in
         state_dir, timezone = config
         if not os.path.isdir(state_dir) or state_dir_problem(state_dir) is not None:
             return None
+        from icc.tickwatch import stamp_tick  # loaded already: icc.tick.idle imports it
+
+        stamp_tick(state_dir)  # `icc check`: a tick ran (the idle tick writes nothing else)
         host = _host_id(store, state_dir)
         schema = store.get("schema", "icc")
         if host is None or not isinstance(schema, str):
@@ -210,7 +215,7 @@ def try_pg_idle_tick(config_path: str | None, quiet: bool, at: str | None) -> in
         answers = _ask(url, schema, host)
         if answers is None:
             return None
-        earliest, unfinished, watermark, scanned, paused, per_host, applied, stamp = answers
+        earliest, unfinished, watermark, scanned, paused, per_host, applied, stamp, stale_next = answers
         if scanned is None or applied is None or applied != _migrations():
             return None
         if watermark is not None and slot < int(watermark):
@@ -219,6 +224,8 @@ def try_pg_idle_tick(config_path: str | None, quiet: bool, at: str | None) -> in
             return None
         if earliest is not None and int(earliest) <= slot:
             return None
+        if stale_next is not None and float(stale_next) <= time.time():
+            return None  # a job went stale: the full tick alerts
         from icc.tickwatch import LOCK_HELD_NOTICE, drift, drift_line, lock_held_line, tick_lock_held
 
         scan_auto = settings.get("scan") == "auto"
