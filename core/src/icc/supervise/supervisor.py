@@ -99,7 +99,7 @@ class Result:
 
 def run_result(record: RunRecord) -> RunResult:
     """The :class:`icc.RunResult` of a stored run."""
-    from icc.jobs import RunResult
+    from icc.jobs import RunResult  # lazy: the full tick does not load the jobs model; user code's results do
 
     def moment(epoch: float | None) -> datetime | None:
         return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC)
@@ -290,7 +290,7 @@ class _Process:
 
 def _libc() -> Any:
     if _Process.libc is None:
-        import ctypes
+        import ctypes  # lazy: once per process, and only where a subreaper or a parent-death signal is asked for
 
         _Process.libc = ctypes.CDLL(None, use_errno=True)
     return _Process.libc
@@ -398,7 +398,7 @@ def _supervise(
             holder = lock.holder()
             since = ""
             if holder is not None:
-                from icc import logs
+                from icc import logs  # lazy: the display zone, only for a run skipped by its lock
 
                 since = f" ({holder.describe(logs.zone())})"
             error = f"skipped: the previous run is still running{since}"
@@ -426,7 +426,7 @@ def _open_output_file(spec: RunSpec, notes: list[str]) -> int | None:
     the run started (:func:`icc.tick.coordinator.set_output_file`)."""
     if spec.output_to is None:
         return None
-    from icc.statedir import open_output_file
+    from icc.statedir import open_output_file  # lazy: only a run with send_output_to / append_output_to
 
     try:
         return open_output_file(spec.output_to, spec.output_append)

@@ -158,10 +158,10 @@ def scan_record(config: Config, host: PluginHost, jobs: Mapping[str, Job]) -> st
 
 
 def _scan_record(config: Config, host: PluginHost, jobs: Mapping[str, Job]) -> str:
-    # lazy: icc scan's side; the light minute, on the fast path, must not load the locks, the queue or pluggy
-    from icc.locks import job_lock_name
-    from icc.queue.builtin import ConsumerTask
-    from icc.queue.dispatch import handler_queue_warnings
+    # icc scan's side: the light minute, on the fast path, must not load filelock, the queue or pluggy.
+    from icc.locks import job_lock_name  # lazy: filelock, icc scan's side only
+    from icc.queue.builtin import ConsumerTask  # lazy: the queue and its plugin, icc scan's side only
+    from icc.queue.dispatch import handler_queue_warnings  # lazy: icc scan's side only
 
     lines = [_HEADER]
     if host.failures:
