@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -397,3 +398,70 @@ def test_the_light_consumer_of_a_tick_started_in_root_handles_messages_in_the_pr
     project.wait_for(lambda: project.marker_lines("where"), timeout=30, what="the message to be handled")
     assert project.marker_lines("where") == [f"{project.root} {project.config}"]
     ended(project, 1)
+
+
+FREEZING_PLUGIN = """
+def freeze(payload):
+    with open(os.path.join(os.environ["MARKER_DIR"], "frozen"), "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    os.kill(os.getpid(), __import__("signal").SIGSTOP)  # a consumer nothing but SIGKILL ends: the job timeout's
+
+
+@icc.hookimpl
+def register_handlers(register):
+    register("freeze", freeze, queue="async")
+"""
+
+
+def voluntary_switches(pid: int) -> int | None:
+    """How many times process ``pid`` went to sleep (its voluntary context switches); None once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("voluntary_ctxt")))
+
+
+def test_a_light_supervisor_waiting_out_the_grace_of_its_timed_out_consumer_sleeps_rather_than_spins(
+    project: Project,
+) -> None:
+    # consume:async's job timeout: time_limit 1 + grace 3 + 5 = 9 s; then SIGTERM, which a stopped process
+    # does not take, and SIGKILL after the 3 s grace.
+    cron_project(project, "time_limit = 1", plugin=FREEZING_PLUGIN)
+    project.config.write_text(project.config.read_text().replace("grace = 1", "grace = 3"))
+    project.icc("scan", check=True)
+    project.icc("run", "--at", at(0), check=True)
+    ended(project, 0)
+    dispatch("freeze", {}, queue="async", config=load_config(project.config))
+    project.icc("run", "--quiet", "--at", at(1), check=True)
+    supervisor = running(project, 1, "consume:async")["pid"]
+    seen = 0
+    while (
+        switches := voluntary_switches(supervisor)
+    ) is not None:  # until it has recorded the run and exited
+        seen = max(seen, switches)
+        time.sleep(0.05)  # between two looks: how often does not change what is counted
+    [run] = [r for r in ended(project, 1) if r["job"] == "consume:async"]
+    assert len(project.marker_lines("frozen")) == 1  # by the light minute's consumer, handed over
+    assert (run["outcome"], run["exit_code"]) == ("timed_out", -9), run
+    assert run["error"] == "timed out after 9s; its process group was killed"
+    # Its supervisor slept until the timeout, then until the kill, then woke at the exit (a pidfd); before
+    # the one supervise loop, it woke every 10 ms through the grace (about 300 times here).
+    assert seen < 100, seen
+
+
+def test_the_light_minute_waits_for_no_process_itself() -> None:
+    """Its supervisors' loop, forks and reports are icc.supervise.process's: the one supervise loop."""
+    import ast
+
+    import icc.tick.light
+
+    tree = ast.parse(Path(icc.tick.light.__file__).read_text())
+    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    calls = {
+        f"{node.value.id}.{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+    }
+    assert not {"os.waitpid", "os.pidfd_open", "selectors.DefaultSelector"} & calls
+    assert {"Watch", "detach", "run_child", "task_outcome"} <= names

@@ -15,6 +15,10 @@ only the task's process group is ended.
 User code around the task (``when()``/``skip()``, callbacks, run hooks) runs in the supervisor's children too,
 one process each, bounded by ``callback_timeout`` (:func:`run_bounded`). Every process of a run starts in the
 project root with ``ICC_CONFIG`` set (:func:`enter_run_context`).
+
+The process side of a run (the supervise loop, the forked task's body, detaching) is
+:mod:`icc.supervise.process`, which the light minute's supervisors (:mod:`icc.tick.light`) use too; this
+module adds the job lock, the state store, leases, user code around the task and the foreground supervisor.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ import sys
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +44,10 @@ from icc.errors import StateError
 from icc.locks import job_lock
 from icc.store.protocol import Outcome, RunRecord, StateStore
 from icc.supervise.leases import FENCE_GRACE, Leases
+from icc.supervise.process import OutputKeeper as OutputKeeper  # re-exported
+from icc.supervise.process import Watch, detach, exit_of, kill_group, run_child, signal_name, task_outcome
+from icc.supervise.process import enter_run_context as enter_run_context  # re-exported
+from icc.supervise.process import exception_text as exception_text  # re-exported
 
 if TYPE_CHECKING:
     from icc.jobs import RunResult
@@ -91,49 +98,9 @@ class Result:
     pid: int | None = None
 
 
-class OutputKeeper:
-    """What is stored of a run's output: the whole of it up to ``limit`` bytes; past that, its first and its
-    last ``limit // 2`` bytes with a line saying how much was left out between them."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.head = bytearray()
-        self.tail: deque[bytes] = deque()
-        self.tail_size = 0
-        self.total = 0
-
-    def add(self, chunk: bytes) -> None:
-        self.total += len(chunk)
-        half = self.limit // 2
-        if len(self.head) < half:
-            room = half - len(self.head)
-            self.head += chunk[:room]
-            chunk = chunk[room:]
-        if not chunk:
-            return
-        self.tail.append(chunk)
-        self.tail_size += len(chunk)
-        while self.tail and self.tail_size - len(self.tail[0]) >= self.limit - half:
-            self.tail_size -= len(self.tail.popleft())
-
-    def text(self) -> str:
-        if self.limit <= 0:
-            return ""
-        tail = b"".join(self.tail)
-        if self.total <= self.limit:  # nothing was dropped
-            return (bytes(self.head) + tail).decode("utf-8", errors="replace")
-        kept_tail = tail[-(self.limit - len(self.head)) :]
-        left_out = self.total - len(self.head) - len(kept_tail)
-        return (
-            bytes(self.head).decode("utf-8", errors="replace")
-            + f"\n[... {left_out} bytes of output left out ...]\n"
-            + kept_tail.decode("utf-8", errors="replace")
-        )
-
-
 def run_result(record: RunRecord) -> RunResult:
     """The :class:`icc.RunResult` of a stored run."""
-    from icc.jobs import RunResult
+    from icc.jobs import RunResult  # lazy: the full tick does not load the jobs model; user code's results do
 
     def moment(epoch: float | None) -> datetime | None:
         return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC)
@@ -226,24 +193,6 @@ def install_stop_handlers(patience: float = 0.0) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _signal_name(num: int) -> str:
-    try:
-        return signal.Signals(num).name
-    except ValueError:
-        return f"signal {num}"
-
-
-def enter_run_context(cwd: Path | None, config_path: Path | None) -> None:
-    """In a forked process of a run (task, callback, hook, predicate): start in the project root with
-    ``ICC_CONFIG`` naming the config file in use, so ``icc.dispatch()`` finds the project's queues whatever
-    directory the tick was started from (cron starts it in ``/`` or ``$HOME``)."""
-    if cwd is not None:
-        with contextlib.suppress(OSError):  # a root that went away: the task says what it misses
-            os.chdir(cwd)
-    if config_path is not None:
-        os.environ["ICC_CONFIG"] = str(config_path)
-
-
 def run_environment(config_path: Path | None) -> dict[str, str] | None:
     """The environment of a command task: icc's own, with ``ICC_CONFIG`` (None: icc's own as it is)."""
     if config_path is None:
@@ -251,67 +200,20 @@ def run_environment(config_path: Path | None) -> dict[str, str] | None:
     return {**os.environ, "ICC_CONFIG": str(config_path)}
 
 
-ERROR_TEXT_LIMIT = (
-    1000  # characters of an exception's text kept as the run's error (all of it is in the output)
-)
+def _in_user_code(func: Callable[[], object]) -> Callable[[], object]:
+    """``func`` called inside the installed framework's context (an app context; stale connections closed)."""
+
+    def call() -> object:
+        with framework.user_code():
+            return func()
+
+    return call
 
 
-def exception_text(exc: BaseException) -> str:
-    """``"ExceptionType: message"`` on one line, as a run's error; the traceback stays in its output."""
-    message = " ".join(str(exc).split())
-    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    return text if len(text) <= ERROR_TEXT_LIMIT else text[: ERROR_TEXT_LIMIT - 3] + "..."
-
-
-def _run_callable_child(
-    func: Callable[[], object],
-    write_fd: int,
-    close_fds: list[int],
-    error_fd: int | None = None,
-    spec: RunSpec | None = None,
-) -> None:
-    """In the forked child: become a process group of its own, run the task, exit. Never returns.
-
-    When the task raises, the exception's one-line text goes to ``error_fd`` (the run's error)."""
-    code = 1
-    try:
-        os.setsid()
-        if spec is not None:
-            enter_run_context(spec.cwd, spec.config_path)
-            set_title(f"icc: job {spec.job}{spec.title_suffix}")
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
-        for fd in close_fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.dup2(write_fd, 1)
-        os.dup2(write_fd, 2)
-        os.close(write_fd)
-        try:
-            with framework.user_code():  # a framework's app context; its stale connections closed
-                func()
-            code = 0
-        except SystemExit as exc:
-            if exc.code is None or exc.code == 0:
-                code = 0
-            elif isinstance(exc.code, int):
-                code = exc.code & 0xFF or 1
-            else:
-                print(exc.code, file=sys.stderr)
-                code = 1
-        except BaseException as exc:
-            traceback.print_exc()
-            code = 1
-            if error_fd is not None:
-                with contextlib.suppress(Exception):
-                    os.write(error_fd, exception_text(exc).encode("utf-8", errors="replace")[:4096])
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
+def _enter_task(spec: RunSpec) -> None:
+    """In the forked task, first: the run's context and the task's process title."""
+    enter_run_context(spec.cwd, spec.config_path)
+    set_title(f"icc: job {spec.job}{spec.title_suffix}")
 
 
 def set_title(title: str) -> None:
@@ -353,7 +255,7 @@ def _start(
     if pid == 0:  # pragma: no cover - the child never returns
         os.close(read_fd)
         os.close(error_r)
-        _run_callable_child(spec.func, write_fd, close_fds, error_w, spec)
+        run_child(_in_user_code(spec.func), write_fd, close_fds, error_w, enter=lambda: _enter_task(spec))
     os.close(write_fd)
     os.close(error_w)
     return pid, read_fd, None, error_r
@@ -370,11 +272,6 @@ def _read_error_text(fd: int | None) -> str | None:
     finally:
         os.close(fd)
     return data.decode("utf-8", errors="replace").strip() or None
-
-
-def _kill_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def set_child_subreaper(on: bool) -> bool:
@@ -404,7 +301,7 @@ class _Process:
 
 def _libc() -> Any:
     if _Process.libc is None:
-        import ctypes
+        import ctypes  # lazy: once per process, and only where a subreaper or a parent-death signal is asked for
 
         _Process.libc = ctypes.CDLL(None, use_errno=True)
     return _Process.libc
@@ -512,7 +409,7 @@ def _supervise(
             holder = lock.holder()
             since = ""
             if holder is not None:
-                from icc import logs
+                from icc import logs  # lazy: the display zone, only for a run skipped by its lock
 
                 since = f" ({holder.describe(logs.zone())})"
             error = f"skipped: the previous run is still running{since}"
@@ -540,7 +437,7 @@ def _open_output_file(spec: RunSpec, notes: list[str]) -> int | None:
     the run started (:func:`icc.tick.coordinator.set_output_file`)."""
     if spec.output_to is None:
         return None
-    from icc.statedir import open_output_file
+    from icc.statedir import open_output_file  # lazy: only a run with send_output_to / append_output_to
 
     try:
         return open_output_file(spec.output_to, spec.output_append)
@@ -551,6 +448,9 @@ def _open_output_file(spec: RunSpec, notes: list[str]) -> int | None:
     return None
 
 
+LOOK_EVERY = 0.05  # seconds between two looks at a stop request and at the run's lease while a task runs
+
+
 def _supervise_locked(
     store: StateStore,
     spec: RunSpec,
@@ -559,14 +459,11 @@ def _supervise_locked(
     notes: list[str],
     leases: Leases | None = None,
 ) -> Result:
-    if stop_requested():
-        why = f"not started: {STOP.who} received {_signal_name(STOP.signum)}"
-        store.finish(spec.run_id, "skipped", now=time.time(), error=why)
-        return Result("skipped", error=why)
-    if leases is not None and (lost := leases.lost(spec.run_id)) is not None:
-        why = f"not started: {lost}"
-        store.finish(spec.run_id, "skipped", now=time.time(), error=why)
-        return Result("skipped", error=why)
+    """Under the job lock: start the task, watch it to its end (:class:`icc.supervise.process.Watch`), end
+    what it left behind, record the run."""
+    refused = _refuse_start(store, spec, leases)
+    if refused is not None:
+        return refused
     if spec.before is not None:
         notes += spec.before()
     started = time.time()
@@ -583,147 +480,131 @@ def _supervise_locked(
         return Result("failed", error=why)
     marked = _mark_running(store, spec.run_id, task_pid=pid, now=started, leases=leases)
     STOP.pgid = pid
-    kept = OutputKeeper(spec.output_limit)
-    if spec.preamble:
-        kept.add(bytes(spec.preamble))
-    out_fd = _open_output_file(spec, notes)
-
-    def take(chunk: bytes) -> None:
-        nonlocal out_fd
-        kept.add(chunk)
-        if spec.echo is not None:
-            with contextlib.suppress(OSError, ValueError):
-                spec.echo(chunk)
-        if out_fd is not None:
-            try:
-                os.write(out_fd, chunk)
-            except OSError as exc:
-                notes.append(f"could not write its output file {spec.output_to}: {exc.strerror or exc}")
-                os.close(out_fd)
-                out_fd = None
-
+    output = _RunOutput(spec, notes)
     deadline = started + spec.timeout if spec.timeout else None
-    timed_out = False
-    stop_sent_at: float | None = None
-    fenced: str | None = None  # why the run's lease was lost: its task was stopped
-    kill_at: float | None = None
-    status: int | None = None
-    sel = selectors.DefaultSelector()
-    sel.register(read_fd, selectors.EVENT_READ)
-    # The task's exit wakes the loop (a pidfd, Linux), rather than a sleep once its output pipe is closed.
-    pidfd: int | None = None
-    with contextlib.suppress(OSError, AttributeError):
-        pidfd = os.pidfd_open(pid)
-        sel.register(pidfd, selectors.EVENT_READ)
-    pipe_open = True
+    watch = Watch(pid, read_fd, output.take, deadline=deadline, grace=grace)
+    stopping = _Stopping(spec.run_id, grace, leases)
     try:
-        while True:
-            now = time.time()
-            if status is None:
-                waited, st = os.waitpid(pid, os.WNOHANG)
-                if waited == pid:
-                    status = st
-                    if pidfd is not None:
-                        sel.unregister(pidfd)
-                        os.close(pidfd)
-                        pidfd = None
-            if status is not None and not pipe_open:
-                break
-            if status is not None:
-                # The task is gone; collect what is still buffered, but don't wait for grandchildren
-                # that kept the pipe open.
-                while pipe_open and sel.select(timeout=0.05):
-                    chunk = os.read(read_fd, 65536)
-                    if not chunk:
-                        pipe_open = False
-                    else:
-                        take(chunk)
-                break
-            if deadline is not None and now >= deadline and kill_at is None:
-                timed_out = True
-                _kill_group(pid, signal.SIGTERM)
-                kill_at = now + grace
-            if stop_requested() and stop_sent_at is None and now >= STOP.stop_at:
-                stop_sent_at = now
-                _kill_group(pid, signal.SIGTERM)
-                kill_at = min(kill_at or now + grace, now + grace)
-            if leases is not None and fenced is None and (fenced := leases.lost(spec.run_id)) is not None:
-                # Fencing: the task must be gone before the lease can pass and another host may run the job.
-                _kill_group(pid, signal.SIGTERM)
-                fence_kill = now + min(grace, leases.lease * FENCE_GRACE)
-                kill_at = fence_kill if kill_at is None else min(kill_at, fence_kill)
-            if kill_at is not None and now >= kill_at:
-                _kill_group(pid, signal.SIGKILL)
-                kill_at = now + 3600  # sent; wait for the exit
-            if pipe_open or pidfd is not None:
-                for key, _ in sel.select(timeout=0.05):
-                    if key.fd != read_fd:
-                        continue  # the task exited: waitpid above reaps it
-                    chunk = os.read(read_fd, 65536)
-                    if not chunk:
-                        pipe_open = False
-                        sel.unregister(read_fd)
-                        break
-                    take(chunk)
-            else:
-                time.sleep(0.02)  # no pidfd (not Linux): look again shortly
+        status = watch.run(stopping.check, every=LOOK_EVERY)
     finally:
         STOP.pgid = None
-        if pidfd is not None:
-            os.close(pidfd)
-        sel.close()
-        if out_fd is not None:
-            os.close(out_fd)
-        if proc is not None:
-            proc.returncode = 0  # reaped above; keep Popen from waiting again
-            assert proc.stdout is not None
-            proc.stdout.close()
-        else:
-            os.close(read_fd)
-        # Whatever the task left in its process group goes with it, and so does every process it started
-        # that left the group (setsid, double fork): as a subreaper, this process has adopted them.
-        _kill_group(pid, signal.SIGKILL)
-        if subreaper:
-            if _has_children():  # only then is there something to find in /proc
-                _end_leftovers(before)
-            set_child_subreaper(False)
+        output.close()
+        _close_task_output(proc, read_fd)
+        _end_task(pid, subreaper, before)
     ended = time.time()
-    if (problem := marked(fenced is not None)) is not None and fenced is None:
+    if (problem := marked(stopping.fenced is not None)) is not None and stopping.fenced is None:
         notes.append(f"could not record that its task started: {problem}")
-    output = kept.text()
-    assert status is not None
-    exit_code: int | None
-    error: str | None = None
-    if os.WIFSIGNALED(status):
-        exit_code = -os.WTERMSIG(status)
-        error = f"killed by {_signal_name(os.WTERMSIG(status))}"
-    else:
-        exit_code = os.WEXITSTATUS(status)
     raised = _read_error_text(error_fd)
-    outcome: Outcome
-    if fenced is not None:
-        outcome = "stopped"
-        error = f"stopped: it lost its lease on the run, so its task was stopped ({fenced})"
-    elif timed_out:
-        outcome = "timed_out"
-        error = f"timed out after {spec.timeout:g}s; its process group was killed"
-    # The handler may have killed it first; one that ended on its own within icc work's patience was not stopped.
-    elif stop_sent_at is not None or (stop_requested() and STOP.stop_at <= ended):
-        outcome = "stopped"
-        error = f"stopped: {STOP.who} received {_signal_name(STOP.signum)}"
-    elif exit_code == 0:
-        outcome = "succeeded"
-    else:
-        outcome = "failed"
-        # A callable that raised: its exception's text (its traceback is in the output).
-        error = error or (raised if raised and exit_code == 1 else f"exit code {exit_code}")
-    if fenced is not None and leases is not None:
+    outcome, exit_code, error = _outcome(spec, watch, stopping, status, ended, raised)
+    output_text = output.kept.text()
+    if stopping.fenced is not None and leases is not None:
         _finish_fenced(
-            store, spec.run_id, leases.lease, now=ended, exit_code=exit_code, output=output, error=error
+            store, spec.run_id, leases.lease, now=ended, exit_code=exit_code, output=output_text, error=error
         )
     else:
-        store.finish(spec.run_id, outcome, now=ended, exit_code=exit_code, output=output, error=error)
-    return Result(outcome, exit_code, output, error, ended - started, pid)
+        store.finish(spec.run_id, outcome, now=ended, exit_code=exit_code, output=output_text, error=error)
+    return Result(outcome, exit_code, output_text, error, ended - started, pid)
+
+
+def _refuse_start(store: StateStore, spec: RunSpec, leases: Leases | None) -> Result | None:
+    """A run that must not start (a stop was requested, its lease is lost), recorded ``skipped``; else None."""
+    if stop_requested():
+        why = f"not started: {STOP.who} received {signal_name(STOP.signum)}"
+    elif leases is not None and (lost := leases.lost(spec.run_id)) is not None:
+        why = f"not started: {lost}"
+    else:
+        return None
+    store.finish(spec.run_id, "skipped", now=time.time(), error=why)
+    return Result("skipped", error=why)
+
+
+class _RunOutput:
+    """Where a running task's output goes: kept for the store (after what user code printed before the task),
+    echoed as it arrives (``icc exec``), and written to the run's output file."""
+
+    def __init__(self, spec: RunSpec, notes: list[str]) -> None:
+        self.spec = spec
+        self.notes = notes
+        self.kept = OutputKeeper(spec.output_limit)
+        if spec.preamble:
+            self.kept.add(bytes(spec.preamble))
+        self.fd = _open_output_file(spec, notes)
+
+    def take(self, chunk: bytes) -> None:
+        self.kept.add(chunk)
+        if self.spec.echo is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.spec.echo(chunk)
+        if self.fd is not None:
+            try:
+                os.write(self.fd, chunk)
+            except OSError as exc:
+                self.notes.append(
+                    f"could not write its output file {self.spec.output_to}: {exc.strerror or exc}"
+                )
+                self.close()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class _Stopping:
+    """What stops a running task besides its time limit: a stop request (once icc work's patience is over) and,
+    on a store with leases, a lost lease (fencing)."""
+
+    def __init__(self, run_id: int, grace: float, leases: Leases | None) -> None:
+        self.run_id = run_id
+        self.grace = grace
+        self.leases = leases
+        self.sent_at: float | None = None  # when the stop request was passed on to the task
+        self.fenced: str | None = None  # why the run's lease was lost: its task was stopped
+
+    def check(self, watch: Watch, now: float) -> None:
+        if stop_requested() and self.sent_at is None and now >= STOP.stop_at:
+            self.sent_at = now
+            watch.stop(now, self.grace)
+        if self.leases is not None and self.fenced is None:
+            self.fenced = self.leases.lost(self.run_id)
+            if self.fenced is not None:
+                # Fencing: the task must be gone before the lease can pass and another host may run the job.
+                watch.stop(now, min(self.grace, self.leases.lease * FENCE_GRACE))
+
+
+def _close_task_output(proc: subprocess.Popen[bytes] | None, read_fd: int) -> None:
+    if proc is not None:
+        proc.returncode = 0  # reaped by the watch; keep Popen from waiting again
+        assert proc.stdout is not None
+        proc.stdout.close()
+    else:
+        os.close(read_fd)
+
+
+def _end_task(pid: int, subreaper: bool, before: set[int]) -> None:
+    """Whatever the task left in its process group goes with it, and so does every process it started that
+    left the group (setsid, double fork): as a subreaper, this process has adopted them."""
+    kill_group(pid, signal.SIGKILL)
+    if subreaper:
+        if _has_children():  # only then is there something to find in /proc
+            _end_leftovers(before)
+        set_child_subreaper(False)
+
+
+def _outcome(
+    spec: RunSpec, watch: Watch, stopping: _Stopping, status: int, ended: float, raised: str | None
+) -> tuple[Outcome, int, str | None]:
+    """The run's outcome, exit code and error; a lost lease first, whatever else happened."""
+    if stopping.fenced is not None:
+        why = f"stopped: it lost its lease on the run, so its task was stopped ({stopping.fenced})"
+        return "stopped", exit_of(status)[0], why
+    stopped = None
+    # The handler may have killed it first; one that ended on its own within icc work's patience was not stopped.
+    if stopping.sent_at is not None or (stop_requested() and STOP.stop_at <= ended):
+        stopped = f"stopped: {STOP.who} received {signal_name(STOP.signum)}"
+    return task_outcome(
+        status, timed_out=watch.timed_out, timeout=spec.timeout, stopped=stopped, raised=raised
+    )
 
 
 def run_in_supervisor(
@@ -748,52 +629,75 @@ def run_in_supervisor(
     hup = signal.getsignal(signal.SIGHUP)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child, which never returns
-        code = 0
-        try:
-            if callable(hup):
-                signal.signal(signal.SIGHUP, hup)
-            # Part of the tick: a tick killed with SIGKILL takes its foreground supervisor with it, as when the
-            # tick supervised the run itself (the next tick records the run abandoned and ends its task).
-            _die_with_parent(parent)
-            # A process group of its own: a stop signal reaches it once, passed on by the tick (STOP.supervisor),
-            # not a second time from a terminal's Ctrl-C to the tick's group (a second signal means "now").
-            os.setpgid(0, 0)
-            os.close(notices_r)
-            _Process.childless = True  # forked just now: its first child is what it starts
-            devnull = os.open(os.devnull, os.O_RDWR)
-            os.dup2(devnull, 0)
-            os.dup2(devnull, 1)  # icc run's stdout is its table or JSON: nothing of a run goes there
-            os.close(devnull)
-            set_title(f"icc: supervise {spec.job}{spec.title_suffix}")
-            store = open_store()
-            result = supervise(store, spec, grace=grace)
-            store.close()
-            told: dict[str, Any] = {
-                "outcome": result.outcome,
-                "error": result.error,
-                "duration": result.duration,
-                "notices": spec.notices[:100],
-            }
-            os.set_blocking(notices_w, False)  # never held by a tick that does not read yet
-            with contextlib.suppress(OSError):
-                os.write(notices_w, json.dumps(told).encode())
-        except StateError as exc:  # the store failed (a full disk): one line, or none when the tick tells it
-            if not getattr(exc, "journaled", False):
-                with contextlib.suppress(Exception):
-                    print(f"error: the supervisor of {spec.job} (run {spec.run_id}): {exc}", file=sys.stderr)
-            code = 1
-        except BaseException:
-            with contextlib.suppress(Exception):
-                traceback.print_exc()
-            code = 1
-        finally:
-            os._exit(code)
+        os.close(notices_r)
+        _foreground_supervisor(spec, open_store, grace, parent, hup, notices_w)
     os.close(notices_w)
     STOP.supervisor = pid
     try:
         _pid, status = os.waitpid(pid, 0)
     finally:
         STOP.supervisor = None
+    code = os.waitstatus_to_exitcode(status)
+    heard = _told(notices_r)
+    if heard is None:
+        return code, None, []
+    result = Result(heard["outcome"], error=heard["error"], duration=heard["duration"])
+    return code, result, [str(n) for n in heard["notices"]]
+
+
+def _foreground_supervisor(
+    spec: RunSpec,
+    open_store: Callable[[], StateStore],
+    grace: float,
+    parent: int,
+    hup: Any,
+    notices_w: int,
+) -> None:
+    """In the foreground run's supervisor: supervise the run, tell the tick its result on ``notices_w``, exit
+    (1 when the store failed or something unexpected happened). Never returns."""
+    code = 0
+    try:
+        if callable(hup):
+            signal.signal(signal.SIGHUP, hup)
+        # Part of the tick: a tick killed with SIGKILL takes its foreground supervisor with it, as when the
+        # tick supervised the run itself (the next tick records the run abandoned and ends its task).
+        _die_with_parent(parent)
+        # A process group of its own: a stop signal reaches it once, passed on by the tick (STOP.supervisor),
+        # not a second time from a terminal's Ctrl-C to the tick's group (a second signal means "now").
+        os.setpgid(0, 0)
+        _Process.childless = True  # forked just now: its first child is what it starts
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)  # icc run's stdout is its table or JSON: nothing of a run goes there
+        os.close(devnull)
+        set_title(f"icc: supervise {spec.job}{spec.title_suffix}")
+        store = open_store()
+        result = supervise(store, spec, grace=grace)
+        store.close()
+        told: dict[str, Any] = {
+            "outcome": result.outcome,
+            "error": result.error,
+            "duration": result.duration,
+            "notices": spec.notices[:100],
+        }
+        os.set_blocking(notices_w, False)  # never held by a tick that does not read yet
+        with contextlib.suppress(OSError):
+            os.write(notices_w, json.dumps(told).encode())
+    except StateError as exc:  # the store failed (a full disk): one line, or none when the tick tells it
+        if not getattr(exc, "journaled", False):
+            with contextlib.suppress(Exception):
+                print(f"error: the supervisor of {spec.job} (run {spec.run_id}): {exc}", file=sys.stderr)
+        code = 1
+    except BaseException:
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _told(notices_r: int) -> dict[str, Any] | None:
+    """What the foreground supervisor told on its pipe (then closed): its run's result and notices."""
     os.set_blocking(notices_r, False)
     heard: Any = None
     try:
@@ -802,11 +706,7 @@ def run_in_supervisor(
         pass
     finally:
         os.close(notices_r)
-    code = os.waitstatus_to_exitcode(status)
-    if not isinstance(heard, dict):
-        return code, None, []
-    result = Result(heard["outcome"], error=heard["error"], duration=heard["duration"])
-    return code, result, [str(n) for n in heard["notices"]]
+    return heard if isinstance(heard, dict) else None
 
 
 def spawn_detached(work: Callable[[], object]) -> None:
@@ -875,88 +775,22 @@ def run_bounded(
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child, which never returns
-        code = 1
-        try:
-            os.setsid()
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-                signal.signal(sig, signal.SIG_DFL)
-            os.close(read_fd)
-            os.close(value_r)
-            from icc import logs  # lazy: loaded already in a supervisor (the tick configured it)
-
-            logs.keep_stderr()  # icc's own warnings (failing pings) still reach the tick's stderr
-            devnull = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(devnull, 0)
-            os.close(devnull)
-            os.dup2(write_fd, 1)
-            os.dup2(write_fd, 2)
-            os.close(write_fd)
-            enter_run_context(cwd, config_path)
-            if title:
-                set_title(title)
-            try:
-                with framework.user_code():
-                    answer = fn()
-                os.write(value_w, b"1" if answer else b"0")
-                code = 0
-            except SystemExit as exc:
-                if exc.code is None or exc.code == 0:
-                    code = 0
-                    os.write(value_w, b"0")
-                else:
-                    code = exc.code & 0xFF or 1 if isinstance(exc.code, int) else 1
-                    os.write(value_w, b"X" + f"exited with code {code}".encode())
-            except BaseException as exc:
-                traceback.print_exc()
-                os.write(value_w, b"E" + exception_text(exc).encode("utf-8", errors="replace")[:4000])
-        finally:
-            with contextlib.suppress(Exception):
-                sys.stdout.flush()
-                sys.stderr.flush()
-            os._exit(code)
+        os.close(read_fd)
+        os.close(value_r)
+        _bounded_child(fn, write_fd, value_w, cwd, config_path, title)
     os.close(write_fd)
     os.close(value_w)
     deadline = time.monotonic() + limit
     chunks = bytearray()
-    timed_out = False
-    pidfd: int | None = None
-    with selectors.DefaultSelector() as sel:
-        sel.register(read_fd, selectors.EVENT_READ)
-        # Its exit ends the wait too: a process it started in the background may hold the pipe open.
-        with contextlib.suppress(OSError, AttributeError):
-            pidfd = os.pidfd_open(pid)
-            sel.register(pidfd, selectors.EVENT_READ)
-        open_ = True
-        while open_:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                timed_out = True
-                break
-            for key, _ in sel.select(timeout=left):
-                if key.fd != read_fd:
-                    open_ = False  # it exited; what it wrote is drained below
-                    break
-                chunk = os.read(read_fd, 65536)
-                if not chunk:
-                    open_ = False
-                    break
-                chunks += chunk
-    if pidfd is not None:
-        os.close(pidfd)
+    timed_out = not _read_until_exit(pid, read_fd, chunks, deadline)
     status = _wait_until(pid, deadline) if not timed_out else None
     if status is None:
         timed_out = True
-    _kill_group(pid, signal.SIGKILL)  # at its limit, or what it left running in its session
+    kill_group(pid, signal.SIGKILL)  # at its limit, or what it left running in its session
     if status is None:
         _pid, status = os.waitpid(pid, 0)
     if not timed_out:  # collect what is still buffered, without waiting for grandchildren holding the pipe
-        with selectors.DefaultSelector() as sel:
-            sel.register(read_fd, selectors.EVENT_READ)
-            while sel.select(timeout=0):
-                chunk = os.read(read_fd, 65536)
-                if not chunk:
-                    break
-                chunks += chunk
+        _read_buffered(read_fd, chunks)
     os.close(read_fd)
     os.set_blocking(value_r, False)
     try:
@@ -967,6 +801,85 @@ def run_bounded(
     if chunks:
         output += f"--- {label} printed: ---\n".encode()
         output += chunks if chunks.endswith(b"\n") else chunks + b"\n"
+    return _bounded_verdict(label, limit, timed_out, answer, status)
+
+
+def _bounded_child(
+    fn: Callable[[], object],
+    write_fd: int,
+    value_w: int,
+    cwd: Path | None,
+    config_path: Path | None,
+    title: str,
+) -> None:
+    """In :func:`run_bounded`'s child (:func:`icc.supervise.process.run_child`): call ``fn`` in the run's
+    context and tell on ``value_w`` what it answered (``1``/``0``), or how it exited (``X``) or failed
+    (``E``). Never returns."""
+
+    def enter() -> None:
+        from icc import logs  # lazy: loaded already in a supervisor (the tick configured it)
+
+        logs.keep_stderr()  # icc's own warnings (failing pings) still reach the tick's stderr
+        enter_run_context(cwd, config_path)
+        if title:
+            set_title(title)
+
+    def answer() -> None:
+        try:
+            with framework.user_code():  # a framework's app context; its stale connections closed
+                value = fn()
+        except SystemExit as exc:
+            if exc.code is None or exc.code == 0:
+                os.write(value_w, b"0")
+                raise
+            code = exc.code & 0xFF or 1 if isinstance(exc.code, int) else 1
+            os.write(value_w, b"X" + f"exited with code {code}".encode())
+            raise SystemExit(code) from None
+        except BaseException as exc:
+            os.write(value_w, b"E" + exception_text(exc).encode("utf-8", errors="replace")[:4000])
+            raise
+        os.write(value_w, b"1" if value else b"0")
+
+    run_child(answer, write_fd, (), enter=enter)
+
+
+def _read_until_exit(pid: int, read_fd: int, chunks: bytearray, deadline: float) -> bool:
+    """Read the child's output into ``chunks`` until it closes or the child exits (its pidfd: a process it
+    started in the background may hold the pipe open); False when ``deadline`` (monotonic) came first."""
+    pidfd: int | None = None
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(read_fd, selectors.EVENT_READ)
+            with contextlib.suppress(OSError, AttributeError):
+                pidfd = os.pidfd_open(pid)
+                sel.register(pidfd, selectors.EVENT_READ)
+            while (left := deadline - time.monotonic()) > 0:
+                for key, _ in sel.select(timeout=left):
+                    if key.fd != read_fd:
+                        return True  # it exited; what it wrote is drained by the caller
+                    chunk = os.read(read_fd, 65536)
+                    if not chunk:
+                        return True
+                    chunks += chunk
+            return False
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _read_buffered(read_fd: int, chunks: bytearray) -> None:
+    """Add to ``chunks`` what is buffered in the pipe now, without waiting for more."""
+    with selectors.DefaultSelector() as sel:
+        sel.register(read_fd, selectors.EVENT_READ)
+        while sel.select(timeout=0):
+            chunk = os.read(read_fd, 65536)
+            if not chunk:
+                break
+            chunks += chunk
+
+
+def _bounded_verdict(label: str, limit: float, timed_out: bool, answer: bytes, status: int) -> Bounded:
+    """What became of the user code, from whether it was killed at its limit, what it told and its exit."""
     if timed_out:
         return Bounded(note=f"{label} was killed at its time limit of {limit:g}s (callback_timeout)")
     if answer[:1] == b"E":
@@ -976,7 +889,7 @@ def run_bounded(
     if answer[:1] in (b"0", b"1"):
         return Bounded(value=answer == b"1")
     if os.WIFSIGNALED(status):
-        return Bounded(note=f"{label} was killed by {_signal_name(os.WTERMSIG(status))}")
+        return Bounded(note=f"{label} was killed by {signal_name(os.WTERMSIG(status))}")
     return Bounded(note=f"{label} exited with code {os.waitstatus_to_exitcode(status)}")
 
 
@@ -1088,95 +1001,44 @@ def start_detached(
     The caller must hold no SQLite connection: each supervisor is forked from it (so the plugins are not
     loaded again) and opens its own connection; a connection must never cross a fork. Every supervisor is
     double-forked into a session of its own (no zombie, not in the tick's process group) and reports its pid
-    on a pipe before it touches the state store, then supervises its run like a foreground one (job lock, time
-    limit, recording). No supervisor writes before its task starts, so twenty of them don't queue on the
-    database's write lock before their tasks run.
+    on a pipe before it touches the state store (:func:`icc.supervise.process.detach`), then supervises its run
+    like a foreground one (job lock, time limit, recording). No supervisor writes before its task starts, so
+    twenty of them don't queue on the database's write lock before their tasks run.
     """
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             _libc()  # once, here, rather than in each supervisor
-    pipes: list[int] = []
-    intermediates: list[int] = []
-    for spec in specs:
-        read_fd, write_fd = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, which never returns
-            code = 0
-            try:
-                os.close(read_fd)
-                for fd in pipes:
-                    os.close(fd)
-                os.setsid()
-                if os.fork() == 0:
-                    _detached_supervisor(spec, open_store, grace, write_fd)
-            except BaseException:
-                code = 1
-            finally:
-                os._exit(code)
-        os.close(write_fd)
-        pipes.append(read_fd)
-        intermediates.append(pid)
-    for pid in intermediates:
-        os.waitpid(pid, 0)  # each exits as soon as it has forked its supervisor
-    return _collect_reports(pipes, report_timeout)
 
+    def target(spec: RunSpec) -> Callable[[], None]:
+        return lambda: _detached_supervisor(spec, open_store, grace)
 
-def _detached_supervisor(
-    spec: RunSpec, open_store: Callable[[], StateStore], grace: float, write_fd: int
-) -> None:
-    """In the detached grandchild: report its pid, supervise the run. Never returns."""
-    try:
-        os.write(write_fd, f"{os.getpid()}\n".encode())
-        os.close(write_fd)
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        os.close(devnull)
-        _Process.childless = True  # forked just now: its first child is its run's task
-        set_title(f"icc: supervise {spec.job}{spec.title_suffix}")
-        STOP.requested, STOP.pgid, STOP.who = False, None, "its background supervisor"
-        install_stop_handlers()
-        store = open_store()
-        leases = Leases(store) if store.lease is not None else None
-        if spec.start_at is not None:
-            if leases is not None:
-                leases.hold(spec.run_id)  # its claim's lease is kept while it waits
-            sleep_until(spec.start_at)  # jitter; a stop request meanwhile makes the run skipped, below
-        supervise(store, spec, grace=grace, leases=leases)
-        if leases is not None:
-            leases.stop()
-        store.close()
-    finally:
-        os._exit(0)
-
-
-def _collect_reports(pipes: list[int], timeout: float) -> list[Detached]:
-    """Read every supervisor's pid from its pipe, until EOF or ``timeout``."""
-    buffers: dict[int, bytes] = {fd: b"" for fd in pipes}
-    closed: set[int] = set()
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        for fd in pipes:
-            sel.register(fd, selectors.EVENT_READ)
-        while sel.get_map() and (left := deadline - time.monotonic()) > 0:
-            for key, _ in sel.select(timeout=left):
-                fd = int(key.fd)
-                chunk = os.read(fd, 4096)
-                buffers[fd] += chunk
-                if not chunk:
-                    closed.add(fd)
-                    sel.unregister(fd)
     results: list[Detached] = []
-    for fd in pipes:
-        os.close(fd)
-        text = buffers[fd].decode("utf-8", errors="replace").strip()
-        if text.isdigit():
-            results.append(Detached(pid=int(text)))
-        elif fd in closed:
+    for pid in detach([target(spec) for spec in specs], report_timeout):
+        if pid:
+            results.append(Detached(pid=pid))
+        elif pid == 0:
             results.append(Detached(error="its supervisor exited before starting the run"))
         else:
             # Leave the run alone: its supervisor may still start it; if not, the next tick abandons it.
-            results.append(Detached(error=f"its supervisor did not report within {timeout:g}s", leave=True))
+            results.append(
+                Detached(error=f"its supervisor did not report within {report_timeout:g}s", leave=True)
+            )
     return results
+
+
+def _detached_supervisor(spec: RunSpec, open_store: Callable[[], StateStore], grace: float) -> None:
+    """In the detached supervisor (its pid reported, its stdio on /dev/null): supervise the run."""
+    _Process.childless = True  # forked just now: its first child is its run's task
+    set_title(f"icc: supervise {spec.job}{spec.title_suffix}")
+    STOP.requested, STOP.pgid, STOP.who = False, None, "its background supervisor"
+    install_stop_handlers()
+    store = open_store()
+    leases = Leases(store) if store.lease is not None else None
+    if spec.start_at is not None:
+        if leases is not None:
+            leases.hold(spec.run_id)  # its claim's lease is kept while it waits
+        sleep_until(spec.start_at)  # jitter; a stop request meanwhile makes the run skipped, below
+    supervise(store, spec, grace=grace, leases=leases)
+    if leases is not None:
+        leases.stop()
+    store.close()

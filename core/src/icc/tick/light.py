@@ -21,13 +21,16 @@ that minute itself, with ``os``, ``time`` and ``sqlite3``:
    ``skipped`` row ("a when/skip condition said no") for each empty queue, a ``pending`` claim for each other
    consumer job (in ``consumers.queues`` order, as the full tick orders them), each consumer job's next slot
    (the next minute: they run every minute) and the watermark. Then it starts one detached supervisor per claim
-   (a double fork, as :func:`icc.supervise.supervisor.start_detached` does), hands the runs over to them (``running``,
-   the supervisor's pid) and prunes the run history.
-3. **The supervisor** takes the job's lock, forks the consumer into a session of its own, records the run
-   ``running`` with both pids, keeps the consumer's output, enforces the job's timeout (SIGTERM to the
-   consumer's process group, SIGKILL after ``grace``), stops it on SIGTERM/SIGINT, and records the outcome,
-   exit code, output and error by the rules of :func:`icc.supervise.supervisor.supervise`. It sleeps in ``select`` rather
-   than polling.
+   (:func:`icc.supervise.process.detach`, as :func:`icc.supervise.supervisor.start_detached` does), hands the
+   runs over to them (``running``, the supervisor's pid) and prunes the run history.
+3. **The supervisor** takes the job's lock, forks the consumer into a session of its own
+   (:func:`icc.supervise.process.run_child`), records the run ``running`` with both pids, and watches it with
+   the one supervise loop, :class:`icc.supervise.process.Watch`: it keeps the consumer's output, enforces the
+   job's timeout (SIGTERM to the consumer's process group, SIGKILL after ``grace``), stops it on
+   SIGTERM/SIGINT, and sleeps in ``select`` (on the output, the consumer's pidfd, the hand-over's pipe)
+   rather than polling. It records the outcome, exit code, output and error by the rules every supervisor
+   follows (:func:`icc.supervise.process.task_outcome`), with its own few SQLite statements: the state
+   store's code is the full tick's.
 4. **The consumer** waits up to ``consumers.time_limit`` for messages as ``icc consume`` does: it looks at the
    queue database (read-only, ``sqlite3`` only) every second for a message it could lease, and for an
    ``icc consume --stop`` made after it started. On an empty queue it prints the consumer's summary line
@@ -49,22 +52,37 @@ arrives.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import select
 import signal
 import sqlite3
+import stat
 import sys
 import time
 
+from icc import fastconfig
+from icc.errors import IccError
+from icc.statedir import state_file_problem
 from icc.store import sqlite_queue_is_empty
+from icc.supervise.process import (
+    OutputKeeper,
+    Watch,
+    detach,
+    enter_run_context,
+    kill_group,
+    run_child,
+    signal_name,
+    task_outcome,
+)
 
 TYPE_CHECKING = False  # not typing's: the fast path does not import typing
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from icc.config import Config
     from icc.jobs import Job
     from icc.plugins import PluginHost
-    from icc.supervise.supervisor import OutputKeeper
 
 META_KEY = "light_minute"
 _HEADER = "icc light minute 1"
@@ -140,9 +158,10 @@ def scan_record(config: Config, host: PluginHost, jobs: Mapping[str, Job]) -> st
 
 
 def _scan_record(config: Config, host: PluginHost, jobs: Mapping[str, Job]) -> str:
-    from icc.locks import job_lock_name
-    from icc.queue.builtin import ConsumerTask
-    from icc.queue.dispatch import handler_queue_warnings
+    # icc scan's side: the light minute, on the fast path, must not load filelock, the queue or pluggy.
+    from icc.locks import job_lock_name  # lazy: filelock, icc scan's side only
+    from icc.queue.builtin import ConsumerTask  # lazy: the queue and its plugin, icc scan's side only
+    from icc.queue.dispatch import handler_queue_warnings  # lazy: icc scan's side only
 
     lines = [_HEADER]
     if host.failures:
@@ -235,8 +254,6 @@ class _Settings:
 
 
 def _settings(config_path: str | None) -> _Settings:
-    from icc import fastconfig
-
     cwd = os.getcwd()
     if config_path is None and os.environ.get("ICC_CONFIG"):
         config_path = os.environ["ICC_CONFIG"]
@@ -261,14 +278,14 @@ def _hostname() -> str:
 
 
 def _socket_hostname() -> str:
-    import socket
+    import socket  # lazy: not Linux only
 
     return socket.gethostname()
 
 
 def _holder_record(host: str) -> bytes:
     if any(c in host for c in '"\\') or not host.isascii() or not host.isprintable():
-        import json
+        import json  # lazy: only a host name that needs quoting
 
         quoted = json.dumps(host)
     else:
@@ -280,9 +297,6 @@ def _holder_record(host: str) -> bytes:
 def _try_lock(path: str, host: str) -> int | None:
     """The lock's descriptor, or None when another process holds it. An unusable lock file raises
     :class:`_NotLight` (the caller lets :mod:`icc.locks` say what is wrong)."""
-    import fcntl
-    import stat
-
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -414,34 +428,17 @@ def _start(
     state_dir: str,
     db_path: str,
 ) -> None:
-    """Start a detached supervisor per claimed run, hand the runs over to them, prune the history."""
-    pipes: list[int] = []
-    intermediates: list[int] = []
-    for run_id, name, lock_name, timeout in planned:
-        read_fd, write_fd = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child never returns
-            code = 0
-            try:
-                os.close(read_fd)
-                for fd in pipes:
-                    os.close(fd)
-                os.setsid()
-                if os.fork() == 0:
-                    job = _Job(run_id, name, os.path.join(state_dir, "locks", lock_name), timeout)
-                    _supervisor(job, settings, config_path, state_dir, db_path, write_fd)
-            except BaseException:
-                code = 1
-            finally:
-                os._exit(code)
-        os.close(write_fd)
-        pipes.append(read_fd)
-        intermediates.append(pid)
-    for pid in intermediates:
-        os.waitpid(pid, 0)
-    reports = _collect(pipes)
+    """Start a detached supervisor per claimed run (:func:`icc.supervise.process.detach`), hand the runs over
+    to them, prune the history."""
+    jobs = [
+        _Job(run_id, name, os.path.join(state_dir, "locks", lock_name), timeout)
+        for run_id, name, lock_name, timeout in planned
+    ]
+
+    def target(job: _Job) -> Callable[[], None]:
+        return lambda: _supervisor(job, settings, config_path, state_dir, db_path)
+
+    reports = detach([target(job) for job in jobs], REPORT_TIMEOUT)
     now = time.time()
     db = _connect(db_path)
     try:
@@ -466,33 +463,6 @@ def _start(
             db.execute(_PRUNE, (settings.core["keep_runs"], settings.core["keep_skipped"]))
     finally:
         db.close()
-
-
-def _collect(pipes: list[int]) -> list[int | None]:
-    """Each supervisor's pid; 0 when it exited without reporting; None when it did not report in time (its
-    run is left pending: the next tick abandons it if it never starts)."""
-    import selectors
-
-    buffers = {fd: b"" for fd in pipes}
-    closed: set[int] = set()
-    deadline = time.monotonic() + REPORT_TIMEOUT
-    with selectors.DefaultSelector() as sel:
-        for fd in pipes:
-            sel.register(fd, selectors.EVENT_READ)
-        while sel.get_map() and (left := deadline - time.monotonic()) > 0:
-            for key, _ in sel.select(timeout=left):
-                fd = int(key.fd)
-                chunk = os.read(fd, 4096)
-                buffers[fd] += chunk
-                if not chunk:
-                    closed.add(fd)
-                    sel.unregister(fd)
-    found: list[int | None] = []
-    for fd in pipes:
-        os.close(fd)
-        text = buffers[fd].decode(errors="replace").strip()
-        found.append(int(text) if text.isdigit() else (0 if fd in closed else None))
-    return found
 
 
 class _transaction:
@@ -552,39 +522,20 @@ class _Stop:
     task: int | None = None
 
 
-def _signal_name(num: int) -> str:
-    try:
-        return signal.Signals(num).name
-    except ValueError:
-        return f"signal {num}"
-
-
 def _supervisor(
-    job: _Job, settings: _Settings, config_path: str | None, state_dir: str, db_path: str, write_fd: int
+    job: _Job, settings: _Settings, config_path: str | None, state_dir: str, db_path: str
 ) -> None:
-    """In the detached grandchild: report its pid, supervise the consumer. Never returns."""
-    try:
-        os.write(write_fd, f"{os.getpid()}\n".encode())
-        os.close(write_fd)
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        os.close(devnull)
+    """In the detached supervisor (its pid reported, its stdio on /dev/null): supervise the consumer run."""
 
-        def on_signal(signum: int, _frame: object) -> None:
-            first = _Stop.signum == 0
-            _Stop.signum = signum
-            if first and _Stop.task is not None:
-                try:  # noqa: SIM105 (contextlib is not imported on the fast path)
-                    os.killpg(_Stop.task, signal.SIGTERM)
-                except (ProcessLookupError, PermissionError):
-                    pass
+    def on_signal(signum: int, _frame: object) -> None:
+        first = _Stop.signum == 0
+        _Stop.signum = signum
+        if first and _Stop.task is not None:
+            kill_group(_Stop.task, signal.SIGTERM)
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        _supervise(job, settings, config_path, state_dir, db_path)
-    finally:
-        os._exit(0)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    _supervise(job, settings, config_path, state_dir, db_path)
 
 
 def _supervise(job: _Job, settings: _Settings, config_path: str | None, state_dir: str, db_path: str) -> None:
@@ -594,17 +545,17 @@ def _supervise(job: _Job, settings: _Settings, config_path: str | None, state_di
         try:
             lock = _try_lock(job.lock_path, _hostname())
         except _NotLight:
-            from pathlib import Path
+            from pathlib import Path  # lazy: only a broken lock file gets here
 
-            from icc.locks import lock_file_problem
+            from icc.locks import lock_file_problem  # lazy: filelock, only to say what is wrong
 
             problem = lock_file_problem(Path(job.lock_path))
             _finish(db, job.run_id, "failed", time.time(), None, "", problem or "cannot take the job lock")
             return
         if lock is None:
-            from pathlib import Path
+            from pathlib import Path  # lazy: only a run whose previous run still runs gets here
 
-            from icc.locks import Lock
+            from icc.locks import Lock  # lazy: filelock, only to say who holds the lock
 
             holder = Lock(Path(job.lock_path)).holder()
             since = ""
@@ -617,7 +568,7 @@ def _supervise(job: _Job, settings: _Settings, config_path: str | None, state_di
             _finish(db, job.run_id, "skipped", time.time(), None, "", error)
             return
         if _Stop.signum:
-            why = f"not started: {who} received {_signal_name(_Stop.signum)}"
+            why = f"not started: {who} received {signal_name(_Stop.signum)}"
             _finish(db, job.run_id, "skipped", time.time(), None, "", why)
             return
         _run(db, job, settings, config_path, state_dir, lock, who)
@@ -634,176 +585,86 @@ def _run(
     lock: int,
     who: str,
 ) -> None:
-    import selectors
-
+    """Fork the consumer, watch it to its end with the supervise loop (:class:`icc.supervise.process.Watch`),
+    record the run."""
     out_r, out_w = os.pipe()
     ctl_r, ctl_w = os.pipe()  # the consumer asks for a subreaper before it loads any plugin...
     ack_r, ack_w = os.pipe()  # ... and waits for the answer
     started = time.time()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the consumer never returns
-        for fd in (out_r, ctl_r, ack_w, lock):
-            os.close(fd)
-        _consumer(job, settings, config_path, state_dir, out_w, ctl_w, ack_r)
+        run_child(
+            lambda: _consumer(job, settings, config_path, state_dir, ctl_w, ack_r),
+            out_w,
+            (out_r, ctl_r, ack_w, lock),
+            enter=lambda: _enter_consumer(settings),
+        )
     for fd in (out_w, ctl_w, ack_r):
         os.close(fd)
     _Stop.task = pid
     if _Stop.signum:  # a signal between the check and the fork
-        try:  # noqa: SIM105 (contextlib is not imported on the fast path)
-            os.killpg(pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
+        kill_group(pid, signal.SIGTERM)
     _write(
         db,
         "UPDATE runs SET outcome = 'running', pid = ?, task_pid = ?, started_at = ? "
         "WHERE id = ? AND outcome IN ('pending', 'running')",
         [(os.getpid(), pid, started, job.run_id)],
     )
-    chunks: list[bytes] = []
-    size = 0
-    keeper: OutputKeeper | None = None  # once the output is past the limit
-    limit = int(settings.core["output_limit"])  # type: ignore[call-overload]
-    handed_over = False
-    deadline = started + job.timeout
-    timed_out = False
-    stop_sent = False
-    kill_at: float | None = None
-    status: int | None = None
-    pipe_open = True
-    sel = selectors.DefaultSelector()
-    sel.register(out_r, selectors.EVENT_READ)
-    sel.register(ctl_r, selectors.EVENT_READ)
+    keeper = OutputKeeper(int(settings.core["output_limit"]))  # type: ignore[call-overload]
+    watch = Watch(pid, out_r, keeper.add, deadline=started + job.timeout, grace=settings.grace)
+    hand_over = _HandOver(ctl_r, ack_w)
+    watch.on_readable(ctl_r, hand_over.answer)
+    passed_on: list[bool] = []
 
-    def take(chunk: bytes) -> None:
-        nonlocal size, keeper
-        if keeper is not None:
-            keeper.add(chunk)
-            return
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            from icc.supervise.supervisor import OutputKeeper
-
-            keeper = OutputKeeper(limit)
-            for old in chunks:
-                keeper.add(old)
-            chunks.clear()
+    def stopping(watch: Watch, now: float) -> None:
+        if _Stop.signum and not passed_on:  # its handler sent SIGTERM to the consumer's group
+            passed_on.append(True)
+            watch.stop(now, settings.grace, send=False)
 
     try:
-        while True:
-            now = time.time()
-            if status is None:
-                waited, st = os.waitpid(pid, os.WNOHANG)
-                if waited == pid:
-                    status = st
-            if status is not None:
-                while pipe_open and sel.select(timeout=0.05):
-                    chunk = os.read(out_r, 65536)
-                    if not chunk:
-                        pipe_open = False
-                    else:
-                        take(chunk)
-                break
-            if now >= deadline and kill_at is None:
-                timed_out = True
-                _kill_group(pid, signal.SIGTERM)
-                kill_at = now + settings.grace
-            if _Stop.signum and not stop_sent:
-                stop_sent = True  # the handler sent SIGTERM
-                kill_at = min(kill_at or now + settings.grace, now + settings.grace)
-            if kill_at is not None and now >= kill_at:
-                _kill_group(pid, signal.SIGKILL)
-                kill_at = now + 3600
-            wake = min(deadline, kill_at or deadline) - now
-            # Asleep until its deadline: the consumer's output closing (its exit) wakes it. Once the consumer
-            # handed over, a process it started may hold that output open: look at its exit every second.
-            for key, _ in sel.select(timeout=max(0.01, min(wake, 1.0) if handed_over else wake)):
-                if key.fd == ctl_r:
-                    if os.read(ctl_r, 16):
-                        if not handed_over:
-                            handed_over = True
-                            _set_subreaper()
-                        try:  # noqa: SIM105 (contextlib is not imported on the fast path)
-                            os.write(ack_w, b"k")
-                        except OSError:  # the consumer is gone already
-                            pass
-                    else:
-                        sel.unregister(ctl_r)
-                    continue
-                chunk = os.read(out_r, 65536)
-                if not chunk:
-                    pipe_open = False
-                    sel.unregister(out_r)
-                    break
-                take(chunk)
-            if not pipe_open and status is None:
-                # EOF: the consumer is gone, or closed its output; wait for its exit, without spinning.
-                if _Stop.signum or timed_out or kill_at is not None:
-                    time.sleep(0.02)
-                else:
-                    status = _wait(pid, deadline)
+        status = watch.run(stopping)
     finally:
-        sel.close()
         for fd in (out_r, ctl_r, ack_w):
             try:  # noqa: SIM105 (contextlib is not imported on the fast path)
                 os.close(fd)
             except OSError:
                 pass
-        _kill_group(pid, signal.SIGKILL)  # what it left in its group goes with it
-        if handed_over:
-            from icc.supervise.supervisor import _end_leftovers
+        kill_group(pid, signal.SIGKILL)  # what it left in its group goes with it
+        if hand_over.done:
+            from icc.supervise.supervisor import _end_leftovers  # lazy: a consumer that handed over only
 
             _end_leftovers(set())  # a subreaper adopted what left the group (no other child was there)
         os.close(lock)
-    ended = time.time()
-    output = keeper.text() if keeper is not None else b"".join(chunks).decode("utf-8", errors="replace")
-    if limit <= 0:
-        output = ""
-    assert status is not None
-    exit_code: int | None
-    error: str | None = None
-    if os.WIFSIGNALED(status):
-        exit_code = -os.WTERMSIG(status)
-        error = f"killed by {_signal_name(os.WTERMSIG(status))}"
-    else:
-        exit_code = os.WEXITSTATUS(status)
-    if timed_out:
-        outcome = "timed_out"
-        error = f"timed out after {job.timeout:g}s; its process group was killed"
-    elif _Stop.signum:
-        outcome = "stopped"
-        error = f"stopped: {who} received {_signal_name(_Stop.signum)}"
-    elif exit_code == 0:
-        outcome = "succeeded"
-    else:
-        outcome = "failed"
-        error = error or f"exit code {exit_code}"
-    _finish(db, job.run_id, outcome, ended, exit_code, output, error)
+    stopped = f"stopped: {who} received {signal_name(_Stop.signum)}" if _Stop.signum else None
+    outcome, exit_code, error = task_outcome(
+        status, timed_out=watch.timed_out, timeout=job.timeout, stopped=stopped
+    )
+    _finish(db, job.run_id, outcome, time.time(), exit_code, keeper.text(), error)
 
 
-def _wait(pid: int, deadline: float) -> int | None:
-    """The consumer's exit status once its output closed: at most until ``deadline``, then None."""
-    while time.time() < deadline:
-        waited, status = os.waitpid(pid, os.WNOHANG)
-        if waited == pid:
-            return status
-        if _Stop.signum:
-            return None
-        time.sleep(0.05)
-    return None
+class _HandOver:
+    """The supervisor's side of the consumer's hand-over: asked (a byte on ``ctl_r``), it becomes a child
+    subreaper, as :func:`icc.supervise.supervisor.supervise` is for a whole run, before any plugin code runs,
+    and answers on ``ack_w``."""
 
+    def __init__(self, ctl_r: int, ack_w: int) -> None:
+        self.ctl_r = ctl_r
+        self.ack_w = ack_w
+        self.done = False
 
-def _kill_group(pgid: int, sig: int) -> None:
-    try:  # noqa: SIM105 (contextlib is not imported on the fast path)
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+    def answer(self) -> bool:
+        if not os.read(self.ctl_r, 16):
+            return False
+        if not self.done:
+            self.done = True
+            from icc.supervise.supervisor import set_child_subreaper  # lazy: the plugins load next anyway
 
-
-def _set_subreaper() -> None:
-    from icc.supervise.supervisor import set_child_subreaper
-
-    set_child_subreaper(True)
+            set_child_subreaper(True)
+        try:  # noqa: SIM105 (contextlib is not imported on the fast path)
+            os.write(self.ack_w, b"k")
+        except OSError:  # the consumer is gone already
+            pass
+        return True
 
 
 # --- the consumer ----------------------------------------------------------------------------------------
@@ -813,46 +674,25 @@ class _Stopped(Exception):
     pass
 
 
+def _enter_consumer(settings: _Settings) -> None:
+    """In the forked consumer, first: the run's context, as for every task (the project root, ``ICC_CONFIG``)."""
+    if settings.path is not None:
+        enter_run_context(os.path.dirname(settings.path), settings.path)
+
+
 def _consumer(
-    job: _Job,
-    settings: _Settings,
-    config_path: str | None,
-    state_dir: str,
-    out_w: int,
-    ctl_w: int,
-    ack_r: int,
-) -> None:
-    """In the forked consumer: a session of its own, its output to the supervisor; wait for messages, hand
-    over to the real consumer when one is there. Never returns."""
-    code = 1
-    try:
-        os.setsid()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.close(devnull)
-        os.dup2(out_w, 1)
-        os.dup2(out_w, 2)
-        os.close(out_w)
-        if settings.path is not None:  # the run's context, as for every task: the project root, ICC_CONFIG
-            try:  # noqa: SIM105 (contextlib is not imported on the fast path)
-                os.chdir(os.path.dirname(settings.path))
-            except OSError:
-                pass
-            os.environ["ICC_CONFIG"] = settings.path
-        code = _consume(job, settings, config_path, state_dir, ctl_w, ack_r)
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
-
-
-def _consume(
     job: _Job, settings: _Settings, config_path: str | None, state_dir: str, ctl_w: int, ack_r: int
-) -> int:
+) -> None:
+    """The forked consumer (run by :func:`icc.supervise.process.run_child`, in a session of its own, its output
+    to the supervisor): wait for messages, hand over to the real consumer when one is there."""
+    started = _consume(job, settings, state_dir)
+    if started is not None:
+        _hand_over(job, config_path, started, ctl_w, ack_r)
+
+
+def _consume(job: _Job, settings: _Settings, state_dir: str) -> float | None:
+    """Wait for a message on the job's queue, up to the time limit; print the consumer's summary line when
+    none came (or a stop did). None then; else when it started (``time.monotonic()``): hand over."""
     started = time.monotonic()
     started_wall = time.time()
     deadline = started + settings.time_limit
@@ -896,20 +736,18 @@ def _consume(
         if db is not None:
             db.close()
     if stop:
-        reason = _signal_name(stop[0])
-    if reason:
-        elapsed = time.monotonic() - started
-        sys.stdout.write(
-            f"consumed 0 messages (0 handled, 0 retried, 0 failed) in {elapsed:.1f}s; stopped: {reason}\n"
-        )
-        return 0
-    return _hand_over(job, config_path, started, ctl_w, ack_r)
+        reason = signal_name(stop[0])
+    if not reason:
+        return started
+    elapsed = time.monotonic() - started
+    sys.stdout.write(
+        f"consumed 0 messages (0 handled, 0 retried, 0 failed) in {elapsed:.1f}s; stopped: {reason}\n"
+    )
+    return None
 
 
 def _open_queue(state_dir: str) -> sqlite3.Connection | None:
     """A read-only connection to the queue database; None when it is not there or not one icc trusts."""
-    from icc.statedir import state_file_problem
-
     path = os.path.join(state_dir, QUEUE_FILE)
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         return None
@@ -921,40 +759,24 @@ def _open_queue(state_dir: str) -> sqlite3.Connection | None:
         return None
 
 
-def _hand_over(job: _Job, config_path: str | None, started: float, ctl_w: int, ack_r: int) -> int:
+def _hand_over(job: _Job, config_path: str | None, started: float, ctl_w: int, ack_r: int) -> None:
     """A message is there: become the real consumer (configuration, plugins) for the rest of the time limit,
-    as :class:`icc.queue.builtin.ConsumerTask` runs in a supervised task. Returns its exit code."""
-    import select
-
+    as :class:`icc.queue.builtin.ConsumerTask` runs in a supervised task. Its exit code is
+    :func:`icc.supervise.process.run_child`'s, from what this raises."""
     os.write(ctl_w, b"h")
     select.select([ack_r], [], [], 5.0)  # the supervisor is a subreaper before any plugin code runs
     os.close(ctl_w)
     os.close(ack_r)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
+    from pathlib import Path  # lazy: pathlib, only once a message is there
+
+    from icc.config import load_config  # lazy: the configuration loader, only once a message is there
+    from icc.queue.builtin import consume_in_process  # lazy: the plugins, only once a message is there
+
     try:
-        from pathlib import Path
-
-        from icc.config import load_config
-        from icc.errors import IccError
-        from icc.queue.builtin import consume_in_process
-
-        try:
-            config = load_config(None if config_path is None else Path(config_path), export=True)
-            consume_in_process(config, job.queue, started=started)
-        except IccError as exc:  # as ConsumerTask reports it: one line, its exit code
-            print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(exc.exit_code) from None
-    except SystemExit as exc:
-        if exc.code is None or exc.code == 0:
-            return 0
-        if isinstance(exc.code, int):
-            return exc.code & 0xFF or 1
-        print(exc.code, file=sys.stderr)
-        return 1
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
-        return 1
-    return 0
+        config = load_config(None if config_path is None else Path(config_path), export=True)
+        consume_in_process(config, job.queue, started=started)
+    except IccError as exc:  # as ConsumerTask reports it: one line, its exit code
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None

@@ -1,0 +1,421 @@
+"""The process side of supervising one run, said once for every supervisor: the full tick's foreground and
+background runs and ``icc exec`` (:mod:`icc.supervise.supervisor`) and the light minute's consumer runs
+(:mod:`icc.tick.light`).
+
+- :func:`detach`: start detached supervisors (a double fork, a session each), each reporting its pid.
+- :func:`run_child`: the body of a forked task: a session of its own, its output to its supervisor's pipe,
+  its exit code from what the callable did.
+- :class:`Watch`: the supervise loop: read the task's output, keep its time limit (SIGTERM to its process
+  group, SIGKILL after the grace), pass a stop on, notice its exit (a pidfd where there is one).
+- :func:`task_outcome`: the run's outcome, exit code and error from how its task ended.
+- :class:`OutputKeeper`: what is stored of a run's output.
+
+Stdlib only (``os``, ``signal``, ``selectors``, ``time``), and none of the state store: the light minute's
+supervisors use it without loading what the full tick loads. Recording stays with the callers.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import sys
+import time
+from collections import deque
+
+TYPE_CHECKING = False  # not typing's: the light minute does not import typing
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import NoReturn
+
+    from icc.store.protocol import Outcome
+
+ERROR_TEXT_LIMIT = (
+    1000  # characters of an exception's text kept as the run's error (all of it is in the output)
+)
+DRAIN_WAIT = 0.05  # seconds to wait for more output once the task exited (a grandchild may hold the pipe)
+# Where there is no pidfd: seconds between two looks at the task's exit while its output is open (a process it
+# started may hold the output open after it exited), and once the output is closed.
+NO_PIDFD_LOOK = 1.0
+NO_PIDFD_WAIT = 0.02
+KILL_SENT = 3600.0  # after SIGKILL: wait for the exit, send nothing more
+
+
+def signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+def kill_group(pgid: int, sig: int) -> None:
+    try:  # noqa: SIM105 (contextlib is not imported on the light minute's path)
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class OutputKeeper:
+    """What is stored of a run's output: the whole of it up to ``limit`` bytes; past that, its first and its
+    last ``limit // 2`` bytes with a line saying how much was left out between them."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.head = bytearray()
+        self.tail: deque[bytes] = deque()
+        self.tail_size = 0
+        self.total = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        half = self.limit // 2
+        if len(self.head) < half:
+            room = half - len(self.head)
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if not chunk:
+            return
+        self.tail.append(chunk)
+        self.tail_size += len(chunk)
+        while self.tail and self.tail_size - len(self.tail[0]) >= self.limit - half:
+            self.tail_size -= len(self.tail.popleft())
+
+    def text(self) -> str:
+        if self.limit <= 0:
+            return ""
+        tail = b"".join(self.tail)
+        if self.total <= self.limit:  # nothing was dropped
+            return (bytes(self.head) + tail).decode("utf-8", errors="replace")
+        kept_tail = tail[-(self.limit - len(self.head)) :]
+        left_out = self.total - len(self.head) - len(kept_tail)
+        return (
+            bytes(self.head).decode("utf-8", errors="replace")
+            + f"\n[... {left_out} bytes of output left out ...]\n"
+            + kept_tail.decode("utf-8", errors="replace")
+        )
+
+
+def exception_text(exc: BaseException) -> str:
+    """``"ExceptionType: message"`` on one line, as a run's error; the traceback stays in its output."""
+    message = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= ERROR_TEXT_LIMIT else text[: ERROR_TEXT_LIMIT - 3] + "..."
+
+
+def enter_run_context(cwd: str | os.PathLike[str] | None, config_path: str | os.PathLike[str] | None) -> None:
+    """In a forked process of a run (task, callback, hook, predicate): start in the project root with
+    ``ICC_CONFIG`` naming the config file in use, so ``icc.dispatch()`` finds the project's queues whatever
+    directory the tick was started from (cron starts it in ``/`` or ``$HOME``)."""
+    if cwd is not None:
+        try:  # noqa: SIM105 (contextlib is not imported on the light minute's path)
+            os.chdir(cwd)
+        except OSError:  # a root that went away: the task says what it misses
+            pass
+    if config_path is not None:
+        os.environ["ICC_CONFIG"] = os.fspath(config_path)
+
+
+def exit_code(exc: SystemExit) -> int:
+    """The exit code of a process that ended with ``exc``, as Python's own exit would make it (a message is
+    printed on stderr and exits 1)."""
+    if exc.code is None or exc.code == 0:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code & 0xFF or 1
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+# --- starting ----------------------------------------------------------------------------------------------
+
+
+def run_child(
+    func: Callable[[], object],
+    write_fd: int,
+    close_fds: Sequence[int],
+    error_fd: int | None = None,
+    enter: Callable[[], None] | None = None,
+) -> NoReturn:
+    """In a forked task: become a session (and process group) of its own, call ``enter()`` (the run's
+    context, the process title), send stdout and stderr to ``write_fd``, call ``func()``, exit. Never returns.
+
+    A ``func`` that raises prints its traceback and exits 1; its one-line text goes to ``error_fd`` (the
+    run's error)."""
+    code = 1
+    try:
+        os.setsid()
+        if enter is not None:
+            enter()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        for fd in close_fds:
+            try:  # noqa: SIM105 (contextlib is not imported on the light minute's path)
+                os.close(fd)
+            except OSError:
+                pass
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.dup2(write_fd, 1)
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        try:
+            func()
+            code = 0
+        except SystemExit as exc:
+            code = exit_code(exc)
+        except BaseException as exc:
+            import traceback  # lazy: only a task that raised prints a traceback
+
+            traceback.print_exc()
+            code = 1
+            if error_fd is not None:
+                try:  # noqa: SIM105 (contextlib is not imported on the light minute's path)
+                    os.write(error_fd, exception_text(exc).encode("utf-8", errors="replace")[:4096])
+                except Exception:  # noqa: S110 (an exception whose text fails: the traceback says it all)
+                    pass
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def detach(targets: Sequence[Callable[[], object]], timeout: float) -> list[int | None]:
+    """Start one detached supervisor per target and return each one's pid: 0 when it exited before it
+    reported, None when it did not report within ``timeout`` seconds (it may still start its run).
+
+    Each is double-forked into a session of its own (no zombie, not in the caller's process group), reports
+    its pid on a pipe, has its stdin, stdout and stderr on /dev/null, runs ``target()`` and exits. The caller
+    must hold no SQLite connection (one must never cross a fork)."""
+    pipes: list[int] = []
+    intermediates: list[int] = []
+    for target in targets:
+        read_fd, write_fd = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, which never returns
+            code = 0
+            try:
+                os.close(read_fd)
+                for fd in pipes:
+                    os.close(fd)
+                os.setsid()
+                if os.fork() == 0:
+                    _detached(target, write_fd)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        pipes.append(read_fd)
+        intermediates.append(pid)
+    for pid in intermediates:
+        os.waitpid(pid, 0)  # each exits as soon as it has forked its supervisor
+    return _collect_pids(pipes, timeout)
+
+
+def _detached(target: Callable[[], object], write_fd: int) -> NoReturn:
+    """In the detached grandchild: report its pid, leave the caller's stdio, run ``target``. Never returns."""
+    try:
+        os.write(write_fd, f"{os.getpid()}\n".encode())
+        os.close(write_fd)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        target()
+    finally:
+        os._exit(0)
+
+
+def _collect_pids(pipes: list[int], timeout: float) -> list[int | None]:
+    """Each supervisor's pid from its pipe, read until EOF or ``timeout``: 0 when it closed the pipe without
+    one, None when it said nothing in time."""
+    buffers = {fd: b"" for fd in pipes}
+    closed: set[int] = set()
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        for fd in pipes:
+            sel.register(fd, selectors.EVENT_READ)
+        while sel.get_map() and (left := deadline - time.monotonic()) > 0:
+            for key, _ in sel.select(timeout=left):
+                fd = int(key.fd)
+                chunk = os.read(fd, 4096)
+                buffers[fd] += chunk
+                if not chunk:
+                    closed.add(fd)
+                    sel.unregister(fd)
+    found: list[int | None] = []
+    for fd in pipes:
+        os.close(fd)
+        text = buffers[fd].decode("utf-8", errors="replace").strip()
+        found.append(int(text) if text.isdigit() else (0 if fd in closed else None))
+    return found
+
+
+# --- the loop ----------------------------------------------------------------------------------------------
+
+
+class Watch:
+    """One task (the process group led by ``pid``, its output on ``read_fd``) watched by its supervisor until it
+    has exited: the one supervise loop.
+
+    Each chunk of output goes to ``take``. At ``deadline`` (epoch seconds) the task times out: SIGTERM to its
+    process group, SIGKILL ``grace`` seconds later. ``check(watch, now)``, called at each wake-up (at most
+    ``every`` seconds apart when given), may :meth:`stop` it. The loop sleeps in ``select`` on the output,
+    the task's pidfd (its exit, even while a process it started holds the output open) and the descriptors
+    given to :meth:`on_readable`; it does not wait for the output to close once the task exited."""
+
+    def __init__(
+        self, pid: int, read_fd: int, take: Callable[[bytes], None], *, deadline: float | None, grace: float
+    ) -> None:
+        self.pid = pid
+        self.read_fd = read_fd
+        self.take = take
+        self.deadline = deadline
+        self.grace = grace
+        self.timed_out = False
+        self.kill_at: float | None = None  # when SIGKILL goes to the group
+        self.status: int | None = None  # the task's wait status, once reaped
+        self.pipe_open = True
+        self.readers: dict[int, Callable[[], bool]] = {}
+        self.sel = selectors.DefaultSelector()
+        self.pidfd: int | None = None
+
+    def on_readable(self, fd: int, handler: Callable[[], bool]) -> None:
+        """Call ``handler()`` when ``fd`` can be read; it returns False when ``fd`` is done with (EOF)."""
+        self.readers[fd] = handler
+
+    def stop(self, now: float, within: float, *, send: bool = True) -> None:
+        """End the task: SIGTERM to its process group (unless it was ``send`` already), SIGKILL at most
+        ``within`` seconds from ``now``."""
+        if send:
+            kill_group(self.pid, signal.SIGTERM)
+        at = now + within
+        self.kill_at = at if self.kill_at is None else min(self.kill_at, at)
+
+    def run(self, check: Callable[[Watch, float], None] | None = None, every: float | None = None) -> int:
+        """Watch until the task exited and its buffered output is read; its wait status."""
+        self.sel.register(self.read_fd, selectors.EVENT_READ)
+        for fd in self.readers:
+            self.sel.register(fd, selectors.EVENT_READ)
+        try:  # its exit wakes the loop, rather than a sleep once its output is closed
+            self.pidfd = os.pidfd_open(self.pid)
+            self.sel.register(self.pidfd, selectors.EVENT_READ)
+        except (OSError, AttributeError):
+            self.pidfd = None
+        try:
+            while True:
+                now = time.time()
+                if self._reaped():
+                    self._drain()
+                    break
+                self._keep_time_limit(now)
+                if check is not None:
+                    check(self, now)
+                if self.kill_at is not None and now >= self.kill_at:
+                    kill_group(self.pid, signal.SIGKILL)
+                    self.kill_at = now + KILL_SENT  # sent; wait for the exit
+                self._sleep(now, every)
+        finally:
+            self._close_pidfd()
+            self.sel.close()
+        assert self.status is not None
+        return self.status
+
+    def _reaped(self) -> bool:
+        waited, status = os.waitpid(self.pid, os.WNOHANG)
+        if waited == self.pid:
+            self.status = status
+            self._close_pidfd()
+        return self.status is not None
+
+    def _close_pidfd(self) -> None:
+        if self.pidfd is not None:
+            self.sel.unregister(self.pidfd)
+            os.close(self.pidfd)
+            self.pidfd = None
+
+    def _keep_time_limit(self, now: float) -> None:
+        if self.deadline is not None and now >= self.deadline and self.kill_at is None:
+            self.timed_out = True
+            self.stop(now, self.grace)
+
+    def _sleep(self, now: float, every: float | None) -> None:
+        """Until the next event (output, the exit, a reader's fd), the time limit, the kill, or ``every``."""
+        moments = [self.kill_at if self.kill_at is not None else self.deadline]
+        wait = min((m - now for m in moments if m is not None), default=None)
+        if every is not None:
+            wait = every if wait is None else min(wait, every)
+        if self.pidfd is None:  # nothing wakes the loop at the exit (not Linux): look at it now and then
+            look = NO_PIDFD_LOOK if self.pipe_open else NO_PIDFD_WAIT
+            wait = look if wait is None else min(wait, look)
+        wait = None if wait is None else max(wait, 0.0)
+        if not self.sel.get_map():
+            time.sleep(wait or 0.0)
+            return
+        for key, _ in self.sel.select(timeout=wait):
+            if key.fd == self.pidfd:
+                continue  # it exited: the next round reaps it
+            if key.fd != self.read_fd:
+                if not self.readers[key.fd]():
+                    self.sel.unregister(key.fd)
+                continue
+            if not self._read():
+                break
+
+    def _read(self) -> bool:
+        """Read one chunk of output; False at its end."""
+        chunk = os.read(self.read_fd, 65536)
+        if not chunk:
+            self.pipe_open = False
+            self.sel.unregister(self.read_fd)
+            return False
+        self.take(chunk)
+        return True
+
+    def _drain(self) -> None:
+        """The task is gone: take what is still buffered, without waiting for grandchildren that keep the
+        output open."""
+        while self.pipe_open:
+            ready = [key.fd for key, _ in self.sel.select(timeout=DRAIN_WAIT)]
+            if self.read_fd not in ready:
+                for fd in ready:
+                    if not self.readers[fd]():
+                        self.sel.unregister(fd)
+                if not ready:
+                    return
+                continue
+            self._read()
+
+
+def exit_of(status: int) -> tuple[int, str | None]:
+    """A task's exit code from its wait ``status`` (minus the signal that killed it), and, when a signal
+    did, the error saying which."""
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status), f"killed by {signal_name(os.WTERMSIG(status))}"
+    return os.WEXITSTATUS(status), None
+
+
+def task_outcome(
+    status: int,
+    *,
+    timed_out: bool,
+    timeout: float | None,
+    stopped: str | None,
+    raised: str | None = None,
+) -> tuple[Outcome, int, str | None]:
+    """The run's outcome, exit code and error from its task's wait ``status``: timed out (``timed_out``, at
+    ``timeout`` seconds), stopped (``stopped`` is the error saying by what), succeeded, or failed (a callable
+    that raised: ``raised``, its exception's text)."""
+    code, error = exit_of(status)
+    if timed_out:
+        return "timed_out", code, f"timed out after {timeout:g}s; its process group was killed"
+    if stopped is not None:
+        return "stopped", code, stopped
+    if code == 0:
+        return "succeeded", code, None
+    return "failed", code, error or (raised if raised and code == 1 else f"exit code {code}")
