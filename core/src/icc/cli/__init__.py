@@ -23,7 +23,6 @@ from icc.errors import IccError, JobNotFoundError
 
 if TYPE_CHECKING:
     from icc.config import Config
-    from icc.tick.coordinator import TickReport
 
 
 class Env:
@@ -307,7 +306,7 @@ def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
     if as_json:
         for failure in report.plugin_failures:
             diagnostics.logger.warning("plugin %s", failure)
-        _print_json(_tick_data(report, zone))
+        _print_json(facts.tick_data(report, zone))  # shared with icc.__main__'s due run
         if report.failed:
             _exit(1)
         return
@@ -343,34 +342,6 @@ def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
         ui.tick_table(f"icc run {ui.fmt_time(report.slot, zone)} ({zone})", report.rows, zone)
     if report.failed:
         _exit(1)
-
-
-def _tick_data(report: TickReport, zone: str) -> dict[str, Any]:
-    """``icc run --json``: the tick's report, times in ISO 8601 in the configured zone."""
-    holder = report.held_by
-    return {
-        "schema": 1,
-        "slot": facts.iso(report.slot, zone),
-        "timezone": zone,
-        "locked_out": report.locked_out,
-        "held_by": None
-        if holder is None
-        else {"pid": holder.pid, "host": holder.host, "since": facts.iso(holder.since, zone)},
-        "failed": report.failed,
-        "drift": report.drift,
-        "runs": [
-            {
-                "job": r.job,
-                "outcome": r.outcome,
-                "slot": facts.iso(r.slot, zone),
-                "duration": r.duration,
-                "next_run": facts.iso(r.next_run, zone),
-                "background": r.background,
-                "detail": r.detail,
-            }
-            for r in report.rows
-        ],
-    }
 
 
 @cli.command()

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from icc.slots import fmt_duration as fmt_duration  # re-exported: ui.fmt_duration
 from icc.slots import fmt_slot as fmt_slot  # re-exported: ui.fmt_slot
 from icc.slots import fmt_time as fmt_time  # re-exported: ui.fmt_time
 
@@ -69,18 +70,6 @@ def for_terminal(text: str, raw: bool = False) -> str:
     """What ``icc status JOB`` and ``icc logs`` print of a job's text: escaped on a terminal unless ``raw``;
     unchanged into a pipe or file, where the bytes are what the reader asked for."""
     return text if raw or not is_terminal() else escape_controls(text)
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 @dataclass(frozen=True)
