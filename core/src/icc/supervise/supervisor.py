@@ -400,6 +400,17 @@ class _Process:
     childless = False
 
 
+def preload() -> None:
+    """In the tick, once, before it forks the supervisors of its runs: import what each of them would import
+    for itself (setproctitle for the titles; the plugin host, :mod:`icc.plugins`, with pluggy and
+    :mod:`icc.jobs`, which every plugin's ``@icc.hookimpl`` needs anyway), so a hundred supervisors do not
+    each pay for it. Library code only: no plugin is imported, and the tick still runs no user code."""
+    with contextlib.suppress(ImportError):
+        import setproctitle  # noqa: F401  # lazy: only a tick with runs to hand over forks processes to name
+    import icc.plugins  # noqa: F401  # lazy: as above; the idle paths never import the plugin host
+    from icc.jobs import RunContext  # noqa: F401  # lazy: as above (every run's context)
+
+
 def _libc() -> Any:
     if _Process.libc is None:
         import ctypes

@@ -64,6 +64,7 @@ from icc.supervise.supervisor import (
     RunSpec,
     conclude,
     enter_run_context,
+    preload,
     run_bounded,
     run_in_supervisor,
     sleep_until,
@@ -1051,6 +1052,7 @@ class Tick:
     def _execute(self, planned: list[_Planned], report: TickReport) -> None:
         if not planned or not self._store_intact():
             return
+        preload()  # what every supervisor imports, once here rather than in each of them
         if self.store.lease is None:
             self._execute_planned(planned, report)
             return
