@@ -11,7 +11,6 @@ import sys
 from typing import Any
 
 import pytest
-
 from icc.slots import fmt_time
 from projectkit import Project, at, slot
 

@@ -1,6 +1,6 @@
 """Console entry point.
 
-``icc run`` with nothing due must cost little more than starting Python with filelock and sqlite3, so
+``icc run`` with nothing due must cost little more than starting Python with sqlite3, so
 the tick's idle path is tried before click, rich and the plugins are imported. A due ``icc run`` goes
 without click too (:func:`due_run`): its options are parsed here with the stdlib, and its output is
 written by hand into a pipe or file (cron's mail); rich (and with it click) is imported only when that
