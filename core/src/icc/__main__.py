@@ -123,12 +123,12 @@ def due_run(args: list[str]) -> int | None:
             return None  # click says what is wrong with it
     from pathlib import Path  # lazy: the idle tick above does without
 
-    from icc import logs as diagnostics
-    from icc.errors import IccError
+    from icc import logs as diagnostics  # lazy: the due tick's, after the idle tick declined
+    from icc.errors import IccError  # lazy: as above
 
     diagnostics.configure(opts["log_level"], str(opts["log_format"]), verbose=bool(opts["verbose"]))  # type: ignore[arg-type]
     try:
-        from icc.config import load_config
+        from icc.config import load_config  # lazy: as above
 
         config = load_config(Path(str(opts["config"])) if opts["config"] else None, export=True)
         diagnostics.set_zone(config.timezone)
@@ -140,7 +140,7 @@ def due_run(args: list[str]) -> int | None:
             config.environment,
         )
         if moment is not None:
-            from zoneinfo import ZoneInfo
+            from zoneinfo import ZoneInfo  # lazy: only --at
 
             moment = moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(config.timezone))
             if not AT_FIRST <= moment.timestamp() <= AT_LAST:
@@ -153,24 +153,26 @@ def due_run(args: list[str]) -> int | None:
 
 def _tick(config: Config, moment: datetime | None, *, quiet: bool, as_json: bool) -> int:
     """One tick and what ``icc run`` prints of it (as :func:`icc.cli.run`)."""
-    from icc import logs as diagnostics
-    from icc.supervise.supervisor import install_stop_handlers
-    from icc.tick.coordinator import Tick
-    from icc.tickwatch import LOCK_HELD_NOTICE, drift_line, held_for
+    from icc import logs as diagnostics  # lazy: the due tick's (this module also serves the idle tick)
+    from icc.store import host  # lazy: as above
+    from icc.supervise.supervisor import install_stop_handlers  # lazy: as above
+    from icc.tick.coordinator import Tick  # lazy: as above
+    from icc.tickwatch import LOCK_HELD_NOTICE, drift_line, held_for  # lazy: as above
 
+    host.command = "run"  # a shared store's connections say `icc run <host>`, as under click
     install_stop_handlers()
     report = Tick(config, at=moment).run()
     zone = config.timezone
     if as_json:
         import json  # lazy: only --json
 
-        from icc.report import tick_data
+        from icc.report import tick_data  # lazy: as above
 
         for failure in report.plugin_failures:
             diagnostics.logger.warning("plugin %s", failure)
         sys.stdout.write(json.dumps(tick_data(report, zone), indent=2, ensure_ascii=False) + "\n")
         return 1 if report.failed else 0
-    from icc.slots import fmt_time
+    from icc.slots import fmt_time  # lazy: as above
 
     if report.locked_out:
         holder = report.held_by
@@ -223,7 +225,7 @@ def _tick_table(title: str, rows: Sequence[TickRow], zone: str) -> None:
 
         render.tick_table(title, rows, zone)
         return
-    from icc.slots import fmt_duration, fmt_slot, fmt_time
+    from icc.slots import fmt_duration, fmt_slot, fmt_time  # lazy: as above
 
     lines = [["job", "outcome", "slot", "took", "next run", "detail"]] + [
         [

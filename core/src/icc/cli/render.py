@@ -42,7 +42,7 @@ OUTCOME_STYLE = {
 
 
 def console(stderr: bool = False) -> Console:
-    from rich.console import Console
+    from rich.console import Console  # lazy: rich only for a terminal
 
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
 
@@ -94,8 +94,8 @@ def table(
     lines, never wrapped, since a mail reader wraps them itself."""
     cols = [c if isinstance(c, Col) else Col(c) for c in columns]
     if is_terminal():
-        from rich import box
-        from rich.table import Table
+        from rich import box  # lazy: rich only for a terminal
+        from rich.table import Table  # lazy: as above
 
         out = console()
         shown = [i for i, c in enumerate(cols) if out.width >= c.wide]

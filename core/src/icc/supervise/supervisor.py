@@ -132,7 +132,7 @@ class OutputKeeper:
 
 def run_result(record: RunRecord) -> RunResult:
     """The :class:`icc.RunResult` of a stored run."""
-    from icc.jobs import RunResult
+    from icc.jobs import RunResult  # lazy: the plugins' model; light supervisors do without
 
     def moment(epoch: float | None) -> datetime | None:
         return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC)
@@ -316,7 +316,7 @@ def set_title(title: str) -> None:
     """Name this (forked) process in ps/top, when setproctitle is installed (imported only here: it costs
     import time, and only forked processes have something to say)."""
     try:
-        import setproctitle
+        import setproctitle  # lazy: see the docstring (the tick preloads it before it forks: preload())
     except ImportError:
         return
     with contextlib.suppress(Exception):
@@ -413,7 +413,7 @@ def preload() -> None:
 
 def _libc() -> Any:
     if _Process.libc is None:
-        import ctypes
+        import ctypes  # lazy: only on Linux, for prctl; loaded once before the forks
 
         _Process.libc = ctypes.CDLL(None, use_errno=True)
     return _Process.libc
@@ -521,7 +521,7 @@ def _supervise(
             holder = lock.holder()
             since = ""
             if holder is not None:
-                from icc import logs
+                from icc import logs  # lazy: only to describe a held job lock's holder
 
                 since = f" ({holder.describe(logs.zone())})"
             error = f"skipped: the previous run is still running{since}"
@@ -549,7 +549,7 @@ def _open_output_file(spec: RunSpec, notes: list[str]) -> int | None:
     the run started (:func:`icc.tick.coordinator.set_output_file`)."""
     if spec.output_to is None:
         return None
-    from icc.statedir import open_output_file
+    from icc.statedir import open_output_file  # lazy: only a run with send_output_to / append_output_to
 
     try:
         return open_output_file(spec.output_to, spec.output_append)
