@@ -130,7 +130,11 @@ class Lock:
             )
         self.fd = fd
         _HELD[id(self)] = self
-        _write_holder(fd)
+        try:
+            _write_holder(fd)
+        except OSError as exc:  # a full disk: let go, and say so in one line
+            self.release()
+            raise os_error(self.path, exc, doing="taking the lock") from exc
         return True
 
     def release(self) -> None:
