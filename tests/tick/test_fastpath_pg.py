@@ -52,7 +52,7 @@ def full_tick(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
         proc = tick(project, *args)
     finally:
         del project.env["ICC_STORE_URL"]
-    assert imported(proc, "icc.cli"), proc.stderr[-2000:]
+    assert imported(proc, "icc.config"), proc.stderr[-2000:]
     return proc
 
 
@@ -77,7 +77,7 @@ def test_idle_postgresql_tick_answers_without_psycopg_and_prints_what_the_full_t
     full = full_tick(project, *args)
     fast = tick(project, *args)
     assert fast.returncode == full.returncode == 0, fast.stderr[-2000:]
-    assert not imported(fast, "icc.cli") and not imported(fast, "psycopg"), fast.stderr[-3000:]
+    assert not imported(fast, "icc.config") and not imported(fast, "psycopg"), fast.stderr[-3000:]
     assert fast.stdout == full.stdout
     if quiet:
         assert fast.stdout == ""
@@ -87,9 +87,9 @@ def test_idle_postgresql_tick_answers_without_psycopg_and_prints_what_the_full_t
 
 def test_a_due_job_on_postgresql_still_runs_after_idle_ticks(project: Project) -> None:
     idle_project(project)
-    assert not imported(tick(project, "--quiet", "--at", at(30)), "icc.cli")
+    assert not imported(tick(project, "--quiet", "--at", at(30)), "icc.config")
     proc = tick(project, "--quiet", "--at", at(60))  # the next hour: due
-    assert proc.returncode == 0 and imported(proc, "icc.cli"), proc.stderr[-2000:]
+    assert proc.returncode == 0 and imported(proc, "icc.config"), proc.stderr[-2000:]
     outcomes = [(r["job"], r["slot"], r["outcome"]) for r in project.runs()]
     assert ("hourly", slot(60), "succeeded") in outcomes
 
@@ -103,7 +103,7 @@ def test_postgresql_idle_tick_leaves_this_hosts_unfinished_run_to_the_full_tick(
         "extract(epoch from clock_timestamp()) + 600)",
     )
     proc = tick(project, "--quiet", "--at", at(1))
-    assert imported(proc, "icc.cli"), proc.stderr[-2000:]
+    assert imported(proc, "icc.config"), proc.stderr[-2000:]
     assert any(r["outcome"] == "abandoned" for r in project.runs())  # the full tick recovered it
 
 
@@ -118,13 +118,13 @@ def test_postgresql_idle_tick_ignores_another_hosts_live_run_but_not_an_expired_
         "extract(epoch from clock_timestamp()) + 600)",
     )
     assert not imported(
-        tick(project, "--quiet", "--at", at(1)), "icc.cli"
+        tick(project, "--quiet", "--at", at(1)), "icc.config"
     )  # its live lease: host-b's business
     sql(
         project,
         "UPDATE icc.runs SET lease_until = extract(epoch from clock_timestamp()) - 1 WHERE host = 'host-b'",
     )
-    assert imported(tick(project, "--quiet", "--at", at(2)), "icc.cli")  # expired: the full tick decides
+    assert imported(tick(project, "--quiet", "--at", at(2)), "icc.config")  # expired: the full tick decides
 
 
 def test_postgresql_idle_tick_leaves_on_each_host_jobs_to_the_full_tick(project: Project) -> None:
@@ -142,7 +142,7 @@ def test_postgresql_idle_tick_leaves_on_each_host_jobs_to_the_full_tick(project:
     project.icc("run", "--at", at(0), check=True)
     # Another host's tick saved the shared next slot; this host's own run of the slot may still be due.
     proc = tick(project, "--quiet", "--at", at(1))
-    assert imported(proc, "icc.cli"), proc.stderr[-2000:]
+    assert imported(proc, "icc.config"), proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize(
@@ -158,7 +158,7 @@ def test_postgresql_idle_tick_leaves_an_unusual_store_to_the_full_tick(project: 
     idle_project(project)
     sql(project, change)
     proc = tick(project, "--quiet", "--at", at(1))
-    assert imported(proc, "icc.cli"), proc.stderr[-2000:]
+    assert imported(proc, "icc.config"), proc.stderr[-2000:]
 
 
 def test_postgresql_idle_tick_falls_through_when_the_server_is_unreachable(project: Project) -> None:
@@ -166,7 +166,7 @@ def test_postgresql_idle_tick_falls_through_when_the_server_is_unreachable(proje
     project.store_url = "postgresql://icc@127.0.0.1:1/app"
     project.write_config()
     proc = tick(project, "--quiet", "--at", at(1))
-    assert proc.returncode == 2 and imported(proc, "icc.cli"), proc.stderr[-2000:]
+    assert proc.returncode == 2 and imported(proc, "icc.config"), proc.stderr[-2000:]
     assert "cannot connect to the PostgreSQL store" in proc.stderr
 
 

@@ -32,7 +32,8 @@ def tick(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def full_command_ran(proc: subprocess.CompletedProcess[str]) -> bool:
-    return any(line.rstrip().endswith("| icc.cli") for line in proc.stderr.splitlines())
+    """The full command's mark: the full configuration loader (a due `icc run` goes without click)."""
+    return any(line.rstrip().endswith("| icc.config") for line in proc.stderr.splitlines())
 
 
 def stale_sqlite(project: Project) -> None:

@@ -1,25 +1,249 @@
 """Console entry point.
 
-``icc run`` with nothing due must cost little more than starting Python with filelock and sqlite3, so
-the tick's idle path is tried before click, rich and the plugins are imported.
+``icc run`` with nothing due must cost little more than starting Python with sqlite3, so
+the tick's idle path is tried before click, rich and the plugins are imported. A due ``icc run`` goes
+without click too (:func:`due_run`): its options are parsed here with the stdlib, and its output is
+written by hand into a pipe or file (cron's mail); rich (and with it click) is imported only when that
+output goes to a terminal. Anything this parser does not know (``--help``, a mistyped option, a value
+click would refuse) goes to the click command, which says what is wrong.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+
+TYPE_CHECKING = False  # not typing's: the idle tick does not import typing
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from datetime import datetime
+
+    from icc.config import Config
+    from icc.tick.coordinator import TickRow
+
+LEVELS = ("debug", "info", "warning", "error")  # icc.logs.LEVELS, FORMATS: not imported before they are used
+FORMATS = ("text", "json")
+AT_FIRST, AT_LAST = 86400, 253402300740  # icc.cli's: 1970-01-02 00:00 and 9999-12-31 23:59 UTC
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if "run" in args[:3]:
-        from icc.tick.idle import try_idle_tick
+        from icc.tick.idle import try_idle_tick  # lazy: every other command goes to click below
 
         code = try_idle_tick(args)
+        if code is None:
+            code = due_run(args)
         if code is not None:
             raise SystemExit(code)
-    from icc.cli import cli
+    from icc.cli import cli  # lazy: the idle and due ticks above never import click
 
     cli.main(args=args, prog_name="icc")
+
+
+def parse_run(args: list[str], environ: dict[str, str] | os._Environ[str]) -> dict[str, object] | None:
+    """``icc [--config F] [-v] [--log-level L] [--log-format F] run [-q] [--at T] [--json]`` as click
+    reads it (the environment variables too); None for anything else, which click then handles."""
+    opts: dict[str, object] = {
+        "config": None,
+        "verbose": False,
+        "log_level": None,
+        "log_format": None,
+        "quiet": False,
+        "at": None,
+        "json": False,
+    }
+    group = {"--config": "config", "--log-level": "log_level", "--log-format": "log_format"}
+    seen_run = False
+    it = iter(args)
+    for arg in it:
+        name, eq, value = arg.partition("=")
+        if not seen_run:
+            if arg == "run":
+                seen_run = True
+                continue
+            if arg in ("-v", "--verbose"):
+                opts["verbose"] = True
+                continue
+            key = group.get(name)
+        elif arg in ("-q", "--quiet"):
+            opts["quiet"] = True
+            continue
+        elif arg == "--json":
+            opts["json"] = True
+            continue
+        else:
+            key = "at" if name == "--at" else None
+        if key is None:
+            return None
+        if not eq:
+            given = next(it, None)
+            if given is None or given.startswith("-"):
+                return None  # click says the value is missing
+            value = given
+        opts[key] = value
+    if not seen_run:
+        return None
+    for key, var in (
+        ("config", "ICC_CONFIG"),
+        ("log_level", "ICC_LOG_LEVEL"),
+        ("log_format", "ICC_LOG_FORMAT"),
+    ):
+        if opts[key] is None and environ.get(var):  # click ignores an empty variable
+            opts[key] = environ[var]
+    level = opts["log_level"]
+    if level is not None:
+        if str(level).lower() not in LEVELS:
+            return None
+        opts["log_level"] = str(level).lower()
+    if opts["log_format"] is None:
+        opts["log_format"] = "text"
+    if opts["log_format"] not in FORMATS:
+        return None
+    config = opts["config"]
+    if config is not None and (config == "" or os.path.isdir(str(config))):
+        return None  # click: "is a directory"
+    return opts
+
+
+def due_run(args: list[str]) -> int | None:
+    """``icc run`` when the idle tick did not answer, without click: the exit code, or None when click must
+    handle the command line. The same behaviour as :func:`icc.cli.run`, output and exit codes included."""
+    opts = parse_run(args, os.environ)
+    if opts is None:
+        return None
+    at = opts["at"]
+    moment: datetime | None = None
+    if at is not None:
+        from datetime import datetime  # lazy: only --at
+
+        try:
+            moment = datetime.fromisoformat(str(at))
+        except ValueError:
+            return None  # click says what is wrong with it
+    from pathlib import Path  # lazy: the idle tick above does without
+
+    from icc import logs as diagnostics  # lazy: the due tick's, after the idle tick declined
+    from icc.errors import IccError  # lazy: as above
+
+    diagnostics.configure(opts["log_level"], str(opts["log_format"]), verbose=bool(opts["verbose"]))  # type: ignore[arg-type]
+    try:
+        from icc.config import load_config  # lazy: as above
+
+        config = load_config(Path(str(opts["config"])) if opts["config"] else None, export=True)
+        diagnostics.set_zone(config.timezone)
+        diagnostics.logger.debug(
+            "config %s, state dir %s, timezone %s, environment %s",
+            config.path or "(none found: defaults)",
+            config.state_dir,
+            config.timezone,
+            config.environment,
+        )
+        if moment is not None:
+            from zoneinfo import ZoneInfo  # lazy: only --at
+
+            moment = moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(config.timezone))
+            if not AT_FIRST <= moment.timestamp() <= AT_LAST:
+                return None  # click says it is outside the times icc can schedule
+        return _tick(config, moment, quiet=bool(opts["quiet"]), as_json=bool(opts["json"]))
+    except IccError as exc:
+        diagnostics.ensure().error("%s", exc)
+        return exc.exit_code
+
+
+def _tick(config: Config, moment: datetime | None, *, quiet: bool, as_json: bool) -> int:
+    """One tick and what ``icc run`` prints of it (as :func:`icc.cli.run`)."""
+    from icc import logs as diagnostics  # lazy: the due tick's (this module also serves the idle tick)
+    from icc.store import host  # lazy: as above
+    from icc.supervise.supervisor import install_stop_handlers  # lazy: as above
+    from icc.tick.coordinator import Tick  # lazy: as above
+    from icc.tickwatch import LOCK_HELD_NOTICE, drift_line, held_for  # lazy: as above
+
+    host.command = "run"  # a shared store's connections say `icc run <host>`, as under click
+    install_stop_handlers()
+    report = Tick(config, at=moment).run()
+    zone = config.timezone
+    if as_json:
+        import json  # lazy: only --json
+
+        from icc.report import tick_data  # lazy: as above
+
+        for failure in report.plugin_failures:
+            diagnostics.logger.warning("plugin %s", failure)
+        sys.stdout.write(json.dumps(tick_data(report, zone), indent=2, ensure_ascii=False) + "\n")
+        return 1 if report.failed else 0
+    from icc.slots import fmt_time  # lazy: as above
+
+    if report.locked_out:
+        holder = report.held_by
+        if not quiet:  # not a failure: the tick that holds the lock evaluates the minute
+            who = (
+                "its holder did not say who it is"
+                if holder is None
+                else f"pid {holder.pid} on {holder.host} since {fmt_time(holder.since, zone)}"
+            )
+            held = report.lock_held_for
+            stuck = (
+                f"; it has held the tick lock for {held_for(held)}: is it stuck? `icc status` shows it"
+                if held is not None and held > LOCK_HELD_NOTICE
+                else ""
+            )
+            _say(f"icc run: another tick is running ({who}){stuck}")
+        return 0
+    for failure in report.plugin_failures:
+        diagnostics.logger.warning("plugin %s", failure)
+    if report.rescan:
+        diagnostics.logger.warning(
+            "icc run: plugins changed, and the tick's own scan failed: %s", report.rescan
+        )
+    if report.drift is not None and not quiet:
+        _say(drift_line(report.drift))
+    if not report.rows:
+        if not quiet:
+            _say(f"icc run: nothing due at {fmt_time(report.slot, zone)} ({zone})")
+        return 0
+    if not quiet or report.failed:
+        _tick_table(f"icc run {fmt_time(report.slot, zone)} ({zone})", report.rows, zone)
+    return 1 if report.failed else 0
+
+
+def _say(message: str) -> None:
+    """:func:`icc.cli.render.say` on stdout: rich only on a terminal."""
+    if sys.stdout.isatty():
+        from icc.cli import render  # lazy: rich (and click) only for a terminal
+
+        render.say(message)
+    else:
+        sys.stdout.write(message + "\n")
+
+
+def _tick_table(title: str, rows: Sequence[TickRow], zone: str) -> None:
+    """:func:`icc.cli.render.tick_table`: the same plain text into a pipe or file (every column, never
+    wrapped); rich's table only on a terminal."""
+    if sys.stdout.isatty():
+        from icc.cli import render  # lazy: rich (and click) only for a terminal
+
+        render.tick_table(title, rows, zone)
+        return
+    from icc.slots import fmt_duration, fmt_slot, fmt_time  # lazy: as above
+
+    lines = [["job", "outcome", "slot", "took", "next run", "detail"]] + [
+        [
+            r.job,
+            r.outcome,
+            fmt_slot(r.slot, zone),
+            fmt_duration(r.duration),
+            fmt_time(r.next_run, zone),
+            r.detail,
+        ]
+        for r in rows
+    ]
+    widths = [max(len(str(c)) for c in col) for col in zip(*lines, strict=False)]
+    out = [title]
+    out += [
+        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() for row in lines
+    ]
+    sys.stdout.write("\n".join(out) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""File locks (filelock, kernel ``flock``): the tick lock and one lock per job.
+"""File locks (kernel ``flock``): the tick lock and one lock per job.
 
 The kernel releases a lock when its process dies, so a crash never leaves a lock stuck; lock files are never
 unlinked (unlinking a lock file lets two processes hold "the" lock on different inodes). The holder writes its
@@ -9,10 +9,18 @@ The lock file cannot be replaced by a rename (the lock is on its inode), so the 
 previous holder's record or the new one, never an empty file. A reader that finds no record, a torn one, or one
 of a process that is gone (the new holder has not written yet) reads again for a moment, then says it does not
 know who holds the lock; finding the lock taken never depends on reading the record.
+
+The locks are taken with :func:`fcntl.flock` directly, as the filelock package took them for icc before
+(importing that package cost a due tick more than starting Python does): the file is opened without following
+a link and never truncated, a lock file unlinked meanwhile is opened again, and a forked child closes its copies
+of the locks' descriptors at once (``os.register_at_fork``), so a task or a callback never keeps its
+supervisor's job lock held after the supervisor is gone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -22,8 +30,6 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-from filelock import FileLock, Timeout
 
 from icc.errors import StateError
 from icc.statedir import os_error, state_dir_problem
@@ -45,12 +51,11 @@ class Holder:
     def describe(self, zone: str | None) -> str:
         """``pid 4242 since 2026-12-07 03:00:05 CET``: when it took the lock, with the date, in ``zone`` (the
         project's; the host's own when None or not a known zone)."""
-        from datetime import datetime
+        from datetime import datetime  # lazy: only a lock found taken is described
 
         moment = datetime.fromtimestamp(self.since).astimezone()
         if zone:
-            import contextlib
-            from zoneinfo import ZoneInfo
+            from zoneinfo import ZoneInfo  # lazy: as above
 
             with contextlib.suppress(ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
                 moment = moment.astimezone(ZoneInfo(zone))
@@ -94,42 +99,56 @@ class Lock:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fd: int | None = None
-        self._lock = FileLock(
-            path,
-            timeout=0,
-            mode=0o600,
-            thread_local=False,
-            fallback_to_soft=False,  # a soft lock would outlive a crash; refuse it
-            preserve_lock_file=True,
-            on_acquired=self._acquired,
-        )
-
-    def _acquired(self, fd: int) -> None:
-        self.fd = fd
-        _write_holder(fd)
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free; never waits. A lock file icc cannot use is a :class:`StateError`."""
+        if self.fd is not None:
+            return True  # held by this very object already
         problem = lock_file_problem(self.path)
         if problem is not None:
             raise StateError(problem)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+        for _attempt in range(3):
+            try:
+                fd = os.open(self.path, flags, 0o600)
+            except OSError as exc:
+                raise os_error(self.path, exc, doing="taking the lock") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            except OSError as exc:
+                os.close(fd)
+                raise os_error(self.path, exc, doing="taking the lock") from exc
+            if os.fstat(fd).st_nlink:
+                break
+            os.close(fd)  # unlinked meanwhile: not "the" lock any more; open the one there now
+        else:
+            raise StateError(
+                f"lock file {self.path} keeps being removed; check what deletes files in state_dir"
+            )
+        self.fd = fd
+        _HELD[id(self)] = self
         try:
-            self._lock.acquire(blocking=False)  # filelock opens it with O_NOFOLLOW
-        except Timeout:
-            return False
-        except OSError as exc:
-            self.fd = None
+            _write_holder(fd)
+        except OSError as exc:  # a full disk: let go, and say so in one line
+            self.release()
             raise os_error(self.path, exc, doing="taking the lock") from exc
         return True
 
     def release(self) -> None:
-        if self._lock.is_locked:
-            self._lock.release(force=True)
-        self.fd = None
+        fd, self.fd = self.fd, None
+        _HELD.pop(id(self), None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     @property
     def is_locked(self) -> bool:
-        return self._lock.is_locked
+        return self.fd is not None
 
     def holder(self, *, wait: float = 1.0) -> Holder | None:
         """The holder recorded in the lock file (meaningful while the lock is taken), or None when unknown.
@@ -151,12 +170,28 @@ class Lock:
 
     def is_held_elsewhere(self) -> bool:
         """True when another process holds the lock (probes by taking and releasing it)."""
-        if self._lock.is_locked:
+        if self.is_locked:
             return False
         if self.try_acquire():
             self.release()
             return False
         return True
+
+
+_HELD: dict[int, Lock] = {}  # the locks this process holds
+
+
+def _forget_in_child() -> None:
+    """In a forked child: close its copies of the held locks' descriptors (the parent still holds them)."""
+    for lock in list(_HELD.values()):
+        fd, lock.fd = lock.fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def tick_lock(state_dir: Path) -> Lock:

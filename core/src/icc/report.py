@@ -22,12 +22,41 @@ if TYPE_CHECKING:
     from icc.pause import Pause
     from icc.queue.transport import QueueStats
     from icc.store.protocol import DurationHistogram, RunRecord, StateStore
+    from icc.tick.coordinator import TickReport
 
 
 def iso(epoch: float | None, zone: str) -> str | None:
     if epoch is None:
         return None
     return datetime.fromtimestamp(epoch, tz=UTC).astimezone(ZoneInfo(zone)).isoformat()
+
+
+def tick_data(report: TickReport, zone: str) -> dict[str, Any]:
+    """``icc run --json``: the tick's report, times in ISO 8601 in the configured zone."""
+    holder = report.held_by
+    return {
+        "schema": 1,
+        "slot": iso(report.slot, zone),
+        "timezone": zone,
+        "locked_out": report.locked_out,
+        "held_by": None
+        if holder is None
+        else {"pid": holder.pid, "host": holder.host, "since": iso(holder.since, zone)},
+        "failed": report.failed,
+        "drift": report.drift,
+        "runs": [
+            {
+                "job": r.job,
+                "outcome": r.outcome,
+                "slot": iso(r.slot, zone),
+                "duration": r.duration,
+                "next_run": iso(r.next_run, zone),
+                "background": r.background,
+                "detail": r.detail,
+            }
+            for r in report.rows
+        ],
+    }
 
 
 def dead_runs(config: Config, store: StateStore, unfinished: list[RunRecord]) -> dict[int, str]:

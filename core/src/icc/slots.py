@@ -16,11 +16,11 @@ def tick_slot(at: str | None, timezone: str) -> int | None:
     if at is None:
         now = time.time()
     else:
-        from datetime import datetime
+        from datetime import datetime  # lazy: only --at; the idle tick without it imports time only
 
         moment = datetime.fromisoformat(at)
         if moment.tzinfo is None:
-            from zoneinfo import ZoneInfo
+            from zoneinfo import ZoneInfo  # lazy: as above
 
             moment = moment.replace(tzinfo=ZoneInfo(timezone))
         now = moment.timestamp()
@@ -32,7 +32,7 @@ def fmt_time(epoch: float | None, zone: str) -> str:
     if epoch is None:
         return "-"
     from datetime import UTC, datetime  # lazy: the idle tick imports this module, and never formats
-    from zoneinfo import ZoneInfo
+    from zoneinfo import ZoneInfo  # lazy: as above
 
     return datetime.fromtimestamp(epoch, tz=UTC).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
 
@@ -42,6 +42,18 @@ def fmt_slot(slot: int | None, zone: str) -> str:
     if slot is None or slot % 60 == 0:
         return fmt_time(slot, zone)
     from datetime import UTC, datetime  # lazy: as in fmt_time
-    from zoneinfo import ZoneInfo
+    from zoneinfo import ZoneInfo  # lazy: as in fmt_time
 
     return datetime.fromtimestamp(slot, tz=UTC).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
     from icc.config import Config
     from icc.jobs import Job
-    from icc.tick.coordinator import TickReport
 
 
 class Env:
@@ -39,7 +38,7 @@ class Env:
     @property
     def config(self) -> Config:
         if self._config is None:
-            from icc.config import load_config
+            from icc.config import load_config  # lazy: a command that needs the configuration loads it
 
             self._config = load_config(self.config_path, export=True)  # .env reaches the tasks
             diagnostics.set_zone(self._config.timezone)
@@ -86,8 +85,8 @@ class IccGroup(click.Group):
         if self._plugin_commands_loaded:
             return False
         self._plugin_commands_loaded = True
-        from icc.config import load_config
-        from icc.plugins import load_plugins
+        from icc.config import load_config  # lazy: only an unknown command name or the command list
+        from icc.plugins import load_plugins  # lazy: as above: the plugin host
 
         try:
             host = load_plugins(load_config(ctx.find_root().params.get("config_path"), export=True))
@@ -210,11 +209,12 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
     Registers or removes the consumer cron jobs per consumers.mode. Nothing is written when anything is
     invalid; jobs of a plugin that failed to load are kept as they were.
     """
+    # lazy: icc scan only (the plugin host, the store, the tick's records)
     from icc.plugins import drift_stamp, installed_fingerprint, load_plugins, run_hook_plugins
-    from icc.store import open_store
-    from icc.tick import light as lightminute
-    from icc.tick.coordinator import job_records
-    from icc.tickwatch import DRIFT_META_KEY, RUN_HOOKS_META_KEY
+    from icc.store import open_store  # lazy: icc scan only
+    from icc.tick import light as lightminute  # lazy: icc scan only
+    from icc.tick.coordinator import job_records  # lazy: icc scan only
+    from icc.tickwatch import DRIFT_META_KEY, RUN_HOOKS_META_KEY  # lazy: icc scan only
 
     config = env.config
     host = load_plugins(config, strict=strict)
@@ -306,7 +306,7 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
                 f"consumers: cron mode, {ui.plural(len(consumers), 'consumer job')} registered: "
                 f"{', '.join(consumers) or 'none'}"
             )
-        from icc.queue.builtin import minute_warning
+        from icc.queue.builtin import minute_warning  # lazy: icc scan only
 
         warning = minute_warning(config)
         if warning is not None:
@@ -322,9 +322,9 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
 @click.pass_obj
 def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
     """One tick: run every job due now. Meant for crontab: `* * * * * icc run --quiet`."""
-    from icc.supervise.supervisor import install_stop_handlers
-    from icc.tick.coordinator import Tick
-    from icc.tickwatch import LOCK_HELD_NOTICE, drift_line, held_for
+    from icc.supervise.supervisor import install_stop_handlers  # lazy: icc run only
+    from icc.tick.coordinator import Tick  # lazy: icc run only: the tick
+    from icc.tickwatch import LOCK_HELD_NOTICE, drift_line, held_for  # lazy: icc run only
 
     config = env.config
     install_stop_handlers()
@@ -333,7 +333,7 @@ def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
     if as_json:
         for failure in report.plugin_failures:
             diagnostics.logger.warning("plugin %s", failure)
-        _print_json(_tick_data(report, zone))
+        _print_json(facts.tick_data(report, zone))  # shared with icc.__main__'s due run
         if report.failed:
             _exit(1)
         return
@@ -371,34 +371,6 @@ def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
         _exit(1)
 
 
-def _tick_data(report: TickReport, zone: str) -> dict[str, Any]:
-    """``icc run --json``: the tick's report, times in ISO 8601 in the configured zone."""
-    holder = report.held_by
-    return {
-        "schema": 1,
-        "slot": facts.iso(report.slot, zone),
-        "timezone": zone,
-        "locked_out": report.locked_out,
-        "held_by": None
-        if holder is None
-        else {"pid": holder.pid, "host": holder.host, "since": facts.iso(holder.since, zone)},
-        "failed": report.failed,
-        "drift": report.drift,
-        "runs": [
-            {
-                "job": r.job,
-                "outcome": r.outcome,
-                "slot": facts.iso(r.slot, zone),
-                "duration": r.duration,
-                "next_run": facts.iso(r.next_run, zone),
-                "background": r.background,
-                "detail": r.detail,
-            }
-            for r in report.rows
-        ],
-    }
-
-
 @cli.command()
 @click.option("--quiet", "-q", is_flag=True, help="Print a tick's table only when a job failed.")
 @click.option("--tick-every", "period", type=click.FloatRange(min=1), default=60.0, hidden=True)
@@ -410,7 +382,7 @@ def work(env: Env, quiet: bool, period: float) -> None:
     the one `icc run` runs; its table goes to stdout. On SIGTERM/SIGINT it starts nothing new, lets a running
     job finish within `grace` seconds (then stops it as `icc run` does) and exits 0.
     """
-    from icc.cli.work import work as work_loop
+    from icc.cli.work import work as work_loop  # lazy: icc work only
 
     _exit(work_loop(env.config, quiet=quiet, period=period))
 
@@ -648,7 +620,7 @@ def _status_table(report: facts.StatusReport, zone: str) -> None:
 
 def _hosts_table(hosts: tuple[facts.HostReport, ...], zone: str) -> None:
     """``icc status`` on a shared store: the hosts that tick on it and their clocks (icc.hosts)."""
-    from icc.hosts import REFUSE_SECONDS, WARN_SECONDS
+    from icc.hosts import REFUSE_SECONDS, WARN_SECONDS  # lazy: icc status only
 
     rows = []
     for h in hosts:
@@ -687,7 +659,7 @@ TIMELINE_STYLE |= {"skipped": "dim", "running": "bold cyan"}
 def _timeline(config: Config, job: str | None, moment: datetime | None) -> None:
     """``icc status --timeline``: a row of cells per job, the last 24 hours, one hour a cell (in a terminal the
     finest of 15, 30 or 60 minutes that fits its width)."""
-    from icc.store import open_store
+    from icc.store import open_store  # lazy: only the commands that read the store
 
     if job is not None and open_store(config).job(job) is None:
         raise JobNotFoundError(f"no job named {job!r}; `icc status` lists them")
@@ -726,7 +698,7 @@ def _timeline(config: Config, job: str | None, moment: datetime | None) -> None:
 
 def _timeline_rows(lines: list[str], rows: list[dict[str, Any]], name_width: int, legend: str) -> None:
     """The timeline in a terminal: the same characters, coloured."""
-    from rich.text import Text
+    from rich.text import Text  # lazy: rich: the timeline only
 
     out = ui.console()
     for line in lines:
@@ -760,8 +732,8 @@ def pause(env: Env, until: str | None, reason: str | None, queues: bool) -> None
 
     Jobs marked even_when_paused() still run; queue consumers keep consuming unless --queues.
     """
-    from icc import pause as pauses
-    from icc.store import open_store
+    from icc import pause as pauses  # lazy: icc pause only
+    from icc.store import open_store  # lazy: icc pause only
 
     config = env.config
     zone = config.timezone
@@ -791,8 +763,8 @@ def pause(env: Env, until: str | None, reason: str | None, queues: bool) -> None
 @click.pass_obj
 def resume(env: Env) -> None:
     """End `icc pause`: the next tick runs what is due again (the skipped slots stay skipped)."""
-    from icc import pause as pauses
-    from icc.store import open_store
+    from icc import pause as pauses  # lazy: icc resume only
+    from icc.store import open_store  # lazy: icc resume only
 
     config = env.config
     old = pauses.clear(open_store(config))
@@ -811,7 +783,7 @@ def resume(env: Env) -> None:
 @click.pass_obj
 def metrics(env: Env, textfile: Path | None) -> None:
     """Jobs, queues and the pause in the Prometheus text format."""
-    from icc.cli.metrics import render, write_textfile
+    from icc.cli.metrics import render, write_textfile  # lazy: icc metrics only
 
     text = render(facts.metrics(env.config, time.time()))
     if textfile is None:
@@ -859,7 +831,7 @@ def _check_ok_line(report: facts.CheckReport) -> str:
 @click.pass_obj
 def exec_(env: Env, job: str, as_json: bool) -> None:
     """Run JOB now, in the foreground, recorded as a manual run."""
-    from icc.tick.coordinator import manual_run
+    from icc.tick.coordinator import manual_run  # lazy: icc exec only: the tick's module
 
     config = env.config
     out = sys.stderr.buffer if as_json else sys.stdout.buffer  # stdout holds only the JSON document
@@ -870,7 +842,7 @@ def exec_(env: Env, job: str, as_json: bool) -> None:
 
     row, run_id = manual_run(config, job, echo=echo)
     if as_json:
-        from icc.store import open_store
+        from icc.store import open_store  # lazy: only the commands that read the store
 
         store = open_store(config)
         run = store.run(run_id)
@@ -904,7 +876,7 @@ def logs(env: Env, job: str, run_id: int | None, as_json: bool, raw: bool) -> No
     """Print the stored output of JOB's last run (or of run ID).
 
     On a terminal, control characters (but newline and tab) are shown escaped (\\x1b) unless --raw."""
-    from icc.store import open_store
+    from icc.store import open_store  # lazy: only the commands that read the store
 
     config = env.config
     store = open_store(config)
@@ -936,8 +908,8 @@ def logs(env: Env, job: str, run_id: int | None, as_json: bool, raw: bool) -> No
 
 
 def _set_enabled(env: Env, job: str, enabled: bool) -> None:
-    from icc.store import open_store
-    from icc.tick.coordinator import NOT_EVALUATED
+    from icc.store import open_store  # lazy: icc enable/disable only
+    from icc.tick.coordinator import NOT_EVALUATED  # lazy: icc enable/disable only
 
     store = open_store(env.config)
     record = store.job(job)
@@ -970,7 +942,7 @@ def disable(env: Env, job: str) -> None:
 def crontab_line(config: Config) -> str:
     """The crontab line for ``config``, escaped for cron: a bare ``%`` would end the command there."""
     from icc import framework  # lazy: icc crontab only
-    from icc.errors import ConfigError
+    from icc.errors import ConfigError  # lazy: only without a config file
 
     if config.path is None and framework.argv() is None:
         raise ConfigError(

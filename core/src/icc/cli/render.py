@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from icc.slots import fmt_duration as fmt_duration  # re-exported: ui.fmt_duration
 from icc.slots import fmt_slot as fmt_slot  # re-exported: ui.fmt_slot
 from icc.slots import fmt_time as fmt_time  # re-exported: ui.fmt_time
 
@@ -41,7 +42,7 @@ OUTCOME_STYLE = {
 
 
 def console(stderr: bool = False) -> Console:
-    from rich.console import Console
+    from rich.console import Console  # lazy: rich only for a terminal
 
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
 
@@ -71,18 +72,6 @@ def for_terminal(text: str, raw: bool = False) -> str:
     return text if raw or not is_terminal() else escape_controls(text)
 
 
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
 @dataclass(frozen=True)
 class Col:
     """A table column. ``keep``: never wrapped nor shortened (job names, times: one word each line); the other
@@ -105,8 +94,8 @@ def table(
     lines, never wrapped, since a mail reader wraps them itself."""
     cols = [c if isinstance(c, Col) else Col(c) for c in columns]
     if is_terminal():
-        from rich import box
-        from rich.table import Table
+        from rich import box  # lazy: rich only for a terminal
+        from rich.table import Table  # lazy: as above
 
         out = console()
         shown = [i for i, c in enumerate(cols) if out.width >= c.wide]

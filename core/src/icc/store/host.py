@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 
 HOST_ID_FILE = "host_id"
 
+# The icc command this process runs (``run``), for its connections' ``application_name`` where click's context
+# cannot say: the due ``icc run`` goes without click (icc.__main__). None: click's context, or the program's name.
+command: str | None = None
+
 
 def host_id(config: Config) -> str:
     """This host's stable identity among the hosts sharing a store.

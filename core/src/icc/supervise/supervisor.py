@@ -100,7 +100,7 @@ class Result:
 
 def run_result(record: RunRecord) -> RunResult:
     """The :class:`icc.RunResult` of a stored run."""
-    from icc.jobs import RunResult  # lazy: the full tick does not load the jobs model; user code's results do
+    from icc.jobs import RunResult  # lazy: the plugins' model; light supervisors do without
 
     def moment(epoch: float | None) -> datetime | None:
         return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC)
@@ -220,7 +220,7 @@ def set_title(title: str) -> None:
     """Name this (forked) process in ps/top, when setproctitle is installed (imported only here: it costs
     import time, and only forked processes have something to say)."""
     try:
-        import setproctitle
+        import setproctitle  # lazy: see the docstring (the tick preloads it before it forks: preload())
     except ImportError:
         return
     with contextlib.suppress(Exception):
@@ -299,9 +299,20 @@ class _Process:
     childless = False
 
 
+def preload() -> None:
+    """In the tick, once, before it forks the supervisors of its runs: import what each of them would import
+    for itself (setproctitle for the titles; the plugin host, :mod:`icc.plugins`, with pluggy and
+    :mod:`icc.jobs`, which every plugin's ``@icc.hookimpl`` needs anyway), so a hundred supervisors do not
+    each pay for it. Library code only: no plugin is imported, and the tick still runs no user code."""
+    with contextlib.suppress(ImportError):
+        import setproctitle  # noqa: F401  # lazy: only a tick with runs to hand over forks processes to name
+    import icc.plugins  # noqa: F401  # lazy: as above; the idle paths never import the plugin host
+    from icc.jobs import RunContext  # noqa: F401  # lazy: as above (every run's context)
+
+
 def _libc() -> Any:
     if _Process.libc is None:
-        import ctypes  # lazy: once per process, and only where a subreaper or a parent-death signal is asked for
+        import ctypes  # lazy: only on Linux, for prctl; loaded once before the forks
 
         _Process.libc = ctypes.CDLL(None, use_errno=True)
     return _Process.libc
@@ -409,7 +420,7 @@ def _supervise(
             holder = lock.holder()
             since = ""
             if holder is not None:
-                from icc import logs  # lazy: the display zone, only for a run skipped by its lock
+                from icc import logs  # lazy: only to describe a held job lock's holder
 
                 since = f" ({holder.describe(logs.zone())})"
             error = f"skipped: the previous run is still running{since}"

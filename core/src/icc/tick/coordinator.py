@@ -64,6 +64,7 @@ from icc.supervise.supervisor import (
     RunSpec,
     conclude,
     enter_run_context,
+    preload,
     run_bounded,
     run_in_supervisor,
     sleep_until,
@@ -138,7 +139,7 @@ def run_host(config: Config) -> str:
     """The host runs are recorded under: with a shared store this host's ``host_id`` (containers share hostnames,
     and a tick judges only its own host's runs dead), else the hostname."""
     if config.store.url is not None:
-        from icc.store import host_id
+        from icc.store import host_id  # lazy: only a shared store names hosts by host_id
 
         return host_id(config)
     return socket.gethostname()
@@ -174,11 +175,11 @@ def why_abandoned(
 def standin_job(record: JobRecord) -> Job:
     """A job whose plugin no longer loads, as the run hooks see it: built from its stored definition (name,
     description, schedule without callbacks, provenance); calling its task raises :class:`icc.PluginError`."""
-    from icc.jobs import Job, Provenance
-    from icc.schedule import Schedule
+    from icc.jobs import Job, Provenance  # lazy: the plugins' model: a stand-in job only
+    from icc.schedule import Schedule  # lazy: as above
 
     def unloadable() -> None:
-        from icc.errors import PluginError
+        from icc.errors import PluginError  # lazy: only when the stand-in is called
 
         raise PluginError(f"job {record.name!r} could not be loaded from its plugin {record.plugin!r}")
 
@@ -260,7 +261,7 @@ def slot_title(slot: int | None, zone: str) -> str:
     """The tail of a run's process titles: `` (slot 03:00)`` in the job's zone, `` (manual)`` without slot."""
     if slot is None:
         return " (manual)"
-    from zoneinfo import ZoneInfo
+    from zoneinfo import ZoneInfo  # lazy: loaded already in a tick (its zone)
 
     moment = slot_datetime(slot).astimezone(ZoneInfo(zone))
     return f" (slot {moment.strftime('%H:%M:%S' if slot % 60 else '%H:%M')})"
@@ -324,9 +325,9 @@ def load_within(
     """The plugins and their jobs, loaded in this (forked) process; None when that took longer than ``limit``
     seconds (SIGALRM interrupts an import that hangs in Python code). ``only``: just these plugins
     ({name: distribution}, :func:`icc.plugins.load_only`), and with ``jobs_of`` just that plugin's jobs."""
-    import signal
+    import signal  # lazy: only a supervisor or the concluder
 
-    from icc.plugins import load_only, load_plugins
+    from icc.plugins import load_only, load_plugins  # lazy: the plugin host: supervisors, concluder, icc exec
 
     fired: list[bool] = []
 
@@ -357,7 +358,7 @@ def conclude_recorded(
     slots collapsed, a paused hour) make one call, for the latest row, whose ``RunResult.error`` carries the
     count: ``missed 5 slots (skip policy), 10:00 to 10:04``. With ``hook_plugins`` (as for
     :func:`prepare_run`) only those and the jobs' own plugins are loaded."""
-    from icc.supervise.supervisor import run_result, set_title
+    from icc.supervise.supervisor import run_result, set_title  # lazy: the concluder's only
 
     set_title(f"icc: conclude {len(run_ids)} recorded runs")
     enter_run_context(config.root, config.path)
@@ -410,7 +411,7 @@ def conclude_recorded(
 
 def _collapsed_error(group: list[RunRecord], zone: str) -> str:
     """The error one call stands for: ``missed 5 slots (skip policy), 10:00 to 10:04``."""
-    from zoneinfo import ZoneInfo
+    from zoneinfo import ZoneInfo  # lazy: as in slot_title
 
     def hhmm(slot: int | None) -> str:
         return "?" if slot is None else slot_datetime(slot).astimezone(ZoneInfo(zone)).strftime("%H:%M")
@@ -448,9 +449,9 @@ def run_context(
     record_name: str, run_id: int, slot: int | None, kind: RunKind, zone: str, env: str
 ) -> RunContext:
     """The :class:`icc.RunContext` of a run; its slot is aware, in the job's zone."""
-    from zoneinfo import ZoneInfo
+    from zoneinfo import ZoneInfo  # lazy: as in slot_title
 
-    from icc.jobs import RunContext
+    from icc.jobs import RunContext  # lazy: the plugins' model: supervisors only
 
     moment = None if slot is None else slot_datetime(slot).astimezone(ZoneInfo(zone))
     return RunContext(record_name, run_id, moment, kind, env)
@@ -489,9 +490,9 @@ class TickReport:
 def rescan(config: Config) -> str:
     """``icc scan`` in a child process of its own session, killed with its group after ``scan_timeout``
     seconds (a plugin import that hangs cannot hang the tick): "" when it worked, else why not, in one line."""
-    import signal
-    import subprocess
-    import sys
+    import signal  # lazy: only a tick that rescans (scan = "auto" and the plugins changed)
+    import subprocess  # lazy: as above
+    import sys  # lazy: as above
 
     from icc import framework  # lazy: a rescan only
 
@@ -664,8 +665,8 @@ class Tick:
         ``[icc] scan = "auto"`` the tick then rescans in a child process, bounded by ``scan_timeout``, and
         goes on with the stored jobs when that scan fails. A package directory that changed without a plugin
         distribution changing (an unrelated install) refreshes the stamp, so the idle tick stays idle."""
-        from icc.tick.idle import plugins_drift, refreshed_stamp
-        from icc.tickwatch import DRIFT_META_KEY
+        from icc.tick.idle import plugins_drift, refreshed_stamp  # lazy: only the full tick checks drift
+        from icc.tickwatch import DRIFT_META_KEY  # lazy: as above
 
         stamp = self.store.get_meta(DRIFT_META_KEY)
         if stamp is None:  # scanned by an icc that wrote no stamp: `icc status` compares the fingerprint
@@ -694,7 +695,7 @@ class Tick:
         ``ICC_RUN_HOOK_SETTINGS`` are all unset: their hooks would do nothing for it (icc's pings without
         ``monitor.ping_url``, icc-mail without ``mail.alert_to``), so they are neither imported nor called."""
         if self._hooks is None:
-            from icc.tickwatch import RUN_HOOKS_META_KEY, parse_run_hook_plugins
+            from icc.tickwatch import RUN_HOOKS_META_KEY, parse_run_hook_plugins  # lazy: a tick with runs
 
             stored = self.store.get_meta(RUN_HOOKS_META_KEY) if self._plugins_current else None
             self._hooks = (parse_run_hook_plugins(stored),)
@@ -729,7 +730,7 @@ class Tick:
         return len(self._recorded)
 
     def _lost_message(self, planned: list[_Planned], report: TickReport) -> str:
-        from icc.slots import fmt_time
+        from icc.slots import fmt_time  # lazy: only to word an error
 
         zone = self.config.timezone
         rows = {(r.job, r.slot): r for r in report.rows}
@@ -756,7 +757,7 @@ class Tick:
         """What a tick that the store stopped part way did, run by run (the store's own words say "nothing was
         lost" of the write that failed, which is not all there is to say here). The runs it claimed and never
         started are kept in the journal as skipped, so the next tick releases them with the reason."""
-        from icc.slots import fmt_time
+        from icc.slots import fmt_time  # lazy: only to word an error
 
         reason = _reason(exc)
         zone = self.config.timezone
@@ -849,8 +850,8 @@ class Tick:
             report.rows.append(TickRow(run.job, "abandoned", run.slot, detail=why))
 
     def _plan(self, report: TickReport) -> list[_Planned]:
-        from icc.cron import compiled_matches
-        from icc.schedule import Schedule
+        from icc.cron import compiled_matches  # lazy: only a tick that plans
+        from icc.schedule import Schedule  # lazy: as above
 
         stored = self.store.get_meta("watermark")
         watermark = None if stored is None else int(stored)
@@ -980,7 +981,7 @@ class Tick:
     def _host_progress(self) -> dict[str, Any]:
         """This host's progress through its ``on_each_host()`` jobs on a shared store: ``{"watermark": slot,
         "jobs": {name: [next slot, schedule fingerprint]}}`` (empty when it has none, or it cannot be read)."""
-        import json
+        import json  # lazy: only a shared store's per-host progress
 
         text = self.store.get_meta(self._progress_key())
         try:
@@ -991,7 +992,7 @@ class Tick:
 
     def _save_host_progress(self, jobs: dict[str, list[Any]]) -> None:
         """Keep this host's progress: at a slot earlier than its own watermark only the jobs it evaluated move."""
-        import json
+        import json  # lazy: as above
 
         def change(old: str | None) -> str:
             try:
@@ -1017,7 +1018,7 @@ class Tick:
         """The pause in force at this tick's slot; one that has ended is removed (it ends by itself), but only
         when it ended on the real clock too: a tick ``--at`` a later instant runs what is due there, yet never
         lifts the pause for the real ticks."""
-        from icc import pause
+        from icc import pause  # lazy: only a tick that plans
 
         if self.store.get_meta(pause.META_KEY) is None:
             return None
@@ -1027,7 +1028,7 @@ class Tick:
         return found
 
     def _skip_paused(self, name: str, schedule: Schedule, slots: list[int], report: TickReport) -> None:
-        from icc.pause import PAUSED_ERROR
+        from icc.pause import PAUSED_ERROR  # lazy: only a paused tick
 
         recorded = self.store.record(
             name, slots, "skipped", "scheduled", error=PAUSED_ERROR, scope=self._scope(schedule)
@@ -1110,11 +1111,12 @@ class Tick:
     def _execute(self, planned: list[_Planned], report: TickReport) -> None:
         if not planned or not self._store_intact():
             return
+        preload()  # what every supervisor imports, once here rather than in each of them
         if self.store.lease is None:
             self._execute_planned(planned, report)
             return
         # A shared store: the leases of this tick's claims are kept while they wait for their turn.
-        from icc.supervise.leases import Leases
+        from icc.supervise.leases import Leases  # lazy: only a shared store's claims have leases
 
         self._leases = Leases(self.store)
         for item in planned:
@@ -1244,7 +1246,7 @@ class Tick:
         supervisors now, each sleeping until its second (as for ``jitter()``): a foreground run in this tick must
         not make them late. An offset already past is recorded skipped, never started late. Returns the jobs
         whose offsets are all handled here."""
-        from icc.slots import fmt_slot
+        from icc.slots import fmt_slot  # lazy: only to word a skipped offset
 
         first = len(self._recorded)
         handled: set[str] = set()
@@ -1300,7 +1302,7 @@ class Tick:
         """The later offsets of the sub-minute jobs whose minute this tick owns, each claimed and started at its
         time (at once when not in real time), until the minute ends. An offset whose time passed while the tick
         was busy is recorded skipped: a sub-minute run never starts late."""
-        from icc.slots import fmt_slot
+        from icc.slots import fmt_slot  # lazy: only to word a skipped offset
 
         zone = self.config.timezone
         end = self.slot + 60
@@ -1412,7 +1414,7 @@ def set_output_file(spec: RunSpec, schedule: Schedule, root: Path) -> str | None
     """``send_output_to`` / ``append_output_to``: the file, relative to the project root; why the run must not
     start when the path is unsafe (a FIFO, another user's link or directory, inside the state directory)."""
     if schedule.output_to is not None:
-        from icc.statedir import output_file_problem
+        from icc.statedir import output_file_problem  # lazy: only a job with an output file
 
         path, append = schedule.output_to
         spec.output_to = root / Path(path).expanduser()
@@ -1426,7 +1428,7 @@ def set_output_file(spec: RunSpec, schedule: Schedule, root: Path) -> str | None
 def _setting_is_set(config: Config, setting: str) -> bool:
     """Whether ``table.key`` (an ``ICC_RUN_HOOK_SETTINGS`` entry) is set in ``config``, by the file or by its
     variable: ``monitor.ping_url``, ``mail.alert_to``."""
-    from icc.config import CORE_TABLES
+    from icc.config import CORE_TABLES  # lazy: only to check a run hook's setting
 
     table, _, key = setting.partition(".")
     section: Any = getattr(config, table, None) if table in CORE_TABLES else config.tables.get(table)
@@ -1436,8 +1438,8 @@ def _setting_is_set(config: Config, setting: str) -> bool:
 
 def _fingerprint(schedule: Mapping[str, Any]) -> int:
     """A short checksum of a stored schedule definition: a host's progress through a changed one is void."""
-    import json
-    import zlib
+    import json  # lazy: only icc scan's records
+    import zlib  # lazy: as above
 
     return zlib.crc32(json.dumps(schedule, sort_keys=True).encode())
 
@@ -1453,7 +1455,7 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
 def _summary_row(name: str, outcome: str, slots: list[int], zone: str, detail: str = "") -> TickRow:
     """One table row for many recorded slots of a job (an hour of missed minutes is one line, not sixty)."""
     if len(slots) > 1:
-        from icc.slots import fmt_slot
+        from icc.slots import fmt_slot  # lazy: only to word a summary row
 
         span = f"{len(slots)} slots, {fmt_slot(slots[0], zone)} to {fmt_slot(slots[-1], zone)}"
         detail = f"{detail}; {span}" if detail else span
@@ -1477,9 +1479,9 @@ def manual_run(
 ) -> tuple[TickRow, int]:
     """``icc exec JOB``: run one job now in the foreground, recorded as a manual run; ``echo`` gets its output
     as it arrives."""
-    from icc.errors import JobNotFoundError
-    from icc.plugins import load_plugins
-    from icc.schedule import Schedule
+    from icc.errors import JobNotFoundError  # lazy: icc exec only
+    from icc.plugins import load_plugins  # lazy: icc exec only: the plugin host
+    from icc.schedule import Schedule  # lazy: icc exec only
 
     store = open_store(config)
     record = store.job(name)
@@ -1487,7 +1489,7 @@ def manual_run(
     live = host.collect_jobs()
     job = live.get(name)
     if job is None and name in host.left_out:
-        from icc.errors import PluginError
+        from icc.errors import PluginError  # lazy: only when the job is not found
 
         raise PluginError(host.left_out[name])
     if job is None and (record is None or record.kind != "command"):
@@ -1522,7 +1524,7 @@ def manual_run(
         spec.argv = job.argv
     else:
         spec.func = _bind(job, ctx)
-    from icc.supervise.supervisor import install_stop_handlers
+    from icc.supervise.supervisor import install_stop_handlers  # lazy: icc exec only
 
     install_stop_handlers()
     result = supervise(store, spec, grace=config.grace)
@@ -1534,7 +1536,7 @@ def manual_run(
 def record_definition(job: Job) -> dict[str, Any]:
     """What the state store keeps of a job: enough to schedule it, and to run a command, without plugins."""
     definition: dict[str, Any] = {"schedule": job.schedule.definition(), "description": job.description}
-    from icc.cron import compiled_form
+    from icc.cron import compiled_form  # lazy: icc scan's records only
 
     compiled = compiled_form(job.schedule.time_rule)
     if compiled is not None:
@@ -1543,7 +1545,7 @@ def record_definition(job: Job) -> dict[str, Any]:
     if job.kind == "command":
         definition["argv"] = job.argv
     else:
-        from icc.jobs import default_name
+        from icc.jobs import default_name  # lazy: only a job without a name
 
         definition["target"] = default_name(job.task)  # type: ignore[arg-type]
     return definition

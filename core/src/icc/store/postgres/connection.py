@@ -160,6 +160,10 @@ def _command() -> str:
         ctx = ctx.parent
     if names:
         return " ".join(reversed(names))
+    from icc.store import host  # lazy: as in connect
+
+    if host.command is not None:  # the due `icc run`, without click
+        return host.command
     return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "icc"
 
 
