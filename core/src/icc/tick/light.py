@@ -158,8 +158,8 @@ def scan_record(config: Config, host: PluginHost, jobs: Mapping[str, Job]) -> st
 
 
 def _scan_record(config: Config, host: PluginHost, jobs: Mapping[str, Job]) -> str:
-    # icc scan's side: the light minute, on the fast path, must not load filelock, the queue or pluggy.
-    from icc.locks import job_lock_name  # lazy: filelock, icc scan's side only
+    # icc scan's side: the light minute, on the fast path, must not load the locks module, the queue or pluggy.
+    from icc.locks import job_lock_name  # lazy: icc scan's side only
     from icc.queue.builtin import ConsumerTask  # lazy: the queue and its plugin, icc scan's side only
     from icc.queue.dispatch import handler_queue_warnings  # lazy: icc scan's side only
 
@@ -547,7 +547,7 @@ def _supervise(job: _Job, settings: _Settings, config_path: str | None, state_di
         except _NotLight:
             from pathlib import Path  # lazy: only a broken lock file gets here
 
-            from icc.locks import lock_file_problem  # lazy: filelock, only to say what is wrong
+            from icc.locks import lock_file_problem  # lazy: only to say what is wrong
 
             problem = lock_file_problem(Path(job.lock_path))
             _finish(db, job.run_id, "failed", time.time(), None, "", problem or "cannot take the job lock")
@@ -555,7 +555,7 @@ def _supervise(job: _Job, settings: _Settings, config_path: str | None, state_di
         if lock is None:
             from pathlib import Path  # lazy: only a run whose previous run still runs gets here
 
-            from icc.locks import Lock  # lazy: filelock, only to say who holds the lock
+            from icc.locks import Lock  # lazy: only to say who holds the lock
 
             holder = Lock(Path(job.lock_path)).holder()
             since = ""
