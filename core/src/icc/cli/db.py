@@ -198,9 +198,13 @@ def _read_sqlite(state_dir: Path) -> dict[str, list[tuple[Any, ...]]]:
                     f"SELECT {_MESSAGE_COLUMNS} FROM messages ORDER BY id"
                 ).fetchall()
                 rows["failed"] = src.execute(f"SELECT {_FAILED_COLUMNS} FROM failed ORDER BY id").fetchall()
-                if _has_table(src, "sqlite_sequence"):
+                if _has_table(src, "sqlite_sequence"):  # schema 1: AUTOINCREMENT's counter
                     found = src.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
                     rows["last_id"] = [(int(found[0]) if found else 0,)]
+                if _has_table(src, "message_ids"):  # schema 2: the last id of a deleted newest message
+                    found = src.execute("SELECT max(last) FROM message_ids").fetchone()
+                    last = int(found[0]) if found and found[0] is not None else 0
+                    rows["last_id"] = [(max(last, int(rows["last_id"][0][0])),)]
     except sqlite3.Error as exc:
         raise StateError(f"icc db copy-from-sqlite: cannot read {current}: {exc}") from None
     return rows
@@ -281,7 +285,7 @@ def _copy(conn: psycopg.Connection[Any], schema: str, rows: dict[str, list[tuple
             rows["failed"],
         )
         # New ids start past every copied one: messages, failed messages (they keep their message's id), and
-        # ids SQLite handed out before (AUTOINCREMENT never reuses them).
+        # ids SQLite handed out before (never reused: AUTOINCREMENT's counter or message_ids).
         last_message = max(
             [int(rows["last_id"][0][0])]
             + [int(r[0]) for r in rows["messages"]]

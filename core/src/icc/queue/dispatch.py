@@ -23,6 +23,7 @@ from icc.store import SYNCHRONOUS_VARIABLE, open_transport
 if TYPE_CHECKING:
     from icc.config import Config
     from icc.plugins import HandlerSpec
+    from icc.queue.transport import QueueBackend
 
 __all__ = [
     "SYNCHRONOUS_VARIABLE",
@@ -34,7 +35,25 @@ __all__ = [
 ]
 
 _lock = threading.Lock()
-_configs: dict[tuple[str, tuple[tuple[bytes, bytes], ...]], tuple[Config, int | None]] = {}
+
+
+class _Found:
+    """What dispatch found for one working directory and ``ICC_*`` environment: the configuration, its file
+    (a string: what ``os.stat`` takes fastest) and that file's modification time when it was loaded, the
+    configured queues, and the transport once one was opened (this process's: see :func:`_transport`)."""
+
+    __slots__ = ("config", "file", "mtime", "queues", "transport")
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.file = None if config.path is None else str(config.path)
+        self.mtime = _mtime(self.file)
+        self.queues = frozenset(known_queues(config))
+        self.transport: QueueBackend | None = None
+
+
+# Per working directory and ICC_* environment (read without the lock: one dict lookup is atomic).
+_configs: dict[tuple[str, tuple[tuple[bytes, bytes], ...]], _Found] = {}
 
 
 def known_queues(config: Config) -> tuple[str, ...]:
@@ -70,17 +89,28 @@ def validate_queue(config: Config, queue: object) -> str:
     return queue
 
 
+# The last environment seen, and its ``ICC_*`` variables: one tuple, so that threads swap it whole.
+_seen_environment: tuple[dict[bytes, bytes], tuple[tuple[bytes, bytes], ...]] | None = None
+
+
 def _environment() -> tuple[tuple[bytes, bytes], ...]:
     """The ``ICC_*`` variables, as a cache key. Read from ``os.environ``'s own bytes mapping where it has
     one (CPython on POSIX): decoding every variable through ``os.environ.items()`` on each dispatch costs
-    more than the dispatch's own write."""
+    more than the dispatch's own write. When the whole environment equals the one seen last (one comparison
+    of two dicts), its ``ICC_*`` variables are the ones found then."""
+    global _seen_environment
     data = getattr(os.environ, "_data", None)
     if isinstance(data, dict):
-        return tuple(item for item in data.items() if item[0][:4] == b"ICC_")
+        seen = _seen_environment
+        if seen is not None and data == seen[0]:
+            return seen[1]
+        found = tuple(item for item in data.items() if item[0][:4] == b"ICC_")
+        _seen_environment = (dict(data), found)
+        return found
     return tuple((k.encode(), v.encode()) for k, v in os.environ.items() if k.startswith("ICC_"))
 
 
-def _mtime(path: Path | None) -> int | None:
+def _mtime(path: str | None) -> int | None:
     if path is None:
         return None
     try:
@@ -89,9 +119,9 @@ def _mtime(path: Path | None) -> int | None:
         return None
 
 
-def _config() -> Config:
-    """The configuration ``icc`` would use here: ``ICC_CONFIG``, or the first ``icc.toml`` (or
-    ``pyproject.toml`` with ``[tool.icc]``) walking up from the working directory.
+def _config() -> _Found:
+    """The configuration ``icc`` would use here, and what goes with it: ``ICC_CONFIG``, or the first
+    ``icc.toml`` (or ``pyproject.toml`` with ``[tool.icc]``) walking up from the working directory.
 
     Remembered per working directory and ``ICC_*`` environment, and loaded again when the config file's
     modification time changes. Raises :class:`icc.QueueError` when there is no project: a message put in a
@@ -99,10 +129,9 @@ def _config() -> Config:
     """
     cwd = os.getcwd()
     key = (cwd, _environment())
-    with _lock:
-        cached = _configs.get(key)
-    if cached is not None and _mtime(cached[0].path) == cached[1]:
-        return cached[0]
+    found = _configs.get(key)
+    if found is not None and _mtime(found.file) == found.mtime:
+        return found
     from icc.config import load_config
 
     config = load_config(cwd=Path(cwd))
@@ -111,9 +140,19 @@ def _config() -> Config:
             f"no icc project found from {cwd}: set ICC_CONFIG or run inside the project "
             "(a directory with icc.toml, or pyproject.toml with [tool.icc], or below it)"
         )
+    found = _Found(config)
     with _lock:
-        _configs[key] = (config, _mtime(config.path))
-    return config
+        _configs[key] = found
+    return found
+
+
+def _transport(found: _Found) -> QueueBackend:
+    """``found``'s transport: :func:`icc.store.open_transport`'s, remembered here; opened again in a forked
+    child, as there."""
+    transport = found.transport
+    if transport is None or transport.forked:
+        transport = found.transport = open_transport(found.config)
+    return transport
 
 
 def dispatch(
@@ -137,6 +176,9 @@ def dispatch(
     if not is_finite_delay(delay):
         raise QueueError(f"delay must be a finite number of seconds >= 0, not {delay!r}")
     if config is None:
-        config = _config()
+        found = _config()
+        if queue not in found.queues:
+            validate_queue(found.config, queue)  # raises, naming the queues
+        return _transport(found).send(queue, name, text, delay=float(delay))
     validate_queue(config, queue)
     return open_transport(config).send(queue, name, text, delay=float(delay))

@@ -107,7 +107,7 @@ _ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(","
 
 def encode_payload(payload: object) -> str:
     """The JSON text of ``payload``; a :class:`QueueError` for anything that is not a JSON object or is too big."""
-    if not isinstance(payload, Mapping):
+    if type(payload) is not dict and not isinstance(payload, Mapping):  # a dict first: no ABC check
         raise QueueError(
             f"a message payload must be a dict (a JSON object), not {type(payload).__name__}; "
             "wrap the value: {'value': ...}"
@@ -202,6 +202,8 @@ def error_record(
 
 
 def is_finite_delay(delay: object) -> bool:
+    if type(delay) is int:  # the common case (0): no union isinstance, no isfinite
+        return delay >= 0
     return (
         isinstance(delay, int | float) and not isinstance(delay, bool) and math.isfinite(delay) and delay >= 0
     )

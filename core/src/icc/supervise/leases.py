@@ -3,7 +3,8 @@
 A run on a shared store is owned by its host until its lease passes on the database server's clock; then any
 host records it ``abandoned``. While a run is claimed or running, a thread renews its lease every ``lease / 3``
 on a connection of its own, so a hung database never blocks the supervisor, and a supervisor never waits on a
-renewal. The supervisor only asks :meth:`Leases.lost`: a run is lost when its renewal was refused (another host
+renewal. A failed renewal is tried again on a new connection until one gets through or the next period is due.
+The supervisor only asks :meth:`Leases.lost`: a run is lost when its renewal was refused (another host
 recorded it abandoned) or when ``lease * 2 / 3`` has passed since the last renewal that succeeded, counted from
 the moment that renewal was sent (so the server's lease ran at least as long). The supervisor then fences
 itself: it stops the task (SIGTERM, at most ``lease / 6`` of grace, SIGKILL) before the lease can pass.
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 FENCE_AFTER = 2 / 3  # of the lease, since the last renewal that succeeded: the run is lost, its task stopped
 FENCE_GRACE = 1 / 6  # of the lease: the most SIGTERM-to-SIGKILL grace a fenced task gets
+RETRY_PAUSE = 1 / 20  # of the renewal period: the pause between a failed renewal's further attempts
 
 
 class Leases:
@@ -82,13 +84,26 @@ class Leases:
             self._wake.clear()
 
     def _renew(self, ids: list[int]) -> None:
-        for _attempt in (0, 1):  # a dropped connection is reopened at once, not a period later
+        """One renewal of ``ids``. A failed one (a dropped connection: the idle one is found dead only when used,
+        and a new one can be dropped too) is tried again on a new connection, at once and then every
+        :data:`RETRY_PAUSE` of the period, until one gets through or the next period is due: a host whose
+        connections keep being dropped keeps its runs' leases as long as any renewal gets through before
+        the fence. A hung database is bounded by the connection's own timeouts."""
+        until = time.monotonic() + self.period
+        attempt = 0
+        while True:
             sent = time.monotonic()
             try:
                 kept = set(self._store.renew(ids))
             except Exception as exc:  # any failure is a failed renewal; the deadline decides
                 with self._lock:
                     self._problem = str(exc)
+                    ids = [i for i in ids if i in self._renewed and i not in self._lost]
+                pause = 0.0 if attempt == 0 else self.period * RETRY_PAUSE
+                attempt += 1
+                if self._stopped or not ids or time.monotonic() + pause >= until:
+                    return
+                time.sleep(pause)
                 continue
             with self._lock:
                 self._problem = ""

@@ -40,13 +40,16 @@ __all__ = ["DATABASE_FILE", "QueueStats", "SqliteTransport"]
 T = TypeVar("T")
 
 DATABASE_FILE = "queue.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# A dispatch writes two pages to the WAL (its row's and its queue index entry's), each checksummed and copied
+# whole: small pages make that cheaper (SQLite's default is 4096). A file made with other pages keeps them.
+PAGE_SIZE = 1024
 # SQLite before 3.32 allows 999 bound parameters per statement.
 _CHUNK = 500
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: a failed message keeps its id
+_MESSAGES = """
+CREATE TABLE IF NOT EXISTS {table} (
+    id           INTEGER PRIMARY KEY,                -- never reused (see message_ids): a failed message keeps its id
     queue        TEXT    NOT NULL,
     name         TEXT    NOT NULL,
     payload      TEXT    NOT NULL,                   -- JSON object
@@ -56,7 +59,11 @@ CREATE TABLE IF NOT EXISTS messages (
     lease_owner  TEXT,                               -- the consumer holding it, NULL when not leased
     lease_batch  INTEGER NOT NULL DEFAULT 0,         -- how many messages that lease took together
     errors       TEXT    NOT NULL DEFAULT '[]'       -- JSON list of error records
-);
+)"""
+
+_SCHEMA = (
+    _MESSAGES.format(table="messages")
+    + """;
 CREATE INDEX IF NOT EXISTS messages_queue_available ON messages (queue, available_at);
 CREATE INDEX IF NOT EXISTS messages_lease_owner ON messages (lease_owner) WHERE lease_owner IS NOT NULL;
 CREATE TABLE IF NOT EXISTS failed (
@@ -75,7 +82,29 @@ CREATE TABLE IF NOT EXISTS control (
     key   TEXT PRIMARY KEY,
     value REAL NOT NULL
 );
+-- The highest id a deleted message had, when no message with a higher one was left: a new message's id is past
+-- it and past every message's (see _SEND), so no id is handed out twice, and a failed message's id stays its
+-- own. Kept when the newest message is deleted rather than on every insert: AUTOINCREMENT's counter (schema 1)
+-- was one more page written, and synced, per dispatch.
+CREATE TABLE IF NOT EXISTS message_ids (
+    last INTEGER NOT NULL
+);
+INSERT INTO message_ids (last) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM message_ids)
 """
+)
+_KEEP_LAST_ID = """
+CREATE TRIGGER IF NOT EXISTS messages_keep_last_id AFTER DELETE ON messages
+WHEN OLD.id > (SELECT last FROM message_ids) AND NOT EXISTS (SELECT 1 FROM messages WHERE id > OLD.id)
+BEGIN
+    UPDATE message_ids SET last = OLD.id;
+END
+"""
+
+# One statement, its own write transaction: the id is the next past every message's and past message_ids.last.
+_SEND = (
+    "INSERT INTO messages (id, queue, name, payload, created_at, available_at) VALUES ("
+    "max(coalesce((SELECT max(id) FROM messages), 0), (SELECT last FROM message_ids)) + 1, ?, ?, ?, ?, ?)"
+)
 
 _LEASE_SELECT = (
     "SELECT id, name, payload, attempts, created_at, lease_owner, lease_batch FROM messages "
@@ -109,15 +138,44 @@ def _unusable(path: Path, exc: BaseException) -> str:
 
 
 def _init_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Create what is missing, and bring a database of an older icc up to date (in the caller's transaction)."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise QueueError(
             f"the queue database {path} was written by a newer icc (schema {version}); upgrade icc"
         )
+    if version < SCHEMA_VERSION:
+        _migrate_autoincrement(conn)
     for statement in _SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.execute(_KEEP_LAST_ID)
+    if version != SCHEMA_VERSION:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _migrate_autoincrement(conn: sqlite3.Connection) -> None:
+    """Schema 1 to 2: the messages table without AUTOINCREMENT, every message kept (ids, attempts, leases and
+    errors as they were); the last id AUTOINCREMENT handed out becomes ``message_ids.last``, so no id is reused."""
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'").fetchone()
+    if row is None or "AUTOINCREMENT" not in str(row[0]).upper():
+        return
+    last = 0
+    if conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'"
+    ).fetchone():
+        found = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
+        last = int(found[0]) if found and found[0] is not None else 0
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'failed'").fetchone():
+        last = max(last, int(conn.execute("SELECT coalesce(max(id), 0) FROM failed").fetchone()[0]))
+    columns = "id, queue, name, payload, created_at, available_at, attempts, lease_owner, lease_batch, errors"
+    conn.execute(_MESSAGES.format(table="messages_v2"))
+    conn.execute(f"INSERT INTO messages_v2 ({columns}) SELECT {columns} FROM messages")
+    conn.execute("DROP TABLE messages")  # and its indexes; the new ones are made by _SCHEMA
+    conn.execute("ALTER TABLE messages_v2 RENAME TO messages")
+    conn.execute("CREATE TABLE IF NOT EXISTS message_ids (last INTEGER NOT NULL)")
+    conn.execute("DELETE FROM message_ids")
+    conn.execute("INSERT INTO message_ids (last) VALUES (?)", (last,))
 
 
 def _create(path: Path) -> bool:
@@ -134,6 +192,7 @@ def _create(path: Path) -> bool:
     try:
         conn = sqlite3.connect(str(tmp), isolation_level=None)
         try:
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # before the first table: it is the file's
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("BEGIN IMMEDIATE")
             _init_schema(conn, tmp)
@@ -189,6 +248,7 @@ class SqliteTransport(SqlTransport):
                 str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
             self._conn.text_factory = _decode_text
+            self._sender = self._conn.cursor()  # kept: send() runs under the lock, one at a time
         except (OSError, sqlite3.Error) as exc:
             raise QueueError(f"cannot open the queue database {path}: {exc}") from exc
         try:
@@ -287,11 +347,8 @@ class SqliteTransport(SqlTransport):
         # before it returns: as durable as BEGIN IMMEDIATE … COMMIT, in one call instead of three.
         with self._lock:
             try:
-                cursor = self._conn.execute(
-                    "INSERT INTO messages (queue, name, payload, created_at, available_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (queue, name, payload, now, now + delay),
-                )
+                cursor = self._sender
+                cursor.execute(_SEND, (queue, name, payload, now, now + delay))
             except sqlite3.Error as exc:
                 raise QueueError(f"queue database {self.path}: {exc}") from exc
             except OverflowError as exc:  # a delay past SQLite's 64-bit numbers
