@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from icc.errors import PluginError, ScheduleError
 
@@ -153,11 +153,15 @@ class Scheduler:
         timezone: str = "UTC",
         environment: str | None = None,
         provenance: Provenance | None = None,
+        only: str | None = None,
     ) -> None:
         self.timezone = timezone
         self.environment = environment
         self.jobs: dict[str, Job] = {}
         self._provenance = provenance or Provenance("unknown")
+        # A lookup of one job (a run's supervisor, the plugins unchanged since the scan that checked them): the
+        # others are passed over, their schedules recorded, not built (icc.schedule.UnbuiltSchedule).
+        self._only = only
 
     @property
     def provenance(self) -> Provenance:
@@ -165,8 +169,14 @@ class Scheduler:
         return self._provenance
 
     def add(self, task: Task, *, name: str | None = None, description: str | None = None) -> Schedule:
-        from icc.schedule import Schedule
+        # lazy: icc.schedule (and icc.cron) only once a plugin adds a job; RunResult's readers do not need it
+        from icc.schedule import Schedule, UnbuiltSchedule
 
+        if (
+            self._only is not None
+            and (name or (default_name(task) if callable(task) else None)) != self._only
+        ):
+            return cast("Schedule", UnbuiltSchedule(default_timezone=self.timezone))
         if callable(task):
             job_name = name or default_name(task)
         elif isinstance(task, (list, tuple)) and task and all(isinstance(a, str) for a in task):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
 from pathlib import PurePath
+from types import FunctionType
 from typing import Any, ClassVar
 
 from icc.cron import (
@@ -29,7 +30,15 @@ from icc.cron import (
 )
 from icc.errors import ScheduleError
 
-__all__ = ["MISSED_POLICIES", "SECOND_INTERVALS", "Notifications", "Schedule", "jitter_offset"]
+__all__ = [
+    "FLUENT_METHODS",
+    "MISSED_POLICIES",
+    "SECOND_INTERVALS",
+    "Notifications",
+    "Schedule",
+    "UnbuiltSchedule",
+    "jitter_offset",
+]
 
 Rule = int | str
 Callback = Callable[[], object]
@@ -919,3 +928,56 @@ class Schedule:
 
     def __repr__(self) -> str:
         return f"<Schedule {self.expression!r} zone={self.zone!r} {self.describe()!r}>"
+
+
+class UnbuiltSchedule:
+    """The schedule of a job a lookup passes over (:class:`icc.jobs.Scheduler` with ``only``, in a run's
+    supervisor): each fluent call (every :class:`Schedule` method that returns the schedule) is recorded, neither
+    checked nor compiled, since the scan checked it. Anything else read from it builds the real schedule from the
+    recorded calls first (a mistake raises then), and answers from that."""
+
+    __slots__ = ("_built", "_calls", "_default_zone")
+
+    def __init__(self, *, default_timezone: str = "UTC") -> None:
+        self._default_zone = default_timezone
+        self._calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self._built: Schedule | None = None
+
+    def build(self) -> Schedule:
+        """The schedule the recorded calls make."""
+        if self._built is None:
+            schedule = Schedule(default_timezone=self._default_zone)
+            for name, args, kwargs in self._calls:
+                getattr(schedule, name)(*args, **kwargs)
+            self._built = schedule
+        return self._built
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.build(), name)
+
+    def __repr__(self) -> str:
+        return f"<UnbuiltSchedule of {len(self._calls)} calls>"
+
+
+def _recorder(name: str) -> Callable[..., UnbuiltSchedule]:
+    def record(self: UnbuiltSchedule, *args: Any, **kwargs: Any) -> UnbuiltSchedule:
+        if self._built is not None:
+            getattr(self._built, name)(*args, **kwargs)
+        else:
+            self._calls.append((name, args, kwargs))
+        return self
+
+    record.__name__ = record.__qualname__ = name
+    return record
+
+
+# The fluent methods, found rather than listed: one added to Schedule is recorded too.
+FLUENT_METHODS = tuple(
+    name
+    for name, value in vars(Schedule).items()
+    if isinstance(value, FunctionType)
+    and not name.startswith("_")
+    and value.__annotations__.get("return") == "Schedule"
+)
+for _name in FLUENT_METHODS:
+    setattr(UnbuiltSchedule, _name, _recorder(_name))

@@ -288,7 +288,7 @@ def prepare_run(
     only = None
     if hook_plugins is not None and record.plugin not in JOBS_FROM_EVERY_PLUGIN:
         only = {record.plugin: record.distribution, **hook_plugins}
-    loaded = load_within(config, limit, only, None if only is None else record.plugin)
+    loaded = load_within(config, limit, only, None if only is None else record.plugin, record.name)
     if loaded is None:  # a plugin's import hangs: this run fails, the tick and the other runs go on
         return "failed", (
             f"its plugins did not load within {limit:g}s (an import hangs?); the task was not started. "
@@ -316,10 +316,12 @@ def load_within(
     limit: float,
     only: Mapping[str, str | None] | None = None,
     jobs_of: str | None = None,
+    job: str | None = None,
 ) -> tuple[PluginHost, dict[str, Job]] | None:
     """The plugins and their jobs, loaded in this (forked) process; None when that took longer than ``limit``
     seconds (SIGALRM interrupts an import that hangs in Python code). ``only``: just these plugins
-    ({name: distribution}, :func:`icc.plugins.load_only`), and with ``jobs_of`` just that plugin's jobs."""
+    ({name: distribution}, :func:`icc.plugins.load_only`), and with ``jobs_of`` just that plugin's jobs (with ``job``,
+    just that one built: :meth:`icc.plugins.PluginHost.jobs_of`)."""
     import signal
 
     from icc.plugins import load_only, load_plugins
@@ -334,7 +336,7 @@ def load_within(
     signal.setitimer(signal.ITIMER_REAL, limit)
     try:
         host = load_plugins(config) if only is None else load_only(config, only)
-        live = host.collect_jobs() if only is None or jobs_of is None else host.jobs_of(jobs_of)
+        live = host.collect_jobs() if only is None or jobs_of is None else host.jobs_of(jobs_of, job)
     except TimeoutError:
         fired.append(True)
     finally:
