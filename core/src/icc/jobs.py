@@ -120,6 +120,8 @@ def _check_name(name: object) -> None:
             f"job name {name!r} is not valid: {name[exc.start]!r} at position {exc.start} cannot be stored as "
             "UTF-8 (a lone surrogate); give a name of plain text"
         ) from None
+    if name.isprintable():  # no control character (nor anything else unprintable): the common case, quickly
+        return
     bad = next((i for i, c in enumerate(name) if unicodedata.category(c) == "Cc"), None)
     if bad is not None:
         raise ScheduleError(

@@ -156,8 +156,29 @@ def _shown(value: object) -> str:
     return repr(value)
 
 
+# Field texts already checked, by (field, value) for a plain int or str value: a plugin of 10,000 jobs repeats a
+# few values (issue 17). Bounded: cleared when full.
+_FIELD_TEXTS: dict[tuple[int, int | str], str] = {}
+_KNOWN_ZONES: set[str] = set()  # zone names get_zone accepted
+_TIME_RULES: dict[tuple[str, str, str | None, tuple[str, str] | None], TimeRule] = {}  # immutable: shared
+_CACHE_LIMIT = 4096
+
+
 def _field_text(index: int, rule: Rule) -> str:
     """The user's value for one field as text, validated; numbers become their decimal string."""
+    kind = type(rule)
+    if kind is int or kind is str:
+        text = _FIELD_TEXTS.get((index, rule))
+        if text is None:
+            text = _check_field_text(index, rule)
+            if len(_FIELD_TEXTS) >= _CACHE_LIMIT:
+                _FIELD_TEXTS.clear()
+            _FIELD_TEXTS[(index, rule)] = text
+        return text
+    return _check_field_text(index, rule)
+
+
+def _check_field_text(index: int, rule: Rule) -> str:
     if isinstance(rule, bool) or not isinstance(rule, (int, str)):
         raise ScheduleError(
             f"{FIELD_NAMES[index]} {rule!r} is not valid: give a number or cron syntax as a string"
@@ -167,7 +188,7 @@ def _field_text(index: int, rule: Rule) -> str:
             f"{FIELD_NAMES[index]} {_shown(rule)} is not valid: give a number in the field's range or cron syntax"
         )
     text = str(rule).strip()
-    if not text or any(c.isspace() for c in text):
+    if text.split() != [text]:  # empty, or whitespace inside
         raise ScheduleError(
             f"{FIELD_NAMES[index]} {rule!r} is not valid: give one value without spaces, e.g. '15,45'"
         )
@@ -195,10 +216,13 @@ class Schedule:
     _default: ClassVar[tuple[str, str, str, str, str]] = ("*", "*", "*", "*", "*")
 
     def __init__(self, *, default_timezone: str = "UTC") -> None:
-        get_zone(default_timezone)
+        if default_timezone not in _KNOWN_ZONES:
+            get_zone(default_timezone)
+            _KNOWN_ZONES.add(default_timezone)
         self._default_zone = default_timezone
         self._zone: str | None = None
         self._fields: tuple[str, str, str, str, str] = self._default
+        self._expression = "* * * * *"
         self._year: str | None = None
         self._between: tuple[str, str] | None = None
         self._environments: tuple[str, ...] | None = None
@@ -229,8 +253,10 @@ class Schedule:
 
     def _set_fields(self, fields: tuple[str, str, str, str, str]) -> Schedule:
         # Compiling the whole expression catches combinations no single field shows, such as day 30 in February.
-        compile_expression(" ".join(fields))
+        expression = " ".join(fields)
+        compile_expression(expression)
         self._fields = fields
+        self._expression = expression
         self._rule = None
         return self
 
@@ -651,7 +677,7 @@ class Schedule:
     @property
     def expression(self) -> str:
         """The 5-field cron expression."""
-        return " ".join(self._fields)
+        return self._expression
 
     @property
     def zone(self) -> str:
@@ -725,11 +751,18 @@ class Schedule:
     def time_rule(self) -> TimeRule:
         """Everything that decides when the schedule runs, for :class:`icc.cron.DueIndex`."""
         if self._rule is None:
-            window = None
-            if self._between is not None:
-                window = (_minutes_of_day(self._between[0]), _minutes_of_day(self._between[1]))
-            years = parse_years(self._year) if self._year is not None else None
-            self._rule = TimeRule(self.spec, self.zone, years, window)
+            key = (self._expression, self.zone, self._year, self._between)
+            rule = _TIME_RULES.get(key)
+            if rule is None:
+                window = None
+                if self._between is not None:
+                    window = (_minutes_of_day(self._between[0]), _minutes_of_day(self._between[1]))
+                years = parse_years(self._year) if self._year is not None else None
+                rule = TimeRule(self.spec, self.zone, years, window)
+                if len(_TIME_RULES) >= _CACHE_LIMIT:
+                    _TIME_RULES.clear()
+                _TIME_RULES[key] = rule
+            self._rule = rule
         return self._rule
 
     def matches(self, at: datetime) -> bool:

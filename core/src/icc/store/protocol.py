@@ -7,7 +7,7 @@ transaction, and the only cross-process guarantee the tick relies on is :meth:`S
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -110,12 +110,18 @@ class SyncReport:
     restored: list[str] = field(default_factory=list)
 
 
+class UnchangedGone(Exception):
+    """``sync_jobs``: a job given as unchanged is no longer a present row of its plugin; nothing was written."""
+
+
 class StateStore(Protocol):
     """Storage for jobs, runs (which double as per-(job, slot) claims) and the tick watermark."""
 
     # -- jobs --------------------------------------------------------------------------------------------
-    def jobs(self, *, include_removed: bool = False) -> list[JobRecord]:
-        """All jobs, by name."""
+    def jobs(
+        self, *, include_removed: bool = False, plugins: Collection[str] | None = None
+    ) -> list[JobRecord]:
+        """All jobs, by name; with ``plugins``, only the jobs of those plugins."""
 
     def due_jobs(self, slot: int) -> list[JobRecord]:
         """The enabled, present jobs a tick at ``slot`` must evaluate, by name: next slot reached (``next_due``
@@ -127,9 +133,20 @@ class StateStore(Protocol):
         """One job, removed or not."""
 
     def sync_jobs(
-        self, records: Sequence[JobRecord], *, prune: bool, dry_run: bool, now: float, meta: Mapping[str, str]
+        self,
+        records: Sequence[JobRecord],
+        *,
+        prune: bool,
+        dry_run: bool,
+        now: float,
+        meta: Mapping[str, str],
+        unchanged: Mapping[str, str] | None = None,
     ) -> SyncReport:
-        """Make the stored jobs match ``records`` in one transaction; keeps enabled flags and history."""
+        """Make the stored jobs match ``records`` in one transaction; keeps enabled flags and history.
+
+        ``unchanged``: jobs the caller knows are stored as they are ({name: plugin}; their plugin's digest did
+        not change since the last scan), wanted too, without a record. Each must be a present row of that plugin,
+        else :class:`UnchangedGone` is raised and nothing is written (the caller builds their records)."""
 
     def set_enabled(self, name: str, enabled: bool) -> None:
         """Enable or disable a job (kept across scans)."""

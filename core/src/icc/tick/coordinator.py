@@ -42,10 +42,11 @@ fails naming every claimed run and whether it ran, since none of that can be rec
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -1488,9 +1489,10 @@ def record_definition(job: Job) -> dict[str, Any]:
     return definition
 
 
-def job_records(jobs: dict[str, Job]) -> list[JobRecord]:
+def job_records(jobs: dict[str, Job], skip: Collection[str] = ()) -> list[JobRecord]:
     """Records for the state store; ``next_due`` 0 makes the next tick evaluate them from its own slot. Each
-    definition keeps the job's declaration ``order``: the tick runs foreground jobs in it without plugins."""
+    definition keeps the job's declaration ``order``: the tick runs foreground jobs in it without plugins.
+    ``skip``: plugins whose jobs need no record (their digest did not change), their order counted still."""
     return [
         JobRecord(
             name=job.name,
@@ -1502,4 +1504,29 @@ def job_records(jobs: dict[str, Job]) -> list[JobRecord]:
             next_due=NOT_EVALUATED,
         )
         for index, job in enumerate(jobs.values())
+        if job.provenance.plugin not in skip
     ]
+
+
+SCAN_DIGESTS_META_KEY = "scan_digests"  # {plugin: plugin_digests()} as the last scan stored its jobs
+
+
+def plugin_digests(jobs: dict[str, Job]) -> dict[str, str]:
+    """A digest per plugin of everything :func:`job_records` stores of its jobs (their declaration order and
+    compiled masks too), with the icc version: a scan whose digest of a plugin equals the stored one builds no
+    record for its jobs and leaves their rows as they are (issue 17: 10,000 jobs, nothing changed)."""
+    from icc._version import __version__  # lazy: scan's alone
+    from icc.cron import compiled_form  # lazy: scan's alone
+    from icc.jobs import default_name  # lazy: scan's alone
+
+    texts: dict[str, list[str]] = {}
+    for index, job in enumerate(jobs.values()):
+        p = job.provenance
+        schedule = job.schedule
+        task = job.argv if job.kind == "command" else default_name(job.task)  # type: ignore[arg-type]
+        item = (index, job.name, task, job.description, p.distribution, p.version, schedule.definition())
+        texts.setdefault(p.plugin, [__version__]).append(f"{item!r}{compiled_form(schedule.time_rule)!r}")
+    return {
+        plugin: hashlib.sha256("\n".join(lines).encode("utf-8", "surrogatepass")).hexdigest()
+        for plugin, lines in texts.items()
+    }
