@@ -121,6 +121,32 @@ def test_jobs_of_some_plugins(store: StateStore) -> None:
     assert store.jobs(plugins=()) == []
 
 
+def test_job_summaries_read_each_jobs_row_with_its_schedule_and_description(store: StateStore) -> None:
+    daily = {"expression": "0 3 * * *", "zone": "UTC"}
+    records = [
+        JobRecord("b", "callable", {"schedule": daily, "description": "the b", "order": 1}, plugin="p"),
+        JobRecord(
+            "a",
+            "command",
+            {"schedule": dict(daily), "argv": ["true"], "order": 0},
+            plugin="q",
+            distribution="dist",
+            version="1.2",
+        ),
+        _rec("c"),
+    ]
+    store.sync_jobs(records, prune=False, dry_run=False, now=1.0, meta={})
+    store.set_enabled("c", False)
+    store.set_next_due({"a": 600})
+    store.sync_jobs(records[:2], prune=False, dry_run=False, now=2.0, meta={})  # c removed
+    a, b, c = store.job_summaries()
+    assert (a.name, a.kind, a.plugin, a.distribution, a.version) == ("a", "command", "q", "dist", "1.2")
+    assert (a.enabled, a.removed_at, a.next_due, a.description) == (True, None, 600, None)
+    assert dict(a.schedule) == daily and a.schedule is b.schedule  # equal stored schedules: decoded once
+    assert (b.description, b.kind, b.plugin) == ("the b", "callable", "p")
+    assert (c.enabled, c.removed_at, dict(c.schedule)) == (False, 2.0, {"expression": "* * * * *"})
+
+
 def test_enabled_next_due_and_earliest_due(store: StateStore) -> None:
     store.sync_jobs([_rec("a"), _rec("b"), _rec("c")], prune=False, dry_run=False, now=1.0, meta={})
     assert store.earliest_due() is None

@@ -577,9 +577,13 @@ def _status_table(report: facts.StatusReport, zone: str) -> None:
         ui.say(_pause_line(report.paused, zone))
     terminal = ui.is_terminal()
     rows = []
+    times: dict[float | None, str] = {}  # a next run many jobs share (10,000 jobs: issue 17), formatted once
     for j in report.jobs:
         plugin = j.plugin + (f" ({j.distribution} {j.version})" if j.distribution else "")
         state = j.state
+        next_run = times.get(j.next_run)
+        if next_run is None:
+            next_run = times[j.next_run] = _local(j.next_run, zone)
         running = (
             ", ".join(
                 f"pid {r.pid} since {'?' if r.since is None else _local(r.since, zone)[11:16]}"
@@ -593,7 +597,7 @@ def _status_table(report: facts.StatusReport, zone: str) -> None:
             plugin,
             f"{j.schedule_text}\n{j.cron}" if terminal else j.cron,
             *(() if terminal else (state,)),
-            _local(j.next_run, zone),
+            next_run,
             _last_run_cell(j.last_run, zone, terminal=terminal),
             _last_run_cell(j.last_success, zone, terminal=terminal),
             _last_run_cell(j.last_failure, zone, terminal=terminal),

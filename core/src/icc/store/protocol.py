@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 Outcome = Literal[
     "pending", "running", "succeeded", "failed", "timed_out", "stopped", "abandoned", "skipped", "missed"
@@ -54,6 +54,23 @@ class JobRecord:
             and (self.plugin, self.distribution, self.version)
             == (other.plugin, other.distribution, other.version)
         )
+
+
+class JobSummary(NamedTuple):
+    """What ``icc status`` shows of a job (:meth:`StateStore.job_summaries`): its row, with only the schedule and
+    the description of its definition. ``schedule`` is shared by the jobs whose stored schedules are equal: read
+    it, never change it."""
+
+    name: str
+    kind: str
+    plugin: str
+    distribution: str | None
+    version: str | None
+    enabled: bool
+    removed_at: float | None
+    next_due: int | None
+    schedule: Mapping[str, Any]
+    description: str | None
 
 
 def _comparable(definition: Mapping[str, Any]) -> dict[str, Any]:
@@ -122,6 +139,10 @@ class StateStore(Protocol):
         self, *, include_removed: bool = False, plugins: Collection[str] | None = None
     ) -> list[JobRecord]:
         """All jobs, by name; with ``plugins``, only the jobs of those plugins."""
+
+    def job_summaries(self) -> list[JobSummary]:
+        """Every job, removed ones too, by name, as ``icc status`` shows it: one query, and each distinct stored
+        schedule decoded once (10,000 jobs: issue 17)."""
 
     def due_jobs(self, slot: int) -> list[JobRecord]:
         """The enabled, present jobs a tick at ``slot`` must evaluate, by name: next slot reached (``next_due``

@@ -23,7 +23,16 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
-from icc.store.protocol import FAILURES, JobRecord, Outcome, RunKind, RunRecord, SyncReport, UnchangedGone
+from icc.store.protocol import (
+    FAILURES,
+    JobRecord,
+    JobSummary,
+    Outcome,
+    RunKind,
+    RunRecord,
+    SyncReport,
+    UnchangedGone,
+)
 
 T = TypeVar("T")
 
@@ -150,6 +159,36 @@ class SqlStateStore:
                 f"SELECT {JOB_COLUMNS} FROM {{schema}}.jobs {condition} ORDER BY name", params
             )
         ]
+
+    # The schedule (JSON text) and the description (text) of a row's definition, read by the database.
+    _SCHEDULE_AND_DESCRIPTION = "(definition::json -> 'schedule')::text, definition::json ->> 'description'"
+
+    def job_summaries(self) -> list[JobSummary]:
+        decoded: dict[str | None, Mapping[str, Any]] = {}
+        found = []
+        for row in self._read(
+            "SELECT name, kind, plugin, distribution, version, enabled, removed_at, next_due, "
+            f"{self._SCHEDULE_AND_DESCRIPTION} FROM {{schema}}.jobs ORDER BY name"
+        ):
+            name, kind, plugin, distribution, version, enabled, removed_at, next_due, text, description = row
+            schedule = decoded.get(text)
+            if schedule is None:
+                schedule = decoded[text] = json.loads(text) if text is not None else {}
+            found.append(
+                JobSummary(
+                    name,
+                    kind,
+                    plugin,
+                    distribution,
+                    version,
+                    bool(enabled),
+                    removed_at,
+                    next_due,
+                    schedule,
+                    description,
+                )
+            )
+        return found
 
     def job(self, name: str) -> JobRecord | None:
         rows = self._read(f"SELECT {JOB_COLUMNS} FROM {{schema}}.jobs WHERE name = %s", (name,))
