@@ -57,9 +57,8 @@ from icc import hosts as hostclock
 from icc.errors import IccError, StateError
 from icc.locks import Holder, job_lock, pid_alive, tick_lock
 from icc.statedir import state_dir_problem
-from icc.store import open_store, store_label
+from icc.store import open_store, sqlite_file, store_label
 from icc.store.protocol import FAILURES, FINISHED, Claim, JobRecord, Outcome, RunKind, RunRecord, StateStore
-from icc.store.sqlite.state import FILENAME, SQLiteStateStore
 from icc.supervise.supervisor import (
     STOP,
     RunSpec,
@@ -536,7 +535,7 @@ class Tick:
         self.slot = slot_of(at or datetime.now(UTC))
         # Real time: sleep for jitter and sub-minute offsets. Default: only without ``at``.
         self.realtime = at is None if realtime is None else realtime
-        self.db_path = config.state_dir / FILENAME
+        self.db_path = sqlite_file(config.state_dir)
         problem = state_dir_problem(config.state_dir)  # a planted link or a foreign directory first
         if problem is not None:
             raise StateError(problem)
@@ -547,7 +546,7 @@ class Tick:
                     f"no state store at {self.db_path} (never scanned, or deleted); nothing was run. "
                     "Run `icc scan` to register the jobs"
                 )
-            self.store: StateStore = SQLiteStateStore(config.state_dir)
+            self.store: StateStore = open_store(config)
             self._identity = _file_identity(self.db_path) or (-1, -1)  # gone already: never intact
         else:
             self.store = open_store(config)
