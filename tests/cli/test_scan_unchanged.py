@@ -3,6 +3,7 @@ has no record built nor row compared; a row that changed behind the scan's back 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
@@ -92,3 +93,24 @@ def test_a_scan_with_nothing_changed_stores_its_digests_and_still_restores_a_row
     out = project.icc("scan", check=True).stdout
     assert ["b", "restored"] in [line.split()[:2] for line in out.splitlines()]
     assert [j["name"] for j in project.status()["jobs"]] == ["a", "b"]
+
+
+def test_a_plugins_digest_is_the_same_in_every_process() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "from cli.test_scan_unchanged import _jobs; from icc.tick.coordinator import plugin_digests; "
+    code += "print(plugin_digests(_jobs()))"
+    tests = str(Path(__file__).resolve().parents[1])
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": tests},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert seen == {f"{plugin_digests(_jobs())}\n"}

