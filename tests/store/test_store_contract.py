@@ -113,6 +113,17 @@ def test_sync_jobs_leaves_the_jobs_given_as_unchanged_and_refuses_one_no_longer_
     assert store.get_meta("k") is None and [j.name for j in store.jobs()] == ["b"]  # nothing written
 
 
+def test_definition_totals_count_each_plugins_present_jobs_and_their_definitions_length(
+    store: StateStore,
+) -> None:
+    records = [_rec("a"), _rec("b"), JobRecord("c", "command", {"schedule": {}}, plugin="q")]
+    store.sync_jobs(records, prune=False, dry_run=False, now=1.0, meta={})
+    text = len('{"argv": ["true"], "schedule": {"expression": "* * * * *"}}')
+    assert store.definition_totals() == {"p": (2, 2 * text), "q": (1, len('{"schedule": {}}'))}
+    store.sync_jobs(records[1:], prune=False, dry_run=False, now=2.0, meta={})  # a removed: not counted
+    assert store.definition_totals() == {"p": (1, text), "q": (1, len('{"schedule": {}}'))}
+
+
 def test_jobs_of_some_plugins(store: StateStore) -> None:
     records = [_rec("a"), _rec("b"), JobRecord("c", "command", {"schedule": {}}, plugin="q")]
     store.sync_jobs(records, prune=False, dry_run=False, now=1.0, meta={})

@@ -230,13 +230,20 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
     for failure in host.failures:
         unloaded.setdefault(failure.plugin, "failed to load")
     store = open_store(config)
-    # A plugin whose digest is the one the last scan stored has its jobs stored as they are: no record built.
+    # A plugin whose digest is the one the last scan stored has its jobs stored as they are: no record built. The
+    # stored digests hold only while that scan was the last (an older icc scanning since leaves them behind) and
+    # its rows are as it left them (how many, and their definitions' total length: one grouped query).
     digests = plugin_digests(jobs)
     try:
         stored = json.loads(store.get_meta(SCAN_DIGESTS_META_KEY) or "{}")
-    except ValueError:
-        stored = {}
-    same = {p for p, d in digests.items() if isinstance(stored, dict) and stored.get(p) == d}
+        last = stored["plugins"] if stored["scanned_at"] == store.get_meta("scanned_at") else {}
+    except (ValueError, TypeError, KeyError):
+        last = {}
+    totals = store.definition_totals() if last else {}
+    same = {
+        p for p, d in digests.items() if isinstance(last.get(p), list) and last[p] == [d, *totals.get(p, ())]
+    }
+    records = job_records(jobs, skip=same)
     kept = [] if prune else [r for r in store.jobs(plugins=unloaded) if r.name not in jobs]
     for plugin in sorted({r.plugin for r in kept}):
         count = sum(r.plugin == plugin for r in kept)
@@ -246,17 +253,30 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
             plugin,
             unloaded[plugin],
         )
+    # What this scan leaves stored of each plugin: an unchanged one's rows as counted, the others' records.
+    for plugin in {r.plugin for r in records}:
+        totals[plugin] = (0, 0)
+    for r in records:
+        count, length = totals[r.plugin]
+        totals[r.plugin] = (count + 1, length + len(json.dumps(r.definition, sort_keys=True)))
+    scanned_at = str(time.time())
     meta = {
         "plugins_fingerprint": installed_fingerprint(config),
-        "scanned_at": str(time.time()),
+        "scanned_at": scanned_at,
         lightminute.META_KEY: lightminute.scan_record(config, host, jobs),
         DRIFT_META_KEY: drift_stamp(config, host),
         RUN_HOOKS_META_KEY: run_hook_plugins(host),
-        SCAN_DIGESTS_META_KEY: json.dumps(digests, sort_keys=True),
+        SCAN_DIGESTS_META_KEY: json.dumps(
+            {
+                "scanned_at": scanned_at,
+                "plugins": {p: [d, *totals.get(p, (0, 0))] for p, d in digests.items()},
+            },
+            sort_keys=True,
+        ),
     }
     try:
         report = store.sync_jobs(
-            [*job_records(jobs, skip=same), *kept],
+            [*records, *kept],
             prune=prune,
             dry_run=dry_run,
             now=time.time(),

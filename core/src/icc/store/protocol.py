@@ -140,6 +140,10 @@ class StateStore(Protocol):
     ) -> list[JobRecord]:
         """All jobs, by name; with ``plugins``, only the jobs of those plugins."""
 
+    def definition_totals(self) -> dict[str, tuple[int, int]]:
+        """Per plugin, its present jobs: how many, and the total length of their stored definitions (one grouped
+        query: ``icc scan`` checks that the rows are as its last scan left them)."""
+
     def job_summaries(self) -> list[JobSummary]:
         """Every job, removed ones too, by name, as ``icc status`` shows it: one query, and each distinct stored
         schedule decoded once (10,000 jobs: issue 17)."""

@@ -160,6 +160,13 @@ class SqlStateStore:
             )
         ]
 
+    def definition_totals(self) -> dict[str, tuple[int, int]]:
+        rows = self._read(
+            "SELECT plugin, COUNT(*), SUM(LENGTH(definition)) FROM {schema}.jobs WHERE removed_at IS NULL "
+            "GROUP BY plugin"
+        )
+        return {str(plugin): (int(count), int(length or 0)) for plugin, count, length in rows}
+
     # The schedule (JSON text) and the description (text) of a row's definition, read by the database.
     _SCHEDULE_AND_DESCRIPTION = "(definition::json -> 'schedule')::text, definition::json ->> 'description'"
 
