@@ -510,3 +510,36 @@ def test_from_definition_rejects_unknown_keys() -> None:
         Schedule.from_definition({"expression": "* * * * *", "zone": "UTC", "colour": "red"})
     with pytest.raises(ScheduleError, match="lacks"):
         Schedule.from_definition({"expression": "* * * * *"})
+
+
+def test_a_lookup_scheduler_builds_only_the_wanted_job_and_records_the_others() -> None:
+    from icc.jobs import Scheduler
+    from icc.schedule import UnbuiltSchedule
+
+    scheduler = Scheduler(only="mine")
+    other = scheduler.add(print, name="other").daily().at(25)  # a mistake, checked at scan: not here
+    assert isinstance(other, UnbuiltSchedule) and list(scheduler.jobs) == []
+    with pytest.raises(ScheduleError, match="hour '25' is not valid"):
+        scheduler.add(print, name="mine").daily().at(25)  # the wanted job is built, and checked, as ever
+    mine = Scheduler(only="mine")
+    assert mine.add(print, name="mine").daily().at(3).expression == "0 3 * * *"
+    assert list(mine.jobs) == ["mine"]
+
+
+def test_an_unbuilt_schedule_answers_from_the_schedule_its_recorded_calls_build() -> None:
+    from icc.schedule import UnbuiltSchedule
+
+    unbuilt = UnbuiltSchedule(default_timezone="Europe/Berlin")
+    same = Schedule(default_timezone="Europe/Berlin")
+    for schedule in (unbuilt, same):
+        schedule.weekly().at("04:30").in_background().between("01:00", "05:00")
+    assert unbuilt.definition() == same.definition()
+    assert unbuilt.describe() == same.describe()
+    unbuilt.timeout(60)  # built already: the call goes to the built schedule
+    assert unbuilt.timeout_seconds == 60
+    broken = UnbuiltSchedule().on(2, 30)
+    with pytest.raises(ScheduleError) as raised:
+        _ = broken.expression
+    with pytest.raises(ScheduleError) as direct:
+        Schedule().on(2, 30)
+    assert str(raised.value) == str(direct.value)

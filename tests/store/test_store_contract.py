@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from icc.config import Config, StoreConfig
 from icc.store import open_store
-from icc.store.protocol import Claim, JobRecord, StateStore
+from icc.store.protocol import Claim, JobRecord, StateStore, UnchangedGone
 
 BACKENDS = ["sqlite", "postgres"]
 StoreFactory = Callable[[], StateStore]
@@ -94,6 +94,68 @@ def test_sync_jobs_adds_changes_removes_restores_and_prunes(store: StateStore) -
     report = store.sync_jobs([_rec("a", "0 * * * *")], prune=True, dry_run=False, now=5.0, meta={})
     assert report.pruned == ["b"]
     assert store.job("b") is None and store.runs("b") == []
+
+
+def test_sync_jobs_leaves_the_jobs_given_as_unchanged_and_refuses_one_no_longer_stored(
+    store: StateStore,
+) -> None:
+    store.sync_jobs([_rec("a"), _rec("b"), _rec("c")], prune=False, dry_run=False, now=1.0, meta={})
+    store.set_next_due({"a": 120})
+    report = store.sync_jobs(
+        [_rec("b", "0 * * * *")], prune=False, dry_run=False, now=2.0, meta={}, unchanged={"a": "p", "c": "p"}
+    )
+    assert (report.unchanged, report.changed, report.removed) == (["a", "c"], ["b"], [])
+    assert store.job("a") == _rec("a", next_due=120)  # untouched: no record was given for it
+    store.sync_jobs([_rec("b", "0 * * * *")], prune=False, dry_run=False, now=3.0, meta={})  # a, c removed
+    for unchanged in ({"a": "p"}, {"b": "another-plugin"}, {"zz": "p"}):
+        with pytest.raises(UnchangedGone):
+            store.sync_jobs([], prune=True, dry_run=False, now=4.0, meta={"k": "v"}, unchanged=unchanged)
+    assert store.get_meta("k") is None and [j.name for j in store.jobs()] == ["b"]  # nothing written
+
+
+def test_definition_totals_count_each_plugins_present_jobs_and_their_definitions_length(
+    store: StateStore,
+) -> None:
+    records = [_rec("a"), _rec("b"), JobRecord("c", "command", {"schedule": {}}, plugin="q")]
+    store.sync_jobs(records, prune=False, dry_run=False, now=1.0, meta={})
+    text = len('{"argv": ["true"], "schedule": {"expression": "* * * * *"}}')
+    assert store.definition_totals() == {"p": (2, 2 * text), "q": (1, len('{"schedule": {}}'))}
+    store.sync_jobs(records[1:], prune=False, dry_run=False, now=2.0, meta={})  # a removed: not counted
+    assert store.definition_totals() == {"p": (1, text), "q": (1, len('{"schedule": {}}'))}
+
+
+def test_jobs_of_some_plugins(store: StateStore) -> None:
+    records = [_rec("a"), _rec("b"), JobRecord("c", "command", {"schedule": {}}, plugin="q")]
+    store.sync_jobs(records, prune=False, dry_run=False, now=1.0, meta={})
+    assert [j.name for j in store.jobs(plugins={"q"})] == ["c"]
+    assert [j.name for j in store.jobs(plugins=["p", "q", "r"])] == ["a", "b", "c"]
+    assert store.jobs(plugins=()) == []
+
+
+def test_job_summaries_read_each_jobs_row_with_its_schedule_and_description(store: StateStore) -> None:
+    daily = {"expression": "0 3 * * *", "zone": "UTC"}
+    records = [
+        JobRecord("b", "callable", {"schedule": daily, "description": "the b", "order": 1}, plugin="p"),
+        JobRecord(
+            "a",
+            "command",
+            {"schedule": dict(daily), "argv": ["true"], "order": 0},
+            plugin="q",
+            distribution="dist",
+            version="1.2",
+        ),
+        _rec("c"),
+    ]
+    store.sync_jobs(records, prune=False, dry_run=False, now=1.0, meta={})
+    store.set_enabled("c", False)
+    store.set_next_due({"a": 600})
+    store.sync_jobs(records[:2], prune=False, dry_run=False, now=2.0, meta={})  # c removed
+    a, b, c = store.job_summaries()
+    assert (a.name, a.kind, a.plugin, a.distribution, a.version) == ("a", "command", "q", "dist", "1.2")
+    assert (a.enabled, a.removed_at, a.next_due, a.description) == (True, None, 600, None)
+    assert dict(a.schedule) == daily and a.schedule is b.schedule  # equal stored schedules: decoded once
+    assert (b.description, b.kind, b.plugin) == ("the b", "callable", "p")
+    assert (c.enabled, c.removed_at, dict(c.schedule)) == (False, 2.0, {"expression": "* * * * *"})
 
 
 def test_enabled_next_due_and_earliest_due(store: StateStore) -> None:

@@ -12,12 +12,12 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from icc.errors import PluginError, ScheduleError
 
 if TYPE_CHECKING:
-    from icc.schedule import Schedule
+    from icc.schedule import Schedule, UnbuiltSchedule
 
 Task = Callable[..., object] | Sequence[str]
 
@@ -120,6 +120,8 @@ def _check_name(name: object) -> None:
             f"job name {name!r} is not valid: {name[exc.start]!r} at position {exc.start} cannot be stored as "
             "UTF-8 (a lone surrogate); give a name of plain text"
         ) from None
+    if name.isprintable():  # no control character (nor anything else unprintable): the common case, quickly
+        return
     bad = next((i for i, c in enumerate(name) if unicodedata.category(c) == "Cc"), None)
     if bad is not None:
         raise ScheduleError(
@@ -144,6 +146,20 @@ def _check_argv(name: str, argv: Sequence[str]) -> None:
             )
 
 
+def _schedule_types() -> tuple[type[Schedule], type[UnbuiltSchedule]]:
+    """:class:`Schedule` and :class:`UnbuiltSchedule`, imported on the first ``add`` (once, not per job)."""
+    global _SCHEDULE_TYPES
+    if _SCHEDULE_TYPES is None:
+        # lazy: icc.schedule (and icc.cron) only once a plugin adds a job; RunResult's readers do not need it
+        from icc.schedule import Schedule, UnbuiltSchedule
+
+        _SCHEDULE_TYPES = (Schedule, UnbuiltSchedule)
+    return _SCHEDULE_TYPES
+
+
+_SCHEDULE_TYPES: tuple[type[Schedule], type[UnbuiltSchedule]] | None = None
+
+
 class Scheduler:
     """Handed to every plugin's ``schedule`` hook; ``add`` returns the task's :class:`Schedule`."""
 
@@ -153,11 +169,15 @@ class Scheduler:
         timezone: str = "UTC",
         environment: str | None = None,
         provenance: Provenance | None = None,
+        only: str | None = None,
     ) -> None:
         self.timezone = timezone
         self.environment = environment
         self.jobs: dict[str, Job] = {}
         self._provenance = provenance or Provenance("unknown")
+        # A lookup of one job (a run's supervisor, the plugins unchanged since the scan that checked them): the
+        # others are passed over, their schedules recorded, not built (icc.schedule.UnbuiltSchedule).
+        self._only = only
 
     @property
     def provenance(self) -> Provenance:
@@ -165,8 +185,12 @@ class Scheduler:
         return self._provenance
 
     def add(self, task: Task, *, name: str | None = None, description: str | None = None) -> Schedule:
-        from icc.schedule import Schedule
-
+        schedule_type, unbuilt_type = _schedule_types()
+        if (
+            self._only is not None
+            and (name or (default_name(task) if callable(task) else None)) != self._only
+        ):
+            return cast("Schedule", unbuilt_type(default_timezone=self.timezone))
         if callable(task):
             job_name = name or default_name(task)
         elif isinstance(task, (list, tuple)) and task and all(isinstance(a, str) for a in task):
@@ -188,7 +212,7 @@ class Scheduler:
             first, second = existing.provenance.plugin, self._provenance.plugin
             by = f"twice by plugin {first!r}" if first == second else f"by plugins {first!r} and {second!r}"
             raise PluginError(f"job name {job_name!r} is used {by}; pass name=... to one of them")
-        schedule = Schedule(default_timezone=self.timezone)
+        schedule = schedule_type(default_timezone=self.timezone)
         task_value: Task = task if callable(task) else tuple(task)
         self.jobs[job_name] = Job(job_name, task_value, schedule, description, self._provenance)
         return schedule

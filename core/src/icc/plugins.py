@@ -571,14 +571,20 @@ class PluginHost:
             self._jobs = jobs
         return dict(self._jobs)
 
-    def jobs_of(self, plugin: str) -> dict[str, Job]:
+    def jobs_of(self, plugin: str, job: str | None = None) -> dict[str, Job]:
         """The jobs of one loaded plugin: its ``schedule`` hook alone is called (a run's supervisor needs
-        its own job, not every plugin's). A hook that raises is recorded as in :meth:`collect_jobs`."""
+        its own job, not every plugin's). A hook that raises is recorded as in :meth:`collect_jobs`.
+
+        With ``job``, only that job: the plugin's other schedules are recorded but not built (a run's
+        supervisor, after a scan that checked them all, when the plugins did not change since)."""
         for info, call in self._impls("schedule"):
             if info.name != plugin:
                 continue
             scheduler = Scheduler(
-                timezone=self.config.timezone, environment=self.config.environment, provenance=info.provenance
+                timezone=self.config.timezone,
+                environment=self.config.environment,
+                provenance=info.provenance,
+                only=job,
             )
             try:
                 call(scheduler=scheduler)

@@ -396,7 +396,12 @@ def current_pause(store: StateStore, now: float) -> Pause | None:
 
 
 def status(config: Config, at: datetime | None) -> StatusReport:
-    """Everything ``icc status`` shows, from the store and the plugins (loaded to report their errors)."""
+    """Everything ``icc status`` shows, from the store and the plugins (loaded to report their errors).
+
+    Built for 10,000 jobs (issue 17): the plugins' ``schedule`` hooks are called only when the plugins may have
+    changed since the last scan (it called them, and refuses to store what fails); a schedule is rebuilt once
+    per distinct stored schedule, not per job; a job's next run is its stored next slot when the last tick's
+    evaluation still stands (it was at or before this moment and the next slot is after it), else computed."""
     from icc.plugins import installed_fingerprint, load_plugins
     from icc.schedule import Schedule
     from icc.store import open_store
@@ -409,7 +414,12 @@ def status(config: Config, at: datetime | None) -> StatusReport:
     now = at or datetime.now(UTC)
     slot = slot_of(now)
     host = load_plugins(config)
-    host.collect_jobs()  # reports failing schedule hooks and job names two plugins use
+    scanned = store.get_meta("plugins_fingerprint")
+    changed = scanned is not None and scanned != installed_fingerprint(config)
+    stamp = store.get_meta(DRIFT_META_KEY)
+    drift = plugins_drift(config, stamp, scanned)
+    if scanned is None or stamp is None or changed or drift is not None:
+        host.collect_jobs()  # reports failing schedule hooks and job names two plugins use
     host.collect_handlers()
     latest = store.latest_runs()
     last_outcomes = store.last_outcomes()
@@ -422,46 +432,67 @@ def status(config: Config, at: datetime | None) -> StatusReport:
                 RunningReport(run.id, run.task_pid or run.pid, run.started_at)
             )
     missed = store.missed_counts(slot - config.missed_window * 60, slot)
+    watermark = store.get_meta("watermark")
+    evaluated = int(watermark) if watermark else None
+    # By the stored schedule: the store decodes each distinct one once, and the jobs that share it share the object.
+    schedules: dict[int, tuple[Schedule, str, list[int | None]]] = {}
+    no_runs: dict[str, RunRecord] = {}
     jobs = []
-    for rec in store.jobs(include_removed=True):
+    for rec in store.job_summaries():
         # Read in the project's zone: a job shows a zone only where it differs from the project's.
-        schedule = Schedule.from_definition(rec.definition["schedule"], default_timezone=zone)
-        last = latest.get(rec.name)
-        kept = last_outcomes.get(rec.name, {})
-        nxt = next_due(schedule, slot) if rec.enabled and rec.removed_at is None else None
+        definition = rec.schedule
+        key = id(definition)
+        built = schedules.get(key)
+        if built is None:
+            schedule = Schedule.from_definition(dict(definition), default_timezone=zone)
+            built = schedules[key] = (schedule, schedule.describe(), [])
+        schedule, words, computed = built
+        name = rec.name
+        last = latest.get(name)
+        kept = last_outcomes.get(name, no_runs)
+        nxt: int | None = None
+        if rec.enabled and rec.removed_at is None:
+            stored = rec.next_due
+            if (
+                stored  # 0: never evaluated; None: no slot left, or not known
+                and evaluated is not None
+                and evaluated <= slot < stored
+                and not definition.get("on_each_host")  # each host's own progress
+            ):
+                nxt = stored
+            else:
+                if not computed:
+                    computed.append(next_due(schedule, slot))
+                nxt = computed[0]
         jobs.append(
             JobReport(
-                name=rec.name,
+                name=name,
                 kind=rec.kind,
                 plugin=rec.plugin,
                 distribution=rec.distribution,
                 version=rec.version,
-                description=rec.definition.get("description"),
+                description=rec.description,
                 cron=schedule.expression,
-                schedule_text=schedule.describe(),
+                schedule_text=words,
                 zone=schedule.zone,
-                background=schedule.background,
+                background=bool(definition.get("background", False)),
                 enabled=rec.enabled,
                 removed=rec.removed_at is not None,
                 next_run=nxt,
                 last_run=None if last is None else RunReport.of(last, dead),
                 last_success=RunReport.of(kept["success"], dead) if "success" in kept else None,
                 last_failure=RunReport.of(kept["failure"], dead) if "failure" in kept else None,
-                running=tuple(running.get(rec.name, ())),
-                missed=missed.get(rec.name, 0),
-                args=rec.definition["schedule"].get("args"),
+                running=tuple(running.get(name, ())),
+                missed=missed.get(name, 0),
+                args=definition.get("args"),
             )
         )
-    watermark = store.get_meta("watermark")
-    scanned = store.get_meta("plugins_fingerprint")
-    changed = scanned is not None and scanned != installed_fingerprint(config)
-    drift = plugins_drift(config, store.get_meta(DRIFT_META_KEY), scanned)
     return StatusReport(
         generated_at=now,
         timezone=zone,
         environment=config.environment,
         state_dir=str(config.state_dir),
-        last_tick=int(watermark) if watermark else None,
+        last_tick=evaluated,
         plugins_changed=changed,
         never_scanned=scanned is None,
         drift=drift or ("installed plugin distributions changed" if changed else None),

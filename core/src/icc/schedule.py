@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
 from pathlib import PurePath
+from types import FunctionType
 from typing import Any, ClassVar
 
 from icc.cron import (
@@ -31,7 +32,15 @@ from icc.cron import (
 )
 from icc.errors import ScheduleError
 
-__all__ = ["MISSED_POLICIES", "SECOND_INTERVALS", "Notifications", "Schedule", "jitter_offset"]
+__all__ = [
+    "FLUENT_METHODS",
+    "MISSED_POLICIES",
+    "SECOND_INTERVALS",
+    "Notifications",
+    "Schedule",
+    "UnbuiltSchedule",
+    "jitter_offset",
+]
 
 Rule = int | str
 Callback = Callable[[], object]
@@ -171,8 +180,29 @@ def _shown(value: object) -> str:
     return repr(value)
 
 
+# Field texts already checked, by (field, value) for a plain int or str value: a plugin of 10,000 jobs repeats a
+# few values (issue 17). Bounded: cleared when full.
+_FIELD_TEXTS: dict[tuple[int, int | str], str] = {}
+_KNOWN_ZONES: set[str] = set()  # zone names get_zone accepted
+_TIME_RULES: dict[tuple[str, str, str | None, tuple[str, str] | None], TimeRule] = {}  # immutable: shared
+_CACHE_LIMIT = 4096
+
+
 def _field_text(index: int, rule: Rule) -> str:
     """The user's value for one field as text, validated; numbers become their decimal string."""
+    kind = type(rule)
+    if kind is int or kind is str:
+        text = _FIELD_TEXTS.get((index, rule))
+        if text is None:
+            text = _check_field_text(index, rule)
+            if len(_FIELD_TEXTS) >= _CACHE_LIMIT:
+                _FIELD_TEXTS.clear()
+            _FIELD_TEXTS[(index, rule)] = text
+        return text
+    return _check_field_text(index, rule)
+
+
+def _check_field_text(index: int, rule: Rule) -> str:
     if isinstance(rule, bool) or not isinstance(rule, (int, str)):
         raise ScheduleError(
             f"{FIELD_NAMES[index]} {rule!r} is not valid: give a number or cron syntax as a string"
@@ -182,7 +212,7 @@ def _field_text(index: int, rule: Rule) -> str:
             f"{FIELD_NAMES[index]} {_shown(rule)} is not valid: give a number in the field's range or cron syntax"
         )
     text = str(rule).strip()
-    if not text or any(c.isspace() for c in text):
+    if text.split() != [text]:  # empty, or whitespace inside
         raise ScheduleError(
             f"{FIELD_NAMES[index]} {rule!r} is not valid: give one value without spaces, e.g. '15,45'"
         )
@@ -210,10 +240,13 @@ class Schedule:
     _default: ClassVar[tuple[str, str, str, str, str]] = ("*", "*", "*", "*", "*")
 
     def __init__(self, *, default_timezone: str = "UTC") -> None:
-        get_zone(default_timezone)
+        if default_timezone not in _KNOWN_ZONES:
+            get_zone(default_timezone)
+            _KNOWN_ZONES.add(default_timezone)
         self._default_zone = default_timezone
         self._zone: str | None = None
         self._fields: tuple[str, str, str, str, str] = self._default
+        self._expression = "* * * * *"
         self._year: str | None = None
         self._between: tuple[str, str] | None = None
         self._environments: tuple[str, ...] | None = None
@@ -253,8 +286,10 @@ class Schedule:
         if self._every is not None:
             raise ScheduleError(_EVERY_AND_CRON)
         # Compiling the whole expression catches combinations no single field shows, such as day 30 in February.
-        compile_expression(" ".join(fields))
+        expression = " ".join(fields)
+        compile_expression(expression)
         self._fields = fields
+        self._expression = expression
         self._rule = None
         return self
 
@@ -839,7 +874,7 @@ class Schedule:
     @property
     def expression(self) -> str:
         """The 5-field cron expression."""
-        return " ".join(self._fields)
+        return self._expression
 
     @property
     def zone(self) -> str:
@@ -915,18 +950,25 @@ class Schedule:
     def time_rule(self) -> TimeRule:
         """Everything that decides when the schedule runs, for :class:`icc.cron.DueIndex`."""
         if self._rule is None:
-            window = None
-            if self._between is not None:
-                window = (_minutes_of_day(self._between[0]), _minutes_of_day(self._between[1]))
-            years = parse_years(self._year) if self._year is not None else None
-            self._rule = TimeRule(self.spec, self.zone, years, window)
+            key = (self._expression, self.zone, self._year, self._between)
+            rule = _TIME_RULES.get(key)
+            if rule is None:
+                window = None
+                if self._between is not None:
+                    window = (_minutes_of_day(self._between[0]), _minutes_of_day(self._between[1]))
+                years = parse_years(self._year) if self._year is not None else None
+                rule = TimeRule(self.spec, self.zone, years, window)
+                if len(_TIME_RULES) >= _CACHE_LIMIT:
+                    _TIME_RULES.clear()
+                _TIME_RULES[key] = rule
+            self._rule = rule
             if (
                 self._every is not None
                 or self._starting is not None
                 or self._once
                 or self._unless is not None
             ):
-                self._rule = self._counted_rule(self._rule)
+                self._rule = self._counted_rule(rule)
         return self._rule
 
     def _counted_rule(self, rule: TimeRule) -> TimeRule:
@@ -1194,3 +1236,56 @@ class Schedule:
 
     def __repr__(self) -> str:
         return f"<Schedule {self.expression!r} zone={self.zone!r} {self.describe()!r}>"
+
+
+class UnbuiltSchedule:
+    """The schedule of a job a lookup passes over (:class:`icc.jobs.Scheduler` with ``only``, in a run's
+    supervisor): each fluent call (every :class:`Schedule` method that returns the schedule) is recorded, neither
+    checked nor compiled, since the scan checked it. Anything else read from it builds the real schedule from the
+    recorded calls first (a mistake raises then), and answers from that."""
+
+    __slots__ = ("_built", "_calls", "_default_zone")
+
+    def __init__(self, *, default_timezone: str = "UTC") -> None:
+        self._default_zone = default_timezone
+        self._calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self._built: Schedule | None = None
+
+    def build(self) -> Schedule:
+        """The schedule the recorded calls make."""
+        if self._built is None:
+            schedule = Schedule(default_timezone=self._default_zone)
+            for name, args, kwargs in self._calls:
+                getattr(schedule, name)(*args, **kwargs)
+            self._built = schedule
+        return self._built
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.build(), name)
+
+    def __repr__(self) -> str:
+        return f"<UnbuiltSchedule of {len(self._calls)} calls>"
+
+
+def _recorder(name: str) -> Callable[..., UnbuiltSchedule]:
+    def record(self: UnbuiltSchedule, *args: Any, **kwargs: Any) -> UnbuiltSchedule:
+        if self._built is not None:
+            getattr(self._built, name)(*args, **kwargs)
+        else:
+            self._calls.append((name, args, kwargs))
+        return self
+
+    record.__name__ = record.__qualname__ = name
+    return record
+
+
+# The fluent methods, found rather than listed: one added to Schedule is recorded too.
+FLUENT_METHODS = tuple(
+    name
+    for name, value in vars(Schedule).items()
+    if isinstance(value, FunctionType)
+    and not name.startswith("_")
+    and value.__annotations__.get("return") == "Schedule"
+)
+for _name in FLUENT_METHODS:
+    setattr(UnbuiltSchedule, _name, _recorder(_name))

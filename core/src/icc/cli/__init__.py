@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shlex
 import sys
@@ -175,6 +176,16 @@ def _exit(code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+def _without_collections() -> None:
+    """No cyclic garbage collection for the rest of this command (it is re-enabled when the command ends): a
+    command that builds a record per job (scan, status) makes tens of thousands of small acyclic objects, which
+    reference counting frees, and at 10,000 jobs the collector's passes over them cost a third of the command
+    (issue 17)."""
+    if gc.isenabled():
+        gc.disable()
+        click.get_current_context().call_on_close(gc.enable)
+
+
 def _print_json(document: Any) -> None:
     """A command's ``--json`` output: one JSON document on stdout."""
     click.echo(json.dumps(document, indent=2, ensure_ascii=False))
@@ -212,11 +223,13 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
     # lazy: icc scan only (the plugin host, the store, the tick's records)
     from icc.plugins import drift_stamp, installed_fingerprint, load_plugins, run_hook_plugins
     from icc.store import open_store  # lazy: icc scan only
+    from icc.store.protocol import UnchangedGone  # lazy: icc scan only
     from icc.tick import light as lightminute  # lazy: icc scan only
-    from icc.tick.coordinator import job_records  # lazy: icc scan only
+    from icc.tick.coordinator import SCAN_DIGESTS_META_KEY, job_records, plugin_digests  # lazy: icc scan only
     from icc.tickwatch import DRIFT_META_KEY, RUN_HOOKS_META_KEY  # lazy: icc scan only
 
     config = env.config
+    _without_collections()
     host = load_plugins(config, strict=strict)
     jobs = host.collect_jobs()
     host.collect_handlers()  # a handler name two plugins register is reported too
@@ -239,8 +252,21 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
     for failure in host.failures:
         unloaded.setdefault(failure.plugin, "failed to load")
     store = open_store(config)
-    records = job_records(jobs)
-    kept = [] if prune else [r for r in store.jobs() if r.plugin in unloaded and r.name not in jobs]
+    # A plugin whose digest is the one the last scan stored has its jobs stored as they are: no record built. The
+    # stored digests hold only while that scan was the last (an older icc scanning since leaves them behind) and
+    # its rows are as it left them (how many, and their definitions' total length: one grouped query).
+    digests = plugin_digests(jobs)
+    try:
+        stored = json.loads(store.get_meta(SCAN_DIGESTS_META_KEY) or "{}")
+        last = stored["plugins"] if stored["scanned_at"] == store.get_meta("scanned_at") else {}
+    except (ValueError, TypeError, KeyError):
+        last = {}
+    totals = store.definition_totals() if last else {}
+    same = {
+        p for p, d in digests.items() if isinstance(last.get(p), list) and last[p] == [d, *totals.get(p, ())]
+    }
+    records = job_records(jobs, skip=same)
+    kept = [] if prune else [r for r in store.jobs(plugins=unloaded) if r.name not in jobs]
     for plugin in sorted({r.plugin for r in kept}):
         count = sum(r.plugin == plugin for r in kept)
         diagnostics.logger.warning(
@@ -249,38 +275,64 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
             plugin,
             unloaded[plugin],
         )
-    report = store.sync_jobs(
-        [*records, *kept],
-        prune=prune,
-        dry_run=dry_run,
-        now=time.time(),
-        meta={
-            "plugins_fingerprint": installed_fingerprint(config),
-            "scanned_at": str(time.time()),
-            lightminute.META_KEY: lightminute.scan_record(config, host, jobs),
-            DRIFT_META_KEY: drift_stamp(config, host),
-            RUN_HOOKS_META_KEY: run_hook_plugins(host),
-        },
-    )
+    # What this scan leaves stored of each plugin: an unchanged one's rows as counted, the others' records.
+    for plugin in {r.plugin for r in records}:
+        totals[plugin] = (0, 0)
+    for r in records:
+        count, length = totals[r.plugin]
+        totals[r.plugin] = (count + 1, length + len(json.dumps(r.definition, sort_keys=True)))
+    scanned_at = str(time.time())
+    meta = {
+        "plugins_fingerprint": installed_fingerprint(config),
+        "scanned_at": scanned_at,
+        lightminute.META_KEY: lightminute.scan_record(config, host, jobs),
+        DRIFT_META_KEY: drift_stamp(config, host),
+        RUN_HOOKS_META_KEY: run_hook_plugins(host),
+        SCAN_DIGESTS_META_KEY: json.dumps(
+            {
+                "scanned_at": scanned_at,
+                "plugins": {p: [d, *totals.get(p, (0, 0))] for p, d in digests.items()},
+            },
+            sort_keys=True,
+        ),
+    }
+    try:
+        report = store.sync_jobs(
+            [*records, *kept],
+            prune=prune,
+            dry_run=dry_run,
+            now=time.time(),
+            meta=meta,
+            unchanged={n: j.provenance.plugin for n, j in jobs.items() if j.provenance.plugin in same},
+        )
+    except UnchangedGone:  # a row changed behind the last scan's back: every record, compared row by row
+        report = store.sync_jobs(
+            [*job_records(jobs), *kept], prune=prune, dry_run=dry_run, now=time.time(), meta=meta
+        )
     if not dry_run:
-        from icc.notify import freshness
+        from icc.notify import freshness  # lazy: icc scan only
 
         freshness.record_scan(store, records, time.time())
     rows: list[list[str]] = []
-    by_name = {r.name: r for r in [*records, *kept]}
-    kept_names = {r.name for r in kept}
+    kept_by_name = {r.name: r for r in kept}
+    order = {name: index for index, name in enumerate([*jobs, *kept_by_name])}
+    report.unchanged.sort(key=lambda name: order.get(name, len(order)))
     for change in ("added", "changed", "restored", "removed", "pruned", "unchanged"):
         for name in getattr(report, change):
-            rec = by_name.get(name)
+            job, rec = jobs.get(name), kept_by_name.get(name)
             rows.append(
                 [
                     name,
-                    "kept" if name in kept_names else change,
-                    rec.definition["schedule"]["expression"] if rec else "-",
-                    rec.plugin if rec else "-",
+                    "kept" if rec else change,
+                    job.schedule.expression
+                    if job
+                    else rec.definition["schedule"]["expression"]
+                    if rec
+                    else "-",
+                    job.provenance.plugin if job else rec.plugin if rec else "-",
                 ]
             )
-    consumers = [n for n in by_name if n.startswith("consume:")]
+    consumers = [n for n in [*jobs, *kept_by_name] if n.startswith("consume:")]
     if as_json:
         _print_json(
             {
@@ -457,6 +509,7 @@ def status(
             raise IccError("--timeline draws a picture: give it without --json and --next")
         _timeline(config, job, moment)
         return
+    _without_collections()
     report = facts.status(config, moment)
     if job is not None:
         detail = facts.job_detail(config, report, job, limit, next_count, moment or datetime.now(UTC))
@@ -546,9 +599,13 @@ def _status_table(report: facts.StatusReport, zone: str) -> None:
         ui.say(_pause_line(report.paused, zone))
     terminal = ui.is_terminal()
     rows = []
+    times: dict[float | None, str] = {}  # a next run many jobs share (10,000 jobs: issue 17), formatted once
     for j in report.jobs:
         plugin = j.plugin + (f" ({j.distribution} {j.version})" if j.distribution else "")
         state = j.state
+        next_run = times.get(j.next_run)
+        if next_run is None:
+            next_run = times[j.next_run] = _local(j.next_run, zone)
         running = (
             ", ".join(
                 f"pid {r.pid} since {'?' if r.since is None else _local(r.since, zone)[11:16]}"
@@ -562,7 +619,7 @@ def _status_table(report: facts.StatusReport, zone: str) -> None:
             plugin,
             f"{j.schedule_text}\n{j.cron}" if terminal else j.cron,
             *(() if terminal else (state,)),
-            _local(j.next_run, zone),
+            next_run,
             _last_run_cell(j.last_run, zone, terminal=terminal),
             _last_run_cell(j.last_success, zone, terminal=terminal),
             _last_run_cell(j.last_failure, zone, terminal=terminal),

@@ -37,6 +37,7 @@ __all__ = [
     "open_transport",
     "queue_is_empty",
     "queues_present",
+    "sqlite_file",
     "sqlite_queue_is_empty",
     "store_label",
     "store_present",
@@ -60,6 +61,13 @@ def store_label(config: Config) -> str:
     from icc.store.postgres.connection import shown_url
 
     return f"{shown_url(config.store.url)} (schema {config.store.schema})"
+
+
+def sqlite_file(state_dir: Path) -> Path:
+    """The SQLite state database in ``state_dir`` (the tick checks that the file it opened is still the one there)."""
+    from icc.store.sqlite.state import FILENAME
+
+    return state_dir / FILENAME
 
 
 def store_present(config: Config) -> bool:

@@ -7,9 +7,9 @@ transaction, and the only cross-process guarantee the tick relies on is :meth:`S
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 Outcome = Literal[
     "pending", "running", "succeeded", "failed", "timed_out", "stopped", "abandoned", "skipped", "missed"
@@ -93,6 +93,23 @@ class JobRecord:
         )
 
 
+class JobSummary(NamedTuple):
+    """What ``icc status`` shows of a job (:meth:`StateStore.job_summaries`): its row, with only the schedule and
+    the description of its definition. ``schedule`` is shared by the jobs whose stored schedules are equal: read
+    it, never change it."""
+
+    name: str
+    kind: str
+    plugin: str
+    distribution: str | None
+    version: str | None
+    enabled: bool
+    removed_at: float | None
+    next_due: int | None
+    schedule: Mapping[str, Any]
+    description: str | None
+
+
 def _comparable(definition: Mapping[str, Any]) -> dict[str, Any]:
     """A definition without its ``compiled`` masks and declaration ``order``: derived data, so a scan after an
     upgrade that adds or changes them, or a job declared in a new place, does not report jobs as changed (the
@@ -147,12 +164,26 @@ class SyncReport:
     restored: list[str] = field(default_factory=list)
 
 
+class UnchangedGone(Exception):
+    """``sync_jobs``: a job given as unchanged is no longer a present row of its plugin; nothing was written."""
+
+
 class StateStore(Protocol):
     """Storage for jobs, runs (which double as per-(job, slot) claims) and the tick watermark."""
 
     # -- jobs --------------------------------------------------------------------------------------------
-    def jobs(self, *, include_removed: bool = False) -> list[JobRecord]:
-        """All jobs, by name."""
+    def jobs(
+        self, *, include_removed: bool = False, plugins: Collection[str] | None = None
+    ) -> list[JobRecord]:
+        """All jobs, by name; with ``plugins``, only the jobs of those plugins."""
+
+    def definition_totals(self) -> dict[str, tuple[int, int]]:
+        """Per plugin, its present jobs: how many, and the total length of their stored definitions (one grouped
+        query: ``icc scan`` checks that the rows are as its last scan left them)."""
+
+    def job_summaries(self) -> list[JobSummary]:
+        """Every job, removed ones too, by name, as ``icc status`` shows it: one query, and each distinct stored
+        schedule decoded once (10,000 jobs: issue 17)."""
 
     def due_jobs(self, slot: int) -> list[JobRecord]:
         """The enabled, present jobs a tick at ``slot`` must evaluate, by name: next slot reached (``next_due``
@@ -164,9 +195,20 @@ class StateStore(Protocol):
         """One job, removed or not."""
 
     def sync_jobs(
-        self, records: Sequence[JobRecord], *, prune: bool, dry_run: bool, now: float, meta: Mapping[str, str]
+        self,
+        records: Sequence[JobRecord],
+        *,
+        prune: bool,
+        dry_run: bool,
+        now: float,
+        meta: Mapping[str, str],
+        unchanged: Mapping[str, str] | None = None,
     ) -> SyncReport:
-        """Make the stored jobs match ``records`` in one transaction; keeps enabled flags and history."""
+        """Make the stored jobs match ``records`` in one transaction; keeps enabled flags and history.
+
+        ``unchanged``: jobs the caller knows are stored as they are ({name: plugin}; their plugin's digest did
+        not change since the last scan), wanted too, without a record. Each must be a present row of that plugin,
+        else :class:`UnchangedGone` is raised and nothing is written (the caller builds their records)."""
 
     def set_enabled(self, name: str, enabled: bool) -> None:
         """Enable or disable a job (kept across scans)."""

@@ -42,10 +42,12 @@ fails naming every claimed run and whether it ran, since none of that can be rec
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import marshal
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -56,9 +58,8 @@ from icc import hosts as hostclock
 from icc.errors import IccError, StateError
 from icc.locks import Holder, job_lock, pid_alive, tick_lock
 from icc.statedir import state_dir_problem
-from icc.store import open_store, store_label
+from icc.store import open_store, sqlite_file, store_label
 from icc.store.protocol import FAILURES, FINISHED, Claim, JobRecord, Outcome, RunKind, RunRecord, StateStore
-from icc.store.sqlite.state import FILENAME, SQLiteStateStore
 from icc.supervise.supervisor import (
     STOP,
     RunSpec,
@@ -293,7 +294,7 @@ def prepare_run(
     only = None
     if hook_plugins is not None and record.plugin not in JOBS_FROM_EVERY_PLUGIN:
         only = {record.plugin: record.distribution, **hook_plugins}
-    loaded = load_within(config, limit, only, None if only is None else record.plugin)
+    loaded = load_within(config, limit, only, None if only is None else record.plugin, record.name)
     if loaded is None:  # a plugin's import hangs: this run fails, the tick and the other runs go on
         return "failed", (
             f"its plugins did not load within {limit:g}s (an import hangs?); the task was not started. "
@@ -321,10 +322,12 @@ def load_within(
     limit: float,
     only: Mapping[str, str | None] | None = None,
     jobs_of: str | None = None,
+    job: str | None = None,
 ) -> tuple[PluginHost, dict[str, Job]] | None:
     """The plugins and their jobs, loaded in this (forked) process; None when that took longer than ``limit``
     seconds (SIGALRM interrupts an import that hangs in Python code). ``only``: just these plugins
-    ({name: distribution}, :func:`icc.plugins.load_only`), and with ``jobs_of`` just that plugin's jobs."""
+    ({name: distribution}, :func:`icc.plugins.load_only`), and with ``jobs_of`` just that plugin's jobs (with ``job``,
+    just that one built: :meth:`icc.plugins.PluginHost.jobs_of`)."""
     import signal  # lazy: only a supervisor or the concluder
 
     from icc.plugins import load_only, load_plugins  # lazy: the plugin host: supervisors, concluder, icc exec
@@ -339,7 +342,7 @@ def load_within(
     signal.setitimer(signal.ITIMER_REAL, limit)
     try:
         host = load_plugins(config) if only is None else load_only(config, only)
-        live = host.collect_jobs() if only is None or jobs_of is None else host.jobs_of(jobs_of)
+        live = host.collect_jobs() if only is None or jobs_of is None else host.jobs_of(jobs_of, job)
     except TimeoutError:
         fired.append(True)
     finally:
@@ -540,7 +543,7 @@ class Tick:
         self.slot = slot_of(at or datetime.now(UTC))
         # Real time: sleep for jitter and sub-minute offsets. Default: only without ``at``.
         self.realtime = at is None if realtime is None else realtime
-        self.db_path = config.state_dir / FILENAME
+        self.db_path = sqlite_file(config.state_dir)
         problem = state_dir_problem(config.state_dir)  # a planted link or a foreign directory first
         if problem is not None:
             raise StateError(problem)
@@ -551,7 +554,7 @@ class Tick:
                     f"no state store at {self.db_path} (never scanned, or deleted); nothing was run. "
                     "Run `icc scan` to register the jobs"
                 )
-            self.store: StateStore = SQLiteStateStore(config.state_dir)
+            self.store: StateStore = open_store(config)
             self._identity = _file_identity(self.db_path) or (-1, -1)  # gone already: never intact
         else:
             self.store = open_store(config)
@@ -1551,9 +1554,10 @@ def record_definition(job: Job) -> dict[str, Any]:
     return definition
 
 
-def job_records(jobs: dict[str, Job]) -> list[JobRecord]:
+def job_records(jobs: dict[str, Job], skip: Collection[str] = ()) -> list[JobRecord]:
     """Records for the state store; ``next_due`` 0 makes the next tick evaluate them from its own slot. Each
-    definition keeps the job's declaration ``order``: the tick runs foreground jobs in it without plugins."""
+    definition keeps the job's declaration ``order``: the tick runs foreground jobs in it without plugins.
+    ``skip``: plugins whose jobs need no record (their digest did not change), their order counted still."""
     return [
         JobRecord(
             name=job.name,
@@ -1565,4 +1569,33 @@ def job_records(jobs: dict[str, Job]) -> list[JobRecord]:
             next_due=NOT_EVALUATED,
         )
         for index, job in enumerate(jobs.values())
+        if job.provenance.plugin not in skip
     ]
+
+
+SCAN_DIGESTS_META_KEY = "scan_digests"  # {plugin: plugin_digests()} as the last scan stored its jobs
+
+
+def plugin_digests(jobs: dict[str, Job]) -> dict[str, str]:
+    """A digest per plugin of everything :func:`job_records` stores of its jobs (their declaration order and
+    compiled masks too), with the icc version: a scan whose digest of a plugin equals the stored one builds no
+    record for its jobs and leaves their rows as they are (issue 17: 10,000 jobs, nothing changed)."""
+    from icc._version import __version__  # lazy: scan's alone
+    from icc.cron import compiled_form  # lazy: scan's alone
+    from icc.jobs import default_name  # lazy: scan's alone
+
+    items: dict[str, list[tuple[Any, ...]]] = {}
+    for index, job in enumerate(jobs.values()):
+        p = job.provenance
+        schedule = job.schedule
+        task = job.argv if job.kind == "command" else default_name(job.task)  # type: ignore[arg-type]
+        definition = schedule.definition()
+        compiled = compiled_form(schedule.time_rule)
+        item = (index, job.name, task, job.description, p.distribution, p.version, definition, compiled)
+        items.setdefault(p.plugin, []).append(item)
+    # The bytes hashed are marshal's (format 2: no back-references, so equal values give equal bytes), three
+    # times quicker than JSON's; nothing is ever loaded from them.
+    return {
+        plugin: hashlib.sha256(__version__.encode() + marshal.dumps(listed, 2)).hexdigest()
+        for plugin, listed in items.items()
+    }

@@ -171,12 +171,12 @@ def _scan_record(config: Config, host: PluginHost, jobs: Mapping[str, Job]) -> s
     expected = {"background": True, "between": None, "environments": None, "expression": "* * * * *"}
     expected.update({"overlapping": False, "year": None})
     for name, job in jobs.items():
+        if not isinstance(job.task, ConsumerTask) or job.provenance.plugin != "icc.queue.builtin":
+            continue  # not a consumer job: no definition built (10,000 jobs at a scan)
         schedule = job.schedule
         definition = schedule.definition()
         if (
-            not isinstance(job.task, ConsumerTask)
-            or job.provenance.plugin != "icc.queue.builtin"
-            or name != f"consume:{job.task.queue}"
+            name != f"consume:{job.task.queue}"
             # on_each_host: every consumer job has it; the light minute runs on SQLite only (one host)
             or set(definition) - {*expected, "has_callbacks", "missed", "on_each_host", "timeout", "zone"}
             or any(definition.get(key) != value for key, value in expected.items())

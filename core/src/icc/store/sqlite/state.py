@@ -79,6 +79,9 @@ class SQLiteStateStore(SqlStateStore):
 
     _TRUE = "1"
     _SLOT_SECONDS = "slot"
+    _SCHEDULE_AND_DESCRIPTION = (
+        "json_extract(definition, '$.schedule'), json_extract(definition, '$.description')"
+    )
     _FINISHED_STAYS = False  # one host: a later finish of the same run is what it shows, as it always was
 
     def __init__(self, state_dir: Path, *, timeout: float = 30.0) -> None:

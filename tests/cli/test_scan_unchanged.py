@@ -1,0 +1,137 @@
+"""``icc scan`` with nothing changed (issue 17): a plugin whose digest of its jobs is the one the last scan stored
+has no record built nor row compared; a row that changed behind the scan's back is still found."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+from icc.config import load_config
+from icc.jobs import Job, Provenance, Scheduler
+from icc.store import open_store
+from icc.tick.coordinator import SCAN_DIGESTS_META_KEY, plugin_digests
+from projectkit import Project
+
+
+def _jobs(change: Callable[[Scheduler], None] | None = None, version: str = "1.0") -> dict[str, Job]:
+    scheduler = Scheduler(provenance=Provenance("p", "dist", version))
+    scheduler.add(print, name="one", description="first").daily().at(3)
+    scheduler.add(["true", "x"], name="two").every_minutes(5).timeout(60)
+    if change is not None:
+        change(scheduler)
+    other = Scheduler(provenance=Provenance("q"))
+    other.add(print, name="three").weekly()
+    return {**scheduler.jobs, **other.jobs}
+
+
+def _timeout(s: Scheduler) -> None:
+    s.jobs["two"].schedule.timeout(61)
+
+
+def _ping(s: Scheduler) -> None:
+    s.jobs["one"].schedule.then_ping("https://example.com/ping")
+
+
+def _reorder(s: Scheduler) -> None:
+    s.jobs = {"two": s.jobs["two"], "one": s.jobs["one"]}
+
+
+def _describe(s: Scheduler) -> None:
+    s.jobs["one"] = Job("one", print, s.jobs["one"].schedule, "second", s.jobs["one"].provenance)
+
+
+def _target(s: Scheduler) -> None:
+    s.jobs["one"] = Job("one", repr, s.jobs["one"].schedule, "first", s.jobs["one"].provenance)
+
+
+def _argv(s: Scheduler) -> None:
+    s.jobs["two"] = Job("two", ("true", "y"), s.jobs["two"].schedule, None, s.jobs["two"].provenance)
+
+
+@pytest.mark.parametrize("change", [_timeout, _ping, _reorder, _describe, _target, _argv])
+def test_a_plugins_digest_changes_with_anything_its_job_records_store(
+    change: Callable[[Scheduler], None],
+) -> None:
+    same = plugin_digests(_jobs())
+    assert plugin_digests(_jobs()) == same and set(same) == {"p", "q"}
+    changed = plugin_digests(_jobs(change))
+    assert changed["p"] != same["p"] and changed["q"] == same["q"]
+
+
+def test_a_plugins_digest_changes_with_its_distributions_version() -> None:
+    assert plugin_digests(_jobs(version="1.1"))["p"] != plugin_digests(_jobs())["p"]
+
+
+PLUGIN = """
+def a():
+    pass
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(a, name="a").daily().at(3)
+    scheduler.add(["true"], name="b").every_hour()
+"""
+
+
+@pytest.mark.both_stores
+def test_a_scan_with_nothing_changed_stores_its_digests_and_still_restores_a_row_removed_behind_its_back(
+    project: Project,
+) -> None:
+    project.write_plugin(PLUGIN)
+    project.icc("scan", check=True)
+    again = project.icc("scan", check=True).stdout
+    assert [line.split()[:2] for line in again.splitlines()[2:4]] == [["a", "unchanged"], ["b", "unchanged"]]
+    store = open_store(load_config(project.config))
+    try:
+        assert store.get_meta(SCAN_DIGESTS_META_KEY)
+        kept = [r for r in store.jobs() if r.name == "a"]
+        store.sync_jobs(kept, prune=False, dry_run=False, now=1.0, meta={})  # b removed; the digests stay
+        assert [r.name for r in store.jobs()] == ["a"]
+    finally:
+        store.close()
+    out = project.icc("scan", check=True).stdout
+    assert ["b", "restored"] in [line.split()[:2] for line in out.splitlines()]
+    assert [j["name"] for j in project.status()["jobs"]] == ["a", "b"]
+
+
+def test_a_plugins_digest_is_the_same_in_every_process() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "from cli.test_scan_unchanged import _jobs; from icc.tick.coordinator import plugin_digests; "
+    code += "print(plugin_digests(_jobs()))"
+    tests = str(Path(__file__).resolve().parents[1])
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": tests},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert seen == {f"{plugin_digests(_jobs())}\n"}
+
+
+@pytest.mark.both_stores
+def test_a_scan_after_another_icc_scanned_compares_every_row_again(project: Project) -> None:
+    # An older icc scanning meanwhile (a downgrade, then an upgrade) rewrites rows and "scanned_at", not the
+    # digests: they no longer hold, even for a row of the same length.
+    project.write_plugin(PLUGIN)
+    project.icc("scan", check=True)
+    store = open_store(load_config(project.config))
+    try:
+        (a,) = [r for r in store.jobs() if r.name == "a"]
+        schedule = {**a.definition["schedule"], "expression": "0 4 * * *"}
+        other = replace(a, definition={**a.definition, "schedule": schedule})
+        rest = [r for r in store.jobs() if r.name != "a"]
+        store.sync_jobs([other, *rest], prune=False, dry_run=False, now=1.0, meta={"scanned_at": "1.0"})
+    finally:
+        store.close()
+    out = project.icc("scan", check=True).stdout
+    assert ["a", "changed", "0", "3"] in [line.split()[:4] for line in out.splitlines()]
+    assert {j["name"]: j["schedule"]["cron"] for j in project.status()["jobs"]}["a"] == "0 3 * * *"
