@@ -4,6 +4,7 @@ PostgreSQL store: what runs, what is stored, what status shows."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from projectkit import BASE, Project, at
@@ -80,6 +81,26 @@ def schedule(scheduler):
 
 
 @pytest.mark.both_stores
+def test_every_36_hours_runs_on_its_utc_count_and_status_says_so(project: Project) -> None:
+    scanned(
+        project,
+        """
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(mark("long"), name="long").every(hours=36).starting(BASE)
+""",
+    )
+    ticks(project, 0, 1, 60, 35 * 60 + 59, 36 * 60, 36 * 60 + 1)
+    assert minutes_after_base(project, "long") == [0, 36 * 60]
+    shown = json.loads(project.icc("status", "--json", "--at", at(36 * 60 + 1), check=True).stdout)
+    job = next(j for j in shown["jobs"] if j["name"] == "long")
+    assert job["schedule"]["description"] == f"every 36 hours from {BASE:%Y-%m-%d %H:%M} UTC"
+    assert job["next_run"] == (BASE + timedelta(hours=72)).isoformat()
+    table = project.icc("status", "--at", at(36 * 60 + 1), check=True).stdout
+    assert f"{BASE + timedelta(hours=72):%Y-%m-%d %H:%M}" in table
+
+
+@pytest.mark.both_stores
 def test_once_runs_at_starting_and_never_again_even_after_a_rescan(project: Project) -> None:
     body = """
 @icc.hookimpl
@@ -87,6 +108,11 @@ def schedule(scheduler):
     scheduler.add(mark("one"), name="one").once().starting(BASE.replace(minute=2)){extra}
 """
     scanned(project, body.format(extra=""))
+    before = json.loads(project.icc("status", "--json", "--at", at(0), check=True).stdout)
+    job = next(j for j in before["jobs"] if j["name"] == "one")
+    assert job["next_run"] == BASE.replace(minute=2).isoformat()  # its one run, before it ran
+    detail = project.icc("status", "one", "--next", "3", "--at", at(0), check=True).stdout
+    assert "next 1 run:" in detail and f"{BASE:%Y-%m-%d} 10:02" in detail
     ticks(project, 0, 1, 2, 3)
     assert minutes_after_base(project, "one") == [2]
     # A rescan, unchanged and then changed (its next slot is evaluated afresh): the one run stays the only one.
@@ -99,6 +125,8 @@ def schedule(scheduler):
     job = next(j for j in shown["jobs"] if j["name"] == "one")
     assert job["next_run"] is None
     assert job["schedule"]["description"] == f"once at {BASE:%Y-%m-%d} 10:02 UTC"
+    detail = project.icc("status", "one", "--next", "3", "--at", at(2 * 60), check=True).stdout
+    assert "next runs: none left" in detail
 
 
 @pytest.mark.both_stores
@@ -116,6 +144,7 @@ def schedule(scheduler):
     assert len(runs) == 1 and len(project.marker_lines("late")) == 1
 
 
+@pytest.mark.both_stores
 def test_unless_between_keeps_runs_out_of_the_window(project: Project) -> None:
     scanned(
         project,
@@ -127,6 +156,10 @@ def schedule(scheduler):
     )
     ticks(project, 0, 5, 10, 15)
     assert minutes_after_base(project, "quiet") == [0, 15]
+    shown = json.loads(project.icc("status", "--json", "--at", at(15), check=True).stdout)
+    job = next(j for j in shown["jobs"] if j["name"] == "quiet")
+    assert job["schedule"]["description"] == "every 5 minutes, not between 10:05 and 10:10"
+    assert job["next_run"] is not None and job["next_run"].startswith(f"{BASE:%Y-%m-%d}T10:20")
 
 
 @pytest.mark.parametrize(
