@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -128,6 +131,23 @@ def test_a_job_notify_on_failure_url_is_notified_without_a_configured_one(
     assert [h.path for h in ping_server.hits] == ["/job-hook"]
 
 
+def attempts(project: Project) -> list[int]:
+    """The delivery attempts of each message waiting on the mail queue (counted when a consumer leases it)."""
+    sql = "SELECT attempts FROM messages WHERE queue = 'mail' ORDER BY id"
+    if project.store_url is not None:
+        import psycopg
+
+        with psycopg.connect(project.store_url, options="-c search_path=icc", autocommit=True) as conn:
+            return [int(row[0]) for row in conn.execute(sql).fetchall()]
+    import sqlite3
+
+    db = sqlite3.connect(project.state_dir / "queue.sqlite3")
+    try:
+        return [int(row[0]) for row in db.execute(sql).fetchall()]
+    finally:
+        db.close()
+
+
 @pytest.mark.both_stores
 def test_a_notifier_that_is_down_never_delays_the_run_and_is_retried_later(
     project: Project, ping_server: PingServer
@@ -141,11 +161,39 @@ def test_a_notifier_that_is_down_never_delays_the_run_and_is_retried_later(
     project.write_plugin(FAILING)
     project.icc("scan", check=True)
     project.icc("run", "--at", at(1))
+    # The tick is over and its run recorded before anything tried to reach the notifier: the message waits,
+    # never leased, so no send was attempted on the tick's time.
     assert project.runs("boom")[-1]["outcome"] == "failed"
     project.wait_for(lambda: queued(project) == 1, what="the notification queued")
+    assert attempts(project) == [0]
     out = consume(project)
     assert "not delivered" in out
     assert queued(project) == 1  # still there, retried later: at least once
+    assert attempts(project) == [1]
+    # The notifier comes back on its port: the next consumer delivers the message, once.
+    hits: list[dict[str, object]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            hits.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", down), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.6)  # the mail queue's retry delay here (0.5 s): the message is leasable again
+        consume(project)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [h["title"] for h in hits] == [f"[icc] boom failed on {socket.gethostname()}"]
+    assert queued(project) == 0
 
 
 def test_notify_on_failure_refuses_a_url_that_is_not_one_with_one_line() -> None:
@@ -221,3 +269,55 @@ def test_flood_control_rule_counts_after_the_first_until_the_interval() -> None:
     assert later.kind == "repeat" and later.unsent == 2 and later.total == 3
     recovered = decide(later.state, "succeeded", 3800.0, 3600)
     assert recovered.kind == "recovered" and recovered.state is None
+
+
+def test_two_hosts_on_a_shared_store_notify_a_failing_job_once_and_share_its_flood_control(
+    tmp_path: Path, pg_url: str, ping_server: PingServer
+) -> None:
+    from conftest import migrated_url
+
+    url = migrated_url(pg_url)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    hosts = []
+    for name in ("host-a", "host-b"):
+        host = Project(tmp_path / name, store_url=url, host_id=name, env={"SHARED_DIR": str(shared)})
+        host.root.mkdir()
+        host.write_config(notify_config(json_url(ping_server)))
+        host.write_plugin(
+            """
+            @icc.hookimpl
+            def schedule(scheduler):
+                def flaky():
+                    if not os.path.exists(os.path.join(os.environ["SHARED_DIR"], "ok")):
+                        raise RuntimeError("not yet")
+                scheduler.add(flaky, name="flaky").every_minute()
+            """
+        )
+        hosts.append(host)
+    hosts[0].icc("scan", check=True)
+
+    def tick_both(minute: int) -> None:
+        ticks = [host.popen("run", "--at", at(minute)) for host in hosts]  # the same minute on both hosts
+        for tick in ticks:
+            tick.communicate(timeout=120)
+
+    tick_both(1)
+    tick_both(2)
+    assert [r["outcome"] for r in hosts[0].runs("flaky")] == ["failed", "failed"]  # one run a minute
+    assert queued(hosts[0]) == queued(hosts[1]) == 1  # the first failure; the second only counted
+    (shared / "ok").write_text("")
+    tick_both(3)
+    assert [r["outcome"] for r in hosts[1].runs("flaky")] == ["failed", "failed", "succeeded"]
+    assert queued(hosts[0]) == 2  # and "recovered"
+    consumers = [
+        host.popen("consume", "mail", "--stop-when-empty", "--time-limit", "60") for host in hosts
+    ]  # both hosts' consumers on the one queue
+    for consumer in consumers:
+        out, err = consumer.communicate(timeout=120)
+        assert consumer.returncode == 0, out + err
+    titles = [str(p["title"]) for p in payloads(ping_server)]
+    assert len(titles) == 2, titles  # each sent once, by one of the hosts
+    assert titles[0].startswith("[icc] flaky failed on ")
+    assert titles[1].startswith("[icc] flaky recovered on ") and titles[1].endswith(" after 2 failures")
+    assert queued(hosts[0]) == 0
