@@ -240,3 +240,36 @@ def test_two_hosts_ticking_at_once_on_a_shared_store_alert_a_stale_job_once(
         assert tick.returncode == 0, out + err
     assert stale_messages(hosts[0]) == 1
     assert stale_next(hosts[1]) is None
+
+
+@pytest.mark.both_stores
+def test_status_shows_a_stale_job_as_stale_and_a_fresh_one_as_fresh(project: Project) -> None:
+    project.write_plugin(
+        """
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(["true"], name="fresh").every_minute().expect_success_within(3600)
+            scheduler.add(["true"], name="nightly").daily().at(3).expect_success_within(1)
+            scheduler.add(["true"], name="plain").every_minute()
+        """
+    )
+    project.icc("scan", check=True)
+    project.icc("run", "--at", at(1), check=True)  # fresh and plain succeed; nightly is not due
+    due = stale_next(project)
+    assert due is not None
+    project.wait_for(lambda: time.time() > due + 0.01, what="nightly's second to pass")
+    jobs = {j["name"]: j for j in project.status()["jobs"]}
+    assert jobs["nightly"]["stale"] is True
+    assert jobs["nightly"]["freshness"]["within"] == 1 and jobs["nightly"]["freshness"]["stale"] is True
+    assert jobs["nightly"]["freshness"]["stale_at"] is not None
+    assert jobs["fresh"]["stale"] is False and jobs["fresh"]["freshness"]["within"] == 3600
+    assert jobs["plain"]["stale"] is None and jobs["plain"]["freshness"] is None
+    rows = {line.split()[0]: line for line in project.icc("status", check=True).stdout.splitlines()[2:]}
+    assert "enabled, stale" in rows["nightly"]
+    assert "stale" not in rows["fresh"] and "stale" not in rows["plain"]
+    detail = project.icc("status", "nightly", check=True).stdout
+    assert "freshness: stale since " in detail
+    assert ": no success within 1s (last success: never)" in detail
+    fresh = project.icc("status", "fresh", check=True).stdout
+    assert "freshness: fresh until " in fresh and ": a success expected within 3600s" in fresh
+    assert "freshness:" not in project.icc("status", "plain", check=True).stdout

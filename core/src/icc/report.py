@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from icc.config import Config
     from icc.pause import Pause
     from icc.queue.transport import QueueStats
-    from icc.store.protocol import DurationHistogram, RunRecord, StateStore
+    from icc.store.protocol import DurationHistogram, JobSummary, RunRecord, StateStore
     from icc.tick.coordinator import TickReport
 
 
@@ -173,6 +173,12 @@ class JobReport:
     running: tuple[RunningReport, ...]
     missed: int  # slots recorded missed within the missed window
     args: dict[str, Any] | None = None  # args(): {"args": [...], "kwargs": {...}} as stored at scan
+    freshness: FreshnessReport | None = None  # expect_success_within(); None: the job has no freshness check
+
+    @property
+    def stale(self) -> bool | None:
+        """Whether its ``expect_success_within`` is overdue; None when it has none."""
+        return None if self.freshness is None else self.freshness.stale
 
     @property
     def state(self) -> str:
@@ -204,7 +210,35 @@ class JobReport:
             "running": [r.to_json(zone) for r in self.running],
             "missed": self.missed,
             "args": self.args,
+            "stale": self.stale,
+            "freshness": None if self.freshness is None else self.freshness.to_json(zone),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class FreshnessReport:
+    """A job's ``expect_success_within`` as ``icc status`` shows it."""
+
+    within: int  # seconds
+    stale: bool
+    stale_at: float | None  # when it goes (or went) stale; None: not scanned with the check yet
+    last_success: float | None
+
+    def line(self, zone: str) -> str:
+        """`icc status JOB`'s freshness line: "stale since ...: no success within 3600s (last success: never)" or
+        "fresh until ...: a success expected within 3600s"."""
+        if self.stale_at is None:
+            return f"a success expected within {self.within}s (counted from the next scan)"
+        last = "never" if self.last_success is None else _short_time(self.last_success, zone)
+        if self.stale:
+            return (
+                f"stale since {_short_time(self.stale_at, zone)}: no success within {self.within}s "
+                f"(last success: {last})"
+            )
+        return f"fresh until {_short_time(self.stale_at, zone)}: a success expected within {self.within}s"
+
+    def to_json(self, zone: str) -> dict[str, Any]:
+        return {"within": self.within, "stale": self.stale, "stale_at": iso(self.stale_at, zone)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,7 +472,9 @@ def status(config: Config, at: datetime | None) -> StatusReport:
     schedules: dict[int, tuple[Schedule, str, list[int | None]]] = {}
     no_runs: dict[str, RunRecord] = {}
     jobs = []
-    for rec in store.job_summaries():
+    summaries = store.job_summaries()
+    fresh = _freshness(store, now.timestamp(), summaries, last_outcomes)
+    for rec in summaries:
         # Read in the project's zone: a job shows a zone only where it differs from the project's.
         definition = rec.schedule
         key = id(definition)
@@ -485,6 +521,7 @@ def status(config: Config, at: datetime | None) -> StatusReport:
                 running=tuple(running.get(name, ())),
                 missed=missed.get(name, 0),
                 args=definition.get("args"),
+                freshness=fresh.get(name),
             )
         )
     return StatusReport(
@@ -505,6 +542,25 @@ def status(config: Config, at: datetime | None) -> StatusReport:
         jobs=tuple(jobs),
         hosts=hosts(config, store),
     )
+
+
+def _freshness(
+    store: StateStore,
+    now: float,
+    summaries: Sequence[JobSummary],
+    last: dict[str, dict[str, RunRecord]],
+) -> dict[str, FreshnessReport]:
+    """The jobs with ``expect_success_within`` (removed ones left out): how fresh each is at ``now``. One meta
+    read per such job; nothing for the others."""
+    from icc.notify.freshness import freshness_of, schedule_within
+
+    checked = [(r.name, w) for r in summaries if r.removed_at is None and (w := schedule_within(r.schedule))]
+    if not checked:
+        return {}
+    return {
+        f.job: FreshnessReport(f.within, f.stale, f.stale_at, f.last_success)
+        for f in freshness_of(store, now, checked, last)
+    }
 
 
 def job_detail(

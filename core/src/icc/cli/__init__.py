@@ -539,6 +539,8 @@ def _job_detail(detail: facts.JobDetailReport, zone: str, raw: bool = False) -> 
         ui.say(f"args: ({', '.join(shown)})")
     ui.say(f"last success: {_last_run_cell(entry.last_success, zone)}")
     ui.say(f"last failure: {_last_run_cell(entry.last_failure, zone)}")
+    if entry.freshness is not None:
+        ui.say(f"freshness: {entry.freshness.line(zone)}")
     if detail.next_runs is not None:
         offset = detail.start_offset
         late = f" (each starts {offset}s later: jitter)" if offset else ""
@@ -602,7 +604,7 @@ def _status_table(report: facts.StatusReport, zone: str) -> None:
     times: dict[float | None, str] = {}  # a next run many jobs share (10,000 jobs: issue 17), formatted once
     for j in report.jobs:
         plugin = j.plugin + (f" ({j.distribution} {j.version})" if j.distribution else "")
-        state = j.state
+        state = j.state + (", stale" if j.stale else "")  # expect_success_within() overdue
         next_run = times.get(j.next_run)
         if next_run is None:
             next_run = times[j.next_run] = _local(j.next_run, zone)
@@ -625,7 +627,7 @@ def _status_table(report: facts.StatusReport, zone: str) -> None:
             _last_run_cell(j.last_failure, zone, terminal=terminal),
         ]
         if terminal:  # state, running and missed in one column: a terminal may be 80 columns wide
-            notes = [state] if state != "enabled" else []
+            notes = [state] if j.state != "enabled" or j.stale else []
             notes += [f"running {running}"] if j.running else []
             notes += [f"missed {missed}"] if j.missed else []
             rows.append([*cells, "\n".join(notes) or "-"])

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from icc.config import Config
     from icc.hookspecs import RegisterHandler
     from icc.jobs import Job, RunContext, RunResult
-    from icc.store.protocol import JobRecord, StateStore
+    from icc.store.protocol import JobRecord, RunRecord, StateStore
 
 __all__ = [
     "FRESH_PREFIX",
@@ -43,8 +43,10 @@ __all__ = [
     "Freshness",
     "check",
     "freshness",
+    "freshness_of",
     "handle_stale",
     "record_scan",
+    "schedule_within",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,11 @@ class Freshness:
 
 def within(record: JobRecord) -> int | None:
     """The job's ``expect_success_within`` seconds, from its stored definition."""
-    schedule = record.definition.get("schedule")
+    return schedule_within(record.definition.get("schedule"))
+
+
+def schedule_within(schedule: object) -> int | None:
+    """``expect_success_within`` seconds of a stored schedule definition, or None."""
     value = schedule.get("expect_success_within") if isinstance(schedule, Mapping) else None
     return (
         int(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
@@ -96,23 +102,35 @@ def _number(value: object) -> float | None:
 
 def freshness(store: StateStore, now: float, records: Iterable[JobRecord] | None = None) -> list[Freshness]:
     """Every job with a freshness check (removed jobs left out; disabled ones kept: a forgotten job is stale)."""
-    checked = [(r, w) for r in (records if records is not None else store.jobs()) if (w := within(r))]
-    if not checked:
-        return []
-    last = store.last_outcomes()
+    checked = [
+        (r.name, w)
+        for r in (records if records is not None else store.jobs())
+        if r.removed_at is None and (w := within(r))
+    ]
+    return freshness_of(store, now, checked) if checked else []
+
+
+def freshness_of(
+    store: StateStore,
+    now: float,
+    checked: Iterable[tuple[str, int]],
+    last: Mapping[str, Mapping[str, RunRecord]] | None = None,
+) -> list[Freshness]:
+    """How fresh each of ``checked`` (job name, ``expect_success_within`` seconds) is at ``now``; ``last``:
+    :meth:`StateStore.last_outcomes` when the caller has read it already (``icc status``)."""
+    if last is None:
+        last = store.last_outcomes()
     found: list[Freshness] = []
-    for record, seconds in checked:
-        if record.removed_at is not None:
-            continue
-        success = last.get(record.name, {}).get("success")
+    for name, seconds in checked:
+        success = last.get(name, {}).get("success")
         ended = None if success is None else (success.ended_at or success.started_at)
-        state = _state(store.get_meta(FRESH_PREFIX + record.name))
+        state = _state(store.get_meta(FRESH_PREFIX + name))
         seen = _number(state.get("seen"))
         start = ended if ended is not None else seen
         stale_at = None if start is None else start + seconds
         found.append(
             Freshness(
-                job=record.name,
+                job=name,
                 within=seconds,
                 last_success=ended,
                 seen=seen,
