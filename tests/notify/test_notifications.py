@@ -131,6 +131,22 @@ def test_a_job_notify_on_failure_url_is_notified_without_a_configured_one(
     assert [h.path for h in ping_server.hits] == ["/job-hook"]
 
 
+@pytest.mark.both_stores
+def test_notify_urls_from_the_environment_are_notified_like_configured_ones(
+    project: Project, ping_server: PingServer
+) -> None:
+    project.env["ICC_NOTIFY_URLS"] = f"{json_url(ping_server, 'one')}, {json_url(ping_server, 'two')}"
+    project.write_plugin(FAILING)
+    project.icc("scan", check=True)
+    project.icc("run", "--at", at(1))
+    project.wait_for(lambda: queued(project) == 2, what="one notification per URL queued")
+    consume(project)
+    assert sorted(h.path for h in ping_server.hits) == ["/one", "/two"]
+    assert {str(p["title"]) for p in payloads(ping_server)} == {
+        f"[icc] boom failed on {socket.gethostname()}"
+    }
+
+
 def attempts(project: Project) -> list[int]:
     """The delivery attempts of each message waiting on the mail queue (counted when a consumer leases it)."""
     sql = "SELECT attempts FROM messages WHERE queue = 'mail' ORDER BY id"

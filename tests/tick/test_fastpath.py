@@ -255,3 +255,25 @@ def test_simple_toml_reader_agrees_with_tomllib(text: str) -> None:
         assert ours is None
         return
     assert ours is None or ours == theirs
+
+
+def test_notify_urls_from_the_environment_keep_the_fast_path_and_a_bad_one_is_the_full_loaders_error(
+    project: Project,
+) -> None:
+    idle(project)
+    project.env["ICC_NOTIFY_URLS"] = "json://127.0.0.1:9/hook, slack://T000/B000/XXXX"
+    project.env["ICC_NOTIFY_INTERVAL"] = "600"
+    proc = tick(project, "--at", at(0))
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing due" in proc.stdout
+    names = imported(proc)
+    assert "icc.config" not in names and "click" not in names  # still the idle tick
+    for bad in ("hooks.example.org/icc", "json://x/y,,", ""):
+        project.env["ICC_NOTIFY_URLS"] = bad
+        proc = tick(project, "--at", at(0))
+        assert "icc.config" in imported(proc), bad  # fell through: the full loader says what is wrong
+        one_line_error(project.icc("run", "--at", at(0)), "ICC_NOTIFY_URLS")
+    project.env["ICC_NOTIFY_URLS"] = "json://127.0.0.1:9/hook"
+    project.env["ICC_NOTIFY_INTERVAL"] = "nan"
+    assert "icc.config" in imported(tick(project, "--at", at(0)))
+    one_line_error(project.icc("run", "--at", at(0)), "ICC_NOTIFY_INTERVAL")

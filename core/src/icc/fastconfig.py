@@ -6,9 +6,10 @@ working directory) and returns the two settings the idle tick needs: the state d
 It answers only when it is sure the full loader would accept the same configuration and give the same two
 values; on any doubt it returns None and the full command, the source of truth, loads the configuration
 and reports what is wrong. Doubts: a key it does not know or a value it cannot vouch for, an ``ICC_*``
-variable other than ``ICC_STATE_DIR``, ``ICC_TIMEZONE``, ``ICC_ENVIRONMENT`` (and the ones that are never
+variable other than those of ``ENV_CHECKS`` (``ICC_STATE_DIR``, ``ICC_TIMEZONE``, ``ICC_ENVIRONMENT``,
+``ICC_SCAN``, ``ICC_NOTIFY_URLS``, ``ICC_NOTIFY_INTERVAL``) and the ones that are never
 configuration: ``ICC_CONFIG``, ``ICC_PLUGINS``, ``ICC_DISABLE_PLUGIN_AUTOLOAD``, plugin tables'
-``ICC_<TABLE>__<KEY>``), a ``.env`` or ``.env.local`` that mentions ``ICC_`` or that the full loader would
+``ICC_<TABLE>__<KEY>``, a ``.env`` or ``.env.local`` that mentions ``ICC_`` or that the full loader would
 refuse (not UTF-8, a NUL byte), and an ``[icc.store]`` table: with ``url`` (or ``ICC_STORE_URL``) the state
 is in PostgreSQL, and the full tick reads it (a ``state.sqlite3`` left in the state directory is stale then).
 """
@@ -133,12 +134,29 @@ STORE_CHECKS: dict[str, Check] = {
     "host_id": lambda v: isinstance(v, str) and 0 < len(v) <= 128 and set(v) <= _HOST and v[0] not in "_.:@-",
     "lease": lambda v: _number(v, 5, 86_400),
 }
+
+
+def _env_number(value: object, minimum: float, maximum: float) -> bool:
+    """A variable's number, as the full loader reads it (``float`` of the stripped string)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return False
+    return _number(number, minimum, maximum)
+
+
 # The variables this reader understands (each a string the full loader checks with the same rule).
 ENV_CHECKS: dict[str, Check] = {
     "ICC_ENVIRONMENT": _text,
     "ICC_TIMEZONE": _timezone,
     "ICC_STATE_DIR": _text,
     "ICC_SCAN": lambda v: isinstance(v, str) and v.strip() in ("manual", "auto"),
+    # Comma-separated, as the full loader splits them: set in a container's environment, they must not make
+    # every idle minute a full tick.
+    "ICC_NOTIFY_URLS": lambda v: isinstance(v, str) and _notify_urls([p.strip() for p in v.split(",")]),
+    "ICC_NOTIFY_INTERVAL": lambda v: _env_number(v, 0, 30 * 86_400),
 }
 
 
