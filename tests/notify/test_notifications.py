@@ -119,6 +119,43 @@ def test_notifications_are_flood_limited_first_then_counted_then_recovered(
 
 
 @pytest.mark.both_stores
+def test_failures_within_the_interval_are_counted_and_sent_with_the_next_one_after_it(
+    project: Project, ping_server: PingServer
+) -> None:
+    project.write_config(notify_config(json_url(ping_server), "interval = 10\n"))
+    project.write_plugin(
+        """
+        @icc.hookimpl
+        def schedule(scheduler):
+            def flaky():
+                if not os.path.exists(os.path.join(os.environ["MARKER_DIR"], "ok")):
+                    raise RuntimeError("not yet")
+            scheduler.add(flaky, name="flaky").every_minute()
+        """
+    )
+    project.icc("scan", check=True)
+    project.icc("run", "--at", at(1))
+    project.icc("run", "--at", at(2))
+    first, second = project.runs("flaky")
+    assert second["ended_at"] - first["ended_at"] < 10, "the second failure must come within the interval"
+    project.wait_for(lambda: time.time() > first["ended_at"] + 10.1, what="the interval to pass")
+    project.icc("run", "--at", at(3))  # the first failure after the interval: sent with the count
+    (project.root / "ok").write_text("")
+    project.icc("run", "--at", at(4))
+    assert [r["outcome"] for r in project.runs("flaky")] == ["failed"] * 3 + ["succeeded"]
+    project.wait_for(lambda: queued(project) == 3, what="first, repeat and recovered queued")
+    consume(project)
+    host = socket.gethostname()
+    sent = payloads(ping_server)
+    assert [str(p["title"]) for p in sent] == [
+        f"[icc] flaky failed on {host}",
+        f"[icc] flaky failed on {host} (2 failures since the last notification)",
+        f"[icc] flaky recovered on {host} after 3 failures",
+    ]
+    assert "failures: 2" in str(sent[1]["message"])
+
+
+@pytest.mark.both_stores
 def test_a_job_notify_on_failure_url_is_notified_without_a_configured_one(
     project: Project, ping_server: PingServer
 ) -> None:
