@@ -97,7 +97,12 @@ def schedule(scheduler):
     assert job["schedule"]["description"] == f"every 36 hours from {BASE:%Y-%m-%d %H:%M} UTC"
     assert job["next_run"] == (BASE + timedelta(hours=72)).isoformat()
     table = project.icc("status", "--at", at(36 * 60 + 1), check=True).stdout
-    assert f"{BASE + timedelta(hours=72):%Y-%m-%d %H:%M}" in table
+    [row] = [line for line in table.splitlines() if line.startswith("long ")]
+    # In words, not the "* * * * *" grid the period is counted on, which would read as every minute
+    assert f"every 36 hours from {BASE:%Y-%m-%d %H:%M} UTC" in row and "* * * * *" not in row
+    assert f"{BASE + timedelta(hours=72):%Y-%m-%d %H:%M}" in row
+    detail = project.icc("status", "long", check=True).stdout.splitlines()[0]
+    assert detail == f"long: every 36 hours from {BASE:%Y-%m-%d %H:%M} UTC, plugin tasks_plugin, enabled"
 
 
 @pytest.mark.both_stores
@@ -113,6 +118,10 @@ def schedule(scheduler):
     assert job["next_run"] == BASE.replace(minute=2).isoformat()  # its one run, before it ran
     detail = project.icc("status", "one", "--next", "3", "--at", at(0), check=True).stdout
     assert "next 1 run:" in detail and f"{BASE:%Y-%m-%d} 10:02" in detail
+    [row] = [
+        line for line in project.icc("status", check=True).stdout.splitlines() if line.startswith("one ")
+    ]
+    assert f"once at {BASE:%Y-%m-%d} 10:02 UTC" in row and "* * * * *" not in row
     ticks(project, 0, 1, 2, 3)
     assert minutes_after_base(project, "one") == [2]
     # A rescan, unchanged and then changed (its next slot is evaluated afresh): the one run stays the only one.

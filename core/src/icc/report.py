@@ -174,6 +174,9 @@ class JobReport:
     missed: int  # slots recorded missed within the missed window
     args: dict[str, Any] | None = None  # args(): {"args": [...], "kwargs": {...}} as stored at scan
     freshness: FreshnessReport | None = None  # expect_success_within(); None: the job has no freshness check
+    # every()/once(): ``cron`` is only the minute grid the schedule is evaluated on, which says nothing of it
+    # (every(minutes=90) is "* * * * *"): tables show the words instead
+    words_only: bool = False
 
     @property
     def stale(self) -> bool | None:
@@ -522,6 +525,7 @@ def status(config: Config, at: datetime | None) -> StatusReport:
                 missed=missed.get(name, 0),
                 args=definition.get("args"),
                 freshness=fresh.get(name),
+                words_only=schedule.every_minutes_count is not None or schedule.one_off,
             )
         )
     return StatusReport(

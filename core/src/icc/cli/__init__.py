@@ -532,7 +532,10 @@ def _job_detail(detail: facts.JobDetailReport, zone: str, raw: bool = False) -> 
     entry = detail.job
     if detail.paused is not None:
         ui.say(_pause_line(detail.paused, zone))
-    ui.say(f"{entry.name}: {entry.schedule_text} [{entry.cron}], plugin {entry.plugin}, {entry.state}")
+    cron = (
+        "" if entry.words_only else f" [{entry.cron}]"
+    )  # every()/once(): the cron is only their minute grid
+    ui.say(f"{entry.name}: {entry.schedule_text}{cron}, plugin {entry.plugin}, {entry.state}")
     if entry.args is not None:
         shown = [json.dumps(a) for a in entry.args["args"]]
         shown += [f"{k}={json.dumps(v)}" for k, v in entry.args["kwargs"].items()]
@@ -619,7 +622,7 @@ def _status_table(report: facts.StatusReport, zone: str) -> None:
         cells = [
             j.name,
             plugin,
-            f"{j.schedule_text}\n{j.cron}" if terminal else j.cron,
+            j.schedule_text if j.words_only else (f"{j.schedule_text}\n{j.cron}" if terminal else j.cron),
             *(() if terminal else (state,)),
             next_run,
             _last_run_cell(j.last_run, zone, terminal=terminal),
