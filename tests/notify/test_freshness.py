@@ -254,9 +254,9 @@ def test_status_shows_a_stale_job_as_stale_and_a_fresh_one_as_fresh(project: Pro
         """
     )
     project.icc("scan", check=True)
-    project.icc("run", "--at", at(1), check=True)  # fresh and plain succeed; nightly is not due
-    due = stale_next(project)
+    due = stale_next(project)  # nightly's moment (read before a tick may alert it and move stale.next on)
     assert due is not None
+    project.icc("run", "--at", at(1), check=True)  # fresh and plain succeed; nightly is not due
     project.wait_for(lambda: time.time() > due + 0.01, what="nightly's second to pass")
     jobs = {j["name"]: j for j in project.status()["jobs"]}
     assert jobs["nightly"]["stale"] is True
