@@ -196,11 +196,11 @@ def test_crontab_line_works_from_crons_bare_environment(tmp_path: Path) -> None:
     assert line.startswith("* * * * * ")
     command = line.removeprefix("* * * * * ")
     assert "DJANGO_SETTINGS_MODULE=mysite.settings" in command
-    # cron: /bin/sh, a minimal environment, the home directory as working directory
+    # cron: /bin/sh, a minimal environment (here none at all: env -i), the home directory as working directory
     proc = subprocess.run(
         ["/bin/sh", "-c", command],
         cwd="/",
-        env={"PATH": "/usr/bin:/bin", "HOME": "/"},
+        env={},
         capture_output=True,
         text=True,
     )

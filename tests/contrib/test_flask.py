@@ -137,11 +137,13 @@ def test_config_comes_from_app_config_icc(webapp: FlaskApp) -> None:
 def test_crontab_line_calls_flask_icc_from_crons_bare_environment(webapp: FlaskApp) -> None:
     line = webapp.flask("icc", "crontab").stdout.strip()
     command = line.removeprefix("* * * * * ")
-    assert "-m flask --app webapp icc run --quiet" in command
+    # the idle check first, then (a job is due) the full tick: `python -m flask --app webapp icc run --quiet`
+    assert " run --quiet --framework-snapshot " in command
+    assert command.endswith(" -m flask --app webapp icc")
     proc = subprocess.run(
         ["/bin/sh", "-c", command],
         cwd="/",
-        env={"PATH": "/usr/bin:/bin", "HOME": "/"},
+        env={},  # env -i: cron's environment is barer still than a login's
         capture_output=True,
         text=True,
     )

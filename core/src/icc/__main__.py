@@ -28,6 +28,11 @@ AT_FIRST, AT_LAST = 86400, 253402300740  # icc.cli's: 1970-01-02 00:00 and 9999-
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    options = args[: args.index("--")] if "--" in args else args
+    if any(arg.partition("=")[0] == "--framework-snapshot" for arg in options):
+        from icc.tick.snapshot import main as framework_minute  # lazy: a framework project's crontab line
+
+        framework_minute(args)
     if "run" in args[:3]:
         from icc.tick.idle import try_idle_tick  # lazy: every other command goes to click below
 
