@@ -1,0 +1,269 @@
+"""A Django or Flask project's nothing-due minute (icc.tick.snapshot): the line `manage.py icc crontab` prints,
+run by /bin/sh under `env -i` as cron would, answers from the snapshot without importing the framework, and runs
+the full `manage.py icc run` (Django set up) when something is due or the snapshot cannot be used. Whether
+Django was imported is read from the real process's `-X importtime` report (PYTHONPROFILEIMPORTTIME)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from frameworkkit import DjangoSite, FlaskApp, pg_database
+from projectkit import at
+
+pytest.importorskip("django")
+
+DAILY = """
+    import icc
+
+
+    def report():
+        print("report")
+
+
+    @icc.hookimpl
+    def schedule(scheduler):
+        scheduler.add(report, name="report").daily().at(3)
+"""
+
+EVERY_MINUTE = """
+    import icc
+    from django.contrib.auth.models import User
+
+
+    def add_user():
+        User.objects.create(username=f"user{User.objects.count()}")
+
+
+    @icc.hookimpl
+    def schedule(scheduler):
+        scheduler.add(add_user, name="add-user").every_minutes(1)
+"""
+
+SERVICE = {"consumers": {"mode": "service"}}  # no consume:* jobs: a minute can be idle
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def site(request: pytest.FixtureRequest, tmp_path: Path) -> DjangoSite:
+    """A migrated Django site; on PostgreSQL icc's store is the Django database (ICC store.database)."""
+    if request.param == "sqlite":
+        made = DjangoSite(tmp_path, icc={"state_dir": "state", **SERVICE})
+    else:
+        url = request.getfixturevalue("pg_url")
+        made = DjangoSite(
+            tmp_path, database=pg_database(url), icc={"store": {"database": "default"}, **SERVICE}
+        )
+    made.manage("migrate", "-v0")
+    if request.param == "postgres":
+        made.manage("icc", "db", "migrate")
+    return made
+
+
+def crontab_command(site: DjangoSite) -> str:
+    line = site.manage("icc", "crontab").stdout.strip()
+    assert line.startswith("* * * * * ")
+    return line.removeprefix("* * * * * ")
+
+
+def cron(command: str, *options: str, quiet: bool = True) -> subprocess.CompletedProcess[str]:
+    """``command`` (a crontab line's) as cron runs it: /bin/sh from /, no environment at all but the import
+    report; ``options`` go to `icc run` (``--at``), ``quiet=False`` drops its --quiet."""
+    marker = " run --quiet --framework-snapshot "
+    assert marker in command, command
+    given = " ".join(["run", *(["--quiet"] if quiet else []), *options])
+    proc = subprocess.run(
+        ["/bin/sh", "-c", command.replace(marker, f" {given} --framework-snapshot ")],
+        cwd="/",
+        env={"PYTHONPROFILEIMPORTTIME": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def imported(proc: subprocess.CompletedProcess[str]) -> set[str]:
+    """The modules the process imported, from its `-X importtime` report on stderr."""
+    names = set()
+    for line in proc.stderr.splitlines():
+        if line.startswith("import time:") and line.count("|") == 2:
+            names.add(line.rsplit("|", 1)[1].strip())
+    assert "icc.tick.snapshot" in names, proc.stderr[-2000:]  # the marker works
+    return names
+
+
+def framework_imported(proc: subprocess.CompletedProcess[str], top: str) -> bool:
+    return any(name == top or name.startswith(top + ".") for name in imported(proc))
+
+
+def messages(proc: subprocess.CompletedProcess[str]) -> str:
+    """What the process said, without the import report."""
+    err = "\n".join(line for line in proc.stderr.splitlines() if not line.startswith("import time:"))
+    return proc.stdout + err
+
+
+def users(site: DjangoSite) -> int:
+    return int(site.shell("from django.contrib.auth.models import User; print(User.objects.count())"))
+
+
+def test_the_nothing_due_minute_answers_without_importing_django(site: DjangoSite) -> None:
+    site.tasks(DAILY)
+    site.manage("icc", "scan")
+    site.manage("icc", "run", "--at", at(0))  # the first tick after a scan evaluates every job
+    command = crontab_command(site)
+    proc = cron(command, "--at", at(1), quiet=False)
+    assert "icc run: nothing due at" in proc.stdout
+    assert not framework_imported(proc, "django")
+    quiet = cron(command, "--at", at(2))
+    assert messages(quiet) == ""
+    assert not framework_imported(quiet, "django")
+
+
+def test_a_due_minute_runs_the_job_with_django_set_up(site: DjangoSite) -> None:
+    site.tasks(EVERY_MINUTE)
+    site.manage("icc", "scan")
+    site.manage("icc", "run", "--at", at(0))
+    assert users(site) == 1
+    proc = cron(crontab_command(site), "--at", at(1))
+    assert framework_imported(proc, "django")
+    assert users(site) == 2  # the job wrote through the ORM: Django was set up
+    status = json.loads(site.manage("icc", "status", "--json").stdout)
+    job = next(j for j in status["jobs"] if j["name"] == "add-user")
+    assert job["last_run"]["outcome"] == "succeeded", job
+
+
+def test_a_changed_settings_file_falls_back_to_the_full_tick_once_and_says_so(site: DjangoSite) -> None:
+    site.tasks(DAILY)
+    site.manage("icc", "scan")
+    site.manage("icc", "run", "--at", at(0))
+    command = crontab_command(site)
+    settings = site.root / "mysite" / "settings.py"
+    settings.write_text(settings.read_text() + "\nEXTRA = 1\n")
+    proc = cron(command, "--at", at(1), quiet=False)
+    assert f"{settings} changed since the framework snapshot" in proc.stdout
+    assert "running the full tick" in proc.stdout
+    assert framework_imported(proc, "django")
+    assert "icc run: nothing due at" in proc.stdout  # the full tick's answer
+    again = cron(command, "--at", at(2), quiet=False)  # the full tick wrote the snapshot again
+    assert not framework_imported(again, "django"), messages(again)
+    assert "icc run: nothing due at" in again.stdout
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt", "readable by others"])
+def test_a_missing_or_corrupt_snapshot_falls_back_to_the_full_tick_and_says_so(
+    site: DjangoSite, damage: str
+) -> None:
+    site.tasks(DAILY)
+    site.manage("icc", "scan")
+    site.manage("icc", "run", "--at", at(0))
+    command = crontab_command(site)
+    snapshot = Path(command.split(" --framework-snapshot ")[1].split(" -- ")[0])
+    assert snapshot.is_file() and snapshot.stat().st_mode & 0o777 == 0o600
+    if damage == "missing":
+        snapshot.unlink()
+    elif damage == "corrupt":
+        snapshot.write_text('{"format": "icc framework snapshot 1", "state_dir": ')
+    else:
+        snapshot.chmod(0o644)
+    proc = cron(command, "--at", at(1), quiet=damage == "missing")
+    said = messages(proc)
+    if damage == "missing":
+        assert said == ""  # --quiet: a missing snapshot is expected (a new state directory)
+        proc = cron(command, "--at", at(1), quiet=False)  # written again by the full tick: idle
+        assert not framework_imported(proc, "django")
+        snapshot.unlink()
+        proc = cron(command, "--at", at(1), quiet=False)
+        assert f"there is no framework snapshot {snapshot} yet; running the full tick" in proc.stdout
+    elif damage == "corrupt":
+        assert f"the framework snapshot {snapshot} is corrupt" in proc.stderr  # even with --quiet
+    else:
+        assert "only you can read (mode 644)" in proc.stderr
+    assert framework_imported(proc, "django")
+    assert snapshot.stat().st_mode & 0o777 == 0o600  # written again, private
+    healed = cron(command, "--at", at(2))
+    assert messages(healed) == "" and not framework_imported(healed, "django")
+
+
+def test_a_snapshot_for_other_settings_or_icc_variables_is_not_used(tmp_path: Path) -> None:
+    site = DjangoSite(tmp_path, icc={"state_dir": "state", **SERVICE})
+    site.manage("migrate", "-v0")
+    site.tasks(DAILY)
+    site.manage("icc", "scan")
+    site.manage("icc", "run", "--at", at(0))
+    command = crontab_command(site)
+    (tmp_path / "mysite" / "other.py").write_text("from mysite.settings import *\n")
+    other = command.replace("DJANGO_SETTINGS_MODULE=mysite.settings", "DJANGO_SETTINGS_MODULE=mysite.other")
+    proc = cron(other, "--at", at(1), quiet=False)
+    assert "was written for other settings" in proc.stdout and framework_imported(proc, "django")
+    cron(command, "--at", at(2))  # the full tick there wrote it for mysite.other: back to mysite.settings
+    assert not framework_imported(cron(command, "--at", at(3)), "django")
+    with_variable = "ICC_TIMEZONE=Asia/Tokyo " + command
+    proc = cron(with_variable, "--at", at(4), quiet=False)
+    assert "ICC_* variables differ" in proc.stdout and framework_imported(proc, "django")
+    assert "Asia/Tokyo" in proc.stdout  # the full tick's answer, in that time zone
+
+
+def test_a_bad_framework_snapshot_command_line_is_one_clear_error(tmp_path: Path) -> None:
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "icc", "run", "--framework-snapshot", str(tmp_path / "s.json")],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("ICC_")},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("icc: usage: icc run [--quiet] [--at TIME] --framework-snapshot PATH -- ")
+    assert proc.stderr.count("\n") == 1
+
+
+FLASK_APP = """
+    from flask import Flask
+
+    from icc.contrib.flask import Icc
+
+    app = Flask(__name__)
+    app.config["ICC"] = {"state_dir": "state", "plugins": ["webapp_tasks"], "consumers": {"mode": "service"}}
+    Icc(app)
+"""
+
+FLASK_TASKS = """
+    from pathlib import Path
+
+    import icc
+    from flask import current_app
+
+
+    def stamp():
+        with open(Path(__file__).parent / "ran.txt", "a") as f:
+            f.write(current_app.name + "\\n")
+
+
+    @icc.hookimpl
+    def schedule(scheduler):
+        scheduler.add(stamp, name="stamp").every_minutes(2)
+"""
+
+
+def test_a_flask_apps_nothing_due_minute_does_not_import_flask_and_a_due_one_runs_in_the_app(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("flask")
+    app = FlaskApp(tmp_path)
+    app.write("webapp.py", FLASK_APP)
+    app.write("webapp_tasks.py", FLASK_TASKS)
+    app.flask("icc", "scan")
+    app.flask("icc", "run", "--at", at(0))
+    assert (tmp_path / "ran.txt").read_text() == "webapp\n"
+    command = app.flask("icc", "crontab").stdout.strip().removeprefix("* * * * * ")
+    assert command.endswith(" -m flask --app webapp icc")
+    idle = cron(command, "--at", at(1), quiet=False)
+    assert "icc run: nothing due at" in idle.stdout
+    assert not framework_imported(idle, "flask")
+    due = cron(command, "--at", at(2))
+    assert framework_imported(due, "flask")
+    assert (tmp_path / "ran.txt").read_text() == "webapp\nwebapp\n"
