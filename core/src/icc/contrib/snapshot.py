@@ -17,7 +17,7 @@ from icc import logs
 from icc._version import __version__
 from icc.errors import IccError
 from icc.statedir import FILE_MODE, ensure_state_dir, state_file_problem
-from icc.tick.snapshot import FILENAME, FORMAT, OPTION
+from icc.tick.snapshot import FILENAME, FORMAT, OPTION, variables
 
 if TYPE_CHECKING:
     from icc.config import Config
@@ -75,7 +75,7 @@ def content(config: Config, call: Call) -> dict[str, Any]:
         "cwd": call.cwd,
         "command": call.command,
         "environment": call.environment,
-        "icc_variables": {k: v for k, v in os.environ.items() if k.startswith("ICC_")},
+        "icc_variables": variables(),
         "sources": [[file, _stamp(file)] for file in dict.fromkeys(sources)],
         "state_dir": str(config.state_dir),
         "timezone": config.timezone,

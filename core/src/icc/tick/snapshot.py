@@ -46,6 +46,20 @@ USAGE = (
 )
 
 
+# Variables that never change what the snapshot holds (icc.fastconfig ignores them too): which plugins load, and
+# plugin tables' ICC_<TABLE>__<KEY>. Every other ICC_* variable must be as it was when it was written.
+_NOT_COMPARED = frozenset({"ICC_PLUGINS", "ICC_DISABLE_PLUGIN_AUTOLOAD"})
+
+
+def variables() -> dict[str, str]:
+    """The ``ICC_*`` variables a snapshot depends on, as they are now."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith("ICC_") and k not in _NOT_COMPARED and "__" not in k[4:]
+    }
+
+
 class Unusable(Exception):
     """Why the snapshot cannot be used (the message); ``loud``: printed even with ``--quiet``."""
 
@@ -166,8 +180,7 @@ def load(path: str, command: list[str]) -> dict[str, object]:
     environment = data.get("environment")
     if not isinstance(environment, dict) or any(os.environ.get(k) != v for k, v in environment.items()):
         raise Unusable(f"the framework snapshot {path} was written for other settings: {environment}")
-    variables = {k: v for k, v in os.environ.items() if k.startswith("ICC_")}
-    if data.get("icc_variables") != variables:
+    if data.get("icc_variables") != variables():
         raise Unusable(
             f"the ICC_* variables differ from those the framework snapshot {path} was written with"
         )
