@@ -267,3 +267,67 @@ def test_a_flask_apps_nothing_due_minute_does_not_import_flask_and_a_due_one_run
     due = cron(command, "--at", at(2))
     assert framework_imported(due, "flask")
     assert (tmp_path / "ran.txt").read_text() == "webapp\nwebapp\n"
+
+
+HANDLER = """
+    import icc
+    from django.contrib.auth.models import User
+
+
+    def add_user(payload):
+        User.objects.create(username=payload["name"])
+
+
+    @icc.hookimpl
+    def register_handlers(register):
+        register("add-user", add_user, queue="async")
+"""
+
+
+def finished_consumer_runs(site: DjangoSite, minimum: int) -> list[tuple[str, str, str]]:
+    """(job, outcome, output) of the consumer runs once ``minimum`` of them have finished (read from the state
+    database: `manage.py icc status` would set Django up at every look)."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        with sqlite3.connect(site.root / "state" / "state.sqlite3") as db:
+            rows = db.execute(
+                "SELECT job, outcome, COALESCE(output, '') FROM runs WHERE job LIKE 'consume:%' "
+                "AND outcome NOT IN ('pending', 'running') ORDER BY id"
+            ).fetchall()
+        if len(rows) >= minimum:
+            return [(str(a), str(b), str(c)) for a, b, c in rows]
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.2)
+
+
+def test_a_minute_with_only_the_consumers_due_is_the_light_minute_and_a_message_is_handled_with_django(
+    tmp_path: Path,
+) -> None:
+    """consumers.mode = "cron" (the default): the consume:* jobs are due every minute. The light minute
+    (icc.tick.light) starts them from the snapshot without Django; a consumer that finds a message becomes
+    `manage.py icc consume async`, Django set up."""
+    site = DjangoSite(tmp_path, icc={"state_dir": "state", "consumers": {"time_limit": 2}})
+    site.manage("migrate", "-v0")
+    site.tasks(HANDLER)
+    site.manage("icc", "scan")
+    site.manage("icc", "run", "--at", at(0))
+    command = crontab_command(site)
+    assert len(finished_consumer_runs(site, 2)) == 2
+    light = cron(command, "--at", at(1))
+    assert "icc.tick.light" in imported(light) and not framework_imported(light, "django")
+    runs = finished_consumer_runs(site, 4)[2:]
+    assert sorted(job for job, _, _ in runs) == ["consume:async", "consume:mail"]
+    assert all(outcome == "succeeded" for _, outcome, _ in runs), runs
+    site.shell("import icc; icc.dispatch('add-user', {'name': 'ann'})")
+    handed = cron(command, "--at", at(2))
+    assert not framework_imported(handed, "django")  # the tick; the consumer execs manage.py on its own
+    runs = finished_consumer_runs(site, 6)[4:]
+    async_run = next(run for run in runs if run[0] == "consume:async")
+    assert async_run[1] == "succeeded" and "consumed 1 message (1 handled" in async_run[2], runs
+    assert (
+        site.shell("from django.contrib.auth.models import User; print(User.objects.get().username)").strip()
+        == "ann"
+    )

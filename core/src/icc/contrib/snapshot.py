@@ -57,6 +57,10 @@ def _stamp(file: str) -> list[int] | None:
     return [info.st_mtime_ns, info.st_size]
 
 
+def _set(value: object) -> bool | None:
+    return True if value not in (None, "", [], ()) else None
+
+
 def content(config: Config, call: Call) -> dict[str, Any]:
     """What :func:`icc.tick.snapshot.load` reads."""
     sources = list(call.sources)
@@ -68,6 +72,26 @@ def content(config: Config, call: Call) -> dict[str, Any]:
         store = {"url": config.store.url, "schema": config.store.schema}
         if config.store.host_id is not None:
             store["host_id"] = config.store.host_id
+    consumers = config.consumers
+    # What the light minute (icc.tick.light) reads of the configuration, resolved: when only the consumer jobs
+    # are due it starts them without the framework; a consumer with a message execs `COMMAND consume`.
+    # A run hook's setting counts only by being set (icc.tick.light's acts()): written as true or null, so no
+    # secret of a plugin table, a ping or notification URL lands in the snapshot.
+    light: dict[str, Any] = {
+        **{name: {key: _set(value) for key, value in table.items()} for name, table in config.tables.items()},
+        "consumers": {
+            "mode": consumers.mode,
+            "queues": list(consumers.queues),
+            "time_limit": consumers.time_limit,
+            "skip_empty": consumers.skip_empty,
+        },
+        "grace": config.grace,
+        "keep_runs": config.keep_runs,
+        "keep_skipped": config.keep_skipped,
+        "output_limit": config.output_limit,
+        "monitor": {"ping_url": _set(config.monitor.ping_url)},
+        "notify": {"urls": _set(config.notify.urls)},
+    }
     return {
         "format": FORMAT,
         "icc": __version__,
@@ -81,6 +105,7 @@ def content(config: Config, call: Call) -> dict[str, Any]:
         "timezone": config.timezone,
         "scan": config.scan,
         "store": store,
+        "light": light,
     }
 
 

@@ -87,8 +87,8 @@ def idle_tick(
 ) -> int | None:
     """Exit code of an idle tick, or None when the full ``icc run`` must handle it. ``known``: a framework
     project's snapshot (:mod:`icc.tick.snapshot`: ``state_dir``, ``timezone``, ``scan``, ``store``), read
-    instead of a configuration file; then a due minute is always the full tick's (no light minute: its
-    consumers would load the plugins without the framework)."""
+    instead of a configuration file (the light minute's consumers then hand a message over to the framework's
+    ``icc consume``)."""
     try:
         settings: dict[str, object] = {}
         if known is not None:
@@ -131,7 +131,7 @@ def idle_tick(
     if why is not None and (scan_auto or why.startswith("packages:")):
         return None  # the full tick rescans, or tells a plugin's install from an unrelated one
     if earliest is not None and earliest <= slot:
-        return None if known is not None else _light_minute(config_path, quiet, slot, state_dir, db_path)
+        return _light_minute(config_path, quiet, slot, state_dir, db_path, known)
     if not quiet:
         held = tick_lock_held(state_dir, LOCK_HELD_NOTICE)
         if held is not None:
@@ -149,14 +149,19 @@ def idle_tick(
 
 
 def _light_minute(
-    config_path: str | None, quiet: bool, slot: int, state_dir: str, db_path: str
+    config_path: str | None,
+    quiet: bool,
+    slot: int,
+    state_dir: str,
+    db_path: str,
+    known: dict[str, object] | None = None,
 ) -> int | None:
     """Something is due: when it is only the consumer cron jobs, :mod:`icc.tick.light` may run the minute."""
     if not quiet:  # the full tick prints its table
         return None
     from icc.tick.light import try_light_minute
 
-    return try_light_minute(config_path, slot, state_dir, db_path)
+    return try_light_minute(config_path, slot, state_dir, db_path, known)
 
 
 # --- what every tick notices cheaply: a stuck tick lock, plugins changed since the scan (stat calls only) ----

@@ -16,12 +16,16 @@ its settings come from with their mtimes and sizes). The writer is :mod:`icc.con
 Here, with the standard library only, the snapshot is checked and the idle tick asks the store exactly as a plain
 ``icc run`` does (:mod:`icc.tick.idle`, :mod:`icc.store.postgres.idle`). Nothing due: exit 0. Otherwise this
 process becomes the command after ``--`` with ``run`` and the run's options (``os.execv``), the full tick with
-the framework set up, which also writes the snapshot again. That happens when something is due (the light
-minute is never run here: its consumers would load the plugins without the framework), on any doubt of the idle
-tick, and when the snapshot cannot be used: missing, unreadable or corrupt, not this user's or not 0600 in a
+the framework set up, which also writes the snapshot again. That happens when something is due, on any doubt of
+the idle tick, and when the snapshot cannot be used: missing, unreadable or corrupt, not this user's or not 0600 in a
 trusted state directory, written by another icc, for another command, directory or settings module, with other
 ``ICC_*`` variables, or a settings file changed, added or removed since. The reason is printed (stdout, not with
 ``--quiet``; a corrupt or untrusted snapshot on stderr always).
+
+When only the consumer cron jobs are due (``consumers.mode = "cron"``, on SQLite), the light minute
+(:mod:`icc.tick.light`) runs them from the snapshot's resolved settings, without the framework, as it does for a
+plain project; a consumer that finds a message to handle becomes ``COMMAND consume QUEUE --time-limit REST``
+(the framework set up) instead of loading the plugins itself.
 
 The snapshot is JSON. ``import json`` costs as much as the rest of the idle check (it imports ``re``), so it is
 read with the C scanner ``json`` itself uses (``_json``), falling back to ``json`` where that is missing.
