@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -201,20 +202,25 @@ def test_a_snapshot_for_other_settings_or_icc_variables_is_not_used(tmp_path: Pa
     assert "was written for other settings" in proc.stdout and framework_imported(proc, "django")
     cron(command, "--at", at(2))  # the full tick there wrote it for mysite.other: back to mysite.settings
     assert not framework_imported(cron(command, "--at", at(3)), "django")
+    # which plugins load is not what the snapshot holds: still the idle check
+    plugins_off = "ICC_DISABLE_PLUGIN_AUTOLOAD=1 ICC_PLUGINS=shop.icc_tasks " + command
+    assert not framework_imported(cron(plugins_off, "--at", at(4)), "django")
     with_variable = "ICC_TIMEZONE=Asia/Tokyo " + command
-    proc = cron(with_variable, "--at", at(4), quiet=False)
+    proc = cron(with_variable, "--at", at(5), quiet=False)
     assert "ICC_* variables differ" in proc.stdout and framework_imported(proc, "django")
     assert "Asia/Tokyo" in proc.stdout  # the full tick's answer, in that time zone
 
 
-def test_a_bad_framework_snapshot_command_line_is_one_clear_error(tmp_path: Path) -> None:
-    import sys
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("ICC_", "DJANGO_", "FLASK_"))}
 
+
+def test_a_bad_framework_snapshot_command_line_is_one_clear_error(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "icc", "run", "--framework-snapshot", str(tmp_path / "s.json")],
         capture_output=True,
         text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("ICC_")},
+        env=clean_env(),
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("icc: usage: icc run [--quiet] [--at TIME] --framework-snapshot PATH -- ")
@@ -284,7 +290,7 @@ HANDLER = """
 """
 
 
-def finished_consumer_runs(site: DjangoSite, minimum: int) -> list[tuple[str, str, str]]:
+def finished_consumer_runs(root: Path, minimum: int) -> list[tuple[str, str, str]]:
     """(job, outcome, output) of the consumer runs once ``minimum`` of them have finished (read from the state
     database: `manage.py icc status` would set Django up at every look)."""
     import sqlite3
@@ -292,7 +298,7 @@ def finished_consumer_runs(site: DjangoSite, minimum: int) -> list[tuple[str, st
 
     deadline = time.monotonic() + 60
     while True:
-        with sqlite3.connect(site.root / "state" / "state.sqlite3") as db:
+        with sqlite3.connect(root / "state" / "state.sqlite3") as db:
             rows = db.execute(
                 "SELECT job, outcome, COALESCE(output, '') FROM runs WHERE job LIKE 'consume:%' "
                 "AND outcome NOT IN ('pending', 'running') ORDER BY id"
@@ -315,19 +321,62 @@ def test_a_minute_with_only_the_consumers_due_is_the_light_minute_and_a_message_
     site.manage("icc", "scan")
     site.manage("icc", "run", "--at", at(0))
     command = crontab_command(site)
-    assert len(finished_consumer_runs(site, 2)) == 2
+    assert len(finished_consumer_runs(site.root, 2)) == 2
     light = cron(command, "--at", at(1))
     assert "icc.tick.light" in imported(light) and not framework_imported(light, "django")
-    runs = finished_consumer_runs(site, 4)[2:]
+    runs = finished_consumer_runs(site.root, 4)[2:]
     assert sorted(job for job, _, _ in runs) == ["consume:async", "consume:mail"]
     assert all(outcome == "succeeded" for _, outcome, _ in runs), runs
     site.shell("import icc; icc.dispatch('add-user', {'name': 'ann'})")
     handed = cron(command, "--at", at(2))
     assert not framework_imported(handed, "django")  # the tick; the consumer execs manage.py on its own
-    runs = finished_consumer_runs(site, 6)[4:]
+    runs = finished_consumer_runs(site.root, 6)[4:]
     async_run = next(run for run in runs if run[0] == "consume:async")
     assert async_run[1] == "succeeded" and "consumed 1 message (1 handled" in async_run[2], runs
     assert (
         site.shell("from django.contrib.auth.models import User; print(User.objects.get().username)").strip()
         == "ann"
     )
+
+
+def test_a_flask_apps_consumer_minute_hands_a_message_over_to_flask_icc_consume(tmp_path: Path) -> None:
+    pytest.importorskip("flask")
+    app = FlaskApp(tmp_path)
+    app.write(
+        "webapp.py",
+        FLASK_APP.replace('{"mode": "service"}', '{"time_limit": 2}'),
+    )
+    app.write(
+        "webapp_tasks.py",
+        """
+        from pathlib import Path
+
+        import icc
+        from flask import current_app
+
+
+        def greet(payload):
+            with open(Path(__file__).parent / "greeted.txt", "a") as f:
+                f.write(f"{payload['who']} in {current_app.name}\\n")
+
+
+        @icc.hookimpl
+        def register_handlers(register):
+            register("greet", greet, queue="async")
+        """,
+    )
+    app.flask("icc", "scan")
+    app.flask("icc", "run", "--at", at(0))
+    command = app.flask("icc", "crontab").stdout.strip().removeprefix("* * * * * ")
+    finished_consumer_runs(tmp_path, 2)
+    app.write(
+        "send.py",
+        "import icc\nfrom webapp import app\nwith app.app_context():\n    icc.dispatch('greet', {'who': 'ann'})\n",
+    )
+    subprocess.run([sys.executable, "send.py"], cwd=tmp_path, check=True, env=clean_env())
+    light = cron(command, "--at", at(1))
+    assert "icc.tick.light" in imported(light) and not framework_imported(light, "flask")
+    runs = finished_consumer_runs(tmp_path, 4)[2:]
+    async_run = next(run for run in runs if run[0] == "consume:async")
+    assert async_run[1] == "succeeded" and "consumed 1 message (1 handled" in async_run[2], runs
+    assert (tmp_path / "greeted.txt").read_text() == "ann in webapp\n"
