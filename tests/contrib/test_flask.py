@@ -3,8 +3,8 @@ callbacks and queue handlers all run inside the app's application context."""
 
 from __future__ import annotations
 
-import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,11 +71,21 @@ TASKS = """
 """
 
 
-@pytest.fixture
-def webapp(tmp_path: Path) -> FlaskApp:
+@pytest.fixture(params=["sqlite", "postgres"])
+def webapp(tmp_path: Path, request: pytest.FixtureRequest) -> FlaskApp:
+    """The app; on PostgreSQL icc's store (state and queues) is a fresh database of the test server."""
     made = FlaskApp(tmp_path)
-    made.write("webapp.py", APP)
+    app = APP
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_url")
+        app = APP.replace(
+            '"timezone": "Europe/Paris"}', f'"timezone": "Europe/Paris", "store": {{"url": {url!r}}}}}'
+        )
+        assert app != APP
+    made.write("webapp.py", app)
     made.write("webapp_tasks.py", TASKS)
+    if request.param == "postgres":
+        made.flask("icc", "db", "migrate")
     made.flask("icc", "scan")
     return made
 
@@ -113,7 +123,7 @@ def test_queue_handlers_run_inside_the_app_context(webapp: FlaskApp) -> None:
             icc.dispatch("greet", {"n": "2"})
         """,
     )
-    subprocess.run([*shlex.split("python send.py")], cwd=webapp.root, check=True, env=None)
+    subprocess.run([sys.executable, "send.py"], cwd=webapp.root, check=True)
     webapp.flask("icc", "consume", "async", "--stop-when-empty")
     lines = notes(webapp)
     lines = lines[
