@@ -5,7 +5,8 @@ the tick's idle path is tried before click, rich and the plugins are imported. A
 without click too (:func:`due_run`): its options are parsed here with the stdlib, and its output is
 written by hand into a pipe or file (cron's mail); rich (and with it click) is imported only when that
 output goes to a terminal. Anything this parser does not know (``--help``, a mistyped option, a value
-click would refuse) goes to the click command, which says what is wrong.
+click would refuse) goes to the click command, which says what is wrong. A Django or Flask project's crontab
+line (``--framework-snapshot``) goes to :mod:`icc.tick.snapshot` first, which never returns.
 """
 
 from __future__ import annotations

@@ -163,7 +163,7 @@ def load(path: str, command: list[str]) -> dict[str, object]:
             )
         with os.fdopen(fd, "rb", closefd=False) as fh:
             data = _loads(fh.read(1 << 20).decode())
-    except (ValueError, UnicodeDecodeError, OSError, StopIteration) as exc:
+    except (ValueError, TypeError, UnicodeDecodeError, OSError, StopIteration, RecursionError) as exc:
         raise Unusable(
             f"the framework snapshot {path} is corrupt ({exc}); the full tick writes it again", loud=True
         ) from None
