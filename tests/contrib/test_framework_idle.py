@@ -380,3 +380,20 @@ def test_a_flask_apps_consumer_minute_hands_a_message_over_to_flask_icc_consume(
     async_run = next(run for run in runs if run[0] == "consume:async")
     assert async_run[1] == "succeeded" and "consumed 1 message (1 handled" in async_run[2], runs
     assert (tmp_path / "greeted.txt").read_text() == "ann in webapp\n"
+
+
+def test_a_snapshot_that_cannot_be_written_is_a_warning_and_the_line_runs_the_full_tick(
+    tmp_path: Path,
+) -> None:
+    site = DjangoSite(tmp_path, icc={"state_dir": "state", **SERVICE})
+    site.manage("migrate", "-v0")
+    site.tasks(DAILY)
+    (tmp_path / "state").mkdir(mode=0o700)
+    (tmp_path / "state" / "framework.snapshot.json").mkdir()  # in the way
+    scan = site.manage("icc", "scan")
+    assert "cannot write the framework snapshot" in scan.stderr and "report" in scan.stdout
+    site.manage("icc", "run", "--at", at(0))
+    proc = cron(crontab_command(site), "--at", at(1))
+    assert "is not a file of yours that only you can read" in proc.stderr
+    assert framework_imported(proc, "django")  # the full tick, which said nothing else (--quiet)
+    assert "Traceback" not in proc.stderr

@@ -57,7 +57,7 @@ class Icc:
                 around=self._around,
                 config=self._config,
                 argv=self._argv,
-                snapshot=lambda config: snapshot.write(config, self._call()),
+                snapshot=lambda config: snapshot.write(config, self._call),
                 crontab=lambda config, run_args: snapshot.crontab_argv(config, self._call(), run_args),
             )
         )

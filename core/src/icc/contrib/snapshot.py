@@ -5,10 +5,12 @@ writes the snapshot (JSON, 0600, in the state directory) and builds the crontab 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,12 +111,15 @@ def content(config: Config, call: Call) -> dict[str, Any]:
     }
 
 
-def write(config: Config, call: Call) -> Path | None:
+def write(config: Config, call: Call | Callable[[], Call]) -> Path | None:
     """Write the snapshot of ``config`` for ``call`` unless the one there says the same; its path, or None
-    (and a warning) when it cannot be written: the crontab line then runs the full tick every minute."""
+    (and a warning) when it cannot be written: the crontab line then runs the full tick every minute. Never
+    raises: a snapshot must not stop the scan or the run that writes it."""
     target = path(config)
-    data = (json.dumps(content(config, call), indent=1, ensure_ascii=False) + "\n").encode()
+    temporary = target.with_name(f".{FILENAME}.{os.getpid()}")
     try:
+        called = call() if callable(call) else call
+        data = (json.dumps(content(config, called), indent=1, ensure_ascii=False) + "\n").encode()
         ensure_state_dir(config.state_dir)
         problem = state_file_problem(target)
         if problem is not None:
@@ -125,15 +130,18 @@ def write(config: Config, call: Call) -> Path | None:
                     return target
         except FileNotFoundError:
             pass
-        temporary = target.with_name(f".{FILENAME}.{os.getpid()}")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE)
         try:
             os.fchmod(fd, FILE_MODE)
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
         os.replace(temporary, target)
-    except (OSError, IccError) as exc:
+    except Exception as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
         logs.logger.warning(
             "icc: cannot write the framework snapshot %s (%s): the crontab line's idle check runs the full "
             "tick every minute",

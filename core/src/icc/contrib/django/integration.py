@@ -216,7 +216,7 @@ FRAMEWORK = framework.Framework(
     config=config_table,
     command=command,
     argv=argv,
-    snapshot=lambda config: snapshot.write(config, call()),
+    snapshot=lambda config: snapshot.write(config, call),
     crontab=lambda config, run_args: snapshot.crontab_argv(config, call(), run_args),
 )
 
