@@ -1,4 +1,4 @@
-"""Developer sessions: `nox` runs the tests; `nox -s lint typecheck docs bench demo` the rest."""
+"""Developer sessions: `nox` runs the tests; `nox -s lint typecheck docs bench demo demo_django demo_flask` the rest."""
 
 from __future__ import annotations
 
@@ -77,3 +77,26 @@ def demo(session: nox.Session) -> None:
         session.run("icc", "scan")
         session.run("icc", "run")
         session.run("icc", "status")
+
+
+@nox.session
+def demo_django(session: nox.Session) -> None:
+    """icc inside a Django project (examples/django-shop): migrate, scan, one tick, status."""
+    install(session)
+    session.install("-e", "core[django]")
+    with session.chdir(ROOT / "examples" / "django-shop"):
+        session.run("python", "manage.py", "migrate", "-v0")
+        session.run("python", "manage.py", "icc", "scan")
+        session.run("python", "manage.py", "icc", "run")
+        session.run("python", "manage.py", "icc", "status")
+
+
+@nox.session
+def demo_flask(session: nox.Session) -> None:
+    """icc inside a Flask app (examples/flask-shop): scan, one tick, status."""
+    install(session)
+    session.install("-e", "core[flask]")
+    with session.chdir(ROOT / "examples" / "flask-shop"):
+        session.run("flask", "--app", "app", "icc", "scan")
+        session.run("flask", "--app", "app", "icc", "run")
+        session.run("flask", "--app", "app", "icc", "status")

@@ -84,11 +84,23 @@ def test_store_database_that_is_not_postgresql_is_one_clear_error(tmp_path: Path
     assert "Traceback" not in proc.stderr
 
 
-def test_an_icc_tasks_module_that_fails_to_import_is_reported_and_the_other_apps_jobs_still_run(
-    tmp_path: Path,
-) -> None:
-    site = DjangoSite(tmp_path, apps=["shop", "broken"])
+def on_store(store: str, request: pytest.FixtureRequest, tmp_path: Path, **options: object) -> DjangoSite:
+    """A migrated Django site with icc's store in SQLite (state/) or in the Django PostgreSQL database."""
+    if store == "postgres":
+        url = request.getfixturevalue("pg_url")
+        options = {**options, "database": pg_database(url), "icc": {"store": {"database": "default"}}}
+    site = DjangoSite(tmp_path, **options)  # type: ignore[arg-type]
     site.manage("migrate", "-v0")
+    if store == "postgres":
+        site.manage("icc", "db", "migrate")
+    return site
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_an_icc_tasks_module_that_fails_to_import_is_reported_and_the_other_apps_jobs_still_run(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
+    site = on_store(store, request, tmp_path, apps=["shop", "broken"])
     site.tasks(ORM_TASKS)
     site.tasks("import no_such_module_here\n", app="broken")
     scan = site.manage("icc", "scan", check=False)
@@ -100,11 +112,13 @@ def test_an_icc_tasks_module_that_fails_to_import_is_reported_and_the_other_apps
     assert "broken.icc_tasks" in status.stdout + status.stderr
 
 
-def test_timezone_falls_back_to_time_zone_and_a_job_follows_it_across_dst(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_timezone_falls_back_to_time_zone_and_a_job_follows_it_across_dst(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
     """Europe/Berlin springs forward on 2027-03-28 (02:00 -> 03:00): a job at 03:00 runs at 01:00 UTC that day,
     at 02:00 UTC the day before."""
-    site = DjangoSite(tmp_path, time_zone="Europe/Berlin", icc={"state_dir": "state"})
-    site.manage("migrate", "-v0")
+    site = on_store(store, request, tmp_path, time_zone="Europe/Berlin", icc={"state_dir": "state"})
     site.tasks("""
         import icc
         from pathlib import Path
@@ -196,11 +210,11 @@ def test_crontab_line_works_from_crons_bare_environment(tmp_path: Path) -> None:
     assert line.startswith("* * * * * ")
     command = line.removeprefix("* * * * * ")
     assert "DJANGO_SETTINGS_MODULE=mysite.settings" in command
-    # cron: /bin/sh, a minimal environment, the home directory as working directory
+    # cron: /bin/sh, a minimal environment (here none at all: env -i), the home directory as working directory
     proc = subprocess.run(
         ["/bin/sh", "-c", command],
         cwd="/",
-        env={"PATH": "/usr/bin:/bin", "HOME": "/"},
+        env={},
         capture_output=True,
         text=True,
     )

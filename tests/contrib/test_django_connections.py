@@ -117,3 +117,35 @@ def test_a_postgresql_restart_between_two_messages_costs_no_failed_attempt(
             out, err = consumer.communicate()
     assert "attempt" not in out + err, out + err  # no retry: the dropped connection was replaced before use
     assert "2 handled" in out + err or "handled 2" in out + err, out + err
+
+
+def test_a_postgresql_restart_between_two_runs_costs_no_failed_run(
+    tmp_path: Path, pg_url: str, pg_server: PgServer
+) -> None:
+    """icc's store in the Django database (ICC store.database) and persistent connections: the server restarts
+    between two ticks' runs of an ORM job; the second run, its tick and its record reconnect."""
+    database = {**pg_database(pg_url), "CONN_MAX_AGE": PERSISTENT}
+    site = DjangoSite(tmp_path, database=database, icc={"store": {"database": "default"}})
+    site.manage("migrate", "-v0")
+    site.manage("icc", "db", "migrate")
+    site.tasks("""
+        import icc
+        from django.contrib.auth.models import User
+
+
+        def add_user():
+            User.objects.create(username=f"user{User.objects.count()}")
+
+
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(add_user, name="add-user").every_minutes(1)
+    """)
+    site.manage("icc", "scan")
+    first = site.manage("icc", "run", "--at", at(0))
+    assert "succeeded" in first.stdout, first.stdout
+    pg_server.restart()
+    second = site.manage("icc", "run", "--at", at(1))
+    assert "succeeded" in second.stdout and "failed" not in second.stdout, second.stdout + second.stderr
+    count = site.shell("from django.contrib.auth.models import User; print(User.objects.count())")
+    assert count.strip() == "2"

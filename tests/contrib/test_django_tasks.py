@@ -3,6 +3,7 @@ process, a real `manage.py icc consume` runs it, the result is read back through
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,30 @@ def test_run_after_delays_the_message_and_a_rolled_back_enqueue_sends_nothing(si
         print(add_user.get_result({later!r}).status, User.objects.count())
     """)
     assert out.split() == ["READY", "0"]
+
+
+def test_run_after_runs_the_task_once_its_time_has_come(site: DjangoSite) -> None:
+    out = site.shell("""
+        from datetime import timedelta
+        from django.utils import timezone
+        from shop.tasks import add_user
+
+        soon = add_user.using(run_after=timezone.now() + timedelta(seconds=4)).enqueue("soon")
+        print(soon.id, timezone.now().timestamp() + 4)
+    """)
+    result_id, due = out.split()
+    site.manage("icc", "consume", "async", "--stop-when-empty")
+    early = site.shell(f"from shop.tasks import add_user; print(add_user.get_result({result_id!r}).status)")
+    if time.time() < float(due) - 0.5:  # still before run_after: not run yet
+        assert early.strip() == "READY"
+    time.sleep(max(0.0, float(due) - time.time()) + 0.5)
+    site.manage("icc", "consume", "async", "--stop-when-empty")
+    out = site.shell(f"""
+        from shop.tasks import add_user
+        r = add_user.get_result({result_id!r})
+        print(r.status, r.return_value["users"], r.started_at >= r.task.run_after)
+    """)
+    assert out.split() == ["SUCCESSFUL", "1", "True"]
 
 
 def test_a_failing_task_is_failed_with_its_error_and_queue_name_maps_to_an_icc_queue(tmp_path: Path) -> None:

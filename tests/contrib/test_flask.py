@@ -3,8 +3,8 @@ callbacks and queue handlers all run inside the app's application context."""
 
 from __future__ import annotations
 
-import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,11 +71,21 @@ TASKS = """
 """
 
 
-@pytest.fixture
-def webapp(tmp_path: Path) -> FlaskApp:
+@pytest.fixture(params=["sqlite", "postgres"])
+def webapp(tmp_path: Path, request: pytest.FixtureRequest) -> FlaskApp:
+    """The app; on PostgreSQL icc's store (state and queues) is a fresh database of the test server."""
     made = FlaskApp(tmp_path)
-    made.write("webapp.py", APP)
+    app = APP
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_url")
+        app = APP.replace(
+            '"timezone": "Europe/Paris"}', f'"timezone": "Europe/Paris", "store": {{"url": {url!r}}}}}'
+        )
+        assert app != APP
+    made.write("webapp.py", app)
     made.write("webapp_tasks.py", TASKS)
+    if request.param == "postgres":
+        made.flask("icc", "db", "migrate")
     made.flask("icc", "scan")
     return made
 
@@ -113,7 +123,7 @@ def test_queue_handlers_run_inside_the_app_context(webapp: FlaskApp) -> None:
             icc.dispatch("greet", {"n": "2"})
         """,
     )
-    subprocess.run([*shlex.split("python send.py")], cwd=webapp.root, check=True, env=None)
+    subprocess.run([sys.executable, "send.py"], cwd=webapp.root, check=True)
     webapp.flask("icc", "consume", "async", "--stop-when-empty")
     lines = notes(webapp)
     lines = lines[
@@ -137,11 +147,13 @@ def test_config_comes_from_app_config_icc(webapp: FlaskApp) -> None:
 def test_crontab_line_calls_flask_icc_from_crons_bare_environment(webapp: FlaskApp) -> None:
     line = webapp.flask("icc", "crontab").stdout.strip()
     command = line.removeprefix("* * * * * ")
-    assert "-m flask --app webapp icc run --quiet" in command
+    # the idle check first, then (a job is due) the full tick: `python -m flask --app webapp icc run --quiet`
+    assert " run --quiet --framework-snapshot " in command
+    assert command.endswith(" -m flask --app webapp icc")
     proc = subprocess.run(
         ["/bin/sh", "-c", command],
         cwd="/",
-        env={"PATH": "/usr/bin:/bin", "HOME": "/"},
+        env={},  # env -i: cron's environment is barer still than a login's
         capture_output=True,
         text=True,
     )

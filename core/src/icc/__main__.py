@@ -5,7 +5,8 @@ the tick's idle path is tried before click, rich and the plugins are imported. A
 without click too (:func:`due_run`): its options are parsed here with the stdlib, and its output is
 written by hand into a pipe or file (cron's mail); rich (and with it click) is imported only when that
 output goes to a terminal. Anything this parser does not know (``--help``, a mistyped option, a value
-click would refuse) goes to the click command, which says what is wrong.
+click would refuse) goes to the click command, which says what is wrong. A Django or Flask project's crontab
+line (``--framework-snapshot``) goes to :mod:`icc.tick.snapshot` first, which never returns.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ AT_FIRST, AT_LAST = 86400, 253402300740  # icc.cli's: 1970-01-02 00:00 and 9999-
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    options = args[: args.index("--")] if "--" in args else args
+    if any(arg.partition("=")[0] == "--framework-snapshot" for arg in options):
+        from icc.tick.snapshot import main as framework_minute  # lazy: a framework project's crontab line
+
+        framework_minute(args)
     if "run" in args[:3]:
         from icc.tick.idle import try_idle_tick  # lazy: every other command goes to click below
 

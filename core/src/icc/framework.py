@@ -9,7 +9,10 @@ An integration :func:`install`\\ s a :class:`Framework` in the process that load
 - runs every piece of user code (a job's callable, a predicate, a callback, a run hook, a queue handler) inside
   ``around()`` (:func:`user_code`): an application context, stale connections closed before and after;
 - builds ``scheduler.command(...)`` jobs with ``command`` (a management command run in the job's process);
-- calls icc again (crontab lines, systemd units, the tick's own scan) with ``argv``.
+- calls icc again (crontab lines, systemd units, the tick's own scan) with ``argv``;
+- writes the snapshot a framework project's idle minute reads (:mod:`icc.tick.snapshot`) with ``snapshot``
+  whenever icc runs in the framework (``icc scan``, ``icc crontab``, a full ``icc run``), and prints the crontab
+  line that reads it with ``crontab``.
 
 Standard library only: the idle paths may import this module.
 """
@@ -29,9 +32,11 @@ __all__ = [
     "argv",
     "command_task",
     "config_table",
+    "crontab_argv",
     "install",
     "installed",
     "user_code",
+    "write_snapshot",
 ]
 
 
@@ -55,6 +60,10 @@ class Framework:
     # command(name, args, options) -> (the job's callable, its default job name)
     command: Callable[[str, tuple[Any, ...], dict[str, Any]], tuple[Callable[[], object], str]] | None = None
     argv: Callable[[], list[str]] | None = None  # how to call this project's icc again
+    # The idle check a crontab line runs before the framework (icc.tick.snapshot): snapshot(config) writes what
+    # it reads; crontab(config, run_args) is the crontab line's command (it writes the snapshot too).
+    snapshot: Callable[[Any], object] | None = None
+    crontab: Callable[[Any, list[str]], list[str]] | None = None
 
 
 _installed: dict[str, Framework] = {}
@@ -122,4 +131,20 @@ def argv() -> list[str] | None:
     for framework in _installed.values():
         if framework.argv is not None:
             return framework.argv()
+    return None
+
+
+def write_snapshot(config: Any) -> None:
+    """Write the idle check's snapshot of ``config`` (an :class:`icc.config.Config`), when a framework keeps one."""
+    for framework in _installed.values():
+        if framework.snapshot is not None:
+            framework.snapshot(config)
+            return
+
+
+def crontab_argv(config: Any, run_args: list[str]) -> list[str] | None:
+    """The crontab line's command for ``config`` when a framework says (its idle check first), else None."""
+    for framework in _installed.values():
+        if framework.crontab is not None:
+            return framework.crontab(config, run_args)
     return None

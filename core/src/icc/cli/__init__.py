@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from icc import framework
 from icc import logs as diagnostics
 from icc import report as facts
 from icc._version import __version__
@@ -229,6 +230,8 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
     from icc.tickwatch import DRIFT_META_KEY, RUN_HOOKS_META_KEY  # lazy: icc scan only
 
     config = env.config
+    if not dry_run:
+        framework.write_snapshot(config)  # a Django/Flask project's idle check reads it (icc.tick.snapshot)
     _without_collections()
     host = load_plugins(config, strict=strict)
     jobs = host.collect_jobs()
@@ -379,6 +382,7 @@ def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
     from icc.tickwatch import LOCK_HELD_NOTICE, drift_line, held_for  # lazy: icc run only
 
     config = env.config
+    framework.write_snapshot(config)  # as a scan does: the crontab line's idle check has it again (if stale)
     install_stop_handlers()
     report = Tick(config, at=_parse_at(at, config.timezone)).run()
     zone = config.timezone
@@ -1003,7 +1007,6 @@ def disable(env: Env, job: str) -> None:
 
 def crontab_line(config: Config) -> str:
     """The crontab line for ``config``, escaped for cron: a bare ``%`` would end the command there."""
-    from icc import framework  # lazy: icc crontab only
     from icc.errors import ConfigError  # lazy: only without a config file
 
     if config.path is None and framework.argv() is None:
@@ -1012,14 +1015,15 @@ def crontab_line(config: Config) -> str:
             "[tool.icc]), so the line would run on an empty state in cron's working directory; run it from "
             "the project's directory or pass --config"
         )
-    argv = icc_argv(config)
+    argv = framework.crontab_argv(config, ["run", "--quiet"])  # a framework's idle check first
+    argv = argv if argv is not None else [*icc_argv(config), "run", "--quiet"]
     for arg in argv:
         if "\n" in arg or "\r" in arg:
             raise ConfigError(
                 f"icc crontab: {arg!r} contains a line break, which a crontab line cannot hold; "
                 "move the project or its environment to a path without one"
             )
-    command = shlex.join([*argv, "run", "--quiet"])
+    command = shlex.join(argv)
     if "\\%" in command:
         raise ConfigError(
             f"icc crontab: {command!r} has a backslash before a '%', which cron cannot pass on; "

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from icc import framework
+from icc.contrib import snapshot
 from icc.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -51,7 +52,14 @@ class Icc:
         if "icc" not in app.cli.commands:
             app.cli.add_command(cli, name="icc")
         framework.install(
-            framework.Framework(NAME, around=self._around, config=self._config, argv=self._argv)
+            framework.Framework(
+                NAME,
+                around=self._around,
+                config=self._config,
+                argv=self._argv,
+                snapshot=lambda config: snapshot.write(config, self._call),
+                crontab=lambda config, run_args: snapshot.crontab_argv(config, self._call(), run_args),
+            )
         )
 
     def _flask(self) -> Flask:
@@ -72,8 +80,17 @@ class Icc:
             raise ConfigError(f"{origin} must be a dict with icc.toml's keys, not {type(raw).__name__}")
         return framework.ConfigTable(dict(raw), Path(app.root_path).absolute(), origin)
 
+    def _call(self) -> snapshot.Call:
+        """``python -m flask --app NAME icc`` from this directory; the app's package and the .env files the
+        flask command reads are what the idle check's snapshot depends on."""
+        app = self._flask()
+        cwd = os.getcwd()
+        command = [sys.executable, "-m", "flask", "--app", app.import_name, "icc"]
+        sources = snapshot.module_files(app.import_name.partition(".")[0])
+        sources += [os.path.join(cwd, name) for name in (".env", ".flaskenv")]
+        return snapshot.Call(NAME, cwd, {}, command, sources)
+
     def _argv(self) -> list[str]:
         """``flask --app NAME icc`` as cron runs it: absolute python, the app's directory."""
-        app = self._flask()
         env = shutil.which("env") or "/usr/bin/env"
-        return [env, "-C", os.getcwd(), sys.executable, "-m", "flask", "--app", app.import_name, "icc"]
+        return [env, "-C", os.getcwd(), *self._call().command]

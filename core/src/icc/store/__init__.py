@@ -140,12 +140,15 @@ def open_transport(config: Config, *, limit: float | None = None) -> QueueBacken
         return transport
 
 
-def idle_tick(config_path: str | None, quiet: bool, at: str | None) -> int | None:
+def idle_tick(
+    config_path: str | None, quiet: bool, at: str | None, known: dict[str, object] | None = None
+) -> int | None:
     """The idle tick on a PostgreSQL store (:mod:`icc.store.postgres.idle`): the exit code, or None when the
-    full ``icc run`` must handle it. :mod:`icc.tick.idle` hands over when the configuration names a store URL."""
+    full ``icc run`` must handle it. :mod:`icc.tick.idle` hands over when the configuration names a store URL
+    (``known``: a framework's snapshot, :mod:`icc.tick.snapshot`, instead of the configuration file)."""
     from icc.store.postgres.idle import try_pg_idle_tick  # lazy: libpq through ctypes, only on that store
 
-    return try_pg_idle_tick(config_path, quiet, at)
+    return try_pg_idle_tick(config_path, quiet, at, known)
 
 
 def sqlite_queue_is_empty(state_dir: str, queue: str) -> bool:

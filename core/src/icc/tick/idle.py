@@ -79,15 +79,30 @@ def try_idle_tick(args: list[str]) -> int | None:
     if parsed is None:
         return None
     config_path, quiet, at = parsed
+    return idle_tick(config_path, quiet, at)
+
+
+def idle_tick(
+    config_path: str | None, quiet: bool, at: str | None, known: dict[str, object] | None = None
+) -> int | None:
+    """Exit code of an idle tick, or None when the full ``icc run`` must handle it. ``known``: a framework
+    project's snapshot (:mod:`icc.tick.snapshot`: ``state_dir``, ``timezone``, ``scan``, ``store``), read
+    instead of a configuration file (the light minute's consumers then hand a message over to the framework's
+    ``icc consume``)."""
     try:
-        from icc.fastconfig import read_config
-
         settings: dict[str, object] = {}
-        config = read_config(config_path, settings=settings)
-        if config is None:  # among the doubts: [icc.store], whose PostgreSQL idle tick has its own module
-            from icc.store import idle_tick  # lazy: only a configuration with [icc.store] gets here
+        if known is not None:
+            settings["scan"] = known["scan"]
+            config: tuple[str, str] | None = (str(known["state_dir"]), str(known["timezone"]))
+        else:
+            from icc.fastconfig import read_config
 
-            return idle_tick(config_path, quiet, at)
+            config = read_config(config_path, settings=settings)
+        if config is None or (known is not None and known.get("store") is not None):
+            # among the doubts: [icc.store], whose PostgreSQL idle tick has its own module
+            from icc.store import idle_tick as store_idle_tick  # lazy: only a configuration with [icc.store]
+
+            return store_idle_tick(config_path, quiet, at, known)
         state_dir, timezone = config
         db_path = os.path.join(state_dir, "state.sqlite3")
         if not _trusted(state_dir, db_path) or not os.path.isfile(db_path):
@@ -116,7 +131,7 @@ def try_idle_tick(args: list[str]) -> int | None:
     if why is not None and (scan_auto or why.startswith("packages:")):
         return None  # the full tick rescans, or tells a plugin's install from an unrelated one
     if earliest is not None and earliest <= slot:
-        return _light_minute(config_path, quiet, slot, state_dir, db_path)
+        return _light_minute(config_path, quiet, slot, state_dir, db_path, known)
     if not quiet:
         held = tick_lock_held(state_dir, LOCK_HELD_NOTICE)
         if held is not None:
@@ -134,14 +149,19 @@ def try_idle_tick(args: list[str]) -> int | None:
 
 
 def _light_minute(
-    config_path: str | None, quiet: bool, slot: int, state_dir: str, db_path: str
+    config_path: str | None,
+    quiet: bool,
+    slot: int,
+    state_dir: str,
+    db_path: str,
+    known: dict[str, object] | None = None,
 ) -> int | None:
     """Something is due: when it is only the consumer cron jobs, :mod:`icc.tick.light` may run the minute."""
     if not quiet:  # the full tick prints its table
         return None
     from icc.tick.light import try_light_minute
 
-    return try_light_minute(config_path, slot, state_dir, db_path)
+    return try_light_minute(config_path, slot, state_dir, db_path, known)
 
 
 # --- what every tick notices cheaply: a stuck tick lock, plugins changed since the scan (stat calls only) ----

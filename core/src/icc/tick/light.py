@@ -242,6 +242,7 @@ class _Settings:
         self.time_limit = float(self.consumers["time_limit"])
         self.grace = float(self.core["grace"])  # type: ignore[arg-type]
         self.path: str | None = None  # the config file: the consumer's ICC_CONFIG, its directory its cwd
+        self.command: list[str] | None = None  # a framework project's `manage.py icc`: the hand-over execs it
 
     def acts(self, setting: str) -> bool:
         """Whether ``table.key`` is set (in the file or by ``ICC_TABLE__KEY`` / ``ICC_TABLE_KEY``)."""
@@ -266,6 +267,17 @@ def _settings(config_path: str | None) -> _Settings:
         raise _NotLight  # PostgreSQL (or a doubt about it): the full tick's
     settings = _Settings(table)
     settings.path = None if path is None else os.path.abspath(path)
+    return settings
+
+
+def _known_settings(known: dict[str, object]) -> _Settings:
+    """A framework project's settings, from its snapshot (:mod:`icc.tick.snapshot`): the table its writer
+    resolved, and the command a consumer that has a message to handle becomes."""
+    table, command = known.get("light"), known.get("command")
+    if known.get("store") is not None or not isinstance(table, dict) or not isinstance(command, list):
+        raise _NotLight
+    settings = _Settings(table)
+    settings.command = [str(arg) for arg in command]
     return settings
 
 
@@ -333,10 +345,13 @@ def _connect(db_path: str) -> sqlite3.Connection:
     return db
 
 
-def try_light_minute(config_path: str | None, slot: int, state_dir: str, db_path: str) -> int | None:
-    """Exit code of a light minute (``icc run --quiet``), or None when the full tick must run it."""
+def try_light_minute(
+    config_path: str | None, slot: int, state_dir: str, db_path: str, known: dict[str, object] | None = None
+) -> int | None:
+    """Exit code of a light minute (``icc run --quiet``), or None when the full tick must run it. ``known``: a
+    framework project's snapshot instead of the configuration file."""
     try:
-        settings = _settings(config_path)
+        settings = _settings(config_path) if known is None else _known_settings(known)
         if settings.consumers["mode"] != "cron":
             raise _NotLight
     except Exception:
@@ -687,7 +702,7 @@ def _consumer(
     to the supervisor): wait for messages, hand over to the real consumer when one is there."""
     started = _consume(job, settings, state_dir)
     if started is not None:
-        _hand_over(job, config_path, started, ctl_w, ack_r)
+        _hand_over(job, config_path, started, ctl_w, ack_r, settings)
 
 
 def _consume(job: _Job, settings: _Settings, state_dir: str) -> float | None:
@@ -759,16 +774,24 @@ def _open_queue(state_dir: str) -> sqlite3.Connection | None:
         return None
 
 
-def _hand_over(job: _Job, config_path: str | None, started: float, ctl_w: int, ack_r: int) -> None:
+def _hand_over(
+    job: _Job, config_path: str | None, started: float, ctl_w: int, ack_r: int, settings: _Settings
+) -> None:
     """A message is there: become the real consumer (configuration, plugins) for the rest of the time limit,
     as :class:`icc.queue.builtin.ConsumerTask` runs in a supervised task. Its exit code is
-    :func:`icc.supervise.process.run_child`'s, from what this raises."""
+    :func:`icc.supervise.process.run_child`'s, from what this raises. In a framework project the consumer
+    needs the framework set up: this process becomes ``manage.py icc consume QUEUE --time-limit REST``."""
     os.write(ctl_w, b"h")
     select.select([ack_r], [], [], 5.0)  # the supervisor is a subreaper before any plugin code runs
     os.close(ctl_w)
     os.close(ack_r)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
+    if settings.command is not None:
+        rest = max(0.1, settings.time_limit - (time.monotonic() - started))
+        argv = [*settings.command, "consume", job.queue, "--time-limit", f"{rest:.3f}"]
+        sys.stdout.flush()
+        os.execv(argv[0], argv)  # noqa: S606  # an argv list, never a shell: the crontab line's own command
     from pathlib import Path  # lazy: pathlib, only once a message is there
 
     from icc.config import load_config  # lazy: the configuration loader, only once a message is there

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from icc import framework
+from icc.contrib import snapshot
 from icc.errors import ConfigError, ScheduleError
 
 NAME = "django"
@@ -174,19 +175,32 @@ def command(name: str, args: tuple[Any, ...], options: dict[str, Any]) -> tuple[
     return run_command, job_name
 
 
-def argv() -> list[str]:
-    """``manage.py icc`` as cron runs it: absolute python and manage.py, ``DJANGO_SETTINGS_MODULE``, and the
-    working directory (``env -C``: cron starts in the home directory with a bare environment)."""
+def call() -> snapshot.Call:
+    """How this project calls icc: absolute python and manage.py (or ``-m django``), from the directory it was
+    started in, with its ``DJANGO_SETTINGS_MODULE``; the settings' package's files (and manage.py) are what
+    the idle check's snapshot depends on."""
     from django.conf import settings
 
     script, cwd = _invoked if _invoked else (os.path.join(os.getcwd(), "manage.py"), os.getcwd())
-    env = shutil.which("env") or "/usr/bin/env"
-    call = (
-        [sys.executable, "-m", "django"]
+    module = str(settings.SETTINGS_MODULE)
+    command = (
+        [sys.executable, "-m", "django", "icc"]
         if os.path.basename(script) == "__main__.py"
-        else [sys.executable, script]
+        else [sys.executable, script, "icc"]
     )
-    return [env, "-C", cwd, f"DJANGO_SETTINGS_MODULE={settings.SETTINGS_MODULE}", *call, "icc"]
+    sources = snapshot.module_files(module.partition(".")[0])
+    if os.path.basename(script) != "__main__.py":
+        sources.append(script)
+    return snapshot.Call(NAME, cwd, {"DJANGO_SETTINGS_MODULE": module}, command, sources)
+
+
+def argv() -> list[str]:
+    """``manage.py icc`` as cron runs it: absolute python and manage.py, ``DJANGO_SETTINGS_MODULE``, and the
+    working directory (``env -C``: cron starts in the home directory with a bare environment)."""
+    called = call()
+    env = shutil.which("env") or "/usr/bin/env"
+    variables = [f"{k}={v}" for k, v in called.environment.items()]
+    return [env, "-C", called.cwd, *variables, *called.command]
 
 
 def invoked_as(script: str) -> None:
@@ -196,7 +210,14 @@ def invoked_as(script: str) -> None:
 
 
 FRAMEWORK = framework.Framework(
-    NAME, before_fork=before_fork, around=around, config=config_table, command=command, argv=argv
+    NAME,
+    before_fork=before_fork,
+    around=around,
+    config=config_table,
+    command=command,
+    argv=argv,
+    snapshot=lambda config: snapshot.write(config, call),
+    crontab=lambda config, run_args: snapshot.crontab_argv(config, call(), run_args),
 )
 
 

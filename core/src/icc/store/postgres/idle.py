@@ -185,15 +185,24 @@ def _say_idle(slot: int, timezone: str) -> None:
     sys.stdout.write(f"icc run: nothing due at {when} ({timezone})\n")
 
 
-def try_pg_idle_tick(config_path: str | None, quiet: bool, at: str | None) -> int | None:
-    """Exit code of an idle tick on a PostgreSQL store, or None when the full ``icc run`` must handle it."""
+def try_pg_idle_tick(
+    config_path: str | None, quiet: bool, at: str | None, known: dict[str, object] | None = None
+) -> int | None:
+    """Exit code of an idle tick on a PostgreSQL store, or None when the full ``icc run`` must handle it.
+    ``known``: a framework's snapshot (:mod:`icc.tick.snapshot`) instead of the configuration file."""
     try:
         from icc.fastconfig import read_config
         from icc.statedir import state_dir_problem
 
         store: dict[str, object] = {}
         settings: dict[str, object] = {}
-        config = read_config(config_path, store, settings)
+        known_store = None if known is None else known.get("store")
+        if known is not None and isinstance(known_store, dict):
+            store.update(known_store)
+            settings["scan"] = known["scan"]
+            config: tuple[str, str] | None = (str(known["state_dir"]), str(known["timezone"]))
+        else:
+            config = read_config(config_path, store, settings)
         url = store.get("url")
         if config is None or not isinstance(url, str):
             return None
