@@ -306,8 +306,10 @@ def preload() -> None:
     each pay for it. Library code only: no plugin is imported, and the tick still runs no user code."""
     with contextlib.suppress(ImportError):
         import setproctitle  # noqa: F401  # lazy: only a tick with runs to hand over forks processes to name
-    import icc.plugins  # noqa: F401  # lazy: as above; the idle paths never import the plugin host
     from icc.jobs import RunContext  # noqa: F401  # lazy: as above (every run's context)
+    from icc.plugins import prepare_manager  # lazy: as above; the idle paths never import the plugin host
+
+    prepare_manager()  # pluggy's manager with icc's hook specifications, taken by each supervisor
 
 
 def _libc() -> Any:

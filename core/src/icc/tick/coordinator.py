@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any, cast
 from icc import hosts as hostclock
 from icc.errors import IccError, StateError
 from icc.locks import Holder, job_lock, pid_alive, tick_lock
-from icc.statedir import state_dir_problem
+from icc.statedir import state_dir_problem, state_file_problem
 from icc.store import open_store, sqlite_file, store_label
 from icc.store.protocol import FAILURES, FINISHED, Claim, JobRecord, Outcome, RunKind, RunRecord, StateStore
 from icc.supervise.supervisor import (
@@ -134,6 +134,83 @@ def due_slots(schedule: Schedule, start: int, end: int) -> list[int]:
             found.append(s)
         cursor = nxt
     return found
+
+
+_KEEPER: list[int] = []  # this process's end of the pipe its database keeper waits on (hold_database)
+
+
+def hold_database(db_path: Path) -> None:
+    """Keep the SQLite state database open, in a keeper process, until :func:`release_database` (or this
+    process's exit).
+
+    SQLite checkpoints the WAL into the database and deletes it when the last connection closes, and the next
+    connection to open rebuilds the WAL index and creates the WAL again (with a sync of the directory). A tick
+    holds no connection while it forks a run's supervisor (a connection must never cross a fork), so without
+    a keeper every run paid all of that twice: its supervisor opened the database as the first connection and
+    closed it as the last, and so did the tick after it. The keeper is forked before this process opens any
+    connection, opens its own, reads once (no transaction stays open: checkpoints go on) and waits for the end
+    of a pipe. Durability is unchanged: WAL with ``synchronous=NORMAL``, every commit kept against a process
+    crash; a checkpoint still runs every 1000 pages, and when the keeper closes last. Every process forked
+    from here closes its copy of the pipe (``os.register_at_fork``), so the keeper ends with the tick, not
+    with the background runs it started."""
+    if _KEEPER or any(state_file_problem(f"{db_path}{suffix}") for suffix in ("", "-wal", "-shm")):
+        return  # held already; or a file the store refuses with its own error
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the keeper never returns
+        try:
+            os.close(write_fd)
+            _keep_open(str(db_path), read_fd)
+        finally:
+            os._exit(0)
+    os.close(read_fd)
+    _KEEPER[:] = [write_fd, pid]
+
+
+def _keep_open(db_path: str, read_fd: int) -> None:
+    """The keeper's body: a connection that never writes, held until the pipe's other end is closed."""
+    import signal  # lazy: the keeper's only
+    import sqlite3  # lazy: loaded already (the idle tick's query)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)  # a stop of the tick's group ends it: nothing to lose
+    with contextlib.suppress(ImportError, Exception):
+        import setproctitle  # lazy: see icc.supervise.supervisor.set_title
+
+        setproctitle.setproctitle("icc: hold the state database open for a tick")
+    quoted = db_path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+    try:  # mode=rw: never creates a database
+        db = sqlite3.connect(f"file:{quoted}?mode=rw", uri=True, timeout=5, isolation_level=None)
+        db.execute("SELECT 1 FROM meta LIMIT 1").fetchall()  # maps the WAL index; no transaction stays open
+    except sqlite3.Error:
+        return
+    try:
+        while os.read(read_fd, 64):
+            pass
+    finally:
+        db.close()  # the last connection: checkpoints the WAL, as any last one does
+
+
+def release_database() -> None:
+    """End the keeper :func:`hold_database` started (it closes its connection and exits)."""
+    if _KEEPER:
+        write_fd, pid = _KEEPER
+        _KEEPER.clear()
+        with contextlib.suppress(OSError):
+            os.close(write_fd)
+        with contextlib.suppress(OSError):
+            os.waitpid(pid, os.WNOHANG)  # reaped now if it is done already; else when this process exits
+
+
+def _forget_keeper_in_child() -> None:
+    """In a forked child (a supervisor, a task, the concluder): close its copy of the keeper's pipe."""
+    if _KEEPER:
+        with contextlib.suppress(OSError):
+            os.close(_KEEPER[0])
+        _KEEPER.clear()
+
+
+os.register_at_fork(after_in_child=_forget_keeper_in_child)
 
 
 def run_host(config: Config) -> str:
@@ -538,7 +615,16 @@ class _Planned:
 class Tick:
     """One tick; ``run()`` does the work and returns what happened."""
 
-    def __init__(self, config: Config, *, at: datetime | None = None, realtime: bool | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        at: datetime | None = None,
+        realtime: bool | None = None,
+        hold_open: bool = False,
+    ) -> None:
+        """``hold_open``: on SQLite, keep the database open in a small keeper process while the tick runs
+        (:func:`hold_database`); only for a process with no other SQLite connection open (``icc run``)."""
         self.config = config
         self.slot = slot_of(at or datetime.now(UTC))
         # Real time: sleep for jitter and sub-minute offsets. Default: only without ``at``.
@@ -554,11 +640,14 @@ class Tick:
                     f"no state store at {self.db_path} (never scanned, or deleted); nothing was run. "
                     "Run `icc scan` to register the jobs"
                 )
+            if hold_open:
+                hold_database(self.db_path)
             self.store: StateStore = open_store(config)
             self._identity = _file_identity(self.db_path) or (-1, -1)  # gone already: never intact
         else:
             self.store = open_store(config)
         if self.store.get_meta("plugins_fingerprint") is None:
+            release_database()
             raise StateError(
                 f"the state store {store_label(config)} was never scanned; nothing was run. "
                 "Run `icc scan` to register the jobs"
@@ -601,6 +690,12 @@ class Tick:
 
     # -- the tick -------------------------------------------------------------------------------------------
     def run(self) -> TickReport:
+        try:
+            return self._run()
+        finally:
+            release_database()
+
+    def _run(self) -> TickReport:
         from icc.tickwatch import stamp_tick
 
         report = TickReport(self.slot)

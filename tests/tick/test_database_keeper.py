@@ -1,0 +1,85 @@
+"""A due `icc run` on SQLite keeps its state database open in a keeper process while it runs
+(icc.tick.coordinator.hold_database), so that each run's supervisor neither opens it as the first connection
+nor closes it as the last (which checkpoints and deletes the WAL). The keeper ends with the tick, not with the
+background runs the tick started, and the database is left checkpointed (real processes)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from projectkit import Project, at
+
+pytest.importorskip("setproctitle")  # the keeper is found by its process title
+
+TITLE = "icc: hold the state database open for a tick"
+
+PLUGIN = f"""
+def keepers():
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{{pid}}/cmdline", "rb") as f:
+                if f.read().startswith({TITLE!r}.encode()):
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
+
+def foreground():
+    with open(os.path.join(os.environ["MARKER_DIR"], "keepers"), "w") as f:
+        f.write(" ".join(keepers()))
+
+def background():
+    time.sleep(4)
+    with open(os.path.join(os.environ["MARKER_DIR"], "background-done"), "w") as f:
+        f.write("done")
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(background, name="background").every_minute().in_background()
+    scheduler.add(foreground, name="foreground").every_minute()
+"""
+
+
+def keeper_alive(pids: list[str]) -> bool:
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(TITLE.encode()):
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def test_the_keeper_holds_the_database_during_the_tick_and_ends_with_it(project: Project) -> None:
+    project.write_plugin(PLUGIN)
+    project.icc("scan", check=True)
+    proc = project.icc("run", "--at", at(0), check=True)
+    assert "foreground" in proc.stdout
+    held = (project.root / "keepers").read_text().split()
+    assert len(held) == 1, "a foreground run sees exactly one keeper of its tick"
+    # The background run sleeps on; the keeper does not wait for it (no forked process keeps its pipe).
+    deadline = time.monotonic() + 2.0
+    while keeper_alive(held) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not keeper_alive(held), "the keeper outlived its tick"
+    assert not (project.root / "background-done").exists(), "the background run is still running"
+    project.wait_for(lambda: (project.root / "background-done").exists(), what="the background run")
+    project.wait_for(
+        lambda: {r["outcome"] for r in project.runs()} == {"succeeded"}, what="both runs recorded"
+    )
+    # The last connection to close checkpointed the WAL into the database and removed it.
+    project.wait_for(lambda: not Path(f"{project.db}-wal").exists(), what="the WAL checkpointed")
+
+
+def test_a_tick_on_a_store_that_is_not_there_starts_no_keeper(project: Project) -> None:
+    project.write_plugin(PLUGIN)
+    before = {p for p in os.listdir("/proc") if p.isdigit()}
+    proc = project.icc("run", "--at", at(0))
+    assert proc.returncode != 0 and "icc scan" in proc.stderr
+    assert not project.db.exists(), "the keeper never creates a database"
+    new = [p for p in os.listdir("/proc") if p.isdigit() and p not in before]
+    assert not keeper_alive(new)
