@@ -49,10 +49,8 @@ out this way are in :attr:`PluginHost.not_loaded`: ``icc scan`` keeps their jobs
 from __future__ import annotations
 
 import contextlib
-import difflib
 import faulthandler
 import functools
-import hashlib
 import importlib
 import importlib.util
 import logging
@@ -206,6 +204,8 @@ def _fingerprint(entry_points: list[importlib.metadata.EntryPoint], config: Conf
     items = [f"entry-point {ep.name}={ep.value} {' '.join(map(str, _dist(ep)))}" for ep in entry_points]
     items += [f"local {name}" for name in config.plugins]
     items += [f"builtin {name} {__version__}" for name in BUILTIN_PLUGINS]
+    import hashlib  # lazy: not a run's supervisor's (load_only); OpenSSL's load is a due tick's import time
+
     return hashlib.sha256("\n".join(sorted(items)).encode()).hexdigest()[:16]
 
 
@@ -488,6 +488,8 @@ class PluginHost:
             for impl in caller.get_hookimpls():
                 if impl.optionalhook:
                     continue
+                import difflib  # lazy: only a misspelled hook
+
                 close = difflib.get_close_matches(name, known, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 self._record(

@@ -28,7 +28,6 @@ import json
 import os
 import selectors
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -50,6 +49,8 @@ from icc.supervise.process import enter_run_context as enter_run_context  # re-e
 from icc.supervise.process import exception_text as exception_text  # re-exported
 
 if TYPE_CHECKING:
+    import subprocess
+
     from icc.jobs import RunResult
 
 OUTPUT_LIMIT = 64 * 1024  # bytes of output stored per run by default: its head and its tail
@@ -233,6 +234,8 @@ def _start(
     """Start the task; returns (pid, read end of its output pipe, Popen for commands, read end of the pipe
     a callable's exception text comes on)."""
     if spec.argv is not None:
+        import subprocess  # lazy: command tasks only (its import, with locale's, is a due tick's time)
+
         proc = subprocess.Popen(
             spec.argv,
             stdin=subprocess.DEVNULL,

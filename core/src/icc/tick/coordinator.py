@@ -42,10 +42,7 @@ fails naming every claimed run and whether it ran, since none of that can be rec
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import marshal
 import os
-import socket
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
@@ -56,7 +53,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from icc import hosts as hostclock
 from icc.errors import IccError, StateError
-from icc.locks import Holder, job_lock, pid_alive, tick_lock
+from icc.locks import Holder, hostname, job_lock, pid_alive, tick_lock
 from icc.statedir import state_dir_problem, state_file_problem
 from icc.store import open_store, sqlite_file, store_label
 from icc.store.protocol import FAILURES, FINISHED, Claim, JobRecord, Outcome, RunKind, RunRecord, StateStore
@@ -220,7 +217,7 @@ def run_host(config: Config) -> str:
         from icc.store import host_id  # lazy: only a shared store names hosts by host_id
 
         return host_id(config)
-    return socket.gethostname()
+    return hostname()
 
 
 def why_abandoned(
@@ -1675,6 +1672,9 @@ def plugin_digests(jobs: dict[str, Job]) -> dict[str, str]:
     """A digest per plugin of everything :func:`job_records` stores of its jobs (their declaration order and
     compiled masks too), with the icc version: a scan whose digest of a plugin equals the stored one builds no
     record for its jobs and leaves their rows as they are (issue 17: 10,000 jobs, nothing changed)."""
+    import hashlib  # lazy: scan's alone (OpenSSL's load is a due tick's import time)
+    import marshal  # lazy: scan's alone
+
     from icc._version import __version__  # lazy: scan's alone
     from icc.cron import compiled_form  # lazy: scan's alone
     from icc.jobs import default_name  # lazy: scan's alone
