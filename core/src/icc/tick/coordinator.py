@@ -91,6 +91,7 @@ if TYPE_CHECKING:
 
 
 NOT_EVALUATED = 0  # next_due of a job no tick has evaluated yet
+PAUSE_META_KEY = "pause"  # icc.pause.META_KEY, without importing icc.pause when nothing is paused
 ONCE_META_PREFIX = "once:"  # meta key of a once() job whose one run was decided: its slot
 LATE_OFFSET = 1.0  # seconds: a sub-minute offset the tick reaches this late (its second is over) is skipped
 AHEAD_OFFSETS = 12  # offsets a minute (every_seconds(5)) up to which a busy tick hands them out ahead
@@ -1113,10 +1114,10 @@ class Tick:
         """The pause in force at this tick's slot; one that has ended is removed (it ends by itself), but only
         when it ended on the real clock too: a tick ``--at`` a later instant runs what is due there, yet never
         lifts the pause for the real ticks."""
-        from icc import pause  # lazy: only a tick that plans
-
-        if self.store.get_meta(pause.META_KEY) is None:
+        if self.store.get_meta(PAUSE_META_KEY) is None:
             return None
+        from icc import pause  # lazy: only a paused tick
+
         found = pause.current(self.store, self.slot)
         if found is None:
             pause.clear_expired(self.store, min(self.slot, time.time()))
