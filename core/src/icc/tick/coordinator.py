@@ -92,6 +92,7 @@ if TYPE_CHECKING:
 
 NOT_EVALUATED = 0  # next_due of a job no tick has evaluated yet
 PAUSE_META_KEY = "pause"  # icc.pause.META_KEY, without importing icc.pause when nothing is paused
+STALE_NEXT_META_KEY = "stale.next"  # icc.notify.freshness.NEXT_KEY, likewise
 ONCE_META_PREFIX = "once:"  # meta key of a once() job whose one run was decided: its slot
 LATE_OFFSET = 1.0  # seconds: a sub-minute offset the tick reaches this late (its second is over) is skipped
 AHEAD_OFFSETS = 12  # offsets a minute (every_seconds(5)) up to which a busy tick hands them out ahead
@@ -745,10 +746,16 @@ class Tick:
     def _check_freshness(self) -> None:
         """Alert the jobs gone stale (``expect_success_within``) once ``stale.next`` has passed: the alerts are
         queued, never sent here (icc.notify.freshness). A store that fails here never fails the tick."""
-        from icc.notify import freshness
-
         now = time.time()
         try:
+            stored = self.store.get_meta(STALE_NEXT_META_KEY)
+            if stored is None:
+                return  # no job has expect_success_within(): icc.notify.freshness is not even imported
+            with contextlib.suppress(ValueError):
+                if now < float(stored):
+                    return
+            from icc.notify import freshness  # lazy: only once stale.next has passed (or reads oddly)
+
             if freshness.due(self.store, now):
                 freshness.check(self.config, self.store, now)
         except StateError as exc:
