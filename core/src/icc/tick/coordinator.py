@@ -178,16 +178,20 @@ def _keep_open(db_path: str, read_fd: int) -> None:
 
         setproctitle.setproctitle("icc: hold the state database open for a tick")
     quoted = db_path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+    identity = _file_identity(Path(db_path))
     try:  # mode=rw: never creates a database
         db = sqlite3.connect(f"file:{quoted}?mode=rw", uri=True, timeout=5, isolation_level=None)
         db.execute("SELECT 1 FROM meta LIMIT 1").fetchall()  # maps the WAL index; no transaction stays open
     except sqlite3.Error:
         return
-    try:
+    with contextlib.suppress(OSError):
         while os.read(read_fd, 64):
             pass
-    finally:
-        db.close()  # the last connection: checkpoints the WAL, as any last one does
+    if identity is None or _file_identity(Path(db_path)) != identity:
+        # Deleted or replaced meanwhile (the tick says so): closing as the last connection of the old file
+        # would checkpoint it and delete the WAL by its name, which may be a new database's now.
+        os._exit(0)
+    db.close()  # the last connection: checkpoints the WAL, as any last one does
 
 
 def release_database() -> None:
