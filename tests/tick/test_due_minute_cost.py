@@ -37,8 +37,11 @@ def keepers():
     return found
 
 def foreground():
+    found = keepers()
     with open(os.path.join(os.environ["MARKER_DIR"], "keepers"), "w") as f:
-        f.write(" ".join(keepers()))
+        f.write(" ".join(found))
+    with open(os.path.join(os.environ["MARKER_DIR"], "keeper-stdio"), "w") as f:
+        f.write(" ".join(os.readlink(f"/proc/{{pid}}/fd/{{fd}}") for pid in found for fd in (0, 1, 2)))
 
 def background():
     time.sleep(4)
@@ -70,6 +73,8 @@ def test_the_keeper_holds_the_database_during_the_tick_and_ends_with_it(project:
     assert "foreground" in proc.stdout
     held = (project.root / "keepers").read_text().split()
     assert len(held) == 1, "a foreground run sees exactly one keeper of its tick"
+    # It holds none of the tick's stdio: a pipe's reader (cron's mail) waits for the tick alone.
+    assert (project.root / "keeper-stdio").read_text().split() == [os.devnull] * 3
     # The background run sleeps on; the keeper does not wait for it (no forked process keeps its pipe).
     deadline = time.monotonic() + 2.0
     while keeper_alive(held) and time.monotonic() < deadline:

@@ -173,6 +173,10 @@ def _keep_open(db_path: str, read_fd: int) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)  # a stop of the tick's group ends it: nothing to lose
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # never holds the tick's output open (a pipe's reader waits for the tick alone)
+        os.dup2(devnull, fd)
+    os.close(devnull)
     with contextlib.suppress(ImportError, Exception):
         import setproctitle  # lazy: see icc.supervise.supervisor.set_title
 
