@@ -21,7 +21,8 @@ same machine state). Each goal prints met or NOT met.
    - the minute with the one due job. Goal: at most 1.3x the 10-job minute;
    - ``icc scan`` with nothing changed, and ``icc status``. Goal: each at most 2x its 10-job cost.
 
-Run: ``nox -s bench -- bench/bench_minute.py``.
+Run: ``nox -s bench -- bench/bench_minute.py``; name sections to run only those (``python
+bench/bench_minute.py minute hundred``: minute, hundred, scale).
 """
 
 from __future__ import annotations
@@ -217,13 +218,23 @@ def scale_section(small: Project, big: Project) -> None:
         print(f"   goal: {label} at 10,000 jobs at most {goal:g}x at 10 jobs: {verdict(ratio <= goal)}")
 
 
+SECTIONS = ("minute", "hundred", "scale")
+
+
 def main() -> None:
+    """Every section, or those named on the command line (``python bench/bench_minute.py minute hundred``)."""
+    wanted = set(sys.argv[1:]) or set(SECTIONS)
+    if wanted - set(SECTIONS):
+        sys.exit(f"unknown section(s) {sorted(wanted - set(SECTIONS))}; known: {', '.join(SECTIONS)}")
     with tempfile.TemporaryDirectory() as tmp:
-        small = Project(Path(tmp), 10)
-        minute_section(small)
-        hundred_section(Path(tmp))
-        big = Project(Path(tmp), 10_000)
-        scale_section(small, big)
+        small = Project(Path(tmp), 10) if wanted & {"minute", "scale"} else None
+        if small is not None and "minute" in wanted:
+            minute_section(small)
+        if "hundred" in wanted:
+            hundred_section(Path(tmp))
+        if small is not None and "scale" in wanted:
+            big = Project(Path(tmp), 10_000)
+            scale_section(small, big)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@
 
 The machine's load moves absolute times a lot; the ratios, measured paired and interleaved, move less.
 
-Run: `nox -s bench -- bench/bench_tick.py`.
+Run: `nox -s bench -- bench/bench_tick.py`; name sections to run only those
+(`python bench/bench_tick.py background`: idle, service, minute, background, catch-up).
 """
 
 from __future__ import annotations
@@ -460,15 +461,27 @@ def catch_up(tmp: Path) -> None:
     print(f"   {'ratio':38}{ratio:9.2f}x  (no goal)")
 
 
+SECTIONS = ("idle", "service", "minute", "background", "catch-up")
+
+
 def main() -> None:
+    """Every section, or those named on the command line (``python bench/bench_tick.py background``)."""
+    wanted = set(sys.argv[1:]) or set(SECTIONS)
+    if wanted - set(SECTIONS):
+        sys.exit(f"unknown section(s) {sorted(wanted - set(SECTIONS))}; known: {', '.join(SECTIONS)}")
     subreaper = become_subreaper()
     with tempfile.TemporaryDirectory() as tmp:
-        idle_project = IdleProject(Path(tmp))
-        idle(Path(tmp), idle_project)
-        service_consumers(idle_project)
-        default_minute(Path(tmp), idle_project, subreaper)
-        background(Path(tmp))
-        catch_up(Path(tmp))
+        idle_project = IdleProject(Path(tmp)) if wanted & {"idle", "service", "minute"} else None
+        if idle_project is not None and "idle" in wanted:
+            idle(Path(tmp), idle_project)
+        if idle_project is not None and "service" in wanted:
+            service_consumers(idle_project)
+        if idle_project is not None and "minute" in wanted:
+            default_minute(Path(tmp), idle_project, subreaper)
+        if "background" in wanted:
+            background(Path(tmp))
+        if "catch-up" in wanted:
+            catch_up(Path(tmp))
 
 
 if __name__ == "__main__":

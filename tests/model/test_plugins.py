@@ -531,3 +531,34 @@ def test_default_name_is_stable_for_callables_without_a_qualname() -> None:
     # never a repr() with a memory address: the name keys the job in the state store
     assert default_name(_Callable()) == f"{__name__}:_Callable"
     assert default_name(functools.partial(print, "x")) == "functools:partial"
+
+
+def test_a_manager_prepared_before_a_fork_is_taken_by_the_child_once_never_by_the_parent(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tick prepares pluggy's manager (hook specifications, no plugin) before it forks its runs'
+    supervisors (icc.plugins.prepare_manager): each child's first PluginHost takes it, a second builds its own,
+    and the tick's own never does (else a plugin registered there would reach the children)."""
+    import os
+
+    import icc.plugins
+
+    monkeypatch.setattr(icc.plugins, "_PREPARED", [])
+    icc.plugins.prepare_manager()
+    prepared = icc.plugins._PREPARED[0][1]
+    config = Config(path=None, root=project)
+    assert PluginHost(config).pm is not prepared
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports and exits
+        try:
+            first, second = PluginHost(config), PluginHost(config)
+            ok = first.pm is prepared and second.pm is not prepared and hasattr(first.pm.hook, "schedule")
+            os.write(write_fd, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    assert os.read(read_fd, 1) == b"1"
+    os.close(read_fd)
+    assert [(os.getpid(), prepared)] == icc.plugins._PREPARED, "the parent keeps it for its next children"

@@ -167,7 +167,7 @@ def _tick(config: Config, moment: datetime | None, *, quiet: bool, as_json: bool
 
     host.command = "run"  # a shared store's connections say `icc run <host>`, as under click
     install_stop_handlers()
-    report = Tick(config, at=moment).run()
+    report = Tick(config, at=moment, hold_open=True).run()
     zone = config.timezone
     if as_json:
         import json  # lazy: only --json

@@ -16,7 +16,6 @@ after the gap.
 
 from __future__ import annotations
 
-import calendar
 import functools
 import re
 from collections.abc import Iterable
@@ -88,7 +87,8 @@ def _low_bit(mask: int) -> int:
 
 
 def _days_in_month(year: int, month: int) -> int:
-    if month == 2 and calendar.isleap(year):
+    # calendar.isleap, without importing calendar (and locale with it: a due tick's import time)
+    if month == 2 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0):
         return 29
     return _DAYS_IN_MONTH[month]
 

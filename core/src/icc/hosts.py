@@ -9,10 +9,10 @@ host's own clock. On a store several hosts share, every full tick (and ``icc con
 
 from __future__ import annotations
 
-import socket
 from typing import TYPE_CHECKING
 
 from icc.errors import StateError
+from icc.locks import hostname
 
 if TYPE_CHECKING:
     from icc.store.protocol import StateStore
@@ -37,7 +37,7 @@ def describe(offset: float) -> str:
 def check(store: StateStore, *, refuse: bool = True) -> float | None:
     """Record this host on a shared store and judge its clock: warn past :data:`WARN_SECONDS`; past
     :data:`REFUSE_SECONDS` raise a :class:`StateError` (when ``refuse``). Returns the offset (None: one host)."""
-    offset = store.register_host(socket.gethostname())
+    offset = store.register_host(hostname())
     if offset is None or not skewed(offset):
         return offset
     if refuse and abs(offset) > REFUSE_SECONDS:

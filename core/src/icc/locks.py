@@ -21,18 +21,35 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
-import socket
 import stat
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from icc.errors import StateError
 from icc.statedir import os_error, state_dir_problem
+
+try:  # CPython's own SHA-1: the digest hashlib gives, without loading OpenSSL (_hashlib: 2-3 ms of a due tick)
+    from _sha1 import sha1 as _sha1  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # pragma: no cover - another Python
+    from hashlib import sha1 as _sha1
+
+
+def hostname() -> str:
+    """``socket.gethostname()``; on Linux the same name from ``uname``, without importing socket (a due tick's
+    import time)."""
+    return os.uname().nodename if sys.platform.startswith("linux") else _socket_hostname()
+
+
+def _socket_hostname() -> str:
+    import socket  # lazy: not Linux only
+
+    return socket.gethostname()
+
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _RECORD_SIZE = (
@@ -63,7 +80,7 @@ class Holder:
 
 
 def _write_holder(fd: int) -> None:
-    data = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode()
+    data = json.dumps({"pid": os.getpid(), "host": hostname(), "since": time.time()}).encode()
     os.pwrite(fd, data.ljust(_RECORD_SIZE), 0)  # one write, no truncate: never seen empty
 
 
@@ -156,7 +173,7 @@ class Lock:
         A missing, torn or stale record (a process of this host that is gone: the new holder has not written
         yet) is read again for up to ``wait`` seconds."""
         deadline = time.monotonic() + wait
-        here = socket.gethostname()
+        here = hostname()
         while True:
             try:
                 found = _parse_holder(self.path.read_bytes())
@@ -235,5 +252,5 @@ def job_lock(state_dir: Path, job: str) -> Lock:
 
 def job_lock_name(job: str) -> str:
     """The file name of a job's lock in ``<state_dir>/locks``: the job name made safe, plus a hash."""
-    digest = hashlib.sha1(job.encode(), usedforsecurity=False).hexdigest()[:10]
+    digest = _sha1(job.encode(), usedforsecurity=False).hexdigest()[:10]
     return f"{_UNSAFE.sub('_', job)[:60]}-{digest}.lock"

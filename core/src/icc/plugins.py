@@ -49,10 +49,8 @@ out this way are in :attr:`PluginHost.not_loaded`: ``icc scan`` keeps their jobs
 from __future__ import annotations
 
 import contextlib
-import difflib
 import faulthandler
 import functools
-import hashlib
 import importlib
 import importlib.util
 import logging
@@ -206,6 +204,8 @@ def _fingerprint(entry_points: list[importlib.metadata.EntryPoint], config: Conf
     items = [f"entry-point {ep.name}={ep.value} {' '.join(map(str, _dist(ep)))}" for ep in entry_points]
     items += [f"local {name}" for name in config.plugins]
     items += [f"builtin {name} {__version__}" for name in BUILTIN_PLUGINS]
+    import hashlib  # lazy: not a run's supervisor's (load_only); OpenSSL's load is a due tick's import time
+
     return hashlib.sha256("\n".join(sorted(items)).encode()).hexdigest()[:16]
 
 
@@ -380,14 +380,38 @@ def _check_schedules(jobs: Mapping[str, Job]) -> None:
             raise ScheduleError(f"job {name!r}: {problem}")
 
 
+# A plugin manager with icc's hook specifications and no plugin, built by a process about to fork the supervisors
+# of its runs (prepare_manager), with the pid of that process.
+_PREPARED: list[tuple[int, pluggy.PluginManager]] = []
+
+
+def prepare_manager() -> None:
+    """Build a plugin manager with icc's hook specifications (no plugin) now, before this process forks: the first
+    :class:`PluginHost` of each forked child takes it instead of building its own (``add_hookspecs`` inspects
+    every hook: about a millisecond per run's supervisor). This process itself never takes it."""
+    if not _PREPARED:
+        pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        pm.add_hookspecs(hookspecs)
+        _PREPARED.append((os.getpid(), pm))
+
+
+def _plugin_manager() -> pluggy.PluginManager:
+    """The prepared manager, once, in a process forked after :func:`prepare_manager`; else a new one."""
+    if _PREPARED and _PREPARED[0][0] != os.getpid():
+        _pid, pm = _PREPARED.pop()
+        return pm
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
 class PluginHost:
     """The loaded plugins and the isolated calls to their hooks. Build it with :func:`load_plugins`."""
 
     def __init__(self, config: Config, *, strict: bool = False) -> None:
         self.config = config
         self.strict = strict
-        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-        self.pm.add_hookspecs(hookspecs)
+        self.pm = _plugin_manager()
         self.failures: list[PluginFailure] = []
         # Job and handler names two plugins claim, with why: neither plugin's gets them.
         self.left_out: dict[str, str] = {}
@@ -464,6 +488,8 @@ class PluginHost:
             for impl in caller.get_hookimpls():
                 if impl.optionalhook:
                     continue
+                import difflib  # lazy: only a misspelled hook
+
                 close = difflib.get_close_matches(name, known, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 self._record(

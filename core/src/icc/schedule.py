@@ -8,7 +8,6 @@ Pure: no I/O. The time arithmetic, including the daylight-saving policy, lives i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -225,6 +224,8 @@ def jitter_offset(name: str, seconds: int) -> int:
     and on every host (never Python's salted ``hash()``); 0 when *seconds* is 0."""
     if seconds <= 0:
         return 0
+    import hashlib  # lazy: only a job with jitter() (OpenSSL's load is a due tick's import time)
+
     digest = hashlib.sha256(name.encode("utf-8", errors="surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big") % seconds
 

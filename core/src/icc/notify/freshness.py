@@ -21,9 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -181,6 +179,9 @@ def check(config: Config, store: StateStore, now: float) -> list[str]:
 
     Called by the full tick when :func:`due`. Recomputes ``stale.next``. An alert that cannot be queued gives
     its claim back, so a later tick tries again (at least once)."""
+    import socket  # lazy: only once stale.next has passed (every due tick imports this module for due())
+    import uuid  # lazy: as above (uuid loads platform and OpenSSL: about 5 ms)
+
     before = store.get_meta(NEXT_KEY)
     found = freshness(store, now)
     token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
@@ -273,6 +274,8 @@ def _when(moment: float | None) -> str | None:
 
 
 def _alert(config: Config, store: StateStore, item: Freshness, now: float) -> None:
+    import socket  # lazy: as in check()
+
     from icc.notify.notifications import queue_notifications, urls_for
     from icc.notify.pings import fail_urls
     from icc.store import open_transport

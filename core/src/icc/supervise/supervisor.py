@@ -28,7 +28,6 @@ import json
 import os
 import selectors
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -50,6 +49,8 @@ from icc.supervise.process import enter_run_context as enter_run_context  # re-e
 from icc.supervise.process import exception_text as exception_text  # re-exported
 
 if TYPE_CHECKING:
+    import subprocess
+
     from icc.jobs import RunResult
 
 OUTPUT_LIMIT = 64 * 1024  # bytes of output stored per run by default: its head and its tail
@@ -233,6 +234,8 @@ def _start(
     """Start the task; returns (pid, read end of its output pipe, Popen for commands, read end of the pipe
     a callable's exception text comes on)."""
     if spec.argv is not None:
+        import subprocess  # lazy: command tasks only (its import, with locale's, is a due tick's time)
+
         proc = subprocess.Popen(
             spec.argv,
             stdin=subprocess.DEVNULL,
@@ -306,8 +309,10 @@ def preload() -> None:
     each pay for it. Library code only: no plugin is imported, and the tick still runs no user code."""
     with contextlib.suppress(ImportError):
         import setproctitle  # noqa: F401  # lazy: only a tick with runs to hand over forks processes to name
-    import icc.plugins  # noqa: F401  # lazy: as above; the idle paths never import the plugin host
     from icc.jobs import RunContext  # noqa: F401  # lazy: as above (every run's context)
+    from icc.plugins import prepare_manager  # lazy: as above; the idle paths never import the plugin host
+
+    prepare_manager()  # pluggy's manager with icc's hook specifications, taken by each supervisor
 
 
 def _libc() -> Any:

@@ -42,10 +42,7 @@ fails naming every claimed run and whether it ran, since none of that can be rec
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import marshal
 import os
-import socket
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
@@ -56,8 +53,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from icc import hosts as hostclock
 from icc.errors import IccError, StateError
-from icc.locks import Holder, job_lock, pid_alive, tick_lock
-from icc.statedir import state_dir_problem
+from icc.locks import Holder, hostname, job_lock, pid_alive, tick_lock
+from icc.statedir import state_dir_problem, state_file_problem
 from icc.store import open_store, sqlite_file, store_label
 from icc.store.protocol import FAILURES, FINISHED, Claim, JobRecord, Outcome, RunKind, RunRecord, StateStore
 from icc.supervise.supervisor import (
@@ -94,6 +91,8 @@ if TYPE_CHECKING:
 
 
 NOT_EVALUATED = 0  # next_due of a job no tick has evaluated yet
+PAUSE_META_KEY = "pause"  # icc.pause.META_KEY, without importing icc.pause when nothing is paused
+STALE_NEXT_META_KEY = "stale.next"  # icc.notify.freshness.NEXT_KEY, likewise
 ONCE_META_PREFIX = "once:"  # meta key of a once() job whose one run was decided: its slot
 LATE_OFFSET = 1.0  # seconds: a sub-minute offset the tick reaches this late (its second is over) is skipped
 AHEAD_OFFSETS = 12  # offsets a minute (every_seconds(5)) up to which a busy tick hands them out ahead
@@ -136,6 +135,91 @@ def due_slots(schedule: Schedule, start: int, end: int) -> list[int]:
     return found
 
 
+_KEEPER: list[int] = []  # this process's end of the pipe its database keeper waits on (hold_database)
+
+
+def hold_database(db_path: Path) -> None:
+    """Keep the SQLite state database open, in a keeper process, until :func:`release_database` (or this
+    process's exit).
+
+    SQLite checkpoints the WAL into the database and deletes it when the last connection closes, and the next
+    connection to open rebuilds the WAL index and creates the WAL again (with a sync of the directory). A tick
+    holds no connection while it forks a run's supervisor (a connection must never cross a fork), so without
+    a keeper every run paid all of that twice: its supervisor opened the database as the first connection and
+    closed it as the last, and so did the tick after it. The keeper is forked before this process opens any
+    connection, opens its own, reads once (no transaction stays open: checkpoints go on) and waits for the end
+    of a pipe. Durability is unchanged: WAL with ``synchronous=NORMAL``, every commit kept against a process
+    crash; a checkpoint still runs every 1000 pages, and when the keeper closes last. Every process forked
+    from here closes its copy of the pipe (``os.register_at_fork``), so the keeper ends with the tick, not
+    with the background runs it started."""
+    if _KEEPER or any(state_file_problem(f"{db_path}{suffix}") for suffix in ("", "-wal", "-shm")):
+        return  # held already; or a file the store refuses with its own error
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the keeper never returns
+        try:
+            os.close(write_fd)
+            _keep_open(str(db_path), read_fd)
+        finally:
+            os._exit(0)
+    os.close(read_fd)
+    _KEEPER[:] = [write_fd, pid]
+
+
+def _keep_open(db_path: str, read_fd: int) -> None:
+    """The keeper's body: a connection that never writes, held until the pipe's other end is closed."""
+    import signal  # lazy: the keeper's only
+    import sqlite3  # lazy: loaded already (the idle tick's query)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)  # a stop of the tick's group ends it: nothing to lose
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # never holds the tick's output open (a pipe's reader waits for the tick alone)
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    with contextlib.suppress(ImportError, Exception):
+        import setproctitle  # lazy: see icc.supervise.supervisor.set_title
+
+        setproctitle.setproctitle("icc: hold the state database open for a tick")
+    quoted = db_path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+    identity = _file_identity(Path(db_path))
+    try:  # mode=rw: never creates a database
+        db = sqlite3.connect(f"file:{quoted}?mode=rw", uri=True, timeout=5, isolation_level=None)
+        db.execute("SELECT 1 FROM meta LIMIT 1").fetchall()  # maps the WAL index; no transaction stays open
+    except sqlite3.Error:
+        return
+    with contextlib.suppress(OSError):
+        while os.read(read_fd, 64):
+            pass
+    if identity is None or _file_identity(Path(db_path)) != identity:
+        # Deleted or replaced meanwhile (the tick says so): closing as the last connection of the old file
+        # would checkpoint it and delete the WAL by its name, which may be a new database's now.
+        os._exit(0)
+    db.close()  # the last connection: checkpoints the WAL, as any last one does
+
+
+def release_database() -> None:
+    """End the keeper :func:`hold_database` started (it closes its connection and exits)."""
+    if _KEEPER:
+        write_fd, pid = _KEEPER
+        _KEEPER.clear()
+        with contextlib.suppress(OSError):
+            os.close(write_fd)
+        with contextlib.suppress(OSError):
+            os.waitpid(pid, os.WNOHANG)  # reaped now if it is done already; else when this process exits
+
+
+def _forget_keeper_in_child() -> None:
+    """In a forked child (a supervisor, a task, the concluder): close its copy of the keeper's pipe."""
+    if _KEEPER:
+        with contextlib.suppress(OSError):
+            os.close(_KEEPER[0])
+        _KEEPER.clear()
+
+
+os.register_at_fork(after_in_child=_forget_keeper_in_child)
+
+
 def run_host(config: Config) -> str:
     """The host runs are recorded under: with a shared store this host's ``host_id`` (containers share hostnames,
     and a tick judges only its own host's runs dead), else the hostname."""
@@ -143,7 +227,7 @@ def run_host(config: Config) -> str:
         from icc.store import host_id  # lazy: only a shared store names hosts by host_id
 
         return host_id(config)
-    return socket.gethostname()
+    return hostname()
 
 
 def why_abandoned(
@@ -538,7 +622,16 @@ class _Planned:
 class Tick:
     """One tick; ``run()`` does the work and returns what happened."""
 
-    def __init__(self, config: Config, *, at: datetime | None = None, realtime: bool | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        at: datetime | None = None,
+        realtime: bool | None = None,
+        hold_open: bool = False,
+    ) -> None:
+        """``hold_open``: on SQLite, keep the database open in a small keeper process while the tick runs
+        (:func:`hold_database`); only for a process with no other SQLite connection open (``icc run``)."""
         self.config = config
         self.slot = slot_of(at or datetime.now(UTC))
         # Real time: sleep for jitter and sub-minute offsets. Default: only without ``at``.
@@ -554,11 +647,14 @@ class Tick:
                     f"no state store at {self.db_path} (never scanned, or deleted); nothing was run. "
                     "Run `icc scan` to register the jobs"
                 )
+            if hold_open:
+                hold_database(self.db_path)
             self.store: StateStore = open_store(config)
             self._identity = _file_identity(self.db_path) or (-1, -1)  # gone already: never intact
         else:
             self.store = open_store(config)
         if self.store.get_meta("plugins_fingerprint") is None:
+            release_database()
             raise StateError(
                 f"the state store {store_label(config)} was never scanned; nothing was run. "
                 "Run `icc scan` to register the jobs"
@@ -601,6 +697,12 @@ class Tick:
 
     # -- the tick -------------------------------------------------------------------------------------------
     def run(self) -> TickReport:
+        try:
+            return self._run()
+        finally:
+            release_database()
+
+    def _run(self) -> TickReport:
         from icc.tickwatch import stamp_tick
 
         report = TickReport(self.slot)
@@ -652,10 +754,16 @@ class Tick:
     def _check_freshness(self) -> None:
         """Alert the jobs gone stale (``expect_success_within``) once ``stale.next`` has passed: the alerts are
         queued, never sent here (icc.notify.freshness). A store that fails here never fails the tick."""
-        from icc.notify import freshness
-
         now = time.time()
         try:
+            stored = self.store.get_meta(STALE_NEXT_META_KEY)
+            if stored is None:
+                return  # no job has expect_success_within(): icc.notify.freshness is not even imported
+            with contextlib.suppress(ValueError):
+                if now < float(stored):
+                    return
+            from icc.notify import freshness  # lazy: only once stale.next has passed (or reads oddly)
+
             if freshness.due(self.store, now):
                 freshness.check(self.config, self.store, now)
         except StateError as exc:
@@ -1021,10 +1129,10 @@ class Tick:
         """The pause in force at this tick's slot; one that has ended is removed (it ends by itself), but only
         when it ended on the real clock too: a tick ``--at`` a later instant runs what is due there, yet never
         lifts the pause for the real ticks."""
-        from icc import pause  # lazy: only a tick that plans
-
-        if self.store.get_meta(pause.META_KEY) is None:
+        if self.store.get_meta(PAUSE_META_KEY) is None:
             return None
+        from icc import pause  # lazy: only a paused tick
+
         found = pause.current(self.store, self.slot)
         if found is None:
             pause.clear_expired(self.store, min(self.slot, time.time()))
@@ -1580,6 +1688,9 @@ def plugin_digests(jobs: dict[str, Job]) -> dict[str, str]:
     """A digest per plugin of everything :func:`job_records` stores of its jobs (their declaration order and
     compiled masks too), with the icc version: a scan whose digest of a plugin equals the stored one builds no
     record for its jobs and leaves their rows as they are (issue 17: 10,000 jobs, nothing changed)."""
+    import hashlib  # lazy: scan's alone (OpenSSL's load is a due tick's import time)
+    import marshal  # lazy: scan's alone
+
     from icc._version import __version__  # lazy: scan's alone
     from icc.cron import compiled_form  # lazy: scan's alone
     from icc.jobs import default_name  # lazy: scan's alone

@@ -30,7 +30,10 @@ _QUERY = (
     " (SELECT COUNT(*) FROM meta WHERE key = 'pause'),"  # icc pause: the full tick records the skipped slots
     " (SELECT value FROM meta WHERE key = 'drift_stamp'),"
     # expect_success_within: the earliest moment a job goes stale unalerted (icc.notify.freshness)
-    " (SELECT value FROM meta WHERE key = 'stale.next')"
+    " (SELECT value FROM meta WHERE key = 'stale.next'),"
+    # a job due at the slot other than a consumer job: the light minute does not apply (not even imported)
+    " EXISTS (SELECT 1 FROM jobs WHERE enabled = 1 AND removed_at IS NULL AND next_due <= ?"
+    " AND substr(name, 1, 8) != 'consume:')"
 )
 
 
@@ -113,8 +116,8 @@ def idle_tick(
             return None
         db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
         try:
-            earliest, unfinished, watermark, scanned, paused, stamp, stale_next = db.execute(
-                _QUERY
+            earliest, unfinished, watermark, scanned, paused, stamp, stale_next, others = db.execute(
+                _QUERY, (slot,)
             ).fetchone()
         finally:
             db.close()
@@ -131,7 +134,7 @@ def idle_tick(
     if why is not None and (scan_auto or why.startswith("packages:")):
         return None  # the full tick rescans, or tells a plugin's install from an unrelated one
     if earliest is not None and earliest <= slot:
-        return _light_minute(config_path, quiet, slot, state_dir, db_path, known)
+        return None if others else _light_minute(config_path, quiet, slot, state_dir, db_path, known)
     if not quiet:
         held = tick_lock_held(state_dir, LOCK_HELD_NOTICE)
         if held is not None:
