@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 # Variables that are never configuration keys (icc.config.RESERVED_VARIABLES).
 _RESERVED = frozenset({"ICC_CONFIG", "ICC_PLUGINS", "ICC_DISABLE_PLUGIN_AUTOLOAD"})
-_CORE_TABLES = ("consumers", "queues", "monitor", "store", "notify")
+_CORE_TABLES = ("consumers", "queues", "monitor", "store", "notify", "web")
 MAX_OUTPUT_LIMIT = 16 * 1024**2
 
 
@@ -123,6 +123,8 @@ NOTIFY_CHECKS: dict[str, Check] = {
     "urls": _notify_urls,
     "interval": lambda v: _number(v, 0, 30 * 86_400),
 }
+# [icc.web]: the dashboard's token (icc.config's WEB_KEYS: at least 16 characters, spaces around it a doubt).
+WEB_CHECKS: dict[str, Check] = {"token": lambda v: isinstance(v, str) and len(v) >= 16 and v == v.strip()}
 _NAME = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 _HOST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:@-")
 # [icc.store], read only for the PostgreSQL idle tick: the same rules as icc.config's STORE_KEYS (values with
@@ -139,6 +141,7 @@ ENV_CHECKS: dict[str, Check] = {
     "ICC_TIMEZONE": _timezone,
     "ICC_STATE_DIR": _text,
     "ICC_SCAN": lambda v: isinstance(v, str) and v.strip() in ("manual", "auto"),
+    "ICC_WEB_TOKEN": lambda v: True,  # the dashboard's: no tick reads it
 }
 
 
@@ -356,6 +359,8 @@ def read_config(
                 _check(value, MONITOR_CHECKS)
             elif key == "notify":
                 _check(value, NOTIFY_CHECKS)
+            elif key == "web":
+                _check(value, WEB_CHECKS)
             elif key == "store":
                 raise _Doubt  # [icc.store]: the state may live in PostgreSQL, which only the full tick reads
             elif key == "queues":
