@@ -9,7 +9,7 @@ of its own. Security is in :mod:`icc.web.auth`; the pages and actions in :mod:`i
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 
 EXTRA_MISSING = "icc web needs the dashboard's packages: pip install 'icc-runner[web]'"
 
@@ -17,6 +17,8 @@ EXTRA_MISSING = "icc web needs the dashboard's packages: pip install 'icc-runner
 def missing_extra() -> str | None:
     """The one-line error when Starlette, uvicorn or Jinja2 is not installed, else None."""
     for module in ("starlette", "uvicorn", "jinja2"):
-        if importlib.util.find_spec(module) is None:
+        try:
+            importlib.import_module(module)
+        except ImportError:
             return f"{EXTRA_MISSING} ({module} is not installed)"
     return None

@@ -137,7 +137,12 @@ def remote(request: Request) -> str:
 
 
 def wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
+    """An API client: an ``/api/`` route, a bearer token, or JSON asked for."""
+    return (
+        request.url.path.startswith("/api/")
+        or "authorization" in request.headers
+        or "application/json" in request.headers.get("accept", "")
+    )
 
 
 MAX_FORM = 64 * 1024  # bytes of a form body: the dashboard's forms hold a token, a CSRF token and a reason
