@@ -51,6 +51,7 @@ class Visitor:
     bearer: bool
     csrf: str
     new_cookie: str | None = None
+    stamp: str = ""  # the store's change stamp before the page's data was read (the live update compares it)
 
 
 @dataclass
@@ -208,6 +209,8 @@ def page(site: Site, handler: Handler) -> Callable[[Request], Awaitable[Response
         if isinstance(who, Response):
             return who
         try:
+            if not wants_json(request):
+                who.stamp = await run_in_threadpool(site.stamp)
             return await handler(site, request, who)
         except IccError as exc:
             return problem(site, request, who, 503, " ".join(str(exc).split()))
