@@ -1,4 +1,4 @@
-"""Developer sessions: `nox` runs the tests; `nox -s lint typecheck docs bench demo` the rest."""
+"""Developer sessions: `nox` runs the tests; `nox -s lint typecheck docs bench demo screenshots` the rest."""
 
 from __future__ import annotations
 
@@ -77,3 +77,13 @@ def demo(session: nox.Session) -> None:
         session.run("icc", "scan")
         session.run("icc", "run")
         session.run("icc", "status")
+
+
+@nox.session
+def screenshots(session: nox.Session) -> None:
+    """A PNG of each dashboard page (icc web) under docs/img/, for docs/web.md: Playwright drives Debian's
+    chromium (/usr/bin/chromium) through a real project's real runs."""
+    install(session, "test")
+    session.run(
+        "python", "tests/web/screenshots.py", *session.posargs, env={"PYTHONPATH": str(ROOT / "tests")}
+    )

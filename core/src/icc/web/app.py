@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,9 @@ SECURITY_HEADERS = [
 
 
 class SecurityHeaders:
-    """Adds the CSP, X-Frame-Options, Referrer-Policy and friends to every answer, and ``Cache-Control:
-    no-store`` to all but the static files."""
+    """Adds the CSP, X-Frame-Options, Referrer-Policy and friends to every answer, ``Cache-Control: no-store``
+    to all but the static files, and ``Server-Timing: app;dur=MS`` (the time until the answer's headers, which
+    bench/bench_web.py reads)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -50,15 +52,18 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         static = str(scope.get("path", "")).startswith("/static/")
+        started = time.perf_counter()
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
+                took = (time.perf_counter() - started) * 1000
                 headers = [
                     (k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control" or static
                 ]
                 headers += SECURITY_HEADERS
                 if not static:
                     headers.append((b"cache-control", b"no-store"))
+                headers.append((b"server-timing", f"app;dur={took:.1f}".encode()))
                 message["headers"] = headers
             await send(message)
 
@@ -144,7 +149,9 @@ def serve(config: Config, *, host: str, port: int, read_only: bool) -> None:
             "at least 16 characters, or bind 127.0.0.1"
         )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say so, and without it a kept-alive
+    # connection waits ~40 ms for each answer's body (Nagle and delayed ACKs).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), port))

@@ -86,19 +86,28 @@ class Site:
         with self._transport_lock:
             return work(open_transport(self.config))
 
+    def fresh_stamp(self) -> str | None:
+        """The cached stamp while it is fresh (no store read: the event loop answers it), else None."""
+        at, value = self._stamp
+        return value if value and time.monotonic() - at < STAMP_CACHE else None
+
     def stamp(self) -> str:
-        """What changed, in a few bytes: the store's change stamp and the queues' figures, cached briefly so
-        many browsers polling at once cost one read."""
-        now = time.monotonic()
-        with self._stamp_lock:
-            at, value = self._stamp
-            if now - at < STAMP_CACHE and value:
+        """What changed, in a few bytes: the store's change stamp and the queues' figures, read at most once per
+        :data:`STAMP_CACHE` seconds however many browsers poll. While one thread reads it, the others answer the
+        previous value rather than wait (it is at most a moment old)."""
+        if not self._stamp_lock.acquire(blocking=not self._stamp[1]):
+            return self._stamp[1]
+        try:
+            value = self.fresh_stamp()
+            if value is not None:
                 return value
             parts: list[Any] = [self.store().change_stamp()]
             parts += [q.to_json() for q in facts.queues(self.config, time.time())]
             value = hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
-            self._stamp = (now, value)
+            self._stamp = (time.monotonic(), value)
             return value
+        finally:
+            self._stamp_lock.release()
 
     def render(
         self, request: Request, visitor: Visitor, template: str, status: int = 200, **context: Any
@@ -210,7 +219,8 @@ def page(site: Site, handler: Handler) -> Callable[[Request], Awaitable[Response
             return who
         try:
             if not wants_json(request):
-                who.stamp = await run_in_threadpool(site.stamp)
+                cached = site.fresh_stamp()
+                who.stamp = cached if cached is not None else await run_in_threadpool(site.stamp)
             return await handler(site, request, who)
         except IccError as exc:
             return problem(site, request, who, 503, " ".join(str(exc).split()))
@@ -556,7 +566,8 @@ async def healthz(request: Request) -> Response:
     body: dict[str, Any] = {"ok": True}
     if known or guard.token is None:
         try:
-            body["stamp"] = await run_in_threadpool(site.stamp)
+            cached = site.fresh_stamp()
+            body["stamp"] = cached if cached is not None else await run_in_threadpool(site.stamp)
         except IccError as exc:
             return JSONResponse({"ok": False, "error": " ".join(str(exc).split())}, status_code=503)
     return JSONResponse(body, headers={"Cache-Control": "no-store"})

@@ -169,7 +169,7 @@ def duration_svg(points: Sequence[tuple[int, float | None, str]]) -> Markup:
     if not shown:
         return Markup('<p class="muted">No finished runs to chart yet.</p>')
     top = max(p[1] or 0.0 for p in shown) or 1.0
-    bar = (width - pad) / len(shown)
+    bar = min(24.0, (width - pad) / len(shown))
     parts = [
         f'<svg class="durations" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
         f'aria-label="Durations of the last {len(shown)} runs">',
