@@ -23,6 +23,9 @@ TOKEN = "web-test-token-0123456789abcdef"
 PLUGIN = r"""
 import json
 
+with open(os.path.join(os.environ["MARKER_DIR"], "imported-by"), "a") as f:  # which processes import it
+    f.write(f"{os.getpid()}\n")
+
 def hello():
     print("\x1b[32mgreen\x1b[0m <script>alert(1)</script> \"><img src=x onerror=alert(2)> done")
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from projectkit import Project
-from webkit import QUEUE_CONFIG, fail_a_message, start
+from webkit import QUEUE_CONFIG, start
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "img"
 CHROMIUM = "/usr/bin/chromium"
@@ -91,7 +91,14 @@ def main(out: Path = OUT) -> None:
                 {"invoice": n, "customer": "ACME <b>GmbH</b>"},
                 config=load_config(project.config),
             )
-        fail_a_message(project, {"invoice": 1043, "lines": [{"sku": "X-1", "qty": 2}]})
+        dispatch(
+            "invoice.render",
+            {"invoice": 1043, "lines": [{"sku": "X-1", "qty": 2}]},
+            config=load_config(project.config),
+        )
+        project.icc(
+            "consume", "async", "--stop-when-empty", "--time-limit", "20", check=True
+        )  # all three fail
         board = start(project)
         try:
             backup_run = max(r["id"] for r in project.runs("backup") if r["outcome"] == "succeeded")

@@ -74,6 +74,11 @@ def test_pages_and_api_show_the_runs_of_real_ticks(project: Project, board: Dash
     odd = client.get("/jobs/%3Cscript%3Ealert('x')%3C%2Fscript%3E")
     assert odd.status_code == 200 and "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in odd.text
     assert not any(bad in odd.text for bad in XSS)
+    if project.store_url is not None:  # the hosts of a shared store: the tick's host
+        assert "host-a" in client.get("/hosts").text and "host-a" in jobs_page
+    # The dashboard's process never imported the plugin (the scan, the ticks and icc status did).
+    importers = project.marker_lines("imported-by")
+    assert importers and str(board.proc.pid) not in importers
 
 
 @pytest.mark.both_stores

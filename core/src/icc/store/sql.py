@@ -513,8 +513,10 @@ class SqlStateStore:
     def change_stamp(self) -> tuple[Any, ...]:
         row = self._read(
             "SELECT (SELECT MAX(id) FROM {schema}.runs), "
+            # outcome IN (...) exactly as the partial index runs_unfinished says: SQLite uses it only then.
             "(SELECT COUNT(*) FROM {schema}.runs WHERE outcome IN ('pending', 'running')), "
-            "(SELECT SUM(id) FROM {schema}.runs WHERE outcome = 'running'), "
+            "(SELECT SUM(CASE WHEN outcome = 'running' THEN id ELSE 0 END) FROM {schema}.runs "
+            "WHERE outcome IN ('pending', 'running')), "
             "(SELECT MAX(updated_at) FROM {schema}.jobs), "
             "(SELECT value FROM {schema}.meta WHERE key = 'pause'), "
             "(SELECT MAX(id) FROM {schema}.web_actions)"

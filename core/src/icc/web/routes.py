@@ -8,6 +8,7 @@ as a detached process in the project's directory with ``ICC_CONFIG`` set: the we
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -37,7 +38,9 @@ PAGE_SIZE = 100  # jobs per page of the jobs page and the timeline
 HISTORY_PAGE = 50  # runs per page of a job's history
 CHART_RUNS = 100  # runs in a job's duration chart
 STRIP_RUNS = 30  # outcomes in a job's strip on the jobs page
-STAMP_CACHE = 0.4  # seconds one change stamp serves every polling browser
+STAMP_EVERY = 0.4  # seconds between two reads of the change stamp while browsers poll
+STAMP_STALE = 2.0  # seconds after which a request reads the stamp itself (nobody polled for a while)
+STAMP_IDLE = 10.0  # seconds without a poll after which the background reads stop
 TIMELINE_WINDOWS = {1: 1, 6: 5, 24: 15, 72: 60}  # hours shown -> minutes per cell
 SORT_KEYS = ("name", "plugin", "schedule", "next", "last", "age", "running", "state")
 OUTCOME_FILTERS = ("succeeded", "failed", "timed_out", "abandoned", "stopped", "running", "never")
@@ -64,6 +67,8 @@ class Site:
     _local: threading.local = field(default_factory=threading.local)
     _stamp: tuple[float, str] = (0.0, "")
     _stamp_lock: threading.Lock = field(default_factory=threading.Lock)
+    _stamp_wanted: float = 0.0
+    _stamper: threading.Thread | None = None
     _transport_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -87,27 +92,37 @@ class Site:
             return work(open_transport(self.config))
 
     def fresh_stamp(self) -> str | None:
-        """The cached stamp while it is fresh (no store read: the event loop answers it), else None."""
+        """The stamp a background thread keeps fresh while browsers poll (no store read: the event loop answers
+        it), or None when it is older than :data:`STAMP_STALE` (then :meth:`stamp` reads it)."""
+        self._stamp_wanted = time.monotonic()
         at, value = self._stamp
-        return value if value and time.monotonic() - at < STAMP_CACHE else None
+        return value if value and self._stamp_wanted - at < STAMP_STALE else None
 
     def stamp(self) -> str:
-        """What changed, in a few bytes: the store's change stamp and the queues' figures, read at most once per
-        :data:`STAMP_CACHE` seconds however many browsers poll. While one thread reads it, the others answer the
-        previous value rather than wait (it is at most a moment old)."""
-        if not self._stamp_lock.acquire(blocking=not self._stamp[1]):
-            return self._stamp[1]
-        try:
-            value = self.fresh_stamp()
-            if value is not None:
-                return value
+        """What changed, in a few bytes: the store's change stamp and the queues' figures. Read now, and from
+        then on every :data:`STAMP_EVERY` seconds by a background thread for as long as someone polls, so many
+        browsers polling cost one read, and none of them waits for it."""
+        self._stamp_wanted = time.monotonic()
+        if self._stamper is None or not self._stamper.is_alive():
+            self._stamper = threading.Thread(
+                target=self._keep_stamp, name="icc web: change stamp", daemon=True
+            )
+            self._stamper.start()
+        return self.fresh_stamp() or self._read_stamp()
+
+    def _read_stamp(self) -> str:
+        with self._stamp_lock:
             parts: list[Any] = [self.store().change_stamp()]
             parts += [q.to_json() for q in facts.queues(self.config, time.time())]
             value = hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
             self._stamp = (time.monotonic(), value)
             return value
-        finally:
-            self._stamp_lock.release()
+
+    def _keep_stamp(self) -> None:
+        while time.monotonic() - self._stamp_wanted < STAMP_IDLE:
+            time.sleep(STAMP_EVERY)
+            with contextlib.suppress(IccError):  # the store is away: requests read it themselves and say so
+                self._read_stamp()
 
     def render(
         self, request: Request, visitor: Visitor, template: str, status: int = 200, **context: Any
