@@ -140,6 +140,10 @@ def test_a_failed_message_retried_from_the_dashboard_is_handled(project: Project
     assert json.loads(project.icc("failed", "list", "--json", check=True).stdout) == []
     project.icc("consume", "async", "--stop-when-empty", "--time-limit", "20", check=True)
     assert [json.loads(line)["id"] for line in project.marker_lines("handled")] == [1]
+    # The throughput: one message handled in the last hour (the two that failed were not handled).
+    queues = {q["queue"]: q for q in api.get("/api/queues").json()["queues"]}
+    assert queues["async"]["handled_last_hour"] == 1 and queues["mail"]["handled_last_hour"] == 0
+    assert '<td class="handled">1</td>' in api.get("/queues").text
     assert api.post("/queues/async/failed/12345/retry").status_code == 404
     assert [(a, t) for a, t, _ in actions(project)] == [
         ("retry", f"queue:async:{ids[0]}"),

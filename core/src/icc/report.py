@@ -782,6 +782,7 @@ class QueueReport:
     owners: Mapping[str, int]
     oldest_age: float | None
     failed: int
+    handled_last_hour: int = 0  # acknowledged in the last hour: the throughput
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -793,6 +794,7 @@ class QueueReport:
             "owners": dict(self.owners),
             "oldest_age": self.oldest_age,
             "failed": self.failed,
+            "handled_last_hour": self.handled_last_hour,
         }
 
 
@@ -808,6 +810,7 @@ def queues(config: Config, now: float) -> tuple[QueueReport, ...]:
             owners=MappingProxyType(dict(sorted(s.owners.items()))),
             oldest_age=s.oldest_age,
             failed=s.failed,
+            handled_last_hour=s.handled_last_hour,
         )
         for name, s in queue_stats(config, now).items()
     )

@@ -10,3 +10,12 @@ CREATE TABLE {schema}.web_actions (
     detail text
 );
 CREATE INDEX web_actions_target ON {schema}.web_actions (target, id);
+
+-- Messages handled (acknowledged) per queue and minute (the acknowledging host's clock): the throughput icc web
+-- shows for the last hour. Rows older than a day are dropped as a consumer starts a new minute.
+CREATE TABLE {schema}.handled (
+    queue text NOT NULL,
+    minute bigint NOT NULL,
+    n bigint NOT NULL,
+    PRIMARY KEY (queue, minute)
+);
