@@ -1,4 +1,5 @@
-"""Developer sessions: `nox` runs the tests; `nox -s lint typecheck docs bench demo demo_django demo_flask` the rest."""
+"""Developer sessions: `nox` runs the tests; `nox -s lint typecheck docs bench demo demo_django demo_flask
+screenshots` the rest."""
 
 from __future__ import annotations
 
@@ -100,3 +101,13 @@ def demo_flask(session: nox.Session) -> None:
         session.run("flask", "--app", "app", "icc", "scan")
         session.run("flask", "--app", "app", "icc", "run")
         session.run("flask", "--app", "app", "icc", "status")
+
+
+@nox.session
+def screenshots(session: nox.Session) -> None:
+    """A PNG of each dashboard page (icc web) under docs/img/, for docs/web.md: Playwright drives Debian's
+    chromium (/usr/bin/chromium) through a real project's real runs."""
+    install(session, "test")
+    session.run(
+        "python", "tests/web/screenshots.py", *session.posargs, env={"PYTHONPATH": str(ROOT / "tests")}
+    )

@@ -32,7 +32,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 # virtual environments, the plugins' suites, and the property sweeps (properties/): all marked `slow`, so `nox -s tests -- -m "not slow"` is the quick inner loop (the
 # model tests and the architecture checks; the time is in the README). A file elsewhere marks its slow tests.
 SLOW_FOLDERS = frozenset(
-    {"system", "tick", "supervise", "store", "queue", "cli", "notify", "properties", "contrib"}
+    {"system", "tick", "supervise", "store", "queue", "cli", "notify", "properties", "contrib", "web"}
 )
 TESTS = Path(__file__).resolve().parent
 

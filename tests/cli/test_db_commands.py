@@ -47,11 +47,14 @@ def test_db_migrate_applies_the_schema_once_then_is_up_to_date(project: Project,
     assert {"jobs", "runs", "meta", "messages", "failed", "migrations"} <= tables(pg_url)
     second = project.icc("db", "migrate", check=True)
     assert "up to date" in second.stdout and "applied" not in second.stdout
-    assert rows(pg_url, "SELECT version FROM icc.migrations ORDER BY version") == [(1,), (2,)]
+    assert rows(pg_url, "SELECT version FROM icc.migrations ORDER BY version") == [(1,), (2,), (3,)]
     # 0002: the due column is indexed (a tick reads only the jobs it reached).
     assert rows(
         pg_url, "SELECT indexname FROM pg_indexes WHERE tablename = 'jobs' AND indexname = 'jobs_next_due'"
     )
+    # 0003: the dashboard's actions (icc web), looked up by target.
+    assert "web_actions" in tables(pg_url)
+    assert rows(pg_url, "SELECT indexname FROM pg_indexes WHERE indexname = 'web_actions_target'")
 
 
 def test_db_migrate_from_three_processes_at_once_applies_each_migration_once(
@@ -272,6 +275,11 @@ def test_copy_from_sqlite_moves_jobs_runs_meta_and_messages_keeping_ids(
     runs_before = sqlite_state.execute("SELECT id, job, slot, outcome FROM runs ORDER BY id").fetchall()
     meta_before = dict(sqlite_state.execute("SELECT key, value FROM meta WHERE key != 'schema_version'"))
     counts_before = sorted(sqlite_state.execute("SELECT job, outcome, n FROM run_counts"))
+    with sqlite_state:  # an action taken through the dashboard (icc web) before the move
+        sqlite_state.execute(
+            "INSERT INTO web_actions (at, action, target, remote, detail) "
+            "VALUES (1.5, 'disable', 'off', '10.0.0.7', 'disabled')"
+        )
     sqlite_state.close()
     assert runs_before and "pause" in meta_before and "watermark" in meta_before
     files_before = _snapshot(project.state_dir)
@@ -288,6 +296,9 @@ def test_copy_from_sqlite_moves_jobs_runs_meta_and_messages_keeping_ids(
     meta = dict(rows(pg_url, "SELECT key, value FROM icc.meta"))
     assert meta == meta_before
     assert sorted(rows(pg_url, "SELECT job, outcome, n FROM icc.run_counts")) == counts_before
+    assert rows(pg_url, "SELECT at, action, target, remote, detail FROM icc.web_actions") == [
+        (1.5, "disable", "off", "10.0.0.7", "disabled")
+    ]
     messages = rows(pg_url, "SELECT id, queue, name, payload FROM icc.messages ORDER BY id")
     assert [(m[0], m[1], m[2], json.loads(m[3])) for m in messages] == [
         (n + 1, "async", "report.render", {"n": n}) for n in range(3)

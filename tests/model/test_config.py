@@ -716,3 +716,43 @@ def test_an_empty_host_id_file_left_by_a_crash_is_replaced_once_and_then_kept(tm
     assert first and host_id(config) == first == path.read_text().strip()
     assert oct(path.stat().st_mode & 0o777) == oct(0o600)
     assert not [p.name for p in path.parent.iterdir() if p.name.startswith(f".{HOST_ID_FILE}")]
+
+
+# --- [icc.web] ------------------------------------------------------------------------------------------
+
+
+def test_web_token_from_the_file_and_from_icc_web_token(tmp_path: Path) -> None:
+    write(tmp_path / "icc.toml", '[icc.web]\ntoken = "from-the-file-0123456789"\n')
+    assert load_config(cwd=tmp_path, environ=NO_ENV).web.token == "from-the-file-0123456789"
+    environ = {"ICC_WEB_TOKEN": "from-the-environment-0123"}
+    assert load_config(cwd=tmp_path, environ=environ).web.token == "from-the-environment-0123"
+    write(tmp_path / "icc.toml", "[icc]\n")
+    assert load_config(cwd=tmp_path, environ=NO_ENV).web.token is None
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('[icc.web]\ntoken = "short-secret"\n', "at least 16 characters"),
+        ("[icc.web]\ntoken = 12345678901234567890\n", "at least 16 characters"),
+        ('[icc.web]\ntokn = "a-long-enough-token-here"\n', "tokn"),
+    ],
+)
+def test_a_bad_web_table_is_a_one_line_error_that_never_shows_the_token(
+    tmp_path: Path, table: str, message: str
+) -> None:
+    write(tmp_path / "icc.toml", table)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_config(cwd=tmp_path, environ=NO_ENV)
+    assert "short-secret" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_idle_ticks_reader_takes_a_web_table_and_doubts_a_bad_token(tmp_path: Path) -> None:
+    from icc import fastconfig
+
+    config = write(
+        tmp_path / "icc.toml", '[icc]\nstate_dir = "s"\n[icc.web]\ntoken = "a-long-enough-token-here"\n'
+    )
+    assert fastconfig.read_config(str(config)) == (str(tmp_path / "s"), "UTC")
+    write(config, '[icc]\nstate_dir = "s"\n[icc.web]\ntoken = "short"\n')
+    assert fastconfig.read_config(str(config)) is None  # the full loader says what is wrong

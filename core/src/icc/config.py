@@ -28,6 +28,7 @@ __all__ = [
     "NotifyConfig",
     "QueueConfig",
     "StoreConfig",
+    "WebConfig",
     "find_config_file",
     "load_config",
     "queue_defaults",
@@ -80,6 +81,14 @@ class NotifyConfig:
 
     urls: tuple[str, ...] = ()
     interval: float = 3600.0
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """``[tool.icc.web]``: the dashboard (``icc web``); ``token`` (or ``ICC_WEB_TOKEN``) logs in and is required
+    to bind an address other than a loopback one."""
+
+    token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +146,7 @@ class Config:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     keep_runs: int = 100  # runs kept per job when pruning
     keep_runs_days: float | None = None  # runs older than this many days are pruned too (batched)
     keep_skipped: int = 100  # missed and skipped rows kept per job, apart from the runs
@@ -401,15 +411,29 @@ def _host_id(value: object, from_env: bool) -> object:
     return value.strip()
 
 
+MIN_WEB_TOKEN = 16  # characters: the dashboard's login token is a password an attacker may guess at
+
+
+def _web_token(value: object, from_env: bool) -> object:
+    if not isinstance(value, str) or len(value.strip()) < MIN_WEB_TOKEN:
+        raise _Invalid(
+            f"a token of at least {MIN_WEB_TOKEN} characters; make one with "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return value.strip()
+
+
+WEB_KEYS: dict[str, Converter] = {"token": _web_token}
+
 STORE_KEYS: dict[str, Converter] = {
     "url": _store_url,
     "schema": _identifier,
     "host_id": _host_id,
     "lease": _float(5, MAX_LEASE),
 }
-CORE_TABLES = ("consumers", "queues", "monitor", "store", "notify")
+CORE_TABLES = ("consumers", "queues", "monitor", "store", "notify", "web")
 # Keys whose value may hold a secret (a ping key in a URL, a database password): errors show it redacted.
-_SECRET_KEYS = frozenset({"ping_url", "url", "urls"})
+_SECRET_KEYS = frozenset({"ping_url", "url", "urls", "token"})
 
 # ICC_<NAME> -> (table or None for the top level, key). `plugins` has no variable: ICC_PLUGINS limits
 # which plugins load (see icc.plugins). Plugin tables take ICC_<TABLE>__<KEY> (double underscore).
@@ -419,17 +443,21 @@ ENV_KEYS: dict[str, tuple[str | None, str]] = {
     **{f"ICC_MONITOR_{key.upper()}": ("monitor", key) for key in MONITOR_KEYS},
     **{f"ICC_STORE_{key.upper()}": ("store", key) for key in STORE_KEYS},
     **{f"ICC_NOTIFY_{key.upper()}": ("notify", key) for key in NOTIFY_KEYS},
+    **{f"ICC_WEB_{key.upper()}": ("web", key) for key in WEB_KEYS},
 }
 _SECTION_KEYS: dict[str, dict[str, Converter]] = {
     "consumers": CONSUMER_KEYS,
     "monitor": MONITOR_KEYS,
     "store": STORE_KEYS,
     "notify": NOTIFY_KEYS,
+    "web": WEB_KEYS,
 }
 
 
 def _shown_value(key: str, value: object) -> str:
-    """A value for an error message: a URL that may carry a secret is redacted."""
+    """A value for an error message: a URL that may carry a secret is redacted, a token never shown."""
+    if key == "token":
+        return "the value given (not shown)"
     if key in _SECRET_KEYS and isinstance(value, str):
         from icc.urls import redact
 
@@ -669,6 +697,7 @@ def load_config(
     monitor = _check(core.pop("monitor", {}), MONITOR_KEYS, f"{where[:-1]}.monitor]", origin)
     store = _check(core.pop("store", {}), STORE_KEYS, f"{where[:-1]}.store]", origin)
     notify = _check(core.pop("notify", {}), NOTIFY_KEYS, f"{where[:-1]}.notify]", origin)
+    web = _check(core.pop("web", {}), WEB_KEYS, f"{where[:-1]}.web]", origin)
     queues: dict[str, QueueConfig] = {}
     for name, queue_table in core.pop("queues", {}).items():
         queue_where = f"{where[:-1]}.queues.{name}]"
@@ -700,9 +729,14 @@ def load_config(
         except _Invalid as exc:
             source = _variable_origin(name, env, dotenv)
             raise ConfigError(f"{source} must be {exc}, not {_shown_value(key, raw)}") from None
-        {None: core, "consumers": consumers, "monitor": monitor, "store": store, "notify": notify}[section][
-            key
-        ] = value
+        {
+            None: core,
+            "consumers": consumers,
+            "monitor": monitor,
+            "store": store,
+            "notify": notify,
+            "web": web,
+        }[section][key] = value
         sources[key if section is None else f"{section}.{key}"] = _variable_origin(name, env, dotenv)
 
     if consumers.get("notify") is True and store.get("url") is None:
@@ -729,6 +763,7 @@ def load_config(
         monitor=MonitorConfig(**monitor),
         store=StoreConfig(**store),
         notify=NotifyConfig(**notify),
+        web=WebConfig(**web),
         queues=queues,
         tables={name: MappingProxyType(value) for name, value in plugin_tables.items()},
         sources=sources,

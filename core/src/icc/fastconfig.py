@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 # Variables that are never configuration keys (icc.config.RESERVED_VARIABLES).
 _RESERVED = frozenset({"ICC_CONFIG", "ICC_PLUGINS", "ICC_DISABLE_PLUGIN_AUTOLOAD"})
-_CORE_TABLES = ("consumers", "queues", "monitor", "store", "notify")
+_CORE_TABLES = ("consumers", "queues", "monitor", "store", "notify", "web")
 MAX_OUTPUT_LIMIT = 16 * 1024**2
 
 
@@ -124,6 +124,8 @@ NOTIFY_CHECKS: dict[str, Check] = {
     "urls": _notify_urls,
     "interval": lambda v: _number(v, 0, 30 * 86_400),
 }
+# [icc.web]: the dashboard's token (icc.config's WEB_KEYS: at least 16 characters, spaces around it a doubt).
+WEB_CHECKS: dict[str, Check] = {"token": lambda v: isinstance(v, str) and len(v) >= 16 and v == v.strip()}
 _NAME = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 _HOST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:@-")
 # [icc.store], read only for the PostgreSQL idle tick: the same rules as icc.config's STORE_KEYS (values with
@@ -157,6 +159,7 @@ ENV_CHECKS: dict[str, Check] = {
     # every idle minute a full tick.
     "ICC_NOTIFY_URLS": lambda v: isinstance(v, str) and _notify_urls([p.strip() for p in v.split(",")]),
     "ICC_NOTIFY_INTERVAL": lambda v: _env_number(v, 0, 30 * 86_400),
+    "ICC_WEB_TOKEN": lambda v: True,  # the dashboard's: no tick reads it
 }
 
 
@@ -374,6 +377,8 @@ def read_config(
                 _check(value, MONITOR_CHECKS)
             elif key == "notify":
                 _check(value, NOTIFY_CHECKS)
+            elif key == "web":
+                _check(value, WEB_CHECKS)
             elif key == "store":
                 raise _Doubt  # [icc.store]: the state may live in PostgreSQL, which only the full tick reads
             elif key == "queues":

@@ -886,6 +886,35 @@ def _check_ok_line(report: facts.CheckReport) -> str:
     return f"ok: store answers, last tick {0 if age is None else int(age)}s ago, {lock}{fresh}"
 
 
+@cli.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (not loopback: needs a token).",
+)
+@click.option(
+    "--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free one)."
+)
+@click.option(
+    "--read-only", is_flag=True, help="No actions: the buttons are gone and every action answers 403."
+)
+@click.pass_obj
+def web(env: Env, host: str, port: int, read_only: bool) -> None:
+    """The dashboard (docs/web.md): jobs, timeline, runs, queues, hosts, and /api/* JSON.
+
+    Binds 127.0.0.1 by default; another address needs [icc.web] token (or ICC_WEB_TOKEN) to log in with."""
+    from icc.web import missing_extra  # lazy: icc web only (the dashboard's package)
+
+    problem = missing_extra()
+    if problem is not None:
+        raise IccError(problem)
+    config = env.config
+    from icc.web.app import serve  # lazy: icc web only: Starlette, uvicorn, Jinja2
+
+    serve(config, host=host, port=port, read_only=read_only)
+
+
 @cli.command(name="exec")
 @click.argument("job", shell_complete=completion.jobs)
 @click.option(

@@ -37,6 +37,7 @@ class QueueStats:
     owners: dict[str, int] = field(default_factory=dict)  # consumer -> messages it holds
     oldest_age: float | None = None  # seconds since the oldest unacknowledged message was dispatched
     failed: int = 0
+    handled_last_hour: int = 0  # messages acknowledged (handled) in the last hour: the queue's throughput
 
     @property
     def messages(self) -> int:

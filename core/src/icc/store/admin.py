@@ -132,6 +132,13 @@ def _read_sqlite(state_dir: Path) -> dict[str, list[tuple[Any, ...]]]:
                 if _has_table(src, "run_counts")
                 else []
             )
+            rows["web_actions"] = (  # the dashboard's record of actions (icc web)
+                src.execute(
+                    "SELECT at, action, target, remote, detail FROM web_actions ORDER BY id"
+                ).fetchall()
+                if _has_table(src, "web_actions")
+                else []
+            )
         rows["messages"], rows["failed"], rows["last_id"] = [], [], [(0,)]
         if queue_path.is_file():
             current = queue_path
@@ -208,6 +215,13 @@ def _copy(conn: psycopg.Connection[Any], schema: str, rows: dict[str, list[tuple
                 schema,
             ),
             rows["run_counts"],
+        )
+        cur.executemany(
+            pg.render(
+                "INSERT INTO {schema}.web_actions (at, action, target, remote, detail) VALUES (%s, %s, %s, %s, %s)",
+                schema,
+            ),
+            rows.get("web_actions", []),
         )
         # Leases held by SQLite consumers end where they would have: the message is leasable again from then.
         cur.executemany(

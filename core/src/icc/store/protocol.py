@@ -143,6 +143,40 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
+class ActionRecord:
+    """An action taken through the dashboard (``icc web``): what (``run``, ``disable``, ``retry``, ...), on what
+    (a job's name, ``queue:<name>:<id>``, ``pause``), when (epoch seconds), from which address, and its result."""
+
+    id: int
+    at: float
+    action: str
+    target: str
+    remote: str
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class RunBrief:
+    """A run without its output: the jobs page's strip of last outcomes and the duration chart."""
+
+    id: int
+    job: str
+    slot: int | None
+    outcome: Outcome
+    started_at: float | None
+    ended_at: float | None
+    exit_code: int | None = None
+    host: str | None = None
+    error: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return max(0.0, self.ended_at - self.started_at)
+
+
+@dataclass(frozen=True)
 class HostRecord:
     """A host that ticks on a shared store, as its last full tick recorded it."""
 
@@ -310,8 +344,29 @@ class StateStore(Protocol):
     def unfinished(self) -> list[RunRecord]:
         """Runs that are pending or running."""
 
-    def runs(self, job: str, *, limit: int = 20) -> list[RunRecord]:
-        """The latest runs of a job, newest first."""
+    def runs(self, job: str, *, limit: int = 20, before: int | None = None) -> list[RunRecord]:
+        """The latest runs of a job, newest first; with ``before``, those with a smaller id (the next page)."""
+
+    def last_runs_of(self, job: str) -> dict[str, RunRecord]:
+        """One job's newest run (not missed, skipped or pending), newest success and newest failure, under the keys
+        ``"last"``, ``"success"`` and ``"failure"`` (absent when there is none): index walks of that job's runs."""
+
+    def missed_count(self, job: str, since: int, until: int) -> int:
+        """How many slots of ``job`` from ``since`` to ``until`` were recorded missed (its ``(job, slot)`` index)."""
+
+    def run_briefs(self, job: str, *, limit: int, before: int | None = None) -> list[RunBrief]:
+        """As :meth:`runs`, without output and error: an index walk of ``(job, id)``."""
+
+    def change_stamp(self) -> tuple[Any, ...]:
+        """A few cheap figures that change when a run is claimed, starts or ends, a job is enabled, disabled or
+        scanned, the pause changes or an action is recorded: the dashboard's live update polls it."""
+
+    # -- dashboard actions --------------------------------------------------------------------------------------
+    def record_action(self, action: str, target: str, *, remote: str, at: float, detail: str | None) -> int:
+        """Record an action taken through the dashboard; return its id."""
+
+    def actions(self, target: str | None = None, *, limit: int = 50) -> list[ActionRecord]:
+        """The newest actions (on ``target`` only, when given), newest first."""
 
     def latest_runs(self) -> dict[str, RunRecord]:
         """The newest finished or running run of every job (not counting missed/skipped rows)."""

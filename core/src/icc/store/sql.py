@@ -27,9 +27,11 @@ from icc.store.protocol import (
     DURATION_SUM_KEY,
     FAILURES,
     TIMED_OUTCOMES,
+    ActionRecord,
     JobRecord,
     JobSummary,
     Outcome,
+    RunBrief,
     RunKind,
     RunRecord,
     SyncReport,
@@ -465,12 +467,88 @@ class SqlStateStore:
             )
         ]
 
-    def runs(self, job: str, *, limit: int = 20) -> list[RunRecord]:
-        rows = self._read(
-            f"SELECT {RUN_COLUMNS} FROM {{schema}}.runs WHERE job = %s ORDER BY id DESC LIMIT %s",
-            (job, limit),
-        )
+    def runs(self, job: str, *, limit: int = 20, before: int | None = None) -> list[RunRecord]:
+        if before is None:
+            rows = self._read(
+                f"SELECT {RUN_COLUMNS} FROM {{schema}}.runs WHERE job = %s ORDER BY id DESC LIMIT %s",
+                (job, limit),
+            )
+        else:
+            rows = self._read(
+                f"SELECT {RUN_COLUMNS} FROM {{schema}}.runs WHERE job = %s AND id < %s ORDER BY id DESC LIMIT %s",
+                (job, before, limit),
+            )
         return [run_record(r) for r in rows]
+
+    def run_briefs(self, job: str, *, limit: int, before: int | None = None) -> list[RunBrief]:
+        rows = self._read(
+            "SELECT id, job, slot, outcome, started_at, ended_at, exit_code, host, error FROM {schema}.runs "
+            "WHERE job = %s AND id < %s ORDER BY id DESC LIMIT %s",
+            (job, (2**62) if before is None else before, limit),
+        )
+        return [RunBrief(int(r[0]), str(r[1]), *r[2:]) for r in rows]
+
+    def last_runs_of(self, job: str) -> dict[str, RunRecord]:
+        found: dict[str, RunRecord] = {}
+        for key, where in (
+            ("last", "outcome NOT IN ('missed', 'skipped', 'pending')"),
+            ("success", "outcome = 'succeeded'"),
+            ("failure", f"outcome IN ({FAILURES_SQL})"),
+        ):
+            rows = self._read(
+                f"SELECT {RUN_COLUMNS} FROM {{schema}}.runs WHERE job = %s AND {where} ORDER BY id DESC LIMIT 1",
+                (job,),
+            )
+            if rows:
+                found[key] = run_record(rows[0])
+        return found
+
+    def missed_count(self, job: str, since: int, until: int) -> int:
+        rows = self._read(
+            "SELECT COUNT(*) FROM {schema}.runs WHERE job = %s AND slot BETWEEN %s AND %s AND outcome = 'missed'",
+            (job, since, until),
+        )
+        return int(rows[0][0])
+
+    def change_stamp(self) -> tuple[Any, ...]:
+        row = self._read(
+            "SELECT (SELECT MAX(id) FROM {schema}.runs), "
+            # outcome IN (...) exactly as the partial index runs_unfinished says: SQLite uses it only then.
+            "(SELECT COUNT(*) FROM {schema}.runs WHERE outcome IN ('pending', 'running')), "
+            "(SELECT SUM(CASE WHEN outcome = 'running' THEN id ELSE 0 END) FROM {schema}.runs "
+            "WHERE outcome IN ('pending', 'running')), "
+            "(SELECT MAX(updated_at) FROM {schema}.jobs), "
+            "(SELECT value FROM {schema}.meta WHERE key = 'pause'), "
+            "(SELECT MAX(id) FROM {schema}.web_actions)"
+        )[0]
+        return tuple(row)
+
+    # -- dashboard actions ----------------------------------------------------------------------------------
+    def record_action(self, action: str, target: str, *, remote: str, at: float, detail: str | None) -> int:
+        def work(conn: Any) -> int:
+            cur = conn.execute(
+                self._q(
+                    "INSERT INTO {schema}.web_actions (at, action, target, remote, detail) "
+                    "VALUES (%s, %s, %s, %s, %s) RETURNING id"
+                ),
+                (at, action, target, remote, detail),
+            )
+            return int(cur.fetchone()[0])
+
+        return self._transaction(work, doing="recording a dashboard action", idempotent=False)
+
+    def actions(self, target: str | None = None, *, limit: int = 50) -> list[ActionRecord]:
+        columns = "id, at, action, target, remote, detail"
+        if target is None:
+            rows = self._read(
+                f"SELECT {columns} FROM {{schema}}.web_actions ORDER BY id DESC LIMIT %s", (limit,)
+            )
+        else:
+            rows = self._read(
+                f"SELECT {columns} FROM {{schema}}.web_actions WHERE target = %s ORDER BY id DESC LIMIT %s",
+                (target, limit),
+            )
+        return [ActionRecord(int(i), float(a), str(w), str(t), str(r), d) for i, a, w, t, r, d in rows]
 
     def latest_runs(self) -> dict[str, RunRecord]:
         rows = self._read(

@@ -229,8 +229,11 @@ class SqlTransport:
         return self._transaction(op)
 
     # -- operating: stats ---------------------------------------------------------------------------------
-    def _tally(self, at: float, rows: Sequence[Any], failed: Sequence[Any]) -> dict[str, QueueStats]:
-        """Stats from ``(queue, lease_owner, later, count, oldest)`` groups and ``(queue, count)`` failed ones."""
+    def _tally(
+        self, at: float, rows: Sequence[Any], failed: Sequence[Any], handled: Sequence[Any] = ()
+    ) -> dict[str, QueueStats]:
+        """Stats from ``(queue, lease_owner, later, count, oldest)`` groups, ``(queue, count)`` failed ones and
+        ``(queue, count)`` handled in the last hour."""
         found: dict[str, QueueStats] = {}
 
         def of(queue: object) -> QueueStats:
@@ -249,6 +252,8 @@ class SqlTransport:
             entry.oldest_age = age if entry.oldest_age is None else max(entry.oldest_age, age)
         for queue, count in failed:
             of(queue).failed += count
+        for queue, count in handled:
+            of(queue).handled_last_hour += int(count or 0)
         return found
 
     # -- FailedStore ----------------------------------------------------------------------------------

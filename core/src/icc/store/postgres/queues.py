@@ -405,7 +405,7 @@ class PostgresTransport(SqlTransport):
         """Per queue that holds anything: ready, delayed, in flight (by owner), oldest age, failed.
         ``now`` is on this host's clock (default: the server's now)."""
 
-        def op(conn: psycopg.Connection[Any]) -> tuple[float, list[Any], list[Any]]:
+        def op(conn: psycopg.Connection[Any]) -> tuple[float, list[Any], list[Any], list[Any]]:
             if now is None:
                 row = conn.execute(f"SELECT {_NOW}").fetchone()
                 assert row is not None
@@ -420,10 +420,15 @@ class PostgresTransport(SqlTransport):
                 (at,),
             ).fetchall()
             failed = conn.execute(self._t("SELECT queue, count(*) FROM {s}.failed GROUP BY queue")).fetchall()
-            return at, rows, failed
+            # The minutes of ``handled`` are on the acknowledging hosts' clocks (checked against the server's).
+            since = (time.time() if now is None else now) - 3600
+            handled = conn.execute(
+                self._t("SELECT queue, sum(n) FROM {s}.handled WHERE minute >= %s GROUP BY queue"), (since,)
+            ).fetchall()
+            return at, rows, failed, handled
 
-        at, rows, failed = self._run(op)
-        return self._tally(at, rows, failed)
+        at, rows, failed, handled = self._run(op)
+        return self._tally(at, rows, failed, handled)
 
     def request_stop(self, now: float | None = None) -> float:
         """Ask every consumer running now (on every host) to stop after its current message; return the
@@ -547,9 +552,26 @@ class PostgresTransport(SqlTransport):
                 conn.close()
 
     def _delete(self, conn: psycopg.Connection[Any], ids: Sequence[int], owner: str) -> None:
-        conn.execute(
-            self._t("DELETE FROM {s}.messages WHERE lease_owner = %s AND id = ANY(%s)"), (owner, list(ids))
-        )
+        """Acknowledge: delete the messages ``owner`` holds, and count them per queue in ``handled``."""
+        counts: dict[str, int] = {}
+        for (queue,) in conn.execute(
+            self._t("DELETE FROM {s}.messages WHERE lease_owner = %s AND id = ANY(%s) RETURNING queue"),
+            (owner, list(ids)),
+        ).fetchall():
+            counts[queue] = counts.get(queue, 0) + 1
+        if counts:
+            minute = int(time.time() // 60 * 60)
+            with conn.cursor() as cur:
+                cur.executemany(
+                    self._t(
+                        "INSERT INTO {s}.handled (queue, minute, n) VALUES (%s, %s, %s) "
+                        "ON CONFLICT (queue, minute) DO UPDATE SET n = {s}.handled.n + EXCLUDED.n"
+                    ),
+                    [(queue, minute, n) for queue, n in sorted(counts.items())],
+                )
+            if minute != getattr(self, "_handled_pruned", None):
+                conn.execute(self._t("DELETE FROM {s}.handled WHERE minute < %s"), (minute - 86400,))
+                self._handled_pruned = minute
 
     # --- FailedStore ----------------------------------------------------------------------------
 

@@ -77,6 +77,14 @@ CREATE TABLE IF NOT EXISTS failed (
     reason     TEXT    NOT NULL,
     errors     TEXT    NOT NULL DEFAULT '[]'
 );
+-- Messages handled (acknowledged) per queue and minute: the throughput `icc web` shows for the last hour. Rows
+-- older than a day are dropped as a consumer starts a new minute.
+CREATE TABLE IF NOT EXISTS handled (
+    queue  TEXT    NOT NULL,
+    minute INTEGER NOT NULL,
+    n      INTEGER NOT NULL,
+    PRIMARY KEY (queue, minute)
+);
 -- Requests to running consumers: 'stop' holds the time of the last `icc consume --stop`.
 CREATE TABLE IF NOT EXISTS control (
     key   TEXT PRIMARY KEY,
@@ -459,7 +467,12 @@ class SqliteTransport(SqlTransport):
             "GROUP BY queue, lease_owner, later",
             (now,),
         )
-        return self._tally(now, rows, self._read("SELECT queue, COUNT(*) FROM failed GROUP BY queue"))
+        return self._tally(
+            now,
+            rows,
+            self._read("SELECT queue, COUNT(*) FROM failed GROUP BY queue"),
+            self._read("SELECT queue, SUM(n) FROM handled WHERE minute >= ? GROUP BY queue", (now - 3600,)),
+        )
 
     def request_stop(self, now: float | None = None) -> float:
         """Ask every consumer running now to stop after its current message; return the request's time."""
@@ -477,13 +490,27 @@ class SqliteTransport(SqlTransport):
         with self._lock:
             self._conn.close()
 
-    @staticmethod
-    def _delete(conn: sqlite3.Connection, ids: Sequence[int], owner: str) -> None:
+    def _delete(self, conn: sqlite3.Connection, ids: Sequence[int], owner: str) -> None:
+        """Acknowledge: delete the messages ``owner`` holds, and count them per queue in ``handled``."""
+        counts: dict[str, int] = {}
         for chunk in _chunks(ids):
-            conn.execute(
-                f"DELETE FROM messages WHERE lease_owner = ? AND id IN ({_marks(len(chunk))})",
-                (owner, *chunk),
+            params = (owner, *chunk)
+            where = f"lease_owner = ? AND id IN ({_marks(len(chunk))})"
+            for queue, count in conn.execute(
+                f"SELECT queue, COUNT(*) FROM messages WHERE {where} GROUP BY queue", params
+            ):
+                counts[queue] = counts.get(queue, 0) + count
+            conn.execute(f"DELETE FROM messages WHERE {where}", params)
+        if counts:
+            minute = int(time.time() // 60 * 60)
+            conn.executemany(
+                "INSERT INTO handled (queue, minute, n) VALUES (?, ?, ?) "
+                "ON CONFLICT (queue, minute) DO UPDATE SET n = n + excluded.n",
+                [(queue, minute, n) for queue, n in counts.items()],
             )
+            if minute != getattr(self, "_handled_pruned", None):
+                conn.execute("DELETE FROM handled WHERE minute < ?", (minute - 86400,))
+                self._handled_pruned = minute
 
     # --- FailedStore ----------------------------------------------------------------------------
 

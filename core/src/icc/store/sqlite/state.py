@@ -71,6 +71,12 @@ _COUNTS = (
 # The due column: a tick reads only the jobs whose next slot it reached (issue 17). Made on open too, so a state
 # file an older icc made gets it (CREATE INDEX IF NOT EXISTS writes nothing when it is there).
 _DUE_INDEX = "CREATE INDEX IF NOT EXISTS jobs_next_due ON jobs (next_due)"
+# Actions taken through the dashboard (icc web): what, on what, when, from where. Made on open, as above.
+_WEB_ACTIONS = (
+    "CREATE TABLE IF NOT EXISTS web_actions (id INTEGER PRIMARY KEY, at REAL NOT NULL, action TEXT NOT NULL, "
+    "target TEXT NOT NULL, remote TEXT NOT NULL, detail TEXT)",
+    "CREATE INDEX IF NOT EXISTS web_actions_target ON web_actions (target, id)",
+)
 
 
 class SQLiteStateStore(SqlStateStore):
@@ -125,6 +131,9 @@ class SQLiteStateStore(SqlStateStore):
             self._db.execute(_COUNTS)
         with contextlib.suppress(sqlite3.Error):  # likewise: without the index a tick reads the same rows
             self._db.execute(_DUE_INDEX)
+        with contextlib.suppress(sqlite3.Error):  # likewise: a store icc cannot write has no actions to show
+            for statement in _WEB_ACTIONS:
+                self._db.execute(statement)
         for suffix in ("-wal", "-shm"):
             secure_file(self.path.with_name(self.path.name + suffix))
 
