@@ -199,8 +199,10 @@ def _notify_url_problem(config: Config, jobs: Mapping[str, Job]) -> str | None:
     problem = check_urls(config.notify.urls)
     if problem is not None:
         return f"[icc.notify] urls: {problem}"
-    for name, job in sorted(jobs.items()):
-        problem = check_urls(job.schedule.notifications.notify_on_failure)
+    for name, urls in sorted(
+        (n, urls) for n, j in jobs.items() if (urls := j.schedule.notifications.notify_on_failure)
+    ):
+        problem = check_urls(urls)
         if problem is not None:
             return f"job {name!r}: {problem}"
     return None
@@ -306,13 +308,15 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
             unchanged={n: j.provenance.plugin for n, j in jobs.items() if j.provenance.plugin in same},
         )
     except UnchangedGone:  # a row changed behind the last scan's back: every record, compared row by row
-        report = store.sync_jobs(
-            [*job_records(jobs), *kept], prune=prune, dry_run=dry_run, now=time.time(), meta=meta
-        )
+        records = job_records(jobs)
+        report = store.sync_jobs([*records, *kept], prune=prune, dry_run=dry_run, now=time.time(), meta=meta)
     if not dry_run:
         from icc.notify import freshness  # lazy: icc scan only
 
-        freshness.record_scan(store, records, time.time())
+        # The jobs stored now: the loaded plugins' (records only for those with a freshness check) and those
+        # kept of plugins not loaded; every other row was marked removed or pruned. No row read again.
+        checked = job_records({n: j for n, j in jobs.items() if j.schedule.stale_after is not None})
+        freshness.record_scan(store, records, time.time(), current=[*checked, *kept])
     rows: list[list[str]] = []
     kept_by_name = {r.name: r for r in kept}
     order = {name: index for index, name in enumerate([*jobs, *kept_by_name])}
