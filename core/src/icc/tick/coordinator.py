@@ -1585,9 +1585,15 @@ def plugin_digests(jobs: dict[str, Job]) -> dict[str, str]:
     from icc.jobs import default_name  # lazy: scan's alone
 
     items: dict[str, list[tuple[Any, ...]]] = {}
+    names: dict[int, str] = {}  # default_name by the task's id: many jobs share a task (all alive meanwhile)
     for index, job in enumerate(jobs.values()):
         p = job.provenance
-        task = job.argv if job.kind == "command" else default_name(job.task)  # type: ignore[arg-type]
+        if job.kind == "command":
+            task: Any = job.argv
+        else:
+            task = names.get(id(job.task))
+            if task is None:
+                task = names[id(job.task)] = default_name(job.task)  # type: ignore[arg-type]
         item = (
             index,
             job.name,
