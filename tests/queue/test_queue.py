@@ -23,6 +23,7 @@ from icc.queue import Consumer, Limits, SqliteTransport, backoff, dispatch, max_
 from icc.queue.limits import parse_size, rss_bytes
 from icc.queue.message import MAX_PAYLOAD_BYTES, error_record
 from icc.queue.retry import RETRY_JITTER
+from icc.statedir import FileWatch
 from queuekit import MakeConfig
 
 
@@ -338,6 +339,62 @@ def test_an_idle_sqlite_consumer_takes_a_message_once_it_is_available(tmp_path: 
         runner.join(timeout=30)
     assert seen == [2, 1] and c.stats.handled == 2
     assert open_transport(config).pending() == 0
+
+
+def _reads(transport: SqliteTransport) -> list[str]:
+    """The statements the transport's connection runs from now on."""
+    statements: list[str] = []
+    transport._conn.set_trace_callback(statements.append)
+    return statements
+
+
+def test_an_idle_sqlite_transport_reads_again_only_when_its_files_change_or_a_message_comes_due(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 17: an idle service consumer asks available() and stop_requested_at() once a second; while the
+    # queue database's files stay as they were, the answers read last hold, without a read.
+    monkeypatch.setattr(FileWatch, "RACY", 0.0)  # files written just now count as settled (no other writer)
+    mine, other = SqliteTransport.open(tmp_path / "s"), SqliteTransport.open(tmp_path / "s")
+    reads = _reads(mine)
+    assert not mine.available(["async"]) and mine.stop_requested_at() is None
+    assert reads, "the first asks read"
+    reads.clear()
+    time.sleep(0.15)  # past the stat calls one poll shares
+    assert not mine.available(["async"]) and mine.stop_requested_at() is None
+    assert reads == []
+    other.send("async", "job", "{}", delay=0.5)  # another connection writes: read again
+    time.sleep(0.15)
+    assert not mine.available(["async"])
+    assert reads
+    reads.clear()
+    time.sleep(0.15)
+    assert not mine.available(["async"]) and reads == []  # not due yet, nothing written
+    time.sleep(0.4)
+    assert mine.available(["async"])  # due now: read again though no file changed
+    assert mine.available(["mail", "async"])
+    at = other.request_stop()
+    time.sleep(0.15)
+    assert mine.stop_requested_at() == pytest.approx(at)
+
+
+def test_a_file_watch_moves_its_generation_on_every_write_and_trusts_no_recent_one(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    path.write_text("a")
+    watch = FileWatch(str(path), str(tmp_path / "db-wal"))
+    now = time.time()
+    first = watch.generation(now)
+    assert first and watch.generation(now + 0.5) != first  # written just now: not trusted, read again
+    old = now - 3600
+    os.utime(path, (old, old))  # the change time stays recent: still not trusted
+    recent = watch.generation(now + FileWatch.RACY - 1)
+    assert watch.generation(now + FileWatch.RACY - 1) != recent
+    later = now + FileWatch.RACY + 1  # the last change is older than RACY: trusted from here on
+    settled = watch.generation(later)
+    assert watch.generation(later + 1) == settled == watch.generation(later + 30)
+    assert watch.generation(later + FileWatch.MAX_TRUST + 1) != settled  # read again now and then anyway
+    settled = watch.generation(later + FileWatch.MAX_TRUST + 2)
+    (tmp_path / "db-wal").write_text("frame")  # a file that was not there
+    assert watch.generation(later + FileWatch.MAX_TRUST + 3) != settled
 
 
 def test_the_database_file_is_private(tmp_path: Path) -> None:
