@@ -183,6 +183,19 @@ def drift_line(why: str) -> str:
     return f'icc run: plugins changed since the last scan ({why}); run `icc scan`, or set [icc] scan = "auto"'
 
 
+def idle_notices(state_dir: str, why: str | None) -> str:
+    """What an idle tick says before "nothing due", as lines: the tick lock held for longer than
+    :data:`LOCK_HELD_NOTICE`, and the plugins' drift ``why`` (:func:`drift`); "" when neither. Said once for
+    both idle ticks, SQLite's (icc.tick.idle) and PostgreSQL's (icc.store.postgres.idle)."""
+    lines = ""
+    held = tick_lock_held(state_dir, LOCK_HELD_NOTICE)
+    if held is not None:
+        lines += lock_held_line(*held, time.time()) + "\n"
+    if why is not None:
+        lines += drift_line(why) + "\n"
+    return lines
+
+
 def parse_run_hook_plugins(text: str | None) -> list[tuple[str, str | None, tuple[str, ...] | None]] | None:
     """The stored :func:`icc.plugins.run_hook_plugins` as (name, distribution, settings or None) in load order;
     None when there is none (scanned by an icc that did not store it) or it does not parse: then a run loads

@@ -380,7 +380,7 @@ def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
     """One tick: run every job due now. Meant for crontab: `* * * * * icc run --quiet`."""
     from icc.supervise.supervisor import install_stop_handlers  # lazy: icc run only
     from icc.tick.coordinator import Tick  # lazy: icc run only: the tick
-    from icc.tickwatch import LOCK_HELD_NOTICE, drift_line, held_for  # lazy: icc run only
+    from icc.tick.summary import run_summary  # lazy: icc run only
 
     config = env.config
     install_stop_handlers()
@@ -393,38 +393,15 @@ def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
         if report.failed:
             _exit(1)
         return
-    if report.locked_out:
-        holder = report.held_by
-        if not quiet:  # not a failure: the tick that holds the lock evaluates the minute
-            who = (
-                "its holder did not say who it is"
-                if holder is None
-                else f"pid {holder.pid} on {holder.host} since {ui.fmt_time(holder.since, zone)}"
-            )
-            held = report.lock_held_for
-            stuck = (
-                f"; it has held the tick lock for {held_for(held)}: is it stuck? `icc status` shows it"
-                if held is not None and held > LOCK_HELD_NOTICE
-                else ""
-            )
-            ui.say(f"icc run: another tick is running ({who}){stuck}")
-        return
-    for failure in report.plugin_failures:
-        diagnostics.logger.warning("plugin %s", failure)
-    if report.rescan:
-        diagnostics.logger.warning(
-            "icc run: plugins changed, and the tick's own scan failed: %s", report.rescan
-        )
-    if report.drift is not None and not quiet:
-        ui.say(drift_line(report.drift))
-    if not report.rows:
-        if not quiet:
-            ui.say(f"icc run: nothing due at {ui.fmt_time(report.slot, zone)} ({zone})")
-        return
-    if not quiet or report.failed:
-        ui.tick_table(f"icc run {ui.fmt_time(report.slot, zone)} ({zone})", report.rows, zone)
-    if report.failed:
-        _exit(1)
+    said = run_summary(report, zone, quiet=quiet)  # worded as icc.__main__'s due run words it
+    for warning in said.warnings:
+        diagnostics.logger.warning("%s", warning)
+    for line in said.lines:
+        ui.say(line)
+    if said.table is not None:
+        ui.tick_table(said.table, report.rows, zone)
+    if said.exit_code:
+        _exit(said.exit_code)
 
 
 @cli.command()
