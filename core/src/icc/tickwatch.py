@@ -147,13 +147,10 @@ def tick_lock_held(state_dir: str, longer_than: float = 0.0) -> tuple[float, int
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    # lazy: icc.locks (json, re, hashlib) only when a holder record must be checked, never on a quiet idle tick
+    from icc.locks import pid_alive
+
+    return pid_alive(pid)
 
 
 def held_for(seconds: float) -> str:
