@@ -5,6 +5,7 @@ file-mode tests are about SQLite's files and run on it alone."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sqlite3
@@ -21,7 +22,7 @@ from icc.config import Config, QueueConfig, load_config
 from icc.errors import QueueError, UnrecoverableMessageError
 from icc.queue import Consumer, Limits, SqliteTransport, backoff, dispatch, max_attempts, open_transport
 from icc.queue.limits import parse_size, rss_bytes
-from icc.queue.message import MAX_PAYLOAD_BYTES, error_record
+from icc.queue.message import MAX_PAYLOAD_BYTES, encode_payload, error_record
 from icc.queue.retry import RETRY_JITTER
 from icc.statedir import FileWatch
 from queuekit import MakeConfig
@@ -496,3 +497,35 @@ def test_backoff_jitter_spreads_messages_that_failed_together() -> None:
     waits = {backoff(policy, 1, key=f"async:{message_id}") for message_id in range(100)}
     assert len(waits) >= 90
     assert min(waits) >= 45 and max(waits) <= 60
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(max_size=8), _JSON, max_size=5))
+def test_a_payload_is_encoded_as_compact_json_with_the_prebuilt_encoder(payload: dict[str, Any]) -> None:
+    # encode_payload uses a C encoder built once (dispatch's cost, issue 17): the text is json.dumps's.
+    try:
+        expected = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        expected.encode("utf-8")
+    except UnicodeEncodeError:
+        return  # lone surrogates: refused, tested elsewhere
+    assert encode_payload(payload) == expected
+
+
+def test_a_payload_that_refers_to_itself_is_refused_as_circular_and_a_deep_one_as_too_deep() -> None:
+    cyclic: dict[str, Any] = {}
+    cyclic["self"] = [cyclic]
+    with pytest.raises(QueueError, match="Circular reference detected"):
+        encode_payload(cyclic)
+    deep: dict[str, Any] = {}
+    inner = deep
+    for _ in range(100_000):
+        inner["a"] = {}
+        inner = inner["a"]
+    with pytest.raises(QueueError, match="nests too deeply"):
+        encode_payload(deep)
