@@ -381,7 +381,7 @@ def test_an_idle_sqlite_transport_reads_again_only_when_its_files_change_or_a_me
 def test_a_file_watch_moves_its_generation_on_every_write_and_trusts_no_recent_one(tmp_path: Path) -> None:
     path = tmp_path / "db"
     path.write_text("a")
-    watch = FileWatch(str(path), str(tmp_path / "db-wal"))
+    watch = FileWatch(str(path))
     now = time.time()
     first = watch.generation(now)
     assert first and watch.generation(now + 0.5) != first  # written just now: not trusted, read again
@@ -394,8 +394,15 @@ def test_a_file_watch_moves_its_generation_on_every_write_and_trusts_no_recent_o
     assert watch.generation(later + 1) == settled == watch.generation(later + 30)
     assert watch.generation(later + FileWatch.MAX_TRUST + 1) != settled  # read again now and then anyway
     settled = watch.generation(later + FileWatch.MAX_TRUST + 2)
-    (tmp_path / "db-wal").write_text("frame")  # a file that was not there
+    (tmp_path / "db-wal").write_text("frame")  # a WAL now: its stat tells from here on
     assert watch.generation(later + FileWatch.MAX_TRUST + 3) != settled
+    wal = tmp_path / "db-wal"
+    os.utime(wal, (old, old))
+    settled = watch.generation(time.time() + FileWatch.RACY + 1)
+    assert watch.generation(time.time() + FileWatch.RACY + 2) == settled
+    with wal.open("a") as f:  # a commit
+        f.write("frame")
+    assert watch.generation(time.time() + FileWatch.RACY + 3) != settled
 
 
 def test_the_database_file_is_private(tmp_path: Path) -> None:

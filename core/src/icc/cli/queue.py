@@ -178,7 +178,7 @@ def _queues_paused(config: Config) -> Callable[[], bool]:
     store: StateStore | None = None
     # SQLite: read again only when the state database's files changed (asked twice a second by an idle consumer).
     path = None if config.store.url is not None else str(sqlite_file(config.state_dir))
-    watch = None if path is None else FileWatch(path, f"{path}-wal")
+    watch = None if path is None else FileWatch(path)
     answer: Pause | None = None
     read_at = 0  # the generation of the files the answer was read from
 

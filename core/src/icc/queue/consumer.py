@@ -253,6 +253,10 @@ class Consumer:
         self._started_wall = time.time()
         self._control_checked = -math.inf
         self._held = False
+        # Idle (the last poll found nothing), the pause is read right before the next lease rather than at every
+        # look at the control requests: an idle consumer's poll then stats one file (issue 17, bench_tick 1b).
+        self._idle_polls = False
+        self._pause_deferred = False
 
     # --- control --------------------------------------------------------------------------------
 
@@ -307,7 +311,10 @@ class Consumer:
             if at is not None and at >= self._started_wall:
                 self.stop("stop requested (icc consume --stop)")
         if self.paused is not None:
-            self._held = self.paused()
+            if self._idle_polls and not self._held and not self.limits.stop_when_empty:
+                self._pause_deferred = True  # read by _next_batch before it leases
+            else:
+                self._held = self.paused()
 
     def _limit_reached(self, deadline: float | None) -> str | None:
         limits = self.limits
@@ -476,7 +483,16 @@ class Consumer:
             with self._state:
                 self._holding = False
                 self._leased.clear()
+            self._idle_polls = True
             return []
+        self._idle_polls = False
+        if self._pause_deferred and self.paused is not None:
+            self._pause_deferred = False
+            self._held = self.paused()
+            if self._held:  # icc pause --queues came while it was idle: the loop holds
+                if acks:
+                    self._put_back_acks(acks)
+                return []
         try:
             for queue in self.queues:
                 lease = self.policy(queue).lease

@@ -238,7 +238,7 @@ class SqliteTransport(SqlTransport):
         self._sql: dict[str, str] = {}  # rendered SQL (see _t)
         # What an idle consumer asks once a second, answered again without a read while the files stay as they
         # were (icc.statedir.FileWatch): available()'s no (for which queues, until when) and the stop request.
-        self._watch = FileWatch(str(path), f"{path}-wal", reuse=0.1)
+        self._watch = FileWatch(str(path), reuse=0.1)
         self._idle_answer: tuple[int, tuple[str, ...], float] = (0, (), 0.0)  # generation, queues, until
         self._stop_answer: tuple[int, float | None] = (0, None)  # generation, answer
         try:
