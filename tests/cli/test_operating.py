@@ -158,6 +158,25 @@ def test_pause_queues_holds_consumers_and_a_plain_pause_does_not(project: Projec
     assert project.marker_lines("finished") == ["finished"]
 
 
+def test_an_idle_consumer_notices_a_pause_given_while_it_waits_and_the_end_of_it(project: Project) -> None:
+    # An idle consumer reads the pause record again only when the state database's files change (issue 17):
+    # `icc pause --queues` and `icc pause` are such changes, seen at its next poll.
+    scanned(project)
+    consumer = project.popen("consume", "async", "--time-limit", "60", "--sleep", "0.2")
+    try:
+        time.sleep(1.5)  # idle: polled a few times, the answers kept
+        project.icc("pause", "--queues", check=True)
+        time.sleep(1.0)
+        send(project, "sleepy", {"sleep": 0})
+        time.sleep(1.5)
+        assert not project.marker_lines("finished")  # held
+        project.icc("pause", check=True)  # the queues are no longer paused
+        project.wait_for(lambda: project.marker_lines("finished") == ["finished"], what="the message handled")
+    finally:
+        consumer.terminate()
+        consumer.wait(30)
+
+
 # -- metrics ----------------------------------------------------------------------------------------------------
 
 

@@ -182,6 +182,28 @@ def test_a_fresh_job_leaves_the_idle_tick_idle_and_a_success_restarts_the_episod
     assert item.stale_at == pytest.approx(item.last_success + 3600)
 
 
+def test_a_scan_with_nothing_changed_keeps_stale_next_and_one_dropping_the_check_clears_it(
+    project: Project,
+) -> None:
+    # A scan of unchanged plugins builds no record of their jobs (issue 17), yet stale.next still counts them.
+    project.write_plugin(nightly(3600))
+    project.icc("scan", check=True)
+    due = stale_next(project)
+    assert due is not None
+    out = project.icc("scan", check=True).stdout
+    assert ["nightly", "unchanged"] in [line.split()[:2] for line in out.splitlines()]
+    assert stale_next(project) == pytest.approx(due)
+    project.write_plugin(
+        """
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(["true"], name="nightly").daily().at(3)
+        """
+    )
+    project.icc("scan", check=True)
+    assert stale_next(project) is None
+
+
 def test_expect_success_within_takes_positive_seconds_with_one_line() -> None:
     with pytest.raises(
         ScheduleError, match=r"^expect_success_within\(0\) is not valid: give seconds greater than 0"

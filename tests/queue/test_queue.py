@@ -5,6 +5,7 @@ file-mode tests are about SQLite's files and run on it alone."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sqlite3
@@ -21,8 +22,9 @@ from icc.config import Config, QueueConfig, load_config
 from icc.errors import QueueError, UnrecoverableMessageError
 from icc.queue import Consumer, Limits, SqliteTransport, backoff, dispatch, max_attempts, open_transport
 from icc.queue.limits import parse_size, rss_bytes
-from icc.queue.message import MAX_PAYLOAD_BYTES, error_record
+from icc.queue.message import MAX_PAYLOAD_BYTES, encode_payload, error_record
 from icc.queue.retry import RETRY_JITTER
+from icc.statedir import FileWatch
 from queuekit import MakeConfig
 
 
@@ -340,6 +342,69 @@ def test_an_idle_sqlite_consumer_takes_a_message_once_it_is_available(tmp_path: 
     assert open_transport(config).pending() == 0
 
 
+def _reads(transport: SqliteTransport) -> list[str]:
+    """The statements the transport's connection runs from now on."""
+    statements: list[str] = []
+    transport._conn.set_trace_callback(statements.append)
+    return statements
+
+
+def test_an_idle_sqlite_transport_reads_again_only_when_its_files_change_or_a_message_comes_due(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 17: an idle service consumer asks available() and stop_requested_at() once a second; while the
+    # queue database's files stay as they were, the answers read last hold, without a read.
+    monkeypatch.setattr(FileWatch, "RACY", 0.0)  # files written just now count as settled (no other writer)
+    mine, other = SqliteTransport.open(tmp_path / "s"), SqliteTransport.open(tmp_path / "s")
+    reads = _reads(mine)
+    assert not mine.available(["async"]) and mine.stop_requested_at() is None
+    assert reads, "the first asks read"
+    reads.clear()
+    time.sleep(0.15)  # past the stat calls one poll shares
+    assert not mine.available(["async"]) and mine.stop_requested_at() is None
+    assert reads == []
+    other.send("async", "job", "{}", delay=0.5)  # another connection writes: read again
+    time.sleep(0.15)
+    assert not mine.available(["async"])
+    assert reads
+    reads.clear()
+    time.sleep(0.15)
+    assert not mine.available(["async"]) and reads == []  # not due yet, nothing written
+    time.sleep(0.4)
+    assert mine.available(["async"])  # due now: read again though no file changed
+    assert mine.available(["mail", "async"])
+    at = other.request_stop()
+    time.sleep(0.15)
+    assert mine.stop_requested_at() == pytest.approx(at)
+
+
+def test_a_file_watch_moves_its_generation_on_every_write_and_trusts_no_recent_one(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    path.write_text("a")
+    watch = FileWatch(str(path))
+    now = time.time()
+    first = watch.generation(now)
+    assert first and watch.generation(now + 0.5) != first  # written just now: not trusted, read again
+    old = now - 3600
+    os.utime(path, (old, old))  # the change time stays recent: still not trusted
+    recent = watch.generation(now + FileWatch.RACY - 1)
+    assert watch.generation(now + FileWatch.RACY - 1) != recent
+    later = now + FileWatch.RACY + 1  # the last change is older than RACY: trusted from here on
+    settled = watch.generation(later)
+    assert watch.generation(later + 1) == settled == watch.generation(later + 30)
+    assert watch.generation(later + FileWatch.MAX_TRUST + 1) != settled  # read again now and then anyway
+    settled = watch.generation(later + FileWatch.MAX_TRUST + 2)
+    (tmp_path / "db-wal").write_text("frame")  # a WAL now: its stat tells from here on
+    assert watch.generation(later + FileWatch.MAX_TRUST + 3) != settled
+    wal = tmp_path / "db-wal"
+    os.utime(wal, (old, old))
+    settled = watch.generation(time.time() + FileWatch.RACY + 1)
+    assert watch.generation(time.time() + FileWatch.RACY + 2) == settled
+    with wal.open("a") as f:  # a commit
+        f.write("frame")
+    assert watch.generation(time.time() + FileWatch.RACY + 3) != settled
+
+
 def test_the_database_file_is_private(tmp_path: Path) -> None:
     transport = SqliteTransport.open(tmp_path / "s")
     transport.send("async", "job", "{}")
@@ -439,3 +504,35 @@ def test_backoff_jitter_spreads_messages_that_failed_together() -> None:
     waits = {backoff(policy, 1, key=f"async:{message_id}") for message_id in range(100)}
     assert len(waits) >= 90
     assert min(waits) >= 45 and max(waits) <= 60
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(max_size=8), _JSON, max_size=5))
+def test_a_payload_is_encoded_as_compact_json_with_the_prebuilt_encoder(payload: dict[str, Any]) -> None:
+    # encode_payload uses a C encoder built once (dispatch's cost, issue 17): the text is json.dumps's.
+    try:
+        expected = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        expected.encode("utf-8")
+    except UnicodeEncodeError:
+        return  # lone surrogates: refused, tested elsewhere
+    assert encode_payload(payload) == expected
+
+
+def test_a_payload_that_refers_to_itself_is_refused_as_circular_and_a_deep_one_as_too_deep() -> None:
+    cyclic: dict[str, Any] = {}
+    cyclic["self"] = [cyclic]
+    with pytest.raises(QueueError, match="Circular reference detected"):
+        encode_payload(cyclic)
+    deep: dict[str, Any] = {}
+    inner = deep
+    for _ in range(100_000):
+        inner["a"] = {}
+        inner = inner["a"]
+    with pytest.raises(QueueError, match="nests too deeply"):
+        encode_payload(deep)

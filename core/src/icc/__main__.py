@@ -163,7 +163,6 @@ def _tick(config: Config, moment: datetime | None, *, quiet: bool, as_json: bool
     from icc.store import host  # lazy: as above
     from icc.supervise.supervisor import install_stop_handlers  # lazy: as above
     from icc.tick.coordinator import Tick  # lazy: as above
-    from icc.tickwatch import LOCK_HELD_NOTICE, drift_line, held_for  # lazy: as above
 
     host.command = "run"  # a shared store's connections say `icc run <host>`, as under click
     install_stop_handlers()
@@ -178,39 +177,16 @@ def _tick(config: Config, moment: datetime | None, *, quiet: bool, as_json: bool
             diagnostics.logger.warning("plugin %s", failure)
         sys.stdout.write(json.dumps(tick_data(report, zone), indent=2, ensure_ascii=False) + "\n")
         return 1 if report.failed else 0
-    from icc.slots import fmt_time  # lazy: as above
+    from icc.tick.summary import run_summary  # lazy: as above
 
-    if report.locked_out:
-        holder = report.held_by
-        if not quiet:  # not a failure: the tick that holds the lock evaluates the minute
-            who = (
-                "its holder did not say who it is"
-                if holder is None
-                else f"pid {holder.pid} on {holder.host} since {fmt_time(holder.since, zone)}"
-            )
-            held = report.lock_held_for
-            stuck = (
-                f"; it has held the tick lock for {held_for(held)}: is it stuck? `icc status` shows it"
-                if held is not None and held > LOCK_HELD_NOTICE
-                else ""
-            )
-            _say(f"icc run: another tick is running ({who}){stuck}")
-        return 0
-    for failure in report.plugin_failures:
-        diagnostics.logger.warning("plugin %s", failure)
-    if report.rescan:
-        diagnostics.logger.warning(
-            "icc run: plugins changed, and the tick's own scan failed: %s", report.rescan
-        )
-    if report.drift is not None and not quiet:
-        _say(drift_line(report.drift))
-    if not report.rows:
-        if not quiet:
-            _say(f"icc run: nothing due at {fmt_time(report.slot, zone)} ({zone})")
-        return 0
-    if not quiet or report.failed:
-        _tick_table(f"icc run {fmt_time(report.slot, zone)} ({zone})", report.rows, zone)
-    return 1 if report.failed else 0
+    said = run_summary(report, zone, quiet=quiet)
+    for warning in said.warnings:
+        diagnostics.logger.warning("%s", warning)
+    for line in said.lines:
+        _say(line)
+    if said.table is not None:
+        _tick_table(said.table, report.rows, zone)
+    return said.exit_code
 
 
 def _say(message: str) -> None:
@@ -231,19 +207,9 @@ def _tick_table(title: str, rows: Sequence[TickRow], zone: str) -> None:
 
         render.tick_table(title, rows, zone)
         return
-    from icc.slots import fmt_duration, fmt_slot, fmt_time  # lazy: as above
+    from icc.tick.summary import TABLE_HEADER, table_cells  # lazy: as above
 
-    lines = [["job", "outcome", "slot", "took", "next run", "detail"]] + [
-        [
-            r.job,
-            r.outcome,
-            fmt_slot(r.slot, zone),
-            fmt_duration(r.duration),
-            fmt_time(r.next_run, zone),
-            r.detail,
-        ]
-        for r in rows
-    ]
+    lines = [list(TABLE_HEADER), *table_cells(rows, zone)]
     widths = [max(len(str(c)) for c in col) for col in zip(*lines, strict=False)]
     out = [title]
     out += [

@@ -113,6 +113,10 @@ def _check_name(name: object) -> None:
     lone surrogate), without control characters or surrounding spaces."""
     if not isinstance(name, str) or not name or name != name.strip():
         raise ScheduleError(f"job name {name!r} must be a non-empty string, without surrounding spaces")
+    if (
+        name.isprintable()
+    ):  # the common case, quickly: no control character, and no lone surrogate (category Cs)
+        return
     try:
         name.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -120,8 +124,6 @@ def _check_name(name: object) -> None:
             f"job name {name!r} is not valid: {name[exc.start]!r} at position {exc.start} cannot be stored as "
             "UTF-8 (a lone surrogate); give a name of plain text"
         ) from None
-    if name.isprintable():  # no control character (nor anything else unprintable): the common case, quickly
-        return
     bad = next((i for i, c in enumerate(name) if unicodedata.category(c) == "Cc"), None)
     if bad is not None:
         raise ScheduleError(
@@ -185,7 +187,7 @@ class Scheduler:
         return self._provenance
 
     def add(self, task: Task, *, name: str | None = None, description: str | None = None) -> Schedule:
-        schedule_type, unbuilt_type = _schedule_types()
+        schedule_type, unbuilt_type = _SCHEDULE_TYPES or _schedule_types()
         if (
             self._only is not None
             and (name or (default_name(task) if callable(task) else None)) != self._only

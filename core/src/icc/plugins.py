@@ -574,21 +574,12 @@ class PluginHost:
             jobs: dict[str, Job] = {}
             owners: dict[str, Provenance] = {}
             for info, call in self._impls("schedule"):
-                scheduler = Scheduler(
-                    timezone=self.config.timezone,
-                    environment=self.config.environment,
-                    provenance=info.provenance,
-                )
-                try:
-                    call(scheduler=scheduler)
-                    _check_output_files(scheduler.jobs, self.config)
-                    _check_schedules(scheduler.jobs)
-                except BaseException as exc:
-                    self._failed(info, exc, "schedule")
+                found = self._scheduled(info, call)
+                if found is None:
                     continue
                 clashes = _add_unique(
                     jobs,
-                    scheduler.jobs,
+                    found,
                     owners,
                     "job name {!r} is used",
                     "pass name=... to scheduler.add() in one of them",
@@ -604,23 +595,29 @@ class PluginHost:
         With ``job``, only that job: the plugin's other schedules are recorded but not built (a run's
         supervisor, after a scan that checked them all, when the plugins did not change since)."""
         for info, call in self._impls("schedule"):
-            if info.name != plugin:
-                continue
-            scheduler = Scheduler(
-                timezone=self.config.timezone,
-                environment=self.config.environment,
-                provenance=info.provenance,
-                only=job,
-            )
-            try:
-                call(scheduler=scheduler)
-                _check_output_files(scheduler.jobs, self.config)
-                _check_schedules(scheduler.jobs)
-            except BaseException as exc:
-                self._failed(info, exc, "schedule")
-                return {}
-            return dict(scheduler.jobs)
+            if info.name == plugin:
+                return self._scheduled(info, call, only=job) or {}
         return {}
+
+    def _scheduled(
+        self, info: PluginInfo, call: Callable[..., object], only: str | None = None
+    ) -> dict[str, Job] | None:
+        """One plugin's ``schedule`` hook called with a scheduler of its own, its jobs checked; None (the
+        failure recorded) when the hook or a check raises."""
+        scheduler = Scheduler(
+            timezone=self.config.timezone,
+            environment=self.config.environment,
+            provenance=info.provenance,
+            only=only,
+        )
+        try:
+            call(scheduler=scheduler)
+            _check_output_files(scheduler.jobs, self.config)
+            _check_schedules(scheduler.jobs)
+        except BaseException as exc:
+            self._failed(info, exc, "schedule")
+            return None
+        return dict(scheduler.jobs)
 
     def collect_handlers(self) -> dict[str, HandlerSpec]:
         """Every plugin's queue message handlers by name. A name registered by two plugins is left out (in

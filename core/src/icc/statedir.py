@@ -279,3 +279,52 @@ def os_error(path: Path, exc: OSError, *, doing: str) -> StateError:
             f"cannot use {path} ({doing}): {exc.strerror}; give yourself read and write access: chmod u+rw {path}"
         )
     return StateError(f"cannot use {path} ({doing}): {exc.strerror or exc}; check state_dir and its files")
+
+
+class FileWatch:
+    """Whether an SQLite database in WAL mode may have been written since an answer was read from it, by one stat
+    call: an idle service consumer polls once a second and reads its queue database, and the pause record, only
+    when they changed (issue 17: two idle consumers cost less than an idle tick per minute).
+
+    Every commit in WAL mode writes the ``-wal`` file (a checkpoint's restart of it too), and it stays while a
+    connection is open (the watcher's owner keeps one): its stat tells. Without a ``-wal`` file the database
+    file's stat does. :meth:`generation` is a number that moves whenever the database may have changed; an
+    answer read at one generation holds while it stays. A look is trusted only when the file's last change is
+    ``RACY`` seconds older than the look: a write in the same tick of the file system's clock as an earlier one
+    could otherwise leave the stamp as it was (git's "racy" index rule). At the latest ``MAX_TRUST`` seconds
+    after a change the generation moves anyway. Looks within ``reuse`` seconds of the last share its stat call
+    (the questions of one poll): a write meanwhile is seen at the next poll."""
+
+    RACY = 2.0
+    MAX_TRUST = 60.0
+
+    __slots__ = ("_database", "_generation", "_looked", "_reuse", "_stamp", "_trusted_until", "_wal")
+
+    def __init__(self, database: str, *, reuse: float = 0.0) -> None:
+        self._database = database
+        self._wal = f"{database}-wal"
+        self._reuse = reuse
+        self._stamp: tuple[str, int, int, int, int] | None = None
+        self._trusted_until = 0.0
+        self._looked = -1.0
+        self._generation = 0
+
+    def generation(self, now: float) -> int:
+        """The database's generation at ``now`` (epoch seconds): never 0, so 0 stands for "not read yet"."""
+        if 0.0 <= now - self._looked < self._reuse and self._generation:
+            return self._generation
+        self._looked = now
+        found: tuple[str, int, int, int, int] | None = None
+        for path in (self._wal, self._database):
+            try:
+                info = os.stat(path)
+            except OSError:
+                continue
+            found = (path, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+            break
+        if found is None or found != self._stamp or now >= self._trusted_until:
+            self._generation += 1
+            self._stamp = found
+            settled = found is not None and max(found[3], found[4]) < (now - self.RACY) * 1e9
+            self._trusted_until = now + self.MAX_TRUST if settled else 0.0
+        return self._generation

@@ -147,13 +147,10 @@ def tick_lock_held(state_dir: str, longer_than: float = 0.0) -> tuple[float, int
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    # lazy: icc.locks (json, re, hashlib) only when a holder record must be checked, never on a quiet idle tick
+    from icc.locks import pid_alive
+
+    return pid_alive(pid)
 
 
 def held_for(seconds: float) -> str:
@@ -181,6 +178,19 @@ def lock_held_line(since: float, pid: int | None, host: str | None, now: float) 
 def drift_line(why: str) -> str:
     """The line a tick prints when the plugins changed since the last scan (``why``: :func:`drift`)."""
     return f'icc run: plugins changed since the last scan ({why}); run `icc scan`, or set [icc] scan = "auto"'
+
+
+def idle_notices(state_dir: str, why: str | None) -> str:
+    """What an idle tick says before "nothing due", as lines: the tick lock held for longer than
+    :data:`LOCK_HELD_NOTICE`, and the plugins' drift ``why`` (:func:`drift`); "" when neither. Said once for
+    both idle ticks, SQLite's (icc.tick.idle) and PostgreSQL's (icc.store.postgres.idle)."""
+    lines = ""
+    held = tick_lock_held(state_dir, LOCK_HELD_NOTICE)
+    if held is not None:
+        lines += lock_held_line(*held, time.time()) + "\n"
+    if why is not None:
+        lines += drift_line(why) + "\n"
+    return lines
 
 
 def parse_run_hook_plugins(text: str | None) -> list[tuple[str, str | None, tuple[str, ...] | None]] | None:

@@ -200,8 +200,10 @@ def _notify_url_problem(config: Config, jobs: Mapping[str, Job]) -> str | None:
     problem = check_urls(config.notify.urls)
     if problem is not None:
         return f"[icc.notify] urls: {problem}"
-    for name, job in sorted(jobs.items()):
-        problem = check_urls(job.schedule.notifications.notify_on_failure)
+    for name, urls in sorted(
+        (n, urls) for n, j in jobs.items() if (urls := j.schedule.notifications.notify_on_failure)
+    ):
+        problem = check_urls(urls)
         if problem is not None:
             return f"job {name!r}: {problem}"
     return None
@@ -309,13 +311,15 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
             unchanged={n: j.provenance.plugin for n, j in jobs.items() if j.provenance.plugin in same},
         )
     except UnchangedGone:  # a row changed behind the last scan's back: every record, compared row by row
-        report = store.sync_jobs(
-            [*job_records(jobs), *kept], prune=prune, dry_run=dry_run, now=time.time(), meta=meta
-        )
+        records = job_records(jobs)
+        report = store.sync_jobs([*records, *kept], prune=prune, dry_run=dry_run, now=time.time(), meta=meta)
     if not dry_run:
         from icc.notify import freshness  # lazy: icc scan only
 
-        freshness.record_scan(store, records, time.time())
+        # The jobs stored now: the loaded plugins' (records only for those with a freshness check) and those
+        # kept of plugins not loaded; every other row was marked removed or pruned. No row read again.
+        checked = job_records({n: j for n, j in jobs.items() if j.schedule.stale_after is not None})
+        freshness.record_scan(store, records, time.time(), current=[*checked, *kept])
     rows: list[list[str]] = []
     kept_by_name = {r.name: r for r in kept}
     order = {name: index for index, name in enumerate([*jobs, *kept_by_name])}
@@ -379,7 +383,7 @@ def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
     """One tick: run every job due now. Meant for crontab: `* * * * * icc run --quiet`."""
     from icc.supervise.supervisor import install_stop_handlers  # lazy: icc run only
     from icc.tick.coordinator import Tick  # lazy: icc run only: the tick
-    from icc.tickwatch import LOCK_HELD_NOTICE, drift_line, held_for  # lazy: icc run only
+    from icc.tick.summary import run_summary  # lazy: icc run only
 
     config = env.config
     framework.write_snapshot(config)  # as a scan does: the crontab line's idle check has it again (if stale)
@@ -393,38 +397,15 @@ def run(env: Env, quiet: bool, at: str | None, as_json: bool) -> None:
         if report.failed:
             _exit(1)
         return
-    if report.locked_out:
-        holder = report.held_by
-        if not quiet:  # not a failure: the tick that holds the lock evaluates the minute
-            who = (
-                "its holder did not say who it is"
-                if holder is None
-                else f"pid {holder.pid} on {holder.host} since {ui.fmt_time(holder.since, zone)}"
-            )
-            held = report.lock_held_for
-            stuck = (
-                f"; it has held the tick lock for {held_for(held)}: is it stuck? `icc status` shows it"
-                if held is not None and held > LOCK_HELD_NOTICE
-                else ""
-            )
-            ui.say(f"icc run: another tick is running ({who}){stuck}")
-        return
-    for failure in report.plugin_failures:
-        diagnostics.logger.warning("plugin %s", failure)
-    if report.rescan:
-        diagnostics.logger.warning(
-            "icc run: plugins changed, and the tick's own scan failed: %s", report.rescan
-        )
-    if report.drift is not None and not quiet:
-        ui.say(drift_line(report.drift))
-    if not report.rows:
-        if not quiet:
-            ui.say(f"icc run: nothing due at {ui.fmt_time(report.slot, zone)} ({zone})")
-        return
-    if not quiet or report.failed:
-        ui.tick_table(f"icc run {ui.fmt_time(report.slot, zone)} ({zone})", report.rows, zone)
-    if report.failed:
-        _exit(1)
+    said = run_summary(report, zone, quiet=quiet)  # worded as icc.__main__'s due run words it
+    for warning in said.warnings:
+        diagnostics.logger.warning("%s", warning)
+    for line in said.lines:
+        ui.say(line)
+    if said.table is not None:
+        ui.tick_table(said.table, report.rows, zone)
+    if said.exit_code:
+        _exit(said.exit_code)
 
 
 @cli.command()

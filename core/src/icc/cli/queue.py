@@ -170,20 +170,30 @@ def _queues_paused(config: Config) -> Callable[[], bool]:
     """Whether `icc pause --queues` is in force now (read from the state store, if there is one)."""
     import time
 
-    from icc.pause import current
-    from icc.store import open_store, store_present
+    from icc.pause import Pause, current
+    from icc.statedir import FileWatch
+    from icc.store import open_store, sqlite_file, store_present
     from icc.store.protocol import StateStore
 
     store: StateStore | None = None
+    # SQLite: read again only when the state database's files changed (asked twice a second by an idle consumer).
+    path = None if config.store.url is not None else str(sqlite_file(config.state_dir))
+    watch = None if path is None else FileWatch(path)
+    answer: Pause | None = None
+    read_at = 0  # the generation of the files the answer was read from
 
     def paused() -> bool:
-        nonlocal store
+        nonlocal store, answer, read_at
+        now = time.time()
         if store is None:
             if not store_present(config):
                 return False  # never scanned: nothing can have paused it
             store = open_store(config)
-        found = current(store, time.time())
-        return found is not None and found.queues
+        generation = 0 if watch is None else watch.generation(now)
+        if not generation or generation != read_at:
+            answer = current(store, now)
+            read_at = generation
+        return answer is not None and answer.queues and answer.in_force(now)
 
     return paused
 

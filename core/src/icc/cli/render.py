@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from icc.slots import fmt_duration as fmt_duration  # re-exported: ui.fmt_duration
 from icc.slots import fmt_slot as fmt_slot  # re-exported: ui.fmt_slot
 from icc.slots import fmt_time as fmt_time  # re-exported: ui.fmt_time
+from icc.tick.summary import table_cells
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -159,16 +160,6 @@ def tick_table(title: str, rows: Sequence[TickRow], zone: str) -> None:
             Col("next run", keep=True, wide=100),  # narrower: `icc status` shows it
             "detail",
         ],
-        [
-            [
-                r.job,
-                r.outcome,
-                fmt_slot(r.slot, zone),
-                fmt_duration(r.duration),
-                fmt_time(r.next_run, zone),
-                r.detail,
-            ]
-            for r in rows
-        ],
+        table_cells(rows, zone),
         style_col=1,
     )

@@ -145,8 +145,17 @@ def _next(found: Iterable[Freshness]) -> str | None:
     return repr(min(waiting)) if waiting else None
 
 
-def record_scan(store: StateStore, records: Iterable[JobRecord], now: float) -> None:
-    """At scan: the first-seen time of each job with a freshness check, and ``stale.next``."""
+def record_scan(
+    store: StateStore,
+    records: Iterable[JobRecord],
+    now: float,
+    current: Iterable[JobRecord] | None = None,
+) -> None:
+    """At scan: the first-seen time of each job with a freshness check, and ``stale.next``.
+
+    ``records``: the records the scan wrote. ``current``: every job the store holds after the scan (or at least
+    each one with a freshness check), when the scan knows them; None reads them from the store (issue 17: a
+    scan of 10,000 unchanged jobs reads no row it need not)."""
     checked = [r for r in records if within(r)]
     for record in checked:
 
@@ -157,7 +166,7 @@ def record_scan(store: StateStore, records: Iterable[JobRecord], now: float) -> 
             return json.dumps({**state, "seen": now}, sort_keys=True)
 
         store.update_meta(FRESH_PREFIX + record.name, seen)
-    value = _next(freshness(store, now))
+    value = _next(freshness(store, now, current))
     store.update_meta(NEXT_KEY, lambda _old: value)
 
 

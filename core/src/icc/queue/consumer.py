@@ -149,6 +149,39 @@ class ConsumeStats:
         )
 
 
+class _Wake:
+    """:class:`threading.Event`'s ``set`` and ``wait`` for the one thread that waits (the consumer's loop), on a
+    bare lock held until set: an Event's ``wait(timeout)`` goes through a Condition and a new lock each time,
+    which makes an idle consumer's wake-up once a second cost half as much again (issue 17, bench_tick 1b).
+    ``set`` may be called from any thread and from a signal handler."""
+
+    __slots__ = ("_is_set", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._is_set = False
+
+    def set(self) -> None:
+        if self._is_set:
+            return
+        self._is_set = True
+        with contextlib.suppress(RuntimeError):  # two threads setting it at once: one release is enough
+            self._lock.release()
+
+    def is_set(self) -> bool:
+        return self._is_set
+
+    def wait(self, timeout: float) -> bool:
+        if self._is_set:
+            return True
+        if self._lock.acquire(True, max(0.0, timeout)):
+            with contextlib.suppress(RuntimeError):  # released twice by two setters meanwhile
+                self._lock.release()  # set: every later wait returns at once, as an Event's
+            return True
+        return False
+
+
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(6).hex()}"
 
@@ -189,7 +222,7 @@ class Consumer:
         self.owner = _owner()
         self.stats = ConsumeStats()
         self._stop_reason: str | None = None
-        self._wake = threading.Event()
+        self._wake = _Wake()
         self._acks: list[int] = []  # handled, not yet acknowledged; the watchdog flushes them too
         self._ack_lock = threading.Lock()
         self._last_ack = time.monotonic()
@@ -220,6 +253,10 @@ class Consumer:
         self._started_wall = time.time()
         self._control_checked = -math.inf
         self._held = False
+        # Idle (the last poll found nothing), the pause is read right before the next lease rather than at every
+        # look at the control requests: an idle consumer's poll then stats one file (issue 17, bench_tick 1b).
+        self._idle_polls = False
+        self._pause_deferred = False
 
     # --- control --------------------------------------------------------------------------------
 
@@ -274,7 +311,10 @@ class Consumer:
             if at is not None and at >= self._started_wall:
                 self.stop("stop requested (icc consume --stop)")
         if self.paused is not None:
-            self._held = self.paused()
+            if self._idle_polls and not self._held and not self.limits.stop_when_empty:
+                self._pause_deferred = True  # read by _next_batch before it leases
+            else:
+                self._held = self.paused()
 
     def _limit_reached(self, deadline: float | None) -> str | None:
         limits = self.limits
@@ -443,7 +483,16 @@ class Consumer:
             with self._state:
                 self._holding = False
                 self._leased.clear()
+            self._idle_polls = True
             return []
+        self._idle_polls = False
+        if self._pause_deferred and self.paused is not None:
+            self._pause_deferred = False
+            self._held = self.paused()
+            if self._held:  # icc pause --queues came while it was idle: the loop holds
+                if acks:
+                    self._put_back_acks(acks)
+                return []
         try:
             for queue in self.queues:
                 lease = self.policy(queue).lease

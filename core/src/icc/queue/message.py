@@ -12,6 +12,7 @@ import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
+from json import encoder as json_encoder
 from typing import Any, TypedDict, cast
 
 from icc.errors import QueueError
@@ -103,6 +104,23 @@ def _is_unicode(text: str) -> bool:
 
 # json.dumps with any non-default argument builds an encoder per call; dispatch encodes every message.
 _ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+# And JSONEncoder.encode builds its C encoder per call too: built once here, without the cycle check's dict (a
+# payload that refers to itself then recurses, and the slow encoder tells why). Half the encoding's cost.
+_MAKE_ENCODER: Any = getattr(json_encoder, "c_make_encoder", None)  # CPython's C encoder; not in typeshed
+_ITERENCODE: Any = (
+    None
+    if _MAKE_ENCODER is None
+    else _MAKE_ENCODER(
+        None, _ENCODER.default, json_encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+)
+
+
+def _not_json(exc: BaseException) -> QueueError:
+    return QueueError(
+        f"the message payload is not JSON-serialisable: {exc}; send plain dicts, lists, strings, "
+        "numbers, booleans and None (ids instead of objects, ISO strings instead of datetimes)"
+    )
 
 
 def encode_payload(payload: object) -> str:
@@ -115,13 +133,16 @@ def encode_payload(payload: object) -> str:
     try:
         # allow_nan=False: NaN and Infinity are not JSON, and other consumers (PostgreSQL's jsonb, other
         # languages) would refuse them. sort_keys is not needed: payloads are read, not compared.
-        text = _ENCODER.encode(payload)
+        text = _ENCODER.encode(payload) if _ITERENCODE is None else "".join(_ITERENCODE(payload, 0))
     except (TypeError, ValueError) as exc:
-        raise QueueError(
-            f"the message payload is not JSON-serialisable: {exc}; send plain dicts, lists, strings, "
-            "numbers, booleans and None (ids instead of objects, ISO strings instead of datetimes)"
-        ) from None
+        raise _not_json(exc) from None
     except RecursionError:
+        try:
+            _ENCODER.encode(payload)  # checks for cycles: "Circular reference detected"
+        except ValueError as exc:
+            raise _not_json(exc) from None
+        except RecursionError:
+            pass
         raise QueueError("the message payload nests too deeply (or refers to itself)") from None
     try:
         size = len(text.encode("utf-8"))

@@ -1685,28 +1685,64 @@ SCAN_DIGESTS_META_KEY = "scan_digests"  # {plugin: plugin_digests()} as the last
 
 
 def plugin_digests(jobs: dict[str, Job]) -> dict[str, str]:
-    """A digest per plugin of everything :func:`job_records` stores of its jobs (their declaration order and
-    compiled masks too), with the icc version: a scan whose digest of a plugin equals the stored one builds no
-    record for its jobs and leaves their rows as they are (issue 17: 10,000 jobs, nothing changed)."""
+    """A digest per plugin of everything :func:`job_records` stores of its jobs (their declaration order too),
+    with the icc version and the code that makes a record from a schedule: a scan whose digest of a plugin
+    equals the stored one builds no record for its jobs and leaves their rows as they are (issue 17: 10,000
+    jobs, nothing changed). A schedule counts by :meth:`icc.schedule.Schedule.digest_state`, which makes its
+    definition; the compiled masks follow from the definition and the code."""
     import hashlib  # lazy: scan's alone (OpenSSL's load is a due tick's import time)
     import marshal  # lazy: scan's alone
 
-    from icc._version import __version__  # lazy: scan's alone
-    from icc.cron import compiled_form  # lazy: scan's alone
     from icc.jobs import default_name  # lazy: scan's alone
 
     items: dict[str, list[tuple[Any, ...]]] = {}
+    names: dict[int, str] = {}  # default_name by the task's id: many jobs share a task (all alive meanwhile)
     for index, job in enumerate(jobs.values()):
         p = job.provenance
-        schedule = job.schedule
-        task = job.argv if job.kind == "command" else default_name(job.task)  # type: ignore[arg-type]
-        definition = schedule.definition()
-        compiled = compiled_form(schedule.time_rule)
-        item = (index, job.name, task, job.description, p.distribution, p.version, definition, compiled)
+        if job.kind == "command":
+            task: Any = job.argv
+        else:
+            task = names.get(id(job.task))
+            if task is None:
+                task = names[id(job.task)] = default_name(job.task)  # type: ignore[arg-type]
+        item = (
+            index,
+            job.name,
+            task,
+            job.description,
+            p.distribution,
+            p.version,
+            job.schedule.digest_state(),
+        )
         items.setdefault(p.plugin, []).append(item)
-    # The bytes hashed are marshal's (format 2: no back-references, so equal values give equal bytes), three
-    # times quicker than JSON's; nothing is ever loaded from them.
-    return {
-        plugin: hashlib.sha256(__version__.encode() + marshal.dumps(listed, 2)).hexdigest()
-        for plugin, listed in items.items()
-    }
+    code = _record_code_stamp()
+    digests = {}
+    for plugin, listed in items.items():
+        # marshal's bytes (format 2: no back-references, so equal values give equal bytes) are three times
+        # quicker than JSON's; nothing is ever loaded from them. A value marshal refuses (an int subclass in
+        # args()) goes through JSON instead.
+        try:
+            data = marshal.dumps(listed, 2)
+        except ValueError:
+            import json  # lazy: scan's alone, and rare
+
+            data = json.dumps(listed, sort_keys=True, default=repr).encode()
+        digests[plugin] = hashlib.sha256(code + data).hexdigest()
+    return digests
+
+
+def _record_code_stamp() -> bytes:
+    """The icc version and the modification times of the modules that turn a schedule into its stored record:
+    an icc changed in place (an editable install) without a new version makes every plugin's digest new."""
+    import sys  # lazy: scan's alone
+
+    from icc._version import __version__  # lazy: scan's alone
+
+    stamp = [__version__]
+    for module in ("icc.schedule", "icc.cron", "icc.jobs", __name__):
+        path = getattr(sys.modules.get(module), "__file__", None)
+        try:
+            stamp.append(str(os.stat(path).st_mtime_ns) if path else "-")
+        except OSError:
+            stamp.append("-")
+    return " ".join(stamp).encode()

@@ -16,7 +16,7 @@ import sys
 import time
 
 from icc.slots import tick_slot
-from icc.tickwatch import LOCK_HELD_NOTICE, drift, drift_line, lock_held_line, stamp_tick, tick_lock_held
+from icc.tickwatch import drift, idle_notices, stamp_tick
 
 TYPE_CHECKING = False  # not typing's: the idle tick does not import typing
 if TYPE_CHECKING:
@@ -136,11 +136,7 @@ def idle_tick(
     if earliest is not None and earliest <= slot:
         return None if others else _light_minute(config_path, quiet, slot, state_dir, db_path, known)
     if not quiet:
-        held = tick_lock_held(state_dir, LOCK_HELD_NOTICE)
-        if held is not None:
-            sys.stdout.write(lock_held_line(*held, time.time()) + "\n")
-        if why is not None:
-            sys.stdout.write(drift_line(why) + "\n")
+        sys.stdout.write(idle_notices(state_dir, why))
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(slot))
         nxt = (
             ""

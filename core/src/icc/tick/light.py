@@ -308,7 +308,9 @@ def _holder_record(host: str) -> bytes:
 
 def _try_lock(path: str, host: str) -> int | None:
     """The lock's descriptor, or None when another process holds it. An unusable lock file raises
-    :class:`_NotLight` (the caller lets :mod:`icc.locks` say what is wrong)."""
+    :class:`_NotLight` (the caller lets :mod:`icc.locks` say what is wrong). A deliberate light copy of
+    ``icc.locks.Lock``'s acquisition: importing icc.locks (json, re, hashlib) would cost the light minute more
+    than these lines."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:

@@ -235,7 +235,7 @@ def try_pg_idle_tick(
             return None
         if stale_next is not None and float(stale_next) <= time.time():
             return None  # a job went stale: the full tick alerts
-        from icc.tickwatch import LOCK_HELD_NOTICE, drift, drift_line, lock_held_line, tick_lock_held
+        from icc.tickwatch import drift, idle_notices
 
         scan_auto = settings.get("scan") == "auto"
         why = drift(stamp) if scan_auto or not quiet else None  # as icc.tick.idle's idle tick
@@ -244,10 +244,6 @@ def try_pg_idle_tick(
     except Exception:
         return None
     if not quiet:
-        held = tick_lock_held(state_dir, LOCK_HELD_NOTICE)
-        if held is not None:
-            sys.stdout.write(lock_held_line(*held, time.time()) + "\n")
-        if why is not None:
-            sys.stdout.write(drift_line(why) + "\n")
+        sys.stdout.write(idle_notices(state_dir, why))
         _say_idle(slot, timezone)
     return 0

@@ -21,6 +21,7 @@ simply available again, and ``lease_owner`` still set tells that it was redelive
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sqlite3
 import threading
@@ -32,7 +33,7 @@ from typing import Any, Literal, TypeVar
 from icc.errors import QueueError
 from icc.queue.message import Envelope
 from icc.queue.transport import QueueStats as QueueStats  # re-exported: it was defined here
-from icc.statedir import ensure_state_dir, secure_file
+from icc.statedir import FileWatch, ensure_state_dir, secure_file
 from icc.store.sqlqueue import SqlTransport, envelope, is_row_id, lease_batch, number
 
 __all__ = ["DATABASE_FILE", "QueueStats", "SqliteTransport"]
@@ -243,6 +244,11 @@ class SqliteTransport(SqlTransport):
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._sql: dict[str, str] = {}  # rendered SQL (see _t)
+        # What an idle consumer asks once a second, answered again without a read while the files stay as they
+        # were (icc.statedir.FileWatch): available()'s no (for which queues, until when) and the stop request.
+        self._watch = FileWatch(str(path), reuse=0.1)
+        self._idle_answer: tuple[int, tuple[str, ...], float] = (0, (), 0.0)  # generation, queues, until
+        self._stop_answer: tuple[int, float | None] = (0, None)  # generation, answer
         try:
             created = _create(path)
             if not created and path.stat().st_size == 0:
@@ -441,14 +447,31 @@ class SqliteTransport(SqlTransport):
 
     def available(self, queues: Sequence[str], now: float | None = None) -> bool:
         """Whether any of ``queues`` has a message a lease would take now (or a malformed row it would
-        move to failed): one read, no write lock. The consumer asks before leasing while it is idle."""
+        move to failed): one read, no write lock. The consumer asks before leasing while it is idle.
+
+        An answer of no holds while the database files stay as they were and none of the queues' messages
+        (delayed, or leased by another consumer) comes due: then the next ask makes two stat calls and no
+        read (an idle consumer asks once a second)."""
+        at = time.time() if now is None else now
+        key = tuple(queues)
+        generation = self._watch.generation(at) if now is None else 0
+        if generation:
+            read_at, asked, until = self._idle_answer
+            if read_at == generation and asked == key and at < until:
+                return False
         marks = _marks(len(queues))
         rows = self._read(
             f"SELECT EXISTS (SELECT 1 FROM messages WHERE queue IN ({marks}) AND available_at <= ?) "
-            f"OR EXISTS (SELECT 1 FROM messages WHERE queue IN ({marks}) AND available_at >= '')",
-            (*queues, time.time() if now is None else now, *queues),
+            f"OR EXISTS (SELECT 1 FROM messages WHERE queue IN ({marks}) AND available_at >= ''), "
+            f"(SELECT min(available_at) FROM messages WHERE queue IN ({marks}))",
+            (*queues, at, *queues, *queues),
         )
-        return bool(rows[0][0])
+        ready, next_at = rows[0]
+        if generation:
+            # A no holds until the first of these queues' messages comes due (their files unchanged).
+            due = number(next_at) if next_at is not None else math.inf
+            self._idle_answer = (0, (), 0.0) if ready else (generation, key, due)
+        return bool(ready)
 
     def pending(self, queue: str | None = None) -> int:
         if queue is None:
@@ -482,9 +505,15 @@ class SqliteTransport(SqlTransport):
         return at
 
     def stop_requested_at(self) -> float | None:
-        """The time of the last stop request, or None."""
+        """The time of the last stop request, or None; read again only when the database files changed (a
+        consumer asks twice a second)."""
+        generation = self._watch.generation(time.time())
+        if generation == self._stop_answer[0]:
+            return self._stop_answer[1]
         rows = self._read("SELECT value FROM control WHERE key = 'stop'")
-        return number(rows[0][0]) if rows else None
+        answer = number(rows[0][0]) if rows else None
+        self._stop_answer = (generation, answer)
+        return answer
 
     def close(self) -> None:
         with self._lock:
