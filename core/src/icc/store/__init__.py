@@ -58,14 +58,14 @@ def store_label(config: Config) -> str:
     """The store for messages: the SQLite file, or the PostgreSQL URL without its password."""
     if config.store.url is None:
         return str(config.state_dir / "state.sqlite3")
-    from icc.store.postgres.connection import shown_url
+    from icc.store.postgres.connection import shown_url  # lazy: only on a PostgreSQL store
 
     return f"{shown_url(config.store.url)} (schema {config.store.schema})"
 
 
 def sqlite_file(state_dir: Path) -> Path:
     """The SQLite state database in ``state_dir`` (the tick checks that the file it opened is still the one there)."""
-    from icc.store.sqlite.state import FILENAME
+    from icc.store.sqlite.state import FILENAME  # lazy: a backend (~70 ms); idle ticks import this package
 
     return state_dir / FILENAME
 
@@ -75,7 +75,7 @@ def store_present(config: Config) -> bool:
     as present (opening it says when its schema is missing)."""
     if config.store.url is not None:
         return True
-    from icc.store.sqlite.state import FILENAME
+    from icc.store.sqlite.state import FILENAME  # lazy: as in sqlite_file
 
     return (config.state_dir / FILENAME).is_file()
 
@@ -84,7 +84,7 @@ def queues_present(config: Config) -> bool:
     """Whether the queue database exists (SQLite), without creating it; a PostgreSQL store always has one."""
     if config.store.url is not None:
         return True
-    from icc.store.sqlite.queues import DATABASE_FILE
+    from icc.store.sqlite.queues import DATABASE_FILE  # lazy: a backend; the idle ticks import this package
 
     return (config.state_dir / DATABASE_FILE).exists()
 
@@ -92,10 +92,10 @@ def queues_present(config: Config) -> bool:
 def open_store(config: Config) -> StateStore:
     """The state store of ``config``: a new connection of this process."""
     if config.store.url is not None:
-        from icc.store.postgres.state import PostgresStateStore
+        from icc.store.postgres.state import PostgresStateStore  # lazy: only on that store
 
         return PostgresStateStore(config)
-    from icc.store.sqlite.state import SQLiteStateStore
+    from icc.store.sqlite.state import SQLiteStateStore  # lazy: as in sqlite_file
 
     return SQLiteStateStore(config.state_dir)
 
@@ -129,11 +129,11 @@ def open_transport(config: Config, *, limit: float | None = None) -> QueueBacken
                 limit_time(limit)
             return transport
         if config.store.url is not None:
-            from icc.store.postgres.queues import PostgresTransport
+            from icc.store.postgres.queues import PostgresTransport  # lazy: only on that store
 
             transport = PostgresTransport(config, limit=limit)
         else:
-            from icc.store.sqlite.queues import SqliteTransport
+            from icc.store.sqlite.queues import SqliteTransport  # lazy: only a process that opens a queue
 
             transport = SqliteTransport.open(config.state_dir, synchronous=_synchronous())
         _transports[key] = transport

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from icc.errors import StateError
+from icc.statedir import ensure_state_dir
 
 TYPE_CHECKING = False  # not typing's: icc.store imports this module, and the idle ticks import icc.store
 if TYPE_CHECKING:
@@ -37,8 +38,6 @@ def host_id(config: Config) -> str:
         return kept
     new = str(uuid.uuid4())
     try:
-        from icc.statedir import ensure_state_dir
-
         ensure_state_dir(config.state_dir)
         # Written aside, then linked into place: the file appears complete or not at all, so a process racing
         # this one never reads it empty, and the first link wins for every process of this host.
@@ -56,7 +55,7 @@ def host_id(config: Config) -> str:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
     except (OSError, StateError):
-        import socket
+        import socket  # lazy: only when no host id can be kept
 
         return socket.gethostname()
     return _read_host_id(path) or new

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from icc.errors import StateError
+from icc.store.host import host_id
 
 if TYPE_CHECKING:
     import psycopg
@@ -124,7 +125,7 @@ def redacted(text: str, url: str) -> str:
 
 def _driver() -> Any:  # the psycopg module
     try:
-        import psycopg
+        import psycopg  # lazy: psycopg: the postgres extra; its absence is worded here
     except ImportError:
         raise StateError(
             "[icc.store] url is a PostgreSQL database, but psycopg is not installed; "
@@ -178,7 +179,6 @@ def connect(
         raise StateError("no [icc.store] url: this install keeps its state in SQLite")
     driver = _driver()
     command = purpose or _command()
-    from icc.store.host import host_id
 
     application = f"icc {command} {host_id(config)}"[:63]
     statement_ms, lock_ms, connect_s = timeouts(limit)
@@ -253,7 +253,7 @@ class SchemaStatus:
 
 def _lock_key(schema: str) -> int:
     """A stable 63-bit advisory lock key for migrating ``schema``."""
-    import hashlib
+    import hashlib  # lazy: only icc db migrates (hashlib loads OpenSSL: a due tick's import time)
 
     return int.from_bytes(hashlib.sha256(f"icc.migrate:{schema}".encode()).digest()[:8], "big") >> 1
 

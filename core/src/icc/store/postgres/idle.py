@@ -25,6 +25,10 @@ import os
 import sys
 import time
 
+from icc.slots import tick_slot  # loaded already: icc.tick.idle imports it
+from icc.statedir import state_dir_problem  # every call of try_pg_idle_tick reads it
+from icc.tickwatch import drift, idle_notices, stamp_tick  # loaded already: icc.tick.idle imports it
+
 TYPE_CHECKING = False  # not typing's: importing typing costs more than this module
 if TYPE_CHECKING:
     from typing import Any
@@ -58,7 +62,7 @@ _QUERY = (
 
 def _libpq() -> Any | None:
     """libpq through ctypes, or None. psycopg must be installed (the full tick needs it)."""
-    import ctypes
+    import ctypes  # lazy: libpq, only once the configuration names a URL (a full tick that falls through does without)
 
     candidates: list[str] = []
     found_psycopg = False
@@ -96,7 +100,7 @@ def _libpq() -> Any | None:
 
 
 def _strings(values: list[str]) -> Any:
-    import ctypes
+    import ctypes  # lazy: loaded already by _libpq
 
     array = (ctypes.c_char_p * (len(values) + 1))()
     for i, value in enumerate(values):
@@ -178,8 +182,8 @@ def _say_idle(slot: int, timezone: str) -> None:
     if timezone == "UTC":
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(slot))
     else:
-        from datetime import UTC, datetime
-        from zoneinfo import ZoneInfo
+        from datetime import UTC, datetime  # lazy: only a zone other than UTC
+        from zoneinfo import ZoneInfo  # lazy: as above
 
         when = datetime.fromtimestamp(slot, tz=UTC).astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M")
     sys.stdout.write(f"icc run: nothing due at {when} ({timezone})\n")
@@ -191,8 +195,7 @@ def try_pg_idle_tick(
     """Exit code of an idle tick on a PostgreSQL store, or None when the full ``icc run`` must handle it.
     ``known``: a framework's snapshot (:mod:`icc.tick.snapshot`) instead of the configuration file."""
     try:
-        from icc.fastconfig import read_config
-        from icc.statedir import state_dir_problem
+        from icc.fastconfig import read_config  # lazy: a framework's snapshot reads no config file
 
         store: dict[str, object] = {}
         settings: dict[str, object] = {}
@@ -209,14 +212,12 @@ def try_pg_idle_tick(
         state_dir, timezone = config
         if not os.path.isdir(state_dir) or state_dir_problem(state_dir) is not None:
             return None
-        from icc.tickwatch import stamp_tick  # loaded already: icc.tick.idle imports it
 
         stamp_tick(state_dir)  # `icc check`: a tick ran (the idle tick writes nothing else)
         host = _host_id(store, state_dir)
         schema = store.get("schema", "icc")
         if host is None or not isinstance(schema, str):
             return None
-        from icc.slots import tick_slot  # loaded already: icc.tick.idle imports it
 
         slot = tick_slot(at, timezone)
         if slot is None:
@@ -235,7 +236,6 @@ def try_pg_idle_tick(
             return None
         if stale_next is not None and float(stale_next) <= time.time():
             return None  # a job went stale: the full tick alerts
-        from icc.tickwatch import drift, idle_notices
 
         scan_auto = settings.get("scan") == "auto"
         why = drift(stamp) if scan_auto or not quiet else None  # as icc.tick.idle's idle tick

@@ -55,6 +55,7 @@ from icc.queue.message import (
     Envelope,
 )
 from icc.queue.transport import QueueStats
+from icc.store.postgres.connection import _driver, connect, quoted, redacted, require_current, shown_url
 from icc.store.sqlqueue import SqlTransport, envelope, is_row_id, lease_batch, number
 
 if TYPE_CHECKING:
@@ -104,7 +105,6 @@ class PostgresTransport(SqlTransport):
     _FOR_UPDATE = " FOR UPDATE"
 
     def __init__(self, config: Config, *, limit: float | None = None) -> None:
-        from icc.store.postgres.connection import _driver, quoted, require_current, shown_url
 
         assert config.store.url is not None
         self._config = config
@@ -181,8 +181,6 @@ class PostgresTransport(SqlTransport):
                 conn.close()
             conn = self._conn = None
         if conn is None:
-            from icc.store.postgres.connection import connect
-
             try:
                 conn = connect(self._config, autocommit=True, limit=self._limit)
             except Exception as exc:  # StateError from icc.store.postgres.connection: keep its one line
@@ -204,7 +202,6 @@ class PostgresTransport(SqlTransport):
     def _message(self, exc: BaseException) -> str:
         text = str(exc).strip()
         detail = text.splitlines()[0] if text else type(exc).__name__
-        from icc.store.postgres.connection import redacted
 
         return f"{self._label}: {redacted(detail, self._url)}"
 
@@ -516,7 +513,6 @@ class PostgresTransport(SqlTransport):
             return None
 
     def _listen(self) -> psycopg.Connection[Any] | None:
-        from icc.store.postgres.connection import connect
 
         try:
             conn = connect(self._config, purpose="consume-listen", autocommit=True, limit=self._limit)

@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from icc.errors import StateError
+from icc.statedir import ensure_state_dir
+from icc.store.host import host_id
 from icc.store.postgres.connection import connect, redacted, render, require_current, shown_url
 from icc.store.protocol import Claim, HostRecord, JobRecord, Outcome, RunKind
 from icc.store.sql import JOB_COLUMNS, SqlStateStore, job_record
@@ -66,8 +68,6 @@ class PostgresStateStore(SqlStateStore):
     def __init__(self, config: Config) -> None:
         if config.store.url is None:
             raise StateError("no [icc.store] url: this install keeps its state in SQLite")
-        from icc.statedir import ensure_state_dir
-        from icc.store.host import host_id
 
         ensure_state_dir(config.state_dir)  # this host's locks and host id still live there
         self._config = config
@@ -167,7 +167,7 @@ class PostgresStateStore(SqlStateStore):
 
         ``single``: ``work`` is one statement, run in autocommit (a statement is its own transaction): one round
         trip instead of three (BEGIN, the statement, COMMIT). Its fate is unknown as soon as it is sent."""
-        import psycopg
+        import psycopg  # lazy: psycopg: the postgres extra, loaded already by connect()
 
         for attempt in (0, 1):
             conn = self._connection()
@@ -416,7 +416,7 @@ class PostgresStateStore(SqlStateStore):
         )
 
     def take_exclusive(self, run_id: int, *, pid: int) -> str | None:
-        import psycopg
+        import psycopg  # lazy: as in _tx
 
         q = self._q
 
@@ -552,7 +552,7 @@ class PostgresStateStore(SqlStateStore):
             return self._renew(run_ids)
 
     def _renew(self, run_ids: Sequence[int]) -> list[int]:
-        import psycopg
+        import psycopg  # lazy: as in _tx
 
         conn = self._renewal
         if conn is not None and (conn.closed or conn.broken):

@@ -1,4 +1,5 @@
-"""What the idle paths read from the SQLite files without loading anything: stdlib only at import.
+"""What the idle paths read from the SQLite files without loading anything: stdlib and icc.statedir (which
+the light minute has loaded already) only at import.
 
 Reached through :mod:`icc.store` (:func:`icc.store.sqlite_queue_is_empty`), the one module that names a backend.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 import os
 import sqlite3
 
+from icc.statedir import state_dir_problem, state_file_problem
+
 QUEUE_FILE = "queue.sqlite3"  # icc.store.sqlite.queues.DATABASE_FILE, whose module imports far more
 
 
@@ -15,7 +18,6 @@ def sqlite_queue_is_empty(state_dir: str, queue: str) -> bool:
     """Whether ``queue`` in the SQLite queue database of ``state_dir`` holds no message (ready, delayed or
     leased): a read-only count that creates nothing; any doubt (no trustworthy file, an error) is False.
     Used by the light minute and by :func:`icc.store.queue_is_empty`."""
-    from icc.statedir import state_dir_problem, state_file_problem
 
     path = os.path.join(state_dir, QUEUE_FILE)
     if state_dir_problem(state_dir) is not None:
