@@ -195,7 +195,7 @@ def _print_json(document: Any) -> None:
 def _notify_url_problem(config: Config, jobs: Mapping[str, Job]) -> str | None:
     """The first ``[icc.notify] urls`` or job ``notify_on_failure`` URL apprise does not accept (checked at
     scan), or None."""
-    from icc.notify.notifications import check_urls
+    from icc.notify.notifications import check_urls  # lazy: icc scan only (the notifications plugin)
 
     problem = check_urls(config.notify.urls)
     if problem is not None:

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from icc.cli.render import plural
 from icc.errors import StateError
 
 if TYPE_CHECKING:
@@ -127,7 +128,6 @@ def copy_from_sqlite(env: Any, state_dir: Path | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"from": str(source), "to": where, "copied": counts}, indent=2))
         return
-    from icc.cli.render import plural
 
     click.echo(
         f"copied {plural(counts['jobs'], 'job')}, {plural(counts['runs'], 'run')}, "

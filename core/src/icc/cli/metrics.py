@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -131,7 +132,6 @@ def write_textfile(path: Path, text: str) -> None:
 
     The temporary file is made by :func:`tempfile.mkstemp` (``O_EXCL``, a random name): never a file or link
     someone planted at a name they could predict, in a directory others may write to."""
-    import tempfile
 
     directory = path.parent
     tmp: str | None = None

@@ -1,20 +1,27 @@
-"""``icc consume`` and ``icc failed``: the queue commands."""
+"""``icc consume`` and ``icc failed``: the queue commands.
+
+icc.cli imports this module for every command, so what only one of these commands needs (the consumer, the
+plugin host, the transport) is imported in its function."""
 
 from __future__ import annotations
 
 import json
 import math
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import click
 
 from icc import logs
 from icc.cli import completion
+from icc.cli import render as ui
 from icc.errors import IccError, QueueError
+from icc.report import iso, queues
 
 if TYPE_CHECKING:
     from icc.config import Config
@@ -43,7 +50,7 @@ def _config(env: Any) -> Config:
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     if value is None:
         return None
-    from icc.queue.limits import parse_size
+    from icc.queue.limits import parse_size  # lazy: icc.queue (~40 ms): --memory-limit only
 
     try:
         return parse_size(value)
@@ -116,9 +123,13 @@ def consume(
     if not queues:
         raise click.UsageError("Missing argument 'QUEUES...'.")
     with _user_errors():
-        from icc.plugins import load_plugins
-        from icc.queue.consumer import Consumer, Limits
-        from icc.queue.dispatch import handler_queue_warnings, open_transport, validate_queue
+        from icc.plugins import load_plugins  # lazy: icc consume only: the plugin host
+        from icc.queue.consumer import Consumer, Limits  # lazy: icc consume only: the consumer (~55 ms)
+        from icc.queue.dispatch import (  # lazy: icc consume only
+            handler_queue_warnings,
+            open_transport,
+            validate_queue,
+        )
 
         time_limit = _seconds("--time-limit", time_limit, positive=True)
         sleep = _seconds("--sleep", sleep, positive=False) or 0.0
@@ -168,12 +179,11 @@ def consume(
 
 def _queues_paused(config: Config) -> Callable[[], bool]:
     """Whether `icc pause --queues` is in force now (read from the state store, if there is one)."""
-    import time
 
-    from icc.pause import Pause, current
-    from icc.statedir import FileWatch
-    from icc.store import open_store, sqlite_file, store_present
-    from icc.store.protocol import StateStore
+    from icc.pause import Pause, current  # lazy: icc consume only
+    from icc.statedir import FileWatch  # lazy: icc consume only
+    from icc.store import open_store, sqlite_file, store_present  # lazy: icc consume only
+    from icc.store.protocol import StateStore  # lazy: icc consume only
 
     store: StateStore | None = None
     # SQLite: read again only when the state database's files changed (asked twice a second by an idle consumer).
@@ -200,7 +210,7 @@ def _queues_paused(config: Config) -> Callable[[], bool]:
 
 def _request_stop(env: Any) -> None:
     with _user_errors():
-        from icc.queue.dispatch import open_transport
+        from icc.queue.dispatch import open_transport  # lazy: icc consume --stop only: icc.queue (~55 ms)
 
         transport = open_transport(_config(env))
         try:
@@ -214,7 +224,6 @@ def _request_stop(env: Any) -> None:
 
 
 def _when(epoch: float, zone: str) -> str:
-    from zoneinfo import ZoneInfo
 
     return datetime.fromtimestamp(epoch, tz=UTC).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -236,7 +245,7 @@ def failed() -> None:
 def failed_list(env: Any, queue: str | None, as_json: bool) -> None:
     """List failed messages, oldest failure first."""
     with _user_errors():
-        from icc.queue.dispatch import open_transport
+        from icc.queue.dispatch import open_transport  # lazy: icc failed only: icc.queue (~55 ms)
 
         config = _config(env)
         messages = open_transport(config).failed_list(queue=queue)
@@ -247,7 +256,6 @@ def failed_list(env: Any, queue: str | None, as_json: bool) -> None:
         if not messages:
             click.echo("no failed messages")
             return
-        from icc.cli import render as ui
 
         rows = [
             [
@@ -269,7 +277,6 @@ def failed_list(env: Any, queue: str | None, as_json: bool) -> None:
 
 def _as_dict(message: Any, zone: str) -> dict[str, Any]:
     """A failed message for ``--json``: times in ISO 8601 in the configured zone, as everywhere."""
-    from icc.report import iso
 
     errors = []
     for record in message.errors:
@@ -297,7 +304,7 @@ def _as_dict(message: Any, zone: str) -> dict[str, Any]:
 def failed_show(env: Any, message_id: int, as_json: bool) -> None:
     """Show one failed message: payload, reason and error history with tracebacks."""
     with _user_errors():
-        from icc.queue.dispatch import open_transport
+        from icc.queue.dispatch import open_transport  # lazy: icc failed only: icc.queue (~55 ms)
 
         _check_ids([message_id])
         config = _config(env)
@@ -357,7 +364,7 @@ def failed_retry(env: Any, message_ids: tuple[int, ...], all_: bool) -> None:
     """Put failed messages back on their queue, with their attempts reset."""
     ids = _ids_or_all(message_ids, all_, "retry")
     with _user_errors():
-        from icc.queue.dispatch import open_transport
+        from icc.queue.dispatch import open_transport  # lazy: icc failed only: icc.queue (~55 ms)
 
         _check_ids(ids or [])
         moved = open_transport(_config(env)).failed_retry(ids)
@@ -372,7 +379,7 @@ def failed_remove(env: Any, message_ids: tuple[int, ...], all_: bool) -> None:
     """Delete failed messages for good."""
     ids = _ids_or_all(message_ids, all_, "remove")
     with _user_errors():
-        from icc.queue.dispatch import open_transport
+        from icc.queue.dispatch import open_transport  # lazy: icc failed only: icc.queue (~55 ms)
 
         _check_ids(ids or [])
         removed = open_transport(_config(env)).failed_remove(ids)
@@ -416,12 +423,8 @@ def _age(seconds: float | None) -> str:
 @click.pass_obj
 def queue_stats(env: Any, as_json: bool) -> None:
     """Per queue: ready, delayed, in flight (and by which consumers), oldest message's age, failed."""
-    import time
 
     with _user_errors():
-        from icc.cli import render as ui
-        from icc.report import queues
-
         found = queues(_config(env), time.time())
         if as_json:
             click.echo(json.dumps([q.to_json() for q in found], indent=2))

@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from icc.cli.argv import icc_argv
 from icc.errors import ConfigError, IccError
+from icc.logs import ensure
 
 if TYPE_CHECKING:
     from icc.config import Config
@@ -328,7 +330,6 @@ def systemd(
     Prints them, or writes them with --write DIR and prints the systemctl commands to run next.
     Use with consumers.mode = "service" (then `icc scan` removes the consumer cron jobs).
     """
-    from icc.cli.argv import icc_argv
 
     config: Config = env.config
     user = getpass.getuser()
@@ -362,7 +363,6 @@ def systemd(
     )
     if config.consumers.mode != "service":
         where = f" in {source}" if (source := config.source("consumers.mode")) else ""
-        from icc.logs import ensure
 
         ensure().warning(
             "%s",

@@ -30,6 +30,7 @@ from icc import logs
 from icc.cli import render as ui
 from icc.errors import IccError
 from icc.supervise.supervisor import STOP, install_stop_handlers, stop_requested
+from icc.tick.coordinator import Tick
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -122,7 +123,6 @@ def work(config: Config, *, quiet: bool = False, period: float = MINUTE) -> int:
     An error in the first tick (a store never scanned, a broken state directory) is raised: the set-up is
     wrong. A later one is printed and the loop goes on with the next minute.
     """
-    from icc.tick.coordinator import Tick
 
     install_stop_handlers(patience=config.grace)
     STOP.who = "icc work"
