@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from icc.hookspecs import hookimpl
+from icc.plugins import loaded_host
+from icc.store import open_store, open_transport
 
 if TYPE_CHECKING:
     from icc.config import Config
@@ -258,7 +260,6 @@ def after_run(job: Job, run: RunContext, result: RunResult) -> None:
 def after_success(config: Config, job: str, seconds: int, result: RunResult) -> None:
     """A success of a job whose episode was alerted begins a new one: ``stale.next`` is brought forward to
     its new stale moment (a job not alerted is already counted there). One read on most runs."""
-    from icc.store import open_store
 
     ended = result.ended_at.timestamp() if result.ended_at is not None else time.time()
     store = open_store(config)
@@ -277,7 +278,7 @@ def after_success(config: Config, job: str, seconds: int, result: RunResult) -> 
 
 
 def _when(moment: float | None) -> str | None:
-    from icc.notify.notifications import _when as iso
+    from icc.notify.notifications import _when as iso  # lazy: a due tick imports this module without it
 
     return iso(moment)
 
@@ -285,9 +286,11 @@ def _when(moment: float | None) -> str | None:
 def _alert(config: Config, store: StateStore, item: Freshness, now: float) -> None:
     import socket  # lazy: as in check()
 
-    from icc.notify.notifications import queue_notifications, urls_for
-    from icc.notify.pings import fail_urls
-    from icc.store import open_transport
+    from icc.notify.notifications import (  # lazy: only a stale alert; as in _when
+        queue_notifications,
+        urls_for,
+    )
+    from icc.notify.pings import fail_urls  # lazy: as above
 
     record = store.job(item.job)
     definition = record.definition.get("schedule", {}) if record is not None else {}
@@ -317,11 +320,11 @@ def _alert(config: Config, store: StateStore, item: Freshness, now: float) -> No
 def handle_stale(payload: dict[str, Any]) -> None:
     """The consumer's part of a stale alert: the pings' ``/fail`` (best effort, as after a run) and the
     plugins' ``job_stale`` hook (icc-mail queues its alert mail there)."""
-    from icc.notify import pings
+    from icc.notify import pings  # lazy: the consumer's side; as in _when
 
     urls = [str(u) for u in payload.get("pings", ()) if isinstance(u, str)]
     if urls:
-        from icc.urls import redact
+        from icc.urls import redact  # lazy: as above (icc.urls: urllib.parse, ipaddress)
 
         body = str(payload.get("error", "")).encode()
         ping_config = pings._config
@@ -331,7 +334,6 @@ def handle_stale(payload: dict[str, Any]) -> None:
             log.warning(
                 "stale ping %s for %s failed: %s", failure.ping.shown, payload.get("job"), failure.error
             )
-    from icc.plugins import loaded_host
 
     config = _config
     if config is not None:

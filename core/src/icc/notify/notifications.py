@@ -31,6 +31,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from icc.hookspecs import hookimpl
+from icc.store import open_store, open_transport
+from icc.urls import apprise_missing, redact
 
 if TYPE_CHECKING:
     from icc.config import Config
@@ -161,7 +163,6 @@ def queue_notifications(
 ) -> list[int]:
     """Apply the flood control to ``outcome`` of ``job`` and queue what it calls for: one ``notify.send``
     message per URL, inside the state's write transaction. Returns the message ids (none: nothing to send)."""
-    from icc.store import open_store, open_transport
 
     host = fields.get("host") or socket.gethostname()
     queued: list[int] = []
@@ -234,8 +235,6 @@ def handle_send(payload: dict[str, Any]) -> None:
     """Send one ``notify.send`` message with apprise; raise (the consumer retries) when it is not delivered."""
     import apprise  # lazy: only the consumer sending a notification pays for it
 
-    from icc.urls import redact
-
     url = str(payload.get("url", ""))
     notifier = apprise.Apprise()
     if not notifier.add(url):
@@ -250,7 +249,6 @@ def handle_send(payload: dict[str, Any]) -> None:
 
 def check_urls(urls: Sequence[str]) -> str | None:
     """Why one of ``urls`` is not an apprise URL apprise can use, or None: at scan, one line."""
-    from icc.urls import apprise_missing, redact
 
     if not urls:
         return None

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    # lazy: the SQLite transport lives in icc.store.sqlite, which imports icc.queue.message (a cycle if eager)
     if name == "SqliteTransport":
+        # lazy: the SQLite transport lives in icc.store.sqlite, which imports icc.queue.message (a cycle if eager)
         from icc.store.sqlite.queues import SqliteTransport
 
         return SqliteTransport

@@ -21,7 +21,11 @@ import functools
 import sys
 from typing import TYPE_CHECKING
 
+from icc.errors import IccError
 from icc.hookspecs import hookimpl
+from icc.plugins import loaded_host
+from icc.queue.consumer import Consumer, ConsumeStats, Limits
+from icc.queue.dispatch import handler_queue_warnings, open_transport, validate_queue
 from icc.store import queue_is_empty
 
 if TYPE_CHECKING:
@@ -48,7 +52,6 @@ class ConsumerTask:
         self.queue = queue
 
     def __call__(self) -> None:
-        from icc.errors import IccError
 
         try:
             consume_in_process(self.config, self.queue)
@@ -62,9 +65,6 @@ def consume_in_process(config: Config, queue: str, *, started: float | None = No
     the same warnings on stderr, the same summary line on stdout, the same hard exit. ``started``
     (``time.monotonic()``): when the time limit began (the light minute's consumer, :mod:`icc.tick.light`,
     waited before it loaded the plugins)."""
-    from icc.plugins import loaded_host
-    from icc.queue.consumer import Consumer, ConsumeStats, Limits
-    from icc.queue.dispatch import handler_queue_warnings, open_transport, validate_queue
 
     validate_queue(config, queue)
     host = loaded_host(config)

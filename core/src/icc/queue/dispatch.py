@@ -132,7 +132,7 @@ def _config() -> _Found:
     found = _configs.get(key)
     if found is not None and _mtime(found.file) == found.mtime:
         return found
-    from icc.config import load_config
+    from icc.config import load_config  # lazy: only a dispatch given no configuration
 
     config = load_config(cwd=Path(cwd))
     if config.path is None and framework.config_table() is None:

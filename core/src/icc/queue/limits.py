@@ -42,7 +42,7 @@ def rss_bytes() -> int:
         pass
     # No /proc (macOS, BSD): the peak is the best the standard library offers; it errs on the side of
     # stopping a consumer that once grew, which the next run starts afresh anyway.
-    import resource
+    import resource  # lazy: only without /proc (macOS, BSD)
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
