@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from icc.errors import StateError
 from icc.locks import hostname
+from icc.logs import logger
 
 if TYPE_CHECKING:
     from icc.store.protocol import StateStore
@@ -45,7 +46,6 @@ def check(store: StateStore, *, refuse: bool = True) -> float | None:
             f"this host's clock is {describe(offset)} the database server's (more than {REFUSE_SECONDS:.0f} s): "
             f"nothing was claimed; {FIX}"
         )
-    from icc.logs import logger
 
     logger.warning(
         "this host's clock is %s the database server's (more than %.0f s; past %.0f s ticks refuse to run): %s",

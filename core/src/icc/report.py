@@ -5,6 +5,9 @@ Typed, frozen records built from the store (:func:`status`, :func:`job_detail`, 
 :class:`RunReport` s), :class:`PauseReport`, :class:`HostReport`, :class:`TickLockReport`, the plugins and the
 drift; each record's ``to_json()`` is its documented ``--json`` layout. The commands only render these records
 (a table, JSON, the Prometheus text format); nothing here prints.
+
+icc.cli imports this module for every command, and a due ``icc run --json`` for :func:`tick_data`: what only
+one report needs (the store, the tick's module, the plugin host, the notify plugins) is imported in its function.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
+
+from icc.errors import IccError
+from icc.tickwatch import DRIFT_META_KEY, LOCK_HELD_NOTICE, held_for, last_tick, tick_lock_held
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -61,7 +67,7 @@ def tick_data(report: TickReport, zone: str) -> dict[str, Any]:
 
 def dead_runs(config: Config, store: StateStore, unfinished: list[RunRecord]) -> dict[int, str]:
     """Unfinished runs whose process is gone, with why: shown as the ``abandoned`` the next tick records."""
-    from icc.tick.coordinator import run_host, why_abandoned
+    from icc.tick.coordinator import run_host, why_abandoned  # lazy: the tick, ~100 ms: see the docstring
 
     host_name = run_host(config)
     expired = store.expired_leases() if unfinished else {}
@@ -308,7 +314,6 @@ class TickLockReport:
 
     @property
     def stuck(self) -> bool:
-        from icc.tickwatch import LOCK_HELD_NOTICE
 
         return self.held_seconds > LOCK_HELD_NOTICE
 
@@ -432,7 +437,7 @@ class JobDetailReport:
 
 
 def current_pause(store: StateStore, now: float) -> Pause | None:
-    from icc.pause import current
+    from icc.pause import current  # lazy: see the module docstring
 
     return current(store, now)
 
@@ -449,12 +454,11 @@ def status(
     changed since the last scan (it called them, and refuses to store what fails); a schedule is rebuilt once
     per distinct stored schedule, not per job; a job's next run is its stored next slot when the last tick's
     evaluation still stands (it was at or before this moment and the next slot is after it), else computed."""
-    from icc.plugins import installed_fingerprint, load_plugins
-    from icc.schedule import Schedule
-    from icc.store import open_store
-    from icc.tick.coordinator import next_due, slot_of
-    from icc.tick.idle import plugins_drift
-    from icc.tickwatch import DRIFT_META_KEY
+    from icc.plugins import installed_fingerprint, load_plugins  # lazy: plugin host: see the docstring
+    from icc.schedule import Schedule  # lazy: see the module docstring
+    from icc.store import open_store  # lazy: see the module docstring
+    from icc.tick.coordinator import next_due, slot_of  # lazy: the tick, ~100 ms: see the docstring
+    from icc.tick.idle import plugins_drift  # lazy: see the module docstring
 
     zone = config.timezone
     store = store or open_store(config)
@@ -573,7 +577,7 @@ def _freshness(
 ) -> dict[str, FreshnessReport]:
     """The jobs with ``expect_success_within`` (removed ones left out): how fresh each is at ``now``. One meta
     read per such job; nothing for the others."""
-    from icc.notify.freshness import freshness_of, schedule_within
+    from icc.notify.freshness import freshness_of, schedule_within  # lazy: a notify plugin: see the docstring
 
     checked = [(r.name, w) for r in summaries if r.removed_at is None and (w := schedule_within(r.schedule))]
     if not checked:
@@ -589,8 +593,8 @@ def job_status(
 ) -> StatusReport | None:
     """:func:`status` for one job (the dashboard's job page): the same records, read through the indexes of that
     job's runs, so it costs the same with 10 or 10,000 jobs; no plugin is loaded. None: no such job."""
-    from icc.schedule import Schedule
-    from icc.tick.coordinator import next_due, slot_of
+    from icc.schedule import Schedule  # lazy: see the module docstring
+    from icc.tick.coordinator import next_due, slot_of  # lazy: the tick, ~100 ms: see the docstring
 
     record = store.job(name)
     if record is None:
@@ -668,8 +672,8 @@ def job_detail(
 ) -> JobDetailReport | None:
     """``icc status JOB``: the job of ``report``, its last ``limit`` runs, its last failed ping and, with
     ``next_count``, its next runs after ``after``; None when there is no such job."""
-    from icc.schedule import Schedule
-    from icc.store import open_store
+    from icc.schedule import Schedule  # lazy: see the module docstring
+    from icc.store import open_store  # lazy: see the module docstring
 
     found = report.job(job)
     if found is None:
@@ -710,7 +714,6 @@ def job_detail(
 def tick_lock(config: Config, now: float | None = None) -> TickLockReport | None:
     """Who holds the tick lock now and for how long (:func:`icc.tickwatch.tick_lock_held`), or None when it is
     free. Never takes the lock."""
-    from icc.tickwatch import tick_lock_held
 
     held = tick_lock_held(str(config.state_dir))
     if held is None:
@@ -722,8 +725,8 @@ def tick_lock(config: Config, now: float | None = None) -> TickLockReport | None
 
 def hosts(config: Config, store: StateStore) -> tuple[HostReport, ...]:
     """The hosts ticking on a shared store (empty on SQLite)."""
-    from icc.hosts import REFUSE_SECONDS, skewed
-    from icc.tick.coordinator import run_host
+    from icc.hosts import REFUSE_SECONDS, skewed  # lazy: see the module docstring
+    from icc.tick.coordinator import run_host  # lazy: the tick, ~100 ms: see the docstring
 
     me = run_host(config)
     return tuple(
@@ -742,7 +745,7 @@ def hosts(config: Config, store: StateStore) -> tuple[HostReport, ...]:
 
 def ping_failure(meta: str | None) -> PingFailureReport | None:
     """The job's last failed heartbeat ping (URLs redacted), from its ``ping:<job>`` meta value."""
-    from icc.notify.pings import last_failure
+    from icc.notify.pings import last_failure  # lazy: a notify plugin: see the docstring
 
     failed = last_failure(meta)
     if failed is None:
@@ -784,7 +787,7 @@ def timeline(
     """The last ``hours`` (24) of every job's runs in cells of ``cell_minutes`` (dividing 60 or a whole number of
     hours), ending with the cell that holds ``at`` (default now); cells start on the project zone's clock.
     Each cell is the outcome that most needs looking at among its runs (``CELL_PRIORITY``), or None."""
-    from icc.store import open_store
+    from icc.store import open_store  # lazy: see the module docstring
 
     zone = ZoneInfo(config.timezone)
     now = (at or datetime.now(UTC)).astimezone(zone)
@@ -820,9 +823,9 @@ def timeline(
 def queue_stats(config: Config, now: float) -> dict[str, QueueStats]:
     """Every known queue (configured or holding messages), known ones first; a missing queue database is
     read as empty and not created."""
-    from icc.queue.dispatch import known_queues
-    from icc.queue.transport import QueueStats
-    from icc.store import open_transport, queues_present
+    from icc.queue.dispatch import known_queues  # lazy: icc.queue, ~55 ms: see the docstring
+    from icc.queue.transport import QueueStats  # lazy: icc.queue, ~55 ms: see the docstring
+    from icc.store import open_transport, queues_present  # lazy: see the module docstring
 
     found: dict[str, QueueStats] = {}
     if queues_present(config):
@@ -912,7 +915,7 @@ class Metrics:
 
 def metrics(config: Config, now: float) -> Metrics:
     """The facts ``icc metrics`` exports; no plugin is loaded."""
-    from icc.store import open_store
+    from icc.store import open_store  # lazy: see the module docstring
 
     store = open_store(config)
     latest = store.latest_runs()
@@ -925,9 +928,9 @@ def metrics(config: Config, now: float) -> Metrics:
     for run in unfinished:
         if run.outcome == "running" and run.id not in dead:
             running[run.job] = running.get(run.job, 0) + 1
-    from icc.notify.freshness import freshness
-    from icc.notify.pings import META_PREFIX, last_failure
-    from icc.store.protocol import duration_histogram
+    from icc.notify.freshness import freshness  # lazy: a notify plugin: see the docstring
+    from icc.notify.pings import META_PREFIX, last_failure  # lazy: a notify plugin: see the docstring
+    from icc.store.protocol import duration_histogram  # lazy: see the module docstring
 
     records = store.jobs()
     stale = {item.job: item.stale for item in freshness(store, now, records)}
@@ -954,8 +957,7 @@ def metrics(config: Config, now: float) -> Metrics:
                 stale=stale.get(rec.name),
             )
         )
-    from icc.tick.idle import plugins_drift
-    from icc.tickwatch import DRIFT_META_KEY, tick_lock_held
+    from icc.tick.idle import plugins_drift  # lazy: see the module docstring
 
     watermark = store.get_meta("watermark")
     held = tick_lock_held(str(config.state_dir))
@@ -1053,7 +1055,6 @@ class CheckReport:
 
 
 def _ago(seconds: float) -> str:
-    from icc.tickwatch import held_for
 
     return held_for(seconds)
 
@@ -1065,10 +1066,8 @@ def _short_time(epoch: float, zone: str) -> str:
 def check(config: Config, now: float) -> CheckReport:
     """``icc check``'s facts: the store answers, a tick ran recently on this host, the tick lock is not stuck,
     and no job with ``expect_success_within`` is stale. No plugin is loaded; nothing is written."""
-    from icc.errors import IccError
-    from icc.notify.freshness import freshness
-    from icc.store import open_store
-    from icc.tickwatch import last_tick
+    from icc.notify.freshness import freshness  # lazy: a notify plugin: see the docstring
+    from icc.store import open_store  # lazy: see the module docstring
 
     store_error: str | None = None
     stale: tuple[StaleJobReport, ...] = ()

@@ -157,7 +157,7 @@ _NO_NOTIFICATIONS = Notifications()
 
 
 def _notify_shown(url: object) -> str:
-    from icc.urls import redact
+    from icc.urls import redact  # lazy: icc.urls (urllib.parse, ipaddress) only for notify URLs; every due tick imports this module
 
     return repr(redact(url)) if isinstance(url, str) else repr(url)
 
@@ -738,7 +738,7 @@ class Schedule:
         return self
 
     def _add_url(self, method: str, url: str) -> Schedule:
-        from icc.urls import redact, url_problem
+        from icc.urls import redact, url_problem  # lazy: as in _notify_shown
 
         problem = url_problem(url)
         if problem is not None:
@@ -797,7 +797,7 @@ class Schedule:
         """Send a notification to these apprise URLs (``json://``, ``slack://``, ``mailto://``, ...) for each
         failed, timed-out or abandoned run and when the job goes stale, flood-limited (icc.notify.notifications).
         The syntax is checked here; apprise checks each URL at scan."""
-        from icc.urls import notify_url_problem
+        from icc.urls import notify_url_problem  # lazy: as in _notify_shown
 
         if not urls:
             raise ScheduleError(

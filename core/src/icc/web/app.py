@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -140,7 +141,6 @@ def create_app(config: Config, *, read_only: bool = False, token: str | None = N
 
 def serve(config: Config, *, host: str, port: int, read_only: bool) -> None:
     """Run the dashboard until interrupted. A non-loopback ``host`` without a token is a ConfigError."""
-    import uvicorn
 
     token = web_token(config)
     if token is None and not is_loopback(host):

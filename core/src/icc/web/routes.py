@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -27,10 +28,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from icc import framework
+from icc import pause as pauses
 from icc import report as facts
 from icc.config import Config
 from icc.errors import IccError
+from icc.store import open_store, open_transport
 from icc.store.protocol import StateStore
+from icc.tick.coordinator import NOT_EVALUATED
 from icc.web import views
 from icc.web.auth import SESSION_COOKIE, SESSION_SECONDS, Guard
 
@@ -79,14 +84,11 @@ class Site:
         """This worker thread's store connection (a connection is used by one thread at a time)."""
         found: StateStore | None = getattr(self._local, "store", None)
         if found is None:
-            from icc.store import open_store
-
             found = self._local.store = open_store(self.config)
         return found
 
     def transport_call(self, work: Callable[[Any], Any]) -> Any:
         """``work(transport)`` under a lock: the queue transport is one per process, shared by the threads."""
-        from icc.store import open_transport
 
         with self._transport_lock:
             return work(open_transport(self.config))
@@ -624,7 +626,6 @@ def _present_job(site: Site, name: str) -> None:
 def icc_argv(config: Config) -> list[str]:
     """How to call this install's icc again (as :func:`icc.cli.argv.icc_argv`: the web layer does not import
     the command line's package)."""
-    from icc import framework
 
     called = framework.argv()
     if called is not None:
@@ -639,7 +640,6 @@ def icc_argv(config: Config) -> list[str]:
 def run_now(site: Site, form: Any, name: str) -> tuple[str, str]:
     """``icc exec NAME`` in a process of its own (argv, no shell), in the project's directory with
     ``ICC_CONFIG``; a thread waits for it so it leaves no zombie."""
-    import subprocess
 
     _present_job(site, name)
     env = dict(os.environ)
@@ -659,7 +659,6 @@ def run_now(site: Site, form: Any, name: str) -> tuple[str, str]:
 
 
 def set_enabled(site: Site, form: Any, name: str, enabled: bool) -> tuple[str, str]:
-    from icc.tick.coordinator import NOT_EVALUATED
 
     _present_job(site, name)
     store = site.store()
@@ -670,7 +669,6 @@ def set_enabled(site: Site, form: Any, name: str, enabled: bool) -> tuple[str, s
 
 
 def pause(site: Site, form: Any) -> tuple[str, str]:
-    from icc import pause as pauses
 
     store = site.store()
     now = time.time()
@@ -684,7 +682,6 @@ def pause(site: Site, form: Any) -> tuple[str, str]:
 
 
 def resume(site: Site, form: Any) -> tuple[str, str]:
-    from icc import pause as pauses
 
     old = pauses.clear(site.store())
     return "pause", "resumed" if old is not None else "was not paused"
