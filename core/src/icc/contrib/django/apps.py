@@ -12,7 +12,7 @@ class IccConfig(AppConfig):  # type: ignore[misc]  # Django has no type hints he
     verbose_name = "icc"
 
     def ready(self) -> None:
-        from icc.contrib.django import checks, integration
+        from icc.contrib.django import checks, integration  # lazy: Django's place: the app registry is ready
 
         integration.install()
         checks.register()

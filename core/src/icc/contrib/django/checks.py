@@ -5,19 +5,20 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from django.conf import settings
+from django.core import checks
+
+from icc.errors import IccError
+
 
 def register() -> None:
-    from django.core import checks
 
     checks.register(icc_checks, "icc")
 
 
 def icc_checks(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    from django.conf import settings
-    from django.core import checks
 
-    from icc.config import load_config
-    from icc.errors import IccError
+    from icc.config import load_config  # lazy: only manage.py check runs these
 
     found: list[Any] = []
     try:
@@ -65,10 +66,8 @@ def icc_checks(app_configs: Any = None, **kwargs: Any) -> list[Any]:
 
 def _migration_checks(config: Any) -> list[Any]:
     """icc's PostgreSQL schema is behind this icc: ``manage.py icc db migrate`` (as ``icc db status`` says)."""
-    from django.core import checks
 
-    from icc.errors import IccError
-    from icc.store.postgres import connection as pg  # icc db's own reading of the schema
+    from icc.store.postgres import connection as pg  # lazy: only on PostgreSQL (icc db's own reading)
 
     try:
         with contextlib.closing(pg.connect(config, purpose="manage.py check", limit=5.0)) as conn:

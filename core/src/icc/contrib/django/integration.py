@@ -16,6 +16,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import django
+from django.apps import apps
+from django.conf import settings
+from django.db import close_old_connections, connections
+
 from icc import framework
 from icc.contrib import snapshot
 from icc.errors import ConfigError, ScheduleError
@@ -32,7 +37,6 @@ _invoked: tuple[str, str] | None = None
 @functools.cache
 def _found_task_modules() -> tuple[str, ...]:
     """Looked for once per process: the installed apps do not change after ``django.setup()``."""
-    from django.apps import apps
 
     found: list[str] = []
     for app in apps.get_app_configs():
@@ -51,7 +55,6 @@ def task_modules() -> list[str]:
 
 def database_url(alias: str) -> str:
     """A libpq URL for Django database ``alias`` (PostgreSQL only)."""
-    from django.conf import settings
 
     databases: Mapping[str, Mapping[str, Any]] = settings.DATABASES
     db = databases.get(alias)
@@ -86,7 +89,6 @@ def database_url(alias: str) -> str:
 def config_table() -> framework.ConfigTable:
     """``settings.ICC`` as icc's ``[icc]`` table: the timezone falls back to ``TIME_ZONE``, the apps'
     ``icc_tasks`` modules are added to ``plugins``, ``store.database`` becomes that database's URL."""
-    from django.conf import settings
 
     origin = f"Django setting ICC ({settings.SETTINGS_MODULE or 'settings'})"
     raw = getattr(settings, "ICC", None) or {}
@@ -115,7 +117,6 @@ def config_table() -> framework.ConfigTable:
 
 
 def _connections() -> list[Any]:
-    from django.db import connections
 
     return list(connections.all(initialized_only=True))
 
@@ -131,7 +132,6 @@ def before_fork() -> None:
 def _fresh_connections() -> None:
     """``close_old_connections()``, and a connection the server dropped (a restart) closed too, so the user
     code reconnects instead of failing on its first query."""
-    from django.db import close_old_connections
 
     close_old_connections()
     for conn in _connections():
@@ -146,14 +146,12 @@ def around() -> Iterator[None]:
     try:
         yield
     finally:
-        from django.db import close_old_connections
-
         close_old_connections()
 
 
 def command(name: str, args: tuple[Any, ...], options: dict[str, Any]) -> tuple[Callable[[], object], str]:
     """``scheduler.command(name, *args, **options)``: ``call_command`` in the job's process."""
-    from django.core.management import get_commands
+    from django.core.management import get_commands  # lazy: only for scheduler.command()
 
     if name not in get_commands():
         raise ScheduleError(
@@ -162,12 +160,10 @@ def command(name: str, args: tuple[Any, ...], options: dict[str, Any]) -> tuple[
     job_name = shlex.join(["manage.py", name, *map(str, args)] + [f"--{k}={v}" for k, v in options.items()])
 
     def run_command() -> None:
-        import django
-        from django.apps import apps
 
         if not apps.ready:  # a run started by a plain `icc run`: set Django up first
             django.setup()
-        from django.core.management import call_command
+        from django.core.management import call_command  # lazy: only in the job's process
 
         call_command(name, *args, stdout=sys.stdout, stderr=sys.stderr, **options)
 
@@ -179,7 +175,6 @@ def call() -> snapshot.Call:
     """How this project calls icc: absolute python and manage.py (or ``-m django``), from the directory it was
     started in, with its ``DJANGO_SETTINGS_MODULE``; the settings' package's files (and manage.py) are what
     the idle check's snapshot depends on."""
-    from django.conf import settings
 
     script, cwd = _invoked if _invoked else (os.path.join(os.getcwd(), "manage.py"), os.getcwd())
     module = str(settings.SETTINGS_MODULE)

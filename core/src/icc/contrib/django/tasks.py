@@ -34,10 +34,12 @@ try:  # Django 6
     from django.tasks import TaskResult, TaskResultStatus  # type: ignore[import-not-found,unused-ignore]
     from django.tasks.backends.base import BaseTaskBackend  # type: ignore[import-not-found,unused-ignore]
     from django.tasks.base import TaskContext, TaskError  # type: ignore[import-not-found,unused-ignore]
+    from django.tasks.exceptions import TaskResultDoesNotExist  # type: ignore[import-not-found,unused-ignore]
 except ImportError:  # Django 5.2: the django-tasks backport, the same API
     from django_tasks import TaskResult, TaskResultStatus
     from django_tasks.backends.base import BaseTaskBackend
     from django_tasks.base import TaskContext, TaskError
+    from django_tasks.exceptions import TaskResultDoesNotExist
 
 __all__ = ["MESSAGE", "IccTaskBackend", "register_handlers"]
 
@@ -65,10 +67,10 @@ class IccTaskBackend(BaseTaskBackend):  # type: ignore[misc]  # Django has no ty
         return self.queue_map.get(queue_name, queue_name)
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
-        from icc.config import load_config
-        from icc.contrib.django.models import TaskRecord
-        from icc.queue.dispatch import dispatch, validate_queue
-        from icc.queue.message import encode_payload
+        from icc.config import load_config  # lazy: ~75 ms with icc.queue: only to enqueue
+        from icc.contrib.django.models import TaskRecord  # lazy: a model: only once the apps are loaded
+        from icc.queue.dispatch import dispatch, validate_queue  # lazy: as above
+        from icc.queue.message import encode_payload  # lazy: as above
 
         self.validate_task(task)
         queue = validate_queue(load_config(), self.icc_queue(task.queue_name))
@@ -109,12 +111,8 @@ class IccTaskBackend(BaseTaskBackend):  # type: ignore[misc]  # Django has no ty
         return result
 
     def get_result(self, result_id: str) -> Any:
-        from icc.contrib.django.models import TaskRecord
+        from icc.contrib.django.models import TaskRecord  # lazy: a model: only once the apps are loaded
 
-        try:
-            from django.tasks.exceptions import TaskResultDoesNotExist  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            from django_tasks.exceptions import TaskResultDoesNotExist
         try:
             record = TaskRecord.objects.get(id=result_id)
         except TaskRecord.DoesNotExist:
@@ -157,7 +155,7 @@ def _result(record: Any) -> Any:
 def run_task(payload: dict[str, Any]) -> None:
     """The handler of :data:`MESSAGE`: run the task, record what became of it. A task that raises fails the
     message too, so icc retries it (its queue's retries and backoff)."""
-    from icc.contrib.django.models import TaskRecord
+    from icc.contrib.django.models import TaskRecord  # lazy: a model: only once the apps are loaded
 
     record = TaskRecord.objects.get(id=payload["id"])
     now = timezone.now()

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from icc.cli import cli
 from icc.contrib.django import integration
 
 
@@ -28,7 +29,6 @@ class Command(BaseCommand):  # type: ignore[misc]  # Django has no type hints he
 
 
 def run(script: str, args: list[str]) -> None:
-    from icc.cli import cli
 
     integration.invoked_as(script)
     name = "django-admin" if os.path.basename(script) == "__main__.py" else os.path.basename(script)
