@@ -152,7 +152,7 @@ def _field_error(index: int, value: str, detail: str = "") -> ScheduleError:
 def _expand(expression: str) -> tuple[list[list[int | str]], dict[int, set[int | str]]]:
     # croniter is imported here, not at module level: parsing happens at scan time and once per new expression
     # (compile_expression is cached), never on the idle tick.
-    from croniter import croniter  # lazy: only parsing a new expression (at scan); a due tick of plain expressions does without
+    from croniter import croniter  # lazy: only to parse a new expression (see above)
 
     expanded, nth = croniter.expand(expression)
     return expanded, nth

@@ -157,7 +157,7 @@ _NO_NOTIFICATIONS = Notifications()
 
 
 def _notify_shown(url: object) -> str:
-    from icc.urls import redact  # lazy: icc.urls (urllib.parse, ipaddress) only for notify URLs; every due tick imports this module
+    from icc.urls import redact  # lazy: only notify URLs; every due tick imports icc.schedule
 
     return repr(redact(url)) if isinstance(url, str) else repr(url)
 
