@@ -3,6 +3,7 @@ the import-linter contracts of pyproject.toml hold, and no two modules import ea
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -84,3 +85,50 @@ def test_only_icc_store_names_a_backend_but_for_the_public_sqlite_transport() ->
     (backends,) = [c for c in contracts if c["id"] == "backends"]
     # icc db works through icc.store.admin, the tick finds its SQLite file with icc.store.sqlite_file.
     assert backends["ignore_imports"] == ["icc.queue -> icc.store.sqlite.queues"]
+
+
+# The paths whose function-level imports must say why they are lazy. The lead extends this to the whole of
+# core/src/icc once the branch that annotates config, plugins, tick, supervise and the rest is merged.
+LAZY_CHECKED = (
+    "icc/report.py",
+    "icc/web/",
+    "icc/cli/",
+    "icc/contrib/",
+    "icc/store/",
+    "icc/queue/",
+    "icc/notify/",
+    "icc/crontab.py",
+    "icc/hosts.py",
+    "icc/pause.py",
+    "icc/jobs.py",
+    "icc/schedule.py",
+    "icc/cron.py",
+)
+
+
+def function_level_imports(path: Path) -> list[int]:
+    """The line numbers of the import statements inside a function body of ``path`` (nested ones too)."""
+    lines = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            lines.update(
+                inner.lineno for inner in ast.walk(node) if isinstance(inner, ast.Import | ast.ImportFrom)
+            )
+    return sorted(lines)
+
+
+def test_every_function_level_import_says_why_it_is_lazy() -> None:
+    """Issue 17: an import inside a function only where the idle path needs it, with a ``# lazy: why`` comment
+    on its line (or the line above, for an import over several lines)."""
+    unexplained = []
+    for path in sorted((SRC / "icc").rglob("*.py")):
+        relative = path.relative_to(SRC).as_posix()
+        if not relative.startswith(LAZY_CHECKED):
+            continue
+        text = path.read_text().splitlines()
+        for line in function_level_imports(path):
+            if "# lazy" not in text[line - 1] and (line < 2 or "# lazy" not in text[line - 2]):
+                unexplained.append(f"core/src/{relative}:{line}: {text[line - 1].strip()}")
+    assert not unexplained, "function-level imports without a `# lazy: why` comment:\n" + "\n".join(
+        unexplained
+    )
