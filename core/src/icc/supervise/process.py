@@ -2,8 +2,8 @@
 background runs and ``icc exec`` (:mod:`icc.supervise.supervisor`) and the light minute's consumer runs
 (:mod:`icc.tick.light`).
 
-- :func:`detach`: start detached supervisors (one intermediate forks them all; a session each), each reporting
-  its pid.
+- :func:`detach`: start detached supervisors (one intermediate, in a session apart, forks them all), each
+  reporting its pid.
 - :func:`run_child`: the body of a forked task: a session of its own, its output to its supervisor's pipe,
   its exit code from what the callable did.
 - :class:`Watch`: the supervise loop: read the task's output, keep its time limit (SIGTERM to its process
@@ -189,9 +189,10 @@ def detach(targets: Sequence[Callable[[], object]], timeout: float) -> list[int 
 
     One intermediate process, forked once, forks them all and exits, so each is orphaned at once (no zombie)
     and the caller forks once, not once per supervisor: each fork of a big process copies its page tables,
-    and twenty forks of the tick (with an intermediate each) cost more than the supervisors' own start. Each
-    supervisor starts a session of its own (not in the caller's process group), reports its pid on one pipe
-    shared by all (a single short write: atomic), has its stdin, stdout and stderr on /dev/null, runs
+    and twenty forks of the tick (with an intermediate each) cost more than the supervisors' own start. The
+    intermediate starts a session apart from the caller's (so no supervisor is a session leader, which could
+    acquire a controlling terminal); each supervisor takes a process group of its own in it, reports its pid on
+    one pipe shared by all (a single short write: atomic), has its stdin, stdout and stderr on /dev/null, runs
     ``target()`` and exits. The caller must hold no SQLite connection (one must never cross a fork)."""
     if not targets:
         return []
@@ -203,6 +204,7 @@ def detach(targets: Sequence[Callable[[], object]], timeout: float) -> list[int 
         code = 0
         try:
             os.close(read_fd)
+            os.setsid()
             for index, target in enumerate(targets):
                 if os.fork() == 0:
                     _detached(index, target, write_fd)
@@ -219,10 +221,10 @@ def detach(targets: Sequence[Callable[[], object]], timeout: float) -> list[int 
 
 
 def _detached(index: int, target: Callable[[], object], write_fd: int) -> NoReturn:
-    """In the detached supervisor: a session of its own, report its index and pid, leave the caller's stdio,
-    run ``target``. Never returns."""
+    """In the detached supervisor: a process group of its own, report its index and pid, leave the caller's
+    stdio, run ``target``. Never returns."""
     try:
-        os.setsid()
+        os.setpgid(0, 0)
         os.write(write_fd, f"{index} {os.getpid()}\n".encode())
         os.close(write_fd)
         devnull = os.open(os.devnull, os.O_RDWR)

@@ -1016,7 +1016,7 @@ def start_detached(
 
     The caller must hold no SQLite connection: each supervisor is forked from it (so the plugins are not
     loaded again) and opens its own connection; a connection must never cross a fork. Every supervisor is
-    forked by one intermediate process into a session of its own (no zombie, not in the tick's process group)
+    forked by one intermediate process in a session apart from the tick's (no zombie, not in its process group)
     and reports its pid on a pipe before it touches the state store (:func:`icc.supervise.process.detach`),
     then supervises its run like a foreground one (job lock, time limit, recording). No supervisor writes before its task starts, so
     twenty of them don't queue on the database's write lock before their tasks run.
