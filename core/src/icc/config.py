@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from icc.errors import ConfigError
+from icc.records import record
 
 __all__ = [
     "CONFIG_FILE",
@@ -43,7 +44,7 @@ CONSUMER_MODES = ("cron", "service")
 RESERVED_VARIABLES = frozenset({"ICC_CONFIG", "ICC_PLUGINS", "ICC_DISABLE_PLUGIN_AUTOLOAD"})
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ConsumersConfig:
     """``[tool.icc.consumers]``: how the queue consumers run."""
 
@@ -65,7 +66,7 @@ class QueueConfig:
     lease: float = 60.0  # seconds a consumer holds a message before others may take it
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MonitorConfig:
     """``[tool.icc.monitor]``: heartbeat pings for every job (see :mod:`icc.notify.pings`)."""
 
@@ -73,7 +74,7 @@ class MonitorConfig:
     timeout: float = 5.0  # seconds all the pings of one run event may take, retries included
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NotifyConfig:
     """``[tool.icc.notify]``: notification URLs (apprise syntax) for every job (see
     :mod:`icc.notify.notifications`); ``interval``: seconds between two notifications about one failing job."""
@@ -82,7 +83,7 @@ class NotifyConfig:
     interval: float = 3600.0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StoreConfig:
     """``[tool.icc.store]``: where state and queues live. No ``url``: embedded SQLite in ``state_dir``.
 

@@ -11,6 +11,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
 
+from icc.records import record
+
 Outcome = Literal[
     "pending", "running", "succeeded", "failed", "timed_out", "stopped", "abandoned", "skipped", "missed"
 ]
@@ -37,7 +39,7 @@ def duration_counts(seconds: float) -> tuple[str, int]:
     return f"{DURATION_PREFIX}{'+Inf' if bound is None else f'{bound:g}'}", round(seconds * 1000)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DurationHistogram:
     """A job's run durations: cumulative counts per upper bound (the last one ``inf``), their count and sum."""
 
@@ -59,7 +61,7 @@ def duration_histogram(counts: Mapping[str, int]) -> DurationHistogram | None:
     return DurationHistogram(tuple(buckets), total, counts.get(DURATION_SUM_KEY, 0) / 1000)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Claim:
     """One (job, slot) a tick means to run, for :meth:`StateStore.claim_many`; ``scope`` as for
     :meth:`StateStore.claim`."""
@@ -142,7 +144,7 @@ class RunRecord:
         return max(0.0, self.ended_at - self.started_at)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HostRecord:
     """A host that ticks on a shared store, as its last full tick recorded it."""
 
@@ -152,7 +154,7 @@ class HostRecord:
     clock_offset: float  # this host's clock minus the server's, seconds
 
 
-@dataclass
+@record
 class SyncReport:
     """What ``icc scan`` changed (or would change, with ``--dry-run``)."""
 

@@ -1,0 +1,144 @@
+"""``@record``: dataclass-like record classes whose definition costs next to nothing at import.
+
+:func:`dataclasses.dataclass` writes the source of each class's ``__init__``, ``__repr__``, ``__eq__`` (and, frozen,
+``__setattr__``, ``__delattr__``, ``__hash__``) and compiles it while the module is imported: about 0.3 ms per
+method on an idle machine, and a due ``icc run`` imported 31 such classes before it started its one run, a fifth
+of the minute (issue 17). ``@record`` gives a class the same constructor, ``repr``, equality, hashing and
+frozenness with generic methods that are compiled once, with this module. What it does not give: the class is
+not a dataclass (no ``__dataclass_fields__``: :func:`dataclasses.replace`, :func:`~dataclasses.asdict` and
+:func:`~dataclasses.fields` do not take it), no ``slots``, no ``__post_init__``, no ``InitVar``. So it is for
+icc's internal records, never for the public model (``icc.RunResult``, ``icc.RunContext``, ``Config``) nor for
+records a test or a caller replaces or turns into a dict. Type checkers read it as a dataclass
+(``dataclass_transform``); ``dataclasses.field(default=..., default_factory=..., repr=..., compare=...)``
+declares a field's options as with a dataclass.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import MISSING, Field, FrozenInstanceError, field
+from typing import TYPE_CHECKING, Any, TypeVar, dataclass_transform, overload
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+T = TypeVar("T")
+
+_Spec = tuple[str, Any, Any, bool, bool]  # name, default, default factory, in repr, compared
+
+
+def _fields(cls: type) -> list[_Spec]:
+    """The fields of ``cls`` in declaration order, its record bases' first (as a dataclass's)."""
+    specs: dict[str, _Spec] = {}
+    for base in reversed(cls.__mro__[1:]):
+        for spec in base.__dict__.get("__record_fields__", ()):
+            specs[spec[0]] = spec
+    for name, annotation in inspect.get_annotations(cls).items():
+        if "ClassVar" in str(annotation):
+            continue
+        default = cls.__dict__.get(name, MISSING)
+        factory: Any = MISSING
+        shown = compared = True
+        if isinstance(default, Field):
+            factory, shown, compared = default.default_factory, default.repr, default.compare
+            default = default.default
+        if default is MISSING:
+            if name in cls.__dict__:
+                delattr(cls, name)  # a dataclass leaves no class attribute for a field without a default
+        else:
+            setattr(cls, name, default)
+        specs[name] = (name, default, factory, shown, compared)
+    return list(specs.values())
+
+
+def _build(cls: type[T], frozen: bool, kw_only: bool) -> type[T]:
+    specs = _fields(cls)
+    names = tuple(s[0] for s in specs)
+    positional = () if kw_only else names
+    shown = tuple(s[0] for s in specs if s[3])
+    compared = tuple(s[0] for s in specs if s[4])
+    qualname = cls.__qualname__
+    assign = object.__setattr__
+
+    def values(self: Any) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in compared)
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if len(args) > len(positional):
+            raise TypeError(
+                f"{qualname}.__init__() takes {len(positional) + 1} positional arguments but "
+                f"{len(args) + 1} were given"
+            )
+        for i, (name, default, factory, _shown, _compared) in enumerate(specs):
+            if i < len(args):
+                if name in kwargs:
+                    raise TypeError(f"{qualname}.__init__() got multiple values for argument '{name}'")
+                value = args[i]
+            elif name in kwargs:
+                value = kwargs[name]
+            elif factory is not MISSING:
+                value = factory()
+            elif default is not MISSING:
+                value = default
+            else:
+                raise TypeError(f"{qualname}.__init__() missing 1 required argument: '{name}'")
+            assign(self, name, value)
+        unknown = [key for key in kwargs if key not in names]
+        if unknown:
+            raise TypeError(f"{qualname}.__init__() got an unexpected keyword argument '{unknown[0]}'")
+
+    def __repr__(self: Any) -> str:
+        inside = ", ".join(f"{name}={getattr(self, name)!r}" for name in shown)
+        return f"{type(self).__qualname__}({inside})"
+
+    def __eq__(self: Any, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return bool(values(self) == values(other))
+
+    namespace: dict[str, Any] = {"__init__": __init__, "__repr__": __repr__, "__eq__": __eq__}
+    if frozen:
+
+        def __setattr__(self: Any, name: str, value: object) -> None:
+            if type(self) is cls or name in names:
+                raise FrozenInstanceError(f"cannot assign to field {name!r}")
+            object.__setattr__(self, name, value)
+
+        def __delattr__(self: Any, name: str) -> None:
+            if type(self) is cls or name in names:
+                raise FrozenInstanceError(f"cannot delete field {name!r}")
+            object.__delattr__(self, name)
+
+        def __hash__(self: Any) -> int:
+            return hash(values(self))
+
+        namespace.update(__setattr__=__setattr__, __delattr__=__delattr__, __hash__=__hash__)
+    else:
+        namespace["__hash__"] = None  # as a dataclass with eq and not frozen: unhashable
+    for name, method in namespace.items():
+        if name in cls.__dict__ and (name != "__hash__" or cls.__dict__[name] is not None):
+            continue  # the class's own, as a dataclass keeps it
+        if method is not None:
+            method.__qualname__ = f"{qualname}.{name}"
+        setattr(cls, name, method)
+    setattr(cls, "__record_fields__", specs)  # noqa: B010 - a name the class does not declare
+    setattr(cls, "__match_args__", positional)  # noqa: B010 - as above
+    return cls
+
+
+@overload
+def record(cls: type[T], /) -> type[T]: ...
+
+
+@overload
+def record(*, frozen: bool = False, kw_only: bool = False) -> Callable[[type[T]], type[T]]: ...
+
+
+@dataclass_transform(field_specifiers=(field, Field))
+def record(
+    cls: type[T] | None = None, /, *, frozen: bool = False, kw_only: bool = False
+) -> type[T] | Callable[[type[T]], type[T]]:
+    """``@record`` or ``@record(frozen=True, kw_only=True)``: as ``@dataclass`` with the same options."""
+    if cls is None:
+        return lambda c: _build(c, frozen, kw_only)
+    return _build(cls, frozen, kw_only)
