@@ -95,16 +95,42 @@ def test_keyword_only_records_take_no_positional_argument() -> None:
     assert repr(rc(name="a")) == repr(dc(name="a"))
 
 
-def test_the_due_ticks_records_are_defined_without_dataclasses() -> None:
-    """The classes converted for issue 17's due minute stay records (a dataclass there would cost its compile
-    again); the public model stays dataclasses."""
-    from icc.config import Config, StoreConfig
-    from icc.jobs import RunResult
-    from icc.store.protocol import Claim, RunRecord
+def test_dataclasses_functions_take_a_record_as_the_dataclass() -> None:
+    dc, rc = _pair(frozen=True)
+    d, r = dc("a", 2, ["x"], note="n"), rc("a", 2, ["x"], note="n")
+    assert dataclasses.is_dataclass(rc) and dataclasses.is_dataclass(r)
+    assert [(f.name, f.repr, f.compare) for f in dataclasses.fields(r)] == [
+        (f.name, f.repr, f.compare) for f in dataclasses.fields(d)
+    ]
+    assert dataclasses.asdict(r) == dataclasses.asdict(d)
+    changed = dataclasses.replace(r, count=3)
+    assert type(changed) is rc and changed.count == 3 and changed.name == "a" and r.count == 2
+
+
+def test_post_init_runs_after_the_fields_are_set() -> None:
+    @record(frozen=True)
+    class Checked:
+        size: int
+
+        def __post_init__(self) -> None:
+            if self.size < 0:
+                raise ValueError("size must not be negative")
+
+    assert Checked(1).size == 1
+    with pytest.raises(ValueError, match="negative"):
+        Checked(-1)
+
+
+def test_the_due_ticks_dataclasses_are_records() -> None:
+    """The classes a due tick defines are records (a dataclass there would cost its compiles again), and still
+    dataclasses to every function of :mod:`dataclasses`."""
+    from icc.config import Config, QueueConfig, StoreConfig
+    from icc.jobs import Job, Provenance, RunContext, RunResult
+    from icc.store.protocol import Claim, JobRecord, RunRecord
     from icc.supervise.supervisor import RunSpec
     from icc.tick.coordinator import TickReport, TickRow
 
-    for cls in (StoreConfig, Claim, RunSpec, TickReport, TickRow):
-        assert not dataclasses.is_dataclass(cls), cls
-    for cls in (Config, RunResult, RunRecord):
-        assert dataclasses.is_dataclass(cls), cls
+    for cls in (Config, QueueConfig, StoreConfig, Job, Provenance, RunContext, RunResult, Claim, JobRecord):
+        assert "__record_fields__" in cls.__dict__ and dataclasses.is_dataclass(cls), cls
+    for cls in (RunRecord, RunSpec, TickReport, TickRow):
+        assert "__record_fields__" in cls.__dict__, cls

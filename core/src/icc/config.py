@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -55,7 +55,7 @@ class ConsumersConfig:
     notify: bool = False  # PostgreSQL only: LISTEN/NOTIFY wakes idle consumers (polling stays the fallback)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class QueueConfig:
     """``[tool.icc.queues.<name>]``: retries and leases of one queue."""
 
@@ -120,7 +120,7 @@ def _default_queues() -> Mapping[str, QueueConfig]:
     return MappingProxyType({name: queue_defaults(name) for name in DEFAULT_QUEUES})
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class Config:
     """The loaded configuration. Build it with :func:`load_config`; constructing it directly is for tests.
 

@@ -1,20 +1,20 @@
-"""``@record``: dataclass-like record classes whose definition costs next to nothing at import.
+"""``@record``: dataclasses whose definition costs next to nothing at import.
 
 :func:`dataclasses.dataclass` writes the source of each class's ``__init__``, ``__repr__``, ``__eq__`` (and, frozen,
 ``__setattr__``, ``__delattr__``, ``__hash__``) and compiles it while the module is imported: about 0.3 ms per
 method on an idle machine, and a due ``icc run`` imported 31 such classes before it started its one run, a fifth
-of the minute (issue 17). ``@record`` gives a class the same constructor, ``repr``, equality, hashing and
-frozenness with generic methods that are compiled once, with this module. What it does not give: the class is
-not a dataclass (no ``__dataclass_fields__``: :func:`dataclasses.replace`, :func:`~dataclasses.asdict` and
-:func:`~dataclasses.fields` do not take it), no ``slots``, no ``__post_init__``, no ``InitVar``. So it is for
-icc's internal records, never for the public model (``icc.RunResult``, ``icc.RunContext``, ``Config``) nor for
-records a test or a caller replaces or turns into a dict. Type checkers read it as a dataclass
-(``dataclass_transform``); ``dataclasses.field(default=..., default_factory=..., repr=..., compare=...)``
-declares a field's options as with a dataclass.
+of the minute (issue 17). ``@record`` gives a class the same constructor (defaults, ``field(default_factory=...)``,
+``kw_only``, ``__post_init__``), ``repr``, equality, hashing and frozenness with generic methods compiled once,
+with this module, and the same ``__dataclass_fields__``: :func:`dataclasses.fields`, :func:`~dataclasses.replace`,
+:func:`~dataclasses.asdict` and :func:`~dataclasses.is_dataclass` take a record as a dataclass. What it does not
+give: ``slots``, ``InitVar``, ``order``, ``unsafe_hash``, fields with ``init=False``. On a Python whose
+:mod:`dataclasses` does not have the internals it fills in, ``@record`` is ``@dataclass``. Type checkers read it
+as a dataclass (``dataclass_transform``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import MISSING, Field, FrozenInstanceError, field
 from typing import TYPE_CHECKING, Any, TypeVar, dataclass_transform, overload
@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-_Spec = tuple[str, Any, Any, bool, bool]  # name, default, default factory, in repr, compared
+_Spec = tuple[str, Any, Any, bool, bool, Any]  # name, default, default factory, in repr, compared, annotation
+_FIELD = getattr(dataclasses, "_FIELD", None)  # the marker of a field (not a ClassVar, not an InitVar)
 
 
 def _fields(cls: type) -> list[_Spec]:
@@ -47,7 +48,7 @@ def _fields(cls: type) -> list[_Spec]:
                 delattr(cls, name)  # a dataclass leaves no class attribute for a field without a default
         else:
             setattr(cls, name, default)
-        specs[name] = (name, default, factory, shown, compared)
+        specs[name] = (name, default, factory, shown, compared, annotation)
     return list(specs.values())
 
 
@@ -59,6 +60,7 @@ def _build(cls: type[T], frozen: bool, kw_only: bool) -> type[T]:
     compared = tuple(s[0] for s in specs if s[4])
     qualname = cls.__qualname__
     assign = object.__setattr__
+    post_init = getattr(cls, "__post_init__", None)
 
     def values(self: Any) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in compared)
@@ -69,7 +71,7 @@ def _build(cls: type[T], frozen: bool, kw_only: bool) -> type[T]:
                 f"{qualname}.__init__() takes {len(positional) + 1} positional arguments but "
                 f"{len(args) + 1} were given"
             )
-        for i, (name, default, factory, _shown, _compared) in enumerate(specs):
+        for i, (name, default, factory, _shown, _compared, _annotation) in enumerate(specs):
             if i < len(args):
                 if name in kwargs:
                     raise TypeError(f"{qualname}.__init__() got multiple values for argument '{name}'")
@@ -86,6 +88,8 @@ def _build(cls: type[T], frozen: bool, kw_only: bool) -> type[T]:
         unknown = [key for key in kwargs if key not in names]
         if unknown:
             raise TypeError(f"{qualname}.__init__() got an unexpected keyword argument '{unknown[0]}'")
+        if post_init is not None:
+            post_init(self)
 
     def __repr__(self: Any) -> str:
         inside = ", ".join(f"{name}={getattr(self, name)!r}" for name in shown)
@@ -123,7 +127,21 @@ def _build(cls: type[T], frozen: bool, kw_only: bool) -> type[T]:
         setattr(cls, name, method)
     setattr(cls, "__record_fields__", specs)  # noqa: B010 - a name the class does not declare
     setattr(cls, "__match_args__", positional)  # noqa: B010 - as above
+    setattr(cls, "__dataclass_fields__", _dataclass_fields(specs, kw_only))  # noqa: B010 - as above
     return cls
+
+
+def _dataclass_fields(specs: list[_Spec], kw_only: bool) -> dict[str, Field[Any]]:
+    """What :mod:`dataclasses`' functions read of a dataclass: a :class:`~dataclasses.Field` per field."""
+    found: dict[str, Field[Any]] = {}
+    for name, default, factory, shown, compared, annotation in specs:
+        made: Field[Any] = field(
+            default=default, default_factory=factory, repr=shown, compare=compared, kw_only=kw_only
+        )
+        made.name, made.type = name, annotation
+        made._field_type = _FIELD  # type: ignore[attr-defined]
+        found[name] = made
+    return found
 
 
 @overload
@@ -139,6 +157,10 @@ def record(
     cls: type[T] | None = None, /, *, frozen: bool = False, kw_only: bool = False
 ) -> type[T] | Callable[[type[T]], type[T]]:
     """``@record`` or ``@record(frozen=True, kw_only=True)``: as ``@dataclass`` with the same options."""
-    if cls is None:
-        return lambda c: _build(c, frozen, kw_only)
-    return _build(cls, frozen, kw_only)
+
+    def build(c: type[T]) -> type[T]:
+        if _FIELD is None:  # a dataclasses module this was not written for: the real thing
+            return dataclasses.dataclass(c, frozen=frozen, kw_only=kw_only)
+        return _build(c, frozen, kw_only)
+
+    return build if cls is None else build(cls)

@@ -8,7 +8,7 @@ transaction, and the only cross-process guarantee the tick relies on is :meth:`S
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal, NamedTuple, Protocol
 
 from icc.records import record
@@ -72,7 +72,7 @@ class Claim:
     scope: str = ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class JobRecord:
     """A job as the state store keeps it: enough to evaluate its schedule without importing its plugin."""
 
@@ -119,7 +119,7 @@ def _comparable(definition: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in definition.items() if key not in ("compiled", "order")}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RunRecord:
     """One run of a job, or one slot that was missed or skipped."""
 
