@@ -116,9 +116,12 @@ def test_post_init_runs_after_the_fields_are_set() -> None:
             if self.size < 0:
                 raise ValueError("size must not be negative")
 
-    assert Checked(1).size == 1
-    with pytest.raises(ValueError, match="negative"):
-        Checked(-1)
+    from icc.records import COMPILE_AFTER
+
+    for size in range(COMPILE_AFTER + 2):  # the generic __init__, then the compiled one
+        assert Checked(size).size == size
+        with pytest.raises(ValueError, match="negative"):
+            Checked(-1)
 
 
 def test_the_due_ticks_dataclasses_are_records() -> None:
@@ -134,3 +137,25 @@ def test_the_due_ticks_dataclasses_are_records() -> None:
         assert "__record_fields__" in cls.__dict__ and dataclasses.is_dataclass(cls), cls
     for cls in (RunRecord, RunSpec, TickReport, TickRow):
         assert "__record_fields__" in cls.__dict__, cls
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+@pytest.mark.parametrize("kw_only", [False, True])
+def test_a_record_made_by_the_dozen_gets_a_compiled_init_that_behaves_the_same(
+    frozen: bool, kw_only: bool
+) -> None:
+    from icc.records import COMPILE_AFTER
+
+    dc, rc = _pair(frozen, kw_only)
+    generic = rc.__init__
+    for i in range(COMPILE_AFTER + 1):
+        r = rc(name=f"n{i}", tags=[str(i)]) if i % 2 else rc(name=f"n{i}")
+        assert repr(r) == repr(dc(name=f"n{i}", tags=[str(i)]) if i % 2 else dc(name=f"n{i}"))
+    assert rc.__init__ is not generic  # compiled now
+    assert repr(rc(name="a", count=2, note="x")) == repr(dc(name="a", count=2, note="x"))
+    assert rc(name="a").tags is not rc(name="a").tags
+    if not kw_only:
+        assert rc("a", 3) == rc(name="a", count=3)
+    for args, kwargs in [((), {}), ((), {"name": "a", "bogus": 1}), (("a", 1, [], None, "extra"), {})]:
+        with pytest.raises(TypeError):
+            rc(*args, **kwargs)

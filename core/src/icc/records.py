@@ -26,6 +26,10 @@ T = TypeVar("T")
 
 _Spec = tuple[str, Any, Any, bool, bool, Any]  # name, default, default factory, in repr, compared, annotation
 _FIELD = getattr(dataclasses, "_FIELD", None)  # the marker of a field (not a ClassVar, not an InitVar)
+# Instances after which a class gets a compiled ``__init__``, as a dataclass has from the start: a class made
+# by the thousand (a job's records at scan) pays one compile, a class made a few times per tick none.
+COMPILE_AFTER = 32
+_FACTORY = object()  # a compiled __init__'s default for a field with a default factory
 
 
 def _fields(cls: type) -> list[_Spec]:
@@ -65,7 +69,14 @@ def _build(cls: type[T], frozen: bool, kw_only: bool) -> type[T]:
     def values(self: Any) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in compared)
 
+    calls = [0]
+
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        calls[0] += 1
+        if calls[0] == COMPILE_AFTER and cls.__dict__.get("__init__") is __init__:
+            compiled = _compiled_init(qualname, specs, kw_only, post_init)
+            if compiled is not None:
+                setattr(cls, "__init__", compiled)  # noqa: B010 - replaces this generic one
         if len(args) > len(positional):
             raise TypeError(
                 f"{qualname}.__init__() takes {len(positional) + 1} positional arguments but "
@@ -129,6 +140,37 @@ def _build(cls: type[T], frozen: bool, kw_only: bool) -> type[T]:
     setattr(cls, "__match_args__", positional)  # noqa: B010 - as above
     setattr(cls, "__dataclass_fields__", _dataclass_fields(specs, kw_only))  # noqa: B010 - as above
     return cls
+
+
+def _compiled_init(
+    qualname: str, specs: list[_Spec], kw_only: bool, post_init: Callable[[Any], None] | None
+) -> Callable[..., None] | None:
+    """The ``__init__`` a dataclass would compile for these fields (None if it cannot be written)."""
+    namespace: dict[str, Any] = {"__s": object.__setattr__, "__F": _FACTORY, "__p": post_init}
+    params: list[str] = ["*"] if kw_only and specs else []
+    lines: list[str] = []
+    for i, (name, default, factory, _shown, _compared, _annotation) in enumerate(specs):
+        if factory is not MISSING:
+            namespace[f"__f{i}"] = factory
+            params.append(f"{name}=__F")
+            lines.append(f"__s(self, {name!r}, __f{i}() if {name} is __F else {name})")
+        else:
+            if default is not MISSING:
+                namespace[f"__d{i}"] = default
+            params.append(name if default is MISSING else f"{name}=__d{i}")
+            lines.append(f"__s(self, {name!r}, {name})")
+    if post_init is not None:
+        lines.append("__p(self)")
+    source = f"def __init__(self, {', '.join(params)}):\n" + "".join(
+        f"    {line}\n" for line in lines or ["pass"]
+    )
+    try:
+        exec(source, namespace)  # noqa: S102 - names and defaults of the class's own fields
+    except SyntaxError:  # e.g. a field named like a keyword: the generic __init__ stays
+        return None
+    made: Callable[..., None] = namespace["__init__"]
+    made.__qualname__ = f"{qualname}.__init__"
+    return made
 
 
 def _dataclass_fields(specs: list[_Spec], kw_only: bool) -> dict[str, Field[Any]]:
