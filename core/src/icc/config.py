@@ -12,12 +12,13 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
 from icc.errors import ConfigError
+from icc.records import record
 
 __all__ = [
     "CONFIG_FILE",
@@ -44,7 +45,7 @@ CONSUMER_MODES = ("cron", "service")
 RESERVED_VARIABLES = frozenset({"ICC_CONFIG", "ICC_PLUGINS", "ICC_DISABLE_PLUGIN_AUTOLOAD"})
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ConsumersConfig:
     """``[tool.icc.consumers]``: how the queue consumers run."""
 
@@ -55,7 +56,7 @@ class ConsumersConfig:
     notify: bool = False  # PostgreSQL only: LISTEN/NOTIFY wakes idle consumers (polling stays the fallback)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class QueueConfig:
     """``[tool.icc.queues.<name>]``: retries and leases of one queue."""
 
@@ -66,7 +67,7 @@ class QueueConfig:
     lease: float = 60.0  # seconds a consumer holds a message before others may take it
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MonitorConfig:
     """``[tool.icc.monitor]``: heartbeat pings for every job (see :mod:`icc.notify.pings`)."""
 
@@ -74,7 +75,7 @@ class MonitorConfig:
     timeout: float = 5.0  # seconds all the pings of one run event may take, retries included
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NotifyConfig:
     """``[tool.icc.notify]``: notification URLs (apprise syntax) for every job (see
     :mod:`icc.notify.notifications`); ``interval``: seconds between two notifications about one failing job."""
@@ -83,7 +84,7 @@ class NotifyConfig:
     interval: float = 3600.0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class WebConfig:
     """``[tool.icc.web]``: the dashboard (``icc web``); ``token`` (or ``ICC_WEB_TOKEN``) logs in and is required
     to bind an address other than a loopback one."""
@@ -91,7 +92,7 @@ class WebConfig:
     token: str | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StoreConfig:
     """``[tool.icc.store]``: where state and queues live. No ``url``: embedded SQLite in ``state_dir``.
 
@@ -128,7 +129,7 @@ def _default_queues() -> Mapping[str, QueueConfig]:
     return MappingProxyType({name: queue_defaults(name) for name in DEFAULT_QUEUES})
 
 
-@dataclass(frozen=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class Config:
     """The loaded configuration. Build it with :func:`load_config`; constructing it directly is for tests.
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from icc.records import record
 
 __all__ = [
     "ConfigTable",
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ConfigTable:
     """icc's configuration held by the framework's settings: the same keys as ``[icc]`` in ``icc.toml``."""
 
@@ -49,7 +50,7 @@ class ConfigTable:
     origin: str  # where it is set, for messages: "Django setting ICC (mysite.settings)"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Framework:
     """One framework's hooks into icc; each is optional."""
 

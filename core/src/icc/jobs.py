@@ -10,11 +10,12 @@ import inspect
 import os
 import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, cast
 
 from icc.errors import PluginError, ScheduleError
+from icc.records import record
 
 if TYPE_CHECKING:
     from icc.schedule import Schedule, UnbuiltSchedule
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 Task = Callable[..., object] | Sequence[str]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Provenance:
     """Where a job comes from: the plugin that added it and that plugin's distribution."""
 
@@ -31,7 +32,7 @@ class Provenance:
     version: str | None = None
 
 
-@dataclass
+@record
 class Job:
     """One named task with its schedule and provenance."""
 
@@ -66,7 +67,7 @@ class Job:
         return len(params) == 1
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RunContext:
     """What a task that declares one parameter receives (and ``before_run``/``after_run`` and ``before``
     callbacks): ``slot`` is the run's minute as an aware datetime in the job's zone, None for ``icc exec``."""
@@ -78,7 +79,7 @@ class RunContext:
     environment: str | None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RunResult:
     """How a run ended, as ``after_run`` hooks and per-job callbacks receive it.
 

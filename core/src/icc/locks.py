@@ -27,10 +27,10 @@ import re
 import stat
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from icc.errors import StateError
+from icc.records import record
 from icc.statedir import os_error, state_dir_problem
 
 try:  # CPython's own SHA-1: the digest hashlib gives, without loading OpenSSL (_hashlib: 2-3 ms of a due tick)
@@ -57,7 +57,7 @@ _RECORD_SIZE = (
 )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Holder:
     """Who holds a lock, as written into the lock file by the holder."""
 

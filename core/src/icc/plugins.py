@@ -59,7 +59,7 @@ import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NoReturn, Protocol, TypeVar
 
@@ -70,6 +70,7 @@ from icc._version import DISTRIBUTION, __version__
 from icc.errors import PluginError, ScheduleError
 from icc.hookspecs import Handler
 from icc.jobs import Job, Provenance, RunContext, RunResult, Scheduler
+from icc.records import record
 
 if TYPE_CHECKING:
     import importlib.metadata
@@ -114,7 +115,7 @@ log = logging.getLogger(__name__)
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PluginInfo:
     """A loaded plugin: its name, where it comes from and what was imported."""
 
@@ -129,7 +130,7 @@ class PluginInfo:
         return Provenance(self.name, self.distribution, self.version)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PluginFailure:
     """A plugin that failed to import or raised in a hook (``hook`` is None for an import failure)."""
 

@@ -12,7 +12,6 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
 from pathlib import PurePath
@@ -30,6 +29,7 @@ from icc.cron import (
     validate_field,
 )
 from icc.errors import ScheduleError
+from icc.records import record
 
 __all__ = [
     "FLUENT_METHODS",
@@ -135,7 +135,7 @@ _EVERY_AND_CRON = (
 _ADDRESS = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Notifications:
     """Who hears about a job's runs: mail (icc-mail) and heartbeat URLs (icc's ``[monitor]`` pings).
 

@@ -64,8 +64,8 @@ def wait_until(moment: float) -> None:
 
 def reap() -> None:
     """Collect exited children. As a container's pid 1, ``icc work`` adopts the background supervisors its
-    ticks orphaned on purpose (their double fork), which would stay zombies. Between ticks it has no child of
-    its own, so nothing a tick waits for is taken from it."""
+    ticks orphaned on purpose (their intermediate process), which would stay zombies. Between ticks it has no
+    child of its own, so nothing a tick waits for is taken from it."""
     with contextlib.suppress(ChildProcessError):
         while os.waitpid(-1, os.WNOHANG)[0] > 0:
             pass

@@ -8,8 +8,10 @@ transaction, and the only cross-process guarantee the tick relies on is :meth:`S
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal, NamedTuple, Protocol
+
+from icc.records import record
 
 Outcome = Literal[
     "pending", "running", "succeeded", "failed", "timed_out", "stopped", "abandoned", "skipped", "missed"
@@ -37,7 +39,7 @@ def duration_counts(seconds: float) -> tuple[str, int]:
     return f"{DURATION_PREFIX}{'+Inf' if bound is None else f'{bound:g}'}", round(seconds * 1000)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DurationHistogram:
     """A job's run durations: cumulative counts per upper bound (the last one ``inf``), their count and sum."""
 
@@ -59,7 +61,7 @@ def duration_histogram(counts: Mapping[str, int]) -> DurationHistogram | None:
     return DurationHistogram(tuple(buckets), total, counts.get(DURATION_SUM_KEY, 0) / 1000)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Claim:
     """One (job, slot) a tick means to run, for :meth:`StateStore.claim_many`; ``scope`` as for
     :meth:`StateStore.claim`."""
@@ -70,7 +72,7 @@ class Claim:
     scope: str = ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class JobRecord:
     """A job as the state store keeps it: enough to evaluate its schedule without importing its plugin."""
 
@@ -117,7 +119,7 @@ def _comparable(definition: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in definition.items() if key not in ("compiled", "order")}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RunRecord:
     """One run of a job, or one slot that was missed or skipped."""
 
@@ -142,7 +144,7 @@ class RunRecord:
         return max(0.0, self.ended_at - self.started_at)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ActionRecord:
     """An action taken through the dashboard (``icc web``): what (``run``, ``disable``, ``retry``, ...), on what
     (a job's name, ``queue:<name>:<id>``, ``pause``), when (epoch seconds), from which address, and its result."""
@@ -155,7 +157,7 @@ class ActionRecord:
     detail: str | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RunBrief:
     """A run without its output: the jobs page's strip of last outcomes and the duration chart."""
 
@@ -176,7 +178,7 @@ class RunBrief:
         return max(0.0, self.ended_at - self.started_at)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HostRecord:
     """A host that ticks on a shared store, as its last full tick recorded it."""
 
@@ -186,7 +188,7 @@ class HostRecord:
     clock_offset: float  # this host's clock minus the server's, seconds
 
 
-@dataclass
+@record
 class SyncReport:
     """What ``icc scan`` changed (or would change, with ``--dry-run``)."""
 

@@ -2,7 +2,8 @@
 background runs and ``icc exec`` (:mod:`icc.supervise.supervisor`) and the light minute's consumer runs
 (:mod:`icc.tick.light`).
 
-- :func:`detach`: start detached supervisors (a double fork, a session each), each reporting its pid.
+- :func:`detach`: start detached supervisors (one intermediate, in a session apart, forks them all), each
+  reporting its pid.
 - :func:`run_child`: the body of a forked task: a session of its own, its output to its supervisor's pipe,
   its exit code from what the callable did.
 - :class:`Watch`: the supervise loop: read the task's output, keep its time limit (SIGTERM to its process
@@ -186,41 +187,45 @@ def detach(targets: Sequence[Callable[[], object]], timeout: float) -> list[int 
     """Start one detached supervisor per target and return each one's pid: 0 when it exited before it
     reported, None when it did not report within ``timeout`` seconds (it may still start its run).
 
-    Each is double-forked into a session of its own (no zombie, not in the caller's process group), reports
-    its pid on a pipe, has its stdin, stdout and stderr on /dev/null, runs ``target()`` and exits. The caller
-    must hold no SQLite connection (one must never cross a fork)."""
-    pipes: list[int] = []
-    intermediates: list[int] = []
-    for target in targets:
-        read_fd, write_fd = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, which never returns
-            code = 0
-            try:
-                os.close(read_fd)
-                for fd in pipes:
-                    os.close(fd)
-                os.setsid()
+    One intermediate process, forked once, forks them all and exits, so each is orphaned at once (no zombie)
+    and the caller forks once, not once per supervisor: each fork of a big process copies its page tables,
+    and twenty forks of the tick (with an intermediate each) cost more than the supervisors' own start. The
+    intermediate starts a session apart from the caller's (so no supervisor is a session leader, which could
+    acquire a controlling terminal); each supervisor takes a process group of its own in it, reports its pid on
+    one pipe shared by all (a single short write: atomic), has its stdin, stdout and stderr on /dev/null, runs
+    ``target()`` and exits. The caller must hold no SQLite connection (one must never cross a fork)."""
+    if not targets:
+        return []
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the intermediate, which never returns
+        code = 0
+        try:
+            os.close(read_fd)
+            os.setsid()
+            for index, target in enumerate(targets):
                 if os.fork() == 0:
-                    _detached(target, write_fd)
-            except BaseException:
-                code = 1
-            finally:
-                os._exit(code)
-        os.close(write_fd)
-        pipes.append(read_fd)
-        intermediates.append(pid)
-    for pid in intermediates:
-        os.waitpid(pid, 0)  # each exits as soon as it has forked its supervisor
-    return _collect_pids(pipes, timeout)
-
-
-def _detached(target: Callable[[], object], write_fd: int) -> NoReturn:
-    """In the detached grandchild: report its pid, leave the caller's stdio, run ``target``. Never returns."""
+                    _detached(index, target, write_fd)
+        except BaseException:
+            code = 1  # the supervisors not forked yet are not reported: "exited before it reported"
+        finally:
+            os._exit(code)
+    os.close(write_fd)
     try:
-        os.write(write_fd, f"{os.getpid()}\n".encode())
+        return _collect_pids(read_fd, len(targets), timeout)
+    finally:
+        os.close(read_fd)
+        os.waitpid(pid, 0)  # it exits as soon as it has forked the supervisors
+
+
+def _detached(index: int, target: Callable[[], object], write_fd: int) -> NoReturn:
+    """In the detached supervisor: a process group of its own, report its index and pid, leave the caller's
+    stdio, run ``target``. Never returns."""
+    try:
+        os.setpgid(0, 0)
+        os.write(write_fd, f"{index} {os.getpid()}\n".encode())
         os.close(write_fd)
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
@@ -231,28 +236,28 @@ def _detached(target: Callable[[], object], write_fd: int) -> NoReturn:
         os._exit(0)
 
 
-def _collect_pids(pipes: list[int], timeout: float) -> list[int | None]:
-    """Each supervisor's pid from its pipe, read until EOF or ``timeout``: 0 when it closed the pipe without
-    one, None when it said nothing in time."""
-    buffers = {fd: b"" for fd in pipes}
-    closed: set[int] = set()
+def _collect_pids(read_fd: int, count: int, timeout: float) -> list[int | None]:
+    """Each supervisor's pid from the shared pipe (lines ``index pid``), read until EOF (every supervisor and
+    the intermediate closed it) or ``timeout``: 0 for one that did not report when the pipe closed, None for
+    one that said nothing in time."""
+    buffer = b""
+    closed = False
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as sel:
-        for fd in pipes:
-            sel.register(fd, selectors.EVENT_READ)
-        while sel.get_map() and (left := deadline - time.monotonic()) > 0:
-            for key, _ in sel.select(timeout=left):
-                fd = int(key.fd)
-                chunk = os.read(fd, 4096)
-                buffers[fd] += chunk
-                if not chunk:
-                    closed.add(fd)
-                    sel.unregister(fd)
-    found: list[int | None] = []
-    for fd in pipes:
-        os.close(fd)
-        text = buffers[fd].decode("utf-8", errors="replace").strip()
-        found.append(int(text) if text.isdigit() else (0 if fd in closed else None))
+        sel.register(read_fd, selectors.EVENT_READ)
+        while (left := deadline - time.monotonic()) > 0:
+            if not sel.select(timeout=left):
+                continue
+            chunk = os.read(read_fd, 65536)
+            if not chunk:
+                closed = True
+                break
+            buffer += chunk
+    found: list[int | None] = [0 if closed else None] * count
+    for line in buffer.decode("utf-8", errors="replace").splitlines():
+        index, _, pid = line.partition(" ")
+        if index.isdigit() and pid.isdigit() and int(index) < count:
+            found[int(index)] = int(pid)
     return found
 
 

@@ -33,7 +33,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from icc import framework
 from icc.errors import StateError
 from icc.locks import job_lock
+from icc.records import record
 from icc.store.protocol import Outcome, RunRecord, StateStore
 from icc.supervise.leases import FENCE_GRACE, Leases
 from icc.supervise.process import OutputKeeper as OutputKeeper  # re-exported
@@ -59,7 +60,7 @@ PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 LEFTOVER_DEADLINE = 5.0
 
 
-@dataclass
+@record
 class RunSpec:
     """What the supervisor needs to run a job: no plugin objects but the callable itself."""
 
@@ -89,7 +90,7 @@ class RunSpec:
     notices: list[str] = field(default_factory=list)  # for icc run's warnings: plugins that failed to load
 
 
-@dataclass
+@record
 class Result:
     outcome: Outcome
     exit_code: int | None = None
@@ -762,7 +763,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-@dataclass
+@record
 class Bounded:
     """What became of one piece of user code run by :func:`run_bounded`."""
 
@@ -996,7 +997,7 @@ def _finish_fenced(
             time.sleep(1.0)
 
 
-@dataclass
+@record
 class Detached:
     """What became of one background run handed to :func:`start_detached`."""
 
@@ -1016,9 +1017,9 @@ def start_detached(
 
     The caller must hold no SQLite connection: each supervisor is forked from it (so the plugins are not
     loaded again) and opens its own connection; a connection must never cross a fork. Every supervisor is
-    double-forked into a session of its own (no zombie, not in the tick's process group) and reports its pid
-    on a pipe before it touches the state store (:func:`icc.supervise.process.detach`), then supervises its run
-    like a foreground one (job lock, time limit, recording). No supervisor writes before its task starts, so
+    forked by one intermediate process in a session apart from the tick's (no zombie, not in its process group)
+    and reports its pid on a pipe before it touches the state store (:func:`icc.supervise.process.detach`),
+    then supervises its run like a foreground one (job lock, time limit, recording). No supervisor writes before its task starts, so
     twenty of them don't queue on the database's write lock before their tasks run.
     """
     if sys.platform.startswith("linux"):

@@ -45,7 +45,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, cast
 from icc import hosts as hostclock
 from icc.errors import IccError, StateError
 from icc.locks import Holder, hostname, job_lock, pid_alive, tick_lock
+from icc.records import record as _record
 from icc.statedir import state_dir_problem, state_file_problem
 from icc.store import open_store, sqlite_file, store_label
 from icc.store.protocol import FAILURES, FINISHED, Claim, JobRecord, Outcome, RunKind, RunRecord, StateStore
@@ -544,7 +545,7 @@ def run_context(
     return RunContext(record_name, run_id, moment, kind, env)
 
 
-@dataclass
+@_record
 class TickRow:
     """One line of the tick's table."""
 
@@ -557,7 +558,7 @@ class TickRow:
     background: bool = False
 
 
-@dataclass
+@_record
 class TickReport:
     slot: int
     rows: list[TickRow] = field(default_factory=list)
@@ -610,7 +611,7 @@ def rescan(config: Config) -> str:
     return f"`icc scan` exited {child.returncode}" + (f": {last.strip()}" if last else "")
 
 
-@dataclass
+@_record
 class _Planned:
     record: JobRecord
     schedule: Schedule
