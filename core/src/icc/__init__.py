@@ -59,7 +59,7 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'icc' has no attribute {name!r}")
-    import importlib
+    import importlib  # lazy: only a name exported lazily pays for it
 
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value

@@ -267,7 +267,7 @@ def _timezone(value: object, from_env: bool) -> object:
     zone = _str(value, from_env)
     assert isinstance(zone, str)
     if zone != "UTC":  # the default needs no tz database lookup on the idle path
-        import zoneinfo
+        import zoneinfo  # lazy: the default zone (UTC) needs no tz database
 
         try:
             zoneinfo.ZoneInfo(zone)
@@ -277,7 +277,7 @@ def _timezone(value: object, from_env: bool) -> object:
 
 
 def _url(value: object, from_env: bool) -> object:
-    from icc.urls import url_problem
+    from icc.urls import url_problem  # lazy: urllib.parse, paid only by a config with a URL
 
     problem = url_problem(value)
     if problem is not None:
@@ -372,7 +372,10 @@ MONITOR_KEYS: dict[str, Converter] = {
 
 
 def _notify_urls(value: object, from_env: bool) -> object:
-    from icc.urls import notify_url_problem, redact
+    from icc.urls import (  # lazy: urllib.parse, paid only by a config with notification URLs
+        notify_url_problem,
+        redact,
+    )
 
     items = [part.strip() for part in value.split(",")] if from_env and isinstance(value, str) else value
     if not isinstance(items, list) or not items:
@@ -460,11 +463,11 @@ def _shown_value(key: str, value: object) -> str:
     if key == "token":
         return "the value given (not shown)"
     if key in _SECRET_KEYS and isinstance(value, str):
-        from icc.urls import redact
+        from icc.urls import redact  # lazy: only when a secret is shown
 
         return repr(redact(value))
     if key in _SECRET_KEYS and isinstance(value, list | tuple):
-        from icc.urls import redact
+        from icc.urls import redact  # lazy: only when a secret is shown
 
         return repr([redact(item) if isinstance(item, str) else item for item in value])
     return repr(value)
@@ -563,7 +566,7 @@ def _check(
     for key, value in table.items():
         convert = schema.get(key)
         if convert is None:
-            import difflib
+            import difflib  # lazy: only for an unknown key (its closest match)
 
             close = difflib.get_close_matches(str(key), list(schema), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
@@ -586,7 +589,7 @@ def _dotenv(root: Path) -> dict[str, tuple[str, Path]]:
         path = root / name
         if not path.is_file():
             continue
-        from dotenv import dotenv_values  # only paid for when a .env exists
+        from dotenv import dotenv_values  # lazy: only paid for when a .env exists
 
         try:
             loaded = dotenv_values(path)
@@ -747,7 +750,7 @@ def load_config(
             "remove notify (with SQLite consumers poll, see --sleep)"
         )
     if notify.get("urls"):
-        from icc.urls import apprise_missing
+        from icc.urls import apprise_missing  # lazy: only a config with notification URLs
 
         missing = apprise_missing()
         if missing is not None:

@@ -51,7 +51,7 @@ def _names(value: object) -> bool:
 
 
 def _url(value: object) -> bool:
-    from icc.urls import url_problem  # urllib.parse: paid only by a config with a ping URL
+    from icc.urls import url_problem  # lazy: urllib.parse: paid only by a config with a ping URL
 
     return url_problem(value) is None
 
@@ -63,7 +63,7 @@ def _timezone(value: object) -> bool:
     zone = value.strip()
     if zone == "UTC":
         return True
-    import zoneinfo
+    import zoneinfo  # lazy: only a zone other than UTC (the idle tick)
 
     try:
         zoneinfo.ZoneInfo(zone)
@@ -115,7 +115,10 @@ MONITOR_CHECKS: dict[str, Check] = {
 def _notify_urls(value: object) -> bool:
     if not isinstance(value, list) or not value:
         return False
-    from icc.urls import apprise_missing, notify_url_problem  # paid only by a config with notification URLs
+    from icc.urls import (  # lazy: paid only by a config with notification URLs
+        apprise_missing,
+        notify_url_problem,
+    )
 
     return all(notify_url_problem(url) is None for url in value) and apprise_missing() is None
 
@@ -268,7 +271,7 @@ def _toml(data: bytes) -> dict[str, object]:
     text = data.decode()
     document = _simple_toml(text)
     if document is None:
-        import tomllib
+        import tomllib  # lazy: only a file the idle tick's small reader cannot read
 
         document = tomllib.loads(text)
     return document

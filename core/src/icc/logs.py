@@ -58,7 +58,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         moment = datetime.fromtimestamp(record.created, tz=UTC)
         if _zone is not None:
-            from zoneinfo import ZoneInfo
+            from zoneinfo import ZoneInfo  # lazy: only JSON logs in a zone other than UTC
 
             shown = moment.astimezone(ZoneInfo(_zone))
         else:

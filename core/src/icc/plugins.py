@@ -71,6 +71,7 @@ from icc.errors import PluginError, ScheduleError
 from icc.hookspecs import Handler
 from icc.jobs import Job, Provenance, RunContext, RunResult, Scheduler
 from icc.records import record
+from icc.statedir import in_state_dir
 
 if TYPE_CHECKING:
     import importlib.metadata
@@ -183,7 +184,7 @@ def _entry_points() -> list[importlib.metadata.EntryPoint]:
     A distribution seen twice on ``sys.path`` (``lib64`` a symlink to ``lib``) yields its entry points
     twice; only the first is kept.
     """
-    import importlib.metadata  # not on a run's path with local plugins only (load_only)
+    import importlib.metadata  # lazy: not on a run's path with local plugins only (load_only)
 
     seen: set[tuple[str, str]] = set()
     unique: list[importlib.metadata.EntryPoint] = []
@@ -356,8 +357,6 @@ def _describe(exc: BaseException) -> str:
 def _check_output_files(jobs: Mapping[str, Job], config: Config) -> None:
     """A ``send_output_to``/``append_output_to`` path in the state directory is a :class:`ScheduleError`: each
     run would overwrite the store (``send_output_to(".icc/state.sqlite3")``)."""
-    from icc.statedir import in_state_dir
-
     for name, job in jobs.items():
         if job.schedule.output_to is None:
             continue
@@ -834,7 +833,7 @@ def run_hook_plugins(host: PluginHost) -> str:
     its ``ICC_RUN_HOOK_SETTINGS``, or null), then those that failed or were left out (whether they have run
     hooks is unknown). A run's supervisor loads these and the
     job's own plugin, no other (:func:`load_only`)."""
-    import json
+    import json  # lazy: icc scan's alone
 
     with_hooks = {
         impl.plugin_name for hook in RUN_HOOKS for impl in getattr(host.pm.hook, hook).get_hookimpls()
@@ -916,7 +915,7 @@ def load_only(
 def _entry_point(name: str, distribution: str | None) -> importlib.metadata.EntryPoint | None:
     """The ``icc.tasks`` entry point ``name``: from ``distribution``'s own metadata when it is installed,
     else from every distribution's."""
-    import importlib.metadata
+    import importlib.metadata  # lazy: only an installed plugin named by its distribution
 
     if distribution is not None:
         try:

@@ -130,8 +130,8 @@ def tick_lock_held(state_dir: str, longer_than: float = 0.0) -> tuple[float, int
             pass
     if since > time.time() - longer_than:
         return None
-    import json
-    import socket
+    import json  # lazy: only a lock held for longer than a minute
+    import socket  # lazy: only a lock held for longer than a minute
 
     pid: int | None = None
     host: str | None = None
@@ -197,7 +197,7 @@ def parse_run_hook_plugins(text: str | None) -> list[tuple[str, str | None, tupl
     """The stored :func:`icc.plugins.run_hook_plugins` as (name, distribution, settings or None) in load order;
     None when there is none (scanned by an icc that did not store it) or it does not parse: then a run loads
     every plugin."""
-    import json  # only when something is due
+    import json  # lazy: only when something is due
 
     if text is None:
         return None

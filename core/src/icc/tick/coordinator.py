@@ -55,7 +55,7 @@ from icc import hosts as hostclock
 from icc.errors import IccError, StateError
 from icc.locks import Holder, hostname, job_lock, pid_alive, tick_lock
 from icc.records import record as _record
-from icc.statedir import state_dir_problem, state_file_problem
+from icc.statedir import output_file_problem, state_dir_problem, state_file_problem
 from icc.store import open_store, sqlite_file, store_label
 from icc.store.protocol import FAILURES, FINISHED, Claim, JobRecord, Outcome, RunKind, RunRecord, StateStore
 from icc.supervise.supervisor import (
@@ -80,6 +80,7 @@ from icc.tick.journal import (
     forget_journal,
     read_journal,
 )
+from icc.tickwatch import DRIFT_META_KEY, RUN_HOOKS_META_KEY, parse_run_hook_plugins, stamp_tick
 
 if TYPE_CHECKING:
     from icc.config import Config
@@ -704,8 +705,6 @@ class Tick:
             release_database()
 
     def _run(self) -> TickReport:
-        from icc.tickwatch import stamp_tick
-
         report = TickReport(self.slot)
         stamp_tick(str(self.config.state_dir))  # `icc check`: a tick began (and below: it ended)
         lock = tick_lock(self.config.state_dir)
@@ -778,7 +777,6 @@ class Tick:
         goes on with the stored jobs when that scan fails. A package directory that changed without a plugin
         distribution changing (an unrelated install) refreshes the stamp, so the idle tick stays idle."""
         from icc.tick.idle import plugins_drift, refreshed_stamp  # lazy: only the full tick checks drift
-        from icc.tickwatch import DRIFT_META_KEY  # lazy: as above
 
         stamp = self.store.get_meta(DRIFT_META_KEY)
         if stamp is None:  # scanned by an icc that wrote no stamp: `icc status` compares the fingerprint
@@ -807,8 +805,6 @@ class Tick:
         ``ICC_RUN_HOOK_SETTINGS`` are all unset: their hooks would do nothing for it (icc's pings without
         ``monitor.ping_url``, icc-mail without ``mail.alert_to``), so they are neither imported nor called."""
         if self._hooks is None:
-            from icc.tickwatch import RUN_HOOKS_META_KEY, parse_run_hook_plugins  # lazy: a tick with runs
-
             stored = self.store.get_meta(RUN_HOOKS_META_KEY) if self._plugins_current else None
             self._hooks = (parse_run_hook_plugins(stored),)
         found = self._hooks[0]
@@ -1526,8 +1522,6 @@ def set_output_file(spec: RunSpec, schedule: Schedule, root: Path) -> str | None
     """``send_output_to`` / ``append_output_to``: the file, relative to the project root; why the run must not
     start when the path is unsafe (a FIFO, another user's link or directory, inside the state directory)."""
     if schedule.output_to is not None:
-        from icc.statedir import output_file_problem  # lazy: only a job with an output file
-
         path, append = schedule.output_to
         spec.output_to = root / Path(path).expanduser()
         spec.output_append = append

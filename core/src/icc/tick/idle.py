@@ -69,7 +69,10 @@ def _parse(args: list[str]) -> tuple[str | None, bool, str | None] | None:
 def _trusted(state_dir: str, db_path: str) -> bool:
     """The same owner, mode and link checks as every other command (stat calls only); the full command
     reports what is wrong."""
-    from icc.statedir import state_dir_problem, state_file_problem
+    from icc.statedir import (  # lazy: only once a configuration was found
+        state_dir_problem,
+        state_file_problem,
+    )
 
     if state_dir_problem(state_dir) is not None:
         return False
@@ -98,7 +101,7 @@ def idle_tick(
             settings["scan"] = known["scan"]
             config: tuple[str, str] | None = (str(known["state_dir"]), str(known["timezone"]))
         else:
-            from icc.fastconfig import read_config
+            from icc.fastconfig import read_config  # lazy: a framework snapshot (known) does without it
 
             config = read_config(config_path, settings=settings)
         if config is None or (known is not None and known.get("store") is not None):
@@ -158,7 +161,7 @@ def _light_minute(
     """Something is due: when it is only the consumer cron jobs, :mod:`icc.tick.light` may run the minute."""
     if not quiet:  # the full tick prints its table
         return None
-    from icc.tick.light import try_light_minute
+    from icc.tick.light import try_light_minute  # lazy: only a minute with something due
 
     return try_light_minute(config_path, slot, state_dir, db_path, known)
 
@@ -176,14 +179,14 @@ def plugins_drift(config: Config, stamp: str | None, scanned: str | None) -> str
         return why
     if scanned is None or (why is None and stamp is not None):
         return None
-    from icc.plugins import installed_fingerprint
+    from icc.plugins import installed_fingerprint  # lazy: only when a drift check is asked for
 
     return "installed plugin distributions changed" if scanned != installed_fingerprint(config) else None
 
 
 def refreshed_stamp(stamp: str) -> str:
     """``stamp`` with its package directories' mtimes as they are now (their change was not a plugin's)."""
-    import contextlib  # the full tick's: the idle path never refreshes
+    import contextlib  # lazy: the full tick's: the idle path never refreshes
 
     lines = stamp.split("\n")
     for i, line in enumerate(lines):

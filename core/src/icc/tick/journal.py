@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from icc.errors import StateError
+from icc.statedir import state_file_problem
 from icc.store.protocol import Outcome, StateStore
 
 JOURNAL = "outcomes.journal"  # in the state directory: what the store could not take, for the next tick
@@ -92,8 +93,6 @@ class OutcomeJournal:
 
 def _open_journal(state_dir: Path, *, create: bool = False) -> int | None:
     """The journal's descriptor: this user's regular file, never through a link or a FIFO; None when not."""
-    from icc.statedir import state_file_problem
-
     path = state_dir / JOURNAL
     if state_file_problem(path) is not None:
         return None

@@ -37,6 +37,9 @@ import os
 import stat
 import sys
 
+from icc._version import __version__
+from icc.statedir import state_dir_problem
+
 TYPE_CHECKING = False  # not typing's: the idle check does not import typing
 if TYPE_CHECKING:
     from typing import NoReturn
@@ -108,9 +111,9 @@ def parse(args: list[str]) -> tuple[bool, str | None, str, list[str]] | None:
 def _loads(text: str) -> object:
     """JSON without importing ``json`` (and ``re``): its C scanner, with json.loads' settings."""
     try:
-        import _json
+        import _json  # lazy: the C scanner alone; import json costs re
     except ImportError:  # an implementation without it
-        import json
+        import json  # lazy: an implementation without _json
 
         return json.loads(text)
 
@@ -141,8 +144,6 @@ def _file_stamp(path: str) -> list[int] | None:
 
 def load(path: str, command: list[str]) -> dict[str, object]:
     """The snapshot at ``path`` when the idle check may use it for ``command``; raises :class:`Unusable`."""
-    from icc._version import __version__
-    from icc.statedir import state_dir_problem
 
     problem = state_dir_problem(os.path.dirname(path) or ".")
     if problem is not None:
@@ -225,7 +226,7 @@ def main(args: list[str]) -> NoReturn:
             f"icc run: cannot use the framework snapshot {path}: {exc!r}; running the full tick\n"
         )
     else:
-        from icc.tick.idle import idle_tick
+        from icc.tick.idle import idle_tick  # lazy: only a usable snapshot asks the store
 
         code = idle_tick(None, quiet, at, known)
         if code is not None:
