@@ -155,6 +155,7 @@ class _Stop:
     who = "icc run"  # the process that received it, for the run's error
     stop_at = 0.0  # when the running task is stopped (icc work leaves it its grace to finish on its own)
     supervisor: int | None = None  # icc run: the foreground run's supervisor, which gets the signal passed on
+    signalled: int | None = None  # the task's process group the handler sent SIGTERM to (the loop sends none)
 
 
 STOP = _Stop()
@@ -187,6 +188,7 @@ def install_stop_handlers(patience: float = 0.0) -> None:
         if STOP.pgid is not None and now >= STOP.stop_at:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(STOP.pgid, signal.SIGTERM)
+            STOP.signalled = STOP.pgid
         if STOP.supervisor is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(STOP.supervisor, signum)
@@ -581,7 +583,9 @@ class _Stopping:
     def check(self, watch: Watch, now: float) -> None:
         if stop_requested() and self.sent_at is None and now >= STOP.stop_at:
             self.sent_at = now
-            watch.stop(now, self.grace)
+            # Once only: a second SIGTERM could end a task inside its own handler, before it says how it
+            # stopped (a consumer's summary line).
+            watch.stop(now, self.grace, send=STOP.signalled != watch.pid)
         if self.leases is not None and self.fenced is None:
             self.fenced = self.leases.lost(self.run_id)
             if self.fenced is not None:
