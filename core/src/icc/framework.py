@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,20 @@ def argv() -> list[str] | None:
         if framework.argv is not None:
             return framework.argv()
     return None
+
+
+def icc_argv(config_path: Path | None) -> list[str]:
+    """How to call this install's icc again (crontab lines, systemd units, the dashboard's run now): what a
+    framework says (``manage.py icc``, with its settings module and directory), else the script beside this
+    interpreter (or ``python -m icc``), with the config file made absolute."""
+    called = argv()
+    if called is not None:
+        return called
+    script = Path(sys.executable).parent / "icc"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "icc"]
+    if config_path is not None:
+        command += ["--config", str(config_path.resolve())]
+    return command
 
 
 def write_snapshot(config: Any) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -11,15 +9,7 @@ if TYPE_CHECKING:
 
 
 def icc_argv(config: Config) -> list[str]:
-    """How to call this install's icc: the script beside this interpreter, with the config made absolute; or
-    what a framework says (``manage.py icc``, with its settings module and directory)."""
+    """How to call this install's icc: :func:`icc.framework.icc_argv` for ``config``'s file."""
     from icc import framework  # lazy: crontab lines and units only
 
-    called = framework.argv()
-    if called is not None:
-        return called
-    script = Path(sys.executable).parent / "icc"
-    argv = [str(script)] if script.exists() else [sys.executable, "-m", "icc"]
-    if config.path is not None:
-        argv += ["--config", str(config.path.resolve())]
-    return argv
+    return framework.icc_argv(config.path)

@@ -13,13 +13,11 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -623,20 +621,6 @@ def _present_job(site: Site, name: str) -> None:
         raise LookupError(f"no job named {name!r}")
 
 
-def icc_argv(config: Config) -> list[str]:
-    """How to call this install's icc again (as :func:`icc.cli.argv.icc_argv`: the web layer does not import
-    the command line's package)."""
-
-    called = framework.argv()
-    if called is not None:
-        return called
-    script = Path(sys.executable).parent / "icc"
-    argv = [str(script)] if script.exists() else [sys.executable, "-m", "icc"]
-    if config.path is not None:
-        argv += ["--config", str(config.path.resolve())]
-    return argv
-
-
 def run_now(site: Site, form: Any, name: str) -> tuple[str, str]:
     """``icc exec NAME`` in a process of its own (argv, no shell), in the project's directory with
     ``ICC_CONFIG``; a thread waits for it so it leaves no zombie."""
@@ -646,7 +630,7 @@ def run_now(site: Site, form: Any, name: str) -> tuple[str, str]:
     if site.config.path is not None:
         env["ICC_CONFIG"] = str(site.config.path.resolve())
     proc = subprocess.Popen(
-        [*icc_argv(site.config), "exec", name],
+        [*framework.icc_argv(site.config.path), "exec", name],
         cwd=site.config.root,
         env=env,
         stdin=subprocess.DEVNULL,
