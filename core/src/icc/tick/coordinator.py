@@ -200,15 +200,31 @@ def _keep_open(db_path: str, read_fd: int) -> None:
     db.close()  # the last connection: checkpoints the WAL, as any last one does
 
 
+KEEPER_WAIT = 10.0  # seconds release_database waits for the keeper's close (a checkpoint) at the most
+
+
 def release_database() -> None:
-    """End the keeper :func:`hold_database` started (it closes its connection and exits)."""
+    """End the keeper :func:`hold_database` started (it closes its connection and exits), and wait for it (at
+    most :data:`KEEPER_WAIT` seconds), so that no process of this tick holds the state directory once ``icc run``
+    has returned (a backup, an unmount or a removal right after it finds nothing busy)."""
     if _KEEPER:
+        import select  # lazy: a due tick's end alone (selectors, the supervise loop's, loads it anyway)
+
         write_fd, pid = _KEEPER
         _KEEPER.clear()
         with contextlib.suppress(OSError):
             os.close(write_fd)
+        try:
+            pidfd: int | None = os.pidfd_open(pid)
+        except OSError:
+            pidfd = None
+        if pidfd is not None:
+            try:
+                select.select([pidfd], [], [], KEEPER_WAIT)  # readable when the keeper has exited
+            finally:
+                os.close(pidfd)
         with contextlib.suppress(OSError):
-            os.waitpid(pid, os.WNOHANG)  # reaped now if it is done already; else when this process exits
+            os.waitpid(pid, os.WNOHANG)  # reaped now if it is done; else when this process exits
 
 
 def _forget_keeper_in_child() -> None:
