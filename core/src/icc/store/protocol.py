@@ -119,6 +119,13 @@ def _comparable(definition: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in definition.items() if key not in ("compiled", "order")}
 
 
+def run_duration(started_at: float | None, ended_at: float | None) -> float | None:
+    """A run's duration in seconds (never negative: a clock stepped back), None until it started and ended."""
+    if started_at is None or ended_at is None:
+        return None
+    return max(0.0, ended_at - started_at)
+
+
 @record(frozen=True)
 class RunRecord:
     """One run of a job, or one slot that was missed or skipped."""
@@ -139,9 +146,7 @@ class RunRecord:
 
     @property
     def duration(self) -> float | None:
-        if self.started_at is None or self.ended_at is None:
-            return None
-        return max(0.0, self.ended_at - self.started_at)
+        return run_duration(self.started_at, self.ended_at)
 
 
 @record(frozen=True)
@@ -173,9 +178,7 @@ class RunBrief:
 
     @property
     def duration(self) -> float | None:
-        if self.started_at is None or self.ended_at is None:
-            return None
-        return max(0.0, self.ended_at - self.started_at)
+        return run_duration(self.started_at, self.ended_at)
 
 
 @record(frozen=True)
