@@ -22,8 +22,9 @@ TYPE_CHECKING = False  # not typing's: ``import icc`` (and the idle tick) does n
 if TYPE_CHECKING:
     from typing import Any
 
-    from icc.hookspecs import hookimpl, hookspec
+    from icc.hookspecs import hookspec
     from icc.jobs import RunResult, Scheduler
+    from icc.markers import hookimpl
     from icc.queue.dispatch import dispatch
     from icc.schedule import Schedule
 
@@ -49,7 +50,7 @@ _LAZY = {
     "RunResult": "icc.jobs",
     "Schedule": "icc.schedule",
     "Scheduler": "icc.jobs",
-    "hookimpl": "icc.hookspecs",
+    "hookimpl": "icc.markers",
     "hookspec": "icc.hookspecs",
     "dispatch": "icc.queue.dispatch",
 }

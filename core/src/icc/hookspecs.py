@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
+from icc.markers import hookimpl
+
 if TYPE_CHECKING:
     import click
 
@@ -23,7 +25,7 @@ __all__ = ["Handler", "RegisterHandler", "hookimpl", "hookspec"]
 PROJECT_NAME = "icc"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
-hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+# hookimpl: icc.markers', pluggy-free (a plugin's import does not import pluggy), re-exported here
 
 Handler = Callable[[dict[str, Any]], None]
 """A queue message handler: called with the message's JSON payload."""
