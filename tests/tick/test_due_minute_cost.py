@@ -54,10 +54,14 @@ def schedule(scheduler):
 """
 
 
-def keeper_alive(pids: list[str]) -> bool:
+def keeper_alive(pids: list[str], root: Path) -> bool:
+    """Whether one of ``pids`` is a keeper of the project at ``root`` (its cwd: another test's tick, on another
+    xdist worker, may have a keeper of its own running meanwhile)."""
     for pid in pids:
         try:
-            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(TITLE.encode()):
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(TITLE.encode()) and os.readlink(
+                f"/proc/{pid}/cwd"
+            ) == str(root):
                 return True
         except OSError:
             pass
@@ -77,7 +81,7 @@ def test_the_keeper_holds_the_database_during_the_tick_and_ends_with_it(project:
     # The background run sleeps on; the keeper does not wait for it (no forked process keeps its pipe), and the
     # tick waits for the keeper: once icc run has returned, nothing of the tick holds the state directory (a
     # tmpfs under it failed to unmount in a CI dry run while the keeper was still closing).
-    assert not keeper_alive(held), "the keeper outlived its tick"
+    assert not keeper_alive(held, project.root), "the keeper outlived its tick"
     assert not (project.root / "background-done").exists(), "the background run is still running"
     project.wait_for(lambda: (project.root / "background-done").exists(), what="the background run")
     project.wait_for(
@@ -94,7 +98,7 @@ def test_a_tick_on_a_store_that_is_not_there_starts_no_keeper(project: Project) 
     assert proc.returncode != 0 and "icc scan" in proc.stderr
     assert not project.db.exists(), "the keeper never creates a database"
     new = [p for p in os.listdir("/proc") if p.isdigit() and p not in before]
-    assert not keeper_alive(new)
+    assert not keeper_alive(new, project.root)
 
 
 def test_the_meta_keys_the_tick_reads_without_importing_their_modules_are_theirs() -> None:
