@@ -299,7 +299,11 @@ def concluder_running(project: Project) -> bool:
                 cmdline = f.read()
         except OSError:
             continue
-        if b"icc: conclude" in cmdline:
+        try:
+            mine = os.readlink(f"/proc/{pid}/cwd") == str(project.root)  # not another xdist worker's test
+        except OSError:
+            continue
+        if b"icc: conclude" in cmdline and mine:
             return True
     return False
 
