@@ -588,19 +588,20 @@ class PluginHost:
             self._jobs = jobs
         return dict(self._jobs)
 
-    def jobs_of(self, plugin: str, job: str | None = None) -> dict[str, Job]:
+    def jobs_of(self, plugin: str, job: str | frozenset[str] | None = None) -> dict[str, Job]:
         """The jobs of one loaded plugin: its ``schedule`` hook alone is called (a run's supervisor needs
         its own job, not every plugin's). A hook that raises is recorded as in :meth:`collect_jobs`.
 
-        With ``job``, only that job: the plugin's other schedules are recorded but not built (a run's
-        supervisor, after a scan that checked them all, when the plugins did not change since)."""
+        With ``job``, only that job (or those jobs, a set): the plugin's other schedules are recorded but not
+        built (a run's supervisor, after a scan that checked them all, when the plugins did not change since;
+        the intermediate that forks the background supervisors, for all of them)."""
         for info, call in self._impls("schedule"):
             if info.name == plugin:
                 return self._scheduled(info, call, only=job) or {}
         return {}
 
     def _scheduled(
-        self, info: PluginInfo, call: Callable[..., object], only: str | None = None
+        self, info: PluginInfo, call: Callable[..., object], only: str | frozenset[str] | None = None
     ) -> dict[str, Job] | None:
         """One plugin's ``schedule`` hook called with a scheduler of its own, its jobs checked; None (the
         failure recorded) when the hook or a check raises."""

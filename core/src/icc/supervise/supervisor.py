@@ -45,7 +45,16 @@ from icc.records import record
 from icc.store.protocol import Outcome, RunRecord, StateStore
 from icc.supervise.leases import FENCE_GRACE, Leases
 from icc.supervise.process import OutputKeeper as OutputKeeper  # re-exported
-from icc.supervise.process import Watch, detach, exit_of, kill_group, run_child, signal_name, task_outcome
+from icc.supervise.process import (
+    Watch,
+    detach,
+    exit_forked,
+    exit_of,
+    kill_group,
+    run_child,
+    signal_name,
+    task_outcome,
+)
 from icc.supervise.process import enter_run_context as enter_run_context  # re-exported
 from icc.supervise.process import exception_text as exception_text  # re-exported
 
@@ -714,7 +723,7 @@ def _foreground_supervisor(
             traceback.print_exc()
         code = 1
     finally:
-        os._exit(code)
+        exit_forked(code)
 
 
 def _told(notices_r: int) -> dict[str, Any] | None:
@@ -749,9 +758,9 @@ def spawn_detached(work: Callable[[], object]) -> None:
                         signal.signal(sig, signal.SIG_DFL)
                     work()
                 finally:
-                    os._exit(0)
+                    exit_forked(0)
         finally:
-            os._exit(0)
+            exit_forked(0)
     os.waitpid(pid, 0)  # the intermediate exits as soon as it has forked
 
 
@@ -1016,6 +1025,7 @@ def start_detached(
     *,
     grace: float,
     report_timeout: float = 10.0,
+    prepare: Callable[[], object] | None = None,
 ) -> list[Detached]:
     """Start one detached supervisor per spec; return each one's pid, or why it did not start.
 
@@ -1025,6 +1035,11 @@ def start_detached(
     and reports its pid on a pipe before it touches the state store (:func:`icc.supervise.process.detach`),
     then supervises its run like a foreground one (job lock, time limit, recording). No supervisor writes before its task starts, so
     twenty of them don't queue on the database's write lock before their tasks run.
+
+    ``prepare()`` runs in the intermediate before it forks them (:func:`icc.supervise.process.detach`): the
+    tick loads the runs' plugins and builds their jobs there once, for all of them. When the intermediate
+    died in it (a plugin's import that crashes the process) so that no supervisor reported, the supervisors
+    are started again without it, each loading for itself and recording what went wrong with its own run.
     """
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
@@ -1033,8 +1048,12 @@ def start_detached(
     def target(spec: RunSpec) -> Callable[[], None]:
         return lambda: _detached_supervisor(spec, open_store, grace)
 
+    targets = [target(spec) for spec in specs]
+    pids = detach(targets, report_timeout, prepare)
+    if prepare is not None and pids and all(pid == 0 for pid in pids):
+        pids = detach(targets, report_timeout)  # the intermediate died preparing: without it
     results: list[Detached] = []
-    for pid in detach([target(spec) for spec in specs], report_timeout):
+    for pid in pids:
         if pid:
             results.append(Detached(pid=pid))
         elif pid == 0:
