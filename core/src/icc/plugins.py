@@ -53,7 +53,6 @@ import faulthandler
 import functools
 import importlib
 import importlib.util
-import logging
 import os
 import re
 import sys
@@ -65,7 +64,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NoReturn, Protocol, 
 
 import pluggy
 
-from icc import hookspecs
+from icc import hookspecs, logs
 from icc._version import DISTRIBUTION, __version__
 from icc.errors import PluginError, ScheduleError
 from icc.hookspecs import Handler
@@ -111,7 +110,7 @@ JOBS_FROM_EVERY_PLUGIN = frozenset({"icc.queue.builtin"})
 
 Source = Literal["entry-point", "local", "builtin"]
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 

@@ -127,6 +127,59 @@ def exit_code(exc: SystemExit) -> int:
     return 1
 
 
+class _Title:
+    """setproctitle's C function, once looked for (``loaded``; None when it is not installed)."""
+
+    loaded = False
+    setter: Callable[[str], None] | None = None
+
+
+def title_setter() -> Callable[[str], None] | None:
+    """``setproctitle.setproctitle`` when setproctitle is installed, else None, loaded once.
+
+    Its C extension (``setproctitle._setproctitle``) is loaded without the package's ``__init__``, which
+    imports :mod:`logging` (about 4 ms, for a debug line when the extension is missing): the due tick and
+    every supervisor would pay for it. A later ``import setproctitle`` finds the extension loaded."""
+    if not _Title.loaded:
+        _Title.setter = _load_title_setter()
+        _Title.loaded = True
+    return _Title.setter
+
+
+def _load_title_setter() -> Callable[[str], None] | None:
+    name = "setproctitle._setproctitle"
+    module = sys.modules.get(name)
+    if module is None:
+        from importlib.machinery import (  # lazy: only forked processes have a title to set
+            EXTENSION_SUFFIXES,
+            ExtensionFileLoader,
+            ModuleSpec,
+            PathFinder,
+        )
+
+        try:
+            package = PathFinder.find_spec("setproctitle")
+        except (ImportError, ValueError):
+            return None
+        for folder in (package.submodule_search_locations or []) if package is not None else []:
+            for suffix in EXTENSION_SUFFIXES:
+                path = os.path.join(folder, "_setproctitle" + suffix)
+                if not os.path.exists(path):
+                    continue
+                loader = ExtensionFileLoader(name, path)
+                try:
+                    module = loader.create_module(ModuleSpec(name, loader, origin=path))
+                    loader.exec_module(module)
+                except ImportError:
+                    return None
+                sys.modules[name] = module
+                break
+            if module is not None:
+                break
+    setter = getattr(module, "setproctitle", None)
+    return setter if callable(setter) else None
+
+
 # --- starting ----------------------------------------------------------------------------------------------
 
 

@@ -54,6 +54,7 @@ from icc.supervise.process import (
     run_child,
     signal_name,
     task_outcome,
+    title_setter,
 )
 from icc.supervise.process import enter_run_context as enter_run_context  # re-exported
 from icc.supervise.process import exception_text as exception_text  # re-exported
@@ -230,14 +231,12 @@ def _enter_task(spec: RunSpec) -> None:
 
 
 def set_title(title: str) -> None:
-    """Name this (forked) process in ps/top, when setproctitle is installed (imported only here: it costs
-    import time, and only forked processes have something to say)."""
-    try:
-        import setproctitle  # lazy: see the docstring (the tick preloads it before it forks: preload())
-    except ImportError:
-        return
-    with contextlib.suppress(Exception):
-        setproctitle.setproctitle(title)
+    """Name this (forked) process in ps/top, when setproctitle is installed (loaded only here, without
+    :mod:`logging`: :func:`icc.supervise.process.title_setter`; the tick loads it before it forks: preload())."""
+    setter = title_setter()
+    if setter is not None:
+        with contextlib.suppress(Exception):
+            setter(title)
 
 
 def _start(
@@ -319,8 +318,7 @@ def preload() -> None:
     for itself (setproctitle for the titles; the plugin host, :mod:`icc.plugins`, with pluggy and
     :mod:`icc.jobs`, which every plugin's ``@icc.hookimpl`` needs anyway), so a hundred supervisors do not
     each pay for it. Library code only: no plugin is imported, and the tick still runs no user code."""
-    with contextlib.suppress(ImportError):
-        import setproctitle  # noqa: F401  # lazy: only a tick with runs to hand over forks processes to name
+    title_setter()  # setproctitle's, for the titles
     from icc.jobs import RunContext  # noqa: F401  # lazy: as above (every run's context)
     from icc.plugins import prepare_manager  # lazy: as above; the idle paths never import the plugin host
 

@@ -67,6 +67,7 @@ from icc.supervise.supervisor import (
     preload,
     run_bounded,
     run_in_supervisor,
+    set_title,
     sleep_until,
     spawn_detached,
     start_detached,
@@ -180,10 +181,7 @@ def _keep_open(db_path: str, read_fd: int) -> None:
     for fd in (0, 1, 2):  # never holds the tick's output open (a pipe's reader waits for the tick alone)
         os.dup2(devnull, fd)
     os.close(devnull)
-    with contextlib.suppress(ImportError, Exception):
-        import setproctitle  # lazy: see icc.supervise.supervisor.set_title
-
-        setproctitle.setproctitle("icc: hold the state database open for a tick")
+    set_title("icc: hold the state database open for a tick")
     quoted = db_path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
     identity = _file_identity(Path(db_path))
     try:  # mode=rw: never creates a database
@@ -864,9 +862,9 @@ class Tick:
             if freshness.due(self.store, now):
                 freshness.check(self.config, self.store, now)
         except StateError as exc:
-            import logging  # lazy: only when the store failed here
+            from icc import logs  # lazy: only when the store failed here
 
-            logging.getLogger(__name__).warning("the freshness check could not run: %s", exc)
+            logs.get(__name__).warning("the freshness check could not run: %s", exc)
 
     def _check_drift(self, report: TickReport) -> None:
         """Whether the plugins changed since the last scan (stat calls against the scan's stamp); with
