@@ -237,6 +237,10 @@ TOML = [
     "a = 1\na = 2\n",
     'a = "é"\r\nb = 2\r\n',
     "a = 1\r2\n",
+    "a = 1\r",
+    'a = "x"\r',
+    "a = 1 \r\n[b]\r",
+    "a = 1\r\r\n",
     "a = 1 # \x01\n",
     '"a" = 1\n',
     "a.b = 1\n",
@@ -248,7 +252,7 @@ TOML = [
 
 @pytest.mark.parametrize("text", TOML)
 def test_simple_toml_reader_agrees_with_tomllib(text: str) -> None:
-    ours = fastconfig._simple_toml(text)
+    ours = fastconfig.simple_toml(text)
     try:
         theirs = tomllib.loads(text)
     except tomllib.TOMLDecodeError:

@@ -56,7 +56,6 @@ import importlib.util
 import os
 import re
 import sys
-import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import field
 from pathlib import Path
@@ -504,6 +503,8 @@ class PluginHost:
 
     def _record(self, info: PluginInfo, error: BaseException | str, hook: str | None = None) -> PluginFailure:
         if isinstance(error, BaseException):
+            import traceback  # lazy: only a plugin that failed (1-2 ms of every supervisor and due tick)
+
             failure = PluginFailure(
                 info.name,
                 info.distribution,
