@@ -59,13 +59,17 @@ class Logger:
 
     def isEnabledFor(self, level: int) -> bool:
         configured = _Setup.level
-        return level >= (configured if configured is not None else WARNING)
+        if configured is None:  # not configured (icc as a library): logging decides, as the application set it
+            return self.real().isEnabledFor(level)
+        return level >= configured
 
     def real(self) -> logging.Logger:
-        """The :mod:`logging` logger of this name, with the ``icc`` logger set up as configured."""
+        """The :mod:`logging` logger of this name, with the ``icc`` logger set up as configured (when a command
+        configured it; in an application that uses icc as a library it stays the application's business)."""
         import logging  # lazy: see the module docstring
 
-        _apply()
+        if _Setup.level is not None:
+            _apply()
         return logging.getLogger(self.name)
 
     def debug(self, msg: object, *args: object, **kwargs: object) -> None:
@@ -159,12 +163,10 @@ def _json_formatter() -> logging.Formatter:
 
 
 def _apply() -> None:
-    """Set the real ``icc`` logger up as :func:`configure` said (with the defaults if nothing did): one stderr
-    handler, replacing any earlier one, so no line is printed twice."""
-    if _Setup.applied:
+    """Set the real ``icc`` logger up as :func:`configure` said: one stderr handler, replacing any earlier one,
+    so no line is printed twice."""
+    if _Setup.applied or _Setup.level is None:
         return
-    if _Setup.level is None:
-        _Setup.level = _NUMBERS[DEFAULT_LEVEL]
     import logging  # lazy: see the module docstring
 
     handler = _stderr_handler()
