@@ -59,7 +59,7 @@ class Logger:
 
     def isEnabledFor(self, level: int) -> bool:
         configured = _Setup.level
-        if configured is None:  # not configured (icc as a library): logging decides, as the application set it
+        if configured is None:  # icc as a library: logging decides, as the application set it up
             return self.real().isEnabledFor(level)
         return level >= configured
 
