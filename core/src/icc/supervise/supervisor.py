@@ -1028,15 +1028,16 @@ def start_detached(
 ) -> list[Detached]:
     """Start one detached supervisor per spec; return each one's pid, or why it did not start.
 
-    The caller must hold no SQLite connection: each supervisor is forked from it (so the plugins are not
-    loaded again) and opens its own connection; a connection must never cross a fork. Every supervisor is
+    The caller must hold no SQLite connection: each supervisor is forked from it (so what it imported is not
+    imported again) and opens its own connection; a connection must never cross a fork. Every supervisor is
     forked by one intermediate process in a session apart from the tick's (no zombie, not in its process group)
     and reports its pid on a pipe before it touches the state store (:func:`icc.supervise.process.detach`),
     then supervises its run like a foreground one (job lock, time limit, recording). No supervisor writes before its task starts, so
     twenty of them don't queue on the database's write lock before their tasks run.
 
     ``prepare()`` runs in the intermediate before it forks them (:func:`icc.supervise.process.detach`): the
-    tick loads the runs' plugins and builds their jobs there once, for all of them. When the intermediate
+    tick loads the runs' plugins and builds their jobs there once, for all of them
+    (:func:`icc.tick.coordinator.preload_runs`). When the intermediate
     died in it (a plugin's import that crashes the process) so that no supervisor reported, the supervisors
     are started again without it, each loading for itself and recording what went wrong with its own run.
     """
