@@ -8,7 +8,7 @@ from datetime import datetime
 
 from icc.config import load_config
 from icc.queue.dispatch import dispatch
-from projectkit import Project
+from projectkit import Project, at
 
 PLUGIN = """
 @icc.hookimpl
@@ -111,3 +111,50 @@ def test_status_warnings_are_log_lines_too(project: Project) -> None:
     assert as_json.stdout == text.stdout
     entry = json.loads(as_json.stderr)
     assert (entry["level"], entry["message"]) == ("warning", "never scanned; run `icc scan`")
+
+
+def test_a_due_run_logs_the_same_lines_in_text_and_json_at_each_level(project: Project) -> None:
+    # `icc run` with a job due goes without click (icc.__main__.due_run), and logging is imported only when a
+    # line is logged: each level and format still says the same.
+    project.write_plugin(
+        'if os.path.exists(os.path.join(os.environ["MARKER_DIR"], "broken")):\n'
+        '    raise RuntimeError("broken at import")\n' + PLUGIN
+    )
+    project.icc("scan", check=True)
+    (project.root / "broken").write_text("")  # each run's supervisor fails to load it: a warning each tick
+    warning = "plugin tasks_plugin: RuntimeError: broken at import"
+    debug = f"config {project.config}, state dir {project.state_dir}, timezone UTC, environment production"
+
+    text = project.icc("run", "--quiet", "--at", at(0))
+    assert text.returncode == 0, text.stderr  # a command job: it runs without its plugin
+    (line,) = text.stderr.splitlines()
+    assert line == f"warning: {warning}", text.stderr
+
+    verbose = project.icc("-v", "run", "--quiet", "--at", at(1))
+    # The second line is the run's supervisor's, from the logger icc.plugins (a child of icc's).
+    loading = "plugin 'tasks_plugin' failed to load: RuntimeError: broken at import"
+    assert verbose.stderr.splitlines() == [debug, loading, line], verbose.stderr
+
+    as_json = project.icc("-v", "--log-format", "json", "run", "--quiet", "--at", at(2))
+    entries = [json.loads(entry) for entry in as_json.stderr.splitlines()]
+    assert [(e["level"], e["logger"], e["message"]) for e in entries] == [
+        ("debug", "icc", debug),
+        ("debug", "icc.plugins", loading),
+        ("warning", "icc", warning),
+    ]
+    assert all(datetime.fromisoformat(e["time"]).utcoffset() is not None for e in entries)
+
+    quiet = project.icc("--log-level", "error", "run", "--quiet", "--at", at(3))
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    project.env["ICC_LOG_LEVEL"] = "debug"
+    project.env["ICC_LOG_FORMAT"] = "json"
+    from_env = project.icc("run", "--quiet", "--at", at(4))
+    assert [json.loads(e)["level"] for e in from_env.stderr.splitlines()] == ["debug", "debug", "warning"]
+
+
+def test_a_plugins_debug_line_keeps_its_logger_name(project: Project) -> None:
+    project.write_plugin("raise RuntimeError('broken at import')\n")
+    proc = project.icc("-v", "--log-format", "json", "scan")
+    entries = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert any(e["logger"] == "icc.plugins" and e["level"] == "debug" for e in entries), proc.stderr
+    assert any(e["level"] == "warning" and "broken at import" in e["message"] for e in entries), proc.stderr

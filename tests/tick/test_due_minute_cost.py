@@ -148,3 +148,16 @@ def test_a_due_minute_imports_no_light_minute_pause_or_freshness_it_does_not_nee
     paused = imported_by_a_tick(project, 2)
     assert "icc.pause" in paused
     assert project.runs("due")[-1]["outcome"] == "skipped", "a paused minute still skips the job"
+
+
+def test_a_due_minute_that_logs_nothing_never_imports_logging(project: Project) -> None:
+    # logging (about 4 ms) is imported when a line is logged at an enabled level; setproctitle's extension is
+    # loaded without its package, which imports logging. The foreground run's supervisor writes to the same
+    # stderr, so its imports are counted too.
+    project.write_plugin(DUE_JOB)
+    project.icc("scan", check=True)
+    project.icc("run", "--quiet", "--at", at(0), check=True)
+    modules = imported_by_a_tick(project, 1)
+    assert "icc.tick.coordinator" in modules
+    assert "logging" not in modules
+    assert project.runs("due")[-1]["outcome"] == "succeeded"

@@ -237,6 +237,10 @@ TOML = [
     "a = 1\na = 2\n",
     'a = "é"\r\nb = 2\r\n',
     "a = 1\r2\n",
+    "a = 1\r",
+    'a = "x"\r',
+    "a = 1 \r\n[b]\r",
+    "a = 1\r\r\n",
     "a = 1 # \x01\n",
     '"a" = 1\n',
     "a.b = 1\n",
@@ -248,7 +252,7 @@ TOML = [
 
 @pytest.mark.parametrize("text", TOML)
 def test_simple_toml_reader_agrees_with_tomllib(text: str) -> None:
-    ours = fastconfig._simple_toml(text)
+    ours = fastconfig.simple_toml(text)
     try:
         theirs = tomllib.loads(text)
     except tomllib.TOMLDecodeError:
@@ -277,3 +281,46 @@ def test_notify_urls_from_the_environment_keep_the_fast_path_and_a_bad_one_is_th
     project.env["ICC_NOTIFY_INTERVAL"] = "nan"
     assert "icc.config" in imported(tick(project, "--at", at(0)))
     one_line_error(project.icc("run", "--at", at(0)), "ICC_NOTIFY_INTERVAL")
+
+
+SITECUSTOMIZE = """
+import atexit, os
+
+MARKS = os.environ["EXIT_MARKS"]
+
+def mark(what):
+    with open(MARKS, "a") as f:
+        f.write(what + "\\n")
+
+atexit.register(mark, "atexit")
+
+class Finalized:
+    def __del__(self, _open=open, _marks=MARKS):  # bound now: builtins may be gone by then
+        with _open(_marks, "a") as f:
+            f.write("finalized\\n")
+
+kept = Finalized()  # a module global: deleted when the interpreter tears its modules down
+"""
+
+
+def test_an_idle_tick_ends_without_tearing_the_interpreter_down(project: Project, tmp_path: Path) -> None:
+    # Python's finalization (every module and object) is about 3 ms, a tenth of the idle tick: it exits with
+    # os._exit once its output is flushed and the atexit handlers ran.
+    idle(project)
+    (tmp_path / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    marks = tmp_path / "marks"
+    env = {**project.environ(), "PYTHONPATH": str(tmp_path), "EXIT_MARKS": str(marks)}
+    proc = subprocess.run(
+        project.argv("run", "--at", at(0)), cwd=project.root, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("icc run: nothing due at"), proc.stdout  # flushed
+    assert marks.read_text().splitlines() == ["atexit"]
+    # A due minute (the full tick) ends the same way, with its exit code.
+    marks.unlink()
+    due = subprocess.run(
+        project.argv("run", "--at", at(1)), cwd=project.root, env=env, capture_output=True, text=True
+    )
+    assert due.returncode == 0, due.stderr
+    assert "icc run" in due.stdout
+    assert marks.read_text().splitlines() == ["atexit"]

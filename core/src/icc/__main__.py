@@ -42,10 +42,33 @@ def main(argv: list[str] | None = None) -> None:
         if code is None:
             code = due_run(args)
         if code is not None:
-            raise SystemExit(code)
+            leave(code)
     from icc.cli import cli  # lazy: the idle and due ticks above never import click
 
     cli.main(args=args, prog_name="icc")
+
+
+def leave(code: int) -> None:
+    """End ``icc run`` with ``code`` as Python's own exit would, without tearing the interpreter down: its
+    output flushed and the ``atexit`` handlers run, then ``os._exit``. Finalizing every module and object is
+    about 3 ms of the 20 ms ``python -c "import sqlite3"`` (a tenth of an idle tick), more after a full tick;
+    nothing of icc's waits for it (every file, connection and child process is closed or waited for
+    explicitly). Raises SystemExit (the usual exit) when a thread other than this one is alive (Python's exit
+    waits for it), and when a flush fails, so that Python says so as it always did (exit 120)."""
+    threading = sys.modules.get("threading")
+    if threading is not None and any(
+        not t.daemon and t is not threading.current_thread() for t in threading.enumerate()
+    ):
+        raise SystemExit(code)
+    import atexit  # lazy: built in; only the exit
+
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        raise SystemExit(code) from None
+    os._exit(code)
 
 
 def parse_run(args: list[str], environ: dict[str, str] | os._Environ[str]) -> dict[str, object] | None:

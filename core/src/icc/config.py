@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import field, replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from icc.errors import ConfigError
+from icc.fastconfig import simple_toml
 from icc.records import record
 
 __all__ = [
@@ -286,7 +286,7 @@ def _url(value: object, from_env: bool) -> object:
     return value
 
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]?)(?:I?B)?\s*$", re.IGNORECASE)
+_SIZE = r"(?i)^\s*(\d+)\s*([KMG]?)(?:I?B)?\s*$"  # a pattern, compiled (and cached by re) when first used
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
 MAX_OUTPUT_LIMIT = 16 * 1024**2
 
@@ -298,7 +298,7 @@ def _output_size(value: object, from_env: bool) -> object:
         raise _Invalid(expected)
     if isinstance(value, int):
         size = value
-    elif isinstance(value, str) and (match := _SIZE.match(value)):
+    elif isinstance(value, str) and (match := re.match(_SIZE, value)):
         size = int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
     else:
         raise _Invalid(expected)
@@ -497,15 +497,27 @@ def _not_utf8(path: Path) -> ConfigError:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    """The TOML document in ``path``. A file of a few tables of plain keys with simple values is read without
+    importing tomllib (with its regular expressions and typing, about 2 ms of a due tick): by the idle tick's
+    own reader, :func:`icc.fastconfig.simple_toml`, which gives what tomllib gives or nothing."""
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}; fix the syntax at that line") from exc
-    except UnicodeDecodeError:
-        raise _not_utf8(path) from None
+            data = fh.read()
     except OSError as exc:
         raise ConfigError(f"{_shown(path)}: cannot read the config file: {exc.strerror or exc}") from exc
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
+    simple = simple_toml(text)
+    if simple is not None:
+        return simple
+    import tomllib  # lazy: see the docstring
+
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}; fix the syntax at that line") from exc
 
 
 def _pyproject_has_icc(path: Path) -> bool:

@@ -61,13 +61,15 @@ ALIASES = {
 }
 
 # Characters each field may hold before croniter sees it. croniter also knows hashed (H), random (R) and
-# nearest-weekday (W) values and seconds/years columns; icc does not, so they are refused up front.
+# nearest-weekday (W) values and seconds/years columns; icc does not, so they are refused up front. Patterns, not
+# compiled ones: re compiles (and caches) one when an expression is not a plain one (_simple_mask), which a due
+# tick never meets (compiling them at import was a millisecond of every tick).
 _FIELD_CHARS = (
-    re.compile(r"[0-9*,/\-]+"),
-    re.compile(r"[0-9*,/\-]+"),
-    re.compile(r"[0-9*,/\-?Ll]+"),
-    re.compile(r"[0-9A-Za-z*,/\-]+"),
-    re.compile(r"[0-9A-Za-z*,/\-#?]+"),
+    r"[0-9*,/\-]+",
+    r"[0-9*,/\-]+",
+    r"[0-9*,/\-?Ll]+",
+    r"[0-9A-Za-z*,/\-]+",
+    r"[0-9A-Za-z*,/\-#?]+",
 )
 _SYNTAX_HINT = {
     0: "a number 0-59 or cron syntax such as '*/5', '0-30/5', '15,45'",
@@ -77,7 +79,7 @@ _SYNTAX_HINT = {
     4: "a number 0-7 (0 and 7 are Sunday), a name (MON-SUN), 'MON#2' (second Monday), 'L5' (last Friday) "
     "or cron syntax such as '1-5'",
 }
-_EQUAL_RANGE = re.compile(r"^([^-/#]+)-([^-/#]+)(/\d+)?$")
+_EQUAL_RANGE = r"^([^-/#]+)-([^-/#]+)(/\d+)?$"  # a pattern, as above
 _DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
@@ -133,7 +135,7 @@ def _normalize_for_croniter(text: str) -> str:
     """Rewrite ``a-a`` (and ``a-a/n``) as ``a``: croniter reads an equal range as the whole field, cron as one value."""
     terms = []
     for term in text.split(","):
-        m = _EQUAL_RANGE.match(term)
+        m = re.match(_EQUAL_RANGE, term)
         if m and m.group(1).lower() == m.group(2).lower():
             term = m.group(1)
         terms.append(term)
@@ -222,7 +224,7 @@ def validate_field(index: int, value: str) -> None:
     """Raise a :class:`ScheduleError` naming the field, value and range unless *value* is valid cron syntax."""
     if _simple_mask(index, value) is not None:
         return
-    if not _FIELD_CHARS[index].fullmatch(value):
+    if not re.fullmatch(_FIELD_CHARS[index], value):
         if index == 2 and "w" in value.lower():
             raise _field_error(index, value, "W, the nearest weekday, is not supported")
         raise _field_error(index, value)

@@ -172,7 +172,7 @@ class _Doubt(Exception):
 
 # --- a subset of TOML ------------------------------------------------------------------------------
 # tomllib costs more to import (typing, its regular expressions) than the rest of the idle tick. A config
-# file is usually a few tables of plain keys with simple values, which _simple_toml reads; for anything else
+# file is usually a few tables of plain keys with simple values, which simple_toml reads; for anything else
 # (dotted keys, escapes, floats, multi-line values, a table or key defined twice...) it returns None and
 # tomllib reads the file. tests/tick/test_fastpath.py pins that whatever it returns equals tomllib's result.
 
@@ -223,7 +223,11 @@ def _simple_value(text: str) -> tuple[object, str] | None:
     return None
 
 
-def _simple_toml(text: str) -> dict[str, object] | None:
+def simple_toml(text: str) -> dict[str, object] | None:
+    """``text`` as ``tomllib.loads`` reads it, when it is a few tables of plain keys with simple values; None
+    for anything else (then tomllib reads it, and says what is wrong)."""
+    if "\r" in text.replace("\r\n", ""):
+        return None  # a carriage return not ending a line: TOML refuses it
     document: dict[str, object] = {}
     table = document
     headers: set[str] = set()
@@ -267,9 +271,12 @@ def _simple_toml(text: str) -> dict[str, object] | None:
     return document
 
 
+_simple_toml = simple_toml  # its name before the full loader used it too (other branches may still call it)
+
+
 def _toml(data: bytes) -> dict[str, object]:
     text = data.decode()
-    document = _simple_toml(text)
+    document = simple_toml(text)
     if document is None:
         import tomllib  # lazy: only a file the idle tick's small reader cannot read
 

@@ -172,15 +172,16 @@ class Scheduler:
         timezone: str = "UTC",
         environment: str | None = None,
         provenance: Provenance | None = None,
-        only: str | None = None,
+        only: str | frozenset[str] | None = None,
     ) -> None:
         self.timezone = timezone
         self.environment = environment
         self.jobs: dict[str, Job] = {}
         self._provenance = provenance or Provenance("unknown")
         # A lookup of one job (a run's supervisor, the plugins unchanged since the scan that checked them): the
-        # others are passed over, their schedules recorded, not built (icc.schedule.UnbuiltSchedule).
-        self._only = only
+        # others are passed over, their schedules recorded, not built (icc.schedule.UnbuiltSchedule). A set: the
+        # jobs of several runs (the background supervisors' intermediate builds theirs once for all of them).
+        self._only = frozenset((only,)) if isinstance(only, str) else only
 
     @property
     def provenance(self) -> Provenance:
@@ -191,7 +192,7 @@ class Scheduler:
         schedule_type, unbuilt_type = _SCHEDULE_TYPES or _schedule_types()
         if (
             self._only is not None
-            and (name or (default_name(task) if callable(task) else None)) != self._only
+            and (name or (default_name(task) if callable(task) else None)) not in self._only
         ):
             return cast("Schedule", unbuilt_type(default_timezone=self.timezone))
         if callable(task):

@@ -51,7 +51,7 @@ def _socket_hostname() -> str:
     return socket.gethostname()
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_UNSAFE = r"[^A-Za-z0-9_.-]+"  # a pattern, compiled (and cached by re) when first used
 _RECORD_SIZE = (
     1024  # holder records are padded to this size: a shorter one never leaves a tail of a longer one
 )
@@ -253,4 +253,4 @@ def job_lock(state_dir: Path, job: str) -> Lock:
 def job_lock_name(job: str) -> str:
     """The file name of a job's lock in ``<state_dir>/locks``: the job name made safe, plus a hash."""
     digest = _sha1(job.encode(), usedforsecurity=False).hexdigest()[:10]
-    return f"{_UNSAFE.sub('_', job)[:60]}-{digest}.lock"
+    return f"{re.sub(_UNSAFE, '_', job)[:60]}-{digest}.lock"

@@ -53,11 +53,9 @@ import faulthandler
 import functools
 import importlib
 import importlib.util
-import logging
 import os
 import re
 import sys
-import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import field
 from pathlib import Path
@@ -65,7 +63,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NoReturn, Protocol, 
 
 import pluggy
 
-from icc import hookspecs
+from icc import hookspecs, logs
 from icc._version import DISTRIBUTION, __version__
 from icc.errors import PluginError, ScheduleError
 from icc.hookspecs import Handler
@@ -111,7 +109,7 @@ JOBS_FROM_EVERY_PLUGIN = frozenset({"icc.queue.builtin"})
 
 Source = Literal["entry-point", "local", "builtin"]
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 
@@ -505,6 +503,8 @@ class PluginHost:
 
     def _record(self, info: PluginInfo, error: BaseException | str, hook: str | None = None) -> PluginFailure:
         if isinstance(error, BaseException):
+            import traceback  # lazy: only a plugin that failed (1-2 ms of every supervisor and due tick)
+
             failure = PluginFailure(
                 info.name,
                 info.distribution,
@@ -588,19 +588,20 @@ class PluginHost:
             self._jobs = jobs
         return dict(self._jobs)
 
-    def jobs_of(self, plugin: str, job: str | None = None) -> dict[str, Job]:
+    def jobs_of(self, plugin: str, job: str | frozenset[str] | None = None) -> dict[str, Job]:
         """The jobs of one loaded plugin: its ``schedule`` hook alone is called (a run's supervisor needs
         its own job, not every plugin's). A hook that raises is recorded as in :meth:`collect_jobs`.
 
-        With ``job``, only that job: the plugin's other schedules are recorded but not built (a run's
-        supervisor, after a scan that checked them all, when the plugins did not change since)."""
+        With ``job``, only that job (or those jobs, a set): the plugin's other schedules are recorded but not
+        built (a run's supervisor, after a scan that checked them all, when the plugins did not change since;
+        the intermediate that forks the background supervisors, for all of them)."""
         for info, call in self._impls("schedule"):
             if info.name == plugin:
                 return self._scheduled(info, call, only=job) or {}
         return {}
 
     def _scheduled(
-        self, info: PluginInfo, call: Callable[..., object], only: str | None = None
+        self, info: PluginInfo, call: Callable[..., object], only: str | frozenset[str] | None = None
     ) -> dict[str, Job] | None:
         """One plugin's ``schedule`` hook called with a scheduler of its own, its jobs checked; None (the
         failure recorded) when the hook or a check raises."""

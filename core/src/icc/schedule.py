@@ -55,7 +55,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_EXPECT_SUCCESS = 366 * 86_400  # seconds: expect_success_within() at most a year
 
 _MINUTE, _HOUR, _DAY, _MONTH, _DOW = range(5)
-_TIME = re.compile(r"(\d{1,2}):(\d{2})")
+_TIME = r"(\d{1,2}):(\d{2})"  # patterns, compiled (and cached by re) when first used
 _DAY_NAMES = {
     "0": "Sunday",
     "7": "Sunday",
@@ -132,7 +132,7 @@ _EVERY_AND_CRON = (
     "every() cannot be combined with the cron-style methods (every_minutes(), every_hour(), daily(), at(), "
     "on_mondays(), set_minute(), cron(), ...): every() counts real minutes from starting(); keep one of them"
 )
-_ADDRESS = re.compile(r"[^@\s<>,;]+@[^@\s<>,;]+")
+_ADDRESS = r"[^@\s<>,;]+@[^@\s<>,;]+"
 
 
 @record(frozen=True)
@@ -167,7 +167,7 @@ def _parse_time(which: str, value: object, method: str = "between") -> str:
     if isinstance(value, dt_time):
         return f"{value.hour:02d}:{value.minute:02d}"
     if isinstance(value, str):
-        m = _TIME.fullmatch(value.strip())
+        m = re.fullmatch(_TIME, value.strip())
         if m:
             hour, minute = int(m.group(1)), int(m.group(2))
             if hour <= 23 and minute <= 59:
@@ -406,7 +406,7 @@ class Schedule:
         if isinstance(hour, str) and ":" in hour:
             if minute != 0:
                 raise ScheduleError(f"at({hour!r}, {minute!r}): give either at('HH:MM') or at(hour, minute)")
-            m = _TIME.fullmatch(hour.strip())
+            m = re.fullmatch(_TIME, hour.strip())
             if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
                 raise ScheduleError(
                     f"at({hour!r}) is not a valid time: give 'HH:MM' with hour 0-23, minute 0-59"
@@ -724,7 +724,7 @@ class Schedule:
             raise ScheduleError(f"{method}() needs at least one address, e.g. {method}('ops@example.org')")
         for address in addresses:
             # The full check (display names, header injection) is icc-mail's, when it builds the mail.
-            if not isinstance(address, str) or not _ADDRESS.search(address) or address != address.strip():
+            if not isinstance(address, str) or not re.search(_ADDRESS, address) or address != address.strip():
                 raise ScheduleError(
                     f"{method}({address!r}): give e-mail addresses as strings, "
                     "'ops@example.org' or 'Ops <ops@example.org>'"

@@ -19,13 +19,13 @@ pings' ``/fail`` and the plugins' ``job_stale`` hook (icc-mail's alert mail), wh
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from icc import logs
 from icc.hookspecs import hookimpl
 from icc.plugins import loaded_host
 from icc.store import open_store, open_transport
@@ -49,7 +49,7 @@ __all__ = [
     "schedule_within",
 ]
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 # A built-in plugin: its after_run acts only for a job with expect_success_within, which icc's consumer jobs
 # never have, so the light minute (icc.tick.light) may run those without it.

@@ -22,7 +22,6 @@ retried later: it never delays a run or a tick. Payload: job, outcome, slot, err
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import time
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from icc import logs
 from icc.hookspecs import hookimpl
 from icc.store import open_store, open_transport
 from icc.urls import apprise_missing, redact
@@ -52,7 +52,7 @@ __all__ = [
     "queue_notifications",
 ]
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 FAILED = frozenset({"failed", "timed_out", "abandoned"})
 MESSAGE_NAME = "notify.send"

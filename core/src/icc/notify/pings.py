@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from icc import logs
 from icc._version import __version__
 from icc.errors import StateError
 from icc.hookspecs import hookimpl
@@ -55,7 +55,7 @@ __all__ = [
     "send",
 ]
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 FAILED = frozenset({"failed", "timed_out", "abandoned"})  # "/fail" and ping_on_failure
 RAN = frozenset({"succeeded", "failed", "timed_out", "abandoned", "stopped"})  # then_ping: a run that ended

@@ -31,7 +31,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import field
 from datetime import UTC, datetime
@@ -45,7 +44,17 @@ from icc.records import record
 from icc.store.protocol import Outcome, RunRecord, StateStore
 from icc.supervise.leases import FENCE_GRACE, Leases
 from icc.supervise.process import OutputKeeper as OutputKeeper  # re-exported
-from icc.supervise.process import Watch, detach, exit_of, kill_group, run_child, signal_name, task_outcome
+from icc.supervise.process import (
+    Watch,
+    detach,
+    exit_forked,
+    exit_of,
+    kill_group,
+    run_child,
+    signal_name,
+    task_outcome,
+    title_setter,
+)
 from icc.supervise.process import enter_run_context as enter_run_context  # re-exported
 from icc.supervise.process import exception_text as exception_text  # re-exported
 
@@ -221,14 +230,12 @@ def _enter_task(spec: RunSpec) -> None:
 
 
 def set_title(title: str) -> None:
-    """Name this (forked) process in ps/top, when setproctitle is installed (imported only here: it costs
-    import time, and only forked processes have something to say)."""
-    try:
-        import setproctitle  # lazy: see the docstring (the tick preloads it before it forks: preload())
-    except ImportError:
-        return
-    with contextlib.suppress(Exception):
-        setproctitle.setproctitle(title)
+    """Name this (forked) process in ps/top, when setproctitle is installed (loaded only here, without
+    :mod:`logging`: :func:`icc.supervise.process.title_setter`; the tick loads it before it forks: preload())."""
+    setter = title_setter()
+    if setter is not None:
+        with contextlib.suppress(Exception):
+            setter(title)
 
 
 def _start(
@@ -310,8 +317,7 @@ def preload() -> None:
     for itself (setproctitle for the titles; the plugin host, :mod:`icc.plugins`, with pluggy and
     :mod:`icc.jobs`, which every plugin's ``@icc.hookimpl`` needs anyway), so a hundred supervisors do not
     each pay for it. Library code only: no plugin is imported, and the tick still runs no user code."""
-    with contextlib.suppress(ImportError):
-        import setproctitle  # noqa: F401  # lazy: only a tick with runs to hand over forks processes to name
+    title_setter()  # setproctitle's, for the titles
     from icc.jobs import RunContext  # noqa: F401  # lazy: as above (every run's context)
     from icc.plugins import prepare_manager  # lazy: as above; the idle paths never import the plugin host
 
@@ -710,11 +716,13 @@ def _foreground_supervisor(
                 print(f"error: the supervisor of {spec.job} (run {spec.run_id}): {exc}", file=sys.stderr)
         code = 1
     except BaseException:
+        import traceback  # lazy: only a supervisor that failed unexpectedly (1-2 ms of every due tick)
+
         with contextlib.suppress(Exception):
             traceback.print_exc()
         code = 1
     finally:
-        os._exit(code)
+        exit_forked(code)
 
 
 def _told(notices_r: int) -> dict[str, Any] | None:
@@ -749,9 +757,9 @@ def spawn_detached(work: Callable[[], object]) -> None:
                         signal.signal(sig, signal.SIG_DFL)
                     work()
                 finally:
-                    os._exit(0)
+                    exit_forked(0)
         finally:
-            os._exit(0)
+            exit_forked(0)
     os.waitpid(pid, 0)  # the intermediate exits as soon as it has forked
 
 
@@ -1016,15 +1024,22 @@ def start_detached(
     *,
     grace: float,
     report_timeout: float = 10.0,
+    prepare: Callable[[], object] | None = None,
 ) -> list[Detached]:
     """Start one detached supervisor per spec; return each one's pid, or why it did not start.
 
-    The caller must hold no SQLite connection: each supervisor is forked from it (so the plugins are not
-    loaded again) and opens its own connection; a connection must never cross a fork. Every supervisor is
+    The caller must hold no SQLite connection: each supervisor is forked from it (so what it imported is not
+    imported again) and opens its own connection; a connection must never cross a fork. Every supervisor is
     forked by one intermediate process in a session apart from the tick's (no zombie, not in its process group)
     and reports its pid on a pipe before it touches the state store (:func:`icc.supervise.process.detach`),
     then supervises its run like a foreground one (job lock, time limit, recording). No supervisor writes before its task starts, so
     twenty of them don't queue on the database's write lock before their tasks run.
+
+    ``prepare()`` runs in the intermediate before it forks them (:func:`icc.supervise.process.detach`): the
+    tick loads the runs' plugins and builds their jobs there once, for all of them
+    (:func:`icc.tick.coordinator.preload_runs`). When the intermediate
+    died in it (a plugin's import that crashes the process) so that no supervisor reported, the supervisors
+    are started again without it, each loading for itself and recording what went wrong with its own run.
     """
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
@@ -1033,8 +1048,12 @@ def start_detached(
     def target(spec: RunSpec) -> Callable[[], None]:
         return lambda: _detached_supervisor(spec, open_store, grace)
 
+    targets = [target(spec) for spec in specs]
+    pids = detach(targets, report_timeout, prepare)
+    if prepare is not None and pids and all(pid == 0 for pid in pids):
+        pids = detach(targets, report_timeout)  # the intermediate died preparing: without it
     results: list[Detached] = []
-    for pid in detach([target(spec) for spec in specs], report_timeout):
+    for pid in pids:
         if pid:
             results.append(Detached(pid=pid))
         elif pid == 0:

@@ -42,6 +42,7 @@ fails naming every claimed run and whether it ran, since none of that can be rec
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -66,6 +67,7 @@ from icc.supervise.supervisor import (
     preload,
     run_bounded,
     run_in_supervisor,
+    set_title,
     sleep_until,
     spawn_detached,
     start_detached,
@@ -179,10 +181,7 @@ def _keep_open(db_path: str, read_fd: int) -> None:
     for fd in (0, 1, 2):  # never holds the tick's output open (a pipe's reader waits for the tick alone)
         os.dup2(devnull, fd)
     os.close(devnull)
-    with contextlib.suppress(ImportError, Exception):
-        import setproctitle  # lazy: see icc.supervise.supervisor.set_title
-
-        setproctitle.setproctitle("icc: hold the state database open for a tick")
+    set_title("icc: hold the state database open for a tick")
     quoted = db_path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
     identity = _file_identity(Path(db_path))
     try:  # mode=rw: never creates a database
@@ -389,14 +388,12 @@ def prepare_run(
     ctx = run_context(record.name, spec.run_id, slot, kind, zone, config.environment)
     enter_run_context(config.root, config.path)  # a plugin's import-time code sees the run's context too
     limit = spec.timeout or PLUGIN_LOAD_LIMIT
-    from icc.plugins import JOBS_FROM_EVERY_PLUGIN  # lazy: the supervisor's, loaded with the plugins below
-
-    # Every plugin is loaded when the plugins changed since the scan, and for a job defined from every plugin
-    # (a consumer job: its consumer needs every plugin's handlers anyway).
-    only = None
-    if hook_plugins is not None and record.plugin not in JOBS_FROM_EVERY_PLUGIN:
-        only = {record.plugin: record.distribution, **hook_plugins}
-    loaded = load_within(config, limit, only, None if only is None else record.plugin, record.name)
+    only = plugins_wanted(record, hook_plugins)
+    # A background run's supervisor takes what its intermediate loaded for it (:func:`preload_runs`), if that
+    # went well; otherwise (and in every other supervisor) it loads for itself.
+    loaded = _PRELOADED.get(_load_key(only, record.plugin))
+    if loaded is None:
+        loaded = load_within(config, limit, only, None if only is None else record.plugin, record.name)
     if loaded is None:  # a plugin's import hangs: this run fails, the tick and the other runs go on
         return "failed", (
             f"its plugins did not load within {limit:g}s (an import hangs?); the task was not started. "
@@ -419,20 +416,80 @@ def prepare_run(
     return None
 
 
-def load_within(
-    config: Config,
-    limit: float,
-    only: Mapping[str, str | None] | None = None,
-    jobs_of: str | None = None,
-    job: str | None = None,
-) -> tuple[PluginHost, dict[str, Job]] | None:
-    """The plugins and their jobs, loaded in this (forked) process; None when that took longer than ``limit``
-    seconds (SIGALRM interrupts an import that hangs in Python code). ``only``: just these plugins
-    ({name: distribution}, :func:`icc.plugins.load_only`), and with ``jobs_of`` just that plugin's jobs (with ``job``,
-    just that one built: :meth:`icc.plugins.PluginHost.jobs_of`)."""
-    import signal  # lazy: only a supervisor or the concluder
+def plugins_wanted(
+    record: JobRecord, hook_plugins: Mapping[str, str | None] | None
+) -> dict[str, str | None] | None:
+    """The plugins a run of ``record`` loads ({name: distribution}): its job's own and those with run hooks
+    (``hook_plugins``); None for every plugin: when the plugins changed since the scan (``hook_plugins`` None),
+    and for a job defined from every plugin (a consumer job: its consumer needs every plugin's handlers)."""
+    from icc.plugins import JOBS_FROM_EVERY_PLUGIN  # lazy: the supervisor's, loaded with the plugins
 
-    from icc.plugins import load_only, load_plugins  # lazy: the plugin host: supervisors, concluder, icc exec
+    if hook_plugins is None or record.plugin in JOBS_FROM_EVERY_PLUGIN:
+        return None
+    return {record.plugin: record.distribution, **hook_plugins}
+
+
+_LoadKey = tuple[frozenset[tuple[str, str | None]], str] | None
+# What the intermediate that forks the background supervisors loaded for them (preload_runs): per set of
+# plugins (and the plugin whose schedule hook built the jobs), the host and the jobs, as each supervisor
+# would have loaded them itself. Empty in every other process.
+_PRELOADED: dict[_LoadKey, tuple[PluginHost, dict[str, Job]]] = {}
+PRELOAD_LIMIT = 2.0  # seconds the intermediate gives the plugins to load before the supervisors load alone
+
+
+def _load_key(only: Mapping[str, str | None] | None, plugin: str) -> _LoadKey:
+    return None if only is None else (frozenset(only.items()), plugin)
+
+
+def preload_runs(
+    config: Config, runs: list[tuple[JobRecord, Mapping[str, str | None] | None, float]]
+) -> None:
+    """In the intermediate that forks the background runs' supervisors (:func:`icc.supervise.process.detach`),
+    before it forks them: load the plugins and build the jobs of ``runs`` ((record, run hook plugins, the
+    run's load limit) each) once, so that twenty supervisors do not each import the plugin and call its
+    ``schedule`` hook (:func:`prepare_run` takes its job from here).
+
+    Each set of plugins is loaded as a run's supervisor would load it (:func:`load_within`): the same plugins,
+    the same failures to report; only the jobs of all its runs are built in one call of the plugin's hook. It
+    is bounded by the runs' shortest load limit, and by :data:`PRELOAD_LIMIT` (the tick waits for it). Whatever
+    does not go as in a supervisor is left out, and those runs' supervisors load for themselves as before, so
+    each records exactly its own error: the limit reached (an import that hangs), or a ``schedule`` hook that
+    failed building several jobs at once (one job's bad schedule must not fail the others' runs)."""
+    if not runs:
+        return
+    enter_run_context(config.root, config.path)  # a plugin's import-time code sees the run's context
+    groups: dict[_LoadKey, tuple[dict[str, str | None] | None, str, set[str]]] = {}
+    for record, hook_plugins, _limit in runs:
+        only = plugins_wanted(record, hook_plugins)
+        key = _load_key(only, record.plugin)
+        groups.setdefault(key, (only, record.plugin, set()))[2].add(record.name)
+    limit = min(PRELOAD_LIMIT, *(run_limit for _r, _h, run_limit in runs))
+
+    def load_all() -> None:
+        from icc.plugins import load_only, load_plugins  # lazy: the intermediate's
+
+        for key, (only, plugin, names) in groups.items():
+            if only is None:
+                host = load_plugins(config)
+                live = host.collect_jobs()
+            else:
+                host = load_only(config, only)
+                failed = len(host.failures)
+                live = host.jobs_of(plugin, frozenset(names))
+                if len(host.failures) > failed:
+                    continue  # its schedule hook raised building them together: each supervisor alone
+            _PRELOADED[key] = (host, live)
+
+    if not within(limit, load_all):
+        _PRELOADED.clear()  # a hook interrupted halfway: nothing of it is trusted
+    gc.freeze()  # the supervisors' collections never walk (and so copy) what they share from here
+
+
+def within(limit: float, work: Callable[[], object]) -> bool:
+    """Call ``work()``; False when it took longer than ``limit`` seconds (SIGALRM interrupts an import or a
+    hook that hangs in Python code, and a plugin's loader records an exception as its failure, so the flag
+    says whether the limit was reached)."""
+    import signal  # lazy: only a supervisor, the concluder or the background supervisors' intermediate
 
     fired: list[bool] = []
 
@@ -443,15 +500,37 @@ def load_within(
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, limit)
     try:
-        host = load_plugins(config) if only is None else load_only(config, only)
-        live = host.collect_jobs() if only is None or jobs_of is None else host.jobs_of(jobs_of, job)
+        work()
     except TimeoutError:
         fired.append(True)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    # A plugin's loader records an exception as its failure: the flag says whether the limit was reached.
-    return None if fired else (host, live)
+    return not fired
+
+
+def load_within(
+    config: Config,
+    limit: float,
+    only: Mapping[str, str | None] | None = None,
+    jobs_of: str | None = None,
+    job: str | None = None,
+) -> tuple[PluginHost, dict[str, Job]] | None:
+    """The plugins and their jobs, loaded in this (forked) process; None when that took longer than ``limit``
+    seconds (:func:`within`). ``only``: just these plugins ({name: distribution}, :func:`icc.plugins.load_only`),
+    and with ``jobs_of`` just that plugin's jobs (with ``job``, just that one built:
+    :meth:`icc.plugins.PluginHost.jobs_of`)."""
+    from icc.plugins import load_only, load_plugins  # lazy: the plugin host: supervisors, concluder, icc exec
+
+    loaded: list[tuple[PluginHost, dict[str, Job]]] = []
+
+    def load() -> None:
+        host = load_plugins(config) if only is None else load_only(config, only)
+        loaded.append(
+            (host, host.collect_jobs() if only is None or jobs_of is None else host.jobs_of(jobs_of, job))
+        )
+
+    return loaded[0] if within(limit, load) and loaded else None
 
 
 def conclude_recorded(
@@ -783,9 +862,9 @@ class Tick:
             if freshness.due(self.store, now):
                 freshness.check(self.config, self.store, now)
         except StateError as exc:
-            import logging  # lazy: only when the store failed here
+            from icc import logs  # lazy: only when the store failed here
 
-            logging.getLogger(__name__).warning("the freshness check could not run: %s", exc)
+            logs.get(__name__).warning("the freshness check could not run: %s", exc)
 
     def _check_drift(self, report: TickReport) -> None:
         """Whether the plugins changed since the last scan (stat calls against the scan's stamp); with
@@ -1495,10 +1574,17 @@ class Tick:
                 report.rows.append(TickRow(item.record.name, "skipped", item.slot, detail=why))
                 self._conclude_unstarted(item)
             return
+        runs = [
+            (item.record, self._hook_plugins(item.record), spec.timeout or PLUGIN_LOAD_LIMIT)
+            for item, spec in background
+        ]
         self.store.close()  # no SQLite connection may cross the forks
         try:
             started = start_detached(
-                [spec for _item, spec in background], self._open_store, grace=self.config.grace
+                [spec for _item, spec in background],
+                self._open_store,
+                grace=self.config.grace,
+                prepare=partial(preload_runs, self.config, runs),
             )
         finally:
             with contextlib.suppress(StateError):  # lost: reported at the end of the tick
