@@ -55,6 +55,40 @@ def test_callable_that_raised_is_recorded_with_its_exception_text(project: Proje
     assert "ValueError: boom" in json.dumps(status)
 
 
+@pytest.mark.parametrize("ending", ["return", "raise", "sys.exit(3)"])
+def test_the_atexit_handlers_a_task_registers_run_when_it_ends_and_print_into_its_output(
+    project: Project, ending: str
+) -> None:
+    # As at a Python program's exit (an error reporter flushes what it queued): the task's own handlers run,
+    # those its process inherited from the supervisor do not (tests/supervise/test_background_preload.py).
+    body = {"return": "return", "raise": 'raise ValueError("late")', "sys.exit(3)": "sys.exit(3)"}[ending]
+    scanned(
+        project,
+        f"""
+        import atexit, sys
+
+        def flush():
+            print("flushed at exit")
+            with open(os.path.join(os.environ["MARKER_DIR"], "flushed"), "w") as f:
+                f.write(str(os.getpid()))
+
+        def job():
+            atexit.register(flush)
+            {body}
+
+        @icc.hookimpl
+        def schedule(scheduler):
+            scheduler.add(job, name="job").every_minute()
+        """,
+    )
+    run_at(project, 0)
+    (run,) = project.runs("job")
+    assert run["outcome"] == ("succeeded" if ending == "return" else "failed"), run
+    assert "flushed at exit" in run["output"]
+    assert (project.root / "flushed").read_text() == str(run["task_pid"])
+    assert run["exit_code"] == {"return": 0, "raise": 1, "sys.exit(3)": 3}[ending]
+
+
 def test_callable_that_exits_non_zero_is_recorded_with_its_exit_code(project: Project) -> None:
     scanned(
         project,

@@ -17,6 +17,7 @@ supervisors use it without loading what the full tick loads. Recording stays wit
 
 from __future__ import annotations
 
+import atexit
 import os
 import selectors
 import signal
@@ -194,8 +195,11 @@ def run_child(
     context, the process title), send stdout and stderr to ``write_fd``, call ``func()``, exit. Never returns.
 
     A ``func`` that raises prints its traceback and exits 1; its one-line text goes to ``error_fd`` (the
-    run's error)."""
+    run's error). The ``atexit`` handlers ``func`` registers run when it ends, as at a Python program's exit
+    (an error reporter's flush, say), with their output in the run's; those the child inherited from its
+    supervisor are not its own and never run (the child ends with ``os._exit``, as every forked icc process)."""
     code = 1
+    atexit._clear()
     try:
         os.setsid()
         if enter is not None:
@@ -229,7 +233,10 @@ def run_child(
                 except Exception:  # noqa: S110 (an exception whose text fails: the traceback says it all)
                     pass
     finally:
-        exit_forked(code)
+        try:
+            atexit._run_exitfuncs()  # prints what a handler raised, as Python's exit does
+        finally:
+            exit_forked(code)
 
 
 def detach(
