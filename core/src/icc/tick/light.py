@@ -363,6 +363,24 @@ def try_light_minute(
         settings = _settings(config_path) if known is None else _known_settings(known)
     except Exception:
         return None
+    # The plain runs' supervisor, forked before the tick holds a lock or a connection; it opens its own.
+    supervisor = plain.start(settings, state_dir, db_path) if plain is not None else None
+    try:
+        return _light_minute(settings, config_path, slot, state_dir, db_path, plain, supervisor)
+    finally:
+        if supervisor is not None:
+            supervisor.cancel()  # when it was not given its runs: it exits
+
+
+def _light_minute(
+    settings: _Settings,
+    config_path: str | None,
+    slot: int,
+    state_dir: str,
+    db_path: str,
+    plain: Plain | None,
+    supervisor: Any,
+) -> int | None:
     host = _hostname()
     try:
         lock = _try_lock(os.path.join(state_dir, "tick.lock"), host)
@@ -380,33 +398,35 @@ def try_light_minute(
         except (_NotLight, sqlite3.Error, ValueError):
             return None
         finally:
+            if supervisor is not None:
+                supervisor.ready()  # its connection is open: closing this one is not the last close
             db.close()
     finally:
         os.close(lock)  # releases the tick lock: the runs start outside it, as the full tick's do
     try:
+        if supervisor is not None:
+            supervisor.send(runs)  # first: no detached consumer supervisor may inherit its pipe
         _start(planned, settings, config_path, state_dir, db_path, prune=not runs)
-        if plain is None or not runs:
-            return 0
-        code = plain.run(runs, settings, state_dir, db_path)
-        _prune(settings, db_path)
+        return supervisor.wait() if supervisor is not None and runs else 0
     except (OSError, sqlite3.Error) as exc:  # claimed, not started: the next tick records them abandoned
         sys.stderr.write(f"error: icc run could not start the runs: {exc}\n")
         return 2
-    return code
 
 
 class Plain:
     """The plain foreground jobs' side of the light minute (:mod:`icc.tick.plain`, which imports this module):
     ``plan(db, names, slot)`` vouches for the due jobs that are not consumer jobs (the runs, in order; raises
-    :class:`_NotLight`), ``run(runs, settings, state_dir, db_path)`` runs the claimed ones (an exit code)."""
+    :class:`_NotLight`); ``start(settings, state_dir, db_path)`` forks their supervisor, whose handle is told
+    when the plan is made (``ready()``, before the tick's connection closes), is given the claimed runs
+    (``send(runs)``), and is waited for (``wait()``: the exit code) or let go (``cancel()``)."""
 
     def __init__(
         self,
         plan: Callable[[sqlite3.Connection, list[str], int], list[Any]],
-        run: Callable[[list[Any], _Settings, str, str], int],
+        start: Callable[[_Settings, str, str], Any],
     ) -> None:
         self.plan = plan
-        self.run = run
+        self.start = start
 
 
 def _plan(
@@ -530,14 +550,10 @@ def _start(
         db.close()
 
 
-def _prune(settings: _Settings, db_path: str) -> None:
+def prune(db: sqlite3.Connection, settings: _Settings) -> None:
     """Prune the run history as the full tick does after its runs."""
-    db = _connect(db_path)
-    try:
-        with _transaction(db):
-            db.execute(_PRUNE, (settings.core["keep_runs"], settings.core["keep_skipped"]))
-    finally:
-        db.close()
+    with _transaction(db):
+        db.execute(_PRUNE, (settings.core["keep_runs"], settings.core["keep_skipped"]))
 
 
 class _transaction:

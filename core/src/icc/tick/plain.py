@@ -20,7 +20,7 @@ configuration loader (:mod:`icc.tick.light` does the rest of the minute as for t
    the list goes on after it: it writes the following slot as ``next_due`` without importing ``icc.cron``. A
    list that ran out (or was never made: a job new since the scan) leaves the minute to the full tick, which
    makes a new one.
-3. **The light foreground supervisor** (:func:`run_plain`): one process, forked by the light tick, runs all
+3. **The light foreground supervisor** (:class:`Supervisor`): one process, forked by the light tick, runs all
    of the minute's plain runs in the full tick's order (declaration order), so each plugin is imported once:
    within ``PLUGIN_LOAD_LIMIT`` or the job's timeout (SIGALRM, as :func:`icc.tick.coordinator.load_within`);
    a plugin import that raises, hangs or exits fails only its own runs, with the full path's errors. Per run:
@@ -42,6 +42,7 @@ drift stamp); a failed run makes ``icc run --quiet`` print its tick table and ex
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sqlite3
 import sys
@@ -249,6 +250,28 @@ class PlainRun:
         self.next_due = next_due
         self.run_id = 0
 
+    def text(self) -> str:
+        """This run for the supervisor's pipe (:meth:`parse`): fields apart by US, the run ended by RS."""
+        timeout = "" if self.timeout is None else repr(self.timeout)
+        fields = [str(self.run_id), self.name, self.plugin, self.source, self.module, self.task_module]
+        fields += [self.qualname, timeout, str(int(self.overlapping)), self.lock, str(self.order)]
+        fields += [str(self.slot), self.title, str(self.next_due)]
+        return _US.join(fields) + _RS
+
+    @classmethod
+    def parse(cls, text: str) -> PlainRun:
+        fields = text.split(_US)
+        run_id, slot, title, next_due = fields[0], fields[11], fields[12], fields[13]
+        timeout = fields[7]
+        row = (*fields[1:7], None if timeout == "" else float(timeout), int(fields[8]), *fields[9:11], "")
+        run = cls(row, int(slot), "", int(next_due))
+        run.run_id = int(run_id)
+        run.title = title
+        return run
+
+
+_US, _RS = "\x1f", "\x1e"  # a job name is one line of printable text (icc.jobs)
+
 
 def plan(db: sqlite3.Connection, names: Sequence[str], slot: int) -> list[PlainRun]:
     """The plain runs of ``names`` (due at ``slot``, not consumer jobs), in the full tick's order; raises
@@ -282,6 +305,9 @@ def try_minute(config_path: str | None, slot: int, state_dir: str, db_path: str)
 # --- the light tick's side of the runs -------------------------------------------------------------------
 
 
+READY_WAIT = 1.0  # seconds the tick waits for its supervisor's connection before it closes its own
+
+
 class _Tick:
     """The light tick while its foreground supervisor runs: a stop (SIGTERM/SIGINT) is passed on to it."""
 
@@ -299,31 +325,105 @@ def _tick_signal(signum: int, _frame: object) -> None:
             pass
 
 
-def run_plain(runs: list[PlainRun], settings: light._Settings, state_dir: str, db_path: str) -> int:
-    """In the light tick, its runs claimed: the foreground supervisor runs them all, in order; the exit code
-    ``icc run --quiet`` returns (1 with its tick table printed when a run failed, as the full tick)."""
-    signal.signal(signal.SIGTERM, _tick_signal)
-    signal.signal(signal.SIGINT, _tick_signal)
-    waiting = list(runs)
-    while waiting:
+class Supervisor:
+    """The light tick's handle on the foreground supervisor of its plain runs, forked before the tick takes
+    its lock or opens the store. The supervisor opens its connection at once, and keeps it until it ends with
+    ``os._exit``: the tick's connection is then never the last one closed, nor is the supervisor's closed at
+    all, so no close checkpoints the WAL on the minute's path (SQLite recovers a connection a process did not
+    close; the next full tick's close, or an automatic checkpoint, moves the WAL into the database)."""
+
+    def __init__(self, settings: light._Settings, state_dir: str, db_path: str) -> None:
+        self.settings = settings
+        self.state_dir = state_dir
+        self.db_path = db_path
+        self.runs: list[PlainRun] = []  # all of the minute's plain runs
+        self.pid = 0
+        self.to_w = -1
+        self.from_r = -1
+        signal.signal(signal.SIGTERM, _tick_signal)
+        signal.signal(signal.SIGINT, _tick_signal)
+        self._fork()
+
+    def _fork(self) -> None:
+        to_r, to_w = os.pipe()
+        from_r, from_w = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the supervisor never returns
-            _supervisor(waiting, settings, state_dir, db_path)
+            os.close(to_w)
+            os.close(from_r)
+            _supervisor(to_r, from_w, self.settings, self.state_dir, self.db_path)
+        os.close(to_r)
+        os.close(from_w)
+        self.pid, self.to_w, self.from_r = pid, to_w, from_r
         _Tick.child = pid
-        if _Tick.signum:  # a stop between the handler's look and the fork
+        if _Tick.signum:  # a stop before it could be passed on
             os.kill(pid, _Tick.signum)
-        _, status = os.waitpid(pid, 0)
-        _Tick.child = 0
-        waiting = _after_supervisor(waiting, os.waitstatus_to_exitcode(status), db_path)
-    return _report(runs, settings, db_path)
+
+    def ready(self) -> None:
+        """Wait (briefly) until the supervisor has opened its connection."""
+        if self.from_r >= 0 and select.select([self.from_r], [], [], READY_WAIT)[0]:
+            os.read(self.from_r, 1)
+
+    def send(self, runs: list[PlainRun]) -> None:
+        """Hand the claimed runs over (none: it exits)."""
+        if not self.runs:
+            self.runs = runs
+        data = "".join(run.text() for run in runs).encode("utf-8", errors="surrogateescape")
+        while data:
+            data = data[os.write(self.to_w, data) :]
+        os.close(self.to_w)
+        self.to_w = -1
+
+    def cancel(self) -> None:
+        """Let it go (the minute is the full tick's, or it was given its runs) and reap it."""
+        if self.to_w >= 0:
+            os.close(self.to_w)
+            self.to_w = -1
+        if self.pid:
+            os.waitpid(self.pid, 0)
+            self.pid = 0
+            _Tick.child = 0
+        if self.from_r >= 0:
+            os.close(self.from_r)
+            self.from_r = -1
+
+    def wait(self) -> int:
+        """Wait for the supervisor (``waitpid``, no polling): the exit code of ``icc run --quiet``. One that
+        died: the run it was on is recorded abandoned, and a new supervisor runs the rest (:func:`_after`)."""
+        died = False
+        while True:
+            _, status = os.waitpid(self.pid, 0)
+            self.pid = 0
+            _Tick.child = 0
+            os.set_blocking(self.from_r, False)
+            try:
+                said = os.read(self.from_r, 64)
+            except OSError:
+                said = b""
+            os.close(self.from_r)
+            self.from_r = -1
+            if said.endswith((b"d0", b"d1")) and not died:
+                return 0 if said.endswith(b"d0") else _report(self.runs, self.settings, self.db_path)
+            if not said.endswith((b"d0", b"d1")):
+                died = True
+                rest = _after(self.runs, os.waitstatus_to_exitcode(status), self.db_path, self.settings)
+                if rest:
+                    self._fork()
+                    self.send(rest)
+                    continue
+            return _report(self.runs, self.settings, self.db_path)
 
 
-def _after_supervisor(runs: list[PlainRun], code: int, db_path: str) -> list[PlainRun]:
-    """The supervisor exited: the run it was on, when it did not record it, is abandoned (as the full tick
-    records a foreground run whose supervisor died); the runs after it are still to run (or, after a stop,
-    recorded skipped)."""
+def start(settings: light._Settings, state_dir: str, db_path: str) -> Supervisor:
+    return Supervisor(settings, state_dir, db_path)
+
+
+def _after(runs: list[PlainRun], code: int, db_path: str, settings: light._Settings) -> list[PlainRun]:
+    """The supervisor died: the run it was on, when it did not record it, is abandoned (as the full tick
+    records a foreground run whose supervisor died), its task's process group killed; the runs after it are
+    still to run (or, after a stop, recorded skipped). Pruned when nothing is left."""
     db = light._connect(db_path)
     try:
         marks = ", ".join("?" for _ in runs)
@@ -332,23 +432,25 @@ def _after_supervisor(runs: list[PlainRun], code: int, db_path: str) -> list[Pla
         ).fetchall()
         state = {row[0]: (row[1], row[2]) for row in rows}
         left = [r for r in runs if state.get(r.run_id, ("", None))[0] in ("pending", "running")]
-        if not left:
-            return []
-        first, rest = left[0], left[1:]
-        task_pid = state[first.run_id][1]
-        if task_pid:
-            try:  # its task lives on unsupervised: it goes, as the full tick ends it
-                if os.getpgid(task_pid) == task_pid:
-                    os.killpg(task_pid, signal.SIGKILL)
-            except OSError:
-                pass
-        why = f"its supervisor exited with code {code} without recording an outcome"
-        light._finish(db, first.run_id, "abandoned", time.time(), None, "", why)
-        if _Tick.signum:
-            why = f"not started: icc run received {signal_name(_Tick.signum)}"
-            for run in rest:
-                light._finish(db, run.run_id, "skipped", time.time(), None, "", why)
-            return []
+        rest: list[PlainRun] = []
+        if left:
+            first, rest = left[0], left[1:]
+            task_pid = state[first.run_id][1]
+            if task_pid:
+                try:  # its task lives on unsupervised: it goes, as the full tick ends it
+                    if os.getpgid(task_pid) == task_pid:
+                        os.killpg(task_pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            why = f"its supervisor exited with code {code} without recording an outcome"
+            light._finish(db, first.run_id, "abandoned", time.time(), None, "", why)
+            if _Tick.signum:
+                why = f"not started: icc run received {signal_name(_Tick.signum)}"
+                for run in rest:
+                    light._finish(db, run.run_id, "skipped", time.time(), None, "", why)
+                rest = []
+        if not rest:
+            light.prune(db, settings)
         return rest
     finally:
         db.close()
@@ -403,8 +505,10 @@ def _on_stop(signum: int, _frame: object) -> None:
         kill_group(_Stop.task, signal.SIGTERM)
 
 
-def _supervisor(runs: list[PlainRun], settings: light._Settings, state_dir: str, db_path: str) -> None:
-    """The foreground supervisor (forked by the light tick): every run in order, then ``os._exit``."""
+def _supervisor(to_r: int, from_w: int, settings: light._Settings, state_dir: str, db_path: str) -> None:
+    """The foreground supervisor (forked by the light tick): open the store, say so, read the runs the tick
+    claimed, run them in order, prune, say how it went (``d0``, or ``d1`` when a run failed), ``os._exit``
+    (its connection is not closed: see :class:`Supervisor`)."""
     code = 0
     try:
         signal.signal(signal.SIGTERM, _on_stop)
@@ -414,19 +518,30 @@ def _supervisor(runs: list[PlainRun], settings: light._Settings, state_dir: str,
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)  # icc run's stdout is its table: nothing of a run goes there
         os.close(devnull)
-        title = _titles()
-        title(f"icc: supervise {len(runs)} runs")
-        root = os.path.dirname(settings.path) if settings.path is not None else os.getcwd()
-        enter_run_context(root, settings.path)  # a plugin's import-time code sees the run's context too
-        if root not in sys.path:
-            sys.path.insert(0, root)  # local plugins, as icc.plugins loads them
         db = light._connect(db_path)
-        try:
+        db.execute("SELECT 1 FROM meta LIMIT 1").fetchall()  # open for real (a lazy open is not one)
+        os.write(from_w, b"r")
+        chunks = []
+        while chunk := os.read(to_r, 65536):
+            chunks.append(chunk)
+        os.close(to_r)
+        text = b"".join(chunks).decode("utf-8", errors="surrogateescape")
+        runs = [PlainRun.parse(part) for part in text.split(_RS) if part]
+        if runs:
+            title = _titles()
+            title(f"icc: supervise {len(runs)} runs")
+            root = os.path.dirname(settings.path) if settings.path is not None else os.getcwd()
+            enter_run_context(root, settings.path)  # a plugin's import-time code sees the run's context too
+            if root not in sys.path:
+                sys.path.insert(0, root)  # local plugins, as icc.plugins loads them
             loaded: dict[str, str | None] = {}  # plugin -> why it did not load, None when it did
+            failed = False
             for run in runs:
-                _one(db, run, settings, state_dir, loaded, title)
-        finally:
-            db.close()
+                failed = (
+                    _one(db, run, settings, state_dir, loaded, title, (from_w,)) in FAILED_OUTCOMES or failed
+                )
+            light.prune(db, settings)
+            os.write(from_w, b"d1" if failed else b"d0")
     except BaseException:
         code = 1
         try:
@@ -474,11 +589,13 @@ def _one(
     state_dir: str,
     loaded: dict[str, str | None],
     title: Callable[[str], None],
-) -> None:
+    keep_out: tuple[int, ...],
+) -> str:
+    """Run one of the runs; its outcome."""
     if _Stop.signum:
         why = f"not started: icc run received {signal_name(_Stop.signum)}"
         light._finish(db, run.run_id, "skipped", time.time(), None, "", why)
-        return
+        return "skipped"
     if run.plugin not in loaded:
         loaded[run.plugin] = _load(run)
     problem = loaded[run.plugin]
@@ -487,14 +604,15 @@ def _one(
         if problem is None:  # its plugin no longer defines it as scanned
             problem = f"job {run.name!r} could not be loaded from its plugin (it is no longer defined); run `icc scan`"
         light._finish(db, run.run_id, "failed", time.time(), None, "", problem)
-        return
+        return "failed"
     lock: int | None = None
     if not run.overlapping:
-        lock = _job_lock(db, run, settings, state_dir)
-        if lock is None:
-            return
+        taken = _job_lock(db, run, settings, state_dir)
+        if isinstance(taken, str):
+            return taken
+        lock = taken
     try:
-        _run(db, run, func, settings, lock, title)
+        return _run(db, run, func, settings, lock, title, keep_out)
     finally:
         if lock is not None:
             os.close(lock)
@@ -571,9 +689,9 @@ def _task(run: PlainRun) -> Callable[[], object] | None:
     return found if callable(found) else None
 
 
-def _job_lock(db: sqlite3.Connection, run: PlainRun, settings: light._Settings, state_dir: str) -> int | None:
-    """The job lock's descriptor; None when the run was recorded skipped or failed instead (as the full
-    supervisor records it)."""
+def _job_lock(db: sqlite3.Connection, run: PlainRun, settings: light._Settings, state_dir: str) -> int | str:
+    """The job lock's descriptor; or the outcome the run was recorded with instead (as the full supervisor
+    records it): skipped while the previous run holds it, failed for a lock file that cannot be used."""
     path = os.path.join(state_dir, "locks", run.lock)
     try:
         lock = light._try_lock(path, light._hostname())
@@ -584,7 +702,7 @@ def _job_lock(db: sqlite3.Connection, run: PlainRun, settings: light._Settings, 
 
         problem = lock_file_problem(Path(path))
         light._finish(db, run.run_id, "failed", time.time(), None, "", problem or "cannot take the job lock")
-        return None
+        return "failed"
     if lock is None:
         from pathlib import Path  # lazy: only a run whose previous run still runs gets here
 
@@ -597,7 +715,7 @@ def _job_lock(db: sqlite3.Connection, run: PlainRun, settings: light._Settings, 
             since = f" ({holder.describe(zone)})"
         error = f"skipped: the previous run is still running{since}"
         light._finish(db, run.run_id, "skipped", time.time(), None, "", error)
-        return None
+        return "skipped"
     return lock
 
 
@@ -608,12 +726,13 @@ def _run(
     settings: light._Settings,
     lock: int | None,
     title: Callable[[str], None],
-) -> None:
-    """Fork the task, watch it to its end with the supervise loop, record the run."""
+    keep_out: tuple[int, ...],
+) -> str:
+    """Fork the task, watch it to its end with the supervise loop, record the run; its outcome."""
     out_r, out_w = os.pipe()
     error_r, error_w = os.pipe()
     os.set_blocking(error_r, False)  # read once the task is gone; a daemonized grandchild may hold it open
-    held = (out_r, error_r) if lock is None else (out_r, error_r, lock)
+    held = (out_r, error_r, *keep_out) if lock is None else (out_r, error_r, lock, *keep_out)
     started = time.time()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the task never returns
@@ -657,6 +776,7 @@ def _run(
         status, timed_out=watch.timed_out, timeout=run.timeout, stopped=stopped, raised=raised
     )
     _finish_timed(db, run.run_id, outcome, ended, exit_code, keeper.text(), error)
+    return outcome
 
 
 def _finish_timed(
@@ -695,4 +815,4 @@ _ADD_COUNT = (
 )
 
 
-PLAIN = light.Plain(plan, run_plain)
+PLAIN = light.Plain(plan, start)
