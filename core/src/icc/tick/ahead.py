@@ -39,13 +39,23 @@ def next_slots(schedule: Schedule, first: int, count: int = SLOTS_AHEAD) -> list
     return found
 
 
+def slots_text(schedule: Schedule, first: int) -> str:
+    """The stored list from ``first`` on: ``'epoch@HH:MM,...'``, each slot's time in the job's zone."""
+    from datetime import UTC, datetime  # lazy: the full tick's
+    from zoneinfo import ZoneInfo  # lazy: as above
+
+    zone = ZoneInfo(schedule.zone)
+    return ",".join(
+        f"{s}@{datetime.fromtimestamp(s, tz=UTC).astimezone(zone).strftime('%H:%M')}"
+        for s in next_slots(schedule, first)
+    )
+
+
 def refresh_slots(db_path: str, ran: Sequence[tuple[str, Schedule, int | None]]) -> None:
     """The full tick, for the vouched jobs it ran (name, schedule, the ``next_due`` it wrote): a new list of
     next slots where the stored one does not go on after that ``next_due``. One read of those jobs' rows, a
     write only for the lists that ran out. Never fails the tick (the light minute then does not apply)."""
     import contextlib  # lazy: the full tick's
-    from datetime import UTC, datetime  # lazy: as above
-    from zoneinfo import ZoneInfo  # lazy: as above
 
     wanted = {name: (schedule, nxt) for name, schedule, nxt in ran if nxt is not None}
     if not wanted:
@@ -60,12 +70,7 @@ def refresh_slots(db_path: str, ran: Sequence[tuple[str, Schedule, int | None]])
                 schedule, nxt = wanted[name]
                 if following(str(slots), nxt) is not None:
                     continue
-                zone = ZoneInfo(schedule.zone)
-                text = ",".join(
-                    f"{s}@{datetime.fromtimestamp(s, tz=UTC).astimezone(zone).strftime('%H:%M')}"
-                    for s in next_slots(schedule, nxt)
-                )
-                updates.append((text, name))
+                updates.append((slots_text(schedule, nxt), name))
             if updates:
                 _write(db, f"UPDATE {TABLE} SET slots = ? WHERE name = ?", updates)
         finally:
