@@ -135,15 +135,19 @@ def scan_rows(
 
     infos = {info.name: info for info in host.plugins}
     plain_plugins: dict[str, str | None] = {}  # plugin -> its module, None when it is not plain
+    tasks: dict[int, tuple[str, str] | None] = {}  # id(task) -> (module, qualname), None when it is not plain
     rows: list[tuple[object, ...]] = []
     for rec in records:
         job = jobs.get(rec.name)
         info = infos.get(rec.plugin)
+        schedule = rec.definition.get("schedule", {})
         if (
             job is None
             or info is None
             or rec.kind != "callable"
             or info.source not in ("local", "entry-point")
+            or not _plain_schedule(schedule)
+            or _has_user_code(job)
         ):
             continue
         if rec.plugin not in plain_plugins:
@@ -153,9 +157,10 @@ def scan_rows(
                 plugin.__name__ if isinstance(plugin, types.ModuleType) and hooks <= PLAIN_HOOKS else None
             )
         module = plain_plugins[rec.plugin]
-        task = _plain_task(job)
-        schedule = rec.definition.get("schedule", {})
-        if module is None or task is None or not _plain_schedule(schedule):
+        if id(job.task) not in tasks:  # 10,000 jobs of one task: its signature looked at once
+            tasks[id(job.task)] = _plain_task(job)
+        task = tasks[id(job.task)]
+        if module is None or task is None:
             continue
         rows.append(
             (
@@ -182,21 +187,23 @@ def _plain_schedule(schedule: Mapping[str, object]) -> bool:
     return notify is None or notify == {"pings": False}  # without_pings(): nothing of its own to notify
 
 
+def _has_user_code(job: Job) -> bool:
+    """Whether anything but the task runs around it: arguments given, callbacks, conditions."""
+    schedule = job.schedule
+    return (
+        schedule.call_args is not None
+        or schedule.has_callbacks
+        or any(schedule.run_callbacks(w) for w in ("before", "after", "on_success", "on_failure"))
+    )
+
+
 def _plain_task(job: Job) -> tuple[str, str] | None:
-    """(module, qualname) of a plain job's task, or None."""
+    """(module, qualname) of a plain job's task (a module-level function that takes no context), or None."""
     import importlib  # lazy: icc scan's side only
     import types  # lazy: as above
 
     task = job.task
-    schedule = job.schedule
-    if (
-        not isinstance(task, types.FunctionType)
-        or "<" in task.__qualname__
-        or schedule.call_args is not None
-        or schedule.has_callbacks
-        or any(schedule.run_callbacks(w) for w in ("before", "after", "on_success", "on_failure"))
-        or job.takes_context()
-    ):
+    if not isinstance(task, types.FunctionType) or "<" in task.__qualname__ or job.takes_context():
         return None
     try:
         found: object = importlib.import_module(task.__module__)
@@ -283,15 +290,16 @@ def plan(db: sqlite3.Connection, names: Sequence[str], slot: int) -> list[PlainR
         raise _NotLight  # the plugins changed since the scan: the full tick loads them all (and says so)
     autoload = os.environ.get("ICC_DISABLE_PLUGIN_AUTOLOAD", "").strip().lower() in ("", "0", "false", "no")
     found: dict[str, PlainRun] = {}
+    wanted = set(names)
     for row in db.execute(_VOUCHED, (slot,)).fetchall():
         name = str(row[0])
-        if name not in names:
+        if name not in wanted:
             continue
         after = following(str(row[10]), slot)
         if after is None or (row[2] == "entry-point" and not autoload):
             raise _NotLight
         found[name] = PlainRun(row, slot, after[1], after[0])
-    if set(found) != set(names):
+    if set(found) != wanted:
         raise _NotLight
     return sorted(found.values(), key=lambda run: (run.order, run.name))
 
@@ -340,8 +348,10 @@ class Supervisor:
         self.pid = 0
         self.to_w = -1
         self.from_r = -1
-        signal.signal(signal.SIGTERM, _tick_signal)
-        signal.signal(signal.SIGINT, _tick_signal)
+        self.handlers = (
+            signal.signal(signal.SIGTERM, _tick_signal),
+            signal.signal(signal.SIGINT, _tick_signal),
+        )
         self._fork()
 
     def _fork(self) -> None:
@@ -388,6 +398,10 @@ class Supervisor:
         if self.from_r >= 0:
             os.close(self.from_r)
             self.from_r = -1
+        signal.signal(
+            signal.SIGTERM, self.handlers[0]
+        )  # the full tick (when it runs the minute) sets its own
+        signal.signal(signal.SIGINT, self.handlers[1])
 
     def wait(self) -> int:
         """Wait for the supervisor (``waitpid``, no polling): the exit code of ``icc run --quiet``. One that
