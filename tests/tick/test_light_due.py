@@ -477,6 +477,7 @@ def schedule(scheduler):
 
 
 def test_the_light_paths_copies_of_the_stores_constants_are_the_same() -> None:
+    from icc import plugins
     from icc.store import protocol
     from icc.tick import coordinator, plain
 
@@ -488,6 +489,7 @@ def test_the_light_paths_copies_of_the_stores_constants_are_the_same() -> None:
         protocol.DURATION_SUM_KEY,
     )
     assert set(plain.FAILED_OUTCOMES) == {"failed", "timed_out", "stopped"}
+    assert set(plain._FALSE) == plugins._FALSE
 
 
 def test_a_job_changed_without_a_rescan_of_the_table_goes_full(project: Project) -> None:

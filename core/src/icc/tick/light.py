@@ -1,5 +1,6 @@
 """The light cron minute: ``icc run --quiet`` when only the consumer cron jobs are due, without click, pluggy or
-the plugins.
+the plugins. (With plain foreground jobs due too, or alone, :mod:`icc.tick.plain` vouches for them and runs
+them through this module's tick: :class:`Plain`.)
 
 With ``consumers.mode = "cron"`` (the default) the ``consume:<queue>`` jobs are due every minute, so the common
 minute is not idle. The full tick would import click, the plugin machinery and every plugin (about 190 ms of CPU)

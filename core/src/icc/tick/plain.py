@@ -277,6 +277,7 @@ class PlainRun:
         return run
 
 
+_FALSE = ("", "0", "false", "no", "off")  # icc.plugins._FALSE (pinned by tests/tick/test_light_due.py)
 _US, _RS = "\x1f", "\x1e"  # a job name is one line of printable text (icc.jobs)
 
 
@@ -288,7 +289,7 @@ def plan(db: sqlite3.Connection, names: Sequence[str], slot: int) -> list[PlainR
     stamp = db.execute("SELECT value FROM meta WHERE key = 'drift_stamp'").fetchone()
     if stamp is None or drift(stamp[0]) is not None:
         raise _NotLight  # the plugins changed since the scan: the full tick loads them all (and says so)
-    autoload = os.environ.get("ICC_DISABLE_PLUGIN_AUTOLOAD", "").strip().lower() in ("", "0", "false", "no")
+    autoload = os.environ.get("ICC_DISABLE_PLUGIN_AUTOLOAD", "").strip().lower() in _FALSE
     found: dict[str, PlainRun] = {}
     wanted = set(names)
     for row in db.execute(_VOUCHED, (slot,)).fetchall():
