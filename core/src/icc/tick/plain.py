@@ -220,6 +220,9 @@ def store_rows(db_path: str, rows: Sequence[tuple[object, ...]], rebuilt: Iterab
     plugin unchanged since the last scan). Never fails the scan: the light minute then just does not apply."""
     import contextlib  # lazy: icc scan's side only
 
+    rebuilt = list(rebuilt)
+    if not rows and not rebuilt:
+        return  # nothing written (every plugin unchanged): the rows stand
     with contextlib.suppress(sqlite3.Error):
         db = light._connect(db_path)
         try:
