@@ -298,7 +298,7 @@ def test_a_plugin_whose_import_raises_or_hangs_fails_its_runs_and_the_others_run
     )
     project.icc("run", "--at", at(0), check=True)
     (project.root / how).write_text("")  # from now on its import raises or hangs (no plugin file changed)
-    project.icc("run", "--at", at(1))  # the full tick, for comparison
+    full = project.icc("run", "--at", at(1))  # the full tick, for comparison
     started = time.monotonic()
     light = project.icc("run", "--quiet", "--at", at(2))
     assert time.monotonic() - started < 20  # the tick exits
@@ -307,6 +307,8 @@ def test_a_plugin_whose_import_raises_or_hangs_fails_its_runs_and_the_others_run
     assert [comparable(r) for r in light_runs] == [comparable(r) for r in full_runs]
     fragile = next(r for r in light_runs if r["job"] == "fragile")
     if how == "break":
+        said = "warning: plugin fragile_plugin: RuntimeError: broken on purpose"
+        assert said in full.stderr.splitlines() and said in light.stderr.splitlines(), light.stderr
         assert fragile["error"] == (
             "job 'fragile' could not be loaded from its plugin (fragile_plugin: RuntimeError: broken on purpose); "
             "run `icc scan`"

@@ -686,7 +686,7 @@ def _load(run: PlainRun) -> str | None:
             "Run `icc scan` to see which plugin"
         )
     if error is not None:
-        sys.stderr.write(f"warning: plugin plugin {run.plugin!r} failed to load: {error}\n")
+        sys.stderr.write(f"warning: plugin {run.plugin}: {error}\n")  # as icc run warns of it (tick.summary)
         return f"job {run.name!r} could not be loaded from its plugin ({run.plugin}: {error}); run `icc scan`"
     return None
 
