@@ -511,3 +511,32 @@ def test_a_job_changed_without_a_rescan_of_the_table_goes_full(project: Project)
         db.close()
     project.icc("run", "--quiet", "--at", at(1), check=True)
     assert ran(project)[-1] == ("ok", "110")
+
+
+def test_a_job_whose_own_plugin_has_run_hooks_goes_to_the_full_tick_which_calls_them(
+    project: Project,
+) -> None:
+    """A plugin's own after_run acts on its jobs (the full supervisor always loads the job's plugin), even when
+    its ICC_RUN_HOOK_SETTINGS are unset: its jobs are not plain."""
+    scanned(
+        project,
+        TASKS
+        + """
+ICC_RUN_HOOK_SETTINGS = ("nothing.set",)
+
+
+@icc.hookimpl
+def after_run(job, run, result):
+    with open(os.path.join(os.environ["MARKER_DIR"], "after_run"), "a") as f:
+        f.write(f"{job.name} {result.outcome}\\n")
+
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(ok, name="ok").every_minute()
+""",
+    )
+    project.icc("run", "--at", at(0), check=True)
+    project.icc("run", "--quiet", "--at", at(1), check=True)
+    assert ran(project) == [("ok", "110"), ("ok", "110")]
+    assert project.marker_lines("after_run") == ["ok succeeded", "ok succeeded"]
