@@ -540,3 +540,34 @@ def schedule(scheduler):
     project.icc("run", "--quiet", "--at", at(1), check=True)
     assert ran(project) == [("ok", "110"), ("ok", "110")]
     assert project.marker_lines("after_run") == ["ok succeeded", "ok succeeded"]
+
+
+def test_consumer_jobs_and_plain_jobs_due_together_run_in_one_light_minute(project: Project) -> None:
+    project.write_config('[icc.consumers]\nmode = "cron"\nqueues = ["mail", "async"]\ntime_limit = 1\n')
+    scanned(
+        project,
+        TASKS
+        + "\n@icc.hookimpl\ndef schedule(scheduler):\n    scheduler.add(ok, name='ok').every_minute()\n",
+    )
+
+    def done(n: int) -> bool:
+        runs = minute(project, n)
+        return len(runs) == 3 and all(
+            r["outcome"] not in ("pending", "running") and not pid_alive(r["pid"]) for r in runs
+        )
+
+    project.icc("run", "--at", at(0), check=True)
+    project.wait_for(lambda: done(0), timeout=30, what="the full tick's consumer runs to end")
+    light = project.icc("run", "--quiet", "--at", at(1))
+    assert (light.returncode, light.stdout, light.stderr) == (0, "", "")
+    assert ran(project)[-1] == ("ok", "000")
+    project.wait_for(lambda: done(1), timeout=30, what="the consumer runs to end")
+    runs = minute(project, 1)
+    # claimed in declaration order, as the full tick: the consumer jobs (icc's built-in plugin) last
+    assert [(r["job"], r["outcome"]) for r in runs] == [
+        ("ok", "succeeded"),
+        ("consume:mail", "succeeded"),
+        ("consume:async", "succeeded"),
+    ]
+    assert [(r["job"], r["outcome"]) for r in minute(project, 0)] == [(r["job"], r["outcome"]) for r in runs]
+    assert next_dues(project) == dict.fromkeys(("consume:mail", "consume:async", "ok"), slot(2))

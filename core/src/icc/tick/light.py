@@ -476,18 +476,20 @@ def _plan(
                 if cur.rowcount == 1:
                     db.execute(_COUNT_RUN, (name, "skipped"))
             to_run = [n for n in order if n not in empty]
-        planned: list[tuple[int, str, str, float]] = []
-        for name in to_run:
-            cur = db.execute(_CLAIM, (name, slot, os.getpid(), host))
-            if cur.rowcount == 1 and cur.lastrowid is not None:
-                lock_name, timeout = consumers[name]
-                planned.append((cur.lastrowid, name, lock_name, timeout))
+        # Claimed in declaration order, as the full tick claims: the consumer jobs (icc's built-in plugin, loaded
+        # last) after every plugin's jobs.
         claimed = []
         for run in runs:
             cur = db.execute(_CLAIM, (run.name, slot, os.getpid(), host))
             if cur.rowcount == 1 and cur.lastrowid is not None:
                 run.run_id = cur.lastrowid
                 claimed.append(run)
+        planned: list[tuple[int, str, str, float]] = []
+        for name in to_run:
+            cur = db.execute(_CLAIM, (name, slot, os.getpid(), host))
+            if cur.rowcount == 1 and cur.lastrowid is not None:
+                lock_name, timeout = consumers[name]
+                planned.append((cur.lastrowid, name, lock_name, timeout))
         nexts = [(slot + 60, n) for n in order] + [(run.next_due, run.name) for run in runs]
         db.executemany("UPDATE jobs SET next_due = ? WHERE name = ?", nexts)
         db.execute("INSERT OR REPLACE INTO meta VALUES ('watermark', ?)", (str(slot),))
