@@ -550,8 +550,8 @@ def _supervisor(to_r: int, from_w: int, settings: light._Settings, state_dir: st
             title(f"icc: supervise {len(runs)} runs")
             root = os.path.dirname(settings.path) if settings.path is not None else os.getcwd()
             enter_run_context(root, settings.path)  # a plugin's import-time code sees the run's context too
-            if root not in sys.path:
-                sys.path.insert(0, root)  # local plugins, as icc.plugins loads them
+            if root not in sys.path and any(run.source == "local" for run in runs):
+                sys.path.insert(0, root)  # local plugins, as icc.plugins.load_only loads them
             loaded: dict[str, str | None] = {}  # plugin -> why it did not load, None when it did
             failed = False
             for run in runs:
