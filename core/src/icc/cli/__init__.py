@@ -316,6 +316,13 @@ def scan(env: Env, dry_run: bool, prune: bool, strict: bool, as_json: bool) -> N
     if not dry_run:
         from icc.notify import freshness  # lazy: icc scan only
 
+        if config.store.url is None:  # the plain jobs the light minute may run (icc.tick.plain), SQLite only
+            from icc.store import sqlite_file  # lazy: icc scan only
+            from icc.tick import plain  # lazy: icc scan only
+
+            plain_rows = plain.scan_rows(host, jobs, records)
+            plain.store_rows(str(sqlite_file(config.state_dir)), plain_rows, [r.name for r in records])
+
         # The jobs stored now: the loaded plugins' (records only for those with a freshness check) and those
         # kept of plugins not loaded; every other row was marked removed or pruned. No row read again.
         checked = job_records({n: j for n, j in jobs.items() if j.schedule.stale_after is not None})

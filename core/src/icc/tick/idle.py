@@ -137,7 +137,7 @@ def idle_tick(
     if why is not None and (scan_auto or why.startswith("packages:")):
         return None  # the full tick rescans, or tells a plugin's install from an unrelated one
     if earliest is not None and earliest <= slot:
-        return None if others else _light_minute(config_path, quiet, slot, state_dir, db_path, known)
+        return _light_minute(config_path, quiet, slot, state_dir, db_path, known, bool(others))
     if not quiet:
         sys.stdout.write(idle_notices(state_dir, why))
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(slot))
@@ -157,10 +157,19 @@ def _light_minute(
     state_dir: str,
     db_path: str,
     known: dict[str, object] | None = None,
+    others: bool = False,
 ) -> int | None:
-    """Something is due: when it is only the consumer cron jobs, :mod:`icc.tick.light` may run the minute."""
+    """Something is due: when it is only the consumer cron jobs, :mod:`icc.tick.light` may run the minute;
+    with other jobs due, :mod:`icc.tick.plain` may, when they are plain foreground jobs (not in a framework
+    project: its tasks run inside the framework)."""
     if not quiet:  # the full tick prints its table
         return None
+    if others:
+        if known is not None:
+            return None
+        from icc.tick.plain import try_minute  # lazy: only a minute with a job other than a consumer due
+
+        return try_minute(config_path, slot, state_dir, db_path)
     from icc.tick.light import try_light_minute  # lazy: only a minute with something due
 
     return try_light_minute(config_path, slot, state_dir, db_path, known)

@@ -1,5 +1,6 @@
 """The light cron minute: ``icc run --quiet`` when only the consumer cron jobs are due, without click, pluggy or
-the plugins.
+the plugins. (With plain foreground jobs due too, or alone, :mod:`icc.tick.plain` vouches for them and runs
+them through this module's tick: :class:`Plain`.)
 
 With ``consumers.mode = "cron"`` (the default) the ``consume:<queue>`` jobs are due every minute, so the common
 minute is not idle. The full tick would import click, the plugin machinery and every plugin (about 190 ms of CPU)
@@ -79,6 +80,7 @@ from icc.supervise.process import (
 TYPE_CHECKING = False  # not typing's: the fast path does not import typing
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
 
     from icc.config import Config
     from icc.jobs import Job
@@ -348,16 +350,38 @@ def _connect(db_path: str) -> sqlite3.Connection:
 
 
 def try_light_minute(
-    config_path: str | None, slot: int, state_dir: str, db_path: str, known: dict[str, object] | None = None
+    config_path: str | None,
+    slot: int,
+    state_dir: str,
+    db_path: str,
+    known: dict[str, object] | None = None,
+    plain: Plain | None = None,
 ) -> int | None:
     """Exit code of a light minute (``icc run --quiet``), or None when the full tick must run it. ``known``: a
-    framework project's snapshot instead of the configuration file."""
+    framework project's snapshot instead of the configuration file. ``plain``: the plain foreground jobs'
+    side (:mod:`icc.tick.plain`), when jobs other than the consumer jobs are due."""
     try:
         settings = _settings(config_path) if known is None else _known_settings(known)
-        if settings.consumers["mode"] != "cron":
-            raise _NotLight
     except Exception:
         return None
+    # The plain runs' supervisor, forked before the tick holds a lock or a connection; it opens its own.
+    supervisor = plain.start(settings, state_dir, db_path) if plain is not None else None
+    try:
+        return _light_minute(settings, config_path, slot, state_dir, db_path, plain, supervisor)
+    finally:
+        if supervisor is not None:
+            supervisor.cancel()  # when it was not given its runs: it exits
+
+
+def _light_minute(
+    settings: _Settings,
+    config_path: str | None,
+    slot: int,
+    state_dir: str,
+    db_path: str,
+    plain: Plain | None,
+    supervisor: Any,
+) -> int | None:
     host = _hostname()
     try:
         lock = _try_lock(os.path.join(state_dir, "tick.lock"), host)
@@ -371,26 +395,51 @@ def try_light_minute(
         except sqlite3.Error:
             return None
         try:
-            planned = _plan(db, settings, slot, state_dir, host)
+            planned, runs = _plan(db, settings, slot, state_dir, host, plain)
         except (_NotLight, sqlite3.Error, ValueError):
             return None
         finally:
+            if supervisor is not None:
+                supervisor.ready()  # its connection is open: closing this one is not the last close
             db.close()
     finally:
         os.close(lock)  # releases the tick lock: the runs start outside it, as the full tick's do
     try:
-        _start(planned, settings, config_path, state_dir, db_path)
+        if supervisor is not None:
+            supervisor.send(runs)  # first: no detached consumer supervisor may inherit its pipe
+        _start(planned, settings, config_path, state_dir, db_path, prune=not runs)
+        return supervisor.wait() if supervisor is not None and runs else 0
     except (OSError, sqlite3.Error) as exc:  # claimed, not started: the next tick records them abandoned
-        sys.stderr.write(f"error: icc run could not start the consumers: {exc}\n")
+        sys.stderr.write(f"error: icc run could not start the runs: {exc}\n")
         return 2
-    return 0
+
+
+class Plain:
+    """The plain foreground jobs' side of the light minute (:mod:`icc.tick.plain`, which imports this module):
+    ``plan(db, names, slot)`` vouches for the due jobs that are not consumer jobs (the runs, in order; raises
+    :class:`_NotLight`); ``start(settings, state_dir, db_path)`` forks their supervisor, whose handle is told
+    when the plan is made (``ready()``, before the tick's connection closes), is given the claimed runs
+    (``send(runs)``), and is waited for (``wait()``: the exit code) or let go (``cancel()``)."""
+
+    def __init__(
+        self,
+        plan: Callable[[sqlite3.Connection, list[str], int], list[Any]],
+        start: Callable[[_Settings, str, str], Any],
+    ) -> None:
+        self.plan = plan
+        self.start = start
 
 
 def _plan(
-    db: sqlite3.Connection, settings: _Settings, slot: int, state_dir: str, host: str
-) -> list[tuple[int, str, str, float]]:
-    """Claim the due consumer jobs and save the evaluation, in one transaction; (run id, job, lock file,
-    timeout) of each claimed run."""
+    db: sqlite3.Connection,
+    settings: _Settings,
+    slot: int,
+    state_dir: str,
+    host: str,
+    plain: Plain | None = None,
+) -> tuple[list[tuple[int, str, str, float]], list[Any]]:
+    """Claim the due jobs and save the evaluation, in one transaction: (run id, job, lock file, timeout) of
+    each claimed consumer run, and the claimed plain runs (``plain.plan``'s, each with its ``run_id`` set)."""
     db.execute("BEGIN IMMEDIATE")
     try:
         unfinished, watermark, paused, record = db.execute(_STATE).fetchone()
@@ -398,13 +447,22 @@ def _plan(
             raise _NotLight
         consumers, hooks = _parse_record(record)
         if any(settings.acts(setting) for needed in hooks for setting in needed):
-            raise _NotLight  # a plugin's run hooks would act on the consumer runs
-        if set(consumers) != {f"consume:{q}" for q in settings.queues}:
-            raise _NotLight  # the configuration changed since the scan: the full tick says what to do
+            raise _NotLight  # a plugin's run hooks would act on the runs
         due = dict(db.execute(_DUE, (slot,)).fetchall())
-        if not due or any(name not in consumers or next_due != slot for name, next_due in due.items()):
+        if not due or any(next_due != slot for next_due in due.values()):
+            raise _NotLight  # nothing due, or a missed slot: the full tick applies the policy
+        others = [name for name in due if name not in consumers]
+        if others and plain is None:
             raise _NotLight
+        runs = plain.plan(db, others, slot) if others and plain is not None else []
         order = [f"consume:{q}" for q in settings.queues if f"consume:{q}" in due]
+        if len(order) + len(others) != len(due):
+            raise _NotLight  # a consumer job of a queue no longer configured
+        if order and (
+            settings.consumers["mode"] != "cron"
+            or set(consumers) != {f"consume:{q}" for q in settings.queues}
+        ):
+            raise _NotLight  # the configuration changed since the scan: the full tick says what to do
         to_run = order
         if settings.consumers["skip_empty"] is True:
             empty = [n for n in order if sqlite_queue_is_empty(state_dir, n.partition(":")[2])]
@@ -418,24 +476,32 @@ def _plan(
                 if cur.rowcount == 1:
                     db.execute(_COUNT_RUN, (name, "skipped"))
             to_run = [n for n in order if n not in empty]
+        # Claimed in declaration order, as the full tick claims: the consumer jobs (icc's built-in plugin, loaded
+        # last) after every plugin's jobs.
+        claimed = []
+        for run in runs:
+            cur = db.execute(_CLAIM, (run.name, slot, os.getpid(), host))
+            if cur.rowcount == 1 and cur.lastrowid is not None:
+                run.run_id = cur.lastrowid
+                claimed.append(run)
         planned: list[tuple[int, str, str, float]] = []
         for name in to_run:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO runs (job, slot, kind, outcome, pid, host) "
-                "VALUES (?, ?, 'scheduled', 'pending', ?, ?)",
-                (name, slot, os.getpid(), host),
-            )
+            cur = db.execute(_CLAIM, (name, slot, os.getpid(), host))
             if cur.rowcount == 1 and cur.lastrowid is not None:
                 lock_name, timeout = consumers[name]
                 planned.append((cur.lastrowid, name, lock_name, timeout))
-        db.executemany("UPDATE jobs SET next_due = ? WHERE name = ?", [(slot + 60, n) for n in order])
+        nexts = [(slot + 60, n) for n in order] + [(run.next_due, run.name) for run in runs]
+        db.executemany("UPDATE jobs SET next_due = ? WHERE name = ?", nexts)
         db.execute("INSERT OR REPLACE INTO meta VALUES ('watermark', ?)", (str(slot),))
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-    return planned
+    return planned, claimed
+
+
+_CLAIM = "INSERT OR IGNORE INTO runs (job, slot, kind, outcome, pid, host) VALUES (?, ?, 'scheduled', 'pending', ?, ?)"
 
 
 def _start(
@@ -444,9 +510,13 @@ def _start(
     config_path: str | None,
     state_dir: str,
     db_path: str,
+    *,
+    prune: bool = True,
 ) -> None:
     """Start a detached supervisor per claimed run (:func:`icc.supervise.process.detach`), hand the runs over
-    to them, prune the history."""
+    to them, prune the history (unless ``prune`` is False: the caller prunes once its own runs are done)."""
+    if not planned and not prune:
+        return
     jobs = [
         _Job(run_id, name, os.path.join(state_dir, "locks", lock_name), timeout)
         for run_id, name, lock_name, timeout in planned
@@ -476,10 +546,17 @@ def _start(
                     "",
                     "not started: its supervisor exited before starting the run",
                 )
-        with _transaction(db):
-            db.execute(_PRUNE, (settings.core["keep_runs"], settings.core["keep_skipped"]))
+        if prune:
+            with _transaction(db):
+                db.execute(_PRUNE, (settings.core["keep_runs"], settings.core["keep_skipped"]))
     finally:
         db.close()
+
+
+def prune(db: sqlite3.Connection, settings: _Settings) -> None:
+    """Prune the run history as the full tick does after its runs."""
+    with _transaction(db):
+        db.execute(_PRUNE, (settings.core["keep_runs"], settings.core["keep_skipped"]))
 
 
 class _transaction:
