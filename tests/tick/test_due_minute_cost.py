@@ -150,11 +150,25 @@ def test_a_due_minute_imports_no_light_minute_pause_or_freshness_it_does_not_nee
     assert project.runs("due")[-1]["outcome"] == "skipped", "a paused minute still skips the job"
 
 
+# A task made by a closure: not one icc scan vouches for as plain (icc.tick.plain), so every minute is the full
+# tick's, with its coordinator and supervisor.
+FULL_DUE_JOB = """
+def make():
+    def task():
+        pass
+    return task
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(make(), name="due").every_minute()
+"""
+
+
 def test_a_due_minute_that_logs_nothing_never_imports_logging(project: Project) -> None:
     # logging (about 4 ms) is imported when a line is logged at an enabled level; setproctitle's extension is
     # loaded without its package, which imports logging. The foreground run's supervisor writes to the same
     # stderr, so its imports are counted too.
-    project.write_plugin(DUE_JOB)
+    project.write_plugin(FULL_DUE_JOB)
     project.icc("scan", check=True)
     project.icc("run", "--quiet", "--at", at(0), check=True)
     modules = imported_by_a_tick(project, 1)
