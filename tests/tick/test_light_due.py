@@ -481,12 +481,12 @@ def schedule(scheduler):
 def test_the_light_paths_copies_of_the_stores_constants_are_the_same() -> None:
     from icc import plugins
     from icc.store import protocol
-    from icc.tick import coordinator, plain
+    from icc.tick import coordinator, light, plain
 
     assert plain.PLUGIN_LOAD_LIMIT == coordinator.PLUGIN_LOAD_LIMIT
-    assert plain.DURATION_BUCKETS == protocol.DURATION_BUCKETS
-    assert set(plain.TIMED_OUTCOMES) == protocol.TIMED_OUTCOMES
-    assert (plain.DURATION_PREFIX, plain.DURATION_SUM_KEY) == (
+    assert light.DURATION_BUCKETS == protocol.DURATION_BUCKETS
+    assert set(light.TIMED_OUTCOMES) == protocol.TIMED_OUTCOMES
+    assert (light.DURATION_PREFIX, light.DURATION_SUM_KEY) == (
         protocol.DURATION_PREFIX,
         protocol.DURATION_SUM_KEY,
     )

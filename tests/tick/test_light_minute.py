@@ -129,6 +129,16 @@ def counts(project: Project) -> dict[tuple[str, str], int]:
         db.close()
 
 
+def durations(project: Project) -> dict[str, int]:
+    """Per job, how many runs icc_job_duration_seconds counted (its buckets' rows, ``~le:...``)."""
+    db = sqlite3.connect(project.db)
+    try:
+        rows = db.execute("SELECT job, SUM(n) FROM run_counts WHERE outcome LIKE '~le:%' GROUP BY job")
+        return {j: n for j, n in rows}
+    finally:
+        db.close()
+
+
 def test_the_light_minute_records_the_runs_the_full_tick_records_without_loading_the_plugins(
     project: Project,
 ) -> None:
@@ -153,6 +163,8 @@ def test_the_light_minute_records_the_runs_the_full_tick_records_without_loading
     assert next_dues(project) == {"consume:mail": slot(2), "consume:async": slot(2)}
     assert meta(project, "watermark") == str(slot(1))
     assert counts(project) == {("consume:mail", "succeeded"): 2, ("consume:async", "succeeded"): 2}
+    # The duration histogram counts the light minute's runs as the full tick's (it used to count only the full)
+    assert durations(project) == {"consume:mail": 2, "consume:async": 2}
 
 
 def test_skip_empty_in_the_light_minute_records_what_the_full_tick_records(project: Project) -> None:

@@ -118,6 +118,15 @@ _POLL = (
 REPORT_TIMEOUT = 10.0  # seconds a supervisor has to report its pid (icc.supervise.supervisor.start_detached)
 
 # The writes, as icc.store.sqlite.state makes them.
+# icc.store.protocol's duration histogram (tests/tick/test_light_due.py pins it): importing it costs typing.
+DURATION_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600, 7200, 21600, 86400)
+TIMED_OUTCOMES = ("succeeded", "failed", "timed_out", "stopped")
+DURATION_PREFIX = "~le:"
+DURATION_SUM_KEY = "~sum_ms"
+_ADD_COUNT = (
+    "INSERT INTO run_counts (job, outcome, n) VALUES (?, ?, ?) "
+    "ON CONFLICT (job, outcome) DO UPDATE SET n = n + excluded.n"
+)
 _COUNT_RUN = (
     "INSERT INTO run_counts (job, outcome, n) VALUES (?, ?, 1) "
     "ON CONFLICT (job, outcome) DO UPDATE SET n = n + 1"
@@ -585,13 +594,22 @@ def _finish(
     output: str,
     error: str | None,
 ) -> None:
-    """:meth:`icc.store.sqlite.state.SQLiteStateStore.finish`."""
+    """:meth:`icc.store.sql.SqlStateStore.finish` on SQLite: the outcome counted once, and for a run whose task
+    started its duration in the ``icc_job_duration_seconds`` histogram (:func:`icc.store.protocol.duration_counts`)."""
     with _transaction(db):
         row = db.execute(
-            "SELECT job FROM runs WHERE id = ? AND outcome IN ('pending', 'running')", (run_id,)
+            "SELECT job, started_at, task_pid FROM runs WHERE id = ? AND outcome IN ('pending', 'running')",
+            (run_id,),
         ).fetchone()
         if row is not None:
             db.execute(_COUNT_RUN, (row[0], outcome))
+            if row[1] is not None and row[2] is not None and outcome in TIMED_OUTCOMES:
+                seconds = max(0.0, now - float(row[1]))
+                bound = next((b for b in DURATION_BUCKETS if seconds <= b), None)
+                bucket = f"{DURATION_PREFIX}{'+Inf' if bound is None else f'{bound:g}'}"
+                db.executemany(
+                    _ADD_COUNT, [(row[0], bucket, 1), (row[0], DURATION_SUM_KEY, round(seconds * 1000))]
+                )
         db.execute(
             "UPDATE runs SET outcome = ?, ended_at = ?, exit_code = ?, output = ?, error = ?, "
             "started_at = CASE WHEN task_pid IS NULL THEN NULL ELSE started_at END WHERE id = ?",

@@ -71,11 +71,6 @@ if TYPE_CHECKING:
     from icc.store.protocol import JobRecord
 
 PLUGIN_LOAD_LIMIT = 60.0  # icc.tick.coordinator.PLUGIN_LOAD_LIMIT (tests/tick/test_light_due.py pins it)
-# icc.store.protocol's duration histogram (pinned by the same test): importing it costs typing and dataclasses.
-DURATION_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600, 7200, 21600, 86400)
-TIMED_OUTCOMES = ("succeeded", "failed", "timed_out", "stopped")
-DURATION_PREFIX = "~le:"
-DURATION_SUM_KEY = "~sum_ms"
 FAILED_OUTCOMES = ("failed", "timed_out", "stopped")  # icc.tick.coordinator.TickReport.failed
 PLAIN_HOOKS = frozenset({"schedule", "register_handlers", "register_commands"})
 # Keys of a schedule definition a plain job may have, and the values some of them must have.
@@ -793,44 +788,8 @@ def _run(
     outcome, exit_code, error = task_outcome(
         status, timed_out=watch.timed_out, timeout=run.timeout, stopped=stopped, raised=raised
     )
-    _finish_timed(db, run.run_id, outcome, ended, exit_code, keeper.text(), error)
+    light._finish(db, run.run_id, outcome, ended, exit_code, keeper.text(), error)
     return outcome
-
-
-def _finish_timed(
-    db: sqlite3.Connection,
-    run_id: int,
-    outcome: str,
-    now: float,
-    exit_code: int | None,
-    output: str,
-    error: str | None,
-) -> None:
-    """:meth:`icc.store.sql.SqlStateStore.finish` for a run whose task started: its outcome counted, its
-    duration in the ``icc_job_duration_seconds`` histogram."""
-    with light._transaction(db):
-        row = db.execute(
-            "SELECT job, started_at FROM runs WHERE id = ? AND outcome IN ('pending', 'running')", (run_id,)
-        ).fetchone()
-        if row is not None:
-            db.execute(light._COUNT_RUN, (row[0], outcome))
-            if row[1] is not None and outcome in TIMED_OUTCOMES:
-                seconds = max(0.0, now - float(row[1]))
-                bound = next((b for b in DURATION_BUCKETS if seconds <= b), None)
-                bucket = f"{DURATION_PREFIX}{'+Inf' if bound is None else f'{bound:g}'}"
-                db.executemany(
-                    _ADD_COUNT, [(row[0], bucket, 1), (row[0], DURATION_SUM_KEY, round(seconds * 1000))]
-                )
-        db.execute(
-            "UPDATE runs SET outcome = ?, ended_at = ?, exit_code = ?, output = ?, error = ? WHERE id = ?",
-            (outcome, now, exit_code, output, error, run_id),
-        )
-
-
-_ADD_COUNT = (
-    "INSERT INTO run_counts (job, outcome, n) VALUES (?, ?, ?) "
-    "ON CONFLICT (job, outcome) DO UPDATE SET n = n + excluded.n"
-)
 
 
 PLAIN = light.Plain(plan, start)
