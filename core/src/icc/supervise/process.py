@@ -225,6 +225,10 @@ def run_child(
         except BaseException as exc:
             import traceback  # lazy: only a task that raised prints a traceback
 
+            try:  # noqa: SIM105 (contextlib is not imported on the light path); what it printed comes first
+                sys.stdout.flush()
+            except Exception:  # noqa: S110 (a broken stdout: the traceback still goes to stderr)
+                pass
             traceback.print_exc()
             code = 1
             if error_fd is not None:
