@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from icc import framework
 from icc.errors import StateError
-from icc.locks import job_lock
+from icc.locks import job_lock, job_lock_name
 from icc.records import record
 from icc.store.protocol import Outcome, RunRecord, StateStore
 from icc.supervise.leases import FENCE_GRACE, Leases
@@ -1044,6 +1044,10 @@ def start_detached(
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             _libc()  # once, here, rather than in each supervisor
+    for spec in specs:
+        if not spec.overlapping:
+            job_lock_name(spec.job)  # its pattern compiled once (re caches it), not in each supervisor
+            break
 
     def target(spec: RunSpec) -> Callable[[], None]:
         return lambda: _detached_supervisor(spec, open_store, grace)
