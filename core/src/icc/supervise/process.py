@@ -315,6 +315,30 @@ def _to_devnull() -> None:
     os.close(devnull)
 
 
+def within(limit: float, work: Callable[[], object]) -> bool:
+    """Call ``work()``; False when it took longer than ``limit`` seconds: SIGALRM interrupts a plugin's import
+    or hook that hangs in Python code (a plugin's loader records an exception as its failure, so the flag says
+    whether the limit was reached). Any other exception of ``work()`` propagates. The one plugin-load limit of
+    every supervisor: :func:`icc.tick.coordinator.load_within`, the background runs' intermediate and the
+    light minute's foreground supervisor (:mod:`icc.tick.plain`)."""
+    fired: list[bool] = []
+
+    def on_alarm(_signum: int, _frame: object) -> None:
+        fired.append(True)
+        raise TimeoutError(f"loading the plugins took longer than {limit:g}s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        work()
+    except TimeoutError:
+        fired.append(True)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    return not fired
+
+
 def exit_forked(code: int) -> NoReturn:
     """End a forked process: flush what it wrote, then ``os._exit``, never the interpreter's own exit (in a
     forked child that tears down every module and object, touching each page the parent shared: ~9 ms of

@@ -59,6 +59,7 @@ from icc.records import record as _record
 from icc.statedir import output_file_problem, state_dir_problem, state_file_problem
 from icc.store import open_store, sqlite_file, store_label
 from icc.store.protocol import FAILURES, FINISHED, Claim, JobRecord, Outcome, RunKind, RunRecord, StateStore
+from icc.supervise.process import within
 from icc.supervise.supervisor import (
     STOP,
     RunSpec,
@@ -483,30 +484,6 @@ def preload_runs(
     if not within(limit, load_all):
         _PRELOADED.clear()  # a hook interrupted halfway: nothing of it is trusted
     gc.freeze()  # the supervisors' collections never walk (and so copy) what they share from here
-
-
-def within(limit: float, work: Callable[[], object]) -> bool:
-    """Call ``work()``; False when it took longer than ``limit`` seconds (SIGALRM interrupts an import or a
-    hook that hangs in Python code, and a plugin's loader records an exception as its failure, so the flag
-    says whether the limit was reached)."""
-    import signal  # lazy: only a supervisor, the concluder or the background supervisors' intermediate
-
-    fired: list[bool] = []
-
-    def on_alarm(_signum: int, _frame: object) -> None:
-        fired.append(True)
-        raise TimeoutError(f"loading the plugins took longer than {limit:g}s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, limit)
-    try:
-        work()
-    except TimeoutError:
-        fired.append(True)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    return not fired
 
 
 def load_within(

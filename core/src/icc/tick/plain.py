@@ -56,6 +56,8 @@ from icc.supervise.process import (
     run_child,
     signal_name,
     task_outcome,
+    title_setter,
+    within,
 )
 from icc.tick import light
 from icc.tick.ahead import TABLE, following
@@ -506,6 +508,10 @@ def _report(runs: list[PlainRun], settings: light._Settings, db_path: str) -> in
 # --- the foreground supervisor ---------------------------------------------------------------------------
 
 
+def _untitled(_title: str) -> None:
+    """No setproctitle: the processes keep their command line as title."""
+
+
 class _Stop:
     signum = 0
     task: int | None = None
@@ -541,7 +547,7 @@ def _supervisor(to_r: int, from_w: int, settings: light._Settings, state_dir: st
         text = b"".join(chunks).decode("utf-8", errors="surrogateescape")
         runs = [PlainRun.parse(part) for part in text.split(_RS) if part]
         if runs:
-            title = _titles()
+            title = title_setter() or _untitled
             title(f"icc: supervise {len(runs)} runs")
             root = os.path.dirname(settings.path) if settings.path is not None else os.getcwd()
             enter_run_context(root, settings.path)  # a plugin's import-time code sees the run's context too
@@ -568,31 +574,6 @@ def _supervisor(to_r: int, from_w: int, settings: light._Settings, state_dir: st
             sys.stderr.flush()
         finally:
             os._exit(code)
-
-
-def _titles() -> Callable[[str], None]:
-    """setproctitle's C function, without the package's ``__init__`` (it imports logging: 15 ms a process);
-    a no-op without it."""
-    for entry in sys.path:
-        folder = os.path.join(entry, "setproctitle")
-        if os.path.isfile(os.path.join(folder, "__init__.py")):
-            break
-    else:
-        return lambda _title: None
-    package = type(sys)("setproctitle")
-    package.__path__ = [folder]
-    saved = sys.modules.get("setproctitle")
-    sys.modules["setproctitle"] = package
-    try:
-        from setproctitle import _setproctitle  # type: ignore[attr-defined]  # lazy: see the docstring
-    except ImportError:
-        return lambda _title: None
-    finally:
-        if saved is None:
-            del sys.modules["setproctitle"]  # a later `import setproctitle` loads the real package
-        else:
-            sys.modules["setproctitle"] = saved
-    return _setproctitle.setproctitle  # type: ignore[no-any-return]
 
 
 def _one(
@@ -632,15 +613,9 @@ def _one(
 
 
 def _load(run: PlainRun) -> str | None:
-    """Import the run's plugin module within its time limit; None, or the run's error as the full path says
-    it (:func:`icc.tick.coordinator.prepare_run`)."""
+    """Import the run's plugin module within its time limit (:func:`icc.supervise.process.within`); None, or the
+    run's error as the full path says it (:func:`icc.tick.coordinator.prepare_run`)."""
     limit = run.timeout or PLUGIN_LOAD_LIMIT
-    fired: list[bool] = []
-
-    def on_alarm(_signum: int, _frame: object) -> None:
-        fired.append(True)
-        raise TimeoutError(f"loading the plugins took longer than {limit:g}s")
-
     real_exit = os._exit
     me = os.getpid()
 
@@ -649,16 +624,13 @@ def _load(run: PlainRun) -> str | None:
             real_exit(status)
         raise _PluginExit(status)
 
-    previous = signal.signal(signal.SIGALRM, on_alarm)
     saved = os.dup(1)
     os.dup2(2, 1)  # what the plugin prints goes to stderr, as icc.plugins.plugin_code() sends it
     error: str | None = None
+    loaded = True
     try:
-        signal.setitimer(signal.ITIMER_REAL, limit)
         os._exit = guarded_exit  # type: ignore[assignment]
-        __import__(run.module)
-    except TimeoutError:
-        fired.append(True)
+        loaded = within(limit, lambda: __import__(run.module))
     except BaseException as exc:
         text = str(exc)
         error = (
@@ -670,12 +642,10 @@ def _load(run: PlainRun) -> str | None:
         )
     finally:
         os._exit = real_exit
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
-    if fired:
+    if not loaded:
         return (
             f"its plugins did not load within {limit:g}s (an import hangs?); the task was not started. "
             "Run `icc scan` to see which plugin"
