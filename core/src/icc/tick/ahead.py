@@ -91,6 +91,8 @@ def following(slots: str, slot: int) -> tuple[int, str] | None:
     return (int(nxt), slots[start + len(mark) : end]) if nxt.isdigit() else None
 
 
+# The light paths' connection and write (icc.tick.light and icc.tick.plain use these too): this module is the
+# smallest they all load.
 def _connect(db_path: str) -> sqlite3.Connection:
     db = sqlite3.connect(db_path, timeout=30.0, isolation_level=None)
     db.execute("PRAGMA synchronous=NORMAL")  # as icc.store.sqlite.state opens it

@@ -76,10 +76,11 @@ from icc.supervise.process import (
     signal_name,
     task_outcome,
 )
+from icc.tick.ahead import _connect, _write  # the light paths' one connection and write (stdlib only)
 
 TYPE_CHECKING = False  # not typing's: the fast path does not import typing
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Mapping
     from typing import Any
 
     from icc.config import Config
@@ -352,12 +353,6 @@ def _try_lock(path: str, host: str) -> int | None:
 # --- the tick --------------------------------------------------------------------------------------------
 
 
-def _connect(db_path: str) -> sqlite3.Connection:
-    db = sqlite3.connect(db_path, timeout=30.0, isolation_level=None)
-    db.execute("PRAGMA synchronous=NORMAL")  # as icc.store.sqlite.state opens it
-    return db
-
-
 def try_light_minute(
     config_path: str | None,
     slot: int,
@@ -578,11 +573,6 @@ class _transaction:
 
     def __exit__(self, kind: object, *_: object) -> None:
         self.db.execute("COMMIT" if kind is None else "ROLLBACK")
-
-
-def _write(db: sqlite3.Connection, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
-    with _transaction(db):
-        db.executemany(sql, rows)
 
 
 def _finish(

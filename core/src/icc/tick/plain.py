@@ -60,7 +60,7 @@ from icc.supervise.process import (
     within,
 )
 from icc.tick import light
-from icc.tick.ahead import TABLE, following
+from icc.tick.ahead import TABLE, _connect, _write, following
 from icc.tick.light import _NotLight
 from icc.tickwatch import drift
 
@@ -221,7 +221,7 @@ def store_rows(db_path: str, rows: Sequence[tuple[object, ...]], rebuilt: Iterab
     if not rows and not rebuilt:
         return  # nothing written (every plugin unchanged): the rows stand
     with contextlib.suppress(sqlite3.Error):
-        db = light._connect(db_path)
+        db = _connect(db_path)
         try:
             with light._transaction(db):
                 db.execute(_CREATE)
@@ -439,7 +439,7 @@ def _after(runs: list[PlainRun], code: int, db_path: str, settings: light._Setti
     """The supervisor died: the run it was on, when it did not record it, is abandoned (as the full tick
     records a foreground run whose supervisor died), its task's process group killed; the runs after it are
     still to run (or, after a stop, recorded skipped). Pruned when nothing is left."""
-    db = light._connect(db_path)
+    db = _connect(db_path)
     try:
         marks = ", ".join("?" for _ in runs)
         rows = db.execute(
@@ -474,7 +474,7 @@ def _after(runs: list[PlainRun], code: int, db_path: str, settings: light._Setti
 def _report(runs: list[PlainRun], settings: light._Settings, db_path: str) -> int:
     """0; or, when a run failed, timed out or was stopped, the tick table on stdout and 1 (as the full tick
     under ``--quiet``)."""
-    db = light._connect(db_path)
+    db = _connect(db_path)
     try:
         marks = ", ".join("?" for _ in runs)
         found = {
@@ -537,7 +537,7 @@ def _supervisor(to_r: int, from_w: int, settings: light._Settings, state_dir: st
         os.dup2(devnull, 0)
         os.dup2(devnull, 1)  # icc run's stdout is its table: nothing of a run goes there
         os.close(devnull)
-        db = light._connect(db_path)
+        db = _connect(db_path)
         db.execute("SELECT 1 FROM meta LIMIT 1").fetchall()  # open for real (a lazy open is not one)
         os.write(from_w, b"r")
         chunks = []
@@ -725,7 +725,7 @@ def _run(
     _Stop.task = pid
     if _Stop.signum:  # a signal between the check and the fork
         kill_group(pid, signal.SIGTERM)
-    light._write(
+    _write(
         db,
         "UPDATE runs SET outcome = 'running', pid = ?, task_pid = ?, started_at = ? "
         "WHERE id = ? AND outcome IN ('pending', 'running')",
