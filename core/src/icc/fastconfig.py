@@ -271,9 +271,6 @@ def simple_toml(text: str) -> dict[str, object] | None:
     return document
 
 
-_simple_toml = simple_toml  # its name before the full loader used it too (other branches may still call it)
-
-
 def _toml(data: bytes) -> dict[str, object]:
     text = data.decode()
     document = simple_toml(text)
