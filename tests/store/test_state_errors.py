@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,7 +144,32 @@ def small_disk(project: Project) -> Iterator[Path]:
     try:
         yield project.state_dir
     finally:
-        subprocess.run(["umount", path], check=True)
+        unmount(path)
+
+
+def unmount(path: str, wait: float = 20.0) -> None:
+    """Unmount ``path`` once nothing holds it: the tick's detached processes (its concluder, a supervisor
+    recording its run) may still be finishing when the test ends. Fails naming the holders after ``wait``."""
+    deadline = time.monotonic() + wait
+    while subprocess.run(["umount", path], capture_output=True).returncode != 0:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} stayed busy for {wait:g}s, held by {holders(path)}")
+        time.sleep(0.1)
+
+
+def holders(path: str) -> list[str]:
+    """The processes with a working directory or an open file under ``path``, and their titles."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            links = [os.readlink(f"/proc/{pid}/cwd")]
+            links += [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(link == path or link.startswith(path + "/") for link in links):
+            found.append(f"{pid} {title.strip()}")
+    return found
 
 
 def fill(directory: Path) -> Path:
