@@ -77,6 +77,7 @@ from icc.supervise.process import (
     task_outcome,
 )
 from icc.tick.ahead import _connect, _write  # the light paths' one connection and write (stdlib only)
+from icc.tickwatch import drift
 
 TYPE_CHECKING = False  # not typing's: the fast path does not import typing
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ if TYPE_CHECKING:
     from icc.config import Config
     from icc.jobs import Job
     from icc.plugins import PluginHost
+    from icc.supervise.observers import LightHooks, RunHooks
 
 META_KEY = "light_minute"
 _HEADER = "icc light minute 1"
@@ -232,6 +234,39 @@ def _parse_record(text: str | None) -> tuple[dict[str, tuple[str, float]], list[
         else:
             raise _NotLight  # refused, a plugin whose hooks may act on any run, or something unknown
     return consumers, hooks
+
+
+def _acting(hooks: list[list[str]], settings: _Settings) -> bool:
+    """Whether a plugin's run hooks can act on the light minute's runs: one of its ``ICC_RUN_HOOK_SETTINGS`` is
+    set (``hooks``: each plugin's, from the scan's record)."""
+    return any(settings.acts(setting) for needed in hooks for setting in needed)
+
+
+def _check_hooks(db: sqlite3.Connection, settings: _Settings) -> None:
+    """Raise :class:`_NotLight` unless the light supervisors can call the run hooks as the full tick's would:
+    the plugins are the last scan's (the drift stamp: the scan stored which plugins have run hooks), and the
+    configuration is a file the full loader reads (a Django or Flask project's is in its settings)."""
+    if settings.command is not None:
+        raise _NotLight
+    stamp = db.execute("SELECT value FROM meta WHERE key = 'drift_stamp'").fetchone()
+    if stamp is None or drift(stamp[0]) is not None:
+        raise _NotLight  # the plugins changed since the scan: the full tick loads them all (and says so)
+
+
+def run_hooks(db: sqlite3.Connection, settings: _Settings) -> LightHooks | None:
+    """In a light supervisor: its runs' hooks (:class:`icc.supervise.observers.LightHooks`: the configuration,
+    the store and the plugins the full tick's supervisor would load for them) when a plugin's run hooks can act
+    on them; None otherwise (nothing is loaded: the common light minute)."""
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (META_KEY,)).fetchone()
+    try:
+        _, hooks = _parse_record(None if row is None else row[0])
+    except _NotLight:
+        return None  # the tick checked it under its lock; a scan meanwhile: as the tick found it
+    if not _acting(hooks, settings):
+        return None
+    from icc.supervise.observers import LightHooks  # lazy: the run hooks' plugins, only when they can act
+
+    return LightHooks(settings.path)
 
 
 # --- the configuration -----------------------------------------------------------------------------------
@@ -450,8 +485,8 @@ def _plan(
         if unfinished or paused or (watermark is not None and slot < int(watermark)):
             raise _NotLight
         consumers, hooks = _parse_record(record)
-        if any(settings.acts(setting) for needed in hooks for setting in needed):
-            raise _NotLight  # a plugin's run hooks would act on the runs
+        if _acting(hooks, settings):
+            _check_hooks(db, settings)  # the supervisors will call them: as the full tick's would
         due = dict(db.execute(_DUE, (slot,)).fetchall())
         if not due or any(next_due != slot for next_due in due.values()):
             raise _NotLight  # nothing due, or a missed slot: the full tick applies the policy
@@ -642,40 +677,78 @@ def _supervisor(
 
 def _supervise(job: _Job, settings: _Settings, config_path: str | None, state_dir: str, db_path: str) -> None:
     db = _connect(db_path)
-    who = "its background supervisor"
     try:
+        hooks = run_hooks(db, settings)
+        if hooks is None:
+            _supervise_run(db, job, settings, config_path, state_dir, None, [])
+            return
         try:
-            lock = _try_lock(job.lock_path, _hostname())
-        except _NotLight:
-            from pathlib import Path  # lazy: only a broken lock file gets here
-
-            from icc.locks import lock_file_problem  # lazy: only to say what is wrong
-
-            problem = lock_file_problem(Path(job.lock_path))
-            _finish(db, job.run_id, "failed", time.time(), None, "", problem or "cannot take the job lock")
-            return
-        if lock is None:
-            from pathlib import Path  # lazy: only a run whose previous run still runs gets here
-
-            from icc.locks import Lock  # lazy: only to say who holds the lock
-
-            holder = Lock(Path(job.lock_path)).holder()
-            since = ""
-            if holder is not None:
-                zone = os.environ.get("ICC_TIMEZONE", "").strip() or str(
-                    settings.table.get("timezone", "UTC")
-                )
-                since = f" ({holder.describe(zone)})"
-            error = f"skipped: the previous run is still running{since}"
-            _finish(db, job.run_id, "skipped", time.time(), None, "", error)
-            return
-        if _Stop.signum:
-            why = f"not started: {who} received {signal_name(_Stop.signum)}"
-            _finish(db, job.run_id, "skipped", time.time(), None, "", why)
-            return
-        _run(db, job, settings, config_path, state_dir, lock, who)
+            _supervise_hooked(db, job, settings, config_path, state_dir, hooks)
+        finally:
+            hooks.close()
     finally:
         db.close()
+
+
+def _supervise_hooked(
+    db: sqlite3.Connection,
+    job: _Job,
+    settings: _Settings,
+    config_path: str | None,
+    state_dir: str,
+    hooks: LightHooks,
+) -> None:
+    """The run with its hooks, as :func:`icc.supervise.supervisor.supervise` calls them: the plugins loaded
+    first (within the job's timeout: a run whose plugins do not load fails, its task not started), ``before``
+    once the task may start, ``after`` (:meth:`icc.supervise.observers.RunHooks.conclude`) once it is recorded,
+    whatever its outcome."""
+    observed = hooks.run(job.run_id, job.timeout)
+    if isinstance(observed, str):
+        _finish(db, job.run_id, "failed", time.time(), None, "", observed)
+        return
+    notes: list[str] = []
+    _supervise_run(db, job, settings, config_path, state_dir, observed, notes)
+    observed.conclude(notes)
+
+
+def _supervise_run(
+    db: sqlite3.Connection,
+    job: _Job,
+    settings: _Settings,
+    config_path: str | None,
+    state_dir: str,
+    observed: RunHooks | None,
+    notes: list[str],
+) -> None:
+    who = "its background supervisor"
+    try:
+        lock = _try_lock(job.lock_path, _hostname())
+    except _NotLight:
+        from pathlib import Path  # lazy: only a broken lock file gets here
+
+        from icc.locks import lock_file_problem  # lazy: only to say what is wrong
+
+        problem = lock_file_problem(Path(job.lock_path))
+        _finish(db, job.run_id, "failed", time.time(), None, "", problem or "cannot take the job lock")
+        return
+    if lock is None:
+        from pathlib import Path  # lazy: only a run whose previous run still runs gets here
+
+        from icc.locks import Lock  # lazy: only to say who holds the lock
+
+        holder = Lock(Path(job.lock_path)).holder()
+        since = ""
+        if holder is not None:
+            zone = os.environ.get("ICC_TIMEZONE", "").strip() or str(settings.table.get("timezone", "UTC"))
+            since = f" ({holder.describe(zone)})"
+        error = f"skipped: the previous run is still running{since}"
+        _finish(db, job.run_id, "skipped", time.time(), None, "", error)
+        return
+    if _Stop.signum:
+        why = f"not started: {who} received {signal_name(_Stop.signum)}"
+        _finish(db, job.run_id, "skipped", time.time(), None, "", why)
+        return
+    _run(db, job, settings, config_path, state_dir, lock, who, observed, notes)
 
 
 def _run(
@@ -686,9 +759,13 @@ def _run(
     state_dir: str,
     lock: int,
     who: str,
+    observed: RunHooks | None = None,
+    notes: list[str] | None = None,
 ) -> None:
     """Fork the consumer, watch it to its end with the supervise loop (:class:`icc.supervise.process.Watch`),
-    record the run."""
+    record the run. ``observed``: its ``before`` observers run first (their notes added to ``notes``)."""
+    if observed is not None and notes is not None:
+        notes += observed.before()
     out_r, out_w = os.pipe()
     ctl_r, ctl_w = os.pipe()  # the consumer asks for a subreaper before it loads any plugin...
     ack_r, ack_w = os.pipe()  # ... and waits for the answer
@@ -713,6 +790,8 @@ def _run(
         [(os.getpid(), pid, started, job.run_id)],
     )
     keeper = OutputKeeper(int(settings.core["output_limit"]))  # type: ignore[call-overload]
+    if observed is not None and observed.preamble:
+        keeper.add(observed.preamble)  # what the before observers printed, first (as the full supervisor)
     watch = Watch(pid, out_r, keeper.add, deadline=started + job.timeout, grace=settings.grace)
     hand_over = _HandOver(ctl_r, ack_w)
     watch.on_readable(ctl_r, hand_over.answer)

@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from icc.jobs import Job
     from icc.plugins import PluginHost
     from icc.store.protocol import JobRecord
+    from icc.supervise.observers import LightHooks, RunHooks
 
 PLUGIN_LOAD_LIMIT = 60.0  # icc.tick.coordinator.PLUGIN_LOAD_LIMIT (tests/tick/test_light_due.py pins it)
 FAILED_OUTCOMES = ("failed", "timed_out", "stopped")  # icc.tick.coordinator.TickReport.failed
@@ -554,11 +555,15 @@ def _supervisor(to_r: int, from_w: int, settings: light._Settings, state_dir: st
             if root not in sys.path and any(run.source == "local" for run in runs):
                 sys.path.insert(0, root)  # local plugins, as icc.plugins.load_only loads them
             loaded: dict[str, str | None] = {}  # plugin -> why it did not load, None when it did
+            hooks = light.run_hooks(db, settings)  # None: no plugin's run hooks can act (nothing loaded)
             failed = False
             for run in runs:
-                failed = (
-                    _one(db, run, settings, state_dir, loaded, title, (from_w,)) in FAILED_OUTCOMES or failed
+                outcome = (
+                    _one(db, run, settings, state_dir, loaded, title, (from_w,))
+                    if hooks is None
+                    else _hooked(db, run, settings, state_dir, loaded, title, (from_w,), hooks)
                 )
+                failed = outcome in FAILED_OUTCOMES or failed
             light.prune(db, settings)
             os.write(from_w, b"d1" if failed else b"d0")
     except BaseException:
@@ -576,6 +581,34 @@ def _supervisor(to_r: int, from_w: int, settings: light._Settings, state_dir: st
             os._exit(code)
 
 
+def _hooked(
+    db: sqlite3.Connection,
+    run: PlainRun,
+    settings: light._Settings,
+    state_dir: str,
+    loaded: dict[str, str | None],
+    title: Callable[[str], None],
+    keep_out: tuple[int, ...],
+    hooks: LightHooks,
+) -> str:
+    """Run one of the runs with its hooks, as :func:`icc.supervise.supervisor.supervise` calls them: its
+    job's plugin and the run hook plugins loaded first (within its timeout: a run whose plugins do not load
+    fails, its task not started), ``before`` once its task may start, ``after``
+    (:meth:`icc.supervise.observers.RunHooks.conclude`) once it is recorded, whatever its outcome."""
+    observed = hooks.run(run.run_id, run.timeout)
+    if isinstance(observed, str):
+        light._finish(db, run.run_id, "failed", time.time(), None, "", observed)
+        return "failed"
+    for notice in observed.spec.notices:  # as icc run warns of a plugin that failed to load (tick.summary)
+        if notice not in hooks.warned:
+            hooks.warned.append(notice)
+            sys.stderr.write(f"warning: plugin {notice}\n")
+    notes: list[str] = []
+    outcome = _one(db, run, settings, state_dir, loaded, title, keep_out, observed, notes)
+    observed.conclude(notes)
+    return outcome
+
+
 def _one(
     db: sqlite3.Connection,
     run: PlainRun,
@@ -584,8 +617,11 @@ def _one(
     loaded: dict[str, str | None],
     title: Callable[[str], None],
     keep_out: tuple[int, ...],
+    observed: RunHooks | None = None,
+    notes: list[str] | None = None,
 ) -> str:
-    """Run one of the runs; its outcome."""
+    """Run one of the runs; its outcome. ``observed``: its ``before`` observers run before its task (their
+    notes added to ``notes``)."""
     if _Stop.signum:
         why = f"not started: icc run received {signal_name(_Stop.signum)}"
         light._finish(db, run.run_id, "skipped", time.time(), None, "", why)
@@ -606,7 +642,11 @@ def _one(
             return taken
         lock = taken
     try:
-        return _run(db, run, func, settings, lock, title, keep_out)
+        if observed is not None and notes is not None:
+            notes += observed.before()
+        return _run(
+            db, run, func, settings, lock, title, keep_out, b"" if observed is None else observed.preamble
+        )
     finally:
         if lock is not None:
             os.close(lock)
@@ -710,8 +750,10 @@ def _run(
     lock: int | None,
     title: Callable[[str], None],
     keep_out: tuple[int, ...],
+    preamble: bytes = b"",
 ) -> str:
-    """Fork the task, watch it to its end with the supervise loop, record the run; its outcome."""
+    """Fork the task, watch it to its end with the supervise loop, record the run (its output after
+    ``preamble``, what the before observers printed); its outcome."""
     out_r, out_w = os.pipe()
     error_r, error_w = os.pipe()
     os.set_blocking(error_r, False)  # read once the task is gone; a daemonized grandchild may hold it open
@@ -732,6 +774,8 @@ def _run(
         [(os.getpid(), pid, started, run.run_id)],
     )
     keeper = OutputKeeper(int(settings.core["output_limit"]))  # type: ignore[call-overload]
+    if preamble:
+        keeper.add(preamble)
     deadline = None if run.timeout is None else started + run.timeout
     watch = Watch(pid, out_r, keeper.add, deadline=deadline, grace=settings.grace)
     passed_on: list[bool] = []
