@@ -6,6 +6,7 @@ by the full tick (`icc run` without --quiet), one light, and compares."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import time
@@ -154,7 +155,9 @@ def test_notifications_of_a_light_minute_are_the_full_ticks(
     assert (b.returncode, b.stdout, b.stderr) == (0, "", "")
 
     assert runs_from(light, 1) == runs_from(full, 1)
-    assert ran(light)[2:] == [("ok", "010"), ("flaky", "010")] * 2  # light
+    # Light (no coordinator, no click); the notifications plugin declares its episode key, so it is loaded
+    # after a run that calls for it, never before the task (no pluggy in the tasks).
+    assert ran(light)[2:] == [("ok", "000"), ("flaky", "000")] * 2
 
     def strip(payload: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in payload.items() if k != "url"}
@@ -306,3 +309,80 @@ def test_a_hook_that_prints_raises_exits_or_hangs_affects_only_its_run_as_in_the
         assert f"warning: ok (run {by_job['ok']['id']}): after_run hook" in b.stderr
     assert light.marker_lines("after_run")[1:] == full.marker_lines("after_run")[1:]
     assert light.marker_lines("after_run")[-2:] == ["ok succeeded 10:01", "flaky failed 10:01"]
+
+
+# A plugin that declares its episode key (ICC_RUN_HOOK_EPISODE, as icc-mail and icc's notifications do): its
+# after_run acts only on a failure, or on a success while the key holds the job's failure episode.
+EPISODES = """
+ICC_RUN_HOOK_SETTINGS = ("tasks.alerts",)
+ICC_RUN_HOOK_EPISODE = "tasks.episode:{job}"
+
+with open(os.path.join(os.environ["MARKER_DIR"], "hook_loaded"), "a") as f:
+    f.write(f"{os.getpid()}\\n")
+
+
+@icc.hookimpl
+def after_run(job, run, result):
+    from icc.config import load_config
+    from icc.store import open_store
+
+    store = open_store(load_config())
+    key = f"tasks.episode:{job.name}"
+    try:
+        if result.outcome in ("failed", "timed_out", "abandoned"):
+            store.update_meta(key, lambda old: str(int(old or 0) + 1))
+            said = "failing"
+        elif result.outcome == "succeeded" and store.get_meta(key) is not None:
+            store.update_meta(key, lambda old: None)
+            said = "recovered"
+        else:
+            return
+    finally:
+        store.close()
+    print(f"{job.name} {said}")
+    with open(os.path.join(os.environ["MARKER_DIR"], "episodes"), "a") as f:
+        f.write(f"{job.name} {said} {run.slot:%H:%M}\\n")
+"""
+
+
+def test_declared_episode_hooks_are_loaded_only_for_a_failure_or_the_end_of_an_episode(
+    tmp_path: Path,
+) -> None:
+    made = []
+    for name in ("full", "light"):
+        project = Project(tmp_path / name)
+        project.root.mkdir()
+        project.write_config("[icc.tasks]\nalerts = true\n", plugins=("tasks_plugin", "episode_plugin"))
+        project.write_plugin(TASKS)
+        project.write_plugin(EPISODES, name="episode_plugin")
+        project.icc("scan", check=True)
+        (project.root / "fail").write_text("")
+        project.icc("run", "--at", at(0))
+        made.append(project)
+    full, light = made
+    loads = [len(light.marker_lines("hook_loaded"))]
+    for n in (1, 2, 3):  # flaky: fails again, recovers; then a minute of successes after successes
+        if n == 2:
+            for project in made:
+                (project.root / "fail").unlink()
+        a, b = minute(full, light, n)
+        assert a.returncode == b.returncode == (1 if n == 1 else 0), b.stdout + b.stderr
+        loads.append(len(light.marker_lines("hook_loaded")))
+    assert runs_from(light, 1) == runs_from(full, 1)
+    episodes = ["flaky failing 10:00", "flaky failing 10:01", "flaky recovered 10:02"]
+    assert full.marker_lines("episodes") == light.marker_lines("episodes") == episodes
+    flaky = [r for r in runs_from(light, 1) if r["job"] == "flaky"]
+    assert "flaky failing" in flaky[0]["output"] and "flaky recovered" in flaky[1]["output"]
+    assert ran(light)[2:] == [("ok", "000"), ("flaky", "000")] * 3  # light; nothing loaded before a task
+    # Light: loaded once in minute 1 (flaky failed; ok's success before it, with no episode, loaded nothing),
+    # once in minute 2 (flaky's episode ended), never in minute 3. The full tick loads it for every run.
+    assert [after - before for before, after in itertools.pairwise(loads)] == [1, 1, 0]
+
+
+def test_icc_mail_and_notifications_declare_the_episode_key_their_after_run_keeps() -> None:
+    import icc_mail.alerts
+    import icc_mail.plugin
+    from icc.notify import notifications
+
+    assert icc_mail.plugin.ICC_RUN_HOOK_EPISODE == icc_mail.alerts.META_PREFIX + "{job}"
+    assert notifications.ICC_RUN_HOOK_EPISODE == notifications.META_PREFIX + "{job}"

@@ -245,7 +245,6 @@ class LightHooks:
         self.config = load_config(None if config_path is None else Path(config_path))
         self.store = open_store(self.config)
         self.found = parse_run_hook_plugins(self.store.get_meta(RUN_HOOKS_META_KEY))
-        self.warned: list[str] = []  # the plugins that failed to load, told once (as icc run warns of them)
 
     def run(self, run_id: int, timeout: float | None) -> RunHooks | str:
         """The observers of run ``run_id``; or the error it fails with: its plugins did not load in time (its
@@ -272,6 +271,10 @@ class LightHooks:
         job = live.get(record.name)
         spec.before, spec.after = bounded_observers(host, job or standin_job(record), ctx, self.config, spec)
         return RunHooks(self.store, spec)
+
+    def note(self, run_id: int, job: str, note: str) -> None:
+        """A note on run ``run_id`` (stored with it, and told on stderr), as :func:`conclude` stores them."""
+        conclude(self.store, run_id, None, job, [note])
 
     def close(self) -> None:
         self.store.close()

@@ -92,6 +92,9 @@ if TYPE_CHECKING:
 META_KEY = "light_minute"
 _HEADER = "icc light minute 1"
 HOOK_SETTINGS_ATTRIBUTE = "ICC_RUN_HOOK_SETTINGS"
+HOOK_EPISODE_ATTRIBUTE = "ICC_RUN_HOOK_EPISODE"  # e.g. "mail.alert:{job}": see Hooks
+JOB_FIELD = "{job}"
+EPISODE_OUTCOMES = ("abandoned", "failed", "timed_out")  # a declared hook acts on these whatever its episode
 _EVERYTHING = "*"  # a plugin whose run hooks may act on any run: the light minute never applies
 
 # icc.config's defaults of the settings read here (tests/tick/test_light_minute.py pins them).
@@ -200,6 +203,7 @@ def _scan_record(config: Config, host: PluginHost, jobs: Mapping[str, Job]) -> s
             continue
         lines.append(f"consumer\t{name}\t{job_lock_name(name)}\t{schedule.timeout_seconds!r}")
     seen: set[str] = set()
+    before = {impl.plugin_name for impl in host.pm.hook.before_run.get_hookimpls()}
     for hook in ("before_run", "after_run"):
         for impl in getattr(host.pm.hook, hook).get_hookimpls():
             if impl.plugin_name in seen:
@@ -210,36 +214,53 @@ def _scan_record(config: Config, host: PluginHost, jobs: Mapping[str, Job]) -> s
                 isinstance(s, str) and s.count(".") == 1 for s in settings
             ):
                 lines.append(f"hooks\t{impl.plugin_name}\t{_EVERYTHING}")
-            else:
-                lines.append(f"hooks\t{impl.plugin_name}\t{','.join(settings)}")
+                continue
+            episode = getattr(impl.plugin, HOOK_EPISODE_ATTRIBUTE, None)
+            if impl.plugin_name in before or not _episode_key(episode):
+                episode = ""  # its hooks may act on any run (a before_run acts before the outcome is known)
+            lines.append(f"hooks\t{impl.plugin_name}\t{','.join(settings)}\t{episode}")
     return "\n".join(lines)
 
 
-def _parse_record(text: str | None) -> tuple[dict[str, tuple[str, float]], list[list[str]]]:
-    """(consumer job -> (lock file name, timeout), settings each run-hook plugin needs to act)."""
+def _episode_key(value: object) -> bool:
+    """Whether ``value`` is an ``ICC_RUN_HOOK_EPISODE``: a meta key with ``{job}`` in it, on one line."""
+    return (
+        isinstance(value, str)
+        and value.count(JOB_FIELD) == 1
+        and value.isprintable()
+        and "\t" not in value
+        and "{" not in value.replace(JOB_FIELD, "")
+    )
+
+
+def _parse_record(text: str | None) -> tuple[dict[str, tuple[str, float]], list[tuple[list[str], str]]]:
+    """(consumer job -> (lock file name, timeout), (the settings it needs to act, its episode key or "") of
+    each run-hook plugin)."""
     if text is None:
         raise _NotLight
     lines = text.split("\n")
     if lines[0] != _HEADER:
         raise _NotLight
     consumers: dict[str, tuple[str, float]] = {}
-    hooks: list[list[str]] = []
+    hooks: list[tuple[list[str], str]] = []
     for line in lines[1:]:
         kind, _, rest = line.partition("\t")
         fields = rest.split("\t")
         if kind == "consumer" and len(fields) == 3:
             consumers[fields[0]] = (fields[1], float(fields[2]))
-        elif kind == "hooks" and len(fields) == 2 and fields[1] != _EVERYTHING:
-            hooks.append([s for s in fields[1].split(",") if s])
+        elif kind == "hooks" and len(fields) in (2, 3) and fields[1] != _EVERYTHING:
+            episode = fields[2] if len(fields) == 3 and _episode_key(fields[2]) else ""
+            hooks.append(([s for s in fields[1].split(",") if s], episode))
         else:
             raise _NotLight  # refused, a plugin whose hooks may act on any run, or something unknown
     return consumers, hooks
 
 
-def _acting(hooks: list[list[str]], settings: _Settings) -> bool:
-    """Whether a plugin's run hooks can act on the light minute's runs: one of its ``ICC_RUN_HOOK_SETTINGS`` is
-    set (``hooks``: each plugin's, from the scan's record)."""
-    return any(settings.acts(setting) for needed in hooks for setting in needed)
+def _acting(hooks: list[tuple[list[str], str]], settings: _Settings) -> list[str]:
+    """The episode keys of the plugins whose run hooks can act on the light minute's runs (one of their
+    ``ICC_RUN_HOOK_SETTINGS`` is set; ``hooks``: each plugin's, from the scan's record), "" for one that
+    declares none; empty when none can act."""
+    return [episode for needed, episode in hooks if any(settings.acts(setting) for setting in needed)]
 
 
 def _check_hooks(db: sqlite3.Connection, settings: _Settings) -> None:
@@ -253,20 +274,81 @@ def _check_hooks(db: sqlite3.Connection, settings: _Settings) -> None:
         raise _NotLight  # the plugins changed since the scan: the full tick loads them all (and says so)
 
 
-def run_hooks(db: sqlite3.Connection, settings: _Settings) -> LightHooks | None:
-    """In a light supervisor: its runs' hooks (:class:`icc.supervise.observers.LightHooks`: the configuration,
-    the store and the plugins the full tick's supervisor would load for them) when a plugin's run hooks can act
-    on them; None otherwise (nothing is loaded: the common light minute)."""
+def run_hooks(db: sqlite3.Connection, settings: _Settings) -> Hooks | None:
+    """In a light supervisor: its runs' hooks when a plugin's run hooks can act on them; None otherwise
+    (nothing is loaded: the common light minute)."""
     row = db.execute("SELECT value FROM meta WHERE key = ?", (META_KEY,)).fetchone()
     try:
         _, hooks = _parse_record(None if row is None else row[0])
     except _NotLight:
         return None  # the tick checked it under its lock; a scan meanwhile: as the tick found it
-    if not _acting(hooks, settings):
+    episodes = _acting(hooks, settings)
+    if not episodes:
         return None
-    from icc.supervise.observers import LightHooks  # lazy: the run hooks' plugins, only when they can act
+    return Hooks(settings, None if "" in episodes else episodes)
 
-    return LightHooks(settings.path)
+
+class Hooks:
+    """The run hooks that can act on a light supervisor's runs. :meth:`loaded` loads them as the full tick's
+    supervisor does (:class:`icc.supervise.observers.LightHooks`: the configuration, the store, each run's
+    plugins), once, when a run needs them.
+
+    ``episodes``: when every plugin whose hooks can act declares an ``ICC_RUN_HOOK_EPISODE`` (and has no
+    ``before_run``), their keys (``{job}`` for the job's name). Such hooks act only on a run that failed, timed
+    out or was abandoned, or on one that succeeded while one of those state store meta keys is set (an episode
+    of failure mail or notifications to end): the supervisor then runs the task first, and loads and calls
+    them after it only when the run calls for it (:meth:`quiet`); a success after a success loads nothing.
+    None: they are loaded before each run, and ``before_run`` is called, as in the full tick."""
+
+    def __init__(self, settings: _Settings, episodes: list[str] | None) -> None:
+        self.settings = settings
+        self.episodes = episodes
+        self._loaded: LightHooks | None = None
+        self.warned: list[str] = []  # the plugins that failed to load, told once
+
+    def loaded(self) -> LightHooks:
+        if self._loaded is None:
+            from icc.supervise.observers import LightHooks  # lazy: the run hooks' plugins, only when needed
+
+            self._loaded = LightHooks(self.settings.path)
+        return self._loaded
+
+    def quiet(self, db: sqlite3.Connection, run_id: int, job: str) -> bool:
+        """Whether the declared hooks do nothing for recorded run ``run_id`` of ``job`` (see above)."""
+        assert self.episodes is not None
+        row = db.execute("SELECT outcome FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None or row[0] in EPISODE_OUTCOMES:
+            return False
+        keys = [episode.replace(JOB_FIELD, job) for episode in self.episodes]
+        marks = ", ".join("?" for _ in keys)
+        found = db.execute(f"SELECT COUNT(*) FROM meta WHERE key IN ({marks})", keys).fetchone()
+        return bool(found[0] == 0)
+
+    def observe(self, run_id: int, timeout: float | None) -> RunHooks | str:
+        """Run ``run_id``'s observers (:meth:`icc.supervise.observers.LightHooks.run`), a plugin that failed to
+        load told on stderr once (as ``icc run`` warns of it); or why its plugins did not load."""
+        observed = self.loaded().run(run_id, timeout)
+        if not isinstance(observed, str):
+            for notice in observed.spec.notices:
+                if notice not in self.warned:
+                    self.warned.append(notice)
+                    sys.stderr.write(f"warning: plugin {notice}\n")
+        return observed
+
+    def after(self, db: sqlite3.Connection, run_id: int, job: str, timeout: float | None) -> None:
+        """With declared episodes, once run ``run_id`` is recorded: load and call its hooks when it calls for
+        them (:meth:`quiet`), as the full supervisor's ``after``; a note on the run when they did not load."""
+        if self.quiet(db, run_id, job):
+            return
+        observed = self.observe(run_id, timeout)
+        if isinstance(observed, str):
+            self.loaded().note(run_id, job, f"its run hooks were not called: {observed.partition(';')[0]}")
+        else:
+            observed.conclude([])
+
+    def close(self) -> None:
+        if self._loaded is not None:
+            self._loaded.close()
 
 
 # --- the configuration -----------------------------------------------------------------------------------
@@ -683,7 +765,11 @@ def _supervise(job: _Job, settings: _Settings, config_path: str | None, state_di
             _supervise_run(db, job, settings, config_path, state_dir, None, [])
             return
         try:
-            _supervise_hooked(db, job, settings, config_path, state_dir, hooks)
+            if hooks.episodes is not None:  # declared: loaded after the run, if it calls for them
+                _supervise_run(db, job, settings, config_path, state_dir, None, [])
+                hooks.after(db, job.run_id, job.name, job.timeout)
+            else:
+                _supervise_hooked(db, job, settings, config_path, state_dir, hooks)
         finally:
             hooks.close()
     finally:
@@ -696,13 +782,13 @@ def _supervise_hooked(
     settings: _Settings,
     config_path: str | None,
     state_dir: str,
-    hooks: LightHooks,
+    hooks: Hooks,
 ) -> None:
     """The run with its hooks, as :func:`icc.supervise.supervisor.supervise` calls them: the plugins loaded
     first (within the job's timeout: a run whose plugins do not load fails, its task not started), ``before``
     once the task may start, ``after`` (:meth:`icc.supervise.observers.RunHooks.conclude`) once it is recorded,
     whatever its outcome."""
-    observed = hooks.run(job.run_id, job.timeout)
+    observed = hooks.observe(job.run_id, job.timeout)
     if isinstance(observed, str):
         _finish(db, job.run_id, "failed", time.time(), None, "", observed)
         return

@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from icc.jobs import Job
     from icc.plugins import PluginHost
     from icc.store.protocol import JobRecord
-    from icc.supervise.observers import LightHooks, RunHooks
+    from icc.supervise.observers import RunHooks
 
 PLUGIN_LOAD_LIMIT = 60.0  # icc.tick.coordinator.PLUGIN_LOAD_LIMIT (tests/tick/test_light_due.py pins it)
 FAILED_OUTCOMES = ("failed", "timed_out", "stopped")  # icc.tick.coordinator.TickReport.failed
@@ -558,11 +558,12 @@ def _supervisor(to_r: int, from_w: int, settings: light._Settings, state_dir: st
             hooks = light.run_hooks(db, settings)  # None: no plugin's run hooks can act (nothing loaded)
             failed = False
             for run in runs:
-                outcome = (
-                    _one(db, run, settings, state_dir, loaded, title, (from_w,))
-                    if hooks is None
-                    else _hooked(db, run, settings, state_dir, loaded, title, (from_w,), hooks)
-                )
+                if hooks is None or hooks.episodes is not None:
+                    outcome = _one(db, run, settings, state_dir, loaded, title, (from_w,))
+                    if hooks is not None:  # declared: loaded after the run, if it calls for them
+                        hooks.after(db, run.run_id, run.name, run.timeout)
+                else:
+                    outcome = _hooked(db, run, settings, state_dir, loaded, title, (from_w,), hooks)
                 failed = outcome in FAILED_OUTCOMES or failed
             light.prune(db, settings)
             os.write(from_w, b"d1" if failed else b"d0")
@@ -589,20 +590,16 @@ def _hooked(
     loaded: dict[str, str | None],
     title: Callable[[str], None],
     keep_out: tuple[int, ...],
-    hooks: LightHooks,
+    hooks: light.Hooks,
 ) -> str:
     """Run one of the runs with its hooks, as :func:`icc.supervise.supervisor.supervise` calls them: its
     job's plugin and the run hook plugins loaded first (within its timeout: a run whose plugins do not load
     fails, its task not started), ``before`` once its task may start, ``after``
     (:meth:`icc.supervise.observers.RunHooks.conclude`) once it is recorded, whatever its outcome."""
-    observed = hooks.run(run.run_id, run.timeout)
+    observed = hooks.observe(run.run_id, run.timeout)
     if isinstance(observed, str):
         light._finish(db, run.run_id, "failed", time.time(), None, "", observed)
         return "failed"
-    for notice in observed.spec.notices:  # as icc run warns of a plugin that failed to load (tick.summary)
-        if notice not in hooks.warned:
-            hooks.warned.append(notice)
-            sys.stderr.write(f"warning: plugin {notice}\n")
     notes: list[str] = []
     outcome = _one(db, run, settings, state_dir, loaded, title, keep_out, observed, notes)
     observed.conclude(notes)
