@@ -12,11 +12,12 @@ that minute itself, with ``os``, ``time`` and ``sqlite3``:
    policy to); no run is unfinished, nothing is paused, the slot is not before the watermark (all checked by
    :mod:`icc.tick.idle` and again under the tick lock); ``--quiet`` (the tick prints nothing, so there is no
    table to draw); the configuration is one :mod:`icc.fastconfig` vouches for, in cron mode, with the same
-   queues as the stored jobs, and no ``[icc.store]`` (PostgreSQL is always the full tick's); and no plugin's
-   ``before_run``/``after_run`` hook can act on a consumer run: each plugin with run hooks names, in
-   ``ICC_RUN_HOOK_SETTINGS``, the settings without which its hooks do nothing for a job that has no
-   notification settings of its own (icc's pings: ``monitor.ping_url``; icc-mail: ``mail.alert_to``), and none
-   of them is set. Anything else, or any doubt, is the full tick's (None).
+   queues as the stored jobs, and no ``[icc.store]`` (PostgreSQL is always the full tick's); and each plugin
+   with run hooks names, in ``ICC_RUN_HOOK_SETTINGS``, the settings without which its hooks do nothing for a
+   job that has no notification settings of its own (icc's pings: ``monitor.ping_url``; icc-mail:
+   ``mail.alert_to``). When one of them is set, its hooks can act: the minute is still light when the plugins
+   did not change since the scan (the drift stamp) and it is not a framework project, and the supervisors call
+   them (5.). Anything else, or any doubt, is the full tick's (None).
 2. **The tick.** Under the tick lock (the same kernel lock and holder record as :mod:`icc.locks`), in one
    ``BEGIN IMMEDIATE`` transaction, it writes what the full tick writes: with ``consumers.skip_empty`` a
    ``skipped`` row ("a when/skip condition said no") for each empty queue, a ``pending`` claim for each other
@@ -41,6 +42,14 @@ that minute itself, with ``os``, ``time`` and ``sqlite3``:
    loads the configuration and the plugins, and consumes with the real :class:`icc.queue.consumer.Consumer`
    for the rest of its time limit (counted from its start), exactly as :class:`icc.queue.builtin.ConsumerTask`
    does.
+
+5. **Run hooks that act** (:func:`run_hooks`, :class:`Hooks`): a supervisor whose runs they can act on loads
+   the configuration, the state store and, per run, the plugins the full tick's supervisor would load for it,
+   and calls the same bounded observers (:class:`icc.supervise.observers.LightHooks`): the plugins before the
+   task (a run whose plugins do not load within its timeout fails, not started), ``before_run`` before it,
+   ``after_run`` once the run is recorded (:func:`icc.supervise.supervisor.conclude`). Plugins that declare
+   their failure episode (``ICC_RUN_HOOK_EPISODE``) are loaded after the task instead, and only for a run that
+   calls for them (a failure, the success that ends an episode).
 
 A ``kill -9`` of a supervisor leaves its run ``running`` with a dead pid: the next tick is a full one (a run
 is unfinished) and records it ``abandoned``, killing its consumer's process group, as for any run.

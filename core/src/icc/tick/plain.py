@@ -33,10 +33,12 @@ configuration loader (:mod:`icc.tick.light` does the rest of the minute as for t
    for a dead foreground supervisor, and starts a new supervisor for the runs not started yet, which then run
    as they would have (a stop request to the tick records them skipped instead).
 
-Failures are heard as on the full path: the light minute declines whenever a plugin's run hooks would act
-(``ICC_RUN_HOOK_SETTINGS``: ``[icc.notify] urls``/``ICC_NOTIFY_URLS``, ``monitor.ping_url``,
-``mail.alert_to``), a job has notification settings of its own, or the plugins changed since the scan (the
-drift stamp); a failed run makes ``icc run --quiet`` print its tick table and exit 1, as the full tick does.
+Failures are heard as on the full path: when a plugin's run hooks can act (``ICC_RUN_HOOK_SETTINGS``:
+``[icc.notify] urls``/``ICC_NOTIFY_URLS``, ``monitor.ping_url``, ``mail.alert_to``) the supervisor calls them
+for each run as the full tick's supervisor does (:func:`icc.tick.light.run_hooks`: :func:`_hooked`, or after
+the run for plugins that declare their failure episode); the light minute declines when a job has
+notification settings of its own or the plugins changed since the scan (the drift stamp); a failed run makes
+``icc run --quiet`` print its tick table and exit 1, as the full tick does.
 """
 
 from __future__ import annotations
