@@ -178,9 +178,13 @@ def test_notifications_of_a_light_minute_are_the_full_ticks(
 
 
 CONSUMERS = """
+def record(payload):
+    print(f"handled {payload['i']}")
+
+
 @icc.hookimpl
 def register_handlers(register):
-    register("record", lambda payload: None, queue="async")
+    register("record", record, queue="async")
 """
 LOADED = """
 with open(os.path.join(os.environ["MARKER_DIR"], "loaded"), "a") as f:
@@ -264,6 +268,48 @@ def after_run(job, run, result):
     if how == "hang":
         time.sleep(60)
 """
+
+
+def test_a_light_consumer_with_pings_hands_a_message_over_to_the_real_consumer_as_the_full_ticks(
+    tmp_path: Path, ping_server: PingServer
+) -> None:
+    from icc.config import load_config
+    from icc.queue.dispatch import dispatch
+
+    config = (
+        '[icc.consumers]\nmode = "cron"\nqueues = ["async"]\ntime_limit = 2\n'
+        f'[icc.monitor]\nping_url = "{ping_server.url}/{{project}}/{{job}}"\n'
+    )
+    made = []
+    for name in ("full", "light"):
+        project = Project(tmp_path / name)
+        project.root.mkdir()
+        project.write_config(config.replace("{project}", name))
+        project.write_plugin(LOADED + CONSUMERS)
+        project.icc("scan", check=True)
+        project.icc("run", "--at", at(0), check=True)
+        consumers_ended(project, 0)
+        dispatch("record", {"i": 7}, queue="async", config=load_config(project.config))
+        made.append(project)
+    full, light = made
+    ping_server.hits.clear()
+    loaded = [len(p.marker_lines("loaded")) for p in made]
+    full.icc("run", "--at", at(1), check=True)
+    light.icc("run", "--quiet", "--at", at(1), check=True)
+    full_runs, light_runs = consumers_ended(full, 1), consumers_ended(light, 1)
+    assert [comparable(r) for r in light_runs] == [comparable(r) for r in full_runs]
+    assert "handled 7" in light_runs[0]["output"] and "consumed 1 message" in light_runs[0]["output"]
+    hits = split_hits(ping_server)
+    assert [(m, p) for m, p, _ in hits["light"]] == [
+        ("GET", "consume%3Aasync/start"),
+        ("POST", "consume%3Aasync"),
+    ]
+    assert hits["light"] == hits["full"]
+    # The light minute: the tasks plugin was loaded by the consumer that took the message over (its task);
+    # in the full tick, by the intermediate that forked the supervisor (its consumer inherited it).
+    assert light.marker_lines("loaded")[loaded[1] :] == [str(light_runs[0]["task_pid"])]
+    [by] = full.marker_lines("loaded")[loaded[0] :]
+    assert by not in (str(full_runs[0]["task_pid"]), str(full_runs[0]["pid"]))
 
 
 @pytest.mark.parametrize("how", ["print", "raise", "exit", "hang"])
