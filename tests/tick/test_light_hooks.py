@@ -432,3 +432,51 @@ def test_icc_mail_and_notifications_declare_the_episode_key_their_after_run_keep
 
     assert icc_mail.plugin.ICC_RUN_HOOK_EPISODE == icc_mail.alerts.META_PREFIX + "{job}"
     assert notifications.ICC_RUN_HOOK_EPISODE == notifications.META_PREFIX + "{job}"
+
+
+BROKEN = """
+if os.path.exists(os.path.join(os.environ["MARKER_DIR"], "break")):
+    raise RuntimeError("broken on purpose")
+
+
+def fragile():
+    pass
+
+
+@icc.hookimpl
+def schedule(scheduler):
+    scheduler.add(fragile, name="fragile").every_minute()
+"""
+
+
+def test_a_job_whose_plugin_no_longer_imports_fails_pings_and_warns_as_in_the_full_tick(
+    tmp_path: Path, ping_server: PingServer
+) -> None:
+    made = []
+    for name in ("full", "light"):
+        project = Project(tmp_path / name)
+        project.root.mkdir()
+        project.write_config(
+            f'[icc.monitor]\nping_url = "{ping_server.url}/{name}/{{job}}"\n',
+            plugins=("tasks_plugin", "fragile_plugin"),
+        )
+        project.write_plugin(TASKS)
+        project.write_plugin(BROKEN, name="fragile_plugin")
+        project.icc("scan", check=True)
+        project.icc("run", "--at", at(0), check=True)
+        (project.root / "break").write_text("")  # from now on its import raises (no plugin file changed)
+        made.append(project)
+    full, light = made
+    ping_server.hits.clear()
+    a, b = minute(full, light, 1)
+    assert a.returncode == b.returncode == 1
+    said = "warning: plugin fragile_plugin: RuntimeError: broken on purpose"
+    assert [line for line in b.stderr.splitlines() if line.startswith("warning:")] == [said]
+    assert said in a.stderr.splitlines()
+    assert runs_from(light, 1) == runs_from(full, 1)
+    fragile = next(r for r in runs_from(light, 1) if r["job"] == "fragile")
+    assert fragile["outcome"] == "failed" and "could not be loaded from its plugin" in fragile["error"]
+    hits = split_hits(ping_server)
+    assert hits["light"] == hits["full"]
+    assert ("POST", "fragile/fail") in [(m, p) for m, p, _ in hits["light"]]
+    assert ran(light)[-2:] == [("ok", "010"), ("flaky", "010")]  # light

@@ -333,13 +333,14 @@ class Hooks:
         found = db.execute(f"SELECT COUNT(*) FROM meta WHERE key IN ({marks})", keys).fetchone()
         return bool(found[0] == 0)
 
-    def observe(self, run_id: int, timeout: float | None) -> RunHooks | str:
+    def observe(self, run_id: int, timeout: float | None, told: str | None = None) -> RunHooks | str:
         """Run ``run_id``'s observers (:meth:`icc.supervise.observers.LightHooks.run`), a plugin that failed to
-        load told on stderr once (as ``icc run`` warns of it); or why its plugins did not load."""
+        load told on stderr once (as ``icc run`` warns of it; not plugin ``told``, which its caller tells); or
+        why its plugins did not load."""
         observed = self.loaded().run(run_id, timeout)
         if not isinstance(observed, str):
             for notice in observed.spec.notices:
-                if notice not in self.warned:
+                if notice not in self.warned and not (told and notice.startswith(f"{told}: ")):
                     self.warned.append(notice)
                     sys.stderr.write(f"warning: plugin {notice}\n")
         return observed

@@ -598,7 +598,7 @@ def _hooked(
     job's plugin and the run hook plugins loaded first (within its timeout: a run whose plugins do not load
     fails, its task not started), ``before`` once its task may start, ``after``
     (:meth:`icc.supervise.observers.RunHooks.conclude`) once it is recorded, whatever its outcome."""
-    observed = hooks.observe(run.run_id, run.timeout)
+    observed = hooks.observe(run.run_id, run.timeout, told=run.plugin)  # _load tells of its own plugin
     if isinstance(observed, str):
         light._finish(db, run.run_id, "failed", time.time(), None, "", observed)
         return "failed"
