@@ -259,13 +259,18 @@ def test_a_plugins_run_hook_settings_decide_whether_the_minute_is_light(
     ended(project, 0)
     project.icc("run", "--quiet", "--at", at(1), check=True)
     ended(project, 1)
-    # Set, its hook may act: the full tick calls it for every consumer run. Unset, the minute is light; the
-    # full tick's consumer supervisors load every plugin (consumer jobs are defined from all of them), so
-    # they call it for their runs as before.
+    # Set, its hook may act: the light minute's supervisors call it for every consumer run, as the full
+    # tick's do. Unset, the light minute does not load it; the full tick's consumer supervisors load every
+    # plugin (consumer jobs are defined from all of them), so they call it for their runs as before.
     assert len(project.marker_lines("after_run")) == (4 if set_it else 2)
-    # icc scan, then in each full tick the intermediate that forks its two consumer runs' supervisors, once
-    # for both (the tick itself imports no plugin).
-    assert len(project.marker_lines("loaded")) == (3 if set_it else 2)
+    # icc scan, then in the full tick the intermediate that forks its two consumer runs' supervisors, once for
+    # both (the tick itself imports no plugin); set, in the light minute each consumer run's supervisor, for
+    # its hooks (the minute's runs' pids).
+    loaded = project.marker_lines("loaded")
+    assert len(loaded) == (4 if set_it else 2)
+    if set_it:
+        supervisors = {str(r["pid"]) for r in project.runs() if r["slot"] == slot(1)}
+        assert set(loaded[2:]) == supervisors and len(supervisors) == 2
 
 
 def test_the_light_minutes_defaults_are_icc_configs(tmp_path: Path) -> None:

@@ -64,6 +64,9 @@ ERROR_CHARS = 1000
 # Without it (and without a job's own notify_on_failure) after_run does nothing: icc's light minute runs the
 # consumer jobs without loading the plugins (docs/plugins.md).
 ICC_RUN_HOOK_SETTINGS = ("notify.urls",)
+# For such a job after_run acts only on a failed, timed-out or abandoned run, or on a success while this meta
+# key holds its episode (META_PREFIX): the light minute loads the plugin for those runs only.
+ICC_RUN_HOOK_EPISODE = "notify.alert:{job}"
 
 Kind = Literal["first", "repeat", "recovered"]
 

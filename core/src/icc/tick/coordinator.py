@@ -58,7 +58,19 @@ from icc.locks import Holder, hostname, job_lock, pid_alive, tick_lock
 from icc.records import record as _record
 from icc.statedir import output_file_problem, state_dir_problem, state_file_problem
 from icc.store import open_store, sqlite_file, store_label
-from icc.store.protocol import FAILURES, FINISHED, Claim, JobRecord, Outcome, RunKind, RunRecord, StateStore
+from icc.store.protocol import FINISHED, Claim, JobRecord, Outcome, RunKind, RunRecord, StateStore
+from icc.supervise.observers import (
+    PLUGIN_LOAD_LIMIT,
+    acting_hook_plugins,
+    bounded_observers,
+    callback_name,
+    load_within,
+    not_loaded,
+    plugins_wanted,
+    run_context,
+    slot_title,
+    standin_job,
+)
 from icc.supervise.process import within
 from icc.supervise.supervisor import (
     STOP,
@@ -87,7 +99,7 @@ from icc.tickwatch import DRIFT_META_KEY, RUN_HOOKS_META_KEY, parse_run_hook_plu
 
 if TYPE_CHECKING:
     from icc.config import Config
-    from icc.jobs import Job, RunContext, RunResult
+    from icc.jobs import Job
     from icc.pause import Pause
     from icc.plugins import PluginHost
     from icc.schedule import Schedule
@@ -275,99 +287,7 @@ def why_abandoned(
     return f"its supervisor (pid {run.pid}) died without recording an outcome"
 
 
-def standin_job(record: JobRecord) -> Job:
-    """A job whose plugin no longer loads, as the run hooks see it: built from its stored definition (name,
-    description, schedule without callbacks, provenance); calling its task raises :class:`icc.PluginError`."""
-    from icc.jobs import Job, Provenance  # lazy: the plugins' model: a stand-in job only
-    from icc.schedule import Schedule  # lazy: as above
-
-    def unloadable() -> None:
-        from icc.errors import PluginError  # lazy: only when the stand-in is called
-
-        raise PluginError(f"job {record.name!r} could not be loaded from its plugin {record.plugin!r}")
-
-    task: Any = tuple(record.definition["argv"]) if record.kind == "command" else unloadable
-    return Job(
-        record.name,
-        task,
-        Schedule.from_definition(record.definition["schedule"]),
-        record.definition.get("description"),
-        Provenance(record.plugin, record.distribution, record.version),
-    )
-
-
-def _callback_name(fn: object) -> str:
-    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
-
-
-def bounded_observers(
-    host: PluginHost | None, job: Job, ctx: RunContext, config: Config, spec: RunSpec
-) -> tuple[Callable[[], list[str]], Callable[[RunResult], list[str]]]:
-    """The ``before`` and ``after`` of a run, for its supervisor: the job's own callbacks, then every plugin's
-    ``before_run`` / ``after_run``, each in a child process of its own, in the project root with ``ICC_CONFIG``,
-    for at most ``callback_timeout`` seconds, its output collected into ``spec.preamble`` (stored with the run).
-    Each returns a line per callback or hook that raised, exited or was killed; none of them changes the run."""
-    schedule = job.schedule
-
-    def bounded(label: str, title: str, fn: Callable[[], object]) -> list[str]:
-        done = run_bounded(
-            label,
-            fn,
-            limit=config.callback_timeout,
-            output=spec.preamble,
-            cwd=config.root,
-            config_path=config.path,
-            title=f"icc: {title} {job.name}{spec.title_suffix}",
-        )
-        return [done.note] if done.note else []
-
-    def callbacks(which: str, arg: object) -> list[str]:
-        return [
-            note
-            for fn in schedule.run_callbacks(which)
-            for note in bounded(
-                f"{which} callback {_callback_name(fn)}", f"callback {which}", partial(fn, arg)
-            )
-        ]
-
-    def hooks(hook: str, **kwargs: object) -> list[str]:
-        if host is None:
-            return []
-        return [
-            note
-            for plugin, call in host.hook_calls(hook)
-            for note in bounded(f"{hook} hook of plugin {plugin!r}", f"hook {hook}", partial(call, **kwargs))
-        ]
-
-    def before() -> list[str]:
-        return callbacks("before", ctx) + hooks("before_run", job=job, run=ctx)
-
-    def after(result: RunResult) -> list[str]:
-        which = ["after"]
-        if result.outcome == "succeeded":
-            which.append("on_success")
-        elif result.outcome in FAILURES:
-            which.append("on_failure")
-        notes = [note for w in which for note in callbacks(w, result)]
-        return notes + hooks("after_run", job=job, run=ctx, result=result, outcome=result.outcome)
-
-    return before, after
-
-
-PLUGIN_LOAD_LIMIT = (
-    60.0  # seconds a run's supervisor waits for the plugins to load, for a job without timeout()
-)
 CONDITION_SAID_NO = "a when/skip condition said no"
-
-
-def slot_title(slot: int | None, zone: str) -> str:
-    """The tail of a run's process titles: `` (slot 03:00)`` in the job's zone, `` (manual)`` without slot."""
-    if slot is None:
-        return " (manual)"
-    from zoneinfo import ZoneInfo  # lazy: loaded already in a tick (its zone)
-
-    moment = slot_datetime(slot).astimezone(ZoneInfo(zone))
-    return f" (slot {moment.strftime('%H:%M:%S' if slot % 60 else '%H:%M')})"
 
 
 def prepare_run(
@@ -396,10 +316,7 @@ def prepare_run(
     if loaded is None:
         loaded = load_within(config, limit, only, None if only is None else record.plugin, record.name)
     if loaded is None:  # a plugin's import hangs: this run fails, the tick and the other runs go on
-        return "failed", (
-            f"its plugins did not load within {limit:g}s (an import hangs?); the task was not started. "
-            "Run `icc scan` to see which plugin"
-        )
+        return "failed", not_loaded(limit)
     host, live = loaded
     spec.notices += [f"{f.plugin}: {f.error}" for f in host.failures]
     job = live.get(record.name)
@@ -415,19 +332,6 @@ def prepare_run(
     if job is not None and job.schedule.has_callbacks and not _conditions_pass(job, config, spec):
         return "skipped", CONDITION_SAID_NO
     return None
-
-
-def plugins_wanted(
-    record: JobRecord, hook_plugins: Mapping[str, str | None] | None
-) -> dict[str, str | None] | None:
-    """The plugins a run of ``record`` loads ({name: distribution}): its job's own and those with run hooks
-    (``hook_plugins``); None for every plugin: when the plugins changed since the scan (``hook_plugins`` None),
-    and for a job defined from every plugin (a consumer job: its consumer needs every plugin's handlers)."""
-    from icc.plugins import JOBS_FROM_EVERY_PLUGIN  # lazy: the supervisor's, loaded with the plugins
-
-    if hook_plugins is None or record.plugin in JOBS_FROM_EVERY_PLUGIN:
-        return None
-    return {record.plugin: record.distribution, **hook_plugins}
 
 
 _LoadKey = tuple[frozenset[tuple[str, str | None]], str] | None
@@ -484,30 +388,6 @@ def preload_runs(
     if not within(limit, load_all):
         _PRELOADED.clear()  # a hook interrupted halfway: nothing of it is trusted
     gc.freeze()  # the supervisors' collections never walk (and so copy) what they share from here
-
-
-def load_within(
-    config: Config,
-    limit: float,
-    only: Mapping[str, str | None] | None = None,
-    jobs_of: str | None = None,
-    job: str | None = None,
-) -> tuple[PluginHost, dict[str, Job]] | None:
-    """The plugins and their jobs, loaded in this (forked) process; None when that took longer than ``limit``
-    seconds (:func:`within`). ``only``: just these plugins ({name: distribution}, :func:`icc.plugins.load_only`),
-    and with ``jobs_of`` just that plugin's jobs (with ``job``, just that one built:
-    :meth:`icc.plugins.PluginHost.jobs_of`)."""
-    from icc.plugins import load_only, load_plugins  # lazy: the plugin host: supervisors, concluder, icc exec
-
-    loaded: list[tuple[PluginHost, dict[str, Job]]] = []
-
-    def load() -> None:
-        host = load_plugins(config) if only is None else load_only(config, only)
-        loaded.append(
-            (host, host.collect_jobs() if only is None or jobs_of is None else host.jobs_of(jobs_of, job))
-        )
-
-    return loaded[0] if within(limit, load) and loaded else None
 
 
 def conclude_recorded(
@@ -590,7 +470,7 @@ def _conditions_pass(job: Job, config: Config, spec: RunSpec) -> bool:
     whens, skips = job.schedule.conditions()
     for which, fn, wanted in [*(("when", f, True) for f in whens), *(("skip", f, False) for f in skips)]:
         done = run_bounded(
-            f"{which}() condition {_callback_name(fn)}",
+            f"{which}() condition {callback_name(fn)}",
             fn,
             limit=config.callback_timeout,
             output=spec.preamble,
@@ -604,18 +484,6 @@ def _conditions_pass(job: Job, config: Config, spec: RunSpec) -> bool:
         if bool(done.value) is not wanted:
             return False
     return True
-
-
-def run_context(
-    record_name: str, run_id: int, slot: int | None, kind: RunKind, zone: str, env: str
-) -> RunContext:
-    """The :class:`icc.RunContext` of a run; its slot is aware, in the job's zone."""
-    from zoneinfo import ZoneInfo  # lazy: as in slot_title
-
-    from icc.jobs import RunContext  # lazy: the plugins' model: supervisors only
-
-    moment = None if slot is None else slot_datetime(slot).astimezone(ZoneInfo(zone))
-    return RunContext(record_name, run_id, moment, kind, env)
 
 
 @_record
@@ -880,16 +748,7 @@ class Tick:
             stored = self.store.get_meta(RUN_HOOKS_META_KEY) if self._plugins_current else None
             self._hooks = (parse_run_hook_plugins(stored),)
         found = self._hooks[0]
-        if found is None:
-            return None
-        schedule = record.definition.get("schedule", {}) if record is not None else {}
-        # notification settings of its own, or a freshness check (icc.notify.freshness acts on its successes)
-        own = record is None or bool(schedule.get("notify") or schedule.get("expect_success_within"))
-        return {
-            name: dist
-            for name, dist, settings in found
-            if own or settings is None or any(_setting_is_set(self.config, s) for s in settings)
-        }
+        return None if found is None else acting_hook_plugins(found, self.config, record)
 
     def _spawn_concluder(self, since: int) -> int:
         """The callbacks and hooks of the rows this tick recorded itself, from the ``since``-th on, run by a
@@ -1614,17 +1473,6 @@ def set_output_file(spec: RunSpec, schedule: Schedule, root: Path) -> str | None
         if problem is not None:
             return f"not started: {problem}"
     return None
-
-
-def _setting_is_set(config: Config, setting: str) -> bool:
-    """Whether ``table.key`` (an ``ICC_RUN_HOOK_SETTINGS`` entry) is set in ``config``, by the file or by its
-    variable: ``monitor.ping_url``, ``mail.alert_to``."""
-    from icc.config import CORE_TABLES  # lazy: only to check a run hook's setting
-
-    table, _, key = setting.partition(".")
-    section: Any = getattr(config, table, None) if table in CORE_TABLES else config.tables.get(table)
-    value = section.get(key) if isinstance(section, Mapping) else getattr(section, key, None)
-    return value not in (None, "", [], ())
 
 
 def _fingerprint(schedule: Mapping[str, Any]) -> int:

@@ -12,11 +12,12 @@ that minute itself, with ``os``, ``time`` and ``sqlite3``:
    policy to); no run is unfinished, nothing is paused, the slot is not before the watermark (all checked by
    :mod:`icc.tick.idle` and again under the tick lock); ``--quiet`` (the tick prints nothing, so there is no
    table to draw); the configuration is one :mod:`icc.fastconfig` vouches for, in cron mode, with the same
-   queues as the stored jobs, and no ``[icc.store]`` (PostgreSQL is always the full tick's); and no plugin's
-   ``before_run``/``after_run`` hook can act on a consumer run: each plugin with run hooks names, in
-   ``ICC_RUN_HOOK_SETTINGS``, the settings without which its hooks do nothing for a job that has no
-   notification settings of its own (icc's pings: ``monitor.ping_url``; icc-mail: ``mail.alert_to``), and none
-   of them is set. Anything else, or any doubt, is the full tick's (None).
+   queues as the stored jobs, and no ``[icc.store]`` (PostgreSQL is always the full tick's); and each plugin
+   with run hooks names, in ``ICC_RUN_HOOK_SETTINGS``, the settings without which its hooks do nothing for a
+   job that has no notification settings of its own (icc's pings: ``monitor.ping_url``; icc-mail:
+   ``mail.alert_to``). When one of them is set, its hooks can act: the minute is still light when the plugins
+   did not change since the scan (the drift stamp) and it is not a framework project, and the supervisors call
+   them (5.). Anything else, or any doubt, is the full tick's (None).
 2. **The tick.** Under the tick lock (the same kernel lock and holder record as :mod:`icc.locks`), in one
    ``BEGIN IMMEDIATE`` transaction, it writes what the full tick writes: with ``consumers.skip_empty`` a
    ``skipped`` row ("a when/skip condition said no") for each empty queue, a ``pending`` claim for each other
@@ -41,6 +42,14 @@ that minute itself, with ``os``, ``time`` and ``sqlite3``:
    loads the configuration and the plugins, and consumes with the real :class:`icc.queue.consumer.Consumer`
    for the rest of its time limit (counted from its start), exactly as :class:`icc.queue.builtin.ConsumerTask`
    does.
+
+5. **Run hooks that act** (:func:`run_hooks`, :class:`Hooks`): a supervisor whose runs they can act on loads
+   the configuration, the state store and, per run, the plugins the full tick's supervisor would load for it,
+   and calls the same bounded observers (:class:`icc.supervise.observers.LightHooks`): the plugins before the
+   task (a run whose plugins do not load within its timeout fails, not started), ``before_run`` before it,
+   ``after_run`` once the run is recorded (:func:`icc.supervise.supervisor.conclude`). Plugins that declare
+   their failure episode (``ICC_RUN_HOOK_EPISODE``) are loaded after the task instead, and only for a run that
+   calls for them (a failure, the success that ends an episode).
 
 A ``kill -9`` of a supervisor leaves its run ``running`` with a dead pid: the next tick is a full one (a run
 is unfinished) and records it ``abandoned``, killing its consumer's process group, as for any run.
@@ -77,6 +86,7 @@ from icc.supervise.process import (
     task_outcome,
 )
 from icc.tick.ahead import _connect, _write  # the light paths' one connection and write (stdlib only)
+from icc.tickwatch import drift
 
 TYPE_CHECKING = False  # not typing's: the fast path does not import typing
 if TYPE_CHECKING:
@@ -86,10 +96,14 @@ if TYPE_CHECKING:
     from icc.config import Config
     from icc.jobs import Job
     from icc.plugins import PluginHost
+    from icc.supervise.observers import LightHooks, RunHooks
 
 META_KEY = "light_minute"
 _HEADER = "icc light minute 1"
 HOOK_SETTINGS_ATTRIBUTE = "ICC_RUN_HOOK_SETTINGS"
+HOOK_EPISODE_ATTRIBUTE = "ICC_RUN_HOOK_EPISODE"  # e.g. "mail.alert:{job}": see Hooks
+JOB_FIELD = "{job}"
+EPISODE_OUTCOMES = ("abandoned", "failed", "timed_out")  # a declared hook acts on these whatever its episode
 _EVERYTHING = "*"  # a plugin whose run hooks may act on any run: the light minute never applies
 
 # icc.config's defaults of the settings read here (tests/tick/test_light_minute.py pins them).
@@ -198,6 +212,7 @@ def _scan_record(config: Config, host: PluginHost, jobs: Mapping[str, Job]) -> s
             continue
         lines.append(f"consumer\t{name}\t{job_lock_name(name)}\t{schedule.timeout_seconds!r}")
     seen: set[str] = set()
+    before = {impl.plugin_name for impl in host.pm.hook.before_run.get_hookimpls()}
     for hook in ("before_run", "after_run"):
         for impl in getattr(host.pm.hook, hook).get_hookimpls():
             if impl.plugin_name in seen:
@@ -208,30 +223,142 @@ def _scan_record(config: Config, host: PluginHost, jobs: Mapping[str, Job]) -> s
                 isinstance(s, str) and s.count(".") == 1 for s in settings
             ):
                 lines.append(f"hooks\t{impl.plugin_name}\t{_EVERYTHING}")
-            else:
-                lines.append(f"hooks\t{impl.plugin_name}\t{','.join(settings)}")
+                continue
+            episode = getattr(impl.plugin, HOOK_EPISODE_ATTRIBUTE, None)
+            if impl.plugin_name in before or not _episode_key(episode):
+                episode = ""  # its hooks may act on any run (a before_run acts before the outcome is known)
+            lines.append(f"hooks\t{impl.plugin_name}\t{','.join(settings)}\t{episode}")
     return "\n".join(lines)
 
 
-def _parse_record(text: str | None) -> tuple[dict[str, tuple[str, float]], list[list[str]]]:
-    """(consumer job -> (lock file name, timeout), settings each run-hook plugin needs to act)."""
+def _episode_key(value: object) -> bool:
+    """Whether ``value`` is an ``ICC_RUN_HOOK_EPISODE``: a meta key with ``{job}`` in it, on one line."""
+    return (
+        isinstance(value, str)
+        and value.count(JOB_FIELD) == 1
+        and value.isprintable()
+        and "\t" not in value
+        and "{" not in value.replace(JOB_FIELD, "")
+    )
+
+
+def _parse_record(text: str | None) -> tuple[dict[str, tuple[str, float]], list[tuple[list[str], str]]]:
+    """(consumer job -> (lock file name, timeout), (the settings it needs to act, its episode key or "") of
+    each run-hook plugin)."""
     if text is None:
         raise _NotLight
     lines = text.split("\n")
     if lines[0] != _HEADER:
         raise _NotLight
     consumers: dict[str, tuple[str, float]] = {}
-    hooks: list[list[str]] = []
+    hooks: list[tuple[list[str], str]] = []
     for line in lines[1:]:
         kind, _, rest = line.partition("\t")
         fields = rest.split("\t")
         if kind == "consumer" and len(fields) == 3:
             consumers[fields[0]] = (fields[1], float(fields[2]))
-        elif kind == "hooks" and len(fields) == 2 and fields[1] != _EVERYTHING:
-            hooks.append([s for s in fields[1].split(",") if s])
+        elif kind == "hooks" and len(fields) in (2, 3) and fields[1] != _EVERYTHING:
+            episode = fields[2] if len(fields) == 3 and _episode_key(fields[2]) else ""
+            hooks.append(([s for s in fields[1].split(",") if s], episode))
         else:
             raise _NotLight  # refused, a plugin whose hooks may act on any run, or something unknown
     return consumers, hooks
+
+
+def _acting(hooks: list[tuple[list[str], str]], settings: _Settings) -> list[str]:
+    """The episode keys of the plugins whose run hooks can act on the light minute's runs (one of their
+    ``ICC_RUN_HOOK_SETTINGS`` is set; ``hooks``: each plugin's, from the scan's record), "" for one that
+    declares none; empty when none can act."""
+    return [episode for needed, episode in hooks if any(settings.acts(setting) for setting in needed)]
+
+
+def _check_hooks(db: sqlite3.Connection, settings: _Settings) -> None:
+    """Raise :class:`_NotLight` unless the light supervisors can call the run hooks as the full tick's would:
+    the plugins are the last scan's (the drift stamp: the scan stored which plugins have run hooks), and the
+    configuration is a file the full loader reads (a Django or Flask project's is in its settings)."""
+    if settings.command is not None:
+        raise _NotLight
+    stamp = db.execute("SELECT value FROM meta WHERE key = 'drift_stamp'").fetchone()
+    if stamp is None or drift(stamp[0]) is not None:
+        raise _NotLight  # the plugins changed since the scan: the full tick loads them all (and says so)
+
+
+def run_hooks(db: sqlite3.Connection, settings: _Settings) -> Hooks | None:
+    """In a light supervisor: its runs' hooks when a plugin's run hooks can act on them; None otherwise
+    (nothing is loaded: the common light minute)."""
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (META_KEY,)).fetchone()
+    try:
+        _, hooks = _parse_record(None if row is None else row[0])
+    except _NotLight:
+        return None  # the tick checked it under its lock; a scan meanwhile: as the tick found it
+    episodes = _acting(hooks, settings)
+    if not episodes:
+        return None
+    return Hooks(settings, None if "" in episodes else episodes)
+
+
+class Hooks:
+    """The run hooks that can act on a light supervisor's runs. :meth:`loaded` loads them as the full tick's
+    supervisor does (:class:`icc.supervise.observers.LightHooks`: the configuration, the store, each run's
+    plugins), once, when a run needs them.
+
+    ``episodes``: when every plugin whose hooks can act declares an ``ICC_RUN_HOOK_EPISODE`` (and has no
+    ``before_run``), their keys (``{job}`` for the job's name). Such hooks act only on a run that failed, timed
+    out or was abandoned, or on one that succeeded while one of those state store meta keys is set (an episode
+    of failure mail or notifications to end): the supervisor then runs the task first, and loads and calls
+    them after it only when the run calls for it (:meth:`quiet`); a success after a success loads nothing.
+    None: they are loaded before each run, and ``before_run`` is called, as in the full tick."""
+
+    def __init__(self, settings: _Settings, episodes: list[str] | None) -> None:
+        self.settings = settings
+        self.episodes = episodes
+        self._loaded: LightHooks | None = None
+        self.warned: list[str] = []  # the plugins that failed to load, told once
+
+    def loaded(self) -> LightHooks:
+        if self._loaded is None:
+            from icc.supervise.observers import LightHooks  # lazy: the run hooks' plugins, only when needed
+
+            self._loaded = LightHooks(self.settings.path)
+        return self._loaded
+
+    def quiet(self, db: sqlite3.Connection, run_id: int, job: str) -> bool:
+        """Whether the declared hooks do nothing for recorded run ``run_id`` of ``job`` (see above)."""
+        assert self.episodes is not None
+        row = db.execute("SELECT outcome FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None or row[0] in EPISODE_OUTCOMES:
+            return False
+        keys = [episode.replace(JOB_FIELD, job) for episode in self.episodes]
+        marks = ", ".join("?" for _ in keys)
+        found = db.execute(f"SELECT COUNT(*) FROM meta WHERE key IN ({marks})", keys).fetchone()
+        return bool(found[0] == 0)
+
+    def observe(self, run_id: int, timeout: float | None, told: str | None = None) -> RunHooks | str:
+        """Run ``run_id``'s observers (:meth:`icc.supervise.observers.LightHooks.run`), a plugin that failed to
+        load told on stderr once (as ``icc run`` warns of it; not plugin ``told``, which its caller tells); or
+        why its plugins did not load."""
+        observed = self.loaded().run(run_id, timeout)
+        if not isinstance(observed, str):
+            for notice in observed.spec.notices:
+                if notice not in self.warned and not (told and notice.startswith(f"{told}: ")):
+                    self.warned.append(notice)
+                    sys.stderr.write(f"warning: plugin {notice}\n")
+        return observed
+
+    def after(self, db: sqlite3.Connection, run_id: int, job: str, timeout: float | None) -> None:
+        """With declared episodes, once run ``run_id`` is recorded: load and call its hooks when it calls for
+        them (:meth:`quiet`), as the full supervisor's ``after``; a note on the run when they did not load."""
+        if self.quiet(db, run_id, job):
+            return
+        observed = self.observe(run_id, timeout)
+        if isinstance(observed, str):
+            self.loaded().note(run_id, job, f"its run hooks were not called: {observed.partition(';')[0]}")
+        else:
+            observed.conclude([])
+
+    def close(self) -> None:
+        if self._loaded is not None:
+            self._loaded.close()
 
 
 # --- the configuration -----------------------------------------------------------------------------------
@@ -450,8 +577,8 @@ def _plan(
         if unfinished or paused or (watermark is not None and slot < int(watermark)):
             raise _NotLight
         consumers, hooks = _parse_record(record)
-        if any(settings.acts(setting) for needed in hooks for setting in needed):
-            raise _NotLight  # a plugin's run hooks would act on the runs
+        if _acting(hooks, settings):
+            _check_hooks(db, settings)  # the supervisors will call them: as the full tick's would
         due = dict(db.execute(_DUE, (slot,)).fetchall())
         if not due or any(next_due != slot for next_due in due.values()):
             raise _NotLight  # nothing due, or a missed slot: the full tick applies the policy
@@ -642,40 +769,82 @@ def _supervisor(
 
 def _supervise(job: _Job, settings: _Settings, config_path: str | None, state_dir: str, db_path: str) -> None:
     db = _connect(db_path)
-    who = "its background supervisor"
     try:
+        hooks = run_hooks(db, settings)
+        if hooks is None:
+            _supervise_run(db, job, settings, config_path, state_dir, None, [])
+            return
         try:
-            lock = _try_lock(job.lock_path, _hostname())
-        except _NotLight:
-            from pathlib import Path  # lazy: only a broken lock file gets here
-
-            from icc.locks import lock_file_problem  # lazy: only to say what is wrong
-
-            problem = lock_file_problem(Path(job.lock_path))
-            _finish(db, job.run_id, "failed", time.time(), None, "", problem or "cannot take the job lock")
-            return
-        if lock is None:
-            from pathlib import Path  # lazy: only a run whose previous run still runs gets here
-
-            from icc.locks import Lock  # lazy: only to say who holds the lock
-
-            holder = Lock(Path(job.lock_path)).holder()
-            since = ""
-            if holder is not None:
-                zone = os.environ.get("ICC_TIMEZONE", "").strip() or str(
-                    settings.table.get("timezone", "UTC")
-                )
-                since = f" ({holder.describe(zone)})"
-            error = f"skipped: the previous run is still running{since}"
-            _finish(db, job.run_id, "skipped", time.time(), None, "", error)
-            return
-        if _Stop.signum:
-            why = f"not started: {who} received {signal_name(_Stop.signum)}"
-            _finish(db, job.run_id, "skipped", time.time(), None, "", why)
-            return
-        _run(db, job, settings, config_path, state_dir, lock, who)
+            if hooks.episodes is not None:  # declared: loaded after the run, if it calls for them
+                _supervise_run(db, job, settings, config_path, state_dir, None, [])
+                hooks.after(db, job.run_id, job.name, job.timeout)
+            else:
+                _supervise_hooked(db, job, settings, config_path, state_dir, hooks)
+        finally:
+            hooks.close()
     finally:
         db.close()
+
+
+def _supervise_hooked(
+    db: sqlite3.Connection,
+    job: _Job,
+    settings: _Settings,
+    config_path: str | None,
+    state_dir: str,
+    hooks: Hooks,
+) -> None:
+    """The run with its hooks, as :func:`icc.supervise.supervisor.supervise` calls them: the plugins loaded
+    first (within the job's timeout: a run whose plugins do not load fails, its task not started), ``before``
+    once the task may start, ``after`` (:meth:`icc.supervise.observers.RunHooks.conclude`) once it is recorded,
+    whatever its outcome."""
+    observed = hooks.observe(job.run_id, job.timeout)
+    if isinstance(observed, str):
+        _finish(db, job.run_id, "failed", time.time(), None, "", observed)
+        return
+    notes: list[str] = []
+    _supervise_run(db, job, settings, config_path, state_dir, observed, notes)
+    observed.conclude(notes)
+
+
+def _supervise_run(
+    db: sqlite3.Connection,
+    job: _Job,
+    settings: _Settings,
+    config_path: str | None,
+    state_dir: str,
+    observed: RunHooks | None,
+    notes: list[str],
+) -> None:
+    who = "its background supervisor"
+    try:
+        lock = _try_lock(job.lock_path, _hostname())
+    except _NotLight:
+        from pathlib import Path  # lazy: only a broken lock file gets here
+
+        from icc.locks import lock_file_problem  # lazy: only to say what is wrong
+
+        problem = lock_file_problem(Path(job.lock_path))
+        _finish(db, job.run_id, "failed", time.time(), None, "", problem or "cannot take the job lock")
+        return
+    if lock is None:
+        from pathlib import Path  # lazy: only a run whose previous run still runs gets here
+
+        from icc.locks import Lock  # lazy: only to say who holds the lock
+
+        holder = Lock(Path(job.lock_path)).holder()
+        since = ""
+        if holder is not None:
+            zone = os.environ.get("ICC_TIMEZONE", "").strip() or str(settings.table.get("timezone", "UTC"))
+            since = f" ({holder.describe(zone)})"
+        error = f"skipped: the previous run is still running{since}"
+        _finish(db, job.run_id, "skipped", time.time(), None, "", error)
+        return
+    if _Stop.signum:
+        why = f"not started: {who} received {signal_name(_Stop.signum)}"
+        _finish(db, job.run_id, "skipped", time.time(), None, "", why)
+        return
+    _run(db, job, settings, config_path, state_dir, lock, who, observed, notes)
 
 
 def _run(
@@ -686,9 +855,13 @@ def _run(
     state_dir: str,
     lock: int,
     who: str,
+    observed: RunHooks | None = None,
+    notes: list[str] | None = None,
 ) -> None:
     """Fork the consumer, watch it to its end with the supervise loop (:class:`icc.supervise.process.Watch`),
-    record the run."""
+    record the run. ``observed``: its ``before`` observers run first (their notes added to ``notes``)."""
+    if observed is not None and notes is not None:
+        notes += observed.before()
     out_r, out_w = os.pipe()
     ctl_r, ctl_w = os.pipe()  # the consumer asks for a subreaper before it loads any plugin...
     ack_r, ack_w = os.pipe()  # ... and waits for the answer
@@ -713,6 +886,8 @@ def _run(
         [(os.getpid(), pid, started, job.run_id)],
     )
     keeper = OutputKeeper(int(settings.core["output_limit"]))  # type: ignore[call-overload]
+    if observed is not None and observed.preamble:
+        keeper.add(observed.preamble)  # what the before observers printed, first (as the full supervisor)
     watch = Watch(pid, out_r, keeper.add, deadline=started + job.timeout, grace=settings.grace)
     hand_over = _HandOver(ctl_r, ack_w)
     watch.on_readable(ctl_r, hand_over.answer)

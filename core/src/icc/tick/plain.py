@@ -33,10 +33,12 @@ configuration loader (:mod:`icc.tick.light` does the rest of the minute as for t
    for a dead foreground supervisor, and starts a new supervisor for the runs not started yet, which then run
    as they would have (a stop request to the tick records them skipped instead).
 
-Failures are heard as on the full path: the light minute declines whenever a plugin's run hooks would act
-(``ICC_RUN_HOOK_SETTINGS``: ``[icc.notify] urls``/``ICC_NOTIFY_URLS``, ``monitor.ping_url``,
-``mail.alert_to``), a job has notification settings of its own, or the plugins changed since the scan (the
-drift stamp); a failed run makes ``icc run --quiet`` print its tick table and exit 1, as the full tick does.
+Failures are heard as on the full path: when a plugin's run hooks can act (``ICC_RUN_HOOK_SETTINGS``:
+``[icc.notify] urls``/``ICC_NOTIFY_URLS``, ``monitor.ping_url``, ``mail.alert_to``) the supervisor calls them
+for each run as the full tick's supervisor does (:func:`icc.tick.light.run_hooks`: :func:`_hooked`, or after
+the run for plugins that declare their failure episode); the light minute declines when a job has
+notification settings of its own or the plugins changed since the scan (the drift stamp); a failed run makes
+``icc run --quiet`` print its tick table and exit 1, as the full tick does.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ if TYPE_CHECKING:
     from icc.jobs import Job
     from icc.plugins import PluginHost
     from icc.store.protocol import JobRecord
+    from icc.supervise.observers import RunHooks
 
 PLUGIN_LOAD_LIMIT = 60.0  # icc.tick.coordinator.PLUGIN_LOAD_LIMIT (tests/tick/test_light_due.py pins it)
 FAILED_OUTCOMES = ("failed", "timed_out", "stopped")  # icc.tick.coordinator.TickReport.failed
@@ -554,11 +557,16 @@ def _supervisor(to_r: int, from_w: int, settings: light._Settings, state_dir: st
             if root not in sys.path and any(run.source == "local" for run in runs):
                 sys.path.insert(0, root)  # local plugins, as icc.plugins.load_only loads them
             loaded: dict[str, str | None] = {}  # plugin -> why it did not load, None when it did
+            hooks = light.run_hooks(db, settings)  # None: no plugin's run hooks can act (nothing loaded)
             failed = False
             for run in runs:
-                failed = (
-                    _one(db, run, settings, state_dir, loaded, title, (from_w,)) in FAILED_OUTCOMES or failed
-                )
+                if hooks is None or hooks.episodes is not None:
+                    outcome = _one(db, run, settings, state_dir, loaded, title, (from_w,))
+                    if hooks is not None:  # declared: loaded after the run, if it calls for them
+                        hooks.after(db, run.run_id, run.name, run.timeout)
+                else:
+                    outcome = _hooked(db, run, settings, state_dir, loaded, title, (from_w,), hooks)
+                failed = outcome in FAILED_OUTCOMES or failed
             light.prune(db, settings)
             os.write(from_w, b"d1" if failed else b"d0")
     except BaseException:
@@ -576,6 +584,30 @@ def _supervisor(to_r: int, from_w: int, settings: light._Settings, state_dir: st
             os._exit(code)
 
 
+def _hooked(
+    db: sqlite3.Connection,
+    run: PlainRun,
+    settings: light._Settings,
+    state_dir: str,
+    loaded: dict[str, str | None],
+    title: Callable[[str], None],
+    keep_out: tuple[int, ...],
+    hooks: light.Hooks,
+) -> str:
+    """Run one of the runs with its hooks, as :func:`icc.supervise.supervisor.supervise` calls them: its
+    job's plugin and the run hook plugins loaded first (within its timeout: a run whose plugins do not load
+    fails, its task not started), ``before`` once its task may start, ``after``
+    (:meth:`icc.supervise.observers.RunHooks.conclude`) once it is recorded, whatever its outcome."""
+    observed = hooks.observe(run.run_id, run.timeout, told=run.plugin)  # _load tells of its own plugin
+    if isinstance(observed, str):
+        light._finish(db, run.run_id, "failed", time.time(), None, "", observed)
+        return "failed"
+    notes: list[str] = []
+    outcome = _one(db, run, settings, state_dir, loaded, title, keep_out, observed, notes)
+    observed.conclude(notes)
+    return outcome
+
+
 def _one(
     db: sqlite3.Connection,
     run: PlainRun,
@@ -584,8 +616,11 @@ def _one(
     loaded: dict[str, str | None],
     title: Callable[[str], None],
     keep_out: tuple[int, ...],
+    observed: RunHooks | None = None,
+    notes: list[str] | None = None,
 ) -> str:
-    """Run one of the runs; its outcome."""
+    """Run one of the runs; its outcome. ``observed``: its ``before`` observers run before its task (their
+    notes added to ``notes``)."""
     if _Stop.signum:
         why = f"not started: icc run received {signal_name(_Stop.signum)}"
         light._finish(db, run.run_id, "skipped", time.time(), None, "", why)
@@ -606,7 +641,11 @@ def _one(
             return taken
         lock = taken
     try:
-        return _run(db, run, func, settings, lock, title, keep_out)
+        if observed is not None and notes is not None:
+            notes += observed.before()
+        return _run(
+            db, run, func, settings, lock, title, keep_out, b"" if observed is None else observed.preamble
+        )
     finally:
         if lock is not None:
             os.close(lock)
@@ -710,8 +749,10 @@ def _run(
     lock: int | None,
     title: Callable[[str], None],
     keep_out: tuple[int, ...],
+    preamble: bytes = b"",
 ) -> str:
-    """Fork the task, watch it to its end with the supervise loop, record the run; its outcome."""
+    """Fork the task, watch it to its end with the supervise loop, record the run (its output after
+    ``preamble``, what the before observers printed); its outcome."""
     out_r, out_w = os.pipe()
     error_r, error_w = os.pipe()
     os.set_blocking(error_r, False)  # read once the task is gone; a daemonized grandchild may hold it open
@@ -732,6 +773,8 @@ def _run(
         [(os.getpid(), pid, started, run.run_id)],
     )
     keeper = OutputKeeper(int(settings.core["output_limit"]))  # type: ignore[call-overload]
+    if preamble:
+        keeper.add(preamble)
     deadline = None if run.timeout is None else started + run.timeout
     watch = Watch(pid, out_r, keeper.add, deadline=deadline, grace=settings.grace)
     passed_on: list[bool] = []

@@ -31,6 +31,10 @@ class _Config(Protocol):
 # The setting without which after_run does nothing for a job with no email_output_* of its own (icc's consumer
 # jobs): unset, icc's light cron minute runs those jobs without loading the plugins (icc docs/plugins.md).
 ICC_RUN_HOOK_SETTINGS = ("mail.alert_to",)
+# For such a job after_run acts only on a failed, timed-out or abandoned run, or on a success while this state
+# store meta key holds its failure episode (icc_mail.alerts.META_PREFIX): icc's light minute loads the plugin
+# for those runs only (a success after a success loads nothing).
+ICC_RUN_HOOK_EPISODE = "mail.alert:{job}"
 
 
 class _State:
