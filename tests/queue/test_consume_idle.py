@@ -76,6 +76,15 @@ from icc.queue.dispatch import dispatch
 dispatch("record", {"i": 4}, queue="async", config=load_config("icc.toml"))
 """
 
+BUSY = """
+from icc.config import load_config
+from icc.queue.dispatch import dispatch
+
+config = load_config("icc.toml")
+while True:
+    dispatch("record", {"i": 0}, queue="mail", config=config)
+"""
+
 PROMPT = 5.0  # seconds: "at once", with room for a loaded machine; a polling consumer here takes 30
 
 
@@ -147,6 +156,31 @@ def test_an_idle_consumer_wakes_up_for_nothing_while_nothing_changes(
     finally:
         polling.terminate()
         polling.communicate(timeout=30)
+
+
+def test_a_busy_queue_database_wakes_an_idle_consumer_at_most_five_times_a_second(
+    qp: QueueProject, idle_consumer: subprocess.Popen[str]
+) -> None:
+    # Messages for a queue it does not consume change its database all the time: it looks, then lets the
+    # changes gather for 0.2 s. The design's bound: 5 looks a second, each a few scheduled runs of its one thread
+    # (the wake-up, and SQLite's busy handler's sleeps while it waits up to 50 ms for the writer's commit: 1, 2,
+    # 5, 10, 15, 20 ms). Without the gathering it would look at every commit (thousands of wake-ups here).
+    writer = subprocess.Popen(
+        [sys.executable, "-c", BUSY], cwd=qp.root, env={**qp.environ(), "ICC_QUEUE_SYNCHRONOUS": "NORMAL"}
+    )
+    try:
+        time.sleep(1.5)  # past the writer's start-up: committing
+        before = wakeups(idle_consumer.pid)
+        commits = int(qp.query("SELECT count(*) FROM messages WHERE queue = 'mail'")[0][0])
+        time.sleep(3)
+        woke = wakeups(idle_consumer.pid) - before
+        commits = int(qp.query("SELECT count(*) FROM messages WHERE queue = 'mail'")[0][0]) - commits
+    finally:
+        writer.kill()
+        writer.wait(30)
+    assert commits > 100  # the database was busy
+    assert woke <= 3 * 5 * 8
+    assert len(qp.marker_lines("handled")) == 1  # and it consumed nothing of the other queue
 
 
 def test_a_message_dispatched_by_another_process_is_handled_at_once(

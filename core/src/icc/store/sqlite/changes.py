@@ -114,11 +114,13 @@ class ChangeWatch:
         self._poll.register(self._wake_r, select.POLLIN)
         return True
 
-    def wait(self, timeout: float) -> bool | None:
+    def wait(self, timeout: float, *, not_before: float = 0.0) -> bool | None:
         """Block up to ``timeout`` seconds until one of the names is written, created, removed or renamed (or
-        the directory goes), or :meth:`interrupt` is called. True: one of those happened, or the watch has
-        just begun (what changed before it is not known: look now). False: the time passed without one.
-        None: nothing to wait on here (no inotify, or the directory is missing): poll instead."""
+        the directory goes), or :meth:`interrupt` is called. A change is noticed no sooner than ``not_before``
+        (``time.monotonic()``; an interrupt is, at once): a waiter that has just looked lets a busy directory's
+        changes gather. True: one of those happened, or the watch has just begun (what changed before it is
+        not known: look now). False: the time passed without one. None: nothing to wait on here (no inotify,
+        or the directory is missing): poll instead."""
         if self._pid != os.getpid():  # a forked child's copy: the parent's descriptors are not its own
             self._fd = self._poll = None
             self._wake_r = self._wake_w = -1
@@ -127,7 +129,14 @@ class ChangeWatch:
             return True if self._start() else None
         poll = self._poll
         assert poll is not None
-        end = time.monotonic() + max(0.0, timeout)
+        now = time.monotonic()
+        end = now + max(0.0, timeout)
+        if not_before > now:
+            if select.select([self._wake_r], [], [], min(end, not_before) - now)[0]:
+                self._drain_wake()
+                return True
+            if end <= not_before:
+                return False
         while True:
             remaining = end - time.monotonic()
             ready = poll.poll(min(_MAX_MS, max(0, math.ceil(remaining * 1000))))
@@ -136,9 +145,7 @@ class ChangeWatch:
             woken = False
             for fd, _ in ready:
                 if fd == self._wake_r:
-                    with contextlib.suppress(BlockingIOError):
-                        while os.read(fd, 512):
-                            pass
+                    self._drain_wake()
                     woken = True
                 elif self._events():
                     woken = True
@@ -146,6 +153,11 @@ class ChangeWatch:
                 return True
             if remaining <= 0:
                 return False
+
+    def _drain_wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 512):
+                pass
 
     def _events(self) -> bool:
         """Read what inotify queued; True when it names one of the names, the queue overflowed, or the watch

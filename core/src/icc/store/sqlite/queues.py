@@ -46,8 +46,13 @@ SCHEMA_VERSION = 2
 # A dispatch writes two pages to the WAL (its row's and its queue index entry's), each checksummed and copied
 # whole: small pages make that cheaper (SQLite's default is 4096). A file made with other pages keeps them.
 PAGE_SIZE = 1024
-# The longest a waiting consumer waits before it looks again while another connection holds the write lock.
+# How long a waiting consumer woken by a change waits for the commit that made it to end (the write lock), and
+# the longest it waits before it looks again while another connection holds the lock longer.
+_WRITER_WAIT = 0.05
 _WRITER_RECHECK = 1.0
+# After a change woke a waiting consumer, the next change wakes it no sooner than this (seconds): a database kept
+# busy by other queues' messages or other consumers costs an idle consumer at most 5 looks a second.
+_LOOK_SPACING = 0.2
 # SQLite before 3.32 allows 999 bound parameters per statement.
 _CHUNK = 500
 
@@ -255,6 +260,7 @@ class SqliteTransport(SqlTransport):
         # What an idle consumer waits on instead of polling (see wait): made at its first wait.
         self._changes: ChangeWatch | None = None
         self._writing = 0.0  # another connection was writing at the last wake: look again this soon (seconds)
+        self._looked = -math.inf  # when wait() last said "look now" (time.monotonic())
         self._busy_ms = max(0, int(busy_timeout * 1000))
         try:
             created = _create(path)
@@ -501,30 +507,31 @@ class SqliteTransport(SqlTransport):
             wait = min(wait, max(0.0, due - time.time()))
         if self._writing:
             wait = min(wait, self._writing)
-        woken = changes.wait(wait)
+        woken = changes.wait(wait, not_before=self._looked + _LOOK_SPACING)
         if woken is None:
             return None
         if woken or self._writing:
             if self._other_writer():
-                # The change that woke it is a commit still in progress: look once it is done, backing off
-                # (up to a second, the poll's interval) while the write lock stays held.
-                self._writing = min(_WRITER_RECHECK, max(0.01, 2 * self._writing))
+                # A writer held the lock past _WRITER_WAIT: look once it is done, backing off (up to a second,
+                # the poll's interval) while it stays held.
+                self._writing = min(_WRITER_RECHECK, max(_LOOK_SPACING, 2 * self._writing))
                 return False
             self._writing = 0.0
+            self._looked = time.monotonic()
             self._watch.moved()  # the files changed just now: the next question reads them, with no reuse
             return True
         return wait < timeout  # True: a message came due
 
     def _other_writer(self) -> bool:
-        """Whether another connection is writing now. A commit's pages are written to the ``-wal`` (which
-        inotify sees) before its ``fsync`` and before it is marked committed in the ``-shm`` (which inotify does
-        not see: it is mapped memory), so a read right after the change that woke a waiter may not see it yet,
-        and nothing would wake the waiter again. Taking the write lock without waiting for it, and giving it
-        back at once (nothing is written), tells whether a writer still holds it."""
+        """Whether another connection is still writing, ``_WRITER_WAIT`` from now. A commit's pages are written to
+        the ``-wal`` (which inotify sees) before its ``fsync`` and before it is marked committed in the ``-shm``
+        (which inotify does not see: it is mapped memory), so a read right after the change that woke a waiter
+        may not see it yet, and nothing would wake the waiter again. Taking the write lock, waiting for it that
+        long at most, and giving it back at once (nothing is written) lets that commit end first."""
         with self._lock:
             conn = self._conn
             try:
-                conn.execute("PRAGMA busy_timeout = 0")
+                conn.execute(f"PRAGMA busy_timeout = {int(_WRITER_WAIT * 1000)}")
                 try:
                     conn.execute("BEGIN IMMEDIATE")
                 except sqlite3.OperationalError as exc:
