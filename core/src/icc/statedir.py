@@ -328,3 +328,8 @@ class FileWatch:
             settled = found is not None and max(found[3], found[4]) < (now - self.RACY) * 1e9
             self._trusted_until = now + self.MAX_TRUST if settled else 0.0
         return self._generation
+
+    def moved(self) -> None:
+        """The files changed (a change watch said so): the next :meth:`generation` moves, whatever their stat."""
+        self._looked = -1.0
+        self._trusted_until = 0.0

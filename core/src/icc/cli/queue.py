@@ -86,7 +86,8 @@ def _seconds(option: str, value: float | None, *, positive: bool) -> float | Non
     type=click.FloatRange(min=0),
     default=1.0,
     show_default=True,
-    help="Seconds to wait before polling again when the queues are empty.",
+    help="Seconds to wait before polling again when the queues are empty (on SQLite on Linux the consumer waits "
+    "for its queue database to change instead, and looks anyway every 15 s or every --sleep, if longer).",
 )
 @click.option("--stop-when-empty", is_flag=True, help="Stop as soon as no message is available.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary line at exit (failures are still reported).")

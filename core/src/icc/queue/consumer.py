@@ -12,10 +12,15 @@ heartbeat thread extends their lease; a watchdog thread gives back the rest of t
 handler runs long. A consumer that stops (limits, SIGTERM) acknowledges what it handled and releases
 what it never started, taking back their attempts.
 
-An idle consumer sleeps ``Limits.sleep`` between polls, in short steps so that limits, signals and
-:meth:`Consumer.stop` are noticed quickly. A transport with a ``wait(queues, timeout)`` method (PostgreSQL with
-``[icc.consumers] notify``) spends those steps waiting for a notification instead, and leases again as soon as
-one names one of its queues; a :class:`QueueError` from it is reported once and the consumer polls.
+An idle consumer sleeps ``Limits.sleep`` between polls; :meth:`Consumer.stop` (a signal, the watchdog, another
+thread) cuts the sleep short. A transport with a ``wait(queues, timeout)`` method wakes it sooner:
+- PostgreSQL with ``[icc.consumers] notify`` waits for a notification in short steps, and the consumer leases again
+  as soon as one names one of its queues; a :class:`QueueError` from it is reported once and the consumer polls.
+- SQLite (whose transport also has ``interrupt()``, which :meth:`Consumer.stop` calls) waits in one piece until
+  its queue database changes (inotify) or the first of its queues' messages comes due, and ``_RECHECK`` seconds at
+  the most: an idle consumer then wakes for nothing (issue 17), yet a message dispatched to it is handled at
+  once, not at the next poll. Where there is no inotify it polls every ``Limits.sleep``.
+The heartbeat and watchdog threads sleep until a batch is leased.
 
 The time limit is hard. A handler still running at the limit is interrupted: the watchdog sends the main
 thread a signal whose handler raises :class:`HandlerInterrupted` (a ``BaseException``, so ``except
@@ -83,8 +88,6 @@ _SLOW_HANDLER = 1.0
 # How often (seconds) the watchdog looks at the running handler, at most (it wakes on time for the
 # moments it knows of: the slow-handler mark and the interruption).
 _WATCH_STEP = 0.25
-# How long the watchdog of an idle consumer (no batch leased) sleeps before it looks again anyway.
-_IDLE_WATCH = 30.0
 # The signal the watchdog interrupts a handler with (delivered to the main thread).
 INTERRUPT_SIGNAL = signal.SIGUSR2
 # The exit code of a consumer that abandoned a handler which ignored its interruption.
@@ -92,8 +95,11 @@ HUNG_EXIT_CODE = 1
 # Handled messages are acknowledged with the next lease, and at least this often (seconds): a crash
 # then redoes at most this much finished work.
 _ACK_INTERVAL = 1.0
-# Idle sleeps are cut into steps this long so that limits and signals are noticed quickly.
+# Idle sleeps on PostgreSQL's LISTEN are cut into steps this long so that limits and signals are noticed quickly.
 _IDLE_STEP = 0.1
+# The longest an idle consumer waits on a change watch (SQLite's, see the transport's ``wait``) before it looks
+# at its queues anyway: what no watch sees (the wall clock stepped, a lost event) is noticed within this.
+_RECHECK = 15.0
 # Seconds between two looks at the control requests (`icc consume --stop`, `icc pause --queues`).
 _CONTROL_INTERVAL = 0.5
 
@@ -265,6 +271,9 @@ class Consumer:
         if self._stop_reason is None:
             self._stop_reason = reason
         self._wake.set()
+        interrupt: Callable[[], None] | None = getattr(self.transport, "interrupt", None)
+        if interrupt is not None:
+            interrupt()  # a wait on the transport (SQLite's change watch) returns now
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -381,6 +390,8 @@ class Consumer:
                         self._idle(deadline, at_least=_CONTROL_INTERVAL, wake=False)
                         continue
                     batch = self._next_batch()
+                    if batch is None:
+                        continue  # icc pause --queues, read as it was about to lease: held from now on
                     if not batch:
                         if self.limits.stop_when_empty:
                             self.stats.stop_reason = "queues empty"
@@ -474,7 +485,8 @@ class Consumer:
             size = max(1, min(size, self.limits.limit - self.stats.processed))
         return size
 
-    def _next_batch(self) -> list[Envelope]:
+    def _next_batch(self) -> list[Envelope] | None:
+        """The next batch, or none: empty when nothing is available, None when a pause it read is in force."""
         acks = self._take_acks()
         probe: Callable[[Sequence[str]], bool] | None = getattr(self.transport, "available", None)
         if not acks and probe is not None and not probe(self.queues):
@@ -492,7 +504,7 @@ class Consumer:
             if self._held:  # icc pause --queues came while it was idle: the loop holds
                 if acks:
                     self._put_back_acks(acks)
-                return []
+                return None
         try:
             for queue in self.queues:
                 lease = self.policy(queue).lease
@@ -538,13 +550,18 @@ class Consumer:
 
     def _idle(self, deadline: float | None, *, at_least: float = 0.0, wake: bool = True) -> None:
         """Sleep ``limits.sleep`` (at least ``at_least``), cut short by a stop, the time limit, and, when
-        ``wake`` and the transport can (PostgreSQL with ``notify``), a new message on one of the queues."""
-        end = time.monotonic() + max(0.0, self.limits.sleep, at_least)
-        if deadline is not None:
-            end = min(end, deadline)
+        ``wake`` and the transport can, a new message on one of the queues: PostgreSQL with ``notify`` (its
+        ``wait``, in short steps), or a transport whose ``wait`` :meth:`stop` can interrupt (SQLite's change
+        watch), waited on in one piece until a change or a message comes due, and ``_RECHECK`` at the most."""
+        start = time.monotonic()
+        sleep = max(0.0, self.limits.sleep, at_least)
         waiter: Callable[[Sequence[str], float], bool | None] | None = (
             getattr(self.transport, "wait", None) if wake else None
         )
+        whole = waiter is not None and getattr(self.transport, "interrupt", None) is not None
+        end = start + (max(sleep, _RECHECK) if whole else sleep)
+        if deadline is not None:
+            end = min(end, deadline)
         while self._stop_reason is None:
             remaining = end - time.monotonic()
             if remaining <= 0:
@@ -554,24 +571,37 @@ class Consumer:
                 # the whole sleep is as prompt as short steps, and an idle consumer wakes once per poll.
                 self._wake.wait(remaining)
                 continue
-            step = min(_IDLE_STEP, remaining)
-            if waiter is not None:
-                # Short steps on the LISTEN connection, as without it: signals, stop() and limits stay prompt.
-                try:
-                    woken = waiter(self.queues, step)
-                except QueueError as exc:  # polling instead; the transport listens again later
-                    self.report(str(exc))
-                    woken = None
-                if woken:
-                    return
-                if woken is not None:
-                    continue
-                # None: no LISTEN now (it failed; the transport tries again later): sleep the step.
+            # Short steps on the LISTEN connection, as without it: signals, stop() and limits stay prompt. A
+            # wait that stop() interrupts is waited on whole.
+            step = remaining if whole else min(_IDLE_STEP, remaining)
+            try:
+                woken = waiter(self.queues, step)
+            except QueueError as exc:  # polling instead; the transport listens again later
+                self.report(str(exc))
+                woken = None
+            if woken:
+                if whole:
+                    self._control_checked = -math.inf  # the change may be a stop request: look at once
+                return
+            if woken is not None:
+                continue
+            if whole:
+                # None: no change watch here (no inotify): poll every limits.sleep, as without it.
+                waiter = None
+                end = min(end, start + sleep)
+                continue
+            # None: no LISTEN now (it failed; the transport tries again later): sleep the step.
             self._wake.wait(step)
 
     def _heartbeat(self, stop: threading.Event) -> None:
         interval = max(0.05, min(self.policy(q).lease for q in self.queues) / 3)
-        while not stop.wait(interval):
+        while not stop.is_set():
+            if not self._leased.is_set():
+                # Idle: no lease to extend, so no wake-ups until one is taken (run() sets it as it ends, too).
+                self._leased.wait()
+                continue
+            if stop.wait(interval):
+                return
             with self._state:
                 holding, lease = self._holding, self._held_lease
             if not holding:
@@ -596,8 +626,8 @@ class Consumer:
         wait = _WATCH_STEP
         while not stop.wait(max(0.01, wait)):
             if not self._leased.is_set():
-                # Idle: no batch, so no handler to watch; wake when one is leased, not every step.
-                self._leased.wait(_IDLE_WATCH)
+                # Idle: no batch, so no handler to watch; wake when one is leased (or run() ends), not before.
+                self._leased.wait()
                 continue
             now = time.monotonic()
             wait = _WATCH_STEP

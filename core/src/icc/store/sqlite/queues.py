@@ -34,6 +34,7 @@ from icc.errors import QueueError
 from icc.queue.message import Envelope
 from icc.queue.transport import QueueStats as QueueStats  # re-exported: it was defined here
 from icc.statedir import FileWatch, ensure_state_dir, secure_file
+from icc.store.sqlite.changes import ChangeWatch
 from icc.store.sqlqueue import SqlTransport, envelope, is_row_id, lease_batch, number
 
 __all__ = ["DATABASE_FILE", "QueueStats", "SqliteTransport"]
@@ -45,6 +46,13 @@ SCHEMA_VERSION = 2
 # A dispatch writes two pages to the WAL (its row's and its queue index entry's), each checksummed and copied
 # whole: small pages make that cheaper (SQLite's default is 4096). A file made with other pages keeps them.
 PAGE_SIZE = 1024
+# How long a waiting consumer woken by a change waits for the commit that made it to end (the write lock), and
+# the longest it waits before it looks again while another connection holds the lock longer.
+_WRITER_WAIT = 0.05
+_WRITER_RECHECK = 1.0
+# After a change woke a waiting consumer, the next change wakes it no sooner than this (seconds): a database kept
+# busy by other queues' messages or other consumers costs an idle consumer at most 5 looks a second.
+_LOOK_SPACING = 0.2
 # SQLite before 3.32 allows 999 bound parameters per statement.
 _CHUNK = 500
 
@@ -244,11 +252,16 @@ class SqliteTransport(SqlTransport):
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._sql: dict[str, str] = {}  # rendered SQL (see _t)
-        # What an idle consumer asks once a second, answered again without a read while the files stay as they
-        # were (icc.statedir.FileWatch): available()'s no (for which queues, until when) and the stop request.
+        # What an idle consumer asks at each look (every second without a change watch), answered again without a
+        # read while the files stay as they were (icc.statedir.FileWatch): available()'s no (for which queues, until when) and the stop request.
         self._watch = FileWatch(str(path), reuse=0.1)
         self._idle_answer: tuple[int, tuple[str, ...], float] = (0, (), 0.0)  # generation, queues, until
         self._stop_answer: tuple[int, float | None] = (0, None)  # generation, answer
+        # What an idle consumer waits on instead of polling (see wait): made at its first wait.
+        self._changes: ChangeWatch | None = None
+        self._writing = 0.0  # another connection was writing at the last wake: look again this soon (seconds)
+        self._looked = -math.inf  # when wait() last said "look now" (time.monotonic())
+        self._busy_ms = max(0, int(busy_timeout * 1000))
         try:
             created = _create(path)
             if not created and path.stat().st_size == 0:
@@ -451,7 +464,7 @@ class SqliteTransport(SqlTransport):
 
         An answer of no holds while the database files stay as they were and none of the queues' messages
         (delayed, or leased by another consumer) comes due: then the next ask makes two stat calls and no
-        read (an idle consumer asks once a second)."""
+        read (an idle consumer without a change watch asks once a second)."""
         at = time.time() if now is None else now
         key = tuple(queues)
         generation = self._watch.generation(at) if now is None else 0
@@ -472,6 +485,71 @@ class SqliteTransport(SqlTransport):
             due = number(next_at) if next_at is not None else math.inf
             self._idle_answer = (0, (), 0.0) if ready else (generation, key, due)
         return bool(ready)
+
+    def wait(self, queues: Sequence[str], timeout: float) -> bool | None:
+        """Wait up to ``timeout`` seconds for the queue database to change (a dispatch, a stop request, the file
+        created, removed or replaced: Linux's inotify on its directory) or for the moment the first of
+        ``queues``' messages (delayed, retried, or leased by another consumer) comes due, as the last
+        :meth:`available` answer read it. :meth:`interrupt` cuts it short.
+
+        True: one of those happened (or the watch has just begun): look now. False: nothing to look at yet (the
+        time passed, or a commit that woke it is still in progress: ask again). None: no change watch here (no
+        inotify, or the state directory is missing): the caller polls every ``Limits.sleep`` as it would
+        without it. Only the thread that waits calls it."""
+        changes = self._changes
+        if changes is None:
+            changes = self._changes = ChangeWatch(
+                str(self.path.parent), (self.path.name, f"{self.path.name}-wal")
+            )
+        wait = max(0.0, timeout)
+        read_at, asked, due = self._idle_answer
+        if read_at and asked == tuple(queues):
+            wait = min(wait, max(0.0, due - time.time()))
+        if self._writing:
+            wait = min(wait, self._writing)
+        woken = changes.wait(wait, not_before=self._looked + _LOOK_SPACING)
+        if woken is None:
+            return None
+        if woken or self._writing:
+            if self._other_writer():
+                # A writer held the lock past _WRITER_WAIT: look once it is done, backing off (up to a second,
+                # the poll's interval) while it stays held.
+                self._writing = min(_WRITER_RECHECK, max(_LOOK_SPACING, 2 * self._writing))
+                return False
+            self._writing = 0.0
+            self._looked = time.monotonic()
+            self._watch.moved()  # the files changed just now: the next question reads them, with no reuse
+            return True
+        return wait < timeout  # True: a message came due
+
+    def _other_writer(self) -> bool:
+        """Whether another connection is still writing, ``_WRITER_WAIT`` from now. A commit's pages are written to
+        the ``-wal`` (which inotify sees) before its ``fsync`` and before it is marked committed in the ``-shm``
+        (which inotify does not see: it is mapped memory), so a read right after the change that woke a waiter
+        may not see it yet, and nothing would wake the waiter again. Taking the write lock, waiting for it that
+        long at most, and giving it back at once (nothing is written) lets that commit end first."""
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(_WRITER_WAIT * 1000)}")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    return "locked" in str(exc) or "busy" in str(exc)
+                conn.execute("ROLLBACK")
+                return False
+            except sqlite3.Error:
+                return False  # the read that follows says what is wrong
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+
+    def interrupt(self) -> None:
+        """Make a :meth:`wait` in progress (or the next one) return True at once: the consumer's ``stop``.
+        Safe from signal handlers and other threads."""
+        changes = self._changes
+        if changes is not None:
+            changes.interrupt()
 
     def pending(self, queue: str | None = None) -> int:
         if queue is None:
@@ -518,6 +596,8 @@ class SqliteTransport(SqlTransport):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+        if self._changes is not None:
+            self._changes.close()
 
     def _delete(self, conn: sqlite3.Connection, ids: Sequence[int], owner: str) -> None:
         """Acknowledge: delete the messages ``owner`` holds, and count them per queue in ``handled``."""
