@@ -513,6 +513,68 @@ class Watch:
             self._read()
 
 
+def watch_all(
+    watches: Sequence[Watch],
+    ended: Callable[[Watch], None],
+    check: Callable[[Watch, float], None] | None = None,
+) -> None:
+    """Watch several tasks in one loop, as :meth:`Watch.run` watches one (their output, time limits, kills,
+    ``check`` at each wake-up), sleeping in one ``select`` over all their descriptors; ``ended(watch)`` is
+    called as each one has exited and its buffered output is read (its ``status`` set), in the order they
+    end. A task that exited while a process it started holds its output open is done once no output came
+    for :data:`DRAIN_WAIT` seconds, without holding up the others."""
+    sel = selectors.DefaultSelector()
+    live = list(watches)
+    draining: dict[int, float] = {}  # id(watch) -> when it is done if no more output comes
+    for watch in live:
+        watch.sel.close()  # its own selector, unused: the one loop's serves all of them
+        watch.sel = sel
+        sel.register(watch.read_fd, selectors.EVENT_READ, watch)
+        try:
+            watch.pidfd = os.pidfd_open(watch.pid)
+            sel.register(watch.pidfd, selectors.EVENT_READ, None)  # its exit wakes the loop
+        except (OSError, AttributeError):
+            watch.pidfd = None
+    try:
+        while live:
+            now = time.time()
+            for watch in list(live):
+                if id(watch) not in draining:
+                    if not watch._reaped():
+                        watch._keep_time_limit(now)
+                        if check is not None:
+                            check(watch, now)
+                        if watch.kill_at is not None and now >= watch.kill_at:
+                            kill_group(watch.pid, signal.SIGKILL)
+                            watch.kill_at = now + KILL_SENT  # sent; wait for the exit
+                        continue
+                    draining[id(watch)] = now + DRAIN_WAIT
+                if watch.pipe_open and now < draining[id(watch)]:
+                    continue
+                if watch.pipe_open:
+                    sel.unregister(watch.read_fd)
+                    watch.pipe_open = False
+                live.remove(watch)
+                ended(watch)
+            if not live:
+                break
+            moments = [draining.get(id(w), w.kill_at if w.kill_at is not None else w.deadline) for w in live]
+            wait = min((m - now for m in moments if m is not None), default=None)
+            if any(w.pidfd is None and id(w) not in draining for w in live):
+                look = NO_PIDFD_LOOK if all(w.pipe_open for w in live) else NO_PIDFD_WAIT
+                wait = look if wait is None else min(wait, look)
+            for key, _ in sel.select(timeout=None if wait is None else max(wait, 0.0)):
+                watch = key.data
+                if watch is None:
+                    continue  # an exit: the next round reaps it
+                if watch._read() and id(watch) in draining:
+                    draining[id(watch)] = time.time() + DRAIN_WAIT
+    finally:
+        for watch in watches:
+            watch._close_pidfd()
+        sel.close()
+
+
 def exit_of(status: int) -> tuple[int, str | None]:
     """A task's exit code from its wait ``status`` (minus the signal that killed it), and, when a signal
     did, the error saying which."""
