@@ -60,7 +60,7 @@ from icc.supervise.process import (
 )
 from icc.tick import light
 from icc.tick.ahead import _connect, _write
-from icc.tick.plain import PLUGIN_LOAD_LIMIT, PlainRun, _job_lock, _PluginExit, _untitled, plan
+from icc.tick.plain import PLUGIN_LOAD_LIMIT, PlainRun, _job_lock, _PluginExit, _Tick, _untitled, plan
 from icc.tick.plain import start as start_plain
 
 TYPE_CHECKING = False  # not typing's: the light minute does not import typing
@@ -68,7 +68,8 @@ if TYPE_CHECKING:
     import sqlite3
     from collections.abc import Callable
 
-WHO = "its background supervisor"  # as the full path's background supervisor names itself in a run's error
+WHO = "its background supervisor"
+STOPPED_TICK = "not started: icc run was asked to stop"  # the full tick's words (icc.tick.coordinator)  # as the full path's background supervisor names itself in a run's error
 # icc.schedule.FLUENT_METHODS (tests/tick/test_light_background.py pins it): the Schedule methods that return
 # the schedule, recorded by the light scheduler; anything else read from a schedule takes the real one.
 FLUENT = frozenset(
@@ -153,6 +154,14 @@ def start(runs: list[PlainRun], settings: light._Settings, state_dir: str, db_pa
     """In the light tick, which holds no connection now: fork the runs' one detached supervisor and hand the
     runs over to it (``running`` with its pid), or record them failed when it exited before it reported."""
     if not runs:
+        return
+    if _Tick.signum:  # icc run was asked to stop before it started them: as the full tick records them
+        db = _connect(db_path)
+        try:
+            for run in runs:
+                light._finish(db, run.run_id, "skipped", time.time(), None, "", STOPPED_TICK)
+        finally:
+            db.close()
         return
     (pid,) = detach([lambda: _supervisor(runs, settings, state_dir, db_path)], light.REPORT_TIMEOUT)
     if pid is None:
