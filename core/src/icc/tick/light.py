@@ -465,6 +465,12 @@ def _plan(
         if others and plain is None:
             raise _NotLight
         runs = plain.plan(db, others, slot) if others and plain is not None else []
+        if (
+            plain is not None
+            and plain.start_background is None
+            and any(getattr(r, "background", 0) for r in runs)
+        ):
+            raise _NotLight  # background runs, and nothing here to start them: the full tick's
         order = [f"consume:{q}" for q in settings.queues if f"consume:{q}" in due]
         if len(order) + len(others) != len(due):
             raise _NotLight  # a consumer job of a queue no longer configured
