@@ -517,13 +517,18 @@ def watch_all(
     watches: Sequence[Watch],
     ended: Callable[[Watch], None],
     check: Callable[[Watch, float], None] | None = None,
+    wake: int | None = None,
 ) -> None:
     """Watch several tasks in one loop, as :meth:`Watch.run` watches one (their output, time limits, kills,
     ``check`` at each wake-up), sleeping in one ``select`` over all their descriptors; ``ended(watch)`` is
     called as each one has exited and its buffered output is read (its ``status`` set), in the order they
     end. A task that exited while a process it started holds its output open is done once no output came
-    for :data:`DRAIN_WAIT` seconds, without holding up the others."""
+    for :data:`DRAIN_WAIT` seconds, without holding up the others. ``wake``: a non-blocking descriptor
+    whose data wakes the loop (drained), so ``check`` sees at once what a signal handler set (the read end of
+    :func:`signal.set_wakeup_fd`'s pipe)."""
     sel = selectors.DefaultSelector()
+    if wake is not None:
+        sel.register(wake, selectors.EVENT_READ, wake)
     live = list(watches)
     draining: dict[int, float] = {}  # id(watch) -> when it is done if no more output comes
     for watch in live:
@@ -567,6 +572,12 @@ def watch_all(
                 watch = key.data
                 if watch is None:
                     continue  # an exit: the next round reaps it
+                if isinstance(watch, int):  # the wake-up descriptor
+                    try:  # noqa: SIM105 (contextlib is not imported on the light minute's path)
+                        os.read(wake, 512)
+                    except OSError:
+                        pass
+                    continue  # the next round's check sees it
                 if watch._read() and id(watch) in draining:
                     draining[id(watch)] = time.time() + DRAIN_WAIT
     finally:

@@ -270,7 +270,13 @@ def _watch(db: sqlite3.Connection, started: list[_Running], settings: light._Set
     def ended(watch: Watch) -> None:
         _record(db, by_watch[id(watch)])
 
-    watch_all([r.watch for r in started], ended, stopping)
+    # A stop wakes the loop at once (its handler's SIGTERM may reach a task before the task's own handlers
+    # are set: the loop then sends SIGKILL after the grace).
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    watch_all([r.watch for r in started], ended, stopping, wake_r)
 
 
 def _subreaper() -> bool:
