@@ -1,6 +1,6 @@
 """The process side of supervising one run, said once for every supervisor: the full tick's foreground and
-background runs and ``icc exec`` (:mod:`icc.supervise.supervisor`) and the light minute's consumer runs
-(:mod:`icc.tick.light`).
+background runs and ``icc exec`` (:mod:`icc.supervise.supervisor`) and the light minute's consumer, plain
+and background runs (:mod:`icc.tick.light`, :mod:`icc.tick.plain`, :mod:`icc.tick.background`).
 
 - :func:`detach`: start detached supervisors (one intermediate, in a session apart, forks them all), each
   reporting its pid.
@@ -8,6 +8,8 @@ background runs and ``icc exec`` (:mod:`icc.supervise.supervisor`) and the light
   its exit code from what the callable did.
 - :class:`Watch`: the supervise loop: read the task's output, keep its time limit (SIGTERM to its process
   group, SIGKILL after the grace), pass a stop on, notice its exit (a pidfd where there is one).
+- :func:`watch_all`: the same loop over several tasks at once, one ``select`` for all of them (the light
+  minute's background supervisor, :mod:`icc.tick.background`).
 - :func:`task_outcome`: the run's outcome, exit code and error from how its task ended.
 - :class:`OutputKeeper`: what is stored of a run's output.
 
