@@ -117,6 +117,29 @@ def counts(project: Project) -> dict[tuple[str, str], int]:
     return {(j, o): n for j, o, n in query(project, "SELECT job, outcome, n FROM run_counts")}
 
 
+def status_view(project: Project) -> dict[str, Any]:
+    """What ``icc status --json`` says of the last runs (their times and ids aside)."""
+    status = project.status()
+    keep = ("kind", "outcome", "exit_code", "error")
+
+    def run(found: dict[str, Any] | None) -> tuple[Any, ...] | None:
+        return None if found is None else tuple(found[k] for k in keep)
+
+    return {
+        "drift": (status["plugins_changed"], status["drift"], status["plugin_errors"]),
+        "jobs": {
+            job["name"]: (
+                run(job["last_run"]),
+                run(job["last_success"]),
+                run(job["last_failure"]),
+                job["running"],
+                job["missed"],
+            )
+            for job in status["jobs"]
+        },
+    }
+
+
 def scanned(project: Project, plugin: str) -> None:
     project.write_plugin(plugin)
     project.icc("scan", check=True)
@@ -134,6 +157,7 @@ def test_background_jobs_start_light_and_record_what_the_full_tick_records(proje
     assert full.returncode == 0, full.stdout + full.stderr  # background runs started: not a failure
     wait_done(project, 0, 4)
     full_counts = counts(project)
+    full_status = status_view(project)
     light = project.icc("run", "--quiet", "--at", at(1))
     assert (light.returncode, light.stdout, light.stderr) == (0, "", "")
     wait_done(project, 1, 4)
@@ -155,8 +179,9 @@ def test_background_jobs_start_light_and_record_what_the_full_tick_records(proje
     timed = {key: n for key, n in counts(project).items() if key[1] != "~sum_ms"}  # durations differ
     assert timed == {key: 2 * n for key, n in full_counts.items() if key[1] != "~sum_ms"}
     assert next_dues(project) == dict.fromkeys(("ok", "boom", "exits", "later"), slot(2))
-    status = project.status()
-    assert status is not None
+    assert (
+        status_view(project) == full_status
+    )  # icc status --json says of each job what it said after the full
 
 
 def test_a_background_task_that_hangs_times_out_as_on_the_full_path(project: Project) -> None:
