@@ -576,7 +576,7 @@ def watch_all(
                     continue  # an exit: the next round reaps it
                 if isinstance(watch, int):  # the wake-up descriptor
                     try:  # noqa: SIM105 (contextlib is not imported on the light minute's path)
-                        os.read(wake, 512)
+                        os.read(watch, 512)
                     except OSError:
                         pass
                     continue  # the next round's check sees it
