@@ -34,9 +34,9 @@ def slow_now():
 
 def make(kind):
     def task():
-        note(kind)
         if kind == "stubborn":
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        note(kind)
         if kind in ("hang", "stubborn") or (kind in ("ok", "later") and slow_now()):
             time.sleep(60)
         if kind == "ok":
@@ -468,12 +468,13 @@ def schedule(scheduler):
 """,
     )
     project.icc("run", "--quiet", "--at", at(0))  # full: its run killed below
-    project.wait_for(lambda: bool(running(project, 0, 1)), timeout=30, what="the full tick's run")
+    project.wait_for(lambda: bool(running(project, 0, 1)) and len(ran(project)) == 1, timeout=30, what="full")
     os.kill(running(project, 0, 1)[0]["pid"], signal.SIGTERM)
     wait_done(project, 0, 1)
     project.icc("run", "--quiet", "--at", at(1), check=True)
-    project.wait_for(lambda: bool(running(project, 1, 1)), timeout=30, what="the light minute's run")
-    time.sleep(0.3)  # its task ignores SIGTERM by now
+    project.wait_for(
+        lambda: bool(running(project, 1, 1)) and len(ran(project)) == 2, timeout=30, what="light"
+    )
     started = time.monotonic()
     os.kill(running(project, 1, 1)[0]["pid"], signal.SIGTERM)
     wait_done(project, 1, 1, timeout=15)
