@@ -191,7 +191,12 @@ ODD = {
     "between": "scheduler.add(ok, name='odd').every_minute().between('00:00', '23:59')",
     "pings": "scheduler.add(ok, name='odd').every_minute().ping_on_failure('http://127.0.0.1:9/x')",
     "a task that takes the context": "scheduler.add(lambda ctx: None, name='odd').every_minute()",
-    "a background job": "scheduler.add(ok, name='odd').every_minute().in_background()",
+    "a background job with a callback": (
+        "scheduler.add(ok, name='odd').every_minute().in_background().after(lambda result: None)"
+    ),
+    "a background job that takes the context": (
+        "scheduler.add(lambda ctx: None, name='odd').every_minute().in_background()"
+    ),
 }
 
 

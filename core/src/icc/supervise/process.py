@@ -1,6 +1,6 @@
 """The process side of supervising one run, said once for every supervisor: the full tick's foreground and
-background runs and ``icc exec`` (:mod:`icc.supervise.supervisor`) and the light minute's consumer runs
-(:mod:`icc.tick.light`).
+background runs and ``icc exec`` (:mod:`icc.supervise.supervisor`) and the light minute's consumer, plain
+and background runs (:mod:`icc.tick.light`, :mod:`icc.tick.plain`, :mod:`icc.tick.background`).
 
 - :func:`detach`: start detached supervisors (one intermediate, in a session apart, forks them all), each
   reporting its pid.
@@ -8,6 +8,8 @@ background runs and ``icc exec`` (:mod:`icc.supervise.supervisor`) and the light
   its exit code from what the callable did.
 - :class:`Watch`: the supervise loop: read the task's output, keep its time limit (SIGTERM to its process
   group, SIGKILL after the grace), pass a stop on, notice its exit (a pidfd where there is one).
+- :func:`watch_all`: the same loop over several tasks at once, one ``select`` for all of them (the light
+  minute's background supervisor, :mod:`icc.tick.background`).
 - :func:`task_outcome`: the run's outcome, exit code and error from how its task ended.
 - :class:`OutputKeeper`: what is stored of a run's output.
 
@@ -511,6 +513,79 @@ class Watch:
                     return
                 continue
             self._read()
+
+
+def watch_all(
+    watches: Sequence[Watch],
+    ended: Callable[[Watch], None],
+    check: Callable[[Watch, float], None] | None = None,
+    wake: int | None = None,
+) -> None:
+    """Watch several tasks in one loop, as :meth:`Watch.run` watches one (their output, time limits, kills,
+    ``check`` at each wake-up), sleeping in one ``select`` over all their descriptors; ``ended(watch)`` is
+    called as each one has exited and its buffered output is read (its ``status`` set), in the order they
+    end. A task that exited while a process it started holds its output open is done once no output came
+    for :data:`DRAIN_WAIT` seconds, without holding up the others. ``wake``: a non-blocking descriptor
+    whose data wakes the loop (drained), so ``check`` sees at once what a signal handler set (the read end of
+    :func:`signal.set_wakeup_fd`'s pipe)."""
+    sel = selectors.DefaultSelector()
+    if wake is not None:
+        sel.register(wake, selectors.EVENT_READ, wake)
+    live = list(watches)
+    draining: dict[int, float] = {}  # id(watch) -> when it is done if no more output comes
+    for watch in live:
+        watch.sel.close()  # its own selector, unused: the one loop's serves all of them
+        watch.sel = sel
+        sel.register(watch.read_fd, selectors.EVENT_READ, watch)
+        try:
+            watch.pidfd = os.pidfd_open(watch.pid)
+            sel.register(watch.pidfd, selectors.EVENT_READ, None)  # its exit wakes the loop
+        except (OSError, AttributeError):
+            watch.pidfd = None
+    try:
+        while live:
+            now = time.time()
+            for watch in list(live):
+                if id(watch) not in draining:
+                    if not watch._reaped():
+                        watch._keep_time_limit(now)
+                        if check is not None:
+                            check(watch, now)
+                        if watch.kill_at is not None and now >= watch.kill_at:
+                            kill_group(watch.pid, signal.SIGKILL)
+                            watch.kill_at = now + KILL_SENT  # sent; wait for the exit
+                        continue
+                    draining[id(watch)] = now + DRAIN_WAIT
+                if watch.pipe_open and now < draining[id(watch)]:
+                    continue
+                if watch.pipe_open:
+                    sel.unregister(watch.read_fd)
+                    watch.pipe_open = False
+                live.remove(watch)
+                ended(watch)
+            if not live:
+                break
+            moments = [draining.get(id(w), w.kill_at if w.kill_at is not None else w.deadline) for w in live]
+            wait = min((m - now for m in moments if m is not None), default=None)
+            if any(w.pidfd is None and id(w) not in draining for w in live):
+                look = NO_PIDFD_LOOK if all(w.pipe_open for w in live) else NO_PIDFD_WAIT
+                wait = look if wait is None else min(wait, look)
+            for key, _ in sel.select(timeout=None if wait is None else max(wait, 0.0)):
+                watch = key.data
+                if watch is None:
+                    continue  # an exit: the next round reaps it
+                if isinstance(watch, int):  # the wake-up descriptor
+                    try:  # noqa: SIM105 (contextlib is not imported on the light minute's path)
+                        os.read(watch, 512)
+                    except OSError:
+                        pass
+                    continue  # the next round's check sees it
+                if watch._read() and id(watch) in draining:
+                    draining[id(watch)] = time.time() + DRAIN_WAIT
+    finally:
+        for watch in watches:
+            watch._close_pidfd()
+        sel.close()
 
 
 def exit_of(status: int) -> tuple[int, str | None]:

@@ -991,7 +991,7 @@ class Tick:
                 from icc.tick.ahead import refresh_slots  # lazy: only a tick that ran jobs (SQLite)
 
                 # The light minute's next slots of the plain jobs among those that ran (icc.tick.ahead).
-                ran = [(r.name, s, next_dues.get(r.name, r.next_due)) for r, s, _ in due if not s.background]
+                ran = [(r.name, s, next_dues.get(r.name, r.next_due)) for r, s, _ in due]
                 refresh_slots(str(self.db_path), ran)
         if progress is not None and (own or progress.get("jobs")):
             self._save_host_progress(own)

@@ -160,14 +160,14 @@ def _light_minute(
     others: bool = False,
 ) -> int | None:
     """Something is due: when it is only the consumer cron jobs, :mod:`icc.tick.light` may run the minute;
-    with other jobs due, :mod:`icc.tick.plain` may, when they are plain foreground jobs (not in a framework
-    project: its tasks run inside the framework)."""
+    with other jobs due, :mod:`icc.tick.plain` may, when they are plain foreground or background jobs
+    (:mod:`icc.tick.background` starts these; not in a framework project: its tasks run inside the framework)."""
     if not quiet:  # the full tick prints its table
         return None
     if others:
         if known is not None:
             return None
-        from icc.tick.plain import try_minute  # lazy: only a minute with a job other than a consumer due
+        from icc.tick.background import try_minute  # lazy: only a minute with a job other than a consumer due
 
         return try_minute(config_path, slot, state_dir, db_path)
     from icc.tick.light import try_light_minute  # lazy: only a minute with something due

@@ -1,6 +1,6 @@
 """The light cron minute: ``icc run --quiet`` when only the consumer cron jobs are due, without click, pluggy or
 the plugins. (With plain foreground jobs due too, or alone, :mod:`icc.tick.plain` vouches for them and runs
-them through this module's tick: :class:`Plain`.)
+them through this module's tick: :class:`Plain`; background ones are started by :mod:`icc.tick.background`.)
 
 With ``consumers.mode = "cron"`` (the default) the ``consume:<queue>`` jobs are due every minute, so the common
 minute is not idle. The full tick would import click, the plugin machinery and every plugin (about 190 ms of CPU)
@@ -535,9 +535,13 @@ def _light_minute(
             db.close()
     finally:
         os.close(lock)  # releases the tick lock: the runs start outside it, as the full tick's do
+    background = [run for run in runs if getattr(run, "background", False)]
+    runs = [run for run in runs if not getattr(run, "background", False)]
     try:
         if supervisor is not None:
-            supervisor.send(runs)  # first: no detached consumer supervisor may inherit its pipe
+            supervisor.send(runs)  # first: no detached supervisor may inherit its pipe
+        if background and plain is not None and plain.start_background is not None:
+            plain.start_background(background, settings, state_dir, db_path)
         _start(planned, settings, config_path, state_dir, db_path, prune=not runs)
         return supervisor.wait() if supervisor is not None and runs else 0
     except (OSError, sqlite3.Error) as exc:  # claimed, not started: the next tick records them abandoned
@@ -556,9 +560,11 @@ class Plain:
         self,
         plan: Callable[[sqlite3.Connection, list[str], int], list[Any]],
         start: Callable[[_Settings, str, str], Any],
+        start_background: Callable[[list[Any], _Settings, str, str], None] | None = None,
     ) -> None:
         self.plan = plan
         self.start = start
+        self.start_background = start_background  # the background runs (:mod:`icc.tick.background`)
 
 
 def _plan(
@@ -586,6 +592,12 @@ def _plan(
         if others and plain is None:
             raise _NotLight
         runs = plain.plan(db, others, slot) if others and plain is not None else []
+        if (
+            plain is not None
+            and plain.start_background is None
+            and any(getattr(r, "background", 0) for r in runs)
+        ):
+            raise _NotLight  # background runs, and nothing here to start them: the full tick's
         order = [f"consume:{q}" for q in settings.queues if f"consume:{q}" in due]
         if len(order) + len(others) != len(due):
             raise _NotLight  # a consumer job of a queue no longer configured

@@ -12,11 +12,14 @@ configuration loader (:mod:`icc.tick.light` does the rest of the minute as for t
    (the plugin module, imported first: its import-time code may set up what the task needs; the task's module
    and qualname; timeout, overlapping, the job lock file, the declaration order) and the jobs row's definition
    it vouches for: the light minute joins on it, so a job changed since (a scan by another icc, a row edited)
-   is the full tick's.
+   is the full tick's. An ``in_background()`` job qualifies too (``background = 1``) when its plugin's
+   ``schedule`` hook can be called without pluggy (:func:`_schedule_function`); its task, found by name
+   through that hook, need not be a module-level function: :mod:`icc.tick.background` starts those runs.
 2. **The next slots.** A row's ``slots`` are the job's next :data:`SLOTS_AHEAD` slots (each with its
    ``HH:MM`` in the job's zone, for the process title), computed with the job's own :class:`icc.Schedule` by
-   the full tick for the vouched jobs it ran (:func:`refresh_slots`, only those: a 10,000-job project pays
-   nothing for the others). The light minute takes a job only when its stored ``next_due`` is this slot and
+   ``icc scan`` for up to :data:`SCAN_SLOTS` new or changed rows (:func:`store_rows`) and by the full tick for
+   the vouched jobs it ran (:func:`refresh_slots`, only those: a 10,000-job project pays nothing for the
+   others). The light minute takes a job only when its stored ``next_due`` is this slot and
    the list goes on after it: it writes the following slot as ``next_due`` without importing ``icc.cron``. A
    list that ran out (or was never made: a job new since the scan) leaves the minute to the full tick, which
    makes a new one.
@@ -87,7 +90,6 @@ _REQUIRED: dict[str, object] = {
     "year": None,
     "between": None,
     "environments": None,
-    "background": False,
     "has_callbacks": False,
 }
 
@@ -103,20 +105,24 @@ _CREATE = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
     overlapping INTEGER NOT NULL,
     lock        TEXT NOT NULL,              -- the job lock's file name (icc.locks.job_lock_name)
     ord         INTEGER NOT NULL,           -- declaration order: the full tick runs foreground jobs in it
-    slots       TEXT NOT NULL DEFAULT ''    -- 'epoch@HH:MM,...': the next slots, from a full tick
+    slots       TEXT NOT NULL DEFAULT '',   -- 'epoch@HH:MM,...': the next slots, from a full tick
+    background  INTEGER NOT NULL DEFAULT 0  -- in_background(): its task is found by name (icc.tick.background)
 )"""
+# A table made before background rows were vouched for gets the column (its rows are all foreground ones).
+_ADD_BACKGROUND = f"ALTER TABLE {TABLE} ADD COLUMN background INTEGER NOT NULL DEFAULT 0"
 _UPSERT = (
     f"INSERT INTO {TABLE} (name, definition, plugin, source, module, task_module, qualname, timeout,"
-    " overlapping, lock, ord) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+    " overlapping, lock, ord, background) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
     " slots = CASE WHEN definition = excluded.definition THEN slots ELSE '' END,"
     " definition = excluded.definition, plugin = excluded.plugin, source = excluded.source,"
     " module = excluded.module, task_module = excluded.task_module, qualname = excluded.qualname,"
-    " timeout = excluded.timeout, overlapping = excluded.overlapping, lock = excluded.lock, ord = excluded.ord"
+    " timeout = excluded.timeout, overlapping = excluded.overlapping, lock = excluded.lock, ord = excluded.ord,"
+    " background = excluded.background"
 )
 # The due jobs the scan vouched for, as they are stored now: a row whose definition changed since is left out.
 _VOUCHED = (
     "SELECT j.name, l.plugin, l.source, l.module, l.task_module, l.qualname, l.timeout, l.overlapping, l.lock,"
-    f" l.ord, l.slots FROM jobs j JOIN {TABLE} l ON l.name = j.name AND l.definition = j.definition"
+    f" l.ord, l.slots, l.background FROM jobs j JOIN {TABLE} l ON l.name = j.name AND l.definition = j.definition"
     " WHERE j.kind = 'callable' AND j.enabled = 1 AND j.removed_at IS NULL AND j.next_due = ?"
 )
 
@@ -136,6 +142,7 @@ def scan_rows(
     infos = {info.name: info for info in host.plugins}
     plain_plugins: dict[str, str | None] = {}  # plugin -> its module, None when it is not plain
     tasks: dict[int, tuple[str, str] | None] = {}  # id(task) -> (module, qualname), None when it is not plain
+    hooks_called: dict[str, bool] = {}  # plugin -> whether its schedule function can be called without pluggy
     rows: list[tuple[object, ...]] = []
     for rec in records:
         job = jobs.get(rec.name)
@@ -157,9 +164,17 @@ def scan_rows(
                 plugin.__name__ if isinstance(plugin, types.ModuleType) and hooks <= PLAIN_HOOKS else None
             )
         module = plain_plugins[rec.plugin]
-        if id(job.task) not in tasks:  # 10,000 jobs of one task: its signature looked at once
-            tasks[id(job.task)] = _plain_task(job)
-        task = tasks[id(job.task)]
+        background = schedule.get("background") is True
+        if background:  # its task is found by name, through the plugin's own schedule function
+            if module is not None and rec.plugin not in hooks_called:
+                hooks_called[rec.plugin] = _schedule_function(host, rec.plugin) is not None
+            task: tuple[str, str] | None = ("", "") if not job.takes_context() else None
+            if not hooks_called.get(rec.plugin):
+                continue
+        else:
+            if id(job.task) not in tasks:  # 10,000 jobs of one task: its signature looked at once
+                tasks[id(job.task)] = _plain_task(job)
+            task = tasks[id(job.task)]
         if module is None or task is None:
             continue
         rows.append(
@@ -175,12 +190,39 @@ def scan_rows(
                 int(bool(schedule.get("overlapping"))),
                 job_lock_name(rec.name),
                 int(rec.definition.get("order", 0)),
+                int(background),
+                job.schedule,  # not stored: store_rows makes the first list of next slots with it
             )
         )
     return rows
 
 
+def _schedule_function(host: PluginHost, plugin: str) -> object:
+    """The plugin's ``schedule`` hook when the light minute can call it as pluggy would, without pluggy: a
+    function of the plugin module, marked by ``icc.hookimpl`` with no option that changes how it is called,
+    taking ``scheduler`` (or nothing); else None."""
+    import types  # lazy: icc scan's side only
+
+    impls = [impl for impl in host.pm.hook.schedule.get_hookimpls() if impl.plugin_name == plugin]
+    if len(impls) != 1:
+        return None
+    impl = impls[0]
+    func = impl.function
+    module = host.pm.get_plugin(plugin)
+    if (
+        not isinstance(func, types.FunctionType)
+        or getattr(module, "schedule", None) is not func
+        or impl.hookwrapper
+        or impl.wrapper
+        or tuple(impl.argnames) not in ((), ("scheduler",))
+        or impl.kwargnames
+    ):
+        return None
+    return func
+
+
 def _plain_schedule(schedule: Mapping[str, object]) -> bool:
+    """Nothing around the task (a background job's ``in_background()`` aside)."""
     if set(schedule) - _ALLOWED or any(schedule.get(k) != v for k, v in _REQUIRED.items()):
         return False
     notify = schedule.get("notify")
@@ -228,13 +270,43 @@ def store_rows(db_path: str, rows: Sequence[tuple[object, ...]], rebuilt: Iterab
         try:
             with light._transaction(db):
                 db.execute(_CREATE)
+                if "background" not in {row[1] for row in db.execute(f"PRAGMA table_info({TABLE})")}:
+                    db.execute(_ADD_BACKGROUND)
                 plain = {str(row[0]) for row in rows}
                 db.executemany(
                     f"DELETE FROM {TABLE} WHERE name = ?", [(n,) for n in rebuilt if n not in plain]
                 )
-                db.executemany(_UPSERT, rows)
+                db.executemany(_UPSERT, [row[:12] for row in rows])
+                _first_slots(db, rows)
         finally:
             db.close()
+
+
+SCAN_SLOTS = 200  # rows a scan makes a list of next slots for (about 0.6 ms each); a full tick makes the rest
+
+
+def _first_slots(db: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
+    """The lists of next slots of (up to :data:`SCAN_SLOTS` of) the rows that have none (new, or changed
+    since), from the ``next_due`` the scan stored: the first minute after a scan is a light one too."""
+    from icc.tick.ahead import slots_text  # lazy: icc scan's side only
+
+    schedules = {str(row[0]): row[12] for row in rows if len(row) > 12}
+    if not schedules:
+        return
+    todo = db.execute(
+        f"SELECT l.name, j.next_due FROM {TABLE} l JOIN jobs j ON j.name = l.name"
+        " WHERE l.slots = '' AND j.next_due IS NOT NULL"
+    ).fetchall()
+    updates: list[tuple[str, str]] = []
+    for name, next_due in todo:
+        if len(updates) >= SCAN_SLOTS:
+            break
+        if name in schedules:
+            try:
+                updates.append((slots_text(schedules[name], int(next_due)), name))  # type: ignore[arg-type]
+            except Exception:  # noqa: S112 (a schedule that cannot say: the full tick makes its list)
+                continue
+    db.executemany(f"UPDATE {TABLE} SET slots = ? WHERE name = ?", updates)
 
 
 # --- the light tick's plan -------------------------------------------------------------------------------
@@ -244,7 +316,7 @@ class PlainRun:
     """One claimed run of a plain job: what its supervisor needs."""
 
     def __init__(self, row: tuple[object, ...], slot: int, hhmm: str, next_due: int) -> None:
-        name, plugin, source, module, task_module, qualname, timeout, overlapping, lock, order, _ = row
+        name, plugin, source, module, task_module, qualname, timeout, overlapping, lock, order, _, bg = row
         self.name = str(name)
         self.plugin = str(plugin)
         self.source = str(source)
@@ -255,6 +327,7 @@ class PlainRun:
         self.overlapping = bool(overlapping)
         self.lock = str(lock)
         self.order = int(order)  # type: ignore[call-overload]
+        self.background = bool(bg)  # in_background(): started by icc.tick.background
         self.slot = slot
         self.title = f"icc: job {self.name} (slot {hhmm})"
         self.next_due = next_due
@@ -265,7 +338,7 @@ class PlainRun:
         timeout = "" if self.timeout is None else repr(self.timeout)
         fields = [str(self.run_id), self.name, self.plugin, self.source, self.module, self.task_module]
         fields += [self.qualname, timeout, str(int(self.overlapping)), self.lock, str(self.order)]
-        fields += [str(self.slot), self.title, str(self.next_due)]
+        fields += [str(self.slot), self.title, str(self.next_due), str(int(self.background))]
         return _US.join(fields) + _RS
 
     @classmethod
@@ -274,6 +347,7 @@ class PlainRun:
         run_id, slot, title, next_due = fields[0], fields[11], fields[12], fields[13]
         timeout = fields[7]
         row = (*fields[1:7], None if timeout == "" else float(timeout), int(fields[8]), *fields[9:11], "")
+        row = (*row, int(fields[14]))
         run = cls(row, int(slot), "", int(next_due))
         run.run_id = int(run_id)
         run.title = title
@@ -805,4 +879,4 @@ def _run(
     return outcome
 
 
-PLAIN = light.Plain(plan, start)
+PLAIN = light.Plain(plan, start)  # plain foreground runs only; icc.tick.background's adds the background ones
