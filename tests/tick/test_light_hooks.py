@@ -480,3 +480,38 @@ def test_a_job_whose_plugin_no_longer_imports_fails_pings_and_warns_as_in_the_fu
     assert hits["light"] == hits["full"]
     assert ("POST", "fragile/fail") in [(m, p) for m, p, _ in hits["light"]]
     assert ran(light)[-2:] == [("ok", "010"), ("flaky", "010")]  # light
+
+
+BACKGROUND_TASKS = TASKS.replace(
+    'scheduler.add(flaky, name="flaky").every_minute()',
+    'scheduler.add(flaky, name="flaky").every_minute().in_background()',
+)
+
+
+def test_background_runs_with_acting_hooks_are_the_full_ticks_and_their_failure_is_pinged(
+    tmp_path: Path, ping_server: PingServer
+) -> None:
+    """The light background supervisor (icc.tick.background) calls no run hooks: with ``monitor.ping_url`` set,
+    a minute with a background run due is the full tick's, so the background failure is still pinged."""
+    full, light = pair(
+        tmp_path, f'[icc.monitor]\nping_url = "{ping_server.url}/{{project}}/{{job}}"\n', BACKGROUND_TASKS
+    )
+    assert sqlite3.connect(light.db).execute(
+        "SELECT background FROM light_jobs WHERE name = 'flaky'"
+    ).fetchone() == (1,)
+    ping_server.hits.clear()
+    minute(full, light, 1)  # flaky (in the background) fails again
+    for project in (full, light):
+        project.wait_for(
+            lambda p=project: (
+                [r["outcome"] for r in p.runs() if r["slot"] == slot(1) and r["job"] == "flaky"] == ["failed"]
+                and len(split_hits(ping_server)[p.root.name]) == 4
+            ),
+            timeout=30,
+            what="the background run to fail and be pinged",
+        )
+    hits = split_hits(ping_server)
+    assert sorted((m, p) for m, p, _ in hits["light"]) == sorted((m, p) for m, p, _ in hits["full"])
+    assert ("POST", "flaky/fail") in [(m, p) for m, p, _ in hits["light"]]
+    # The full tick ran the light project's minute: its supervisors had the coordinator
+    assert sorted(ran(light)[2:]) == [("flaky", "110"), ("ok", "110")]

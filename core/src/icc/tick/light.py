@@ -583,7 +583,8 @@ def _plan(
         if unfinished or paused or (watermark is not None and slot < int(watermark)):
             raise _NotLight
         consumers, hooks = _parse_record(record)
-        if _acting(hooks, settings):
+        acting = bool(_acting(hooks, settings))
+        if acting:
             _check_hooks(db, settings)  # the supervisors will call them: as the full tick's would
         due = dict(db.execute(_DUE, (slot,)).fetchall())
         if not due or any(next_due != slot for next_due in due.values()):
@@ -598,6 +599,10 @@ def _plan(
             and any(getattr(r, "background", 0) for r in runs)
         ):
             raise _NotLight  # background runs, and nothing here to start them: the full tick's
+        if acting and any(getattr(r, "background", 0) for r in runs):
+            # The light background supervisor (icc.tick.background) calls no run hooks: with hooks that can act
+            # (alert mail, pings, notify URLs), background runs are the full tick's, so every failure is heard.
+            raise _NotLight
         order = [f"consume:{q}" for q in settings.queues if f"consume:{q}" in due]
         if len(order) + len(others) != len(due):
             raise _NotLight  # a consumer job of a queue no longer configured
