@@ -59,13 +59,13 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar
 
 import pluggy
 
 from icc import hookspecs, logs
 from icc._version import DISTRIBUTION, __version__
-from icc.errors import PluginError, ScheduleError
+from icc.errors import ExitGuard, PluginError, ProcessExitCalled, ScheduleError
 from icc.hookspecs import Handler
 from icc.jobs import Job, Provenance, RunContext, RunResult, Scheduler
 from icc.records import record
@@ -278,14 +278,6 @@ def _builtin_exists(module: str) -> bool:
 # --- running plugin code ----------------------------------------------------------------------------
 
 
-class ProcessExitCalled(BaseException):
-    """Raised instead of ending the process when a plugin calls ``os._exit()`` while icc runs its code."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(f"the plugin called os._exit({code}); icc went on without it")
-        self.code = code
-
-
 @contextlib.contextmanager
 def _stdout_to_stderr() -> Iterator[None]:
     """What plugin code prints goes to stderr: ``print`` and writes to file descriptor 1 alike, so it never
@@ -315,23 +307,14 @@ def _stdout_to_stderr() -> Iterator[None]:
 def _exit_guard() -> Iterator[None]:
     """``os._exit()`` called by plugin code in this process raises :class:`ProcessExitCalled` instead (a
     process the plugin forked still exits), and a fatal signal prints the Python stack naming the plugin."""
-    real_exit = os._exit
-    pid = os.getpid()
-
-    def guarded_exit(status: int) -> NoReturn:
-        if os.getpid() != pid:
-            real_exit(status)
-        raise ProcessExitCalled(status)
-
     enabled = faulthandler.is_enabled()
     if not enabled:
         with contextlib.suppress(Exception):  # no usable stderr: nothing to print to
             faulthandler.enable()
-    os._exit = guarded_exit
     try:
-        yield
+        with ExitGuard():
+            yield
     finally:
-        os._exit = real_exit
         if not enabled:
             faulthandler.disable()
 

@@ -45,6 +45,7 @@ import signal
 import sys
 import time
 
+from icc.errors import ExitGuard, plugin_failure
 from icc.supervise.process import (
     OutputKeeper,
     Watch,
@@ -60,7 +61,7 @@ from icc.supervise.process import (
 )
 from icc.tick import light
 from icc.tick.ahead import _connect, _write
-from icc.tick.plain import PLUGIN_LOAD_LIMIT, PlainRun, _job_lock, _PluginExit, _Tick, _untitled, plan
+from icc.tick.plain import PLUGIN_LOAD_LIMIT, PlainRun, _job_lock, _Tick, _untitled, plan
 from icc.tick.plain import start as start_plain
 
 TYPE_CHECKING = False  # not typing's: the light minute does not import typing
@@ -402,14 +403,6 @@ def _load_plugin(
     """Import the plugin module and call its ``schedule`` function for the jobs ``names``, within ``limit``
     seconds, ``os._exit`` guarded: (tasks by job name, the plugin's failure as the full path describes it,
     whether it loaded within the limit)."""
-    real_exit = os._exit
-    me = os.getpid()
-
-    def guarded_exit(status: int) -> None:  # icc.plugins' guard: a plugin's os._exit() fails it, not us
-        if os.getpid() != me:
-            real_exit(status)
-        raise _PluginExit(status)
-
     tasks: dict[str, Callable[[], object]] = {}
 
     def work() -> None:
@@ -431,19 +424,10 @@ def _load_plugin(
     problem: str | None = None
     loaded = True
     try:
-        os._exit = guarded_exit  # type: ignore[assignment]
-        loaded = within(limit, work)
+        with ExitGuard():  # icc.plugins' guard: a plugin's os._exit() fails it, not us
+            loaded = within(limit, work)
     except BaseException as exc:  # as icc.plugins describes a plugin's failure
-        text = str(exc)
-        problem = (
-            text
-            if isinstance(exc, _PluginExit)
-            else f"{type(exc).__name__}: {text}"
-            if text
-            else type(exc).__name__
-        )
-    finally:
-        os._exit = real_exit
+        problem = plugin_failure(exc)
     return tasks, problem, loaded
 
 

@@ -53,6 +53,7 @@ import sqlite3
 import sys
 import time
 
+from icc.errors import ExitGuard, plugin_failure
 from icc.supervise.process import (
     OutputKeeper,
     Watch,
@@ -729,32 +730,16 @@ def _load(run: PlainRun) -> str | None:
     """Import the run's plugin module within its time limit (:func:`icc.supervise.process.within`); None, or the
     run's error as the full path says it (:func:`icc.tick.coordinator.prepare_run`)."""
     limit = run.timeout or PLUGIN_LOAD_LIMIT
-    real_exit = os._exit
-    me = os.getpid()
-
-    def guarded_exit(status: int) -> None:  # icc.plugins' guard: a plugin's os._exit() fails it, not us
-        if os.getpid() != me:
-            real_exit(status)
-        raise _PluginExit(status)
-
     saved = os.dup(1)
     os.dup2(2, 1)  # what the plugin prints goes to stderr, as icc.plugins.plugin_code() sends it
     error: str | None = None
     loaded = True
     try:
-        os._exit = guarded_exit  # type: ignore[assignment]
-        loaded = within(limit, lambda: __import__(run.module))
+        with ExitGuard():  # icc.plugins' guard: a plugin's os._exit() fails it, not us
+            loaded = within(limit, lambda: __import__(run.module))
     except BaseException as exc:
-        text = str(exc)
-        error = (
-            text
-            if isinstance(exc, _PluginExit)
-            else f"{type(exc).__name__}: {text}"
-            if text
-            else type(exc).__name__
-        )
+        error = plugin_failure(exc)
     finally:
-        os._exit = real_exit
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
@@ -767,11 +752,6 @@ def _load(run: PlainRun) -> str | None:
         sys.stderr.write(f"warning: plugin {run.plugin}: {error}\n")  # as icc run warns of it (tick.summary)
         return f"job {run.name!r} could not be loaded from its plugin ({run.plugin}: {error}); run `icc scan`"
     return None
-
-
-class _PluginExit(BaseException):
-    def __init__(self, code: int) -> None:
-        super().__init__(f"the plugin called os._exit({code}); icc went on without it")
 
 
 def _task(run: PlainRun) -> Callable[[], object] | None:
