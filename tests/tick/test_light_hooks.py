@@ -488,30 +488,47 @@ BACKGROUND_TASKS = TASKS.replace(
 )
 
 
-def test_background_runs_with_acting_hooks_are_the_full_ticks_and_their_failure_is_pinged(
+def settled(full: Project, light: Project, server: PingServer, n: int, outcome: str, pings: int) -> None:
+    """Wait until minute ``n``'s background run of flaky is recorded ``outcome`` in both projects and each
+    project's server has ``pings`` requests in all."""
+    for project in (full, light):
+        project.wait_for(
+            lambda p=project: (
+                [r["outcome"] for r in p.runs() if r["slot"] == slot(n) and r["job"] == "flaky"] == [outcome]
+                and len(split_hits(server)[p.root.name]) == pings
+            ),
+            timeout=30,
+            what=f"the background run to be {outcome} and pinged",
+        )
+
+
+def test_background_runs_of_a_light_minute_are_pinged_as_by_the_full_tick_for_failure_and_recovery(
     tmp_path: Path, ping_server: PingServer
 ) -> None:
-    """The light background supervisor (icc.tick.background) calls no run hooks: with ``monitor.ping_url`` set,
-    a minute with a background run due is the full tick's, so the background failure is still pinged."""
+    """With ``monitor.ping_url`` set (its ``before_run`` acts: no declared episode), the light background
+    supervisor (icc.tick.background) calls each background run's hooks as the full tick's supervisor does:
+    the same pings for a failure and a recovery, the same rows; the light path taken (no coordinator)."""
     full, light = pair(
         tmp_path, f'[icc.monitor]\nping_url = "{ping_server.url}/{{project}}/{{job}}"\n', BACKGROUND_TASKS
     )
     assert sqlite3.connect(light.db).execute(
         "SELECT background FROM light_jobs WHERE name = 'flaky'"
     ).fetchone() == (1,)
+    settled(full, light, ping_server, 0, "failed", 4)  # minute 0's background pings may come after its tick
     ping_server.hits.clear()
     minute(full, light, 1)  # flaky (in the background) fails again
-    for project in (full, light):
-        project.wait_for(
-            lambda p=project: (
-                [r["outcome"] for r in p.runs() if r["slot"] == slot(1) and r["job"] == "flaky"] == ["failed"]
-                and len(split_hits(ping_server)[p.root.name]) == 4
-            ),
-            timeout=30,
-            what="the background run to fail and be pinged",
-        )
+    settled(full, light, ping_server, 1, "failed", 4)
+    (full.root / "fail").unlink()
+    (light.root / "fail").unlink()
+    minute(full, light, 2)  # flaky recovers
+    settled(full, light, ping_server, 2, "succeeded", 8)
+
     hits = split_hits(ping_server)
-    assert sorted((m, p) for m, p, _ in hits["light"]) == sorted((m, p) for m, p, _ in hits["full"])
-    assert ("POST", "flaky/fail") in [(m, p) for m, p, _ in hits["light"]]
-    # The full tick ran the light project's minute: its supervisors had the coordinator
-    assert sorted(ran(light)[2:]) == [("flaky", "110"), ("ok", "110")]
+    for first, last in ((0, 4), (4, 8)):  # each minute's: ok's and flaky's pings interleave as they run
+        assert sorted(hits["light"][first:last]) == sorted(hits["full"][first:last])
+    flaky = [(m, p) for m, p, _ in hits["light"] if p.startswith("flaky")]
+    assert flaky == [("GET", "flaky/start"), ("POST", "flaky/fail"), ("GET", "flaky/start"), ("POST", "flaky")]
+    assert runs_from(light, 1) == runs_from(full, 1)
+    # The light path was taken: the background supervisor had the hooks' pluggy, never the coordinator nor click
+    assert sorted(ran(full)[2:]) == sorted([("ok", "110"), ("flaky", "110")] * 2)
+    assert sorted(ran(light)[2:]) == sorted([("ok", "010"), ("flaky", "010")] * 2)
