@@ -527,7 +527,12 @@ def test_background_runs_of_a_light_minute_are_pinged_as_by_the_full_tick_for_fa
     for first, last in ((0, 4), (4, 8)):  # each minute's: ok's and flaky's pings interleave as they run
         assert sorted(hits["light"][first:last]) == sorted(hits["full"][first:last])
     flaky = [(m, p) for m, p, _ in hits["light"] if p.startswith("flaky")]
-    assert flaky == [("GET", "flaky/start"), ("POST", "flaky/fail"), ("GET", "flaky/start"), ("POST", "flaky")]
+    assert flaky == [
+        ("GET", "flaky/start"),
+        ("POST", "flaky/fail"),
+        ("GET", "flaky/start"),
+        ("POST", "flaky"),
+    ]
     assert runs_from(light, 1) == runs_from(full, 1)
     # The light path was taken: the background supervisor had the hooks' pluggy, never the coordinator nor click
     assert sorted(ran(full)[2:]) == sorted([("ok", "110"), ("flaky", "110")] * 2)
