@@ -537,3 +537,70 @@ def test_background_runs_of_a_light_minute_are_pinged_as_by_the_full_tick_for_fa
     # The light path was taken: the background supervisor had the hooks' pluggy, never the coordinator nor click
     assert sorted(ran(full)[2:]) == sorted([("ok", "110"), ("flaky", "110")] * 2)
     assert sorted(ran(light)[2:]) == sorted([("ok", "010"), ("flaky", "010")] * 2)
+
+
+# Run hooks with a before_run (no declared episode) whose after_run hangs for ok's runs: bounded by
+# callback_timeout, it holds up the watching of the other background task at most that long.
+BEFORE_AND_HANG = """
+ICC_RUN_HOOK_SETTINGS = ("tasks.hooks",)
+
+@icc.hookimpl
+def before_run(job, run):
+    print(f"before {job.name}")
+    with open(os.path.join(os.environ["MARKER_DIR"], "before_run"), "a") as f:
+        f.write(f"{job.name} {time.time()}\\n")
+
+
+@icc.hookimpl
+def after_run(job, run, result):
+    print(f"after {job.name} {result.outcome}")
+    if job.name == "ok":
+        time.sleep(60)
+"""
+
+
+def test_light_background_runs_call_every_before_observer_before_any_fork_and_bound_a_hanging_after(
+    tmp_path: Path,
+) -> None:
+    """Two background runs with run hooks whose ``before_run`` acts: the light background supervisor calls
+    both runs' ``before`` observers before it forks either task; ok's ``after_run`` hangs and is ended at
+    ``callback_timeout`` (a note on the run); the rows are the full tick's."""
+    plugin = BACKGROUND_TASKS.replace(
+        'scheduler.add(ok, name="ok").every_minute()',
+        'scheduler.add(ok, name="ok").every_minute().in_background()',
+    )
+    made = []
+    for name in ("full", "light"):
+        project = Project(tmp_path / name)
+        project.root.mkdir()
+        project.write_config(
+            "callback_timeout = 1\n[icc.tasks]\nhooks = true\n", plugins=("tasks_plugin", "hooks_plugin")
+        )
+        project.write_plugin(plugin)
+        project.write_plugin(BEFORE_AND_HANG, name="hooks_plugin")
+        project.icc("scan", check=True)
+        (project.root / "fail").write_text("")
+        project.icc("run", "--at", at(0))
+        made.append(project)
+    full, light = made
+
+    def done(project: Project, n: int) -> bool:
+        runs = [r for r in project.runs() if r["slot"] == slot(n)]
+        return len(runs) == 2 and all(
+            r["outcome"] not in ("pending", "running") and not pid_alive(r["pid"]) for r in runs
+        )
+
+    for project in made:
+        project.wait_for(lambda p=project: done(p, 0), timeout=30, what="minute 0's runs and hooks to end")
+    minute(full, light, 1)
+    for project in made:
+        project.wait_for(lambda p=project: done(p, 1), timeout=30, what="minute 1's runs and hooks to end")
+    assert runs_from(light, 1) == runs_from(full, 1)
+    by_job = {r["job"]: r for r in runs_from(light, 1)}
+    assert by_job["ok"]["output"].index("before ok") < by_job["ok"]["output"].index("fine")
+    assert "after_run hook of plugin 'hooks_plugin'" in by_job["ok"]["error"]
+    assert by_job["flaky"]["outcome"] == "failed" and "after flaky failed" in by_job["flaky"]["output"]
+    assert sorted(ran(light)[2:]) == [("flaky", "010"), ("ok", "010")]  # light
+    befores = [float(line.split()[1]) for line in light.marker_lines("before_run")[2:]]
+    started = [r["started_at"] for r in light.runs() if r["slot"] == slot(1)]
+    assert len(befores) == 2 and max(befores) < min(started)  # every before observer, then the forks
