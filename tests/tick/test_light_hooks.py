@@ -604,3 +604,51 @@ def test_light_background_runs_call_every_before_observer_before_any_fork_and_bo
     befores = [float(line.split()[1]) for line in light.marker_lines("before_run")[2:]]
     started = [r["started_at"] for r in light.runs() if r["slot"] == slot(1)]
     assert len(befores) == 2 and max(befores) < min(started)  # every before observer, then the forks
+
+
+def test_light_background_runs_whose_hook_plugins_do_not_load_in_time_fail_unstarted_as_in_the_full_tick(
+    tmp_path: Path,
+) -> None:
+    """A run hook plugin (its ``before_run`` acts) whose import hangs: each background run fails at its
+    timeout, its task not started, with the full tick's error; the light minute taken all the same (one
+    supervisor for both runs, where the full tick has one each)."""
+    plugin = TASKS.replace(".every_minute()", ".every_minute().in_background().timeout(2)")
+    hanging = 'if os.path.exists(os.path.join(os.environ["MARKER_DIR"], "hang")):\n    time.sleep(60)\n'
+    made = []
+    for name in ("full", "light"):
+        project = Project(tmp_path / name)
+        project.root.mkdir()
+        project.write_config(
+            "callback_timeout = 1\n[icc.tasks]\nhooks = true\n", plugins=("tasks_plugin", "hooks_plugin")
+        )
+        project.write_plugin(plugin)
+        project.write_plugin(
+            hanging + BEFORE_AND_HANG.replace('job.name == "ok"', "False"), name="hooks_plugin"
+        )
+        project.icc("scan", check=True)
+        project.icc("run", "--at", at(0))
+        made.append(project)
+    full, light = made
+
+    def ended(project: Project, n: int) -> list[dict[str, Any]] | None:
+        runs = [r for r in project.runs() if r["slot"] == slot(n)]
+        done = len(runs) == 2 and all(
+            r["outcome"] not in ("pending", "running") and not pid_alive(r["pid"]) for r in runs
+        )
+        return runs if done else None
+
+    for project in made:
+        project.wait_for(lambda p=project: ended(p, 0), timeout=30, what="minute 0's background runs")
+        (project.root / "hang").write_text(
+            ""
+        )  # from now on the hooks plugin's import hangs (no file changed)
+    minute(full, light, 1)
+    for project in made:
+        project.wait_for(lambda p=project: ended(p, 1), timeout=30, what="minute 1's background runs")
+    assert runs_from(light, 1) == runs_from(full, 1)
+    for run in runs_from(light, 1):
+        assert run["outcome"] == "failed" and "did not load within 2s" in run["error"]
+    assert len(ran(light)) == len(ran(full)) == 2  # minute 0's: no task of minute 1 started
+    # Light: one background supervisor for both runs; the full tick has one per run
+    assert len({r["pid"] for r in ended(light, 1) or []}) == 1
+    assert len({r["pid"] for r in ended(full, 1) or []}) == 2
