@@ -488,30 +488,167 @@ BACKGROUND_TASKS = TASKS.replace(
 )
 
 
-def test_background_runs_with_acting_hooks_are_the_full_ticks_and_their_failure_is_pinged(
+def settled(full: Project, light: Project, server: PingServer, n: int, outcome: str, pings: int) -> None:
+    """Wait until minute ``n``'s background run of flaky is recorded ``outcome`` in both projects and each
+    project's server has ``pings`` requests in all."""
+    for project in (full, light):
+        project.wait_for(
+            lambda p=project: (
+                [r["outcome"] for r in p.runs() if r["slot"] == slot(n) and r["job"] == "flaky"] == [outcome]
+                and len(split_hits(server)[p.root.name]) == pings
+            ),
+            timeout=30,
+            what=f"the background run to be {outcome} and pinged",
+        )
+
+
+def test_background_runs_of_a_light_minute_are_pinged_as_by_the_full_tick_for_failure_and_recovery(
     tmp_path: Path, ping_server: PingServer
 ) -> None:
-    """The light background supervisor (icc.tick.background) calls no run hooks: with ``monitor.ping_url`` set,
-    a minute with a background run due is the full tick's, so the background failure is still pinged."""
+    """With ``monitor.ping_url`` set (its ``before_run`` acts: no declared episode), the light background
+    supervisor (icc.tick.background) calls each background run's hooks as the full tick's supervisor does:
+    the same pings for a failure and a recovery, the same rows; the light path taken (no coordinator)."""
     full, light = pair(
         tmp_path, f'[icc.monitor]\nping_url = "{ping_server.url}/{{project}}/{{job}}"\n', BACKGROUND_TASKS
     )
     assert sqlite3.connect(light.db).execute(
         "SELECT background FROM light_jobs WHERE name = 'flaky'"
     ).fetchone() == (1,)
+    settled(full, light, ping_server, 0, "failed", 4)  # minute 0's background pings may come after its tick
     ping_server.hits.clear()
     minute(full, light, 1)  # flaky (in the background) fails again
-    for project in (full, light):
-        project.wait_for(
-            lambda p=project: (
-                [r["outcome"] for r in p.runs() if r["slot"] == slot(1) and r["job"] == "flaky"] == ["failed"]
-                and len(split_hits(ping_server)[p.root.name]) == 4
-            ),
-            timeout=30,
-            what="the background run to fail and be pinged",
-        )
+    settled(full, light, ping_server, 1, "failed", 4)
+    (full.root / "fail").unlink()
+    (light.root / "fail").unlink()
+    minute(full, light, 2)  # flaky recovers
+    settled(full, light, ping_server, 2, "succeeded", 8)
+
     hits = split_hits(ping_server)
-    assert sorted((m, p) for m, p, _ in hits["light"]) == sorted((m, p) for m, p, _ in hits["full"])
-    assert ("POST", "flaky/fail") in [(m, p) for m, p, _ in hits["light"]]
-    # The full tick ran the light project's minute: its supervisors had the coordinator
-    assert sorted(ran(light)[2:]) == [("flaky", "110"), ("ok", "110")]
+    for first, last in ((0, 4), (4, 8)):  # each minute's: ok's and flaky's pings interleave as they run
+        assert sorted(hits["light"][first:last]) == sorted(hits["full"][first:last])
+    flaky = [(m, p) for m, p, _ in hits["light"] if p.startswith("flaky")]
+    assert flaky == [
+        ("GET", "flaky/start"),
+        ("POST", "flaky/fail"),
+        ("GET", "flaky/start"),
+        ("POST", "flaky"),
+    ]
+    assert runs_from(light, 1) == runs_from(full, 1)
+    # The light path was taken: the background supervisor had the hooks' pluggy, never the coordinator nor click
+    assert sorted(ran(full)[2:]) == sorted([("ok", "110"), ("flaky", "110")] * 2)
+    assert sorted(ran(light)[2:]) == sorted([("ok", "010"), ("flaky", "010")] * 2)
+
+
+# Run hooks with a before_run (no declared episode) whose after_run hangs for ok's runs: bounded by
+# callback_timeout, it holds up the watching of the other background task at most that long.
+BEFORE_AND_HANG = """
+ICC_RUN_HOOK_SETTINGS = ("tasks.hooks",)
+
+@icc.hookimpl
+def before_run(job, run):
+    print(f"before {job.name}")
+    with open(os.path.join(os.environ["MARKER_DIR"], "before_run"), "a") as f:
+        f.write(f"{job.name} {time.time()}\\n")
+
+
+@icc.hookimpl
+def after_run(job, run, result):
+    print(f"after {job.name} {result.outcome}")
+    if job.name == "ok":
+        time.sleep(60)
+"""
+
+
+def test_light_background_runs_call_every_before_observer_before_any_fork_and_bound_a_hanging_after(
+    tmp_path: Path,
+) -> None:
+    """Two background runs with run hooks whose ``before_run`` acts: the light background supervisor calls
+    both runs' ``before`` observers before it forks either task; ok's ``after_run`` hangs and is ended at
+    ``callback_timeout`` (a note on the run); the rows are the full tick's."""
+    plugin = BACKGROUND_TASKS.replace(
+        'scheduler.add(ok, name="ok").every_minute()',
+        'scheduler.add(ok, name="ok").every_minute().in_background()',
+    )
+    made = []
+    for name in ("full", "light"):
+        project = Project(tmp_path / name)
+        project.root.mkdir()
+        project.write_config(
+            "callback_timeout = 1\n[icc.tasks]\nhooks = true\n", plugins=("tasks_plugin", "hooks_plugin")
+        )
+        project.write_plugin(plugin)
+        project.write_plugin(BEFORE_AND_HANG, name="hooks_plugin")
+        project.icc("scan", check=True)
+        (project.root / "fail").write_text("")
+        project.icc("run", "--at", at(0))
+        made.append(project)
+    full, light = made
+
+    def done(project: Project, n: int) -> bool:
+        runs = [r for r in project.runs() if r["slot"] == slot(n)]
+        return len(runs) == 2 and all(
+            r["outcome"] not in ("pending", "running") and not pid_alive(r["pid"]) for r in runs
+        )
+
+    for project in made:
+        project.wait_for(lambda p=project: done(p, 0), timeout=30, what="minute 0's runs and hooks to end")
+    minute(full, light, 1)
+    for project in made:
+        project.wait_for(lambda p=project: done(p, 1), timeout=30, what="minute 1's runs and hooks to end")
+    assert runs_from(light, 1) == runs_from(full, 1)
+    by_job = {r["job"]: r for r in runs_from(light, 1)}
+    assert by_job["ok"]["output"].index("before ok") < by_job["ok"]["output"].index("fine")
+    assert "after_run hook of plugin 'hooks_plugin'" in by_job["ok"]["error"]
+    assert by_job["flaky"]["outcome"] == "failed" and "after flaky failed" in by_job["flaky"]["output"]
+    assert sorted(ran(light)[2:]) == [("flaky", "010"), ("ok", "010")]  # light
+    befores = [float(line.split()[1]) for line in light.marker_lines("before_run")[2:]]
+    started = [r["started_at"] for r in light.runs() if r["slot"] == slot(1)]
+    assert len(befores) == 2 and max(befores) < min(started)  # every before observer, then the forks
+
+
+def test_light_background_runs_whose_hook_plugins_do_not_load_in_time_fail_unstarted_as_in_the_full_tick(
+    tmp_path: Path,
+) -> None:
+    """A run hook plugin (its ``before_run`` acts) whose import hangs: each background run fails at its
+    timeout, its task not started, with the full tick's error; the light minute taken all the same (one
+    supervisor for both runs, where the full tick has one each)."""
+    plugin = TASKS.replace(".every_minute()", ".every_minute().in_background().timeout(2)")
+    hanging = 'if os.path.exists(os.path.join(os.environ["MARKER_DIR"], "hang")):\n    time.sleep(60)\n'
+    made = []
+    for name in ("full", "light"):
+        project = Project(tmp_path / name)
+        project.root.mkdir()
+        project.write_config(
+            "callback_timeout = 1\n[icc.tasks]\nhooks = true\n", plugins=("tasks_plugin", "hooks_plugin")
+        )
+        project.write_plugin(plugin)
+        project.write_plugin(
+            hanging + BEFORE_AND_HANG.replace('job.name == "ok"', "False"), name="hooks_plugin"
+        )
+        project.icc("scan", check=True)
+        project.icc("run", "--at", at(0))
+        made.append(project)
+    full, light = made
+
+    def ended(project: Project, n: int) -> list[dict[str, Any]] | None:
+        runs = [r for r in project.runs() if r["slot"] == slot(n)]
+        done = len(runs) == 2 and all(
+            r["outcome"] not in ("pending", "running") and not pid_alive(r["pid"]) for r in runs
+        )
+        return runs if done else None
+
+    for project in made:
+        project.wait_for(lambda p=project: ended(p, 0), timeout=30, what="minute 0's background runs")
+        (project.root / "hang").write_text(
+            ""
+        )  # from now on the hooks plugin's import hangs (no file changed)
+    minute(full, light, 1)
+    for project in made:
+        project.wait_for(lambda p=project: ended(p, 1), timeout=30, what="minute 1's background runs")
+    assert runs_from(light, 1) == runs_from(full, 1)
+    for run in runs_from(light, 1):
+        assert run["outcome"] == "failed" and "did not load within 2s" in run["error"]
+    assert len(ran(light)) == len(ran(full)) == 2  # minute 0's: no task of minute 1 started
+    # Light: one background supervisor for both runs; the full tick has one per run
+    assert len({r["pid"] for r in ended(light, 1) or []}) == 1
+    assert len({r["pid"] for r in ended(full, 1) or []}) == 2

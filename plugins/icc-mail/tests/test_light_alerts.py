@@ -67,12 +67,14 @@ def at(minutes: int) -> str:
 
 
 class Proj:
-    def __init__(self, root: Path, port: int, consumers: str, no_jobs: bool = False) -> None:
+    def __init__(
+        self, root: Path, port: int, consumers: str, no_jobs: bool = False, plugin: str = PLUGIN
+    ) -> None:
         self.root = root
         self.name = root.name
         self.no_jobs = no_jobs
         root.mkdir()
-        (root / "tasks_plugin.py").write_text(PLUGIN)
+        (root / "tasks_plugin.py").write_text(plugin)
         (root / "icc.toml").write_text(
             textwrap.dedent(
                 f"""
@@ -220,3 +222,54 @@ def test_a_consumer_minute_with_alert_to_set_is_light_and_mails_as_the_full_tick
     assert len(full.lines("loaded")) > loaded[0]
     assert len(light.lines("loaded")) == loaded[1]
     assert mails(smtp.received, "light") == mails(smtp.received, "full") == []
+
+
+BACKGROUND = PLUGIN.replace(
+    'scheduler.add(flaky, name="flaky").every_minute()',
+    'scheduler.add(flaky, name="flaky").every_minute().in_background()',
+)
+
+
+def test_alert_mails_of_light_background_runs_are_the_full_ticks_for_failure_and_recovery(
+    tmp_path: Path, start_smtp: StartServer
+) -> None:
+    """Background runs in light minutes with ``mail.alert_to`` set: the light background supervisor calls
+    icc-mail's ``after_run`` (a declared episode: loaded after a run, only when it calls for it) as the full
+    tick's background supervisor does: the same alert for the failure, none for the repeat, the same for the
+    recovery."""
+    smtp = start_smtp()
+    made = []
+    for name in ("full", "light"):
+        project = Proj(tmp_path / name, smtp.port, 'mode = "service"', plugin=BACKGROUND)
+        assert project.icc("scan").returncode == 0
+        project.icc("run", "--at", at(0))  # the full tick in both: it makes the plain jobs' next slots
+        ended(project, 0)
+        made.append(project)
+    full, light = made
+    db = sqlite3.connect(light.root / "state" / "state.sqlite3")
+    assert db.execute("SELECT background FROM light_jobs WHERE name = 'flaky'").fetchone() == (1,)
+    db.close()
+    for minute in (1, 2, 3):  # flaky fails (an alert), fails again (none), recovers (the recovery's)
+        for project in made:
+            if minute == 1:
+                (project.root / "fail").write_text("")
+            elif minute == 3:
+                (project.root / "fail").unlink()
+        full.icc("run", "--at", at(minute))
+        tick = light.icc("run", "--quiet", "--at", at(minute))
+        assert (tick.returncode, tick.stdout, tick.stderr) == (0, "", "")
+        ended(full, minute)
+        ended(light, minute)
+    # The light minutes were light: no coordinator, no click where their tasks were forked.
+    assert sorted(full.lines("ran")[2:]) == sorted(["ok 10", "flaky 10"] * 3)
+    assert sorted(light.lines("ran")[2:]) == sorted(["ok 00", "flaky 00"] * 3)
+    assert [comparable(r) for r in light.runs(1)] == [comparable(r) for r in full.runs(1)]
+
+    for project in made:
+        consume = project.icc("consume", "mail", "--stop-when-empty")
+        assert consume.returncode == 0, consume.stderr
+    full_mails, light_mails = mails(smtp.received, "full"), mails(smtp.received, "light")
+    assert light_mails == full_mails
+    subjects = [subject for subject, _ in light_mails]
+    assert len(subjects) == 2 and "flaky failed" in subjects[0] and "flaky" in subjects[1]
+    assert "flaky says hi" in light_mails[0][1] and "exit code 3" in light_mails[0][1]

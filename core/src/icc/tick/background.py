@@ -28,6 +28,15 @@ coordinator, click, pluggy or the configuration loader, in one detached supervis
    timeouts (SIGTERM to the task's group, SIGKILL after ``grace``), a stop (SIGTERM/SIGINT: passed on to
    every task's group, the runs not started yet recorded skipped, "its background supervisor received
    SIGTERM"), recording each run as its task ends by :func:`icc.supervise.process.task_outcome`'s rules.
+4. **Run hooks that act** (:func:`icc.tick.light.run_hooks`): called as the foreground supervisor calls them
+   (:mod:`icc.tick.plain`), with the same objects. Declared episodes (:class:`icc.tick.light.Hooks`): after
+   each run is recorded, its hooks loaded and called when it calls for them. Otherwise (a ``before_run`` acts):
+   each run's plugins loaded before any task is forked (:func:`_observe`; a run whose plugins do not load
+   within its timeout fails, its task not started), then, with the job locks, every run's ``before``
+   observers, then the forks: no task runs unwatched while an observer runs. ``after`` observers
+   (:func:`_after`) are called in the watch loop as each run is recorded, so they hold up the other tasks'
+   watching (their output waits in its pipe, their time limits are checked late) by at most what the bounded
+   observers take.
 
 One supervisor per minute rather than one per run: each process forked costs a few milliseconds of CPU
 (copy-on-write page faults of the process it was forked from), and twenty of them on two cores were what
@@ -68,6 +77,8 @@ TYPE_CHECKING = False  # not typing's: the light minute does not import typing
 if TYPE_CHECKING:
     import sqlite3
     from collections.abc import Callable
+
+    from icc.supervise.observers import RunHooks
 
 WHO = "its background supervisor"
 STOPPED_TICK = "not started: icc run was asked to stop"  # the full tick's words (icc.tick.coordinator)  # as the full path's background supervisor names itself in a run's error
@@ -207,13 +218,22 @@ class _Running:
     """One started run: its task's watch and what its record needs."""
 
     def __init__(
-        self, run: PlainRun, watch: Watch, keeper: OutputKeeper, error_r: int, lock: int | None
+        self,
+        run: PlainRun,
+        watch: Watch,
+        keeper: OutputKeeper,
+        error_r: int,
+        lock: int | None,
+        observed: RunHooks | None = None,
+        notes: list[str] | None = None,
     ) -> None:
         self.run = run
         self.watch = watch
         self.keeper = keeper
         self.error_r = error_r
         self.lock = lock
+        self.observed = observed
+        self.notes = [] if notes is None else notes
 
 
 def _supervisor(runs: list[PlainRun], settings: light._Settings, state_dir: str, db_path: str) -> None:
@@ -228,29 +248,50 @@ def _supervisor(runs: list[PlainRun], settings: light._Settings, state_dir: str,
     if root not in sys.path and any(run.source == "local" for run in runs):
         sys.path.insert(0, root)  # local plugins, as icc.plugins.load_only loads them
     tasks = _load(runs, settings)
+    db = _connect(db_path)
+    hooks = light.run_hooks(db, settings)  # None: no plugin's run hooks can act (nothing more is loaded)
+    observed = _observe(db, runs, tasks, hooks)
     gc.freeze()  # the tasks' collections never walk (and so copy) what they share from here
     subreaper = _subreaper()  # a task that daemonizes cannot escape: adopted here, ended below
-    db = _connect(db_path)
-    started: list[_Running] = []
-    held: list[int] = []  # descriptors a later task must not inherit: earlier tasks' pipes, job locks
+    ready: list[tuple[PlainRun, Callable[[], object], int | None, RunHooks | None, list[str]]] = []
     for run in runs:
+        seen = observed.get(run.run_id)
+        if isinstance(seen, str):
+            continue  # its plugins did not load: recorded failed, its task not started
+        notes: list[str] = []
+        task = tasks[run.name]
+        taken: int | str | None = None
         if _Stop.signum:
             why = f"not started: {WHO} received {signal_name(_Stop.signum)}"
             light._finish(db, run.run_id, "skipped", time.time(), None, "", why)
-            continue
-        task = tasks[run.name]
-        if isinstance(task, str):
+        elif isinstance(task, str):
             light._finish(db, run.run_id, "failed", time.time(), None, "", task)
+        elif not run.overlapping and isinstance(taken := _job_lock(db, run, settings, state_dir), str):
+            pass  # recorded skipped (the previous run holds it) or failed (a broken lock file)
+        else:
+            if seen is not None:
+                notes += seen.before()
+            ready.append((run, task, None if isinstance(taken, str) else taken, seen, notes))
             continue
-        lock: int | None = None
-        if not run.overlapping:
-            taken = _job_lock(db, run, settings, state_dir)
-            if isinstance(taken, str):
-                continue  # recorded skipped (the previous run holds it) or failed (a broken lock file)
-            lock = taken
-        started.append(_fork(db, run, task, settings, lock, title, held))
+        _after(db, run, hooks, seen, notes)  # recorded without its task: its after observers all the same
+    started: list[_Running] = []
+    # The descriptors a task must not inherit: the job locks, earlier tasks' pipes. Every run's before
+    # observers were called before any task is forked: no task runs unwatched meanwhile.
+    held = [lock for _, _, lock, _, _ in ready if lock is not None]
+    for run, task, lock, seen, notes in ready:
+        if _Stop.signum:  # stopped meanwhile
+            if lock is not None:
+                os.close(lock)
+                held.remove(lock)
+            why = f"not started: {WHO} received {signal_name(_Stop.signum)}"
+            light._finish(db, run.run_id, "skipped", time.time(), None, "", why)
+            _after(db, run, hooks, seen, notes)
+            continue
+        started.append(_fork(db, run, task, settings, lock, title, held, seen, notes))
     if started:
-        _watch(db, started, settings)
+        _watch(db, started, settings, hooks)
+    if hooks is not None:
+        hooks.close()
     if subreaper:
         from icc.supervise.supervisor import _end_leftovers, _has_children  # lazy: once all its runs ended
 
@@ -258,8 +299,49 @@ def _supervisor(runs: list[PlainRun], settings: light._Settings, state_dir: str,
             _end_leftovers(set())
 
 
-def _watch(db: sqlite3.Connection, started: list[_Running], settings: light._Settings) -> None:
-    """Watch the started runs' tasks in one loop, recording each run as its task ends."""
+def _observe(
+    db: sqlite3.Connection,
+    runs: list[PlainRun],
+    tasks: dict[str, Callable[[], object] | str],
+    hooks: light.Hooks | None,
+) -> dict[int, RunHooks | str]:
+    """When the run hooks can act and are not declared (``before_run`` acts: :class:`icc.tick.light.Hooks`),
+    each run's observers, loaded before any task is forked as the full tick's supervisor loads them (within
+    the run's timeout: :meth:`icc.tick.light.Hooks.observe`); a run whose plugins did not load is recorded
+    failed (its task not started)."""
+    if hooks is None or hooks.episodes is not None:
+        return {}
+    observed: dict[int, RunHooks | str] = {}
+    for run in runs:
+        if _Stop.signum:
+            break  # the rest are recorded skipped, their hooks not loaded
+        seen = hooks.observe(run.run_id, run.timeout, told=run.plugin)
+        if isinstance(seen, str):
+            light._finish(db, run.run_id, "failed", time.time(), None, "", seen)
+        observed[run.run_id] = seen
+    return observed
+
+
+def _after(
+    db: sqlite3.Connection,
+    run: PlainRun,
+    hooks: light.Hooks | None,
+    seen: RunHooks | None,
+    notes: list[str],
+) -> None:
+    """Run ``run`` is recorded: its ``after`` observers, as :func:`icc.tick.plain._hooked` and the episodes'
+    :meth:`icc.tick.light.Hooks.after` call them in the foreground supervisor."""
+    if seen is not None:
+        seen.conclude(notes)
+    elif hooks is not None and hooks.episodes is not None:
+        hooks.after(db, run.run_id, run.name, run.timeout)
+
+
+def _watch(
+    db: sqlite3.Connection, started: list[_Running], settings: light._Settings, hooks: light.Hooks | None
+) -> None:
+    """Watch the started runs' tasks in one loop, recording each run as its task ends, then calling its
+    ``after`` observers (bounded: they hold up the other tasks' watching at most that long)."""
     by_watch = {id(r.watch): r for r in started}
     passed_on: set[int] = set()
 
@@ -269,7 +351,9 @@ def _watch(db: sqlite3.Connection, started: list[_Running], settings: light._Set
             watch.stop(now, settings.grace, send=False)
 
     def ended(watch: Watch) -> None:
-        _record(db, by_watch[id(watch)])
+        running = by_watch[id(watch)]
+        _record(db, running)
+        _after(db, running.run, hooks, running.observed, running.notes)
 
     # A stop wakes the loop at once (its handler's SIGTERM may reach a task before the task's own handlers
     # are set: the loop then sends SIGKILL after the grace).
@@ -304,12 +388,15 @@ def _fork(
     lock: int | None,
     title: Callable[[str], None],
     held: list[int],
+    observed: RunHooks | None = None,
+    notes: list[str] | None = None,
 ) -> _Running:
-    """Fork the run's task and record it ``running`` with both pids."""
+    """Fork the run's task and record it ``running`` with both pids; its output after what its ``before``
+    observers printed (``observed``)."""
     out_r, out_w = os.pipe()
     error_r, error_w = os.pipe()
     os.set_blocking(error_r, False)  # read once the task is gone; a daemonized grandchild may hold it open
-    close = (out_r, error_r, *held) if lock is None else (out_r, error_r, lock, *held)
+    close = (out_r, error_r, *held)  # held: its own job lock too
     started = time.time()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the task never returns
@@ -325,11 +412,13 @@ def _fork(
         "WHERE id = ? AND outcome IN ('pending', 'running')",
         [(os.getpid(), pid, started, run.run_id)],
     )
-    held += [out_r, error_r] if lock is None else [out_r, error_r, lock]
+    held += [out_r, error_r]
     keeper = OutputKeeper(int(settings.core["output_limit"]))  # type: ignore[call-overload]
+    if observed is not None and observed.preamble:
+        keeper.add(observed.preamble)
     deadline = None if run.timeout is None else started + run.timeout
     watch = Watch(pid, out_r, keeper.add, deadline=deadline, grace=settings.grace)
-    return _Running(run, watch, keeper, error_r, lock)
+    return _Running(run, watch, keeper, error_r, lock, observed, notes)
 
 
 def _record(db: sqlite3.Connection, running: _Running) -> None:

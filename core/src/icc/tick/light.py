@@ -599,10 +599,6 @@ def _plan(
             and any(getattr(r, "background", 0) for r in runs)
         ):
             raise _NotLight  # background runs, and nothing here to start them: the full tick's
-        if acting and any(getattr(r, "background", 0) for r in runs):
-            # The light background supervisor (icc.tick.background) calls no run hooks: with hooks that can act
-            # (alert mail, pings, notify URLs), background runs are the full tick's, so every failure is heard.
-            raise _NotLight
         order = [f"consume:{q}" for q in settings.queues if f"consume:{q}" in due]
         if len(order) + len(others) != len(due):
             raise _NotLight  # a consumer job of a queue no longer configured
