@@ -596,10 +596,20 @@ def _status_table(report: facts.StatusReport, zone: str) -> None:
         ui.say(_pause_line(report.paused, zone))
     terminal = ui.is_terminal()
     rows = []
-    times: dict[float | None, str] = {}  # a next run many jobs share (10,000 jobs: issue 17), formatted once
+    # What many jobs share (10,000 jobs: issue 17) is formatted once: a next run, a plugin, a state.
+    times: dict[float | None, str] = {}
+    plugins: dict[tuple[str, str | None, str | None], str] = {}
+    states: dict[tuple[str, bool | None], str] = {}
     for j in report.jobs:
-        plugin = j.plugin + (f" ({j.distribution} {j.version})" if j.distribution else "")
-        state = j.state + (", stale" if j.stale else "")  # expect_success_within() overdue
+        key = (j.plugin, j.distribution, j.version)
+        plugin = plugins.get(key)
+        if plugin is None:
+            plugin = plugins[key] = j.plugin + (f" ({j.distribution} {j.version})" if j.distribution else "")
+        stale = j.stale  # expect_success_within() overdue
+        shown = (j.state, stale)
+        state = states.get(shown)
+        if state is None:
+            state = states[shown] = j.state + (", stale" if stale else "")
         next_run = times.get(j.next_run)
         if next_run is None:
             next_run = times[j.next_run] = _local(j.next_run, zone)
@@ -608,18 +618,20 @@ def _status_table(report: facts.StatusReport, zone: str) -> None:
                 f"pid {r.pid} since {'?' if r.since is None else _local(r.since, zone)[11:16]}"
                 for r in j.running
             )
-            or "-"
+            if j.running
+            else "-"
         )
         missed = str(j.missed) if j.missed else "-"
+        last_run, last_success, last_failure = j.last_run, j.last_success, j.last_failure
         cells = [
             j.name,
             plugin,
             j.schedule_text if j.words_only else (f"{j.schedule_text}\n{j.cron}" if terminal else j.cron),
             *(() if terminal else (state,)),
             next_run,
-            _last_run_cell(j.last_run, zone, terminal=terminal),
-            _last_run_cell(j.last_success, zone, terminal=terminal),
-            _last_run_cell(j.last_failure, zone, terminal=terminal),
+            "-" if last_run is None else _last_run_cell(last_run, zone, terminal=terminal),
+            "-" if last_success is None else _last_run_cell(last_success, zone, terminal=terminal),
+            "-" if last_failure is None else _last_run_cell(last_failure, zone, terminal=terminal),
         ]
         if terminal:  # state, running and missed in one column: a terminal may be 80 columns wide
             notes = [state] if j.state != "enabled" or j.stale else []
