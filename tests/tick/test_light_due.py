@@ -273,7 +273,9 @@ def schedule(scheduler):
     assert 1.0 <= hang["ended_at"] - hang["started_at"] < 5.0
     assert not pid_alive(hang["task_pid"])
     assert runs["later"]["outcome"] == "succeeded"
-    assert ran(project)[-2:] == [("hang", "000"), ("later", "000")]
+    assert ran(project)[-2:] == [("hang", "000"), ("later", "000")], (
+        light.stdout + light.stderr + repr(project.runs())
+    )
 
 
 BROKEN_PLUGIN = """
