@@ -62,11 +62,15 @@ def ended(project: Project, minute: int) -> list[dict[str, Any]]:
     def mine() -> list[dict[str, Any]]:
         return [r for r in project.runs() if r["slot"] == slot(minute)]
 
-    project.wait_for(
-        lambda: bool(mine()) and all(r["outcome"] not in ("pending", "running") for r in mine()),
-        timeout=60,
-        what=f"the consumer runs of minute {minute} to end",
-    )
+    try:
+        project.wait_for(
+            lambda: bool(mine()) and all(r["outcome"] not in ("pending", "running") for r in mine()),
+            timeout=60,
+            what=f"the consumer runs of minute {minute} to end",
+        )
+    except AssertionError as exc:  # say what the runs were, and whether their processes live
+        alive = [(r["job"], pid_alive(r["pid"]), pid_alive(r["task_pid"])) for r in mine()]
+        raise AssertionError(f"{exc}: {mine()!r}; (job, supervisor alive, task alive): {alive}") from None
     project.wait_for(
         lambda: not any(pid_alive(r["pid"]) for r in mine()),
         timeout=60,
