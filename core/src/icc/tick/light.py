@@ -272,15 +272,13 @@ def _acting(hooks: list[tuple[list[str], str]], settings: _Settings) -> list[str
     return [episode for needed, episode in hooks if any(settings.acts(setting) for setting in needed)]
 
 
-def _check_hooks(db: sqlite3.Connection, settings: _Settings) -> None:
-    """Raise :class:`_NotLight` unless the light supervisors can call the run hooks as the full tick's would:
-    the plugins are the last scan's (the drift stamp: the scan stored which plugins have run hooks), and the
-    configuration is a file the full loader reads (a Django or Flask project's is in its settings)."""
-    if settings.command is not None:
-        raise _NotLight
+def _plugins_as_scanned(db: sqlite3.Connection) -> None:
+    """Raise :class:`_NotLight` unless the plugins are the last scan's (the drift stamp): the scan stored which
+    jobs are plain and which plugins have run hooks; a change since is the full tick's, which loads them all (and
+    says so). Checked once per light minute, for its plain runs and its run hooks alike."""
     stamp = db.execute("SELECT value FROM meta WHERE key = 'drift_stamp'").fetchone()
     if stamp is None or drift(stamp[0]) is not None:
-        raise _NotLight  # the plugins changed since the scan: the full tick loads them all (and says so)
+        raise _NotLight
 
 
 def run_hooks(db: sqlite3.Connection, settings: _Settings) -> Hooks | None:
@@ -584,14 +582,16 @@ def _plan(
             raise _NotLight
         consumers, hooks = _parse_record(record)
         acting = bool(_acting(hooks, settings))
-        if acting:
-            _check_hooks(db, settings)  # the supervisors will call them: as the full tick's would
+        if acting and settings.command is not None:
+            raise _NotLight  # run hooks to call, and a Django or Flask project: its settings are its config
         due = dict(db.execute(_DUE, (slot,)).fetchall())
         if not due or any(next_due != slot for next_due in due.values()):
             raise _NotLight  # nothing due, or a missed slot: the full tick applies the policy
         others = [name for name in due if name not in consumers]
         if others and plain is None:
             raise _NotLight
+        if acting or others:
+            _plugins_as_scanned(db)  # plain runs to vouch for, or run hooks the supervisors will call
         runs = plain.plan(db, others, slot) if others and plain is not None else []
         if (
             plain is not None

@@ -68,7 +68,6 @@ from icc.supervise.process import (
 from icc.tick import light
 from icc.tick.ahead import TABLE, _connect, _write, following
 from icc.tick.light import _NotLight
-from icc.tickwatch import drift
 
 TYPE_CHECKING = False  # not typing's: the light minute does not import typing
 if TYPE_CHECKING:
@@ -361,12 +360,10 @@ _US, _RS = "\x1f", "\x1e"  # a job name is one line of printable text (icc.jobs)
 
 def plan(db: sqlite3.Connection, names: Sequence[str], slot: int) -> list[PlainRun]:
     """The plain runs of ``names`` (due at ``slot``, not consumer jobs), in the full tick's order; raises
-    :class:`icc.tick.light._NotLight` when any of them is not one the light minute may run."""
+    :class:`icc.tick.light._NotLight` when any of them is not one the light minute may run. The caller
+    (:func:`icc.tick.light._plan`) has checked that the plugins are the last scan's."""
     if os.environ.get("ICC_PLUGINS", "").strip():
         raise _NotLight  # a selection of plugins: the full path says what is left out
-    stamp = db.execute("SELECT value FROM meta WHERE key = 'drift_stamp'").fetchone()
-    if stamp is None or drift(stamp[0]) is not None:
-        raise _NotLight  # the plugins changed since the scan: the full tick loads them all (and says so)
     autoload = os.environ.get("ICC_DISABLE_PLUGIN_AUTOLOAD", "").strip().lower() in _FALSE
     found: dict[str, PlainRun] = {}
     wanted = set(names)
